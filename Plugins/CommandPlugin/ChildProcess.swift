@@ -1,0 +1,101 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a program without a shell, stdin from /dev/null, capturing stdout (up to a cap) and stderr, and
+/// killing its whole process group when it overruns its deadline or its output cap.
+struct ChildProcess {
+    enum Outcome {
+        case exited(status: Int32, stdout: [UInt8], stderr: [UInt8])
+        case signalled(Int32, stderr: [UInt8])
+        case timedOut
+        case outputTooLarge
+        case failedToStart(String)
+    }
+
+    static func run(_ argv: [String], timeoutMillis: Int64, maxOutput: Int) -> Outcome {
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        guard makePipe(&outPipe) else { return .failedToStart(String(cString: strerror(errno))) }
+        guard makePipe(&errPipe) else {
+            close(outPipe[0]); close(outPipe[1])
+            return .failedToStart(String(cString: strerror(errno)))
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Its own process group, so a timeout can kill what the program started as well.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for arg in cArgs { free(arg) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+        close(outPipe[1])
+        close(errPipe[1])
+        defer { close(outPipe[0]); close(errPipe[0]) }
+        guard spawned == 0 else { return .failedToStart("cannot run \(argv[0]): \(String(cString: strerror(spawned)))") }
+
+        var stdout: [UInt8] = []
+        var stderr: [UInt8] = []
+        let deadline = monotonicMillis() + timeoutMillis
+        var open = [outPipe[0], errPipe[0]]
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while !open.isEmpty {
+            let remaining = deadline - monotonicMillis()
+            if remaining <= 0 { return kill(pid, .timedOut) }
+            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let ready = poll(&fds, nfds_t(fds.count), Int32(min(remaining, 1000)))
+            if ready < 0 && errno == EINTR { continue }
+            for entry in fds where entry.revents != 0 {
+                let n = read(entry.fd, &buffer, buffer.count)
+                if n <= 0 {
+                    open.removeAll { $0 == entry.fd }
+                } else if entry.fd == outPipe[0] {
+                    stdout += buffer[0..<n]
+                    if stdout.count > maxOutput { return kill(pid, .outputTooLarge) }
+                } else if stderr.count < 4096 {
+                    stderr += buffer[0..<min(n, 4096 - stderr.count)]
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        if status & 0x7f == 0 { return .exited(status: (status >> 8) & 0xff, stdout: stdout, stderr: stderr) }
+        return .signalled(status & 0x7f, stderr: stderr)
+    }
+
+    /// A pipe whose ends are not inherited by programs spawned later.
+    private static func makePipe(_ fds: inout [Int32]) -> Bool {
+        guard pipe(&fds) == 0 else { return false }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        return true
+    }
+
+    private static func kill(_ pid: pid_t, _ outcome: Outcome) -> Outcome {
+        Glibc.kill(-pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return outcome
+    }
+
+    private static func monotonicMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,2 @@
+/* The file plugin exports only the functions declared in expirable.h. */
+#include "expirable.h"

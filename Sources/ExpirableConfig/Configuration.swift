@@ -1,0 +1,79 @@
+import ExpirableCore
+
+/// A validated `expirabled` configuration file (SPEC §2). Paths are absolute: relative ones in the file are
+/// resolved against the file's directory.
+public struct Configuration: Sendable, Hashable {
+    /// The file it was read from, as given.
+    public let file: String
+    public let server: Server
+    /// Nil when the node runs alone; cluster scope then means this node.
+    public let cluster: Cluster?
+    /// The configured expirables, sorted by name.
+    public let expirables: [Expirable]
+
+    /// `[server]`.
+    public struct Server: Sendable, Hashable {
+        public static let defaultSocket = "/run/expirable/expirable.sock"
+        public static let defaultSocketMode: UInt32 = 0o660
+        public static let defaultPluginDir = "/usr/local/lib/expirable"
+
+        /// The Unix socket path.
+        public let socket: String
+        /// The socket file's permission bits.
+        public let socketMode: UInt32
+        /// The only directory plugins are loaded from.
+        public let pluginDir: String
+    }
+
+    /// `[cluster]`.
+    public struct Cluster: Sendable, Hashable {
+        /// This node's name; its certificate must carry it.
+        public let node: String
+        /// Where this node accepts peers.
+        public let listen: Endpoint
+        /// The other nodes, sorted by name.
+        public let peers: [Peer]
+        /// PEM files: the cluster CA, this node's certificate and its private key.
+        public let ca: String
+        public let cert: String
+        public let key: String
+    }
+
+    /// A peer node: its name and address.
+    public struct Peer: Sendable, Hashable {
+        public let name: String
+        public let endpoint: Endpoint
+    }
+
+    /// A `host:port` pair.
+    public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+        public let host: String
+        public let port: Int
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// `[expirable.NAME]`.
+    public struct Expirable: Sendable, Hashable {
+        public static let defaultTimeout: Duration = .seconds(30)
+
+        public let name: String
+        /// The plugin's name as written; `PluginHost` resolves it inside `plugin_dir`.
+        public let plugin: String
+        public let scope: Scope
+        public let refresh: RefreshPolicy
+        /// The limit on one plugin call.
+        public let timeout: Duration
+        /// `params`, as string pairs in file order by key; an array contributes one pair per element.
+        public let params: [Param]
+    }
+
+    /// One plugin parameter.
+    public struct Param: Sendable, Hashable {
+        public let key: String
+        public let value: String
+        public init(key: String, value: String) {
+            self.key = key
+            self.value = value
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import ExpirableCore
+import Foundation
+import TOMLKit
+
+/// Turns a parsed TOML document into a `Configuration`, one table at a time, refusing unknown keys and
+/// values of the wrong type or form with an error that names the key and its line.
+struct ConfigurationDecoder {
+    let file: String
+    let lines: SourceLines
+    let baseDirectory: String
+
+    init(file: String, lines: SourceLines) {
+        self.file = file
+        self.lines = lines
+        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
+        baseDirectory = (absolute as NSString).deletingLastPathComponent
+    }
+
+    mutating func decode(_ root: TOMLTable) throws(ConfigurationError) -> Configuration {
+        try allowOnly(["server", "cluster", "expirable"], in: root, at: [])
+        let server = try decodeServer(root["server"].map { v throws(ConfigurationError) in try table(v, at: ["server"]) })
+        let cluster = try root["cluster"].map { v throws(ConfigurationError) in try decodeCluster(table(v, at: ["cluster"])) }
+        var expirables: [Configuration.Expirable] = []
+        if let value = root["expirable"] {
+            let all = try table(value, at: ["expirable"])
+            for name in all.keys.sorted() {
+                expirables.append(try decodeExpirable(name, table(all[name]!, at: ["expirable", name])))
+            }
+        }
+        return Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+    }
+
+    // MARK: Tables
+
+    private func decodeServer(_ t: TOMLTable?) throws(ConfigurationError) -> Configuration.Server {
+        guard let t else {
+            return .init(socket: Configuration.Server.defaultSocket, socketMode: Configuration.Server.defaultSocketMode,
+                         pluginDir: Configuration.Server.defaultPluginDir)
+        }
+        let at = ["server"]
+        try allowOnly(["socket", "socket_mode", "plugin_dir"], in: t, at: at)
+        let socket = try path(t, "socket", at: at) ?? Configuration.Server.defaultSocket
+        let pluginDir = try path(t, "plugin_dir", at: at) ?? Configuration.Server.defaultPluginDir
+        var mode = Configuration.Server.defaultSocketMode
+        if let value = t["socket_mode"] {
+            let text = value.string ?? value.int.map { String($0, radix: 8) }
+            guard let text, let parsed = UInt32(text, radix: 8), parsed <= 0o777, !text.isEmpty else {
+                throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(show(value))")
+            }
+            mode = parsed
+        }
+        return .init(socket: socket, socketMode: mode, pluginDir: pluginDir)
+    }
+
+    private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
+        let at = ["cluster"]
+        try allowOnly(["node", "listen", "peers", "ca", "cert", "key"], in: t, at: at)
+        let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
+        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
+        let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
+        guard !peerTable.isEmpty else {
+            throw error(at + ["peers"], "expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone")
+        }
+        var peers: [Configuration.Peer] = []
+        for name in peerTable.keys.sorted() {
+            let peerAt = at + ["peers", name]
+            _ = try nodeName(name, at: peerAt)
+            guard name != node else { throw error(peerAt, "is this node itself (cluster.node = \"\(node)\"); list only the other nodes") }
+            peers.append(.init(name: name, endpoint: try endpoint(peerTable[name]!, at: peerAt)))
+        }
+        func file(_ key: String) throws(ConfigurationError) -> String {
+            guard let p = try path(t, key, at: at) else { throw missing(at + [key], "a path to a PEM file") }
+            return p
+        }
+        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"))
+    }
+
+    private func decodeExpirable(_ name: String, _ t: TOMLTable) throws(ConfigurationError) -> Configuration.Expirable {
+        let at = ["expirable", name]
+        guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
+            throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
+        }
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params"], in: t, at: at)
+        let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
+        guard !plugin.isEmpty, !plugin.contains("/") else {
+            throw error(at + ["plugin"], "expected a plugin name inside plugin_dir such as \"command\", without \"/\", got \"\(plugin)\"")
+        }
+        let scope = try t["scope"].map { v throws(ConfigurationError) in try oneOf(Scope.self, v, at: at + ["scope"]) } ?? .cluster
+        let refreshWord = try t["refresh"].map { v throws(ConfigurationError) in try string(v, at: at + ["refresh"]) } ?? "lazy"
+        let before = try t["before_expiry"].map { v throws(ConfigurationError) in try duration(v, at: at + ["before_expiry"]) }
+        let refresh: RefreshPolicy
+        switch refreshWord {
+        case "lazy":
+            if before != nil {
+                throw error(at + ["before_expiry"], "only applies with refresh = \"eager\"; remove it or set refresh = \"eager\"")
+            }
+            refresh = .lazy
+        case "eager":
+            guard let before else { throw missing(at + ["before_expiry"], "\(DurationParser.expected), required with refresh = \"eager\"") }
+            refresh = .eager(beforeExpiry: before)
+        default:
+            throw error(at + ["refresh"], "expected \"lazy\" or \"eager\", got \"\(refreshWord)\"")
+        }
+        let timeout = try t["timeout"].map { v throws(ConfigurationError) in try duration(v, at: at + ["timeout"]) } ?? Configuration.Expirable.defaultTimeout
+        guard timeout > .zero else { throw error(at + ["timeout"], "expected a duration above zero") }
+        let params = try t["params"].map { v throws(ConfigurationError) in try decodeParams(table(v, at: at + ["params"]), at: at + ["params"]) } ?? []
+        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, timeout: timeout, params: params)
+    }
+
+    private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {
+        var params: [Configuration.Param] = []
+        for key in t.keys.sorted() {
+            let value = t[key]!
+            if let array = value.array {
+                for element in array {
+                    guard let text = scalar(element) else {
+                        throw error(at + [key], "expected an array of strings, numbers or booleans, found an element \(show(element))")
+                    }
+                    params.append(.init(key: key, value: text))
+                }
+            } else if let text = scalar(value) {
+                params.append(.init(key: key, value: text))
+            } else {
+                throw error(at + [key], "expected a string, number, boolean or array of them, got \(show(value))")
+            }
+        }
+        return params
+    }
+
+    // MARK: Values
+
+    private func scalar(_ v: any TOMLValueConvertible) -> String? {
+        if let s = v.string { return s }
+        if let i = v.int { return String(i) }
+        if let b = v.bool { return String(b) }
+        if let d = v.double { return String(d) }
+        return nil
+    }
+
+    private func table(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> TOMLTable {
+        guard let t = v.table else { throw error(at, "expected a table, got \(show(v))") }
+        return t
+    }
+
+    private func string(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> String {
+        guard let s = v.string else { throw error(at, "expected a string, got \(show(v))") }
+        return s
+    }
+
+    private func duration(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> Duration {
+        if let ms = v.int, ms >= 0 { return .milliseconds(ms) }
+        if let s = v.string, let d = DurationParser.duration(s) { return d }
+        throw error(at, "expected \(DurationParser.expected), got \(show(v))")
+    }
+
+    private func oneOf<E: RawRepresentable & CaseIterable>(_: E.Type, _ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> E where E.RawValue == String {
+        let words = E.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: " or ")
+        guard let s = v.string, let e = E(rawValue: s) else { throw error(at, "expected \(words), got \(show(v))") }
+        return e
+    }
+
+    private func nodeName(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> String {
+        try nodeName(try string(v, at: at), at: at)
+    }
+
+    @discardableResult
+    private func nodeName(_ s: String, at: [String]) throws(ConfigurationError) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        guard !s.isEmpty, s.count <= 64, s.allSatisfy(allowed.contains) else {
+            throw error(at, "expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \"\(s)\"")
+        }
+        return s
+    }
+
+    private func endpoint(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> Configuration.Endpoint {
+        let s = try string(v, at: at)
+        let bad = error(at, "expected \"host:port\" with a port from 1 to 65535 (IPv6 as \"[::1]:7400\"), got \"\(s)\"")
+        guard let colon = s.lastIndex(of: ":") else { throw bad }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(" "), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else { throw bad }
+        return .init(host: host, port: port)
+    }
+
+    private func path(_ t: TOMLTable, _ key: String, at: [String]) throws(ConfigurationError) -> String? {
+        guard let v = t[key] else { return nil }
+        let s = try string(v, at: at + [key])
+        guard !s.isEmpty, !s.contains("\0") else { throw error(at + [key], "expected a non-empty path") }
+        let joined = s.hasPrefix("/") ? s : baseDirectory + "/" + s
+        return (joined as NSString).standardizingPath
+    }
+
+    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], _ convert: (any TOMLValueConvertible) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
+        guard let v = t[key] else { throw missing(at + [key], "a value") }
+        return try convert(v)
+    }
+
+    private func allowOnly(_ keys: Set<String>, in t: TOMLTable, at: [String]) throws(ConfigurationError) {
+        for key in t.keys.sorted() where !keys.contains(key) {
+            let known = keys.sorted().joined(separator: ", ")
+            let whereText = at.isEmpty ? "at the top level" : "in [\(at.joined(separator: "."))]"
+            throw error(at + [key], "unknown key \(whereText); expected one of: \(known)")
+        }
+    }
+
+    // MARK: Errors
+
+    private func show(_ v: any TOMLValueConvertible) -> String {
+        if let s = v.string { return "\"\(s)\"" }
+        if let i = v.int { return "\(i)" }
+        return "a \(v.type.rawValue)"
+    }
+
+    private func error(_ at: [String], _ message: String) -> ConfigurationError {
+        ConfigurationError(file: file, line: lines.line(of: at), key: at.joined(separator: "."), message: message)
+    }
+
+    private func missing(_ at: [String], _ what: String) -> ConfigurationError {
+        ConfigurationError(file: file, line: lines.line(of: Array(at.dropLast())), key: at.joined(separator: "."),
+                           message: "is missing; expected \(what)")
+    }
+}

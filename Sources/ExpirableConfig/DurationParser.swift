@@ -1,0 +1,36 @@
+/// The one parser for durations in Expirable: configuration values, plugin params (through the plugin ABI's
+/// `parse_duration_ms`) and CLI flags all go through it.
+///
+/// A duration is a non-negative integer followed by a unit, `ms`, `s`, `m` or `h` (`"250ms"`, `"30s"`,
+/// `"5m"`, `"1h"`), or a bare non-negative integer of milliseconds (`"1500"`, or a TOML integer).
+public enum DurationParser {
+    /// What a duration looks like, for error messages.
+    public static let expected = "a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds"
+
+    /// The duration `text` denotes in milliseconds, or nil if it is not a duration (or overflows).
+    public static func milliseconds(_ text: some StringProtocol) -> Int64? {
+        let utf8 = Array(text.utf8)
+        var digitsEnd = 0
+        while digitsEnd < utf8.count, utf8[digitsEnd] >= UInt8(ascii: "0"), utf8[digitsEnd] <= UInt8(ascii: "9") {
+            digitsEnd += 1
+        }
+        guard digitsEnd > 0, digitsEnd <= 18 else { return nil }
+        var number: Int64 = 0
+        for digit in utf8[0..<digitsEnd] { number = number * 10 + Int64(digit - UInt8(ascii: "0")) }
+        let scale: Int64
+        switch String(decoding: utf8[digitsEnd...], as: UTF8.self) {
+        case "", "ms": scale = 1
+        case "s": scale = 1000
+        case "m": scale = 60_000
+        case "h": scale = 3_600_000
+        default: return nil
+        }
+        let (result, overflow) = number.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : result
+    }
+
+    /// The duration `text` denotes, or nil if it is not a duration.
+    public static func duration(_ text: some StringProtocol) -> Duration? {
+        milliseconds(text).map { .milliseconds($0) }
+    }
+}

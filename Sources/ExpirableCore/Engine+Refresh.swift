@@ -1,0 +1,46 @@
+/// Eager refresh: a timer per expirable, started when a value is stored, that fetches a new value in the
+/// background while readers keep getting the current one.
+extension Engine {
+    /// Schedules a refresh for `target` (monotonic), but never sooner than one second after the last plugin
+    /// call started. Replaces any earlier timer. Caller holds the lock.
+    func scheduleRefresh(_ entry: Entry, _ s: inout Entry.State, at target: UInt64, now: UInt64) {
+        s.cancelRefresh()
+        let earliest = (s.lastCallStart ?? 0) &+ UInt64(Engine.minimumRefreshInterval.nanoseconds)
+        let due = max(target, earliest, now)
+        let serial = s.timerSerial
+        let generation = s.generation
+        s.refreshTimer = clock.schedule(after: .nanoseconds(Int64(due - now))) { [self] in
+            refreshFired(entry, serial: serial, generation: generation)
+        }
+    }
+
+    /// After a failed background refresh: try again with exponential backoff while the current value lasts.
+    func scheduleRetry(_ entry: Entry, _ s: inout Entry.State, now: UInt64) {
+        s.refreshFailures += 1
+        let exponent = min(s.refreshFailures - 1, 30)
+        let backoff = min(Engine.minimumRefreshInterval * (1 << exponent), Engine.maximumRefreshBackoff)
+        let retryAt = now &+ UInt64(backoff.nanoseconds)
+        guard retryAt < s.deadline else {
+            s.cancelRefresh()
+            return
+        }
+        scheduleRefresh(entry, &s, at: retryAt, now: now)
+    }
+
+    private func refreshFired(_ entry: Entry, serial: UInt64, generation: UInt64) {
+        let now = clock.monotonicNanos
+        let start: Bool = entry.state.withLock { s in
+            guard s.timerSerial == serial, s.generation == generation else { return false }
+            s.refreshTimer = nil
+            // An expired value is no longer refreshed in the background: the next fetch calls the plugin.
+            guard s.flight == nil, s.isValid(at: now) else { return false }
+            s.flight = Entry.Flight(waiters: [], generation: generation)
+            s.counters.refreshes &+= 1
+            startingCall(&s, now: now)
+            return true
+        }
+        guard start else { return }
+        logger.debug("eager refresh", metadata: ["expirable": "\(entry.name)"])
+        call(entry, generation: generation)
+    }
+}

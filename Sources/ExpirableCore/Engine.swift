@@ -1,0 +1,188 @@
+import Logging
+
+/// The store: answers fetches from memory while a value is valid and otherwise calls the expirable's fetcher,
+/// sharing one call between concurrent callers (single flight). Successes are kept until they expire, failures
+/// never. Knows nothing of sockets, plugins or peers.
+public final class Engine: Sendable {
+    let clock: any EngineClock
+    let logger: Logger
+    private let entryTable: [String: Entry]
+    /// The configured names, sorted.
+    public let names: [String]
+
+    /// The shortest interval between two plugin calls started by eager refresh for one expirable.
+    public static let minimumRefreshInterval: Duration = .seconds(1)
+    /// The longest wait between retries of a failing eager refresh.
+    public static let maximumRefreshBackoff: Duration = .seconds(30)
+
+    public init(expirables: [ExpirableDefinition], clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.engine")) {
+        var entries: [String: Entry] = [:]
+        for definition in expirables {
+            precondition(entries[definition.name] == nil, "duplicate expirable \(definition.name)")
+            entries[definition.name] = Entry(definition)
+        }
+        self.entryTable = entries
+        self.names = entries.keys.sorted()
+        self.clock = clock
+        self.logger = logger
+    }
+
+    func entries(_ name: String) -> Entry? { entryTable[name] }
+
+    // MARK: Reading
+
+    /// The value of `name` if one is stored and valid, without waiting and without calling a plugin. This is
+    /// the hot path: one dictionary lookup, one short lock, no allocation.
+    public func cachedValue(_ name: String) -> Fetched? {
+        guard let entry = entries(name) else { return nil }
+        let now = clock.monotonicNanos
+        return entry.state.withLock { s in
+            guard s.isValid(at: now) else { return nil }
+            s.counters.hits &+= 1
+            return s.value
+        }
+    }
+
+    /// Answers `name`'s value: from memory if valid, otherwise from the one plugin call that all concurrent
+    /// callers share. `completion` runs exactly once, possibly on the calling thread.
+    public func fetch(_ name: String, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        guard let entry = entries(name) else {
+            completion(.failure(.notFound(name)))
+            return
+        }
+        let now = clock.monotonicNanos
+        enum Action { case answer(Fetched), wait, call(UInt64) }
+        let action: Action = entry.state.withLock { s in
+            if s.isValid(at: now), let value = s.value {
+                s.counters.hits &+= 1
+                return .answer(value)
+            }
+            s.counters.misses &+= 1
+            if let flight = s.flight {
+                if flight.generation == s.generation {
+                    s.flight!.waiters.append(completion)
+                } else {
+                    s.nextWaiters.append(completion)
+                }
+                return .wait
+            }
+            s.flight = Entry.Flight(waiters: [completion], generation: s.generation)
+            startingCall(&s, now: now)
+            return .call(s.generation)
+        }
+        switch action {
+        case .answer(let value): completion(.success(value))
+        case .wait: break
+        case .call(let generation): call(entry, generation: generation)
+        }
+    }
+
+    /// Async form of `fetch(_:completion:)`.
+    public func fetch(_ name: String) async throws(ExpirableError) -> Fetched {
+        let result = await withCheckedContinuation { continuation in
+            fetch(name) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+    // MARK: Clearing
+
+    /// Drops `name`'s value and stops its eager refresh; the next fetch calls the plugin. A call already under
+    /// way still answers its callers, but its result is not stored. Returns false if `name` is not configured.
+    @discardableResult
+    public func clear(_ name: String) -> Bool {
+        guard let entry = entries(name) else { return false }
+        entry.state.withLock { s in
+            s.value = nil
+            s.deadline = 0
+            s.generation &+= 1
+            s.refreshFailures = 0
+            s.cancelRefresh()
+        }
+        logger.info("cleared", metadata: ["expirable": "\(name)"])
+        return true
+    }
+
+    /// Clears every expirable.
+    public func clearAll() {
+        for name in names { clear(name) }
+    }
+
+    /// Stops every eager refresh timer; used when the daemon shuts down. Values stay readable.
+    public func shutdown() {
+        for entry in entryTable.values { entry.state.withLock { $0.cancelRefresh() } }
+    }
+
+    // MARK: Plugin calls
+
+    /// Bookkeeping for a call about to start; caller holds the lock.
+    func startingCall(_ s: inout Entry.State, now: UInt64) {
+        s.lastCallStart = now
+        s.counters.pluginCalls &+= 1
+    }
+
+    func call(_ entry: Entry, generation: UInt64) {
+        entry.fetcher.fetch { [self] result in
+            complete(entry, generation: generation, result: result)
+        }
+    }
+
+    private func complete(_ entry: Entry, generation: UInt64, result: Result<Fetched, ExpirableError>) {
+        let now = clock.monotonicNanos
+        let wall = clock.unixMillis
+        let (waiters, followUp): ([Entry.Completion], UInt64?) = entry.state.withLock { s in
+            let waiters = s.flight?.waiters ?? []
+            s.flight = nil
+            switch result {
+            case .success(let fetched):
+                s.lastError = nil
+                let deadline = Engine.deadline(of: fetched.expiry, now: now, wall: wall)
+                if generation == s.generation && deadline > now {
+                    store(fetched, deadline: deadline, in: entry, &s, now: now)
+                }
+            case .failure(let error):
+                s.lastError = error.description
+                s.counters.failures &+= 1
+                if generation == s.generation && s.isValid(at: now) {
+                    scheduleRetry(entry, &s, now: now)
+                }
+            }
+            guard !s.nextWaiters.isEmpty else { return (waiters, nil) }
+            s.flight = Entry.Flight(waiters: s.nextWaiters, generation: s.generation)
+            s.nextWaiters = []
+            startingCall(&s, now: now)
+            return (waiters, s.generation)
+        }
+        if case .failure(let error) = result {
+            logger.warning("fetch failed", metadata: ["expirable": "\(entry.name)", "error": "\(error)"])
+        }
+        for waiter in waiters { waiter(result) }
+        if let followUp { call(entry, generation: followUp) }
+    }
+
+    private func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
+        s.value = fetched
+        s.deadline = deadline
+        s.refreshFailures = 0
+        s.cancelRefresh()
+        if case .eager(let before) = entry.refresh, deadline != .max {
+            let target = deadline - min(deadline, UInt64(max(0, before.nanoseconds)))
+            scheduleRefresh(entry, &s, at: target, now: now)
+        }
+    }
+
+    /// Turns a wall-clock expiry into a monotonic deadline, once, when the value arrives.
+    static func deadline(of expiry: Expiry, now: UInt64, wall: Int64) -> UInt64 {
+        switch expiry {
+        case .never:
+            return .max
+        case .at(let unixMillis):
+            let remaining = unixMillis.subtractingReportingOverflow(wall)
+            if remaining.overflow { return unixMillis < 0 ? 0 : .max - 1 }
+            if remaining.partialValue <= 0 { return 0 }
+            let nanos = remaining.partialValue.multipliedReportingOverflow(by: 1_000_000)
+            let sum = now.addingReportingOverflow(UInt64(nanos.overflow ? Int64.max : nanos.partialValue))
+            return sum.overflow ? .max - 1 : min(sum.partialValue, .max - 1)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+/// When a value stops being valid: a Unix time in milliseconds, or never.
+public enum Expiry: Sendable, Hashable, CustomStringConvertible {
+    /// Kept until cleared and never refreshed.
+    case never
+    /// Valid until this Unix time in milliseconds.
+    case at(unixMillis: Int64)
+
+    public var description: String {
+        switch self {
+        case .never: "never"
+        case .at(let ms): "\(ms)"
+        }
+    }
+}
+
+/// Where a value lives: replicated to every node of the cluster, or kept on this node only.
+public enum Scope: String, Sendable, Hashable, CaseIterable {
+    case cluster
+    case local
+}
+
+/// When a value is fetched again.
+public enum RefreshPolicy: Sendable, Hashable, CustomStringConvertible {
+    /// Only on the first fetch after it expired.
+    case lazy
+    /// In the background, this long before it expires.
+    case eager(beforeExpiry: Duration)
+
+    public var description: String {
+        switch self {
+        case .lazy: "lazy"
+        case .eager: "eager"
+        }
+    }
+}
+
+/// A value together with its expiry, as answered to callers.
+public struct Fetched: Sendable {
+    /// The value's bytes. Never log them.
+    public let value: Secret
+    /// When the value expires.
+    public let expiry: Expiry
+
+    public init(value: Secret, expiry: Expiry) {
+        self.value = value
+        self.expiry = expiry
+    }
+}

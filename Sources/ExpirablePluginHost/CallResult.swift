@@ -1,0 +1,69 @@
+import ExpirableABI
+import ExpirableCore
+import Synchronization
+
+/// What one plugin call reported through set_value / set_error. The plugin sees it as an opaque
+/// `expirable_result *`; the host turns it into a fetch result after the call returns, refusing anything
+/// malformed with an error that says what the plugin did wrong.
+final class CallResult: Sendable {
+    private struct State {
+        var value: Fetched?
+        var error: String?
+        var problems: [String] = []
+        var reports = 0
+    }
+
+    private let state = Mutex(State())
+    let maxValueBytes: Int
+
+    init(maxValueBytes: Int = Int(EXPIRABLE_MAX_VALUE_BYTES)) {
+        self.maxValueBytes = maxValueBytes
+    }
+
+    func setValue(_ bytes: UnsafeRawBufferPointer?, expiresAt: Int64) {
+        state.withLock { s in
+            s.reports += 1
+            if bytes == nil {
+                s.problems.append("passed a NULL value pointer with a non-zero length")
+            } else if let bytes, bytes.count > maxValueBytes {
+                s.problems.append("returned a value of \(bytes.count) bytes, over the limit of \(maxValueBytes)")
+            } else if expiresAt < 0 {
+                s.problems.append("returned a negative expires_at (\(expiresAt)); expected Unix milliseconds or EXPIRABLE_NEVER_EXPIRES")
+            } else {
+                let expiry: Expiry = expiresAt == Int64.max ? .never : .at(unixMillis: expiresAt)
+                s.value = Fetched(value: Secret(copying: bytes ?? UnsafeRawBufferPointer(start: nil, count: 0)), expiry: expiry)
+            }
+        }
+    }
+
+    func setError(_ bytes: UnsafeRawBufferPointer?) {
+        let message = bytes.map { CallResult.printable($0) } ?? ""
+        state.withLock { s in
+            s.reports += 1
+            s.error = message.isEmpty ? "(the plugin gave no message)" : message
+        }
+    }
+
+    /// Whether the plugin called set_value or set_error at all.
+    var reported: Bool { state.withLock { $0.reports > 0 } }
+
+    /// The outcome, once the plugin call has returned. `plugin` names it in messages about malformed results.
+    func outcome(plugin: String) -> Result<Fetched, ExpirableError> {
+        state.withLock { s in
+            if s.reports > 1 {
+                return .failure(.fetch("plugin \(plugin) reported \(s.reports) results (a value and an error, or several of either); it must call set_value or set_error exactly once"))
+            }
+            if let problem = s.problems.first { return .failure(.fetch("plugin \(plugin) \(problem)")) }
+            if let error = s.error { return .failure(.fetch(error)) }
+            if let value = s.value { return .success(value) }
+            return .failure(.fetch("plugin \(plugin) returned neither a value nor an error; it must call set_value or set_error"))
+        }
+    }
+
+    /// The plugin's error message made safe for a log line or a RESP error: at most 1,000 bytes of valid UTF-8,
+    /// control characters replaced by spaces.
+    static func printable(_ bytes: UnsafeRawBufferPointer) -> String {
+        let text = String(decoding: bytes.prefix(1000), as: UTF8.self)
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 }))
+    }
+}

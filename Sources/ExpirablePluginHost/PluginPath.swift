@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Finds a plugin file inside `plugin_dir` and checks that nobody but root or the daemon's user could have
+/// put it there or changed it (SPEC §5): real paths only, inside the directory, not writable by group or others.
+enum PluginPath {
+    /// The real path of plugin `name` in `directory`: the first of `libNAME.so`, `NAME.so` and `NAME` that exists.
+    static func resolve(_ name: String, in directory: String) throws(PluginError) -> String {
+        guard !name.isEmpty, !name.contains("/") else {
+            throw PluginError("plugin name \"\(name)\" must be a file name inside plugin_dir \(directory), without \"/\"")
+        }
+        let realDirectory = try realPath(directory, what: "plugin_dir")
+        try checkOwnership(realDirectory, what: "plugin_dir", directory: true)
+        let candidates = ["lib\(name).so", "\(name).so", name]
+        guard let found = candidates.map({ realDirectory + "/" + $0 }).first(where: { exists($0) }) else {
+            throw PluginError("plugin \"\(name)\" not found: none of \(candidates.joined(separator: ", ")) is in plugin_dir \(realDirectory); install the plugin there or fix the plugin name")
+        }
+        let real = try realPath(found, what: "plugin")
+        guard real.hasPrefix(realDirectory + "/") else {
+            throw PluginError("plugin \(found) resolves to \(real), outside plugin_dir \(realDirectory); copy the file into plugin_dir instead of linking to it")
+        }
+        let parent = String(real[..<real.lastIndex(of: "/")!])
+        if parent != realDirectory { try checkOwnership(parent, what: "plugin directory", directory: true) }
+        try checkOwnership(real, what: "plugin", directory: false)
+        return real
+    }
+
+    private static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    private static func realPath(_ path: String, what: String) throws(PluginError) -> String {
+        guard let resolved = realpath(path, nil) else {
+            let reason = String(cString: strerror(errno))
+            throw PluginError("\(what) \(path) cannot be resolved: \(reason)")
+        }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    private static func checkOwnership(_ path: String, what: String, directory: Bool) throws(PluginError) {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw PluginError("\(what) \(path) cannot be examined: \(String(cString: strerror(errno)))")
+        }
+        let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
+        let isRegular = (st.st_mode & S_IFMT) == S_IFREG
+        if directory && !isDirectory { throw PluginError("\(what) \(path) is not a directory") }
+        if !directory && !isRegular { throw PluginError("\(what) \(path) is not a regular file") }
+        let euid = geteuid()
+        guard st.st_uid == 0 || st.st_uid == euid else {
+            throw PluginError("\(what) \(path) is owned by uid \(st.st_uid), not by root or the daemon's user (uid \(euid)); chown root \(path)")
+        }
+        if st.st_mode & S_IWOTH != 0 {
+            throw PluginError("\(what) \(path) is writable by others; chmod o-w \(path)")
+        }
+        if st.st_mode & S_IWGRP != 0 {
+            throw PluginError("\(what) \(path) is writable by group; chmod g-w \(path)")
+        }
+    }
+}
