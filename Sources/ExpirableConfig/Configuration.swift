@@ -50,6 +50,11 @@ public struct Configuration: Sendable, Hashable {
         public let host: String
         public let port: Int
         public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
     }
 
     /// `[expirable.NAME]`.

@@ -1,0 +1,181 @@
+import ExpirableConfig
+import ExpirableCore
+import Foundation
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    static let file = "/etc/expirable/expirable.toml"
+
+    @Test("every key of SPEC §2 decodes into typed values")
+    func fullExample() throws {
+        let config = try Configuration.parse("""
+            [server]
+            socket = "/run/expirable/expirable.sock"
+            socket_mode = "0640"
+            plugin_dir = "plugins"
+
+            [cluster]
+            node = "node-a"
+            listen = "0.0.0.0:7400"
+            peers = { node-b = "10.0.0.2:7400", node-c = "[::1]:7401" }
+            ca = "/etc/expirable/ca.pem"
+            cert = "node-a.pem"
+            key = "/etc/expirable/node-a.key"
+
+            [expirable.github_access_token]
+            plugin = "oauth2"
+            scope = "cluster"
+            refresh = "eager"
+            before_expiry = "30s"
+            timeout = "10s"
+
+            [expirable.github_access_token.params]
+            token_url = "https://github.example/oauth/token"
+            client_id = "abc"
+            retries = 3
+            argv = ["curl", "-s"]
+
+            [expirable.local_one]
+            plugin = "command"
+            scope = "local"
+            timeout = 1500
+            """, file: Self.file)
+        #expect(config.server.socket == "/run/expirable/expirable.sock")
+        #expect(config.server.socketMode == 0o640)
+        #expect(config.server.pluginDir == "/etc/expirable/plugins")
+        let cluster = try #require(config.cluster)
+        #expect(cluster.node == "node-a")
+        #expect(cluster.listen == .init(host: "0.0.0.0", port: 7400))
+        #expect(cluster.peers.map(\.name) == ["node-b", "node-c"])
+        #expect(cluster.peers[1].endpoint == .init(host: "::1", port: 7401))
+        #expect(cluster.cert == "/etc/expirable/node-a.pem")
+        #expect(config.expirables.map(\.name) == ["github_access_token", "local_one"])
+        let github = config.expirables[0]
+        #expect(github.plugin == "oauth2")
+        #expect(github.scope == .cluster)
+        #expect(github.refresh == .eager(beforeExpiry: .seconds(30)))
+        #expect(github.timeout == .seconds(10))
+        #expect(github.params.map { "\($0.key)=\($0.value)" } == [
+            "argv=curl", "argv=-s", "client_id=abc", "retries=3", "token_url=https://github.example/oauth/token",
+        ])
+        let local = config.expirables[1]
+        #expect(local.scope == .local)
+        #expect(local.refresh == .lazy)
+        #expect(local.timeout == .milliseconds(1500))
+    }
+
+    @Test("defaults: server keys, cluster scope, lazy refresh, 30 s timeout, no cluster")
+    func defaults() throws {
+        let config = try Configuration.parse("[expirable.a]\nplugin = \"file\"\n", file: Self.file)
+        #expect(config.server.socket == "/run/expirable/expirable.sock")
+        #expect(config.server.socketMode == 0o660)
+        #expect(config.server.pluginDir == "/usr/local/lib/expirable")
+        #expect(config.cluster == nil)
+        #expect(config.expirables[0].scope == .cluster)
+        #expect(config.expirables[0].refresh == .lazy)
+        #expect(config.expirables[0].timeout == .seconds(30))
+        #expect(config.expirables[0].params.isEmpty)
+    }
+
+    static let refusals: [(String, String)] = [
+        ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
+         "F:3: server.sockt_mode: unknown key in [server]; expected one of: plugin_dir, socket, socket_mode"),
+        ("[servr]\n",
+         "F:1: servr: unknown key at the top level; expected one of: cluster, expirable, server"),
+        ("[server]\nsocket_mode = \"rw-rw----\"\n",
+         "F:2: server.socket_mode: expected an octal file mode string such as \"0660\", got \"rw-rw----\""),
+        ("[server]\nsocket = 5\n",
+         "F:2: server.socket: expected a string, got 5"),
+        ("[expirable.a]\nplugin = \"file\"\ntimeout = \"ten seconds\"\n",
+         "F:3: expirable.a.timeout: expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds, got \"ten seconds\""),
+        ("[expirable.a]\nplugin = \"file\"\ntimeout = \"0s\"\n",
+         "F:3: expirable.a.timeout: expected a duration above zero"),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\n",
+         "F:1: expirable.a.before_expiry: is missing; expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds, required with refresh = \"eager\""),
+        ("[expirable.a]\nplugin = \"file\"\nbefore_expiry = \"5s\"\n",
+         "F:3: expirable.a.before_expiry: only applies with refresh = \"eager\"; remove it or set refresh = \"eager\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"sometimes\"\n",
+         "F:3: expirable.a.refresh: expected \"lazy\" or \"eager\", got \"sometimes\""),
+        ("[expirable.a]\nplugin = \"file\"\nscope = \"global\"\n",
+         "F:3: expirable.a.scope: expected \"cluster\" or \"local\", got \"global\""),
+        ("[expirable.a]\nscope = \"local\"\n",
+         "F:1: expirable.a.plugin: is missing; expected a value"),
+        ("[expirable.a]\nplugin = \"../../tmp/evil\"\n",
+         "F:2: expirable.a.plugin: expected a plugin name inside plugin_dir such as \"command\", without \"/\", got \"../../tmp/evil\""),
+        ("[expirable.a]\nplugin = \"file\"\ncolour = \"blue\"\n",
+         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, params, plugin, refresh, scope, timeout"),
+        ("[expirable.a]\nplugin = \"file\"\n[expirable.a.params]\nnested = { x = 1 }\n",
+         "F:4: expirable.a.params.nested: expected a string, number, boolean or array of them, got a table"),
+        ("expirable = \"token\"\n",
+         "F:1: expirable: expected a table, got \"token\""),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+         "F:3: cluster.listen: expected \"host:port\" with a port from 1 to 65535 (IPv6 as \"[::1]:7400\"), got \"0.0.0.0\""),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:99999\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+         "F:4: cluster.peers.b: expected \"host:port\" with a port from 1 to 65535 (IPv6 as \"[::1]:7400\"), got \"127.0.0.2:99999\""),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { a = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+         "F:4: cluster.peers.a: is this node itself (cluster.node = \"a\"); list only the other nodes"),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\n",
+         "F:1: cluster.key: is missing; expected a path to a PEM file"),
+        ("[cluster]\nnode = \"node a\"\n",
+         "F:2: cluster.node: expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \"node a\""),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = {}\n",
+         "F:4: cluster.peers: expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone"),
+    ]
+
+    @Test("bad configurations are refused with file, line, key and what was expected", arguments: refusals)
+    func refused(text: String, expected: String) {
+        #expect(throws: ConfigurationError.self) { try Configuration.parse(text, file: "F") }
+        do {
+            _ = try Configuration.parse(text, file: "F")
+        } catch {
+            #expect(error.description == expected)
+        }
+    }
+
+    @Test("a TOML syntax error names the file and the parser's line and column")
+    func syntaxError() {
+        do {
+            _ = try Configuration.parse("[server]\nsocket = \"/tmp/x.sock\"\nplugin_dir = \n", file: "F")
+            Issue.record("expected a syntax error")
+        } catch {
+            #expect(error.file == "F")
+            #expect(error.line == 3)
+            #expect(error.description.hasPrefix("F:3: TOML syntax error at column "))
+        }
+    }
+
+    @Test("a duplicate key is a syntax error with its line")
+    func duplicateKey() {
+        do {
+            _ = try Configuration.parse("[expirable.a]\nplugin = \"file\"\nplugin = \"command\"\n", file: "F")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.line == 3)
+            #expect(error.description.contains("TOML syntax error"))
+        }
+    }
+
+    @Test("an unreadable file is refused with its path and what to check")
+    func missingFile() {
+        do {
+            _ = try Configuration.load(path: "/nonexistent/expirable.toml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.hasPrefix("/nonexistent/expirable.toml: cannot read the configuration ("))
+            #expect(error.description.hasSuffix("); check the path given to --config"))
+        }
+    }
+
+    @Test("relative paths resolve against the configuration file's directory")
+    func relativePaths() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("expirable-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("expirable.toml")
+        try "[server]\nsocket = \"run/e.sock\"\nplugin_dir = \"../plugins\"\n".write(to: file, atomically: true, encoding: .utf8)
+        let config = try Configuration.load(path: file.path)
+        #expect(config.server.socket == dir.path + "/run/e.sock")
+        #expect(config.server.pluginDir == dir.deletingLastPathComponent().path + "/plugins")
+    }
+}
