@@ -1,0 +1,2 @@
+/* Test plugin: an ordinary shared object, not an Expirable plugin. */
+int answer(void) { return 42; }

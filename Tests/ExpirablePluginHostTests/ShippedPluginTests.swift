@@ -1,0 +1,187 @@
+import ExpirableConfig
+import ExpirableCore
+import ExpirablePluginHost
+import Foundation
+import Testing
+
+@Suite("Shipped plugins")
+struct ShippedPluginTests {
+    // MARK: file (C)
+
+    @Test("file serves a file's contents with a ttl, dropping one trailing newline")
+    func fileServes() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "file")
+        let secret = fixture.path("secret")
+        try "api-key-123\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let (engine, host) = try fixture.engine("[expirable.key]\nplugin = \"file\"\n[expirable.key.params]\npath = \"\(secret)\"\nttl = \"5m\"\n")
+        defer { host.shutdown() }
+        let fetched = try await engine.fetch("key")
+        #expect(fetched.text == "api-key-123")
+        guard case .at(let at) = fetched.expiry else {
+            Issue.record("expected a finite expiry")
+            return
+        }
+        #expect(abs(at - (SystemClock().unixMillis + 300_000)) < 5_000)
+    }
+
+    @Test("file: infinity, trim = false, and a missing file is a FETCH error naming it")
+    func fileOptions() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "file")
+        let secret = fixture.path("secret")
+        try "raw\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let (engine, _) = try fixture.engine("""
+            [expirable.raw]
+            plugin = "file"
+            [expirable.raw.params]
+            path = "\(secret)"
+            ttl = "infinity"
+            trim = "false"
+            [expirable.gone]
+            plugin = "file"
+            [expirable.gone.params]
+            path = "\(fixture.path("nope"))"
+            ttl = "1s"
+            """)
+        let raw = try await engine.fetch("raw")
+        #expect(raw.text == "raw\n")
+        #expect(raw.expiry == .never)
+        #expect(await fetchError(engine, "gone") == .fetch("file plugin: cannot open \(fixture.path("nope")): No such file or directory"))
+    }
+
+    @Test("file refuses bad params when the daemon starts", arguments: [
+        ("ttl = \"1s\"", "file plugin: param 'path' is missing; set it to the file to serve"),
+        ("path = \"/etc/hostname\"", "file plugin: param 'ttl' is missing; set a duration such as \"5m\" or \"infinity\""),
+        ("path = \"/etc/hostname\"\nttl = \"soon\"", "file plugin: param 'ttl' is \"soon\"; expected a duration such as \"5m\" or \"infinity\""),
+        ("path = \"/etc/hostname\"\nttl = \"1s\"\nmode = \"x\"", "file plugin: unknown param 'mode'; expected path, ttl, trim or max_size"),
+    ])
+    func fileRefuses(params: String, reason: String) throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "file")
+        let message = try fixture.refusal("[expirable.k]\nplugin = \"file\"\n[expirable.k.params]\n\(params)\n")
+        #expect(message?.hasSuffix("refused its params: \(reason)") == true)
+    }
+
+    // MARK: command (Swift)
+
+    @Test("command runs argv without a shell; the value is its stdout")
+    func commandRaw() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "command")
+        let (engine, host) = try fixture.engine("""
+            [expirable.greeting]
+            plugin = "command"
+            [expirable.greeting.params]
+            argv = ["printf", "%s-%s\\n", "hello", "$HOME;"]
+            ttl = "30s"
+            """)
+        defer { host.shutdown() }
+        #expect(try await engine.fetch("greeting").text == "hello-$HOME;")
+    }
+
+    @Test("command reads JSON output: value_key, expires_in seconds and expires_at milliseconds")
+    func commandJSON() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "command")
+        let (engine, _) = try fixture.engine("""
+            [expirable.oauth]
+            plugin = "command"
+            [expirable.oauth.params]
+            argv = ["echo", "{\\"access_token\\": \\"at-1\\", \\"expires_in\\": 3600, \\"token_type\\": \\"bearer\\"}"]
+            output = "json"
+            value_key = "access_token"
+            [expirable.at]
+            plugin = "command"
+            [expirable.at.params]
+            argv = ["echo", "{\\"value\\": \\"v\\", \\"expires_at\\": 4102444800000}"]
+            output = "json"
+            """)
+        let oauth = try await engine.fetch("oauth")
+        #expect(oauth.text == "at-1")
+        guard case .at(let at) = oauth.expiry else {
+            Issue.record("expected a finite expiry")
+            return
+        }
+        #expect(abs(at - (SystemClock().unixMillis + 3_600_000)) < 5_000)
+        #expect(try await engine.fetch("at").expiry == .at(unixMillis: 4_102_444_800_000))
+    }
+
+    @Test("command failures: non-zero exit with stderr, its own timeout, output cap, bad JSON, shell only when set")
+    func commandFailures() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "command")
+        let (engine, _) = try fixture.engine("""
+            [expirable.exit]
+            plugin = "command"
+            [expirable.exit.params]
+            shell = "echo 'invalid_client' >&2; exit 3"
+            ttl = "1m"
+            [expirable.slow]
+            plugin = "command"
+            [expirable.slow.params]
+            argv = ["sleep", "30"]
+            ttl = "1m"
+            timeout = "200ms"
+            [expirable.chatty]
+            plugin = "command"
+            [expirable.chatty.params]
+            argv = ["head", "-c", "5000", "/dev/zero"]
+            ttl = "1m"
+            max_output = 1000
+            [expirable.json]
+            plugin = "command"
+            [expirable.json.params]
+            argv = ["echo", "not json"]
+            output = "json"
+            [expirable.missing]
+            plugin = "command"
+            [expirable.missing.params]
+            argv = ["/nonexistent/tool"]
+            ttl = "1m"
+            """)
+        #expect(await fetchError(engine, "exit") == .fetch("command plugin: /bin/sh exited with status 3: invalid_client"))
+        #expect(await fetchError(engine, "slow") == .fetch("command plugin: sleep did not finish within 200ms and was killed"))
+        #expect(await fetchError(engine, "chatty") == .fetch("command plugin: head printed more than max_output (1000 bytes) and was killed"))
+        #expect(await fetchError(engine, "json") == .fetch("command plugin: output is not valid JSON; print {\"value\": \"...\", \"expires_in\": seconds}"))
+        #expect(await fetchError(engine, "missing") == .fetch("command plugin: cannot run /nonexistent/tool: No such file or directory"))
+    }
+
+    @Test("command refuses bad params when the daemon starts", arguments: [
+        ("ttl = \"1s\"", "command plugin: set param 'argv' (an array: program and arguments) or 'shell' (a command line for /bin/sh)"),
+        ("argv = [\"date\"]", "command plugin: param 'ttl' is missing; raw output needs it (a duration or \"infinity\"), or use output = \"json\""),
+        ("argv = [\"date\"]\nshell = \"date\"\nttl = \"1s\"", "command plugin: params 'argv' and 'shell' exclude each other; keep one"),
+        ("argv = [\"date\"]\nttl = \"1s\"\noutput = \"xml\"", "command plugin: param 'output' is \"xml\"; expected \"raw\" or \"json\""),
+        ("argv = [\"date\"]\nttl = \"1s\"\nenv = \"X=1\"", "command plugin: unknown param 'env'; expected one of argv, max_output, output, shell, timeout, trim, ttl, value_key"),
+    ])
+    func commandRefuses(params: String, reason: String) throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "command")
+        let message = try fixture.refusal("[expirable.k]\nplugin = \"command\"\n[expirable.k.params]\n\(params)\n")
+        #expect(message?.hasSuffix("refused its params: \(reason)") == true, "\(message ?? "loaded")")
+    }
+}
+
+@Suite("Example configuration")
+struct ExampleConfigurationTests {
+    @Test("etc/expirable.toml is valid, its plugins load, and its expirables answer without credentials")
+    func exampleWorks() async throws {
+        let path = PluginFixture.repository.appendingPathComponent("etc/expirable.toml").path
+        let configuration = try Configuration.load(path: path)
+        #expect(configuration.expirables.map(\.name) == ["clock_token", "hostname", "rotating_key"])
+        let host = try PluginHost(configuration: configuration)
+        defer { host.shutdown() }
+        let engine = Engine(expirables: host.definitions)
+        #expect(try await engine.fetch("clock_token").text.hasPrefix("token-"))
+        #expect(try await engine.fetch("rotating_key").text.hasPrefix("key-"))
+        #expect(try await engine.fetch("hostname").expiry == .never)
+        engine.shutdown()
+    }
+}
