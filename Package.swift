@@ -10,6 +10,12 @@ let package = Package(
         .library(name: "ExpirableCore", targets: ["ExpirableCore"]),
         .library(name: "ExpirableConfig", targets: ["ExpirableConfig"]),
         .library(name: "ExpirablePluginHost", targets: ["ExpirablePluginHost"]),
+        .library(name: "ExpirableRESP", targets: ["ExpirableRESP"]),
+        .library(name: "ExpirableServer", targets: ["ExpirableServer"]),
+        /// The Swift client library for programs that use the daemon.
+        .library(name: "ExpirableClient", targets: ["ExpirableClient"]),
+        .executable(name: "expirabled", targets: ["expirabled"]),
+        .executable(name: "expirablectl", targets: ["expirablectl"]),
         // Fetcher plugins: each is a shared object a daemon loads from its plugin_dir.
         .library(name: "command", type: .dynamic, targets: ["CommandPlugin"]),
         .library(name: "file", type: .dynamic, targets: ["FilePlugin"]),
@@ -17,6 +23,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The plugin ABI: one C header, the only thing a plugin includes.
@@ -39,6 +49,54 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // One RESP2 codec for the server, the client and the CLI.
+        .target(
+            name: "ExpirableRESP",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // The Unix-socket server: RESP commands onto the engine. Knows nothing of plugins.
+        .target(
+            name: "ExpirableServer",
+            dependencies: [
+                "ExpirableCore", "ExpirableRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ExpirableClient",
+            dependencies: [
+                "ExpirableCore", "ExpirableRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "expirabled",
+            dependencies: [
+                "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "expirablectl",
+            dependencies: [
+                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
         .target(name: "FilePlugin", dependencies: ["ExpirableABI"], path: "Plugins/FilePlugin"),
         .executableTarget(
@@ -48,6 +106,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ExpirableCoreTests", dependencies: ["ExpirableCore"], swiftSettings: strict),
+        .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),
+        .testTarget(
+            name: "ExpirableDaemonTests",
+            dependencies: ["ExpirableClient", "ExpirableCore"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ExpirableConfigTests", dependencies: ["ExpirableConfig"], swiftSettings: strict),
         .testTarget(
             name: "ExpirablePluginHostTests",

@@ -1,0 +1,225 @@
+import ExpirableCore
+import ExpirableRESP
+import NIOCore
+import NIOPosix
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A value and its expiry, as the daemon answered them.
+public struct FetchedValue: Sendable, Hashable {
+    /// The value's bytes.
+    public let bytes: [UInt8]
+    /// When it expires.
+    public let expiry: Expiry
+
+    /// The value as UTF-8 text (invalid sequences replaced).
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// A client of `expirabled`, talking RESP2 over its Unix socket.
+///
+/// One client holds one connection, opened on first use and reopened after it breaks (a daemon restart, say),
+/// and pipelines the calls of any number of tasks over it. Every call has a deadline: a daemon that does not
+/// answer in time costs the caller a `.callTimeout` error, and the connection is reopened for the next call.
+///
+/// ```swift
+/// let client = ExpirableClient(socketPath: "/run/expirable/expirable.sock")
+/// let token = try await client.value("github_access_token")
+/// request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+/// ```
+public final class ExpirableClient: Sendable {
+    /// `$EXPIRABLE_SOCKET` if set, otherwise the daemon's default socket path.
+    public static var defaultSocketPath: String {
+        getenv("EXPIRABLE_SOCKET").map { String(cString: $0) } ?? "/run/expirable/expirable.sock"
+    }
+
+    /// The daemon's socket.
+    public let socketPath: String
+    /// The longest a call waits for its reply; a little over the daemon's default plugin timeout (30 s).
+    public let timeout: Duration
+
+    private let group: any EventLoopGroup
+    private enum Connection {
+        case connecting(EventLoopFuture<any Channel>)
+        case connected(any Channel)
+    }
+
+    private let connection = Mutex<Connection?>(nil)
+
+    /// A client of the daemon at `socketPath`. No connection is made until the first call.
+    public init(socketPath: String = ExpirableClient.defaultSocketPath, timeout: Duration = .seconds(35),
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.socketPath = socketPath
+        self.timeout = timeout
+        self.group = group
+    }
+
+    deinit {
+        connection.withLock { state in
+            switch state {
+            case .connected(let channel)?: channel.close(promise: nil)
+            case .connecting(let future)?: future.whenSuccess { $0.close(promise: nil) }
+            case nil: break
+            }
+        }
+    }
+
+    // MARK: Calls
+
+    /// The value of `name` and its expiry; from the daemon's memory if valid, otherwise fetched by its plugin.
+    public func fetch(_ name: String) async throws(ExpirableClientError) -> FetchedValue {
+        let reply = try await call(["FETCH", name])
+        guard case .array(let parts) = reply, parts.count == 2, case .bulkString(let value) = parts[0], case .integer(let expiresAt) = parts[1] else {
+            throw unexpected(reply, "FETCH")
+        }
+        return FetchedValue(bytes: Array(value.readableBytesView), expiry: expiresAt == -1 ? .never : .at(unixMillis: expiresAt))
+    }
+
+    /// The value of `name` as text.
+    public func value(_ name: String) async throws(ExpirableClientError) -> String {
+        let reply = try await call(["GET", name])
+        guard case .bulkString(let value) = reply else { throw unexpected(reply, "GET") }
+        return String(buffer: value)
+    }
+
+    /// Drops the stored value of `name`; the next fetch calls its plugin.
+    public func clear(_ name: String) async throws(ExpirableClientError) {
+        let reply = try await call(["CLEAR", name])
+        guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEAR") }
+    }
+
+    /// Drops every stored value.
+    public func clearAll() async throws(ExpirableClientError) {
+        let reply = try await call(["CLEARALL"])
+        guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEARALL") }
+    }
+
+    /// Time left on the stored value of `name`.
+    public func ttl(_ name: String) async throws(ExpirableClientError) -> TimeToLive {
+        let reply = try await call(["TTL", name])
+        guard case .integer(let ms) = reply else { throw unexpected(reply, "TTL") }
+        switch ms {
+        case -2: return .notStored
+        case -1: return .never
+        default: return .millis(ms)
+        }
+    }
+
+    /// The configured names.
+    public func list() async throws(ExpirableClientError) -> [String] {
+        let reply = try await call(["LIST"])
+        guard case .array(let names) = reply else { throw unexpected(reply, "LIST") }
+        return names.compactMap(\.string)
+    }
+
+    /// INFO for `name` (or for the daemon, without a name) as key/value pairs.
+    public func info(_ name: String? = nil) async throws(ExpirableClientError) -> [String: String] {
+        let reply = try await call(name.map { ["INFO", $0] } ?? ["INFO"])
+        guard let text = reply.string else { throw unexpected(reply, "INFO") }
+        var pairs: [String: String] = [:]
+        for line in text.split(separator: "\r\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            pairs[String(line[..<colon])] = String(line[line.index(after: colon)...])
+        }
+        return pairs
+    }
+
+    /// Checks that the daemon answers.
+    public func ping() async throws(ExpirableClientError) {
+        let reply = try await call(["PING"])
+        guard reply == .simpleString("PONG") else { throw unexpected(reply, "PING") }
+    }
+
+    /// Closes the connection; a later call opens a new one.
+    public func close() async {
+        let current = connection.withLock { c in defer { c = nil }; return c }
+        switch current {
+        case .connected(let channel)?: try? await channel.close()
+        case .connecting(let future)?: try? await future.get().close()
+        case nil: break
+        }
+    }
+
+    // MARK: Plumbing
+
+    /// Sends one command and returns its reply; error replies are thrown. A connection that broke before the
+    /// reply (a daemon restart) is reopened and the command sent once more: every command is idempotent.
+    func call(_ words: [String]) async throws(ExpirableClientError) -> RESPValue {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let reply = try await send(words)
+                if case .error(let text) = reply { throw ExpirableClientError(reply: text) }
+                return reply
+            } catch let error as ExpirableClientError {
+                guard error.code == .unavailable, attempt < 2 else { throw error }
+            } catch {
+                throw ExpirableClientError(code: .unavailable, message: "\(error)")
+            }
+        }
+    }
+
+    private func send(_ words: [String]) async throws -> RESPValue {
+        let channel = try await channel()
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [timeout] in
+            promise.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within \(timeout)"))
+            // Later replies could no longer be matched to their requests: start afresh.
+            channel.close(promise: nil)
+        }
+        channel.writeAndFlush(ClientRequest(words: words, promise: promise), promise: nil)
+        defer { deadline.cancel() }
+        return try await promise.futureResult.get()
+    }
+
+    /// The open connection, opening one if there is none (only one connect is ever under way).
+    private func channel() async throws(ExpirableClientError) -> any Channel {
+        let state: Connection = connection.withLock { current in
+            switch current {
+            case .connected(let channel)? where channel.isActive:
+                return .connected(channel)
+            case .connecting(let future)?:
+                return .connecting(future)
+            default:
+                let future = ClientBootstrap(group: group)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ClientHandler()) }
+                    }
+                    .connect(unixDomainSocketPath: socketPath)
+                current = .connecting(future)
+                return .connecting(future)
+            }
+        }
+        switch state {
+        case .connected(let channel):
+            return channel
+        case .connecting(let future):
+            do {
+                let channel = try await future.get()
+                connection.withLock { current in
+                    if case .connecting(let pending)? = current, pending === future { current = .connected(channel) }
+                }
+                channel.closeFuture.whenComplete { [weak self] _ in self?.forget(channel) }
+                return channel
+            } catch {
+                connection.withLock { current in
+                    if case .connecting(let pending)? = current, pending === future { current = nil }
+                }
+                throw ExpirableClientError(code: .unavailable, message: "cannot connect to \(socketPath): \(error); is expirabled running?")
+            }
+        }
+    }
+
+    private func forget(_ channel: any Channel) {
+        connection.withLock { current in
+            if case .connected(let open)? = current, open === channel { current = nil }
+        }
+    }
+
+    private func unexpected(_ reply: RESPValue, _ command: String) -> ExpirableClientError {
+        ExpirableClientError(code: .unexpectedReply, message: "unexpected reply to \(command): \(reply)")
+    }
+}

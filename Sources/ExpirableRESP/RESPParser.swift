@@ -1,0 +1,139 @@
+import NIOCore
+
+/// An incremental RESP2 parser: feed it the bytes received so far, take complete values off the front.
+/// Bulk strings come out as slices of the input buffer (no copy). With `inlineCommands`, a line that does not
+/// start with a RESP type byte is read as a space-separated command, as Redis does for `telnet` users.
+public struct RESPParser: Sendable {
+    public let limits: RESPLimits
+    public let inlineCommands: Bool
+
+    public init(limits: RESPLimits, inlineCommands: Bool = false) {
+        self.limits = limits
+        self.inlineCommands = inlineCommands
+    }
+
+    /// The next complete value at the front of `buffer`, consuming its bytes; nil (consuming nothing) when more
+    /// bytes are needed. Throws on malformed or oversized input.
+    public func next(_ buffer: inout ByteBuffer) throws(RESPError) -> RESPValue? {
+        var cursor = buffer
+        let value: RESPValue?
+        if inlineCommands, let first = cursor.getInteger(at: cursor.readerIndex, as: UInt8.self), !RESPParser.isTypeByte(first) {
+            value = try inline(&cursor)
+        } else {
+            value = try parse(&cursor, depth: 0)
+        }
+        guard let value else {
+            if buffer.readableBytes > limits.maxValueBytes {
+                throw .tooLarge("request over \(limits.maxValueBytes) bytes")
+            }
+            return nil
+        }
+        if cursor.readerIndex - buffer.readerIndex > limits.maxValueBytes {
+            throw .tooLarge("request over \(limits.maxValueBytes) bytes")
+        }
+        buffer = cursor
+        return value
+    }
+
+    private static func isTypeByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: ":"), UInt8(ascii: "$"), UInt8(ascii: "*"): true
+        default: false
+        }
+    }
+
+    private func parse(_ cursor: inout ByteBuffer, depth: Int) throws(RESPError) -> RESPValue? {
+        guard let type = cursor.readInteger(as: UInt8.self) else { return nil }
+        switch type {
+        case UInt8(ascii: "+"):
+            return try line(&cursor).map { .simpleString(String(buffer: $0)) }
+        case UInt8(ascii: "-"):
+            return try line(&cursor).map { .error(String(buffer: $0)) }
+        case UInt8(ascii: ":"):
+            guard let text = try line(&cursor) else { return nil }
+            guard let number = RESPParser.integer(text) else { throw .malformed("invalid integer") }
+            return .integer(number)
+        case UInt8(ascii: "$"):
+            guard let text = try line(&cursor) else { return nil }
+            guard let length = RESPParser.integer(text), length >= -1 else { throw .malformed("invalid bulk length") }
+            if length == -1 { return .null }
+            guard length <= limits.maxBulkLength else { throw .tooLarge("bulk string of \(length) bytes, over the limit of \(limits.maxBulkLength)") }
+            guard cursor.readableBytes >= Int(length) + 2 else { return nil }
+            let bytes = cursor.readSlice(length: Int(length))!
+            guard cursor.readInteger(as: UInt16.self) == 0x0D0A else { throw .malformed("bulk string not followed by CRLF") }
+            return .bulkString(bytes)
+        case UInt8(ascii: "*"):
+            guard let text = try line(&cursor) else { return nil }
+            guard let count = RESPParser.integer(text), count >= -1 else { throw .malformed("invalid multibulk length") }
+            if count == -1 { return .null }
+            guard count <= limits.maxArrayCount else { throw .tooLarge("array of \(count) elements, over the limit of \(limits.maxArrayCount)") }
+            guard depth < limits.maxDepth else { throw .malformed("arrays nested deeper than \(limits.maxDepth)") }
+            var elements: [RESPValue] = []
+            elements.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let element = try parse(&cursor, depth: depth + 1) else { return nil }
+                elements.append(element)
+            }
+            return .array(elements)
+        default:
+            throw .malformed("expected '*', '$', '+', '-' or ':', got byte \(type)")
+        }
+    }
+
+    /// The bytes before the next CRLF, consuming them and the CRLF; nil if no CRLF has arrived yet.
+    private func line(_ cursor: inout ByteBuffer) throws(RESPError) -> ByteBuffer? {
+        let view = cursor.readableBytesView
+        guard let cr = view.firstIndex(of: UInt8(ascii: "\r")) else {
+            if view.count > limits.maxValueBytes { throw .tooLarge("line over \(limits.maxValueBytes) bytes") }
+            return nil
+        }
+        let length = cr - view.startIndex
+        guard cursor.readableBytes >= length + 2 else { return nil }
+        let text = cursor.readSlice(length: length)!
+        guard cursor.readInteger(as: UInt8.self) == 0x0D, cursor.readInteger(as: UInt8.self) == 0x0A else {
+            throw .malformed("CR not followed by LF")
+        }
+        return text
+    }
+
+    /// An inline command: one line split on spaces, returned as an array of bulk strings.
+    private func inline(_ cursor: inout ByteBuffer) throws(RESPError) -> RESPValue? {
+        let view = cursor.readableBytesView
+        guard let lf = view.firstIndex(of: UInt8(ascii: "\n")) else {
+            if view.count > limits.maxValueBytes { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
+            return nil
+        }
+        var line = cursor.readSlice(length: lf - view.startIndex)!
+        cursor.moveReaderIndex(forwardBy: 1)
+        if line.readableBytesView.last == UInt8(ascii: "\r") { line.moveWriterIndex(to: line.writerIndex - 1) }
+        var words: [RESPValue] = []
+        var start = line.readerIndex
+        let end = line.writerIndex
+        for index in line.readerIndex...end where index == end || line.getInteger(at: index, as: UInt8.self) == UInt8(ascii: " ") {
+            if index > start { words.append(.bulkString(line.getSlice(at: start, length: index - start)!)) }
+            start = index + 1
+        }
+        guard words.count <= limits.maxArrayCount else { throw .tooLarge("inline command of \(words.count) words, over the limit of \(limits.maxArrayCount)") }
+        return .array(words)
+    }
+
+    /// A decimal integer of at most 18 digits with an optional minus sign.
+    static func integer(_ buffer: ByteBuffer) -> Int64? {
+        let view = buffer.readableBytesView
+        guard !view.isEmpty, view.count <= 19 else { return nil }
+        var negative = false
+        var value: Int64 = 0
+        var digits = 0
+        for (offset, byte) in view.enumerated() {
+            if offset == 0 && byte == UInt8(ascii: "-") {
+                negative = true
+                continue
+            }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+            digits += 1
+        }
+        guard digits > 0 else { return nil }
+        return negative ? -value : value
+    }
+}

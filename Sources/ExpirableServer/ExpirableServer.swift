@@ -1,0 +1,93 @@
+import ExpirableCore
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves the engine over RESP2 on a Unix socket (SPEC §6) until graceful shutdown, then stops accepting,
+/// lets owed replies go out (up to `drainTimeout`), closes every connection and removes the socket file.
+public final class ExpirableServer: Service, Sendable {
+    /// The daemon's version, shown by INFO.
+    public static let version = "0.1.0"
+
+    private let state: ServerState
+    private let group: any EventLoopGroup
+    private let bound = Mutex<Bool>(false)
+
+    public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        state = ServerState(engine: engine, options: options, logger: logger)
+        self.group = group
+    }
+
+    public func run() async throws {
+        let path = state.options.socketPath
+        let logger = state.logger
+        if try SocketFile.claim(path) {
+            logger.notice("replaced a stale socket file", metadata: ["socket": "\(path)"])
+        }
+        let quiesce = ServerQuiescingHelper(group: group)
+        let state = self.state
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 512)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if state.admit() {
+                        channel.closeFuture.whenComplete { _ in state.release() }
+                        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(state: state))
+                    } else {
+                        state.logger.warning("connection refused: max_connections reached", metadata: ["max_connections": "\(state.options.maxConnections)"])
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler())
+                    }
+                }
+            }
+
+        // The socket file gets the configured mode: created owner-only, then opened up with chmod.
+        let previousMask = umask(0o177)
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+        } catch {
+            umask(previousMask)
+            throw ServerError("cannot listen on \(path): \(error)")
+        }
+        umask(previousMask)
+        guard chmod(path, mode_t(state.options.socketMode)) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? await channel.close()
+            SocketFile.remove(path)
+            throw ServerError("cannot set mode \(String(state.options.socketMode, radix: 8)) on \(path): \(reason)")
+        }
+        logger.notice("serving", metadata: [
+            "socket": "\(path)", "mode": "0\(String(state.options.socketMode, radix: 8))",
+            "expirables": "\(state.engine.names.count)",
+        ])
+
+        let drained = group.next().makePromise(of: Void.self)
+        let shuttingDown = Mutex(false)
+        await withGracefulShutdownHandler {
+            try? await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            shuttingDown.withLock { $0 = true }
+            logger.notice("stopping: draining connections")
+            quiesce.initiateShutdown(promise: drained)
+        }
+        if shuttingDown.withLock({ $0 }) {
+            try? await drained.futureResult.get()
+        } else {
+            drained.succeed()
+        }
+        SocketFile.remove(path)
+        logger.notice("stopped", metadata: ["socket": "\(path)"])
+    }
+}

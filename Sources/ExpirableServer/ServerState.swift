@@ -1,0 +1,51 @@
+import ExpirableCore
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What every connection of one server shares: the engine, the options, counters, and who may administer.
+final class ServerState: Sendable {
+    let engine: Engine
+    let options: ServerOptions
+    let logger: Logger
+    let startedAt = SystemClock().monotonicNanos
+    let connections = Atomic<Int>(0)
+    let connectionsAccepted = Atomic<Int>(0)
+    let connectionsRefused = Atomic<Int>(0)
+    let daemonUID = geteuid()
+    let daemonGID = getegid()
+
+    init(engine: Engine, options: ServerOptions, logger: Logger) {
+        self.engine = engine
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Reserves a connection slot; false when `maxConnections` are open.
+    func admit() -> Bool {
+        while true {
+            let current = connections.load(ordering: .relaxed)
+            guard current < options.maxConnections else {
+                connectionsRefused.add(1, ordering: .relaxed)
+                return false
+            }
+            if connections.compareExchange(expected: current, desired: current + 1, ordering: .relaxed).exchanged {
+                connectionsAccepted.add(1, ordering: .relaxed)
+                return true
+            }
+        }
+    }
+
+    func release() {
+        connections.subtract(1, ordering: .relaxed)
+    }
+
+    /// CLEAR and CLEARALL are for root, the daemon's user and its group. Anyone else who can reach the socket
+    /// (a socket_mode that lets others in) may read values but not drop them.
+    func mayAdminister(_ peer: PeerCredentials?) -> Bool {
+        guard let peer else { return false }
+        return peer.uid == 0 || peer.uid == daemonUID || peer.gid == daemonGID
+    }
+}

@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The socket file's life: refuse to start over a live daemon, replace a stale file, remove it at exit.
+enum SocketFile {
+    /// The longest path a Unix socket address holds.
+    static let maxPathBytes = 107
+
+    /// Makes `path` free to bind: creates its directory if needed, removes a stale socket file left by a daemon
+    /// that died, and refuses if a daemon is still answering there or the path is some other kind of file.
+    /// Returns true if a stale file was replaced.
+    static func claim(_ path: String) throws(ServerError) -> Bool {
+        guard path.utf8.count <= maxPathBytes else {
+            throw ServerError("server.socket \(path) is \(path.utf8.count) bytes long; Unix sockets allow \(maxPathBytes); choose a shorter path")
+        }
+        if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
+            try makeDirectories(String(path[..<slash]))
+        }
+        var st = stat()
+        guard lstat(path, &st) == 0 else {
+            if errno == ENOENT { return false }
+            throw ServerError("server.socket \(path) cannot be examined: \(String(cString: strerror(errno)))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw ServerError("server.socket \(path) exists and is not a socket; remove it or choose another path")
+        }
+        if isAnswering(path) {
+            throw ServerError("another daemon is already serving \(path) (a connection to it succeeded); stop it first or choose another server.socket")
+        }
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw ServerError("stale socket file \(path) cannot be removed: \(String(cString: strerror(errno)))")
+        }
+        return true
+    }
+
+    /// Removes the socket file if it is still a socket.
+    static func remove(_ path: String) {
+        var st = stat()
+        if lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+    }
+
+    /// Whether something accepts connections on the socket at `path`.
+    static func isAnswering(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8.prefix(raw.count - 1))
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return result == 0
+    }
+
+    private static func makeDirectories(_ directory: String) throws(ServerError) {
+        var st = stat()
+        if stat(directory, &st) == 0 { return }
+        if let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
+            try makeDirectories(String(directory[..<slash]))
+        }
+        guard mkdir(directory, 0o755) == 0 || errno == EEXIST else {
+            throw ServerError("the socket's directory \(directory) cannot be created: \(String(cString: strerror(errno)))")
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import ExpirableClient
+import ExpirableCore
+import Foundation
+
+struct Fetch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a value (fetching it through its plugin if it is not valid in memory).",
+        discussion: "Prints the value and a newline. With --json prints {\"name\", \"value\", \"expires_at_ms\", \"expires_in_ms\"}, the expiry fields null for a value that never expires."
+    )
+
+    @Argument(help: "The expirable's name.") var name: String
+    @Flag(help: "Print the value with its expiry as JSON.") var json = false
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            let fetched = try await connection.client.fetch(name)
+            guard json else {
+                printOut(fetched.bytes + [UInt8(ascii: "\n")])
+                return
+            }
+            var object: [String: Any] = ["name": name, "value": fetched.string, "expires_at_ms": NSNull(), "expires_in_ms": NSNull()]
+            if case .at(let ms) = fetched.expiry {
+                object["expires_at_ms"] = ms
+                object["expires_in_ms"] = max(0, ms - Int64(Date().timeIntervalSince1970 * 1000))
+            }
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            printOut(Array(data) + [UInt8(ascii: "\n")])
+        }
+    }
+}
+
+struct Clear: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drop a stored value (or all of them); the next fetch calls the plugin.",
+        discussion: "Allowed to root, the daemon's user and its group; the daemon logs who cleared what."
+    )
+
+    @Argument(help: "The expirable's name.") var name: String?
+    @Flag(help: "Clear every expirable.") var all = false
+    @OptionGroup var connection: Connection
+
+    func validate() throws {
+        if all == (name != nil) { throw ValidationError("give either a NAME or --all") }
+    }
+
+    func run() async throws {
+        try await reporting {
+            if let name {
+                try await connection.client.clear(name)
+                printOut("cleared \(name)")
+            } else {
+                try await connection.client.clearAll()
+                printOut("cleared all")
+            }
+        }
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the configured names, one per line.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            for name in try await connection.client.list() { printOut(name) }
+        }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a table of every expirable: scope, refresh, state, time to expiry, last error. Never values."
+    )
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            let client = connection.client
+            var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "LAST ERROR"]]
+            for name in try await client.list() {
+                let info = try await client.info(name)
+                rows.append([
+                    name, info["scope"] ?? "?", info["refresh"] ?? "?",
+                    (info["state"] ?? "?") + (info["fetching"] == "yes" ? "+fetching" : ""),
+                    Status.expiresIn(info["expires_in_ms"]), info["owner"] ?? "?", info["last_error"] ?? "",
+                ])
+            }
+            let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+            for row in rows {
+                let cells = row.enumerated().map { column, cell in
+                    column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                }
+                printOut(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            }
+        }
+    }
+
+    static func expiresIn(_ field: String?) -> String {
+        guard let field, let ms = Int64(field) else { return field == "never" ? "never" : "-" }
+        if ms < 1000 { return "\(ms)ms" }
+        let seconds = ms / 1000
+        if seconds < 120 { return "\(seconds)s" }
+        if seconds < 7200 { return "\(seconds / 60)m\(seconds % 60)s" }
+        return "\(seconds / 3600)h\(seconds % 3600 / 60)m"
+    }
+}
+
+struct Ping: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check that the daemon answers; prints PONG and the round trip.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            let client = connection.client
+            let start = ContinuousClock.now
+            try await client.ping()
+            let elapsed = ContinuousClock.now - start
+            printOut("PONG \(elapsed.formatted(.units(allowed: [.milliseconds, .microseconds], width: .narrow)))")
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import ExpirableClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Control: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "expirablectl",
+        abstract: "Administer a running expirabled: read, clear and inspect its values.",
+        discussion: "Every command talks to the daemon's Unix socket (--socket, default $EXPIRABLE_SOCKET or /run/expirable/expirable.sock) and exits non-zero with the error on stderr when anything fails.",
+        subcommands: [Fetch.self, Clear.self, List.self, Status.self, Ping.self, CheckConfig.self]
+    )
+}
+
+/// The options every command shares.
+struct Connection: ParsableArguments {
+    @Option(name: .long, help: "The daemon's Unix socket.")
+    var socket: String = ExpirableClient.defaultSocketPath
+
+    @Option(name: .long, help: "Seconds to wait for the daemon's answer.")
+    var timeout: Double = 35
+
+    var client: ExpirableClient {
+        ExpirableClient(socketPath: socket, timeout: .milliseconds(Int64(timeout * 1000)))
+    }
+}
+
+/// Runs `body`, turning any failure into a message on stderr and exit status 1.
+func reporting(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as ExpirableClientError {
+        printError("expirablectl: \(error)")
+        throw ExitCode(1)
+    }
+}
+
+func printError(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+func printOut(_ bytes: [UInt8]) {
+    bytes.withUnsafeBufferPointer { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let n = write(1, buffer.baseAddress! + offset, buffer.count - offset)
+            if n <= 0 { break }
+            offset += n
+        }
+    }
+}
+
+func printOut(_ text: String) {
+    printOut(Array((text + "\n").utf8))
+}
