@@ -105,18 +105,18 @@ let package = Package(
             path: "Benchmarks/EngineBenchmark",
             swiftSettings: strict
         ),
+        .target(name: "ExpirableTestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ExpirableCoreTests", dependencies: ["ExpirableCore"], swiftSettings: strict),
         .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),
         .testTarget(
             name: "ExpirableDaemonTests",
-            dependencies: ["ExpirableClient", "ExpirableCore"],
+            dependencies: ["ExpirableClient", "ExpirableCore", "ExpirableRESP", "ExpirableTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(name: "ExpirableConfigTests", dependencies: ["ExpirableConfig"], swiftSettings: strict),
         .testTarget(
             name: "ExpirablePluginHostTests",
-            dependencies: ["ExpirablePluginHost", "ExpirableConfig", "ExpirableCore"],
-            exclude: ["Fixtures"],
+            dependencies: ["ExpirablePluginHost", "ExpirableConfig", "ExpirableCore", "ExpirableTestSupport"],
             swiftSettings: strict
         ),
     ]

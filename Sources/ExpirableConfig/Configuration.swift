@@ -16,6 +16,8 @@ public struct Configuration: Sendable, Hashable {
         public static let defaultSocket = "/run/expirable/expirable.sock"
         public static let defaultSocketMode: UInt32 = 0o660
         public static let defaultPluginDir = "/usr/local/lib/expirable"
+        public static let defaultMaxConnections = 4096
+        public static let defaultMaxRequestBytes = 64 * 1024
 
         /// The Unix socket path.
         public let socket: String
@@ -23,6 +25,10 @@ public struct Configuration: Sendable, Hashable {
         public let socketMode: UInt32
         /// The only directory plugins are loaded from.
         public let pluginDir: String
+        /// Connections beyond this many are refused with an error.
+        public let maxConnections: Int
+        /// Requests larger than this are refused and their connection closed.
+        public let maxRequestBytes: Int
     }
 
     /// `[cluster]`.

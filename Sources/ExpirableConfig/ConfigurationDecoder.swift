@@ -35,10 +35,11 @@ struct ConfigurationDecoder {
     private func decodeServer(_ t: TOMLTable?) throws(ConfigurationError) -> Configuration.Server {
         guard let t else {
             return .init(socket: Configuration.Server.defaultSocket, socketMode: Configuration.Server.defaultSocketMode,
-                         pluginDir: Configuration.Server.defaultPluginDir)
+                         pluginDir: Configuration.Server.defaultPluginDir, maxConnections: Configuration.Server.defaultMaxConnections,
+                         maxRequestBytes: Configuration.Server.defaultMaxRequestBytes)
         }
         let at = ["server"]
-        try allowOnly(["socket", "socket_mode", "plugin_dir"], in: t, at: at)
+        try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes"], in: t, at: at)
         let socket = try path(t, "socket", at: at) ?? Configuration.Server.defaultSocket
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Configuration.Server.defaultPluginDir
         var mode = Configuration.Server.defaultSocketMode
@@ -49,7 +50,9 @@ struct ConfigurationDecoder {
             }
             mode = parsed
         }
-        return .init(socket: socket, socketMode: mode, pluginDir: pluginDir)
+        let maxConnections = try integer(t, "max_connections", at: at, in: 1...1_000_000) ?? Configuration.Server.defaultMaxConnections
+        let maxRequestBytes = try integer(t, "max_request_bytes", at: at, in: 1024...(16 * 1024 * 1024)) ?? Configuration.Server.defaultMaxRequestBytes
+        return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes)
     }
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
@@ -135,6 +138,14 @@ struct ConfigurationDecoder {
         if let b = v.bool { return String(b) }
         if let d = v.double { return String(d) }
         return nil
+    }
+
+    private func integer(_ t: TOMLTable, _ key: String, at: [String], in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        guard let v = t[key] else { return nil }
+        guard let n = v.int, range.contains(n) else {
+            throw error(at + [key], "expected an integer from \(range.lowerBound) to \(range.upperBound), got \(show(v))")
+        }
+        return n
     }
 
     private func table(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> TOMLTable {

@@ -53,6 +53,8 @@ struct Daemon: AsyncParsableCommand {
             options: ServerOptions(
                 socketPath: configuration.server.socket,
                 socketMode: configuration.server.socketMode,
+                maxConnections: configuration.server.maxConnections,
+                maxRequestBytes: configuration.server.maxRequestBytes,
                 nodeName: configuration.cluster?.node ?? "local"
             ),
             logger: Logger(label: "expirable.server")

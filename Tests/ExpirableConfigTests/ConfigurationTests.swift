@@ -14,6 +14,8 @@ struct ConfigurationTests {
             socket = "/run/expirable/expirable.sock"
             socket_mode = "0640"
             plugin_dir = "plugins"
+            max_connections = 100
+            max_request_bytes = 4096
 
             [cluster]
             node = "node-a"
@@ -44,6 +46,8 @@ struct ConfigurationTests {
         #expect(config.server.socket == "/run/expirable/expirable.sock")
         #expect(config.server.socketMode == 0o640)
         #expect(config.server.pluginDir == "/etc/expirable/plugins")
+        #expect(config.server.maxConnections == 100)
+        #expect(config.server.maxRequestBytes == 4096)
         let cluster = try #require(config.cluster)
         #expect(cluster.node == "node-a")
         #expect(cluster.listen == .init(host: "0.0.0.0", port: 7400))
@@ -80,7 +84,9 @@ struct ConfigurationTests {
 
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
-         "F:3: server.sockt_mode: unknown key in [server]; expected one of: plugin_dir, socket, socket_mode"),
+         "F:3: server.sockt_mode: unknown key in [server]; expected one of: max_connections, max_request_bytes, plugin_dir, socket, socket_mode"),
+        ("[server]\nmax_connections = 0\n",
+         "F:2: server.max_connections: expected an integer from 1 to 1000000, got 0"),
         ("[servr]\n",
          "F:1: servr: unknown key at the top level; expected one of: cluster, expirable, server"),
         ("[server]\nsocket_mode = \"rw-rw----\"\n",

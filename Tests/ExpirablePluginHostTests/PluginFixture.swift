@@ -1,48 +1,39 @@
 import ExpirableConfig
 import ExpirableCore
 import ExpirablePluginHost
+import ExpirableTestSupport
 import Foundation
 
 /// A temporary plugin_dir holding test plugins compiled with plain `cc -shared -fPIC` against expirable.h,
 /// plus copies of the plugins this package ships. Removed by `remove()`.
 struct PluginFixture {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let header = repository.appendingPathComponent("Sources/ExpirableABI/include").path
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
-    /// Where SwiftPM put this test binary and the `.dynamic` plugin products built with it.
-    static let products = URL(fileURLWithPath: CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0] : ProcessInfo.processInfo.arguments[0])
-        .resolvingSymlinksInPath().deletingLastPathComponent()
+    static let repository = TestPaths.repository
+    static let fixtures = TestPaths.fixtures
 
-    let root: URL
+    let directory: TemporaryDirectory
     let pluginDir: URL
+    var root: URL { directory.url }
 
     init() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("expirable-plugins-\(UUID().uuidString)")
-        pluginDir = root.appendingPathComponent("plugins")
+        directory = try TemporaryDirectory("expirable-plugins")
+        pluginDir = directory.url.appendingPathComponent("plugins")
         try FileManager.default.createDirectory(at: pluginDir, withIntermediateDirectories: true)
-        chmod(root.path, 0o755)
         chmod(pluginDir.path, 0o755)
     }
 
     func remove() {
-        try? FileManager.default.removeItem(at: root)
+        directory.remove()
     }
 
     /// Compiles Fixtures/NAME.c to plugin_dir/libNAME.so with nothing but cc and expirable.h.
     @discardableResult
     func compile(_ name: String) throws -> String {
-        let output = pluginDir.appendingPathComponent("lib\(name).so").path
-        try run("/usr/bin/env", ["cc", "-shared", "-fPIC", "-I", Self.header, Self.fixtures.appendingPathComponent("\(name).c").path, "-o", output])
-        return output
+        try compileTestPlugin(name, into: pluginDir.path)
     }
 
     /// Copies a plugin this package ships (built by `swift build`) into plugin_dir.
     func install(shipped name: String) throws {
-        let source = Self.products.appendingPathComponent("lib\(name).so")
-        guard FileManager.default.fileExists(atPath: source.path) else {
-            throw FixtureError("\(source.path) is missing; run `swift build` before `swift test` to build the plugin products")
-        }
-        try FileManager.default.copyItem(at: source, to: pluginDir.appendingPathComponent("lib\(name).so"))
+        try installShippedPlugin(name, into: pluginDir.path)
     }
 
     func path(_ name: String) -> String { root.appendingPathComponent(name).path }
@@ -68,20 +59,6 @@ struct PluginFixture {
             return error.message
         }
     }
-
-    private func run(_ tool: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw FixtureError("\(arguments.joined(separator: " ")) failed") }
-    }
-}
-
-struct FixtureError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 extension Fetched {

@@ -1,0 +1,125 @@
+import ExpirableClient
+import ExpirableCore
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+@Suite("ExpirableClient against a real daemon")
+struct ClientTests {
+    @Test("fetch, value, ttl, list, info, clear and clearAll")
+    func calls() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.forever]\nplugin = \"counter\"\n[expirable.forever.params]\nttl_ms = \"never\"\n")
+        defer { daemon.remove() }
+        let client = daemon.client
+        try await client.ping()
+        let before = Int64(Date().timeIntervalSince1970 * 1000)
+        let fetched = try await client.fetch("token")
+        let after = Int64(Date().timeIntervalSince1970 * 1000)
+        #expect(fetched.string == "token-1")
+        guard case .at(let expiresAt) = fetched.expiry else {
+            Issue.record("expected a finite expiry")
+            return
+        }
+        #expect((before + 60_000 - 1...after + 60_000 + 1).contains(expiresAt))
+        #expect(try await client.value("token") == "token-1")
+        #expect(try await client.fetch("forever").expiry == .never)
+        #expect(try await client.ttl("forever") == .never)
+        guard case .millis(let left) = try await client.ttl("token") else {
+            Issue.record("expected a TTL in milliseconds")
+            return
+        }
+        #expect(left > 50_000)
+        #expect(try await client.list() == ["forever", "token"])
+        #expect(try await client.info("token")["plugin_calls"] == "1")
+        try await client.clear("token")
+        #expect(try await client.ttl("token") == .notStored)
+        #expect(try await client.value("token") == "token-2")
+        try await client.clearAll()
+        #expect(try await client.ttl("forever") == .notStored)
+        await client.close()
+    }
+
+    @Test("daemon errors arrive typed: NOTFOUND, FETCH with the plugin's message, TIMEOUT")
+    func typedErrors() async throws {
+        let daemon = try ServingTests.start("""
+            [expirable.broken]
+            plugin = "command"
+            [expirable.broken.params]
+            shell = "echo 'bad client secret' >&2; exit 2"
+            ttl = "1m"
+            [expirable.slow]
+            plugin = "sleeper"
+            timeout = "100ms"
+            [expirable.slow.params]
+            sleep_ms = 1000
+            """, testPlugins: ["sleeper"])
+        defer { daemon.remove() }
+        let client = daemon.client
+        await #expect(throws: ExpirableClientError(code: .notFound, message: "no expirable named 'nope' is configured; `expirablectl list` shows the names")) {
+            try await client.fetch("nope")
+        }
+        await #expect(throws: ExpirableClientError(code: .fetch, message: "command plugin: /bin/sh exited with status 2: bad client secret")) {
+            try await client.value("broken")
+        }
+        do {
+            _ = try await client.value("slow")
+            Issue.record("expected TIMEOUT")
+        } catch {
+            #expect(error.code == .timeout)
+        }
+    }
+
+    @Test("one client is shared by 200 concurrent tasks, each getting its own answer")
+    func concurrentUse() async throws {
+        let daemon = try ServingTests.start((0..<4).map { ServingTests.counter("t\($0)", count: "c\($0)") }.joined(separator: "\n"))
+        defer { daemon.remove() }
+        let client = daemon.client
+        let answers = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for i in 0..<200 { group.addTask { (i, try await client.value("t\(i % 4)")) } }
+            return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(answers.count == 200)
+        #expect(answers.allSatisfy { $0.value == "t\($0.key % 4)-1" })
+        #expect((0..<4).allSatisfy { daemon.count("c\($0)") == 1 })
+    }
+
+    @Test("the client reconnects after the daemon restarts")
+    func reconnects() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let client = daemon.client
+        #expect(try await client.value("token") == "token-1")
+        #expect(daemon.stop() == 0)
+        await #expect(throws: ExpirableClientError.self) { try await client.ping() }
+        try daemon.start()
+        // A new daemon process starts with an empty store and a new plugin instance, whose count starts again.
+        #expect(try await client.value("token") == "token-1")
+        #expect(daemon.log.components(separatedBy: "serving").count == 3)
+    }
+
+    @Test("a call the daemon does not answer in time fails with callTimeout; the next call works")
+    func callTimeout() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"10s\"\n[expirable.slow.params]\nsleep_ms = 1500\n", testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        let client = ExpirableClient(socketPath: daemon.socket, timeout: .milliseconds(200))
+        do {
+            _ = try await client.value("slow")
+            Issue.record("expected callTimeout")
+        } catch {
+            #expect(error.code == .callTimeout)
+        }
+        #expect(try await client.value("token") == "token-1")
+    }
+
+    @Test("a missing daemon is unavailable, with the socket path in the message")
+    func unavailable() async {
+        let client = ExpirableClient(socketPath: "/tmp/expirable-nonexistent.sock", timeout: .seconds(2))
+        do {
+            try await client.ping()
+            Issue.record("expected unavailable")
+        } catch {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("/tmp/expirable-nonexistent.sock"))
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+@Suite("expirablectl against a real daemon")
+struct ControlTests {
+    @Test("fetch prints the value; --json adds the expiry")
+    func fetch() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let plain = try daemon.ctl("fetch", "token")
+        #expect(plain.status == 0)
+        #expect(plain.stdout == "token-1\n")
+        let json = try daemon.ctl("fetch", "token", "--json")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(object["name"] as? String == "token")
+        #expect(object["value"] as? String == "token-1")
+        #expect((object["expires_in_ms"] as? Int ?? 0) > 50_000)
+    }
+
+    @Test("status shows a table with name, scope, refresh, state, expiry and last error")
+    func status() throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.broken]\nplugin = \"command\"\nscope = \"local\"\n[expirable.broken.params]\nshell = \"exit 4\"\nttl = \"1m\"\n")
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "token")
+        _ = try daemon.redis("GET", "broken")
+        let status = try daemon.ctl("status")
+        #expect(status.status == 0)
+        let lines = status.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3)
+        #expect(lines[0].hasPrefix("NAME    SCOPE    REFRESH  STATE  EXPIRES IN  OWNER  LAST ERROR"))
+        #expect(lines[1].hasPrefix("broken  local    lazy     empty  -           local  FETCH command plugin: /bin/sh exited with status 4"))
+        #expect(lines[2].range(of: #"^token   cluster  lazy     valid  [0-9]+s +local$"#, options: .regularExpression) != nil, "\(lines[2])")
+    }
+
+    @Test("list, ping, clear NAME and clear --all")
+    func administration() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        #expect(try daemon.ctl("list").stdout == "token\n")
+        #expect(try daemon.ctl("ping").stdout.hasPrefix("PONG"))
+        _ = try daemon.redis("GET", "token")
+        #expect(try daemon.ctl("clear", "token").stdout == "cleared token\n")
+        #expect(try daemon.redis("TTL", "token") == "-2")
+        #expect(try daemon.ctl("clear", "--all").stdout == "cleared all\n")
+    }
+
+    @Test("errors go to stderr with a non-zero exit status")
+    func errors() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let notFound = try daemon.ctl("fetch", "nope")
+        #expect(notFound.status == 1)
+        #expect(notFound.stdout.isEmpty)
+        #expect(notFound.stderr == "expirablectl: NOTFOUND no expirable named 'nope' is configured; `expirablectl list` shows the names\n")
+        let noDaemon = try runTool(TestPaths.product("expirablectl").path, ["ping", "--socket", daemon.directory.appending("none.sock")])
+        #expect(noDaemon.status == 1)
+        #expect(noDaemon.stderr.hasPrefix("expirablectl: UNAVAILABLE cannot connect to \(daemon.directory.appending("none.sock"))"))
+        let usage = try daemon.ctl("clear")
+        #expect(usage.status != 0)
+        #expect(usage.stderr.contains("give either a NAME or --all"))
+    }
+
+    @Test("check-config validates a file and loads its plugins without serving")
+    func checkConfig() throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.ok]\nplugin = \"counter\"\n", start: false)
+        defer { daemon.remove() }
+        let good = try daemon.ctl("check-config", daemon.configPath)
+        #expect(good.status == 0)
+        #expect(good.stdout == "\(daemon.configPath): ok: 1 expirable (ok), plugins loaded from \(daemon.pluginDir)\n")
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket))
+        let broken = try String(contentsOfFile: daemon.configPath, encoding: .utf8).replacingOccurrences(of: "plugin = \"counter\"", with: "plugin = \"missing\"")
+        try broken.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let bad = try daemon.ctl("check-config", daemon.configPath)
+        #expect(bad.status == 1)
+        #expect(bad.stderr.hasPrefix("expirablectl: expirable.ok: plugin \"missing\" not found"))
+    }
+}

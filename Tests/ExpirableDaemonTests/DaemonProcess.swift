@@ -1,0 +1,203 @@
+import ExpirableClient
+import ExpirableTestSupport
+import Foundation
+
+/// A real `expirabled` started on a socket in a temporary directory, with test plugins compiled into its
+/// plugin_dir. `stop()` sends SIGTERM to its PID and waits; `remove()` also deletes the directory.
+final class DaemonProcess: @unchecked Sendable {
+    let directory: TemporaryDirectory
+    let socket: String
+    let configPath: String
+    let logPath: String
+    let pluginDir: String
+    private(set) var process: Process?
+
+    /// Writes a configuration with `expirables` (TOML tables) and `server` (extra [server] lines), compiles
+    /// the test plugins named, copies the shipped ones, and starts the daemon, waiting until it answers.
+    init(expirables: String, server: String = "", testPlugins: [String] = ["counter"], shippedPlugins: [String] = ["command"], start: Bool = true) throws {
+        directory = try TemporaryDirectory("expd")
+        socket = directory.appending("s.sock")
+        configPath = directory.appending("expirable.toml")
+        logPath = directory.appending("daemon.log")
+        pluginDir = directory.appending("plugins")
+        try FileManager.default.createDirectory(atPath: pluginDir, withIntermediateDirectories: true)
+        chmod(pluginDir, 0o755)
+        for name in testPlugins { try compileTestPlugin(name, into: pluginDir) }
+        for name in shippedPlugins { try installShippedPlugin(name, into: pluginDir) }
+        let config = "[server]\nsocket = \"\(socket)\"\nplugin_dir = \"\(pluginDir)\"\n\(server)\n\n\(expirables)\n"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        if start { try self.start() }
+    }
+
+    /// Starts the daemon and waits (at most 10 s) until its socket answers PING.
+    func start() throws {
+        let process = try launch()
+        self.process = process
+        for _ in 0..<200 {
+            if !process.isRunning { throw TestSupportError("expirabled exited with \(process.terminationStatus): \(log)") }
+            if answers() { return }
+            usleep(50_000)
+        }
+        throw TestSupportError("expirabled did not answer on \(socket) within 10 s: \(log)")
+    }
+
+    /// Starts another daemon on the same configuration and returns it without waiting.
+    func launch() throws -> Process {
+        let process = Process()
+        process.executableURL = try TestPaths.product("expirabled")
+        process.arguments = ["--config", configPath, "--log-level", "debug"]
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        return process
+    }
+
+    /// Whether something answers PING on the socket.
+    func answers() -> Bool {
+        (try? RawConnection(socket).roundTrip("*1\r\n$4\r\nPING\r\n", expecting: 1)) == "+PONG\r\n"
+    }
+
+    /// SIGTERM to the daemon's PID, then waits up to 10 s (SIGKILL after that). Returns the exit status.
+    @discardableResult
+    func stop() -> Int32? {
+        guard let process, process.isRunning else { return process?.terminationStatus }
+        kill(process.processIdentifier, SIGTERM)
+        for _ in 0..<200 where process.isRunning { usleep(50_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func remove() {
+        stop()
+        directory.remove()
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// How many times a counting plugin wrote that it was called.
+    func count(_ file: String) -> Int {
+        Int((try? String(contentsOfFile: directory.appending(file), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+    }
+
+    /// Lines in a file the command plugin appends to, one per call.
+    func lines(_ file: String) -> Int {
+        ((try? String(contentsOfFile: directory.appending(file), encoding: .utf8)) ?? "").split(separator: "\n").count
+    }
+
+    func redis(_ arguments: String...) throws -> String {
+        let result = try runTool("redis-cli", ["-s", socket] + arguments)
+        return result.stdout.trimmingCharacters(in: .newlines)
+    }
+
+    func ctl(_ arguments: String...) throws -> ToolResult {
+        try runTool(TestPaths.product("expirablectl").path, arguments + ["--socket", socket])
+    }
+
+    var client: ExpirableClient { ExpirableClient(socketPath: socket, timeout: .seconds(10)) }
+}
+
+/// A plain Unix-socket connection for sending exact bytes.
+final class RawConnection {
+    let fd: Int32
+
+    init(_ path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard result == 0 else {
+            close(fd)
+            throw TestSupportError("connect \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) {
+        send(Array(text.utf8))
+    }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+
+    /// Reads until `replies` complete top-level RESP replies have arrived (or the peer closes, or 10 s pass).
+    func receive(replies: Int) -> String {
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while RawConnection.countReplies(data) < replies {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func roundTrip(_ text: String, expecting replies: Int) -> String {
+        send(text)
+        return receive(replies: replies)
+    }
+
+    /// Whether the peer has closed the connection (a read returns end of file within 10 s).
+    func isClosedByPeer() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    /// Counts complete replies in simple RESP (no nested arrays beyond one level).
+    static func countReplies(_ bytes: [UInt8]) -> Int {
+        var index = 0
+        var count = 0
+        func line() -> String? {
+            guard let end = bytes[index...].firstIndex(of: 0x0A) else { return nil }
+            let text = String(decoding: bytes[index..<end], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            index = end + 1
+            return text
+        }
+        func value() -> Bool {
+            guard index < bytes.count, let header = line() else { return false }
+            switch header.first {
+            case "$":
+                let length = Int(header.dropFirst()) ?? -1
+                if length < 0 { return true }
+                guard bytes.count >= index + length + 2 else { return false }
+                index += length + 2
+                return true
+            case "*":
+                let n = Int(header.dropFirst()) ?? 0
+                for _ in 0..<max(0, n) where !value() { return false }
+                return true
+            default:
+                return true
+            }
+        }
+        while index < bytes.count, value() { count += 1 }
+        return count
+    }
+}

@@ -1,0 +1,68 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+@Suite("Daemon lifecycle")
+struct LifecycleTests {
+    @Test("SIGTERM drains, exits 0 and removes the socket file")
+    func sigterm() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(daemon.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket))
+        #expect(daemon.log.contains("stopped"))
+    }
+
+    @Test("the socket file gets socket_mode")
+    func socketMode() throws {
+        let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
+        defer { daemon.remove() }
+        let attributes = try FileManager.default.attributesOfItem(atPath: daemon.socket)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test("a stale socket file is replaced")
+    func staleSocket() throws {
+        let daemon = try DaemonProcess(expirables: ServingTests.counter().replacingOccurrences(of: "COUNT", with: "/tmp"), start: false)
+        defer { daemon.remove() }
+        // A socket file whose daemon is gone: bound, never listened on, closed.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(daemon.socket.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(fd)
+        #expect(bound == 0)
+        #expect(FileManager.default.fileExists(atPath: daemon.socket))
+        try daemon.start()
+        #expect(try daemon.redis("PING") == "PONG")
+        #expect(daemon.log.contains("replaced a stale socket file"))
+    }
+
+    @Test("a second daemon on a live socket exits 1 with a clear error and leaves the first serving")
+    func liveDaemonDetected() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let second = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath])
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("expirabled: another daemon is already serving \(daemon.socket) (a connection to it succeeded); stop it first or choose another server.socket"))
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
+
+    @Test("a bad configuration stops the daemon at start with the file, line and key")
+    func badConfiguration() throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.x]\nplugin = \"counter\"\ntimeout = \"soon\"\n", start: false)
+        defer { daemon.remove() }
+        let result = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("expirabled: \(daemon.configPath):8: expirable.x.timeout: expected a duration"))
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket))
+    }
+}

@@ -1,0 +1,134 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// The daemon end to end, driven by the real redis-cli.
+@Suite("Serving over RESP (redis-cli)")
+struct ServingTests {
+    static func counter(_ name: String = "token", ttlMillis: Int = 60_000, count: String = "calls") -> String {
+        "[expirable.\(name)]\nplugin = \"counter\"\n[expirable.\(name).params]\nprefix = \"\(name)-\"\nttl_ms = \(ttlMillis)\ncount_file = \"COUNT/\(count)\"\n"
+    }
+
+    static func start(_ expirables: String, server: String = "", testPlugins: [String] = ["counter"]) throws -> DaemonProcess {
+        // The count files live in the daemon's own directory, known only once it exists.
+        let daemon = try DaemonProcess(expirables: "", server: server, testPlugins: testPlugins, start: false)
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8) + expirables.replacingOccurrences(of: "COUNT", with: daemon.directory.path)
+        try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        try daemon.start()
+        return daemon
+    }
+
+    @Test("GET answers from memory after the first fetch: one plugin call")
+    func cachedAnswer() throws {
+        let daemon = try Self.start(Self.counter())
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("FETCH", "token").hasPrefix("token-1\n"))
+        #expect(daemon.count("calls") == 1)
+        let ttl = try #require(Int(try daemon.redis("TTL", "token")))
+        #expect(ttl > 50_000 && ttl <= 60_000)
+    }
+
+    @Test("a failed fetch is answered with FETCH and its message, not kept: the next GET calls the plugin again")
+    func failureNotKept() throws {
+        let daemon = try Self.start("""
+            [expirable.broken]
+            plugin = "command"
+            [expirable.broken.params]
+            shell = "echo called >> COUNT/calls; echo 'upstream said 503' >&2; exit 1"
+            ttl = "1m"
+            """)
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "broken") == "FETCH command plugin: /bin/sh exited with status 1: upstream said 503")
+        #expect(try daemon.redis("GET", "broken").hasPrefix("FETCH"))
+        #expect(daemon.lines("calls") == 2)
+        #expect(try daemon.redis("TTL", "broken") == "-2")
+    }
+
+    @Test("an eager value is refreshed in the background while GET keeps answering")
+    func eagerRefresh() throws {
+        let daemon = try Self.start("[expirable.eager]\nplugin = \"counter\"\nrefresh = \"eager\"\nbefore_expiry = \"2500ms\"\n[expirable.eager.params]\nprefix = \"e-\"\nttl_ms = 3000\ncount_file = \"COUNT/calls\"\n")
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "eager") == "e-1")
+        // Refresh is due 0.5 s after the fetch, held to one per second: wait for the event, bounded.
+        var answers: Set<String> = []
+        for _ in 0..<100 where daemon.count("calls") < 3 {
+            answers.insert(try daemon.redis("GET", "eager"))
+            usleep(50_000)
+        }
+        #expect(daemon.count("calls") >= 3)
+        #expect(answers.isSubset(of: ["e-1", "e-2", "e-3"]))
+        #expect(try daemon.redis("INFO", "eager").contains("refreshes:"))
+    }
+
+    @Test("CLEAR drops the value (the next GET calls the plugin); CLEARALL clears every expirable")
+    func clear() throws {
+        let daemon = try Self.start(Self.counter() + Self.counter("other", count: "other"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("CLEAR", "token") == "OK")
+        #expect(try daemon.redis("TTL", "token") == "-2")
+        #expect(try daemon.redis("GET", "token") == "token-2")
+        #expect(try daemon.redis("GET", "other") == "other-1")
+        #expect(try daemon.redis("CLEARALL") == "OK")
+        #expect(try daemon.redis("GET", "token") == "token-3")
+        #expect(try daemon.redis("GET", "other") == "other-2")
+        // Admin actions are logged with the peer's credentials.
+        #expect(daemon.log.contains("peer=pid="))
+        #expect(daemon.log.contains("uid=0"))
+    }
+
+    @Test("an unknown name is a NOTFOUND error naming it; bad commands are ERR")
+    func unknownName() throws {
+        let daemon = try Self.start(Self.counter())
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "nope") == "NOTFOUND no expirable named 'nope' is configured; `expirablectl list` shows the names")
+        #expect(try daemon.redis("CLEAR", "nope").hasPrefix("NOTFOUND"))
+        #expect(try daemon.redis("INFO", "nope").hasPrefix("NOTFOUND"))
+        #expect(try daemon.redis("GET") == "ERR wrong number of arguments for 'GET'; expected GET name")
+        #expect(try daemon.redis("SET", "a", "b").hasPrefix("ERR unknown command 'SET'"))
+        #expect(try daemon.redis("PING") == "PONG")
+        #expect(try daemon.redis("LIST") == "token")
+        #expect(daemon.count("calls") == 0)
+    }
+
+    @Test("INFO shows state, scope, refresh, expiry, counters and owner; never the value")
+    func info() throws {
+        let daemon = try Self.start(Self.counter())
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "token")
+        let info = try daemon.redis("INFO", "token")
+        for field in ["state:valid", "scope:cluster", "refresh:lazy", "plugin_calls:1", "misses:1", "owner:local", "last_error:"] {
+            #expect(info.contains(field), "\(field) missing from \(info)")
+        }
+        #expect(!info.contains("token-1"))
+        #expect(try daemon.redis("INFO").contains("expirables:1"))
+    }
+
+    @Test("pipelined requests are answered in order, including behind a request that waits for a plugin")
+    func pipelining() throws {
+        let daemon = try Self.start(Self.counter() + "[expirable.slow]\nplugin = \"sleeper\"\n[expirable.slow.params]\nsleep_ms = 300\n", testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        let connection = try RawConnection(daemon.socket)
+        var request = "*2\r\n$3\r\nGET\r\n$4\r\nslow\r\n"
+        for i in 0..<100 { request += i % 2 == 0 ? "*2\r\n$3\r\nGET\r\n$5\r\ntoken\r\n" : "PING\r\n" }
+        let reply = connection.roundTrip(request, expecting: 101)
+        var expected = "$16\r\nmax_concurrent=1\r\n"
+        for i in 0..<100 { expected += i % 2 == 0 ? "$7\r\ntoken-1\r\n" : "+PONG\r\n" }
+        #expect(reply == expected)
+        #expect(daemon.count("calls") == 1)
+    }
+
+    @Test("values never reach the daemon's log")
+    func valuesNotLogged() throws {
+        let daemon = try Self.start(Self.counter(ttlMillis: 1))
+        defer { daemon.remove() }
+        for _ in 0..<5 { _ = try daemon.redis("GET", "token") }
+        _ = try daemon.redis("FETCH", "token")
+        _ = try daemon.redis("CLEAR", "token")
+        daemon.stop()
+        #expect(daemon.log.contains("clear"))
+        #expect(!daemon.log.contains("token-"))
+    }
+}

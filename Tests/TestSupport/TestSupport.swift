@@ -1,0 +1,85 @@
+import Foundation
+
+/// Where things are when tests run from this repository.
+public enum TestPaths {
+    /// The repository's root.
+    public static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    /// The directory holding expirable.h.
+    public static let header = repository.appendingPathComponent("Sources/ExpirableABI/include").path
+    /// The C sources of the test plugins.
+    public static let fixtures = repository.appendingPathComponent("Tests/Fixtures")
+    /// Where SwiftPM put the test binary, and with it `expirabled`, `expirablectl` and the plugin products.
+    public static let products = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+
+    /// A built product (`expirabled`, `libcommand.so`), or an error saying to run `swift build` first.
+    public static func product(_ name: String) throws -> URL {
+        let url = products.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw TestSupportError("\(url.path) is missing; run `swift build` before `swift test` to build every product")
+        }
+        return url
+    }
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A directory under /tmp (short, so Unix socket paths inside it fit), readable by other users, removed by
+/// `remove()`.
+public struct TemporaryDirectory: Sendable {
+    public let url: URL
+    public var path: String { url.path }
+
+    public init(_ prefix: String = "expirable") throws {
+        url = URL(fileURLWithPath: "/tmp/\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        chmod(url.path, 0o755)
+    }
+
+    public func appending(_ name: String) -> String { url.appendingPathComponent(name).path }
+
+    public func remove() {
+        try? FileManager.default.removeItem(at: url)
+    }
+}
+
+/// Compiles Tests/Fixtures/NAME.c into `directory`/libNAME.so with plain `cc -shared -fPIC` and expirable.h.
+@discardableResult
+public func compileTestPlugin(_ name: String, into directory: String) throws -> String {
+    let output = directory + "/lib\(name).so"
+    let result = try runTool("cc", ["-shared", "-fPIC", "-I", TestPaths.header, TestPaths.fixtures.appendingPathComponent("\(name).c").path, "-o", output])
+    guard result.status == 0 else { throw TestSupportError("cc failed for \(name).c: \(result.stderr)") }
+    return output
+}
+
+/// Copies a plugin this package ships (built by `swift build`) into `directory`.
+public func installShippedPlugin(_ name: String, into directory: String) throws {
+    try FileManager.default.copyItem(at: TestPaths.product("lib\(name).so"), to: URL(fileURLWithPath: directory + "/lib\(name).so"))
+}
+
+/// What a finished program printed and how it exited.
+public struct ToolResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+}
+
+/// Runs `tool` (looked up in PATH) with `arguments`, killed after `seconds` by coreutils `timeout`.
+public func runTool(_ tool: String, _ arguments: [String], seconds: Int = 30, environment: [String: String]? = nil) throws -> ToolResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+    process.arguments = ["-k", "2", "\(seconds)", tool] + arguments
+    if let environment { process.environment = environment }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return ToolResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+}
