@@ -106,6 +106,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "ExpirableTestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .executableTarget(
+            name: "ClientBenchmark",
+            dependencies: ["ExpirableClient", "ExpirableCore"],
+            path: "Benchmarks/ClientBenchmark",
+            swiftSettings: strict
+        ),
         .testTarget(name: "ExpirableCoreTests", dependencies: ["ExpirableCore"], swiftSettings: strict),
         .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),
         .testTarget(

@@ -7,6 +7,7 @@ public final class Engine: Sendable {
     let clock: any EngineClock
     let logger: Logger
     private let entryTable: [String: Entry]
+    private let nameTable: NameTable
     /// The configured names, sorted.
     public let names: [String]
 
@@ -22,6 +23,7 @@ public final class Engine: Sendable {
             entries[definition.name] = Entry(definition)
         }
         self.entryTable = entries
+        self.nameTable = NameTable(entries)
         self.names = entries.keys.sorted()
         self.clock = clock
         self.logger = logger
@@ -35,6 +37,16 @@ public final class Engine: Sendable {
     /// the hot path: one dictionary lookup, one short lock, no allocation.
     public func cachedValue(_ name: String) -> Fetched? {
         guard let entry = entries(name) else { return nil }
+        return cachedValue(entry)
+    }
+
+    /// `cachedValue(_:)` for a name given as UTF-8 bytes, such as a slice of a receive buffer: no String made.
+    public func cachedValue(utf8 name: UnsafeRawBufferPointer) -> Fetched? {
+        guard let entry = nameTable.entry(name) else { return nil }
+        return cachedValue(entry)
+    }
+
+    private func cachedValue(_ entry: Entry) -> Fetched? {
         let now = clock.monotonicNanos
         return entry.state.withLock { s in
             guard s.isValid(at: now) else { return nil }

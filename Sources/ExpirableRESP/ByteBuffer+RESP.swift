@@ -31,11 +31,24 @@ extension ByteBuffer {
         writeCRLF()
     }
 
-    /// Appends a bulk string holding `bytes`.
+    /// Appends a bulk string holding `bytes`, in one write to the buffer (this is every GET's reply).
     public mutating func writeRESPBulk(_ bytes: UnsafeRawBufferPointer) {
-        writeRESPBulkHeader(bytes.count)
-        writeBytes(bytes)
-        writeCRLF()
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let digitCount = withUnsafeMutableBytes(of: &digits) { ByteBuffer.formatDecimal(UInt64(bytes.count), into: $0) }
+        let total = 1 + digitCount + 2 + bytes.count + 2
+        writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            out[0] = UInt8(ascii: "$")
+            withUnsafeBytes(of: &digits) { out.baseAddress!.advanced(by: 1).copyMemory(from: $0.baseAddress!.advanced(by: $0.count - digitCount), byteCount: digitCount) }
+            var offset = 1 + digitCount
+            out[offset] = 0x0D
+            out[offset + 1] = 0x0A
+            offset += 2
+            if let base = bytes.baseAddress, bytes.count > 0 { out.baseAddress!.advanced(by: offset).copyMemory(from: base, byteCount: bytes.count) }
+            offset += bytes.count
+            out[offset] = 0x0D
+            out[offset + 1] = 0x0A
+            return total
+        }
     }
 
     /// Appends `:n\r\n`.
@@ -74,17 +87,20 @@ extension ByteBuffer {
     /// Writes an integer's decimal digits without allocating.
     private mutating func writeDecimal(_ n: Int64) {
         if n < 0 { writeInteger(UInt8(ascii: "-")) }
-        var magnitude = n.magnitude
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, enough for 20 digits
-        let count = withUnsafeMutableBytes(of: &digits) { scratch -> Int in
-            var index = scratch.count
-            repeat {
-                index -= 1
-                scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            return scratch.count - index
-        }
+        let count = withUnsafeMutableBytes(of: &digits) { ByteBuffer.formatDecimal(n.magnitude, into: $0) }
         withUnsafeBytes(of: &digits) { writeBytes(UnsafeRawBufferPointer(rebasing: $0[($0.count - count)...])) }
+    }
+
+    /// Writes `value`'s decimal digits at the end of `scratch`; returns how many.
+    private static func formatDecimal(_ value: UInt64, into scratch: UnsafeMutableRawBufferPointer) -> Int {
+        var magnitude = value
+        var index = scratch.count
+        repeat {
+            index -= 1
+            scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
+        return scratch.count - index
     }
 }

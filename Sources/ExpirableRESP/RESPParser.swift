@@ -35,7 +35,7 @@ public struct RESPParser: Sendable {
         return value
     }
 
-    private static func isTypeByte(_ byte: UInt8) -> Bool {
+    static func isTypeByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: ":"), UInt8(ascii: "$"), UInt8(ascii: "*"): true
         default: false
@@ -81,7 +81,7 @@ public struct RESPParser: Sendable {
     }
 
     /// The bytes before the next CRLF, consuming them and the CRLF; nil if no CRLF has arrived yet.
-    private func line(_ cursor: inout ByteBuffer) throws(RESPError) -> ByteBuffer? {
+    func line(_ cursor: inout ByteBuffer) throws(RESPError) -> ByteBuffer? {
         let view = cursor.readableBytesView
         guard let cr = view.firstIndex(of: UInt8(ascii: "\r")) else {
             if view.count > limits.maxValueBytes { throw .tooLarge("line over \(limits.maxValueBytes) bytes") }
@@ -115,6 +115,35 @@ public struct RESPParser: Sendable {
         }
         guard words.count <= limits.maxArrayCount else { throw .tooLarge("inline command of \(words.count) words, over the limit of \(limits.maxArrayCount)") }
         return .array(words)
+    }
+
+    /// A decimal integer line (`123\r\n`, `-1\r\n`) read in place, consuming it and its CRLF; nil if its CRLF
+    /// has not arrived.
+    func decimalLine(_ cursor: inout ByteBuffer) throws(RESPError) -> Int64? {
+        let result: Result<(Int64, Int)?, RESPError> = cursor.withUnsafeReadableBytes { bytes in
+            var value: Int64 = 0
+            var negative = false
+            var index = 0
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "\r") {
+                    guard index + 1 < bytes.count else { return .success(nil) }
+                    guard bytes[index + 1] == UInt8(ascii: "\n"), index > (negative ? 1 : 0) else { return .failure(.malformed("invalid length line")) }
+                    return .success((negative ? -value : value, index + 2))
+                }
+                if index == 0 && byte == UInt8(ascii: "-") {
+                    negative = true
+                } else {
+                    guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), index < 18 else { return .failure(.malformed("invalid length line")) }
+                    value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+                }
+                index += 1
+            }
+            return .success(nil)
+        }
+        guard let (value, consumed) = try result.get() else { return nil }
+        cursor.moveReaderIndex(forwardBy: consumed)
+        return value
     }
 
     /// A decimal integer of at most 18 digits with an optional minus sign.

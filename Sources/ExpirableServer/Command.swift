@@ -1,55 +1,40 @@
 import ExpirableRESP
-import NIOCore
 
-/// A request, checked for its name and arity.
+/// A request, checked for its name and arity. Its arguments stay in the request's words (positions in the
+/// receive buffer) until needed, so answering a GET from memory makes no String.
 enum Command {
-    case ping(ByteBuffer?)
-    case get(String)
-    case fetch(String)
-    case ttl(String)
-    case clear(String)
+    /// PING, echoing word 1 if there is one.
+    case ping(echo: Bool)
+    /// The name is word 1 for these.
+    case get, fetch, ttl, clear
     case clearAll
     case list
-    case info(String?)
+    /// INFO, about the expirable named by word 1 if there is one.
+    case info(named: Bool)
     case quit
     /// redis-benchmark and some clients ask for server settings first; the daemon has none to give.
     case configGet
 
     static let usage = "PING, GET name, FETCH name, TTL name, CLEAR name, CLEARALL, LIST, INFO [name]"
 
-    /// The command `request` spells, or the error reply to send.
-    static func parse(_ request: RESPValue) -> Result<Command, ReplyError> {
-        guard case .array(let words) = request, let first = words.first else {
-            return .failure(.init("ERR expected a command as an array of bulk strings, e.g. GET name"))
+    /// The command `words` spell, or the error reply to send.
+    static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
+        guard words.count > 0 else { return .failure(.init("ERR empty command; expected \(usage)")) }
+        let arguments = words.count - 1
+        func named(_ command: Command, _ spelled: String) -> Result<Command, ReplyError> {
+            arguments == 1 ? .success(command) : arity(spelled, "\(spelled) name")
         }
-        var arguments: [ByteBuffer] = []
-        arguments.reserveCapacity(words.count)
-        for word in words {
-            guard case .bulkString(let bytes) = word else {
-                return .failure(.init("ERR expected a command as an array of bulk strings, e.g. GET name"))
-            }
-            arguments.append(bytes)
-        }
-        let name = String(buffer: arguments[0]).uppercased()
-        let count = arguments.count - 1
-        func one(_ make: (String) -> Command) -> Result<Command, ReplyError> {
-            count == 1 ? .success(make(String(buffer: arguments[1]))) : arity(name, "\(name) name")
-        }
-        switch name {
-        case "PING": return count <= 1 ? .success(.ping(count == 1 ? arguments[1] : nil)) : arity(name, "PING [message]")
-        case "GET": return one(Command.get)
-        case "FETCH": return one(Command.fetch)
-        case "TTL": return one(Command.ttl)
-        case "CLEAR": return one(Command.clear)
-        case "CLEARALL": return count == 0 ? .success(.clearAll) : arity(name, "CLEARALL")
-        case "LIST": return count == 0 ? .success(.list) : arity(name, "LIST")
-        case "INFO": return count <= 1 ? .success(.info(count == 1 ? String(buffer: arguments[1]) : nil)) : arity(name, "INFO [name]")
-        case "QUIT": return .success(.quit)
-        case "CONFIG" where count >= 1 && String(buffer: arguments[1]).uppercased() == "GET": return .success(.configGet)
-        default:
-            _ = first
-            return .failure(.init("ERR unknown command '\(String(String(buffer: arguments[0]).prefix(64)))'; expected \(usage)"))
-        }
+        if words.word(0, is: "GET") { return named(.get, "GET") }
+        if words.word(0, is: "FETCH") { return named(.fetch, "FETCH") }
+        if words.word(0, is: "TTL") { return named(.ttl, "TTL") }
+        if words.word(0, is: "PING") { return arguments <= 1 ? .success(.ping(echo: arguments == 1)) : arity("PING", "PING [message]") }
+        if words.word(0, is: "CLEAR") { return named(.clear, "CLEAR") }
+        if words.word(0, is: "CLEARALL") { return arguments == 0 ? .success(.clearAll) : arity("CLEARALL", "CLEARALL") }
+        if words.word(0, is: "LIST") { return arguments == 0 ? .success(.list) : arity("LIST", "LIST") }
+        if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
+        if words.word(0, is: "QUIT") { return .success(.quit) }
+        if words.word(0, is: "CONFIG"), arguments >= 1, words.word(1, is: "GET") { return .success(.configGet) }
+        return .failure(.init("ERR unknown command '\(String(words.string(0).prefix(64)))'; expected \(usage)"))
     }
 
     private static func arity(_ name: String, _ form: String) -> Result<Command, ReplyError> {

@@ -86,48 +86,52 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: Requests
 
     private func process(context: ChannelHandlerContext) {
-        while !waiting && !closed, var buffer = inbound {
-            let request: RESPValue?
+        guard var buffer = inbound else { return }
+        inbound = nil
+        while !waiting && !closed {
+            let request: RESPCommandWords?
             do {
-                request = try parser.next(&buffer)
+                request = try parser.nextCommand(&buffer)
             } catch {
-                inbound = nil
                 refuse(context: context, error)
                 return
             }
-            inbound = buffer.readableBytes == 0 ? nil : buffer
             guard let request else { break }
             switch Command.parse(request) {
-            case .success(let command): handle(command, context: context)
+            case .success(let command): handle(command, request, context: context)
             case .failure(let error): reply(context) { $0.writeRESPError(error.text) }
             }
         }
-        if inbound != nil, inbound!.readerIndex > 4096 { inbound!.discardReadBytes() }
+        guard !closed, buffer.readableBytes > 0 else { return }
+        if buffer.readerIndex > 4096 { buffer.discardReadBytes() }
+        inbound = buffer
     }
 
-    private func handle(_ command: Command, context: ChannelHandlerContext) {
+    private func handle(_ command: Command, _ words: RESPCommandWords, context: ChannelHandlerContext) {
         let engine = state.engine
         switch command {
-        case .get(let name):
-            if let fetched = engine.cachedValue(name) {
+        case .get:
+            if let fetched = words.withUnsafeBytes(of: 1, { engine.cachedValue(utf8: $0) }) {
                 reply(context) { out in fetched.value.withUnsafeBytes { out.writeRESPBulk($0) } }
             } else {
-                answerAfterFetch(name, context: context) { out, fetched in fetched.value.withUnsafeBytes { out.writeRESPBulk($0) } }
+                answerAfterFetch(words.string(1), context: context) { out, fetched in fetched.value.withUnsafeBytes { out.writeRESPBulk($0) } }
             }
-        case .fetch(let name):
-            if let fetched = engine.cachedValue(name) {
+        case .fetch:
+            if let fetched = words.withUnsafeBytes(of: 1, { engine.cachedValue(utf8: $0) }) {
                 reply(context) { ConnectionHandler.writeFetched(fetched, to: &$0) }
             } else {
-                answerAfterFetch(name, context: context) { out, fetched in ConnectionHandler.writeFetched(fetched, to: &out) }
+                answerAfterFetch(words.string(1), context: context) { out, fetched in ConnectionHandler.writeFetched(fetched, to: &out) }
             }
-        case .ttl(let name):
+        case .ttl:
+            let name = words.string(1)
             switch engine.timeToLive(name) {
             case nil: reply(context) { $0.writeRESPError(ExpirableError.notFound(name).description) }
             case .notStored: reply(context) { $0.writeRESPInteger(-2) }
             case .never: reply(context) { $0.writeRESPInteger(-1) }
             case .millis(let ms): reply(context) { $0.writeRESPInteger(ms) }
             }
-        case .clear(let name):
+        case .clear:
+            let name = words.string(1)
             guard state.mayAdminister(peer) else { return noPermission(context, "CLEAR") }
             guard engine.clear(name) else {
                 return reply(context) { $0.writeRESPError(ExpirableError.notFound(name).description) }
@@ -144,8 +148,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 out.writeRESPArrayHeader(engine.names.count)
                 for name in engine.names { out.writeRESP(.bulk(name)) }
             }
-        case .info(let name):
-            if let name {
+        case .info(let named):
+            if named {
+                let name = words.string(1)
                 guard let text = InfoText.expirable(name, state: state) else {
                     return reply(context) { $0.writeRESPError(ExpirableError.notFound(name).description) }
                 }
@@ -153,8 +158,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             } else {
                 reply(context) { $0.writeRESP(.bulk(InfoText.server(state: state))) }
             }
-        case .ping(let message):
-            reply(context) { out in out.writeRESP(message.map { .bulkString($0) } ?? .simpleString("PONG")) }
+        case .ping(let echo):
+            reply(context) { out in out.writeRESP(echo ? .bulkString(words[1]) : .simpleString("PONG")) }
         case .configGet:
             reply(context) { $0.writeRESPArrayHeader(0) }
         case .quit:

@@ -4,6 +4,7 @@ import ExpirableCore
 import ExpirablePluginHost
 import ExpirableServer
 import Logging
+import NIOPosix
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,9 @@ struct Daemon: AsyncParsableCommand {
     @Option(name: .long, help: "The configuration file.")
     var config: String
 
+    @Option(name: .long, help: "Event-loop threads serving the socket. One is best for a small machine: every answer from memory takes microseconds, and fewer threads leave the cores to the programs asking.")
+    var threads: Int = 1
+
     @Option(name: .long, help: "Least severe log level shown: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -38,6 +42,7 @@ struct Daemon: AsyncParsableCommand {
         }
         let logger = Logger(label: "expirabled")
         raiseFileLimit()
+        forbidCoreDumps()
 
         let configuration: Configuration
         let plugins: PluginHost
@@ -57,7 +62,8 @@ struct Daemon: AsyncParsableCommand {
                 maxRequestBytes: configuration.server.maxRequestBytes,
                 nodeName: configuration.cluster?.node ?? "local"
             ),
-            logger: Logger(label: "expirable.server")
+            logger: Logger(label: "expirable.server"),
+            group: MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         )
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)],
@@ -79,6 +85,12 @@ struct Daemon: AsyncParsableCommand {
         var text = "expirabled: \(message)\n"
         text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
         Glibc.exit(1)
+    }
+
+    /// Values are never written to disk, so neither is a core file holding them.
+    private func forbidCoreDumps() {
+        var none = rlimit(rlim_cur: 0, rlim_max: 0)
+        setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
     }
 
     /// Lets the daemon hold as many connections as the hard limit on open files allows.

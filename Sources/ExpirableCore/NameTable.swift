@@ -1,0 +1,37 @@
+/// Finds an entry by the UTF-8 bytes of its name without making a String: an open-addressing table hashed
+/// with FNV-1a, built once. Servers look names up straight from their receive buffers with it.
+struct NameTable: Sendable {
+    private let slots: [(name: [UInt8], entry: Entry)?]
+    private let mask: Int
+
+    init(_ entries: [String: Entry]) {
+        var size = 8
+        while size < entries.count * 2 { size *= 2 }
+        var slots = [(name: [UInt8], entry: Entry)?](repeating: nil, count: size)
+        for (name, entry) in entries {
+            let bytes = Array(name.utf8)
+            var index = bytes.withUnsafeBytes { NameTable.hash($0) } & (size - 1)
+            while slots[index] != nil { index = (index + 1) & (size - 1) }
+            slots[index] = (bytes, entry)
+        }
+        self.slots = slots
+        mask = size - 1
+    }
+
+    func entry(_ name: UnsafeRawBufferPointer) -> Entry? {
+        var index = NameTable.hash(name) & mask
+        while let slot = slots[index] {
+            if slot.name.count == name.count, slot.name.withUnsafeBytes({ $0.elementsEqual(name) }) { return slot.entry }
+            index = (index + 1) & mask
+        }
+        return nil
+    }
+
+    private static func hash(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        return Int(truncatingIfNeeded: hash)
+    }
+}
