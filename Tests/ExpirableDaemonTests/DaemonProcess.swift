@@ -60,11 +60,12 @@ final class DaemonProcess: @unchecked Sendable {
         (try? RawConnection(socket).roundTrip("*1\r\n$4\r\nPING\r\n", expecting: 1)) == "+PONG\r\n"
     }
 
-    /// SIGTERM to the daemon's PID, then waits up to 10 s (SIGKILL after that). Returns the exit status.
+    /// `signal` (SIGTERM by default) to the daemon's PID, then waits up to 10 s (SIGKILL after that). Returns
+    /// the exit status.
     @discardableResult
-    func stop() -> Int32? {
+    func stop(signal: Int32 = SIGTERM) -> Int32? {
         guard let process, process.isRunning else { return process?.terminationStatus }
-        kill(process.processIdentifier, SIGTERM)
+        kill(process.processIdentifier, signal)
         for _ in 0..<200 where process.isRunning { usleep(50_000) }
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)

@@ -4,12 +4,12 @@ import Testing
 
 @Suite("Daemon lifecycle")
 struct LifecycleTests {
-    @Test("SIGTERM drains, exits 0 and removes the socket file")
-    func sigterm() throws {
+    @Test("SIGTERM and SIGINT drain, exit 0 and remove the socket file", arguments: [SIGTERM, SIGINT])
+    func stopSignal(signal: Int32) throws {
         let daemon = try ServingTests.start(ServingTests.counter())
         defer { daemon.remove() }
         #expect(try daemon.redis("GET", "token") == "token-1")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop(signal: signal) == 0)
         #expect(!FileManager.default.fileExists(atPath: daemon.socket))
         #expect(daemon.log.contains("stopped"))
     }
