@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ExpirableConfig", targets: ["ExpirableConfig"]),
         .library(name: "ExpirablePluginHost", targets: ["ExpirablePluginHost"]),
         .library(name: "ExpirableRESP", targets: ["ExpirableRESP"]),
+        .library(name: "ExpirableTLS", targets: ["ExpirableTLS"]),
         .library(name: "ExpirableServer", targets: ["ExpirableServer"]),
         /// The Swift client library for programs that use the daemon.
         .library(name: "ExpirableClient", targets: ["ExpirableClient"]),
@@ -47,6 +48,14 @@ let package = Package(
                 "ExpirableABI", "ExpirableCore", "ExpirableConfig",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The system OpenSSL, with shims for the macros Swift cannot import.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // Mutually authenticated TLS on NIO through OpenSSL memory BIOs, and certificate creation.
+        .target(
+            name: "ExpirableTLS",
+            dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // One RESP2 codec for the server, the client and the CLI.
@@ -113,6 +122,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ExpirableCoreTests", dependencies: ["ExpirableCore"], swiftSettings: strict),
+        .testTarget(
+            name: "ExpirableTLSTests",
+            dependencies: ["ExpirableTLS", "ExpirableTestSupport", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),
         .testTarget(
             name: "ExpirableDaemonTests",

@@ -1,0 +1,49 @@
+/* The system OpenSSL (libssl-dev, OpenSSL 3) for Swift. Swift does not import OpenSSL's function-like macros,
+ * so the ones Expirable needs are wrapped here as static inline functions, prefixed CExpirableSSL_. */
+#ifndef CEXPIRABLE_OPENSSL_SHIM_H
+#define CEXPIRABLE_OPENSSL_SHIM_H
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+static inline long CExpirableSSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
+    return SSL_CTX_set_min_proto_version(ctx, version);
+}
+
+static inline int CExpirableSSL_TLS1_2_VERSION(void) { return TLS1_2_VERSION; }
+
+/* No compression, no renegotiation, no session tickets: peers are few and connections long-lived. */
+static inline uint64_t CExpirableSSL_CTX_set_hardening_options(SSL_CTX *ctx) {
+    return SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+}
+
+static inline long CExpirableSSL_CTX_set_mode_partial_writes(SSL_CTX *ctx) {
+    return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+static inline long CExpirableBIO_get_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
+
+static inline void CExpirableOPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
+
+static inline int CExpirable_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
+
+static inline const GENERAL_NAME *CExpirable_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int index) {
+    return sk_GENERAL_NAME_value(names, index);
+}
+
+/* The DNS name in a GENERAL_NAME, or NULL if it holds something else. */
+static inline const unsigned char *CExpirable_GENERAL_NAME_dns(const GENERAL_NAME *name, int *length) {
+    if (name->type != GEN_DNS) return NULL;
+    *length = ASN1_STRING_length(name->d.dNSName);
+    return ASN1_STRING_get0_data(name->d.dNSName);
+}
+
+static inline void CExpirableX509V3_set_ctx_nodb(X509V3_CTX *ctx) { X509V3_set_ctx_nodb(ctx); }
+
+#endif

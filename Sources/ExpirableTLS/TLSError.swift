@@ -1,0 +1,32 @@
+import COpenSSL
+
+/// A TLS failure: what went wrong, with OpenSSL's error queue (and the certificate verification result, when
+/// there is one) appended so the log says why a peer was refused.
+public struct TLSError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    /// `what`, followed by everything on this thread's OpenSSL error queue (which it empties).
+    static func openSSL(_ what: String) -> TLSError {
+        let queue = TLSError.drainQueue()
+        return TLSError(queue.isEmpty ? what : "\(what): \(queue.joined(separator: "; "))")
+    }
+
+    /// Empties this thread's OpenSSL error queue, returning its entries as text.
+    static func drainQueue() -> [String] {
+        var entries: [String] = []
+        while true {
+            let code = ERR_get_error()
+            if code == 0 { break }
+            var buffer = [CChar](repeating: 0, count: 256)
+            ERR_error_string_n(code, &buffer, buffer.count)
+            entries.append(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+        }
+        return entries
+    }
+
+    public var description: String { message }
+}
