@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "ExpirablePluginHost", targets: ["ExpirablePluginHost"]),
         .library(name: "ExpirableRESP", targets: ["ExpirableRESP"]),
         .library(name: "ExpirableTLS", targets: ["ExpirableTLS"]),
+        .library(name: "ExpirableCluster", targets: ["ExpirableCluster"]),
         .library(name: "ExpirableServer", targets: ["ExpirableServer"]),
         /// The Swift client library for programs that use the daemon.
         .library(name: "ExpirableClient", targets: ["ExpirableClient"]),
@@ -58,6 +59,18 @@ let package = Package(
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Replication between nodes: membership, ownership, forwarded fetches, versions. Knows nothing of RESP.
+        .target(
+            name: "ExpirableCluster",
+            dependencies: [
+                "ExpirableCore", "ExpirableTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // One RESP2 codec for the server, the client and the CLI.
         .target(
             name: "ExpirableRESP",
@@ -89,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "expirabled",
             dependencies: [
-                "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer",
+                "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -100,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "expirablectl",
             dependencies: [
-                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost",
+                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost", "ExpirableTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -114,7 +127,7 @@ let package = Package(
             path: "Benchmarks/EngineBenchmark",
             swiftSettings: strict
         ),
-        .target(name: "ExpirableTestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "ExpirableTestSupport", dependencies: ["ExpirableClient"], path: "Tests/TestSupport", swiftSettings: strict),
         .executableTarget(
             name: "ClientBenchmark",
             dependencies: ["ExpirableClient", "ExpirableCore"],
@@ -125,6 +138,11 @@ let package = Package(
         .testTarget(
             name: "ExpirableTLSTests",
             dependencies: ["ExpirableTLS", "ExpirableTestSupport", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ExpirableClusterTests",
+            dependencies: ["ExpirableClient", "ExpirableTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),

@@ -126,6 +126,22 @@ public final class ExpirableClient: Sendable {
         return pairs
     }
 
+    /// The cluster's members as the daemon sees them, one dictionary per member (`node`, `state`, `address`,
+    /// `certificate`, `last_heard_ms`, `tls`, and `config`/`error` when there is something to report).
+    public func cluster() async throws(ExpirableClientError) -> [[String: String]] {
+        let reply = try await call(["CLUSTER"])
+        guard let text = reply.string else { throw unexpected(reply, "CLUSTER") }
+        return text.split(separator: "\r\n").map { line in
+            var member: [String: String] = [:]
+            for field in line.split(separator: "\t") {
+                let parts = field.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+                guard parts.count == 2 else { continue }
+                member[String(parts[0])] = String(parts[1])
+            }
+            return member
+        }
+    }
+
     /// Checks that the daemon answers.
     public func ping() async throws(ExpirableClientError) {
         let reply = try await call(["PING"])

@@ -43,6 +43,9 @@ public struct Configuration: Sendable, Hashable {
         public let ca: String
         public let cert: String
         public let key: String
+        /// How often nodes send heartbeats; a peer silent for three of them is dead.
+        public let heartbeat: Duration
+        public static let defaultHeartbeat: Duration = .milliseconds(500)
     }
 
     /// A peer node: its name and address.

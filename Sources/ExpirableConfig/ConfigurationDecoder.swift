@@ -57,7 +57,7 @@ struct ConfigurationDecoder {
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
-        try allowOnly(["node", "listen", "peers", "ca", "cert", "key"], in: t, at: at)
+        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat"], in: t, at: at)
         let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
         let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
         let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
@@ -75,7 +75,11 @@ struct ConfigurationDecoder {
             guard let p = try path(t, key, at: at) else { throw missing(at + [key], "a path to a PEM file") }
             return p
         }
-        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"))
+        let heartbeat = try t["heartbeat"].map { v throws(ConfigurationError) in try duration(v, at: at + ["heartbeat"]) } ?? Configuration.Cluster.defaultHeartbeat
+        guard heartbeat >= .milliseconds(50), heartbeat <= .seconds(60) else {
+            throw error(at + ["heartbeat"], "expected a duration from 50ms to 60s")
+        }
+        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat)
     }
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable) throws(ConfigurationError) -> Configuration.Expirable {

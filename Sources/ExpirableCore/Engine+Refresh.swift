@@ -29,11 +29,18 @@ extension Engine {
 
     private func refreshFired(_ entry: Entry, serial: UInt64, generation: UInt64) {
         let now = clock.monotonicNanos
+        // In a cluster only the owner refreshes; the others look again a second later, so the duty moves to
+        // them if the owner dies, and their timer is replaced when the owner's new value arrives.
+        let mayRefresh = replicator(for: entry)?.mayRefresh(entry.name) ?? true
         let start: Bool = entry.state.withLock { s in
             guard s.timerSerial == serial, s.generation == generation else { return false }
             s.refreshTimer = nil
             // An expired value is no longer refreshed in the background: the next fetch calls the plugin.
             guard s.flight == nil, s.isValid(at: now) else { return false }
+            guard mayRefresh else {
+                scheduleRefresh(entry, &s, at: now &+ UInt64(Engine.minimumRefreshInterval.nanoseconds), now: now)
+                return false
+            }
             s.flight = Entry.Flight(waiters: [], generation: generation)
             s.counters.refreshes &+= 1
             startingCall(&s, now: now)

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// The store: answers fetches from memory while a value is valid and otherwise calls the expirable's fetcher,
 /// sharing one call between concurrent callers (single flight). Successes are kept until they expire, failures
@@ -6,6 +7,7 @@ import Logging
 public final class Engine: Sendable {
     let clock: any EngineClock
     let logger: Logger
+    private let replicatorBox = Mutex<(any Replicator)?>(nil)
     private let entryTable: [String: Entry]
     private let nameTable: NameTable
     /// The configured names, sorted.
@@ -30,6 +32,16 @@ public final class Engine: Sendable {
     }
 
     func entries(_ name: String) -> Entry? { entryTable[name] }
+
+    /// Connects the engine to the cluster. Call once, before serving.
+    public func attach(_ replicator: any Replicator) {
+        replicatorBox.withLock { $0 = replicator }
+    }
+
+    /// The replicator, for cluster-scoped entries only.
+    func replicator(for entry: Entry) -> (any Replicator)? {
+        entry.scope == .cluster ? replicatorBox.withLock { $0 } : nil
+    }
 
     // MARK: Reading
 
@@ -104,15 +116,23 @@ public final class Engine: Sendable {
     @discardableResult
     public func clear(_ name: String) -> Bool {
         guard let entry = entries(name) else { return false }
+        let replicator = replicator(for: entry)
+        let version = replicator?.nextVersion()
         entry.state.withLock { s in
-            s.value = nil
-            s.deadline = 0
-            s.generation &+= 1
-            s.refreshFailures = 0
-            s.cancelRefresh()
+            Engine.drop(&s)
+            s.version = version
         }
+        if let replicator, let version { replicator.cleared(name, version: version) }
         logger.info("cleared", metadata: ["expirable": "\(name)"])
         return true
+    }
+
+    static func drop(_ s: inout Entry.State) {
+        s.value = nil
+        s.deadline = 0
+        s.generation &+= 1
+        s.refreshFailures = 0
+        s.cancelRefresh()
     }
 
     /// Clears every expirable.
@@ -142,15 +162,30 @@ public final class Engine: Sendable {
     private func complete(_ entry: Entry, generation: UInt64, result: Result<Fetched, ExpirableError>) {
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
+        let replicator = replicator(for: entry)
+        // A value this node's plugin fetched gets a new version, to be sent to the peers once stored.
+        var announce: (Fetched, Int64?, Version)?
         let (waiters, followUp): ([Entry.Completion], UInt64?) = entry.state.withLock { s in
             let waiters = s.flight?.waiters ?? []
             s.flight = nil
             switch result {
             case .success(let fetched):
                 s.lastError = nil
-                let deadline = Engine.deadline(of: fetched.expiry, now: now, wall: wall)
+                let deadline = Engine.deadline(of: fetched, now: now, wall: wall)
                 if generation == s.generation && deadline > now {
-                    store(fetched, deadline: deadline, in: entry, &s, now: now)
+                    if let origin = fetched.replicaVersion {
+                        if s.version.map({ origin > $0 }) ?? true {
+                            s.version = origin
+                            store(fetched, deadline: deadline, in: entry, &s, now: now)
+                        }
+                    } else {
+                        if let replicator {
+                            let version = replicator.nextVersion()
+                            s.version = version
+                            announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
+                        }
+                        store(fetched, deadline: deadline, in: entry, &s, now: now)
+                    }
                 }
             case .failure(let error):
                 s.lastError = error.description
@@ -168,11 +203,14 @@ public final class Engine: Sendable {
         if case .failure(let error) = result {
             logger.warning("fetch failed", metadata: ["expirable": "\(entry.name)", "error": "\(error)"])
         }
+        if let replicator, let (fetched, remaining, version) = announce {
+            replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
+        }
         for waiter in waiters { waiter(result) }
         if let followUp { call(entry, generation: followUp) }
     }
 
-    private func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
+    func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
         s.value = fetched
         s.deadline = deadline
         s.refreshFailures = 0
@@ -181,6 +219,16 @@ public final class Engine: Sendable {
             let target = deadline - min(deadline, UInt64(max(0, before.nanoseconds)))
             scheduleRefresh(entry, &s, at: target, now: now)
         }
+    }
+
+    /// The monotonic deadline of a value arriving now: from the remaining validity a peer sent, or from the
+    /// plugin's wall-clock expiry.
+    static func deadline(of fetched: Fetched, now: UInt64, wall: Int64) -> UInt64 {
+        guard fetched.replicaVersion != nil else { return deadline(of: fetched.expiry, now: now, wall: wall) }
+        guard let remaining = fetched.replicaRemainingMillis else { return .max }
+        guard remaining > 0 else { return 0 }
+        let sum = now.addingReportingOverflow(UInt64(remaining) &* 1_000_000)
+        return sum.overflow ? .max - 1 : min(sum.partialValue, .max - 1)
     }
 
     /// Turns a wall-clock expiry into a monotonic deadline, once, when the value arrives.

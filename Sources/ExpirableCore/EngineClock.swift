@@ -25,6 +25,14 @@ public protocol EngineClock: Sendable {
 
 /// The real clocks: CLOCK_MONOTONIC, CLOCK_REALTIME and Dispatch timers.
 public struct SystemClock: EngineClock {
+    private static let wallOffset = Atomic<Int64>(0)
+
+    /// Shifts this process's view of the wall clock, for tests that need a node whose clock is off
+    /// (`expirabled --wall-clock-offset`). Validity never depends on it; versions and plugins' `now_ms` do.
+    public static func setWallClockOffset(_ offset: Duration) {
+        wallOffset.store(offset.milliseconds, ordering: .relaxed)
+    }
+
     public init() {}
 
     public var monotonicNanos: UInt64 {
@@ -36,7 +44,7 @@ public struct SystemClock: EngineClock {
     public var unixMillis: Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000 + SystemClock.wallOffset.load(ordering: .relaxed)
     }
 
     public func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> any Cancellable {

@@ -45,6 +45,8 @@ final class Entry: Sendable {
         var lastCallStart: UInt64?
         var lastError: String?
         var counters = ExpirableCounters()
+        /// The version of the current value or of the last clear (cluster scope with a replicator only).
+        var version: Version?
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < deadline }
 

@@ -40,9 +40,23 @@ public struct Fetched: Sendable {
     public let value: Secret
     /// When the value expires.
     public let expiry: Expiry
+    /// Set when a peer supplied the value: its version and remaining validity, which the receiver judges
+    /// expiry by (the sender's wall clock is never trusted).
+    let replicaVersion: Version?
+    let replicaRemainingMillis: Int64?
 
     public init(value: Secret, expiry: Expiry) {
         self.value = value
         self.expiry = expiry
+        replicaVersion = nil
+        replicaRemainingMillis = nil
+    }
+
+    /// A value received from a peer: valid for `remainingMillis` from now on this node (nil: never expires).
+    public init(value: Secret, remainingMillis: Int64?, version: Version, unixMillisNow: Int64) {
+        self.value = value
+        expiry = remainingMillis.map { .at(unixMillis: unixMillisNow + $0) } ?? .never
+        replicaVersion = version
+        replicaRemainingMillis = remainingMillis
     }
 }

@@ -12,10 +12,12 @@ enum Command {
     /// INFO, about the expirable named by word 1 if there is one.
     case info(named: Bool)
     case quit
+    /// The cluster's members, one line each.
+    case cluster
     /// redis-benchmark and some clients ask for server settings first; the daemon has none to give.
     case configGet
 
-    static let usage = "PING, GET name, FETCH name, TTL name, CLEAR name, CLEARALL, LIST, INFO [name]"
+    static let usage = "PING, GET name, FETCH name, TTL name, CLEAR name, CLEARALL, LIST, INFO [name], CLUSTER"
 
     /// The command `words` spell, or the error reply to send.
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
@@ -33,6 +35,7 @@ enum Command {
         if words.word(0, is: "LIST") { return arguments == 0 ? .success(.list) : arity("LIST", "LIST") }
         if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
         if words.word(0, is: "QUIT") { return .success(.quit) }
+        if words.word(0, is: "CLUSTER") { return arguments == 0 ? .success(.cluster) : arity("CLUSTER", "CLUSTER") }
         if words.word(0, is: "CONFIG"), arguments >= 1, words.word(1, is: "GET") { return .success(.configGet) }
         return .failure(.init("ERR unknown command '\(String(words.string(0).prefix(64)))'; expected \(usage)"))
     }

@@ -162,6 +162,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
             reply(context) { out in out.writeRESP(echo ? .bulkString(words[1]) : .simpleString("PONG")) }
         case .configGet:
             reply(context) { $0.writeRESPArrayHeader(0) }
+        case .cluster:
+            let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
+            reply(context) { $0.writeRESP(.bulk(text)) }
         case .quit:
             reply(context) { $0.writeRESP(.simpleString("OK")) }
             close(context: context)

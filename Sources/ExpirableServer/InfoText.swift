@@ -24,7 +24,11 @@ enum InfoText {
         lines.append("plugin_calls:\(status.counters.pluginCalls)")
         lines.append("failures:\(status.counters.failures)")
         lines.append("refreshes:\(status.counters.refreshes)")
-        lines.append("owner:\(state.options.nodeName)")
+        if let extra = state.options.expirableInfo?(name) {
+            lines += extra.map { "\($0.0):\($0.1)" }
+        } else {
+            lines.append("owner:\(state.options.nodeName)")
+        }
         return lines.joined(separator: "\r\n") + "\r\n"
     }
 

@@ -12,6 +12,10 @@ public struct ServerOptions: Sendable {
     public var drainTimeout: Duration
     /// This node's name for INFO's `owner` field.
     public var nodeName: String
+    /// Extra INFO lines for an expirable (`owner`, replica state) from whoever knows them, such as the cluster.
+    public var expirableInfo: (@Sendable (String) -> [(String, String)])?
+    /// The reply to CLUSTER: one `key:value ...` line per member. Nil without a cluster.
+    public var clusterInfo: (@Sendable () -> String)?
 
     public init(socketPath: String, socketMode: UInt32 = 0o660, maxConnections: Int = 4096, maxRequestBytes: Int = 64 * 1024,
                 drainTimeout: Duration = .seconds(5), nodeName: String = "local") {

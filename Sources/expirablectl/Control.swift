@@ -10,7 +10,7 @@ struct Control: AsyncParsableCommand {
         commandName: "expirablectl",
         abstract: "Administer a running expirabled: read, clear and inspect its values.",
         discussion: "Every command talks to the daemon's Unix socket (--socket, default $EXPIRABLE_SOCKET or /run/expirable/expirable.sock) and exits non-zero with the error on stderr when anything fails.",
-        subcommands: [Fetch.self, Clear.self, List.self, Status.self, Ping.self, CheckConfig.self]
+        subcommands: [Fetch.self, Clear.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
 }
 

@@ -1,8 +1,10 @@
 import ArgumentParser
+import ExpirableCluster
 import ExpirableConfig
 import ExpirableCore
 import ExpirablePluginHost
 import ExpirableServer
+import ExpirableTLS
 import Logging
 import NIOPosix
 import ServiceLifecycle
@@ -28,6 +30,9 @@ struct Daemon: AsyncParsableCommand {
     @Option(name: .long, help: "Event-loop threads serving the socket. One is best for a small machine: every answer from memory takes microseconds, and fewer threads leave the cores to the programs asking.")
     var threads: Int = 1
 
+    @Option(name: .long, help: ArgumentHelp("Shift this daemon's wall clock by this many milliseconds (tests of clock skew).", visibility: .hidden))
+    var wallClockOffset: Int64 = 0
+
     @Option(name: .long, help: "Least severe log level shown: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -43,6 +48,7 @@ struct Daemon: AsyncParsableCommand {
         let logger = Logger(label: "expirabled")
         raiseFileLimit()
         forbidCoreDumps()
+        if wallClockOffset != 0 { SystemClock.setWallClockOffset(.milliseconds(wallClockOffset)) }
 
         let configuration: Configuration
         let plugins: PluginHost
@@ -52,21 +58,53 @@ struct Daemon: AsyncParsableCommand {
         } catch {
             Daemon.fail("\(error)")
         }
-        let engine = Engine(expirables: plugins.definitions, logger: Logger(label: "expirable.engine"))
+        var cluster: Cluster?
+        var definitions = plugins.definitions
+        if let settings = configuration.cluster {
+            do {
+                let tls = try TLSContext(caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
+                let names = try Certificates.names(inCertificateAt: settings.cert)
+                guard names.contains(settings.node) else {
+                    Daemon.fail("cluster.cert \(settings.cert) names \(names.joined(separator: ", ")), not this node (cluster.node = \"\(settings.node)\"); make one with `expirablectl cert node \(settings.node)`")
+                }
+                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"))
+                let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
+                definitions = definitions.map { definition in
+                    guard definition.scope == .cluster else { return definition }
+                    return ExpirableDefinition(
+                        name: definition.name, scope: .cluster, refresh: definition.refresh,
+                        fetcher: clusterService.fetcher(for: definition.name, local: definition.fetcher, timeout: timeouts[definition.name] ?? .seconds(30))
+                    )
+                }
+                cluster = clusterService
+            } catch {
+                Daemon.fail("\(error)")
+            }
+        }
+        let engine = Engine(expirables: definitions, logger: Logger(label: "expirable.engine"))
+        cluster?.attach(engine)
+        var options = ServerOptions(
+            socketPath: configuration.server.socket,
+            socketMode: configuration.server.socketMode,
+            maxConnections: configuration.server.maxConnections,
+            maxRequestBytes: configuration.server.maxRequestBytes,
+            nodeName: configuration.cluster?.node ?? "local"
+        )
+        if let cluster {
+            options.expirableInfo = { cluster.info($0) }
+            options.clusterInfo = { cluster.describe() }
+        }
         let server = ExpirableServer(
             engine: engine,
-            options: ServerOptions(
-                socketPath: configuration.server.socket,
-                socketMode: configuration.server.socketMode,
-                maxConnections: configuration.server.maxConnections,
-                maxRequestBytes: configuration.server.maxRequestBytes,
-                nodeName: configuration.cluster?.node ?? "local"
-            ),
+            options: options,
             logger: Logger(label: "expirable.server"),
             group: MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         )
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = (cluster.map { [$0 as any Service] } ?? []).map {
+            .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+        } + [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)]
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
@@ -79,6 +117,24 @@ struct Daemon: AsyncParsableCommand {
         }
         engine.shutdown()
         plugins.shutdown()
+    }
+
+    static func clusterOptions(_ settings: Configuration.Cluster, _ configuration: Configuration) -> ClusterOptions {
+        ClusterOptions(
+            node: settings.node,
+            listenHost: settings.listen.host,
+            listenPort: settings.listen.port,
+            peers: settings.peers.map { ClusterOptions.Peer(name: $0.name, host: $0.endpoint.host, port: $0.endpoint.port) },
+            heartbeat: settings.heartbeat,
+            digests: configuration.expirables.filter { $0.scope == .cluster }.map { expirable in
+                let refresh: String
+                switch expirable.refresh {
+                case .lazy: refresh = "lazy"
+                case .eager(let before): refresh = "eager:\(before.milliseconds)"
+                }
+                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh)
+            }
+        )
     }
 
     static func fail(_ message: String) -> Never {

@@ -54,6 +54,7 @@ struct ConfigurationTests {
         #expect(cluster.peers.map(\.name) == ["node-b", "node-c"])
         #expect(cluster.peers[1].endpoint == .init(host: "::1", port: 7401))
         #expect(cluster.cert == "/etc/expirable/node-a.pem")
+        #expect(cluster.heartbeat == .milliseconds(500))
         #expect(config.expirables.map(\.name) == ["github_access_token", "local_one"])
         let github = config.expirables[0]
         #expect(github.plugin == "oauth2")
@@ -127,6 +128,8 @@ struct ConfigurationTests {
          "F:2: cluster.node: expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \"node a\""),
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = {}\n",
          "F:4: cluster.peers: expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone"),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nheartbeat = \"10ms\"\n",
+         "F:8: cluster.heartbeat: expected a duration from 50ms to 60s"),
     ]
 
     @Test("bad configurations are refused with file, line, key and what was expected", arguments: refusals)

@@ -1,13 +1,15 @@
 /* Test plugin: counts its calls per instance and answers "<prefix><n>".
  * params: prefix (default "v"), ttl_ms (default 60000; "never" for EXPIRABLE_NEVER_EXPIRES; may be negative
  * for a value already expired), count_file (optional: the call count is written there after each call),
- * destroy_file (optional: "destroyed" is written there by expirable_destroy). */
+ * destroy_file (optional: "destroyed" is written there by expirable_destroy), sleep_ms (optional: how long
+ * each call takes). */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-typedef struct counter { long calls; char prefix[64]; long long ttl_ms; int never; char count_file[512]; char destroy_file[512]; } counter;
+typedef struct counter { long calls; long sleep_ms; char prefix[64]; long long ttl_ms; int never; char count_file[512]; char destroy_file[512]; } counter;
 
 void expirable_abi(expirable_abi_info *info) {
     info->magic = EXPIRABLE_ABI_MAGIC;
@@ -33,6 +35,7 @@ void *expirable_create(const expirable_call *call) {
             copy(buf, sizeof buf, v);
             if (strcmp(buf, "never") == 0) c->never = 1; else c->ttl_ms = atoll(buf);
         }
+        if (k.len == 8 && memcmp(k.ptr, "sleep_ms", 8) == 0) { copy(buf, sizeof buf, v); c->sleep_ms = atol(buf); }
         if (k.len == 10 && memcmp(k.ptr, "count_file", 10) == 0) copy(c->count_file, sizeof c->count_file, v);
         if (k.len == 12 && memcmp(k.ptr, "destroy_file", 12) == 0) copy(c->destroy_file, sizeof c->destroy_file, v);
     }
@@ -51,6 +54,10 @@ void expirable_destroy(void *instance) {
 void expirable_fetch(const expirable_call *call) {
     counter *c = call->instance;
     c->calls++;
+    if (c->sleep_ms > 0) {
+        struct timespec ts = { c->sleep_ms / 1000, (c->sleep_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+    }
     if (c->count_file[0]) {
         FILE *f = fopen(c->count_file, "w");
         if (f) { fprintf(f, "%ld", c->calls); fclose(f); }

@@ -1,21 +1,26 @@
 import ExpirableClient
-import ExpirableTestSupport
 import Foundation
 
 /// A real `expirabled` started on a socket in a temporary directory, with test plugins compiled into its
 /// plugin_dir. `stop()` sends SIGTERM to its PID and waits; `remove()` also deletes the directory.
-final class DaemonProcess: @unchecked Sendable {
-    let directory: TemporaryDirectory
-    let socket: String
-    let configPath: String
-    let logPath: String
-    let pluginDir: String
-    private(set) var process: Process?
+public final class DaemonProcess: @unchecked Sendable {
+    public let directory: TemporaryDirectory
+    public let socket: String
+    public let configPath: String
+    public let logPath: String
+    public let pluginDir: String
+    public private(set) var process: Process?
 
-    /// Writes a configuration with `expirables` (TOML tables) and `server` (extra [server] lines), compiles
-    /// the test plugins named, copies the shipped ones, and starts the daemon, waiting until it answers.
-    init(expirables: String, server: String = "", testPlugins: [String] = ["counter"], shippedPlugins: [String] = ["command"], start: Bool = true) throws {
+    /// Extra command-line arguments for `expirabled`.
+    public var arguments: [String] = []
+
+    /// Writes a configuration with `expirables` (TOML tables), `server` (extra [server] lines) and `cluster` (a
+    /// whole [cluster] table, or nothing), compiles the test plugins named, copies the shipped ones, and starts
+    /// the daemon, waiting until it answers. "DIR" in the tables stands for the daemon's directory.
+    public init(expirables: String, server: String = "", cluster: String = "", testPlugins: [String] = ["counter"],
+                shippedPlugins: [String] = ["command"], arguments: [String] = [], start: Bool = true) throws {
         directory = try TemporaryDirectory("expd")
+        self.arguments = arguments
         socket = directory.appending("s.sock")
         configPath = directory.appending("expirable.toml")
         logPath = directory.appending("daemon.log")
@@ -24,13 +29,13 @@ final class DaemonProcess: @unchecked Sendable {
         chmod(pluginDir, 0o755)
         for name in testPlugins { try compileTestPlugin(name, into: pluginDir) }
         for name in shippedPlugins { try installShippedPlugin(name, into: pluginDir) }
-        let config = "[server]\nsocket = \"\(socket)\"\nplugin_dir = \"\(pluginDir)\"\n\(server)\n\n\(expirables)\n"
-        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let config = "[server]\nsocket = \"\(socket)\"\nplugin_dir = \"\(pluginDir)\"\n\(server)\n\n\(cluster)\n\n\(expirables)\n"
+        try config.replacingOccurrences(of: "DIR", with: directory.path).write(toFile: configPath, atomically: true, encoding: .utf8)
         if start { try self.start() }
     }
 
     /// Starts the daemon and waits (at most 10 s) until its socket answers PING.
-    func start() throws {
+    public func start() throws {
         let process = try launch()
         self.process = process
         for _ in 0..<200 {
@@ -42,10 +47,10 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Starts another daemon on the same configuration and returns it without waiting.
-    func launch() throws -> Process {
+    public func launch() throws -> Process {
         let process = Process()
         process.executableURL = try TestPaths.product("expirabled")
-        process.arguments = ["--config", configPath, "--log-level", "debug"]
+        process.arguments = ["--config", configPath, "--log-level", "debug"] + arguments
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
@@ -55,15 +60,22 @@ final class DaemonProcess: @unchecked Sendable {
         return process
     }
 
+    /// Kills the daemon with SIGKILL and waits for it.
+    public func kill9() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
     /// Whether something answers PING on the socket.
-    func answers() -> Bool {
+    public func answers() -> Bool {
         (try? RawConnection(socket).roundTrip("*1\r\n$4\r\nPING\r\n", expecting: 1)) == "+PONG\r\n"
     }
 
     /// `signal` (SIGTERM by default) to the daemon's PID, then waits up to 10 s (SIGKILL after that). Returns
     /// the exit status.
     @discardableResult
-    func stop(signal: Int32 = SIGTERM) -> Int32? {
+    public func stop(signal: Int32 = SIGTERM) -> Int32? {
         guard let process, process.isRunning else { return process?.terminationStatus }
         kill(process.processIdentifier, signal)
         for _ in 0..<200 where process.isRunning { usleep(50_000) }
@@ -76,40 +88,40 @@ final class DaemonProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    func remove() {
+    public func remove() {
         stop()
         directory.remove()
     }
 
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// How many times a counting plugin wrote that it was called.
-    func count(_ file: String) -> Int {
+    public func count(_ file: String) -> Int {
         Int((try? String(contentsOfFile: directory.appending(file), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
     }
 
     /// Lines in a file the command plugin appends to, one per call.
-    func lines(_ file: String) -> Int {
+    public func lines(_ file: String) -> Int {
         ((try? String(contentsOfFile: directory.appending(file), encoding: .utf8)) ?? "").split(separator: "\n").count
     }
 
-    func redis(_ arguments: String...) throws -> String {
+    public func redis(_ arguments: String...) throws -> String {
         let result = try runTool("redis-cli", ["-s", socket] + arguments)
         return result.stdout.trimmingCharacters(in: .newlines)
     }
 
-    func ctl(_ arguments: String...) throws -> ToolResult {
+    public func ctl(_ arguments: String...) throws -> ToolResult {
         try runTool(TestPaths.product("expirablectl").path, arguments + ["--socket", socket])
     }
 
-    var client: ExpirableClient { ExpirableClient(socketPath: socket, timeout: .seconds(10)) }
+    public var client: ExpirableClient { ExpirableClient(socketPath: socket, timeout: .seconds(10)) }
 }
 
 /// A plain Unix-socket connection for sending exact bytes.
-final class RawConnection {
-    let fd: Int32
+public final class RawConnection {
+    public let fd: Int32
 
-    init(_ path: String) throws {
+    public init(_ path: String) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -131,11 +143,11 @@ final class RawConnection {
 
     deinit { close(fd) }
 
-    func send(_ text: String) {
+    public func send(_ text: String) {
         send(Array(text.utf8))
     }
 
-    func send(_ bytes: [UInt8]) {
+    public func send(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -145,7 +157,7 @@ final class RawConnection {
     }
 
     /// Reads until `replies` complete top-level RESP replies have arrived (or the peer closes, or 10 s pass).
-    func receive(replies: Int) -> String {
+    public func receive(replies: Int) -> String {
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while RawConnection.countReplies(data) < replies {
@@ -156,13 +168,13 @@ final class RawConnection {
         return String(decoding: data, as: UTF8.self)
     }
 
-    func roundTrip(_ text: String, expecting replies: Int) -> String {
+    public func roundTrip(_ text: String, expecting replies: Int) -> String {
         send(text)
         return receive(replies: replies)
     }
 
     /// Whether the peer has closed the connection (a read returns end of file within 10 s).
-    func isClosedByPeer() -> Bool {
+    public func isClosedByPeer() -> Bool {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = read(fd, &buffer, buffer.count)

@@ -1,0 +1,35 @@
+import ExpirableCore
+
+extension Cluster {
+    /// INFO lines for `name`: its owner among the live nodes, and for cluster-scoped values the version held
+    /// and which node made it (`replica:origin` when this node fetched or cleared it, `replica:copy` otherwise).
+    public func info(_ name: String) -> [(String, String)] {
+        guard let engine, engine.scope(of: name) == .cluster else { return [("owner", options.node), ("replica", "local scope")] }
+        var lines = [("owner", owner(of: name))]
+        if let version = engine.version(of: name) {
+            lines.append(("version", "\(version)"))
+            lines.append(("replica", version.node == options.node ? "origin" : "copy from \(version.node)"))
+        } else {
+            lines.append(("replica", "none"))
+        }
+        return lines
+    }
+
+    /// One line per member for the CLUSTER command, tab-separated `key:value` fields: node, state, address,
+    /// certificate, last heard, TLS version, configuration differences and the last link error.
+    public func describe() -> String {
+        members().map { member in
+            var fields = [
+                "node:\(member.node)",
+                "state:\(member.state.rawValue)",
+                "address:\(member.address)",
+                "certificate:\(member.certificate ?? "-")",
+                "last_heard_ms:\(member.lastHeardMillis.map(String.init) ?? "-")",
+                "tls:\(member.tls ?? "-")",
+            ]
+            if !member.disagreements.isEmpty { fields.append("config:\(member.disagreements.joined(separator: "; "))") }
+            if let error = member.lastError, member.state != .alive { fields.append("error:\(error)") }
+            return fields.map { String($0.map { $0 == "\t" || $0 == "\r" || $0 == "\n" ? " " : $0 }) }.joined(separator: "\t")
+        }.joined(separator: "\r\n") + "\r\n"
+    }
+}

@@ -1,0 +1,136 @@
+import ExpirableCore
+import NIOCore
+
+extension Cluster {
+    /// Handles one message from `peer`'s link.
+    func received(_ message: ClusterMessage, from peer: String) {
+        state.withLock { $0.peers[peer]?.lastHeard = clock.monotonicNanos }
+        switch message {
+        case .hello(_, _, let digests):
+            compare(digests, from: peer)
+        case .heartbeat:
+            break
+        case .value(let name, let version, let remaining, let bytes):
+            observe(version)
+            engine?.applyReplica(name, value: Secret(bytes), remainingMillis: remaining, version: version)
+        case .clear(let name, let version):
+            observe(version)
+            engine?.applyClear(name, version: version)
+        case .fetch(let id, let name):
+            answerForward(id: id, name: name, for: peer)
+        case .fetched(let id, let version, let remaining, let bytes):
+            observe(version)
+            let fetched = Fetched(value: Secret(bytes), remainingMillis: remaining, version: version, unixMillisNow: clock.unixMillis)
+            complete(id, .success(fetched))
+        case .fetchFailed(let id, let code, let message):
+            complete(id, .failure(code == ExpirableError.Code.timeout.rawValue ? .timeout(message) : .fetch(message)))
+        }
+    }
+
+    private func observe(_ version: Version) {
+        state.withLock { $0.hlc.observe(version.time) }
+    }
+
+    /// Reports cluster-scoped expirables that `peer` configures differently (plugin or refresh).
+    private func compare(_ theirs: [ExpirableDigest], from peer: String) {
+        let mine = Dictionary(uniqueKeysWithValues: options.digests.map { ($0.name, $0) })
+        var disagreements: [String] = []
+        for digest in theirs {
+            guard let local = mine[digest.name] else { continue }
+            if local.plugin != digest.plugin {
+                disagreements.append("\(digest.name): plugin \(local.plugin) here, \(digest.plugin) on \(peer)")
+            }
+            if local.refresh != digest.refresh {
+                disagreements.append("\(digest.name): refresh \(local.refresh) here, \(digest.refresh) on \(peer)")
+            }
+        }
+        let theirNames = Set(theirs.map(\.name))
+        for name in mine.keys.sorted() where !theirNames.contains(name) {
+            disagreements.append("\(name): cluster-scoped here, not configured as cluster-scoped on \(peer)")
+        }
+        state.withLock { $0.peers[peer]?.disagreements = disagreements }
+        for disagreement in disagreements {
+            logger.error("peer configuration disagrees", metadata: ["peer": "\(peer)", "difference": "\(disagreement)"])
+        }
+    }
+
+    // MARK: Forwarded fetches
+
+    /// Sends a fetch of `name` to its owner `owner`; `completion` gets the owner's answer, or an error if it
+    /// cannot be asked, goes away, or does not answer within `timeout`.
+    func forward(_ name: String, to owner: String, timeout: Duration, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        let id: UInt64 = state.withLock { s in
+            let id = s.nextRequestID
+            s.nextRequestID += 1
+            s.pending[id] = ClusterState.PendingFetch(peer: owner, completion: completion, timeout: nil)
+            return id
+        }
+        let scheduled = group.next().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in
+            complete(id, .failure(.timeout("\(owner), the owner of \(name), did not answer within \(timeout.milliseconds)ms")))
+        }
+        state.withLock { $0.pending[id]?.timeout = scheduled }
+        if !send(.fetch(id: id, name: name), to: owner) {
+            complete(id, .failure(.fetch("cannot reach \(owner), the owner of \(name); try again")))
+        }
+    }
+
+    func complete(_ id: UInt64, _ result: Result<Fetched, ExpirableError>) {
+        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        pending.timeout?.cancel()
+        pending.completion(result)
+    }
+
+    func failPending(to peer: String, because reason: String) {
+        let ids = state.withLock { s in s.pending.filter { $0.value.peer == peer }.map(\.key) }
+        for id in ids { complete(id, .failure(.fetch(reason))) }
+    }
+
+    /// A peer asks this node, the owner in its view, to fetch `name`: the engine's single flight serves it.
+    private func answerForward(id: UInt64, name: String, for peer: String) {
+        guard let engine, engine.scope(of: name) == .cluster else {
+            send(.fetchFailed(id: id, code: ExpirableError.Code.notFound.rawValue, message: "\(options.node) has no cluster-scoped expirable named '\(name)'"), to: peer)
+            return
+        }
+        state.withLock { $0.forwardsIn[name, default: 0] += 1 }
+        engine.fetch(name) { [self] result in
+            state.withLock { s in
+                s.forwardsIn[name, default: 1] -= 1
+                if s.forwardsIn[name] == 0 { s.forwardsIn[name] = nil }
+            }
+            switch result {
+            case .success(let fetched):
+                let remaining: Int64?
+                switch fetched.expiry {
+                case .never: remaining = nil
+                case .at(let ms): remaining = max(0, ms - clock.unixMillis)
+                }
+                let version = engine.version(of: name) ?? nextVersion()
+                send(.fetched(id: id, version: version, remainingMillis: remaining, bytes: fetched.value.bytes), to: peer)
+            case .failure(let error):
+                send(.fetchFailed(id: id, code: error.code.rawValue, message: error.message), to: peer)
+            }
+        }
+    }
+
+    /// Whether fetches of `name` forwarded by peers are under way here.
+    func servingForwards(of name: String) -> Bool {
+        state.withLock { ($0.forwardsIn[name] ?? 0) > 0 }
+    }
+}
+
+/// A cluster-scoped expirable's fetcher: the owner calls its own plugin; any other node asks the owner.
+struct ClusterFetcher: Fetcher {
+    let name: String
+    let local: any Fetcher
+    let cluster: Cluster
+    let timeout: Duration
+
+    func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        let owner = cluster.owner(of: name)
+        if owner == cluster.options.node || cluster.servingForwards(of: name) {
+            local.fetch(completion: completion)
+        } else {
+            cluster.forward(name, to: owner, timeout: timeout + .seconds(2), completion: completion)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+import ExpirableCore
+import ExpirableTLS
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// This node's part in the cluster (SPEC §4). It dials every peer over mutual TLS and sends on that link
+/// (hello, heartbeats, values, clears, forwarded fetches and their answers), and accepts every peer's link to
+/// receive. A peer linked both ways and heard from within `deadAfter` is alive. Each cluster-scoped expirable is
+/// owned by one live node (rendezvous hashing): the owner alone calls the plugin, others forward fetches to it,
+/// and every change travels to all peers with a version, the newest winning. Knows nothing of RESP.
+public final class Cluster: Service, Replicator, Sendable {
+    let options: ClusterOptions
+    let tls: TLSContext
+    let logger: Logger
+    let group: any EventLoopGroup
+    let clock = SystemClock()
+    private let engineBox = Mutex<Engine?>(nil)
+    let state: Mutex<ClusterState>
+
+    public init(options: ClusterOptions, tls: TLSContext, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.options = options
+        self.tls = tls
+        self.logger = logger
+        self.group = group
+        state = Mutex(ClusterState(peers: options.peers))
+        for warning in tls.warnings { logger.warning("\(warning)") }
+    }
+
+    /// Joins `engine` to the cluster: the engine reports cluster-scoped changes here, and values and clears
+    /// from peers go into it. Call once, before `run()`.
+    public func attach(_ engine: Engine) {
+        engineBox.withLock { $0 = engine }
+        engine.attach(self)
+    }
+
+    var engine: Engine? { engineBox.withLock { $0 } }
+
+    /// Wraps `local` (this node's plugin) so that a fetch goes to the expirable's owner when that is another
+    /// node, waiting at most `timeout` for its answer.
+    public func fetcher(for name: String, local: any Fetcher, timeout: Duration) -> any Fetcher {
+        ClusterFetcher(name: name, local: local, cluster: self, timeout: timeout)
+    }
+
+    // MARK: Membership
+
+    /// The live nodes, this one included, sorted.
+    public func liveNodes() -> [String] {
+        let now = clock.monotonicNanos
+        return ([options.node] + state.withLock { s in s.peers.values.filter { $0.isAlive(now: now, deadAfter: options.deadAfter) }.map(\.peer.name) }).sorted()
+    }
+
+    /// The live node that owns `name`.
+    public func owner(of name: String) -> String {
+        Ownership.owner(of: name, among: liveNodes()) ?? options.node
+    }
+
+    /// Every member's state, this node first.
+    public func members() -> [MemberStatus] {
+        let now = clock.monotonicNanos
+        let peers = state.withLock { s in s.peers.values.sorted { $0.peer.name < $1.peer.name } }
+        return [MemberStatus(node: options.node, state: .this, address: "\(options.listenHost):\(options.listenPort)", certificate: nil,
+                             lastHeardMillis: nil, tls: nil, disagreements: [], lastError: nil)]
+            + peers.map { record in
+                MemberStatus(
+                    node: record.peer.name,
+                    state: record.isAlive(now: now, deadAfter: options.deadAfter) ? .alive : .dead,
+                    address: record.peer.address,
+                    certificate: record.certificate,
+                    lastHeardMillis: record.lastHeard == 0 ? nil : Int64((now - record.lastHeard) / 1_000_000),
+                    tls: record.tls,
+                    disagreements: record.disagreements,
+                    lastError: record.lastError
+                )
+            }
+    }
+
+    // MARK: Replicator
+
+    public func nextVersion() -> Version {
+        let wall = clock.unixMillis
+        return Version(time: state.withLock { $0.hlc.next(wall: wall) }, node: options.node)
+    }
+
+    public func stored(_ name: String, _ fetched: Fetched, remainingMillis: Int64?, version: Version) {
+        let bytes = fetched.value.bytes
+        broadcast(.value(name: name, version: version, remainingMillis: remainingMillis, bytes: bytes))
+    }
+
+    public func cleared(_ name: String, version: Version) {
+        broadcast(.clear(name: name, version: version))
+    }
+
+    public func mayRefresh(_ name: String) -> Bool {
+        owner(of: name) == options.node
+    }
+
+    // MARK: Sending
+
+    func broadcast(_ message: ClusterMessage) {
+        let links = state.withLock { s in s.peers.values.compactMap(\.outbound) }
+        for link in links { send(message, on: link) }
+    }
+
+    /// Sends `message` on the link to `node`; false if there is none.
+    @discardableResult
+    func send(_ message: ClusterMessage, to node: String) -> Bool {
+        guard let link = state.withLock({ $0.peers[node]?.outbound }) else { return false }
+        send(message, on: link)
+        return true
+    }
+
+    func send(_ message: ClusterMessage, on link: any Channel) {
+        var buffer = link.allocator.buffer(capacity: 64)
+        ClusterFrame.encode(message, into: &buffer)
+        link.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// What this node says first on a new link: hello, then every cluster-scoped value and clear it holds,
+    /// so a node that (re)starts learns the cluster's state without calling any plugin.
+    func greeting() -> [ClusterMessage] {
+        var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
+        for replica in engine?.replicas() ?? [] {
+            if let value = replica.value {
+                messages.append(.value(name: replica.name, version: replica.version, remainingMillis: replica.remainingMillis, bytes: value.bytes))
+            } else {
+                messages.append(.clear(name: replica.name, version: replica.version))
+            }
+        }
+        return messages
+    }
+}
+
+/// Everything about the peers that changes, behind the cluster's lock.
+struct ClusterState {
+    struct PeerRecord {
+        let peer: ClusterOptions.Peer
+        /// The link this node dialed, once its hello is sent.
+        var outbound: (any Channel)?
+        /// The link the peer dialed, once its hello arrived.
+        var inbound: (any Channel)?
+        /// Monotonic time of the last frame from the peer.
+        var lastHeard: UInt64 = 0
+        var certificate: String?
+        var tls: String?
+        var disagreements: [String] = []
+        var lastError: String?
+        /// Whether the last membership report said alive, to log changes once.
+        var reportedAlive = false
+        /// A dial is under way or scheduled.
+        var dialing = false
+
+        func isAlive(now: UInt64, deadAfter: Duration) -> Bool {
+            outbound != nil && inbound != nil && now - min(now, lastHeard) < UInt64(deadAfter.nanoseconds)
+        }
+    }
+
+    struct PendingFetch {
+        let peer: String
+        let completion: @Sendable (Result<Fetched, ExpirableError>) -> Void
+        var timeout: Scheduled<Void>?
+    }
+
+    var peers: [String: PeerRecord]
+    var hlc = HybridClock()
+    var nextRequestID: UInt64 = 1
+    var pending: [UInt64: PendingFetch] = [:]
+    /// Fetches peers forwarded here that are under way, by name: while there are any, this node fetches
+    /// `name` itself even if its view names another owner (a forward is never forwarded again).
+    var forwardsIn: [String: Int] = [:]
+    var stopping = false
+
+    init(peers: [ClusterOptions.Peer]) {
+        self.peers = Dictionary(uniqueKeysWithValues: peers.map { ($0.name, PeerRecord(peer: $0)) })
+    }
+}

@@ -1,0 +1,193 @@
+import ExpirableCore
+import NIOCore
+
+/// What an expirable looks like to the cluster; peers compare these to find configurations that disagree.
+public struct ExpirableDigest: Sendable, Hashable {
+    public let name: String
+    public let plugin: String
+    /// "lazy", or "eager:<before_expiry ms>".
+    public let refresh: String
+
+    public init(name: String, plugin: String, refresh: String) {
+        self.name = name
+        self.plugin = plugin
+        self.refresh = refresh
+    }
+}
+
+/// The messages nodes send each other. Each link carries them one way: a node sends on the connection it
+/// dialed and receives on the connections it accepted.
+enum ClusterMessage: Equatable {
+    /// First on every link: who is speaking, and how its cluster-scoped expirables are configured.
+    case hello(node: String, protocolVersion: UInt16, expirables: [ExpirableDigest])
+    case heartbeat
+    /// A value and its remaining validity in ms (nil: never expires), judged by the receiver on its own clock.
+    case value(name: String, version: Version, remainingMillis: Int64?, bytes: [UInt8])
+    case clear(name: String, version: Version)
+    /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id.
+    case fetch(id: UInt64, name: String)
+    case fetched(id: UInt64, version: Version, remainingMillis: Int64?, bytes: [UInt8])
+    case fetchFailed(id: UInt64, code: String, message: String)
+
+    static let protocolVersion: UInt16 = 1
+}
+
+/// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.
+struct ClusterFrameError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Frames: a 4-byte big-endian length, then a type byte and the fields. Strings are a 2-byte length and
+/// UTF-8; byte strings a 4-byte length. Every length is checked against what remains and against the caps.
+enum ClusterFrame {
+    /// The largest frame accepted: a 1 MiB value plus room for its name and fields.
+    static let maxBytes = 1024 * 1024 + 64 * 1024
+    static let maxDigests = 10_000
+
+    private enum Kind: UInt8 {
+        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed
+    }
+
+    static func encode(_ message: ClusterMessage, into out: inout ByteBuffer) {
+        let start = out.writerIndex
+        out.writeInteger(UInt32(0))
+        switch message {
+        case .hello(let node, let version, let expirables):
+            out.writeInteger(Kind.hello.rawValue)
+            out.writeShortString(node)
+            out.writeInteger(version)
+            out.writeInteger(UInt32(expirables.count))
+            for digest in expirables {
+                out.writeShortString(digest.name)
+                out.writeShortString(digest.plugin)
+                out.writeShortString(digest.refresh)
+            }
+        case .heartbeat:
+            out.writeInteger(Kind.heartbeat.rawValue)
+        case .value(let name, let version, let remaining, let bytes):
+            out.writeInteger(Kind.value.rawValue)
+            out.writeShortString(name)
+            out.writeVersion(version)
+            out.writeInteger(remaining ?? -1)
+            out.writeLongBytes(bytes)
+        case .clear(let name, let version):
+            out.writeInteger(Kind.clear.rawValue)
+            out.writeShortString(name)
+            out.writeVersion(version)
+        case .fetch(let id, let name):
+            out.writeInteger(Kind.fetch.rawValue)
+            out.writeInteger(id)
+            out.writeShortString(name)
+        case .fetched(let id, let version, let remaining, let bytes):
+            out.writeInteger(Kind.fetched.rawValue)
+            out.writeInteger(id)
+            out.writeVersion(version)
+            out.writeInteger(remaining ?? -1)
+            out.writeLongBytes(bytes)
+        case .fetchFailed(let id, let code, let message):
+            out.writeInteger(Kind.fetchFailed.rawValue)
+            out.writeInteger(id)
+            out.writeShortString(code)
+            out.writeShortString(String(decoding: message.utf8.prefix(4000), as: UTF8.self))
+        }
+        out.setInteger(UInt32(out.writerIndex - start - 4), at: start)
+    }
+
+    /// The next whole frame at the front of `buffer`, consuming it; nil when more bytes are needed.
+    static func decode(_ buffer: inout ByteBuffer) throws(ClusterFrameError) -> ClusterMessage? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard length >= 1, length <= maxBytes else { throw ClusterFrameError("frame of \(length) bytes (allowed: 1 to \(maxBytes))") }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        var frame = buffer.readSlice(length: Int(length))!
+        let message = try parse(&frame)
+        guard frame.readableBytes == 0 else { throw ClusterFrameError("\(frame.readableBytes) unexpected bytes at the end of a frame") }
+        return message
+    }
+
+    private static func parse(_ frame: inout ByteBuffer) throws(ClusterFrameError) -> ClusterMessage {
+        guard let raw = frame.readInteger(as: UInt8.self), let kind = Kind(rawValue: raw) else {
+            throw ClusterFrameError("unknown frame type")
+        }
+        switch kind {
+        case .hello:
+            let node = try frame.readShortString()
+            let version = try frame.readChecked(UInt16.self)
+            let count = try frame.readChecked(UInt32.self)
+            guard count <= maxDigests else { throw ClusterFrameError("hello lists \(count) expirables") }
+            var digests: [ExpirableDigest] = []
+            for _ in 0..<count {
+                digests.append(ExpirableDigest(name: try frame.readShortString(), plugin: try frame.readShortString(), refresh: try frame.readShortString()))
+            }
+            return .hello(node: node, protocolVersion: version, expirables: digests)
+        case .heartbeat:
+            return .heartbeat
+        case .value:
+            let name = try frame.readShortString()
+            let version = try frame.readVersion()
+            let remaining = try frame.readRemaining()
+            return .value(name: name, version: version, remainingMillis: remaining, bytes: try frame.readLongBytes())
+        case .clear:
+            return .clear(name: try frame.readShortString(), version: try frame.readVersion())
+        case .fetch:
+            return .fetch(id: try frame.readChecked(UInt64.self), name: try frame.readShortString())
+        case .fetched:
+            let id = try frame.readChecked(UInt64.self)
+            let version = try frame.readVersion()
+            let remaining = try frame.readRemaining()
+            return .fetched(id: id, version: version, remainingMillis: remaining, bytes: try frame.readLongBytes())
+        case .fetchFailed:
+            return .fetchFailed(id: try frame.readChecked(UInt64.self), code: try frame.readShortString(), message: try frame.readShortString())
+        }
+    }
+}
+
+extension ByteBuffer {
+    fileprivate mutating func writeShortString(_ text: String) {
+        let bytes = Array(text.utf8.prefix(Int(UInt16.max)))
+        writeInteger(UInt16(bytes.count))
+        writeBytes(bytes)
+    }
+
+    fileprivate mutating func writeLongBytes(_ bytes: [UInt8]) {
+        writeInteger(UInt32(bytes.count))
+        writeBytes(bytes)
+    }
+
+    fileprivate mutating func writeVersion(_ version: Version) {
+        writeInteger(version.time)
+        writeShortString(version.node)
+    }
+
+    fileprivate mutating func readChecked<T: FixedWidthInteger>(_: T.Type) throws(ClusterFrameError) -> T {
+        guard let value = readInteger(as: T.self) else { throw ClusterFrameError("frame ends inside a field") }
+        return value
+    }
+
+    fileprivate mutating func readShortString() throws(ClusterFrameError) -> String {
+        let length = try readChecked(UInt16.self)
+        guard let bytes = readBytes(length: Int(length)) else { throw ClusterFrameError("string runs past the end of its frame") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw ClusterFrameError("string is not UTF-8") }
+        return text
+    }
+
+    fileprivate mutating func readLongBytes() throws(ClusterFrameError) -> [UInt8] {
+        let length = try readChecked(UInt32.self)
+        guard length <= ClusterFrame.maxBytes, let bytes = readBytes(length: Int(length)) else {
+            throw ClusterFrameError("value runs past the end of its frame")
+        }
+        return bytes
+    }
+
+    fileprivate mutating func readVersion() throws(ClusterFrameError) -> Version {
+        let time = try readChecked(Int64.self)
+        return Version(time: time, node: try readShortString())
+    }
+
+    fileprivate mutating func readRemaining() throws(ClusterFrameError) -> Int64? {
+        let remaining = try readChecked(Int64.self)
+        guard remaining >= -1 else { throw ClusterFrameError("negative remaining validity") }
+        return remaining == -1 ? nil : remaining
+    }
+}

@@ -1,0 +1,65 @@
+import ExpirableCore
+
+/// How this node takes part in the cluster: who it is, where it listens, its peers, and the timing of
+/// heartbeats. The daemon fills it from `[cluster]`.
+public struct ClusterOptions: Sendable {
+    public struct Peer: Sendable, Hashable {
+        public let name: String
+        public let host: String
+        public let port: Int
+        public init(name: String, host: String, port: Int) {
+            self.name = name
+            self.host = host
+            self.port = port
+        }
+        public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public var node: String
+    public var listenHost: String
+    public var listenPort: Int
+    public var peers: [Peer]
+    /// How often a heartbeat goes to every peer.
+    public var heartbeat: Duration
+    /// A peer not heard from for this long is dead; its duties move to the live nodes.
+    public var deadAfter: Duration
+    /// This node's cluster-scoped expirables, for comparing configurations with peers.
+    public var digests: [ExpirableDigest]
+
+    public init(node: String, listenHost: String, listenPort: Int, peers: [Peer], heartbeat: Duration = .milliseconds(500),
+                deadAfter: Duration? = nil, digests: [ExpirableDigest]) {
+        self.node = node
+        self.listenHost = listenHost
+        self.listenPort = listenPort
+        self.peers = peers
+        self.heartbeat = heartbeat
+        self.deadAfter = deadAfter ?? heartbeat * 3
+        self.digests = digests
+    }
+}
+
+/// One member as `expirablectl cluster` shows it.
+public struct MemberStatus: Sendable, Hashable {
+    public enum State: String, Sendable {
+        /// This node.
+        case this
+        /// Linked both ways and heard from recently.
+        case alive
+        /// Not (yet) linked both ways, or silent for longer than `deadAfter`.
+        case dead
+    }
+
+    public let node: String
+    public let state: State
+    public let address: String
+    /// The name the peer's certificate was verified for, once linked.
+    public let certificate: String?
+    /// Milliseconds since the last frame from the peer.
+    public let lastHeardMillis: Int64?
+    /// The TLS version of the inbound link.
+    public let tls: String?
+    /// Cluster-scoped expirables configured differently on that peer.
+    public let disagreements: [String]
+    /// Why the last attempt to reach the peer failed.
+    public let lastError: String?
+}

@@ -1,0 +1,59 @@
+/// What the cluster does to the engine: apply values and clears from peers, and read the state to send a
+/// peer that (re)joins. Only cluster-scoped expirables take part; the newest version always wins.
+extension Engine {
+    /// Stores a value a peer fetched, valid for `remainingMillis` from now (nil: never expires), unless this
+    /// node already has a newer version (a newer value, or a newer clear). Returns whether it was applied.
+    @discardableResult
+    public func applyReplica(_ name: String, value: Secret, remainingMillis: Int64?, version: Version) -> Bool {
+        guard let entry = entries(name), entry.scope == .cluster else { return false }
+        let now = clock.monotonicNanos
+        let fetched = Fetched(value: value, remainingMillis: remainingMillis, version: version, unixMillisNow: clock.unixMillis)
+        let deadline = Engine.deadline(of: fetched, now: now, wall: clock.unixMillis)
+        return entry.state.withLock { s in
+            guard s.version.map({ version > $0 }) ?? true else { return false }
+            s.version = version
+            if deadline > now {
+                store(fetched, deadline: deadline, in: entry, &s, now: now)
+            } else {
+                Engine.drop(&s)
+            }
+            return true
+        }
+    }
+
+    /// Applies a clear made on a peer, unless this node has something newer. Returns whether it was applied.
+    @discardableResult
+    public func applyClear(_ name: String, version: Version) -> Bool {
+        guard let entry = entries(name), entry.scope == .cluster else { return false }
+        let applied: Bool = entry.state.withLock { s in
+            guard s.version.map({ version > $0 }) ?? true else { return false }
+            Engine.drop(&s)
+            s.version = version
+            return true
+        }
+        if applied { logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"]) }
+        return applied
+    }
+
+    /// The state of every cluster-scoped expirable that has a version: valid values and clears.
+    public func replicas() -> [ReplicaState] {
+        let now = clock.monotonicNanos
+        return names.compactMap { name in
+            guard let entry = entries(name), entry.scope == .cluster else { return nil }
+            return entry.state.withLock { s -> ReplicaState? in
+                guard let version = s.version else { return nil }
+                guard s.isValid(at: now), let value = s.value else {
+                    return ReplicaState(name: name, value: nil, remainingMillis: nil, version: version)
+                }
+                let remaining: Int64? = s.deadline == .max ? nil : Int64((s.deadline - now) / 1_000_000)
+                return ReplicaState(name: name, value: value.value, remainingMillis: remaining, version: version)
+            }
+        }
+    }
+
+    /// The scope of `name`, or nil if it is not configured.
+    public func scope(of name: String) -> Scope? { entries(name)?.scope }
+
+    /// The version of `name`'s current value or last clear, if it has one.
+    public func version(of name: String) -> Version? { entries(name)?.state.withLock { $0.version } }
+}

@@ -1,0 +1,46 @@
+/// The order of changes to one cluster-scoped expirable across the cluster: a hybrid logical clock reading
+/// (milliseconds, never behind anything the node has seen) and the node that made the change, to break ties.
+/// The newest version wins everywhere, so nodes converge whatever order changes arrive in.
+public struct Version: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let time: Int64
+    public let node: String
+
+    public init(time: Int64, node: String) {
+        self.time = time
+        self.node = node
+    }
+
+    public static func < (lhs: Version, rhs: Version) -> Bool {
+        (lhs.time, lhs.node) < (rhs.time, rhs.node)
+    }
+
+    public var description: String { "\(time)@\(node)" }
+}
+
+/// What the engine tells the cluster, and asks it, about cluster-scoped expirables. Attached once, before
+/// serving; never called for local-scoped ones.
+public protocol Replicator: Sendable {
+    /// A version newer than any this node has made or seen.
+    func nextVersion() -> Version
+    /// This node's plugin produced a value, now stored under `version`: send it to the peers.
+    /// `remainingMillis` is its remaining validity (nil: never expires).
+    func stored(_ name: String, _ fetched: Fetched, remainingMillis: Int64?, version: Version)
+    /// The value was cleared on this node under `version`: tell the peers.
+    func cleared(_ name: String, version: Version)
+    /// Whether this node should run the eager refresh of `name` now (only its owner does).
+    func mayRefresh(_ name: String) -> Bool
+}
+
+/// A cluster-scoped expirable's replicable state: its value (nil for a clear) and version.
+public struct ReplicaState: Sendable {
+    public let name: String
+    public let value: Secret?
+    /// Remaining validity in milliseconds; nil for a value that never expires (or for a clear).
+    public let remainingMillis: Int64?
+    public let version: Version
+}
+
+extension Fetched {
+    /// Where a value came from when a peer supplied it; nil when this node's plugin fetched it.
+    public var origin: Version? { replicaVersion }
+}

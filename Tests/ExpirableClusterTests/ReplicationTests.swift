@@ -1,0 +1,154 @@
+import ExpirableClient
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// SPEC §4 with real nodes on 127.0.0.x over mutual TLS.
+@Suite("Cluster")
+struct ReplicationTests {
+    @Test("1. a value fetched on one node is served by the others from memory, without a plugin call")
+    func servedEverywhere() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        let value = try cluster["node-b"].redis("GET", "token")
+        #expect(cluster.totalCalls() == 1)
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        for name in cluster.names { #expect(try cluster[name].redis("GET", "token") == value) }
+        #expect(cluster.totalCalls() == 1)
+        let info = try cluster["node-c"].redis("INFO", "token")
+        #expect(info.contains("owner:"))
+        #expect(info.contains("replica:"))
+    }
+
+    @Test("2. concurrent fetches of an expired value on every node make one plugin call cluster-wide")
+    func oneCallClusterWide() async throws {
+        let cluster = try TestCluster(expirables: counters(sleepMillis: 300))
+        defer { cluster.remove() }
+        let clients = cluster.names.map { cluster[$0].client }
+        let answers = try await withThrowingTaskGroup(of: String.self) { group in
+            for client in clients {
+                for _ in 0..<20 { group.addTask { try await client.value("token") } }
+            }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(answers.count == 60)
+        #expect(Set(answers).count == 1)
+        #expect(cluster.totalCalls() == 1)
+    }
+
+    @Test("3. an eager value is refreshed by its owner only")
+    func eagerOnOwnerOnly() throws {
+        let cluster = try TestCluster(expirables: counters(ttlMillis: 3000, refresh: "refresh = \"eager\"\nbefore_expiry = \"2500ms\""))
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        let owner = try #require(try cluster["node-a"].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6))
+        #expect(try TestCluster.eventually(seconds: 15) { cluster.totalCalls() >= 4 })
+        let calls = cluster.calls()
+        #expect(calls[String(owner)]! == cluster.totalCalls(), "calls per node: \(calls), owner \(owner)")
+        for name in cluster.names { #expect(try cluster[name].redis("GET", "token").hasPrefix("\(owner)-")) }
+    }
+
+    @Test("4. clear and clear-all reach every node")
+    func clearEverywhere() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        #expect(try cluster["node-c"].redis("CLEAR", "token") == "OK")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") == "-2" } })
+        _ = try cluster["node-b"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        #expect(try cluster["node-a"].redis("CLEARALL") == "OK")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") == "-2" } })
+        #expect(cluster.totalCalls() == 2)
+    }
+
+    @Test("4. a node that was down during a clear does not bring the value back")
+    func downDuringClear() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster["node-c"].redis("TTL", "token") != "-2" })
+        #expect(cluster["node-c"].stop() == 0)
+        #expect(try cluster["node-a"].redis("CLEAR", "token") == "OK")
+        try cluster["node-c"].start()
+        try cluster.waitUntilLinked()
+        for name in cluster.names { #expect(try cluster[name].redis("TTL", "token") == "-2") }
+    }
+
+    @Test("5. a restarted node receives the valid values from its peers without plugin calls")
+    func restartedNodeCatchesUp() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        let value = try cluster["node-a"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster["node-b"].redis("TTL", "token") != "-2" })
+        #expect(cluster["node-b"].stop() == 0)
+        try cluster["node-b"].start()
+        try cluster.waitUntilLinked()
+        #expect(try TestCluster.eventually { try cluster["node-b"].redis("TTL", "token") != "-2" })
+        #expect(try cluster["node-b"].redis("GET", "token") == value)
+        #expect(cluster.totalCalls() == 1)
+    }
+
+    @Test("6. kill -9 of the owner: the others keep serving, and ownership and eager refresh move within a few heartbeats")
+    func ownerDies() throws {
+        let cluster = try TestCluster(expirables: counters(ttlMillis: 3000, refresh: "refresh = \"eager\"\nbefore_expiry = \"2500ms\""))
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        let owner = String(try #require(try cluster["node-a"].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6)))
+        let others = cluster.names.filter { $0 != owner }
+        #expect(try TestCluster.eventually { try others.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        let started = Date()
+        cluster[owner].kill9()
+        // The survivors see the owner die within a few heartbeats (100 ms each) and keep answering.
+        #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
+        #expect(Date().timeIntervalSince(started) < 2)
+        for name in others { #expect(try cluster[name].redis("GET", "token").hasPrefix("node-")) }
+        let newOwner = String(try #require(try cluster[others[0]].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6)))
+        #expect(newOwner != owner)
+        #expect(others.contains(newOwner))
+        // The eager refresh duty moved: the new owner's plugin is called, and its values reach the other survivor.
+        #expect(try TestCluster.eventually(seconds: 10) { cluster[newOwner].count("calls") >= 1 })
+        let survivor = others.first { $0 != newOwner }!
+        #expect(try TestCluster.eventually(seconds: 10) { try cluster[survivor].redis("GET", "token").hasPrefix("\(newOwner)-") })
+        #expect(cluster[survivor].count("calls") == 0)
+    }
+
+    @Test("8. local-scoped values never leave their node")
+    func localStaysLocal() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        for name in cluster.names { #expect(try cluster[name].redis("GET", "mine") == "local-\(name)-1") }
+        usleep(300_000)
+        for name in cluster.names {
+            #expect(try cluster[name].redis("GET", "mine") == "local-\(name)-1")
+            #expect(cluster[name].count("local") == 1)
+            #expect(try cluster[name].redis("INFO", "mine").contains("replica:local scope"))
+        }
+    }
+
+    @Test("9. a node whose wall clock is minutes off judges validity the same as its peers")
+    func clockSkew() throws {
+        let skewed = ["--wall-clock-offset", "\(5 * 60 * 1000)"]
+        let cluster = try TestCluster(expirables: counters(ttlMillis: 60_000), arguments: ["node-c": skewed])
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster["node-c"].redis("TTL", "token") != "-2" })
+        // The same remaining validity everywhere (a value's expiry travels as time left, not as a wall time).
+        for name in cluster.names {
+            let ttl = try #require(Int(try cluster[name].redis("TTL", "token")))
+            #expect(ttl > 50_000 && ttl <= 60_000, "\(name): TTL \(ttl)")
+        }
+        #expect(cluster.totalCalls() == 1)
+        // And a value the skewed node's plugin fetched is valid for its real lifetime on the others.
+        #expect(try cluster["node-c"].redis("CLEAR", "token") == "OK")
+        let client = cluster["node-c"].client
+        _ = try cluster["node-c"].redis("GET", "token")
+        _ = client
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        for name in cluster.names {
+            let ttl = try #require(Int(try cluster[name].redis("TTL", "token")))
+            #expect(ttl > 50_000 && ttl <= 60_000, "\(name): TTL \(ttl)")
+        }
+    }
+}

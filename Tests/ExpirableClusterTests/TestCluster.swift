@@ -1,0 +1,133 @@
+import ExpirableTestSupport
+import Foundation
+
+/// Three (or more) real `expirabled` nodes on 127.0.0.2, .3, .4…, with a CA and node certificates made by
+/// `expirablectl cert`. With `proxied`, every link runs through its own `FaultProxy`, so a test can partition
+/// the cluster. `remove()` stops every node by PID and every proxy, and deletes the directories.
+final class TestCluster: @unchecked Sendable {
+    let pki: TemporaryDirectory
+    let names: [String]
+    private(set) var nodes: [DaemonProcess] = []
+    /// "node-a>node-b" is the proxy node-a dials node-b through.
+    private(set) var proxies: [String: FaultProxy] = [:]
+    static let heartbeat = "100ms"
+
+    init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:]) throws {
+        pki = try TemporaryDirectory("expirable-pki")
+        names = (0..<count).map { "node-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))))" }
+        let ctl = try TestPaths.product("expirablectl").path
+        guard try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0 else { throw TestSupportError("cert ca failed") }
+        for name in names {
+            guard try runTool(ctl, ["cert", "node", name, "--dir", pki.path]).status == 0 else { throw TestSupportError("cert node \(name) failed") }
+        }
+        let hosts = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, "127.0.0.\($0 + 2)") })
+        let ports = try Dictionary(uniqueKeysWithValues: names.map { ($0, try freePort(on: hosts[$0]!)) })
+        for name in names {
+            var peers: [String] = []
+            for peer in names where peer != name {
+                if proxied {
+                    let proxy = try FaultProxy(host: "127.0.0.1", to: hosts[peer]!, port: ports[peer]!)
+                    proxies["\(name)>\(peer)"] = proxy
+                    peers.append("\(peer) = \"127.0.0.1:\(proxy.port)\"")
+                } else {
+                    peers.append("\(peer) = \"\(hosts[peer]!):\(ports[peer]!)\"")
+                }
+            }
+            let cluster = """
+                [cluster]
+                node = "\(name)"
+                listen = "\(hosts[name]!):\(ports[name]!)"
+                peers = { \(peers.joined(separator: ", ")) }
+                ca = "\(pki.appending("ca.pem"))"
+                cert = "\(pki.appending("\(name).pem"))"
+                key = "\(pki.appending("\(name).key"))"
+                heartbeat = "\(TestCluster.heartbeat)"
+                """
+            nodes.append(try DaemonProcess(expirables: expirables(name), cluster: cluster, testPlugins: ["counter"], shippedPlugins: [],
+                                           arguments: arguments[name] ?? [], start: false))
+        }
+        for node in nodes { try node.start() }
+        try waitUntilLinked()
+    }
+
+    subscript(name: String) -> DaemonProcess { nodes[names.firstIndex(of: name)!] }
+
+    /// The live members `node` reports, itself included.
+    func live(_ node: String) -> Set<String> {
+        let text = (try? self[node].redis("CLUSTER")) ?? ""
+        return Set(text.split(whereSeparator: \.isNewline).compactMap { line -> String? in
+            let fields = line.split(separator: "\t")
+            guard fields.contains("state:alive") || fields.contains("state:this"), let name = fields.first?.dropFirst(5) else { return nil }
+            return String(name)
+        })
+    }
+
+    /// Waits (at most 15 s) until each node in `among` sees exactly `among` alive.
+    func waitUntilLinked(_ among: [String]? = nil) throws {
+        let group = Set(among ?? names)
+        for _ in 0..<300 {
+            if group.allSatisfy({ live($0) == group }) { return }
+            usleep(50_000)
+        }
+        let first = group.sorted()[0]
+        throw TestSupportError("the nodes did not link within 15 s: \(group.map { "\($0) sees \(live($0).sorted())" }); \(first)'s log ends: \(self[first].log.split(separator: "\n").filter { !$0.contains("debug") }.suffix(12).joined(separator: "\n"))")
+    }
+
+    /// The plugin calls each node made for the counter whose count file is `file`.
+    func calls(_ file: String = "calls") -> [String: Int] {
+        Dictionary(uniqueKeysWithValues: names.map { ($0, self[$0].count(file)) })
+    }
+
+    func totalCalls(_ file: String = "calls") -> Int { calls(file).values.reduce(0, +) }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    func partition(_ side: Set<String>) {
+        for (key, proxy) in proxies {
+            let ends = key.split(separator: ">").map(String.init)
+            if side.contains(ends[0]) != side.contains(ends[1]) { proxy.block() }
+        }
+    }
+
+    func heal() {
+        for proxy in proxies.values { proxy.unblock() }
+    }
+
+    func remove() {
+        for node in nodes { node.remove() }
+        for proxy in proxies.values { proxy.stop() }
+        pki.remove()
+    }
+
+    /// Waits (at most `seconds`) for `condition`.
+    static func eventually(seconds: Double = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(20_000)
+        }
+        return try condition()
+    }
+}
+
+/// A cluster-scoped counter named `name` counting into DIR/`file`, and a local one, for every node.
+func counters(ttlMillis: Int = 60_000, sleepMillis: Int = 0, refresh: String = "") -> (String) -> String {
+    { node in
+        """
+        [expirable.token]
+        plugin = "counter"
+        \(refresh)
+        [expirable.token.params]
+        prefix = "\(node)-"
+        ttl_ms = \(ttlMillis)
+        sleep_ms = \(sleepMillis)
+        count_file = "DIR/calls"
+
+        [expirable.mine]
+        plugin = "counter"
+        scope = "local"
+        [expirable.mine.params]
+        prefix = "local-\(node)-"
+        count_file = "DIR/local"
+        """
+    }
+}

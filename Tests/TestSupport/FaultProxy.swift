@@ -1,0 +1,118 @@
+import Foundation
+import Synchronization
+
+/// A TCP proxy on a loopback address that a test can cut: `block()` drops every connection through it and
+/// refuses new ones until `unblock()`, as a network partition would. Threads and plain sockets; stopped by
+/// `stop()`.
+public final class FaultProxy: @unchecked Sendable {
+    public let host: String
+    public let port: Int
+    private let target: (host: String, port: Int)
+    private let listener: Int32
+    private let state = Mutex<(blocked: Bool, stopped: Bool, sockets: [Int32])>((false, false, []))
+
+    public init(host: String, to targetHost: String, port targetPort: Int) throws {
+        self.host = host
+        target = (targetHost, targetPort)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = FaultProxy.address(host, 0)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 64) == 0 else {
+            close(fd)
+            throw TestSupportError("proxy cannot listen on \(host): \(String(cString: strerror(errno)))")
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        listener = fd
+        port = Int(UInt16(bigEndian: actual.sin_port))
+        Thread.detachNewThread { [self] in acceptLoop() }
+    }
+
+    public func block() {
+        let sockets = state.withLock { s in
+            s.blocked = true
+            defer { s.sockets = [] }
+            return s.sockets
+        }
+        for fd in sockets { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    public func unblock() {
+        state.withLock { $0.blocked = false }
+    }
+
+    public func stop() {
+        block()
+        state.withLock { $0.stopped = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 {
+                if state.withLock({ $0.stopped }) { return }
+                continue
+            }
+            if state.withLock({ $0.blocked || $0.stopped }) {
+                close(client)
+                continue
+            }
+            let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = FaultProxy.address(target.host, target.port)
+            let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard connected == 0 else {
+                close(client)
+                close(upstream)
+                continue
+            }
+            state.withLock { $0.sockets += [client, upstream] }
+            Thread.detachNewThread { FaultProxy.pump(from: client, to: upstream) }
+            Thread.detachNewThread { FaultProxy.pump(from: upstream, to: client) }
+        }
+    }
+
+    private static func pump(from source: Int32, to destination: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(source, &buffer, buffer.count)
+            if n <= 0 { break }
+            var offset = 0
+            while offset < n {
+                let written = buffer[offset..<n].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
+                if written <= 0 { break }
+                offset += written
+            }
+            if offset < n { break }
+        }
+        shutdown(source, Int32(SHUT_RDWR))
+        shutdown(destination, Int32(SHUT_RDWR))
+        close(source)
+    }
+
+    private static func address(_ host: String, _ port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        inet_pton(AF_INET, host, &address.sin_addr)
+        return address
+    }
+}
+
+/// A TCP port free on `host` right now (bound and released; the caller should use it promptly).
+public func freePort(on host: String) throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    inet_pton(AF_INET, host, &address.sin_addr)
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard bound == 0 else { throw TestSupportError("cannot bind on \(host): \(String(cString: strerror(errno)))") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
