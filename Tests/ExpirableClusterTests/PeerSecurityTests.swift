@@ -1,0 +1,88 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+@Suite("Refused peers")
+struct PeerSecurityTests {
+    /// The address node-a listens on for peers, from its configuration.
+    static func listenAddress(_ cluster: TestCluster) throws -> (host: String, port: String) {
+        let config = try String(contentsOfFile: cluster["node-a"].configPath, encoding: .utf8)
+        let line = try #require(config.split(separator: "\n").first { $0.hasPrefix("listen = ") })
+        let address = line.dropFirst("listen = \"".count).dropLast()
+        let parts = address.split(separator: ":")
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    /// Connects with `openssl s_client` using `cert`/`key` and sends `payload` after the handshake.
+    static func openSSLClient(_ host: String, _ port: String, cert: String, key: String, ca: String, payload: String = "") throws -> ToolResult {
+        let script = "printf '\(payload)' | openssl s_client -quiet -connect \(host):\(port) -cert \(cert) -key \(key) -CAfile \(ca) -verify_return_error"
+        return try runTool("sh", ["-c", script], seconds: 10)
+    }
+
+    @Test("another CA, another node's name, an expired certificate, plaintext and garbage are refused and logged; the cluster carries on")
+    func refusals() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        let (host, port) = try Self.listenAddress(cluster)
+        let ctl = try TestPaths.product("expirablectl").path
+        let rogue = try TemporaryDirectory("expirable-rogue")
+        defer { rogue.remove() }
+        #expect(try runTool(ctl, ["cert", "ca", "--dir", rogue.path]).status == 0)
+        #expect(try runTool(ctl, ["cert", "node", "node-b", "--dir", rogue.path]).status == 0)
+        // A certificate from the right CA for a name that is not a peer, and an expired one for node-b.
+        let other = try TemporaryDirectory("expirable-other")
+        defer { other.remove() }
+        for file in ["ca.pem", "ca.key"] { try FileManager.default.copyItem(atPath: cluster.pki.appending(file), toPath: other.appending(file)) }
+        #expect(try runTool(ctl, ["cert", "node", "node-x", "--dir", other.path]).status == 0)
+        #expect(try runTool(ctl, ["cert", "node", "node-b", "--dir", other.path, "--not-before-days=-30", "--days", "10"]).status == 0)
+        let ca = cluster.pki.appending("ca.pem")
+
+        _ = try Self.openSSLClient(host, port, cert: rogue.appending("node-b.pem"), key: rogue.appending("node-b.key"), ca: ca, payload: "hello")
+        _ = try Self.openSSLClient(host, port, cert: other.appending("node-x.pem"), key: other.appending("node-x.key"), ca: ca, payload: "hello")
+        _ = try Self.openSSLClient(host, port, cert: other.appending("node-b.pem"), key: other.appending("node-b.key"), ca: ca, payload: "hello")
+        let plaintext = try runTool("redis-cli", ["-h", host, "-p", port, "PING"], seconds: 10)
+        #expect(!plaintext.stdout.contains("PONG"))
+        _ = try runTool("bash", ["-c", "exec 3<>/dev/tcp/\(host)/\(port); head -c 3000 /dev/urandom >&3; sleep 0.2"], seconds: 10)
+
+        let log = cluster["node-a"].log
+        let refused = log.split(separator: "\n").filter { $0.contains("refused peer connection") }
+        #expect(refused.count >= 5, "\(refused)")
+        #expect(refused.contains { $0.contains("unable to get local issuer certificate") }, "another CA")
+        #expect(refused.contains { $0.contains("names node-x, node-x, none of which is a configured peer") }, "another node's name")
+        #expect(refused.contains { $0.contains("certificate has expired") }, "expired")
+        #expect(refused.filter { $0.contains("TLS handshake failed") }.count >= 2, "plaintext and garbage")
+        // The real peers are untouched.
+        #expect(cluster.live("node-a") == Set(cluster.names))
+        let value = try cluster["node-a"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster["node-c"].redis("GET", "token") == value })
+    }
+
+    @Test("a malformed frame after a valid handshake closes that connection only")
+    func malformedFrame() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        let (host, port) = try Self.listenAddress(cluster)
+        // A valid certificate for node-b, but frames that break the rules.
+        _ = try Self.openSSLClient(host, port, cert: cluster.pki.appending("node-b.pem"), key: cluster.pki.appending("node-b.key"),
+                                   ca: cluster.pki.appending("ca.pem"), payload: "\\377\\377\\377\\377garbage")
+        #expect(TestCluster.eventually { cluster["node-a"].log.contains("malformed frame from peer; closing that link") })
+        #expect(cluster["node-a"].log.contains("frame of 4294967295 bytes"))
+        #expect(cluster.live("node-a") == Set(cluster.names))
+        _ = try cluster["node-b"].redis("GET", "token")
+        #expect(try TestCluster.eventually { try cluster["node-a"].redis("TTL", "token") != "-2" })
+    }
+
+    @Test("peers whose configurations disagree on a cluster-scoped expirable are reported")
+    func configurationDisagreement() throws {
+        let cluster = try TestCluster(expirables: { node in
+            counters()(node) + (node == "node-c" ? "\n[expirable.shared]\nplugin = \"counter\"\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\n" : "\n[expirable.shared]\nplugin = \"counter\"\n")
+        })
+        defer { cluster.remove() }
+        let view = try cluster["node-a"].redis("CLUSTER")
+        #expect(view.contains("config:shared: refresh lazy here, eager:5000 on node-c"), "\(view)")
+        #expect(cluster["node-a"].log.contains("peer configuration disagrees"))
+        let table = try cluster["node-a"].ctl("cluster").stdout
+        #expect(table.contains("node-c") && table.contains("shared: refresh lazy here, eager:5000 on node-c"))
+        #expect(table.hasPrefix("NODE    STATE  ADDRESS"))
+    }
+}
