@@ -62,7 +62,9 @@ struct LifecycleTests {
         defer { daemon.remove() }
         let result = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath])
         #expect(result.status == 1)
-        #expect(result.stderr.contains("expirabled: \(daemon.configPath):8: expirable.x.timeout: expected a duration"))
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let line = try #require(config.firstIndex { $0.hasPrefix("timeout = \"soon\"") }) + 1
+        #expect(result.stderr.contains("expirabled: \(daemon.configPath):\(line): expirable.x.timeout: expected a duration"))
         #expect(!FileManager.default.fileExists(atPath: daemon.socket))
     }
 }
