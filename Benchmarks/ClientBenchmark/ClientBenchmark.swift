@@ -4,6 +4,11 @@
 //                                                 plugin calls made and time until every caller has its answer
 //   ClientBenchmark hold SOCKET CONNECTIONS       opens CONNECTIONS connections, prints "ready", holds them until
 //                                                 stdin closes
+//   ClientBenchmark replication OWNER PEER1 PEER2 NAME ROUNDS
+//                                                 per round: CLEAR on the owner (and wait until the peers hold
+//                                                 nothing), then GET on the owner, which fetches a new value; time
+//                                                 from sending that GET until both peers hold the value (polled
+//                                                 with TTL, which never fetches): p50, p99, max (ms)
 import ExpirableClient
 import ExpirableCore
 import Foundation
@@ -20,6 +25,7 @@ struct ClientBenchmark {
         case "rtt": try await rtt(socket: args[2], name: args[3], rounds: Int(args[4]) ?? 100_000)
         case "burst": try await burst(socket: args[2], name: args[3], callers: Int(args[4]) ?? 1000)
         case "hold": try await hold(socket: args[2], connections: Int(args[3]) ?? 1000)
+        case "replication": try await replication(owner: args[2], peers: [args[3], args[4]], name: args[5], rounds: Int(args[6]) ?? 200)
         default: print("unknown mode \(args[1])"); exit(2)
         }
     }
@@ -58,6 +64,27 @@ struct ClientBenchmark {
         let elapsed = Double(clock.monotonicNanos - start) / 1e6
         let calls = (Int(try await admin.info(name)["plugin_calls"] ?? "") ?? -1) - callsBefore
         print(String(format: "callers=%d plugin_calls=%d distinct_values=%d all_answered_ms=%.2f", callers, calls, values.count, elapsed))
+    }
+
+    static func replication(owner: String, peers: [String], name: String, rounds: Int) async throws {
+        let ownerClient = ExpirableClient(socketPath: owner)
+        let peerClients = peers.map { ExpirableClient(socketPath: $0) }
+        let clock = SystemClock()
+        var samples: [Double] = []
+        for _ in 0..<rounds {
+            try await ownerClient.clear(name)
+            for peer in peerClients {
+                while try await peer.ttl(name) != .notStored {}
+            }
+            let start = clock.monotonicNanos
+            _ = try await ownerClient.value(name)
+            for peer in peerClients {
+                while try await peer.ttl(name) == .notStored {}
+            }
+            samples.append(Double(clock.monotonicNanos - start) / 1e6)
+        }
+        samples.sort()
+        print(String(format: "rounds=%d p50_ms=%.3f p99_ms=%.3f max_ms=%.3f", rounds, samples[rounds / 2], samples[rounds * 99 / 100], samples[rounds - 1]))
     }
 
     static func hold(socket: String, connections: Int) async throws {
