@@ -39,8 +39,3 @@ public struct ReplicaState: Sendable {
     public let remainingMillis: Int64?
     public let version: Version
 }
-
-extension Fetched {
-    /// Where a value came from when a peer supplied it; nil when this node's plugin fetched it.
-    public var origin: Version? { replicaVersion }
-}

@@ -71,20 +71,21 @@ struct List: AsyncParsableCommand {
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print a table of every expirable: scope, refresh, state, time to expiry, last error. Never values."
+        abstract: "Print a table of every expirable: scope, refresh, state, time to expiry, owner, replica state, last error. Never values.",
+        discussion: "OWNER is the node that fetches the value (this node without a cluster). REPLICA says where the value held here came from: origin (this node fetched or cleared it), copy from NODE, none, or local scope."
     )
     @OptionGroup var connection: Connection
 
     func run() async throws {
         try await reporting {
             let client = connection.client
-            var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "LAST ERROR"]]
+            var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "REPLICA", "LAST ERROR"]]
             for name in try await client.list() {
                 let info = try await client.info(name)
                 rows.append([
                     name, info["scope"] ?? "?", info["refresh"] ?? "?",
                     (info["state"] ?? "?") + (info["fetching"] == "yes" ? "+fetching" : ""),
-                    Status.expiresIn(info["expires_in_ms"]), info["owner"] ?? "?", info["last_error"] ?? "",
+                    Status.expiresIn(info["expires_in_ms"]), info["owner"] ?? "?", info["replica"] ?? "-", info["last_error"] ?? "",
                 ])
             }
             let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }

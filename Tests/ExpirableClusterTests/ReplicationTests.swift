@@ -152,3 +152,27 @@ struct ReplicationTests {
         }
     }
 }
+
+@Suite("Cluster visibility")
+struct ClusterVisibilityTests {
+    @Test("expirablectl status shows each cluster-scoped value's owner and replica state; cluster lists the members")
+    func statusAndMembers() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        let owner = String(try #require(try cluster["node-a"].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6)))
+        let other = cluster.names.first { $0 != owner }!
+        #expect(try TestCluster.eventually { try cluster[other].redis("TTL", "token") != "-2" })
+        let status = try cluster[other].ctl("status").stdout.split(separator: "\n")
+        #expect(status.contains { $0.hasPrefix("token ") && $0.contains(" \(owner)  copy from \(owner)") }, "\(status)")
+        #expect(status.contains { $0.hasPrefix("mine ") && $0.contains("local scope") }, "\(status)")
+        let ownerStatus = try cluster[owner].ctl("status").stdout
+        #expect(ownerStatus.contains(" \(owner)  origin"))
+        let members = try cluster["node-a"].ctl("cluster").stdout.split(separator: "\n")
+        #expect(members.count == 4)
+        #expect(members[1].hasPrefix("node-a  this   127.0.0.2:"))
+        for (line, name) in zip(members.dropFirst(2), ["node-b", "node-c"]) {
+            #expect(line.range(of: "^\(name)  alive  127\\.0\\.0\\.[34]:[0-9]+ +\(name) +[0-9]+ms ago +TLSv1\\.3", options: .regularExpression) != nil, "\(line)")
+        }
+    }
+}
