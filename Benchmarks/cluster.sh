@@ -7,18 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-500}
-swift build -c release >/dev/null
-bin=.build/release
-work=$(mktemp -d /tmp/expcluster.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-mkdir -m 755 "$work/plugins"
+. Benchmarks/common.sh
 cp "$bin/libfile.so" "$work/plugins/"
 head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 "$bin/expirablectl" cert ca --dir "$work" >/dev/null
@@ -64,7 +53,6 @@ echo "  (target: p99 < 5 ms)"
 echo
 echo "redis-benchmark -c 50 -n 200000 GET token (3 alternated rounds, median)"
 bench() { redis-benchmark -s "$1" -c 50 -n 200000 --csv GET token 2>/dev/null | tail -1 | tr -d '"' | awk -F, '{print $2}'; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : > "$work/owner.txt"; : > "$work/peer.txt"
 for round in 1 2 3; do
     bench "$work/$o.sock" >> "$work/owner.txt"

@@ -10,19 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-
-swift build -c release >/dev/null
-bin=.build/release
-work=$(mktemp -d /tmp/expbench.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-mkdir -m 755 "$work/plugins"
+. Benchmarks/common.sh
 cp "$bin/libfile.so" "$work/plugins/"
 cc -shared -fPIC -O2 -I Sources/ExpirableABI/include Tests/Fixtures/sleeper.c -o "$work/plugins/libsleeper.so"
 cc -O2 Benchmarks/pingpong/pingpong.c -o "$work/pingpong"
@@ -65,7 +53,6 @@ bench() { # socket, extra args...; prints "rps p99"
     local sock=$1; shift
     redis-benchmark -s "$sock" "$@" --csv GET token 2>/dev/null | tail -1 | tr -d '"' | awk -F, '{print $2, $7}'
 }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
     : > "$work/e.txt"; : > "$work/r.txt"

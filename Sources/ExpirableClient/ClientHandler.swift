@@ -27,13 +27,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = unwrapInboundIn(data)
-        if inbound == nil || inbound!.readableBytes == 0 {
-            inbound = bytes
-        } else {
-            var incoming = bytes
-            inbound!.writeBuffer(&incoming)
-        }
+        inbound.accumulate(unwrapInboundIn(data))
         while var buffer = inbound {
             let reply: RESPValue?
             do {

@@ -104,3 +104,17 @@ extension ByteBuffer {
         return scratch.count - index
     }
 }
+
+extension Optional where Wrapped == ByteBuffer {
+    /// Appends bytes just received to what is waiting to be parsed (taking them as they are when nothing is).
+    public mutating func accumulate(_ incoming: ByteBuffer) {
+        guard var pending = self, pending.readableBytes > 0 else {
+            self = incoming
+            return
+        }
+        self = nil
+        var incoming = incoming
+        pending.writeBuffer(&incoming)
+        self = pending
+    }
+}

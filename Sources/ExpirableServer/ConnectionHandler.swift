@@ -39,13 +39,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closed else { return }
-        let bytes = unwrapInboundIn(data)
-        if inbound == nil || inbound!.readableBytes == 0 {
-            inbound = bytes
-        } else {
-            var incoming = bytes
-            inbound!.writeBuffer(&incoming)
-        }
+        inbound.accumulate(unwrapInboundIn(data))
         process(context: context)
     }
 

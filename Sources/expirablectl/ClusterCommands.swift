@@ -22,13 +22,7 @@ struct ClusterStatus: AsyncParsableCommand {
                     heard, member["tls"] ?? "-", member["config"] ?? member["error"] ?? "",
                 ])
             }
-            let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
-            for row in rows {
-                let cells = row.enumerated().map { column, cell in
-                    column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-                }
-                printOut(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-            }
+            printTable(rows)
         }
     }
 }

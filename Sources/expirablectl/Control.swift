@@ -1,5 +1,6 @@
 import ArgumentParser
 import ExpirableClient
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,4 +56,15 @@ func printOut(_ bytes: [UInt8]) {
 
 func printOut(_ text: String) {
     printOut(Array((text + "\n").utf8))
+}
+
+/// Prints `rows` as columns padded to their widest cell; the first row is the header.
+func printTable(_ rows: [[String]]) {
+    let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+    for row in rows {
+        let cells = row.enumerated().map { column, cell in
+            column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+        }
+        printOut(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+    }
 }

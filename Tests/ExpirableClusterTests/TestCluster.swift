@@ -15,6 +15,16 @@ final class TestCluster: @unchecked Sendable {
     init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:]) throws {
         pki = try TemporaryDirectory("expirable-pki")
         names = (0..<count).map { "node-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))))" }
+        // From here on, a failure stops and removes whatever was made so far.
+        do {
+            try build(expirables: expirables, proxied: proxied, arguments: arguments)
+        } catch {
+            remove()
+            throw error
+        }
+    }
+
+    private func build(expirables: (String) -> String, proxied: Bool, arguments: [String: [String]]) throws {
         let ctl = try TestPaths.product("expirablectl").path
         guard try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0 else { throw TestSupportError("cert ca failed") }
         for name in names {

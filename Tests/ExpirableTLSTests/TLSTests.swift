@@ -169,7 +169,9 @@ struct TLSTests {
         }
         try await Self.eventually { serverSide.errors.withLock { $0 }.count == 2 }
         #expect(serverSide.errors.withLock { $0 }.count == 2)
-        #expect(serverSide.errors.withLock { $0 }.allSatisfy { $0.hasPrefix("TLS handshake failed") })
+        // Refused either by the handshake failing on the bytes, or (on a loaded machine) by its deadline.
+        let errors = serverSide.errors.withLock { $0 }
+        #expect(errors.allSatisfy { $0.hasPrefix("TLS handshake failed") || $0.hasPrefix("no TLS handshake within") }, "\(errors)")
         #expect(serverSide.received.withLock { $0 }.isEmpty)
     }
 

@@ -31,7 +31,14 @@ public final class DaemonProcess: @unchecked Sendable {
         for name in shippedPlugins { try installShippedPlugin(name, into: pluginDir) }
         let config = "[server]\nsocket = \"\(socket)\"\nplugin_dir = \"\(pluginDir)\"\n\(server)\n\n\(cluster)\n\n\(expirables)\n"
         try config.replacingOccurrences(of: "DIR", with: directory.path).write(toFile: configPath, atomically: true, encoding: .utf8)
-        if start { try self.start() }
+        if start {
+            do {
+                try self.start()
+            } catch {
+                remove()
+                throw error
+            }
+        }
     }
 
     /// Starts the daemon and waits (at most 10 s) until its socket answers PING.
@@ -43,6 +50,7 @@ public final class DaemonProcess: @unchecked Sendable {
             if answers() { return }
             usleep(50_000)
         }
+        kill9()
         throw TestSupportError("expirabled did not answer on \(socket) within 10 s: \(log)")
     }
 

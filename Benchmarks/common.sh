@@ -1,0 +1,14 @@
+# Shared by the benchmark scripts: a release build, a work directory removed at exit with every process the
+# script started (record their PIDs in `pids`), and the median of a column of numbers on stdin.
+swift build -c release >/dev/null
+bin=.build/release
+work=$(mktemp -d /tmp/expbench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -m 755 "$work/plugins"
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
