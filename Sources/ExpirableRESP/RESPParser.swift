@@ -1,8 +1,9 @@
 import NIOCore
 
 /// An incremental RESP2 parser: feed it the bytes received so far, take complete values off the front.
-/// Bulk strings come out as slices of the input buffer (no copy). With `inlineCommands`, a line that does not
-/// start with a RESP type byte is read as a space-separated command, as Redis does for `telnet` users.
+/// `next` reads any value (what clients do with replies); `nextCommand` reads requests (what servers do), and
+/// with `inlineCommands` also accepts a line that does not start with a RESP type byte as a space-separated
+/// command, as Redis does for `telnet` users. Bulk strings are never copied.
 public struct RESPParser: Sendable {
     public let limits: RESPLimits
     public let inlineCommands: Bool
@@ -16,12 +17,7 @@ public struct RESPParser: Sendable {
     /// bytes are needed. Throws on malformed or oversized input.
     public func next(_ buffer: inout ByteBuffer) throws(RESPError) -> RESPValue? {
         var cursor = buffer
-        let value: RESPValue?
-        if inlineCommands, let first = cursor.getInteger(at: cursor.readerIndex, as: UInt8.self), !RESPParser.isTypeByte(first) {
-            value = try inline(&cursor)
-        } else {
-            value = try parse(&cursor, depth: 0)
-        }
+        let value = try parse(&cursor, depth: 0)
         guard let value else {
             if buffer.readableBytes > limits.maxValueBytes {
                 throw .tooLarge("request over \(limits.maxValueBytes) bytes")
@@ -94,27 +90,6 @@ public struct RESPParser: Sendable {
             throw .malformed("CR not followed by LF")
         }
         return text
-    }
-
-    /// An inline command: one line split on spaces, returned as an array of bulk strings.
-    private func inline(_ cursor: inout ByteBuffer) throws(RESPError) -> RESPValue? {
-        let view = cursor.readableBytesView
-        guard let lf = view.firstIndex(of: UInt8(ascii: "\n")) else {
-            if view.count > limits.maxValueBytes { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
-            return nil
-        }
-        var line = cursor.readSlice(length: lf - view.startIndex)!
-        cursor.moveReaderIndex(forwardBy: 1)
-        if line.readableBytesView.last == UInt8(ascii: "\r") { line.moveWriterIndex(to: line.writerIndex - 1) }
-        var words: [RESPValue] = []
-        var start = line.readerIndex
-        let end = line.writerIndex
-        for index in line.readerIndex...end where index == end || line.getInteger(at: index, as: UInt8.self) == UInt8(ascii: " ") {
-            if index > start { words.append(.bulkString(line.getSlice(at: start, length: index - start)!)) }
-            start = index + 1
-        }
-        guard words.count <= limits.maxArrayCount else { throw .tooLarge("inline command of \(words.count) words, over the limit of \(limits.maxArrayCount)") }
-        return .array(words)
     }
 
     /// A decimal integer line (`123\r\n`, `-1\r\n`) read in place, consuming it and its CRLF; nil if its CRLF
