@@ -41,6 +41,15 @@ public final class TLSContext: @unchecked Sendable {
         self.warnings = warnings
     }
 
+    /// The context of cluster node `node`: as `init`, and the certificate must name the node.
+    public convenience init(node: String, caPath: String, certificatePath: String, keyPath: String) throws(TLSError) {
+        try self.init(caPath: caPath, certificatePath: certificatePath, keyPath: keyPath)
+        let names = try Certificates.names(inCertificateAt: certificatePath)
+        guard names.contains(node) else {
+            throw TLSError("cluster.cert \(certificatePath) names \(names.joined(separator: ", ")), not this node (cluster.node = \"\(node)\"); make one with `expirablectl cert node \(node)`")
+        }
+    }
+
     deinit {
         SSL_CTX_free(context)
     }

@@ -62,11 +62,7 @@ struct Daemon: AsyncParsableCommand {
         var definitions = plugins.definitions
         if let settings = configuration.cluster {
             do {
-                let tls = try TLSContext(caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                let names = try Certificates.names(inCertificateAt: settings.cert)
-                guard names.contains(settings.node) else {
-                    Daemon.fail("cluster.cert \(settings.cert) names \(names.joined(separator: ", ")), not this node (cluster.node = \"\(settings.node)\"); make one with `expirablectl cert node \(settings.node)`")
-                }
+                let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
                 let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"))
                 let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
                 definitions = definitions.map { definition in

@@ -86,3 +86,35 @@ struct PeerSecurityTests {
         #expect(table.hasPrefix("NODE    STATE  ADDRESS"))
     }
 }
+
+@Suite("Cluster configuration checks")
+struct ClusterConfigurationTests {
+    @Test("check-config and the daemon refuse a certificate that names another node, and warn about a readable key")
+    func certificateMustNameNode() throws {
+        let pki = try TemporaryDirectory("expirable-pki")
+        defer { pki.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        #expect(try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0)
+        for name in ["node-a", "node-b"] { #expect(try runTool(ctl, ["cert", "node", name, "--dir", pki.path]).status == 0) }
+        func cluster(cert: String) -> String {
+            "[cluster]\nnode = \"node-a\"\nlisten = \"127.0.0.2:1\"\npeers = { node-b = \"127.0.0.3:1\" }\nca = \"\(pki.appending("ca.pem"))\"\ncert = \"\(pki.appending("\(cert).pem"))\"\nkey = \"\(pki.appending("\(cert).key"))\"\n"
+        }
+        let good = try DaemonProcess(expirables: "", cluster: cluster(cert: "node-a"), testPlugins: [], shippedPlugins: [], start: false)
+        defer { good.remove() }
+        let ok = try runTool(ctl, ["check-config", good.configPath])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.contains("cluster: node node-a, listening on 127.0.0.2:1, 1 peer, certificate and key ok"))
+        chmod(pki.appending("node-a.key"), 0o644)
+        #expect(try runTool(ctl, ["check-config", good.configPath]).stderr.contains("warning: cluster.key \(pki.appending("node-a.key")) is readable by group or others (mode 644); chmod 600"))
+
+        let wrong = try DaemonProcess(expirables: "", cluster: cluster(cert: "node-b"), testPlugins: [], shippedPlugins: [], start: false)
+        defer { wrong.remove() }
+        let expected = "cluster.cert \(pki.appending("node-b.pem")) names node-b, node-b, not this node (cluster.node = \"node-a\"); make one with `expirablectl cert node node-a`"
+        let refused = try runTool(ctl, ["check-config", wrong.configPath])
+        #expect(refused.status == 1)
+        #expect(refused.stderr == "expirablectl: \(expected)\n")
+        let daemon = try runTool(TestPaths.product("expirabled").path, ["--config", wrong.configPath])
+        #expect(daemon.status == 1)
+        #expect(daemon.stderr.contains("expirabled: \(expected)"))
+    }
+}
