@@ -78,12 +78,11 @@ struct ChildProcess {
         return .signalled(status & 0x7f, stderr: stderr)
     }
 
-    /// A pipe whose ends are not inherited by programs spawned later.
+    /// A connected pair of descriptors that are close-on-exec from birth. Setting FD_CLOEXEC after pipe() would
+    /// leave a window in which a program spawned by a concurrent call (another expirable's fetch) inherits this
+    /// one's write end, and this call would then not see end-of-file until that program exits.
     private static func makePipe(_ fds: inout [Int32]) -> Bool {
-        guard pipe(&fds) == 0 else { return false }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        return true
+        socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
     }
 
     private static func kill(_ pid: pid_t, _ outcome: Outcome) -> Outcome {

@@ -189,3 +189,39 @@ struct ExampleConfigurationTests {
         engine.shutdown()
     }
 }
+
+@Suite("Command plugin concurrency")
+struct CommandConcurrencyTests {
+    @Test("concurrent command fetches of different expirables do not hold each other's output open")
+    func noInheritedPipes() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "command")
+        // Commands that print after half a second run while others, which wait for a file the test creates
+        // at the end, are spawned. Had a quick command's output pipe leaked into a waiting child, that quick
+        // fetch could not finish before the test releases the waiting ones.
+        let release = fixture.path("release")
+        var config = ""
+        for i in 0..<4 {
+            config += "[expirable.waiting\(i)]\nplugin = \"command\"\ntimeout = \"40s\"\n[expirable.waiting\(i).params]\nshell = \"while [ ! -e \(release) ]; do sleep 0.05; done; echo w\"\nttl = \"1m\"\n"
+        }
+        for i in 0..<8 {
+            config += "[expirable.quick\(i)]\nplugin = \"command\"\n[expirable.quick\(i).params]\nshell = \"sleep 0.5; echo q\(i)\"\nttl = \"1m\"\n"
+        }
+        let (engine, host) = try fixture.engine(config)
+        defer { host.shutdown() }
+        let quick = (0..<8).map { i in Task { try await engine.fetch("quick\(i)").text } }
+        while (0..<8).contains(where: { engine.status("quick\($0)")?.fetching != true }) { try await Task.sleep(for: .milliseconds(5)) }
+        let waiting = (0..<4).map { i in Task { try await engine.fetch("waiting\(i)").text } }
+        // The quick ones finish on their own (bounded generously; they need about half a second).
+        var spins = 0
+        while (0..<8).contains(where: { engine.status("quick\($0)")?.state != .valid }) && spins < 1000 {
+            try await Task.sleep(for: .milliseconds(20))
+            spins += 1
+        }
+        #expect((0..<8).allSatisfy { engine.status("quick\($0)")?.state == .valid }, "quick fetches were held open by the waiting commands")
+        FileManager.default.createFile(atPath: release, contents: nil)
+        for (i, task) in quick.enumerated() { #expect(try await task.value == "q\(i)") }
+        for task in waiting { #expect(try await task.value == "w") }
+    }
+}

@@ -9,7 +9,7 @@ public final class DaemonProcess: @unchecked Sendable {
     public let configPath: String
     public let logPath: String
     public let pluginDir: String
-    public private(set) var process: Process?
+    public private(set) var process: Spawned?
 
     /// Extra command-line arguments for `expirabled`.
     public var arguments: [String] = []
@@ -46,7 +46,7 @@ public final class DaemonProcess: @unchecked Sendable {
         let process = try launch()
         self.process = process
         for _ in 0..<200 {
-            if !process.isRunning { throw TestSupportError("expirabled exited with \(process.terminationStatus): \(log)") }
+            if let status = process.exitStatus { throw TestSupportError("expirabled exited with \(status): \(log)") }
             if answers() { return }
             usleep(50_000)
         }
@@ -55,24 +55,16 @@ public final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Starts another daemon on the same configuration and returns it without waiting.
-    public func launch() throws -> Process {
-        let process = Process()
-        process.executableURL = try TestPaths.product("expirabled")
-        process.arguments = ["--config", configPath, "--log-level", "debug"] + arguments
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        log.seekToEndOfFile()
-        process.standardError = log
-        process.standardOutput = log
-        try process.run()
-        return process
+    public func launch() throws -> Spawned {
+        try Spawned([try TestPaths.product("expirabled").path, "--config", configPath, "--log-level", "debug"] + arguments,
+                    stdout: .file(logPath), stderr: .file(logPath))
     }
 
     /// Kills the daemon with SIGKILL and waits for it.
     public func kill9() {
         guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        kill(process.pid, SIGKILL)
+        process.wait()
     }
 
     /// Whether something answers PING on the socket.
@@ -84,16 +76,16 @@ public final class DaemonProcess: @unchecked Sendable {
     /// the exit status.
     @discardableResult
     public func stop(signal: Int32 = SIGTERM) -> Int32? {
-        guard let process, process.isRunning else { return process?.terminationStatus }
-        kill(process.processIdentifier, signal)
+        guard let process else { return nil }
+        guard process.isRunning else { return process.exitStatus }
+        kill(process.pid, signal)
         for _ in 0..<200 where process.isRunning { usleep(50_000) }
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            kill(process.pid, SIGKILL)
+            process.wait()
             return nil
         }
-        process.waitUntilExit()
-        return process.terminationStatus
+        return process.exitStatus
     }
 
     public func remove() {

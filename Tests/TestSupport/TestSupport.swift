@@ -68,18 +68,35 @@ public struct ToolResult: Sendable {
 
 /// Runs `tool` (looked up in PATH) with `arguments`, killed after `seconds` by coreutils `timeout`.
 public func runTool(_ tool: String, _ arguments: [String], seconds: Int = 30, environment: [String: String]? = nil) throws -> ToolResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-    process.arguments = ["-k", "2", "\(seconds)", tool] + arguments
-    if let environment { process.environment = environment }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ToolResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    let out = try closeOnExecPair()
+    let err = try closeOnExecPair()
+    let child: Spawned
+    do {
+        child = try Spawned(["/usr/bin/timeout", "-k", "2", "\(seconds)", tool] + arguments,
+                            stdout: .descriptor(out.write), stderr: .descriptor(err.write), environment: environment)
+    } catch {
+        for fd in [out.read, out.write, err.read, err.write] { close(fd) }
+        throw error
+    }
+    close(out.write)
+    close(err.write)
+    var collected: [Int32: [UInt8]] = [out.read: [], err.read: []]
+    var open = [out.read, err.read]
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while !open.isEmpty {
+        var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        if poll(&fds, nfds_t(fds.count), 1000) < 0 && errno != EINTR { break }
+        for entry in fds where entry.revents != 0 {
+            let n = read(entry.fd, &buffer, buffer.count)
+            if n <= 0 {
+                open.removeAll { $0 == entry.fd }
+            } else {
+                collected[entry.fd]! += buffer[0..<n]
+            }
+        }
+    }
+    close(out.read)
+    close(err.read)
+    let status = child.wait()
+    return ToolResult(status: status, stdout: String(decoding: collected[out.read]!, as: UTF8.self), stderr: String(decoding: collected[err.read]!, as: UTF8.self))
 }

@@ -1,0 +1,80 @@
+import Foundation
+import Synchronization
+
+/// A child process started with posix_spawn and reaped with waitpid. (Foundation's `Process` was seen to hang
+/// in `waitUntilExit` when many run at once.) Every descriptor the parent opens is close-on-exec from the
+/// start, so a child never holds another child's pipe open.
+public final class Spawned: @unchecked Sendable {
+    public let pid: pid_t
+    private let status = Mutex<Int32?>(nil)
+
+    /// Starts `arguments[0]` (looked up in PATH) with stdin from /dev/null and stdout/stderr on `stdout`/`stderr`
+    /// (descriptors, or a file path opened for appending), or inherited when nil.
+    public init(_ arguments: [String], stdout: Output? = nil, stderr: Output? = nil, environment: [String: String]? = nil) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        for (fd, output) in [(Int32(1), stdout), (Int32(2), stderr)] {
+            switch output {
+            case .descriptor(let source)?: posix_spawn_file_actions_adddup2(&actions, source, fd)
+            case .file(let path)?: posix_spawn_file_actions_addopen(&actions, fd, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            case nil: break
+            }
+        }
+        let cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for argument in cArguments { free(argument) } }
+        let cEnvironment: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer { for entry in cEnvironment ?? [] { free(entry) } }
+        var pid: pid_t = 0
+        let result = cArguments.withUnsafeBufferPointer { argv in
+            if let cEnvironment {
+                return cEnvironment.withUnsafeBufferPointer { envp in
+                    posix_spawnp(&pid, arguments[0], &actions, nil, UnsafeMutablePointer(mutating: argv.baseAddress!), UnsafeMutablePointer(mutating: envp.baseAddress!))
+                }
+            }
+            return posix_spawnp(&pid, arguments[0], &actions, nil, UnsafeMutablePointer(mutating: argv.baseAddress!), environ)
+        }
+        guard result == 0 else { throw TestSupportError("cannot run \(arguments[0]): \(String(cString: strerror(result)))") }
+        self.pid = pid
+    }
+
+    public enum Output {
+        case descriptor(Int32)
+        case file(String)
+    }
+
+    /// Whether the child has not exited yet (reaps it if it has).
+    public var isRunning: Bool { reap(blocking: false) == nil }
+
+    /// Waits for the child to exit; its exit code, or 128 + the signal that killed it.
+    @discardableResult
+    public func wait() -> Int32 { reap(blocking: true)! }
+
+    /// The exit code once the child has exited.
+    public var exitStatus: Int32? { reap(blocking: false) }
+
+    private func reap(blocking: Bool) -> Int32? {
+        status.withLock { status in
+            if let status { return status }
+            var raw: Int32 = 0
+            while true {
+                let result = waitpid(pid, &raw, blocking ? 0 : WNOHANG)
+                if result == 0 { return nil }
+                if result < 0 && errno == EINTR { continue }
+                if result < 0 { status = -1; return -1 }
+                status = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                return status
+            }
+        }
+    }
+}
+
+/// A pair of connected sockets whose descriptors are close-on-exec from birth.
+func closeOnExecPair() throws -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [-1, -1]
+    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+        throw TestSupportError("socketpair: \(String(cString: strerror(errno)))")
+    }
+    return (fds[0], fds[1])
+}
