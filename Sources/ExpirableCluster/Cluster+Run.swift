@@ -50,11 +50,13 @@ extension Cluster {
         broadcast(.heartbeat)
         let now = clock.monotonicNanos
         // A silent peer's links may still look open (a partition that drops packets): close them, so the link is
-        // dialed afresh once the peer can be reached again.
+        // dialed afresh once the peer can be reached again. The peer counts as dead after `deadAfter`; the links
+        // are torn down only after twice that, so a node slowed down for a moment is not made to redo its TLS
+        // handshakes, which would slow it down further.
         let silent: [(String, [any Channel])] = state.withLock { s in
             s.peers.values.compactMap { record in
                 guard record.outbound != nil, record.inbound != nil || record.lastHeard != 0,
-                      now - min(now, record.lastHeard) >= UInt64(options.deadAfter.nanoseconds) else { return nil }
+                      now - min(now, record.lastHeard) >= 2 * UInt64(options.deadAfter.nanoseconds) else { return nil }
                 return (record.peer.name, [record.outbound, record.inbound].compactMap { $0 })
             }
         }

@@ -210,7 +210,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: Replies
 
     private func reply(_ context: ChannelHandlerContext, _ write: (inout ByteBuffer) -> Void) {
-        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 256) }
+        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
         write(&outbound!)
     }
 

@@ -10,7 +10,7 @@ final class TestCluster: @unchecked Sendable {
     private(set) var nodes: [DaemonProcess] = []
     /// "node-a>node-b" is the proxy node-a dials node-b through.
     private(set) var proxies: [String: FaultProxy] = [:]
-    static let heartbeat = "100ms"
+    static let heartbeat = "200ms"
 
     init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:]) throws {
         pki = try TemporaryDirectory("expirable-pki")
