@@ -36,9 +36,6 @@ public enum TimeToLive: Sendable, Hashable {
 }
 
 extension Engine {
-    /// Whether `name` is configured.
-    public func contains(_ name: String) -> Bool { entries(name) != nil }
-
     /// The status of `name`, or nil if it is not configured.
     public func status(_ name: String) -> ExpirableStatus? {
         guard let entry = entries(name) else { return nil }
