@@ -186,7 +186,11 @@ public final class ExpirableClient: Sendable {
             // Later replies could no longer be matched to their requests: start afresh.
             channel.close(promise: nil)
         }
-        channel.writeAndFlush(ClientRequest(words: words, promise: promise), promise: nil)
+        // A connection that closed a moment ago (a daemon restarting) refuses the write; without this the reply
+        // promise would wait out the whole timeout instead of failing at once and being retried on a new one.
+        channel.writeAndFlush(ClientRequest(words: words, promise: promise)).whenFailure { _ in
+            promise.fail(ExpirableClientError(code: .unavailable, message: "the connection to the daemon closed before the request was sent"))
+        }
         defer { deadline.cancel() }
         return try await promise.futureResult.get()
     }

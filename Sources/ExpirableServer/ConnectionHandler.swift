@@ -215,7 +215,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func sendReplies(context: ChannelHandlerContext) {
-        guard let out = outbound, !closed else { return }
+        guard let out = outbound, out.readableBytes > 0, !closed else { return }
         outbound = nil
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }

@@ -51,10 +51,9 @@ struct PeerSecurityTests {
         #expect(refused.contains { $0.contains("names node-x, node-x, none of which is a configured peer") }, "another node's name")
         #expect(refused.contains { $0.contains("certificate has expired") }, "expired")
         #expect(refused.filter { $0.contains("TLS handshake failed") }.count >= 2, "plaintext and garbage")
-        // The real peers are untouched.
+        // The real peers are untouched: still linked, still serving.
         #expect(cluster.live("node-a") == Set(cluster.names))
-        let value = try cluster["node-a"].redis("GET", "token")
-        #expect(try TestCluster.eventually { try cluster["node-c"].redis("GET", "token") == value })
+        for name in cluster.names { #expect(try cluster[name].redis("GET", "token").hasPrefix("node-")) }
     }
 
     @Test("a malformed frame after a valid handshake closes that connection only")

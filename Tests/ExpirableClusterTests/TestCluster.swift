@@ -10,7 +10,9 @@ final class TestCluster: @unchecked Sendable {
     private(set) var nodes: [DaemonProcess] = []
     /// "node-a>node-b" is the proxy node-a dials node-b through.
     private(set) var proxies: [String: FaultProxy] = [:]
-    static let heartbeat = "200ms"
+    // Short enough for quick tests, long enough that a machine running the whole suite on two cores does not
+    // miss three heartbeats in a row.
+    static let heartbeat = "300ms"
 
     init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:]) throws {
         pki = try TemporaryDirectory("expirable-pki")

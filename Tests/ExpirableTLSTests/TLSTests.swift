@@ -76,6 +76,16 @@ struct TLSTests {
         return (channel, recorder)
     }
 
+    /// The port a server channel listens on (its address is cached right after the bind; under load, a moment
+    /// after the bind's future completes).
+    static func port(of server: any Channel) async throws -> Int {
+        for _ in 0..<100 {
+            if let port = server.localAddress?.port { return port }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestSupportError("the test server has no local port")
+    }
+
     /// Waits (at most 5 s) for `condition`.
     static func eventually(_ condition: () -> Bool) async throws {
         for _ in 0..<250 where !condition() { try await Task.sleep(for: .milliseconds(20)) }
@@ -87,7 +97,7 @@ struct TLSTests {
         defer { pki.directory.remove() }
         let (server, serverSide) = try await Self.server(pki.context("node-a"), allowed: ["node-b"])
         defer { server.close(promise: nil) }
-        let (client, clientSide) = try await Self.client(pki.context("node-b"), expecting: "node-a", port: server.localAddress!.port!)
+        let (client, clientSide) = try await Self.client(pki.context("node-b"), expecting: "node-a", port: try Self.port(of: server))
         defer { client.close(promise: nil) }
         // Written before the handshake completes: held, then sent encrypted.
         try await client.writeAndFlush(ByteBuffer(string: "hello from node-b")).get()
@@ -107,7 +117,7 @@ struct TLSTests {
         let (server, serverSide) = try await Self.server(pki.context("node-a"), allowed: ["node-b"])
         defer { server.close(promise: nil) }
         // The client trusts the cluster CA, but presents a certificate for node-b signed by another CA.
-        let (client, clientSide) = try await Self.client(pki.context("rogue-b", ca: "ca"), expecting: "node-a", port: server.localAddress!.port!)
+        let (client, clientSide) = try await Self.client(pki.context("rogue-b", ca: "ca"), expecting: "node-a", port: try Self.port(of: server))
         client.writeAndFlush(ByteBuffer(string: "secret"), promise: nil)
         try await client.closeFuture.get()
         try await Self.eventually { !serverSide.errors.withLock { $0 }.isEmpty }
@@ -128,13 +138,13 @@ struct TLSTests {
         // The server presents node-x's certificate while the client dialed node-a.
         let (server, _) = try await Self.server(pki.context("node-x"), allowed: ["node-b"])
         defer { server.close(promise: nil) }
-        let (client, clientSide) = try await Self.client(pki.context("node-b"), expecting: "node-a", port: server.localAddress!.port!)
+        let (client, clientSide) = try await Self.client(pki.context("node-b"), expecting: "node-a", port: try Self.port(of: server))
         try await client.closeFuture.get()
         #expect(clientSide.errors.withLock { $0 } == ["the certificate of the peer dialed as node-a names node-x, node-x, not node-a"])
         // A client whose certificate names no configured peer.
         let (server2, serverSide2) = try await Self.server(pki.context("node-a"), allowed: ["node-b"])
         defer { server2.close(promise: nil) }
-        let (client2, _) = try await Self.client(pki.context("node-x"), expecting: "node-a", port: server2.localAddress!.port!)
+        let (client2, _) = try await Self.client(pki.context("node-x"), expecting: "node-a", port: try Self.port(of: server2))
         client2.writeAndFlush(ByteBuffer(string: "hi"), promise: nil)
         try await Self.eventually { !serverSide2.errors.withLock { $0 }.isEmpty }
         #expect(serverSide2.errors.withLock { $0 } == ["the client certificate names node-x, node-x, none of which is a configured peer"])
@@ -148,7 +158,7 @@ struct TLSTests {
         try pki.node("node-b", notBeforeDays: -10, days: 5, as: "expired-b")
         let (server, serverSide) = try await Self.server(pki.context("node-a"), allowed: ["node-b"])
         defer { server.close(promise: nil) }
-        let (client, _) = try await Self.client(pki.context("expired-b"), expecting: "node-a", port: server.localAddress!.port!)
+        let (client, _) = try await Self.client(pki.context("expired-b"), expecting: "node-a", port: try Self.port(of: server))
         try await client.closeFuture.get()
         try await Self.eventually { !serverSide.errors.withLock { $0 }.isEmpty }
         #expect(serverSide.errors.withLock { $0 }.first?.contains("certificate verification: certificate has expired") == true)
@@ -160,7 +170,7 @@ struct TLSTests {
         defer { pki.directory.remove() }
         let (server, serverSide) = try await Self.server(pki.context("node-a"), allowed: ["node-b"])
         defer { server.close(promise: nil) }
-        let port = server.localAddress!.port!
+        let port = try await Self.port(of: server)
         for payload in ["PING\r\n", String(repeating: "\u{7}garbage", count: 100)] {
             let raw = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
             // The server may close before all of it is written: that is the refusal this test wants.
