@@ -41,7 +41,7 @@ struct ReplicationTests {
         let cluster = try TestCluster(expirables: counters(ttlMillis: 3000, refresh: "refresh = \"eager\"\nbefore_expiry = \"2500ms\""))
         defer { cluster.remove() }
         _ = try cluster["node-a"].redis("GET", "token")
-        let owner = try #require(try cluster["node-a"].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6))
+        let owner = try cluster.owner(on: "node-a")
         #expect(try TestCluster.eventually(seconds: 15) { cluster.totalCalls() >= 4 })
         let calls = cluster.calls()
         #expect(calls[String(owner)]! == cluster.totalCalls(), "calls per node: \(calls), owner \(owner)")
@@ -95,7 +95,7 @@ struct ReplicationTests {
         let cluster = try TestCluster(expirables: counters(ttlMillis: 3000, refresh: "refresh = \"eager\"\nbefore_expiry = \"2500ms\""))
         defer { cluster.remove() }
         _ = try cluster["node-a"].redis("GET", "token")
-        let owner = String(try #require(try cluster["node-a"].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6)))
+        let owner = try cluster.owner(on: "node-a")
         let others = cluster.names.filter { $0 != owner }
         #expect(try TestCluster.eventually { try others.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
         let started = Date()
@@ -104,7 +104,7 @@ struct ReplicationTests {
         #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
         #expect(Date().timeIntervalSince(started) < 3)
         for name in others { #expect(try cluster[name].redis("GET", "token").hasPrefix("node-")) }
-        let newOwner = String(try #require(try cluster[others[0]].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6)))
+        let newOwner = try cluster.owner(on: others[0])
         #expect(newOwner != owner)
         #expect(others.contains(newOwner))
         // The eager refresh duty moved: the new owner's plugin is called, and its values reach the other survivor.
@@ -160,7 +160,7 @@ struct ClusterVisibilityTests {
         let cluster = try TestCluster(expirables: counters())
         defer { cluster.remove() }
         _ = try cluster["node-a"].redis("GET", "token")
-        let owner = String(try #require(try cluster["node-a"].redis("INFO", "token").split(whereSeparator: \.isNewline).first { $0.hasPrefix("owner:") }?.dropFirst(6)))
+        let owner = try cluster.owner(on: "node-a")
         let other = cluster.names.first { $0 != owner }!
         #expect(try TestCluster.eventually { try cluster[other].redis("TTL", "token") != "-2" })
         let status = try cluster[other].ctl("status").stdout.split(separator: "\n")

@@ -81,8 +81,23 @@ final class TestCluster: @unchecked Sendable {
             if group.allSatisfy({ live($0) == group }) { return }
             usleep(50_000)
         }
-        let first = group.sorted()[0]
-        throw TestSupportError("the nodes did not link within 15 s: \(group.map { "\($0) sees \(live($0).sorted())" }); \(first)'s log ends: \(self[first].log.split(separator: "\n").filter { !$0.contains("debug") }.suffix(12).joined(separator: "\n"))")
+        let logs = group.sorted().map { node in
+            "\(node)'s log ends:\n" + self[node].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(10).joined(separator: "\n")
+        }
+        throw TestSupportError("the nodes did not link within 15 s: \(group.map { "\($0) sees \(live($0).sorted())" })\n\(logs.joined(separator: "\n"))")
+    }
+
+    /// The owner of expirable `name` as `node` reports it in INFO (asked for a few times, at most 5 s).
+    func owner(of name: String = "token", on node: String) throws -> String {
+        var last = ""
+        for _ in 0..<100 {
+            last = (try? self[node].redis("INFO", name)) ?? ""
+            if let line = last.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("owner:") }) {
+                return String(line.dropFirst("owner:".count))
+            }
+            usleep(50_000)
+        }
+        throw TestSupportError("\(node) reports no owner for \(name); its INFO said: \(last.isEmpty ? "(nothing)" : last); its log ends: \(self[node].log.split(separator: "\n").suffix(8).joined(separator: "\n"))")
     }
 
     /// The plugin calls each node made for the counter whose count file is `file`.

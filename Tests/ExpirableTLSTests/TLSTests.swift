@@ -86,6 +86,17 @@ struct TLSTests {
         throw TestSupportError("the test server has no local port")
     }
 
+    /// A plain TCP connection to the test server, retried for up to a second while the machine is busy.
+    static func connect(port: Int) async throws -> any Channel {
+        for _ in 0..<50 {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
+                return channel
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+    }
+
     /// Waits (at most 5 s) for `condition`.
     static func eventually(_ condition: () -> Bool) async throws {
         for _ in 0..<250 where !condition() { try await Task.sleep(for: .milliseconds(20)) }
@@ -172,7 +183,7 @@ struct TLSTests {
         defer { server.close(promise: nil) }
         let port = try await Self.port(of: server)
         for payload in ["PING\r\n", String(repeating: "\u{7}garbage", count: 100)] {
-            let raw = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+            let raw = try await Self.connect(port: port)
             // The server may close before all of it is written: that is the refusal this test wants.
             try? await raw.writeAndFlush(ByteBuffer(string: payload)).get()
             try await raw.closeFuture.get()

@@ -103,16 +103,24 @@ public final class FaultProxy: @unchecked Sendable {
     }
 }
 
-/// A TCP port free on `host` right now (bound and released; the caller should use it promptly).
+/// Ports handed out by `freePort`, so two clusters set up at the same moment never get the same one.
+private let nextPort = Mutex<Int>(20_000 + Int(getpid() % 500) * 40)
+
+/// A TCP port free on `host` right now and never returned before by this process (the caller binds it promptly).
 public func freePort(on host: String) throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    inet_pton(AF_INET, host, &address.sin_addr)
-    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard bound == 0 else { throw TestSupportError("cannot bind on \(host): \(String(cString: strerror(errno)))") }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    for _ in 0..<2000 {
+        let candidate = nextPort.withLock { port -> Int in
+            port = port >= 60_000 ? 20_000 : port + 1
+            return port
+        }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(candidate).bigEndian
+        inet_pton(AF_INET, host, &address.sin_addr)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if bound == 0 { return candidate }
+    }
+    throw TestSupportError("no free port on \(host)")
 }
