@@ -3,18 +3,37 @@ import Synchronization
 
 /// A TCP proxy on a loopback address that a test can cut: `block()` drops every connection through it and
 /// refuses new ones until `unblock()`, as a network partition would. Threads and plain sockets; stopped by
-/// `stop()`.
+/// `stop()`. Descriptors are closed only under the proxy's lock, by whoever is last to use them, so a number
+/// the kernel has given to someone else is never shut down or closed here.
 public final class FaultProxy: @unchecked Sendable {
     public let host: String
     public let port: Int
     private let target: (host: String, port: Int)
     private let listener: Int32
-    private let state = Mutex<(blocked: Bool, stopped: Bool, sockets: [Int32])>((false, false, []))
+
+    /// One proxied connection: its two sockets and how many of its two pump threads still run.
+    private final class Link: @unchecked Sendable {  // `pumping` changes only under the proxy's lock
+        let client: Int32
+        let upstream: Int32
+        var pumping = 2
+        init(client: Int32, upstream: Int32) {
+            self.client = client
+            self.upstream = upstream
+        }
+    }
+
+    private struct State {
+        var blocked = false
+        var stopped = false
+        var links: [ObjectIdentifier: Link] = [:]
+    }
+
+    private let state = Mutex(State())
 
     public init(host: String, to targetHost: String, port targetPort: Int) throws {
         self.host = host
         target = (targetHost, targetPort)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = FaultProxy.address(host, 0)
@@ -31,38 +50,46 @@ public final class FaultProxy: @unchecked Sendable {
         Thread.detachNewThread { [self] in acceptLoop() }
     }
 
+    /// Drops every connection through the proxy and refuses new ones.
     public func block() {
-        let sockets = state.withLock { s in
+        state.withLock { s in
             s.blocked = true
-            defer { s.sockets = [] }
-            return s.sockets
+            for link in s.links.values {
+                shutdown(link.client, Int32(SHUT_RDWR))
+                shutdown(link.upstream, Int32(SHUT_RDWR))
+            }
         }
-        for fd in sockets { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     public func unblock() {
         state.withLock { $0.blocked = false }
     }
 
+    /// Drops every connection and stops accepting; the accept thread closes the listening socket.
     public func stop() {
         block()
-        state.withLock { $0.stopped = true }
-        shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
+        state.withLock { s in
+            s.stopped = true
+            shutdown(listener, Int32(SHUT_RDWR))
+        }
     }
 
     private func acceptLoop() {
         while true {
             let client = accept(listener, nil, nil)
+            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
             if client < 0 {
-                if state.withLock({ $0.stopped }) { return }
+                if state.withLock({ $0.stopped }) {
+                    close(listener)
+                    return
+                }
                 continue
             }
             if state.withLock({ $0.blocked || $0.stopped }) {
                 close(client)
                 continue
             }
-            let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var address = FaultProxy.address(target.host, target.port)
             let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             guard connected == 0 else {
@@ -70,13 +97,23 @@ public final class FaultProxy: @unchecked Sendable {
                 close(upstream)
                 continue
             }
-            state.withLock { $0.sockets += [client, upstream] }
-            Thread.detachNewThread { FaultProxy.pump(from: client, to: upstream) }
-            Thread.detachNewThread { FaultProxy.pump(from: upstream, to: client) }
+            let link = Link(client: client, upstream: upstream)
+            let admitted = state.withLock { s -> Bool in
+                guard !s.blocked && !s.stopped else { return false }
+                s.links[ObjectIdentifier(link)] = link
+                return true
+            }
+            guard admitted else {
+                close(client)
+                close(upstream)
+                continue
+            }
+            Thread.detachNewThread { [self] in pump(link, from: client, to: upstream) }
+            Thread.detachNewThread { [self] in pump(link, from: upstream, to: client) }
         }
     }
 
-    private static func pump(from source: Int32, to destination: Int32) {
+    private func pump(_ link: Link, from source: Int32, to destination: Int32) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = read(source, &buffer, buffer.count)
@@ -89,9 +126,17 @@ public final class FaultProxy: @unchecked Sendable {
             }
             if offset < n { break }
         }
-        shutdown(source, Int32(SHUT_RDWR))
-        shutdown(destination, Int32(SHUT_RDWR))
-        close(source)
+        state.withLock { s in
+            // Both sockets are still open here: only the last pump closes them, under this lock.
+            shutdown(link.client, Int32(SHUT_RDWR))
+            shutdown(link.upstream, Int32(SHUT_RDWR))
+            link.pumping -= 1
+            if link.pumping == 0 {
+                close(link.client)
+                close(link.upstream)
+                s.links[ObjectIdentifier(link)] = nil
+            }
+        }
     }
 
     private static func address(_ host: String, _ port: Int) -> sockaddr_in {
