@@ -17,7 +17,6 @@ public final class ExpirableServer: Service, Sendable {
 
     private let state: ServerState
     private let group: any EventLoopGroup
-    private let bound = Mutex<Bool>(false)
 
     public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         state = ServerState(engine: engine, options: options, logger: logger)
