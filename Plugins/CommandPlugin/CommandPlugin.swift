@@ -1,6 +1,6 @@
 // command — an Expirable plugin, in Swift, whose value is what a program prints. See docs/plugins.md.
 import ExpirableABI
-import Foundation
+import Glibc
 
 @_cdecl("expirable_abi")
 public func expirableAbi(_ info: UnsafeMutablePointer<expirable_abi_info>?) {
@@ -95,28 +95,23 @@ final class Command {
             }
             return (value, expiry(ttl: options.ttlMillis!, now: now))
         case .json:
-            let object: [String: Any]
+            let object: [String: JSONMember]
             do {
-                guard let parsed = try JSONSerialization.jsonObject(with: Data(stdout)) as? [String: Any] else {
-                    throw CommandError("output is not a JSON object; print {\"\(options.valueKey)\": \"...\", \"expires_in\": seconds}")
-                }
-                object = parsed
-            } catch let error as CommandError {
-                throw error
+                object = try parseJSONObject(stdout)
             } catch {
-                throw CommandError("output is not valid JSON; print {\"\(options.valueKey)\": \"...\", \"expires_in\": seconds}")
+                throw CommandError("output is not a JSON object; print {\"\(options.valueKey)\": \"...\", \"expires_in\": seconds}")
             }
-            guard let value = object[options.valueKey] as? String else {
+            guard case .string(let value) = object[options.valueKey] else {
                 throw CommandError("JSON output has no string \"\(options.valueKey)\"")
             }
             if let expiresAt = object["expires_at"] {
-                guard let ms = (expiresAt as? NSNumber)?.int64Value, !(expiresAt is Bool) else {
+                guard case .number(let number, let exact) = expiresAt, let ms = exact ?? Int64(exactly: number.rounded(.towardZero)) else {
                     throw CommandError("JSON \"expires_at\" must be a number of Unix milliseconds")
                 }
                 return (Array(value.utf8), ms)
             }
             if let expiresIn = object["expires_in"] {
-                guard let seconds = (expiresIn as? NSNumber)?.doubleValue, !(expiresIn is Bool), seconds.isFinite, seconds < 1e12 else {
+                guard case .number(let seconds, _) = expiresIn, seconds.isFinite, seconds < 1e12 else {
                     throw CommandError("JSON \"expires_in\" must be a number of seconds")
                 }
                 return (Array(value.utf8), now + Int64(seconds * 1000))
@@ -134,7 +129,8 @@ final class Command {
 
     /// The end of stderr, for an error message.
     private static func tail(_ stderr: [UInt8]) -> String {
-        let text = String(decoding: stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return text.isEmpty ? "" : ": " + String(text.suffix(500))
+        let text = String(decoding: stderr, as: UTF8.self).drop { $0.isWhitespace }
+        guard let last = text.lastIndex(where: { !$0.isWhitespace }) else { return "" }
+        return ": " + String(text[...last].suffix(500))
     }
 }

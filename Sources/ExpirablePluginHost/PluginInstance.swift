@@ -2,7 +2,6 @@ import Dispatch
 import ExpirableABI
 import ExpirableConfig
 import ExpirableCore
-import Foundation
 import Logging
 import Synchronization
 
@@ -78,7 +77,7 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
         }
         let answer = Once(completion)
         let result = CallResult()
-        let thread = Thread { [self] in
+        let started = startPluginThread(name: "plugin:\(expirable)") { [self] in
             var call = arguments
             call.result = HostFunctions.opaque(result)
             withExtendedLifetime(result) { library.fetch(&call) }
@@ -87,8 +86,12 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
                 logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
             }
         }
-        thread.name = "plugin:\(expirable)"
-        thread.start()
+        guard started else {
+            busySince.withLock { $0 = nil }
+            logger.error("cannot start a thread for a plugin call", metadata: ["expirable": "\(expirable)"])
+            completion(.failure(.fetch("the daemon cannot start a thread for plugin \(library.path) (out of threads); try again later")))
+            return
+        }
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: timeout.milliseconds))) { [self] in
             if answer.fire(.failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms"))) {
                 logger.warning("plugin call timed out", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])

@@ -1,5 +1,5 @@
 import COpenSSL
-import Foundation
+import Glibc
 
 /// Creates the cluster's certificate authority and node certificates with OpenSSL: P-256 keys, SHA-256
 /// signatures, node certificates naming the node in both the common name and a DNS subjectAltName, usable for
@@ -64,7 +64,7 @@ public enum Certificates {
     // MARK: Pieces
 
     private static func refuseExisting(_ paths: [String]) throws(TLSError) {
-        for path in paths where FileManager.default.fileExists(atPath: path) {
+        for path in paths where access(path, F_OK) == 0 {
             throw TLSError("\(path) already exists; remove it first or choose another path")
         }
     }

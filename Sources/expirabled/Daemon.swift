@@ -1,4 +1,3 @@
-import ArgumentParser
 import ExpirableCluster
 import ExpirableConfig
 import ExpirableCore
@@ -13,33 +12,24 @@ import Glibc
 #endif
 
 @main
-struct Daemon: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "expirabled",
-        abstract: "Keeps short-lived values (tokens, keys, rates) fresh and serves them on a Unix socket.",
-        discussion: """
-            Loads the configuration and its plugins, then serves RESP2 on server.socket until SIGTERM or SIGINT, \
-            which drain connections, remove the socket file and exit 0. A bad configuration or plugin, or another \
-            daemon already serving the socket, stops it at once with a message and exit status 1.
-            """
-    )
+struct Daemon {
+    let arguments: DaemonArguments
 
-    @Option(name: .long, help: "The configuration file.")
-    var config: String
-
-    @Option(name: .long, help: "Event-loop threads serving the socket. One is best for a small machine: every answer from memory takes microseconds, and fewer threads leave the cores to the programs asking.")
-    var threads: Int = 1
-
-    @Option(name: .long, help: ArgumentHelp("Shift this daemon's wall clock by this many milliseconds (tests of clock skew).", visibility: .hidden))
-    var wallClockOffset: Int64 = 0
-
-    @Option(name: .long, help: "Least severe log level shown: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
-
-    func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical")
+    static func main() async {
+        switch Result(catching: { () throws(UsageError) in try DaemonArguments.parse(Array(CommandLine.arguments.dropFirst())) }) {
+        case .success(.help):
+            print(DaemonArguments.usage, terminator: "")
+        case .success(.run(let arguments)):
+            await Daemon(arguments: arguments).run()
+        case .failure(let error):
+            var text = "expirabled: \(error.message)\n\(DaemonArguments.usage)"
+            text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+            Glibc.exit(64)  // EX_USAGE
         }
+    }
+
+    func run() async {
+        let level = Logger.Level(rawValue: arguments.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -48,12 +38,12 @@ struct Daemon: AsyncParsableCommand {
         let logger = Logger(label: "expirabled")
         raiseFileLimit()
         forbidCoreDumps()
-        if wallClockOffset != 0 { SystemClock.setWallClockOffset(.milliseconds(wallClockOffset)) }
+        if arguments.wallClockOffset != 0 { SystemClock.setWallClockOffset(.milliseconds(arguments.wallClockOffset)) }
 
         let configuration: Configuration
         let plugins: PluginHost
         do {
-            configuration = try Configuration.load(path: config)
+            configuration = try Configuration.load(path: arguments.config)
             plugins = try PluginHost(configuration: configuration, logger: Logger(label: "expirable.plugins"))
         } catch {
             Daemon.fail("\(error)")
@@ -94,7 +84,7 @@ struct Daemon: AsyncParsableCommand {
             engine: engine,
             options: options,
             logger: Logger(label: "expirable.server"),
-            group: MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+            group: MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
         )
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = (cluster.map { [$0 as any Service] } ?? []).map {
             .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)

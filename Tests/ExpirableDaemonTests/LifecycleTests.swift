@@ -56,6 +56,20 @@ struct LifecycleTests {
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
 
+    @Test("the command line: --help prints the usage; a bad option exits 64 naming it", arguments: [
+        (["--help"], 0, "USAGE: expirabled --config <path>"),
+        ([], 64, "expirabled: missing --config <path>"),
+        (["--config"], 64, "expirabled: --config needs a value"),
+        (["--config=/x", "--threads", "0"], 64, "expirabled: --threads 0 is not a number of threads from 1 to 256"),
+        (["--config", "/x", "--log-level", "loud"], 64, "expirabled: --log-level loud is not one of trace, debug, info, notice, warning, error, critical"),
+        (["--config", "/x", "--verbose"], 64, "expirabled: unknown argument '--verbose'"),
+    ])
+    func commandLine(arguments: [String], status: Int32, message: String) throws {
+        let result = try runTool(TestPaths.product("expirabled").path, arguments)
+        #expect(result.status == status)
+        #expect((status == 0 ? result.stdout : result.stderr).hasPrefix(message), "\(result.stderr)")
+    }
+
     @Test("a bad configuration stops the daemon at start with the file, line and key")
     func badConfiguration() throws {
         let daemon = try DaemonProcess(expirables: "[expirable.x]\nplugin = \"counter\"\ntimeout = \"soon\"\n", start: false)
