@@ -24,7 +24,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,20 +32,24 @@ let package = Package(
     targets: [
         // The plugin ABI: one C header, the only thing a plugin includes.
         .target(name: "ExpirableABI"),
+        // Linux calls Swift cannot import (variadic syscall()), each behind a prefixed C function.
+        .target(name: "CExpirableLinux"),
         .target(
             name: "ExpirableCore",
             dependencies: [.product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // A TOML 1.0 parser without Foundation, with the line of every key for error messages.
+        .target(name: "ExpirableTOML", swiftSettings: strict),
         .target(
             name: "ExpirableConfig",
-            dependencies: ["ExpirableCore", .product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["ExpirableCore", "ExpirableTOML"],
             swiftSettings: strict
         ),
         .target(
             name: "ExpirablePluginHost",
             dependencies: [
-                "ExpirableABI", "ExpirableCore", "ExpirableConfig",
+                "ExpirableABI", "CExpirableLinux", "ExpirableCore", "ExpirableConfig",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -102,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "expirabled",
             dependencies: [
-                "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
+                "CExpirableLinux", "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -151,6 +154,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ExpirableConfigTests", dependencies: ["ExpirableConfig"], swiftSettings: strict),
+        .testTarget(name: "ExpirableTOMLTests", dependencies: ["ExpirableTOML"], swiftSettings: strict),
         .testTarget(
             name: "ExpirablePluginHostTests",
             dependencies: ["ExpirablePluginHost", "ExpirableConfig", "ExpirableCore", "ExpirableTestSupport"],

@@ -1,17 +1,28 @@
 import ExpirableCore
-import Foundation
-import TOMLKit
+import ExpirableTOML
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Configuration {
+    /// The largest configuration file read; anything bigger is surely not one.
+    static let maxFileBytes = 1 << 20
+
     /// Reads and validates the file at `path`.
     public static func load(path: String) throws(ConfigurationError) -> Configuration {
-        let text: String
+        let bytes: [UInt8]
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            bytes = try readFile(path)
         } catch {
             throw ConfigurationError(
                 file: path, line: nil, key: nil,
-                message: "cannot read the configuration (\(Configuration.reason(error))); check the path given to --config"
+                message: "cannot read the configuration (\(error.reason)); check the path given to --config"
+            )
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigurationError(
+                file: path, line: nil, key: nil,
+                message: "cannot read the configuration (not UTF-8 text); check the path given to --config"
             )
         }
         return try parse(text, file: path)
@@ -21,27 +32,45 @@ extension Configuration {
     public static func parse(_ text: String, file: String) throws(ConfigurationError) -> Configuration {
         let root: TOMLTable
         do {
-            root = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw ConfigurationError(
-                file: file, line: error.source.begin.line, key: nil,
-                message: "TOML syntax error at column \(error.source.begin.column): \(error.description)"
-            )
+            root = try TOML.parse(text)
         } catch {
-            throw ConfigurationError(file: file, line: nil, key: nil, message: "TOML syntax error: \(error)")
+            throw ConfigurationError(
+                file: file, line: error.line, key: nil,
+                message: "TOML syntax error at column \(error.column): \(error.message)"
+            )
         }
-        var decoder = ConfigurationDecoder(file: file, lines: SourceLines(text))
+        var decoder = ConfigurationDecoder(file: file, root: root)
         return try decoder.decode(root)
     }
 
-    private static func reason(_ error: any Error) -> String {
-        let ns = error as NSError
-        if let posix = ns.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(posix.code)))
+    private struct ReadError: Error {
+        let reason: String
+    }
+
+    private static func readFile(_ path: String) throws(ReadError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ReadError(reason: errorText(errno)) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ReadError(reason: errorText(errno))
+            }
+            if n == 0 { return bytes }
+            bytes.append(contentsOf: chunk[..<n])
+            guard bytes.count <= maxFileBytes else { throw ReadError(reason: "larger than 1 MiB") }
         }
-        if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadNoSuchFileError { return "no such file" }
-        if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadNoPermissionError { return "permission denied" }
-        if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadInapplicableStringEncodingError { return "not UTF-8 text" }
-        return ns.localizedDescription
+    }
+
+    private static func errorText(_ code: Int32) -> String {
+        switch code {
+        case ENOENT: "no such file"
+        case EACCES: "permission denied"
+        case EISDIR: "it is a directory"
+        default: String(cString: strerror(code))
+        }
     }
 }

@@ -1,19 +1,21 @@
 import ExpirableCore
-import Foundation
-import TOMLKit
+import ExpirableTOML
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Turns a parsed TOML document into a `Configuration`, one table at a time, refusing unknown keys and
 /// values of the wrong type or form with an error that names the key and its line.
 struct ConfigurationDecoder {
     let file: String
-    let lines: SourceLines
+    let root: TOMLTable
     let baseDirectory: String
 
-    init(file: String, lines: SourceLines) {
+    init(file: String, root: TOMLTable) {
         self.file = file
-        self.lines = lines
-        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
-        baseDirectory = (absolute as NSString).deletingLastPathComponent
+        self.root = root
+        let absolute = file.hasPrefix("/") ? file : ConfigurationDecoder.currentDirectory() + "/" + file
+        baseDirectory = ConfigurationDecoder.normalized(absolute + "/..")
     }
 
     mutating func decode(_ root: TOMLTable) throws(ConfigurationError) -> Configuration {
@@ -24,7 +26,8 @@ struct ConfigurationDecoder {
         if let value = root["expirable"] {
             let all = try table(value, at: ["expirable"])
             for name in all.keys.sorted() {
-                expirables.append(try decodeExpirable(name, table(all[name]!, at: ["expirable", name])))
+                guard let value = all[name] else { continue }
+                expirables.append(try decodeExpirable(name, table(value, at: ["expirable", name])))
             }
         }
         return Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
@@ -44,7 +47,7 @@ struct ConfigurationDecoder {
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Configuration.Server.defaultPluginDir
         var mode = Configuration.Server.defaultSocketMode
         if let value = t["socket_mode"] {
-            let text = value.string ?? value.int.map { String($0, radix: 8) }
+            let text = value.string ?? value.integer.map { String($0, radix: 8) }
             guard let text, let parsed = UInt32(text, radix: 8), parsed <= 0o777, !text.isEmpty else {
                 throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(show(value))")
             }
@@ -69,7 +72,8 @@ struct ConfigurationDecoder {
             let peerAt = at + ["peers", name]
             _ = try nodeName(name, at: peerAt)
             guard name != node else { throw error(peerAt, "is this node itself (cluster.node = \"\(node)\"); list only the other nodes") }
-            peers.append(.init(name: name, endpoint: try endpoint(peerTable[name]!, at: peerAt)))
+            guard let value = peerTable[name] else { continue }
+            peers.append(.init(name: name, endpoint: try endpoint(value, at: peerAt)))
         }
         func file(_ key: String) throws(ConfigurationError) -> String {
             guard let p = try path(t, key, at: at) else { throw missing(at + [key], "a path to a PEM file") }
@@ -117,7 +121,7 @@ struct ConfigurationDecoder {
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {
         var params: [Configuration.Param] = []
         for key in t.keys.sorted() {
-            let value = t[key]!
+            guard let value = t[key] else { continue }
             if let array = value.array {
                 for element in array {
                     guard let text = scalar(element) else {
@@ -136,45 +140,48 @@ struct ConfigurationDecoder {
 
     // MARK: Values
 
-    private func scalar(_ v: any TOMLValueConvertible) -> String? {
-        if let s = v.string { return s }
-        if let i = v.int { return String(i) }
-        if let b = v.bool { return String(b) }
-        if let d = v.double { return String(d) }
-        return nil
+    private func scalar(_ v: TOMLValue) -> String? {
+        switch v {
+        case .string(let s): s
+        case .integer(let i): String(i)
+        case .boolean(let b): String(b)
+        case .float(let d): String(d)
+        case .dateTime(let text): text
+        case .array, .table: nil
+        }
     }
 
     private func integer(_ t: TOMLTable, _ key: String, at: [String], in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
         guard let v = t[key] else { return nil }
-        guard let n = v.int, range.contains(n) else {
+        guard let n = v.integer.flatMap({ Int(exactly: $0) }), range.contains(n) else {
             throw error(at + [key], "expected an integer from \(range.lowerBound) to \(range.upperBound), got \(show(v))")
         }
         return n
     }
 
-    private func table(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> TOMLTable {
+    private func table(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> TOMLTable {
         guard let t = v.table else { throw error(at, "expected a table, got \(show(v))") }
         return t
     }
 
-    private func string(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> String {
+    private func string(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> String {
         guard let s = v.string else { throw error(at, "expected a string, got \(show(v))") }
         return s
     }
 
-    private func duration(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> Duration {
-        if let ms = v.int, ms >= 0 { return .milliseconds(ms) }
+    private func duration(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Duration {
+        if let ms = v.integer, ms >= 0 { return .milliseconds(ms) }
         if let s = v.string, let d = DurationParser.duration(s) { return d }
         throw error(at, "expected \(DurationParser.expected), got \(show(v))")
     }
 
-    private func oneOf<E: RawRepresentable & CaseIterable>(_: E.Type, _ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> E where E.RawValue == String {
+    private func oneOf<E: RawRepresentable & CaseIterable>(_: E.Type, _ v: TOMLValue, at: [String]) throws(ConfigurationError) -> E where E.RawValue == String {
         let words = E.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: " or ")
         guard let s = v.string, let e = E(rawValue: s) else { throw error(at, "expected \(words), got \(show(v))") }
         return e
     }
 
-    private func nodeName(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> String {
+    private func nodeName(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> String {
         try nodeName(try string(v, at: at), at: at)
     }
 
@@ -187,7 +194,7 @@ struct ConfigurationDecoder {
         return s
     }
 
-    private func endpoint(_ v: any TOMLValueConvertible, at: [String]) throws(ConfigurationError) -> Configuration.Endpoint {
+    private func endpoint(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Configuration.Endpoint {
         let s = try string(v, at: at)
         let bad = error(at, "expected \"host:port\" with a port from 1 to 65535 (IPv6 as \"[::1]:7400\"), got \"\(s)\"")
         guard let colon = s.lastIndex(of: ":") else { throw bad }
@@ -201,11 +208,29 @@ struct ConfigurationDecoder {
         guard let v = t[key] else { return nil }
         let s = try string(v, at: at + [key])
         guard !s.isEmpty, !s.contains("\0") else { throw error(at + [key], "expected a non-empty path") }
-        let joined = s.hasPrefix("/") ? s : baseDirectory + "/" + s
-        return (joined as NSString).standardizingPath
+        return ConfigurationDecoder.normalized(s.hasPrefix("/") ? s : baseDirectory + "/" + s)
     }
 
-    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], _ convert: (any TOMLValueConvertible) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
+    /// `path` without empty, "." and ".." components (resolved by name, not by following links).
+    static func normalized(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..": _ = parts.popLast()
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    static func currentDirectory() -> String {
+        guard let cwd = getcwd(nil, 0) else { return "/" }
+        defer { free(cwd) }
+        return String(cString: cwd)
+    }
+
+    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], _ convert: (TOMLValue) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
         guard let v = t[key] else { throw missing(at + [key], "a value") }
         return try convert(v)
     }
@@ -220,18 +245,33 @@ struct ConfigurationDecoder {
 
     // MARK: Errors
 
-    private func show(_ v: any TOMLValueConvertible) -> String {
-        if let s = v.string { return "\"\(s)\"" }
-        if let i = v.int { return "\(i)" }
-        return "a \(v.type.rawValue)"
+    private func show(_ v: TOMLValue) -> String {
+        switch v {
+        case .string(let s): "\"\(s)\""
+        case .integer(let i): "\(i)"
+        default: "a \(v.typeName)"
+        }
+    }
+
+    /// The line of `path`, or of its nearest enclosing key or table written in the file.
+    private func line(of path: [String]) -> Int? {
+        var table = root
+        var found: Int?
+        for key in path {
+            guard let line = table.line(of: key) else { break }
+            found = line
+            guard let next = table[key]?.table else { break }
+            table = next
+        }
+        return found
     }
 
     private func error(_ at: [String], _ message: String) -> ConfigurationError {
-        ConfigurationError(file: file, line: lines.line(of: at), key: at.joined(separator: "."), message: message)
+        ConfigurationError(file: file, line: line(of: at), key: at.joined(separator: "."), message: message)
     }
 
     private func missing(_ at: [String], _ what: String) -> ConfigurationError {
-        ConfigurationError(file: file, line: lines.line(of: Array(at.dropLast())), key: at.joined(separator: "."),
+        ConfigurationError(file: file, line: line(of: Array(at.dropLast())), key: at.joined(separator: "."),
                            message: "is missing; expected \(what)")
     }
 }

@@ -11,7 +11,7 @@ import Synchronization
 /// holds one thread and no more.
 final class PluginInstance: Fetcher, @unchecked Sendable {
     // @unchecked: `arguments` and the C memory it points into are written once in init and then only read;
-    // `instance` is written once by create(). Everything that changes later is behind `busySince`.
+    // `instance` and `thread` are written once by create(). Everything that changes later is behind `busySince`.
     let expirable: String
     let library: PluginLibrary
     let timeout: Duration
@@ -19,6 +19,7 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
     private var arguments = expirable_call()
     private let storage: ParamStorage
     private var instance: UnsafeMutableRawPointer?
+    private var thread: PluginThread?
     /// Monotonic start time of the call under way, if any.
     private let busySince = Mutex<UInt64?>(nil)
     private let clock = SystemClock()
@@ -37,8 +38,13 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
         arguments.timeout_ms = timeout.milliseconds
     }
 
-    /// Calls `expirable_create`, if the plugin has it; a refusal becomes an error naming the expirable.
+    /// Starts the thread the calls run on and calls `expirable_create`, if the plugin has it; a refusal becomes
+    /// an error naming the expirable.
     func create() throws(PluginError) {
+        guard let thread = PluginThread(name: "plugin:\(expirable)") else {
+            throw PluginError("expirable.\(expirable): cannot start a thread for its plugin calls (the system is out of threads)")
+        }
+        self.thread = thread
         guard let create = library.create else { return }
         let result = CallResult()
         var call = arguments
@@ -52,15 +58,16 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
         arguments.instance = made
     }
 
-    /// Calls `expirable_destroy` unless a call is still running (then the state is left alone).
+    /// Calls `expirable_destroy` and ends the thread, unless a call is still running (then both are left alone).
     func destroy() {
-        guard let destroy = library.destroy, let instance else { return }
         let idle = busySince.withLock { s -> Bool in
             guard s == nil else { return false }
             s = .max
             return true
         }
-        if idle { destroy(instance) }
+        guard idle else { return }
+        thread?.stop()
+        if let destroy = library.destroy, let instance { destroy(instance) }
     }
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
@@ -77,7 +84,12 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
         }
         let answer = Once(completion)
         let result = CallResult()
-        let started = startPluginThread(name: "plugin:\(expirable)") { [self] in
+        guard let thread else {
+            busySince.withLock { $0 = nil }
+            completion(.failure(.fetch("plugin \(library.path) for \(expirable) was not started; the daemon did not call create()")))
+            return
+        }
+        thread.run { [self] in
             var call = arguments
             call.result = HostFunctions.opaque(result)
             withExtendedLifetime(result) { library.fetch(&call) }
@@ -85,12 +97,6 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
             if !answer.fire(result.outcome(plugin: library.path)) {
                 logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
             }
-        }
-        guard started else {
-            busySince.withLock { $0 = nil }
-            logger.error("cannot start a thread for a plugin call", metadata: ["expirable": "\(expirable)"])
-            completion(.failure(.fetch("the daemon cannot start a thread for plugin \(library.path) (out of threads); try again later")))
-            return
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: timeout.milliseconds))) { [self] in
             if answer.fire(.failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms"))) {

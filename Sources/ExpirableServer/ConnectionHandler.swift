@@ -6,7 +6,8 @@ import NIOExtras
 
 /// One client connection: parses pipelined RESP requests and answers them in order. A GET or FETCH of a valid
 /// value is answered inline on the event loop; a miss waits for the engine, and requests behind it wait their
-/// turn (reads pause meanwhile). Malformed or oversized input gets an error and the connection is closed.
+/// turn (kept unparsed, up to the request size limit). Malformed or oversized input gets an error and the
+/// connection is closed.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -49,7 +50,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if waiting {
+        // While a request waits on a plugin, later requests are read and kept, not answered, up to the request
+        // size limit; past it, reading pauses. Pausing on every wait would cost two epoll_ctl calls per waiting
+        // connection, a fifth of the time to answer a burst of callers.
+        if waiting, (inbound?.readableBytes ?? 0) >= state.options.maxRequestBytes {
             readPending = true
         } else {
             context.read()
@@ -201,7 +205,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         process(context: context)
         sendReplies(context: context)
-        if readPending && !waiting {
+        if readPending && (!waiting || (inbound?.readableBytes ?? 0) < state.options.maxRequestBytes) {
             readPending = false
             context.read()
         }

@@ -165,14 +165,27 @@ struct ConfigurationTests {
         }
     }
 
-    @Test("an unreadable file is refused with its path and what to check")
-    func missingFile() {
-        do {
-            _ = try Configuration.load(path: "/nonexistent/expirable.toml")
-            Issue.record("expected an error")
-        } catch {
-            #expect(error.description.hasPrefix("/nonexistent/expirable.toml: cannot read the configuration ("))
-            #expect(error.description.hasSuffix("); check the path given to --config"))
+    @Test("an unreadable file is refused with its path, the reason and what to check")
+    func unreadableFiles() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("expirable-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let latin1 = dir.appendingPathComponent("latin1.toml")
+        try Data([0x23, 0x20, 0xE9, 0x0A]).write(to: latin1)  // "# é" in Latin-1
+        let big = dir.appendingPathComponent("big.toml")
+        try Data(repeating: 0x23, count: (1 << 20) + 1).write(to: big)
+        for (path, reason) in [
+            ("/nonexistent/expirable.toml", "no such file"),
+            (dir.path, "it is a directory"),
+            (latin1.path, "not UTF-8 text"),
+            (big.path, "larger than 1 MiB"),
+        ] {
+            do {
+                _ = try Configuration.load(path: path)
+                Issue.record("expected an error for \(path)")
+            } catch {
+                #expect(error.description == "\(path): cannot read the configuration (\(reason)); check the path given to --config")
+            }
         }
     }
 
