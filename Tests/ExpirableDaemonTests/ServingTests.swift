@@ -120,6 +120,17 @@ struct ServingTests {
         #expect(daemon.count("calls") == 1)
     }
 
+    @Test("requests behind a waiting one are kept past max_request_bytes (reading pauses, then resumes) and answered in order")
+    func pipeliningPastTheLimit() throws {
+        let daemon = try Self.start("[expirable.slow]\nplugin = \"sleeper\"\n[expirable.slow.params]\nsleep_ms = 300\n",
+                                    server: "max_request_bytes = 1024", testPlugins: ["sleeper"])
+        defer { daemon.remove() }
+        let connection = try RawConnection(daemon.socket)
+        let pings = 1000  // 6,000 bytes behind the waiting GET, several times the limit
+        let reply = connection.roundTrip("GET slow\r\n" + String(repeating: "PING\r\n", count: pings), expecting: pings + 1)
+        #expect(reply == "$16\r\nmax_concurrent=1\r\n" + String(repeating: "+PONG\r\n", count: pings))
+    }
+
     @Test("values never reach the daemon's log")
     func valuesNotLogged() throws {
         let daemon = try Self.start(Self.counter(ttlMillis: 1))

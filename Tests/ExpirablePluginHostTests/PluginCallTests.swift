@@ -69,6 +69,22 @@ struct PluginCallTests {
         #expect(answer == "max_concurrent=1")
     }
 
+    @Test("an expirable's calls all run on one thread of its own, named after it")
+    func callThread() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.compile("whoami")
+        let (engine, _) = try fixture.engine("[expirable.who]\nplugin = \"whoami\"\n[expirable.other]\nplugin = \"whoami\"\n")
+        let first = try await engine.fetch("who").text
+        engine.clear("who")
+        let second = try await engine.fetch("who").text
+        let other = try await engine.fetch("other").text
+        #expect(first.hasSuffix(" comm=plugin:who"))
+        #expect(first == second, "a second call ran on another thread")
+        #expect(other.hasSuffix(" comm=plugin:other"))
+        #expect(other.prefix { $0 != " " } != first.prefix { $0 != " " }, "two expirables shared a thread")
+    }
+
     @Test("the sleeper plugin reports no concurrent calls on one instance when callers pile up")
     func noConcurrentCalls() async throws {
         let fixture = try PluginFixture()
