@@ -15,6 +15,7 @@ cp "$bin/libfile.so" "$work/plugins/"
 cc -shared -fPIC -O2 -I Sources/ExpirableABI/include Tests/Fixtures/sleeper.c -o "$work/plugins/libsleeper.so"
 cc -O2 Benchmarks/pingpong/pingpong.c -o "$work/pingpong"
 cc -O2 Benchmarks/burst/burst.c -o "$work/burst"
+cc -O2 Benchmarks/burst/floor.c -o "$work/floor"
 value="tok_$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n')"   # a 64-byte token
 printf '%s' "$value" > "$work/token"
 cat > "$work/expirable.toml" <<TOML
@@ -90,9 +91,13 @@ echo "1,000 callers, one connection each, GET a cleared value whose plugin takes
 calls_before=$(redis-cli -s "$work/e.sock" INFO slow | tr -d '\r' | awk -F: '/^plugin_calls:/ {print $2}')
 "$work/burst" "$work/e.sock" slow 1000 "$((rounds * 3))" > "$work/burst.txt"
 calls=$(( $(redis-cli -s "$work/e.sock" INFO slow | tr -d '\r' | awk -F: '/^plugin_calls:/ {print $2}') - calls_before ))
+"$work/floor" "$work/floor.sock" & pids+=("$!")
+for _ in $(seq 50); do [ -S "$work/floor.sock" ] && break; sleep 0.1; done
+"$work/burst" "$work/floor.sock" slow 1000 "$((rounds * 3))" > "$work/floor.txt"
+answered() { sed 's/.*all_answered_ms=\([0-9.]*\).*/\1/' "$1"; }
 echo "  C client (Benchmarks/burst/burst.c), $((rounds * 3)) rounds: plugin calls $calls (one per round expected)"
-echo "    all answered (ms): $(sed 's/.*all_answered_ms=\([0-9.]*\).*/\1/' "$work/burst.txt" | tr '\n' ' ')"
-echo "    median $(sed 's/.*all_answered_ms=\([0-9.]*\).*/\1/' "$work/burst.txt" | median) ms"
+echo "    expirabled, all answered (ms): $(answered "$work/burst.txt" | tr '\n' ' ')median $(answered "$work/burst.txt" | median)"
+echo "    floor (Benchmarks/burst/floor.c, a bare C epoll server holding the GETs 100 ms): $(answered "$work/floor.txt" | tr '\n' ' ')median $(answered "$work/floor.txt" | median)"
 for _ in $(seq "$rounds"); do
     "$bin/ClientBenchmark" burst "$work/e.sock" slow 1000 | sed 's/^/  ExpirableClient: /'
 done
