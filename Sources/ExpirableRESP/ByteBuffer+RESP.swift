@@ -89,7 +89,7 @@ extension ByteBuffer {
         if n < 0 { writeInteger(UInt8(ascii: "-")) }
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, enough for 20 digits
         let count = withUnsafeMutableBytes(of: &digits) { ByteBuffer.formatDecimal(n.magnitude, into: $0) }
-        withUnsafeBytes(of: &digits) { writeBytes(UnsafeRawBufferPointer(rebasing: $0[($0.count - count)...])) }
+        _ = withUnsafeBytes(of: &digits) { writeBytes(UnsafeRawBufferPointer(rebasing: $0[($0.count - count)...])) }
     }
 
     /// Writes `value`'s decimal digits at the end of `scratch`; returns how many.

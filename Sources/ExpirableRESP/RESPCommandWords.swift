@@ -1,129 +1,138 @@
 import NIOCore
 
-/// The words of one request, for servers: positions in the receive buffer rather than copies or slices, so
-/// parsing a request and matching its words costs no allocation and one reference count.
-public struct RESPCommandWords: Sendable {
+/// The words of one request, for servers: positions in the receive buffer's memory rather than copies, slices
+/// or references, so parsing a request and matching its words costs no allocation and no reference count.
+/// A value is valid only inside the `scanCommands` call that produced it.
+public struct RESPCommandWords {
     public private(set) var count = 0
-    private let storage: ByteBuffer
-    // Absolute (index, length) pairs of the first three words; every daemon command fits in three.
+    private let base: UnsafeRawPointer?
+    // (offset, length) pairs of the first three words; every daemon command fits in three.
     private var inline: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
     private var rest: [(Int, Int)] = []
 
-    init(storage: ByteBuffer) {
-        self.storage = storage
+    init(base: UnsafeRawPointer?) {
+        self.base = base
     }
 
-    mutating func append(at index: Int, length: Int) {
+    mutating func append(at offset: Int, length: Int) {
         switch count {
-        case 0: inline.0 = index; inline.1 = length
-        case 1: inline.2 = index; inline.3 = length
-        case 2: inline.4 = index; inline.5 = length
-        default: rest.append((index, length))
+        case 0: inline.0 = offset; inline.1 = length
+        case 1: inline.2 = offset; inline.3 = length
+        case 2: inline.4 = offset; inline.5 = length
+        default: rest.append((offset, length))
         }
         count += 1
     }
 
-    private func position(_ word: Int) -> (index: Int, length: Int) {
-        switch word {
+    /// The bytes of word `word` (0 is the command name); they must not outlive the `scanCommands` body.
+    public func bytes(_ word: Int) -> UnsafeRawBufferPointer {
+        let (offset, length): (Int, Int) = switch word {
         case 0: (inline.0, inline.1)
         case 1: (inline.2, inline.3)
         case 2: (inline.4, inline.5)
         default: rest[word - 3]
         }
-    }
-
-    /// Calls `body` with the bytes of word `word` (0 is the command name); they must not escape it.
-    public func withUnsafeBytes<R>(of word: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        let (index, length) = position(word)
-        return try storage.withUnsafeReadableBytes { all in
-            try body(UnsafeRawBufferPointer(rebasing: all[(index - storage.readerIndex)..<(index - storage.readerIndex + length)]))
-        }
-    }
-
-    /// Word `word` as a buffer (a slice: no copy).
-    public subscript(word: Int) -> ByteBuffer {
-        let (index, length) = position(word)
-        return storage.getSlice(at: index, length: length)!
+        guard let base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + offset, count: length)
     }
 
     /// Word `word` as text (invalid UTF-8 repaired).
     public func string(_ word: Int) -> String {
-        withUnsafeBytes(of: word) { String(decoding: $0, as: UTF8.self) }
+        String(decoding: bytes(word), as: UTF8.self)
     }
 
     /// Whether word `word` is `keyword` (given in upper case), ignoring ASCII case.
     public func word(_ word: Int, is keyword: StaticString) -> Bool {
-        withUnsafeBytes(of: word) { bytes in
-            guard bytes.count == keyword.utf8CodeUnitCount else { return false }
-            for index in 0..<bytes.count where bytes[index] & 0xDF != keyword.utf8Start[index] { return false }
-            return true
-        }
+        let bytes = bytes(word)
+        guard bytes.count == keyword.utf8CodeUnitCount else { return false }
+        for index in 0..<bytes.count where bytes[index] & 0xDF != keyword.utf8Start[index] { return false }
+        return true
     }
 }
 
 extension RESPParser {
-    /// The next complete request at the front of `buffer`, as words, consuming its bytes; nil (consuming
-    /// nothing) when more bytes are needed. A request is an array of bulk strings, or an inline line when
-    /// `inlineCommands` is set. Anything else, or input over the limits, throws.
-    public func nextCommand(_ buffer: inout ByteBuffer) throws(RESPError) -> RESPCommandWords? {
-        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
-        var cursor = buffer
-        let words: RESPCommandWords?
-        if first == UInt8(ascii: "*") {
-            words = try commandArray(&cursor, storage: buffer)
-        } else if inlineCommands && !RESPParser.isTypeByte(first) {
-            words = try inlineCommand(&cursor, storage: buffer)
-        } else {
-            throw .malformed("expected a command as an array of bulk strings, got byte \(first)")
+    /// Calls `body` with each complete request at the front of `buffer`, in order, until `body` returns false
+    /// or only part of a request is left, then consumes the bytes of the requests given to `body`. A request is
+    /// an array of bulk strings, or an inline line when `inlineCommands` is set. Anything else, or input over
+    /// the limits, throws (after the requests before it were given to `body`).
+    public func scanCommands(_ buffer: inout ByteBuffer, _ body: (RESPCommandWords) -> Bool) throws(RESPError) {
+        let scanned: Result<Int, RESPError> = buffer.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let request: (words: RESPCommandWords, end: Int)?
+                do throws(RESPError) {
+                    request = try scanCommand(bytes, from: offset)
+                } catch {
+                    return .failure(error)
+                }
+                guard let request else {
+                    if bytes.count - offset > limits.maxValueBytes {
+                        return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
+                    }
+                    break
+                }
+                if request.end - offset > limits.maxValueBytes {
+                    return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
+                }
+                offset = request.end
+                if !body(request.words) { break }
+            }
+            return .success(offset)
         }
-        guard let words else {
-            if buffer.readableBytes > limits.maxValueBytes { throw .tooLarge("request over \(limits.maxValueBytes) bytes") }
-            return nil
+        switch scanned {
+        case .success(let consumed): buffer.moveReaderIndex(forwardBy: consumed)
+        case .failure(let error): throw error
         }
-        if cursor.readerIndex - buffer.readerIndex > limits.maxValueBytes {
-            throw .tooLarge("request over \(limits.maxValueBytes) bytes")
-        }
-        buffer = cursor
-        return words
     }
 
-    private func commandArray(_ cursor: inout ByteBuffer, storage: ByteBuffer) throws(RESPError) -> RESPCommandWords? {
-        cursor.moveReaderIndex(forwardBy: 1)
-        guard let count = try decimalLine(&cursor) else { return nil }
+    /// The request starting at `offset`, and where it ends; nil when more bytes are needed.
+    private func scanCommand(_ bytes: UnsafeRawBufferPointer, from offset: Int) throws(RESPError) -> (words: RESPCommandWords, end: Int)? {
+        let first = bytes[offset]
+        if first == UInt8(ascii: "*") {
+            return try commandArray(bytes, from: offset + 1)
+        } else if inlineCommands && !RESPParser.isTypeByte(first) {
+            return try inlineCommand(bytes, from: offset)
+        }
+        throw .malformed("expected a command as an array of bulk strings, got byte \(first)")
+    }
+
+    private func commandArray(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RESPError) -> (words: RESPCommandWords, end: Int)? {
+        guard let (count, afterCount) = try decimalLine(bytes, from: start) else { return nil }
         guard count >= 0 else { throw .malformed("invalid multibulk length") }
         guard count <= limits.maxArrayCount else { throw .tooLarge("array of \(count) elements, over the limit of \(limits.maxArrayCount)") }
-        var words = RESPCommandWords(storage: storage)
+        var words = RESPCommandWords(base: bytes.baseAddress)
+        var cursor = afterCount
         for _ in 0..<count {
-            guard let type = cursor.readInteger(as: UInt8.self) else { return nil }
+            guard cursor < bytes.count else { return nil }
+            let type = bytes[cursor]
             guard type == UInt8(ascii: "$") else { throw .malformed("expected '$', got byte \(type)") }
-            guard let length = try decimalLine(&cursor) else { return nil }
+            guard let (length, afterLength) = try decimalLine(bytes, from: cursor + 1) else { return nil }
             guard length >= 0 else { throw .malformed("invalid bulk length") }
             guard length <= limits.maxBulkLength else { throw .tooLarge("bulk string of \(length) bytes, over the limit of \(limits.maxBulkLength)") }
-            guard cursor.readableBytes >= Int(length) + 2 else { return nil }
-            words.append(at: cursor.readerIndex, length: Int(length))
-            cursor.moveReaderIndex(forwardBy: Int(length))
-            guard cursor.readInteger(as: UInt16.self) == 0x0D0A else { throw .malformed("bulk string not followed by CRLF") }
+            guard bytes.count - afterLength >= Int(length) + 2 else { return nil }
+            words.append(at: afterLength, length: Int(length))
+            cursor = afterLength + Int(length)
+            guard bytes[cursor] == 0x0D, bytes[cursor + 1] == 0x0A else { throw .malformed("bulk string not followed by CRLF") }
+            cursor += 2
         }
-        return words
+        return (words, cursor)
     }
 
     /// An inline command: one line split on spaces.
-    private func inlineCommand(_ cursor: inout ByteBuffer, storage: ByteBuffer) throws(RESPError) -> RESPCommandWords? {
-        let view = cursor.readableBytesView
-        guard let lf = view.firstIndex(of: UInt8(ascii: "\n")) else {
-            if view.count > limits.maxValueBytes { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
+    private func inlineCommand(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RESPError) -> (words: RESPCommandWords, end: Int)? {
+        guard let lf = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) else {
+            if bytes.count - start > limits.maxValueBytes { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
             return nil
         }
         var end = lf
-        if end > view.startIndex, view[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-        var words = RESPCommandWords(storage: storage)
-        var start = view.startIndex
-        for index in view.startIndex...end where index == end || view[index] == UInt8(ascii: " ") {
-            if index > start { words.append(at: start, length: index - start) }
-            start = index + 1
+        if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+        var words = RESPCommandWords(base: bytes.baseAddress)
+        var wordStart = start
+        for index in start...end where index == end || bytes[index] == UInt8(ascii: " ") {
+            if index > wordStart { words.append(at: wordStart, length: index - wordStart) }
+            wordStart = index + 1
         }
         guard words.count <= limits.maxArrayCount else { throw .tooLarge("inline command of \(words.count) words, over the limit of \(limits.maxArrayCount)") }
-        cursor.moveReaderIndex(to: lf + 1)
-        return words
+        return (words, lf + 1)
     }
 }

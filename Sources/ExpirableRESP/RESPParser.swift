@@ -1,7 +1,7 @@
 import NIOCore
 
 /// An incremental RESP2 parser: feed it the bytes received so far, take complete values off the front.
-/// `next` reads any value (what clients do with replies); `nextCommand` reads requests (what servers do), and
+/// `next` reads any value (what clients do with replies); `scanCommands` reads requests (what servers do), and
 /// with `inlineCommands` also accepts a line that does not start with a RESP type byte as a space-separated
 /// command, as Redis does for `telnet` users. Bulk strings are never copied.
 public struct RESPParser: Sendable {
@@ -96,29 +96,36 @@ public struct RESPParser: Sendable {
     /// has not arrived.
     func decimalLine(_ cursor: inout ByteBuffer) throws(RESPError) -> Int64? {
         let result: Result<(Int64, Int)?, RESPError> = cursor.withUnsafeReadableBytes { bytes in
-            var value: Int64 = 0
-            var negative = false
-            var index = 0
-            while index < bytes.count {
-                let byte = bytes[index]
-                if byte == UInt8(ascii: "\r") {
-                    guard index + 1 < bytes.count else { return .success(nil) }
-                    guard bytes[index + 1] == UInt8(ascii: "\n"), index > (negative ? 1 : 0) else { return .failure(.malformed("invalid length line")) }
-                    return .success((negative ? -value : value, index + 2))
-                }
-                if index == 0 && byte == UInt8(ascii: "-") {
-                    negative = true
-                } else {
-                    guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), index < 18 else { return .failure(.malformed("invalid length line")) }
-                    value = value * 10 + Int64(byte - UInt8(ascii: "0"))
-                }
-                index += 1
-            }
-            return .success(nil)
+            do throws(RESPError) { return .success(try decimalLine(bytes, from: 0)) } catch { return .failure(error) }
         }
         guard let (value, consumed) = try result.get() else { return nil }
         cursor.moveReaderIndex(forwardBy: consumed)
         return value
+    }
+
+    /// A length line ("123\r\n", or "-1\r\n") starting at `start`: its value and where the next line starts; nil
+    /// when the line is not complete yet.
+    func decimalLine(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RESPError) -> (Int64, Int)? {
+        var value: Int64 = 0
+        var negative = false
+        var index = start
+        while index < bytes.count {
+            let byte = bytes[index]
+            let position = index - start
+            if byte == UInt8(ascii: "\r") {
+                guard index + 1 < bytes.count else { return nil }
+                guard bytes[index + 1] == UInt8(ascii: "\n"), position > (negative ? 1 : 0) else { throw .malformed("invalid length line") }
+                return (negative ? -value : value, index + 2)
+            }
+            if position == 0 && byte == UInt8(ascii: "-") {
+                negative = true
+            } else {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), position < 18 else { throw .malformed("invalid length line") }
+                value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+            }
+            index += 1
+        }
+        return nil
     }
 
     /// A decimal integer of at most 18 digits with an optional minus sign.

@@ -24,7 +24,12 @@ struct RESPTests {
 
     /// The words of the next request, as text.
     func words(_ buffer: inout ByteBuffer) throws -> [String]? {
-        try requests.nextCommand(&buffer).map { words in (0..<words.count).map { words.string($0) } }
+        var first: [String]?
+        try requests.scanCommands(&buffer) { words in
+            first = (0..<words.count).map { words.string($0) }
+            return false
+        }
+        return first
     }
 
     @Test("a request split at every byte boundary parses once complete, consuming nothing before")
@@ -62,6 +67,29 @@ struct RESPTests {
         #expect(try words(&buffer) == nil)
     }
 
+    @Test("scanning stops where the server says, consuming only what it was given; an error comes after the good requests")
+    func scanning() throws {
+        var buffer = ByteBuffer(string: "PING\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING x\r\n*1\r\n$4\r\nPI")
+        var seen: [[String]] = []
+        try requests.scanCommands(&buffer) { words in
+            seen.append((0..<words.count).map { words.string($0) })
+            return seen.count < 2
+        }
+        #expect(seen == [["PING"], ["GET", "a"]])
+        #expect(String(buffer: buffer) == "PING x\r\n*1\r\n$4\r\nPI")
+        try requests.scanCommands(&buffer) { words in
+            seen.append((0..<words.count).map { words.string($0) })
+            return true
+        }
+        #expect(seen.last == ["PING", "x"])
+        #expect(String(buffer: buffer) == "*1\r\n$4\r\nPI")
+
+        var bad = ByteBuffer(string: "PING\r\n*1\r\n%3\r\n")
+        var before = 0
+        #expect(throws: RESPError.self) { try requests.scanCommands(&bad) { _ in before += 1; return true } }
+        #expect(before == 1)
+    }
+
     @Test("inline commands split on spaces")
     func inline() throws {
         var buffer = ByteBuffer(string: "GET  token\r\nPING\n")
@@ -72,17 +100,22 @@ struct RESPTests {
     @Test("command words match keywords regardless of case")
     func keywords() throws {
         var buffer = ByteBuffer(string: "*2\r\n$3\r\ngEt\r\n$1\r\nx\r\n")
-        let request = try #require(try requests.nextCommand(&buffer))
-        #expect(request.word(0, is: "GET"))
-        #expect(!request.word(0, is: "GETX"))
-        #expect(!request.word(1, is: "GET"))
+        var checked = false
+        try requests.scanCommands(&buffer) { request in
+            #expect(request.word(0, is: "GET"))
+            #expect(!request.word(0, is: "GETX"))
+            #expect(!request.word(1, is: "GET"))
+            checked = true
+            return true
+        }
+        #expect(checked)
     }
 
     @Test("malformed requests are refused", arguments: ["*2\r\n$3\r\nGET\r\n$x\r\n", "*1\r\n$3\r\nGETX\r\n", "*1\r\n%3\r\n", "*-5\r\n", ":12\r\n", "*1\r\n*1\r\n$1\r\nx\r\n", "$3\r\nGET\r\n"])
     func malformed(input: String) {
         var buffer = ByteBuffer(string: input)
         do {
-            _ = try requests.nextCommand(&buffer)
+            try requests.scanCommands(&buffer) { _ in true }
             Issue.record("expected malformed")
         } catch {
             #expect(error.kind == .malformed)
@@ -106,7 +139,7 @@ struct RESPTests {
     func oversized(input: String) {
         var buffer = ByteBuffer(string: input)
         do {
-            _ = try requests.nextCommand(&buffer)
+            try requests.scanCommands(&buffer) { _ in true }
             Issue.record("expected tooLarge")
         } catch {
             #expect(error.kind == .tooLarge)
