@@ -37,6 +37,9 @@ struct ConfigurationTests {
             client_id = "abc"
             retries = 3
             argv = ["curl", "-s"]
+            verbose = true
+            ratio = 0.5
+            not_before = 2026-11-21T10:00:00Z
 
             [expirable.local_one]
             plugin = "command"
@@ -62,7 +65,8 @@ struct ConfigurationTests {
         #expect(github.refresh == .eager(beforeExpiry: .seconds(30)))
         #expect(github.timeout == .seconds(10))
         #expect(github.params.map { "\($0.key)=\($0.value)" } == [
-            "argv=curl", "argv=-s", "client_id=abc", "retries=3", "token_url=https://github.example/oauth/token",
+            "argv=curl", "argv=-s", "client_id=abc", "not_before=2026-11-21T10:00:00Z", "ratio=0.5", "retries=3",
+            "token_url=https://github.example/oauth/token", "verbose=true",
         ])
         let local = config.expirables[1]
         #expect(local.scope == .local)
