@@ -32,8 +32,6 @@ let package = Package(
     targets: [
         // The plugin ABI: one C header, the only thing a plugin includes.
         .target(name: "ExpirableABI"),
-        // Linux calls Swift cannot import (variadic syscall()), each behind a prefixed C function.
-        .target(name: "CExpirableLinux"),
         .target(
             name: "ExpirableCore",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -49,7 +47,7 @@ let package = Package(
         .target(
             name: "ExpirablePluginHost",
             dependencies: [
-                "ExpirableABI", "CExpirableLinux", "ExpirableCore", "ExpirableConfig",
+                "ExpirableABI", "ExpirableCore", "ExpirableConfig",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -105,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "expirabled",
             dependencies: [
-                "CExpirableLinux", "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
+                "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),

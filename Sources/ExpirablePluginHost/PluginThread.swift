@@ -1,13 +1,12 @@
-import CExpirableLinux
 import Dispatch
 import Glibc
 import Synchronization
 
 /// The thread an expirable's plugin calls run on, one per plugin instance, so a plugin that blocks holds its
-/// own thread and never one the daemon serves with. The thread is made once and sleeps between calls, with a
-/// short scheduler time slice: on a busy 2-core machine a thread made per call started the plugin 1 to 4 ms
-/// late, a sleeping thread with the default slice 1 to 2 ms, and one with a short slice about 0.1 ms (measured
-/// with Benchmarks/burst while 1,000 callers arrive).
+/// own thread and never one the daemon serves with. The thread is made once and sleeps between calls: making
+/// one per call cost a thread creation each time, and on a busy 2-core machine such a thread started the
+/// plugin 1 to 4 ms after the request (Linux queues a new thread behind the running ones; measured with
+/// Benchmarks/burst while 1,000 callers arrive).
 final class PluginThread: Sendable {
     private enum Job {
         case call(@Sendable () -> Void)
@@ -33,7 +32,6 @@ final class PluginThread: Sendable {
         let created = pthread_create(&thread, &attributes, { context in
             let start = Unmanaged<Start>.fromOpaque(context!).takeRetainedValue()
             PluginThread.setName(start.name)
-            _ = CExpirableLinux_setTimeSlice(CEXPIRABLE_LINUX_SHORT_SLICE_NS)
             start.thread.loop()
             return nil
         }, start)

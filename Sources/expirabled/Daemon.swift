@@ -1,4 +1,3 @@
-import CExpirableLinux
 import ExpirableCluster
 import ExpirableConfig
 import ExpirableCore
@@ -81,15 +80,11 @@ struct Daemon {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }
         }
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
-        // Event-loop threads do microseconds of work per wakeup; a short time slice lets them run as soon as a
-        // request arrives on a busy machine (see PluginThread).
-        for loop in loops.makeIterator() { loop.execute { _ = CExpirableLinux_setTimeSlice(CEXPIRABLE_LINUX_SHORT_SLICE_NS) } }
         let server = ExpirableServer(
             engine: engine,
             options: options,
             logger: Logger(label: "expirable.server"),
-            group: loops
+            group: MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
         )
         let services: [ServiceGroupConfiguration.ServiceConfiguration] = (cluster.map { [$0 as any Service] } ?? []).map {
             .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
