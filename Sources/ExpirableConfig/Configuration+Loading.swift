@@ -5,9 +5,6 @@ import Glibc
 #endif
 
 extension Configuration {
-    /// The largest configuration file read; anything bigger is surely not one.
-    static let maxFileBytes = 1 << 20
-
     /// Reads and validates the file at `path`.
     public static func load(path: String) throws(ConfigurationError) -> Configuration {
         let bytes: [UInt8]
@@ -61,7 +58,8 @@ extension Configuration {
             }
             if n == 0 { return bytes }
             bytes.append(contentsOf: chunk[..<n])
-            guard bytes.count <= maxFileBytes else { throw ReadError(reason: "larger than 1 MiB") }
+            // Stop reading at the parser's limit: a mistaken path (a log, /dev/zero) is not read whole.
+            guard bytes.count <= TOML.maximumBytes else { throw ReadError(reason: "larger than 1 MiB") }
         }
     }
 

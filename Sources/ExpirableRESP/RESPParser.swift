@@ -92,17 +92,6 @@ public struct RESPParser: Sendable {
         return text
     }
 
-    /// A decimal integer line (`123\r\n`, `-1\r\n`) read in place, consuming it and its CRLF; nil if its CRLF
-    /// has not arrived.
-    func decimalLine(_ cursor: inout ByteBuffer) throws(RESPError) -> Int64? {
-        let result: Result<(Int64, Int)?, RESPError> = cursor.withUnsafeReadableBytes { bytes in
-            do throws(RESPError) { return .success(try decimalLine(bytes, from: 0)) } catch { return .failure(error) }
-        }
-        guard let (value, consumed) = try result.get() else { return nil }
-        cursor.moveReaderIndex(forwardBy: consumed)
-        return value
-    }
-
     /// A length line ("123\r\n", or "-1\r\n") starting at `start`: its value and where the next line starts; nil
     /// when the line is not complete yet.
     func decimalLine(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RESPError) -> (Int64, Int)? {

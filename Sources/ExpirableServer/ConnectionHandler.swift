@@ -56,7 +56,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         // While a request waits on a plugin, later requests are read and kept, not answered, up to the request
         // size limit; past it, reading pauses. Pausing on every wait would cost two epoll_ctl calls per waiting
         // connection, a fifth of the time to answer a burst of callers.
-        if waiting, (inbound?.readableBytes ?? 0) >= state.options.maxRequestBytes {
+        if waiting && inboundFull {
             readPending = true
         } else {
             context.read()
@@ -85,6 +85,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     // MARK: Requests
+
+    /// Whether the requests kept behind a waiting one reach the request size limit, so reading pauses.
+    private var inboundFull: Bool { (inbound?.readableBytes ?? 0) >= state.options.maxRequestBytes }
 
     private func process(context: ChannelHandlerContext) {
         guard var buffer = inbound, !waiting, !closed else { return }
@@ -208,7 +211,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         process(context: context)
         sendReplies(context: context)
-        if readPending && (!waiting || (inbound?.readableBytes ?? 0) < state.options.maxRequestBytes) {
+        if readPending && !(waiting && inboundFull) {
             readPending = false
             context.read()
         }

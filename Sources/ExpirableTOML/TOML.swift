@@ -3,7 +3,7 @@
 public enum TOML {
     /// Larger documents are refused: a configuration file is a few kilobytes, and the limit keeps a mistaken path
     /// (a log, a disk image) from being read into memory whole before failing.
-    static let maximumBytes = 1 << 20
+    public static let maximumBytes = 1 << 20
 
     /// Parses a whole document into its root table. Input larger than 1 MiB, or with tables and arrays nested more
     /// than 64 levels deep, is refused with a `TOMLSyntaxError` rather than risking the stack on hostile input.

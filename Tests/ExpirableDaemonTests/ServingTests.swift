@@ -120,7 +120,7 @@ struct ServingTests {
         #expect(daemon.count("calls") == 1)
     }
 
-    @Test("requests behind a waiting one are kept past max_request_bytes (reading pauses, then resumes) and answered in order")
+    @Test("requests piled behind a waiting one, several times max_request_bytes, are all answered in order")
     func pipeliningPastTheLimit() throws {
         let daemon = try Self.start("[expirable.slow]\nplugin = \"sleeper\"\n[expirable.slow.params]\nsleep_ms = 300\n",
                                     server: "max_request_bytes = 1024", testPlugins: ["sleeper"])
