@@ -16,8 +16,10 @@ public struct Configuration: Sendable, Hashable {
         public static let defaultSocket = "/run/expirable/expirable.sock"
         public static let defaultSocketMode: UInt32 = 0o660
         public static let defaultPluginDir = "/usr/local/lib/expirable"
-        public static let defaultMaxConnections = 4096
         public static let defaultMaxRequestBytes = 64 * 1024
+        public static let defaultMaxOutputBytes = 1024 * 1024
+        public static let defaultIdleTimeout: Duration = .seconds(300)
+        public static let defaultRequestTimeout: Duration = .seconds(10)
 
         /// The Unix socket path.
         public let socket: String
@@ -25,10 +27,18 @@ public struct Configuration: Sendable, Hashable {
         public let socketMode: UInt32
         /// The only directory plugins are loaded from.
         public let pluginDir: String
-        /// Connections beyond this many are refused with an error.
-        public let maxConnections: Int
+        /// Connections beyond this many are refused with an error. Nil: as many as the daemon's limit on open
+        /// files allows, less a reserve for plugins and peers.
+        public let maxConnections: Int?
         /// Requests larger than this are refused and their connection closed.
         public let maxRequestBytes: Int
+        /// Once a connection's unsent replies pass this many bytes, its requests wait until the client reads.
+        public let maxOutputBytes: Int
+        /// A connection that sends nothing for this long is closed (subscribers and callers waiting on a
+        /// plugin excepted). Zero: never.
+        public let idleTimeout: Duration
+        /// A connection that leaves a request half sent for this long gets an error and is closed.
+        public let requestTimeout: Duration
     }
 
     /// `[cluster]`.

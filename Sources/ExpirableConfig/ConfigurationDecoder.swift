@@ -36,16 +36,14 @@ struct ConfigurationDecoder {
     // MARK: Tables
 
     private func decodeServer(_ t: TOMLTable?) throws(ConfigurationError) -> Configuration.Server {
-        guard let t else {
-            return .init(socket: Configuration.Server.defaultSocket, socketMode: Configuration.Server.defaultSocketMode,
-                         pluginDir: Configuration.Server.defaultPluginDir, maxConnections: Configuration.Server.defaultMaxConnections,
-                         maxRequestBytes: Configuration.Server.defaultMaxRequestBytes)
-        }
+        typealias Server = Configuration.Server
+        let t = t ?? TOMLTable()
         let at = ["server"]
-        try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes"], in: t, at: at)
-        let socket = try path(t, "socket", at: at) ?? Configuration.Server.defaultSocket
-        let pluginDir = try path(t, "plugin_dir", at: at) ?? Configuration.Server.defaultPluginDir
-        var mode = Configuration.Server.defaultSocketMode
+        try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes", "max_output_bytes",
+                       "idle_timeout", "request_timeout"], in: t, at: at)
+        let socket = try path(t, "socket", at: at) ?? Server.defaultSocket
+        let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
+        var mode = Server.defaultSocketMode
         if let value = t["socket_mode"] {
             let text = value.string ?? value.integer.map { String($0, radix: 8) }
             guard let text, let parsed = UInt32(text, radix: 8), parsed <= 0o777, !text.isEmpty else {
@@ -53,9 +51,16 @@ struct ConfigurationDecoder {
             }
             mode = parsed
         }
-        let maxConnections = try integer(t, "max_connections", at: at, in: 1...1_000_000) ?? Configuration.Server.defaultMaxConnections
-        let maxRequestBytes = try integer(t, "max_request_bytes", at: at, in: 1024...(16 * 1024 * 1024)) ?? Configuration.Server.defaultMaxRequestBytes
-        return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes)
+        let maxConnections = try integer(t, "max_connections", at: at, in: 1...1_000_000)
+        let maxRequestBytes = try integer(t, "max_request_bytes", at: at, in: 1024...(16 * 1024 * 1024)) ?? Server.defaultMaxRequestBytes
+        let maxOutputBytes = try integer(t, "max_output_bytes", at: at, in: (64 * 1024)...(1024 * 1024 * 1024)) ?? Server.defaultMaxOutputBytes
+        let idleTimeout = try t["idle_timeout"].map { v throws(ConfigurationError) in try duration(v, at: at + ["idle_timeout"]) } ?? Server.defaultIdleTimeout
+        let requestTimeout = try t["request_timeout"].map { v throws(ConfigurationError) in try duration(v, at: at + ["request_timeout"]) } ?? Server.defaultRequestTimeout
+        guard requestTimeout > .zero else {
+            throw error(at + ["request_timeout"], "expected a duration above zero such as \"10s\", got \(show(t["request_timeout"]!))")
+        }
+        return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
+                     maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout)
     }
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {

@@ -9,16 +9,18 @@ extension Engine {
         let now = clock.monotonicNanos
         let fetched = Fetched(value: value, remainingMillis: remainingMillis, version: version, unixMillisNow: clock.unixMillis)
         let deadline = Engine.deadline(of: fetched, now: now, wall: clock.unixMillis)
-        return entry.state.withLock { s in
-            guard s.version.map({ version > $0 }) ?? true else { return false }
+        let (applied, stored): (Bool, Bool) = entry.state.withLock { s in
+            guard s.version.map({ version > $0 }) ?? true else { return (false, false) }
             s.version = version
-            if deadline > now {
-                store(fetched, deadline: deadline, in: entry, &s, now: now)
-            } else {
+            guard deadline > now else {
                 Engine.drop(&s)
+                return (true, false)
             }
-            return true
+            store(fetched, deadline: deadline, in: entry, &s, now: now)
+            return (true, true)
         }
+        if stored { announceNewValue(name, fetched) }
+        return applied
     }
 
     /// Applies a clear made on a peer, unless this node has something newer. Returns whether it was applied.

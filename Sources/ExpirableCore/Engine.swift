@@ -8,6 +8,7 @@ public final class Engine: Sendable {
     let clock: any EngineClock
     let logger: Logger
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
+    private let observerBox = Mutex<(@Sendable (String, Fetched) -> Void)?>(nil)
     private let entryTable: [String: Entry]
     private let nameTable: NameTable
     /// The configured names, sorted.
@@ -36,6 +37,17 @@ public final class Engine: Sendable {
     /// Connects the engine to the cluster. Call once, before serving.
     public func attach(_ replicator: any Replicator) {
         replicatorBox.withLock { $0 = replicator }
+    }
+
+    /// Calls `observer` with every new value stored from now on: fetched here (by a caller or an eager
+    /// refresh) or received from a peer. It runs on the thread that stored the value, after the entry's lock is
+    /// released, and must not block. A clear stores nothing, so it calls nothing. One observer; call once.
+    public func observeNewValues(_ observer: @escaping @Sendable (String, Fetched) -> Void) {
+        observerBox.withLock { $0 = observer }
+    }
+
+    func announceNewValue(_ name: String, _ fetched: Fetched) {
+        observerBox.withLock { $0 }?(name, fetched)
     }
 
     /// The replicator, for cluster-scoped entries only.
@@ -165,6 +177,7 @@ public final class Engine: Sendable {
         let replicator = replicator(for: entry)
         // A value this node's plugin fetched gets a new version, to be sent to the peers once stored.
         var announce: (Fetched, Int64?, Version)?
+        var stored = false
         let (waiters, followUp): ([Entry.Completion], UInt64?) = entry.state.withLock { s in
             let waiters = s.flight?.waiters ?? []
             s.flight = nil
@@ -177,6 +190,7 @@ public final class Engine: Sendable {
                         if s.version.map({ origin > $0 }) ?? true {
                             s.version = origin
                             store(fetched, deadline: deadline, in: entry, &s, now: now)
+                            stored = true
                         }
                     } else {
                         if let replicator {
@@ -185,6 +199,7 @@ public final class Engine: Sendable {
                             announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
                         }
                         store(fetched, deadline: deadline, in: entry, &s, now: now)
+                        stored = true
                     }
                 }
             case .failure(let error):
@@ -206,6 +221,7 @@ public final class Engine: Sendable {
         if let replicator, let (fetched, remaining, version) = announce {
             replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
         }
+        if stored, case .success(let fetched) = result { announceNewValue(entry.name, fetched) }
         for waiter in waiters { waiter(result) }
         if let followUp { call(entry, generation: followUp) }
     }

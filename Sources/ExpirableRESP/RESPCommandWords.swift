@@ -9,9 +9,19 @@ public struct RESPCommandWords {
     // (offset, length) pairs of the first three words; every daemon command fits in three.
     private var inline: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
     private var rest: [(Int, Int)] = []
+    /// Where the whole request lies in the receive buffer, set once it is complete.
+    fileprivate var requestStart = 0
+    fileprivate var requestEnd = 0
 
     init(base: UnsafeRawPointer?) {
         self.base = base
+    }
+
+    /// The bytes of the whole request as it arrived (its framing included), for a server that keeps a request
+    /// to run later, such as a command queued inside MULTI.
+    public var requestBytes: UnsafeRawBufferPointer {
+        guard let base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + requestStart, count: requestEnd - requestStart)
     }
 
     mutating func append(at offset: Int, length: Int) {
@@ -65,7 +75,7 @@ extension RESPParser {
                 } catch {
                     return .failure(error)
                 }
-                guard let request else {
+                guard var request else {
                     if bytes.count - offset > limits.maxValueBytes {
                         return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
                     }
@@ -74,6 +84,8 @@ extension RESPParser {
                 if request.end - offset > limits.maxValueBytes {
                     return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
                 }
+                request.words.requestStart = offset
+                request.words.requestEnd = request.end
                 offset = request.end
                 if !body(request.words) { break }
             }

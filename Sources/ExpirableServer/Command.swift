@@ -2,11 +2,11 @@ import ExpirableRESP
 
 /// A request, checked for its name and arity. Its arguments stay in the request's words (positions in the
 /// receive buffer) until needed, so answering a GET from memory makes no String.
-enum Command {
+enum Command: Equatable {
     /// PING, echoing word 1 if there is one.
     case ping(echo: Bool)
     /// The name is word 1 for these.
-    case get, fetch, ttl, clear
+    case get, fetch, ttl, pttl, clear, type
     case clearAll
     case list
     /// INFO, about the expirable named by word 1 if there is one.
@@ -16,8 +16,12 @@ enum Command {
     case cluster
     /// redis-benchmark and some clients ask for server settings first; the daemon has none to give.
     case configGet
+    /// Names from word 1 on.
+    case mget, exists, subscribe, unsubscribe
+    case hello, client, select, echo, reset, auth, dbsize, command
+    case multi, exec, discard
 
-    static let usage = "PING, GET name, FETCH name, TTL name, CLEAR name, CLEARALL, LIST, INFO [name], CLUSTER"
+    static let usage = "PING, GET name, FETCH name, TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, LIST, INFO [name], SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
     /// The command `words` spell, or the error reply to send.
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
@@ -26,22 +30,62 @@ enum Command {
         func named(_ command: Command, _ spelled: String) -> Result<Command, ReplyError> {
             arguments == 1 ? .success(command) : arity(spelled, "\(spelled) name")
         }
+        func names(_ command: Command, _ spelled: String, least: Int = 1) -> Result<Command, ReplyError> {
+            arguments >= least ? .success(command) : arity(spelled, "\(spelled) name [name …]")
+        }
+        func none(_ command: Command, _ spelled: String) -> Result<Command, ReplyError> {
+            arguments == 0 ? .success(command) : arity(spelled, spelled)
+        }
+        // The hot commands first.
         if words.word(0, is: "GET") { return named(.get, "GET") }
         if words.word(0, is: "FETCH") { return named(.fetch, "FETCH") }
+        if words.word(0, is: "MGET") { return names(.mget, "MGET") }
         if words.word(0, is: "TTL") { return named(.ttl, "TTL") }
+        if words.word(0, is: "PTTL") { return named(.pttl, "PTTL") }
         if words.word(0, is: "PING") { return arguments <= 1 ? .success(.ping(echo: arguments == 1)) : arity("PING", "PING [message]") }
         if words.word(0, is: "CLEAR") { return named(.clear, "CLEAR") }
-        if words.word(0, is: "CLEARALL") { return arguments == 0 ? .success(.clearAll) : arity("CLEARALL", "CLEARALL") }
-        if words.word(0, is: "LIST") { return arguments == 0 ? .success(.list) : arity("LIST", "LIST") }
+        if words.word(0, is: "CLEARALL") { return none(.clearAll, "CLEARALL") }
+        if words.word(0, is: "LIST") { return none(.list, "LIST") }
         if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
+        if words.word(0, is: "EXISTS") { return names(.exists, "EXISTS") }
+        if words.word(0, is: "TYPE") { return named(.type, "TYPE") }
+        if words.word(0, is: "DBSIZE") { return none(.dbsize, "DBSIZE") }
+        if words.word(0, is: "SUBSCRIBE") { return names(.subscribe, "SUBSCRIBE") }
+        if words.word(0, is: "UNSUBSCRIBE") { return .success(.unsubscribe) }
+        if words.word(0, is: "HELLO") { return .success(.hello) }
+        if words.word(0, is: "CLIENT") { return arguments >= 1 ? .success(.client) : arity("CLIENT", "CLIENT SETNAME|GETNAME|SETINFO|ID|INFO …") }
+        if words.word(0, is: "SELECT") { return named(.select, "SELECT") }
+        if words.word(0, is: "ECHO") { return named(.echo, "ECHO") }
+        if words.word(0, is: "MULTI") { return none(.multi, "MULTI") }
+        if words.word(0, is: "EXEC") { return none(.exec, "EXEC") }
+        if words.word(0, is: "DISCARD") { return none(.discard, "DISCARD") }
+        if words.word(0, is: "RESET") { return none(.reset, "RESET") }
         if words.word(0, is: "QUIT") { return .success(.quit) }
-        if words.word(0, is: "CLUSTER") { return arguments == 0 ? .success(.cluster) : arity("CLUSTER", "CLUSTER") }
+        if words.word(0, is: "COMMAND") { return .success(.command) }
+        if words.word(0, is: "AUTH") { return .success(.auth) }
+        if words.word(0, is: "CLUSTER") { return none(.cluster, "CLUSTER") }
         if words.word(0, is: "CONFIG"), arguments >= 1, words.word(1, is: "GET") { return .success(.configGet) }
         return .failure(.init("ERR unknown command '\(String(words.string(0).prefix(64)))'; expected \(usage)"))
     }
 
     private static func arity(_ name: String, _ form: String) -> Result<Command, ReplyError> {
         .failure(.init("ERR wrong number of arguments for '\(name)'; expected \(form)"))
+    }
+
+    /// Whether a RESP2 connection in subscribed mode may send it (as in Redis).
+    var allowedWhileSubscribed: Bool {
+        switch self {
+        case .subscribe, .unsubscribe, .ping, .quit, .reset: true
+        default: false
+        }
+    }
+
+    /// Whether MULTI queues it; the others are refused inside a transaction, which then fails at EXEC.
+    var queueable: Bool {
+        switch self {
+        case .subscribe, .unsubscribe, .hello, .auth, .reset, .quit: false
+        default: true
+        }
     }
 }
 

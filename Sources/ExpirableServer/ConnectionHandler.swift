@@ -4,47 +4,117 @@ import Logging
 import NIOCore
 import NIOExtras
 
-/// One client connection: parses pipelined RESP requests and answers them in order. A GET or FETCH of a valid
-/// value is answered inline on the event loop; a miss waits for the engine, and requests behind it wait their
-/// turn (kept unparsed, up to the request size limit). Malformed or oversized input gets an error and the
-/// connection is closed.
+/// One client connection's I/O: reads pipelined requests, hands each to the `CommandExecutor`, and writes
+/// the replies in order. A GET or FETCH of a valid value is answered inline on the event loop. The connection
+/// is in one `Phase` at a time; no client can make the daemon buffer without bound:
+/// - a request waiting on the engine holds the requests behind it, read up to `maxRequestBytes`;
+/// - unsent replies past `maxOutputBytes` stop both answering and reading until the client has read half;
+/// - a half-sent request is given `requestTimeout`, an idle connection `idleTimeout`;
+/// - a client that shuts down its writing side gets every reply owed before the connection closes.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    // The handler lives on one event loop and no method reaches a property while another access to it is under
-    // way, so Swift's run-time exclusivity checks (about 5 % of the event loop's time under pipelined GETs) are
-    // switched off for these properties.
-    private let state: ServerState
-    private let parser: RESPParser
-    @exclusivity(unchecked) private var inbound: ByteBuffer?
-    @exclusivity(unchecked) private var outbound: ByteBuffer?
-    /// A reply is owed for a request that waits on a plugin; later requests wait behind it.
-    @exclusivity(unchecked) private var waiting = false
-    @exclusivity(unchecked) private var readPending = false
-    @exclusivity(unchecked) private var quiescing = false
-    @exclusivity(unchecked) private var closed = false
-    @exclusivity(unchecked) private var peer: PeerCredentials?
+    /// What the connection is doing.
+    enum Phase: Equatable {
+        /// Requests are answered as they arrive.
+        case serving
+        /// A reply waits on the engine (a plugin call); later requests wait behind it.
+        case waiting
+        /// Unsent replies passed `maxOutputBytes`: nothing is answered or read until the client reads.
+        case throttled
+        /// Closing (once the replies owed are out) or closed: nothing more is read or answered.
+        case closed
+    }
 
-    init(state: ServerState) {
-        self.state = state
+    struct State {
+        var phase = Phase.serving
+        /// The client shut down its writing side: once every request read is answered, close.
+        var inputClosed = false
+        /// The daemon is stopping: once the reply owed is out, close.
+        var quiescing = false
+        /// NIO asked for a read while reading was held back.
+        var readPending = false
+        /// Requests of an EXEC still to run; their replies are elements of its array.
+        var transactionLeft = 0
+        /// Reads since the last tick, and ticks in a row without one: the clock of both timeouts.
+        var reads = 0
+        var quietTicks = 0
+    }
+
+    private let options: ServerOptions
+    private let logger: Logger
+    private let parser: RESPParser
+    private var executor: CommandExecutor
+    private var session: Session
+    private var state = State()
+    private var inbound: ByteBuffer?
+    private var outbound: ByteBuffer?
+    /// New values for subscriptions that arrive while a transaction's array is half written.
+    private var deferredPushes: ByteBuffer?
+    private var ticker: RepeatedTask?
+    private let subscriberBox: SubscriberBox
+    /// Replies are handed to the channel in pieces of this size, so back-pressure is noticed inside one read.
+    private let flushBytes: Int
+
+    init(state serverState: ServerState) {
+        options = serverState.options
+        logger = serverState.logger
         var limits = RESPLimits.requests
-        limits.maxValueBytes = state.options.maxRequestBytes
-        limits.maxBulkLength = min(limits.maxBulkLength, state.options.maxRequestBytes)
+        limits.maxValueBytes = options.maxRequestBytes
+        limits.maxBulkLength = min(limits.maxBulkLength, options.maxRequestBytes)
         parser = RESPParser(limits: limits, inlineCommands: true)
+        let id = serverState.nextClientID()
+        session = Session(id: id)
+        let box = SubscriberBox()
+        subscriberBox = box
+        executor = CommandExecutor(state: serverState, subscriber: Subscriber(id: id) { box.deliver($0, $1) }, peer: nil)
+        flushBytes = max(4096, min(64 * 1024, options.maxOutputBytes / 4))
+        box.handler = self
+    }
+
+    /// The subscriber's way back to its handler. Both fields are set on the event loop before the connection
+    /// can subscribe (so before any publisher reads them) and the handler is used only on that loop.
+    private final class SubscriberBox: @unchecked Sendable {
+        weak var handler: ConnectionHandler?
+        var context: ChannelHandlerContext?
+
+        func deliver(_ name: String, _ fetched: Fetched) {
+            guard let context else { return }
+            context.eventLoop.execute { [self] in
+                guard let handler, let context = self.context else { return }
+                handler.push(name, fetched, context: context)
+            }
+        }
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        subscriberBox.context = context
     }
 
     func channelActive(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        PeerCredentials.of(context.channel).whenSuccess { loopBound.value.peer = $0 }
+        PeerCredentials.of(context.channel).whenSuccess { loopBound.value.executor.peer = $0 }
+        startTicker(context: context)
         context.fireChannelActive()
     }
 
+    func channelInactive(context: ChannelHandlerContext) {
+        state.phase = .closed
+        ticker?.cancel()
+        ticker = nil
+        executor.connectionClosed(&session)
+        context.fireChannelInactive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closed else { return }
+        guard state.phase != .closed else { return }
+        state.reads &+= 1
         inbound.accumulate(unwrapInboundIn(data))
-        process(context: context)
+        if state.phase == .serving { process(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -53,203 +123,259 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        // While a request waits on a plugin, later requests are read and kept, not answered, up to the request
-        // size limit; past it, reading pauses. Pausing on every wait would cost two epoll_ctl calls per waiting
-        // connection, a fifth of the time to answer a burst of callers.
-        if waiting && inboundFull {
-            readPending = true
-        } else {
+        if mayRead {
             context.read()
+        } else {
+            state.readPending = true
         }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is ChannelShouldQuiesceEvent else {
-            context.fireUserInboundEventTriggered(event)
-            return
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && state.phase == .throttled {
+            state.phase = .serving
+            resume(context: context)
         }
-        quiescing = true
-        if !waiting {
-            close(context: context)
-        } else {
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: TimeAmount.nanoseconds(state.options.drainTimeout.nanoseconds)) {
-                loopBound.value.0.close(context: loopBound.value.1)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            state.quiescing = true
+            if state.phase == .waiting {
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: .nanoseconds(options.drainTimeout.nanoseconds)) {
+                    loopBound.value.0.close(context: loopBound.value.1)
+                }
+            } else {
+                close(context: context)
             }
+        } else if case ChannelEvent.inputClosed = event {
+            state.inputClosed = true
+            finishIfDone(context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        state.logger.debug("connection error", metadata: ["error": "\(error)"])
-        close(context: context)
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        state.phase = .closed
+        context.close(promise: nil)
     }
 
     // MARK: Requests
 
-    /// Whether the requests kept behind a waiting one reach the request size limit, so reading pauses.
-    private var inboundFull: Bool { (inbound?.readableBytes ?? 0) >= state.options.maxRequestBytes }
+    /// While a request waits on the engine, later requests are read and kept, up to the request size limit;
+    /// pausing on every wait would cost two epoll_ctl calls per waiting connection. While throttled, or
+    /// closing, nothing is read.
+    private var mayRead: Bool {
+        switch state.phase {
+        case .serving: true
+        case .waiting: (inbound?.readableBytes ?? 0) < options.maxRequestBytes
+        case .throttled, .closed: false
+        }
+    }
 
+    /// Answers the requests received so far, in order, until one has to wait or the replies back up.
     private func process(context: ChannelHandlerContext) {
-        guard var buffer = inbound, !waiting, !closed else { return }
-        inbound = nil
-        do {
-            try parser.scanCommands(&buffer) { request in
-                switch Command.parse(request) {
-                case .success(let command): handle(command, request, context: context)
-                case .failure(let error): reply(context) { $0.writeRESPError(error.text) }
+        while state.phase == .serving, var buffer = inbound, buffer.readableBytes > 0 {
+            inbound = nil
+            var transaction: (requests: ByteBuffer, count: Int)?
+            do {
+                try parser.scanCommands(&buffer) { words in
+                    if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
+                    let outcome: CommandExecutor.Outcome
+                    switch Command.parse(words) {
+                    case .success(let command): outcome = executor.execute(command, words, &session, into: &outbound!)
+                    case .failure(let error):
+                        executor.refuse(error, &session, into: &outbound!)
+                        outcome = .answered
+                    }
+                    let inTransaction = state.transactionLeft > 0
+                    switch outcome {
+                    case .answered: break
+                    case .closeAfterReply: close(context: context)
+                    case .await(let pending): wait(for: pending, context: context)
+                    case .runTransaction(let requests, let count):
+                        transaction = (requests, count)
+                        return false
+                    }
+                    if inTransaction && state.phase != .waiting { transactionStepDone() }
+                    if let out = outbound, out.readableBytes >= flushBytes { flushAndCheckOutput(context: context) }
+                    return state.phase == .serving
                 }
-                return !waiting && !closed
+            } catch {
+                refuse(context: context, error)
+                return
             }
-        } catch {
-            refuse(context: context, error)
-            return
+            if buffer.readableBytes > 0 {
+                if buffer.readerIndex > 4096 { buffer.discardReadBytes() }
+                inbound = buffer
+            }
+            guard let transaction else { break }
+            // The queued requests run next, ahead of what was read after EXEC.
+            state.transactionLeft = transaction.count
+            var requests = transaction.requests
+            if var rest = inbound { requests.writeBuffer(&rest) }
+            inbound = requests
         }
-        guard !closed, buffer.readableBytes > 0 else { return }
-        if buffer.readerIndex > 4096 { buffer.discardReadBytes() }
-        inbound = buffer
+        finishIfDone(context: context)
     }
 
-    private func handle(_ command: Command, _ words: RESPCommandWords, context: ChannelHandlerContext) {
-        let engine = state.engine
-        switch command {
-        case .get:
-            if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
-                reply(context) { out in fetched.value.withUnsafeBytes { out.writeRESPBulk($0) } }
-            } else {
-                answerAfterFetch(words.string(1), context: context) { out, fetched in fetched.value.withUnsafeBytes { out.writeRESPBulk($0) } }
-            }
-        case .fetch:
-            if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
-                reply(context) { ConnectionHandler.writeFetched(fetched, to: &$0) }
-            } else {
-                answerAfterFetch(words.string(1), context: context) { out, fetched in ConnectionHandler.writeFetched(fetched, to: &out) }
-            }
-        case .ttl:
-            let name = words.string(1)
-            switch engine.timeToLive(name) {
-            case nil: reply(context) { $0.writeRESPError(ExpirableError.notFound(name).description) }
-            case .notStored: reply(context) { $0.writeRESPInteger(-2) }
-            case .never: reply(context) { $0.writeRESPInteger(-1) }
-            case .millis(let ms): reply(context) { $0.writeRESPInteger(ms) }
-            }
-        case .clear:
-            let name = words.string(1)
-            guard state.mayAdminister(peer) else { return noPermission(context, "CLEAR") }
-            guard engine.clear(name) else {
-                return reply(context) { $0.writeRESPError(ExpirableError.notFound(name).description) }
-            }
-            state.logger.notice("clear", metadata: ["expirable": "\(name)", "peer": "\(peer.map(\.description) ?? "unknown")"])
-            reply(context) { $0.writeRESP(.simpleString("OK")) }
-        case .clearAll:
-            guard state.mayAdminister(peer) else { return noPermission(context, "CLEARALL") }
-            engine.clearAll()
-            state.logger.notice("clear all", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
-            reply(context) { $0.writeRESP(.simpleString("OK")) }
-        case .list:
-            reply(context) { out in
-                out.writeRESPArrayHeader(engine.names.count)
-                for name in engine.names { out.writeRESP(.bulk(name)) }
-            }
-        case .info(let named):
-            if named {
-                let name = words.string(1)
-                guard let text = InfoText.expirable(name, state: state) else {
-                    return reply(context) { $0.writeRESPError(ExpirableError.notFound(name).description) }
-                }
-                reply(context) { $0.writeRESP(.bulk(text)) }
-            } else {
-                reply(context) { $0.writeRESP(.bulk(InfoText.server(state: state))) }
-            }
-        case .ping(let echo):
-            reply(context) { out in
-                if echo { out.writeRESPBulk(words.bytes(1)) } else { out.writeRESP(.simpleString("PONG")) }
-            }
-        case .configGet:
-            reply(context) { $0.writeRESPArrayHeader(0) }
-        case .cluster:
-            let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
-            reply(context) { $0.writeRESP(.bulk(text)) }
-        case .quit:
-            reply(context) { $0.writeRESP(.simpleString("OK")) }
-            close(context: context)
-        }
-    }
-
-    private static func writeFetched(_ fetched: Fetched, to out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(2)
-        fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
-        switch fetched.expiry {
-        case .never: out.writeRESPInteger(-1)
-        case .at(let ms): out.writeRESPInteger(ms)
-        }
-    }
-
-    /// Waits for the engine (a plugin call or a call under way); requests behind this one wait too.
-    private func answerAfterFetch(_ name: String, context: ChannelHandlerContext, write: @escaping (inout ByteBuffer, Fetched) -> Void) {
-        waiting = true
-        let loopBound = NIOLoopBound((self, context, write), eventLoop: context.eventLoop)
+    private func wait(for pending: PendingReply, context: ChannelHandlerContext) {
+        state.phase = .waiting
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        state.engine.fetch(name) { result in
+        pending.start(executor.state.engine) {
             eventLoop.execute {
-                let (handler, context, write) = loopBound.value
-                handler.resume(context: context, result: result, write: write)
+                let (handler, context) = loopBound.value
+                handler.answer(pending, context: context)
             }
         }
     }
 
-    private func resume(context: ChannelHandlerContext, result: Result<Fetched, ExpirableError>, write: (inout ByteBuffer, Fetched) -> Void) {
-        waiting = false
-        guard !closed else { return }
-        switch result {
-        case .success(let fetched): reply(context) { write(&$0, fetched) }
-        case .failure(let error): reply(context) { $0.writeRESPError(error.description) }
-        }
-        if quiescing {
-            sendReplies(context: context)
+    /// The engine answered the request that was waiting: reply, then go on with the ones behind it.
+    private func answer(_ pending: PendingReply, context: ChannelHandlerContext) {
+        guard state.phase == .waiting else { return }
+        state.phase = .serving
+        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
+        pending.write(to: &outbound!, session.version)
+        // Nothing runs while a request waits, so a transaction still counting owes this reply in its array.
+        if state.transactionLeft > 0 { transactionStepDone() }
+        if state.quiescing {
             close(context: context)
             return
         }
+        if outbound!.readableBytes >= flushBytes { flushAndCheckOutput(context: context) }
+        resume(context: context)
+    }
+
+    /// Goes on after a wait or a throttle: the requests kept, then reading again if NIO asked.
+    private func resume(context: ChannelHandlerContext) {
         process(context: context)
         sendReplies(context: context)
-        if readPending && !(waiting && inboundFull) {
-            readPending = false
+        if state.readPending && mayRead {
+            state.readPending = false
             context.read()
         }
     }
 
-    // MARK: Replies
-
-    private func reply(_ context: ChannelHandlerContext, _ write: (inout ByteBuffer) -> Void) {
-        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
-        write(&outbound!)
+    /// After the client's writing side closed: once nothing is owed, close (what is left in `inbound` is a
+    /// request that can never be completed).
+    private func finishIfDone(context: ChannelHandlerContext) {
+        guard state.inputClosed, state.phase == .serving, state.transactionLeft == 0 else { return }
+        close(context: context)
     }
 
+    // MARK: Replies
+
     private func sendReplies(context: ChannelHandlerContext) {
-        guard let out = outbound, out.readableBytes > 0, !closed else { return }
+        guard let out = outbound, out.readableBytes > 0, state.phase != .closed else { return }
         outbound = nil
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 
-    private func noPermission(_ context: ChannelHandlerContext, _ command: String) {
-        state.logger.warning("refused admin command", metadata: ["command": "\(command)", "peer": "\(peer.map(\.description) ?? "unknown")"])
-        reply(context) { $0.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and its group (gid \(state.daemonGID)) only") }
+    /// Hands the replies so far to the channel; past the high-water mark (`maxOutputBytes`) the connection is
+    /// throttled until NIO reports it writable again (at half of it).
+    private func flushAndCheckOutput(context: ChannelHandlerContext) {
+        sendReplies(context: context)
+        if !context.channel.isWritable && state.phase == .serving { state.phase = .throttled }
+    }
+
+    /// A new value for a subscription: pushed at once (after a transaction's array, if one is half written).
+    /// A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
+    private func push(_ name: String, _ fetched: Fetched, context: ChannelHandlerContext) {
+        guard state.phase != .closed, session.subscriptions.contains(name) else { return }
+        var out = context.channel.allocator.buffer(capacity: 64 + fetched.value.count + name.utf8.count)
+        out.writeRESPPushHeader(3, session.version)
+        out.writeRESPBulk("message")
+        out.writeRESPBulk(name)
+        fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
+        guard state.transactionLeft == 0 else {
+            deferredPushes.accumulate(out)
+            return
+        }
+        sendReplies(context: context)
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        if !context.channel.isWritable {
+            logger.warning("subscriber closed: it does not read its messages", metadata: [
+                "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
+                "peer": "\(executor.peer.map(\.description) ?? "unknown")",
+            ])
+            state.phase = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    /// One of a transaction's requests is answered; after the last, the pushes held back go out.
+    private func transactionStepDone() {
+        state.transactionLeft -= 1
+        guard state.transactionLeft == 0, let pushes = deferredPushes else { return }
+        deferredPushes = nil
+        outbound.accumulate(pushes)
     }
 
     private func refuse(context: ChannelHandlerContext, _ error: RESPError) {
         let text = error.kind == .tooLarge
             ? "ERR request too large: \(error.message); closing the connection"
             : "ERR Protocol error: \(error.message); closing the connection"
-        state.logger.info("bad request, connection closed", metadata: ["reason": "\(error.message)", "peer": "\(peer.map(\.description) ?? "unknown")"])
-        reply(context) { $0.writeRESPError(text) }
-        sendReplies(context: context)
+        logger.info("bad request, connection closed", metadata: ["reason": "\(error.message)", "peer": "\(executor.peer.map(\.description) ?? "unknown")"])
+        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 256) }
+        outbound!.writeRESPError(text)
         close(context: context)
     }
 
+    /// Closes once the replies written so far are out (bounded by the ticker: a client that never reads them
+    /// is closed after `requestTimeout`).
     private func close(context: ChannelHandlerContext) {
-        guard !closed else { return }
-        sendReplies(context: context)
-        closed = true
-        context.close(promise: nil)
+        guard state.phase != .closed else { return }
+        let out = outbound ?? context.channel.allocator.buffer(capacity: 0)
+        outbound = nil
+        state.phase = .closed
+        state.quietTicks = 0
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in loopBound.value.close(promise: nil) }
+    }
+
+    // MARK: Timeouts
+
+    /// One timer per connection ticks at half the shorter timeout; reads in between reset the count.
+    private func startTicker(context: ChannelHandlerContext) {
+        let idle = options.idleTimeout > .zero ? options.idleTimeout : options.requestTimeout
+        let tick = max(min(idle, options.requestTimeout) / 2, .milliseconds(10))
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: .nanoseconds(tick.nanoseconds), delay: .nanoseconds(tick.nanoseconds)) { _ in
+            let (handler, context) = loopBound.value
+            handler.tick(tick, context: context)
+        }
+    }
+
+    private func tick(_ interval: Duration, context: ChannelHandlerContext) {
+        if state.reads > 0 {
+            state.reads = 0
+            state.quietTicks = 0
+            return
+        }
+        state.quietTicks += 1
+        let quiet = interval * state.quietTicks
+        switch state.phase {
+        case .closed:
+            // Replies owed at close that the client never reads.
+            if quiet >= options.requestTimeout { context.close(promise: nil) }
+        case .serving where (inbound?.readableBytes ?? 0) > 0 && quiet >= options.requestTimeout:
+            logger.info("half-sent request timed out, connection closed", metadata: [
+                "after_ms": "\(quiet.milliseconds)", "peer": "\(executor.peer.map(\.description) ?? "unknown")",
+            ])
+            if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 128) }
+            outbound!.writeRESPError("ERR request incomplete after \(options.requestTimeout.milliseconds) ms (request_timeout); closing the connection")
+            close(context: context)
+        case .serving, .throttled:
+            guard options.idleTimeout > .zero, quiet >= options.idleTimeout, session.subscriptions.isEmpty else { return }
+            logger.debug("idle connection closed", metadata: ["after_ms": "\(quiet.milliseconds)", "client": "\(session.id)"])
+            close(context: context)
+        case .waiting:
+            break
+        }
     }
 }
 

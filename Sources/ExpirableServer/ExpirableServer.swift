@@ -19,8 +19,11 @@ public final class ExpirableServer: Service, Sendable {
     private let group: any EventLoopGroup
 
     public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        state = ServerState(engine: engine, options: options, logger: logger)
+        let state = ServerState(engine: engine, options: options, logger: logger)
+        self.state = state
         self.group = group
+        // New values reach their subscribers; the engine has one observer, and it is the server.
+        engine.observeNewValues { name, fetched in state.subscriptions.publish(name, fetched) }
     }
 
     public func run() async throws {
@@ -35,10 +38,17 @@ public final class ExpirableServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 512)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let acceptPause = AcceptPauseHandler(logger: logger)
+                    let eventLoop = channel.eventLoop
+                    let loopBound = NIOLoopBound(acceptPause, eventLoop: eventLoop)
+                    state.descriptorFreed.withLock { $0 = { eventLoop.execute { loopBound.value.descriptorFreed() } } }
+                    try channel.pipeline.syncOperations.addHandler(acceptPause)
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
             }
             .childChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: state.options.maxOutputBytes / 2, high: state.options.maxOutputBytes))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if state.admit() {

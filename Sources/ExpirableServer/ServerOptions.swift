@@ -8,6 +8,14 @@ public struct ServerOptions: Sendable {
     public var maxConnections: Int
     /// A request larger than this gets an error and its connection is closed.
     public var maxRequestBytes: Int
+    /// Once a connection's unsent replies pass this many bytes, its later requests wait (and it is not read)
+    /// until the client has read half of them; a subscriber that falls this far behind is disconnected.
+    public var maxOutputBytes: Int
+    /// A connection that sends nothing for this long is closed, unless it is subscribed or waits on a plugin.
+    /// Zero: never.
+    public var idleTimeout: Duration
+    /// A connection that leaves a request half sent this long gets an error and is closed.
+    public var requestTimeout: Duration
     /// How long a stopping daemon waits for replies still owed (to callers waiting on a plugin) before closing.
     public var drainTimeout: Duration
     /// This node's name for INFO's `owner` field.
@@ -18,11 +26,15 @@ public struct ServerOptions: Sendable {
     public var clusterInfo: (@Sendable () -> String)?
 
     public init(socketPath: String, socketMode: UInt32 = 0o660, maxConnections: Int = 4096, maxRequestBytes: Int = 64 * 1024,
+                maxOutputBytes: Int = 1024 * 1024, idleTimeout: Duration = .seconds(300), requestTimeout: Duration = .seconds(10),
                 drainTimeout: Duration = .seconds(5), nodeName: String = "local") {
         self.socketPath = socketPath
         self.socketMode = socketMode
         self.maxConnections = maxConnections
         self.maxRequestBytes = maxRequestBytes
+        self.maxOutputBytes = maxOutputBytes
+        self.idleTimeout = idleTimeout
+        self.requestTimeout = requestTimeout
         self.drainTimeout = drainTimeout
         self.nodeName = nodeName
     }

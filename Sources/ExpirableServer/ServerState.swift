@@ -14,6 +14,11 @@ final class ServerState: Sendable {
     let connections = Atomic<Int>(0)
     let connectionsAccepted = Atomic<Int>(0)
     let connectionsRefused = Atomic<Int>(0)
+    private let lastClientID = Atomic<Int64>(0)
+    /// Who listens to which expirable's new values.
+    let subscriptions = Subscriptions()
+    /// Called whenever a connection closes, so an accept loop paused for want of descriptors resumes at once.
+    let descriptorFreed = Mutex<(@Sendable () -> Void)?>(nil)
     let daemonUID = geteuid()
     let daemonGID = getegid()
 
@@ -40,6 +45,12 @@ final class ServerState: Sendable {
 
     func release() {
         connections.subtract(1, ordering: .relaxed)
+        descriptorFreed.withLock { $0 }?()
+    }
+
+    /// A number for a new connection, unique in this daemon.
+    func nextClientID() -> Int64 {
+        lastClientID.add(1, ordering: .relaxed).newValue
     }
 
     /// CLEAR and CLEARALL are for root, the daemon's user and its group. Anyone else who can reach the socket

@@ -6,8 +6,8 @@ public struct TOMLTable: Sendable {
     private var values: [String: TOMLValue] = [:]
     private var lines: [String: Int] = [:]
 
-    /// An empty table, filled by the parser; callers only ever receive complete tables.
-    init() {}
+    /// An empty table (what an absent table means to a loader); the parser fills tables it creates.
+    public init() {}
 
     /// Adds a key the table does not have yet; the parser has already refused duplicates with a better message.
     mutating func append(_ key: String, _ value: TOMLValue, line: Int) {

@@ -72,8 +72,11 @@ struct Daemon {
         var options = ServerOptions(
             socketPath: configuration.server.socket,
             socketMode: configuration.server.socketMode,
-            maxConnections: configuration.server.maxConnections,
+            maxConnections: configuration.server.maxConnections ?? Daemon.connectionsTheFileLimitAllows(),
             maxRequestBytes: configuration.server.maxRequestBytes,
+            maxOutputBytes: configuration.server.maxOutputBytes,
+            idleTimeout: configuration.server.idleTimeout,
+            requestTimeout: configuration.server.requestTimeout,
             nodeName: configuration.cluster?.node ?? "local"
         )
         if let cluster {
@@ -133,6 +136,17 @@ struct Daemon {
     private func forbidCoreDumps() {
         var none = rlimit(rlim_cur: 0, rlim_max: 0)
         setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
+    }
+
+    /// Descriptors kept back from clients for plugins (their pipes and processes), cluster links and files.
+    static let reservedDescriptors = 128
+
+    /// The default `max_connections`: the limit on open files (raised to its hard limit at start) less a
+    /// reserve, so the daemon refuses clients with an error before it runs out of descriptors.
+    static func connectionsTheFileLimitAllows() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return 1_000_000 }
+        return max(16, min(1_000_000, Int(limit.rlim_cur) - reservedDescriptors))
     }
 
     /// Lets the daemon hold as many connections as the hard limit on open files allows.

@@ -1,0 +1,367 @@
+import ExpirableCore
+import ExpirableRESP
+import NIOCore
+
+/// Runs one connection's commands against the engine and writes their replies; knows nothing of channels.
+/// The connection handler owns the I/O and acts on the outcome: go on, close, wait for the engine, or run a
+/// transaction's queued requests.
+struct CommandExecutor {
+    let state: ServerState
+    /// This connection, as the fan-out of new values knows it.
+    let subscriber: Subscriber
+    /// Who is on the other end, once SO_PEERCRED has been read.
+    var peer: PeerCredentials?
+
+    /// The largest transaction: queued requests beyond this many bytes make EXEC fail.
+    var maxTransactionBytes: Int { state.options.maxRequestBytes * 16 }
+
+    enum Outcome {
+        /// The reply is written; go on with the next request.
+        case answered
+        /// The reply is written; close once it is out.
+        case closeAfterReply
+        /// The reply waits on the engine; requests behind it wait their turn.
+        case await(PendingReply)
+        /// EXEC: the array header is written; these queued requests run next, their replies its elements.
+        case runTransaction(ByteBuffer, count: Int)
+    }
+
+    /// Runs `command`, whose words are `words`; a transaction queues it instead.
+    func execute(_ command: Command, _ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) -> Outcome {
+        if session.restrictedToPubSub && !command.allowedWhileSubscribed {
+            out.writeRESPError("ERR Can't execute '\(words.string(0).lowercased().prefix(32))': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT / RESET are allowed while subscribed (RESP2); HELLO 3 lifts this")
+            return .answered
+        }
+        if session.transaction != nil {
+            switch command {
+            case .exec, .discard, .multi: break
+            default: return queue(command, words, &session, into: &out)
+            }
+        }
+        let engine = state.engine
+        switch command {
+        case .get:
+            if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
+                fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
+                return .answered
+            }
+            return .await(PendingReply(.get, names: [words.string(1)]))
+        case .fetch:
+            if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
+                PendingReply.writeFetched(fetched, to: &out)
+                return .answered
+            }
+            return .await(PendingReply(.fetch, names: [words.string(1)]))
+        case .mget:
+            return .await(PendingReply(.mget, names: (1..<words.count).map { words.string($0) }))
+        case .ttl, .pttl:
+            let name = words.string(1)
+            switch engine.timeToLive(name) {
+            case nil: out.writeRESPError(ExpirableError.notFound(name).description)
+            case .notStored: out.writeRESPInteger(-2)
+            case .never: out.writeRESPInteger(-1)
+            case .millis(let ms): out.writeRESPInteger(command == .ttl ? (ms + 500) / 1000 : ms)
+            }
+        case .exists:
+            let held = (1..<words.count).filter { isHeld(words.string($0)) }.count
+            out.writeRESPInteger(Int64(held))
+        case .type:
+            out.writeRESP(.simpleString(engine.scope(of: words.string(1)) == nil ? "none" : "string"))
+        case .dbsize:
+            out.writeRESPInteger(Int64(engine.names.filter(isHeld).count))
+        case .clear:
+            let name = words.string(1)
+            guard state.mayAdminister(peer) else { return refuseAdmin("CLEAR", into: &out) }
+            guard engine.clear(name) else {
+                out.writeRESPError(ExpirableError.notFound(name).description)
+                return .answered
+            }
+            state.logger.notice("clear", metadata: ["expirable": "\(name)", "peer": "\(peer.map(\.description) ?? "unknown")"])
+            out.writeRESPSimple("OK")
+        case .clearAll:
+            guard state.mayAdminister(peer) else { return refuseAdmin("CLEARALL", into: &out) }
+            engine.clearAll()
+            state.logger.notice("clear all", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
+            out.writeRESPSimple("OK")
+        case .list:
+            out.writeRESPArrayHeader(engine.names.count)
+            for name in engine.names { out.writeRESPBulk(name) }
+        case .info(let named):
+            if named {
+                let name = words.string(1)
+                guard let text = InfoText.expirable(name, state: state) else {
+                    out.writeRESPError(ExpirableError.notFound(name).description)
+                    return .answered
+                }
+                out.writeRESPBulk(text)
+            } else {
+                out.writeRESPBulk(InfoText.server(state: state))
+            }
+        case .ping(let echo):
+            if session.restrictedToPubSub {
+                // Redis's form in subscribed mode, which clients' pub/sub readers expect.
+                out.writeRESPArrayHeader(2)
+                out.writeRESPBulk("pong")
+                if echo { out.writeRESPBulk(words.bytes(1)) } else { out.writeRESPBulk("") }
+            } else if echo {
+                out.writeRESPBulk(words.bytes(1))
+            } else {
+                out.writeRESPSimple("PONG")
+            }
+        case .echo:
+            out.writeRESPBulk(words.bytes(1))
+        case .subscribe:
+            subscribe(words, &session, into: &out)
+        case .unsubscribe:
+            unsubscribe(words, &session, into: &out)
+        case .hello:
+            hello(words, &session, into: &out)
+        case .client:
+            client(words, &session, into: &out)
+        case .select:
+            switch Int(words.string(1)) {
+            case 0?: out.writeRESPSimple("OK")
+            case .some: out.writeRESPError("ERR DB index is out of range: expirabled has database 0 only")
+            case nil: out.writeRESPError("ERR value is not an integer or out of range")
+            }
+        case .auth:
+            out.writeRESPError("ERR AUTH is not supported: expirabled has no passwords; who may connect is set by the socket's mode (socket_mode) and who may clear by the caller's user and group")
+        case .reset:
+            unsubscribeAll(&session)
+            session.transaction = nil
+            session.version = .resp2
+            session.name = nil
+            out.writeRESPSimple("RESET")
+        case .multi:
+            guard session.transaction == nil else {
+                out.writeRESPError("ERR MULTI calls can not be nested")
+                return .answered
+            }
+            session.transaction = Session.Transaction(requests: ByteBuffer())
+            out.writeRESPSimple("OK")
+        case .discard:
+            guard session.transaction != nil else {
+                out.writeRESPError("ERR DISCARD without MULTI")
+                return .answered
+            }
+            session.transaction = nil
+            out.writeRESPSimple("OK")
+        case .exec:
+            guard let transaction = session.transaction else {
+                out.writeRESPError("ERR EXEC without MULTI")
+                return .answered
+            }
+            session.transaction = nil
+            guard !transaction.failed else {
+                out.writeRESPError("EXECABORT Transaction discarded because of previous errors.")
+                return .answered
+            }
+            out.writeRESPArrayHeader(transaction.count)
+            return transaction.count == 0 ? .answered : .runTransaction(transaction.requests, count: transaction.count)
+        case .command:
+            commandInfo(words, session.version, into: &out)
+        case .quit:
+            out.writeRESPSimple("OK")
+            return .closeAfterReply
+        case .cluster:
+            let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
+            out.writeRESPBulk(text)
+        case .configGet:
+            out.writeRESPMapHeader(0, session.version)
+        }
+        return .answered
+    }
+
+    /// A request that could not be parsed as a command: its error, and inside MULTI, a failed transaction.
+    func refuse(_ error: ReplyError, _ session: inout Session, into out: inout ByteBuffer) {
+        session.transaction?.failed = true
+        out.writeRESPError(error.text)
+    }
+
+    /// Called when the connection closes: its subscriptions end.
+    func connectionClosed(_ session: inout Session) {
+        unsubscribeAll(&session)
+    }
+
+    // MARK: Commands with more to them
+
+    private func queue(_ command: Command, _ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) -> Outcome {
+        guard command.queueable else {
+            session.transaction!.failed = true
+            out.writeRESPError("ERR \(words.string(0).uppercased().prefix(32)) is not allowed inside MULTI; the transaction will fail at EXEC")
+            return .answered
+        }
+        let request = words.requestBytes
+        guard session.transaction!.requests.readableBytes + request.count <= maxTransactionBytes else {
+            session.transaction!.failed = true
+            out.writeRESPError("ERR transaction over \(maxTransactionBytes) bytes; it will fail at EXEC: send EXEC sooner")
+            return .answered
+        }
+        session.transaction!.requests.writeBytes(request)
+        session.transaction!.count += 1
+        out.writeRESPSimple("QUEUED")
+        return .answered
+    }
+
+    private func isHeld(_ name: String) -> Bool {
+        switch state.engine.timeToLive(name) {
+        case .never?, .millis?: true
+        case .notStored?, nil: false
+        }
+    }
+
+    private func refuseAdmin(_ command: String, into out: inout ByteBuffer) -> Outcome {
+        state.logger.warning("refused admin command", metadata: ["command": "\(command)", "peer": "\(peer.map(\.description) ?? "unknown")"])
+        out.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and its group (gid \(state.daemonGID)) only")
+        return .answered
+    }
+
+    private func subscribe(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
+        let names = (1..<words.count).map { words.string($0) }
+        if let unknown = names.first(where: { state.engine.scope(of: $0) == nil }) {
+            out.writeRESPError(ExpirableError.notFound(unknown).description)
+            return
+        }
+        for name in names {
+            if !session.subscriptions.contains(name) {
+                session.subscriptions.append(name)
+                state.subscriptions.add(name, subscriber)
+            }
+            writeSubscription("subscribe", name, count: session.subscriptions.count, session.version, into: &out)
+        }
+    }
+
+    private func unsubscribe(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
+        let names = words.count > 1 ? (1..<words.count).map { words.string($0) } : session.subscriptions
+        guard !names.isEmpty else {
+            out.writeRESPPushHeader(3, session.version)
+            out.writeRESPBulk("unsubscribe")
+            out.writeRESPNull(session.version)
+            out.writeRESPInteger(0)
+            return
+        }
+        for name in names {
+            if let index = session.subscriptions.firstIndex(of: name) {
+                session.subscriptions.remove(at: index)
+                state.subscriptions.remove(name, subscriber)
+            }
+            writeSubscription("unsubscribe", name, count: session.subscriptions.count, session.version, into: &out)
+        }
+    }
+
+    private func unsubscribeAll(_ session: inout Session) {
+        for name in session.subscriptions { state.subscriptions.remove(name, subscriber) }
+        session.subscriptions = []
+    }
+
+    private func writeSubscription(_ kind: String, _ name: String, count: Int, _ version: RESPVersion, into out: inout ByteBuffer) {
+        out.writeRESPPushHeader(3, version)
+        out.writeRESPBulk(kind)
+        out.writeRESPBulk(name)
+        out.writeRESPInteger(Int64(count))
+    }
+
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+    private func hello(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
+        var version = session.version
+        var name = session.name
+        if words.count > 1 {
+            guard let requested = Int(words.string(1)).flatMap(RESPVersion.init(rawValue:)) else {
+                out.writeRESPError("NOPROTO sorry, this protocol version is not supported; expirabled speaks 2 and 3")
+                return
+            }
+            version = requested
+            var index = 2
+            while index < words.count {
+                if words.word(index, is: "SETNAME"), index + 1 < words.count {
+                    guard let valid = CommandExecutor.clientName(words.string(index + 1)) else {
+                        out.writeRESPError(CommandExecutor.badClientName)
+                        return
+                    }
+                    name = valid
+                    index += 2
+                } else if words.word(index, is: "AUTH") {
+                    out.writeRESPError("ERR HELLO AUTH is not supported: expirabled has no passwords; who may connect is set by the socket's mode (socket_mode)")
+                    return
+                } else {
+                    out.writeRESPError("ERR syntax error in HELLO option '\(words.string(index).prefix(32))'; expected HELLO [2|3 [SETNAME name]]")
+                    return
+                }
+            }
+        }
+        session.version = version
+        session.name = name
+        out.writeRESPMapHeader(7, version)
+        out.writeRESPBulk("server")
+        out.writeRESPBulk("expirable")
+        out.writeRESPBulk("version")
+        out.writeRESPBulk(ExpirableServer.version)
+        out.writeRESPBulk("proto")
+        out.writeRESPInteger(Int64(version.rawValue))
+        out.writeRESPBulk("id")
+        out.writeRESPInteger(session.id)
+        out.writeRESPBulk("mode")
+        out.writeRESPBulk("standalone")
+        out.writeRESPBulk("role")
+        out.writeRESPBulk("master")
+        out.writeRESPBulk("modules")
+        out.writeRESPArrayHeader(0)
+    }
+
+    private func client(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
+        let arguments = words.count - 2
+        if words.word(1, is: "SETNAME"), arguments == 1 {
+            guard let name = CommandExecutor.clientName(words.string(2)) else { return out.writeRESPError(CommandExecutor.badClientName) }
+            session.name = name.isEmpty ? nil : name
+            out.writeRESPSimple("OK")
+        } else if words.word(1, is: "GETNAME"), arguments == 0 {
+            if let name = session.name { out.writeRESPBulk(name) } else { out.writeRESPNull(session.version) }
+        } else if words.word(1, is: "SETINFO"), arguments == 2 {
+            guard words.word(2, is: "LIB-NAME") || words.word(2, is: "LIB-VER") else {
+                return out.writeRESPError("ERR unrecognized option '\(words.string(2).prefix(32))'; CLIENT SETINFO takes LIB-NAME or LIB-VER")
+            }
+            out.writeRESPSimple("OK")
+        } else if words.word(1, is: "ID"), arguments == 0 {
+            out.writeRESPInteger(session.id)
+        } else if words.word(1, is: "INFO"), arguments == 0 {
+            let multi = session.transaction.map { String($0.count) } ?? "-1"
+            out.writeRESPBulk("id=\(session.id) name=\(session.name ?? "") resp=\(session.version.rawValue) sub=\(session.subscriptions.count) multi=\(multi)\n")
+        } else {
+            out.writeRESPError("ERR unknown CLIENT subcommand or wrong number of arguments for '\(words.string(1).prefix(32))'; expirabled answers CLIENT SETNAME name, GETNAME, SETINFO LIB-NAME|LIB-VER value, ID, INFO")
+        }
+    }
+
+    static let badClientName = "ERR Client names cannot contain spaces, newlines or special characters."
+
+    /// A name as Redis allows it: printable ASCII without spaces, at most 256 bytes.
+    static func clientName(_ text: String) -> String? {
+        guard text.utf8.count <= 256, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        return text
+    }
+
+    /// `COMMAND`, `COMMAND COUNT|LIST|INFO [name …]|DOCS [name …]`.
+    private func commandInfo(_ words: RESPCommandWords, _ version: RESPVersion, into out: inout ByteBuffer) {
+        let asked = words.count > 2 ? (2..<words.count).map { words.string($0) } : nil
+        if words.count == 1 {
+            out.writeRESPArrayHeader(CommandTable.entries.count)
+            for entry in CommandTable.entries { CommandTable.writeInfo(entry, to: &out, version) }
+        } else if words.word(1, is: "COUNT"), words.count == 2 {
+            out.writeRESPInteger(Int64(CommandTable.entries.count))
+        } else if words.word(1, is: "LIST"), words.count == 2 {
+            out.writeRESPArrayHeader(CommandTable.entries.count)
+            for entry in CommandTable.entries { out.writeRESPBulk(entry.name) }
+        } else if words.word(1, is: "INFO") {
+            let entries = asked.map { $0.map(CommandTable.entry(named:)) } ?? CommandTable.entries.map { $0 }
+            out.writeRESPArrayHeader(entries.count)
+            for entry in entries {
+                if let entry { CommandTable.writeInfo(entry, to: &out, version) } else { out.writeRESPNull(version) }
+            }
+        } else if words.word(1, is: "DOCS") {
+            let entries = asked.map { $0.compactMap(CommandTable.entry(named:)) } ?? CommandTable.entries
+            out.writeRESPMapHeader(entries.count, version)
+            for entry in entries { CommandTable.writeDocs(entry, to: &out, version) }
+        } else {
+            out.writeRESPError("ERR unknown COMMAND subcommand '\(words.string(1).prefix(32))'; expected COMMAND [COUNT | LIST | INFO [name …] | DOCS [name …]]")
+        }
+    }
+}
