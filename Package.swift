@@ -146,6 +146,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),
+        // The connection handler on an EmbeddedChannel: no process, no socket, no sleep.
+        .testTarget(
+            name: "ExpirableServerTests",
+            dependencies: [
+                "ExpirableServer", "ExpirableCore", "ExpirableRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ExpirableDaemonTests",
             dependencies: ["ExpirableClient", "ExpirableCore", "ExpirableRESP", "ExpirableTestSupport", .product(name: "NIOCore", package: "swift-nio")],

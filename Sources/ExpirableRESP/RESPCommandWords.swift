@@ -55,7 +55,12 @@ public struct RESPCommandWords {
     public func word(_ word: Int, is keyword: StaticString) -> Bool {
         let bytes = bytes(word)
         guard bytes.count == keyword.utf8CodeUnitCount else { return false }
-        for index in 0..<bytes.count where bytes[index] & 0xDF != keyword.utf8Start[index] { return false }
+        for index in 0..<bytes.count {
+            let byte = bytes[index]
+            let expected = keyword.utf8Start[index]
+            // Letters match in either case; anything else ('-', digits) exactly.
+            if byte != expected && !(expected >= 0x41 && expected <= 0x5A && byte == expected | 0x20) { return false }
+        }
         return true
     }
 }

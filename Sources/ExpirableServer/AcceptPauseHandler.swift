@@ -15,6 +15,8 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
     private let logger: Logger
     private let retry: TimeAmount
     private var paused = false
+    /// Said once per shortage: set at the first failed accept, cleared by the next successful one.
+    private var warned = false
     private var readPending = false
     private var retryTask: Scheduled<Void>?
     private var context: ChannelHandlerContext?
@@ -28,6 +30,14 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         retryTask?.cancel()
         self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if warned {
+            warned = false
+            logger.notice("accepting again: a descriptor is free")
+        }
+        context.fireChannelRead(data)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -45,9 +55,12 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
         }
         guard !paused else { return }
         paused = true
-        logger.error("out of file descriptors: accepting paused until a connection closes", metadata: [
-            "error": "\(error)", "hint": "raise LimitNOFILE (ulimit -n) or lower max_connections",
-        ])
+        if !warned {
+            warned = true
+            logger.error("out of file descriptors: accepting paused until a connection closes", metadata: [
+                "error": "\(error)", "hint": "raise LimitNOFILE (ulimit -n) or lower max_connections",
+            ])
+        }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         retryTask = context.eventLoop.scheduleTask(in: retry) { loopBound.value.resume() }
     }
@@ -62,7 +75,6 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
         retryTask = nil
         guard paused, let context else { return }
         paused = false
-        logger.notice("accepting again")
         if readPending {
             readPending = false
             context.read()

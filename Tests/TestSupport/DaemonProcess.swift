@@ -13,6 +13,8 @@ public final class DaemonProcess: @unchecked Sendable {
 
     /// Extra command-line arguments for `expirabled`.
     public var arguments: [String] = []
+    /// A program that runs before `expirabled` and execs it (same PID), such as `["prlimit", "--nofile=64"]`.
+    public var launcher: [String] = []
 
     /// Writes a configuration with `expirables` (TOML tables), `server` (extra [server] lines) and `cluster` (a
     /// whole [cluster] table, or nothing), compiles the test plugins named, copies the shipped ones, and starts
@@ -56,7 +58,7 @@ public final class DaemonProcess: @unchecked Sendable {
 
     /// Starts another daemon on the same configuration and returns it without waiting.
     public func launch() throws -> Spawned {
-        try Spawned([try TestPaths.product("expirabled").path, "--config", configPath, "--log-level", "debug"] + arguments,
+        try Spawned(launcher + [try TestPaths.product("expirabled").path, "--config", configPath, "--log-level", "debug"] + arguments,
                     stdout: .file(logPath), stderr: .file(logPath))
     }
 

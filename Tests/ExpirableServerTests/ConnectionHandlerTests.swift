@@ -1,0 +1,210 @@
+import ExpirableCore
+import ExpirableRESP
+import Logging
+import NIOCore
+import NIOEmbedded
+import Synchronization
+import Testing
+@testable import ExpirableServer
+
+/// A fetcher whose calls wait until the test releases them.
+final class GatedFetcher: Fetcher {
+    private let waiting = Mutex<[@Sendable (Result<Fetched, ExpirableError>) -> Void]>([])
+    var calls: Int { waiting.withLock { $0.count } }
+
+    func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        waiting.withLock { $0.append(completion) }
+    }
+
+    func release(_ value: String, lifetimeMillis: Int64 = 60_000) {
+        let completions = waiting.withLock { w in defer { w = [] }; return w }
+        let fetched = Fetched(value: Secret(value), expiry: .at(unixMillis: SystemClock().unixMillis + lifetimeMillis))
+        for completion in completions { completion(.success(fetched)) }
+    }
+}
+
+/// One ConnectionHandler on an EmbeddedChannel, with an engine of two expirables, `a` and `b`, whose fetches
+/// the test releases.
+struct Harness {
+    let channel = EmbeddedChannel()
+    let engine: Engine
+    let fetchers = ["a": GatedFetcher(), "b": GatedFetcher()]
+    let state: ServerState
+
+    init(options: ServerOptions = ServerOptions(socketPath: "/unused")) throws {
+        engine = Engine(expirables: fetchers.map { ExpirableDefinition(name: $0.key, fetcher: $0.value) })
+        state = ServerState(engine: engine, options: options, logger: Logger(label: "test"))
+        let state = self.state
+        engine.observeNewValues { name, fetched in state.subscriptions.publish(name, fetched) }
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(state: state))
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/unused")).wait()
+    }
+
+    func send(_ text: String) throws {
+        try channel.writeInbound(ByteBuffer(string: text))
+        channel.pipeline.fireChannelReadComplete()
+    }
+
+    /// Everything written to the client so far, after running the event loop's pending tasks.
+    func received() throws -> String {
+        channel.embeddedEventLoop.run()
+        var text = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
+        return text
+    }
+
+    /// Fills `name` with `value` through a GET.
+    func store(_ name: String, _ value: String) throws {
+        try send("GET \(name)\r\n")
+        fetchers[name]!.release(value)
+        _ = try received()
+    }
+}
+
+@Suite("Connection handler (EmbeddedChannel)")
+struct ConnectionHandlerTests {
+    @Test("GET of a valid value is answered inline; pipelined requests are answered in order")
+    func inlineAnswers() throws {
+        let h = try Harness()
+        try h.store("a", "alpha")
+        try h.send("GET a\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n")
+        #expect(try h.received() == "$5\r\nalpha\r\n+PONG\r\n$5\r\nalpha\r\n")
+    }
+
+    @Test("a miss holds the requests behind it, then answers them in order")
+    func missHoldsLaterRequests() throws {
+        let h = try Harness()
+        try h.send("GET a\r\nPING\r\nECHO x\r\n")
+        #expect(try h.received() == "")
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "$5\r\nalpha\r\n+PONG\r\n$1\r\nx\r\n")
+    }
+
+    @Test("MULTI queues, EXEC answers one array in order, waiting on a miss inside it")
+    func transactions() throws {
+        let h = try Harness()
+        try h.store("a", "alpha")
+        try h.send("MULTI\r\nGET a\r\nGET b\r\nPTTL nope\r\nEXEC\r\nPING\r\n")
+        #expect(try h.received() == "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n$5\r\nalpha\r\n")
+        h.fetchers["b"]!.release("beta")
+        #expect(try h.received() == "$4\r\nbeta\r\n-NOTFOUND no expirable named 'nope' is configured; `expirablectl list` shows the names\r\n+PONG\r\n")
+    }
+
+    @Test("a command refused inside MULTI fails the transaction at EXEC; DISCARD and a lone EXEC are errors as in Redis")
+    func failedTransactions() throws {
+        let h = try Harness()
+        try h.send("MULTI\r\nNOSUCH\r\nGET a\r\nEXEC\r\nEXEC\r\nDISCARD\r\n")
+        let reply = try h.received()
+        #expect(reply.hasPrefix("+OK\r\n-ERR unknown command 'NOSUCH'"))
+        #expect(reply.hasSuffix("+QUEUED\r\n-EXECABORT Transaction discarded because of previous errors.\r\n-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n"))
+        #expect(h.fetchers["a"]!.calls == 0)
+    }
+
+    @Test("HELLO 3 switches to RESP3: a map, null as _, subscriptions as push frames; RESET goes back to RESP2")
+    func resp3() throws {
+        let h = try Harness()
+        try h.send("HELLO 3\r\n")
+        let hello = try h.received()
+        #expect(hello.hasPrefix("%7\r\n$6\r\nserver\r\n$9\r\nexpirable\r\n"))
+        #expect(hello.contains("$5\r\nproto\r\n:3\r\n"))
+        try h.send("CLIENT GETNAME\r\nMGET nope\r\nSUBSCRIBE a\r\n")
+        #expect(try h.received() == "_\r\n*1\r\n_\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
+        try h.send("GET a\r\n")
+        h.fetchers["a"]!.release("alpha")
+        // The push of the new value and the GET's reply, in either order.
+        let answer = try h.received()
+        #expect(answer.contains(">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$5\r\nalpha\r\n"))
+        #expect(answer.contains("$5\r\nalpha\r\n"))
+        try h.send("RESET\r\nCLIENT GETNAME\r\n")
+        #expect(try h.received() == "+RESET\r\n$-1\r\n")
+        #expect(h.state.subscriptions.count("a") == 0)
+    }
+
+    @Test("in RESP2 a subscribed connection may only (un)subscribe, ping, quit or reset; PING answers as in pub/sub")
+    func resp2SubscribedMode() throws {
+        let h = try Harness()
+        try h.send("SUBSCRIBE a b\r\nGET a\r\nPING\r\nUNSUBSCRIBE\r\nGET nope\r\n")
+        let reply = try h.received()
+        #expect(reply.hasPrefix("*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n-ERR Can't execute 'get'"))
+        #expect(reply.hasSuffix("*2\r\n$4\r\npong\r\n$0\r\n\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n-NOTFOUND no expirable named 'nope' is configured; `expirablectl list` shows the names\r\n"))
+    }
+
+    @Test("a new value is pushed to subscribers as a pub/sub message; a clear pushes nothing")
+    func pushes() throws {
+        let h = try Harness()
+        try h.send("SUBSCRIBE a\r\n")
+        _ = try h.received()
+        h.engine.fetch("a") { _ in }
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$5\r\nalpha\r\n")
+        h.engine.clear("a")
+        #expect(try h.received() == "")
+    }
+
+    @Test("past the output bound nothing more is answered or read until the client drains; then the rest is answered")
+    func backPressure() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send(String(repeating: "GET a\r\n", count: 10))
+        // Replies go out in 64 KiB pieces: after the first piece the connection is throttled.
+        let first = try h.received()
+        #expect(first.occurrences(of: "$40000\r\n") == 2)
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        let rest = try h.received()
+        #expect(rest.occurrences(of: "$40000\r\n") == 8)
+    }
+
+    @Test("after a half-close every request read is answered, then the connection closes")
+    func halfClose() throws {
+        let h = try Harness()
+        try h.send("GET a\r\nPING\r\n")
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(h.channel.isActive)
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "$5\r\nalpha\r\n+PONG\r\n")
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("an idle connection closes after idle_timeout, a half-sent request after request_timeout")
+    func timeouts() throws {
+        let options = ServerOptions(socketPath: "/unused", idleTimeout: .seconds(60), requestTimeout: .seconds(2))
+        let idle = try Harness(options: options)
+        idle.channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(idle.channel.isActive)
+        idle.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!idle.channel.isActive)
+
+        let partial = try Harness(options: options)
+        try partial.send("*2\r\n$3\r\nGET")
+        partial.channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        #expect(try partial.received().hasPrefix("-ERR request incomplete after 2000 ms (request_timeout)"))
+        #expect(!partial.channel.isActive)
+    }
+
+    @Test("CLIENT SETNAME/GETNAME/SETINFO/ID, SELECT 0 only, ECHO, TTL in seconds and PTTL in milliseconds")
+    func redisConnectionCommands() throws {
+        let h = try Harness()
+        try h.store("a", "alpha")
+        try h.send("CLIENT SETNAME app\r\nCLIENT GETNAME\r\nCLIENT SETINFO LIB-NAME redis-py\r\nSELECT 0\r\nSELECT 3\r\nECHO hi\r\nTTL a\r\nTTL b\r\nEXISTS a b a\r\nTYPE a\r\nTYPE nope\r\nDBSIZE\r\n")
+        let reply = try h.received()
+        #expect(reply.hasPrefix("+OK\r\n$3\r\napp\r\n+OK\r\n+OK\r\n-ERR DB index is out of range"))
+        #expect(reply.hasSuffix("$2\r\nhi\r\n:60\r\n:-2\r\n:2\r\n+string\r\n+none\r\n:1\r\n"))
+        try h.send("PTTL a\r\n")
+        let pttl = try #require(Int(try h.received().dropFirst().dropLast(1)))
+        #expect(pttl > 59_000 && pttl <= 60_000)
+    }
+}
+
+extension String {
+    func occurrences(of part: String) -> Int {
+        var count = 0
+        var rest = self[...]
+        while let range = rest.firstRange(of: part) {
+            count += 1
+            rest = rest[range.upperBound...]
+        }
+        return count
+    }
+}
