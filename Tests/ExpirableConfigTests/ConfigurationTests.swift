@@ -80,6 +80,10 @@ struct ConfigurationTests {
         #expect(config.server.socket == "/run/expirable/expirable.sock")
         #expect(config.server.socketMode == 0o660)
         #expect(config.server.pluginDir == "/usr/local/lib/expirable")
+        #expect(config.server.maxConnections == nil, "the daemon derives it from its limit on open files")
+        #expect(config.server.maxOutputBytes == 1024 * 1024)
+        #expect(config.server.idleTimeout == .seconds(300))
+        #expect(config.server.requestTimeout == .seconds(10))
         #expect(config.cluster == nil)
         #expect(config.expirables[0].scope == .cluster)
         #expect(config.expirables[0].refresh == .lazy)
@@ -89,9 +93,15 @@ struct ConfigurationTests {
 
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
-         "F:3: server.sockt_mode: unknown key in [server]; expected one of: max_connections, max_request_bytes, plugin_dir, socket, socket_mode"),
+         "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, max_connections, max_output_bytes, max_request_bytes, plugin_dir, request_timeout, socket, socket_mode"),
         ("[server]\nmax_connections = 0\n",
          "F:2: server.max_connections: expected an integer from 1 to 1000000, got 0"),
+        ("[server]\nmax_output_bytes = 100\n",
+         "F:2: server.max_output_bytes: expected an integer from 65536 to 1073741824, got 100"),
+        ("[server]\nidle_timeout = \"soon\"\n",
+         "F:2: server.idle_timeout: expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds, got \"soon\""),
+        ("[server]\nrequest_timeout = 0\n",
+         "F:2: server.request_timeout: expected a duration above zero such as \"10s\", got 0"),
         ("[servr]\n",
          "F:1: servr: unknown key at the top level; expected one of: cluster, expirable, server"),
         ("[server]\nsocket_mode = \"rw-rw----\"\n",
