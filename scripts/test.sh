@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command: installs what the suite needs on a fresh Debian machine, then runs
+#     swift build && swift test [ARGUMENTS…]
+# (arguments go to `swift test`, e.g. scripts/test.sh --filter RedisClientTests).
+#
+# Debian packages: installed with apt-get when run as root, after one `apt-get update`; otherwise the script stops
+# before building with one line naming the packages to install.
+# Python client libraries (Tests/Clients/requirements.txt): installed with pip into .build/python-clients, never
+# into the system's site-packages; RedisClientTests puts that directory on PYTHONPATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What the suite runs or links, and the Debian package that brings it.
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+{ command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || missing+=(redis-tools)
+[ -e /usr/include/hiredis/hiredis.h ] || missing+=(libhiredis-dev)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "scripts/test.sh: missing packages, install them and run again: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "scripts/test.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Reinstalled when requirements.txt or the Python version changes, or when an import fails.
+clients=.build/python-clients
+wanted="$(cat Tests/Clients/requirements.txt; python3 --version)"
+if [ "$(cat "$clients/.installed" 2>/dev/null)" != "$wanted" ] \
+    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis' >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing the Python clients into $clients"
+    rm -rf "$clients"
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+        --target "$clients" -r Tests/Clients/requirements.txt
+    printf '%s' "$wanted" > "$clients/.installed"
+fi
+PYTHONPATH="$clients" python3 -c 'import redis, coredis; print(f"scripts/test.sh: Python clients: redis-py {redis.__version__}, coredis {coredis.__version__}")'
+
+swift build && swift test "$@"
