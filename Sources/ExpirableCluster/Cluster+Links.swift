@@ -154,37 +154,71 @@ final class OutboundLink: ChannelInboundHandler {
     }
 }
 
-/// A link a peer dialed: after TLS has established who it is, frames are decoded and handed to the cluster.
-/// The first must be hello. A malformed frame closes this link only.
+/// A link a peer dialed. Until TLS has established who the peer is and its hello has arrived, the connection
+/// holds a place of the cluster's unauthenticated budget (taken on accept) and must get there within
+/// `handshakeTimeout`. Once linked, frames are decoded and handed to the cluster; a frame once begun must be
+/// complete within the dead time, so a peer that stalls halfway does not hold the link. A malformed frame closes
+/// this link only.
 final class InboundLink: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
+    private enum State {
+        /// Accepted, TLS handshake under way. Holds a place of the budget.
+        case handshaking
+        /// TLS verified the certificate for `peer`; its hello has not arrived. Holds a place of the budget.
+        case verified(peer: String, tls: String)
+        /// hello arrived: the peer's link, its frames go to the cluster.
+        case linked(peer: String)
+        /// Closed or removed; the place, if one was held, is given back.
+        case closed
+    }
+
     private let cluster: Cluster
-    private var peer: String?
-    private var tlsVersion = ""
-    private var greeted = false
+    private var state = State.handshaking
     private var buffer: ByteBuffer?
+    /// Closes the connection unless it is linked in time.
+    private var handshakeDeadline: Scheduled<Void>?
+    /// Armed while a linked peer's frame is incomplete.
+    private var frameDeadline: Scheduled<Void>?
 
     init(cluster: Cluster) {
         self.cluster = cluster
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startHandshakeDeadline(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startHandshakeDeadline(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let verified = event as? TLSPeerVerified {
-            peer = verified.node
-            tlsVersion = verified.protocolVersion
+        if let verified = event as? TLSPeerVerified, case .handshaking = state {
+            state = .verified(peer: verified.node, tls: verified.protocolVersion)
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let peer else { return }
+        let peer: String
+        switch state {
+        case .verified(let verified, _), .linked(let verified): peer = verified
+        case .handshaking, .closed: return
+        }
         var incoming = unwrapInboundIn(data)
         if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
+        var completed = false
         do {
             while var pending = buffer, let message = try ClusterFrame.decode(&pending) {
                 buffer = pending.readableBytes == 0 ? nil : pending
-                if !greeted {
+                completed = true
+                if case .verified(_, let tls) = state {
                     guard case .hello(let node, let version, _) = message else {
                         throw ClusterFrameError("the first frame is not hello")
                     }
@@ -192,8 +226,11 @@ final class InboundLink: ChannelInboundHandler {
                     guard version == ClusterMessage.protocolVersion else {
                         throw ClusterFrameError("cluster protocol \(version), this node speaks \(ClusterMessage.protocolVersion)")
                     }
-                    greeted = true
-                    cluster.inboundReady(peer, channel: context.channel, tls: tlsVersion)
+                    state = .linked(peer: peer)
+                    handshakeDeadline?.cancel()
+                    handshakeDeadline = nil
+                    cluster.releaseUnauthenticated()
+                    cluster.inboundReady(peer, channel: context.channel, tls: tls)
                 }
                 cluster.received(message, from: peer)
             }
@@ -201,17 +238,88 @@ final class InboundLink: ChannelInboundHandler {
         } catch {
             cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
             context.close(promise: nil)
+            return
+        }
+        guard case .linked = state else { return }
+        // The dead time runs from the first bytes of the frame still incomplete: a peer that goes on sending
+        // whole frames never meets it, one that stops halfway does.
+        if buffer == nil {
+            frameDeadline?.cancel()
+            frameDeadline = nil
+        } else if completed || frameDeadline == nil {
+            frameDeadline?.cancel()
+            startFrameDeadline(context: context, peer: peer)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let peer, greeted { cluster.inboundLost(peer, channel: context.channel) }
+        if case .linked(let peer) = state { cluster.inboundLost(peer, channel: context.channel) }
+        finish()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
-        cluster.logger.warning("refused peer connection", metadata: ["from": "\(remote)", "peer": "\(peer ?? "unverified")", "reason": "\(error)"])
+        let peer: String
+        switch state {
+        case .verified(let verified, _), .linked(let verified): peer = verified
+        case .handshaking, .closed: peer = "unverified"
+        }
+        cluster.logger.warning("refused peer connection", metadata: ["from": "\(remote)", "peer": "\(peer)", "reason": "\(error)"])
         context.close(promise: nil)
+    }
+
+    // MARK: Deadlines
+
+    private func startHandshakeDeadline(context: ChannelHandlerContext) {
+        guard case .handshaking = state, handshakeDeadline == nil else { return }
+        let timeout = cluster.options.handshakeTimeout
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        handshakeDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+            let (link, context) = loopBound.value
+            link.handshakeDeadlinePassed(context: context, timeout: timeout)
+        }
+    }
+
+    private func handshakeDeadlinePassed(context: ChannelHandlerContext, timeout: Duration) {
+        let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+        switch state {
+        case .handshaking:
+            // Anyone who can reach the port can cause this, so it is not worth more than debug; refusals over the
+            // budget are what an operator sees.
+            cluster.logger.debug("closed an unauthenticated cluster connection: no TLS handshake within \(timeout.milliseconds) ms", metadata: ["from": "\(remote)"])
+        case .verified(let peer, _):
+            // Only a holder of a certificate from the cluster's CA gets here: a peer that is broken or too old.
+            cluster.logger.info("closed a cluster connection verified as \(peer): no hello within \(timeout.milliseconds) ms of connecting", metadata: ["from": "\(remote)"])
+        case .linked, .closed:
+            return
+        }
+        context.close(promise: nil)
+    }
+
+    private func startFrameDeadline(context: ChannelHandlerContext, peer: String) {
+        let deadAfter = cluster.options.deadAfter
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        frameDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(deadAfter.nanoseconds)) {
+            let (link, context) = loopBound.value
+            guard case .linked = link.state else { return }
+            link.cluster.logger.warning("peer stalled in the middle of a frame; closing that link", metadata: [
+                "peer": "\(peer)", "reason": "\(link.buffer?.readableBytes ?? 0) bytes of a frame, the rest not within \(deadAfter.milliseconds) ms",
+            ])
+            context.close(promise: nil)
+        }
+    }
+
+    /// Cancels the deadlines and gives back the place of a connection that closed before its hello.
+    private func finish() {
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
+        frameDeadline?.cancel()
+        frameDeadline = nil
+        switch state {
+        case .handshaking, .verified: cluster.releaseUnauthenticated()
+        case .linked, .closed: break
+        }
+        state = .closed
     }
 }

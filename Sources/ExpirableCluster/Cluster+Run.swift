@@ -15,8 +15,21 @@ extension Cluster {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, role: .server(allowedPeers: allowed), handshakeTimeout: .seconds(5)))
-                        try channel.pipeline.syncOperations.addHandler(InboundLink(cluster: self))
+                        // Over the budget, the bootstrap closes the connection when this throws, before any TLS
+                        // state is made for it or it is registered for reading.
+                        guard admitUnauthenticated() else {
+                            throw ClusterError("over the budget of \(options.unauthenticatedLimit) unauthenticated connections")
+                        }
+                        do {
+                            // The link bounds the TLS handshake and hello together, so TLS gets no timeout of its own.
+                            try channel.pipeline.syncOperations.addHandlers([
+                                TLSHandler(context: tls, role: .server(allowedPeers: allowed), handshakeTimeout: nil),
+                                InboundLink(cluster: self),
+                            ])
+                        } catch {
+                            releaseUnauthenticated()
+                            throw error
+                        }
                     }
                 }
                 .bind(host: options.listenHost, port: options.listenPort).get()
@@ -48,6 +61,7 @@ extension Cluster {
     /// Every heartbeat: tell each peer this node is alive, and notice peers that fell silent.
     private func tick() {
         broadcast(.heartbeat)
+        reportRefusals()
         let now = clock.monotonicNanos
         // A silent peer's links may still look open (a partition that drops packets): close them, so the link is
         // dialed afresh once the peer can be reached again. The peer counts as dead after `deadAfter`; the links

@@ -19,6 +19,8 @@ public final class Cluster: Service, Replicator, Sendable {
     let clock = SystemClock()
     private let engineBox = Mutex<Engine?>(nil)
     let state: Mutex<ClusterState>
+    /// Apart from `state`: taken on every accept, which must not wait behind the peers' bookkeeping.
+    let admission = Mutex(Admission())
 
     public init(options: ClusterOptions, tls: TLSContext, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.options = options

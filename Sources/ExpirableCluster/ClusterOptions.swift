@@ -23,17 +23,28 @@ public struct ClusterOptions: Sendable {
     public var heartbeat: Duration
     /// A peer not heard from for this long is dead; its duties move to the live nodes.
     public var deadAfter: Duration
+    /// An accepted connection must finish its TLS handshake and send a valid hello within this long, or it is
+    /// closed. Default: 4 heartbeats, at least 2 s (a loaded peer's handshake is not cut short) and at most 5 s
+    /// (a stranger does not hold a place of `unauthenticatedLimit` for long).
+    public var handshakeTimeout: Duration
+    /// How many accepted connections may be short of a valid hello at once; more are closed on accept, so
+    /// strangers on the cluster port cannot use up the descriptors local clients need. Default: 4 per peer,
+    /// at least 16 (see docs/cluster.md, "Unauthenticated connections").
+    public var unauthenticatedLimit: Int
     /// This node's cluster-scoped expirables, for comparing configurations with peers.
     public var digests: [ExpirableDigest]
 
     public init(node: String, listenHost: String, listenPort: Int, peers: [Peer], heartbeat: Duration = .milliseconds(500),
-                deadAfter: Duration? = nil, digests: [ExpirableDigest]) {
+                deadAfter: Duration? = nil, handshakeTimeout: Duration? = nil, unauthenticatedLimit: Int? = nil,
+                digests: [ExpirableDigest]) {
         self.node = node
         self.listenHost = listenHost
         self.listenPort = listenPort
         self.peers = peers
         self.heartbeat = heartbeat
         self.deadAfter = deadAfter ?? heartbeat * 3
+        self.handshakeTimeout = handshakeTimeout ?? min(max(heartbeat * 4, .seconds(2)), .seconds(5))
+        self.unauthenticatedLimit = unauthenticatedLimit ?? max(16, 4 * peers.count)
         self.digests = digests
     }
 }

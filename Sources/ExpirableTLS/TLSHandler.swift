@@ -38,11 +38,13 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var state = State.idle
     private let connection: TLSConnection
     private let role: TLSRole
-    private let handshakeTimeout: TimeAmount
+    private let handshakeTimeout: TimeAmount?
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     private var handshakeDeadline: Scheduled<Void>?
 
-    public init(context: TLSContext, role: TLSRole, handshakeTimeout: TimeAmount = .seconds(10)) throws(TLSError) {
+    /// `handshakeTimeout` bounds the handshake from the moment the channel is active; nil leaves the bound to a
+    /// handler further on that knows more (the cluster bounds TLS and its hello frame together).
+    public init(context: TLSContext, role: TLSRole, handshakeTimeout: TimeAmount? = .seconds(10)) throws(TLSError) {
         if case .server = role {
             connection = try TLSConnection(context: context, isServer: true)
         } else {
@@ -113,11 +115,13 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func start(context: ChannelHandlerContext) {
         guard state == .idle else { return }
         state = .handshaking
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        handshakeDeadline = context.eventLoop.scheduleTask(in: handshakeTimeout) {
-            let (handler, context) = loopBound.value
-            guard handler.state == .handshaking else { return }
-            handler.fail(context: context, TLSError("no TLS handshake within \(handler.handshakeTimeout.nanoseconds / 1_000_000_000) s"))
+        if let handshakeTimeout {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            handshakeDeadline = context.eventLoop.scheduleTask(in: handshakeTimeout) {
+                let (handler, context) = loopBound.value
+                guard handler.state == .handshaking else { return }
+                handler.fail(context: context, TLSError("no TLS handshake within \(handshakeTimeout.nanoseconds / 1_000_000) ms"))
+            }
         }
         advanceHandshake(context: context)
     }

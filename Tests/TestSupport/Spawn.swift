@@ -8,13 +8,17 @@ public final class Spawned: @unchecked Sendable {
     public let pid: pid_t
     private let status = Mutex<Int32?>(nil)
 
-    /// Starts `arguments[0]` (looked up in PATH) with stdin from /dev/null and stdout/stderr on `stdout`/`stderr`
-    /// (descriptors, or a file path opened for appending), or inherited when nil.
-    public init(_ arguments: [String], stdout: Output? = nil, stderr: Output? = nil, environment: [String: String]? = nil) throws {
+    /// Starts `arguments[0]` (looked up in PATH) with stdin from the descriptor `stdin` (/dev/null when nil) and
+    /// stdout/stderr on `stdout`/`stderr` (descriptors, or a file path opened for appending), or inherited when nil.
+    public init(_ arguments: [String], stdin: Int32? = nil, stdout: Output? = nil, stderr: Output? = nil, environment: [String: String]? = nil) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdin {
+            posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         for (fd, output) in [(Int32(1), stdout), (Int32(2), stderr)] {
             switch output {
             case .descriptor(let source)?: posix_spawn_file_actions_adddup2(&actions, source, fd)
