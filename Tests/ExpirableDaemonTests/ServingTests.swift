@@ -26,7 +26,7 @@ struct ServingTests {
         #expect(try daemon.redis("GET", "token") == "token-1")
         #expect(try daemon.redis("FETCH", "token").hasPrefix("token-1\n"))
         #expect(daemon.count("calls") == 1)
-        let ttl = try #require(Int(try daemon.redis("TTL", "token")))
+        let ttl = try #require(Int(try daemon.redis("PTTL", "token")))
         #expect(ttl > 50_000 && ttl <= 60_000)
     }
 
