@@ -13,10 +13,13 @@ final class RedisServer {
     init() throws {
         directory = try TemporaryDirectory("redis")
         socket = directory.appending("r.sock")
-        try start()
+        do {
+            try start()
+        } catch {
+            remove()
+            throw error
+        }
     }
-
-    deinit { remove() }
 
     /// Starts redis-server (again) on the same socket and waits, at most 10 s, until it answers PING.
     func start() throws {
@@ -28,6 +31,7 @@ final class RedisServer {
             if !process.isRunning { break }
             usleep(50_000)
         }
+        stop()
         throw TestSupportError("redis-server did not answer on \(socket)")
     }
 

@@ -11,6 +11,7 @@ struct SubscriberTests {
     @Test("each published value arrives with its name and exact bytes; its description hides the value")
     func messages() async throws {
         let redis = try RedisServer()
+        defer { redis.remove() }
         let client = ExpirableClient(socketPath: redis.socket, timeout: .seconds(10))
         let updates = try await client.updates(of: ["token", "other", "token"])
         #expect(updates.names == ["token", "other"])
@@ -30,6 +31,7 @@ struct SubscriberTests {
     @Test("a consumer that falls behind gets the newest value of each name, in order, not a backlog")
     func slowConsumer() async throws {
         let redis = try RedisServer()
+        defer { redis.remove() }
         let updates = try await ExpirableClient(socketPath: redis.socket, timeout: .seconds(10)).updates(of: ["a", "b", "end"])
         for i in 1...500 { try redis.publish("a", "a\(i)") }
         try redis.publish("b", "b1")
@@ -60,6 +62,7 @@ struct SubscriberTests {
     @Test("after the server restarts the names are subscribed again and new values arrive")
     func resubscribes() async throws {
         let redis = try RedisServer()
+        defer { redis.remove() }
         let client = ExpirableClient(socketPath: redis.socket, timeout: .seconds(10))
         var iterator = try await client.updates(of: ["token"]).makeAsyncIterator()
         try redis.publish("token", "before")
@@ -74,6 +77,7 @@ struct SubscriberTests {
     @Test("a server not back within the client's timeout ends the sequence with unavailable")
     func givesUp() async throws {
         let redis = try RedisServer()
+        defer { redis.remove() }
         let client = ExpirableClient(socketPath: redis.socket, timeout: .milliseconds(500))
         var iterator = try await client.updates(of: ["token"]).makeAsyncIterator()
         redis.stop()
@@ -90,6 +94,7 @@ struct SubscriberTests {
     @Test("cancelling the consuming task closes the connection")
     func cancelling() async throws {
         let redis = try RedisServer()
+        defer { redis.remove() }
         let updates = try await ExpirableClient(socketPath: redis.socket, timeout: .seconds(10)).updates(of: ["token"])
         let consumer = Task { for try await _ in updates {} }
         #expect(try redis.subscribers("token") == 1)
@@ -108,6 +113,7 @@ struct SubscriberTests {
     @Test("expirablectl watch prints the value alone for one name, name and value for several, JSON with --json")
     func watchOutput() throws {
         let redis = try RedisServer()
+        defer { redis.remove() }
         let ctl = try TestPaths.product("expirablectl").path
         let one = try RunningTool([ctl, "watch", "token", "--socket", redis.socket])
         let several = try RunningTool([ctl, "watch", "token", "other", "--socket", redis.socket])
