@@ -74,12 +74,12 @@ struct ClientBenchmark {
         for _ in 0..<rounds {
             try await ownerClient.clear(name)
             for peer in peerClients {
-                while try await peer.ttl(name) != .notStored {}
+                while try await peer.timeToLive(name) != .notStored {}
             }
             let start = clock.monotonicNanos
             _ = try await ownerClient.value(name)
             for peer in peerClients {
-                while try await peer.ttl(name) == .notStored {}
+                while try await peer.timeToLive(name) == .notStored {}
             }
             samples.append(Double(clock.monotonicNanos - start) / 1e6)
         }

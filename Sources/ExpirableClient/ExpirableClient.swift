@@ -23,6 +23,7 @@ public struct FetchedValue: Sendable, Hashable {
 /// One client holds one connection, opened on first use and reopened after it breaks (a daemon restart, say),
 /// and pipelines the calls of any number of tasks over it. Every call has a deadline: a daemon that does not
 /// answer in time costs the caller a `.callTimeout` error, and the connection is reopened for the next call.
+/// ``updates(of:)`` watches values for their new versions over a connection of its own.
 ///
 /// ```swift
 /// let client = ExpirableClient(socketPath: "/run/expirable/expirable.sock")
@@ -40,7 +41,7 @@ public final class ExpirableClient: Sendable {
     /// The longest a call waits for its reply; a little over the daemon's default plugin timeout (30 s).
     public let timeout: Duration
 
-    private let group: any EventLoopGroup
+    let group: any EventLoopGroup
     private enum Connection {
         case connecting(EventLoopFuture<any Channel>)
         case connected(any Channel)
@@ -96,14 +97,16 @@ public final class ExpirableClient: Sendable {
         guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEARALL") }
     }
 
-    /// Time left on the stored value of `name`.
-    public func ttl(_ name: String) async throws(ExpirableClientError) -> TimeToLive {
-        let reply = try await call(["TTL", name])
-        guard case .integer(let ms) = reply else { throw unexpected(reply, "TTL") }
+    /// How long the value stored for `name` stays valid, to the millisecond (the daemon's `PTTL`).
+    ///
+    /// Unlike ``fetch(_:)`` this never calls the plugin: it only looks at what the daemon holds.
+    public func timeToLive(_ name: String) async throws(ExpirableClientError) -> TimeToLive {
+        let reply = try await call(["PTTL", name])
+        guard case .integer(let ms) = reply, ms >= -2 else { throw unexpected(reply, "PTTL") }
         switch ms {
         case -2: return .notStored
         case -1: return .never
-        default: return .millis(ms)
+        default: return .expiresIn(.milliseconds(ms))
         }
     }
 
@@ -241,5 +244,17 @@ public final class ExpirableClient: Sendable {
 
     private func unexpected(_ reply: RESPValue, _ command: String) -> ExpirableClientError {
         ExpirableClientError(code: .unexpectedReply, message: "unexpected reply to \(command): \(reply)")
+    }
+}
+
+extension ExpirableClient {
+    /// The answer to ``ExpirableClient/timeToLive(_:)``: how long the daemon keeps serving the value it holds.
+    public enum TimeToLive: Sendable, Hashable {
+        /// Nothing valid is stored; the next fetch calls the plugin.
+        case notStored
+        /// Stored until cleared: the value never expires.
+        case never
+        /// Valid for this long (millisecond precision) from when the daemon answered.
+        case expiresIn(Duration)
     }
 }

@@ -9,9 +9,9 @@ import Glibc
 struct Control: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "expirablectl",
-        abstract: "Administer a running expirabled: read, clear and inspect its values.",
+        abstract: "Administer a running expirabled: read, watch, clear and inspect its values.",
         discussion: "Every command talks to the daemon's Unix socket (--socket, default $EXPIRABLE_SOCKET or /run/expirable/expirable.sock) and exits non-zero with the error on stderr when anything fails.",
-        subcommands: [Fetch.self, Clear.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
+        subcommands: [Fetch.self, Watch.self, Clear.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
 }
 
@@ -20,7 +20,7 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "The daemon's Unix socket.")
     var socket: String = ExpirableClient.defaultSocketPath
 
-    @Option(name: .long, help: "Seconds to wait for the daemon's answer.")
+    @Option(name: .long, help: "Seconds to wait for the daemon's answer (for watch: for the daemon to come back after a restart).")
     var timeout: Double = 35
 
     var client: ExpirableClient {

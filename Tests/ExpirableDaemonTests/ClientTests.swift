@@ -6,7 +6,7 @@ import Testing
 
 @Suite("ExpirableClient against a real daemon")
 struct ClientTests {
-    @Test("fetch, value, ttl, list, info, clear and clearAll")
+    @Test("fetch, value, timeToLive, list, info, clear and clearAll")
     func calls() async throws {
         let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.forever]\nplugin = \"counter\"\n[expirable.forever.params]\nttl_ms = \"never\"\n")
         defer { daemon.remove() }
@@ -23,19 +23,19 @@ struct ClientTests {
         #expect((before + 60_000 - 1...after + 60_000 + 1).contains(expiresAt))
         #expect(try await client.value("token") == "token-1")
         #expect(try await client.fetch("forever").expiry == .never)
-        #expect(try await client.ttl("forever") == .never)
-        guard case .millis(let left) = try await client.ttl("token") else {
-            Issue.record("expected a TTL in milliseconds")
+        #expect(try await client.timeToLive("forever") == .never)
+        guard case .expiresIn(let left) = try await client.timeToLive("token") else {
+            Issue.record("expected a finite time to live")
             return
         }
-        #expect(left > 0 && left <= 60_000)
+        #expect(left > .zero && left <= .seconds(60))
         #expect(try await client.list() == ["forever", "token"])
         #expect(try await client.info("token")["plugin_calls"] == "1")
         try await client.clear("token")
-        #expect(try await client.ttl("token") == .notStored)
+        #expect(try await client.timeToLive("token") == .notStored)
         #expect(try await client.value("token") == "token-2")
         try await client.clearAll()
-        #expect(try await client.ttl("forever") == .notStored)
+        #expect(try await client.timeToLive("forever") == .notStored)
         await client.close()
     }
 

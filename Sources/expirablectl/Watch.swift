@@ -1,0 +1,42 @@
+import ArgumentParser
+import ExpirableClient
+import Foundation
+
+struct Watch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print every new value of one or more expirables as the daemon stores it, until interrupted.",
+        discussion: """
+            Subscribes to the names (the daemon's SUBSCRIBE) and prints one line per new value, whatever stored \
+            it: a fetch, an eager refresh, a value from a cluster peer. Watching one name prints just the value; \
+            watching several prints the name, a space and the value. With --json every line is {"name", "value"}, \
+            which also keeps values holding newlines on one line. A clear prints nothing, and the value stored \
+            when watch starts is not printed: only the ones after it.
+
+            If the connection breaks (a daemon restart), watch connects and subscribes again, backing off up to 2 s \
+            between attempts; values stored meanwhile are not printed. It exits with status 1 and the error on \
+            stderr if a name is not configured, if the daemon cannot be reached, or if it is not back within \
+            --timeout seconds. If the output cannot keep up, intermediate values of a name are skipped: the \
+            newest is always printed.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The expirables' names.", valueName: "name")) var names: [String]
+    @Flag(help: "Print each update as JSON: {\"name\", \"value\"}.") var json = false
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            for try await update in try await connection.client.updates(of: names) {
+                let value = update.value.bytes
+                if json {
+                    let object: [String: Any] = ["name": update.name, "value": String(decoding: value, as: UTF8.self)]
+                    printOut(Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) + [UInt8(ascii: "\n")])
+                } else if names.count == 1 {
+                    printOut(value + [UInt8(ascii: "\n")])
+                } else {
+                    printOut(Array("\(update.name) ".utf8) + value + [UInt8(ascii: "\n")])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import ExpirableClient
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// `updates(of:)` and `expirablectl watch` against a real daemon (SUBSCRIBE, SPEC §6 and §7).
+@Suite("updates and watch against a real daemon")
+struct WatchTests {
+    @Test("a value stored after a CLEAR and a GET from another connection is delivered; the clear is not")
+    func clearThenGet() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let client = daemon.client
+        #expect(try await client.value("token") == "token-1")
+        var updates = try await client.updates(of: ["token"]).makeAsyncIterator()
+        try await client.clear("token")
+        #expect(try await client.value("token") == "token-2")
+        let update = try #require(try await updates.next())
+        #expect(update.name == "token")
+        #expect(update.value.bytes == Array("token-2".utf8))
+    }
+
+    @Test("an eager refresh is delivered like a fetch")
+    func eagerRefresh() async throws {
+        let daemon = try ServingTests.start("""
+            [expirable.token]
+            plugin = "counter"
+            refresh = "eager"
+            before_expiry = "2500ms"
+            [expirable.token.params]
+            prefix = "token-"
+            ttl_ms = 3000
+            count_file = "COUNT/calls"
+            """)
+        defer { daemon.remove() }
+        let client = daemon.client
+        var updates = try await client.updates(of: ["token"]).makeAsyncIterator()
+        #expect(try await client.value("token") == "token-1")
+        #expect(try await updates.next()?.value.bytes == Array("token-1".utf8))
+        #expect(try await updates.next()?.value.bytes == Array("token-2".utf8))
+    }
+
+    @Test("an unknown name among the names throws NOTFOUND")
+    func unknownName() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        do {
+            _ = try await daemon.client.updates(of: ["token", "nope"])
+            Issue.record("expected NOTFOUND")
+        } catch {
+            #expect(error.code == .notFound)
+        }
+    }
+
+    @Test("after the daemon restarts the names are subscribed again and new values arrive")
+    func resubscribes() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let client = daemon.client
+        let updates = try await client.updates(of: ["token"])
+        #expect(daemon.stop() == 0)
+        try daemon.start()
+        // Nothing tells this test when the subscription is back, so values are stored until one arrives.
+        let update = try await Self.whileRotating(daemon) {
+            var iterator = updates.makeAsyncIterator()
+            return try await iterator.next()
+        }
+        #expect(update?.name == "token")
+        #expect(update.map { String(decoding: $0.value.bytes, as: UTF8.self).hasPrefix("token-") } == true)
+    }
+
+    @Test("expirablectl watch prints each rotation, as text and as JSON")
+    func watchPrintsRotations() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let plain = try RunningTool([ctl, "watch", "token", "--socket", daemon.socket])
+        let json = try RunningTool([ctl, "watch", "token", "--json", "--socket", daemon.socket])
+        #expect(try Self.firstLine(of: plain, rotating: daemon)?.hasPrefix("token-") == true)
+        let object = try #require(try Self.firstLine(of: json, rotating: daemon))
+        let decoded = try #require(try JSONSerialization.jsonObject(with: Data(object.utf8)) as? [String: String])
+        #expect(decoded["name"] == "token")
+        #expect(decoded["value"]?.hasPrefix("token-") == true)
+        #expect(plain.stop().stderr == "")
+        #expect(json.stop().stderr == "")
+    }
+
+    @Test("expirablectl watch exits 1 with NOTFOUND on stderr for an unknown name")
+    func watchUnknownName() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let result = try daemon.ctl("watch", "token", "nope")
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("expirablectl: NOTFOUND"))
+    }
+
+    @Test("expirablectl watch exits 1 with UNAVAILABLE on stderr when the daemon cannot be reached")
+    func watchUnreachable() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let socket = directory.appending("none.sock")
+        let result = try runTool(TestPaths.product("expirablectl").path, ["watch", "token", "--socket", socket])
+        #expect(result.status == 1)
+        #expect(result.stderr.hasPrefix("expirablectl: UNAVAILABLE cannot connect to \(socket)"))
+    }
+
+    /// Runs `body` while clearing and fetching `token` every 100 ms, so a subscriber whose subscription is
+    /// not known to be in place yet still sees a new value; gives up after 30 s.
+    static func whileRotating<T: Sendable>(_ daemon: DaemonProcess, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let client = daemon.client
+        let rotating = Task {
+            while !Task.isCancelled {
+                try? await client.clear("token")
+                _ = try? await client.value("token")
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        defer { rotating.cancel() }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: .seconds(30))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let result = try await group.next(), let result else { throw TestSupportError("nothing arrived within 30 s of rotations") }
+            return result
+        }
+    }
+
+    /// The first line `tool` prints while `token` is cleared and fetched again and again (at most 100 times).
+    static func firstLine(of tool: RunningTool, rotating daemon: DaemonProcess) throws -> String? {
+        for _ in 0..<100 {
+            _ = try daemon.redis("CLEAR", "token")
+            _ = try daemon.redis("GET", "token")
+            if let line = tool.nextLine(within: 0.2) { return line }
+        }
+        return nil
+    }
+}
