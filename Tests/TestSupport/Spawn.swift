@@ -30,14 +30,27 @@ public final class Spawned: @unchecked Sendable {
         defer { for argument in cArguments { free(argument) } }
         let cEnvironment: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
         defer { for entry in cEnvironment ?? [] { free(entry) } }
+        // The test runner blocks some signals (SIGTERM among them) on its threads, and a spawned child inherits
+        // the mask: `kill -TERM` and `timeout` would then never reach it. Children start with no signal blocked
+        // and every signal at its default action.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let result = cArguments.withUnsafeBufferPointer { argv in
             if let cEnvironment {
                 return cEnvironment.withUnsafeBufferPointer { envp in
-                    posix_spawnp(&pid, arguments[0], &actions, nil, UnsafeMutablePointer(mutating: argv.baseAddress!), UnsafeMutablePointer(mutating: envp.baseAddress!))
+                    posix_spawnp(&pid, arguments[0], &actions, &attributes, UnsafeMutablePointer(mutating: argv.baseAddress!), UnsafeMutablePointer(mutating: envp.baseAddress!))
                 }
             }
-            return posix_spawnp(&pid, arguments[0], &actions, nil, UnsafeMutablePointer(mutating: argv.baseAddress!), environ)
+            return posix_spawnp(&pid, arguments[0], &actions, &attributes, UnsafeMutablePointer(mutating: argv.baseAddress!), environ)
         }
         guard result == 0 else { throw TestSupportError("cannot run \(arguments[0]): \(String(cString: strerror(result)))") }
         self.pid = pid
