@@ -18,6 +18,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 { command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || missing+=(redis-tools)
 [ -e /usr/include/hiredis/hiredis.h ] || missing+=(libhiredis-dev)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)   # a terminal for redis-cli's interactive mode
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 
