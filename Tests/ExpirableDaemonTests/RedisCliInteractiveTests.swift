@@ -6,22 +6,33 @@ import Testing
 /// `COMMAND DOCS` at start and shows argument hints and `help` from the answer.
 @Suite("redis-cli interactive (tmux)")
 struct RedisCliInteractiveTests {
-    /// A tmux server of its own (`-L`), killed at the end; the screen is read with capture-pane.
+    /// A tmux server of its own, on a socket in a temporary directory, killed and removed at the end; the
+    /// screen is read with capture-pane.
     final class Terminal {
-        let server = "expirable-test-\(UUID().uuidString.prefix(8))"
+        let directory: TemporaryDirectory
+        var server: String { directory.appending("tmux.sock") }
 
         init(_ command: String) throws {
-            try tmux(["new-session", "-d", "-s", "main", "-x", "160", "-y", "50", command])
+            directory = try TemporaryDirectory("tmux")
+            do {
+                try tmux(["new-session", "-d", "-s", "main", "-x", "160", "-y", "50", command])
+            } catch {
+                directory.remove()
+                throw error
+            }
         }
 
-        deinit { _ = try? tmux(["kill-server"]) }
+        deinit {
+            _ = try? tmux(["kill-server"])
+            directory.remove()
+        }
 
         func type(_ keys: String, enter: Bool = true) throws {
             try tmux(["send-keys", "-t", "main", "-l", keys])
             if enter { try tmux(["send-keys", "-t", "main", "Enter"]) }
         }
 
-        var screen: String { (try? runTool("tmux", ["-L", server, "capture-pane", "-t", "main", "-p"]).stdout) ?? "" }
+        var screen: String { (try? runTool("tmux", ["-S", server, "capture-pane", "-t", "main", "-p"]).stdout) ?? "" }
 
         /// Waits (at most 5 s) until the screen shows `text`.
         func shows(_ text: String) -> Bool {
@@ -34,7 +45,7 @@ struct RedisCliInteractiveTests {
 
         @discardableResult
         private func tmux(_ arguments: [String]) throws -> ToolResult {
-            try runTool("tmux", ["-L", server] + arguments, seconds: 10)
+            try runTool("tmux", ["-S", server] + arguments, seconds: 10)
         }
     }
 
