@@ -1,41 +1,55 @@
 import Logging
 import NIOCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// On the listening socket: when `accept` fails for want of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM),
-/// stop accepting instead of retrying in a loop (the socket stays readable, so NIO would spin at full CPU),
-/// log once, and resume when a connection closes or after `retry`, whichever comes first. Clients wait in
-/// the listen backlog meanwhile, unharmed.
+/// On the listening socket: what to do when `accept` fails for want of descriptors (EMFILE, ENFILE).
+///
+/// NIO keeps the socket's read interest while a read it asked for has not accepted anything, so a failing
+/// `accept` would be retried at full CPU for as long as the shortage lasts. The usual remedy is a reserve
+/// descriptor: on the first failure it is closed, the next `accept` succeeds, and that client is answered
+/// `-ERR out of file descriptors` and closed at once (`shortage` tells the child initializer). With a
+/// connection accepted, NIO drops the read interest, and accepting stays paused, logged once, until a connection
+/// closes (the reserve is then taken back) or a second has passed.
 final class AcceptPauseHandler: ChannelDuplexHandler {
     typealias InboundIn = any Channel
     typealias OutboundIn = any Channel
 
     private let logger: Logger
+    private let shortage: ServerState
     private let retry: TimeAmount
+    private var reserve: Int32 = -1
     private var paused = false
-    /// Said once per shortage: set at the first failed accept, cleared by the next successful one.
-    private var warned = false
     private var readPending = false
+    /// Said once per shortage: set at the first failed accept, cleared by the next connection admitted.
+    private var warned = false
     private var retryTask: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
-    init(logger: Logger, retry: TimeAmount = .seconds(1)) {
+    init(state: ServerState, logger: Logger, retry: TimeAmount = .seconds(1)) {
+        self.shortage = state
         self.logger = logger
         self.retry = retry
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        takeReserve()
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         retryTask?.cancel()
+        if reserve >= 0 { Glibc.close(reserve) }
+        reserve = -1
         self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if warned {
+        if warned && !shortage.descriptorShortage.load(ordering: .relaxed) {
             warned = false
-            logger.notice("accepting again: a descriptor is free")
+            logger.notice("accepting again: descriptors are free")
         }
         context.fireChannelRead(data)
     }
@@ -53,26 +67,37 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
             context.fireErrorCaught(error)
             return
         }
-        guard !paused else { return }
-        paused = true
         if !warned {
             warned = true
-            logger.error("out of file descriptors: accepting paused until a connection closes", metadata: [
+            logger.error("out of file descriptors: new clients are refused until a connection closes", metadata: [
                 "error": "\(error)", "hint": "raise LimitNOFILE (ulimit -n) or lower max_connections",
             ])
         }
+        if reserve >= 0 {
+            shortage.descriptorShortage.store(true, ordering: .relaxed)
+            Glibc.close(reserve)
+            reserve = -1
+        }
+        guard !paused else { return }
+        paused = true
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         retryTask = context.eventLoop.scheduleTask(in: retry) { loopBound.value.resume() }
     }
 
-    /// A descriptor may be free again: accept what waits. On the listening channel's event loop.
+    /// A connection closed: take the reserve back and accept again. On the listening channel's event loop.
     func descriptorFreed() {
         if paused { resume() }
+    }
+
+    private func takeReserve() {
+        if reserve < 0 { reserve = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        if reserve >= 0 { shortage.descriptorShortage.store(false, ordering: .relaxed) }
     }
 
     private func resume() {
         retryTask?.cancel()
         retryTask = nil
+        takeReserve()
         guard paused, let context else { return }
         paused = false
         if readPending {

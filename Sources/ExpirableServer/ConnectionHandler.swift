@@ -379,14 +379,18 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 }
 
-/// Answers a connection over the limit and closes it.
+/// Answers a connection that cannot be served (over max_connections, or no descriptor to spare) and closes it.
 final class RefusingHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    private let message: String
+
+    init(_ message: String) { self.message = message }
+
     func channelActive(context: ChannelHandlerContext) {
         var out = context.channel.allocator.buffer(capacity: 64)
-        out.writeRESPError("ERR max number of clients reached")
+        out.writeRESPError(message)
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in loopBound.value.close(promise: nil) }
     }

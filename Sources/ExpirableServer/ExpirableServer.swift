@@ -38,7 +38,7 @@ public final class ExpirableServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 512)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let acceptPause = AcceptPauseHandler(logger: logger)
+                    let acceptPause = AcceptPauseHandler(state: state, logger: logger)
                     let eventLoop = channel.eventLoop
                     let loopBound = NIOLoopBound(acceptPause, eventLoop: eventLoop)
                     state.descriptorFreed.withLock { $0 = { eventLoop.execute { loopBound.value.descriptorFreed() } } }
@@ -51,12 +51,15 @@ public final class ExpirableServer: Service, Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: state.options.maxOutputBytes / 2, high: state.options.maxOutputBytes))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if state.admit() {
+                    if state.descriptorShortage.load(ordering: .relaxed) {
+                        channel.closeFuture.whenComplete { _ in state.descriptorFreedByRefusal() }
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler("ERR out of file descriptors; try again shortly"))
+                    } else if state.admit() {
                         channel.closeFuture.whenComplete { _ in state.release() }
                         try channel.pipeline.syncOperations.addHandler(ConnectionHandler(state: state))
                     } else {
                         state.logger.warning("connection refused: max_connections reached", metadata: ["max_connections": "\(state.options.maxConnections)"])
-                        try channel.pipeline.syncOperations.addHandler(RefusingHandler())
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler("ERR max number of clients reached"))
                     }
                 }
             }

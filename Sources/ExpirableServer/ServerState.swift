@@ -17,6 +17,8 @@ final class ServerState: Sendable {
     private let lastClientID = Atomic<Int64>(0)
     /// Who listens to which expirable's new values.
     let subscriptions = Subscriptions()
+    /// Set while the listening socket's reserve descriptor is spent: new connections are refused at once.
+    let descriptorShortage = Atomic<Bool>(false)
     /// Called whenever a connection closes, so an accept loop paused for want of descriptors resumes at once.
     let descriptorFreed = Mutex<(@Sendable () -> Void)?>(nil)
     let daemonUID = geteuid()
@@ -45,6 +47,11 @@ final class ServerState: Sendable {
 
     func release() {
         connections.subtract(1, ordering: .relaxed)
+        descriptorFreed.withLock { $0 }?()
+    }
+
+    /// A connection refused for want of descriptors has closed: its descriptor is free again.
+    func descriptorFreedByRefusal() {
         descriptorFreed.withLock { $0 }?()
     }
 
