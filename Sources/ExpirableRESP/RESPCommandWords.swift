@@ -80,7 +80,7 @@ extension RESPParser {
                 } catch {
                     return .failure(error)
                 }
-                guard var request else {
+                guard let request else {
                     if bytes.count - offset > limits.maxValueBytes {
                         return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
                     }
@@ -89,8 +89,6 @@ extension RESPParser {
                 if request.end - offset > limits.maxValueBytes {
                     return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
                 }
-                request.words.requestStart = offset
-                request.words.requestEnd = request.end
                 offset = request.end
                 if !body(request.words) { break }
             }
@@ -118,6 +116,7 @@ extension RESPParser {
         guard count >= 0 else { throw .malformed("invalid multibulk length") }
         guard count <= limits.maxArrayCount else { throw .tooLarge("array of \(count) elements, over the limit of \(limits.maxArrayCount)") }
         var words = RESPCommandWords(base: bytes.baseAddress)
+        words.requestStart = start - 1
         var cursor = afterCount
         for _ in 0..<count {
             guard cursor < bytes.count else { return nil }
@@ -132,6 +131,7 @@ extension RESPParser {
             guard bytes[cursor] == 0x0D, bytes[cursor + 1] == 0x0A else { throw .malformed("bulk string not followed by CRLF") }
             cursor += 2
         }
+        words.requestEnd = cursor
         return (words, cursor)
     }
 
@@ -144,6 +144,8 @@ extension RESPParser {
         var end = lf
         if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
         var words = RESPCommandWords(base: bytes.baseAddress)
+        words.requestStart = start
+        words.requestEnd = lf + 1
         var wordStart = start
         for index in start...end where index == end || bytes[index] == UInt8(ascii: " ") {
             if index > wordStart { words.append(at: wordStart, length: index - wordStart) }

@@ -4,13 +4,19 @@ import NIOCore
 
 /// Runs one connection's commands against the engine and writes their replies; knows nothing of channels.
 /// The connection handler owns the I/O and acts on the outcome: go on, close, wait for the engine, or run a
-/// transaction's queued requests.
-struct CommandExecutor {
+/// transaction's queued requests. One per connection, used on its event loop only. (A class, so calling it per
+/// request costs no copy of its fields.)
+final class CommandExecutor {
     let state: ServerState
     /// This connection, as the fan-out of new values knows it.
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
     var peer: PeerCredentials?
+
+    init(state: ServerState, subscriber: Subscriber) {
+        self.state = state
+        self.subscriber = subscriber
+    }
 
     /// The largest transaction: queued requests beyond this many bytes make EXEC fail.
     var maxTransactionBytes: Int { state.options.maxRequestBytes * 16 }

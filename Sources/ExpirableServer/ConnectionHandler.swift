@@ -46,11 +46,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let options: ServerOptions
     private let logger: Logger
     private let parser: RESPParser
-    private var executor: CommandExecutor
-    private var session: Session
-    private var state = State()
-    private var inbound: ByteBuffer?
-    private var outbound: ByteBuffer?
+    private let executor: CommandExecutor
+    @exclusivity(unchecked) private var session: Session
+    @exclusivity(unchecked) private var state = State()
+    @exclusivity(unchecked) private var inbound: ByteBuffer?
+    @exclusivity(unchecked) private var outbound: ByteBuffer?
     /// New values for subscriptions that arrive while a transaction's array is half written.
     private var deferredPushes: ByteBuffer?
     private var ticker: RepeatedTask?
@@ -69,21 +69,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
         session = Session(id: id)
         let box = SubscriberBox()
         subscriberBox = box
-        executor = CommandExecutor(state: serverState, subscriber: Subscriber(id: id) { box.deliver($0, $1) }, peer: nil)
+        executor = CommandExecutor(state: serverState, subscriber: Subscriber(id: id) { box.deliver($0, $1) })
         flushBytes = max(4096, min(64 * 1024, options.maxOutputBytes / 4))
-        box.handler = self
     }
 
-    /// The subscriber's way back to its handler. Both fields are set on the event loop before the connection
-    /// can subscribe (so before any publisher reads them) and the handler is used only on that loop.
+    /// The subscriber's way back to its handler. `eventLoop` is set once, when the handler is added and before
+    /// the connection can subscribe (so before any publisher reads it); `handler` and `context` are used only on
+    /// that loop and cleared when the channel goes inactive. (Not a weak reference: that would move the
+    /// handler's reference count to a side table and slow every retain of it on the serving path.)
     private final class SubscriberBox: @unchecked Sendable {
-        weak var handler: ConnectionHandler?
+        var eventLoop: (any EventLoop)?
+        var handler: ConnectionHandler?
         var context: ChannelHandlerContext?
 
         func deliver(_ name: String, _ fetched: Fetched) {
-            guard let context else { return }
-            context.eventLoop.execute { [self] in
-                guard let handler, let context = self.context else { return }
+            eventLoop?.execute { [self] in
+                guard let handler, let context else { return }
                 handler.push(name, fetched, context: context)
             }
         }
@@ -92,7 +93,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
+        subscriberBox.eventLoop = context.eventLoop
         subscriberBox.context = context
+        subscriberBox.handler = self
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -107,6 +110,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         ticker?.cancel()
         ticker = nil
         executor.connectionClosed(&session)
+        subscriberBox.handler = nil
+        subscriberBox.context = nil
         context.fireChannelInactive()
     }
 
@@ -201,7 +206,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                         return false
                     }
                     if inTransaction && state.phase != .waiting { transactionStepDone() }
-                    if let out = outbound, out.readableBytes >= flushBytes { flushAndCheckOutput(context: context) }
+                    if (outbound?.readableBytes ?? 0) >= flushBytes { flushAndCheckOutput(context: context) }
                     return state.phase == .serving
                 }
             } catch {
