@@ -95,11 +95,14 @@ final class CommandExecutor {
         case .info(let named):
             if named {
                 let name = words.string(1)
-                guard let text = InfoText.expirable(name, state: state) else {
+                if let text = InfoText.expirable(name, state: state) {
+                    out.writeRESPBulk(text)
+                } else if CommandExecutor.redisInfoSections.contains(name.lowercased()) {
+                    // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
+                    out.writeRESPBulk(InfoText.server(state: state))
+                } else {
                     out.writeRESPError(ExpirableError.notFound(name).description)
-                    return .answered
                 }
-                out.writeRESPBulk(text)
             } else {
                 out.writeRESPBulk(InfoText.server(state: state))
             }
@@ -336,6 +339,12 @@ final class CommandExecutor {
             out.writeRESPError("ERR unknown CLIENT subcommand or wrong number of arguments for '\(words.string(1).prefix(32))'; expirabled answers CLIENT SETNAME name, GETNAME, SETINFO LIB-NAME|LIB-VER value, ID, INFO")
         }
     }
+
+    /// Redis's INFO sections; an expirable of the same name is answered first.
+    static let redisInfoSections: Set<String> = [
+        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "keyspace",
+        "errorstats", "commandstats", "latencystats", "cluster", "all", "default", "everything",
+    ]
 
     static let badClientName = "ERR Client names cannot contain spaces, newlines or special characters."
 

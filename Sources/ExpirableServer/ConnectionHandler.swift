@@ -234,6 +234,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func wait(for pending: PendingReply, context: ChannelHandlerContext) {
         state.phase = .waiting
+        // Replies so far go out now; a connection that waits holds no reply buffer (a burst of callers waiting
+        // on one plugin call would hold 4 KiB each).
+        sendReplies(context: context)
+        if outbound?.readableBytes == 0 { outbound = nil }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         pending.start(executor.state.engine) {
