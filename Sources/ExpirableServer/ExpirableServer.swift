@@ -35,7 +35,9 @@ public final class ExpirableServer: Service, Sendable {
         let quiesce = ServerQuiescingHelper(group: group)
         let state = self.state
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 512)
+            // A Unix socket's connect fails at once (EAGAIN) when the backlog is full, so a burst of callers
+            // connecting together needs room; the kernel caps it at net.core.somaxconn (4096 by default).
+            .serverChannelOption(.backlog, value: 4096)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let acceptPause = AcceptPauseHandler(state: state, logger: logger)
