@@ -145,7 +145,11 @@ let package = Package(
             dependencies: ["ExpirableClient", "ExpirableTestSupport"],
             swiftSettings: strict
         ),
-        .testTarget(name: "ExpirableRESPTests", dependencies: ["ExpirableRESP"], swiftSettings: strict),
+        .testTarget(
+            name: "ExpirableRESPTests",
+            dependencies: ["ExpirableRESP", .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // The connection handler on an EmbeddedChannel: no process, no socket, no sleep.
         .testTarget(
             name: "ExpirableServerTests",

@@ -8,14 +8,13 @@ struct ClientRequest {
 }
 
 /// Pipelines requests on one connection and completes their promises in order as replies arrive. Anything
-/// that breaks the connection fails every request still waiting.
+/// that breaks the connection fails every request still waiting. Replies come whole from a `RESPValueDecoder`
+/// in front of it, and its parse errors through `errorCaught`.
 final class ClientHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
+    typealias InboundIn = RESPValue
     typealias OutboundIn = ClientRequest
     typealias OutboundOut = ByteBuffer
 
-    private let parser = RESPParser(limits: .replies)
-    private var inbound: ByteBuffer?
     private var waiting = CircularBuffer<EventLoopPromise<RESPValue>>()
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -27,23 +26,14 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        inbound.accumulate(unwrapInboundIn(data))
-        while var buffer = inbound {
-            let reply: RESPValue?
-            do {
-                reply = try parser.next(&buffer)
-            } catch {
-                fail(context: context, ExpirableClientError(code: .unexpectedReply, message: "the daemon's reply is not valid RESP: \(error)"))
-                return
-            }
-            inbound = buffer.readableBytes == 0 ? nil : buffer
-            guard let reply else { break }
-            guard let promise = waiting.popFirst() else {
-                fail(context: context, ExpirableClientError(code: .unexpectedReply, message: "the daemon sent a reply nobody asked for"))
-                return
-            }
-            promise.succeed(reply)
+        // A failure closes the connection while the decoder may still hold replies from the same read: they
+        // answer nothing any more.
+        guard context.channel.isActive else { return }
+        guard let promise = waiting.popFirst() else {
+            fail(context: context, ExpirableClientError(code: .unexpectedReply, message: "the daemon sent a reply nobody asked for"))
+            return
         }
+        promise.succeed(unwrapInboundIn(data))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -52,7 +42,11 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(context: context, ExpirableClientError(code: .unavailable, message: "connection error: \(error)"))
+        if let error = error as? RESPError {
+            fail(context: context, ExpirableClientError(code: .unexpectedReply, message: "the daemon's reply is not valid RESP: \(error)"))
+        } else {
+            fail(context: context, ExpirableClientError(code: .unavailable, message: "connection error: \(error)"))
+        }
     }
 
     private func fail(context: ChannelHandlerContext, _ error: ExpirableClientError) {

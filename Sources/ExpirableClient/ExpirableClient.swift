@@ -209,7 +209,11 @@ public final class ExpirableClient: Sendable {
             default:
                 let future = ClientBootstrap(group: group)
                     .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ClientHandler()) }
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandlers(
+                                ByteToMessageHandler(RESPValueDecoder(limits: .replies)), ClientHandler()
+                            )
+                        }
                     }
                     .connect(unixDomainSocketPath: socketPath)
                 current = .connecting(future)

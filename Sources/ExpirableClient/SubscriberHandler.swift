@@ -10,15 +10,14 @@ struct SubscribeRequest {
 
 /// The connection of a subscriber: sends SUBSCRIBE, matches the daemon's `subscribe` confirmations to the
 /// names asked for, and hands every `message` on. An error reply to SUBSCRIBE (`NOTFOUND`) fails the
-/// confirmation and closes the connection; so does anything that is not Redis pub/sub in RESP2.
+/// confirmation and closes the connection; so does anything that is not Redis pub/sub in RESP2. Messages come
+/// whole from a `RESPValueDecoder` in front of it, and its parse errors through `errorCaught`.
 final class SubscriberHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
+    typealias InboundIn = RESPValue
     typealias OutboundIn = SubscribeRequest
     typealias OutboundOut = ByteBuffer
 
-    private let parser = RESPParser(limits: .replies)
     private let deliver: (ValueUpdate) -> Void
-    private var inbound: ByteBuffer?
     /// Names whose confirmation has not arrived yet, in the order they were sent.
     private var unconfirmed = CircularBuffer<String>()
     private var confirmed: EventLoopPromise<Void>?
@@ -37,21 +36,11 @@ final class SubscriberHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        inbound.accumulate(unwrapInboundIn(data))
-        while var buffer = inbound {
-            let reply: RESPValue?
-            do {
-                reply = try parser.next(&buffer)
-            } catch {
-                fail(context: context, ExpirableClientError(code: .unexpectedReply, message: "the daemon's message is not valid RESP: \(error)"))
-                return
-            }
-            inbound = buffer.readableBytes == 0 ? nil : buffer
-            guard let reply else { break }
-            if let error = handle(reply) {
-                fail(context: context, error)
-                return
-            }
+        // A failure closes the connection while the decoder may still hold messages from the same read: what
+        // follows a message that could not be made sense of is not handed on either.
+        guard context.channel.isActive else { return }
+        if let error = handle(unwrapInboundIn(data)) {
+            fail(context: context, error)
         }
     }
 
@@ -88,7 +77,11 @@ final class SubscriberHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(context: context, ExpirableClientError(code: .unavailable, message: "connection error: \(error)"))
+        if let error = error as? RESPError {
+            fail(context: context, ExpirableClientError(code: .unexpectedReply, message: "the daemon's message is not valid RESP: \(error)"))
+        } else {
+            fail(context: context, ExpirableClientError(code: .unavailable, message: "connection error: \(error)"))
+        }
     }
 
     private func fail(context: ChannelHandlerContext, _ error: ExpirableClientError) {

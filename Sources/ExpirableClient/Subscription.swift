@@ -144,7 +144,9 @@ final class Subscription: Sendable {
         return ClientBootstrap(group: group)
             .channelInitializer { [weak self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SubscriberHandler { self?.deliver($0) })
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(RESPValueDecoder(limits: .replies)), SubscriberHandler { self?.deliver($0) }
+                    )
                 }
             }
             .connect(unixDomainSocketPath: socketPath)
