@@ -23,8 +23,12 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
     private var reserve: Int32 = -1
     private var paused = false
     private var readPending = false
-    /// Said once per shortage: set at the first failed accept, cleared by the next connection admitted.
+    /// Set at the first failed accept of a shortage, cleared by the next connection admitted.
     private var warned = false
+    /// When the shortage was last logged: descriptors that come and go must not turn into a line each time.
+    private var lastWarning: NIODeadline?
+    private var announced = false
+    static let warningInterval: TimeAmount = .seconds(10)
     private var retryTask: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
@@ -49,7 +53,8 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if warned && !shortage.descriptorShortage.load(ordering: .relaxed) {
             warned = false
-            logger.notice("accepting again: descriptors are free")
+            if announced { logger.notice("accepting again: descriptors are free") }
+            announced = false
         }
         context.fireChannelRead(data)
     }
@@ -69,9 +74,14 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
         }
         if !warned {
             warned = true
-            logger.error("out of file descriptors: new clients are refused until a connection closes", metadata: [
-                "error": "\(error)", "hint": "raise LimitNOFILE (ulimit -n) or lower max_connections",
-            ])
+            let now = NIODeadline.now()
+            if lastWarning.map({ now - $0 >= AcceptPauseHandler.warningInterval }) ?? true {
+                lastWarning = now
+                announced = true
+                logger.error("out of file descriptors: new clients are refused until a connection closes", metadata: [
+                    "error": "\(error)", "hint": "raise LimitNOFILE (ulimit -n) or lower max_connections",
+                ])
+            }
         }
         if reserve >= 0 {
             shortage.descriptorShortage.store(true, ordering: .relaxed)
