@@ -72,7 +72,12 @@ struct MisbehavingClientTests {
 
         // Once the holders are gone (the daemon sees their closes in its own time), a new client is served.
         holders.removeAll()
-        #expect(waitUntil(seconds: 5) { (try? RawConnection(daemon.socket).roundTrip("PING\r\n", expecting: 1)) == "+PONG\r\n" })
+        let served = waitUntil(seconds: 10) {
+            guard let probe = try? RawConnection(daemon.socket) else { return false }
+            probe.setReceiveTimeout(seconds: 1)
+            return probe.roundTrip("PING\r\n", expecting: 1) == "+PONG\r\n"
+        }
+        #expect(served, "log: \(daemon.log.suffix(3000))")
         #expect(waitUntil(seconds: 5) { daemon.log.contains("accepting again") })
     }
 

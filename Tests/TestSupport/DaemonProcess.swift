@@ -124,7 +124,10 @@ public final class RawConnection {
     public let fd: Int32
 
     public init(_ path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        // The descriptor becomes the object's only once connected: a throwing init after every property is set
+        // still runs deinit, which would close it a second time, and by then the number may be another
+        // thread's socket.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -135,15 +138,23 @@ public final class RawConnection {
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
+        guard result == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw TestSupportError("connect \(path): \(reason)")
+        }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard result == 0 else {
-            close(fd)
-            throw TestSupportError("connect \(path): \(String(cString: strerror(errno)))")
-        }
+        self.fd = fd
     }
 
     deinit { close(fd) }
+
+    /// Gives up on a read after `seconds` (10 by default).
+    public func setReceiveTimeout(seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
 
     public func send(_ text: String) {
         send(Array(text.utf8))
