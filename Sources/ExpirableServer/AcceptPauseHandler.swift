@@ -22,7 +22,6 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
     private let retry: TimeAmount
     private var reserve: Int32 = -1
     private var paused = false
-    private var readPending = false
     /// Set at the first failed accept of a shortage, cleared by the next connection admitted.
     private var warned = false
     /// When the shortage was last logged: descriptors that come and go must not turn into a line each time.
@@ -59,12 +58,9 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
         context.fireChannelRead(data)
     }
 
+    /// While paused NIO's reads are held back; `resume` asks for one.
     func read(context: ChannelHandlerContext) {
-        if paused {
-            readPending = true
-        } else {
-            context.read()
-        }
+        if !paused { context.read() }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -90,13 +86,18 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
         }
         guard !paused else { return }
         paused = true
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        retryTask = context.eventLoop.scheduleTask(in: retry) { loopBound.value.resume() }
+        scheduleRetry(context: context)
     }
 
     /// A connection closed: take the reserve back and accept again. On the listening channel's event loop.
     func descriptorFreed() {
+        takeReserve()
         if paused { resume() }
+    }
+
+    private func scheduleRetry(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        retryTask = context.eventLoop.scheduleTask(in: retry) { loopBound.value.resume() }
     }
 
     private func takeReserve() {
@@ -109,10 +110,12 @@ final class AcceptPauseHandler: ChannelDuplexHandler {
         retryTask = nil
         takeReserve()
         guard paused, let context else { return }
+        // Without the reserve back, a failing accept could not be answered and would be retried at full CPU:
+        // stay paused and look again later.
+        guard reserve >= 0 else { return scheduleRetry(context: context) }
         paused = false
-        if readPending {
-            readPending = false
-            context.read()
-        }
+        // A read whether or not NIO asked for one while paused: one already pending is not harmed, and one
+        // that was never asked for would leave accepting stopped for good.
+        context.read()
     }
 }

@@ -27,7 +27,7 @@ struct LifecycleTests {
         let daemon = try DaemonProcess(expirables: ServingTests.counter().replacingOccurrences(of: "COUNT", with: "/tmp"), start: false)
         defer { daemon.remove() }
         // A socket file whose daemon is gone: bound, never listened on, closed.
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in

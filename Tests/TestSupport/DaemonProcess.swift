@@ -127,7 +127,7 @@ public final class RawConnection {
         // The descriptor becomes the object's only once connected: a throwing init after every property is set
         // still runs deinit, which would close it a second time, and by then the number may be another
         // thread's socket.
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in

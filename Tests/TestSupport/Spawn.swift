@@ -26,6 +26,9 @@ public final class Spawned: @unchecked Sendable {
             case nil: break
             }
         }
+        // Nothing else reaches the child, whatever the flags of descriptors other tests open meanwhile: a
+        // client socket a child inherits stays open after the test closes it, so the server never sees it go.
+        _ = Spawned.addCloseFrom?(&actions, 3)
         let cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for argument in cArguments { free(argument) } }
         let cEnvironment: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
@@ -55,6 +58,13 @@ public final class Spawned: @unchecked Sendable {
         guard result == 0 else { throw TestSupportError("cannot run \(arguments[0]): \(String(cString: strerror(result)))") }
         self.pid = pid
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc module does not
+    /// export; looked up once.
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     public enum Output {
         case descriptor(Int32)
