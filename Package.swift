@@ -47,11 +47,13 @@ let package = Package(
         .target(
             name: "ExpirablePluginHost",
             dependencies: [
-                "ExpirableABI", "ExpirableCore", "ExpirableConfig",
+                "ExpirableABI", "CExpirableLinux", "ExpirableCore", "ExpirableConfig",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
+        // Linux calls that need _GNU_SOURCE (the ELF type of a plugin's symbols), prefixed.
+        .target(name: "CExpirableLinux"),
         // The system OpenSSL, with shims for the macros Swift cannot import.
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         // Mutually authenticated TLS on NIO through OpenSSL memory BIOs, and certificate creation.

@@ -98,8 +98,9 @@ struct ConfigurationDecoder {
         }
         try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
-        guard !plugin.isEmpty, !plugin.contains("/") else {
-            throw error(at + ["plugin"], "expected a plugin name inside plugin_dir such as \"command\", without \"/\", got \"\(plugin)\"")
+        // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
+        guard !plugin.isEmpty, !plugin.contains("/"), !plugin.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw error(at + ["plugin"], "expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \(plugin.debugDescription)")
         }
         let scope = try t["scope"].map { v throws(ConfigurationError) in try oneOf(Scope.self, v, at: at + ["scope"]) } ?? .cluster
         let refreshWord = try t["refresh"].map { v throws(ConfigurationError) in try string(v, at: at + ["refresh"]) } ?? "lazy"

@@ -1,3 +1,4 @@
+import CExpirableLinux
 import ExpirableABI
 import Synchronization
 #if canImport(Glibc)
@@ -43,6 +44,13 @@ final class PluginLibrary: Sendable {
         // The handle is deliberately never closed.
         guard let abiSymbol = dlsym(handle, "expirable_abi") else {
             throw PluginError("plugin \(path) does not export expirable_abi, so it is not an Expirable plugin; build it against expirable.h (docs/plugin-abi.md)")
+        }
+        // Every entry point is checked to be code before any is called: calling data would crash the daemon.
+        for name in ["expirable_abi", "expirable_fetch", "expirable_create", "expirable_destroy"] {
+            guard let symbol = dlsym(handle, name) else { continue }
+            guard CExpirableLinux_symbol_is_function(symbol) != 0 else {
+                throw PluginError("plugin \(path) exports \(name) as data, not as a function; the plugin ABI's entry points must be functions (docs/plugin-abi.md)")
+            }
         }
         let abi = unsafeBitCast(abiSymbol, to: AbiFunction.self)
         var info = expirable_abi_info()

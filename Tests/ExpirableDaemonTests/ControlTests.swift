@@ -75,4 +75,23 @@ struct ControlTests {
         #expect(bad.status == 1)
         #expect(bad.stderr.hasPrefix("expirablectl: expirable.ok: plugin \"missing\" not found"))
     }
+
+    @Test("check-config refuses a plugin whose expirable_fetch is data, and a plugin name with a NUL, before any call")
+    func checkConfigRefusesUnsafePlugins() throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.bad]\nplugin = \"datafetch\"\n", testPlugins: ["datafetch"], start: false)
+        defer { daemon.remove() }
+        let data = try daemon.ctl("check-config", daemon.configPath)
+        #expect(data.status == 1)
+        #expect(data.stderr.contains("exports expirable_fetch as data, not as a function"), "stderr: \(data.stderr)")
+        // What the daemon itself does with it: refuses to start, rather than crashing at the first GET.
+        #expect(throws: (any Error).self) { try daemon.start() }
+        #expect(daemon.log.contains("exports expirable_fetch as data, not as a function"))
+
+        let withNUL = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "plugin = \"datafetch\"", with: "plugin = \"datafetch\\u0000junk\"")
+        try withNUL.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let nul = try daemon.ctl("check-config", daemon.configPath)
+        #expect(nul.status == 1)
+        #expect(nul.stderr.contains("without \"/\" or control characters, got \"datafetch\\0junk\""), "stderr: \(nul.stderr)")
+    }
 }

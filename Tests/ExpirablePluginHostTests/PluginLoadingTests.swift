@@ -105,6 +105,7 @@ struct PluginLoadingTests {
         ("nofetch", "does not export expirable_fetch; every plugin must (docs/plugin-abi.md)"),
         ("noabi", "does not export expirable_abi, so it is not an Expirable plugin; build it against expirable.h (docs/plugin-abi.md)"),
         ("nodestroy", "exports expirable_create without expirable_destroy; export both or neither"),
+        ("datafetch", "exports expirable_fetch as data, not as a function; the plugin ABI's entry points must be functions (docs/plugin-abi.md)"),
     ])
     func refusedSymbols(name: String, reason: String) throws {
         let fixture = try PluginFixture()
