@@ -20,6 +20,7 @@ public struct Configuration: Sendable, Hashable {
         public static let defaultMaxOutputBytes = 1024 * 1024
         public static let defaultIdleTimeout: Duration = .seconds(300)
         public static let defaultRequestTimeout: Duration = .seconds(10)
+        public static let defaultIsolation: Isolation = .inline
 
         /// The Unix socket path.
         public let socket: String
@@ -39,6 +40,17 @@ public struct Configuration: Sendable, Hashable {
         public let idleTimeout: Duration
         /// A connection that leaves a request half sent for this long gets an error and is closed.
         public let requestTimeout: Duration
+        /// Where plugins run unless an expirable says otherwise.
+        public let isolation: Isolation
+    }
+
+    /// Where an expirable's plugin runs (SPEC §5, Isolation).
+    public enum Isolation: String, Sendable, Hashable, CaseIterable {
+        /// In a helper process of its own: a plugin that crashes, exits or hangs costs its callers an error,
+        /// never the daemon.
+        case process
+        /// On a thread in the daemon, for trusted plugins: no process to start, but a crash takes the daemon.
+        case inline
     }
 
     /// `[cluster]`.
@@ -87,6 +99,8 @@ public struct Configuration: Sendable, Hashable {
         public let refresh: RefreshPolicy
         /// The limit on one plugin call.
         public let timeout: Duration
+        /// Where its plugin runs: its own `isolation`, else `[server]`'s.
+        public let isolation: Isolation
         /// `params`, as string pairs in file order by key; an array contributes one pair per element.
         public let params: [Param]
     }

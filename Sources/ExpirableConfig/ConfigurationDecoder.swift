@@ -27,7 +27,7 @@ struct ConfigurationDecoder {
             let all = try table(value, at: ["expirable"])
             for name in all.keys.sorted() {
                 guard let value = all[name] else { continue }
-                expirables.append(try decodeExpirable(name, table(value, at: ["expirable", name])))
+                expirables.append(try decodeExpirable(name, table(value, at: ["expirable", name]), isolation: server.isolation))
             }
         }
         return Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
@@ -40,7 +40,7 @@ struct ConfigurationDecoder {
         let t = t ?? TOMLTable()
         let at = ["server"]
         try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes", "max_output_bytes",
-                       "idle_timeout", "request_timeout"], in: t, at: at)
+                       "idle_timeout", "request_timeout", "isolation"], in: t, at: at)
         let socket = try path(t, "socket", at: at) ?? Server.defaultSocket
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
         var mode = Server.defaultSocketMode
@@ -59,8 +59,9 @@ struct ConfigurationDecoder {
         guard requestTimeout > .zero else {
             throw error(at + ["request_timeout"], "expected a duration above zero such as \"10s\", got \(show(t["request_timeout"]!))")
         }
+        let isolation = try t["isolation"].map { v throws(ConfigurationError) in try oneOf(Configuration.Isolation.self, v, at: at + ["isolation"]) } ?? Server.defaultIsolation
         return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
-                     maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout)
+                     maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation)
     }
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
@@ -91,12 +92,12 @@ struct ConfigurationDecoder {
         return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat)
     }
 
-    private func decodeExpirable(_ name: String, _ t: TOMLTable) throws(ConfigurationError) -> Configuration.Expirable {
+    private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {
         let at = ["expirable", name]
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params"], in: t, at: at)
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
         guard !plugin.isEmpty, !plugin.contains("/"), !plugin.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
@@ -121,7 +122,8 @@ struct ConfigurationDecoder {
         let timeout = try t["timeout"].map { v throws(ConfigurationError) in try duration(v, at: at + ["timeout"]) } ?? Configuration.Expirable.defaultTimeout
         guard timeout > .zero else { throw error(at + ["timeout"], "expected a duration above zero") }
         let params = try t["params"].map { v throws(ConfigurationError) in try decodeParams(table(v, at: at + ["params"]), at: at + ["params"]) } ?? []
-        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, timeout: timeout, params: params)
+        let isolation = try t["isolation"].map { v throws(ConfigurationError) in try oneOf(Configuration.Isolation.self, v, at: at + ["isolation"]) } ?? serverIsolation
+        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, timeout: timeout, isolation: isolation, params: params)
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {

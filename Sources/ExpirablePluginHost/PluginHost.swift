@@ -4,7 +4,7 @@ import Logging
 
 /// Loads the plugins a configuration names and makes one fetcher per expirable. Knows nothing of sockets.
 public final class PluginHost: Sendable {
-    private let instances: [PluginInstance]
+    private let instances: [any PluginCalls]
 
     /// The engine's view of the configured expirables, each with its plugin instance as fetcher.
     public let definitions: [ExpirableDefinition]
@@ -12,30 +12,43 @@ public final class PluginHost: Sendable {
     /// Resolves, checks, loads and handshakes every plugin `configuration` names, and creates one instance per
     /// expirable. Throws the first refusal, naming the file and the reason.
     public init(configuration: Configuration, logger: Logger = Logger(label: "expirable.plugins")) throws(PluginError) {
-        var instances: [PluginInstance] = []
+        var instances: [any PluginCalls] = []
         var definitions: [ExpirableDefinition] = []
         do throws(PluginError) {
             for expirable in configuration.expirables {
                 let path: String
-                let library: PluginLibrary
                 do throws(PluginError) {
                     path = try PluginPath.resolve(expirable.plugin, in: configuration.server.pluginDir)
-                    library = try PluginLibrary.open(path)
                 } catch {
                     throw PluginError("expirable.\(expirable.name): \(error.message)")
                 }
-                let instance = PluginInstance(
-                    expirable: expirable.name, params: expirable.params, library: library,
-                    timeout: expirable.timeout, logger: logger
-                )
-                try instance.create()
+                let instance: any PluginCalls
+                switch expirable.isolation {
+                case .process:
+                    // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+                    instance = try IsolatedInstance(
+                        expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout, logger: logger
+                    )
+                case .inline:
+                    let library: PluginLibrary
+                    do throws(PluginError) {
+                        library = try PluginLibrary.open(path)
+                    } catch {
+                        throw PluginError("expirable.\(expirable.name): \(error.message)")
+                    }
+                    let inline = PluginInstance(
+                        expirable: expirable.name, params: expirable.params, library: library,
+                        timeout: expirable.timeout, logger: logger
+                    )
+                    try inline.create()
+                    instance = inline
+                }
                 instances.append(instance)
                 definitions.append(ExpirableDefinition(
                     name: expirable.name, scope: expirable.scope, refresh: expirable.refresh, fetcher: instance
                 ))
                 logger.info("plugin loaded", metadata: [
-                    "expirable": "\(expirable.name)", "plugin": "\(path)",
-                    "abi": "\(library.version.major).\(library.version.minor)",
+                    "expirable": "\(expirable.name)", "plugin": "\(path)", "isolation": "\(expirable.isolation.rawValue)",
                 ])
             }
         } catch {
@@ -46,8 +59,14 @@ public final class PluginHost: Sendable {
         self.definitions = definitions
     }
 
-    /// Frees every plugin instance that has no call running. Call once, when the daemon stops.
+    /// Frees every plugin instance that has no call running, and ends every helper. Call once, when the daemon stops.
     public func shutdown() {
         for instance in instances { instance.destroy() }
     }
+}
+
+/// An expirable's plugin as the host drives it, inline or in a helper process.
+protocol PluginCalls: Fetcher {
+    /// Frees the plugin instance; called once, when the daemon stops.
+    func destroy()
 }

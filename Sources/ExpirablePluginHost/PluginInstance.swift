@@ -9,7 +9,7 @@ import Synchronization
 /// Each call runs on a thread of its own, never on the caller's; if it outlives `timeout` its callers get a
 /// TIMEOUT error at once, and until it returns every new fetch gets a TIMEOUT error too, so a hung plugin
 /// holds one thread and no more.
-final class PluginInstance: Fetcher, @unchecked Sendable {
+final class PluginInstance: PluginCalls, @unchecked Sendable {
     // @unchecked: `arguments` and the C memory it points into are written once in init and then only read;
     // `instance` and `thread` are written once by create(). Everything that changes later is behind `busySince`.
     let expirable: String
@@ -107,12 +107,15 @@ final class PluginInstance: Fetcher, @unchecked Sendable {
 }
 
 /// Calls a completion at most once, whichever of the call and its timeout comes first.
-private final class Once: Sendable {
+final class Once: Sendable {
     private let completion: Mutex<(@Sendable (Result<Fetched, ExpirableError>) -> Void)?>
 
     init(_ completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         self.completion = Mutex(completion)
     }
+
+    /// Whether a result was delivered already.
+    var fired: Bool { completion.withLock { $0 == nil } }
 
     /// Delivers `result` if nothing was delivered yet; returns whether it did.
     func fire(_ result: Result<Fetched, ExpirableError>) -> Bool {

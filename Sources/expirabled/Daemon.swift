@@ -16,6 +16,9 @@ struct Daemon {
     let arguments: DaemonArguments
 
     static func main() async {
+        if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
+            PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
+        }
         switch Result(catching: { () throws(UsageError) in try DaemonArguments.parse(Array(CommandLine.arguments.dropFirst())) }) {
         case .success(.help):
             print(DaemonArguments.usage, terminator: "")

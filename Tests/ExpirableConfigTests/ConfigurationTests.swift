@@ -89,11 +89,27 @@ struct ConfigurationTests {
         #expect(config.expirables[0].refresh == .lazy)
         #expect(config.expirables[0].timeout == .seconds(30))
         #expect(config.expirables[0].params.isEmpty)
+        #expect(config.expirables[0].isolation == Configuration.Server.defaultIsolation)
+    }
+
+    @Test("isolation in [server] applies to every expirable, and an expirable's own overrides it")
+    func isolation() throws {
+        let config = try Configuration.parse("""
+            [server]
+            isolation = "process"
+            [expirable.a]
+            plugin = "file"
+            [expirable.b]
+            plugin = "file"
+            isolation = "inline"
+            """, file: Self.file)
+        #expect(config.server.isolation == .process)
+        #expect(config.expirables.map(\.isolation) == [.process, .inline])
     }
 
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
-         "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, max_connections, max_output_bytes, max_request_bytes, plugin_dir, request_timeout, socket, socket_mode"),
+         "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, request_timeout, socket, socket_mode"),
         ("[server]\nmax_connections = 0\n",
          "F:2: server.max_connections: expected an integer from 1 to 1000000, got 0"),
         ("[expirable.a]\nplugin = \"x\\u0000junk\"\n",
@@ -122,6 +138,10 @@ struct ConfigurationTests {
          "F:3: expirable.a.before_expiry: only applies with refresh = \"eager\"; remove it or set refresh = \"eager\""),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"sometimes\"\n",
          "F:3: expirable.a.refresh: expected \"lazy\" or \"eager\", got \"sometimes\""),
+        ("[server]\nisolation = \"container\"\n",
+         "F:2: server.isolation: expected \"process\" or \"inline\", got \"container\""),
+        ("[expirable.a]\nplugin = \"file\"\nisolation = 1\n",
+         "F:3: expirable.a.isolation: expected \"process\" or \"inline\", got 1"),
         ("[expirable.a]\nplugin = \"file\"\nscope = \"global\"\n",
          "F:3: expirable.a.scope: expected \"cluster\" or \"local\", got \"global\""),
         ("[expirable.a]\nscope = \"local\"\n",
@@ -129,7 +149,7 @@ struct ConfigurationTests {
         ("[expirable.a]\nplugin = \"../../tmp/evil\"\n",
          "F:2: expirable.a.plugin: expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \"../../tmp/evil\""),
         ("[expirable.a]\nplugin = \"file\"\ncolour = \"blue\"\n",
-         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, params, plugin, refresh, scope, timeout"),
+         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, isolation, params, plugin, refresh, scope, timeout"),
         ("[expirable.a]\nplugin = \"file\"\n[expirable.a.params]\nnested = { x = 1 }\n",
          "F:4: expirable.a.params.nested: expected a string, number, boolean or array of them, got a table"),
         ("expirable = \"token\"\n",

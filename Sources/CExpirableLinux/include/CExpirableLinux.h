@@ -1,10 +1,25 @@
 #ifndef CEXPIRABLE_LINUX_H
 #define CEXPIRABLE_LINUX_H
 
-/* Linux calls the Swift overlay does not export (they need _GNU_SOURCE), each prefixed. */
+#include <spawn.h>
+#include <sys/types.h>
+
+/* Linux calls the Swift overlay does not export (they need _GNU_SOURCE or are variadic), each prefixed. */
 
 /* Whether the symbol at `address` (as dlsym returned it) is code: 1 for a function (STT_FUNC or STT_GNU_IFUNC),
  * 0 for anything else (data, a TLS variable, ...), -1 when the dynamic symbol table cannot tell. */
 int CExpirableLinux_symbol_is_function(const void *address);
+
+/* posix_spawn_file_actions_addclosefrom_np (glibc 2.34): the child closes every descriptor from `from` up.
+ * 0 on success, else an errno value. */
+int CExpirableLinux_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+
+/* Makes the calling process a plugin helper of `parent`: killed (SIGKILL) when its parent dies, not dumpable
+ * (no core file, no ptrace by other users, /proc/PID/mem closed), no core dumps. Returns 0, or -1 when the
+ * parent is not `parent` any more (it died before the death signal was armed), and the caller must exit. */
+int CExpirableLinux_become_helper(pid_t parent);
+
+/* The abbreviation of signal `number` without "SIG" ("SEGV"), or NULL for a number that names no signal. */
+const char *CExpirableLinux_signal_abbreviation(int number);
 
 #endif

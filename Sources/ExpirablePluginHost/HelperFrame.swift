@@ -1,0 +1,156 @@
+import ExpirableABI
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One message between the daemon and a plugin helper on their socket pair. On the wire: a 4-byte big-endian
+/// length, then that many bytes: the kind, then the payload. Frames are bounded (a value of the ABI's largest
+/// size plus room for the rest) and every field is bounds-checked: a helper runs a plugin the daemon does not
+/// trust, so whatever it sends is read as possibly hostile.
+struct HelperFrame {
+    enum Kind: UInt8 {
+        /// Daemon → helper, once: plugin path, expirable name, timeout in ms, params.
+        case start = 1
+        /// Daemon → helper: call `expirable_fetch` once.
+        case fetch = 2
+        /// Helper → daemon: the plugin loaded and `expirable_create` accepted its params. ABI major and minor.
+        case ready = 3
+        /// Helper → daemon: the plugin could not be loaded or refused its params; the message says why.
+        case refused = 4
+        /// Helper → daemon: a fetch gave a value. Expiry (Unix ms, Int64.max for never), then the value's bytes.
+        case value = 5
+        /// Helper → daemon: a fetch gave an error; the message.
+        case error = 6
+        /// Helper → daemon: a fetch outlived its timeout inside the helper; the message.
+        case timeout = 7
+    }
+
+    /// The largest length field accepted: a value of EXPIRABLE_MAX_VALUE_BYTES, its expiry, and the kind.
+    static let maxLength = Int(EXPIRABLE_MAX_VALUE_BYTES) + 64
+
+    var kind: Kind
+    var payload: [UInt8] = []
+
+    /// Why no frame could be read.
+    enum Failure: Error {
+        /// The other side closed the socket between frames.
+        case closed
+        /// Bytes that are not a frame, or a socket that broke mid-frame; the text says which.
+        case malformed(String)
+    }
+
+    // MARK: Payload fields
+
+    mutating func append(_ n: UInt32) {
+        withUnsafeBytes(of: n.bigEndian) { payload.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ n: Int64) {
+        withUnsafeBytes(of: n.bigEndian) { payload.append(contentsOf: $0) }
+    }
+
+    /// A string as its 4-byte length and its UTF-8 bytes.
+    mutating func append(_ text: String) {
+        append(UInt32(text.utf8.count))
+        payload.append(contentsOf: text.utf8)
+    }
+
+    /// Reads the payload's fields in order, each checked against what is left.
+    struct Reader {
+        private let payload: [UInt8]
+        private var offset = 0
+
+        init(_ frame: HelperFrame) { payload = frame.payload }
+
+        mutating func uint32() throws(Failure) -> UInt32 {
+            UInt32(truncatingIfNeeded: try integer(4))
+        }
+
+        mutating func int64() throws(Failure) -> Int64 {
+            Int64(bitPattern: try integer(8))
+        }
+
+        mutating func string() throws(Failure) -> String {
+            let count = Int(try uint32())
+            guard count <= payload.count - offset else { throw .malformed("a string of \(count) bytes runs past its frame") }
+            defer { offset += count }
+            return String(decoding: payload[offset..<offset + count], as: UTF8.self)
+        }
+
+        /// Everything not read yet.
+        mutating func rest() -> ArraySlice<UInt8> {
+            defer { offset = payload.count }
+            return payload[offset...]
+        }
+
+        private mutating func integer(_ size: Int) throws(Failure) -> UInt64 {
+            guard size <= payload.count - offset else { throw .malformed("a frame ends inside a field") }
+            var n: UInt64 = 0
+            for byte in payload[offset..<offset + size] { n = n << 8 | UInt64(byte) }
+            offset += size
+            return n
+        }
+    }
+
+    // MARK: The socket
+
+    /// Writes the frame whole; false when the socket is gone.
+    func send(on socket: Int32) -> Bool {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(5 + payload.count)
+        withUnsafeBytes(of: UInt32(1 + payload.count).bigEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(kind.rawValue)
+        bytes.append(contentsOf: payload)
+        defer { HelperFrame.wipe(&bytes) }
+        return bytes.withUnsafeBytes { all in
+            var sent = 0
+            while sent < all.count {
+                // MSG_NOSIGNAL: a peer that died is a false return here, not a SIGPIPE.
+                let n = Glibc.send(socket, all.baseAddress! + sent, all.count - sent, Int32(MSG_NOSIGNAL))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                sent += n
+            }
+            return true
+        }
+    }
+
+    /// Blocks until a whole frame has arrived, the socket closes, or the bytes prove not to be a frame.
+    static func receive(from socket: Int32) throws(Failure) -> HelperFrame {
+        var header = [UInt8](repeating: 0, count: 4)
+        guard try read(socket, into: &header, allowClose: true) else { throw .closed }
+        let length = header.reduce(0) { $0 << 8 | Int($1) }
+        guard length >= 1, length <= maxLength else {
+            throw .malformed("a frame of \(length) bytes, outside 1 to \(maxLength)")
+        }
+        var body = [UInt8](repeating: 0, count: length)
+        defer { wipe(&body) }
+        _ = try read(socket, into: &body, allowClose: false)
+        guard let kind = Kind(rawValue: body[0]) else { throw .malformed("a frame of unknown kind \(body[0])") }
+        return HelperFrame(kind: kind, payload: Array(body[1...]))
+    }
+
+    /// Fills `buffer`; false when the socket closed before its first byte and `allowClose`.
+    private static func read(_ socket: Int32, into buffer: inout [UInt8], allowClose: Bool) throws(Failure) -> Bool {
+        var filled = 0
+        while filled < buffer.count {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw .malformed("the socket failed: \(String(cString: strerror(errno)))") }
+            if n == 0 {
+                if filled == 0 && allowClose { return false }
+                throw .malformed("the socket closed inside a frame, after \(filled) of \(buffer.count) bytes")
+            }
+            filled += n
+        }
+        return true
+    }
+
+    /// Values are secrets: their copies are zeroed before the memory is given back.
+    static func wipe(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { buffer in
+            if let start = buffer.baseAddress { _ = memset(start, 0, buffer.count) }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import CExpirableLinux
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A running plugin helper seen from the daemon: its pid (not reaped yet) and the daemon's end of its socket.
+struct HelperProcess {
+    let pid: pid_t
+    let socket: Int32
+
+    /// Starts `expirabled` again (through /proc/self/exe, so an upgraded binary on disk is not mixed with
+    /// this one) as the helper for `expirable`. The child gets its end of a socket pair as descriptor 3 and
+    /// nothing else of the daemon's: stdin and stdout on /dev/null, stderr shared for its log lines, every other
+    /// descriptor closed, a clean environment, default signal handling, a process group of its own (a Ctrl-C
+    /// meant for the daemon does not reach it; it dies with the daemon through its death signal instead).
+    static func spawn(expirable: String) throws(PluginError) -> HelperProcess {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw PluginError("expirable.\(expirable): cannot make a socket pair for its plugin helper: \(String(cString: strerror(errno))); raise the limit on open files")
+        }
+        var child = pair[1]
+        if child <= 3 {
+            // dup2 onto itself would keep close-on-exec set; move it above 3 first.
+            let moved = fcntl(child, F_DUPFD_CLOEXEC, 4)
+            close(child)
+            child = moved
+        }
+        defer { if child >= 0 { close(child) } }
+        guard child >= 0 else {
+            close(pair[0])
+            throw PluginError("expirable.\(expirable): cannot place its plugin helper's socket: \(String(cString: strerror(errno)))")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, child, PluginHelper.socket)
+        CExpirableLinux_spawn_close_from(&actions, PluginHelper.socket + 1)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        let arguments = ["expirabled", PluginHelper.flag, "\(getpid())", expirable]
+        let environment = ["PATH=/usr/local/bin:/usr/bin:/bin"]
+        let cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for p in cArguments + cEnvironment { free(p) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, cArguments, cEnvironment)
+        guard result == 0 else {
+            close(pair[0])
+            throw PluginError("expirable.\(expirable): cannot start its plugin helper (/proc/self/exe): \(String(cString: strerror(result)))")
+        }
+        return HelperProcess(pid: pid, socket: pair[0])
+    }
+
+    /// Waits for the helper to end and describes how it did: "crashed (SIGSEGV)", "exited with status 3".
+    /// A helper that closed its socket but is still running gets `grace` to finish, then SIGKILL.
+    func reap(grace: Duration) -> String {
+        var status: Int32 = 0
+        var waited: Duration = .zero
+        while true {
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid { break }
+            if result < 0 && errno == EINTR { continue }
+            if result < 0 { return "vanished (\(String(cString: strerror(errno))))" }
+            if waited >= grace {
+                kill(pid, SIGKILL)
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                break
+            }
+            usleep(1000)
+            waited += .milliseconds(1)
+        }
+        close(socket)
+        let signal = status & 0x7f
+        if signal == 0 { return "exited with status \((status >> 8) & 0xff)" }
+        let name = CExpirableLinux_signal_abbreviation(signal).map { "SIG" + String(cString: $0) } ?? "signal \(signal)"
+        return "crashed (\(name))"
+    }
+}

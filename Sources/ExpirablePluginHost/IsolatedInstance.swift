@@ -1,0 +1,257 @@
+import Dispatch
+import ExpirableABI
+import ExpirableConfig
+import ExpirableCore
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One expirable's plugin in a helper process (`isolation = "process"`). The daemon never runs the plugin's
+/// code: it checks the path, and the helper loads and calls the plugin. Calls go to the helper one at a time
+/// from a thread of this instance's own, which blocks on the socket so the event loop never does. A helper that
+/// dies, sends something that is not a frame, or outlives a call's timeout (then it is killed) fails the call
+/// in flight and is started again by a later call, no sooner than a backoff of 1 s doubling to 30 s while it
+/// keeps dying; until then calls get the error of its death at once.
+final class IsolatedInstance: PluginCalls, Sendable {
+    let expirable: String
+    let path: String
+    let timeout: Duration
+    private let params: [Configuration.Param]
+    private let logger: Logger
+    private let thread: PluginThread
+    private let clock = SystemClock()
+    private let state = Mutex(State())
+
+    static let firstBackoff: Duration = .seconds(1)
+    static let maxBackoff: Duration = .seconds(30)
+
+    private struct State {
+        /// The helper, from its spawn until it is reaped; only the thread spawns and reaps.
+        var helper: HelperProcess?
+        /// Calls are numbered so a timer acts only on the call it was set for.
+        var calls: UInt64 = 0
+        /// The call the helper is working on (including starting the helper for it).
+        var inFlight: UInt64?
+        /// The call whose timeout killed the helper.
+        var timedOut: UInt64?
+        /// How the last helper died, given to calls until `restartAt` (monotonic ns).
+        var lastDeath: ExpirableError?
+        var restartAt: UInt64 = 0
+        var backoff = IsolatedInstance.firstBackoff
+        var stopped = false
+    }
+
+    /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller) and creates
+    /// its instance; a refusal or a death of the helper is thrown, naming the expirable.
+    init(expirable: String, path: String, params: [Configuration.Param], timeout: Duration, logger: Logger) throws(PluginError) {
+        self.expirable = expirable
+        self.path = path
+        self.params = params
+        self.timeout = timeout
+        self.logger = logger
+        guard let thread = PluginThread(name: "helper:\(expirable)") else {
+            throw PluginError("expirable.\(expirable): cannot start a thread for its plugin helper (the system is out of threads)")
+        }
+        self.thread = thread
+        do {
+            let helper = try launch()
+            logger.info("plugin helper started", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)"])
+        } catch {
+            thread.stop()
+            throw PluginError("expirable.\(expirable): \(error.message)")
+        }
+    }
+
+    func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        let now = clock.monotonicNanos
+        let (refusal, number): (ExpirableError?, UInt64) = state.withLock { s in
+            if s.stopped { return (.fetch("plugin for \(expirable) is not running: the daemon is stopping"), 0) }
+            if s.helper == nil, let death = s.lastDeath, now < s.restartAt { return (death, 0) }
+            s.calls += 1
+            return (nil, s.calls)
+        }
+        if let refusal {
+            completion(.failure(refusal))
+            return
+        }
+        let answer = Once(completion)
+        thread.run { [self] in call(number, answer) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: timeout.milliseconds))) { [self] in
+            guard answer.fire(.failure(timeoutError())) else { return }
+            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
+            state.withLock { s in
+                guard s.inFlight == number, let helper = s.helper else { return }
+                s.timedOut = number
+                kill(helper.pid, SIGKILL)
+            }
+        }
+    }
+
+    /// Closes the helper's socket, so it destroys its instance and exits; kills it if a call is still under
+    /// way or it takes over a second. Waits at most two seconds.
+    func destroy() {
+        state.withLock { s in
+            s.stopped = true
+            if s.inFlight != nil, let helper = s.helper { kill(helper.pid, SIGKILL) }
+        }
+        let done = DispatchSemaphore(value: 0)
+        thread.run { [self] in
+            if let helper = state.withLock({ $0.helper }) {
+                shutdown(helper.socket, Int32(SHUT_WR))
+                _ = helper.reap(grace: .seconds(1))
+                state.withLock { $0.helper = nil }
+            }
+            done.signal()
+        }
+        thread.stop()
+        _ = done.wait(timeout: .now() + .seconds(2))
+    }
+
+    private func timeoutError() -> ExpirableError {
+        .timeout("plugin \(path) for \(expirable) did not answer within \(timeout.milliseconds)ms")
+    }
+
+    /// One call, on the thread: starts the helper if it is down, sends the order, reads the result.
+    private func call(_ number: UInt64, _ answer: Once) {
+        guard !answer.fired else { return }  // timed out while waiting behind another call
+        var helper = state.withLock { s -> HelperProcess? in
+            s.inFlight = number
+            return s.helper
+        }
+        defer { state.withLock { $0.inFlight = nil } }
+        if helper == nil {
+            if let death = state.withLock({ s in clock.monotonicNanos < s.restartAt ? s.lastDeath : nil }) {
+                _ = answer.fire(.failure(death))
+                return
+            }
+            do {
+                helper = try launch()
+                logger.notice("plugin helper restarted", metadata: ["expirable": "\(expirable)", "pid": "\(helper!.pid)"])
+            } catch {
+                _ = answer.fire(.failure(.fetch(error.message)))
+                return
+            }
+        }
+        guard let helper else { return }
+        let outcome: Result<Fetched, ExpirableError>
+        do throws(HelperFrame.Failure) {
+            guard HelperFrame(kind: .fetch).send(on: helper.socket) else { throw .closed }
+            outcome = try result(of: HelperFrame.receive(from: helper.socket))
+        } catch {
+            _ = answer.fire(.failure(died(helper, number: number, because: .frame(error))))
+            return
+        }
+        state.withLock { $0.backoff = IsolatedInstance.firstBackoff }
+        if case .failure(let error) = outcome, error.code == .timeout {
+            // The plugin is still running inside the helper: only killing the helper stops it.
+            _ = answer.fire(outcome)
+            state.withLock { $0.timedOut = number }
+            kill(helper.pid, SIGKILL)
+            died(helper, number: number, because: .timedOut)
+            return
+        }
+        if !answer.fire(outcome) {
+            logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
+        }
+    }
+
+    /// A result frame as a fetch result; anything else is the helper's failure.
+    private func result(of frame: HelperFrame) throws(HelperFrame.Failure) -> Result<Fetched, ExpirableError> {
+        var fields = HelperFrame.Reader(frame)
+        switch frame.kind {
+        case .value:
+            let expiresAt = try fields.int64()
+            var bytes = Array(fields.rest())
+            defer { HelperFrame.wipe(&bytes) }
+            guard bytes.count <= Int(EXPIRABLE_MAX_VALUE_BYTES) else {
+                throw .malformed("a value of \(bytes.count) bytes, over the limit of \(EXPIRABLE_MAX_VALUE_BYTES)")
+            }
+            guard expiresAt >= 0 else { throw .malformed("a negative expiry (\(expiresAt))") }
+            let expiry: Expiry = expiresAt == Int64.max ? .never : .at(unixMillis: expiresAt)
+            return .success(Fetched(value: bytes.withUnsafeBytes { Secret(copying: $0) }, expiry: expiry))
+        case .error:
+            return .failure(.fetch(fields.rest().withUnsafeBytes { CallResult.printable($0) }))
+        case .timeout:
+            return .failure(timeoutError())
+        default:
+            throw .malformed("a frame of kind \(frame.kind) where a fetch result belongs")
+        }
+    }
+
+    /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance. The
+    /// helper is published before the wait, so a call's timeout can kill a helper stuck in `expirable_create`.
+    private func launch() throws(PluginError) -> HelperProcess {
+        let helper = try HelperProcess.spawn(expirable: expirable)
+        state.withLock { $0.helper = helper }
+        var start = HelperFrame(kind: .start)
+        start.append(path)
+        start.append(expirable)
+        start.append(timeout.milliseconds)
+        start.append(UInt32(params.count))
+        for param in params {
+            start.append(param.key)
+            start.append(param.value)
+        }
+        let reply: HelperFrame
+        do throws(HelperFrame.Failure) {
+            guard start.send(on: helper.socket) else { throw .closed }
+            reply = try HelperFrame.receive(from: helper.socket)
+        } catch {
+            throw PluginError(died(helper, number: nil, because: .frame(error)).message)
+        }
+        switch reply.kind {
+        case .ready:
+            return helper
+        case .refused:
+            var fields = HelperFrame.Reader(reply)
+            let message = fields.rest().withUnsafeBytes { CallResult.printable($0) }
+            throw PluginError(died(helper, number: nil, because: .refused(message)).message)
+        default:
+            throw PluginError(died(helper, number: nil, because: .frame(.malformed("a frame of kind \(reply.kind) where ready or refused belongs"))).message)
+        }
+    }
+
+    /// What ended a helper, besides a timeout.
+    private enum Ending {
+        /// Its socket closed, broke, or carried something that is not the frame due (then it is killed).
+        case frame(HelperFrame.Failure)
+        /// It could not load the plugin, or the plugin refused its params; it exits by itself.
+        case refused(String)
+        /// It was killed because its plugin's call outlived its timeout.
+        case timedOut
+    }
+
+    /// Reaps a helper that died, was killed, or broke the protocol (then it is killed first), and sets when
+    /// the next may start. The error says what happened, for the call in flight and the calls until then.
+    @discardableResult
+    private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending) -> ExpirableError {
+        if case .frame(.malformed) = ending { kill(helper.pid, SIGKILL) }
+        let how = helper.reap(grace: .milliseconds(200))
+        let now = clock.monotonicNanos
+        return state.withLock { s in
+            let wait = s.backoff
+            s.backoff = min(s.backoff * 2, IsolatedInstance.maxBackoff)
+            s.helper = nil
+            s.restartAt = now + UInt64(wait.milliseconds) * 1_000_000
+            let restart = "the first call after \(wait.milliseconds / 1000)s starts its helper again"
+            let death: ExpirableError
+            if let number, s.timedOut == number {
+                death = .fetch("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms; \(restart)")
+            } else {
+                switch ending {
+                case .frame(.malformed(let what)):
+                    death = .fetch("plugin for \(expirable) sent its daemon \(what), so its helper (pid \(helper.pid)) was killed; \(restart)")
+                case .refused(let message):
+                    death = .fetch(message)
+                case .frame(.closed), .timedOut:
+                    death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid)); \(restart)")
+                }
+            }
+            s.lastDeath = death
+            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(how)", "restart_after_ms": "\(wait.milliseconds)"])
+            return death
+        }
+    }
+}

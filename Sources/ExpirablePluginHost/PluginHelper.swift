@@ -1,0 +1,100 @@
+import CExpirableLinux
+import ExpirableConfig
+import ExpirableCore
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The plugin helper: `expirabled` started again by `HelperProcess` to hold one plugin instance, so that
+/// whatever the plugin does to its process (crash, abort, exit, scribble on memory) happens to this process
+/// and not to the daemon. It loads the plugin with the daemon's checks and calls it exactly as the daemon does
+/// inline (a `PluginInstance`), taking orders and giving results as `HelperFrame`s on descriptor 3.
+public enum PluginHelper {
+    /// The hidden first argument that makes `expirabled` a helper: `expirabled --plugin-helper PARENT NAME`.
+    /// NAME is there for `ps`, so a helper can be told from its siblings.
+    public static let flag = "--plugin-helper"
+
+    /// The descriptor of the helper's end of the socket pair.
+    static let socket: Int32 = 3
+
+    /// Runs the helper with the arguments after `flag`, and exits when the daemon closes the socket.
+    public static func run(_ arguments: [String]) -> Never {
+        guard let parent = arguments.first.flatMap({ pid_t($0) }), CExpirableLinux_become_helper(parent) == 0 else {
+            // Started by hand, or the daemon died before the death signal was armed: nobody to serve.
+            exit(70)  // EX_SOFTWARE
+        }
+        signal(SIGPIPE, SIG_IGN)  // as in the daemon: a plugin writing to a closed pipe gets EPIPE
+        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        let logger = Logger(label: "expirable.plugin-helper")
+        let writer = Writer()
+        let instance: PluginInstance
+        do throws(HelperFrame.Failure) {
+            let start = try HelperFrame.receive(from: socket)
+            guard start.kind == .start else { exit(65) }  // EX_DATAERR: the daemon speaks another protocol
+            var fields = HelperFrame.Reader(start)
+            let path = try fields.string()
+            let name = try fields.string()
+            let timeout = Duration.milliseconds(try fields.int64())
+            var params: [Configuration.Param] = []
+            for _ in 0..<(try fields.uint32()) {
+                params.append(Configuration.Param(key: try fields.string(), value: try fields.string()))
+            }
+            do throws(PluginError) {
+                let library = try PluginLibrary.open(path)
+                instance = PluginInstance(expirable: name, params: params, library: library, timeout: timeout, logger: logger)
+                try instance.create()
+                var ready = HelperFrame(kind: .ready)
+                ready.append(library.version.major)
+                ready.append(library.version.minor)
+                writer.send(ready)
+            } catch {
+                var refused = HelperFrame(kind: .refused)
+                refused.payload = Array(error.message.utf8)
+                writer.send(refused)
+                exit(0)
+            }
+        } catch {
+            exit(65)
+        }
+        while true {
+            let frame: HelperFrame
+            do throws(HelperFrame.Failure) {
+                frame = try HelperFrame.receive(from: socket)
+            } catch {
+                guard case .closed = error else { exit(65) }
+                instance.destroy()
+                exit(0)
+            }
+            guard frame.kind == .fetch else { exit(65) }
+            instance.fetch { result in
+                var reply: HelperFrame
+                switch result {
+                case .success(let fetched):
+                    reply = HelperFrame(kind: .value)
+                    switch fetched.expiry {
+                    case .never: reply.append(Int64.max)
+                    case .at(let unixMillis): reply.append(unixMillis)
+                    }
+                    fetched.value.withUnsafeBytes { reply.payload.append(contentsOf: $0) }
+                case .failure(let error):
+                    reply = HelperFrame(kind: error.code == .timeout ? .timeout : .error)
+                    reply.payload = Array(error.message.utf8)
+                }
+                writer.send(reply)
+                HelperFrame.wipe(&reply.payload)
+            }
+        }
+    }
+
+    /// Results come from the plugin's thread and from timeout timers: one frame at a time on the socket.
+    private final class Writer: Sendable {
+        private let lock = Mutex(())
+
+        func send(_ frame: HelperFrame) {
+            // A daemon that stopped listening has died or is killing this helper: nothing left to do.
+            guard lock.withLock({ _ in frame.send(on: PluginHelper.socket) }) else { exit(0) }
+        }
+    }
+}
