@@ -1,0 +1,132 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// `isolation = "process"` against a real daemon: plugins that crash, abort, exit, hang or break the protocol
+/// cost their own callers an error, never the daemon or another expirable.
+@Suite("Plugin isolation in helper processes")
+struct IsolationTests {
+    /// A daemon in process mode with `bad` (the crasher fixture, `params` added) and `good` (a counter).
+    static func start(_ bad: String, timeout: String = "30s") throws -> DaemonProcess {
+        try ServingTests.start("""
+            [expirable.bad]
+            plugin = "crasher"
+            timeout = "\(timeout)"
+            [expirable.bad.params]
+            \(bad)
+            \(ServingTests.counter("good"))
+            """, server: "isolation = \"process\"", testPlugins: ["counter", "crasher"])
+    }
+
+    /// The pid of the daemon's helper for `expirable`, found by its command line.
+    static func helper(of daemon: DaemonProcess, for expirable: String) -> pid_t? {
+        guard let daemonPid = daemon.process?.pid else { return nil }
+        let wanted = "expirabled\0--plugin-helper\0\(daemonPid)\0\(expirable)\0"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.first { pid in
+            (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { String(decoding: $0, as: UTF8.self) } == wanted
+        }
+    }
+
+    /// Calls `body` every 50 ms until it is true, for at most `seconds`; whether it became true.
+    static func eventually(seconds: Double = 5, _ body: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try body() { return true }
+            usleep(50_000)
+        }
+        return try body()
+    }
+
+    static let crashes: [(mode: String, error: String)] = [
+        ("segv", "FETCH plugin for bad crashed (SIGSEGV)"),
+        ("abort", "FETCH plugin for bad crashed (SIGABRT)"),
+        ("exit", "FETCH plugin for bad exited with status 3"),
+    ]
+
+    @Test("a plugin that crashes, aborts or exits costs its caller a FETCH error naming how, within a second; the daemon serves on", arguments: crashes)
+    func crash(mode: String, error: String) throws {
+        let daemon = try Self.start("mode = \"\(mode)\"")
+        defer { daemon.remove() }
+        let first = try #require(Self.helper(of: daemon, for: "bad"), "the helper runs from the start")
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix(error), "\(answer)")
+        #expect(Date().timeIntervalSince(started) < 1)
+        #expect(try daemon.redis("GET", "good") == "good-1")
+        #expect(kill(first, 0) != 0, "the dead helper was reaped")
+        // Within the backoff the last death is the answer at once, without a new helper.
+        let again = Date()
+        #expect(try daemon.redis("GET", "bad").hasPrefix(error))
+        #expect(Date().timeIntervalSince(again) < 0.5)
+        #expect(try daemon.redis("PING") == "PONG")
+    }
+
+    @Test("a hung plugin's call gets TIMEOUT and its helper is killed; the next call after the backoff starts a new one")
+    func hang() throws {
+        let daemon = try Self.start("mode_file = \"COUNT/mode\"", timeout: "300ms")
+        defer { daemon.remove() }
+        try "hang".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        let first = try #require(Self.helper(of: daemon, for: "bad"))
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("TIMEOUT plugin"), "\(answer)")
+        #expect(answer.contains("did not answer within 300ms"))
+        #expect(Date().timeIntervalSince(started) < 1.5)
+        #expect(Self.eventually(seconds: 2) { kill(first, 0) != 0 }, "the hung helper \(first) was killed and reaped")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+        try FileManager.default.removeItem(atPath: daemon.directory.appending("mode"))
+        var value = ""
+        #expect(try Self.eventually { value = try daemon.redis("GET", "bad"); return value.hasPrefix("pid-") })
+        #expect(value == "pid-\(Self.helper(of: daemon, for: "bad") ?? 0)", "a new helper answers")
+        #expect(value != "pid-\(first)")
+    }
+
+    @Test("a value stored before the plugin starts crashing stays served; once it stops, a restarted helper refreshes it")
+    func storedValueSurvives() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.bad]
+            plugin = "crasher"
+            refresh = "eager"
+            before_expiry = "2500ms"
+            [expirable.bad.params]
+            ttl_ms = 4000
+            mode_file = "COUNT/mode"
+            """, server: "isolation = \"process\"", testPlugins: ["crasher"])
+        defer { daemon.remove() }
+        let stored = try daemon.redis("GET", "bad")
+        let first = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(stored == "pid-\(first)")
+        try "segv".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        // The eager refresh (due 1.5 s after the fetch) kills the helper; GET keeps the stored value meanwhile.
+        #expect(Self.eventually { daemon.log.contains("plugin helper died") })
+        #expect(try daemon.redis("GET", "bad") == stored)
+        try FileManager.default.removeItem(atPath: daemon.directory.appending("mode"))
+        var value = stored
+        #expect(try Self.eventually(seconds: 8) { value = try daemon.redis("GET", "bad"); return value != stored })
+        #expect(value.hasPrefix("pid-") && value != "pid-\(first)", "\(value): refreshed by a restarted helper")
+    }
+
+    @Test("a helper that writes bytes that are no frame is killed and its caller gets a FETCH error; the daemon serves on")
+    func garbage() throws {
+        let daemon = try Self.start("mode = \"garbage\"")
+        defer { daemon.remove() }
+        let first = try #require(Self.helper(of: daemon, for: "bad"))
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad sent its daemon a frame of 4294967295 bytes"), "\(answer)")
+        #expect(Self.eventually(seconds: 2) { kill(first, 0) != 0 })
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
+    @Test("a plugin that refuses its params in its helper stops the daemon at start with the plugin's words")
+    func refusalAtStart() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.broken]
+            plugin = "command"
+            """, server: "isolation = \"process\"", start: false)
+        defer { daemon.remove() }
+        let process = try daemon.launch()
+        #expect(process.wait() == 1)
+        #expect(daemon.log.contains("expirable.broken:"), "\(daemon.log)")
+    }
+}

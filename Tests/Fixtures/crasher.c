@@ -1,0 +1,65 @@
+/* Test plugin for process isolation: misbehaves as its mode says, else answers "pid-<its process id>", so a
+ * restarted helper is visible in the value.
+ * params: mode ("segv" writes through NULL, "abort" calls abort(), "exit" calls _exit(3), "hang" sleeps forever,
+ * "garbage" writes bytes that are no frame to descriptor 3, the helper's socket; anything else answers),
+ * mode_file (optional: read at each call, its first word is the mode; absent: "ok"), ttl_ms (default 60000). */
+#include "expirable.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct crasher { char mode[16]; char mode_file[512]; long long ttl_ms; } crasher;
+
+void expirable_abi(expirable_abi_info *info) {
+    info->magic = EXPIRABLE_ABI_MAGIC;
+    info->major = EXPIRABLE_ABI_MAJOR;
+    info->minor = EXPIRABLE_ABI_MINOR;
+}
+
+static void copy(char *dst, size_t cap, expirable_str s) {
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+    memcpy(dst, s.ptr, n);
+    dst[n] = 0;
+}
+
+void *expirable_create(const expirable_call *call) {
+    crasher *c = calloc(1, sizeof *c);
+    strcpy(c->mode, "ok");
+    c->ttl_ms = 60000;
+    for (size_t i = 0; i < call->param_count; i++) {
+        expirable_str k = call->params[i].key, v = call->params[i].value;
+        char buf[64];
+        if (k.len == 4 && memcmp(k.ptr, "mode", 4) == 0) copy(c->mode, sizeof c->mode, v);
+        if (k.len == 9 && memcmp(k.ptr, "mode_file", 9) == 0) copy(c->mode_file, sizeof c->mode_file, v);
+        if (k.len == 6 && memcmp(k.ptr, "ttl_ms", 6) == 0) { copy(buf, sizeof buf, v); c->ttl_ms = atoll(buf); }
+    }
+    return c;
+}
+
+void expirable_destroy(void *instance) {
+    free(instance);
+}
+
+void expirable_fetch(const expirable_call *call) {
+    crasher *c = call->instance;
+    char mode[16];
+    strcpy(mode, c->mode);
+    if (c->mode_file[0]) {
+        FILE *f = fopen(c->mode_file, "r");
+        if (!f || fscanf(f, "%15s", mode) != 1) strcpy(mode, "ok");
+        if (f) fclose(f);
+    }
+    if (strcmp(mode, "segv") == 0) *(volatile int *)NULL = 1;
+    if (strcmp(mode, "abort") == 0) abort();
+    if (strcmp(mode, "exit") == 0) _exit(3);
+    if (strcmp(mode, "hang") == 0) for (;;) pause();
+    if (strcmp(mode, "garbage") == 0) {
+        static const char junk[] = "\xff\xff\xff\xffnot a frame";
+        if (write(3, junk, sizeof junk - 1) < 0) abort();
+        for (;;) pause();
+    }
+    char value[64];
+    int n = snprintf(value, sizeof value, "pid-%ld", (long)getpid());
+    call->host->set_value(call->result, value, (size_t)n, call->host->now_ms() + c->ttl_ms);
+}
