@@ -60,7 +60,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             logger.info("plugin helper started", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)"])
         } catch {
             thread.stop()
-            throw PluginError("expirable.\(expirable): \(error.message)")
+            throw error
         }
     }
 
@@ -130,7 +130,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 helper = try launch()
                 logger.notice("plugin helper restarted", metadata: ["expirable": "\(expirable)", "pid": "\(helper!.pid)"])
             } catch {
-                _ = answer.fire(.failure(.fetch(error.message)))
+                // launch() recorded how the helper ended, in the words calls get.
+                _ = answer.fire(.failure(state.withLock { $0.lastDeath } ?? .fetch(error.message)))
                 return
             }
         }
@@ -182,6 +183,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
 
     /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance. The
     /// helper is published before the wait, so a call's timeout can kill a helper stuck in `expirable_create`.
+    /// Throws a refusal or death naming the expirable, for the daemon's start.
     private func launch() throws(PluginError) -> HelperProcess {
         let helper = try HelperProcess.spawn(expirable: expirable)
         state.withLock { $0.helper = helper }
@@ -199,7 +201,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             guard start.send(on: helper.socket) else { throw .closed }
             reply = try HelperFrame.receive(from: helper.socket)
         } catch {
-            throw PluginError(died(helper, number: nil, because: .frame(error)).message)
+            throw PluginError("expirable.\(expirable): \(died(helper, number: nil, because: .frame(error)).message)")
         }
         switch reply.kind {
         case .ready:
@@ -209,7 +211,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
             let message = fields.rest().withUnsafeBytes { CallResult.printable($0) }
             throw PluginError(died(helper, number: nil, because: .refused(message)).message)
         default:
-            throw PluginError(died(helper, number: nil, because: .frame(.malformed("a frame of kind \(reply.kind) where ready or refused belongs"))).message)
+            let death = died(helper, number: nil, because: .frame(.malformed("a frame of kind \(reply.kind) where ready or refused belongs")))
+            throw PluginError("expirable.\(expirable): \(death.message)")
         }
     }
 
@@ -217,7 +220,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
     private enum Ending {
         /// Its socket closed, broke, or carried something that is not the frame due (then it is killed).
         case frame(HelperFrame.Failure)
-        /// It could not load the plugin, or the plugin refused its params; it exits by itself.
+        /// It could not load the plugin, or the plugin refused its params (the message names the expirable); it
+        /// exits by itself.
         case refused(String)
         /// It was killed because its plugin's call outlived its timeout.
         case timedOut

@@ -50,8 +50,10 @@ public enum PluginHelper {
                 ready.append(library.version.minor)
                 writer.send(ready)
             } catch {
+                // A refusal by create() names the expirable already; one by the loader does not.
+                let prefix = "expirable.\(name): "
                 var refused = HelperFrame(kind: .refused)
-                refused.payload = Array(error.message.utf8)
+                refused.payload = Array((error.message.hasPrefix(prefix) ? error.message : prefix + error.message).utf8)
                 writer.send(refused)
                 exit(0)
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ExpirablePluginHost
 import ExpirableClient
 import Foundation
 #if canImport(Glibc)
@@ -13,6 +14,24 @@ struct Control: AsyncParsableCommand {
         discussion: "Every command talks to the daemon's Unix socket (--socket, default $EXPIRABLE_SOCKET or /run/expirable/expirable.sock) and exits non-zero with the error on stderr when anything fails.",
         subcommands: [Fetch.self, Watch.self, Clear.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
+
+    /// `check-config` loads plugins as the daemon does, so with `isolation = "process"` it starts helpers from
+    /// its own binary (/proc/self/exe): this one, started again in the hidden helper mode.
+    static func main() async {
+        if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
+            PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// The options every command shares.
