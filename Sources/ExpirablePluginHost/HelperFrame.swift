@@ -137,8 +137,10 @@ struct HelperFrame {
         while filled < buffer.count {
             let n = buffer.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + filled, $0.count - filled) }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw .malformed("the socket failed: \(String(cString: strerror(errno)))") }
-            if n == 0 {
+            // A peer that died with bytes unread in its end resets the connection: that is a close too.
+            let closed = n == 0 || (n < 0 && errno == ECONNRESET)
+            if n < 0 && !closed { throw .malformed("the socket failed: \(String(cString: strerror(errno)))") }
+            if closed {
                 if filled == 0 && allowClose { return false }
                 throw .malformed("the socket closed inside a frame, after \(filled) of \(buffer.count) bytes")
             }
