@@ -20,7 +20,7 @@ public struct Configuration: Sendable, Hashable {
         public static let defaultMaxOutputBytes = 1024 * 1024
         public static let defaultIdleTimeout: Duration = .seconds(300)
         public static let defaultRequestTimeout: Duration = .seconds(10)
-        public static let defaultIsolation: Isolation = .inline
+        public static let defaultIsolation: Isolation = .process
 
         /// The Unix socket path.
         public let socket: String

@@ -55,8 +55,19 @@ final class IsolatedInstance: PluginCalls, Sendable {
             throw PluginError("expirable.\(expirable): cannot start a thread for its plugin helper (the system is out of threads)")
         }
         self.thread = thread
+        // Spawned from the instance's own thread, as every restart is: Linux sends a helper its parent-death
+        // signal when the *thread* that spawned it ends, and the caller's thread (a pool thread of the daemon's
+        // start-up task) may end long before the daemon does.
+        let launched = Mutex<Result<HelperProcess, PluginError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        thread.run { [self] in
+            let result = Result { () throws(PluginError) in try launch() }
+            launched.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
         do {
-            let helper = try launch()
+            let helper = try launched.withLock { $0! }.get()
             logger.info("plugin helper started", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)"])
         } catch {
             thread.stop()

@@ -40,7 +40,7 @@ struct PluginFixture {
 
     /// A configuration with `plugin_dir` set to this fixture's directory and the given expirable tables.
     func configuration(_ expirables: String) throws -> Configuration {
-        try Configuration.parse("[server]\nplugin_dir = \"\(pluginDir.path)\"\n\n" + expirables, file: root.appendingPathComponent("expirable.toml").path)
+        try Configuration.parse("[server]\nplugin_dir = \"\(pluginDir.path)\"\nisolation = \"inline\"\n\n" + expirables, file: root.appendingPathComponent("expirable.toml").path)
     }
 
     /// Loads the plugins of `expirables` and returns an engine over them, or throws the host's refusal.
