@@ -49,7 +49,10 @@ struct HelperProcess {
         posix_spawnattr_setpgroup(&attributes, 0)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         let arguments = ["expirabled", PluginHelper.flag, "\(getpid())", expirable]
-        let environment = ["PATH=/usr/local/bin:/usr/bin:/bin"]
+        // The Swift runtime's crash backtracer would spend seconds symbolicating a plugin's crash before the
+        // helper dies (measured: an abort reported after 2.3 s instead of milliseconds), and print the
+        // helper's memory layout to the daemon's log: the helper dies at once instead.
+        let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"]
         let cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
         defer { for p in cArguments + cEnvironment { free(p) } }
