@@ -41,6 +41,19 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var restartAt: UInt64 = 0
         var backoff = IsolatedInstance.firstBackoff
         var stopped = false
+        /// Helpers started after the first, for INFO.
+        var restarts = -1
+    }
+
+    var info: [(String, String)] {
+        state.withLock { s in
+            [
+                ("isolation", "process"),
+                ("helper_pid", s.helper.map { String($0.pid) } ?? "none"),
+                ("helper_restarts", String(max(0, s.restarts))),
+                ("helper_last_death", s.lastDeath?.message ?? ""),
+            ]
+        }
     }
 
     /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller) and creates
@@ -197,7 +210,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
     /// Throws a refusal or death naming the expirable, for the daemon's start.
     private func launch() throws(PluginError) -> HelperProcess {
         let helper = try HelperProcess.spawn(expirable: expirable)
-        state.withLock { $0.helper = helper }
+        state.withLock { s in
+            s.helper = helper
+            s.restarts += 1
+        }
         var start = HelperFrame(kind: .start)
         start.append(path)
         start.append(expirable)

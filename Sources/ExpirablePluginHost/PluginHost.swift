@@ -5,6 +5,7 @@ import Logging
 /// Loads the plugins a configuration names and makes one fetcher per expirable. Knows nothing of sockets.
 public final class PluginHost: Sendable {
     private let instances: [any PluginCalls]
+    private let byName: [String: any PluginCalls]
 
     /// The engine's view of the configured expirables, each with its plugin instance as fetcher.
     public let definitions: [ExpirableDefinition]
@@ -57,6 +58,13 @@ public final class PluginHost: Sendable {
         }
         self.instances = instances
         self.definitions = definitions
+        byName = Dictionary(uniqueKeysWithValues: zip(configuration.expirables.map(\.name), instances))
+    }
+
+    /// `key:value` facts about `name`'s plugin for INFO: where it runs and, in a helper, its pid, restarts and
+    /// how the last one died. Empty for a name that is not configured.
+    public func info(_ name: String) -> [(String, String)] {
+        byName[name]?.info ?? []
     }
 
     /// Frees every plugin instance that has no call running, and ends every helper. Call once, when the daemon stops.
@@ -69,4 +77,10 @@ public final class PluginHost: Sendable {
 protocol PluginCalls: Fetcher {
     /// Frees the plugin instance; called once, when the daemon stops.
     func destroy()
+    /// Facts for INFO.
+    var info: [(String, String)] { get }
+}
+
+extension PluginInstance {
+    var info: [(String, String)] { [("isolation", "inline")] }
 }

@@ -24,6 +24,9 @@ enum InfoText {
         lines.append("plugin_calls:\(status.counters.pluginCalls)")
         lines.append("failures:\(status.counters.failures)")
         lines.append("refreshes:\(status.counters.refreshes)")
+        if let plugin = state.options.pluginInfo?(name) {
+            lines += plugin.map { "\($0.0):\($0.1)" }
+        }
         if let extra = state.options.expirableInfo?(name) {
             lines += extra.map { "\($0.0):\($0.1)" }
         } else {

@@ -22,6 +22,8 @@ public struct ServerOptions: Sendable {
     public var nodeName: String
     /// Extra INFO lines for an expirable (`owner`, replica state) from whoever knows them, such as the cluster.
     public var expirableInfo: (@Sendable (String) -> [(String, String)])?
+    /// Extra INFO lines for an expirable from its plugin host (where the plugin runs, its helper's pid and restarts).
+    public var pluginInfo: (@Sendable (String) -> [(String, String)])?
     /// The reply to CLUSTER: one `key:value ...` line per member. Nil without a cluster.
     public var clusterInfo: (@Sendable () -> String)?
 

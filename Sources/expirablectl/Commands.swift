@@ -79,17 +79,26 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             let client = connection.client
-            var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "REPLICA", "LAST ERROR"]]
+            var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "REPLICA", "PLUGIN", "LAST ERROR"]]
             for name in try await client.list() {
                 let info = try await client.info(name)
                 rows.append([
                     name, info["scope"] ?? "?", info["refresh"] ?? "?",
                     (info["state"] ?? "?") + (info["fetching"] == "yes" ? "+fetching" : ""),
-                    Status.expiresIn(info["expires_in_ms"]), info["owner"] ?? "?", info["replica"] ?? "-", info["last_error"] ?? "",
+                    Status.expiresIn(info["expires_in_ms"]), info["owner"] ?? "?", info["replica"] ?? "-", Status.plugin(info),
+                    info["last_error"] ?? "",
                 ])
             }
             printTable(rows)
         }
+    }
+
+    /// Where the plugin runs: `inline`, or its helper's pid (`down` between a death and the restart) and restarts.
+    static func plugin(_ info: [String: String]) -> String {
+        guard info["isolation"] == "process" else { return info["isolation"] ?? "-" }
+        let pid = info["helper_pid"].flatMap { $0 == "none" ? nil : "pid \($0)" } ?? "down"
+        let restarts = Int(info["helper_restarts"] ?? "") ?? 0
+        return restarts == 0 ? pid : "\(pid), \(restarts) restart\(restarts == 1 ? "" : "s")"
     }
 
     static func expiresIn(_ field: String?) -> String {

@@ -82,6 +82,7 @@ struct Daemon {
             requestTimeout: configuration.server.requestTimeout,
             nodeName: configuration.cluster?.node ?? "local"
         )
+        options.pluginInfo = { plugins.info($0) }
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }

@@ -80,6 +80,12 @@ struct IsolationTests {
         #expect(try Self.eventually { value = try daemon.redis("GET", "bad"); return value.hasPrefix("pid-") })
         #expect(value == "pid-\(Self.helper(of: daemon, for: "bad") ?? 0)", "a new helper answers")
         #expect(value != "pid-\(first)")
+        // INFO says where the plugin runs, the new helper's pid, one restart, and how the last one ended.
+        let info = try daemon.redis("INFO", "bad")
+        #expect(info.contains("isolation:process"))
+        #expect(info.contains("helper_pid:\(value.dropFirst("pid-".count))"), "\(info)")
+        #expect(info.contains("helper_restarts:1"), "\(info)")
+        #expect(info.contains("helper_last_death:plugin for bad was killed with its helper (pid \(first)) after a call outlived its timeout"), "\(info)")
     }
 
     @Test("a value stored before the plugin starts crashing stays served; once it stops, a restarted helper refreshes it")
