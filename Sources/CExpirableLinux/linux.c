@@ -27,6 +27,8 @@ int CExpirableLinux_become_helper(pid_t parent) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -1;
     if (getppid() != parent) return -1;
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* No set-user-ID program the plugin runs (a `command` plugin's child included) gains privileges. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
     struct rlimit none = {0, 0};
     setrlimit(RLIMIT_CORE, &none);
     return 0;

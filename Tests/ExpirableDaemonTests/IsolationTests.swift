@@ -135,4 +135,21 @@ struct IsolationTests {
         #expect(process.wait() == 1)
         #expect(daemon.log.contains("expirable.broken:"), "\(daemon.log)")
     }
+
+    @Test("a helper holds only its socket, has a clean environment, no new privileges, and is not dumpable")
+    func hygiene() throws {
+        let daemon = try Self.start("mode = \"ok\"")
+        defer { daemon.remove() }
+        let pid = try #require(Self.helper(of: daemon, for: "good"))
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        #expect(status.contains("NoNewPrivs:\t1"), "\(status)")
+        // What follows needs the right to trace the helper, which only root has over a process that is not
+        // dumpable (CI runs as root).
+        guard geteuid() == 0 else { return }
+        let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).sorted()
+        #expect(descriptors == [0, 1, 2, 3], "descriptors: \(descriptors)")
+        let environment = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")), as: UTF8.self)
+            .split(separator: "\0").map(String.init).sorted()
+        #expect(environment == ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"])
+    }
 }

@@ -15,7 +15,8 @@ int CExpirableLinux_symbol_is_function(const void *address);
 int CExpirableLinux_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 
 /* Makes the calling process a plugin helper of `parent`: killed (SIGKILL) when its parent dies, not dumpable
- * (no core file, no ptrace by other users, /proc/PID/mem closed), no core dumps. Returns 0, or -1 when the
+ * (no core file, no ptrace by other users, /proc/PID/mem closed), no core dumps, no new privileges (no_new_privs:
+ * set-user-ID programs it runs gain nothing). Returns 0, or -1 when the
  * parent is not `parent` any more (it died before the death signal was armed), and the caller must exit. */
 int CExpirableLinux_become_helper(pid_t parent);
 
