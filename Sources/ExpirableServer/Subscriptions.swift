@@ -1,5 +1,4 @@
 import ExpirableCore
-import NIOCore
 import Synchronization
 
 /// One subscribed connection, as the fan-out sees it: a way to hand it a new value on its own event loop.
