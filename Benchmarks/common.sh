@@ -12,3 +12,11 @@ cleanup() {
 trap cleanup EXIT
 mkdir -m 755 "$work/plugins"
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Configuration pieces: a [server] table serving $work/NAME.sock from $work/plugins, and an expirable NAME served by
+# the `file` plugin from $work/token with the given ttl (and isolation, if given).
+server_table() { printf '[server]\nsocket = "%s"\nplugin_dir = "%s"\n' "$work/$1.sock" "$work/plugins"; }
+file_expirable() {
+    printf '[expirable.%s]\nplugin = "file"\n' "$1"
+    [ $# -gt 2 ] && printf 'isolation = "%s"\n' "$3"
+    printf '[expirable.%s.params]\npath = "%s"\nttl = "%s"\n' "$1" "$work/token" "$2"
+}

@@ -10,23 +10,7 @@ rounds=${1:-5}
 . Benchmarks/common.sh
 cp "$bin/libfile.so" "$work/plugins/"
 printf 'tok_%060d' 0 > "$work/token"
-cat > "$work/e.toml" <<TOML
-[server]
-socket = "$work/e.sock"
-plugin_dir = "$work/plugins"
-[expirable.inline]
-plugin = "file"
-isolation = "inline"
-[expirable.inline.params]
-path = "$work/token"
-ttl = "0ms"
-[expirable.process]
-plugin = "file"
-isolation = "process"
-[expirable.process.params]
-path = "$work/token"
-ttl = "0ms"
-TOML
+{ server_table e; file_expirable inline 0ms inline; file_expirable process 0ms process; } > "$work/e.toml"
 "$bin/expirabled" --config "$work/e.toml" --log-level warning 2>"$work/e.log" & daemon=$!; pids+=("$daemon")
 for _ in $(seq 100); do redis-cli -s "$work/e.sock" PING >/dev/null 2>&1 && break; sleep 0.1; done
 for name in inline process; do

@@ -18,20 +18,7 @@ cc -O2 Benchmarks/burst/burst.c -o "$work/burst"
 cc -O2 Benchmarks/burst/floor.c -o "$work/floor"
 value="tok_$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n')"   # a 64-byte token
 printf '%s' "$value" > "$work/token"
-cat > "$work/expirable.toml" <<TOML
-[server]
-socket = "$work/e.sock"
-plugin_dir = "$work/plugins"
-[expirable.token]
-plugin = "file"
-[expirable.token.params]
-path = "$work/token"
-ttl = "infinity"
-[expirable.slow]
-plugin = "sleeper"
-[expirable.slow.params]
-sleep_ms = 100
-TOML
+{ server_table e; file_expirable token infinity; printf '[expirable.slow]\nplugin = "sleeper"\n[expirable.slow.params]\nsleep_ms = 100\n'; } > "$work/expirable.toml"
 
 "$bin/expirabled" --config "$work/expirable.toml" --log-level warning 2>"$work/daemon.log" &
 daemon=$!; pids+=("$daemon")

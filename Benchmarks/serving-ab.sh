@@ -14,18 +14,7 @@ rounds=${2:-5}
 cp "$bin/libfile.so" "$work/plugins/"
 value="tok_$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n')"   # a 64-byte token
 printf '%s' "$value" > "$work/token"
-for who in a b; do
-    cat > "$work/$who.toml" <<TOML
-[server]
-socket = "$work/$who.sock"
-plugin_dir = "$work/plugins"
-[expirable.token]
-plugin = "file"
-[expirable.token.params]
-path = "$work/token"
-ttl = "infinity"
-TOML
-done
+for who in a b; do { server_table "$who"; file_expirable token infinity; } > "$work/$who.toml"; done
 "$bin/expirabled" --config "$work/a.toml" --log-level warning 2>"$work/a.log" & pids+=("$!")
 "$baseline" --config "$work/b.toml" --log-level warning 2>"$work/b.log" & pids+=("$!")
 redis-server --port 0 --unixsocket "$work/r.sock" --save "" --appendonly no --logfile "$work/redis.log" & pids+=("$!")

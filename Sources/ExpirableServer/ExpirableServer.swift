@@ -54,7 +54,7 @@ public final class ExpirableServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if state.descriptorShortage.load(ordering: .relaxed) {
-                        channel.closeFuture.whenComplete { _ in state.descriptorFreedByRefusal() }
+                        channel.closeFuture.whenComplete { _ in state.connectionClosed() }
                         try channel.pipeline.syncOperations.addHandler(RefusingHandler("ERR out of file descriptors; try again shortly"))
                     } else if state.admit() {
                         channel.closeFuture.whenComplete { _ in state.release() }

@@ -47,11 +47,11 @@ final class ServerState: Sendable {
 
     func release() {
         connections.subtract(1, ordering: .relaxed)
-        descriptorFreed.withLock { $0 }?()
+        connectionClosed()
     }
 
-    /// A connection refused for want of descriptors has closed: its descriptor is free again.
-    func descriptorFreedByRefusal() {
+    /// A connection has closed, admitted or refused: its descriptor is free again.
+    func connectionClosed() {
         descriptorFreed.withLock { $0 }?()
     }
 
