@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
+#include <grp.h>
 #include <link.h>
 #include <signal.h>
 #include <spawn.h>
@@ -7,6 +9,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "CExpirableLinux.h"
 
@@ -36,4 +39,45 @@ int CExpirableLinux_become_helper(pid_t parent) {
 
 const char *CExpirableLinux_signal_abbreviation(int number) {
     return sigabbrev_np(number);
+}
+
+int CExpirableLinux_switch_user(long long uid, long long gid, pid_t parent, const char **step) {
+    if (gid >= 0) {
+        *step = "setgroups";
+        if (setgroups(0, NULL) != 0) return errno;
+        *step = "setresgid";
+        if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) return errno;
+    }
+    if (uid >= 0) {
+        *step = "setresuid";
+        if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) return errno;
+    }
+    /* A change of credentials clears the parent-death signal and makes the process dumpable again (Linux's
+     * commit_creds): arm both again, then check that the parent did not die in between. */
+    *step = "prctl(PR_SET_PDEATHSIG)";
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno;
+    *step = "getppid";
+    if (getppid() != parent) return ESRCH;
+    *step = "prctl(PR_SET_DUMPABLE)";
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return errno;
+    return 0;
+}
+
+int CExpirableLinux_limit_data(long long bytes) {
+    struct rlimit limit = {(rlim_t)bytes, (rlim_t)bytes};
+    return setrlimit(RLIMIT_DATA, &limit) == 0 ? 0 : errno;
+}
+
+int CExpirableLinux_limit_cpu_from_now(long long seconds) {
+    struct rusage usage;
+    struct rlimit limit;
+    if (getrusage(RUSAGE_SELF, &usage) != 0 || getrlimit(RLIMIT_CPU, &limit) != 0) return errno;
+    rlim_t used = (rlim_t)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec);
+    limit.rlim_cur = used + (rlim_t)seconds;
+    if (limit.rlim_max != RLIM_INFINITY && limit.rlim_cur > limit.rlim_max) limit.rlim_cur = limit.rlim_max;
+    return setrlimit(RLIMIT_CPU, &limit) == 0 ? 0 : errno;
+}
+
+int CExpirableLinux_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
 }

@@ -42,6 +42,25 @@ public struct Configuration: Sendable, Hashable {
         public let requestTimeout: Duration
         /// Where plugins run unless an expirable says otherwise.
         public let isolation: Isolation
+        /// Who plugin helpers run as when the daemon runs as root; nil: the daemon's own user and group.
+        public let pluginAccount: PluginAccount?
+    }
+
+    /// `plugin_user` / `plugin_group`, resolved to ids when the configuration is read.
+    public struct PluginAccount: Sendable, Hashable {
+        /// The user helpers switch to; nil when only `plugin_group` is set.
+        public let user: String?
+        public let uid: UInt32?
+        /// The group helpers switch to: `plugin_group`, else `plugin_user`'s primary group.
+        public let group: String
+        public let gid: UInt32
+
+        public init(user: String?, uid: UInt32?, group: String, gid: UInt32) {
+            self.user = user
+            self.uid = uid
+            self.group = group
+            self.gid = gid
+        }
     }
 
     /// Where an expirable's plugin runs (SPEC §5, Isolation).
@@ -91,6 +110,9 @@ public struct Configuration: Sendable, Hashable {
     /// `[expirable.NAME]`.
     public struct Expirable: Sendable, Hashable {
         public static let defaultTimeout: Duration = .seconds(30)
+        /// The smallest `max_memory`: a helper maps 10.5 MiB of data before it loads the plugin (the Swift
+        /// runtime, the C library, two threads' stacks; VmData in /proc/PID/status), and the rest is the plugin's.
+        public static let minimumMaxMemory = 32 * 1024 * 1024
 
         public let name: String
         /// The plugin's name as written; `PluginHost` resolves it inside `plugin_dir`.
@@ -101,6 +123,10 @@ public struct Configuration: Sendable, Hashable {
         public let timeout: Duration
         /// Where its plugin runs: its own `isolation`, else `[server]`'s.
         public let isolation: Isolation
+        /// The most memory its helper may map for data (RLIMIT_DATA), in bytes; nil: no limit.
+        public let maxMemory: Int?
+        /// The most CPU time one call may use in its helper (RLIMIT_CPU, whole seconds); nil: no limit.
+        public let maxCPU: Duration?
         /// `params`, as string pairs in file order by key; an array contributes one pair per element.
         public let params: [Param]
     }

@@ -40,7 +40,7 @@ struct ConfigurationDecoder {
         let t = t ?? TOMLTable()
         let at = ["server"]
         try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes", "max_output_bytes",
-                       "idle_timeout", "request_timeout", "isolation"], in: t, at: at)
+                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group"], in: t, at: at)
         let socket = try path(t, "socket", at: at) ?? Server.defaultSocket
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
         var mode = Server.defaultSocketMode
@@ -60,8 +60,48 @@ struct ConfigurationDecoder {
             throw error(at + ["request_timeout"], "expected a duration above zero such as \"10s\", got \(show(t["request_timeout"]!))")
         }
         let isolation = try t["isolation"].map { v throws(ConfigurationError) in try oneOf(Configuration.Isolation.self, v, at: at + ["isolation"]) } ?? Server.defaultIsolation
+        let account = try pluginAccount(t, at: at)
         return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
-                     maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation)
+                     maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation,
+                     pluginAccount: account)
+    }
+
+    /// `plugin_user` and `plugin_group`: names or numeric ids, looked up on this machine now, so a typo is
+    /// refused at start rather than when the first helper starts.
+    private func pluginAccount(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> Configuration.PluginAccount? {
+        func text(_ key: String) throws(ConfigurationError) -> String? {
+            guard let v = t[key] else { return nil }
+            if let n = v.integer, n >= 0, n < Int64(UInt32.max) { return String(n) }
+            let s = try string(v, at: at + [key])
+            guard !s.isEmpty, s.utf8.count <= 64, s.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && $0 != ":" }) else {
+                throw error(at + [key], "expected a user or group name or a numeric id, got \(show(v))")
+            }
+            return s
+        }
+        let userText = try text("plugin_user")
+        let groupText = try text("plugin_group")
+        guard userText != nil || groupText != nil else { return nil }
+        var user: (name: String, uid: UInt32, gid: UInt32)?
+        if let userText {
+            let entry = UInt32(userText).map { getpwuid($0) } ?? getpwnam(userText)
+            guard let entry else {
+                throw error(at + ["plugin_user"], "no user \(userText.debugDescription) on this machine; create it (useradd --system --no-create-home \(userText)) or name an existing user")
+            }
+            user = (String(cString: entry.pointee.pw_name), entry.pointee.pw_uid, entry.pointee.pw_gid)
+        }
+        var group: (name: String, gid: UInt32)?
+        if let groupText {
+            let entry = UInt32(groupText).map { getgrgid($0) } ?? getgrnam(groupText)
+            guard let entry else {
+                throw error(at + ["plugin_group"], "no group \(groupText.debugDescription) on this machine; create it (groupadd --system \(groupText)) or name an existing group")
+            }
+            group = (String(cString: entry.pointee.gr_name), entry.pointee.gr_gid)
+        } else if let user {
+            let entry = getgrgid(user.gid)
+            group = (entry.map { String(cString: $0.pointee.gr_name) } ?? String(user.gid), user.gid)
+        }
+        guard let group else { return nil }
+        return .init(user: user?.name, uid: user?.uid, group: group.name, gid: group.gid)
     }
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
@@ -97,7 +137,7 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation"], in: t, at: at)
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
         guard !plugin.isEmpty, !plugin.contains("/"), !plugin.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
@@ -123,7 +163,19 @@ struct ConfigurationDecoder {
         guard timeout > .zero else { throw error(at + ["timeout"], "expected a duration above zero") }
         let params = try t["params"].map { v throws(ConfigurationError) in try decodeParams(table(v, at: at + ["params"]), at: at + ["params"]) } ?? []
         let isolation = try t["isolation"].map { v throws(ConfigurationError) in try oneOf(Configuration.Isolation.self, v, at: at + ["isolation"]) } ?? serverIsolation
-        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, timeout: timeout, isolation: isolation, params: params)
+        let maxMemory = try t["max_memory"].map { v throws(ConfigurationError) in try size(v, at: at + ["max_memory"]) }
+        if let maxMemory, maxMemory < Configuration.Expirable.minimumMaxMemory {
+            throw error(at + ["max_memory"], "expected at least \(Configuration.Expirable.minimumMaxMemory / (1024 * 1024))MiB, what a plugin helper needs before it loads the plugin; got \(show(t["max_memory"]!))")
+        }
+        let maxCPU = try t["max_cpu"].map { v throws(ConfigurationError) in try duration(v, at: at + ["max_cpu"]) }
+        if let maxCPU, maxCPU < .seconds(1) {
+            throw error(at + ["max_cpu"], "expected at least \"1s\": the kernel counts CPU limits in whole seconds; got \(show(t["max_cpu"]!))")
+        }
+        if isolation == .inline, let key = ["max_memory", "max_cpu"].first(where: { t[$0] != nil }) {
+            throw error(at + [key], "limits a plugin helper, and this expirable's plugin runs inline in the daemon; remove \(key) or set isolation = \"process\"")
+        }
+        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, timeout: timeout, isolation: isolation,
+                     maxMemory: maxMemory, maxCPU: maxCPU, params: params)
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {
@@ -181,6 +233,21 @@ struct ConfigurationDecoder {
         if let ms = v.integer, ms >= 0 { return .milliseconds(ms) }
         if let s = v.string, let d = DurationParser.duration(s) { return d }
         throw error(at, "expected \(DurationParser.expected), got \(show(v))")
+    }
+
+    /// A size in bytes: an integer, or a string with a binary unit ("64MiB", "64M", "512KiB", "1G").
+    private func size(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Int {
+        let expected = "a size such as \"64MiB\", \"512KiB\", \"1GiB\" (binary units; \"64M\" is the same as \"64MiB\") or an integer of bytes"
+        if let n = v.integer, n > 0, let bytes = Int(exactly: n) { return bytes }
+        guard let s = v.string else { throw error(at, "expected \(expected), got \(show(v))") }
+        let digits = s.prefix { $0.isASCII && $0.isNumber }
+        let units: [String: Int] = ["": 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20, "G": 1 << 30, "GiB": 1 << 30, "T": 1 << 40, "TiB": 1 << 40]
+        guard !digits.isEmpty, digits.count <= 12, let number = Int(digits), let scale = units[String(s.dropFirst(digits.count))] else {
+            throw error(at, "expected \(expected), got \(show(v))")
+        }
+        let (bytes, overflow) = number.multipliedReportingOverflow(by: scale)
+        guard !overflow, bytes > 0 else { throw error(at, "expected \(expected), got \(show(v))") }
+        return bytes
     }
 
     private func oneOf<E: RawRepresentable & CaseIterable>(_: E.Type, _ v: TOMLValue, at: [String]) throws(ConfigurationError) -> E where E.RawValue == String {

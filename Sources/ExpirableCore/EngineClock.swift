@@ -47,16 +47,27 @@ public struct SystemClock: EngineClock {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000 + SystemClock.wallOffset.load(ordering: .relaxed)
     }
 
+    /// One Dispatch timer source per action. A source is released as soon as it is cancelled: an
+    /// `asyncAfter` work item, cancelled or not, stays queued until its deadline, and a plugin call's timeout
+    /// (30 s by default) set for every call kept 100,000 calls' worth of closures alive (115 MB measured).
     public func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> any Cancellable {
-        let item = DispatchWorkItem(block: action)
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
         let nanos = max(0, delay.nanoseconds)
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: nanos)), execute: item)
-        return DispatchCancellable(item: item)
+        timer.schedule(deadline: .now() + .nanoseconds(Int(clamping: nanos)), leeway: .milliseconds(1))
+        // The handler holds the source (an unreferenced source is freed and never fires); cancelling, here or
+        // by the caller, releases the handler and with it the source.
+        timer.setEventHandler {
+            timer.cancel()
+            action()
+        }
+        timer.activate()
+        return SourceCancellable(timer: timer)
     }
 
-    private struct DispatchCancellable: Cancellable, @unchecked Sendable {
-        let item: DispatchWorkItem
-        func cancel() { item.cancel() }
+    private struct SourceCancellable: Cancellable, @unchecked Sendable {
+        // @unchecked: DispatchSourceTimer is thread-safe but not marked Sendable.
+        let timer: any DispatchSourceTimer
+        func cancel() { timer.cancel() }
     }
 }
 

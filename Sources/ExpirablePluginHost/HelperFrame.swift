@@ -22,8 +22,6 @@ struct HelperFrame {
         case value = 5
         /// Helper → daemon: a fetch gave an error; the message.
         case error = 6
-        /// Helper → daemon: a fetch outlived its timeout inside the helper; the message.
-        case timeout = 7
     }
 
     /// The largest length field accepted: a value of EXPIRABLE_MAX_VALUE_BYTES, its expiry, and the kind.
@@ -116,25 +114,31 @@ struct HelperFrame {
         }
     }
 
-    /// Blocks until a whole frame has arrived, the socket closes, or the bytes prove not to be a frame.
-    static func receive(from socket: Int32) throws(Failure) -> HelperFrame {
+    /// Blocks until a whole frame has arrived, the socket closes, or the bytes prove not to be a frame. With a
+    /// `pidfd` (not -1), the exit of that process ends the wait too, as a close (or, inside a frame, as a
+    /// malformed one), whoever else still holds the socket's other end.
+    static func receive(from socket: Int32, watching pidfd: Int32 = -1) throws(Failure) -> HelperFrame {
         var header = [UInt8](repeating: 0, count: 4)
-        guard try read(socket, into: &header, allowClose: true) else { throw .closed }
+        guard try read(socket, into: &header, allowClose: true, watching: pidfd) else { throw .closed }
         let length = header.reduce(0) { $0 << 8 | Int($1) }
         guard length >= 1, length <= maxLength else {
             throw .malformed("a frame of \(length) bytes, outside 1 to \(maxLength)")
         }
         var body = [UInt8](repeating: 0, count: length)
         defer { wipe(&body) }
-        _ = try read(socket, into: &body, allowClose: false)
+        _ = try read(socket, into: &body, allowClose: false, watching: pidfd)
         guard let kind = Kind(rawValue: body[0]) else { throw .malformed("a frame of unknown kind \(body[0])") }
         return HelperFrame(kind: kind, payload: Array(body[1...]))
     }
 
     /// Fills `buffer`; false when the socket closed before its first byte and `allowClose`.
-    private static func read(_ socket: Int32, into buffer: inout [UInt8], allowClose: Bool) throws(Failure) -> Bool {
+    private static func read(_ socket: Int32, into buffer: inout [UInt8], allowClose: Bool, watching pidfd: Int32) throws(Failure) -> Bool {
         var filled = 0
         while filled < buffer.count {
+            if pidfd >= 0 && !readable(socket, orExitOf: pidfd) {
+                if filled == 0 && allowClose { return false }
+                throw .malformed("its process ended inside a frame, after \(filled) of \(buffer.count) bytes")
+            }
             let n = buffer.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + filled, $0.count - filled) }
             if n < 0 && errno == EINTR { continue }
             // A peer that died with bytes unread in its end resets the connection: that is a close too.
@@ -147,6 +151,23 @@ struct HelperFrame {
             filled += n
         }
         return true
+    }
+
+    /// Waits until `socket` has bytes (or an end) to read: true; or until the process of `pidfd` has exited
+    /// with nothing left to read: false. Bytes it wrote before exiting are still read.
+    private static func readable(_ socket: Int32, orExitOf pidfd: Int32) -> Bool {
+        var fds = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0), pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
+        while true {
+            let n = poll(&fds, 2, -1)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return true }  // let read() report the failure
+            if fds[0].revents != 0 { return true }
+            if fds[1].revents != 0 {
+                // Exited: whatever it sent before is in the socket already.
+                var last = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0)]
+                return poll(&last, 1, 0) == 1
+            }
+        }
     }
 
     /// Values are secrets: their copies are zeroed before the memory is given back.

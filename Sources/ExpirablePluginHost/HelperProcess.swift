@@ -1,12 +1,22 @@
 import CExpirableLinux
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A running plugin helper seen from the daemon: its pid (not reaped yet) and the daemon's end of its socket.
+/// A running plugin helper seen from the daemon: its pid (not reaped yet), the daemon's end of its socket, and
+/// a pidfd that polls readable when it exits. The helper leads a process group of its own, which the plugin's
+/// children join unless they leave it: killing the group kills them too.
 struct HelperProcess {
+    /// What runs as a helper: this very executable, unless a test runner (which cannot be a helper) names
+    /// `expirabled` through `PluginHost.useHelperExecutable`.
+    static let executable = Mutex("/proc/self/exe")
+
     let pid: pid_t
     let socket: Int32
+    /// -1 when the kernel has no pidfd_open (before Linux 5.3); the helper's death is then seen only when its
+    /// socket closes.
+    let pidfd: Int32
 
     /// Starts `expirabled` again (through /proc/self/exe, so an upgraded binary on disk is not mixed with
     /// this one) as the helper for `expirable`. The child gets its end of a socket pair as descriptor 3 and
@@ -57,18 +67,48 @@ struct HelperProcess {
         let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
         defer { for p in cArguments + cEnvironment { free(p) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, cArguments, cEnvironment)
+        let executable = HelperProcess.executable.withLock { $0 }
+        let result = posix_spawn(&pid, executable, &actions, &attributes, cArguments, cEnvironment)
         guard result == 0 else {
             close(pair[0])
-            throw PluginError("expirable.\(expirable): cannot start its plugin helper (/proc/self/exe): \(String(cString: strerror(result)))")
+            throw PluginError("expirable.\(expirable): cannot start its plugin helper (\(executable)): \(String(cString: strerror(result)))")
         }
-        return HelperProcess(pid: pid, socket: pair[0])
+        let pidfd = CExpirableLinux_pidfd_open(pid)
+        if pidfd >= 0 { _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC) }
+        return HelperProcess(pid: pid, socket: pair[0], pidfd: pidfd)
+    }
+
+    /// The next frame from the helper. A helper that dies is seen at once even if its socket stays open, as it
+    /// does when a child the plugin forked holds a copy: that is a close.
+    func receive() throws(HelperFrame.Failure) -> HelperFrame {
+        try HelperFrame.receive(from: socket, watching: pidfd)
+    }
+
+    /// SIGKILL to the helper and every process of its group (the plugin's children). While the helper is not
+    /// reaped its pid cannot be reused, so the group is still its own.
+    func killGroup() {
+        kill(-pid, SIGKILL)
+        kill(pid, SIGKILL)
     }
 
     /// Waits for the helper to end and describes how it did: "crashed (SIGSEGV)", "exited with status 3".
     /// A helper that closed its socket but is still running gets `grace` to finish, then SIGKILL.
     func reap(grace: Duration) -> String {
         var status: Int32 = 0
+        defer {
+            close(socket)
+            if pidfd >= 0 { close(pidfd) }
+        }
+        if pidfd >= 0 {
+            var exited = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            if poll(&exited, 1, Int32(clamping: grace.milliseconds)) != 1 { kill(pid, SIGKILL) }
+            // The helper is dead or dying and not reaped: its group is still its own, so its children go too.
+            kill(-pid, SIGKILL)
+            while waitpid(pid, &status, 0) < 0 {
+                guard errno == EINTR else { return "vanished (\(String(cString: strerror(errno))))" }
+            }
+            return HelperProcess.describe(status)
+        }
         var waited: Duration = .zero
         while true {
             let result = waitpid(pid, &status, WNOHANG)
@@ -83,7 +123,11 @@ struct HelperProcess {
             usleep(1000)
             waited += .milliseconds(1)
         }
-        close(socket)
+        return HelperProcess.describe(status)
+    }
+
+    /// A wait status in words: "crashed (SIGSEGV)", "exited with status 3".
+    private static func describe(_ status: Int32) -> String {
         let signal = status & 0x7f
         if signal == 0 { return "exited with status \((status >> 8) & 0xff)" }
         let name = CExpirableLinux_signal_abbreviation(signal).map { "SIG" + String(cString: $0) } ?? "signal \(signal)"

@@ -19,9 +19,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
     let path: String
     let timeout: Duration
     private let params: [Configuration.Param]
+    private let limits: HelperLimits
     private let logger: Logger
     private let thread: PluginThread
-    private let clock = SystemClock()
+    private let clock: any EngineClock
     private let state = Mutex(State())
 
     static let firstBackoff: Duration = .seconds(1)
@@ -58,11 +59,16 @@ final class IsolatedInstance: PluginCalls, Sendable {
 
     /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller) and creates
     /// its instance; a refusal or a death of the helper is thrown, naming the expirable.
-    init(expirable: String, path: String, params: [Configuration.Param], timeout: Duration, logger: Logger) throws(PluginError) {
+    init(
+        expirable: String, path: String, params: [Configuration.Param], timeout: Duration, limits: HelperLimits,
+        clock: any EngineClock, logger: Logger
+    ) throws(PluginError) {
         self.expirable = expirable
         self.path = path
         self.params = params
         self.timeout = timeout
+        self.limits = limits
+        self.clock = clock
         self.logger = logger
         guard let thread = PluginThread(name: "helper:\(expirable)") else {
             throw PluginError("expirable.\(expirable): cannot start a thread for its plugin helper (the system is out of threads)")
@@ -71,16 +77,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
         // Spawned from the instance's own thread, as every restart is: Linux sends a helper its parent-death
         // signal when the *thread* that spawned it ends, and the caller's thread (a pool thread of the daemon's
         // start-up task) may end long before the daemon does.
-        let launched = Mutex<Result<HelperProcess, PluginError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        thread.run { [self] in
-            let result = Result { () throws(PluginError) in try launch() }
-            launched.withLock { $0 = result }
-            done.signal()
-        }
-        done.wait()
+        let launched = thread.runAndWait { [self] in Result { () throws(PluginError) in try launch() } }
         do {
-            let helper = try launched.withLock { $0! }.get()
+            let helper = try launched.get()
             logger.info("plugin helper started", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)"])
         } catch {
             thread.stop()
@@ -101,15 +100,18 @@ final class IsolatedInstance: PluginCalls, Sendable {
             return
         }
         let answer = Once(completion)
-        thread.run { [self] in call(number, answer) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: timeout.milliseconds))) { [self] in
+        let timer = clock.schedule(after: timeout) { [self] in
             guard answer.fire(.failure(timeoutError())) else { return }
             logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
             state.withLock { s in
                 guard s.inFlight == number, let helper = s.helper else { return }
                 s.timedOut = number
-                kill(helper.pid, SIGKILL)
+                helper.killGroup()
             }
+        }
+        thread.run { [self] in
+            call(number, answer)
+            timer.cancel()
         }
     }
 
@@ -118,7 +120,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     func destroy() {
         state.withLock { s in
             s.stopped = true
-            if s.inFlight != nil, let helper = s.helper { kill(helper.pid, SIGKILL) }
+            if s.inFlight != nil, let helper = s.helper { helper.killGroup() }
         }
         let done = DispatchSemaphore(value: 0)
         thread.run { [self] in
@@ -163,20 +165,12 @@ final class IsolatedInstance: PluginCalls, Sendable {
         let outcome: Result<Fetched, ExpirableError>
         do throws(HelperFrame.Failure) {
             guard HelperFrame(kind: .fetch).send(on: helper.socket) else { throw .closed }
-            outcome = try result(of: HelperFrame.receive(from: helper.socket))
+            outcome = try result(of: helper.receive())
         } catch {
             _ = answer.fire(.failure(died(helper, number: number, because: .frame(error))))
             return
         }
         state.withLock { $0.backoff = IsolatedInstance.firstBackoff }
-        if case .failure(let error) = outcome, error.code == .timeout {
-            // The plugin is still running inside the helper: only killing the helper stops it.
-            _ = answer.fire(outcome)
-            state.withLock { $0.timedOut = number }
-            kill(helper.pid, SIGKILL)
-            died(helper, number: number, because: .timedOut)
-            return
-        }
         if !answer.fire(outcome) {
             logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
         }
@@ -198,8 +192,6 @@ final class IsolatedInstance: PluginCalls, Sendable {
             return .success(Fetched(value: bytes.withUnsafeBytes { Secret(copying: $0) }, expiry: expiry))
         case .error:
             return .failure(.fetch(fields.rest().withUnsafeBytes { CallResult.printable($0) }))
-        case .timeout:
-            return .failure(timeoutError())
         default:
             throw .malformed("a frame of kind \(frame.kind) where a fetch result belongs")
         }
@@ -218,6 +210,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
         start.append(path)
         start.append(expirable)
         start.append(timeout.milliseconds)
+        start.append(Int64(limits.maxMemory ?? 0))
+        start.append(Int64(limits.maxCPUSeconds ?? 0))
+        start.append(limits.uid.map(Int64.init) ?? -1)
+        start.append(limits.gid.map(Int64.init) ?? -1)
         start.append(UInt32(params.count))
         for param in params {
             start.append(param.key)
@@ -226,7 +222,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         let reply: HelperFrame
         do throws(HelperFrame.Failure) {
             guard start.send(on: helper.socket) else { throw .closed }
-            reply = try HelperFrame.receive(from: helper.socket)
+            reply = try helper.receive()
         } catch {
             throw PluginError("expirable.\(expirable): \(died(helper, number: nil, because: .frame(error)).message)")
         }
@@ -243,22 +239,20 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
-    /// What ended a helper, besides a timeout.
+    /// What ended a helper (a timeout's kill shows as a close: `timedOut` tells it apart).
     private enum Ending {
         /// Its socket closed, broke, or carried something that is not the frame due (then it is killed).
         case frame(HelperFrame.Failure)
         /// It could not load the plugin, or the plugin refused its params (the message names the expirable); it
         /// exits by itself.
         case refused(String)
-        /// It was killed because its plugin's call outlived its timeout.
-        case timedOut
     }
 
     /// Reaps a helper that died, was killed, or broke the protocol (then it is killed first), and sets when
     /// the next may start. The error says what happened, for the call in flight and the calls until then.
     @discardableResult
     private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending) -> ExpirableError {
-        if case .frame(.malformed) = ending { kill(helper.pid, SIGKILL) }
+        if case .frame(.malformed) = ending { helper.killGroup() }
         let how = helper.reap(grace: .milliseconds(200))
         let now = clock.monotonicNanos
         return state.withLock { s in
@@ -276,8 +270,12 @@ final class IsolatedInstance: PluginCalls, Sendable {
                     death = .fetch("plugin for \(expirable) sent its daemon \(what), so its helper (pid \(helper.pid)) was killed; \(restart)")
                 case .refused(let message):
                     death = .fetch(message)
-                case .frame(.closed), .timedOut:
-                    death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid)); \(restart)")
+                case .frame(.closed):
+                    if how == "crashed (SIGXCPU)", let seconds = limits.maxCPUSeconds {
+                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was stopped (SIGXCPU); \(restart)")
+                    } else {
+                        death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid)); \(restart)")
+                    }
                 }
             }
             s.lastDeath = death
@@ -285,4 +283,15 @@ final class IsolatedInstance: PluginCalls, Sendable {
             return death
         }
     }
+}
+
+/// What a helper is confined to before it loads its plugin.
+struct HelperLimits: Sendable {
+    /// RLIMIT_DATA in bytes.
+    var maxMemory: Int?
+    /// CPU seconds per call (RLIMIT_CPU, moved before each call).
+    var maxCPUSeconds: Int?
+    /// The user and group to switch to; only when the daemon runs as root (or they are its own).
+    var uid: UInt32?
+    var gid: UInt32?
 }

@@ -30,6 +30,7 @@ public enum PluginHelper {
         let logger = Logger(label: "expirable.plugin-helper")
         let writer = Writer()
         let instance: PluginInstance
+        var maxCPUSeconds: Int64 = 0
         do throws(HelperFrame.Failure) {
             let start = try HelperFrame.receive(from: socket)
             guard start.kind == .start else { exit(65) }  // EX_DATAERR: the daemon speaks another protocol
@@ -37,14 +38,26 @@ public enum PluginHelper {
             let path = try fields.string()
             let name = try fields.string()
             let timeout = Duration.milliseconds(try fields.int64())
+            let maxMemory = try fields.int64()
+            maxCPUSeconds = try fields.int64()
+            let uid = try fields.int64()
+            let gid = try fields.int64()
             var params: [Configuration.Param] = []
             for _ in 0..<(try fields.uint32()) {
                 params.append(Configuration.Param(key: try fields.string(), value: try fields.string()))
             }
             do throws(PluginError) {
-                let library = try PluginLibrary.open(path)
-                instance = PluginInstance(expirable: name, params: params, library: library, timeout: timeout, logger: logger)
-                try instance.create()
+                try confine(maxMemory: maxMemory, uid: uid, gid: gid, parent: parent)
+                let library: PluginLibrary
+                do throws(PluginError) {
+                    library = try PluginLibrary.open(path)
+                } catch where uid >= 0 || gid >= 0 {
+                    throw PluginError("\(error.message) (its helper runs as uid \(getuid()), gid \(getgid()) from plugin_user/plugin_group: the plugin file and plugin_dir must be readable by them)")
+                }
+                instance = try PluginInstance(
+                    expirable: name, params: params, library: library, timeout: timeout, timesCalls: false,
+                    clock: SystemClock(), logger: logger
+                )
                 var ready = HelperFrame(kind: .ready)
                 ready.append(library.version.major)
                 ready.append(library.version.minor)
@@ -70,6 +83,7 @@ public enum PluginHelper {
                 exit(0)
             }
             guard frame.kind == .fetch else { exit(65) }
+            if maxCPUSeconds > 0 { _ = CExpirableLinux_limit_cpu_from_now(maxCPUSeconds) }
             instance.fetch { result in
                 var reply: HelperFrame
                 switch result {
@@ -81,7 +95,7 @@ public enum PluginHelper {
                     }
                     fetched.value.withUnsafeBytes { reply.payload.append(contentsOf: $0) }
                 case .failure(let error):
-                    reply = HelperFrame(kind: error.code == .timeout ? .timeout : .error)
+                    reply = HelperFrame(kind: .error)
                     reply.payload = Array(error.message.utf8)
                 }
                 writer.send(reply)
@@ -90,7 +104,23 @@ public enum PluginHelper {
         }
     }
 
-    /// Results come from the plugin's thread and from timeout timers: one frame at a time on the socket.
+    /// Applies the limits and the user the daemon sent, before the plugin is loaded: its constructors and
+    /// `expirable_create` already run confined.
+    private static func confine(maxMemory: Int64, uid: Int64, gid: Int64, parent: pid_t) throws(PluginError) {
+        if maxMemory > 0, CExpirableLinux_limit_data(maxMemory) != 0 {
+            throw PluginError("its helper cannot set max_memory (RLIMIT_DATA): \(String(cString: strerror(errno)))")
+        }
+        guard uid >= 0 || gid >= 0 else { return }
+        var step: UnsafePointer<CChar>?
+        let failure = CExpirableLinux_switch_user(uid, gid, parent, &step)
+        if failure == ESRCH, step.map({ String(cString: $0) }) == "getppid" { exit(70) }  // the daemon is gone
+        guard failure == 0 else {
+            let call = step.map { String(cString: $0) } ?? "?"
+            throw PluginError("its helper cannot switch to plugin_user/plugin_group (uid \(uid), gid \(gid)): \(call) failed: \(String(cString: strerror(failure)))")
+        }
+    }
+
+    /// Frames go out from the main thread (ready, refused) and the plugin's thread (results): one at a time.
     private final class Writer: Sendable {
         private let lock = Mutex(())
 

@@ -1,6 +1,9 @@
 import ExpirableConfig
 import ExpirableCore
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Loads the plugins a configuration names and makes one fetcher per expirable. Knows nothing of sockets.
 public final class PluginHost: Sendable {
@@ -11,10 +14,17 @@ public final class PluginHost: Sendable {
     public let definitions: [ExpirableDefinition]
 
     /// Resolves, checks, loads and handshakes every plugin `configuration` names, and creates one instance per
-    /// expirable. Throws the first refusal, naming the file and the reason.
-    public init(configuration: Configuration, logger: Logger = Logger(label: "expirable.plugins")) throws(PluginError) {
+    /// expirable. Throws the first refusal, naming the file and the reason. Plugin calls' timeouts and helpers'
+    /// restart backoff are measured on `clock`, the engine's.
+    public init(
+        configuration: Configuration, clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.plugins")
+    ) throws(PluginError) {
         var instances: [any PluginCalls] = []
         var definitions: [ExpirableDefinition] = []
+        let account = try PluginHost.account(configuration.server.pluginAccount)
+        if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
+            logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
+        }
         do throws(PluginError) {
             for expirable in configuration.expirables {
                 let path: String
@@ -27,8 +37,14 @@ public final class PluginHost: Sendable {
                 switch expirable.isolation {
                 case .process:
                     // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+                    let limits = HelperLimits(
+                        maxMemory: expirable.maxMemory,
+                        maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
+                        uid: account?.uid, gid: account?.gid
+                    )
                     instance = try IsolatedInstance(
-                        expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout, logger: logger
+                        expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
+                        limits: limits, clock: clock, logger: logger
                     )
                 case .inline:
                     let library: PluginLibrary
@@ -37,12 +53,10 @@ public final class PluginHost: Sendable {
                     } catch {
                         throw PluginError("expirable.\(expirable.name): \(error.message)")
                     }
-                    let inline = PluginInstance(
+                    instance = try PluginInstance(
                         expirable: expirable.name, params: expirable.params, library: library,
-                        timeout: expirable.timeout, logger: logger
+                        timeout: expirable.timeout, clock: clock, logger: logger
                     )
-                    try inline.create()
-                    instance = inline
                 }
                 instances.append(instance)
                 definitions.append(ExpirableDefinition(
@@ -59,6 +73,24 @@ public final class PluginHost: Sendable {
         self.instances = instances
         self.definitions = definitions
         byName = Dictionary(uniqueKeysWithValues: zip(configuration.expirables.map(\.name), instances))
+    }
+
+    /// The ids helpers switch to. Switching needs root; a daemon that is not root may name only its own user
+    /// and group (then nothing changes), and is refused otherwise rather than running plugins as itself.
+    private static func account(_ account: Configuration.PluginAccount?) throws(PluginError) -> (uid: UInt32?, gid: UInt32?)? {
+        guard let account else { return nil }
+        if geteuid() == 0 { return (account.uid, account.gid) }
+        let names = [account.user.map { "plugin_user = \"\($0)\"" }, "plugin_group = \"\(account.group)\""].compactMap { $0 }
+        guard (account.uid ?? geteuid()) == geteuid(), account.gid == getegid() else {
+            throw PluginError("server: \(names.joined(separator: ", ")) needs the daemon to run as root to switch its plugin helpers to them, but it runs as uid \(geteuid()), gid \(getegid()); start expirabled as root or remove plugin_user and plugin_group")
+        }
+        return nil
+    }
+
+    /// Makes helpers run `path` (an `expirabled`) instead of this executable, for a test runner that holds a
+    /// `PluginHost` itself: the runner cannot act as a helper.
+    @_spi(Testing) public static func useHelperExecutable(_ path: String) {
+        HelperProcess.executable.withLock { $0 = path }
     }
 
     /// `key:value` facts about `name`'s plugin for INFO: where it runs and, in a helper, its pid, restarts and

@@ -1,4 +1,3 @@
-import Dispatch
 import ExpirableABI
 import ExpirableConfig
 import ExpirableCore
@@ -6,59 +5,61 @@ import Logging
 import Synchronization
 
 /// One expirable's use of a plugin: its params in C form, the state from `expirable_create`, and the calls.
-/// Each call runs on a thread of its own, never on the caller's; if it outlives `timeout` its callers get a
-/// TIMEOUT error at once, and until it returns every new fetch gets a TIMEOUT error too, so a hung plugin
-/// holds one thread and no more.
-final class PluginInstance: PluginCalls, @unchecked Sendable {
-    // @unchecked: `arguments` and the C memory it points into are written once in init and then only read;
-    // `instance` and `thread` are written once by create(). Everything that changes later is behind `busySince`.
+/// Each call runs on the instance's own thread (`PluginThread`), never on the caller's: inline, that is a thread
+/// of the daemon; in a helper, a thread of the helper. Inline, if a call outlives `timeout` (measured on the
+/// injected clock) its callers get a TIMEOUT error at once, and until it returns every new fetch gets a TIMEOUT
+/// error too, so a hung plugin holds one thread and no more. In a helper the daemon times the call (and kills
+/// the helper), so the instance sets no timer: a timer would start Dispatch's threads, whose stacks cost the
+/// helper 25 MB of its `max_memory` (VmData measured).
+final class PluginInstance: PluginCalls, Sendable {
     let expirable: String
     let library: PluginLibrary
     let timeout: Duration
+    /// Whether this instance answers TIMEOUT itself when a call outlives `timeout`.
+    private let timesCalls: Bool
     private let logger: Logger
-    private var arguments = expirable_call()
-    private let storage: ParamStorage
-    private var instance: UnsafeMutableRawPointer?
-    private var thread: PluginThread?
-    /// Monotonic start time of the call under way, if any.
+    private let clock: any EngineClock
+    private let arguments: CallArguments
+    private let thread: PluginThread
+    /// Monotonic start time of the call under way, if any; `.max` once destroyed.
     private let busySince = Mutex<UInt64?>(nil)
-    private let clock = SystemClock()
 
-    init(expirable: String, params: [Configuration.Param], library: PluginLibrary, timeout: Duration, logger: Logger) {
-        self.expirable = expirable
-        self.library = library
-        self.timeout = timeout
-        self.logger = logger
-        storage = ParamStorage(name: expirable, params: params)
-        arguments.size = UInt32(MemoryLayout<expirable_call>.size)
-        arguments.host = HostFunctions.table
-        arguments.name = storage.name
-        arguments.params = UnsafePointer(storage.params)
-        arguments.param_count = params.count
-        arguments.timeout_ms = timeout.milliseconds
-    }
-
-    /// Starts the thread the calls run on and calls `expirable_create`, if the plugin has it; a refusal becomes
-    /// an error naming the expirable.
-    func create() throws(PluginError) {
+    /// Starts the thread the calls run on and calls `expirable_create`, if the plugin has it, on that thread; a
+    /// refusal becomes an error naming the expirable.
+    init(
+        expirable: String, params: [Configuration.Param], library: PluginLibrary, timeout: Duration,
+        timesCalls: Bool = true, clock: any EngineClock, logger: Logger
+    ) throws(PluginError) {
         guard let thread = PluginThread(name: "plugin:\(expirable)") else {
             throw PluginError("expirable.\(expirable): cannot start a thread for its plugin calls (the system is out of threads)")
         }
+        self.expirable = expirable
+        self.library = library
+        self.timeout = timeout
+        self.timesCalls = timesCalls
+        self.logger = logger
+        self.clock = clock
         self.thread = thread
-        guard let create = library.create else { return }
+        let storage = CallArguments(name: expirable, params: params, timeout: timeout)
+        guard let create = library.create else {
+            arguments = storage
+            return
+        }
         let result = CallResult()
-        var call = arguments
-        call.result = HostFunctions.opaque(result)
-        let made = withExtendedLifetime(result) { create(&call) }
+        let made = thread.runAndWait {
+            var call = storage.call(result: result)
+            return withExtendedLifetime(result) { create(&call) }.map { Int(bitPattern: $0) }
+        }
         if case .failure(let error) = result.outcome(plugin: library.path), result.reported {
-            if let made { library.destroy?(made) }
+            if let made { thread.runAndWait { library.destroy?(UnsafeMutableRawPointer(bitPattern: made)) } }
+            thread.stop()
             throw PluginError("expirable.\(expirable): plugin \(library.path) refused its params: \(error.message)")
         }
-        instance = made
-        arguments.instance = made
+        arguments = storage.with(instance: made.flatMap(UnsafeMutableRawPointer.init(bitPattern:)))
     }
 
-    /// Calls `expirable_destroy` and ends the thread, unless a call is still running (then both are left alone).
+    /// Calls `expirable_destroy` on the instance's thread and ends the thread, unless a call is still running
+    /// (then both are left alone: the plugin's state is in use).
     func destroy() {
         let idle = busySince.withLock { s -> Bool in
             guard s == nil else { return false }
@@ -66,8 +67,11 @@ final class PluginInstance: PluginCalls, @unchecked Sendable {
             return true
         }
         guard idle else { return }
-        thread?.stop()
-        if let destroy = library.destroy, let instance { destroy(instance) }
+        if let destroy = library.destroy, let instance = arguments.instance {
+            let address = Int(bitPattern: instance)
+            thread.runAndWait { destroy(UnsafeMutableRawPointer(bitPattern: address)) }
+        }
+        thread.stop()
     }
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
@@ -83,24 +87,19 @@ final class PluginInstance: PluginCalls, @unchecked Sendable {
             return
         }
         let answer = Once(completion)
-        let result = CallResult()
-        guard let thread else {
-            busySince.withLock { $0 = nil }
-            completion(.failure(.fetch("plugin \(library.path) for \(expirable) was not started; the daemon did not call create()")))
-            return
+        let timer = !timesCalls ? nil : clock.schedule(after: timeout) { [self] in
+            if answer.fire(.failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms"))) {
+                logger.warning("plugin call timed out", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
+            }
         }
         thread.run { [self] in
-            var call = arguments
-            call.result = HostFunctions.opaque(result)
+            let result = CallResult()
+            var call = arguments.call(result: result)
             withExtendedLifetime(result) { library.fetch(&call) }
+            timer?.cancel()
             busySince.withLock { $0 = nil }
             if !answer.fire(result.outcome(plugin: library.path)) {
                 logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
-            }
-        }
-        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(clamping: timeout.milliseconds))) { [self] in
-            if answer.fire(.failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms"))) {
-                logger.warning("plugin call timed out", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
             }
         }
     }
@@ -125,13 +124,20 @@ final class Once: Sendable {
     }
 }
 
-/// The params and name as `{ptr, len}` pairs in memory that lives as long as the instance.
-private final class ParamStorage {
+/// The name and params as `{ptr, len}` pairs in C memory that lives as long as the instance, and the plugin's
+/// instance pointer: everything a call's `expirable_call` points to.
+private final class CallArguments: @unchecked Sendable {
+    // @unchecked: raw pointers are not Sendable, but nothing here is written after init (the memory they
+    // point to included), and the plugin receives it as `const`.
     let name: expirable_str
     let params: UnsafeMutablePointer<expirable_param>
-    private var blocks: [UnsafeMutableRawPointer] = []
+    let paramCount: Int
+    let timeoutMillis: Int64
+    let instance: UnsafeMutableRawPointer?
+    private let blocks: [UnsafeMutableRawPointer]
+    private let owner: CallArguments?
 
-    init(name: String, params: [Configuration.Param]) {
+    init(name: String, params: [Configuration.Param], timeout: Duration) {
         var blocks: [UnsafeMutableRawPointer] = []
         func copy(_ text: String) -> expirable_str {
             let bytes = Array(text.utf8)
@@ -145,10 +151,44 @@ private final class ParamStorage {
         for (index, param) in params.enumerated() {
             (self.params + index).initialize(to: expirable_param(key: copy(param.key), value: copy(param.value)))
         }
+        self.paramCount = params.count
+        self.timeoutMillis = timeout.milliseconds
         self.blocks = blocks
+        self.instance = nil
+        self.owner = nil
+    }
+
+    /// The same memory, with the instance `expirable_create` made; `self` keeps owning the memory.
+    private init(sharing other: CallArguments, instance: UnsafeMutableRawPointer?) {
+        name = other.name
+        params = other.params
+        paramCount = other.paramCount
+        timeoutMillis = other.timeoutMillis
+        blocks = []
+        self.instance = instance
+        owner = other
+    }
+
+    func with(instance: UnsafeMutableRawPointer?) -> CallArguments {
+        CallArguments(sharing: self, instance: instance)
+    }
+
+    /// An `expirable_call` for one call that reports into `result` (kept alive by the caller during the call).
+    func call(result: CallResult) -> expirable_call {
+        var call = expirable_call()
+        call.size = UInt32(MemoryLayout<expirable_call>.size)
+        call.host = HostFunctions.table
+        call.name = name
+        call.params = UnsafePointer(params)
+        call.param_count = paramCount
+        call.timeout_ms = timeoutMillis
+        call.instance = instance
+        call.result = HostFunctions.opaque(result)
+        return call
     }
 
     deinit {
+        guard owner == nil else { return }
         for block in blocks { block.deallocate() }
         params.deallocate()
     }

@@ -47,6 +47,19 @@ final class PluginThread: Sendable {
         wake.signal()
     }
 
+    /// Runs `body` on the thread, after the calls given before it, and waits for its result.
+    func runAndWait<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
+        let result = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        run {
+            let value = body()
+            result.withLock { $0 = value }
+            done.signal()
+        }
+        done.wait()
+        return result.withLock { $0! }
+    }
+
     /// Ends the thread once the calls given before have returned.
     func stop() {
         jobs.withLock { $0.append(.stop) }

@@ -45,9 +45,11 @@ struct Daemon {
 
         let configuration: Configuration
         let plugins: PluginHost
+        // One clock for the engine and the plugin host: validity, refresh, plugin timeouts and helper backoff.
+        let clock = SystemClock()
         do {
             configuration = try Configuration.load(path: arguments.config)
-            plugins = try PluginHost(configuration: configuration, logger: Logger(label: "expirable.plugins"))
+            plugins = try PluginHost(configuration: configuration, clock: clock, logger: Logger(label: "expirable.plugins"))
         } catch {
             Daemon.fail("\(error)")
         }
@@ -70,7 +72,7 @@ struct Daemon {
                 Daemon.fail("\(error)")
             }
         }
-        let engine = Engine(expirables: definitions, logger: Logger(label: "expirable.engine"))
+        let engine = Engine(expirables: definitions, clock: clock, logger: Logger(label: "expirable.engine"))
         cluster?.attach(engine)
         var options = ServerOptions(
             socketPath: configuration.server.socket,

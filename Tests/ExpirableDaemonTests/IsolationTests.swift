@@ -152,4 +152,150 @@ struct IsolationTests {
             .split(separator: "\0").map(String.init).sorted()
         #expect(environment == ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"])
     }
+
+    /// Whether `pid` is a running process: listed in /proc and not a zombie waiting for its parent's wait.
+    static func running(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+    }
+
+    /// The private memory of `pid` in kB: anonymous and private file pages, from smaps_rollup.
+    static func privateKB(_ pid: pid_t) -> Int {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").filter { $0.hasPrefix("Private_") }
+            .compactMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") }.reduce(0, +)
+    }
+
+    @Test("a plugin that allocates without bound stops at max_memory in its helper; the daemon's memory does not move")
+    func memoryLimit() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.bad]
+            plugin = "crasher"
+            max_memory = "64MiB"
+            [expirable.bad.params]
+            mode = "hog"
+            \(ServingTests.counter("good"))
+            """, server: "isolation = \"process\"", testPlugins: ["counter", "crasher"])
+        defer { daemon.remove() }
+        let daemonPid = try #require(daemon.process?.pid)
+        #expect(try daemon.redis("GET", "good") == "good-1")
+        let before = Self.privateKB(daemonPid)
+        let answer = try daemon.redis("GET", "bad")
+        // The plugin sees malloc fail (it reports how far it got) or dies of it; either way its callers get a
+        // FETCH error, and what it got is under the limit.
+        #expect(answer.hasPrefix("FETCH "), "\(answer)")
+        if let got = answer.split(separator: " ").dropLast().last.flatMap({ Int($0) }), answer.hasSuffix("MiB") {
+            #expect(got < 64, "\(answer)")
+        }
+        #expect(try daemon.redis("GET", "good") == "good-1")
+        #expect(try daemon.redis("GET", "bad").hasPrefix("FETCH "))
+        #expect(Self.privateKB(daemonPid) - before < 8 * 1024, "the daemon's private memory grew from \(before) kB to \(Self.privateKB(daemonPid)) kB")
+        #expect(try daemon.redis("PING") == "PONG")
+    }
+
+    @Test("a plugin that spins past max_cpu in one call is stopped by SIGXCPU, long before its timeout; the daemon serves on")
+    func cpuLimit() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.bad]
+            plugin = "crasher"
+            max_cpu = "1s"
+            timeout = "20s"
+            [expirable.bad.params]
+            mode = "spin"
+            \(ServingTests.counter("good"))
+            """, server: "isolation = \"process\"", testPlugins: ["counter", "crasher"])
+        defer { daemon.remove() }
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad used more than its max_cpu of 1s of CPU in one call"), "\(answer)")
+        #expect(answer.contains("(SIGXCPU)"))
+        #expect(Date().timeIntervalSince(started) < 10, "stopped by the CPU limit, not by the 20 s timeout")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
+    @Test("a plugin that prints to stdout and stderr: stdout goes nowhere, stderr to the daemon's log, the answer is intact")
+    func printing() throws {
+        let daemon = try Self.start("mode = \"print\"")
+        defer { daemon.remove() }
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(try daemon.redis("GET", "bad") == "pid-\(helper)")
+        #expect(Self.eventually { daemon.log.contains("crasher says hello on stderr") }, "stderr is the daemon's log")
+        #expect(!daemon.log.contains("crasher stdout line"), "stdout is /dev/null")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
+    @Test("a plugin that forks a child and then crashes: the crash is seen at once though the child holds the socket, and the child is killed")
+    func forkThenCrash() throws {
+        let daemon = try Self.start("mode = \"forksegv\"\npid_file = \"COUNT/child\"")
+        defer { daemon.remove() }
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad crashed (SIGSEGV)"), "\(answer)")
+        #expect(Date().timeIntervalSince(started) < 1)
+        let child = try #require(pid_t(String(contentsOfFile: daemon.directory.appending("child"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(Self.eventually(seconds: 2) { !Self.running(child) }, "the plugin's child \(child) was killed with its helper's group")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
+    @Test("a child a plugin forked that outlives its call is killed when the daemon stops")
+    func forkedChildEndsWithTheDaemon() throws {
+        let daemon = try Self.start("mode = \"fork\"\npid_file = \"COUNT/child\"")
+        defer { daemon.remove() }
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(try daemon.redis("GET", "bad") == "pid-\(helper)")
+        let child = try #require(pid_t(String(contentsOfFile: daemon.directory.appending("child"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(Self.running(child))
+        #expect(daemon.stop() == 0)
+        #expect(Self.eventually(seconds: 3) { !Self.running(child) }, "the plugin's child \(child) outlived the daemon")
+        #expect(!Self.running(helper))
+    }
+
+    @Test("a helper whose plugin closes its socket ends; its caller gets a FETCH error at once and the next helper serves")
+    func closedSocket() throws {
+        let daemon = try Self.start("mode_file = \"COUNT/mode\"")
+        defer { daemon.remove() }
+        try "close".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        let first = try #require(Self.helper(of: daemon, for: "bad"))
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad exited with status 0 in its helper (pid \(first))"), "\(answer)")
+        #expect(Date().timeIntervalSince(started) < 1)
+        #expect(try daemon.redis("GET", "good") == "good-1")
+        try FileManager.default.removeItem(atPath: daemon.directory.appending("mode"))
+        var value = ""
+        #expect(try Self.eventually { value = try daemon.redis("GET", "bad"); return value.hasPrefix("pid-") })
+        #expect(value != "pid-\(first)")
+    }
+
+    @Test("as root, helpers run as plugin_user with no supplementary groups, and still die with the daemon")
+    func pluginUser() throws {
+        guard geteuid() == 0 else { return }  // switching users needs root; CI runs as root
+        let daemon = try Self.start("mode = \"ok\"")
+        defer { daemon.remove() }
+        _ = daemon.stop()
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "[server]\n", with: "[server]\nplugin_user = \"nobody\"\n")
+        try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        // The helper, as nobody, must be able to read the plugins: open the test directories to others.
+        var path = daemon.pluginDir
+        while path.count > 1 {
+            chmod(path, 0o755)
+            path = (path as NSString).deletingLastPathComponent
+            if path == "/tmp" || path == "/" { break }
+        }
+        try daemon.start()
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(try daemon.redis("GET", "bad") == "pid-\(helper)")
+        let status = try String(contentsOfFile: "/proc/\(helper)/status", encoding: .utf8)
+        let nobody = try #require(getpwnam("nobody")).pointee
+        #expect(status.contains("Uid:\t\(nobody.pw_uid)\t\(nobody.pw_uid)\t\(nobody.pw_uid)\t\(nobody.pw_uid)\n"), "\(status)")
+        #expect(status.contains("Gid:\t\(nobody.pw_gid)\t\(nobody.pw_gid)\t\(nobody.pw_gid)\t\(nobody.pw_gid)\n"), "\(status)")
+        let groups = status.split(separator: "\n").first { $0.hasPrefix("Groups:") }?.dropFirst("Groups:".count)
+        #expect(groups?.trimmingCharacters(in: .whitespaces) == "", "supplementary groups: \(groups ?? "?")")
+        #expect(status.contains("NoNewPrivs:\t1"))
+        // The switch cleared the death signal; the helper armed it again.
+        daemon.kill9()
+        #expect(Self.eventually(seconds: 2) { !Self.running(helper) }, "helper \(helper) outlived its daemon")
+    }
 }

@@ -1,6 +1,6 @@
 import ExpirableConfig
 import ExpirableCore
-import ExpirablePluginHost
+@_spi(Testing) import ExpirablePluginHost
 import ExpirableTestSupport
 import Foundation
 
@@ -39,14 +39,18 @@ struct PluginFixture {
     func path(_ name: String) -> String { root.appendingPathComponent(name).path }
 
     /// A configuration with `plugin_dir` set to this fixture's directory and the given expirable tables.
-    func configuration(_ expirables: String) throws -> Configuration {
-        try Configuration.parse("[server]\nplugin_dir = \"\(pluginDir.path)\"\nisolation = \"inline\"\n\n" + expirables, file: root.appendingPathComponent("expirable.toml").path)
+    /// Plugins run inline unless `isolation` says "process" (helpers are then the built `expirabled`: the
+    /// test runner cannot be one).
+    func configuration(_ expirables: String, isolation: String = "inline") throws -> Configuration {
+        try Configuration.parse("[server]\nplugin_dir = \"\(pluginDir.path)\"\nisolation = \"\(isolation)\"\n\n" + expirables, file: root.appendingPathComponent("expirable.toml").path)
     }
 
-    /// Loads the plugins of `expirables` and returns an engine over them, or throws the host's refusal.
-    func engine(_ expirables: String) throws -> (Engine, PluginHost) {
-        let host = try PluginHost(configuration: configuration(expirables))
-        return (Engine(expirables: host.definitions), host)
+    /// Loads the plugins of `expirables` and returns an engine over them on `clock` (shared with the plugin
+    /// host), or throws the host's refusal.
+    func engine(_ expirables: String, isolation: String = "inline", clock: any EngineClock = SystemClock()) throws -> (Engine, PluginHost) {
+        if isolation == "process" { PluginHost.useHelperExecutable(try TestPaths.product("expirabled").path) }
+        let host = try PluginHost(configuration: configuration(expirables, isolation: isolation), clock: clock)
+        return (Engine(expirables: host.definitions, clock: clock), host)
     }
 
     /// The refusal message for `expirables`, or nil if they load.

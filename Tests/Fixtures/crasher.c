@@ -1,15 +1,20 @@
 /* Test plugin for process isolation: misbehaves as its mode says, else answers "pid-<its process id>", so a
  * restarted helper is visible in the value.
  * params: mode ("segv" writes through NULL, "abort" calls abort(), "exit" calls _exit(3), "hang" sleeps forever,
- * "garbage" writes bytes that are no frame to descriptor 3, the helper's socket; anything else answers),
+ * "garbage" writes bytes that are no frame to descriptor 3, the helper's socket, "hog" allocates and touches
+ * memory 1 MiB at a time until malloc fails (then reports how much it got), "spin" burns CPU forever, "print"
+ * writes to stdout and stderr then answers, "fork" starts a child that sleeps 60 s holding every descriptor and
+ * writes its pid to pid_file then answers, "forksegv" does the same then writes through NULL, "close" closes
+ * descriptor 3 then answers; anything else answers),
  * mode_file (optional: read at each call, its first word is the mode; absent: "ok"), ttl_ms (default 60000). */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
-typedef struct crasher { char mode[16]; char mode_file[512]; long long ttl_ms; } crasher;
+typedef struct crasher { char mode[16]; char mode_file[512]; char pid_file[512]; long long ttl_ms; } crasher;
 
 void expirable_abi(expirable_abi_info *info) {
     info->magic = EXPIRABLE_ABI_MAGIC;
@@ -32,6 +37,7 @@ void *expirable_create(const expirable_call *call) {
         char buf[64];
         if (k.len == 4 && memcmp(k.ptr, "mode", 4) == 0) copy(c->mode, sizeof c->mode, v);
         if (k.len == 9 && memcmp(k.ptr, "mode_file", 9) == 0) copy(c->mode_file, sizeof c->mode_file, v);
+        if (k.len == 8 && memcmp(k.ptr, "pid_file", 8) == 0) copy(c->pid_file, sizeof c->pid_file, v);
         if (k.len == 6 && memcmp(k.ptr, "ttl_ms", 6) == 0) { copy(buf, sizeof buf, v); c->ttl_ms = atoll(buf); }
     }
     return c;
@@ -59,6 +65,35 @@ void expirable_fetch(const expirable_call *call) {
         if (write(3, junk, sizeof junk - 1) < 0) abort();
         for (;;) pause();
     }
+    if (strcmp(mode, "hog") == 0) {
+        long mib = 0;
+        for (;;) {
+            char *block = malloc(1 << 20);
+            if (!block) break;
+            memset(block, 1, 1 << 20);  /* touched: resident, not just reserved */
+            mib++;
+        }
+        char message[64];
+        int n = snprintf(message, sizeof message, "out of memory after %ld MiB", mib);
+        call->host->set_error(call->result, message, (size_t)n);
+        return;
+    }
+    if (strcmp(mode, "spin") == 0) for (volatile unsigned long i = 0;; i++) {}
+    if (strcmp(mode, "print") == 0) {
+        for (int i = 0; i < 1000; i++) printf("crasher stdout line %d: this must not reach any client\n", i);
+        fflush(stdout);
+        fprintf(stderr, "crasher says hello on stderr\n");
+    }
+    if (strcmp(mode, "fork") == 0 || strcmp(mode, "forksegv") == 0) {
+        pid_t child = fork();
+        if (child == 0) { sleep(60); _exit(0); }
+        if (c->pid_file[0]) {
+            FILE *f = fopen(c->pid_file, "w");
+            if (f) { fprintf(f, "%ld\n", (long)child); fclose(f); }
+        }
+        if (strcmp(mode, "forksegv") == 0) *(volatile int *)NULL = 1;
+    }
+    if (strcmp(mode, "close") == 0) close(3);
     char value[64];
     int n = snprintf(value, sizeof value, "pid-%ld", (long)getpid());
     call->host->set_value(call->result, value, (size_t)n, call->host->now_ms() + c->ttl_ms);

@@ -1,5 +1,6 @@
 /* Test plugin: sleeps param "sleep_ms" milliseconds (or, with param "release_file", until that file exists, for
- * at most 60 s), then answers "max_concurrent=<n>": the most calls it ever saw running at once in this process. */
+ * at most 60 s), then answers "max_concurrent=<n>": the most calls it ever saw running at once in this process.
+ * With param "started_file", it creates that file as each call starts. */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,14 @@ void expirable_fetch(const expirable_call *call) {
             char buf[32] = {0};
             memcpy(buf, call->params[i].value.ptr, call->params[i].value.len < 31 ? call->params[i].value.len : 31);
             ms = atol(buf);
+        }
+    }
+    for (size_t i = 0; i < call->param_count; i++) {
+        if (call->params[i].key.len == 12 && memcmp(call->params[i].key.ptr, "started_file", 12) == 0) {
+            char path[512] = {0};
+            memcpy(path, call->params[i].value.ptr, call->params[i].value.len < 511 ? call->params[i].value.len : 511);
+            FILE *f = fopen(path, "w");
+            if (f) fclose(f);
         }
     }
     int now = __atomic_add_fetch(&running, 1, __ATOMIC_SEQ_CST);

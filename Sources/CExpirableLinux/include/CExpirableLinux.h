@@ -23,4 +23,19 @@ int CExpirableLinux_become_helper(pid_t parent);
 /* The abbreviation of signal `number` without "SIG" ("SEGV"), or NULL for a number that names no signal. */
 const char *CExpirableLinux_signal_abbreviation(int number);
 
+/* Switches a helper to `gid` (supplementary groups cleared) and `uid`, each only when >= 0, then arms the
+ * parent-death signal and non-dumpable state again (a credential change clears both) and checks that the
+ * parent is still `parent`. 0 on success, else an errno value with *step naming the call that failed (ESRCH
+ * from "getppid": the parent died, and the caller must exit). */
+int CExpirableLinux_switch_user(long long uid, long long gid, pid_t parent, const char **step);
+
+/* RLIMIT_DATA (soft and hard) to `bytes`: private writable mappings, malloc's included. 0 or an errno value. */
+int CExpirableLinux_limit_data(long long bytes);
+
+/* The soft RLIMIT_CPU to the CPU seconds used so far plus `seconds` (SIGXCPU beyond it); 0 or an errno value. */
+int CExpirableLinux_limit_cpu_from_now(long long seconds);
+
+/* pidfd_open(2): a descriptor that polls readable once `pid` has exited (not yet reaped); -1 and errno on failure. */
+int CExpirableLinux_pidfd_open(pid_t pid);
+
 #endif
