@@ -107,6 +107,33 @@ struct ConfigurationTests {
         #expect(config.expirables.map(\.isolation) == [.process, .inline])
     }
 
+    @Test("max_memory takes binary sizes or bytes, max_cpu a duration; plugin_user and plugin_group resolve to ids")
+    func helperLimitsAndAccount() throws {
+        let config = try Configuration.parse("""
+            [server]
+            plugin_user = "nobody"
+            [expirable.a]
+            plugin = "file"
+            max_memory = "64MiB"
+            max_cpu = "2s"
+            [expirable.b]
+            plugin = "file"
+            max_memory = "1G"
+            [expirable.c]
+            plugin = "file"
+            max_memory = 40000000
+            """, file: "F")
+        #expect(config.expirables.map(\.maxMemory) == [64 << 20, 1 << 30, 40_000_000])
+        #expect(config.expirables.map(\.maxCPU) == [.seconds(2), nil, nil])
+        let nobody = try #require(getpwnam("nobody")).pointee
+        #expect(config.server.pluginAccount == .init(user: "nobody", uid: nobody.pw_uid, group: String(cString: getgrgid(nobody.pw_gid)!.pointee.gr_name), gid: nobody.pw_gid))
+        let byNumber = try Configuration.parse("[server]\nplugin_user = 0\nplugin_group = \"0\"\n", file: "F")
+        #expect(byNumber.server.pluginAccount == .init(user: "root", uid: 0, group: "root", gid: 0))
+        let groupOnly = try Configuration.parse("[server]\nplugin_group = \"root\"\n", file: "F")
+        #expect(groupOnly.server.pluginAccount == .init(user: nil, uid: nil, group: "root", gid: 0))
+        #expect(try Configuration.parse("", file: "F").server.pluginAccount == nil)
+    }
+
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
          "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode"),
@@ -140,6 +167,20 @@ struct ConfigurationTests {
          "F:3: expirable.a.refresh: expected \"lazy\" or \"eager\", got \"sometimes\""),
         ("[server]\nisolation = \"container\"\n",
          "F:2: server.isolation: expected \"process\" or \"inline\", got \"container\""),
+        ("[expirable.a]\nplugin = \"file\"\nmax_memory = \"1MiB\"\n",
+         "F:3: expirable.a.max_memory: expected at least 32MiB, what a plugin helper needs before it loads the plugin; got \"1MiB\""),
+        ("[expirable.a]\nplugin = \"file\"\nmax_memory = \"64 MB\"\n",
+         "F:3: expirable.a.max_memory: expected a size such as \"64MiB\", \"512KiB\", \"1GiB\" (binary units; \"64M\" is the same as \"64MiB\") or an integer of bytes, got \"64 MB\""),
+        ("[expirable.a]\nplugin = \"file\"\nmax_cpu = \"500ms\"\n",
+         "F:3: expirable.a.max_cpu: expected at least \"1s\": the kernel counts CPU limits in whole seconds; got \"500ms\""),
+        ("[expirable.a]\nplugin = \"file\"\nisolation = \"inline\"\nmax_cpu = \"5s\"\n",
+         "F:4: expirable.a.max_cpu: limits a plugin helper, and this expirable's plugin runs inline in the daemon; remove max_cpu or set isolation = \"process\""),
+        ("[server]\nplugin_user = \"no-such-user-x\"\n",
+         "F:2: server.plugin_user: no user \"no-such-user-x\" on this machine; create it (useradd --system --no-create-home no-such-user-x) or name an existing user"),
+        ("[server]\nplugin_group = \"no-such-group-x\"\n",
+         "F:2: server.plugin_group: no group \"no-such-group-x\" on this machine; create it (groupadd --system no-such-group-x) or name an existing group"),
+        ("[server]\nplugin_user = \"a:b\"\n",
+         "F:2: server.plugin_user: expected a user or group name or a numeric id, got \"a:b\""),
         ("[expirable.a]\nplugin = \"file\"\nisolation = 1\n",
          "F:3: expirable.a.isolation: expected \"process\" or \"inline\", got 1"),
         ("[expirable.a]\nplugin = \"file\"\nscope = \"global\"\n",

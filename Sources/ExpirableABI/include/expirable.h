@@ -21,10 +21,14 @@
  *     per instance, and create/destroy never overlap a fetch of that instance.
  *   - Calls for different instances may run concurrently on different threads, so state shared between
  *     instances (globals) must be thread-safe.
- *   - Calls run on a thread dedicated to that call, never on the daemon's I/O threads; a plugin may block.
- *     If a call outlives the expirable's timeout the host answers its callers with a TIMEOUT error and stops
- *     waiting, but lets the call finish (its late result is discarded); no new call is made on that instance
- *     until it has returned.
+ *   - Every call for an instance (expirable_create, each expirable_fetch, expirable_destroy) runs on that
+ *     instance's own thread, named "plugin:NAME", which lives as long as the instance; never on the daemon's
+ *     I/O threads, so a plugin may block. With isolation = "process" (the default) that thread is in a helper
+ *     process that holds this one instance; with isolation = "inline" it is in the daemon.
+ *   - If a call outlives the expirable's timeout (call->timeout_ms), its callers get a TIMEOUT error at once.
+ *     In a helper, the helper is then killed (with its process group) and a new one created later, so the
+ *     call never returns. Inline, the call is left to finish (its late result is discarded) and no new call
+ *     is made on that instance until it has returned.
  *
  * Versioning: the major number changes when an existing structure or function changes; the minor number when
  * something is appended. Every structure starts with a `size` field holding sizeof() as known by whoever
