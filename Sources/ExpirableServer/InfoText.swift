@@ -10,7 +10,12 @@ enum InfoText {
             "scope:\(status.scope.rawValue)",
             "refresh:\(status.refresh)",
         ]
-        if case .eager(let before) = status.refresh { lines.append("before_expiry_ms:\(before.milliseconds)") }
+        if case .eager(let before) = status.refresh {
+            switch before {
+            case .duration(let duration): lines.append("before_expiry_ms:\(duration.milliseconds)")
+            case .share: lines.append("before_expiry:\(before)")
+            }
+        }
         switch status.expiry {
         case nil: lines.append("expires_at_ms:none")
         case .never?: lines.append("expires_at_ms:never")

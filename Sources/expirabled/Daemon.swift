@@ -52,7 +52,8 @@ struct Daemon {
             Daemon.fail("\(error)")
         }
         var cluster: Cluster?
-        var definitions = plugins.definitions
+        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.freshness) })
+        var definitions = plugins.definitions.map { $0.with(freshness: freshness[$0.name]) }
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
@@ -60,8 +61,7 @@ struct Daemon {
                 let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
                 definitions = definitions.map { definition in
                     guard definition.scope == .cluster else { return definition }
-                    return ExpirableDefinition(
-                        name: definition.name, scope: .cluster, refresh: definition.refresh,
+                    return definition.with(
                         fetcher: clusterService.fetcher(for: definition.name, local: definition.fetcher, timeout: timeouts[definition.name] ?? .seconds(30))
                     )
                 }
@@ -123,7 +123,7 @@ struct Daemon {
                 let refresh: String
                 switch expirable.refresh {
                 case .lazy: refresh = "lazy"
-                case .eager(let before): refresh = "eager:\(before.milliseconds)"
+                case .eager(let before): refresh = "eager:\(before)"
                 }
                 return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh)
             }
