@@ -18,6 +18,7 @@ public struct ExpirableStatus: Sendable, Hashable {
     public let name: String
     public let scope: Scope
     public let refresh: RefreshPolicy
+    public let freshness: FreshnessPolicy
     public let state: State
     /// Whether a plugin call is under way.
     public let fetching: Bool
@@ -65,7 +66,7 @@ extension Engine {
             }
             func millis(until instant: UInt64) -> Int64 { Int64((instant - min(instant, now)) / 1_000_000) }
             return ExpirableStatus(
-                name: entry.name, scope: entry.scope, refresh: entry.refresh, state: state,
+                name: entry.name, scope: entry.scope, refresh: entry.refresh, freshness: entry.freshness, state: state,
                 fetching: s.flight != nil && s.flight?.scheduled == nil, expiry: s.value?.expiry,
                 expiresInMillis: s.value == nil || s.freshUntil == .max ? nil : millis(until: s.freshUntil),
                 nextRefreshInMillis: s.refreshDue.map(millis(until:)),

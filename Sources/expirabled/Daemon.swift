@@ -39,6 +39,7 @@ struct Daemon {
             return handler
         }
         let logger = Logger(label: "expirabled")
+        let notifier = SystemdNotifier.fromEnvironment()
         raiseFileLimit()
         forbidCoreDumps()
         if arguments.wallClockOffset != 0 { SystemClock.setWallClockOffset(.milliseconds(arguments.wallClockOffset)) }
@@ -52,7 +53,13 @@ struct Daemon {
             Daemon.fail("\(error)")
         }
         var cluster: Cluster?
-        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.freshness) })
+        // In a cluster, cluster-scoped values are not prefetched: at start a node does not yet know its peers,
+        // so every node would call the plugin (SPEC §4.11); such values arrive from the peers as they join.
+        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { expirable in
+            var policy = expirable.freshness
+            if configuration.cluster != nil && expirable.scope == .cluster { policy.prefetch = false }
+            return (expirable.name, policy)
+        })
         var definitions = plugins.definitions.map { $0.with(freshness: freshness[$0.name]) }
         if let settings = configuration.cluster {
             do {
@@ -83,6 +90,11 @@ struct Daemon {
             nodeName: configuration.cluster?.node ?? "local"
         )
         options.pluginInfo = { plugins.info($0) }
+        let readiness = Readiness(
+            notifier: notifier, engine: engine,
+            prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
+        )
+        options.onListening = { readiness.listening() }
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }
