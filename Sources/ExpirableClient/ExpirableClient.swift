@@ -13,6 +13,9 @@ public struct FetchedValue: Sendable, Hashable {
     public let bytes: [UInt8]
     /// When it expires.
     public let expiry: Expiry
+    /// Whether the daemon answered it past its expiry because the call that should have replaced it failed
+    /// (`stale_if_error`). A daemon of the first version never says so.
+    public let isStale: Bool
 
     /// The value as UTF-8 text (invalid sequences replaced).
     public var string: String { String(decoding: bytes, as: UTF8.self) }
@@ -70,12 +73,19 @@ public final class ExpirableClient: Sendable {
     // MARK: Calls
 
     /// The value of `name` and its expiry; from the daemon's memory if valid, otherwise fetched by its plugin.
-    public func fetch(_ name: String) async throws(ExpirableClientError) -> FetchedValue {
-        let reply = try await call(["FETCH", name])
-        guard case .array(let parts) = reply, parts.count == 2, case .bulkString(let value) = parts[0], case .integer(let expiresAt) = parts[1] else {
+    ///
+    /// With `minimumValidity`, a value with less than that left is not good enough: the daemon fetches a new
+    /// one (one plugin call shared by every such caller) and answers it (`FETCH name MINTTL ms`).
+    public func fetch(_ name: String, minimumValidity: Duration? = nil) async throws(ExpirableClientError) -> FetchedValue {
+        var words = ["FETCH", name]
+        if let minimumValidity { words += ["MINTTL", String(max(0, minimumValidity.milliseconds))] }
+        let reply = try await call(words)
+        // [value, expires_at_ms] from a first-version daemon; [value, expires_at_ms, "fresh"|"stale"] since.
+        guard case .array(let parts) = reply, parts.count >= 2, case .bulkString(let value) = parts[0], case .integer(let expiresAt) = parts[1] else {
             throw unexpected(reply, "FETCH")
         }
-        return FetchedValue(bytes: Array(value.readableBytesView), expiry: expiresAt == -1 ? .never : .at(unixMillis: expiresAt))
+        let stale = parts.count >= 3 && parts[2].string == "stale"
+        return FetchedValue(bytes: Array(value.readableBytesView), expiry: expiresAt == -1 ? .never : .at(unixMillis: expiresAt), isStale: stale)
     }
 
     /// The value of `name` as text.

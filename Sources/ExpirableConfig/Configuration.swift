@@ -119,6 +119,8 @@ public struct Configuration: Sendable, Hashable {
         public let plugin: String
         public let scope: Scope
         public let refresh: RefreshPolicy
+        /// Expiry margin, jitter, prefetch, stale-if-error and pacing (SPEC §3 items 13–17).
+        public let freshness: FreshnessPolicy
         /// The limit on one plugin call.
         public let timeout: Duration
         /// Where its plugin runs: its own `isolation`, else `[server]`'s.

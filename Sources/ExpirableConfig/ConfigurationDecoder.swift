@@ -137,7 +137,8 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu"], in: t, at: at)
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu",
+                       "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
         guard !plugin.isEmpty, !plugin.contains("/"), !plugin.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
@@ -145,20 +146,49 @@ struct ConfigurationDecoder {
         }
         let scope = try t["scope"].map { v throws(ConfigurationError) in try oneOf(Scope.self, v, at: at + ["scope"]) } ?? .cluster
         let refreshWord = try t["refresh"].map { v throws(ConfigurationError) in try string(v, at: at + ["refresh"]) } ?? "lazy"
-        let before = try t["before_expiry"].map { v throws(ConfigurationError) in try duration(v, at: at + ["before_expiry"]) }
+        let before = try t["before_expiry"].map { v throws(ConfigurationError) in try lead(v, at: at + ["before_expiry"]) }
+        let jitter = try t["jitter"].map { v throws(ConfigurationError) in try lead(v, at: at + ["jitter"]) } ?? .zero
         let refresh: RefreshPolicy
         switch refreshWord {
         case "lazy":
             if before != nil {
                 throw error(at + ["before_expiry"], "only applies with refresh = \"eager\"; remove it or set refresh = \"eager\"")
             }
+            if t["jitter"] != nil {
+                throw error(at + ["jitter"], "only applies with refresh = \"eager\" (it spreads eager refreshes); remove it or set refresh = \"eager\"")
+            }
             refresh = .lazy
         case "eager":
-            guard let before else { throw missing(at + ["before_expiry"], "\(DurationParser.expected), required with refresh = \"eager\"") }
+            guard let before else { throw missing(at + ["before_expiry"], "\(ConfigurationDecoder.expectedLead), required with refresh = \"eager\"") }
+            if case .share(let b) = before, case .share(let j) = jitter, b + j >= 10_000 {
+                throw error(at + ["jitter"], "before_expiry (\(before)) and jitter (\(jitter)) add up to 100% of the lifetime or more, so a refresh could be due the moment a value arrives; lower one of them")
+            }
             refresh = .eager(beforeExpiry: before)
         default:
             throw error(at + ["refresh"], "expected \"lazy\" or \"eager\", got \"\(refreshWord)\"")
         }
+        func optionalDuration(_ key: String) throws(ConfigurationError) -> Duration? {
+            try t[key].map { v throws(ConfigurationError) in try duration(v, at: at + [key]) }
+        }
+        let prefetch: Bool
+        if let value = t["prefetch"] {
+            guard case .boolean(let flag) = value else { throw error(at + ["prefetch"], "expected true or false, got \(show(value))") }
+            prefetch = flag
+        } else {
+            prefetch = refreshWord == "eager"
+        }
+        let retryInterval = try optionalDuration("retry_interval") ?? FreshnessPolicy.defaultRetryInterval
+        guard retryInterval > .zero else {
+            throw error(at + ["retry_interval"], "expected a duration above zero such as \"1s\": it is the least time between two calls after a failure")
+        }
+        let retryBackoff = try optionalDuration("retry_backoff")
+        if let retryBackoff, retryBackoff < retryInterval {
+            throw error(at + ["retry_backoff"], "is the bound the retry interval doubles up to, so it must be at least retry_interval (\(retryInterval.milliseconds) ms); got \(retryBackoff.milliseconds) ms")
+        }
+        let freshness = FreshnessPolicy(
+            expiryMargin: try optionalDuration("expiry_margin") ?? .zero, jitter: jitter, prefetch: prefetch,
+            staleIfError: try optionalDuration("stale_if_error") ?? .zero, retryInterval: retryInterval, retryBackoff: retryBackoff
+        )
         let timeout = try t["timeout"].map { v throws(ConfigurationError) in try duration(v, at: at + ["timeout"]) } ?? Configuration.Expirable.defaultTimeout
         guard timeout > .zero else { throw error(at + ["timeout"], "expected a duration above zero") }
         let params = try t["params"].map { v throws(ConfigurationError) in try decodeParams(table(v, at: at + ["params"]), at: at + ["params"]) } ?? []
@@ -174,7 +204,7 @@ struct ConfigurationDecoder {
         if isolation == .inline, let key = ["max_memory", "max_cpu"].first(where: { t[$0] != nil }) {
             throw error(at + [key], "limits a plugin helper, and this expirable's plugin runs inline in the daemon; remove \(key) or set isolation = \"process\"")
         }
-        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, timeout: timeout, isolation: isolation,
+        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
                      maxMemory: maxMemory, maxCPU: maxCPU, params: params)
     }
 
@@ -233,6 +263,31 @@ struct ConfigurationDecoder {
         if let ms = v.integer, ms >= 0 { return .milliseconds(ms) }
         if let s = v.string, let d = DurationParser.duration(s) { return d }
         throw error(at, "expected \(DurationParser.expected), got \(show(v))")
+    }
+
+    static let expectedLead = "a duration such as \"30s\" or a share of the value's lifetime such as \"20%\""
+
+    /// A duration, or a share of a value's lifetime: `"20%"`, `"12.5%"` (at most two decimals), above 0 %
+    /// and below 100 %.
+    private func lead(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Lead {
+        if let text = v.string, text.hasSuffix("%") {
+            let number = text.dropLast()
+            let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let whole = parts.first.flatMap({ Int($0) }), parts[0].allSatisfy(\.isASCII), whole >= 0, whole <= 100,
+                  parts.count == 1 || (1...2).contains(parts[1].count) && parts[1].allSatisfy({ $0.isASCII && $0.isNumber }) else {
+                throw error(at, "expected a share such as \"20%\" or \"12.5%\", got \(show(v))")
+            }
+            let fraction = parts.count == 2 ? Int(parts[1].count == 1 ? parts[1] + "0" : parts[1]) ?? 0 : 0
+            let basisPoints = whole * 100 + fraction
+            guard basisPoints > 0, basisPoints < 10_000 else {
+                throw error(at, "expected a share above 0% and below 100% of the value's lifetime, got \(show(v))")
+            }
+            return .share(basisPoints: basisPoints)
+        }
+        guard let text = v.string ?? v.integer.map(String.init), let d = DurationParser.duration(text) else {
+            throw error(at, "expected \(ConfigurationDecoder.expectedLead), got \(show(v))")
+        }
+        return .duration(d)
     }
 
     /// A size in bytes: an integer, or a string with a binary unit ("64MiB", "64M", "512KiB", "1G").

@@ -2,11 +2,12 @@
 /// background while readers keep getting the current one.
 extension Engine {
     /// Schedules a refresh for `target` (monotonic), but never sooner than one second after the last plugin
-    /// call started. Replaces any earlier timer. Caller holds the lock.
+    /// call started, nor before pacing allows. Replaces any earlier timer. Caller holds the lock.
     func scheduleRefresh(_ entry: Entry, _ s: inout Entry.State, at target: UInt64, now: UInt64) {
         s.cancelRefresh()
         let earliest = (s.lastCallStart ?? 0) &+ UInt64(Engine.minimumRefreshInterval.nanoseconds)
-        let due = max(target, earliest, now)
+        let due = max(target, earliest, now, s.nextAttempt)
+        s.refreshDue = due
         let serial = s.timerSerial
         let generation = s.generation
         s.refreshTimer = clock.schedule(after: .nanoseconds(Int64(due - now))) { [self] in
@@ -14,13 +15,15 @@ extension Engine {
         }
     }
 
-    /// After a failed background refresh: try again with exponential backoff while the current value lasts.
+    /// After a failed background refresh: try again with exponential backoff (from `retry_interval` up to
+    /// `retry_backoff`, 30 s without it) while the current value lasts. Caller holds the lock.
     func scheduleRetry(_ entry: Entry, _ s: inout Entry.State, now: UInt64) {
-        s.refreshFailures += 1
-        let exponent = min(s.refreshFailures - 1, 30)
-        let backoff = min(Engine.minimumRefreshInterval * (1 << exponent), Engine.maximumRefreshBackoff)
-        let retryAt = now &+ UInt64(backoff.nanoseconds)
-        guard retryAt < s.deadline else {
+        let exponent = min(max(s.failures, 1) - 1, 30)
+        let base = entry.freshness.retryInterval
+        let bound = max(entry.freshness.retryBackoff ?? Engine.maximumRefreshBackoff, base)
+        let backoff = min(base * (1 << exponent), bound)
+        let retryAt = now &+ UInt64(max(0, backoff.nanoseconds))
+        guard retryAt < s.freshUntil else {
             s.cancelRefresh()
             return
         }
@@ -36,7 +39,7 @@ extension Engine {
             guard s.timerSerial == serial, s.generation == generation else { return false }
             s.refreshTimer = nil
             // An expired value is no longer refreshed in the background: the next fetch calls the plugin.
-            guard s.flight == nil, s.isValid(at: now) else { return false }
+            guard s.flight == nil, s.isValid(at: now), !s.permanentFailure else { return false }
             guard mayRefresh else {
                 scheduleRefresh(entry, &s, at: now &+ UInt64(Engine.minimumRefreshInterval.nanoseconds), now: now)
                 return false

@@ -9,17 +9,20 @@ extension Engine {
         let now = clock.monotonicNanos
         let fetched = Fetched(value: value, remainingMillis: remainingMillis, version: version, unixMillisNow: clock.unixMillis)
         let deadline = Engine.deadline(of: fetched, now: now, wall: clock.unixMillis)
-        let (applied, stored): (Bool, Bool) = entry.state.withLock { s in
-            guard s.version.map({ version > $0 }) ?? true else { return (false, false) }
+        let (applied, stored, waiters, resumed): (Bool, Bool, [Entry.Completion], UInt64?) = entry.state.withLock { s in
+            guard s.version.map({ version > $0 }) ?? true else { return (false, false, [], nil) }
             s.version = version
             guard deadline > now else {
                 Engine.drop(&s)
-                return (true, false)
+                return (true, false, [], startScheduledCall(&s, now: now))
             }
             store(fetched, deadline: deadline, in: entry, &s, now: now)
-            return (true, true)
+            // Callers parked on a paced call get the peer's value instead, if it is valid here.
+            return (true, true, s.isValid(at: now) ? takeScheduledWaiters(&s) : [], nil)
         }
+        if let resumed { call(entry, generation: resumed) }
         if stored { announceNewValue(name, fetched) }
+        for waiter in waiters { waiter(.success(fetched)) }
         return applied
     }
 
@@ -27,12 +30,13 @@ extension Engine {
     @discardableResult
     public func applyClear(_ name: String, version: Version) -> Bool {
         guard let entry = entries(name), entry.scope == .cluster else { return false }
-        let applied: Bool = entry.state.withLock { s in
-            guard s.version.map({ version > $0 }) ?? true else { return false }
+        let (applied, resumed): (Bool, UInt64?) = entry.state.withLock { s in
+            guard s.version.map({ version > $0 }) ?? true else { return (false, nil) }
             Engine.drop(&s)
             s.version = version
-            return true
+            return (true, startScheduledCall(&s, now: clock.monotonicNanos))
         }
+        if let resumed { call(entry, generation: resumed) }
         if applied { logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"]) }
         return applied
     }

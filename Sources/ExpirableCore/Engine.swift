@@ -7,6 +7,7 @@ import Synchronization
 public final class Engine: Sendable {
     let clock: any EngineClock
     let logger: Logger
+    let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
     private let observerBox = Mutex<(@Sendable (String, Fetched) -> Void)?>(nil)
     private let entryTable: [String: Entry]
@@ -19,7 +20,9 @@ public final class Engine: Sendable {
     /// The longest wait between retries of a failing eager refresh.
     public static let maximumRefreshBackoff: Duration = .seconds(30)
 
-    public init(expirables: [ExpirableDefinition], clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.engine")) {
+    /// - Parameter jitter: draws each eager refresh's jitter; uniform by default.
+    public init(expirables: [ExpirableDefinition], clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.engine"),
+                jitter: @escaping JitterSource = { UInt64.random(in: 0...$0) }) {
         var entries: [String: Entry] = [:]
         for definition in expirables {
             precondition(entries[definition.name] == nil, "duplicate expirable \(definition.name)")
@@ -30,6 +33,7 @@ public final class Engine: Sendable {
         self.names = entries.keys.sorted()
         self.clock = clock
         self.logger = logger
+        self.jitter = jitter
     }
 
     func entries(_ name: String) -> Entry? { entryTable[name] }
@@ -81,25 +85,60 @@ public final class Engine: Sendable {
 
     /// Answers `name`'s value: from memory if valid, otherwise from the one plugin call that all concurrent
     /// callers share. `completion` runs exactly once, possibly on the calling thread.
-    public func fetch(_ name: String, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+    ///
+    /// - Parameters:
+    ///   - minimumValidity: a valid value with less than this left is not answered: the caller shares a new
+    ///     call (started at once, or paced) while plain readers keep getting the current value.
+    ///   - patience: how long the caller will wait for a call to start. A caller that would wait longer for a
+    ///     paced attempt (§3.17) gets the last error at once, with the time of the next attempt. Nil: any time.
+    public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil,
+                      completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         guard let entry = entries(name) else {
             completion(.failure(.notFound(name)))
             return
         }
         let now = clock.monotonicNanos
-        enum Action { case answer(Fetched), wait, call(UInt64) }
+        let wall = clock.unixMillis
+        let wanted = minimumValidity.map { UInt64(max(0, $0.nanoseconds)) } ?? 0
+        let patienceNanos = patience.map { UInt64(max(0, $0.nanoseconds)) } ?? .max
+        enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64) }
         let action: Action = entry.state.withLock { s in
+            var earliest = s.nextAttempt
             if s.isValid(at: now), let value = s.value {
-                s.counters.hits &+= 1
-                return .answer(value)
+                if s.freshUntil == .max || s.freshUntil - now >= wanted {
+                    s.counters.hits &+= 1
+                    return .answer(.success(value))
+                }
+                // A newer value for a caller who needs more validity: never more than one call a second.
+                earliest = max(earliest, (s.lastCallStart ?? 0) &+ UInt64(Engine.minimumRefreshInterval.nanoseconds))
             }
             s.counters.misses &+= 1
-            if let flight = s.flight {
-                if flight.generation == s.generation {
+            if s.flight?.scheduled == nil && s.flight != nil {
+                // A call is under way: share it (or, after a clear, the one that follows it).
+                if s.flight!.generation == s.generation {
                     s.flight!.waiters.append(completion)
                 } else {
                     s.nextWaiters.append(completion)
                 }
+                return .wait
+            }
+            let startsAt = s.flight?.scheduled?.at ?? earliest
+            if startsAt > now {
+                if s.isStaleServable(at: now, staleIfError: entry.staleNanos), let value = s.value {
+                    s.counters.staleAnswers &+= 1
+                    return .answer(.success(value.markedStale()))
+                }
+                if startsAt - now > patienceNanos, let failure = s.lastFailure {
+                    let wait = Int64((startsAt - now) / 1_000_000)
+                    return .answer(.failure(failure.withNextAttempt(inMillis: wait, unixMillis: wall + wait)))
+                }
+            }
+            if s.flight != nil {
+                s.flight!.waiters.append(completion)
+                return .wait
+            }
+            if startsAt > now {
+                schedulePacedCall(entry, &s, waiters: [completion], at: startsAt, now: now)
                 return .wait
             }
             s.flight = Entry.Flight(waiters: [completion], generation: s.generation)
@@ -107,16 +146,16 @@ public final class Engine: Sendable {
             return .call(s.generation)
         }
         switch action {
-        case .answer(let value): completion(.success(value))
+        case .answer(let result): completion(result)
         case .wait: break
         case .call(let generation): call(entry, generation: generation)
         }
     }
 
-    /// Async form of `fetch(_:completion:)`.
-    public func fetch(_ name: String) async throws(ExpirableError) -> Fetched {
+    /// Async form of `fetch(_:minimumValidity:patience:completion:)`.
+    public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil) async throws(ExpirableError) -> Fetched {
         let result = await withCheckedContinuation { continuation in
-            fetch(name) { continuation.resume(returning: $0) }
+            fetch(name, minimumValidity: minimumValidity, patience: patience) { continuation.resume(returning: $0) }
         }
         return try result.get()
     }
@@ -130,20 +169,27 @@ public final class Engine: Sendable {
         guard let entry = entries(name) else { return false }
         let replicator = replicator(for: entry)
         let version = replicator?.nextVersion()
-        entry.state.withLock { s in
+        let resumed: UInt64? = entry.state.withLock { s in
             Engine.drop(&s)
             s.version = version
+            return startScheduledCall(&s, now: clock.monotonicNanos)
         }
+        if let resumed { call(entry, generation: resumed) }
         if let replicator, let version { replicator.cleared(name, version: version) }
         logger.info("cleared", metadata: ["expirable": "\(name)"])
         return true
     }
 
+    /// Forgets the value, its refresh and its pacing: a clear is the operator's "try again now".
     static func drop(_ s: inout Entry.State) {
         s.value = nil
         s.deadline = 0
+        s.freshUntil = 0
         s.generation &+= 1
-        s.refreshFailures = 0
+        s.failures = 0
+        s.nextAttempt = 0
+        s.permanentFailure = false
+        s.lastFailure = nil
         s.cancelRefresh()
     }
 
@@ -171,68 +217,97 @@ public final class Engine: Sendable {
         }
     }
 
-    private func complete(_ entry: Entry, generation: UInt64, result: Result<Fetched, ExpirableError>) {
+    private func complete(_ entry: Entry, generation: UInt64, result fetchedResult: Result<Fetched, ExpirableError>) {
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
         let replicator = replicator(for: entry)
+        var result = fetchedResult
         // A value this node's plugin fetched gets a new version, to be sent to the peers once stored.
         var announce: (Fetched, Int64?, Version)?
         var stored = false
-        let (waiters, followUp): ([Entry.Completion], UInt64?) = entry.state.withLock { s in
+        let (waiters, answer, followUp): ([Entry.Completion], Result<Fetched, ExpirableError>, UInt64?) = entry.state.withLock { s in
             let waiters = s.flight?.waiters ?? []
             s.flight = nil
-            switch result {
-            case .success(let fetched):
-                s.lastError = nil
+            if case .success(let fetched) = result {
                 let deadline = Engine.deadline(of: fetched, now: now, wall: wall)
-                if generation == s.generation && deadline > now {
-                    if let origin = fetched.replicaVersion {
-                        if s.version.map({ origin > $0 }) ?? true {
-                            s.version = origin
+                let freshUntil = deadline == .max ? deadline : deadline - min(deadline, entry.marginNanos)
+                if entry.marginNanos > 0 && freshUntil <= now {
+                    // Never hand out a value with less than the margin left (§3.13): it is a failed call.
+                    let left = Int64((deadline - min(deadline, now)) / 1_000_000)
+                    result = .failure(.fetch(
+                        "\(entry.name): the plugin's value has \(left) ms left, less than expiry_margin (\(entry.freshness.expiryMargin.milliseconds) ms); lower expiry_margin or have the issuer grant longer lifetimes"
+                    ))
+                } else {
+                    s.lastError = nil
+                    s.failures = 0
+                    s.nextAttempt = 0
+                    s.permanentFailure = false
+                    s.lastFailure = nil
+                    if generation == s.generation && deadline > now {
+                        if let origin = fetched.replicaVersion {
+                            if s.version.map({ origin > $0 }) ?? true {
+                                s.version = origin
+                                store(fetched, deadline: deadline, in: entry, &s, now: now)
+                                stored = true
+                            }
+                        } else {
+                            if let replicator {
+                                let version = replicator.nextVersion()
+                                s.version = version
+                                announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
+                            }
                             store(fetched, deadline: deadline, in: entry, &s, now: now)
                             stored = true
                         }
-                    } else {
-                        if let replicator {
-                            let version = replicator.nextVersion()
-                            s.version = version
-                            announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
-                        }
-                        store(fetched, deadline: deadline, in: entry, &s, now: now)
-                        stored = true
                     }
                 }
-            case .failure(let error):
+            }
+            var answer = result
+            if case .failure(let error) = result {
                 s.lastError = error.description
                 s.counters.failures &+= 1
-                if generation == s.generation && s.isValid(at: now) {
-                    scheduleRetry(entry, &s, now: now)
+                failed(entry, &s, error: error, generation: generation, now: now, wall: wall)
+                if generation == s.generation, s.isStaleServable(at: now, staleIfError: entry.staleNanos), let value = s.value {
+                    answer = .success(value.markedStale())
+                    s.counters.staleAnswers &+= UInt64(waiters.count)
                 }
             }
-            guard !s.nextWaiters.isEmpty else { return (waiters, nil) }
+            guard !s.nextWaiters.isEmpty else { return (waiters, answer, nil) }
             s.flight = Entry.Flight(waiters: s.nextWaiters, generation: s.generation)
             s.nextWaiters = []
             startingCall(&s, now: now)
-            return (waiters, s.generation)
+            return (waiters, answer, s.generation)
         }
         if case .failure(let error) = result {
-            logger.warning("fetch failed", metadata: ["expirable": "\(entry.name)", "error": "\(error)"])
+            logger.warning("fetch failed", metadata: [
+                "expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)",
+            ])
         }
         if let replicator, let (fetched, remaining, version) = announce {
             replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
         }
         if stored, case .success(let fetched) = result { announceNewValue(entry.name, fetched) }
-        for waiter in waiters { waiter(result) }
+        for waiter in waiters { waiter(answer) }
         if let followUp { call(entry, generation: followUp) }
     }
 
     func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
         s.value = fetched
         s.deadline = deadline
-        s.refreshFailures = 0
+        s.freshUntil = deadline == .max ? deadline : deadline - min(deadline, entry.marginNanos)
+        s.storedAt = now
+        // A value, from this node's plugin or a peer's, ends any pacing.
+        s.failures = 0
+        s.nextAttempt = 0
+        s.permanentFailure = false
+        s.lastFailure = nil
         s.cancelRefresh()
         if case .eager(let before) = entry.refresh, deadline != .max {
-            let target = deadline - min(deadline, UInt64(max(0, before.nanoseconds)))
+            let lifetime = deadline - min(deadline, now)
+            var lead = before.nanoseconds(ofLifetime: lifetime)
+            let spread = entry.freshness.jitter.nanoseconds(ofLifetime: lifetime)
+            if spread > 0 { lead = lead.addingReportingOverflow(min(jitter(spread), spread)).partialValue }
+            let target = s.freshUntil - min(s.freshUntil, lead)
             scheduleRefresh(entry, &s, at: target, now: now)
         }
     }

@@ -12,6 +12,8 @@ public struct ExpirableCounters: Sendable, Hashable {
     public var failures: UInt64 = 0
     /// Eager refreshes started.
     public var refreshes: UInt64 = 0
+    /// Answers of an expired value, marked stale, in place of an error (`stale_if_error`).
+    public var staleAnswers: UInt64 = 0
 }
 
 /// One configured expirable and everything the engine knows about it. All mutable state is behind one lock,
@@ -19,17 +21,30 @@ public struct ExpirableCounters: Sendable, Hashable {
 final class Entry: Sendable {
     typealias Completion = @Sendable (Result<Fetched, ExpirableError>) -> Void
 
-    /// A plugin call under way and the callers waiting for it.
+    /// A plugin call under way, or one paced to start later (SPEC §3.17), and the callers waiting for it.
     struct Flight {
         var waiters: [Completion]
         /// The clear-generation the call started in; a result from an older generation is not stored.
-        let generation: UInt64
+        var generation: UInt64
+        /// Nil once the call has started; until then, when it starts (monotonic) and the timer that starts it.
+        var scheduled: (at: UInt64, timer: any Cancellable)?
+
+        init(waiters: [Completion], generation: UInt64) {
+            self.waiters = waiters
+            self.generation = generation
+        }
     }
 
     struct State {
         var value: Fetched?
-        /// Monotonic nanoseconds at which `value` stops being valid; `UInt64.max` for never.
+        /// Monotonic nanoseconds at which `value` reaches its `expires_at`; `UInt64.max` for never.
         var deadline: UInt64 = 0
+        /// Monotonic nanoseconds at which `value` stops being handed out: `deadline` less `expiry_margin`.
+        var freshUntil: UInt64 = 0
+        /// Monotonic nanoseconds at which `value` arrived, for its lifetime.
+        var storedAt: UInt64 = 0
+        /// When the pending eager refresh is due (monotonic), if one is scheduled.
+        var refreshDue: UInt64?
         var flight: Flight?
         /// Callers that arrived after a clear while a call from before the clear was still running: they get
         /// a call of their own as soon as that one returns (never two calls at once on one expirable).
@@ -39,20 +54,34 @@ final class Entry: Sendable {
         var refreshTimer: (any Cancellable)?
         /// Identifies the current refresh timer; a timer that fires after being replaced finds a newer serial.
         var timerSerial: UInt64 = 0
-        /// Consecutive failed eager refreshes of the current value, for backoff.
-        var refreshFailures = 0
-        /// Monotonic nanoseconds at which the last plugin call started, for the one-per-second rule.
+        /// Consecutive failed plugin calls, for pacing and backoff; a success resets it.
+        var failures = 0
+        /// No plugin call starts before this (monotonic): paced after a failure, or a plugin's retry-after.
+        var nextAttempt: UInt64 = 0
+        /// The last call failed with a permanent error: no eager retry until a success or a clear.
+        var permanentFailure = false
+        /// The last call's error while `failures > 0`, for callers who will not wait for the next attempt.
+        var lastFailure: ExpirableError?
+        /// Monotonic nanoseconds at which the last plugin call started, for the one-per-second rule and pacing.
         var lastCallStart: UInt64?
         var lastError: String?
         var counters = ExpirableCounters()
         /// The version of the current value or of the last clear (cluster scope with a replicator only).
         var version: Version?
 
-        func isValid(at now: UInt64) -> Bool { value != nil && now < deadline }
+        func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
+
+        /// Whether `value` may be answered stale now: it is no longer valid, the call that should have
+        /// replaced it failed, and it is less than `staleIfError` past its expiry.
+        func isStaleServable(at now: UInt64, staleIfError: UInt64) -> Bool {
+            guard staleIfError > 0, value != nil, failures > 0, !isValid(at: now), deadline != .max else { return false }
+            return now < deadline &+ min(staleIfError, .max - deadline)
+        }
 
         mutating func cancelRefresh() {
             refreshTimer?.cancel()
             refreshTimer = nil
+            refreshDue = nil
             timerSerial &+= 1
         }
     }
@@ -60,14 +89,21 @@ final class Entry: Sendable {
     let name: String
     let scope: Scope
     let refresh: RefreshPolicy
+    let freshness: FreshnessPolicy
     let fetcher: any Fetcher
     let state = Mutex(State())
+    /// `freshness.expiryMargin` and `staleIfError` in nanoseconds, read under the lock.
+    let marginNanos: UInt64
+    let staleNanos: UInt64
 
     init(_ definition: ExpirableDefinition) {
         name = definition.name
         scope = definition.scope
         refresh = definition.refresh
+        freshness = definition.freshness
         fetcher = definition.fetcher
+        marginNanos = UInt64(max(0, definition.freshness.expiryMargin.nanoseconds))
+        staleNanos = UInt64(max(0, definition.freshness.staleIfError.nanoseconds))
     }
 }
 
@@ -76,12 +112,20 @@ public struct ExpirableDefinition: Sendable {
     public let name: String
     public let scope: Scope
     public let refresh: RefreshPolicy
+    public let freshness: FreshnessPolicy
     public let fetcher: any Fetcher
 
-    public init(name: String, scope: Scope = .cluster, refresh: RefreshPolicy = .lazy, fetcher: any Fetcher) {
+    public init(name: String, scope: Scope = .cluster, refresh: RefreshPolicy = .lazy, freshness: FreshnessPolicy = FreshnessPolicy(),
+                fetcher: any Fetcher) {
         self.name = name
         self.scope = scope
         self.refresh = refresh
+        self.freshness = freshness
         self.fetcher = fetcher
+    }
+
+    /// The same definition with another fetcher (the cluster wraps the plugin's) or freshness policy.
+    public func with(fetcher: (any Fetcher)? = nil, freshness: FreshnessPolicy? = nil) -> ExpirableDefinition {
+        ExpirableDefinition(name: name, scope: scope, refresh: refresh, freshness: freshness ?? self.freshness, fetcher: fetcher ?? self.fetcher)
     }
 }

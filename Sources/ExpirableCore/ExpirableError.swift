@@ -11,12 +11,32 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         case timeout = "TIMEOUT"
     }
 
+    /// Whether trying again may help (SPEC §3.18).
+    public enum Class: String, Sendable, Hashable {
+        /// The default: an outage, an overload, a timeout. Callers get a new call each `retry_interval`
+        /// (with backoff), and a failed eager refresh is retried while the value lasts.
+        case temporary
+        /// The configuration or the grant is broken (a revoked client, `invalid_grant`): no eager retry until
+        /// the value is cleared or fetched again; callers still get a new call each `retry_interval`.
+        case permanent
+    }
+
     public let code: Code
     public let message: String
+    /// Temporary unless the plugin said otherwise.
+    public let errorClass: Class
+    /// No call for this expirable before this Unix time in milliseconds: a plugin's `Retry-After`, or the
+    /// next paced attempt when the engine answers a caller that would not wait for it. Nil: no such time.
+    ///
+    /// A wall-clock time, because it crosses process boundaries (plugins, peers, clients); the engine turns
+    /// it into a monotonic deadline once, on arrival, as it does with `expires_at`.
+    public let retryAfter: Int64?
 
-    private init(code: Code, message: String) {
+    private init(code: Code, message: String, errorClass: Class = .temporary, retryAfter: Int64? = nil) {
         self.code = code
         self.message = message
+        self.errorClass = errorClass
+        self.retryAfter = retryAfter
     }
 
     /// A fetch of a name that is not configured.
@@ -24,14 +44,23 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         .init(code: .notFound, message: "no expirable named '\(name)' is configured; `expirablectl list` shows the names")
     }
 
-    /// A plugin failure; `message` is the plugin's own words or the host's description of a malformed result.
-    public static func fetch(_ message: String) -> ExpirableError {
-        .init(code: .fetch, message: message)
+    /// A plugin failure; `message` is the plugin's own words or the host's description of a malformed result,
+    /// `errorClass` and `retryAfter` (Unix milliseconds) what the plugin said about trying again.
+    public static func fetch(_ message: String, class errorClass: Class = .temporary, retryAfter: Int64? = nil) -> ExpirableError {
+        .init(code: .fetch, message: message, errorClass: errorClass, retryAfter: retryAfter)
     }
 
     /// A plugin call that outlived its timeout.
     public static func timeout(_ message: String) -> ExpirableError {
         .init(code: .timeout, message: message)
+    }
+
+    /// This error as answered to a caller who will not wait for the next attempt, `inMillis` from now at
+    /// `unixMillis`: the message says when, and `retryAfter` carries it.
+    func withNextAttempt(inMillis: Int64, unixMillis: Int64) -> ExpirableError {
+        let seconds = "\(inMillis / 1000).\(String(repeating: "0", count: 3 - String(inMillis % 1000).count))\(inMillis % 1000)"
+        return .init(code: code, message: "\(message) (next attempt in \(seconds)s, at \(unixMillis) Unix ms)",
+                     errorClass: errorClass, retryAfter: unixMillis)
     }
 
     public var description: String { "\(code.rawValue) \(message)" }

@@ -23,8 +23,8 @@ public enum Scope: String, Sendable, Hashable, CaseIterable {
 public enum RefreshPolicy: Sendable, Hashable, CustomStringConvertible {
     /// Only on the first fetch after it expired.
     case lazy
-    /// In the background, this long before it expires.
-    case eager(beforeExpiry: Duration)
+    /// In the background, this long (or this share of its lifetime) before it expires.
+    case eager(beforeExpiry: Lead)
 
     public var description: String {
         switch self {
@@ -44,6 +44,9 @@ public struct Fetched: Sendable {
     /// expiry by (the sender's wall clock is never trusted).
     let replicaVersion: Version?
     let replicaRemainingMillis: Int64?
+    /// Whether the engine answered this value past its expiry because the call that should have replaced it
+    /// failed (`stale_if_error`, SPEC §3.16).
+    public private(set) var isStale = false
 
     public init(value: Secret, expiry: Expiry) {
         self.value = value
@@ -58,5 +61,12 @@ public struct Fetched: Sendable {
         expiry = remainingMillis.map { .at(unixMillis: unixMillisNow + $0) } ?? .never
         replicaVersion = version
         replicaRemainingMillis = remainingMillis
+    }
+
+    /// The same value, marked stale.
+    func markedStale() -> Fetched {
+        var copy = self
+        copy.isStale = true
+        return copy
     }
 }

@@ -21,7 +21,7 @@ enum Command: Equatable {
     case hello, client, select, echo, reset, auth, dbsize, command
     case multi, exec, discard
 
-    static let usage = "PING, GET name, FETCH name, TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, LIST, INFO [name], SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
+    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, LIST, INFO [name], SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
     /// The command `words` spell, or the error reply to send.
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
@@ -38,7 +38,10 @@ enum Command: Equatable {
         }
         // The hot commands first.
         if words.word(0, is: "GET") { return named(.get, "GET") }
-        if words.word(0, is: "FETCH") { return named(.fetch, "FETCH") }
+        if words.word(0, is: "FETCH") {
+            guard arguments == 1 || (arguments == 3 && words.word(2, is: "MINTTL")) else { return arity("FETCH", "FETCH name [MINTTL ms]") }
+            return .success(.fetch)
+        }
         if words.word(0, is: "MGET") { return names(.mget, "MGET") }
         if words.word(0, is: "TTL") { return named(.ttl, "TTL") }
         if words.word(0, is: "PTTL") { return named(.pttl, "PTTL") }

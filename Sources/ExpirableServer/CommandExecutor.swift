@@ -51,15 +51,23 @@ final class CommandExecutor {
                 fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
                 return .answered
             }
-            return .await(PendingReply(.get, names: [words.string(1)]))
+            return .await(PendingReply(.get, names: [words.string(1)], patience: state.options.requestTimeout))
         case .fetch:
+            if words.count == 4 {
+                guard let ms = Int64(words.string(3)), ms >= 0 else {
+                    out.writeRESPError("ERR MINTTL expects a non-negative integer of milliseconds, got '\(words.string(3).prefix(32))'")
+                    return .answered
+                }
+                // Validity left is judged by the engine, which refetches through the single flight if it is short.
+                return .await(PendingReply(.fetch, names: [words.string(1)], minimumValidity: .milliseconds(ms), patience: state.options.requestTimeout))
+            }
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 PendingReply.writeFetched(fetched, to: &out)
                 return .answered
             }
-            return .await(PendingReply(.fetch, names: [words.string(1)]))
+            return .await(PendingReply(.fetch, names: [words.string(1)], patience: state.options.requestTimeout))
         case .mget:
-            return .await(PendingReply(.mget, names: (1..<words.count).map { words.string($0) }))
+            return .await(PendingReply(.mget, names: (1..<words.count).map { words.string($0) }, patience: state.options.requestTimeout))
         case .ttl, .pttl:
             let name = words.string(1)
             switch engine.timeToLive(name) {

@@ -86,6 +86,7 @@ public final class ExpirableServer: Service, Sendable {
             "socket": "\(path)", "mode": "0\(String(state.options.socketMode, radix: 8))",
             "expirables": "\(state.engine.names.count)",
         ])
+        state.options.onListening?()
 
         let drained = group.next().makePromise(of: Void.self)
         let shuttingDown = Mutex(false)

@@ -10,7 +10,12 @@ enum InfoText {
             "scope:\(status.scope.rawValue)",
             "refresh:\(status.refresh)",
         ]
-        if case .eager(let before) = status.refresh { lines.append("before_expiry_ms:\(before.milliseconds)") }
+        if case .eager(let before) = status.refresh {
+            switch before {
+            case .duration(let duration): lines.append("before_expiry_ms:\(duration.milliseconds)")
+            case .share: lines.append("before_expiry:\(before)")
+            }
+        }
         switch status.expiry {
         case nil: lines.append("expires_at_ms:none")
         case .never?: lines.append("expires_at_ms:never")
@@ -18,12 +23,24 @@ enum InfoText {
         }
         lines.append("expires_in_ms:\(status.expiresInMillis.map(String.init) ?? (status.expiry == .never ? "never" : "none"))")
         lines.append("fetching:\(status.fetching ? "yes" : "no")")
+        lines.append("next_refresh_in_ms:\(status.nextRefreshInMillis.map(String.init) ?? "none")")
+        let freshness = status.freshness
+        lines.append("expiry_margin_ms:\(freshness.expiryMargin.milliseconds)")
+        lines.append("jitter:\(freshness.jitter)")
+        lines.append("prefetch:\(freshness.prefetch ? "yes" : "no")")
+        lines.append("stale_if_error_ms:\(freshness.staleIfError.milliseconds)")
+        lines.append("retry_interval_ms:\(freshness.retryInterval.milliseconds)")
+        lines.append("retry_backoff_ms:\(freshness.retryBackoff.map { String($0.milliseconds) } ?? "off")")
+        lines.append("consecutive_failures:\(status.consecutiveFailures)")
+        lines.append("next_attempt_in_ms:\(status.nextAttemptInMillis.map(String.init) ?? "none")")
         lines.append("last_error:\(status.lastError ?? "")")
+        lines.append("last_error_class:\(status.lastErrorClass?.rawValue ?? "")")
         lines.append("hits:\(status.counters.hits)")
         lines.append("misses:\(status.counters.misses)")
         lines.append("plugin_calls:\(status.counters.pluginCalls)")
         lines.append("failures:\(status.counters.failures)")
         lines.append("refreshes:\(status.counters.refreshes)")
+        lines.append("stale_answers:\(status.counters.staleAnswers)")
         if let plugin = state.options.pluginInfo?(name) {
             lines += plugin.map { "\($0.0):\($0.1)" }
         }
@@ -44,6 +61,7 @@ enum InfoText {
             "socket:\(state.options.socketPath)",
             "node:\(state.options.nodeName)",
             "expirables:\(state.engine.names.count)",
+            "stale_answers:\(state.engine.names.reduce(UInt64(0)) { $0 &+ (state.engine.status($1)?.counters.staleAnswers ?? 0) })",
             "connections:\(state.connections.load(ordering: .relaxed))",
             "connections_accepted:\(state.connectionsAccepted.load(ordering: .relaxed))",
             "connections_refused:\(state.connectionsRefused.load(ordering: .relaxed))",

@@ -10,18 +10,24 @@ final class PendingReply: Sendable {
 
     let kind: Kind
     let names: [String]
+    /// FETCH … MINTTL: the validity the caller needs left.
+    let minimumValidity: Duration?
+    /// How long the caller waits for a paced plugin call (SPEC §3.17) before it gets the last error.
+    let patience: Duration?
     private let results: Mutex<(answers: [Result<Fetched, ExpirableError>?], left: Int)>
 
-    init(_ kind: Kind, names: [String]) {
+    init(_ kind: Kind, names: [String], minimumValidity: Duration? = nil, patience: Duration? = nil) {
         self.kind = kind
         self.names = names
+        self.minimumValidity = minimumValidity
+        self.patience = patience
         results = Mutex((Array(repeating: nil, count: names.count), names.count))
     }
 
     /// Asks the engine for every name; `done` runs once, when the last answer is in.
     func start(_ engine: Engine, done: @escaping @Sendable () -> Void) {
         for (index, name) in names.enumerated() {
-            engine.fetch(name) { [self] result in
+            engine.fetch(name, minimumValidity: minimumValidity, patience: patience) { [self] result in
                 let last = results.withLock { r in
                     r.answers[index] = result
                     r.left -= 1
@@ -60,13 +66,15 @@ final class PendingReply: Sendable {
         }
     }
 
-    /// FETCH's reply: `[value, expires_at_ms]`, -1 for never.
+    /// FETCH's reply: `[value, expires_at_ms, "fresh" | "stale"]`, -1 for never. Clients of the first version
+    /// read the first two elements (docs/protocol.md asked them to accept a longer array).
     static func writeFetched(_ fetched: Fetched, to out: inout ByteBuffer) {
-        out.writeRESPArrayHeader(2)
+        out.writeRESPArrayHeader(3)
         fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
         switch fetched.expiry {
         case .never: out.writeRESPInteger(-1)
         case .at(let ms): out.writeRESPInteger(ms)
         }
+        out.writeRESPBulk(fetched.isStale ? "stale" : "fresh")
     }
 }

@@ -26,6 +26,8 @@ public struct ServerOptions: Sendable {
     public var pluginInfo: (@Sendable (String) -> [(String, String)])?
     /// The reply to CLUSTER: one `key:value ...` line per member. Nil without a cluster.
     public var clusterInfo: (@Sendable () -> String)?
+    /// Called once the socket listens with its mode set, so the daemon can prefetch and report readiness.
+    public var onListening: (@Sendable () -> Void)?
 
     public init(socketPath: String, socketMode: UInt32 = 0o660, maxConnections: Int = 4096, maxRequestBytes: Int = 64 * 1024,
                 maxOutputBytes: Int = 1024 * 1024, idleTimeout: Duration = .seconds(300), requestTimeout: Duration = .seconds(10),

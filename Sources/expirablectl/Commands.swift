@@ -1,26 +1,40 @@
 import ArgumentParser
 import ExpirableClient
+import ExpirableConfig
 import ExpirableCore
 import Foundation
 
 struct Fetch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a value (fetching it through its plugin if it is not valid in memory).",
-        discussion: "Prints the value and a newline. With --json prints {\"name\", \"value\", \"expires_at_ms\", \"expires_in_ms\"}, the expiry fields null for a value that never expires."
+        discussion: """
+            Prints the value and a newline. With --json prints {"name", "value", "expires_at_ms", "expires_in_ms", "stale"}, \
+            the expiry fields null for a value that never expires. A stale value (answered past its expiry because its \
+            refetch failed, with stale_if_error) is printed with a warning on stderr.
+            """
     )
 
     @Argument(help: "The expirable's name.") var name: String
     @Flag(help: "Print the value with its expiry as JSON.") var json = false
+    @Option(name: .customLong("min-ttl"), help: ArgumentHelp("Refetch the value if less than this is left (\"30s\", \"5m\", or milliseconds).", valueName: "duration"))
+    var minTTL: String?
     @OptionGroup var connection: Connection
+
+    func validate() throws {
+        if let minTTL, DurationParser.duration(minTTL) == nil {
+            throw ValidationError("--min-ttl expects \(DurationParser.expected), got \"\(minTTL)\"")
+        }
+    }
 
     func run() async throws {
         try await reporting {
-            let fetched = try await connection.client.fetch(name)
+            let fetched = try await connection.client.fetch(name, minimumValidity: minTTL.flatMap { DurationParser.duration($0) })
+            if fetched.isStale { printError("expirablectl: warning: \(name) is stale: its refetch failed and it is past its expiry (stale_if_error)") }
             guard json else {
                 printOut(fetched.bytes + [UInt8(ascii: "\n")])
                 return
             }
-            var object: [String: Any] = ["name": name, "value": fetched.string, "expires_at_ms": NSNull(), "expires_in_ms": NSNull()]
+            var object: [String: Any] = ["name": name, "value": fetched.string, "expires_at_ms": NSNull(), "expires_in_ms": NSNull(), "stale": fetched.isStale]
             if case .at(let ms) = fetched.expiry {
                 object["expires_at_ms"] = ms
                 object["expires_in_ms"] = max(0, ms - Int64(Date().timeIntervalSince1970 * 1000))
@@ -72,7 +86,7 @@ struct List: AsyncParsableCommand {
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a table of every expirable: scope, refresh, state, time to expiry, owner, replica state, last error. Never values.",
-        discussion: "OWNER is the node that fetches the value (this node without a cluster). REPLICA says where the value held here came from: origin (this node fetched or cleared it), copy from NODE, none, or local scope."
+        discussion: "STATE is empty, valid, expired or stale (past its expiry, answered because its refetch failed: stale_if_error), with +fetching while a plugin call runs. OWNER is the node that fetches the value (this node without a cluster). REPLICA says where the value held here came from: origin (this node fetched or cleared it), copy from NODE, none, or local scope."
     )
     @OptionGroup var connection: Connection
 

@@ -39,6 +39,7 @@ struct Daemon {
             return handler
         }
         let logger = Logger(label: "expirabled")
+        let notifier = SystemdNotifier.fromEnvironment()
         raiseFileLimit()
         forbidCoreDumps()
         if arguments.wallClockOffset != 0 { SystemClock.setWallClockOffset(.milliseconds(arguments.wallClockOffset)) }
@@ -54,7 +55,14 @@ struct Daemon {
             Daemon.fail("\(error)")
         }
         var cluster: Cluster?
-        var definitions = plugins.definitions
+        // In a cluster, cluster-scoped values are not prefetched: at start a node does not yet know its peers,
+        // so every node would call the plugin (SPEC §4.11); such values arrive from the peers as they join.
+        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { expirable in
+            var policy = expirable.freshness
+            if configuration.cluster != nil && expirable.scope == .cluster { policy.prefetch = false }
+            return (expirable.name, policy)
+        })
+        var definitions = plugins.definitions.map { $0.with(freshness: freshness[$0.name]) }
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
@@ -62,8 +70,7 @@ struct Daemon {
                 let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
                 definitions = definitions.map { definition in
                     guard definition.scope == .cluster else { return definition }
-                    return ExpirableDefinition(
-                        name: definition.name, scope: .cluster, refresh: definition.refresh,
+                    return definition.with(
                         fetcher: clusterService.fetcher(for: definition.name, local: definition.fetcher, timeout: timeouts[definition.name] ?? .seconds(30))
                     )
                 }
@@ -85,6 +92,11 @@ struct Daemon {
             nodeName: configuration.cluster?.node ?? "local"
         )
         options.pluginInfo = { plugins.info($0) }
+        let readiness = Readiness(
+            notifier: notifier, engine: engine,
+            prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
+        )
+        options.onListening = { readiness.listening() }
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }
@@ -125,7 +137,7 @@ struct Daemon {
                 let refresh: String
                 switch expirable.refresh {
                 case .lazy: refresh = "lazy"
-                case .eager(let before): refresh = "eager:\(before.milliseconds)"
+                case .eager(let before): refresh = "eager:\(before)"
                 }
                 return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh)
             }

@@ -160,7 +160,7 @@ struct ConfigurationTests {
         ("[expirable.a]\nplugin = \"file\"\ntimeout = \"0s\"\n",
          "F:3: expirable.a.timeout: expected a duration above zero"),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\n",
-         "F:1: expirable.a.before_expiry: is missing; expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds, required with refresh = \"eager\""),
+         "F:1: expirable.a.before_expiry: is missing; expected a duration such as \"30s\" or a share of the value's lifetime such as \"20%\", required with refresh = \"eager\""),
         ("[expirable.a]\nplugin = \"file\"\nbefore_expiry = \"5s\"\n",
          "F:3: expirable.a.before_expiry: only applies with refresh = \"eager\"; remove it or set refresh = \"eager\""),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"sometimes\"\n",
@@ -190,7 +190,7 @@ struct ConfigurationTests {
         ("[expirable.a]\nplugin = \"../../tmp/evil\"\n",
          "F:2: expirable.a.plugin: expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \"../../tmp/evil\""),
         ("[expirable.a]\nplugin = \"file\"\ncolour = \"blue\"\n",
-         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, isolation, max_cpu, max_memory, params, plugin, refresh, scope, timeout"),
+         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, expiry_margin, isolation, jitter, max_cpu, max_memory, params, plugin, prefetch, refresh, retry_backoff, retry_interval, scope, stale_if_error, timeout"),
         ("[expirable.a]\nplugin = \"file\"\n[expirable.a.params]\nnested = { x = 1 }\n",
          "F:4: expirable.a.params.nested: expected a string, number, boolean or array of them, got a table"),
         ("expirable = \"token\"\n",
@@ -210,6 +210,89 @@ struct ConfigurationTests {
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nheartbeat = \"10ms\"\n",
          "F:8: cluster.heartbeat: expected a duration from 50ms to 60s"),
     ]
+
+    @Test("freshness keys (SPEC §3 items 13–17) decode, with before_expiry and jitter as durations or shares")
+    func freshnessKeys() throws {
+        let config = try Configuration.parse("""
+            [expirable.a]
+            plugin = "oauth2"
+            refresh = "eager"
+            before_expiry = "20%"
+            jitter = "12.5%"
+            expiry_margin = "30s"
+            prefetch = false
+            stale_if_error = "5m"
+            retry_interval = "2s"
+            retry_backoff = "30s"
+
+            [expirable.b]
+            plugin = "oauth2"
+            refresh = "eager"
+            before_expiry = 30000
+            jitter = "10s"
+            """, file: Self.file)
+        let a = config.expirables[0], b = config.expirables[1]
+        #expect(a.refresh == .eager(beforeExpiry: .share(basisPoints: 2000)))
+        #expect(a.freshness == FreshnessPolicy(expiryMargin: .seconds(30), jitter: .share(basisPoints: 1250), prefetch: false,
+                                               staleIfError: .seconds(300), retryInterval: .seconds(2), retryBackoff: .seconds(30)))
+        #expect(b.refresh == .eager(beforeExpiry: .seconds(30)))
+        #expect(b.freshness.jitter == .seconds(10))
+        #expect(b.freshness.prefetch, "eager values are prefetched unless told otherwise")
+    }
+
+    @Test("freshness defaults: no margin, no jitter, prefetch for eager only, no stale serving, retry_interval 1s, no backoff")
+    func freshnessDefaults() throws {
+        let config = try Configuration.parse("""
+            [expirable.lazy]
+            plugin = "file"
+            [expirable.eager]
+            plugin = "file"
+            refresh = "eager"
+            before_expiry = "1m"
+            """, file: Self.file)
+        let eager = config.expirables[0], lazy = config.expirables[1]
+        #expect(lazy.freshness == FreshnessPolicy())
+        #expect(lazy.freshness.retryInterval == .seconds(1))
+        #expect(lazy.freshness.retryBackoff == nil)
+        #expect(lazy.freshness.prefetch == false)
+        #expect(eager.freshness.prefetch == true)
+        #expect(eager.freshness.expiryMargin == .zero && eager.freshness.staleIfError == .zero && eager.freshness.jitter.isZero)
+    }
+
+    static let freshnessRefusals: [(String, String)] = [
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"100%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share above 0% and below 100% of the value's lifetime, got \"100%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"0%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share above 0% and below 100% of the value's lifetime, got \"0%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"twenty%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share such as \"20%\" or \"12.5%\", got \"twenty%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"1s\"\njitter = \"soon\"\n",
+         "F:5: expirable.a.jitter: expected a duration such as \"30s\" or a share of the value's lifetime such as \"20%\", got \"soon\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"60%\"\njitter = \"40%\"\n",
+         "F:5: expirable.a.jitter: before_expiry (60%) and jitter (40%) add up to 100% of the lifetime or more, so a refresh could be due the moment a value arrives; lower one of them"),
+        ("[expirable.a]\nplugin = \"file\"\njitter = \"10s\"\n",
+         "F:3: expirable.a.jitter: only applies with refresh = \"eager\" (it spreads eager refreshes); remove it or set refresh = \"eager\""),
+        ("[expirable.a]\nplugin = \"file\"\nprefetch = \"yes\"\n",
+         "F:3: expirable.a.prefetch: expected true or false, got \"yes\""),
+        ("[expirable.a]\nplugin = \"file\"\nexpiry_margin = \"-5s\"\n",
+         "F:3: expirable.a.expiry_margin: expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds, got \"-5s\""),
+        ("[expirable.a]\nplugin = \"file\"\nstale_if_error = true\n",
+         "F:3: expirable.a.stale_if_error: expected a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds, got a boolean"),
+        ("[expirable.a]\nplugin = \"file\"\nretry_interval = \"0s\"\n",
+         "F:3: expirable.a.retry_interval: expected a duration above zero such as \"1s\": it is the least time between two calls after a failure"),
+        ("[expirable.a]\nplugin = \"file\"\nretry_interval = \"5s\"\nretry_backoff = \"2s\"\n",
+         "F:4: expirable.a.retry_backoff: is the bound the retry interval doubles up to, so it must be at least retry_interval (5000 ms); got 2000 ms"),
+    ]
+
+    @Test("bad freshness settings are refused with file, line, key and what was expected", arguments: freshnessRefusals)
+    func freshnessRefused(text: String, expected: String) {
+        do {
+            _ = try Configuration.parse(text, file: "F")
+            Issue.record("expected a refusal: \(expected)")
+        } catch {
+            #expect(error.description == expected)
+        }
+    }
 
     @Test("bad configurations are refused with file, line, key and what was expected", arguments: refusals)
     func refused(text: String, expected: String) {

@@ -105,9 +105,14 @@ struct SemanticsTests {
         #expect(error.message == "bad credentials")
         #expect(h.engine.status("token")?.state == .empty)
         #expect(h.engine.status("token")?.lastError == "FETCH bad credentials")
-        _ = h.startFetch()
+        // The next fetch gets a call of its own, paced (§3.17) to start retry_interval after the failed one.
+        let second = h.startFetch()
+        #expect(h.fetcher.calls == 1)
+        h.clock.advance(by: FreshnessPolicy.defaultRetryInterval)
         #expect(h.fetcher.calls == 2)
         h.fetcher.complete(.failure(.timeout("plugin did not answer within 10ms")))
+        #expect((try? second.all.first?.get()) == nil)
+        h.clock.advance(by: FreshnessPolicy.defaultRetryInterval)
         _ = h.startFetch()
         #expect(h.fetcher.calls == 3)
     }

@@ -73,16 +73,35 @@ struct Harness {
     let logs = LogBox()
     let engine: Engine
 
-    init(name: String = "token", refresh: RefreshPolicy = .lazy, extra: [String] = []) {
-        let definitions = [ExpirableDefinition(name: name, refresh: refresh, fetcher: fetcher)]
+    init(name: String = "token", refresh: RefreshPolicy = .lazy, freshness: FreshnessPolicy = FreshnessPolicy(),
+         scope: Scope = .cluster, extra: [String] = [], jitter: JitterSource? = nil) {
+        let definitions = [ExpirableDefinition(name: name, scope: scope, refresh: refresh, freshness: freshness, fetcher: fetcher)]
             + extra.map { ExpirableDefinition(name: $0, fetcher: ControlledFetcher()) }
-        engine = Engine(expirables: definitions, clock: clock, logger: logs.logger)
+        if let jitter {
+            engine = Engine(expirables: definitions, clock: clock, logger: logs.logger, jitter: jitter)
+        } else {
+            engine = Engine(expirables: definitions, clock: clock, logger: logs.logger)
+        }
     }
 
     /// Starts a fetch and returns where its answer will land.
-    func startFetch(_ name: String = "token") -> Answers {
+    func startFetch(_ name: String = "token", minimumValidity: Duration? = nil, patience: Duration? = nil) -> Answers {
         let answers = Answers()
-        engine.fetch(name) { answers.record($0) }
+        engine.fetch(name, minimumValidity: minimumValidity, patience: patience) { answers.record($0) }
         return answers
     }
+}
+
+extension Answers {
+    /// The only answer, if exactly one has arrived.
+    var only: Result<Fetched, ExpirableError>? { count == 1 ? all[0] : nil }
+    var error: ExpirableError? { if case .failure(let error)? = only { error } else { nil } }
+    var fetched: Fetched? { if case .success(let fetched)? = only { fetched } else { nil } }
+}
+
+/// A value behind a lock that escaping closures can share.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }

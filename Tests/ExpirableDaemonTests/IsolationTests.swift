@@ -12,6 +12,8 @@ struct IsolationTests {
             [expirable.bad]
             plugin = "crasher"
             timeout = "\(timeout)"
+            # These tests are about the helper's own restart backoff, not the engine's pacing (§3.17).
+            retry_interval = "10ms"
             [expirable.bad.params]
             \(bad)
             \(ServingTests.counter("good"))

@@ -245,9 +245,9 @@ struct PluginModeSemanticsTests {
 
     @Test("9: eager: a new value is fetched before the current one expires, while readers keep getting the current one from memory", arguments: modes)
     func eager(isolation: String) throws {
-        // Each call takes 300 ms and gives 2 s of life; the refresh is due 1 s before expiry, held to one
+        // Not prefetched, so the first call is this test's. Each call takes 300 ms and gives 2 s of life; the refresh is due 1 s before expiry, held to one
         // second after the first call started, so it runs from about 1.0 s to 1.3 s; the first value lasts until 2.3 s.
-        let daemon = try Self.start(isolation, Self.counter("eager", ttl: "2000", sleepMillis: 300, settings: "refresh = \"eager\"\nbefore_expiry = \"1s\""))
+        let daemon = try Self.start(isolation, Self.counter("eager", ttl: "2000", sleepMillis: 300, settings: "refresh = \"eager\"\nbefore_expiry = \"1s\"\nprefetch = false"))
         defer { daemon.remove() }
         let fetched = try daemon.redis("FETCH", "eager").split(separator: "\n").map(String.init)
         #expect(fetched.first == "eager-1")

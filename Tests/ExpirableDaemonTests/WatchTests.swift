@@ -27,6 +27,8 @@ struct WatchTests {
             plugin = "counter"
             refresh = "eager"
             before_expiry = "2500ms"
+            # The first value is the client's fetch, not a prefetch at start.
+            prefetch = false
             [expirable.token.params]
             prefix = "token-"
             ttl_ms = 3000

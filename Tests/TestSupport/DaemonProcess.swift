@@ -15,6 +15,8 @@ public final class DaemonProcess: @unchecked Sendable {
     public var arguments: [String] = []
     /// A program that runs before `expirabled` and execs it (same PID), such as `["prlimit", "--nofile=64"]`.
     public var launcher: [String] = []
+    /// Variables added to the daemon's environment (such as `NOTIFY_SOCKET`).
+    public var environment: [String: String] = [:]
 
     /// Writes a configuration with `expirables` (TOML tables), `server` (extra [server] lines) and `cluster` (a
     /// whole [cluster] table, or nothing), compiles the test plugins named, copies the shipped ones, and starts
@@ -59,7 +61,8 @@ public final class DaemonProcess: @unchecked Sendable {
     /// Starts another daemon on the same configuration and returns it without waiting.
     public func launch() throws -> Spawned {
         try Spawned(launcher + [try TestPaths.product("expirabled").path, "--config", configPath, "--log-level", "debug"] + arguments,
-                    stdout: .file(logPath), stderr: .file(logPath))
+                    stdout: .file(logPath), stderr: .file(logPath),
+                    environment: environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 })
     }
 
     /// Kills the daemon with SIGKILL and waits for it.
