@@ -38,13 +38,24 @@ public func expirableFetch(_ call: UnsafePointer<expirable_call>?) {
     Unmanaged<Command>.fromOpaque(instance).takeUnretainedValue().fetch(call)
 }
 
-private func report(_ call: UnsafePointer<expirable_call>, error message: String) {
+/// Reports an error, classified (ABI 1.1) when it is permanent or names a retry-after (Unix ms).
+private func report(_ call: UnsafePointer<expirable_call>, error message: String, permanent: Bool = false, retryAfter: Int64 = 0) {
     var message = message
+    let host = call.pointee.host.pointee
     message.withUTF8 { bytes in
-        bytes.withMemoryRebound(to: CChar.self) {
-            call.pointee.host.pointee.set_error(call.pointee.result, $0.baseAddress, $0.count)
-        }
+        bytes.withMemoryRebound(to: CChar.self) { host.set_error(call.pointee.result, $0.baseAddress, $0.count) }
     }
+    if permanent || retryAfter > 0 {
+        host.classify_error(call.pointee.result, permanent ? EXPIRABLE_ERROR_PERMANENT : EXPIRABLE_ERROR_TEMPORARY, retryAfter)
+    }
+}
+
+/// The program's own word on a failure: an `error` in its JSON output.
+struct ReportedError: Error {
+    let message: String
+    let permanent: Bool
+    /// Unix ms, 0 for none.
+    let retryAfter: Int64
 }
 
 /// One expirable's command.
@@ -68,8 +79,15 @@ final class Command {
             report(call, error: "command plugin: \(options.argv[0]) was killed by signal \(signal)\(Command.tail(stderr))")
         case .exited(let status, var stdout, let stderr):
             defer { stdout.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
+            if options.output == .json, let reported = Command.reportedError(stdout, program: options.argv[0], status: status, stderr: stderr, now: host.now_ms()) {
+                report(call, error: reported.message, permanent: reported.permanent, retryAfter: reported.retryAfter)
+                return
+            }
             guard status == 0 else {
-                report(call, error: "command plugin: \(options.argv[0]) exited with status \(status)\(Command.tail(stderr))")
+                let hint = Command.tail(stderr).isEmpty && options.argv[0].hasSuffix("curl")
+                    ? " and printed nothing on stderr; run curl with -sS --fail-with-body (not -sf) to see why" : ""
+                report(call, error: "command plugin: \(options.argv[0]) exited with status \(status)\(Command.tail(stderr))\(hint)",
+                       permanent: Command.permanentStatuses.contains(status))
                 return
             }
             do {
@@ -125,6 +143,40 @@ final class Command {
 
     private func expiry(ttl: Int64, now: Int64) -> Int64 {
         ttl == Int64.max ? Int64.max : now + ttl  // Int64.max is EXPIRABLE_NEVER_EXPIRES
+    }
+
+    /// Exit statuses that mean "do not retry": sysexits' EX_NOPERM (77) and EX_CONFIG (78). Every other
+    /// non-zero status is temporary (EX_TEMPFAIL, 75, among them).
+    static let permanentStatuses: Set<Int32> = [77, 78]
+
+    /// RFC 6749 §5.2 error codes that retrying cannot fix.
+    static let permanentOAuthErrors: Set<String> = [
+        "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope",
+    ]
+
+    /// A JSON object on stdout with a string `error` (an OAuth 2.0 error response, or a program's own report),
+    /// whatever the exit status: its `error`, `error_description`, and `error_class` ("temporary" |
+    /// "permanent"; else by the OAuth code or the exit status) and `retry_after` (seconds) classify it. Only
+    /// those members reach the message: the rest of the output may hold secrets.
+    static func reportedError(_ stdout: [UInt8], program: String, status: Int32, stderr: [UInt8], now: Int64) -> ReportedError? {
+        guard let object = try? parseJSONObject(stdout), case .string(let code) = object["error"] else { return nil }
+        var message = "command plugin: \(program) reported error \"\(Command.clip(code, 100))\""
+        if case .string(let description) = object["error_description"] { message += ": \(Command.clip(description, 300))" }
+        if status != 0 { message += " (exit status \(status))" }
+        var permanent = permanentOAuthErrors.contains(code) || permanentStatuses.contains(status)
+        if case .string(let word) = object["error_class"] {
+            if word == "permanent" { permanent = true } else if word == "temporary" { permanent = false }
+        }
+        var retryAfter: Int64 = 0
+        if case .number(let seconds, _) = object["retry_after"], seconds.isFinite, seconds > 0, seconds < 1e9 {
+            retryAfter = now + Int64(seconds * 1000)
+            message += "; retry after \(Int64(seconds.rounded(.up)))s"
+        }
+        return ReportedError(message: message, permanent: permanent, retryAfter: retryAfter)
+    }
+
+    private static func clip(_ text: String, _ limit: Int) -> String {
+        text.count <= limit ? text : String(text.prefix(limit)) + "…"
     }
 
     /// The end of stderr, for an error message.

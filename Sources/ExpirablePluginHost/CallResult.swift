@@ -11,6 +11,9 @@ final class CallResult: Sendable {
         var error: String?
         var problems: [String] = []
         var reports = 0
+        var errorClass: ExpirableError.Class = .temporary
+        var retryAfter: Int64?
+        var classified = 0
     }
 
     private let state = Mutex(State())
@@ -44,17 +47,44 @@ final class CallResult: Sendable {
         }
     }
 
+    /// The plugin's word on the error it reports (ABI 1.1): its class and a Unix-ms retry-after (0: none),
+    /// held to at most `maxRetryAfter` from now.
+    func classify(_ errorClass: Int32, retryAfter: Int64) {
+        let now = SystemClock().unixMillis
+        state.withLock { s in
+            s.classified += 1
+            switch errorClass {
+            case Int32(EXPIRABLE_ERROR_TEMPORARY): s.errorClass = .temporary
+            case Int32(EXPIRABLE_ERROR_PERMANENT): s.errorClass = .permanent
+            default:
+                s.problems.append("classified its error as \(errorClass); expected EXPIRABLE_ERROR_TEMPORARY (0) or EXPIRABLE_ERROR_PERMANENT (1)")
+            }
+            if retryAfter < 0 {
+                s.problems.append("gave a negative retry_after_ms (\(retryAfter)); expected Unix milliseconds, or 0 for none")
+            } else if retryAfter > 0 {
+                s.retryAfter = min(retryAfter, now + CallResult.maxRetryAfter.milliseconds)
+            }
+        }
+    }
+
+    /// The furthest a plugin's retry-after may hold calls back: past it, a typo or a hostile plugin would keep
+    /// an expirable from ever being fetched again until someone clears it.
+    static let maxRetryAfter: Duration = .seconds(3600)
+
     /// Whether the plugin called set_value or set_error at all.
     var reported: Bool { state.withLock { $0.reports > 0 } }
 
     /// The outcome, once the plugin call has returned. `plugin` names it in messages about malformed results.
     func outcome(plugin: String) -> Result<Fetched, ExpirableError> {
         state.withLock { s in
+            if s.classified > 1 {
+                return .failure(.fetch("plugin \(plugin) classified its error \(s.classified) times; call classify_error at most once"))
+            }
             if s.reports > 1 {
                 return .failure(.fetch("plugin \(plugin) reported \(s.reports) results (a value and an error, or several of either); it must call set_value or set_error exactly once"))
             }
             if let problem = s.problems.first { return .failure(.fetch("plugin \(plugin) \(problem)")) }
-            if let error = s.error { return .failure(.fetch(error)) }
+            if let error = s.error { return .failure(.fetch(error, class: s.errorClass, retryAfter: s.retryAfter)) }
             if let value = s.value { return .success(value) }
             return .failure(.fetch("plugin \(plugin) returned neither a value nor an error; it must call set_value or set_error"))
         }

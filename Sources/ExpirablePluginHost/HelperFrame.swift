@@ -20,7 +20,8 @@ struct HelperFrame {
         case refused = 4
         /// Helper → daemon: a fetch gave a value. Expiry (Unix ms, Int64.max for never), then the value's bytes.
         case value = 5
-        /// Helper → daemon: a fetch gave an error; the message.
+        /// Helper → daemon: a fetch gave an error: its class (0 temporary, 1 permanent; UInt32), its retry-after
+        /// (Unix ms, 0 for none; Int64), then the message.
         case error = 6
     }
 

@@ -26,7 +26,11 @@ enum HostFunctions {
                 out.pointee = ms
                 return 0
             },
-            now_ms: { SystemClock().unixMillis }
+            now_ms: { SystemClock().unixMillis },
+            classify_error: { result, errorClass, retryAfter in
+                guard let result else { return }
+                HostFunctions.callResult(result).classify(errorClass, retryAfter: retryAfter)
+            }
         ))
         return UnsafePointer(table)
     }()

@@ -191,7 +191,18 @@ final class IsolatedInstance: PluginCalls, Sendable {
             let expiry: Expiry = expiresAt == Int64.max ? .never : .at(unixMillis: expiresAt)
             return .success(Fetched(value: bytes.withUnsafeBytes { Secret(copying: $0) }, expiry: expiry))
         case .error:
-            return .failure(.fetch(fields.rest().withUnsafeBytes { CallResult.printable($0) }))
+            let errorClass: ExpirableError.Class
+            switch try fields.uint32() {
+            case 0: errorClass = .temporary
+            case 1: errorClass = .permanent
+            case let other: throw .malformed("an error of class \(other)")
+            }
+            let retryAfter = try fields.int64()
+            // The helper held it to an hour already; a hostile one is held here too.
+            let latest = clock.unixMillis + CallResult.maxRetryAfter.milliseconds
+            guard retryAfter >= 0 else { throw .malformed("a negative retry-after (\(retryAfter))") }
+            let message = fields.rest().withUnsafeBytes { CallResult.printable($0) }
+            return .failure(.fetch(message, class: errorClass, retryAfter: retryAfter == 0 ? nil : min(retryAfter, latest)))
         default:
             throw .malformed("a frame of kind \(frame.kind) where a fetch result belongs")
         }

@@ -96,7 +96,9 @@ public enum PluginHelper {
                     fetched.value.withUnsafeBytes { reply.payload.append(contentsOf: $0) }
                 case .failure(let error):
                     reply = HelperFrame(kind: .error)
-                    reply.payload = Array(error.message.utf8)
+                    reply.append(UInt32(error.errorClass == .permanent ? 1 : 0))
+                    reply.append(error.retryAfter ?? 0)
+                    reply.payload += Array(error.message.utf8)
                 }
                 writer.send(reply)
                 HelperFrame.wipe(&reply.payload)

@@ -62,6 +62,9 @@ final class PluginLibrary: Sendable {
         guard info.major == EXPIRABLE_ABI_MAJOR else {
             throw PluginError("plugin \(path) was built for plugin ABI \(info.major).\(info.minor), but this daemon speaks ABI \(EXPIRABLE_ABI_MAJOR).\(EXPIRABLE_ABI_MINOR); rebuild the plugin against this daemon's expirable.h")
         }
+        guard info.minor <= EXPIRABLE_ABI_MINOR else {
+            throw PluginError("plugin \(path) was built for plugin ABI \(info.major).\(info.minor), newer than this daemon's ABI \(EXPIRABLE_ABI_MAJOR).\(EXPIRABLE_ABI_MINOR): it may call host functions this daemon lacks; upgrade expirabled or rebuild the plugin against this daemon's expirable.h")
+        }
         version = (info.major, info.minor)
         guard let fetchSymbol = dlsym(handle, "expirable_fetch") else {
             throw PluginError("plugin \(path) does not export expirable_fetch; every plugin must (docs/plugin-abi.md)")

@@ -192,6 +192,45 @@ struct ShippedPluginTests {
         #expect(await fetchError(engine, "missing") == .fetch("command plugin: cannot run /nonexistent/tool: No such file or directory"))
     }
 
+    @Test("command classifies failures: an OAuth error response, error_class and retry_after, sysexits statuses, a hint for silent curl")
+    func commandErrorClasses() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "command")
+        // TOML literal strings keep the shell lines as written.
+        func json(_ name: String, _ line: String) -> String {
+            "[expirable.\(name)]\nplugin = \"command\"\n[expirable.\(name).params]\nshell = '''\(line)'''\noutput = \"json\"\nvalue_key = \"access_token\"\n"
+        }
+        func raw(_ name: String, _ line: String) -> String {
+            "[expirable.\(name)]\nplugin = \"command\"\n[expirable.\(name).params]\nshell = '''\(line)'''\nttl = \"1m\"\n"
+        }
+        let (engine, _) = try fixture.engine(
+            json("grant", #"echo '{"error": "invalid_grant", "error_description": "refresh token revoked", "refresh_token": "SECRET-RT"}'; exit 22"#)
+            + json("busy", #"echo '{"error": "slow_down", "retry_after": 20}'"#)
+            + json("own", #"echo '{"error": "quota", "error_class": "permanent"}'"#)
+            + raw("tempfail", "exit 75") + raw("config", "echo bad config >&2; exit 78") + raw("noperm", "exit 77")
+            + "[expirable.curl]\nplugin = \"command\"\n[expirable.curl.params]\nargv = [\"\(fixture.path("curl"))\"]\nttl = \"1m\"\n"
+        )
+        // A stand-in for `curl -sf`: fails silently.
+        try "#!/bin/sh\nexit 22\n".write(toFile: fixture.path("curl"), atomically: true, encoding: .utf8)
+        chmod(fixture.path("curl"), 0o755)
+
+        let grant = try #require(await fetchError(engine, "grant"))
+        #expect(grant.message == "command plugin: /bin/sh reported error \"invalid_grant\": refresh token revoked (exit status 22)")
+        #expect(grant.errorClass == .permanent, "invalid_grant cannot be fixed by retrying")
+        #expect(!grant.message.contains("SECRET-RT"), "only error and error_description reach the message")
+        let now = SystemClock().unixMillis
+        let busy = try #require(await fetchError(engine, "busy"))
+        #expect(busy.message == "command plugin: /bin/sh reported error \"slow_down\"; retry after 20s")
+        #expect(busy.errorClass == .temporary)
+        #expect(abs((busy.retryAfter ?? 0) - (now + 20_000)) < 2_000, "\(String(describing: busy.retryAfter))")
+        #expect(await fetchError(engine, "own")?.errorClass == .permanent)
+        #expect(await fetchError(engine, "tempfail") == .fetch("command plugin: /bin/sh exited with status 75"))
+        #expect(await fetchError(engine, "config") == .fetch("command plugin: /bin/sh exited with status 78: bad config", class: .permanent))
+        #expect(await fetchError(engine, "noperm")?.errorClass == .permanent)
+        #expect(await fetchError(engine, "curl") == .fetch("command plugin: \(fixture.path("curl")) exited with status 22 and printed nothing on stderr; run curl with -sS --fail-with-body (not -sf) to see why"))
+    }
+
     @Test("command refuses bad params when the daemon starts", arguments: [
         ("ttl = \"1s\"", "command plugin: set param 'argv' (an array: program and arguments) or 'shell' (a command line for /bin/sh)"),
         ("argv = [\"date\"]", "command plugin: param 'ttl' is missing; raw output needs it (a duration or \"infinity\"), or use output = \"json\""),

@@ -45,11 +45,12 @@ public struct TemporaryDirectory: Sendable {
     }
 }
 
-/// Compiles Tests/Fixtures/NAME.c into `directory`/libNAME.so with plain `cc -shared -fPIC` and expirable.h.
+/// Compiles Tests/Fixtures/NAME.c into `directory`/libNAME.so (or `as`.so) with plain `cc -shared -fPIC` and
+/// expirable.h from `headerDirectory` (this daemon's by default).
 @discardableResult
-public func compileTestPlugin(_ name: String, into directory: String) throws -> String {
-    let output = directory + "/lib\(name).so"
-    let result = try runTool("cc", ["-shared", "-fPIC", "-I", TestPaths.header, TestPaths.fixtures.appendingPathComponent("\(name).c").path, "-o", output])
+public func compileTestPlugin(_ name: String, into directory: String, as library: String? = nil, headerDirectory: String = TestPaths.header) throws -> String {
+    let output = directory + "/lib\(library ?? name).so"
+    let result = try runTool("cc", ["-shared", "-fPIC", "-I", headerDirectory, TestPaths.fixtures.appendingPathComponent("\(name).c").path, "-o", output])
     guard result.status == 0 else { throw TestSupportError("cc failed for \(name).c: \(result.stderr)") }
     return output
 }

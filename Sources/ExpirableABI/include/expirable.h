@@ -48,13 +48,20 @@ extern "C" {
 /** "EXPR": identifies an Expirable plugin. */
 #define EXPIRABLE_ABI_MAGIC 0x45585052u
 #define EXPIRABLE_ABI_MAJOR 1u
-#define EXPIRABLE_ABI_MINOR 0u
+#define EXPIRABLE_ABI_MINOR 1u
 
 /** `expires_at_ms` value meaning "never expires": kept until cleared, never refreshed. */
 #define EXPIRABLE_NEVER_EXPIRES INT64_MAX
 
 /** Default upper bound on a value's size; the host refuses larger values with an error. */
 #define EXPIRABLE_MAX_VALUE_BYTES (1024u * 1024u)
+
+/** Error classes for host->classify_error (ABI 1.1). */
+/** An outage, an overload, a timeout: trying again may help. The class of every unclassified error. */
+#define EXPIRABLE_ERROR_TEMPORARY 0
+/** The configuration or the grant is broken (a revoked client, `invalid_grant`): no eager retry until the value
+ *  is cleared or the configuration changes; callers still get a new call each retry_interval. */
+#define EXPIRABLE_ERROR_PERMANENT 1
 
 /** A byte string view: `len` bytes at `ptr`, not NUL-terminated. Owned by whoever passed it. */
 typedef struct expirable_str {
@@ -112,7 +119,27 @@ typedef struct expirable_host {
 
     /** The current Unix time in milliseconds, as the host reads it. */
     int64_t (*now_ms)(void);
+
+    /* ---- ABI 1.1 ---- */
+
+    /**
+     * Classify the error this call reports with set_error (before or after it; at most once): `error_class`
+     * EXPIRABLE_ERROR_TEMPORARY or EXPIRABLE_ERROR_PERMANENT, and `retry_after_ms`, a Unix time in milliseconds
+     * before which the host makes no call for this expirable (an HTTP 429/503 `Retry-After`), or 0 for none.
+     * The host holds a retry-after to at most one hour from now. An unknown class or a negative time is a
+     * malformed result; with set_value the classification is ignored. Without this call an error is temporary
+     * with no retry-after, as every error of a 1.0 plugin is.
+     */
+    void (*classify_error)(expirable_result *result, int error_class, int64_t retry_after_ms);
 } expirable_host;
+
+/**
+ * Whether the host table has `member` (appended in a later minor version). A plugin built for minor N is only
+ * loaded by hosts of minor N or later, so members of its own minor are always there; the check is for plugins
+ * that want to use a newer member when present and still declare an older minor.
+ */
+#define EXPIRABLE_HOST_HAS(host, member) \
+    ((host)->size >= offsetof(expirable_host, member) + sizeof((host)->member))
 
 /** Arguments of expirable_create and expirable_fetch. Owned by the host; valid during the call. */
 typedef struct expirable_call {
@@ -135,7 +162,8 @@ typedef struct expirable_call {
 
 /**
  * Required. Fill in `info` (see expirable_abi_info). Called once, first, before any other symbol is looked up;
- * must not fail or block. The host refuses the plugin if the magic or the major version differs from its own.
+ * must not fail or block. The host refuses the plugin if the magic or the major version differs from its own,
+ * or if the plugin's minor version is newer than the host's (it may call host functions the host lacks).
  */
 void expirable_abi(expirable_abi_info *info);
 

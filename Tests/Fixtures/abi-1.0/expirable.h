@@ -1,0 +1,160 @@
+/* The plugin ABI header as released at version 1.0 (git 5a09cf0), kept unchanged so a test can build a 1.0
+ * plugin exactly as a plugin author did before 1.1 and check it still loads and runs. Do not edit. */
+/*
+ * expirable.h — the Expirable fetcher plugin ABI, version 1.0.
+ *
+ * This is the only file a plugin needs. A plugin is a shared object that the daemon loads with
+ * dlopen(RTLD_NOW | RTLD_LOCAL) from its plugin_dir and never unloads. It exports function symbols only
+ * (no data):
+ *
+ *   expirable_abi        required  the version handshake; the host calls it first and nothing else if it fails
+ *   expirable_fetch      required  fetch one value
+ *   expirable_create     optional  make per-expirable state (an HTTP client, a refresh token, ...)
+ *   expirable_destroy    optional  free that state; required when expirable_create is exported
+ *
+ * Memory rule: nobody frees memory the other side allocated. Strings the host gives a plugin are {ptr, len}
+ * views (not NUL-terminated) owned by the host and valid only during the call that received them. A plugin
+ * hands a value or an error to the host through host->set_value / host->set_error; the host copies the bytes
+ * before returning, so the plugin may free or reuse its buffer right after.
+ *
+ * Thread contract:
+ *   - Each configured expirable gets its own instance (its own expirable_create call).
+ *   - The host never runs two calls on the same instance at once: at most one expirable_fetch is outstanding
+ *     per instance, and create/destroy never overlap a fetch of that instance.
+ *   - Calls for different instances may run concurrently on different threads, so state shared between
+ *     instances (globals) must be thread-safe.
+ *   - Calls run on a thread dedicated to that call, never on the daemon's I/O threads; a plugin may block.
+ *     If a call outlives the expirable's timeout the host answers its callers with a TIMEOUT error and stops
+ *     waiting, but lets the call finish (its late result is discarded); no new call is made on that instance
+ *     until it has returned.
+ *
+ * Versioning: the major number changes when an existing structure or function changes; the minor number when
+ * something is appended. Every structure starts with a `size` field holding sizeof() as known by whoever
+ * filled it in; structures only ever grow at the end, so a reader checks `size` before touching a field that
+ * a later minor version appended.
+ */
+#ifndef EXPIRABLE_H
+#define EXPIRABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** "EXPR": identifies an Expirable plugin. */
+#define EXPIRABLE_ABI_MAGIC 0x45585052u
+#define EXPIRABLE_ABI_MAJOR 1u
+#define EXPIRABLE_ABI_MINOR 0u
+
+/** `expires_at_ms` value meaning "never expires": kept until cleared, never refreshed. */
+#define EXPIRABLE_NEVER_EXPIRES INT64_MAX
+
+/** Default upper bound on a value's size; the host refuses larger values with an error. */
+#define EXPIRABLE_MAX_VALUE_BYTES (1024u * 1024u)
+
+/** A byte string view: `len` bytes at `ptr`, not NUL-terminated. Owned by whoever passed it. */
+typedef struct expirable_str {
+    const char *ptr;
+    size_t len;
+} expirable_str;
+
+/**
+ * One configuration parameter from the expirable's TOML `params` table. Arrays of strings arrive as the same
+ * key repeated once per element, in order. Owned by the host; valid during the call that received it.
+ */
+typedef struct expirable_param {
+    expirable_str key;
+    expirable_str value;
+} expirable_param;
+
+/** Filled in by the plugin in expirable_abi(). */
+typedef struct expirable_abi_info {
+    /** Set by the host to sizeof(expirable_abi_info) as it knows it; the plugin writes no byte past it. */
+    uint32_t size;
+    /** The plugin writes EXPIRABLE_ABI_MAGIC. */
+    uint32_t magic;
+    /** The plugin writes EXPIRABLE_ABI_MAJOR / EXPIRABLE_ABI_MINOR as it was compiled with them. */
+    uint32_t major;
+    uint32_t minor;
+} expirable_abi_info;
+
+/** Opaque, host-owned record of one call's outcome. Only ever passed back to the host's functions. */
+typedef struct expirable_result expirable_result;
+
+/**
+ * Functions the host offers a plugin. The table is owned by the host and valid during the call that received
+ * it; its function pointers stay valid for the life of the process. All of them are thread-safe.
+ */
+typedef struct expirable_host {
+    uint32_t size;
+    uint32_t reserved;
+
+    /**
+     * Report success: `len` bytes at `ptr` (copied before returning; may be empty, then `ptr` may be NULL),
+     * valid until `expires_at_ms` (Unix time in milliseconds) or EXPIRABLE_NEVER_EXPIRES. Call it, or
+     * set_error, exactly once per expirable_fetch; anything else is a malformed result that the host answers
+     * with an error. A negative expiry or a value over EXPIRABLE_MAX_VALUE_BYTES is an error too.
+     */
+    void (*set_value)(expirable_result *result, const char *ptr, size_t len, int64_t expires_at_ms);
+
+    /** Report failure with a message for the callers and the logs (copied; never put a secret in it). */
+    void (*set_error)(expirable_result *result, const char *ptr, size_t len);
+
+    /**
+     * Parse a duration the way the daemon's configuration does ("250ms", "30s", "5m", "1h", or a plain
+     * integer of milliseconds) into `*out_ms`. Returns 0 on success, -1 if the text is not a duration.
+     */
+    int (*parse_duration_ms)(const char *ptr, size_t len, int64_t *out_ms);
+
+    /** The current Unix time in milliseconds, as the host reads it. */
+    int64_t (*now_ms)(void);
+} expirable_host;
+
+/** Arguments of expirable_create and expirable_fetch. Owned by the host; valid during the call. */
+typedef struct expirable_call {
+    uint32_t size;
+    uint32_t reserved;
+    /** The host's functions. */
+    const expirable_host *host;
+    /** Where set_value / set_error record the outcome. */
+    expirable_result *result;
+    /** The expirable's name from the configuration (`[expirable.NAME]`). */
+    expirable_str name;
+    /** The expirable's params, `param_count` of them. */
+    const expirable_param *params;
+    size_t param_count;
+    /** What expirable_create returned for this expirable (NULL without expirable_create, and in create). */
+    void *instance;
+    /** The host's limit on this call in milliseconds; a plugin with its own deadlines should stay below it. */
+    int64_t timeout_ms;
+} expirable_call;
+
+/**
+ * Required. Fill in `info` (see expirable_abi_info). Called once, first, before any other symbol is looked up;
+ * must not fail or block. The host refuses the plugin if the magic or the major version differs from its own.
+ */
+void expirable_abi(expirable_abi_info *info);
+
+/**
+ * Required. Fetch the value: call call->host->set_value or call->host->set_error exactly once, then return.
+ * May block (it runs on its own thread) but should respect call->timeout_ms.
+ */
+void expirable_fetch(const expirable_call *call);
+
+/**
+ * Optional. Prepare state for one expirable, checking its params. Return the state (any pointer; NULL is
+ * allowed and then reaches fetch as NULL). To refuse the configuration, call call->host->set_error with the
+ * reason: the daemon then refuses to start, showing that message. call->instance is NULL here.
+ */
+void *expirable_create(const expirable_call *call);
+
+/** Optional (required with expirable_create). Free what expirable_create made. Called at most once. */
+void expirable_destroy(void *instance);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EXPIRABLE_H */
