@@ -18,12 +18,15 @@ extension Cluster {
             engine?.applyClear(name, version: version)
         case .fetch(let id, let name):
             answerForward(id: id, name: name, for: peer)
-        case .fetched(let id, let version, let remaining, let bytes):
+        case .fetched(let id, let version, let remaining, let bytes, let stale):
             observe(version)
             let fetched = Fetched(value: Secret(bytes), remainingMillis: remaining, version: version, unixMillisNow: clock.unixMillis)
-            complete(id, .success(fetched))
-        case .fetchFailed(let id, let code, let message):
-            complete(id, .failure(code == ExpirableError.Code.timeout.rawValue ? .timeout(message) : .fetch(message)))
+            complete(id, .success(stale ? fetched.markedStale() : fetched))
+        case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
+            let error: ExpirableError = code == ExpirableError.Code.timeout.rawValue
+                ? .timeout(message)
+                : .fetch(message, class: permanent ? .permanent : .temporary, retryAfter: retryAfter.map { clock.unixMillis + $0 })
+            complete(id, .failure(error))
         }
     }
 
@@ -88,7 +91,7 @@ extension Cluster {
     /// A peer asks this node, the owner in its view, to fetch `name`: the engine's single flight serves it.
     private func answerForward(id: UInt64, name: String, for peer: String) {
         guard let engine, engine.scope(of: name) == .cluster else {
-            send(.fetchFailed(id: id, code: ExpirableError.Code.notFound.rawValue, message: "\(options.node) has no cluster-scoped expirable named '\(name)'"), to: peer)
+            send(.fetchFailed(id: id, code: ExpirableError.Code.notFound.rawValue, message: "\(options.node) has no cluster-scoped expirable named '\(name)'", permanent: false, retryAfterMillis: nil), to: peer)
             return
         }
         state.withLock { $0.forwardsIn[name, default: 0] += 1 }
@@ -105,9 +108,10 @@ extension Cluster {
                 case .at(let ms): remaining = max(0, ms - clock.unixMillis)
                 }
                 let version = engine.version(of: name) ?? nextVersion()
-                send(.fetched(id: id, version: version, remainingMillis: remaining, bytes: fetched.value.bytes), to: peer)
+                send(.fetched(id: id, version: version, remainingMillis: remaining, bytes: fetched.value.bytes, stale: fetched.isStale), to: peer)
             case .failure(let error):
-                send(.fetchFailed(id: id, code: error.code.rawValue, message: error.message), to: peer)
+                let retryAfter = error.retryAfter.map { max(0, $0 - clock.unixMillis) }
+                send(.fetchFailed(id: id, code: error.code.rawValue, message: error.message, permanent: error.errorClass == .permanent, retryAfterMillis: retryAfter), to: peer)
             }
         }
     }

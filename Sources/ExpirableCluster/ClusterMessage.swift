@@ -26,10 +26,14 @@ enum ClusterMessage: Equatable {
     case clear(name: String, version: Version)
     /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id.
     case fetch(id: UInt64, name: String)
-    case fetched(id: UInt64, version: Version, remainingMillis: Int64?, bytes: [UInt8])
-    case fetchFailed(id: UInt64, code: String, message: String)
+    /// The owner's answer; `stale` when it answered its expired value because the refetch failed (§3.16).
+    case fetched(id: UInt64, version: Version, remainingMillis: Int64?, bytes: [UInt8], stale: Bool)
+    /// The owner's failure, with its class and, when set, the time until its retry-after in ms (relative, so
+    /// the receiver's wall clock judges it, as with validity).
+    case fetchFailed(id: UInt64, code: String, message: String, permanent: Bool, retryAfterMillis: Int64?)
 
-    static let protocolVersion: UInt16 = 1
+    /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1).
+    static let protocolVersion: UInt16 = 2
 }
 
 /// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.
@@ -79,17 +83,20 @@ enum ClusterFrame {
             out.writeInteger(Kind.fetch.rawValue)
             out.writeInteger(id)
             out.writeShortString(name)
-        case .fetched(let id, let version, let remaining, let bytes):
+        case .fetched(let id, let version, let remaining, let bytes, let stale):
             out.writeInteger(Kind.fetched.rawValue)
             out.writeInteger(id)
             out.writeVersion(version)
             out.writeInteger(remaining ?? -1)
             out.writeLongBytes(bytes)
-        case .fetchFailed(let id, let code, let message):
+            out.writeInteger(UInt8(stale ? 1 : 0))
+        case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
             out.writeInteger(Kind.fetchFailed.rawValue)
             out.writeInteger(id)
             out.writeShortString(code)
             out.writeShortString(String(decoding: message.utf8.prefix(4000), as: UTF8.self))
+            out.writeInteger(UInt8(permanent ? 1 : 0))
+            out.writeInteger(retryAfter ?? -1)
         }
         out.setInteger(UInt32(out.writerIndex - start - 4), at: start)
     }
@@ -136,14 +143,30 @@ enum ClusterFrame {
             let id = try frame.readChecked(UInt64.self)
             let version = try frame.readVersion()
             let remaining = try frame.readRemaining()
-            return .fetched(id: id, version: version, remainingMillis: remaining, bytes: try frame.readLongBytes())
+            let bytes = try frame.readLongBytes()
+            return .fetched(id: id, version: version, remainingMillis: remaining, bytes: bytes, stale: try frame.readFlag())
         case .fetchFailed:
-            return .fetchFailed(id: try frame.readChecked(UInt64.self), code: try frame.readShortString(), message: try frame.readShortString())
+            let id = try frame.readChecked(UInt64.self)
+            let code = try frame.readShortString()
+            let message = try frame.readShortString()
+            let permanent = try frame.readFlag()
+            let retryAfter = try frame.readChecked(Int64.self)
+            guard retryAfter >= -1 else { throw ClusterFrameError("a retry-after of \(retryAfter) ms") }
+            return .fetchFailed(id: id, code: code, message: message, permanent: permanent, retryAfterMillis: retryAfter < 0 ? nil : retryAfter)
         }
     }
 }
 
 extension ByteBuffer {
+    /// A byte that must be 0 or 1.
+    fileprivate mutating func readFlag() throws(ClusterFrameError) -> Bool {
+        switch try readChecked(UInt8.self) {
+        case 0: return false
+        case 1: return true
+        case let other: throw ClusterFrameError("a flag of \(other), expected 0 or 1")
+        }
+    }
+
     fileprivate mutating func writeShortString(_ text: String) {
         let bytes = Array(text.utf8.prefix(Int(UInt16.max)))
         writeInteger(UInt16(bytes.count))

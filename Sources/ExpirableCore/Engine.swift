@@ -228,7 +228,11 @@ public final class Engine: Sendable {
         let (waiters, answer, followUp): ([Entry.Completion], Result<Fetched, ExpirableError>, UInt64?) = entry.state.withLock { s in
             let waiters = s.flight?.waiters ?? []
             s.flight = nil
-            if case .success(let fetched) = result {
+            if case .success(let fetched) = result, fetched.isStale {
+                // The owner answered its expired value, marked stale, because its refetch failed (§3.16): passed
+                // on as it is, never stored, and no pacing here (the owner paces).
+                s.counters.staleAnswers &+= UInt64(waiters.count)
+            } else if case .success(let fetched) = result {
                 let deadline = Engine.deadline(of: fetched, now: now, wall: wall)
                 let freshUntil = deadline == .max ? deadline : deadline - min(deadline, entry.marginNanos)
                 if entry.marginNanos > 0 && freshUntil <= now {

@@ -64,7 +64,7 @@ public struct Fetched: Sendable {
     }
 
     /// The same value, marked stale.
-    func markedStale() -> Fetched {
+    public func markedStale() -> Fetched {
         var copy = self
         copy.isStale = true
         return copy

@@ -14,19 +14,20 @@ final class TestCluster: @unchecked Sendable {
     // miss three heartbeats in a row.
     static let heartbeat = "300ms"
 
-    init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:]) throws {
+    init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:],
+         testPlugins: [String] = ["counter"]) throws {
         pki = try TemporaryDirectory("expirable-pki")
         names = (0..<count).map { "node-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))))" }
         // From here on, a failure stops and removes whatever was made so far.
         do {
-            try build(expirables: expirables, proxied: proxied, arguments: arguments)
+            try build(expirables: expirables, proxied: proxied, arguments: arguments, testPlugins: testPlugins)
         } catch {
             remove()
             throw error
         }
     }
 
-    private func build(expirables: (String) -> String, proxied: Bool, arguments: [String: [String]]) throws {
+    private func build(expirables: (String) -> String, proxied: Bool, arguments: [String: [String]], testPlugins: [String]) throws {
         let ctl = try TestPaths.product("expirablectl").path
         guard try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0 else { throw TestSupportError("cert ca failed") }
         for name in names {
@@ -55,7 +56,7 @@ final class TestCluster: @unchecked Sendable {
                 key = "\(pki.appending("\(name).key"))"
                 heartbeat = "\(TestCluster.heartbeat)"
                 """
-            nodes.append(try DaemonProcess(expirables: expirables(name), cluster: cluster, testPlugins: ["counter"], shippedPlugins: [],
+            nodes.append(try DaemonProcess(expirables: expirables(name), cluster: cluster, testPlugins: testPlugins, shippedPlugins: [],
                                            arguments: arguments[name] ?? [], start: false))
         }
         for node in nodes { try node.start() }
