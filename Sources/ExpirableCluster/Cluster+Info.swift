@@ -16,7 +16,8 @@ extension Cluster {
     }
 
     /// One line per member for the CLUSTER command, tab-separated `key:value` fields: node, state, address,
-    /// certificate, last heard, TLS version, configuration differences and the last link error.
+    /// certificate, last heard, TLS version, messages queued on the link to it, configuration differences and the last
+    /// link error.
     public func describe() -> String {
         members().map { member in
             var fields = [
@@ -27,6 +28,7 @@ extension Cluster {
                 "last_heard_ms:\(member.lastHeardMillis.map(String.init) ?? "-")",
                 "tls:\(member.tls ?? "-")",
             ]
+            if let queued = member.queued { fields.append("queue:\(queued)") }
             if !member.disagreements.isEmpty { fields.append("config:\(member.disagreements.joined(separator: "; "))") }
             if let error = member.lastError, member.state != .alive { fields.append("error:\(error)") }
             return fields.map { String($0.map { $0 == "\t" || $0 == "\r" || $0 == "\n" ? " " : $0 }) }.joined(separator: "\t")

@@ -59,9 +59,9 @@ extension Cluster {
 
     // MARK: Forwarded fetches
 
-    /// Sends a fetch of `name` to its owner `owner`; `completion` gets the owner's answer, or an error if it
-    /// cannot be asked, goes away, or does not answer within `timeout`.
-    func forward(_ name: String, to owner: String, timeout: Duration, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+    /// Sends a fetch of `name` to its owner `owner`; `completion` gets the owner's answer or an error if it
+    /// does not answer within `timeout`, or `.ownerLost` if it cannot be asked or goes away first.
+    func forward(_ name: String, to owner: String, timeout: Duration, completion: @escaping @Sendable (ForwardOutcome) -> Void) {
         let id: UInt64 = state.withLock { s in
             let id = s.nextRequestID
             s.nextRequestID += 1
@@ -73,19 +73,24 @@ extension Cluster {
         }
         state.withLock { $0.pending[id]?.timeout = scheduled }
         if !send(.fetch(id: id, name: name), to: owner) {
-            complete(id, .failure(.fetch("cannot reach \(owner), the owner of \(name); try again")))
+            complete(id, .ownerLost("cannot reach \(owner), the owner of \(name)"))
         }
     }
 
     func complete(_ id: UInt64, _ result: Result<Fetched, ExpirableError>) {
-        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
-        pending.timeout?.cancel()
-        pending.completion(result)
+        complete(id, .answered(result))
     }
 
+    private func complete(_ id: UInt64, _ outcome: ForwardOutcome) {
+        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        pending.timeout?.cancel()
+        pending.completion(outcome)
+    }
+
+    /// The fetches forwarded to `peer` will not be answered: they go to the next owner (`ClusterFetcher`).
     func failPending(to peer: String, because reason: String) {
         let ids = state.withLock { s in s.pending.filter { $0.value.peer == peer }.map(\.key) }
-        for id in ids { complete(id, .failure(.fetch(reason))) }
+        for id in ids { complete(id, .ownerLost(reason)) }
     }
 
     /// A peer asks this node, the owner in its view, to fetch `name`: the engine's single flight serves it.
@@ -122,7 +127,9 @@ extension Cluster {
     }
 }
 
-/// A cluster-scoped expirable's fetcher: the owner calls its own plugin; any other node asks the owner.
+/// A cluster-scoped expirable's fetcher: the owner calls its own plugin; any other node asks the owner. Nothing
+/// starts before the join has ended (SPEC §4.11), and a fetch whose owner goes away goes to the next owner
+/// within the same time (§4.13).
 struct ClusterFetcher: Fetcher {
     let name: String
     let local: any Fetcher
@@ -130,11 +137,14 @@ struct ClusterFetcher: Fetcher {
     let timeout: Duration
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
-        let owner = cluster.owner(of: name)
-        if owner == cluster.options.node || cluster.servingForwards(of: name) {
-            local.fetch(completion: completion)
-        } else {
-            cluster.forward(name, to: owner, timeout: timeout + .seconds(2), completion: completion)
+        let deadline = cluster.clock.monotonicNanos &+ UInt64((timeout + .seconds(2)).nanoseconds)
+        let before = cluster.engine?.version(of: name)
+        cluster.whenJoined { [self] in
+            // The cluster's value arrived while this node was joining: answered without a call.
+            if let engine = cluster.engine, engine.version(of: name) != before, let value = engine.cachedValue(name) {
+                return completion(.success(value))
+            }
+            cluster.route(name, local: local, deadline: deadline, completion: completion)
         }
     }
 }

@@ -33,7 +33,9 @@ enum ClusterMessage: Equatable {
     case fetchFailed(id: UInt64, code: String, message: String, permanent: Bool, retryAfterMillis: Int64?)
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1).
-    static let protocolVersion: UInt16 = 2
+    /// 3: the accepting side echoes every heartbeat back on the link (§4.14), and a greeting ends with a
+    /// heartbeat (§4.11).
+    static let protocolVersion: UInt16 = 3
 }
 
 /// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.

@@ -306,9 +306,13 @@ public final class Engine: Sendable {
         s.permanentFailure = false
         s.lastFailure = nil
         s.cancelRefresh()
+        s.refreshDeferred = false
         if case .eager(let before) = entry.refresh, deadline != .max {
             let lifetime = deadline - min(deadline, now)
             var lead = before.nanoseconds(ofLifetime: lifetime)
+            // In a cluster, early enough that the next owner can still refresh if the owner dies at that moment;
+            // the one-second spacing of refreshes keeps this from refreshing short lifetimes more often.
+            if let replicator = replicator(for: entry) { lead = max(lead, UInt64(max(0, replicator.takeoverLead.nanoseconds))) }
             let spread = entry.freshness.jitter.nanoseconds(ofLifetime: lifetime)
             if spread > 0 { lead = lead.addingReportingOverflow(min(jitter(spread), spread)).partialValue }
             let target = s.freshUntil - min(s.freshUntil, lead)

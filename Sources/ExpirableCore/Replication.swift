@@ -29,6 +29,16 @@ public protocol Replicator: Sendable {
     func cleared(_ name: String, version: Version)
     /// Whether this node should run the eager refresh of `name` now (only its owner does).
     func mayRefresh(_ name: String) -> Bool
+    /// When a node told not to refresh `name` should ask `mayRefresh` again.
+    func refreshRecheckDelay(_ name: String) -> Duration
+    /// The least time before expiry at which an eager refresh starts, when the lifetime allows: enough for
+    /// another node to take the refresh over if the one making it dies.
+    var takeoverLead: Duration { get }
+}
+
+extension Replicator {
+    public func refreshRecheckDelay(_ name: String) -> Duration { Engine.minimumRefreshInterval }
+    public var takeoverLead: Duration { .zero }
 }
 
 /// A cluster-scoped expirable's replicable state: its value (nil for a clear) and version.

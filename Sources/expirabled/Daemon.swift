@@ -55,13 +55,7 @@ struct Daemon {
             Daemon.fail("\(error)")
         }
         var cluster: Cluster?
-        // In a cluster, cluster-scoped values are not prefetched: at start a node does not yet know its peers,
-        // so every node would call the plugin (SPEC §4.11); such values arrive from the peers as they join.
-        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { expirable in
-            var policy = expirable.freshness
-            if configuration.cluster != nil && expirable.scope == .cluster { policy.prefetch = false }
-            return (expirable.name, policy)
-        })
+        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.freshness) })
         var definitions = plugins.definitions.map { $0.with(freshness: freshness[$0.name]) }
         if let settings = configuration.cluster {
             do {
@@ -92,8 +86,10 @@ struct Daemon {
             nodeName: configuration.cluster?.node ?? "local"
         )
         options.pluginInfo = { plugins.info($0) }
+        // In a cluster, prefetch waits for the join and cluster-scoped values are prefetched by their owners
+        // only (SPEC §4.11): the others receive them.
         let readiness = Readiness(
-            notifier: notifier, engine: engine,
+            notifier: notifier, engine: engine, cluster: cluster,
             prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
         )
         options.onListening = { readiness.listening() }
