@@ -38,8 +38,8 @@ struct OutageTests {
         readers.start()
         defer { readers.stop() }
 
-        // Tokens live 2 s and are handed out for 1.5 s: a few pass before the outage.
-        usleep(2_000_000)
+        // Tokens live 2 s and are handed out for 1.5 s: one passes before the outage.
+        usleep(1_600_000)
         try endpoint.set(.http500)
         let outageStart = unixMillis(), requestsAt500 = try endpoint.requests()
         usleep(3_000_000)
@@ -52,10 +52,10 @@ struct OutageTests {
         let callsBeforeRecovery = try pluginCalls(daemon), requestsBeforeRecovery = try endpoint.requests()
         let recovery = unixMillis()
         try endpoint.set(.ok)
-        // Recovery is the next paced call, at most retry_interval away; watch it for a second more.
+        // Recovery is the next paced call, at most retry_interval away; watch it for half a second more.
         let firstAfter = "tok-\(requestsBeforeRecovery + 1)"
         for _ in 0..<40 where !readers.answers().contains(where: { $0.value == firstAfter }) { usleep(50_000) }
-        usleep(1_000_000)
+        usleep(500_000)
         readers.stop()
         let answers = readers.answers()
         let arrivals = try endpoint.arrivals()
@@ -146,7 +146,7 @@ struct OutageTests {
         defer { endpoint.stop() }
         let daemon = try DaemonProcess(expirables: Self.token(endpoint, "expiry_margin = \"400ms\""), testPlugins: [])
         defer { daemon.remove() }
-        let readers = FetchReaders(socket: daemon.socket, name: "token", count: 8, pause: 2_000, limit: 10)
+        let readers = FetchReaders(socket: daemon.socket, name: "token", count: 8, pause: 5_000, limit: 10)
         readers.start()
         defer { readers.stop() }
         usleep(3_000_000)
