@@ -144,7 +144,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ExpirableClusterTests",
-            dependencies: ["ExpirableClient", "ExpirableTestSupport"],
+            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -13,11 +13,12 @@ extension Cluster {
     /// otherwise at its owner. If the owner goes away before answering, the fetch goes to the next owner, and so
     /// on until `deadline` (monotonic): a caller gets a value from whoever owns the name by then, not "the owner
     /// went away" (SPEC §4.13).
-    func route(_ name: String, local: any Fetcher, deadline: UInt64, lost: String? = nil,
+    func route(_ name: String, local: any Fetcher, timeout: Duration, deadline: UInt64, lost: String? = nil,
                completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         let owner = owner(of: name)
         if owner == options.node || servingForwards(of: name) {
             if let lost { logger.info("fetching here: the owner went away", metadata: ["expirable": "\(name)", "reason": "\(lost)"]) }
+            if options.quorum[name] != nil { return callUnderLease(name, local: local, timeout: timeout, completion: completion) }
             return local.fetch(completion: completion)
         }
         let now = clock.monotonicNanos
@@ -33,11 +34,11 @@ extension Cluster {
                 // At once if the view already names another owner; otherwise after a moment, so a link that is
                 // being redialed or a death not yet noticed does not make this spin.
                 if self.owner(of: name) != owner {
-                    route(name, local: local, deadline: deadline, lost: reason, completion: completion)
+                    route(name, local: local, timeout: timeout, deadline: deadline, lost: reason, completion: completion)
                 } else {
                     let pause = min(options.heartbeat / 4, .milliseconds(100))
                     group.next().scheduleTask(in: .nanoseconds(pause.nanoseconds)) { [self] in
-                        route(name, local: local, deadline: deadline, lost: reason, completion: completion)
+                        route(name, local: local, timeout: timeout, deadline: deadline, lost: reason, completion: completion)
                     }
                 }
             }

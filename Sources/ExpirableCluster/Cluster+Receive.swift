@@ -10,8 +10,12 @@ extension Cluster {
             compare(digests, from: peer)
         case .heartbeat:
             break
-        case .value(let name, let version, let remaining, let bytes):
+        case .value(let name, let version, let remaining, let bytes, let lease):
             observe(version)
+            guard !fenced(name, lease: lease) else {
+                logger.warning("refused a value fetched under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
+                return
+            }
             engine?.applyReplica(name, value: Secret(bytes), remainingMillis: remaining, version: version)
         case .clear(let name, let version):
             observe(version)
@@ -22,6 +26,12 @@ extension Cluster {
             observe(version)
             let fetched = Fetched(value: Secret(bytes), remainingMillis: remaining, version: version, unixMillisNow: clock.unixMillis)
             complete(id, .success(stale ? fetched.markedStale() : fetched))
+        case .leaseRequest(let name, let number, let duration):
+            leaseRequested(name, number: number, durationMillis: duration, by: peer)
+        case .leaseAnswer(let name, let number, let granted, let reason, let newest):
+            leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, from: peer)
+        case .leaseRelease(let name, let number):
+            leaseReleased(name, number: number)
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
             let error: ExpirableError = code == ExpirableError.Code.timeout.rawValue
                 ? .timeout(message)
@@ -144,7 +154,7 @@ struct ClusterFetcher: Fetcher {
             if let engine = cluster.engine, engine.version(of: name) != before, let value = engine.cachedValue(name) {
                 return completion(.success(value))
             }
-            cluster.route(name, local: local, deadline: deadline, completion: completion)
+            cluster.route(name, local: local, timeout: timeout, deadline: deadline, completion: completion)
         }
     }
 }

@@ -37,6 +37,8 @@ public struct ClusterOptions: Sendable {
     public var joinTimeout: Duration
     /// This node's cluster-scoped expirables, for comparing configurations with peers.
     public var digests: [ExpirableDigest]
+    /// The expirables with `single_flight = "quorum"` (SPEC §4.10) and their plugin call timeouts.
+    public var quorum: [String: Duration] = [:]
 
     public init(node: String, listenHost: String, listenPort: Int, peers: [Peer], heartbeat: Duration = .milliseconds(500),
                 deadAfter: Duration? = nil, handshakeTimeout: Duration? = nil, unauthenticatedLimit: Int? = nil,

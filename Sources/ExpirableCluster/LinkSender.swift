@@ -15,6 +15,8 @@ final class LinkSender: Sendable {
         case change(String)
         case request(UInt64)
         case answer(UInt64)
+        /// Never replaced (lease frames).
+        case unique(UInt64)
     }
 
     private struct State {
@@ -27,7 +29,7 @@ final class LinkSender: Sendable {
         var draining = false
 
         mutating func enqueue(_ message: ClusterMessage) {
-            let key = LinkSender.key(of: message)
+            let key = LinkSender.key(of: message) ?? .unique(nextOrder + 1)
             if case .change = key, let old = queued[key]?.message, let oldVersion = LinkSender.version(of: old),
                let newVersion = LinkSender.version(of: message), newVersion < oldVersion {
                 return  // the queued change is newer already
@@ -99,19 +101,21 @@ final class LinkSender: Sendable {
         if wrote { channel.flush() }
     }
 
-    static func key(of message: ClusterMessage) -> Key {
+    /// What `message` may replace in the queue; nil: nothing.
+    static func key(of message: ClusterMessage) -> Key? {
         switch message {
         case .hello: .hello
         case .heartbeat: .heartbeat
-        case .value(let name, _, _, _), .clear(let name, _): .change(name)
+        case .value(let name, _, _, _, _), .clear(let name, _): .change(name)
         case .fetch(let id, _): .request(id)
         case .fetched(let id, _, _, _, _), .fetchFailed(let id, _, _, _, _): .answer(id)
+        case .leaseRequest, .leaseAnswer, .leaseRelease: nil
         }
     }
 
     private static func version(of message: ClusterMessage) -> Version? {
         switch message {
-        case .value(_, let version, _, _), .clear(_, let version): version
+        case .value(_, let version, _, _, _), .clear(_, let version): version
         default: nil
         }
     }

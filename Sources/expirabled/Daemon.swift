@@ -123,7 +123,7 @@ struct Daemon {
     }
 
     static func clusterOptions(_ settings: Configuration.Cluster, _ configuration: Configuration) -> ClusterOptions {
-        ClusterOptions(
+        var options = ClusterOptions(
             node: settings.node,
             listenHost: settings.listen.host,
             listenPort: settings.listen.port,
@@ -135,9 +135,14 @@ struct Daemon {
                 case .lazy: refresh = "lazy"
                 case .eager(let before): refresh = "eager:\(before)"
                 }
-                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh)
+                // Nodes that disagree on single_flight are reported like any other difference.
+                let mode = expirable.singleFlight == .quorum ? ", single_flight=quorum" : ""
+                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh + mode)
             }
         )
+        options.quorum = Dictionary(uniqueKeysWithValues: configuration.expirables
+            .filter { $0.scope == .cluster && $0.singleFlight == .quorum }.map { ($0.name, $0.timeout) })
+        return options
     }
 
     static func fail(_ message: String) -> Never {

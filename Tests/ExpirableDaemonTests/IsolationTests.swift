@@ -155,6 +155,30 @@ struct IsolationTests {
         #expect(environment == ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"])
     }
 
+    @Test("a hung call is killed by its helper's own timer even while the daemon is stopped (SIGSTOP)")
+    func helperTimerWhileDaemonStopped() throws {
+        let daemon = try Self.start("mode = \"hang\"", timeout: "500ms")
+        defer { daemon.remove() }
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        let daemonPid = try #require(daemon.process?.pid)
+        let asking = DispatchQueue(label: "hung-get")
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var answer = ""
+        asking.async {
+            answer = (try? daemon.redis("GET", "bad")) ?? "the GET failed"
+            done.signal()
+        }
+        usleep(200_000)  // the call is under way in the helper
+        kill(daemonPid, SIGSTOP)
+        // The daemon cannot kill the helper now; the helper's kernel timer does, 500 ms + 250 ms after the call.
+        let gone = Self.eventually(seconds: 3) { !Self.running(helper) }
+        kill(daemonPid, SIGCONT)
+        #expect(gone, "helper \(helper) still ran its hung call while the daemon was stopped")
+        done.wait()
+        #expect(answer.hasPrefix("TIMEOUT") || answer.hasPrefix("FETCH plugin for bad"), "\(answer)")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
     /// Whether `pid` is a running process: listed in /proc and not a zombie waiting for its parent's wait.
     static func running(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
