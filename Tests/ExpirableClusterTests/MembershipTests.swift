@@ -22,7 +22,7 @@ struct MembershipTests {
         for proxy in inbound { proxy.block() }
         let started = Date()
         try cluster[restarted].start(poll: 2_000)
-        DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { for proxy in inbound { proxy.unblock() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.1) { for proxy in inbound { proxy.unblock() } }
         let answer = try cluster[restarted].redis("GET", "token")
         let elapsed = Date().timeIntervalSince(started)
         #expect(answer == value, "\(restarted)'s log ends: \(cluster[restarted].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(8))")
