@@ -149,8 +149,8 @@ struct MembershipTests {
         cluster.proxies["node-a>node-b"]!.stall(.toTarget)
         let connection = try RawConnection(sender.socket)
         var queued = 0
-        // 60 MB of changes to one name: a clear and a new 1 MiB value, 30 times.
-        for _ in 0..<30 {
+        // 60 MiB of changes to one name: a clear and a new 1 MiB value, 60 times.
+        for _ in 0..<60 {
             _ = connection.roundTrip("*2\r\n$5\r\nCLEAR\r\n$\(name.utf8.count)\r\n\(name)\r\n", expecting: 1)
             let reply = connection.roundTrip("*2\r\n$3\r\nGET\r\n$\(name.utf8.count)\r\n\(name)\r\n", expecting: 1)
             try #require(reply.utf8.count > 1 << 20, "\(reply.prefix(200))")
