@@ -62,6 +62,8 @@ let package = Package(
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Plugin states on disk, encrypted with AES-256-GCM through OpenSSL (SPEC §3.20, state_dir).
+        .target(name: "ExpirableState", dependencies: ["COpenSSL", "ExpirableCore"], swiftSettings: strict),
         // Replication between nodes: membership, ownership, forwarded fetches, versions. Knows nothing of RESP.
         .target(
             name: "ExpirableCluster",
@@ -145,6 +147,11 @@ let package = Package(
         .testTarget(
             name: "ExpirableClusterTests",
             dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ExpirableStateTests",
+            dependencies: ["ExpirableState", "ExpirableTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
