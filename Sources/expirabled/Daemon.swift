@@ -66,7 +66,7 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"))
+                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
                 let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
                 definitions = definitions.map { definition in
                     guard definition.scope == .cluster else { return definition }
@@ -100,6 +100,7 @@ struct Daemon {
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }
+            options.serverInfo = { cluster.timeInfo() }
         }
         let server = ExpirableServer(
             engine: engine,
@@ -127,7 +128,7 @@ struct Daemon {
     }
 
     static func clusterOptions(_ settings: Configuration.Cluster, _ configuration: Configuration) -> ClusterOptions {
-        ClusterOptions(
+        var options = ClusterOptions(
             node: settings.node,
             listenHost: settings.listen.host,
             listenPort: settings.listen.port,
@@ -142,6 +143,8 @@ struct Daemon {
                 return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh)
             }
         )
+        options.maxClockOffset = settings.maxClockOffset
+        return options
     }
 
     static func fail(_ message: String) -> Never {
