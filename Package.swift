@@ -144,7 +144,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ExpirableClusterTests",
-            dependencies: ["ExpirableClient", "ExpirableTestSupport", "ExpirableCluster", "ExpirableCore", "ExpirableTLS"],
+            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -20,6 +20,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -e /usr/include/hiredis/hiredis.h ] || missing+=(libhiredis-dev)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)   # a terminal for redis-cli's interactive mode
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)   # the outage tests fetch tokens through the command plugin and curl
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include "CExpirableLinux.h"
 
@@ -80,4 +81,24 @@ int CExpirableLinux_limit_cpu_from_now(long long seconds) {
 
 int CExpirableLinux_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int CExpirableLinux_kill_self_after(long long ms) {
+    static timer_t timer;
+    static int made = 0;
+    if (!made) {
+        struct sigevent event;
+        memset(&event, 0, sizeof event);
+        event.sigev_notify = SIGEV_SIGNAL;
+        event.sigev_signo = SIGKILL;
+        if (timer_create(CLOCK_MONOTONIC, &event, &timer) != 0) return errno;
+        made = 1;
+    }
+    struct itimerspec when;
+    memset(&when, 0, sizeof when);
+    if (ms > 0) {
+        when.it_value.tv_sec = ms / 1000;
+        when.it_value.tv_nsec = (ms % 1000) * 1000000L;
+    }
+    return timer_settime(timer, 0, &when, NULL) == 0 ? 0 : errno;
 }

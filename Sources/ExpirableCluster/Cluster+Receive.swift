@@ -12,8 +12,12 @@ extension Cluster {
             compare(digests, from: peer)
         case .heartbeat(let wall, let echo, let hold):
             receivedHeartbeat(from: peer, wall: wall, echo: echo, hold: hold)
-        case .value(let name, let version, let remaining, let bytes):
+        case .value(let name, let version, let remaining, let bytes, let lease):
             observe(version)
+            guard !fenced(name, lease: lease) else {
+                logger.warning("refused a value fetched under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
+                return
+            }
             engine?.applyReplica(name, value: Secret(bytes), remainingMillis: remaining, version: version)
         case .clear(let name, let version):
             observe(version)
@@ -24,6 +28,12 @@ extension Cluster {
             observe(version)
             let fetched = Fetched(value: Secret(bytes), remainingMillis: remaining, version: version, unixMillisNow: clock.unixMillis)
             complete(id, .success(stale ? fetched.markedStale() : fetched))
+        case .leaseRequest(let name, let number, let duration):
+            leaseRequested(name, number: number, durationMillis: duration, by: peer)
+        case .leaseAnswer(let name, let number, let granted, let reason, let newest):
+            leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, from: peer)
+        case .leaseRelease(let name, let number):
+            leaseReleased(name, number: number)
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
             let error: ExpirableError = code == ExpirableError.Code.timeout.rawValue
                 ? .timeout(message)
@@ -161,7 +171,11 @@ struct ClusterFetcher: Fetcher {
         cluster.afterRejoin { [self] in
             let owner = cluster.owner(of: name)
             if owner == cluster.options.node || cluster.servingForwards(of: name) {
-                local.fetch(completion: completion)
+                if cluster.options.quorum[name] != nil {
+                    cluster.callUnderLease(name, local: local, timeout: timeout, completion: completion)
+                } else {
+                    local.fetch(completion: completion)
+                }
             } else {
                 cluster.forward(name, to: owner, timeout: timeout + .seconds(2), completion: completion)
             }

@@ -31,7 +31,8 @@ public final class Cluster: Service, Replicator, Sendable {
         self.tls = tls
         self.logger = logger
         self.group = group
-        state = Mutex(ClusterState(peers: options.peers))
+        let longestLease = options.quorum.values.map { Cluster.leaseDuration(forTimeout: $0) }.max() ?? .zero
+        state = Mutex(ClusterState(peers: options.peers, grants: LeaseGrants(startedAt: clock.monotonicNanos, longestLease: longestLease)))
         for warning in tls.warnings { logger.warning("\(warning)") }
     }
 
@@ -100,7 +101,8 @@ public final class Cluster: Service, Replicator, Sendable {
 
     public func stored(_ name: String, _ fetched: Fetched, remainingMillis: Int64?, version: Version) {
         let bytes = fetched.value.bytes
-        broadcast(.value(name: name, version: version, remainingMillis: remainingMillis, bytes: bytes))
+        let lease = state.withLock { $0.held[name] }
+        broadcast(.value(name: name, version: version, remainingMillis: remainingMillis, bytes: bytes, lease: lease))
     }
 
     public func cleared(_ name: String, version: Version) {
@@ -140,7 +142,7 @@ public final class Cluster: Service, Replicator, Sendable {
         var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
         for replica in engine?.replicas() ?? [] {
             if let value = replica.value {
-                messages.append(.value(name: replica.name, version: replica.version, remainingMillis: replica.remainingMillis, bytes: value.bytes))
+                messages.append(.value(name: replica.name, version: replica.version, remainingMillis: replica.remainingMillis, bytes: value.bytes, lease: nil))
             } else {
                 messages.append(.clear(name: replica.name, version: replica.version))
             }
@@ -194,7 +196,20 @@ struct ClusterState {
     /// Members whose clock is reported beyond `maxClockOffset` (this node's name for its own correction).
     var clockErrors: Set<String> = []
 
-    init(peers: [ClusterOptions.Peer]) {
+    /// Quorum single flight: what this node promised, its attempts waiting for answers, and the leases it holds
+    /// for a call under way (the value that call stores is sent with that lease).
+    struct PendingLease {
+        var attempt: LeaseAttempt
+        let local: any Fetcher
+        let timeout: Duration
+        let completion: @Sendable (Result<Fetched, ExpirableError>) -> Void
+    }
+    var grants: LeaseGrants
+    var leases: [String: PendingLease] = [:]
+    var held: [String: LeaseNumber] = [:]
+
+    init(peers: [ClusterOptions.Peer], grants: LeaseGrants) {
         self.peers = Dictionary(uniqueKeysWithValues: peers.map { ($0.name, PeerRecord(peer: $0)) })
+        self.grants = grants
     }
 }

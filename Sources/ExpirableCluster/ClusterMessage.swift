@@ -23,8 +23,10 @@ enum ClusterMessage: Equatable {
     /// The sender's wall clock (ms), the wall time of the last heartbeat it received from the receiver (0: none)
     /// and how long ago that one arrived (ms): one NTP round trip for the receiver's clock offsets (§4.15).
     case heartbeat(wallMillis: Int64, echoMillis: Int64, holdMillis: Int64)
-    /// A value and its remaining validity in ms (nil: never expires), judged by the receiver on its own clock.
-    case value(name: String, version: Version, remainingMillis: Int64?, bytes: [UInt8])
+    /// A value and its remaining validity in ms (nil: never expires), judged by the receiver on its own clock;
+    /// with `single_flight = "quorum"`, the lease it was fetched under, so a receiver that saw a newer lease
+    /// refuses it (fencing).
+    case value(name: String, version: Version, remainingMillis: Int64?, bytes: [UInt8], lease: LeaseNumber?)
     case clear(name: String, version: Version)
     /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id within
     /// `deadlineMillis` (the asking node gives up after that; §4.13). `echoMillis` is the wall time of the latest
@@ -37,7 +39,16 @@ enum ClusterMessage: Equatable {
     /// the receiver's wall clock judges it, as with validity).
     case fetchFailed(id: UInt64, code: String, message: String, permanent: Bool, retryAfterMillis: Int64?)
 
-    /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1).
+    /// Quorum single flight (SPEC §4.10, Lease.swift): may I hold lease `number` on `name` for `durationMillis`?
+    case leaseRequest(name: String, number: LeaseNumber, durationMillis: Int64)
+    /// The answer; a refusal says why and names the newest lease number the granter saw, so a node that
+    /// restarted and forgot its numbers catches up.
+    case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?)
+    /// The holder's call is over: the lease may be granted to someone else at once.
+    case leaseRelease(name: String, number: LeaseNumber)
+
+    /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
+    /// its lease, and the lease frames exist.
     /// 3: `heartbeat` carries clocks for cluster time, `fetch` a deadline and an echo.
     static let protocolVersion: UInt16 = 3
 }
@@ -56,7 +67,7 @@ enum ClusterFrame {
     static let maxDigests = 10_000
 
     private enum Kind: UInt8 {
-        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed
+        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease
     }
 
     static func encode(_ message: ClusterMessage, into out: inout ByteBuffer) {
@@ -78,12 +89,13 @@ enum ClusterFrame {
             out.writeInteger(wall)
             out.writeInteger(echo)
             out.writeInteger(hold)
-        case .value(let name, let version, let remaining, let bytes):
+        case .value(let name, let version, let remaining, let bytes, let lease):
             out.writeInteger(Kind.value.rawValue)
             out.writeShortString(name)
             out.writeVersion(version)
             out.writeInteger(remaining ?? -1)
             out.writeLongBytes(bytes)
+            out.writeLease(lease)
         case .clear(let name, let version):
             out.writeInteger(Kind.clear.rawValue)
             out.writeShortString(name)
@@ -108,6 +120,22 @@ enum ClusterFrame {
             out.writeShortString(String(decoding: message.utf8.prefix(4000), as: UTF8.self))
             out.writeInteger(UInt8(permanent ? 1 : 0))
             out.writeInteger(retryAfter ?? -1)
+        case .leaseRequest(let name, let number, let duration):
+            out.writeInteger(Kind.leaseRequest.rawValue)
+            out.writeShortString(name)
+            out.writeLease(number)
+            out.writeInteger(duration)
+        case .leaseAnswer(let name, let number, let granted, let reason, let newest):
+            out.writeInteger(Kind.leaseAnswer.rawValue)
+            out.writeShortString(name)
+            out.writeLease(number)
+            out.writeInteger(UInt8(granted ? 1 : 0))
+            out.writeShortString(String(decoding: reason.utf8.prefix(1000), as: UTF8.self))
+            out.writeLease(newest)
+        case .leaseRelease(let name, let number):
+            out.writeInteger(Kind.leaseRelease.rawValue)
+            out.writeShortString(name)
+            out.writeLease(number)
         }
         out.setInteger(UInt32(out.writerIndex - start - 4), at: start)
     }
@@ -149,7 +177,8 @@ enum ClusterFrame {
             let name = try frame.readShortString()
             let version = try frame.readVersion()
             let remaining = try frame.readRemaining()
-            return .value(name: name, version: version, remainingMillis: remaining, bytes: try frame.readLongBytes())
+            let bytes = try frame.readLongBytes()
+            return .value(name: name, version: version, remainingMillis: remaining, bytes: bytes, lease: try frame.readOptionalLease())
         case .clear:
             return .clear(name: try frame.readShortString(), version: try frame.readVersion())
         case .fetch:
@@ -172,11 +201,48 @@ enum ClusterFrame {
             let retryAfter = try frame.readChecked(Int64.self)
             guard retryAfter >= -1 else { throw ClusterFrameError("a retry-after of \(retryAfter) ms") }
             return .fetchFailed(id: id, code: code, message: message, permanent: permanent, retryAfterMillis: retryAfter < 0 ? nil : retryAfter)
+        case .leaseRequest:
+            let name = try frame.readShortString()
+            let number = try frame.readLease()
+            let duration = try frame.readChecked(Int64.self)
+            guard duration > 0, duration <= 24 * 3_600_000 else { throw ClusterFrameError("a lease of \(duration) ms") }
+            return .leaseRequest(name: name, number: number, durationMillis: duration)
+        case .leaseAnswer:
+            let name = try frame.readShortString()
+            let number = try frame.readLease()
+            let granted = try frame.readFlag()
+            let reason = try frame.readShortString()
+            return .leaseAnswer(name: name, number: number, granted: granted, reason: reason, newest: try frame.readOptionalLease())
+        case .leaseRelease:
+            return .leaseRelease(name: try frame.readShortString(), number: try frame.readLease())
         }
     }
 }
 
 extension ByteBuffer {
+    fileprivate mutating func writeLease(_ number: LeaseNumber?) {
+        guard let number else {
+            writeInteger(UInt8(0))
+            return
+        }
+        writeInteger(UInt8(1))
+        writeInteger(number.round)
+        writeShortString(number.node)
+    }
+
+    fileprivate mutating func readOptionalLease() throws(ClusterFrameError) -> LeaseNumber? {
+        try readFlag() ? try readLeaseBody() : nil
+    }
+
+    fileprivate mutating func readLease() throws(ClusterFrameError) -> LeaseNumber {
+        guard try readFlag() else { throw ClusterFrameError("a lease frame without its lease number") }
+        return try readLeaseBody()
+    }
+
+    private mutating func readLeaseBody() throws(ClusterFrameError) -> LeaseNumber {
+        LeaseNumber(round: try readChecked(UInt64.self), node: try readShortString())
+    }
+
     /// A byte that must be 0 or 1.
     fileprivate mutating func readFlag() throws(ClusterFrameError) -> Bool {
         switch try readChecked(UInt8.self) {

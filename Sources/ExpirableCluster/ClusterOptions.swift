@@ -35,6 +35,8 @@ public struct ClusterOptions: Sendable {
     public var digests: [ExpirableDigest]
     /// A member whose clock is further than this from cluster time is reported as an error (§4.15).
     public var maxClockOffset: Duration = .milliseconds(500)
+    /// The expirables with `single_flight = "quorum"` (SPEC §4.10) and their plugin call timeouts.
+    public var quorum: [String: Duration] = [:]
 
     public init(node: String, listenHost: String, listenPort: Int, peers: [Peer], heartbeat: Duration = .milliseconds(500),
                 deadAfter: Duration? = nil, handshakeTimeout: Duration? = nil, unauthenticatedLimit: Int? = nil,

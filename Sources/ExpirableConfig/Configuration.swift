@@ -63,6 +63,15 @@ public struct Configuration: Sendable, Hashable {
         }
     }
 
+    /// `single_flight` (SPEC §4.10).
+    public enum SingleFlight: String, Sendable, Hashable, CaseIterable {
+        /// The expirable's owner calls; every side of a partition keeps fetching (at most one call per side).
+        case available
+        /// A call needs a lease from a majority of the configured nodes: never two calls at once in the cluster;
+        /// a minority side serves what it holds and fails misses.
+        case quorum
+    }
+
     /// Where an expirable's plugin runs (SPEC §5, Isolation).
     public enum Isolation: String, Sendable, Hashable, CaseIterable {
         /// In a helper process of its own: a plugin that crashes, exits or hangs costs its callers an error,
@@ -128,6 +137,8 @@ public struct Configuration: Sendable, Hashable {
         public let timeout: Duration
         /// Where its plugin runs: its own `isolation`, else `[server]`'s.
         public let isolation: Isolation
+        /// How the cluster keeps to one plugin call at a time (SPEC §4.10).
+        public let singleFlight: SingleFlight
         /// The most memory its helper may map for data (RLIMIT_DATA), in bytes; nil: no limit.
         public let maxMemory: Int?
         /// The most CPU time one call may use in its helper (RLIMIT_CPU, whole seconds); nil: no limit.

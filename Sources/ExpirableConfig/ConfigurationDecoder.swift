@@ -143,7 +143,7 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu",
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
@@ -210,8 +210,15 @@ struct ConfigurationDecoder {
         if isolation == .inline, let key = ["max_memory", "max_cpu"].first(where: { t[$0] != nil }) {
             throw error(at + [key], "limits a plugin helper, and this expirable's plugin runs inline in the daemon; remove \(key) or set isolation = \"process\"")
         }
+        let singleFlight = try t["single_flight"].map { v throws(ConfigurationError) in try oneOf(Configuration.SingleFlight.self, v, at: at + ["single_flight"]) } ?? .available
+        if singleFlight == .quorum && scope == .local {
+            throw error(at + ["single_flight"], "\"quorum\" keeps plugin calls single across a cluster, and this expirable has scope = \"local\"; remove single_flight or set scope = \"cluster\"")
+        }
+        if singleFlight == .quorum && isolation == .inline {
+            throw error(at + ["single_flight"], "\"quorum\" needs isolation = \"process\": a call that outlives its lease must be stopped, and only a helper can be killed; remove isolation = \"inline\"")
+        }
         return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
-                     maxMemory: maxMemory, maxCPU: maxCPU, params: params)
+                     singleFlight: singleFlight, maxMemory: maxMemory, maxCPU: maxCPU, params: params)
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {

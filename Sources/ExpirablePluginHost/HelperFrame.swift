@@ -12,7 +12,8 @@ struct HelperFrame {
     enum Kind: UInt8 {
         /// Daemon → helper, once: plugin path, expirable name, timeout in ms, params.
         case start = 1
-        /// Daemon → helper: call `expirable_fetch` once.
+        /// Daemon → helper: call `expirable_fetch` once. The payload, when present: the call's timeout in ms
+        /// (Int64), after which (plus a grace) the helper has the kernel kill it.
         case fetch = 2
         /// Helper → daemon: the plugin loaded and `expirable_create` accepted its params. ABI major and minor.
         case ready = 3

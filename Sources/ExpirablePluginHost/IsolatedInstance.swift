@@ -164,7 +164,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
         guard let helper else { return }
         let outcome: Result<Fetched, ExpirableError>
         do throws(HelperFrame.Failure) {
-            guard HelperFrame(kind: .fetch).send(on: helper.socket) else { throw .closed }
+            var order = HelperFrame(kind: .fetch)
+            order.append(timeout.milliseconds)
+            guard order.send(on: helper.socket) else { throw .closed }
             outcome = try result(of: helper.receive())
         } catch {
             _ = answer.fire(.failure(died(helper, number: number, because: .frame(error))))

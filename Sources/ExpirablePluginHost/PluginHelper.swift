@@ -16,6 +16,10 @@ public enum PluginHelper {
     /// NAME is there for `ps`, so a helper can be told from its siblings.
     public static let flag = "--plugin-helper"
 
+    /// How long after a call's timeout a helper kills itself if the daemon has not: long enough that the daemon,
+    /// when it is running, reports the TIMEOUT first.
+    static let killGrace: Duration = .milliseconds(250)
+
     /// The descriptor of the helper's end of the socket pair.
     static let socket: Int32 = 3
 
@@ -84,7 +88,15 @@ public enum PluginHelper {
             }
             guard frame.kind == .fetch else { exit(65) }
             if maxCPUSeconds > 0 { _ = CExpirableLinux_limit_cpu_from_now(maxCPUSeconds) }
+            // The daemon kills a helper whose call outlives its timeout; should the daemon be stopped (SIGSTOP, a
+            // long stall) it cannot, so the kernel does it, a little later: no call runs on unbounded. A quorum
+            // lease (SPEC §4.10) counts on this.
+            var order = HelperFrame.Reader(frame)
+            if let timeout = try? order.int64(), timeout > 0 {
+                _ = CExpirableLinux_kill_self_after(timeout + PluginHelper.killGrace.milliseconds)
+            }
             instance.fetch { result in
+                _ = CExpirableLinux_kill_self_after(0)
                 var reply: HelperFrame
                 switch result {
                 case .success(let fetched):

@@ -140,10 +140,14 @@ struct Daemon {
                 case .lazy: refresh = "lazy"
                 case .eager(let before): refresh = "eager:\(before)"
                 }
-                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh)
+                // Nodes that disagree on single_flight are reported like any other difference.
+                let mode = expirable.singleFlight == .quorum ? ", single_flight=quorum" : ""
+                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh + mode)
             }
         )
         options.maxClockOffset = settings.maxClockOffset
+        options.quorum = Dictionary(uniqueKeysWithValues: configuration.expirables
+            .filter { $0.scope == .cluster && $0.singleFlight == .quorum }.map { ($0.name, $0.timeout) })
         return options
     }
 

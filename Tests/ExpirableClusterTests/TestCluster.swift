@@ -116,6 +116,11 @@ final class TestCluster: @unchecked Sendable {
         }
     }
 
+    /// Stalls the link `from` dials to `to`: `from` can no longer send to `to`, while `to` still reaches `from`.
+    func cut(from: String, to: String) {
+        proxies["\(from)>\(to)"]?.block()
+    }
+
     func heal() {
         for proxy in proxies.values { proxy.unblock() }
     }

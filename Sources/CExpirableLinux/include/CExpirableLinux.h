@@ -35,6 +35,10 @@ int CExpirableLinux_limit_data(long long bytes);
 /* The soft RLIMIT_CPU to the CPU seconds used so far plus `seconds` (SIGXCPU beyond it); 0 or an errno value. */
 int CExpirableLinux_limit_cpu_from_now(long long seconds);
 
+/* Arms a one-shot CLOCK_MONOTONIC timer that sends this process SIGKILL after `ms` milliseconds (0 disarms it).
+ * The kernel delivers it whatever the process or its parent is doing, a stopped parent included. 0 or an errno. */
+int CExpirableLinux_kill_self_after(long long ms);
+
 /* pidfd_open(2): a descriptor that polls readable once `pid` has exited (not yet reaped); -1 and errno on failure. */
 int CExpirableLinux_pidfd_open(pid_t pid);
 

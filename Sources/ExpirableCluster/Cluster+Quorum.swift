@@ -1,0 +1,131 @@
+import ExpirableCore
+import NIOCore
+
+/// Quorum single flight (SPEC §4.10) on the wire: a node about to call the plugin of a quorum expirable first
+/// asks every configured node, itself included, for a lease (Lease.swift has the rules and why they are safe),
+/// calls only once a majority granted it and only while it lasts on its own monotonic clock, sends the value it
+/// stores with the lease number (receivers that saw a newer lease refuse it), and releases the lease when the
+/// call is over. Without a majority the call is not made: the caller gets an error saying the node has no quorum.
+extension Cluster {
+    /// Which expirables take a lease before a call, and the lease each asks for: long enough to hold the whole
+    /// call (its `timeout`) after the margin the holder keeps, plus a moment for the answers to arrive.
+    static func leaseDuration(forTimeout timeout: Duration) -> Duration {
+        timeout * 10 / 9 + .seconds(3)
+    }
+
+    /// How long to wait for a majority's answers before giving up: a few heartbeats, at least 1 s.
+    var leaseAnswerWait: Duration { max(options.heartbeat * 4, .seconds(1)) }
+
+    /// Calls `local` for `name` under a lease, or fails its caller without calling when no majority grants one.
+    func callUnderLease(_ name: String, local: any Fetcher, timeout: Duration, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        let duration = Cluster.leaseDuration(forTimeout: timeout)
+        let now = clock.monotonicNanos
+        let voters = options.peers.count + 1
+        let number: LeaseNumber = state.withLock { s in
+            let number = LeaseNumber(round: s.grants.nextRound(name), node: options.node)
+            var attempt = LeaseAttempt(name: name, number: number, sentAt: now, duration: duration, voters: voters)
+            switch s.grants.request(name, number: number, duration: duration, now: now) {
+            case .granted: attempt.grant(from: options.node)
+            case .refused(let reason): attempt.refusal(from: options.node, reason)
+            }
+            s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, timeout: timeout, completion: completion)
+            return number
+        }
+        broadcast(.leaseRequest(name: name, number: number, durationMillis: duration.milliseconds))
+        let wait = leaseAnswerWait
+        group.next().scheduleTask(in: .nanoseconds(wait.nanoseconds)) { [self] in
+            leaseAnswered(name, number: number, timedOut: true)
+        }
+        leaseAnswered(name, number: number, timedOut: false)  // a one-node cluster is its own majority
+    }
+
+    /// A peer asks for a lease: answered from this node's promises.
+    func leaseRequested(_ name: String, number: LeaseNumber, durationMillis: Int64, by peer: String) {
+        let now = clock.monotonicNanos
+        let (answer, newest) = state.withLock { s in
+            (s.grants.request(name, number: number, duration: .milliseconds(durationMillis), now: now), s.grants.newest[name])
+        }
+        switch answer {
+        case .granted:
+            send(.leaseAnswer(name: name, number: number, granted: true, reason: "", newest: newest), to: peer)
+        case .refused(let reason):
+            send(.leaseAnswer(name: name, number: number, granted: false, reason: reason, newest: newest), to: peer)
+        }
+    }
+
+    /// A peer answered this node's request.
+    func leaseAnswer(_ name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?, from peer: String) {
+        state.withLock { s in
+            if let newest { s.grants.observe(name, number: newest) }
+            guard s.leases[name]?.attempt.number == number else { return }
+            if granted { s.leases[name]!.attempt.grant(from: peer) } else { s.leases[name]!.attempt.refusal(from: peer, reason) }
+        }
+        leaseAnswered(name, number: number, timedOut: false)
+    }
+
+    func leaseReleased(_ name: String, number: LeaseNumber) {
+        state.withLock { $0.grants.release(name, number: number) }
+    }
+
+    /// Acts on the attempt for `number` once its outcome is known (or its wait is over): makes the call while
+    /// the lease lasts, or fails the caller.
+    private func leaseAnswered(_ name: String, number: LeaseNumber, timedOut: Bool) {
+        let now = clock.monotonicNanos
+        let decided: (ClusterState.PendingLease, LeaseAttempt.Outcome)? = state.withLock { s in
+            guard let pending = s.leases[name], pending.attempt.number == number else { return nil }
+            guard let outcome = pending.attempt.outcome ?? (timedOut ? .lost(pending.attempt.refused) : nil) else { return nil }
+            s.leases[name] = nil
+            if case .held = outcome { s.held[name] = number }
+            return (pending, outcome)
+        }
+        guard let (pending, outcome) = decided else { return }
+        switch outcome {
+        case .lost(let reasons):
+            state.withLock { $0.grants.release(name, number: number) }
+            broadcast(.leaseRelease(name: name, number: number))
+            pending.completion(.failure(noQuorum(name, pending.attempt, reasons: reasons)))
+        case .held(let until):
+            // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
+            guard until > now, until - now >= UInt64(pending.timeout.nanoseconds) else {
+                release(name, number)
+                pending.completion(.failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called")))
+                return
+            }
+            pending.local.fetch { [self] result in
+                let late = clock.monotonicNanos >= until
+                if late { state.withLock { $0.held[name] = nil } }
+                // The engine stores and sends the value inside this completion, tagged with `held[name]`.
+                pending.completion(late
+                    ? .failure(.fetch("\(name): the call outlived its lease (\(number)), so its result is dropped (the node was paused or the call ran long)"))
+                    : result)
+                release(name, number)
+            }
+        }
+    }
+
+    private func release(_ name: String, _ number: LeaseNumber) {
+        state.withLock { s in
+            if s.held[name] == number { s.held[name] = nil }
+            s.grants.release(name, number: number)
+        }
+        broadcast(.leaseRelease(name: name, number: number))
+    }
+
+    private func noQuorum(_ name: String, _ attempt: LeaseAttempt, reasons: [String: String]) -> ExpirableError {
+        let all = [options.node] + options.peers.map(\.name)
+        let silent = all.filter { !attempt.granted.contains($0) && reasons[$0] == nil }
+        var why = reasons.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+        if !silent.isEmpty { why.append("no answer from \(silent.sorted().joined(separator: ", "))") }
+        return .fetch("no quorum for \(name): a plugin call needs a lease granted by \(LeaseAttempt.majority(of: attempt.voters)) of the \(attempt.voters) configured nodes, and \(attempt.granted.count) granted it (\(why.joined(separator: "; "))); values already held are still served")
+    }
+
+    /// Whether a value under `lease` from a peer must be refused, having seen a newer lease; records it otherwise.
+    func fenced(_ name: String, lease: LeaseNumber?) -> Bool {
+        guard let lease else { return false }
+        return state.withLock { s in
+            if s.grants.isSuperseded(name, number: lease) { return true }
+            s.grants.observe(name, number: lease)
+            return false
+        }
+    }
+}

@@ -1,0 +1,167 @@
+import ExpirableTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+/// `single_flight = "quorum"` (SPEC §4.10) with real nodes: a call needs a lease from a majority of the configured
+/// nodes, so the cluster never runs two at once, whatever happens to nodes and links.
+@Suite("Cluster: quorum single flight", .serialized)
+struct QuorumTests {
+    static func recorder(_ log: String, ttlMillis: Int = 600_000, sleepMillis: Int = 100) -> (String) -> String {
+        { _ in
+            """
+            [expirable.token]
+            plugin = "recorder"
+            single_flight = "quorum"
+            timeout = "2s"
+            retry_interval = "200ms"
+            [expirable.token.params]
+            log = "\(log)"
+            ttl_ms = \(ttlMillis)
+            sleep_ms = \(sleepMillis)
+            """
+        }
+    }
+
+    /// One plugin call as the recorder logged it: CLOCK_MONOTONIC ns, and the daemon whose helper made it.
+    struct Call {
+        let start: Int64
+        var end: Int64?
+        let pid: Int
+        let daemon: Int
+    }
+
+    static func calls(in log: String) -> [Call] {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        var open: [Int: Call] = [:]
+        var calls: [Call] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count == 4, let time = Int64(fields[1]), let pid = Int(fields[2]), let parent = Int(fields[3]) else { continue }
+            if fields[0] == "start" {
+                if let unfinished = open[pid] { calls.append(unfinished) }
+                open[pid] = Call(start: time, end: nil, pid: pid, daemon: parent)
+            } else if var call = open.removeValue(forKey: pid) {
+                call.end = time
+                calls.append(call)
+            }
+        }
+        return calls + open.values
+    }
+
+    static func monotonicNanos() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
+
+    @Test("a minority side serves what it holds and answers a miss with no quorum; the majority side keeps calling")
+    func minority() throws {
+        let shared = try TemporaryDirectory("quorum")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        let cluster = try TestCluster(expirables: Self.recorder(log), proxied: true, testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        // Freshly started nodes grant no lease for the longest lease (they cannot tell a start from a restart).
+        var first = ""
+        #expect(try TestCluster.eventually { first = try cluster["node-a"].redis("GET", "token"); return first.hasPrefix("rec-") }, "\(first)")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == first } })
+
+        cluster.partition(["node-c"])
+        #expect(TestCluster.eventually { cluster.live("node-c") == ["node-c"] && cluster.live("node-a") == ["node-a", "node-b"] })
+        #expect(try cluster["node-c"].redis("GET", "token") == first, "a minority serves what it holds")
+        #expect(try cluster["node-c"].redis("CLEAR", "token") == "OK")
+        let refused = try cluster["node-c"].redis("GET", "token")
+        #expect(refused.hasPrefix("FETCH no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes, and 1 granted it"), "\(refused)")
+        #expect(refused.contains("no answer from node-a, node-b"), "\(refused)")
+
+        #expect(try cluster["node-a"].redis("CLEAR", "token") == "OK")
+        let second = try cluster["node-a"].redis("GET", "token")
+        #expect(second.hasPrefix("rec-") && second != first, "the majority side calls: \(second)")
+        #expect(try TestCluster.eventually { try cluster["node-b"].redis("GET", "token") == second })
+        #expect(Self.calls(in: log).count == 2)
+
+        cluster.heal()
+        try cluster.waitUntilLinked()
+        #expect(try TestCluster.eventually { try cluster["node-c"].redis("GET", "token") == second }, "healed, the minority gets the value")
+    }
+
+    @Test("across a minute of kill -9, SIGSTOP/SIGCONT, restarts, partitions and one-way cuts, no two plugin calls ever overlap")
+    func churn() throws {
+        let shared = try TemporaryDirectory("quorum")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        // Values live 300 ms and readers ask every 50 ms: the cluster calls the plugin about three times a second.
+        let cluster = try TestCluster(expirables: Self.recorder(log, ttlMillis: 300), proxied: true, testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        let stop = Atomic<Bool>(false)
+        let answers = Mutex<(values: Int, errors: Int)>((0, 0))
+        let readers = DispatchGroup()
+        for name in cluster.names {
+            let socket = cluster[name].socket
+            DispatchQueue.global().async(group: readers) {
+                for _ in 0..<5000 where !stop.load(ordering: .relaxed) {
+                    let reply = (try? RawConnection(socket).roundTrip("*2\r\n$3\r\nGET\r\n$5\r\ntoken\r\n", expecting: 1)) ?? ""
+                    answers.withLock { reply.hasPrefix("$") ? ($0.values += 1) : ($0.errors += 1) }
+                    usleep(50_000)
+                }
+            }
+        }
+        // Daemon pid → when it was killed (CLOCK_MONOTONIC ns): its helper dies with it.
+        var killed: [Int: Int64] = [:]
+        let deadline = Date().addingTimeInterval(62)
+        var round = 0
+        while Date() < deadline {
+            let victim = cluster.names[round % cluster.names.count]
+            let node = cluster[victim]
+            switch round % 4 {
+            case 0:
+                if let pid = node.process?.pid {
+                    killed[Int(pid)] = Self.monotonicNanos()
+                    node.kill9()
+                }
+                usleep(500_000)
+                try node.start()
+            case 1:
+                if let pid = node.process?.pid {
+                    kill(pid, SIGSTOP)
+                    usleep(2_500_000)
+                    kill(pid, SIGCONT)
+                }
+            case 2:
+                cluster.partition([victim])
+                usleep(3_000_000)
+                cluster.heal()
+            default:
+                let other = cluster.names[(round + 1) % cluster.names.count]
+                cluster.cut(from: victim, to: other)
+                usleep(3_000_000)
+                cluster.heal()
+            }
+            usleep(1_000_000)
+            round += 1
+        }
+        stop.store(true, ordering: .relaxed)
+        readers.wait()
+
+        // A call without an end was killed: with its daemon (kill -9) or by its helper's timer, at the latest
+        // its timeout (2 s) plus the 250 ms grace after it began.
+        let calls = Self.calls(in: log).map { call -> (start: Int64, end: Int64, call: Call) in
+            var end = call.end ?? call.start + 2_250_000_000
+            if call.end == nil, let death = killed[call.daemon], death >= call.start { end = min(end, death) }
+            return (call.start, end, call)
+        }.sorted { $0.start < $1.start }
+        var latest: (end: Int64, call: Call)?
+        var overlaps: [String] = []
+        for interval in calls {
+            if let latest, interval.start < latest.end {
+                overlaps.append("call by pid \(interval.call.pid) (daemon \(interval.call.daemon)) began \((latest.end - interval.start) / 1_000_000) ms before the call by pid \(latest.call.pid) (daemon \(latest.call.daemon)) ended")
+            }
+            if latest.map({ interval.end > $0.end }) ?? true { latest = (interval.end, interval.call) }
+        }
+        #expect(overlaps.isEmpty, "\(overlaps.count) overlapping calls of \(calls.count): \(overlaps.prefix(5))")
+        let (values, errors) = answers.withLock { $0 }
+        #expect(calls.count >= 30, "only \(calls.count) calls in a minute; readers got \(values) values and \(errors) errors")
+        #expect(values > errors, "readers got \(values) values and \(errors) errors")
+    }
+}
