@@ -191,7 +191,7 @@ struct ConfigurationTests {
         ("[expirable.a]\nplugin = \"../../tmp/evil\"\n",
          "F:2: expirable.a.plugin: expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \"../../tmp/evil\""),
         ("[expirable.a]\nplugin = \"file\"\ncolour = \"blue\"\n",
-         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, expiry_margin, isolation, jitter, max_cpu, max_memory, params, plugin, prefetch, refresh, retry_backoff, retry_interval, scope, stale_if_error, timeout"),
+         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, expiry_margin, isolation, jitter, max_cpu, max_memory, params, plugin, prefetch, refresh, retry_backoff, retry_interval, scope, single_flight, stale_if_error, timeout"),
         ("[expirable.a]\nplugin = \"file\"\n[expirable.a.params]\nnested = { x = 1 }\n",
          "F:4: expirable.a.params.nested: expected a string, number, boolean or array of them, got a table"),
         ("expirable = \"token\"\n",
