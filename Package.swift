@@ -146,7 +146,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ExpirableClusterTests",
-            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport"],
+            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS"],
             swiftSettings: strict
         ),
         .testTarget(

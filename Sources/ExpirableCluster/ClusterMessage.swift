@@ -20,14 +20,19 @@ public struct ExpirableDigest: Sendable, Hashable {
 enum ClusterMessage: Equatable {
     /// First on every link: who is speaking, and how its cluster-scoped expirables are configured.
     case hello(node: String, protocolVersion: UInt16, expirables: [ExpirableDigest])
-    case heartbeat
+    /// The sender's wall clock (ms), the wall time of the last heartbeat it received from the receiver (0: none)
+    /// and how long ago that one arrived (ms): one NTP round trip for the receiver's clock offsets (§4.15).
+    case heartbeat(wallMillis: Int64, echoMillis: Int64, holdMillis: Int64)
     /// A value and its remaining validity in ms (nil: never expires), judged by the receiver on its own clock;
     /// with `single_flight = "quorum"`, the lease it was fetched under, so a receiver that saw a newer lease
     /// refuses it (fencing).
     case value(name: String, version: Version, remainingMillis: Int64?, bytes: [UInt8], lease: LeaseNumber?)
     case clear(name: String, version: Version)
-    /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id.
-    case fetch(id: UInt64, name: String)
+    /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id within
+    /// `deadlineMillis` (the asking node gives up after that; §4.13). `echoMillis` is the wall time of the latest
+    /// heartbeat the asking node had received from the receiver, so a receiver that was paused can tell a request
+    /// sent before its peers heard from it again (§4.17).
+    case fetch(id: UInt64, name: String, deadlineMillis: Int64, echoMillis: Int64)
     /// The owner's answer; `stale` when it answered its expired value because the refetch failed (§3.16).
     case fetched(id: UInt64, version: Version, remainingMillis: Int64?, bytes: [UInt8], stale: Bool)
     /// The owner's failure, with its class and, when set, the time until its retry-after in ms (relative, so
@@ -44,7 +49,8 @@ enum ClusterMessage: Equatable {
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
     /// its lease, and the lease frames exist.
-    static let protocolVersion: UInt16 = 2
+    /// 3: `heartbeat` carries clocks for cluster time, `fetch` a deadline and an echo.
+    static let protocolVersion: UInt16 = 3
 }
 
 /// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.
@@ -78,8 +84,11 @@ enum ClusterFrame {
                 out.writeShortString(digest.plugin)
                 out.writeShortString(digest.refresh)
             }
-        case .heartbeat:
+        case .heartbeat(let wall, let echo, let hold):
             out.writeInteger(Kind.heartbeat.rawValue)
+            out.writeInteger(wall)
+            out.writeInteger(echo)
+            out.writeInteger(hold)
         case .value(let name, let version, let remaining, let bytes, let lease):
             out.writeInteger(Kind.value.rawValue)
             out.writeShortString(name)
@@ -91,10 +100,12 @@ enum ClusterFrame {
             out.writeInteger(Kind.clear.rawValue)
             out.writeShortString(name)
             out.writeVersion(version)
-        case .fetch(let id, let name):
+        case .fetch(let id, let name, let deadline, let echo):
             out.writeInteger(Kind.fetch.rawValue)
             out.writeInteger(id)
             out.writeShortString(name)
+            out.writeInteger(deadline)
+            out.writeInteger(echo)
         case .fetched(let id, let version, let remaining, let bytes, let stale):
             out.writeInteger(Kind.fetched.rawValue)
             out.writeInteger(id)
@@ -157,7 +168,11 @@ enum ClusterFrame {
             }
             return .hello(node: node, protocolVersion: version, expirables: digests)
         case .heartbeat:
-            return .heartbeat
+            let wall = try frame.readChecked(Int64.self)
+            let echo = try frame.readChecked(Int64.self)
+            let hold = try frame.readChecked(Int64.self)
+            guard hold >= 0 else { throw ClusterFrameError("a heartbeat held for \(hold) ms") }
+            return .heartbeat(wallMillis: wall, echoMillis: echo, holdMillis: hold)
         case .value:
             let name = try frame.readShortString()
             let version = try frame.readVersion()
@@ -167,7 +182,11 @@ enum ClusterFrame {
         case .clear:
             return .clear(name: try frame.readShortString(), version: try frame.readVersion())
         case .fetch:
-            return .fetch(id: try frame.readChecked(UInt64.self), name: try frame.readShortString())
+            let id = try frame.readChecked(UInt64.self)
+            let name = try frame.readShortString()
+            let deadline = try frame.readChecked(Int64.self)
+            guard deadline >= 0 else { throw ClusterFrameError("a fetch with a deadline of \(deadline) ms") }
+            return .fetch(id: id, name: name, deadlineMillis: deadline, echoMillis: try frame.readChecked(Int64.self))
         case .fetched:
             let id = try frame.readChecked(UInt64.self)
             let version = try frame.readVersion()

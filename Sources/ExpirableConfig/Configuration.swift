@@ -96,6 +96,9 @@ public struct Configuration: Sendable, Hashable {
         /// How often nodes send heartbeats; a peer silent for three of them is dead.
         public let heartbeat: Duration
         public static let defaultHeartbeat: Duration = .milliseconds(500)
+        /// A node whose clock is further than this from cluster time is reported as an error.
+        public var maxClockOffset: Duration = Cluster.defaultMaxClockOffset
+        public static let defaultMaxClockOffset: Duration = .milliseconds(500)
     }
 
     /// A peer node: its name and address.

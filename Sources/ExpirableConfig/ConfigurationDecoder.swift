@@ -106,7 +106,7 @@ struct ConfigurationDecoder {
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
-        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat"], in: t, at: at)
+        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset"], in: t, at: at)
         let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
         let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
         let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
@@ -129,7 +129,13 @@ struct ConfigurationDecoder {
         guard heartbeat >= .milliseconds(50), heartbeat <= .seconds(60) else {
             throw error(at + ["heartbeat"], "expected a duration from 50ms to 60s")
         }
-        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat)
+        let maxClockOffset = try t["max_clock_offset"].map { v throws(ConfigurationError) in try duration(v, at: at + ["max_clock_offset"]) }
+            ?? Configuration.Cluster.defaultMaxClockOffset
+        guard maxClockOffset >= .milliseconds(1) else {
+            throw error(at + ["max_clock_offset"], "expected a duration of at least 1ms, as \"500ms\"")
+        }
+        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat,
+                     maxClockOffset: maxClockOffset)
     }
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {

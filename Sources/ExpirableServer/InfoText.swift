@@ -54,7 +54,7 @@ enum InfoText {
 
     static func server(state: ServerState) -> String {
         let uptime = (SystemClock().monotonicNanos - state.startedAt) / 1_000_000_000
-        return [
+        return ([
             "daemon:expirabled",
             "version:\(ExpirableServer.version)",
             "uptime_s:\(uptime)",
@@ -66,6 +66,6 @@ enum InfoText {
             "connections_accepted:\(state.connectionsAccepted.load(ordering: .relaxed))",
             "connections_refused:\(state.connectionsRefused.load(ordering: .relaxed))",
             "max_connections:\(state.options.maxConnections)",
-        ].joined(separator: "\r\n") + "\r\n"
+        ] + (state.options.serverInfo?() ?? []).map { "\($0.0):\($0.1)" }).joined(separator: "\r\n") + "\r\n"
     }
 }

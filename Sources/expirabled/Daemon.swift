@@ -66,7 +66,7 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"))
+                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
                 let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
                 definitions = definitions.map { definition in
                     guard definition.scope == .cluster else { return definition }
@@ -100,6 +100,7 @@ struct Daemon {
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }
+            options.serverInfo = { cluster.timeInfo() }
         }
         let server = ExpirableServer(
             engine: engine,
@@ -144,6 +145,7 @@ struct Daemon {
                 return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh + mode)
             }
         )
+        options.maxClockOffset = settings.maxClockOffset
         options.quorum = Dictionary(uniqueKeysWithValues: configuration.expirables
             .filter { $0.scope == .cluster && $0.singleFlight == .quorum }.map { ($0.name, $0.timeout) })
         return options

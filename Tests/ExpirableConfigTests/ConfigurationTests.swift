@@ -58,6 +58,7 @@ struct ConfigurationTests {
         #expect(cluster.peers[1].endpoint == .init(host: "::1", port: 7401))
         #expect(cluster.cert == "/etc/expirable/node-a.pem")
         #expect(cluster.heartbeat == .milliseconds(500))
+        #expect(cluster.maxClockOffset == .milliseconds(500))
         #expect(config.expirables.map(\.name) == ["github_access_token", "local_one"])
         let github = config.expirables[0]
         #expect(github.plugin == "oauth2")
@@ -215,6 +216,8 @@ struct ConfigurationTests {
          "F:4: cluster.peers: expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone"),
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nheartbeat = \"10ms\"\n",
          "F:8: cluster.heartbeat: expected a duration from 50ms to 60s"),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nmax_clock_offset = \"0ms\"\n",
+         "F:8: cluster.max_clock_offset: expected a duration of at least 1ms, as \"500ms\""),
     ]
 
     @Test("freshness keys (SPEC §3 items 13–17) decode, with before_expiry and jitter as durations or shares")
