@@ -32,6 +32,13 @@ extension Cluster {
             leaseRequested(name, number: number, durationMillis: duration, by: peer)
         case .leaseAnswer(let name, let number, let granted, let reason, let newest):
             leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, from: peer)
+        case .state(let name, let version, let bytes, let lease):
+            observe(version)
+            guard !fenced(name, lease: lease) else {
+                logger.warning("refused a plugin state set under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
+                return
+            }
+            engine?.applyReplicaState(name, state: bytes.map { Secret($0) }, version: version)
         case .leaseRelease(let name, let number):
             leaseReleased(name, number: number)
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
@@ -167,17 +174,23 @@ struct ClusterFetcher: Fetcher {
     let timeout: Duration
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        fetch(.plain) { completion($0.result) }
+    }
+
+    /// The plugin's state goes to a local call; a forwarded fetch is answered by the owner's engine with its
+    /// own (replicated) state, and the owner replicates what its call did to it, so nothing changes here.
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
         cluster.afterRejoin { [self] in
             let owner = cluster.owner(of: name)
             if owner == cluster.options.node || cluster.servingForwards(of: name) {
                 if cluster.options.quorum[name] != nil {
-                    cluster.callUnderLease(name, local: local, timeout: timeout, completion: completion)
+                    cluster.callUnderLease(name, local: local, request: request, timeout: timeout, completion: completion)
                 } else {
-                    local.fetch(completion: completion)
+                    local.fetch(request, completion: completion)
                 }
             } else {
-                cluster.forward(name, to: owner, timeout: timeout + .seconds(2), completion: completion)
+                cluster.forward(name, to: owner, timeout: timeout + .seconds(2)) { completion(FetchOutcome(result: $0)) }
             }
         }
     }

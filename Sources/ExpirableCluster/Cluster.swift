@@ -105,6 +105,11 @@ public final class Cluster: Service, Replicator, Sendable {
         broadcast(.value(name: name, version: version, remainingMillis: remainingMillis, bytes: bytes, lease: lease))
     }
 
+    public func stateChanged(_ name: String, _ state: Secret?, version: Version) {
+        let lease = self.state.withLock { $0.held[name] }
+        broadcast(.state(name: name, version: version, bytes: state?.bytes, lease: lease))
+    }
+
     public func cleared(_ name: String, version: Version) {
         broadcast(.clear(name: name, version: version))
     }
@@ -146,6 +151,9 @@ public final class Cluster: Service, Replicator, Sendable {
             } else {
                 messages.append(.clear(name: replica.name, version: replica.version))
             }
+        }
+        for replica in engine?.replicaStates() ?? [] {
+            messages.append(.state(name: replica.name, version: replica.version, bytes: replica.state?.bytes, lease: nil))
         }
         return messages
     }
@@ -201,8 +209,9 @@ struct ClusterState {
     struct PendingLease {
         var attempt: LeaseAttempt
         let local: any Fetcher
+        let request: FetchRequest
         let timeout: Duration
-        let completion: @Sendable (Result<Fetched, ExpirableError>) -> Void
+        let completion: @Sendable (FetchOutcome) -> Void
     }
     var grants: LeaseGrants
     var leases: [String: PendingLease] = [:]

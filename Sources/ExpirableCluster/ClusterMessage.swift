@@ -46,11 +46,15 @@ enum ClusterMessage: Equatable {
     case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?)
     /// The holder's call is over: the lease may be granted to someone else at once.
     case leaseRelease(name: String, number: LeaseNumber)
+    /// A plugin's state (SPEC §3.20) changed on the sender under `version` (nil bytes: cleared), with the lease
+    /// of the call that changed it, for fencing like a value's.
+    case state(name: String, version: Version, bytes: [UInt8]?, lease: LeaseNumber?)
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
     /// its lease, and the lease frames exist.
     /// 3: `heartbeat` carries clocks for cluster time, `fetch` a deadline and an echo.
-    static let protocolVersion: UInt16 = 3
+    /// 4: the `state` frame.
+    static let protocolVersion: UInt16 = 4
 }
 
 /// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.
@@ -67,7 +71,7 @@ enum ClusterFrame {
     static let maxDigests = 10_000
 
     private enum Kind: UInt8 {
-        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease
+        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease, state
     }
 
     static func encode(_ message: ClusterMessage, into out: inout ByteBuffer) {
@@ -132,6 +136,13 @@ enum ClusterFrame {
             out.writeInteger(UInt8(granted ? 1 : 0))
             out.writeShortString(String(decoding: reason.utf8.prefix(1000), as: UTF8.self))
             out.writeLease(newest)
+        case .state(let name, let version, let bytes, let lease):
+            out.writeInteger(Kind.state.rawValue)
+            out.writeShortString(name)
+            out.writeVersion(version)
+            out.writeInteger(UInt8(bytes == nil ? 0 : 1))
+            if let bytes { out.writeLongBytes(bytes) }
+            out.writeLease(lease)
         case .leaseRelease(let name, let number):
             out.writeInteger(Kind.leaseRelease.rawValue)
             out.writeShortString(name)
@@ -213,6 +224,12 @@ enum ClusterFrame {
             let granted = try frame.readFlag()
             let reason = try frame.readShortString()
             return .leaseAnswer(name: name, number: number, granted: granted, reason: reason, newest: try frame.readOptionalLease())
+        case .state:
+            let name = try frame.readShortString()
+            let version = try frame.readVersion()
+            let bytes = try frame.readFlag() ? try frame.readLongBytes() : nil
+            if let bytes, bytes.count > 64 * 1024 { throw ClusterFrameError("a state of \(bytes.count) bytes") }
+            return .state(name: name, version: version, bytes: bytes, lease: try frame.readOptionalLease())
         case .leaseRelease:
             return .leaseRelease(name: try frame.readShortString(), number: try frame.readLease())
         }

@@ -44,6 +44,10 @@ public struct Configuration: Sendable, Hashable {
         public let isolation: Isolation
         /// Who plugin helpers run as when the daemon runs as root; nil: the daemon's own user and group.
         public let pluginAccount: PluginAccount?
+        /// Where plugin states are kept, encrypted (SPEC §3.20); nil: in memory only.
+        public let stateDir: String?
+        /// The 32-byte key for `stateDir`; nil: the systemd credential `expirable-state-key`.
+        public let stateKeyFile: String?
     }
 
     /// `plugin_user` / `plugin_group`, resolved to ids when the configuration is read.

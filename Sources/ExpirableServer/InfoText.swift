@@ -41,6 +41,7 @@ enum InfoText {
         lines.append("failures:\(status.counters.failures)")
         lines.append("refreshes:\(status.counters.refreshes)")
         lines.append("stale_answers:\(status.counters.staleAnswers)")
+        lines.append("plugin_state:\(state.engine.hasPluginState(name) ? "yes" : "no")")
         if let plugin = state.options.pluginInfo?(name) {
             lines += plugin.map { "\($0.0):\($0.1)" }
         }

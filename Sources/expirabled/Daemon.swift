@@ -3,6 +3,7 @@ import ExpirableConfig
 import ExpirableCore
 import ExpirablePluginHost
 import ExpirableServer
+import ExpirableState
 import ExpirableTLS
 import Logging
 import NIOPosix
@@ -80,6 +81,15 @@ struct Daemon {
             }
         }
         let engine = Engine(expirables: definitions, clock: clock, logger: Logger(label: "expirable.engine"))
+        if let directory = configuration.server.stateDir {
+            do {
+                let store = try StateStore(directory: directory, keyFile: configuration.server.stateKeyFile)
+                engine.keepStates(with: StateFiles(store: store, logger: Logger(label: "expirable.state")),
+                                  initial: StateFiles.load(store, names: engine.names, logger: logger))
+            } catch {
+                Daemon.fail("[server] state_dir: \(error.message)")
+            }
+        }
         cluster?.attach(engine)
         var options = ServerOptions(
             socketPath: configuration.server.socket,
