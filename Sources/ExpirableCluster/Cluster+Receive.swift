@@ -181,16 +181,18 @@ struct ClusterFetcher: Fetcher {
     /// own (replicated) state, and the owner replicates what its call did to it, so nothing changes here.
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
+        // A keyed family's member is owned, forwarded and leased under its full name, NAME:KEY.
+        let full = request.key.map { name + ":" + $0 } ?? name
         cluster.afterRejoin { [self] in
-            let owner = cluster.owner(of: name)
-            if owner == cluster.options.node || cluster.servingForwards(of: name) {
+            let owner = cluster.owner(of: full)
+            if owner == cluster.options.node || cluster.servingForwards(of: full) {
                 if cluster.options.quorum[name] != nil {
-                    cluster.callUnderLease(name, local: local, request: request, timeout: timeout, completion: completion)
+                    cluster.callUnderLease(full, local: local, request: request, timeout: timeout, completion: completion)
                 } else {
                     local.fetch(request, completion: completion)
                 }
             } else {
-                cluster.forward(name, to: owner, timeout: timeout + .seconds(2)) { completion(FetchOutcome(result: $0)) }
+                cluster.forward(full, to: owner, timeout: timeout + .seconds(2)) { completion(FetchOutcome(result: $0)) }
             }
         }
     }

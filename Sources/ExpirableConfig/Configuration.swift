@@ -143,6 +143,8 @@ public struct Configuration: Sendable, Hashable {
         public let isolation: Isolation
         /// How the cluster keeps to one plugin call at a time (SPEC §4.10).
         public let singleFlight: SingleFlight
+        /// Set for a keyed family (`keyed = true`, SPEC §3.19).
+        public let keyed: KeyedPolicy?
         /// The most memory its helper may map for data (RLIMIT_DATA), in bytes; nil: no limit.
         public let maxMemory: Int?
         /// The most CPU time one call may use in its helper (RLIMIT_CPU, whole seconds); nil: no limit.

@@ -148,7 +148,7 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight",
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
@@ -223,7 +223,7 @@ struct ConfigurationDecoder {
             throw error(at + ["single_flight"], "\"quorum\" needs isolation = \"process\": a call that outlives its lease must be stopped, and only a helper can be killed; remove isolation = \"inline\"")
         }
         return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
-                     singleFlight: singleFlight, maxMemory: maxMemory, maxCPU: maxCPU, params: params)
+                     singleFlight: singleFlight, keyed: try keyedPolicy(t, at: at), maxMemory: maxMemory, maxCPU: maxCPU, params: params)
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {
@@ -306,6 +306,25 @@ struct ConfigurationDecoder {
             throw error(at, "expected \(ConfigurationDecoder.expectedLead), got \(show(v))")
         }
         return .duration(d)
+    }
+
+    /// `keyed`, `max_keys`, `key_idle` (SPEC §3.19): nil unless `keyed = true`; the other two need it.
+    private func keyedPolicy(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> KeyedPolicy? {
+        var keyed = false
+        if let v = t["keyed"] {
+            guard let flag = v.boolean else { throw error(at + ["keyed"], "expected true or false, got \(show(v))") }
+            keyed = flag
+        }
+        let maxKeys = try integer(t, "max_keys", at: at, in: 1...10_000_000)
+        let keyIdle = try t["key_idle"].map { v throws(ConfigurationError) in try duration(v, at: at + ["key_idle"]) }
+        guard keyed else {
+            if let key = ["max_keys", "key_idle"].first(where: { t[$0] != nil }) {
+                throw error(at + [key], "only applies with keyed = true; set keyed = true or remove \(key)")
+            }
+            return nil
+        }
+        if let keyIdle, keyIdle < .seconds(1) { throw error(at + ["key_idle"], "expected at least \"1s\", got \(show(t["key_idle"]!))") }
+        return KeyedPolicy(maxKeys: maxKeys ?? KeyedPolicy.defaultMaxKeys, keyIdle: keyIdle ?? KeyedPolicy.defaultKeyIdle)
     }
 
     /// A size in bytes: an integer, or a string with a binary unit ("64MiB", "64M", "512KiB", "1G").

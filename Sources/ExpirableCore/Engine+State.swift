@@ -21,7 +21,7 @@ extension Engine {
     /// Applies a state a peer's call set, unless this node has seen a newer one. Returns whether it applied.
     @discardableResult
     public func applyReplicaState(_ name: String, state: Secret?, version: Version) -> Bool {
-        guard let entry = entries(name), entry.scope == .cluster else { return false }
+        guard let entry = entry(creating: name), entry.scope == .cluster else { return false }
         let applied = entry.state.withLock { s -> Bool in
             guard s.stateVersion.map({ version > $0 }) ?? true else { return false }
             s.stateVersion = version
@@ -35,9 +35,9 @@ extension Engine {
 
     /// Every cluster-scoped expirable's state with its version, for a peer that (re)joins.
     public func replicaStates() -> [(name: String, state: Secret?, version: Version)] {
-        names.compactMap { name in
-            guard let entry = entries(name), entry.scope == .cluster else { return nil }
-            return entry.state.withLock { s in s.stateVersion.map { (name, s.pluginState, $0) } }
+        allEntries.compactMap { entry in
+            guard entry.scope == .cluster else { return nil }
+            return entry.state.withLock { s in s.stateVersion.map { (entry.name, s.pluginState, $0) } }
         }
     }
 

@@ -74,4 +74,11 @@ public struct ClosureFetcher: Fetcher {
 public protocol StateKeeper: Sendable {
     /// `name`'s state changed to `state` (nil: cleared). Called outside the engine's locks, once per change.
     func stateChanged(_ name: String, _ state: Secret?)
+    /// The saved state of `name`, for a keyed family's member made after start: nil when there is none, an
+    /// error when the saved one cannot be used.
+    func load(_ name: String) -> Result<Secret, ExpirableError>?
+}
+
+extension StateKeeper {
+    public func load(_ name: String) -> Result<Secret, ExpirableError>? { nil }
 }

@@ -3,6 +3,14 @@ import ExpirableCore
 /// The text of INFO replies: `key:value` lines, one fact each, never a value.
 enum InfoText {
     static func expirable(_ name: String, state: ServerState) -> String? {
+        if let family = state.engine.familyInfo(name) {
+            // A keyed family: its counts; each member answers INFO NAME:KEY.
+            return [
+                "name:\(name)", "keyed:yes", "scope:\(state.engine.scope(of: name)?.rawValue ?? "")",
+                "keys:\(family.keys)", "max_keys:\(family.maxKeys)", "key_idle_ms:\(family.keyIdle.milliseconds)",
+                "evictions:\(family.evictions)",
+            ].joined(separator: "\r\n") + "\r\n"
+        }
         guard let status = state.engine.status(name) else { return nil }
         var lines = [
             "name:\(status.name)",

@@ -17,6 +17,15 @@ struct StateFiles: StateKeeper {
         }
     }
 
+    func load(_ name: String) -> Result<Secret, ExpirableError>? {
+        do {
+            return try store.load(name).map { .success($0) }
+        } catch {
+            logger.error("a plugin state file cannot be used", metadata: ["expirable": "\(name)", "error": "\(error.message)"])
+            return .failure(.fetch("\(name): its saved plugin state cannot be used: \(error.message)", class: .permanent))
+        }
+    }
+
     /// The states saved for `names`. A file that cannot be read or decrypted stops its expirable's calls with
     /// the reason (they would otherwise start over without the refresh token), and is logged now.
     static func load(_ store: StateStore, names: [String], logger: Logger) -> [String: Result<Secret, ExpirableError>] {
