@@ -16,7 +16,9 @@ extension Cluster {
     }
 
     /// One line per member for the CLUSTER command, tab-separated `key:value` fields: node, state, address,
-    /// certificate, last heard, TLS version, messages queued on the link to it, configuration differences and the last
+    /// certificate, last heard, TLS version, clock offset (for this node, its correction to cluster time) and the
+    /// round trip that measured it, a clock beyond `max_clock_offset`, messages queued on the link to it (SPEC
+    /// §4.16), configuration differences and the last
     /// link error.
     public func describe() -> String {
         members().map { member in
@@ -27,7 +29,10 @@ extension Cluster {
                 "certificate:\(member.certificate ?? "-")",
                 "last_heard_ms:\(member.lastHeardMillis.map(String.init) ?? "-")",
                 "tls:\(member.tls ?? "-")",
+                "clock_offset_ms:\(member.clockOffsetMillis.map(String.init) ?? "-")",
+                "rtt_ms:\(member.roundTripMillis.map(String.init) ?? "-")",
             ]
+            if let problem = member.clockError { fields.append("clock_error:\(problem)") }
             if let queued = member.queued { fields.append("queue:\(queued)") }
             if !member.disagreements.isEmpty { fields.append("config:\(member.disagreements.joined(separator: "; "))") }
             if let error = member.lastError, member.state != .alive { fields.append("error:\(error)") }

@@ -41,6 +41,8 @@ extension Cluster {
             "peers": "\(options.peers.map(\.name).joined(separator: ","))",
         ])
         for peer in options.peers { dial(peer.name) }
+        // Pauses are measured from here: one before the first tick is one too.
+        noticePause(tick: true)
         startJoin()
         let heartbeat = group.next().scheduleRepeatedTask(initialDelay: .nanoseconds(options.heartbeat.nanoseconds), delay: .nanoseconds(options.heartbeat.nanoseconds)) { [self] _ in
             tick()
@@ -61,7 +63,8 @@ extension Cluster {
 
     /// Every heartbeat: tell each peer this node is alive, and notice peers that fell silent.
     private func tick() {
-        broadcast(.heartbeat)
+        noticePause(tick: true)
+        sendHeartbeats()
         reportRefusals()
         let now = clock.monotonicNanos
         let deadAfter = UInt64(options.deadAfter.nanoseconds)
@@ -71,10 +74,12 @@ extension Cluster {
         // A link the peer dialed that has been silent for twice the dead time is closed, so the peer dials
         // afresh once it can; a link that delivers is kept even while the other direction is cut, so the cut
         // costs no redials. (Twice: a node slowed down for a moment is not made to redo its TLS handshakes.)
+        // Right after a pause of this node every echo looks late: links are not judged until a dead time later.
         let (stalled, silent): ([(String, any Channel, Int)], [any Channel]) = state.withLock { s in
             var stalled: [(String, any Channel, Int)] = []
             var silent: [any Channel] = []
-            for record in s.peers.values {
+            let resumed = s.pauses.last.map { now - min(now, $0.noticed) < deadAfter } ?? false
+            for record in s.peers.values where !resumed {
                 if let outbound = record.outbound, now - min(now, record.lastAcked) >= deadAfter {
                     stalled.append((record.peer.name, outbound, record.sender?.queueLength ?? 0))
                 }

@@ -13,6 +13,8 @@ final class LinkSender: Sendable {
     enum Key: Hashable {
         case hello, heartbeat
         case change(String)
+        /// A plugin state (§3.20), collapsed apart from values.
+        case state(String)
         case request(UInt64)
         case answer(UInt64)
         /// Never replaced (lease frames).
@@ -30,7 +32,7 @@ final class LinkSender: Sendable {
 
         mutating func enqueue(_ message: ClusterMessage) {
             let key = LinkSender.key(of: message) ?? .unique(nextOrder + 1)
-            if case .change = key, let old = queued[key]?.message, let oldVersion = LinkSender.version(of: old),
+            if let old = queued[key]?.message, let oldVersion = LinkSender.version(of: old),
                let newVersion = LinkSender.version(of: message), newVersion < oldVersion {
                 return  // the queued change is newer already
             }
@@ -107,7 +109,8 @@ final class LinkSender: Sendable {
         case .hello: .hello
         case .heartbeat: .heartbeat
         case .value(let name, _, _, _, _), .clear(let name, _): .change(name)
-        case .fetch(let id, _): .request(id)
+        case .state(let name, _, _, _): .state(name)
+        case .fetch(let id, _, _, _): .request(id)
         case .fetched(let id, _, _, _, _), .fetchFailed(let id, _, _, _, _): .answer(id)
         case .leaseRequest, .leaseAnswer, .leaseRelease: nil
         }
@@ -115,7 +118,7 @@ final class LinkSender: Sendable {
 
     private static func version(of message: ClusterMessage) -> Version? {
         switch message {
-        case .value(_, let version, _, _, _), .clear(_, let version): version
+        case .value(_, let version, _, _, _), .clear(_, let version), .state(_, let version, _, _): version
         default: nil
         }
     }

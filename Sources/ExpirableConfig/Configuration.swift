@@ -44,6 +44,10 @@ public struct Configuration: Sendable, Hashable {
         public let isolation: Isolation
         /// Who plugin helpers run as when the daemon runs as root; nil: the daemon's own user and group.
         public let pluginAccount: PluginAccount?
+        /// Where plugin states are kept, encrypted (SPEC §3.20); nil: in memory only.
+        public let stateDir: String?
+        /// The 32-byte key for `stateDir`; nil: the systemd credential `expirable-state-key`.
+        public let stateKeyFile: String?
     }
 
     /// `plugin_user` / `plugin_group`, resolved to ids when the configuration is read.
@@ -96,6 +100,9 @@ public struct Configuration: Sendable, Hashable {
         /// How often nodes send heartbeats; a peer silent for three of them is dead.
         public let heartbeat: Duration
         public static let defaultHeartbeat: Duration = .milliseconds(500)
+        /// A node whose clock is further than this from cluster time is reported as an error.
+        public var maxClockOffset: Duration = Cluster.defaultMaxClockOffset
+        public static let defaultMaxClockOffset: Duration = .milliseconds(500)
     }
 
     /// A peer node: its name and address.
@@ -136,6 +143,8 @@ public struct Configuration: Sendable, Hashable {
         public let isolation: Isolation
         /// How the cluster keeps to one plugin call at a time (SPEC §4.10).
         public let singleFlight: SingleFlight
+        /// Set for a keyed family (`keyed = true`, SPEC §3.19).
+        public let keyed: KeyedPolicy?
         /// The most memory its helper may map for data (RLIMIT_DATA), in bytes; nil: no limit.
         public let maxMemory: Int?
         /// The most CPU time one call may use in its helper (RLIMIT_CPU, whole seconds); nil: no limit.

@@ -40,7 +40,7 @@ struct ConfigurationDecoder {
         let t = t ?? TOMLTable()
         let at = ["server"]
         try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes", "max_output_bytes",
-                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group"], in: t, at: at)
+                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group", "state_dir", "state_key_file"], in: t, at: at)
         let socket = try path(t, "socket", at: at) ?? Server.defaultSocket
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
         var mode = Server.defaultSocketMode
@@ -61,9 +61,14 @@ struct ConfigurationDecoder {
         }
         let isolation = try t["isolation"].map { v throws(ConfigurationError) in try oneOf(Configuration.Isolation.self, v, at: at + ["isolation"]) } ?? Server.defaultIsolation
         let account = try pluginAccount(t, at: at)
+        let stateDir = try path(t, "state_dir", at: at)
+        let stateKeyFile = try path(t, "state_key_file", at: at)
+        if stateKeyFile != nil && stateDir == nil {
+            throw error(at + ["state_key_file"], "only applies with state_dir; set state_dir (where plugin states are kept) or remove state_key_file")
+        }
         return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
                      maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation,
-                     pluginAccount: account)
+                     pluginAccount: account, stateDir: stateDir, stateKeyFile: stateKeyFile)
     }
 
     /// `plugin_user` and `plugin_group`: names or numeric ids, looked up on this machine now, so a typo is
@@ -106,7 +111,7 @@ struct ConfigurationDecoder {
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
-        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat"], in: t, at: at)
+        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset"], in: t, at: at)
         let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
         let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
         let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
@@ -129,7 +134,13 @@ struct ConfigurationDecoder {
         guard heartbeat >= .milliseconds(50), heartbeat <= .seconds(60) else {
             throw error(at + ["heartbeat"], "expected a duration from 50ms to 60s")
         }
-        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat)
+        let maxClockOffset = try t["max_clock_offset"].map { v throws(ConfigurationError) in try duration(v, at: at + ["max_clock_offset"]) }
+            ?? Configuration.Cluster.defaultMaxClockOffset
+        guard maxClockOffset >= .milliseconds(1) else {
+            throw error(at + ["max_clock_offset"], "expected a duration of at least 1ms, as \"500ms\"")
+        }
+        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat,
+                     maxClockOffset: maxClockOffset)
     }
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {
@@ -137,7 +148,7 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight",
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
@@ -212,7 +223,7 @@ struct ConfigurationDecoder {
             throw error(at + ["single_flight"], "\"quorum\" needs isolation = \"process\": a call that outlives its lease must be stopped, and only a helper can be killed; remove isolation = \"inline\"")
         }
         return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
-                     singleFlight: singleFlight, maxMemory: maxMemory, maxCPU: maxCPU, params: params)
+                     singleFlight: singleFlight, keyed: try keyedPolicy(t, at: at), maxMemory: maxMemory, maxCPU: maxCPU, params: params)
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {
@@ -295,6 +306,25 @@ struct ConfigurationDecoder {
             throw error(at, "expected \(ConfigurationDecoder.expectedLead), got \(show(v))")
         }
         return .duration(d)
+    }
+
+    /// `keyed`, `max_keys`, `key_idle` (SPEC §3.19): nil unless `keyed = true`; the other two need it.
+    private func keyedPolicy(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> KeyedPolicy? {
+        var keyed = false
+        if let v = t["keyed"] {
+            guard let flag = v.boolean else { throw error(at + ["keyed"], "expected true or false, got \(show(v))") }
+            keyed = flag
+        }
+        let maxKeys = try integer(t, "max_keys", at: at, in: 1...10_000_000)
+        let keyIdle = try t["key_idle"].map { v throws(ConfigurationError) in try duration(v, at: at + ["key_idle"]) }
+        guard keyed else {
+            if let key = ["max_keys", "key_idle"].first(where: { t[$0] != nil }) {
+                throw error(at + [key], "only applies with keyed = true; set keyed = true or remove \(key)")
+            }
+            return nil
+        }
+        if let keyIdle, keyIdle < .seconds(1) { throw error(at + ["key_idle"], "expected at least \"1s\", got \(show(t["key_idle"]!))") }
+        return KeyedPolicy(maxKeys: maxKeys ?? KeyedPolicy.defaultMaxKeys, keyIdle: keyIdle ?? KeyedPolicy.defaultKeyIdle)
     }
 
     /// A size in bytes: an integer, or a string with a binary unit ("64MiB", "64M", "512KiB", "1G").

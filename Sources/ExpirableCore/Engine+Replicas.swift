@@ -5,7 +5,7 @@ extension Engine {
     /// node already has a newer version (a newer value, or a newer clear). Returns whether it was applied.
     @discardableResult
     public func applyReplica(_ name: String, value: Secret, remainingMillis: Int64?, version: Version) -> Bool {
-        guard let entry = entries(name), entry.scope == .cluster else { return false }
+        guard let entry = entry(creating: name), entry.scope == .cluster else { return false }
         let now = clock.monotonicNanos
         let fetched = Fetched(value: value, remainingMillis: remainingMillis, version: version, unixMillisNow: clock.unixMillis)
         let deadline = Engine.deadline(of: fetched, now: now, wall: clock.unixMillis)
@@ -44,8 +44,9 @@ extension Engine {
     /// The state of every cluster-scoped expirable that has a version: valid values and clears.
     public func replicas() -> [ReplicaState] {
         let now = clock.monotonicNanos
-        return names.compactMap { name in
-            guard let entry = entries(name), entry.scope == .cluster else { return nil }
+        return allEntries.compactMap { entry in
+            let name = entry.name
+            guard entry.scope == .cluster else { return nil }
             return entry.state.withLock { s -> ReplicaState? in
                 guard let version = s.version else { return nil }
                 guard s.isValid(at: now), let value = s.value else {
@@ -58,7 +59,11 @@ extension Engine {
     }
 
     /// The scope of `name`, or nil if it is not configured.
-    public func scope(of name: String) -> Scope? { entries(name)?.scope }
+    public func scope(of name: String) -> Scope? {
+        if let family = families[name] { return family.definition.scope }
+        if let entry = entries(name) { return entry.scope }
+        return familyAndKey(name).map { $0.0.definition.scope }
+    }
 
     /// The version of `name`'s current value or last clear, if it has one.
     public func version(of name: String) -> Version? { entries(name)?.state.withLock { $0.version } }

@@ -10,7 +10,10 @@ public final class Engine: Sendable {
     let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
     private let observerBox = Mutex<(@Sendable (String, Fetched) -> Void)?>(nil)
+    let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     private let entryTable: [String: Entry]
+    /// Keyed families by name (SPEC §3.19); their members are entries made on first use.
+    let families: [String: Family]
     private let nameTable: NameTable
     /// The configured names, sorted.
     public let names: [String]
@@ -24,19 +27,31 @@ public final class Engine: Sendable {
     public init(expirables: [ExpirableDefinition], clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.engine"),
                 jitter: @escaping JitterSource = { UInt64.random(in: 0...$0) }) {
         var entries: [String: Entry] = [:]
+        var families: [String: Family] = [:]
         for definition in expirables {
-            precondition(entries[definition.name] == nil, "duplicate expirable \(definition.name)")
-            entries[definition.name] = Entry(definition)
+            precondition(entries[definition.name] == nil && families[definition.name] == nil, "duplicate expirable \(definition.name)")
+            if let keyed = definition.keyed {
+                families[definition.name] = Family(definition, policy: keyed)
+            } else {
+                entries[definition.name] = Entry(definition)
+            }
         }
         self.entryTable = entries
+        self.families = families
         self.nameTable = NameTable(entries)
-        self.names = entries.keys.sorted()
+        self.names = (Array(entries.keys) + Array(families.keys)).sorted()
         self.clock = clock
         self.logger = logger
         self.jitter = jitter
+        for family in families.values { sweepIdleMembers(family) }
     }
 
-    func entries(_ name: String) -> Entry? { entryTable[name] }
+    /// `name`'s entry: a configured expirable, or a keyed family's member that exists (none is made here).
+    func entries(_ name: String) -> Entry? {
+        if let entry = entryTable[name] { return entry }
+        guard !families.isEmpty, let (family, key) = familyAndKey(name) else { return nil }
+        return family.member(key)
+    }
 
     /// Connects the engine to the cluster. Call once, before serving.
     public func attach(_ replicator: any Replicator) {
@@ -70,12 +85,15 @@ public final class Engine: Sendable {
 
     /// `cachedValue(_:)` for a name given as UTF-8 bytes, such as a slice of a receive buffer: no String made.
     public func cachedValue(utf8 name: UnsafeRawBufferPointer) -> Fetched? {
-        guard let entry = nameTable.entry(name) else { return nil }
+        if let entry = nameTable.entry(name) { return cachedValue(entry) }
+        // A keyed family's member: the name as a String (no allocation up to 15 bytes), then two lookups.
+        guard !families.isEmpty, name.contains(UInt8(ascii: ":")), let entry = entries(String(decoding: name, as: UTF8.self)) else { return nil }
         return cachedValue(entry)
     }
 
     private func cachedValue(_ entry: Entry) -> Fetched? {
         let now = clock.monotonicNanos
+        if entry.family != nil { entry.lastUsed.store(now, ordering: .relaxed) }
         return entry.state.withLock { s in
             guard s.isValid(at: now) else { return nil }
             s.counters.hits &+= 1
@@ -93,10 +111,17 @@ public final class Engine: Sendable {
     ///     paced attempt (§3.17) gets the last error at once, with the time of the next attempt. Nil: any time.
     public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil,
                       completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
-        guard let entry = entries(name) else {
-            completion(.failure(.notFound(name)))
+        guard let entry = entry(creating: name) else {
+            if let family = families[name] {
+                completion(.failure(.notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")))
+            } else if let prefix = name.split(separator: ":", maxSplits: 1).first, families[String(prefix)] != nil {
+                completion(.failure(.notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces")))
+            } else {
+                completion(.failure(.notFound(name)))
+            }
             return
         }
+        if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
         let wanted = minimumValidity.map { UInt64(max(0, $0.nanoseconds)) } ?? 0
@@ -166,7 +191,11 @@ public final class Engine: Sendable {
     /// way still answers its callers, but its result is not stored. Returns false if `name` is not configured.
     @discardableResult
     public func clear(_ name: String) -> Bool {
-        guard let entry = entries(name) else { return false }
+        if let family = families[name] {
+            for member in family.all { clear(member.name) }
+            return true
+        }
+        guard let entry = entries(name) else { return familyAndKey(name) != nil }
         let replicator = replicator(for: entry)
         let version = replicator?.nextVersion()
         let resumed: UInt64? = entry.state.withLock { s in
@@ -201,6 +230,17 @@ public final class Engine: Sendable {
     /// Stops every eager refresh timer; used when the daemon shuts down. Values stay readable.
     public func shutdown() {
         for entry in entryTable.values { entry.state.withLock { $0.cancelRefresh() } }
+        for family in families.values {
+            for entry in family.all { entry.state.withLock { $0.cancelRefresh() } }
+        }
+    }
+
+    /// Every entry: the configured ones and every keyed family's members.
+    var allEntries: [Entry] {
+        names.flatMap { name -> [Entry] in
+            if let family = families[name] { return family.all }
+            return entryTable[name].map { [$0] } ?? []
+        }
     }
 
     // MARK: Plugin calls
@@ -212,9 +252,34 @@ public final class Engine: Sendable {
     }
 
     func call(_ entry: Entry, generation: UInt64) {
-        entry.fetcher.fetch { [self] result in
-            complete(entry, generation: generation, result: result)
+        let (state, refusal) = entry.state.withLock { ($0.pluginState, $0.stateError) }
+        if let refusal {
+            complete(entry, generation: generation, result: .failure(refusal))
+            return
         }
+        entry.fetcher.fetch(FetchRequest(state: state)) { [self] outcome in
+            applyStateChange(outcome.state, to: entry)
+            complete(entry, generation: generation, result: outcome.result)
+        }
+    }
+
+    /// Keeps what a call did to the plugin's state, whatever became of its result (cleared meanwhile, failed):
+    /// the identity provider may have consumed the old state. Then tells the state keeper and the cluster.
+    func applyStateChange(_ change: StateChange, to entry: Entry) {
+        let state: Secret?
+        switch change {
+        case .keep: return
+        case .set(let secret): state = secret
+        case .clear: state = nil
+        }
+        let replicator = replicator(for: entry)
+        let version = replicator?.nextVersion()
+        entry.state.withLock { s in
+            s.pluginState = state
+            if let version { s.stateVersion = version }
+        }
+        stateKeeperBox.withLock { $0 }?.stateChanged(entry.name, state)
+        if let replicator, let version { replicator.stateChanged(entry.name, state, version: version) }
     }
 
     private func complete(_ entry: Entry, generation: UInt64, result fetchedResult: Result<Fetched, ExpirableError>) {

@@ -71,6 +71,14 @@ final class Entry: Sendable {
         var counters = ExpirableCounters()
         /// The version of the current value or of the last clear (cluster scope with a replicator only).
         var version: Version?
+        /// The plugin's state (SPEC §3.20): given to every call, replaced by what a call sets. A clear of the
+        /// value keeps it (a refresh token outlives the access tokens it buys).
+        var pluginState: Secret?
+        /// Why the state could not be read at start (a state file that does not decrypt): every call fails
+        /// with it until the operator fixes or removes the file, rather than calling without the state.
+        var stateError: ExpirableError?
+        /// The version of the last state change seen, for replicated states: the newest wins, like values.
+        var stateVersion: Version?
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
 
@@ -95,11 +103,15 @@ final class Entry: Sendable {
     let freshness: FreshnessPolicy
     let fetcher: any Fetcher
     let state = Mutex(State())
+    /// A keyed family's member: the family, and when it was last read (monotonic), for eviction. Nil otherwise.
+    let family: Family?
+    let lastUsed = Atomic<UInt64>(0)
     /// `freshness.expiryMargin` and `staleIfError` in nanoseconds, read under the lock.
     let marginNanos: UInt64
     let staleNanos: UInt64
 
-    init(_ definition: ExpirableDefinition) {
+    init(_ definition: ExpirableDefinition, family: Family? = nil) {
+        self.family = family
         name = definition.name
         scope = definition.scope
         refresh = definition.refresh
@@ -117,18 +129,22 @@ public struct ExpirableDefinition: Sendable {
     public let refresh: RefreshPolicy
     public let freshness: FreshnessPolicy
     public let fetcher: any Fetcher
+    /// Set for a keyed family (SPEC §3.19): `NAME:KEY` addresses its members.
+    public let keyed: KeyedPolicy?
 
     public init(name: String, scope: Scope = .cluster, refresh: RefreshPolicy = .lazy, freshness: FreshnessPolicy = FreshnessPolicy(),
-                fetcher: any Fetcher) {
+                keyed: KeyedPolicy? = nil, fetcher: any Fetcher) {
         self.name = name
         self.scope = scope
         self.refresh = refresh
         self.freshness = freshness
+        self.keyed = keyed
         self.fetcher = fetcher
     }
 
-    /// The same definition with another fetcher (the cluster wraps the plugin's) or freshness policy.
-    public func with(fetcher: (any Fetcher)? = nil, freshness: FreshnessPolicy? = nil) -> ExpirableDefinition {
-        ExpirableDefinition(name: name, scope: scope, refresh: refresh, freshness: freshness ?? self.freshness, fetcher: fetcher ?? self.fetcher)
+    /// The same definition with another fetcher (the cluster wraps the plugin's), freshness policy or keying.
+    public func with(fetcher: (any Fetcher)? = nil, freshness: FreshnessPolicy? = nil, keyed: KeyedPolicy?? = nil) -> ExpirableDefinition {
+        ExpirableDefinition(name: name, scope: scope, refresh: refresh, freshness: freshness ?? self.freshness, keyed: keyed ?? self.keyed,
+                            fetcher: fetcher ?? self.fetcher)
     }
 }

@@ -44,6 +44,11 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         .init(code: .notFound, message: "no expirable named '\(name)' is configured; `expirablectl list` shows the names")
     }
 
+    /// A name that is configured but cannot be fetched as given (a keyed family without a key, a bad key).
+    public static func notFound(explaining message: String) -> ExpirableError {
+        .init(code: .notFound, message: message)
+    }
+
     /// A plugin failure; `message` is the plugin's own words or the host's description of a malformed result,
     /// `errorClass` and `retryAfter` (Unix milliseconds) what the plugin said about trying again.
     public static func fetch(_ message: String, class errorClass: Class = .temporary, retryAfter: Int64? = nil) -> ExpirableError {

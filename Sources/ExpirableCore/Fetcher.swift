@@ -1,7 +1,60 @@
-/// Gets a fresh value for one expirable. The engine makes at most one call per expirable at a time and
+/// Gets a fresh value for one expirable. The engine makes at most one call per expirable (per key) at a time and
 /// calls it from any thread; `completion` must be called exactly once, from any thread.
+///
+/// A fetcher implements at least one of the two methods: `fetch(completion:)` for a plain value, or
+/// `fetch(_:completion:)` to receive a keyed family's key and a plugin's state (SPEC §3.19–20) and give a new
+/// state back. Each has a default made from the other.
 public protocol Fetcher: Sendable {
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void)
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void)
+}
+
+extension Fetcher {
+    /// A fetcher that knows nothing of keys and states: the request's are ignored and the state is kept.
+    public func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        fetch { completion(FetchOutcome(result: $0, state: .keep)) }
+    }
+
+    public func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        fetch(.plain) { completion($0.result) }
+    }
+}
+
+/// What one call is for: the key of a keyed family (nil for a plain expirable) and the state the previous call
+/// left (nil for none).
+public struct FetchRequest: Sendable {
+    public var key: String?
+    public var state: Secret?
+
+    public init(key: String? = nil, state: Secret? = nil) {
+        self.key = key
+        self.state = state
+    }
+
+    /// No key, no state.
+    public static let plain = FetchRequest()
+}
+
+/// What a call did to the plugin's state (ABI 1.2 `set_state`).
+public enum StateChange: Sendable {
+    /// Not touched: the next call gets the same state.
+    case keep
+    /// Replaced: the next call gets this.
+    case set(Secret)
+    /// Emptied: the next call gets none.
+    case clear
+}
+
+/// A call's result and what it did to the state; a state may change with a value or with an error (a refresh
+/// token the identity provider consumed is replaced even if the call then failed).
+public struct FetchOutcome: Sendable {
+    public var result: Result<Fetched, ExpirableError>
+    public var state: StateChange
+
+    public init(result: Result<Fetched, ExpirableError>, state: StateChange = .keep) {
+        self.result = result
+        self.state = state
+    }
 }
 
 /// A fetcher made from an async closure, for tests and for programs embedding the engine.
@@ -15,4 +68,17 @@ public struct ClosureFetcher: Fetcher {
     public func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         Task { completion(await body()) }
     }
+}
+
+/// Where plugin states go besides memory (SPEC §3.20): the daemon's encrypted `state_dir`.
+public protocol StateKeeper: Sendable {
+    /// `name`'s state changed to `state` (nil: cleared). Called outside the engine's locks, once per change.
+    func stateChanged(_ name: String, _ state: Secret?)
+    /// The saved state of `name`, for a keyed family's member made after start: nil when there is none, an
+    /// error when the saved one cannot be used.
+    func load(_ name: String) -> Result<Secret, ExpirableError>?
+}
+
+extension StateKeeper {
+    public func load(_ name: String) -> Result<Secret, ExpirableError>? { nil }
 }

@@ -34,11 +34,15 @@ public protocol Replicator: Sendable {
     /// The least time before expiry at which an eager refresh starts, when the lifetime allows: enough for
     /// another node to take the refresh over if the one making it dies.
     var takeoverLead: Duration { get }
+    /// A call on this node changed `name`'s plugin state (nil: cleared) under `version`: tell the peers, so
+    /// the next owner continues from it.
+    func stateChanged(_ name: String, _ state: Secret?, version: Version)
 }
 
 extension Replicator {
     public func refreshRecheckDelay(_ name: String) -> Duration { Engine.minimumRefreshInterval }
     public var takeoverLead: Duration { .zero }
+    public func stateChanged(_ name: String, _ state: Secret?, version: Version) {}
 }
 
 /// A cluster-scoped expirable's replicable state: its value (nil for a clear) and version.

@@ -14,6 +14,8 @@ final class CallResult: Sendable {
         var errorClass: ExpirableError.Class = .temporary
         var retryAfter: Int64?
         var classified = 0
+        var state: StateChange = .keep
+        var stateCalls = 0
     }
 
     private let state = Mutex(State())
@@ -64,6 +66,34 @@ final class CallResult: Sendable {
             } else if retryAfter > 0 {
                 s.retryAfter = min(retryAfter, now + CallResult.maxRetryAfter.milliseconds)
             }
+        }
+    }
+
+    /// The plugin's new state (ABI 1.2): empty clears it.
+    func setState(_ bytes: UnsafeRawBufferPointer?) {
+        state.withLock { s in
+            s.stateCalls += 1
+            guard let bytes else {
+                s.problems.append("passed a NULL state pointer with a non-zero length")
+                return
+            }
+            guard bytes.count <= Int(EXPIRABLE_MAX_STATE_BYTES) else {
+                s.problems.append("set a state of \(bytes.count) bytes, over the limit of \(EXPIRABLE_MAX_STATE_BYTES)")
+                return
+            }
+            s.state = bytes.isEmpty ? .clear : .set(Secret(copying: bytes))
+        }
+    }
+
+    /// The outcome with the state change. A state set validly, once, stands even when the result is an error:
+    /// the identity provider may have consumed the old one.
+    func fetchOutcome(plugin: String) -> FetchOutcome {
+        let result = outcome(plugin: plugin)
+        return state.withLock { s in
+            if s.stateCalls > 1 {
+                return FetchOutcome(result: .failure(.fetch("plugin \(plugin) set its state \(s.stateCalls) times; call set_state at most once per call")))
+            }
+            return FetchOutcome(result: result, state: s.state)
         }
     }
 

@@ -1,4 +1,5 @@
 import ExpirableABI
+import ExpirableCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -12,22 +13,25 @@ struct HelperFrame {
     enum Kind: UInt8 {
         /// Daemon → helper, once: plugin path, expirable name, timeout in ms, params.
         case start = 1
-        /// Daemon → helper: call `expirable_fetch` once. The payload, when present: the call's timeout in ms
-        /// (Int64), after which (plus a grace) the helper has the kernel kill it.
+        /// Daemon → helper: call `expirable_fetch` once. The payload: the call's timeout in ms (Int64), after
+        /// which (plus a grace) the helper has the kernel kill it; the key (a flag byte, then a string); the
+        /// state (a flag byte, then bytes).
         case fetch = 2
         /// Helper → daemon: the plugin loaded and `expirable_create` accepted its params. ABI major and minor.
         case ready = 3
         /// Helper → daemon: the plugin could not be loaded or refused its params; the message says why.
         case refused = 4
-        /// Helper → daemon: a fetch gave a value. Expiry (Unix ms, Int64.max for never), then the value's bytes.
+        /// Helper → daemon: a fetch gave a value. Expiry (Unix ms, Int64.max for never), the state change (see
+        /// `appendState`), then the value's bytes.
         case value = 5
         /// Helper → daemon: a fetch gave an error: its class (0 temporary, 1 permanent; UInt32), its retry-after
-        /// (Unix ms, 0 for none; Int64), then the message.
+        /// (Unix ms, 0 for none; Int64), the state change, then the message.
         case error = 6
     }
 
-    /// The largest length field accepted: a value of EXPIRABLE_MAX_VALUE_BYTES, its expiry, and the kind.
-    static let maxLength = Int(EXPIRABLE_MAX_VALUE_BYTES) + 64
+    /// The largest length field accepted: a value of EXPIRABLE_MAX_VALUE_BYTES, a state of
+    /// EXPIRABLE_MAX_STATE_BYTES, and room for the kind, the expiry and their lengths.
+    static let maxLength = Int(EXPIRABLE_MAX_VALUE_BYTES) + Int(EXPIRABLE_MAX_STATE_BYTES) + 64
 
     var kind: Kind
     var payload: [UInt8] = []
@@ -48,6 +52,27 @@ struct HelperFrame {
 
     mutating func append(_ n: Int64) {
         withUnsafeBytes(of: n.bigEndian) { payload.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ flag: Bool) {
+        payload.append(flag ? 1 : 0)
+    }
+
+    /// Bytes as their 4-byte length and the bytes.
+    mutating func append(bytes: UnsafeRawBufferPointer) {
+        append(UInt32(bytes.count))
+        payload.append(contentsOf: bytes)
+    }
+
+    /// A state change: 0 keep, 1 set (then its bytes), 2 clear.
+    mutating func appendState(_ change: StateChange) {
+        switch change {
+        case .keep: payload.append(0)
+        case .set(let secret):
+            payload.append(1)
+            secret.withUnsafeBytes { append(bytes: $0) }
+        case .clear: payload.append(2)
+        }
     }
 
     /// A string as its 4-byte length and its UTF-8 bytes.
@@ -76,6 +101,32 @@ struct HelperFrame {
             guard count <= payload.count - offset else { throw .malformed("a string of \(count) bytes runs past its frame") }
             defer { offset += count }
             return String(decoding: payload[offset..<offset + count], as: UTF8.self)
+        }
+
+        mutating func flag() throws(Failure) -> Bool {
+            switch try integer(1) {
+            case 0: return false
+            case 1: return true
+            case let other: throw .malformed("a flag of \(other)")
+            }
+        }
+
+        /// Bytes written by `append(bytes:)`, as a secret (the copy in the payload is the frame's, wiped with it).
+        mutating func secret(limit: Int) throws(Failure) -> Secret {
+            let count = Int(try uint32())
+            guard count <= payload.count - offset else { throw .malformed("bytes of \(count) run past their frame") }
+            guard count <= limit else { throw .malformed("\(count) bytes where at most \(limit) belong") }
+            defer { offset += count }
+            return payload[offset..<offset + count].withUnsafeBytes { Secret(copying: $0) }
+        }
+
+        mutating func state() throws(Failure) -> StateChange {
+            switch try integer(1) {
+            case 0: return .keep
+            case 1: return .set(try secret(limit: Int(EXPIRABLE_MAX_STATE_BYTES)))
+            case 2: return .clear
+            case let other: throw .malformed("a state change of kind \(other)")
+            }
         }
 
         /// Everything not read yet.

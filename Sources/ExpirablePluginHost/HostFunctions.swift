@@ -30,6 +30,11 @@ enum HostFunctions {
             classify_error: { result, errorClass, retryAfter in
                 guard let result else { return }
                 HostFunctions.callResult(result).classify(errorClass, retryAfter: retryAfter)
+            },
+            set_state: { result, pointer, length in
+                guard let result else { return }
+                let bytes: UnsafeRawBufferPointer? = pointer == nil && length > 0 ? nil : UnsafeRawBufferPointer(start: pointer, count: length)
+                HostFunctions.callResult(result).setState(bytes)
             }
         ))
         return UnsafePointer(table)

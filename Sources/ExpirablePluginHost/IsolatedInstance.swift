@@ -88,6 +88,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        fetch(.plain) { completion($0.result) }
+    }
+
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let now = clock.monotonicNanos
         let (refusal, number): (ExpirableError?, UInt64) = state.withLock { s in
             if s.stopped { return (.fetch("plugin for \(expirable) is not running: the daemon is stopping"), 0) }
@@ -96,12 +100,17 @@ final class IsolatedInstance: PluginCalls, Sendable {
             return (nil, s.calls)
         }
         if let refusal {
-            completion(.failure(refusal))
+            completion(FetchOutcome(result: .failure(refusal)))
             return
         }
-        let answer = Once(completion)
+        // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
+        let timerBox = Mutex<(any Cancellable)?>(nil)
+        let answer = Once<FetchOutcome> { outcome in
+            timerBox.withLock { $0?.cancel(); $0 = nil }
+            completion(outcome)
+        }
         let timer = clock.schedule(after: timeout) { [self] in
-            guard answer.fire(.failure(timeoutError())) else { return }
+            guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
             logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
             state.withLock { s in
                 guard s.inFlight == number, let helper = s.helper else { return }
@@ -109,10 +118,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 helper.killGroup()
             }
         }
-        thread.run { [self] in
-            call(number, answer)
-            timer.cancel()
-        }
+        timerBox.withLock { $0 = timer }
+        if answer.fired { timer.cancel() }
+        thread.run { [self] in call(number, answer, request) }
     }
 
     /// Closes the helper's socket, so it destroys its instance and exits; kills it if a call is still under
@@ -140,7 +148,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     /// One call, on the thread: starts the helper if it is down, sends the order, reads the result.
-    private func call(_ number: UInt64, _ answer: Once) {
+    private func call(_ number: UInt64, _ answer: Once<FetchOutcome>, _ request: FetchRequest) {
         guard !answer.fired else { return }  // timed out while waiting behind another call
         var helper = state.withLock { s -> HelperProcess? in
             s.inFlight = number
@@ -149,7 +157,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         defer { state.withLock { $0.inFlight = nil } }
         if helper == nil {
             if let death = state.withLock({ s in clock.monotonicNanos < s.restartAt ? s.lastDeath : nil }) {
-                _ = answer.fire(.failure(death))
+                _ = answer.fire(FetchOutcome(result: .failure(death)))
                 return
             }
             do {
@@ -157,19 +165,24 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 logger.notice("plugin helper restarted", metadata: ["expirable": "\(expirable)", "pid": "\(helper!.pid)"])
             } catch {
                 // launch() recorded how the helper ended, in the words calls get.
-                _ = answer.fire(.failure(state.withLock { $0.lastDeath } ?? .fetch(error.message)))
+                _ = answer.fire(FetchOutcome(result: .failure(state.withLock { $0.lastDeath } ?? .fetch(error.message))))
                 return
             }
         }
         guard let helper else { return }
-        let outcome: Result<Fetched, ExpirableError>
+        let outcome: FetchOutcome
         do throws(HelperFrame.Failure) {
             var order = HelperFrame(kind: .fetch)
             order.append(timeout.milliseconds)
+            order.append(request.key != nil)
+            if let key = request.key { order.append(key) }
+            order.append(request.state != nil)
+            request.state?.withUnsafeBytes { order.append(bytes: $0) }
+            defer { HelperFrame.wipe(&order.payload) }
             guard order.send(on: helper.socket) else { throw .closed }
             outcome = try result(of: helper.receive())
         } catch {
-            _ = answer.fire(.failure(died(helper, number: number, because: .frame(error))))
+            _ = answer.fire(FetchOutcome(result: .failure(died(helper, number: number, because: .frame(error)))))
             return
         }
         state.withLock { $0.backoff = IsolatedInstance.firstBackoff }
@@ -179,11 +192,12 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     /// A result frame as a fetch result; anything else is the helper's failure.
-    private func result(of frame: HelperFrame) throws(HelperFrame.Failure) -> Result<Fetched, ExpirableError> {
+    private func result(of frame: HelperFrame) throws(HelperFrame.Failure) -> FetchOutcome {
         var fields = HelperFrame.Reader(frame)
         switch frame.kind {
         case .value:
             let expiresAt = try fields.int64()
+            let state = try fields.state()
             var bytes = Array(fields.rest())
             defer { HelperFrame.wipe(&bytes) }
             guard bytes.count <= Int(EXPIRABLE_MAX_VALUE_BYTES) else {
@@ -191,7 +205,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             }
             guard expiresAt >= 0 else { throw .malformed("a negative expiry (\(expiresAt))") }
             let expiry: Expiry = expiresAt == Int64.max ? .never : .at(unixMillis: expiresAt)
-            return .success(Fetched(value: bytes.withUnsafeBytes { Secret(copying: $0) }, expiry: expiry))
+            return FetchOutcome(result: .success(Fetched(value: bytes.withUnsafeBytes { Secret(copying: $0) }, expiry: expiry)), state: state)
         case .error:
             let errorClass: ExpirableError.Class
             switch try fields.uint32() {
@@ -203,8 +217,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
             // The helper held it to an hour already; a hostile one is held here too.
             let latest = clock.unixMillis + CallResult.maxRetryAfter.milliseconds
             guard retryAfter >= 0 else { throw .malformed("a negative retry-after (\(retryAfter))") }
+            let state = try fields.state()
             let message = fields.rest().withUnsafeBytes { CallResult.printable($0) }
-            return .failure(.fetch(message, class: errorClass, retryAfter: retryAfter == 0 ? nil : min(retryAfter, latest)))
+            return FetchOutcome(result: .failure(.fetch(message, class: errorClass, retryAfter: retryAfter == 0 ? nil : min(retryAfter, latest))), state: state)
         default:
             throw .malformed("a frame of kind \(frame.kind) where a fetch result belongs")
         }

@@ -1,4 +1,5 @@
 import CExpirableLinux
+import ExpirableABI
 import ExpirableConfig
 import ExpirableCore
 import Logging
@@ -92,24 +93,32 @@ public enum PluginHelper {
             // long stall) it cannot, so the kernel does it, a little later: no call runs on unbounded. A quorum
             // lease (SPEC §4.10) counts on this.
             var order = HelperFrame.Reader(frame)
-            if let timeout = try? order.int64(), timeout > 0 {
-                _ = CExpirableLinux_kill_self_after(timeout + PluginHelper.killGrace.milliseconds)
+            var request = FetchRequest()
+            do throws(HelperFrame.Failure) {
+                let timeout = try order.int64()
+                if timeout > 0 { _ = CExpirableLinux_kill_self_after(timeout + PluginHelper.killGrace.milliseconds) }
+                if try order.flag() { request.key = try order.string() }
+                if try order.flag() { request.state = try order.secret(limit: Int(EXPIRABLE_MAX_STATE_BYTES)) }
+            } catch {
+                exit(65)
             }
-            instance.fetch { result in
+            instance.fetch(request) { outcome in
                 _ = CExpirableLinux_kill_self_after(0)
                 var reply: HelperFrame
-                switch result {
+                switch outcome.result {
                 case .success(let fetched):
                     reply = HelperFrame(kind: .value)
                     switch fetched.expiry {
                     case .never: reply.append(Int64.max)
                     case .at(let unixMillis): reply.append(unixMillis)
                     }
+                    reply.appendState(outcome.state)
                     fetched.value.withUnsafeBytes { reply.payload.append(contentsOf: $0) }
                 case .failure(let error):
                     reply = HelperFrame(kind: .error)
                     reply.append(UInt32(error.errorClass == .permanent ? 1 : 0))
                     reply.append(error.retryAfter ?? 0)
+                    reply.appendState(outcome.state)
                     reply.payload += Array(error.message.utf8)
                 }
                 writer.send(reply)

@@ -60,7 +60,7 @@ public final class PluginHost: Sendable {
                 }
                 instances.append(instance)
                 definitions.append(ExpirableDefinition(
-                    name: expirable.name, scope: expirable.scope, refresh: expirable.refresh, fetcher: instance
+                    name: expirable.name, scope: expirable.scope, refresh: expirable.refresh, keyed: expirable.keyed, fetcher: instance
                 ))
                 logger.info("plugin loaded", metadata: [
                     "expirable": "\(expirable.name)", "plugin": "\(path)", "isolation": "\(expirable.isolation.rawValue)",

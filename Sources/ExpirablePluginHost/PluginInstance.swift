@@ -75,6 +75,10 @@ final class PluginInstance: PluginCalls, Sendable {
     }
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        fetch(.plain) { completion($0.result) }
+    }
+
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let now = clock.monotonicNanos
         let previous: UInt64? = busySince.withLock { s in
             if let started = s { return started }
@@ -83,22 +87,28 @@ final class PluginInstance: PluginCalls, Sendable {
         }
         if let previous {
             let seconds = previous == .max ? 0 : (now - previous) / 1_000_000_000
-            completion(.failure(.timeout("plugin \(library.path) for \(expirable) is still running a call started \(seconds)s ago; no new call until it returns")))
+            completion(FetchOutcome(result: .failure(.timeout("plugin \(library.path) for \(expirable) is still running a call started \(seconds)s ago; no new call until it returns"))))
             return
         }
         let answer = Once(completion)
         let timer = !timesCalls ? nil : clock.schedule(after: timeout) { [self] in
-            if answer.fire(.failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms"))) {
+            if answer.fire(FetchOutcome(result: .failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms")))) {
                 logger.warning("plugin call timed out", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
             }
         }
         thread.run { [self] in
             let result = CallResult()
-            var call = arguments.call(result: result)
-            withExtendedLifetime(result) { library.fetch(&call) }
+            var key = Array((request.key ?? "").utf8)
+            defer { HelperFrame.wipe(&key) }
+            key.withUnsafeBytes { keyBytes in
+                CallArguments.withBytes(of: request.state) { stateBytes in
+                    var call = arguments.call(result: result, key: keyBytes, state: stateBytes)
+                    withExtendedLifetime(result) { library.fetch(&call) }
+                }
+            }
             timer?.cancel()
             busySince.withLock { $0 = nil }
-            if !answer.fire(result.outcome(plugin: library.path)) {
+            if !answer.fire(result.fetchOutcome(plugin: library.path)) {
                 logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
             }
         }
@@ -106,20 +116,20 @@ final class PluginInstance: PluginCalls, Sendable {
 }
 
 /// Calls a completion at most once, whichever of the call and its timeout comes first.
-final class Once: Sendable {
-    private let completion: Mutex<(@Sendable (Result<Fetched, ExpirableError>) -> Void)?>
+final class Once<Value: Sendable>: Sendable {
+    private let completion: Mutex<(@Sendable (Value) -> Void)?>
 
-    init(_ completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+    init(_ completion: @escaping @Sendable (Value) -> Void) {
         self.completion = Mutex(completion)
     }
 
     /// Whether a result was delivered already.
     var fired: Bool { completion.withLock { $0 == nil } }
 
-    /// Delivers `result` if nothing was delivered yet; returns whether it did.
-    func fire(_ result: Result<Fetched, ExpirableError>) -> Bool {
+    /// Delivers `value` if nothing was delivered yet; returns whether it did.
+    func fire(_ value: Value) -> Bool {
         guard let completion = self.completion.withLock({ c in defer { c = nil }; return c }) else { return false }
-        completion(result)
+        completion(value)
         return true
     }
 }
@@ -173,8 +183,15 @@ private final class CallArguments: @unchecked Sendable {
         CallArguments(sharing: self, instance: instance)
     }
 
-    /// An `expirable_call` for one call that reports into `result` (kept alive by the caller during the call).
-    func call(result: CallResult) -> expirable_call {
+    /// Calls `body` with `secret`'s bytes, or an empty buffer for none.
+    static func withBytes<R>(of secret: Secret?, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        guard let secret else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return secret.withUnsafeBytes(body)
+    }
+
+    /// An `expirable_call` for one call that reports into `result` (kept alive by the caller during the call),
+    /// with the key and state of ABI 1.2 pointing into buffers valid during the call (empty: none).
+    func call(result: CallResult, key: UnsafeRawBufferPointer = .init(start: nil, count: 0), state: UnsafeRawBufferPointer = .init(start: nil, count: 0)) -> expirable_call {
         var call = expirable_call()
         call.size = UInt32(MemoryLayout<expirable_call>.size)
         call.host = HostFunctions.table
@@ -184,6 +201,8 @@ private final class CallArguments: @unchecked Sendable {
         call.timeout_ms = timeoutMillis
         call.instance = instance
         call.result = HostFunctions.opaque(result)
+        call.key = expirable_str(ptr: key.isEmpty ? nil : key.baseAddress!.assumingMemoryBound(to: CChar.self), len: key.count)
+        call.state = expirable_str(ptr: state.isEmpty ? nil : state.baseAddress!.assumingMemoryBound(to: CChar.self), len: state.count)
         return call
     }
 

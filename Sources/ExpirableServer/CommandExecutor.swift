@@ -99,7 +99,8 @@ final class CommandExecutor {
             out.writeRESPSimple("OK")
         case .list:
             out.writeRESPArrayHeader(engine.names.count)
-            for name in engine.names { out.writeRESPBulk(name) }
+            // A keyed family shows once, as NAME:* (its members are addressed as NAME:KEY).
+            for name in engine.names { out.writeRESPBulk(engine.isKeyed(name) ? name + ":*" : name) }
         case .info(let named):
             if named {
                 let name = words.string(1)

@@ -3,6 +3,14 @@ import ExpirableCore
 /// The text of INFO replies: `key:value` lines, one fact each, never a value.
 enum InfoText {
     static func expirable(_ name: String, state: ServerState) -> String? {
+        if let family = state.engine.familyInfo(name) {
+            // A keyed family: its counts; each member answers INFO NAME:KEY.
+            return [
+                "name:\(name)", "keyed:yes", "scope:\(state.engine.scope(of: name)?.rawValue ?? "")",
+                "keys:\(family.keys)", "max_keys:\(family.maxKeys)", "key_idle_ms:\(family.keyIdle.milliseconds)",
+                "evictions:\(family.evictions)",
+            ].joined(separator: "\r\n") + "\r\n"
+        }
         guard let status = state.engine.status(name) else { return nil }
         var lines = [
             "name:\(status.name)",
@@ -41,6 +49,7 @@ enum InfoText {
         lines.append("failures:\(status.counters.failures)")
         lines.append("refreshes:\(status.counters.refreshes)")
         lines.append("stale_answers:\(status.counters.staleAnswers)")
+        lines.append("plugin_state:\(state.engine.hasPluginState(name) ? "yes" : "no")")
         if let plugin = state.options.pluginInfo?(name) {
             lines += plugin.map { "\($0.0):\($0.1)" }
         }
@@ -54,7 +63,7 @@ enum InfoText {
 
     static func server(state: ServerState) -> String {
         let uptime = (SystemClock().monotonicNanos - state.startedAt) / 1_000_000_000
-        return [
+        return ([
             "daemon:expirabled",
             "version:\(ExpirableServer.version)",
             "uptime_s:\(uptime)",
@@ -66,6 +75,6 @@ enum InfoText {
             "connections_accepted:\(state.connectionsAccepted.load(ordering: .relaxed))",
             "connections_refused:\(state.connectionsRefused.load(ordering: .relaxed))",
             "max_connections:\(state.options.maxConnections)",
-        ].joined(separator: "\r\n") + "\r\n"
+        ] + (state.options.serverInfo?() ?? []).map { "\($0.0):\($0.1)" }).joined(separator: "\r\n") + "\r\n"
     }
 }

@@ -1,3 +1,4 @@
+import ExpirableABI
 import ExpirableCore
 @_spi(Testing) import ExpirablePluginHost
 import ExpirableTestSupport
@@ -94,6 +95,7 @@ struct ErrorClassTests {
         defer { fixture.remove() }
         let real = URL(fileURLWithPath: try fixture.compile("newminor")).resolvingSymlinksInPath().path
         let refusal = try #require(try fixture.refusal(Self.expirable("x", plugin: "newminor")))
-        #expect(refusal.contains("plugin \(real) was built for plugin ABI 1.2, newer than this daemon's ABI 1.1"), "\(refusal)")
+        let minor = EXPIRABLE_ABI_MINOR
+        #expect(refusal.contains("plugin \(real) was built for plugin ABI 1.\(minor + 1), newer than this daemon's ABI 1.\(minor)"), "\(refusal)")
     }
 }

@@ -1,3 +1,4 @@
+import ExpirableABI
 import ExpirableCore
 import ExpirablePluginHost
 import Foundation
@@ -98,7 +99,7 @@ struct PluginLoadingTests {
         defer { fixture.remove() }
         let path = try fixture.compile("major2")
         let real = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-        #expect(try fixture.refusal("[expirable.x]\nplugin = \"major2\"\n") == "expirable.x: plugin \(real) was built for plugin ABI 2.3, but this daemon speaks ABI 1.1; rebuild the plugin against this daemon's expirable.h")
+        #expect(try fixture.refusal("[expirable.x]\nplugin = \"major2\"\n") == "expirable.x: plugin \(real) was built for plugin ABI 2.3, but this daemon speaks ABI 1.\(EXPIRABLE_ABI_MINOR); rebuild the plugin against this daemon's expirable.h")
     }
 
     @Test("refusals name the file and what to do", arguments: [

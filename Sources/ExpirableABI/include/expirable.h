@@ -48,13 +48,16 @@ extern "C" {
 /** "EXPR": identifies an Expirable plugin. */
 #define EXPIRABLE_ABI_MAGIC 0x45585052u
 #define EXPIRABLE_ABI_MAJOR 1u
-#define EXPIRABLE_ABI_MINOR 1u
+#define EXPIRABLE_ABI_MINOR 2u
 
 /** `expires_at_ms` value meaning "never expires": kept until cleared, never refreshed. */
 #define EXPIRABLE_NEVER_EXPIRES INT64_MAX
 
 /** Default upper bound on a value's size; the host refuses larger values with an error. */
 #define EXPIRABLE_MAX_VALUE_BYTES (1024u * 1024u)
+
+/** Upper bound on a plugin's state (ABI 1.2, set_state); the host refuses larger states with an error. */
+#define EXPIRABLE_MAX_STATE_BYTES (64u * 1024u)
 
 /** Error classes for host->classify_error (ABI 1.1). */
 /** An outage, an overload, a timeout: trying again may help. The class of every unclassified error. */
@@ -131,6 +134,18 @@ typedef struct expirable_host {
      * with no retry-after, as every error of a 1.0 plugin is.
      */
     void (*classify_error)(expirable_result *result, int error_class, int64_t retry_after_ms);
+
+    /* ---- ABI 1.2 ---- */
+
+    /**
+     * Set the state the next call for this expirable (this key) receives in call->state: a rotating refresh
+     * token, a cursor. `len` bytes at `ptr`, copied before returning; `len` 0 clears the state. Call it at most
+     * once per call, with set_value or with set_error (a refresh token the identity provider consumed is
+     * replaced even if the call then failed). Without it the state stays as it was. The host keeps the state
+     * like a value: never logged, wiped when dropped, never sent to callers; in a cluster it travels with the
+     * value to the node that makes the next call. At most EXPIRABLE_MAX_STATE_BYTES.
+     */
+    void (*set_state)(expirable_result *result, const char *ptr, size_t len);
 } expirable_host;
 
 /**
@@ -158,6 +173,15 @@ typedef struct expirable_call {
     void *instance;
     /** The host's limit on this call in milliseconds; a plugin with its own deadlines should stay below it. */
     int64_t timeout_ms;
+
+    /* ---- ABI 1.2 (a plugin of minor 2 or later may read these; the host always fills them) ---- */
+
+    /** For `keyed = true` expirables, the key this call is for (`NAME:KEY`, 1–256 printable non-space ASCII
+     *  bytes); {NULL, 0} otherwise and in expirable_create. Owned by the host; valid during the call. */
+    expirable_str key;
+    /** The state the previous call for this expirable (this key) set with set_state, or the initial state from
+     *  the configuration; {NULL, 0} when there is none. Owned by the host; valid during the call. */
+    expirable_str state;
 } expirable_call;
 
 /**
