@@ -30,10 +30,10 @@ extension Cluster {
         group.next().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in finishJoin() }
     }
 
-    /// `peer`'s greeting arrived on `channel`, its current link to this node.
-    func greeted(_ peer: String, channel: any Channel) {
+    /// A heartbeat arrived from `peer`: the first after its hello ends its greeting.
+    func greeted(_ peer: String) {
         let everyone: Bool = state.withLock { s in
-            guard let inbound = s.peers[peer]?.inbound, inbound === channel else { return false }
+            guard s.peers[peer]?.greeted == false else { return false }
             s.peers[peer]?.greeted = true
             return !s.joined && s.peers.values.allSatisfy(\.greeted)
         }

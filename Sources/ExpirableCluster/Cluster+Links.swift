@@ -219,7 +219,6 @@ final class InboundLink: ChannelInboundHandler {
 
     private let cluster: Cluster
     private var state = State.handshaking
-    private var greeted = false
     private var buffer: ByteBuffer?
     /// Closes the connection unless it is linked in time.
     private var handshakeDeadline: Scheduled<Void>?
@@ -278,15 +277,10 @@ final class InboundLink: ChannelInboundHandler {
                     cluster.inboundReady(peer, channel: context.channel, tls: tls)
                 }
                 if case .heartbeat = message {
-                    // Echoed, so the peer knows its link to this node delivers (SPEC §4.14); the first one ends
-                    // the peer's greeting.
+                    // Echoed, so the peer knows its link to this node delivers (SPEC §4.14).
                     var echo = context.channel.allocator.buffer(capacity: 16)
                     ClusterFrame.encode(message, into: &echo)
                     context.writeAndFlush(wrapOutboundOut(echo), promise: nil)
-                    if !greeted {
-                        greeted = true
-                        cluster.greeted(peer, channel: context.channel)
-                    }
                 }
                 cluster.received(message, from: peer)
             }

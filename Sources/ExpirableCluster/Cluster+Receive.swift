@@ -12,6 +12,7 @@ extension Cluster {
             compare(digests, from: peer)
         case .heartbeat(let wall, let echo, let hold):
             receivedHeartbeat(from: peer, wall: wall, echo: echo, hold: hold)
+            greeted(peer)
         case .value(let name, let version, let remaining, let bytes, let lease):
             observe(version)
             guard !fenced(name, lease: lease) else {
