@@ -15,6 +15,7 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+pkg-config --exists libcurl 2>/dev/null || missing+=(libcurl4-openssl-dev)   # the oauth2 plugin links libcurl
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 { command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || missing+=(redis-tools)
 [ -e /usr/include/hiredis/hiredis.h ] || missing+=(libhiredis-dev)
