@@ -65,6 +65,8 @@ let package = Package(
             dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Plugin states on disk, encrypted with AES-256-GCM through OpenSSL (SPEC §3.20, state_dir).
+        .target(name: "ExpirableState", dependencies: ["COpenSSL", "ExpirableCore"], swiftSettings: strict),
         // Replication between nodes: membership, ownership, forwarded fetches, versions. Knows nothing of RESP.
         .target(
             name: "ExpirableCluster",
@@ -109,6 +111,7 @@ let package = Package(
             name: "expirabled",
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
+                "ExpirableState",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -148,7 +151,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ExpirableClusterTests",
-            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport"],
+            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ExpirableStateTests",
+            dependencies: ["ExpirableState", "ExpirableTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -16,7 +16,9 @@ extension Cluster {
     }
 
     /// One line per member for the CLUSTER command, tab-separated `key:value` fields: node, state, address,
-    /// certificate, last heard, TLS version, configuration differences and the last link error.
+    /// certificate, last heard, TLS version, clock offset (for this node, its correction to cluster time) and the
+    /// round trip that measured it, a clock beyond `max_clock_offset`, configuration differences and the last
+    /// link error.
     public func describe() -> String {
         members().map { member in
             var fields = [
@@ -26,7 +28,10 @@ extension Cluster {
                 "certificate:\(member.certificate ?? "-")",
                 "last_heard_ms:\(member.lastHeardMillis.map(String.init) ?? "-")",
                 "tls:\(member.tls ?? "-")",
+                "clock_offset_ms:\(member.clockOffsetMillis.map(String.init) ?? "-")",
+                "rtt_ms:\(member.roundTripMillis.map(String.init) ?? "-")",
             ]
+            if let problem = member.clockError { fields.append("clock_error:\(problem)") }
             if !member.disagreements.isEmpty { fields.append("config:\(member.disagreements.joined(separator: "; "))") }
             if let error = member.lastError, member.state != .alive { fields.append("error:\(error)") }
             return fields.map { String($0.map { $0 == "\t" || $0 == "\r" || $0 == "\n" ? " " : $0 }) }.joined(separator: "\t")

@@ -17,7 +17,7 @@ extension Cluster {
     var leaseAnswerWait: Duration { max(options.heartbeat * 4, .seconds(1)) }
 
     /// Calls `local` for `name` under a lease, or fails its caller without calling when no majority grants one.
-    func callUnderLease(_ name: String, local: any Fetcher, timeout: Duration, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+    func callUnderLease(_ name: String, local: any Fetcher, request: FetchRequest, timeout: Duration, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let duration = Cluster.leaseDuration(forTimeout: timeout)
         let now = clock.monotonicNanos
         let voters = options.peers.count + 1
@@ -28,7 +28,7 @@ extension Cluster {
             case .granted: attempt.grant(from: options.node)
             case .refused(let reason): attempt.refusal(from: options.node, reason)
             }
-            s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, timeout: timeout, completion: completion)
+            s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, request: request, timeout: timeout, completion: completion)
             return number
         }
         broadcast(.leaseRequest(name: name, number: number, durationMillis: duration.milliseconds))
@@ -83,21 +83,22 @@ extension Cluster {
         case .lost(let reasons):
             state.withLock { $0.grants.release(name, number: number) }
             broadcast(.leaseRelease(name: name, number: number))
-            pending.completion(.failure(noQuorum(name, pending.attempt, reasons: reasons)))
+            pending.completion(FetchOutcome(result: .failure(noQuorum(name, pending.attempt, reasons: reasons))))
         case .held(let until):
             // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
             guard until > now, until - now >= UInt64(pending.timeout.nanoseconds) else {
                 release(name, number)
-                pending.completion(.failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called")))
+                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called"))))
                 return
             }
-            pending.local.fetch { [self] result in
+            pending.local.fetch(pending.request) { [self] outcome in
                 let late = clock.monotonicNanos >= until
                 if late { state.withLock { $0.held[name] = nil } }
-                // The engine stores and sends the value inside this completion, tagged with `held[name]`.
+                // The engine stores and sends the value (and the state) inside this completion, tagged with
+                // `held[name]`. A late call's state change is kept all the same: its old state was consumed.
                 pending.completion(late
-                    ? .failure(.fetch("\(name): the call outlived its lease (\(number)), so its result is dropped (the node was paused or the call ran long)"))
-                    : result)
+                    ? FetchOutcome(result: .failure(.fetch("\(name): the call outlived its lease (\(number)), so its result is dropped (the node was paused or the call ran long)")), state: outcome.state)
+                    : outcome)
                 release(name, number)
             }
         }

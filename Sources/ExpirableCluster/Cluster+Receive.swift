@@ -4,12 +4,14 @@ import NIOCore
 extension Cluster {
     /// Handles one message from `peer`'s link.
     func received(_ message: ClusterMessage, from peer: String) {
+        // Frames read just after a pause may have waited in the socket through it: notice it before acting.
+        noticePause()
         state.withLock { $0.peers[peer]?.lastHeard = clock.monotonicNanos }
         switch message {
         case .hello(_, _, let digests):
             compare(digests, from: peer)
-        case .heartbeat:
-            break
+        case .heartbeat(let wall, let echo, let hold):
+            receivedHeartbeat(from: peer, wall: wall, echo: echo, hold: hold)
         case .value(let name, let version, let remaining, let bytes, let lease):
             observe(version)
             guard !fenced(name, lease: lease) else {
@@ -20,8 +22,8 @@ extension Cluster {
         case .clear(let name, let version):
             observe(version)
             engine?.applyClear(name, version: version)
-        case .fetch(let id, let name):
-            answerForward(id: id, name: name, for: peer)
+        case .fetch(let id, let name, let deadline, let echo):
+            answerForward(id: id, name: name, deadlineMillis: deadline, echo: echo, for: peer)
         case .fetched(let id, let version, let remaining, let bytes, let stale):
             observe(version)
             let fetched = Fetched(value: Secret(bytes), remainingMillis: remaining, version: version, unixMillisNow: clock.unixMillis)
@@ -30,6 +32,13 @@ extension Cluster {
             leaseRequested(name, number: number, durationMillis: duration, by: peer)
         case .leaseAnswer(let name, let number, let granted, let reason, let newest):
             leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, from: peer)
+        case .state(let name, let version, let bytes, let lease):
+            observe(version)
+            guard !fenced(name, lease: lease) else {
+                logger.warning("refused a plugin state set under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
+                return
+            }
+            engine?.applyReplicaState(name, state: bytes.map { Secret($0) }, version: version)
         case .leaseRelease(let name, let number):
             leaseReleased(name, number: number)
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
@@ -81,8 +90,11 @@ extension Cluster {
         let scheduled = group.next().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in
             complete(id, .failure(.timeout("\(owner), the owner of \(name), did not answer within \(timeout.milliseconds)ms")))
         }
-        state.withLock { $0.pending[id]?.timeout = scheduled }
-        if !send(.fetch(id: id, name: name), to: owner) {
+        let echo: Int64 = state.withLock { s in
+            s.pending[id]?.timeout = scheduled
+            return s.time.peers[owner]?.lastWall ?? 0
+        }
+        if !send(.fetch(id: id, name: name, deadlineMillis: timeout.milliseconds, echoMillis: echo), to: owner) {
             complete(id, .failure(.fetch("cannot reach \(owner), the owner of \(name); try again")))
         }
     }
@@ -98,14 +110,36 @@ extension Cluster {
         for id in ids { complete(id, .failure(.fetch(reason))) }
     }
 
-    /// A peer asks this node, the owner in its view, to fetch `name`: the engine's single flight serves it.
-    private func answerForward(id: UInt64, name: String, for peer: String) {
+    /// A peer asks this node, the owner in its view, to fetch `name`: the engine's single flight serves it, unless
+    /// the asking node has given up on it (its deadline passed, or it was sent before the peer heard from this node
+    /// after a pause, when the peer had taken this node for dead and gone to the next owner). Those are answered
+    /// with an error at once, without a plugin call: a caller still waiting learns why, and no call is made twice.
+    private func answerForward(id: UInt64, name: String, deadlineMillis: Int64, echo: Int64, for peer: String) {
         guard let engine, engine.scope(of: name) == .cluster else {
             send(.fetchFailed(id: id, code: ExpirableError.Code.notFound.rawValue, message: "\(options.node) has no cluster-scoped expirable named '\(name)'", permanent: false, retryAfterMillis: nil), to: peer)
             return
         }
+        let now = clock.monotonicNanos
+        let (pause, stale) = state.withLock { s in (s.pauses.last, s.pauses.isStale(echo: echo, now: now, window: rejoinWindow)) }
+        // Read within a heartbeat of noticing a pause, the request may have waited in the socket since it began.
+        let queued = pause.flatMap { now - min(now, $0.noticed) < UInt64(options.heartbeat.nanoseconds) ? $0 : nil }
+        let deadline = ForwardDeadline(millis: deadlineMillis, received: now, pause: queued)
+        let dropped: String?
+        if deadline.remaining(at: now) == nil {
+            dropped = "\(options.node) dropped \(peer)'s fetch of \(name): its deadline (\(deadlineMillis) ms) had passed when it was read\(queued.map { " after a pause of \($0.millis) ms" } ?? ""); try again"
+        } else if stale, let pause {
+            dropped = "\(options.node) dropped \(peer)'s fetch of \(name): it was sent before \(peer) heard from \(options.node) again after a pause of \(pause.millis) ms; try again"
+        } else {
+            dropped = nil
+        }
+        if let dropped {
+            logger.info("dropped a forwarded fetch without calling the plugin", metadata: ["expirable": "\(name)", "peer": "\(peer)", "reason": "\(dropped)"])
+            send(.fetchFailed(id: id, code: ExpirableError.Code.timeout.rawValue, message: dropped, permanent: false, retryAfterMillis: nil), to: peer)
+            return
+        }
         state.withLock { $0.forwardsIn[name, default: 0] += 1 }
-        engine.fetch(name) { [self] result in
+        // A paced call starting after the deadline is not waited for: the last error is answered at once.
+        engine.fetch(name, patience: deadline.remaining(at: now)) { [self] result in
             state.withLock { s in
                 s.forwardsIn[name, default: 1] -= 1
                 if s.forwardsIn[name] == 0 { s.forwardsIn[name] = nil }
@@ -140,15 +174,24 @@ struct ClusterFetcher: Fetcher {
     let timeout: Duration
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
-        let owner = cluster.owner(of: name)
-        if owner == cluster.options.node || cluster.servingForwards(of: name) {
-            if cluster.options.quorum[name] != nil {
-                cluster.callUnderLease(name, local: local, timeout: timeout, completion: completion)
+        fetch(.plain) { completion($0.result) }
+    }
+
+    /// The plugin's state goes to a local call; a forwarded fetch is answered by the owner's engine with its
+    /// own (replicated) state, and the owner replicates what its call did to it, so nothing changes here.
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
+        cluster.afterRejoin { [self] in
+            let owner = cluster.owner(of: name)
+            if owner == cluster.options.node || cluster.servingForwards(of: name) {
+                if cluster.options.quorum[name] != nil {
+                    cluster.callUnderLease(name, local: local, request: request, timeout: timeout, completion: completion)
+                } else {
+                    local.fetch(request, completion: completion)
+                }
             } else {
-                local.fetch(completion: completion)
+                cluster.forward(name, to: owner, timeout: timeout + .seconds(2)) { completion(FetchOutcome(result: $0)) }
             }
-        } else {
-            cluster.forward(name, to: owner, timeout: timeout + .seconds(2), completion: completion)
         }
     }
 }

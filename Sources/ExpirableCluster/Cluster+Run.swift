@@ -41,6 +41,8 @@ extension Cluster {
             "peers": "\(options.peers.map(\.name).joined(separator: ","))",
         ])
         for peer in options.peers { dial(peer.name) }
+        // Pauses are measured from here: one before the first tick is one too.
+        noticePause(tick: true)
         let heartbeat = group.next().scheduleRepeatedTask(initialDelay: .nanoseconds(options.heartbeat.nanoseconds), delay: .nanoseconds(options.heartbeat.nanoseconds)) { [self] _ in
             tick()
         }
@@ -60,7 +62,8 @@ extension Cluster {
 
     /// Every heartbeat: tell each peer this node is alive, and notice peers that fell silent.
     private func tick() {
-        broadcast(.heartbeat)
+        noticePause(tick: true)
+        sendHeartbeats()
         reportRefusals()
         let now = clock.monotonicNanos
         // A silent peer's links may still look open (a partition that drops packets): close them, so the link is

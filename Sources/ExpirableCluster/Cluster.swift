@@ -16,19 +16,23 @@ public final class Cluster: Service, Replicator, Sendable {
     let tls: TLSContext
     let logger: Logger
     let group: any EventLoopGroup
-    let clock = SystemClock()
+    /// The engine's clock: liveness and deadlines on its monotonic time, versions on its wall clock corrected to
+    /// cluster time.
+    let clock: any EngineClock
     private let engineBox = Mutex<Engine?>(nil)
     let state: Mutex<ClusterState>
     /// Apart from `state`: taken on every accept, which must not wait behind the peers' bookkeeping.
     let admission = Mutex(Admission())
 
-    public init(options: ClusterOptions, tls: TLSContext, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(options: ClusterOptions, tls: TLSContext, logger: Logger, clock: any EngineClock = SystemClock(),
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.options = options
+        self.clock = clock
         self.tls = tls
         self.logger = logger
         self.group = group
         let longestLease = options.quorum.values.map { Cluster.leaseDuration(forTimeout: $0) }.max() ?? .zero
-        state = Mutex(ClusterState(peers: options.peers, grants: LeaseGrants(startedAt: SystemClock().monotonicNanos, longestLease: longestLease)))
+        state = Mutex(ClusterState(peers: options.peers, grants: LeaseGrants(startedAt: clock.monotonicNanos, longestLease: longestLease)))
         for warning in tls.warnings { logger.warning("\(warning)") }
     }
 
@@ -63,11 +67,14 @@ public final class Cluster: Service, Replicator, Sendable {
     /// Every member's state, this node first.
     public func members() -> [MemberStatus] {
         let now = clock.monotonicNanos
-        let peers = state.withLock { s in s.peers.values.sorted { $0.peer.name < $1.peer.name } }
-        return [MemberStatus(node: options.node, state: .this, address: "\(options.listenHost):\(options.listenPort)", certificate: nil,
-                             lastHeardMillis: nil, tls: nil, disagreements: [], lastError: nil)]
+        let (peers, time) = state.withLock { s in (s.peers.values.sorted { $0.peer.name < $1.peer.name }, s.time) }
+        var this = MemberStatus(node: options.node, state: .this, address: "\(options.listenHost):\(options.listenPort)", certificate: nil,
+                                lastHeardMillis: nil, tls: nil, disagreements: [], lastError: nil)
+        this.clockOffsetMillis = time.correction
+        this.clockError = clockProblem(of: options.node, in: time)
+        return [this]
             + peers.map { record in
-                MemberStatus(
+                var member = MemberStatus(
                     node: record.peer.name,
                     state: record.isAlive(now: now, deadAfter: options.deadAfter) ? .alive : .dead,
                     address: record.peer.address,
@@ -77,14 +84,19 @@ public final class Cluster: Service, Replicator, Sendable {
                     disagreements: record.disagreements,
                     lastError: record.lastError
                 )
+                member.clockOffsetMillis = time.offset(of: record.peer.name)
+                member.roundTripMillis = time.delay(of: record.peer.name)
+                member.clockError = clockProblem(of: record.peer.name, in: time)
+                return member
             }
     }
 
     // MARK: Replicator
 
+    /// Stamped with cluster time: this node's wall clock corrected by the median offset to its peers (§4.15).
     public func nextVersion() -> Version {
         let wall = clock.unixMillis
-        return Version(time: state.withLock { $0.hlc.next(wall: wall) }, node: options.node)
+        return Version(time: state.withLock { $0.hlc.next(wall: $0.time.clusterMillis(wall: wall)) }, node: options.node)
     }
 
     public func stored(_ name: String, _ fetched: Fetched, remainingMillis: Int64?, version: Version) {
@@ -93,12 +105,19 @@ public final class Cluster: Service, Replicator, Sendable {
         broadcast(.value(name: name, version: version, remainingMillis: remainingMillis, bytes: bytes, lease: lease))
     }
 
+    public func stateChanged(_ name: String, _ state: Secret?, version: Version) {
+        let lease = self.state.withLock { $0.held[name] }
+        broadcast(.state(name: name, version: version, bytes: state?.bytes, lease: lease))
+    }
+
     public func cleared(_ name: String, version: Version) {
         broadcast(.clear(name: name, version: version))
     }
 
+    /// Not while rejoining after a pause (§4.17): the engine looks again a second later, by when the view of
+    /// the peers is fresh and the next owner's value, if it refreshed meanwhile, has arrived.
     public func mayRefresh(_ name: String) -> Bool {
-        owner(of: name) == options.node
+        !rejoining() && owner(of: name) == options.node
     }
 
     // MARK: Sending
@@ -132,6 +151,9 @@ public final class Cluster: Service, Replicator, Sendable {
             } else {
                 messages.append(.clear(name: replica.name, version: replica.version))
             }
+        }
+        for replica in engine?.replicaStates() ?? [] {
+            messages.append(.state(name: replica.name, version: replica.version, bytes: replica.state?.bytes, lease: nil))
         }
         return messages
     }
@@ -175,14 +197,21 @@ struct ClusterState {
     /// `name` itself even if its view names another owner (a forward is never forwarded again).
     var forwardsIn: [String: Int] = [:]
     var stopping = false
+    /// Peer clock offsets and this node's correction to cluster time (§4.15).
+    var time = ClusterTime()
+    /// Pauses of this process (§4.17).
+    var pauses = PauseWatch()
+    /// Members whose clock is reported beyond `maxClockOffset` (this node's name for its own correction).
+    var clockErrors: Set<String> = []
 
     /// Quorum single flight: what this node promised, its attempts waiting for answers, and the leases it holds
     /// for a call under way (the value that call stores is sent with that lease).
     struct PendingLease {
         var attempt: LeaseAttempt
         let local: any Fetcher
+        let request: FetchRequest
         let timeout: Duration
-        let completion: @Sendable (Result<Fetched, ExpirableError>) -> Void
+        let completion: @Sendable (FetchOutcome) -> Void
     }
     var grants: LeaseGrants
     var leases: [String: PendingLease] = [:]

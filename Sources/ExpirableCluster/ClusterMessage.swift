@@ -20,14 +20,19 @@ public struct ExpirableDigest: Sendable, Hashable {
 enum ClusterMessage: Equatable {
     /// First on every link: who is speaking, and how its cluster-scoped expirables are configured.
     case hello(node: String, protocolVersion: UInt16, expirables: [ExpirableDigest])
-    case heartbeat
+    /// The sender's wall clock (ms), the wall time of the last heartbeat it received from the receiver (0: none)
+    /// and how long ago that one arrived (ms): one NTP round trip for the receiver's clock offsets (§4.15).
+    case heartbeat(wallMillis: Int64, echoMillis: Int64, holdMillis: Int64)
     /// A value and its remaining validity in ms (nil: never expires), judged by the receiver on its own clock;
     /// with `single_flight = "quorum"`, the lease it was fetched under, so a receiver that saw a newer lease
     /// refuses it (fencing).
     case value(name: String, version: Version, remainingMillis: Int64?, bytes: [UInt8], lease: LeaseNumber?)
     case clear(name: String, version: Version)
-    /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id.
-    case fetch(id: UInt64, name: String)
+    /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id within
+    /// `deadlineMillis` (the asking node gives up after that; §4.13). `echoMillis` is the wall time of the latest
+    /// heartbeat the asking node had received from the receiver, so a receiver that was paused can tell a request
+    /// sent before its peers heard from it again (§4.17).
+    case fetch(id: UInt64, name: String, deadlineMillis: Int64, echoMillis: Int64)
     /// The owner's answer; `stale` when it answered its expired value because the refetch failed (§3.16).
     case fetched(id: UInt64, version: Version, remainingMillis: Int64?, bytes: [UInt8], stale: Bool)
     /// The owner's failure, with its class and, when set, the time until its retry-after in ms (relative, so
@@ -41,10 +46,15 @@ enum ClusterMessage: Equatable {
     case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?)
     /// The holder's call is over: the lease may be granted to someone else at once.
     case leaseRelease(name: String, number: LeaseNumber)
+    /// A plugin's state (SPEC §3.20) changed on the sender under `version` (nil bytes: cleared), with the lease
+    /// of the call that changed it, for fencing like a value's.
+    case state(name: String, version: Version, bytes: [UInt8]?, lease: LeaseNumber?)
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
     /// its lease, and the lease frames exist.
-    static let protocolVersion: UInt16 = 2
+    /// 3: `heartbeat` carries clocks for cluster time, `fetch` a deadline and an echo.
+    /// 4: the `state` frame.
+    static let protocolVersion: UInt16 = 4
 }
 
 /// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.
@@ -61,7 +71,7 @@ enum ClusterFrame {
     static let maxDigests = 10_000
 
     private enum Kind: UInt8 {
-        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease
+        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease, state
     }
 
     static func encode(_ message: ClusterMessage, into out: inout ByteBuffer) {
@@ -78,8 +88,11 @@ enum ClusterFrame {
                 out.writeShortString(digest.plugin)
                 out.writeShortString(digest.refresh)
             }
-        case .heartbeat:
+        case .heartbeat(let wall, let echo, let hold):
             out.writeInteger(Kind.heartbeat.rawValue)
+            out.writeInteger(wall)
+            out.writeInteger(echo)
+            out.writeInteger(hold)
         case .value(let name, let version, let remaining, let bytes, let lease):
             out.writeInteger(Kind.value.rawValue)
             out.writeShortString(name)
@@ -91,10 +104,12 @@ enum ClusterFrame {
             out.writeInteger(Kind.clear.rawValue)
             out.writeShortString(name)
             out.writeVersion(version)
-        case .fetch(let id, let name):
+        case .fetch(let id, let name, let deadline, let echo):
             out.writeInteger(Kind.fetch.rawValue)
             out.writeInteger(id)
             out.writeShortString(name)
+            out.writeInteger(deadline)
+            out.writeInteger(echo)
         case .fetched(let id, let version, let remaining, let bytes, let stale):
             out.writeInteger(Kind.fetched.rawValue)
             out.writeInteger(id)
@@ -121,6 +136,13 @@ enum ClusterFrame {
             out.writeInteger(UInt8(granted ? 1 : 0))
             out.writeShortString(String(decoding: reason.utf8.prefix(1000), as: UTF8.self))
             out.writeLease(newest)
+        case .state(let name, let version, let bytes, let lease):
+            out.writeInteger(Kind.state.rawValue)
+            out.writeShortString(name)
+            out.writeVersion(version)
+            out.writeInteger(UInt8(bytes == nil ? 0 : 1))
+            if let bytes { out.writeLongBytes(bytes) }
+            out.writeLease(lease)
         case .leaseRelease(let name, let number):
             out.writeInteger(Kind.leaseRelease.rawValue)
             out.writeShortString(name)
@@ -157,7 +179,11 @@ enum ClusterFrame {
             }
             return .hello(node: node, protocolVersion: version, expirables: digests)
         case .heartbeat:
-            return .heartbeat
+            let wall = try frame.readChecked(Int64.self)
+            let echo = try frame.readChecked(Int64.self)
+            let hold = try frame.readChecked(Int64.self)
+            guard hold >= 0 else { throw ClusterFrameError("a heartbeat held for \(hold) ms") }
+            return .heartbeat(wallMillis: wall, echoMillis: echo, holdMillis: hold)
         case .value:
             let name = try frame.readShortString()
             let version = try frame.readVersion()
@@ -167,7 +193,11 @@ enum ClusterFrame {
         case .clear:
             return .clear(name: try frame.readShortString(), version: try frame.readVersion())
         case .fetch:
-            return .fetch(id: try frame.readChecked(UInt64.self), name: try frame.readShortString())
+            let id = try frame.readChecked(UInt64.self)
+            let name = try frame.readShortString()
+            let deadline = try frame.readChecked(Int64.self)
+            guard deadline >= 0 else { throw ClusterFrameError("a fetch with a deadline of \(deadline) ms") }
+            return .fetch(id: id, name: name, deadlineMillis: deadline, echoMillis: try frame.readChecked(Int64.self))
         case .fetched:
             let id = try frame.readChecked(UInt64.self)
             let version = try frame.readVersion()
@@ -194,6 +224,12 @@ enum ClusterFrame {
             let granted = try frame.readFlag()
             let reason = try frame.readShortString()
             return .leaseAnswer(name: name, number: number, granted: granted, reason: reason, newest: try frame.readOptionalLease())
+        case .state:
+            let name = try frame.readShortString()
+            let version = try frame.readVersion()
+            let bytes = try frame.readFlag() ? try frame.readLongBytes() : nil
+            if let bytes, bytes.count > 64 * 1024 { throw ClusterFrameError("a state of \(bytes.count) bytes") }
+            return .state(name: name, version: version, bytes: bytes, lease: try frame.readOptionalLease())
         case .leaseRelease:
             return .leaseRelease(name: try frame.readShortString(), number: try frame.readLease())
         }

@@ -33,6 +33,8 @@ public struct ClusterOptions: Sendable {
     public var unauthenticatedLimit: Int
     /// This node's cluster-scoped expirables, for comparing configurations with peers.
     public var digests: [ExpirableDigest]
+    /// A member whose clock is further than this from cluster time is reported as an error (§4.15).
+    public var maxClockOffset: Duration = .milliseconds(500)
     /// The expirables with `single_flight = "quorum"` (SPEC §4.10) and their plugin call timeouts.
     public var quorum: [String: Duration] = [:]
 
@@ -75,4 +77,11 @@ public struct MemberStatus: Sendable, Hashable {
     public let disagreements: [String]
     /// Why the last attempt to reach the peer failed.
     public let lastError: String?
+    /// For a peer, how far its clock is ahead of this node's (negative: behind), in ms, as last measured; for
+    /// this node, the correction from its wall clock to cluster time. Nil before a heartbeat's round trip.
+    public var clockOffsetMillis: Int64? = nil
+    /// The round trip of the heartbeat that measured `clockOffsetMillis`, in ms.
+    public var roundTripMillis: Int64? = nil
+    /// Set when the member's clock is further than `max_clock_offset` from cluster time.
+    public var clockError: String? = nil
 }

@@ -44,6 +44,10 @@ public struct Configuration: Sendable, Hashable {
         public let isolation: Isolation
         /// Who plugin helpers run as when the daemon runs as root; nil: the daemon's own user and group.
         public let pluginAccount: PluginAccount?
+        /// Where plugin states are kept, encrypted (SPEC §3.20); nil: in memory only.
+        public let stateDir: String?
+        /// The 32-byte key for `stateDir`; nil: the systemd credential `expirable-state-key`.
+        public let stateKeyFile: String?
     }
 
     /// `plugin_user` / `plugin_group`, resolved to ids when the configuration is read.
@@ -96,6 +100,9 @@ public struct Configuration: Sendable, Hashable {
         /// How often nodes send heartbeats; a peer silent for three of them is dead.
         public let heartbeat: Duration
         public static let defaultHeartbeat: Duration = .milliseconds(500)
+        /// A node whose clock is further than this from cluster time is reported as an error.
+        public var maxClockOffset: Duration = Cluster.defaultMaxClockOffset
+        public static let defaultMaxClockOffset: Duration = .milliseconds(500)
     }
 
     /// A peer node: its name and address.

@@ -40,7 +40,7 @@ struct ConfigurationDecoder {
         let t = t ?? TOMLTable()
         let at = ["server"]
         try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes", "max_output_bytes",
-                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group"], in: t, at: at)
+                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group", "state_dir", "state_key_file"], in: t, at: at)
         let socket = try path(t, "socket", at: at) ?? Server.defaultSocket
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
         var mode = Server.defaultSocketMode
@@ -61,9 +61,14 @@ struct ConfigurationDecoder {
         }
         let isolation = try t["isolation"].map { v throws(ConfigurationError) in try oneOf(Configuration.Isolation.self, v, at: at + ["isolation"]) } ?? Server.defaultIsolation
         let account = try pluginAccount(t, at: at)
+        let stateDir = try path(t, "state_dir", at: at)
+        let stateKeyFile = try path(t, "state_key_file", at: at)
+        if stateKeyFile != nil && stateDir == nil {
+            throw error(at + ["state_key_file"], "only applies with state_dir; set state_dir (where plugin states are kept) or remove state_key_file")
+        }
         return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
                      maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation,
-                     pluginAccount: account)
+                     pluginAccount: account, stateDir: stateDir, stateKeyFile: stateKeyFile)
     }
 
     /// `plugin_user` and `plugin_group`: names or numeric ids, looked up on this machine now, so a typo is
@@ -106,7 +111,7 @@ struct ConfigurationDecoder {
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
-        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat"], in: t, at: at)
+        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset"], in: t, at: at)
         let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
         let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
         let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
@@ -129,7 +134,13 @@ struct ConfigurationDecoder {
         guard heartbeat >= .milliseconds(50), heartbeat <= .seconds(60) else {
             throw error(at + ["heartbeat"], "expected a duration from 50ms to 60s")
         }
-        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat)
+        let maxClockOffset = try t["max_clock_offset"].map { v throws(ConfigurationError) in try duration(v, at: at + ["max_clock_offset"]) }
+            ?? Configuration.Cluster.defaultMaxClockOffset
+        guard maxClockOffset >= .milliseconds(1) else {
+            throw error(at + ["max_clock_offset"], "expected a duration of at least 1ms, as \"500ms\"")
+        }
+        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat,
+                     maxClockOffset: maxClockOffset)
     }
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {

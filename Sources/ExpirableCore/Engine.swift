@@ -10,6 +10,7 @@ public final class Engine: Sendable {
     let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
     private let observerBox = Mutex<(@Sendable (String, Fetched) -> Void)?>(nil)
+    let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     private let entryTable: [String: Entry]
     private let nameTable: NameTable
     /// The configured names, sorted.
@@ -212,9 +213,34 @@ public final class Engine: Sendable {
     }
 
     func call(_ entry: Entry, generation: UInt64) {
-        entry.fetcher.fetch { [self] result in
-            complete(entry, generation: generation, result: result)
+        let (state, refusal) = entry.state.withLock { ($0.pluginState, $0.stateError) }
+        if let refusal {
+            complete(entry, generation: generation, result: .failure(refusal))
+            return
         }
+        entry.fetcher.fetch(FetchRequest(state: state)) { [self] outcome in
+            applyStateChange(outcome.state, to: entry)
+            complete(entry, generation: generation, result: outcome.result)
+        }
+    }
+
+    /// Keeps what a call did to the plugin's state, whatever became of its result (cleared meanwhile, failed):
+    /// the identity provider may have consumed the old state. Then tells the state keeper and the cluster.
+    func applyStateChange(_ change: StateChange, to entry: Entry) {
+        let state: Secret?
+        switch change {
+        case .keep: return
+        case .set(let secret): state = secret
+        case .clear: state = nil
+        }
+        let replicator = replicator(for: entry)
+        let version = replicator?.nextVersion()
+        entry.state.withLock { s in
+            s.pluginState = state
+            if let version { s.stateVersion = version }
+        }
+        stateKeeperBox.withLock { $0 }?.stateChanged(entry.name, state)
+        if let replicator, let version { replicator.stateChanged(entry.name, state, version: version) }
     }
 
     private func complete(_ entry: Entry, generation: UInt64, result fetchedResult: Result<Fetched, ExpirableError>) {

@@ -68,6 +68,14 @@ final class Entry: Sendable {
         var counters = ExpirableCounters()
         /// The version of the current value or of the last clear (cluster scope with a replicator only).
         var version: Version?
+        /// The plugin's state (SPEC §3.20): given to every call, replaced by what a call sets. A clear of the
+        /// value keeps it (a refresh token outlives the access tokens it buys).
+        var pluginState: Secret?
+        /// Why the state could not be read at start (a state file that does not decrypt): every call fails
+        /// with it until the operator fixes or removes the file, rather than calling without the state.
+        var stateError: ExpirableError?
+        /// The version of the last state change seen, for replicated states: the newest wins, like values.
+        var stateVersion: Version?
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
 

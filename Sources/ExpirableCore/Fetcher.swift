@@ -69,3 +69,9 @@ public struct ClosureFetcher: Fetcher {
         Task { completion(await body()) }
     }
 }
+
+/// Where plugin states go besides memory (SPEC §3.20): the daemon's encrypted `state_dir`.
+public protocol StateKeeper: Sendable {
+    /// `name`'s state changed to `state` (nil: cleared). Called outside the engine's locks, once per change.
+    func stateChanged(_ name: String, _ state: Secret?)
+}

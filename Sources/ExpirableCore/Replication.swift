@@ -29,6 +29,13 @@ public protocol Replicator: Sendable {
     func cleared(_ name: String, version: Version)
     /// Whether this node should run the eager refresh of `name` now (only its owner does).
     func mayRefresh(_ name: String) -> Bool
+    /// A call on this node changed `name`'s plugin state (nil: cleared) under `version`: tell the peers, so
+    /// the next owner continues from it.
+    func stateChanged(_ name: String, _ state: Secret?, version: Version)
+}
+
+extension Replicator {
+    public func stateChanged(_ name: String, _ state: Secret?, version: Version) {}
 }
 
 /// A cluster-scoped expirable's replicable state: its value (nil for a clear) and version.

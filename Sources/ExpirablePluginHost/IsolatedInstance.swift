@@ -103,7 +103,12 @@ final class IsolatedInstance: PluginCalls, Sendable {
             completion(FetchOutcome(result: .failure(refusal)))
             return
         }
-        let answer = Once(completion)
+        // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
+        let timerBox = Mutex<(any Cancellable)?>(nil)
+        let answer = Once<FetchOutcome> { outcome in
+            timerBox.withLock { $0?.cancel(); $0 = nil }
+            completion(outcome)
+        }
         let timer = clock.schedule(after: timeout) { [self] in
             guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
             logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
@@ -113,10 +118,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 helper.killGroup()
             }
         }
-        thread.run { [self] in
-            call(number, answer, request)
-            timer.cancel()
-        }
+        timerBox.withLock { $0 = timer }
+        if answer.fired { timer.cancel() }
+        thread.run { [self] in call(number, answer, request) }
     }
 
     /// Closes the helper's socket, so it destroys its instance and exits; kills it if a call is still under

@@ -41,6 +41,7 @@ enum InfoText {
         lines.append("failures:\(status.counters.failures)")
         lines.append("refreshes:\(status.counters.refreshes)")
         lines.append("stale_answers:\(status.counters.staleAnswers)")
+        lines.append("plugin_state:\(state.engine.hasPluginState(name) ? "yes" : "no")")
         if let plugin = state.options.pluginInfo?(name) {
             lines += plugin.map { "\($0.0):\($0.1)" }
         }
@@ -54,7 +55,7 @@ enum InfoText {
 
     static func server(state: ServerState) -> String {
         let uptime = (SystemClock().monotonicNanos - state.startedAt) / 1_000_000_000
-        return [
+        return ([
             "daemon:expirabled",
             "version:\(ExpirableServer.version)",
             "uptime_s:\(uptime)",
@@ -66,6 +67,6 @@ enum InfoText {
             "connections_accepted:\(state.connectionsAccepted.load(ordering: .relaxed))",
             "connections_refused:\(state.connectionsRefused.load(ordering: .relaxed))",
             "max_connections:\(state.options.maxConnections)",
-        ].joined(separator: "\r\n") + "\r\n"
+        ] + (state.options.serverInfo?() ?? []).map { "\($0.0):\($0.1)" }).joined(separator: "\r\n") + "\r\n"
     }
 }

@@ -26,6 +26,8 @@ public struct ServerOptions: Sendable {
     public var pluginInfo: (@Sendable (String) -> [(String, String)])?
     /// The reply to CLUSTER: one `key:value ...` line per member. Nil without a cluster.
     public var clusterInfo: (@Sendable () -> String)?
+    /// Extra lines for the server's INFO (the cluster's clock offsets), from whoever knows them.
+    public var serverInfo: (@Sendable () -> [(String, String)])?
     /// Called once the socket listens with its mode set, so the daemon can prefetch and report readiness.
     public var onListening: (@Sendable () -> Void)?
 

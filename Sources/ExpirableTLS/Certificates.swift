@@ -3,7 +3,8 @@ import Glibc
 
 /// Creates the cluster's certificate authority and node certificates with OpenSSL: P-256 keys, SHA-256
 /// signatures, node certificates naming the node in both the common name and a DNS subjectAltName, usable for
-/// TLS server and client authentication. Private keys are written with mode 0600.
+/// TLS server and client authentication, valid from an hour before they are made (clocks disagree). Private keys
+/// are written with mode 0600.
 public enum Certificates {
     /// Creates a self-signed CA valid for `days`, writing `certificatePath` and `keyPath` (0600). Refuses to
     /// overwrite existing files.
@@ -61,6 +62,9 @@ public enum Certificates {
         return TLSConnection.names(of: certificate)
     }
 
+    /// How long before it is made a certificate becomes valid, in seconds (SPEC §4.15).
+    public static let backdating = 3600
+
     // MARK: Pieces
 
     private static func refuseExisting(_ paths: [String]) throws(TLSError) {
@@ -94,7 +98,9 @@ public enum Certificates {
             BN_to_ASN1_INTEGER(number, X509_get_serialNumber(certificate))
             BN_free(number)
         }
-        X509_gmtime_adj(X509_getm_notBefore(certificate), notBeforeDays * 86_400)
+        // Valid from an hour before it is made: a node whose clock is minutes behind the machine that made it
+        // accepts it at once instead of refusing every peer until the certificate is as old as its error.
+        X509_gmtime_adj(X509_getm_notBefore(certificate), notBeforeDays * 86_400 - Certificates.backdating)
         X509_gmtime_adj(X509_getm_notAfter(certificate), (notBeforeDays + days) * 86_400)
         X509_set_pubkey(certificate, publicKey)
         let subject = X509_get_subject_name(certificate)

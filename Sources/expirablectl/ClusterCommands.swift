@@ -6,20 +6,22 @@ import Foundation
 struct ClusterStatus: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
-        abstract: "List the cluster's members: state, address, certificate name, time since last heard, TLS version.",
-        discussion: "A peer is alive when it is linked both ways over mutual TLS and was heard from within three heartbeats. Configuration differences between nodes and the last error reaching a dead peer are shown under NOTE."
+        abstract: "List the cluster's members: state, address, certificate name, time since last heard, TLS version, clock offset.",
+        discussion: "A peer is alive when it is linked both ways over mutual TLS and was heard from within three heartbeats. CLOCK is a peer's clock offset from this node as measured from heartbeats (+: ahead), and for this node the correction from its wall clock to cluster time, by which versions are stamped; a clock further than max_clock_offset from cluster time is an ERROR under NOTE. Configuration differences between nodes and the last error reaching a dead peer are shown under NOTE too."
     )
     @OptionGroup var connection: Connection
 
     func run() async throws {
         try await reporting {
             let members = try await connection.client.cluster()
-            var rows = [["NODE", "STATE", "ADDRESS", "CERTIFICATE", "LAST HEARD", "TLS", "NOTE"]]
+            var rows = [["NODE", "STATE", "ADDRESS", "CERTIFICATE", "LAST HEARD", "TLS", "CLOCK", "NOTE"]]
             for member in members {
                 let heard = member["last_heard_ms"].flatMap { Int($0) }.map { "\($0)ms ago" } ?? "-"
+                let clock = member["clock_offset_ms"].flatMap { Int($0) }.map { "\($0 > 0 ? "+" : "")\($0)ms" } ?? "-"
+                let notes = [member["clock_error"].map { "ERROR: \($0)" }, member["config"] ?? member["error"]].compactMap { $0 }
                 rows.append([
                     member["node"] ?? "?", member["state"] ?? "?", member["address"] ?? "-", member["certificate"] ?? "-",
-                    heard, member["tls"] ?? "-", member["config"] ?? member["error"] ?? "",
+                    heard, member["tls"] ?? "-", clock, notes.joined(separator: "; "),
                 ])
             }
             printTable(rows)

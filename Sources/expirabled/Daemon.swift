@@ -3,6 +3,7 @@ import ExpirableConfig
 import ExpirableCore
 import ExpirablePluginHost
 import ExpirableServer
+import ExpirableState
 import ExpirableTLS
 import Logging
 import NIOPosix
@@ -66,7 +67,7 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"))
+                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
                 let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
                 definitions = definitions.map { definition in
                     guard definition.scope == .cluster else { return definition }
@@ -80,6 +81,15 @@ struct Daemon {
             }
         }
         let engine = Engine(expirables: definitions, clock: clock, logger: Logger(label: "expirable.engine"))
+        if let directory = configuration.server.stateDir {
+            do {
+                let store = try StateStore(directory: directory, keyFile: configuration.server.stateKeyFile)
+                engine.keepStates(with: StateFiles(store: store, logger: Logger(label: "expirable.state")),
+                                  initial: StateFiles.load(store, names: engine.names, logger: logger))
+            } catch {
+                Daemon.fail("[server] state_dir: \(error.message)")
+            }
+        }
         cluster?.attach(engine)
         var options = ServerOptions(
             socketPath: configuration.server.socket,
@@ -100,6 +110,7 @@ struct Daemon {
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
             options.clusterInfo = { cluster.describe() }
+            options.serverInfo = { cluster.timeInfo() }
         }
         let server = ExpirableServer(
             engine: engine,
@@ -144,6 +155,7 @@ struct Daemon {
                 return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh + mode)
             }
         )
+        options.maxClockOffset = settings.maxClockOffset
         options.quorum = Dictionary(uniqueKeysWithValues: configuration.expirables
             .filter { $0.scope == .cluster && $0.singleFlight == .quorum }.map { ($0.name, $0.timeout) })
         return options

@@ -58,6 +58,7 @@ struct ConfigurationTests {
         #expect(cluster.peers[1].endpoint == .init(host: "::1", port: 7401))
         #expect(cluster.cert == "/etc/expirable/node-a.pem")
         #expect(cluster.heartbeat == .milliseconds(500))
+        #expect(cluster.maxClockOffset == .milliseconds(500))
         #expect(config.expirables.map(\.name) == ["github_access_token", "local_one"])
         let github = config.expirables[0]
         #expect(github.plugin == "oauth2")
@@ -136,7 +137,7 @@ struct ConfigurationTests {
 
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
-         "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode"),
+         "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),
         ("[server]\nmax_connections = 0\n",
          "F:2: server.max_connections: expected an integer from 1 to 1000000, got 0"),
         ("[expirable.a]\nplugin = \"x\\u0000junk\"\n",
@@ -185,6 +186,8 @@ struct ConfigurationTests {
          "F:4: expirable.a.single_flight: \"quorum\" needs isolation = \"process\": a call that outlives its lease must be stopped, and only a helper can be killed; remove isolation = \"inline\""),
         ("[expirable.a]\nplugin = \"file\"\nsingle_flight = \"majority\"\n",
          "F:3: expirable.a.single_flight: expected \"available\" or \"quorum\", got \"majority\""),
+        ("[server]\nstate_key_file = \"/etc/expirable/state.key\"\n",
+         "F:2: server.state_key_file: only applies with state_dir; set state_dir (where plugin states are kept) or remove state_key_file"),
         ("[server]\nplugin_user = \"a:b\"\n",
          "F:2: server.plugin_user: expected a user or group name or a numeric id, got \"a:b\""),
         ("[expirable.a]\nplugin = \"file\"\nisolation = 1\n",
@@ -215,6 +218,8 @@ struct ConfigurationTests {
          "F:4: cluster.peers: expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone"),
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nheartbeat = \"10ms\"\n",
          "F:8: cluster.heartbeat: expected a duration from 50ms to 60s"),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nmax_clock_offset = \"0ms\"\n",
+         "F:8: cluster.max_clock_offset: expected a duration of at least 1ms, as \"500ms\""),
     ]
 
     @Test("freshness keys (SPEC §3 items 13–17) decode, with before_expiry and jitter as durations or shares")

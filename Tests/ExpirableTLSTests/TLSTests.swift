@@ -208,4 +208,18 @@ struct TLSTests {
         let result = try runTool("openssl", ["verify", "-CAfile", pki.path("ca.pem"), pki.path("node-a.pem")])
         #expect(result.stdout.hasSuffix(": OK\n"))
     }
+
+    @Test("§4.15: certificates are valid from an hour before they are made, so a node whose clock is minutes behind accepts them")
+    func validFromAnHourBefore() throws {
+        let pki = try PKI()
+        defer { pki.directory.remove() }
+        let now = Int(Date().timeIntervalSince1970)
+        // As a node whose clock is 5 and 55 minutes behind sees them: both the CA and the node certificate are valid.
+        for behind in [5 * 60, 55 * 60] {
+            let result = try runTool("openssl", ["verify", "-attime", "\(now - behind)", "-CAfile", pki.path("ca.pem"), pki.path("node-a.pem")])
+            #expect(result.stdout.hasSuffix(": OK\n"), "\(behind / 60) minutes behind: \(result.stdout) \(result.stderr)")
+        }
+        let tooEarly = try runTool("openssl", ["verify", "-attime", "\(now - 65 * 60)", "-CAfile", pki.path("ca.pem"), pki.path("node-a.pem")])
+        #expect(tooEarly.stderr.contains("not yet valid") || tooEarly.stdout.contains("not yet valid"), "\(tooEarly.stdout) \(tooEarly.stderr)")
+    }
 }

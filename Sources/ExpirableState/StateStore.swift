@@ -1,0 +1,248 @@
+import COpenSSL
+import ExpirableCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Plugin states on disk (SPEC §3.20, `state_dir`): one file per expirable (per key), encrypted with AES-256-GCM
+/// through OpenSSL's EVP interface, so a full restart resumes with the latest rotating refresh token. A file is
+/// the magic `EXPSTATE1`, a random 12-byte nonce, the ciphertext and the 16-byte tag; the name it belongs to is
+/// the additional authenticated data, so a file copied over another expirable's does not decrypt. Files are
+/// written whole to a temporary file (mode 0600), synced, renamed over the old one and the directory synced, so
+/// a crash leaves the old state or the new, never half of one. Nothing here logs a state.
+public final class StateStore: Sendable {
+    public let directory: String
+    private let key: Secret
+
+    static let magic = Array("EXPSTATE1".utf8)
+    static let nonceBytes = 12
+    static let tagBytes = 16
+    /// The systemd credential holding the key, under $CREDENTIALS_DIRECTORY (LoadCredential=/SetCredential=).
+    public static let credentialName = "expirable-state-key"
+
+    /// Opens `directory` (created 0700 if missing; refused if others may write or read it) with the 32-byte key
+    /// from `keyFile`, or else from the systemd credential `expirable-state-key`.
+    public init(directory: String, keyFile: String?, environment: [String: String] = StateStore.processEnvironment()) throws(StateError) {
+        self.directory = directory
+        let path: String
+        if let keyFile {
+            path = keyFile
+        } else if let credentials = environment["CREDENTIALS_DIRECTORY"], !credentials.isEmpty {
+            path = credentials + "/" + StateStore.credentialName
+        } else {
+            throw StateError("state_dir is set but there is no key: set state_key_file in [server] (32 random bytes, mode 0600: `head -c 32 /dev/urandom > FILE; chmod 600 FILE`) or pass the systemd credential \(StateStore.credentialName)")
+        }
+        key = try StateStore.readKey(path, fromCredential: keyFile == nil)
+        try StateStore.prepare(directory)
+    }
+
+    // MARK: Reading and writing
+
+    /// The file holding `name`'s state: its name hex-encoded, so any expirable name or key is a safe file name.
+    public func path(for name: String) -> String {
+        directory + "/" + name.utf8.map { String($0, radix: 16).leftPadded(to: 2) }.joined() + ".state"
+    }
+
+    /// Writes `state` for `name` atomically; nil removes the file.
+    public func save(_ state: Secret?, for name: String) throws(StateError) {
+        let target = path(for: name)
+        guard let state else {
+            if unlink(target) != 0 && errno != ENOENT {
+                throw StateError("cannot remove \(target): \(StateStore.reason())")
+            }
+            return
+        }
+        var sealed = try seal(state, name: name)
+        defer { sealed.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        let temporary = target + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw StateError("cannot write \(temporary): \(StateStore.reason())") }
+        var written = 0
+        while written < sealed.count {
+            let n = sealed.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let why = StateStore.reason()
+                close(fd)
+                unlink(temporary)
+                throw StateError("cannot write \(temporary): \(why)")
+            }
+            written += n
+        }
+        guard fsync(fd) == 0 else {
+            let why = StateStore.reason()
+            close(fd)
+            unlink(temporary)
+            throw StateError("cannot sync \(temporary): \(why)")
+        }
+        close(fd)
+        guard rename(temporary, target) == 0 else {
+            let why = StateStore.reason()
+            unlink(temporary)
+            throw StateError("cannot rename \(temporary) to \(target): \(why)")
+        }
+        let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            fsync(dir)
+            close(dir)
+        }
+    }
+
+    /// `name`'s state, nil when it has no file. A file that does not decrypt is an error naming it: never
+    /// silently dropped, since it may hold the only copy of a refresh token.
+    public func load(_ name: String) throws(StateError) -> Secret? {
+        let file = path(for: name)
+        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw StateError("cannot read \(file): \(StateStore.reason())")
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw StateError("cannot read \(file): \(StateStore.reason())") }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+            guard bytes.count <= 1 << 20 else { throw StateError("\(file) is over 1 MiB: not a state file; remove it") }
+        }
+        return try unseal(bytes, name: name, file: file)
+    }
+
+    // MARK: AES-256-GCM
+
+    func seal(_ state: Secret, name: String) throws(StateError) -> [UInt8] {
+        var nonce = [UInt8](repeating: 0, count: StateStore.nonceBytes)
+        guard RAND_bytes(&nonce, Int32(nonce.count)) == 1 else { throw StateError("OpenSSL could not make a random nonce") }
+        guard let context = EVP_CIPHER_CTX_new() else { throw StateError("OpenSSL could not make a cipher context") }
+        defer { EVP_CIPHER_CTX_free(context) }
+        var ciphertext = [UInt8](repeating: 0, count: state.count + 16)
+        var tag = [UInt8](repeating: 0, count: StateStore.tagBytes)
+        var length: Int32 = 0
+        var total = 0
+        let aad = Array(name.utf8)
+        let ok: Bool = key.withUnsafeBytes { keyBytes in
+            state.withUnsafeBytes { plain in
+                guard EVP_EncryptInit_ex(context, EVP_aes_256_gcm(), nil, keyBytes.bindMemory(to: UInt8.self).baseAddress, nonce) == 1,
+                      EVP_EncryptUpdate(context, nil, &length, aad, Int32(aad.count)) == 1 else { return false }
+                if plain.count > 0 {
+                    guard EVP_EncryptUpdate(context, &ciphertext, &length, plain.bindMemory(to: UInt8.self).baseAddress, Int32(plain.count)) == 1 else { return false }
+                    total = Int(length)
+                }
+                let finished = ciphertext.withUnsafeMutableBufferPointer { EVP_EncryptFinal_ex(context, $0.baseAddress! + total, &length) }
+                guard finished == 1 else { return false }
+                total += Int(length)
+                return EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, Int32(tag.count), &tag) == 1
+            }
+        }
+        guard ok else { throw StateError("OpenSSL could not encrypt the state of \(name)") }
+        return StateStore.magic + nonce + ciphertext[0..<total] + tag
+    }
+
+    func unseal(_ sealed: [UInt8], name: String, file: String) throws(StateError) -> Secret {
+        let header = StateStore.magic.count + StateStore.nonceBytes
+        guard sealed.count >= header + StateStore.tagBytes, Array(sealed[0..<StateStore.magic.count]) == StateStore.magic else {
+            throw StateError("\(file) is not an Expirable state file (no EXPSTATE1 header); remove it if it does not belong in state_dir")
+        }
+        let nonce = Array(sealed[StateStore.magic.count..<header])
+        let body = Array(sealed[header..<(sealed.count - StateStore.tagBytes)])
+        var tag = Array(sealed[(sealed.count - StateStore.tagBytes)...])
+        guard let context = EVP_CIPHER_CTX_new() else { throw StateError("OpenSSL could not make a cipher context") }
+        defer { EVP_CIPHER_CTX_free(context) }
+        var plain = [UInt8](repeating: 0, count: body.count + 16)
+        defer { plain.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        var length: Int32 = 0
+        var total = 0
+        let aad = Array(name.utf8)
+        let ok: Bool = key.withUnsafeBytes { keyBytes in
+            guard EVP_DecryptInit_ex(context, EVP_aes_256_gcm(), nil, keyBytes.bindMemory(to: UInt8.self).baseAddress, nonce) == 1,
+                  EVP_DecryptUpdate(context, nil, &length, aad, Int32(aad.count)) == 1 else { return false }
+            if !body.isEmpty {
+                guard EVP_DecryptUpdate(context, &plain, &length, body, Int32(body.count)) == 1 else { return false }
+                total = Int(length)
+            }
+            guard EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_TAG, Int32(tag.count), &tag) == 1 else { return false }
+            let finished = plain.withUnsafeMutableBufferPointer { EVP_DecryptFinal_ex(context, $0.baseAddress! + total, &length) }
+            guard finished == 1 else { return false }
+            total += Int(length)
+            return true
+        }
+        guard ok else {
+            throw StateError("\(file) does not decrypt with the configured state key (a different key, a file damaged or copied from another expirable): restore the key, or remove the file to start \(name) without its state")
+        }
+        return plain[0..<total].withUnsafeBytes { Secret(copying: $0) }
+    }
+
+    // MARK: Setup
+
+    static func readKey(_ path: String, fromCredential: Bool) throws(StateError) -> Secret {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw StateError("cannot read the state key \(path): \(reason())") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StateError("cannot examine the state key \(path): \(reason())") }
+        // systemd credentials are made private by systemd itself (and may be 0400 owned by root).
+        if !fromCredential {
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw StateError("the state key \(path) is not a regular file") }
+            guard st.st_mode & 0o077 == 0 else {
+                throw StateError("the state key \(path) has mode \(String(st.st_mode & 0o777, radix: 8)); others must not read it: chmod 600 \(path)")
+            }
+            guard st.st_uid == geteuid() || st.st_uid == 0 else {
+                throw StateError("the state key \(path) is owned by uid \(st.st_uid), not by the daemon's user (uid \(geteuid())) or root: chown it")
+            }
+        }
+        var bytes = [UInt8](repeating: 0, count: 33)
+        defer { bytes.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        var filled = 0
+        while filled < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            filled += n
+        }
+        guard filled == 32 else {
+            throw StateError("the state key \(path) holds \(filled == 33 ? "more than 32" : String(filled)) bytes; it must be exactly 32 random bytes: head -c 32 /dev/urandom > \(path)")
+        }
+        return bytes[0..<32].withUnsafeBytes { Secret(copying: $0) }
+    }
+
+    static func prepare(_ directory: String) throws(StateError) {
+        var st = stat()
+        if stat(directory, &st) != 0 {
+            guard errno == ENOENT, mkdir(directory, 0o700) == 0 || errno == EEXIST else {
+                throw StateError("cannot create state_dir \(directory): \(reason())")
+            }
+            guard stat(directory, &st) == 0 else { throw StateError("cannot examine state_dir \(directory): \(reason())") }
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw StateError("state_dir \(directory) is not a directory") }
+        guard st.st_mode & 0o077 == 0 else {
+            throw StateError("state_dir \(directory) has mode \(String(st.st_mode & 0o777, radix: 8)); only the daemon's user may use it: chmod 700 \(directory)")
+        }
+        guard st.st_uid == geteuid() else {
+            throw StateError("state_dir \(directory) is owned by uid \(st.st_uid), not by the daemon's user (uid \(geteuid())): chown it")
+        }
+    }
+
+    static func reason() -> String { String(cString: strerror(errno)) }
+
+    public static func processEnvironment() -> [String: String] {
+        guard let value = getenv("CREDENTIALS_DIRECTORY") else { return [:] }
+        return ["CREDENTIALS_DIRECTORY": String(cString: value)]
+    }
+}
+
+/// Why a state could not be kept or read; the message names the file and what to do.
+public struct StateError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

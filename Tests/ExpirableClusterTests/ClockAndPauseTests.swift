@@ -1,0 +1,130 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// Real nodes whose clocks disagree (§4.15) and owners paused with SIGSTOP (§4.13, §4.17).
+@Suite("Cluster time and pauses")
+struct ClockAndPauseTests {
+    static let fiveMinutes = 5 * 60 * 1000
+
+    /// `field` of `node`'s line in `viewer`'s CLUSTER reply.
+    static func field(_ field: String, of node: String, on viewer: DaemonProcess) -> String? {
+        let text = (try? viewer.redis("CLUSTER")) ?? ""
+        let line = text.split(whereSeparator: \.isNewline).first { $0.hasPrefix("node:\(node)\t") }
+        return line?.split(separator: "\t").first { $0.hasPrefix("\(field):") }.map { String($0.dropFirst(field.count + 1)) }
+    }
+
+    @Test("§4.15: in a partition a node 5 minutes ahead fetches, the other side clears a second later; healed, the clear wins; offsets are shown and the skew reported")
+    func skewedFetchLosesToLaterClear() throws {
+        // inline: the plugin reads the node's skewed clock too, as it would on a machine whose clock is off.
+        let expirables: (String) -> String = { node in
+            "[expirable.token]\nplugin = \"counter\"\nisolation = \"inline\"\n[expirable.token.params]\nprefix = \"\(node)-\"\ncount_file = \"DIR/calls\"\n"
+        }
+        let cluster = try TestCluster(expirables: expirables, proxied: true, arguments: ["node-c": ["--wall-clock-offset", "\(Self.fiveMinutes)"]])
+        defer { cluster.remove() }
+        // node-c measures its peers 5 minutes behind it and corrects its clock by that; they see it ahead.
+        #expect(TestCluster.eventually {
+            guard let correction = Self.field("clock_offset_ms", of: "node-c", on: cluster["node-c"]).flatMap(Int.init) else { return false }
+            return abs(correction + Self.fiveMinutes) < 200
+        })
+        #expect(Self.field("clock_error", of: "node-c", on: cluster["node-c"])?.contains("ms ahead of cluster time") == true)
+        #expect(TestCluster.eventually { Self.field("clock_error", of: "node-c", on: cluster["node-a"])?.contains("ms ahead of cluster time") == true })
+        #expect(Self.field("clock_error", of: "node-b", on: cluster["node-a"]) == nil)
+        #expect(try cluster["node-a"].redis("INFO").contains("clock_offset_errors:1"))
+        #expect(try cluster["node-a"].ctl("cluster").stdout.contains("ERROR: clock "))
+
+        cluster.partition(["node-c"])
+        #expect(TestCluster.eventually { cluster.live("node-c") == ["node-c"] && cluster.live("node-a") == ["node-a", "node-b"] })
+        #expect(try cluster["node-c"].redis("GET", "token") == "node-c-1")
+        usleep(1_000_000)
+        #expect(try cluster["node-a"].redis("CLEAR", "token") == "OK")
+        cluster.heal()
+        try cluster.waitUntilLinked()
+        // The clear was made a second after the fetch, so it is newer, whatever node-c's clock said.
+        usleep(600_000)
+        for name in cluster.names { #expect(try cluster[name].redis("TTL", "token") == "-2", "\(name) holds \((try? cluster[name].redis("GET", "token")) ?? "?")") }
+    }
+
+    /// A lazy counter whose plugin calls have `timeout` (so a forward's deadline is that plus 2 s).
+    static func lazy(timeout: String = "10s") -> (String) -> String {
+        { node in
+            "[expirable.token]\nplugin = \"counter\"\ntimeout = \"\(timeout)\"\n[expirable.token.params]\nprefix = \"\(node)-\"\nttl_ms = 60000\ncount_file = \"DIR/calls\"\n"
+        }
+    }
+
+    /// GETs `token` on `node` in the background; the reply does not matter (the owner is paused).
+    static func getInBackground(_ node: DaemonProcess) -> Thread {
+        let thread = Thread { _ = try? node.redis("GET", "token") }
+        thread.start()
+        return thread
+    }
+
+    @Test("§4.13: a fetch forwarded to an owner that is then paused past its deadline is dropped on SIGCONT without a plugin call")
+    func forwardPastDeadlineDropped() throws {
+        let cluster = try TestCluster(2, expirables: Self.lazy(timeout: "500ms"))
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let asker = cluster.names.first { $0 != owner }!
+        let pid = try #require(cluster[owner].process).pid
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        _ = Self.getInBackground(cluster[asker])
+        // The forward's deadline is 2.5 s; the owner stays paused for 3.5 s.
+        usleep(3_500_000)
+        kill(pid, SIGCONT)
+        try cluster.waitUntilLinked()
+        usleep(500_000)
+        #expect(cluster[owner].count("calls") == 0, "the paused owner called its plugin for a forward past its deadline")
+        #expect(cluster[owner].log.contains("dropped a forwarded fetch without calling the plugin"), "\(cluster[asker].log)")
+    }
+
+    @Test("§4.17: an owner paused while others GET and take over makes no second call on SIGCONT within the value's lifetime")
+    func pausedOwnerMakesNoStaleCall() throws {
+        let cluster = try TestCluster(3, expirables: Self.lazy())
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        let pid = try #require(cluster[owner].process).pid
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // Forwarded to the paused owner while the others still see it alive: they queue in its socket.
+        let waiting = others.map { Self.getInBackground(cluster[$0]) }
+        _ = waiting
+        // The others take it for dead and take over: one call by the next owner.
+        #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
+        #expect(try TestCluster.eventually { try others.allSatisfy { try cluster[$0].redis("GET", "token").hasPrefix("node-") } })
+        let value = try cluster[others[0]].redis("GET", "token")
+        #expect(cluster.totalCalls() == 1)
+        usleep(1_000_000)
+        kill(pid, SIGCONT)
+        try cluster.waitUntilLinked()
+        usleep(1_000_000)
+        #expect(cluster[owner].count("calls") == 0, "the resumed owner called its plugin for a stale forward: \(cluster.calls())")
+        #expect(cluster.totalCalls() == 1)
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
+    }
+
+    @Test("§4.17: an eager refresh due while its owner was paused is not made by it on SIGCONT once the next owner has refreshed")
+    func pausedOwnerSkipsStaleRefresh() throws {
+        let eager = counters(ttlMillis: 8000, refresh: "refresh = \"eager\"\nbefore_expiry = \"5s\"")
+        let cluster = try TestCluster(3, expirables: eager)
+        defer { cluster.remove() }
+        _ = try cluster["node-a"].redis("GET", "token")
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        #expect(try TestCluster.eventually { try others.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        let pid = try #require(cluster[owner].process).pid
+        // Paused from before its refresh is due (3 s into the 8 s lifetime) until the next owner has made it.
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        #expect(TestCluster.eventually(seconds: 8) { others.contains { cluster[$0].count("calls") >= 1 } })
+        let callsBefore = cluster[owner].count("calls")
+        usleep(500_000)
+        kill(pid, SIGCONT)
+        try cluster.waitUntilLinked()
+        // The old owner's timer, due during the pause, makes no call; the new value's refresh is due 3 s after
+        // the next owner made it, later than this looks.
+        usleep(1_200_000)
+        #expect(cluster[owner].count("calls") == callsBefore, "calls per node: \(cluster.calls()); \(owner)'s log ends: \(cluster[owner].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(12).joined(separator: "\n"))")
+    }
+}

@@ -1,0 +1,108 @@
+import ExpirableCore
+@testable import ExpirableState
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// Plugin states on disk (SPEC §3.20): AES-256-GCM files, written atomically, refused loudly when they do not
+/// decrypt, and a key and directory that only the daemon's user can read.
+@Suite("Encrypted plugin state files")
+struct StateStoreTests {
+    /// A state_dir and a 0600 key file in a temporary directory.
+    static func store(_ dir: TemporaryDirectory, key: [UInt8] = Array(repeating: 7, count: 32)) throws -> StateStore {
+        let keyFile = dir.appending("state.key")
+        FileManager.default.createFile(atPath: keyFile, contents: Data(key))
+        chmod(keyFile, 0o600)
+        return try StateStore(directory: dir.appending("state"), keyFile: keyFile, environment: [:])
+    }
+
+    @Test("a state round-trips through its file, which holds neither the state nor the name in clear")
+    func roundTrip() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        try store.save(Secret("rt-0123456789-refresh-token"), for: "github:tenant-7")
+        #expect(try store.load("github:tenant-7")?.bytes == Array("rt-0123456789-refresh-token".utf8))
+        let file = try Data(contentsOf: URL(fileURLWithPath: store.path(for: "github:tenant-7")))
+        #expect(!String(decoding: file, as: UTF8.self).contains("rt-0123456789"))
+        #expect(!String(decoding: file, as: UTF8.self).contains("tenant-7"))
+        var st = stat()
+        #expect(stat(store.path(for: "github:tenant-7"), &st) == 0 && st.st_mode & 0o777 == 0o600)
+        #expect(try store.load("other") == nil)
+        try store.save(nil, for: "github:tenant-7")
+        #expect(try store.load("github:tenant-7") == nil)
+        // Two saves of the same state differ (a fresh nonce each time).
+        try store.save(Secret("same"), for: "x")
+        let first = try Data(contentsOf: URL(fileURLWithPath: store.path(for: "x")))
+        try store.save(Secret("same"), for: "x")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: store.path(for: "x"))) != first)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.directory).allSatisfy { $0.hasSuffix(".state") }, "no temporary file left")
+    }
+
+    @Test("a file that does not decrypt is an error naming it: another key, a damaged byte, or another expirable's file")
+    func refusals() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        try store.save(Secret("rt-1"), for: "a")
+        try store.save(Secret("rt-2"), for: "b")
+        let other = try Self.store(dir, key: Array(repeating: 9, count: 32))
+        #expect(throws: StateError.self) { try other.load("a") }
+        do {
+            _ = try other.load("a")
+        } catch {
+            #expect(error.message.hasPrefix("\(store.path(for: "a")) does not decrypt with the configured state key"))
+        }
+        // Swapped files: b's file under a's name does not decrypt (the name is authenticated).
+        try FileManager.default.removeItem(atPath: store.path(for: "a"))
+        try FileManager.default.copyItem(atPath: store.path(for: "b"), toPath: store.path(for: "a"))
+        #expect(throws: StateError.self) { try store.load("a") }
+        // One flipped byte.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: store.path(for: "b")))
+        bytes[bytes.count - 20] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: store.path(for: "b")))
+        #expect(throws: StateError.self) { try store.load("b") }
+        FileManager.default.createFile(atPath: store.path(for: "c"), contents: Data("not a state".utf8))
+        do {
+            _ = try store.load("c")
+            Issue.record("a file without the header loaded")
+        } catch {
+            #expect(error.message.contains("is not an Expirable state file"))
+        }
+    }
+
+    @Test("the key must be 32 bytes readable only by the daemon's user; the directory too; or a systemd credential")
+    func keyAndDirectory() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let keyFile = dir.appending("state.key")
+        FileManager.default.createFile(atPath: keyFile, contents: Data(Array(repeating: 1, count: 32)))
+        chmod(keyFile, 0o644)
+        #expect(throws: StateError.self) { try StateStore(directory: dir.appending("s1"), keyFile: keyFile, environment: [:]) }
+        FileManager.default.createFile(atPath: keyFile, contents: Data(Array(repeating: 1, count: 31)))
+        chmod(keyFile, 0o600)
+        do {
+            _ = try StateStore(directory: dir.appending("s2"), keyFile: keyFile, environment: [:])
+            Issue.record("a 31-byte key was accepted")
+        } catch {
+            #expect(error.message.contains("holds 31 bytes; it must be exactly 32 random bytes"))
+        }
+        do {
+            _ = try StateStore(directory: dir.appending("s3"), keyFile: nil, environment: [:])
+            Issue.record("no key at all was accepted")
+        } catch {
+            #expect(error.message.hasPrefix("state_dir is set but there is no key"))
+        }
+        // The systemd credential.
+        let credentials = dir.appending("creds")
+        try FileManager.default.createDirectory(atPath: credentials, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: credentials + "/expirable-state-key", contents: Data(Array(repeating: 3, count: 32)))
+        let store = try StateStore(directory: dir.appending("s4"), keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials])
+        try store.save(Secret("x"), for: "n")
+        #expect(try store.load("n")?.bytes == Array("x".utf8))
+        var st = stat()
+        #expect(stat(dir.appending("s4"), &st) == 0 && st.st_mode & 0o777 == 0o700, "state_dir is created 0700")
+        chmod(dir.appending("s4"), 0o755)
+        #expect(throws: StateError.self) { try StateStore(directory: dir.appending("s4"), keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials]) }
+    }
+}
