@@ -21,6 +21,7 @@ let package = Package(
         // Fetcher plugins: each is a shared object a daemon loads from its plugin_dir.
         .library(name: "command", type: .dynamic, targets: ["CommandPlugin"]),
         .library(name: "file", type: .dynamic, targets: ["FilePlugin"]),
+        .library(name: "oauth2", type: .dynamic, targets: ["OAuth2Plugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -56,6 +57,8 @@ let package = Package(
         .target(name: "CExpirableLinux"),
         // The system OpenSSL, with shims for the macros Swift cannot import.
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // The system libcurl, for the oauth2 plugin's HTTPS requests.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Mutually authenticated TLS on NIO through OpenSSL memory BIOs, and certificate creation.
         .target(
             name: "ExpirableTLS",
@@ -126,6 +129,7 @@ let package = Package(
         ),
         .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
         .target(name: "FilePlugin", dependencies: ["ExpirableABI"], path: "Plugins/FilePlugin"),
+        .target(name: "OAuth2Plugin", dependencies: ["ExpirableABI", "CCurl"], path: "Plugins/OAuth2Plugin"),
         .executableTarget(
             name: "EngineBenchmark",
             dependencies: ["ExpirableCore"],

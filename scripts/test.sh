@@ -5,8 +5,9 @@
 #
 # Debian packages: installed with apt-get when run as root, after one `apt-get update`; otherwise the script stops
 # before building with one line naming the packages to install.
-# Python client libraries (Tests/Clients/requirements.txt): installed with pip into .build/python-clients, never
-# into the system's site-packages; RedisClientTests puts that directory on PYTHONPATH.
+# Python packages (Tests/Clients/requirements.txt: the Redis clients; Tests/Fixtures/requirements.txt: Authlib for the
+# OAuth 2.0 server the oauth2 plugin is tested against): installed with pip into .build/python-clients, never into
+# the system's site-packages; the tests that run them put that directory on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+pkg-config --exists libcurl 2>/dev/null || missing+=(libcurl4-openssl-dev)   # the oauth2 plugin links libcurl
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 { command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || missing+=(redis-tools)
 [ -e /usr/include/hiredis/hiredis.h ] || missing+=(libhiredis-dev)
@@ -36,15 +38,15 @@ fi
 
 # Reinstalled when requirements.txt or the Python version changes, or when an import fails.
 clients=.build/python-clients
-wanted="$(cat Tests/Clients/requirements.txt; python3 --version)"
+wanted="$(cat Tests/Clients/requirements.txt Tests/Fixtures/requirements.txt; python3 --version)"
 if [ "$(cat "$clients/.installed" 2>/dev/null)" != "$wanted" ] \
-    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis' >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing the Python clients into $clients"
+    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib' >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing the Python clients and Authlib into $clients"
     rm -rf "$clients"
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-        --target "$clients" -r Tests/Clients/requirements.txt
+        --target "$clients" -r Tests/Clients/requirements.txt -r Tests/Fixtures/requirements.txt
     printf '%s' "$wanted" > "$clients/.installed"
 fi
-PYTHONPATH="$clients" python3 -c 'import redis, coredis; print(f"scripts/test.sh: Python clients: redis-py {redis.__version__}, coredis {coredis.__version__}")'
+PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib; print(f"scripts/test.sh: Python packages: redis-py {redis.__version__}, coredis {coredis.__version__}, Authlib {authlib.__version__}")'
 
 swift build && swift test "$@"

@@ -215,7 +215,11 @@ struct ConfigurationDecoder {
         if isolation == .inline, let key = ["max_memory", "max_cpu"].first(where: { t[$0] != nil }) {
             throw error(at + [key], "limits a plugin helper, and this expirable's plugin runs inline in the daemon; remove \(key) or set isolation = \"process\"")
         }
-        let singleFlight = try t["single_flight"].map { v throws(ConfigurationError) in try oneOf(Configuration.SingleFlight.self, v, at: at + ["single_flight"]) } ?? .available
+        // A stateful plugin (the oauth2 plugin rotating refresh tokens) defaults to quorum in a cluster: two calls
+        // with one refresh token revoke the token family at most identity providers (SPEC §4.10).
+        let stateful = plugin == "oauth2" && params.contains { $0.key == "grant" && $0.value == "refresh_token" }
+        let singleFlight = try t["single_flight"].map { v throws(ConfigurationError) in try oneOf(Configuration.SingleFlight.self, v, at: at + ["single_flight"]) }
+            ?? (stateful && scope == .cluster && isolation == .process ? .quorum : .available)
         if singleFlight == .quorum && scope == .local {
             throw error(at + ["single_flight"], "\"quorum\" keeps plugin calls single across a cluster, and this expirable has scope = \"local\"; remove single_flight or set scope = \"cluster\"")
         }

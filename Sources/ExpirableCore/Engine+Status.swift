@@ -89,11 +89,10 @@ extension Engine {
     /// The expirables fetched when the daemon starts (`prefetch`), sorted.
     public var prefetchNames: [String] { names.filter { entries($0)?.freshness.prefetch == true } }
 
-    /// Fetches `names` (every `prefetch` expirable by default, SPEC §3.15) and calls `done` once each has
-    /// answered, successfully or not, with the names that failed. `done` runs at once when there is nothing to
-    /// prefetch.
-    public func prefetch(_ names: [String]? = nil, done: @escaping @Sendable (_ failed: [String]) -> Void) {
-        let names = names ?? prefetchNames
+    /// Fetches every `prefetch` expirable (SPEC §3.15) and calls `done` once each has answered, successfully
+    /// or not, with the names that failed. `done` runs at once when there is nothing to prefetch.
+    public func prefetch(only: Set<String>? = nil, done: @escaping @Sendable (_ failed: [String]) -> Void) {
+        let names = prefetchNames.filter { only?.contains($0) ?? true }
         guard !names.isEmpty else { return done([]) }
         let outcome = Mutex((left: names.count, failed: [String]()))
         for name in names {

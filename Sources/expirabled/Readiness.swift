@@ -95,7 +95,7 @@ final class Readiness: Sendable {
             }
             timer.withLock { $0 = scheduled }
         }
-        engine.prefetch(names) { [self] failed in
+        engine.prefetch(only: Set(names)) { [self] failed in
             let ok = names.count - failed.count
             let status = names.isEmpty ? "ready"
                 : "ready; prefetched \(ok) of \(names.count)" + (failed.isEmpty ? "" : " (failed: \(failed.joined(separator: ", ")))")

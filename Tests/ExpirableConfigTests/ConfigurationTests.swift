@@ -135,6 +135,31 @@ struct ConfigurationTests {
         #expect(try Configuration.parse("", file: "F").server.pluginAccount == nil)
     }
 
+    @Test("single_flight defaults to quorum for the oauth2 plugin rotating refresh tokens in cluster scope, else available")
+    func singleFlightDefaults() throws {
+        let config = try Configuration.parse("""
+            [expirable.rotating]
+            plugin = "oauth2"
+            [expirable.rotating.params]
+            grant = "refresh_token"
+            [expirable.credentials]
+            plugin = "oauth2"
+            [expirable.credentials.params]
+            grant = "client_credentials"
+            [expirable.local_rotating]
+            plugin = "oauth2"
+            scope = "local"
+            [expirable.local_rotating.params]
+            grant = "refresh_token"
+            [expirable.chosen]
+            plugin = "oauth2"
+            single_flight = "available"
+            [expirable.chosen.params]
+            grant = "refresh_token"
+            """, file: "F")
+        #expect(config.expirables.map(\.singleFlight) == [.available, .available, .available, .quorum], "\(config.expirables.map(\.name))")
+    }
+
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
          "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),

@@ -9,12 +9,12 @@ public final class RunningTool {
     private var pending: [UInt8] = []
     private var stderrBytes: [UInt8] = []
 
-    /// Starts `arguments[0]` with stdout and stderr on pipes.
-    public init(_ arguments: [String]) throws {
+    /// Starts `arguments[0]` with stdout and stderr on pipes, in `environment` (this process's when nil).
+    public init(_ arguments: [String], environment: [String: String]? = nil) throws {
         let out = try closeOnExecPair()
         let err = try closeOnExecPair()
         do {
-            process = try Spawned(arguments, stdout: .descriptor(out.write), stderr: .descriptor(err.write))
+            process = try Spawned(arguments, stdout: .descriptor(out.write), stderr: .descriptor(err.write), environment: environment)
         } catch {
             for fd in [out.read, out.write, err.read, err.write] { close(fd) }
             throw error

@@ -1,0 +1,683 @@
+/*
+ * oauth2 — an Expirable plugin, in C with libcurl, that fetches OAuth 2.0 access tokens from a token endpoint
+ * (RFC 6749): the client credentials grant (§4.4) and the refresh token grant (§6) with rotation, the rotating
+ * refresh token kept as the expirable's state (ABI 1.2). The params are listed in docs/plugins.md; what they are
+ * checked against is below, in expirable_create.
+ *
+ * Secrets (the client secret, refresh tokens, access tokens) live only in buffers that are wiped before they are
+ * freed, never in a message, and never in the configuration: the client secret and an initial refresh token are
+ * read from files. Each call uses its own curl handle; curl_global_init runs once per process.
+ */
+#define _GNU_SOURCE
+#include "expirable.h"
+#include "internal.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Largest token endpoint answer read; past it the call fails. */
+#define MAX_RESPONSE_BYTES (1024u * 1024u)
+/* Longest `error` / `error_description` quoted in a message. */
+#define MAX_QUOTED 300
+
+enum grant { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN };
+enum auth { AUTH_BASIC, AUTH_POST, AUTH_NONE };
+
+/* One form field the plugin adds to every request: `value` may hold "{key}". `param` names its origin. */
+typedef struct form_field {
+    char *name;
+    char *value;
+    const char *param;
+} form_field;
+
+typedef struct oauth2 {
+    char *token_url;
+    int loopback;             /* token_url is on 127.0.0.1, [::1] or localhost: never through a proxy */
+    enum grant grant;
+    char *client_id;
+    char *client_secret_file; /* NULL for a public client (refresh_token grant only) */
+    enum auth auth;
+    form_field *fields;
+    size_t field_count;
+    char *refresh_token_file; /* NULL: the state is the only source of a refresh token */
+    char *ca_file;
+    int64_t timeout_ms;       /* 0: 90% of the call's timeout */
+    int value_response;       /* value = "response" */
+    int64_t ttl_ms;           /* 0: none; the lifetime when the answer has no expires_in */
+} oauth2;
+
+void expirable_abi(expirable_abi_info *info) {
+    info->magic = EXPIRABLE_ABI_MAGIC;
+    info->major = EXPIRABLE_ABI_MAJOR;
+    info->minor = EXPIRABLE_ABI_MINOR;
+}
+
+/* ---- messages ---- */
+
+static void fail(const expirable_call *call, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void fail(const expirable_call *call, const char *format, ...) {
+    char message[1024] = "oauth2 plugin: ";
+    size_t prefix = strlen(message);
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(message + prefix, sizeof message - prefix, format, args);
+    va_end(args);
+    if (n < 0) n = 0;
+    size_t len = prefix + (size_t)n;
+    if (len >= sizeof message) len = sizeof message - 1;
+    call->host->set_error(call->result, message, len);
+}
+
+/* Text from the token endpoint made safe to quote: at most MAX_QUOTED bytes, control characters as spaces. */
+static void quote(char out[MAX_QUOTED + 1], const char *text) {
+    size_t n = 0;
+    for (; text[n] != '\0' && n < MAX_QUOTED; n++) {
+        unsigned char c = (unsigned char)text[n];
+        out[n] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    out[n] = '\0';
+}
+
+/* ---- params ---- */
+
+static int str_is(expirable_str s, const char *literal) {
+    size_t n = strlen(literal);
+    return s.len == n && (n == 0 || memcmp(s.ptr, literal, n) == 0);
+}
+
+/* The one value of `key`, or {NULL, 0}; repeated keys were refused before. */
+static expirable_str param(const expirable_call *call, const char *key) {
+    for (size_t i = 0; i < call->param_count; i++) {
+        if (str_is(call->params[i].key, key)) return call->params[i].value;
+    }
+    return (expirable_str){NULL, 0};
+}
+
+static char *copy(expirable_str s) {
+    return strndup(s.ptr != NULL ? s.ptr : "", s.len);
+}
+
+static void destroy(oauth2 *o) {
+    if (o == NULL) return;
+    free(o->token_url);
+    free(o->client_id);
+    free(o->client_secret_file);
+    for (size_t i = 0; i < o->field_count; i++) {
+        free(o->fields[i].name);
+        free(o->fields[i].value);
+    }
+    free(o->fields);
+    free(o->refresh_token_file);
+    free(o->ca_file);
+    free(o);
+}
+
+static int add_field(oauth2 *o, const char *name, size_t name_len, const char *value, size_t value_len, const char *origin) {
+    form_field *grown = realloc(o->fields, (o->field_count + 1) * sizeof *grown);
+    if (grown == NULL) return -1;
+    o->fields = grown;
+    form_field *f = &o->fields[o->field_count];
+    f->name = strndup(name, name_len);
+    f->value = strndup(value, value_len);
+    f->param = origin;
+    if (f->name == NULL || f->value == NULL) {
+        free(f->name);
+        free(f->value);
+        return -1;
+    }
+    o->field_count++;
+    return 0;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_ready = CURLE_FAILED_INIT;
+
+static void init_curl(void) {
+    curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static const char *const known_params[] = {
+    "audience", "auth", "ca_file", "client_id", "client_secret_file", "form", "grant", "refresh_token_file",
+    "resource", "scope", "timeout", "token_url", "ttl", "value",
+};
+static const char *const repeatable_params[] = {"audience", "form", "resource", "scope"};
+/* Form fields the plugin writes itself, or that carry a secret and so never come from the configuration. */
+static const char *const reserved_fields[] = {
+    "grant_type", "client_id", "client_secret", "refresh_token", "scope", "audience", "resource",
+    "password", "assertion", "client_assertion", "client_assertion_type", "code", "code_verifier", "subject_token", "actor_token",
+};
+
+static int is_one_of(expirable_str s, const char *const *list, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        if (str_is(s, list[i])) return 1;
+    }
+    return 0;
+}
+
+#define COUNT(array) (sizeof(array) / sizeof *(array))
+
+/* Whether `url` is acceptable as token_url (and whether it is on loopback); when not, the reason in `why`. */
+static int check_url(const char *url, int *loopback, char *why, size_t why_size) {
+    CURLU *u = curl_url();
+    if (u == NULL) {
+        snprintf(why, why_size, "out of memory");
+        return -1;
+    }
+    int ok = -1;
+    char *scheme = NULL, *host = NULL, *user = NULL, *password = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        snprintf(why, why_size, "is \"%s\"; expected an https:// URL", url);
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK || curl_url_get(u, CURLUPART_PASSWORD, &password, 0) == CURLUE_OK) {
+        snprintf(why, why_size, "carries a user name or password; put the client secret in the file named by client_secret_file");
+        goto out;
+    }
+    *loopback = strcmp(host, "127.0.0.1") == 0 || strcmp(host, "[::1]") == 0 || strcasecmp(host, "localhost") == 0;
+    if (strcasecmp(scheme, "https") == 0 || (strcasecmp(scheme, "http") == 0 && *loopback)) {
+        ok = 0; /* plain http only where nothing crosses a network */
+    } else if (strcasecmp(scheme, "http") == 0) {
+        snprintf(why, why_size, "is \"%s\": plain http would send the client secret and tokens unencrypted; use https:// "
+                 "(http:// is accepted for 127.0.0.1, [::1] and localhost only)", url);
+    } else {
+        snprintf(why, why_size, "is \"%s\"; expected an https:// URL", url);
+    }
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(user);
+    curl_free(password);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+static int same(expirable_str a, expirable_str b) {
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static int has_nul(expirable_str s) {
+    return s.len != 0 && memchr(s.ptr, '\0', s.len) != NULL;
+}
+
+void *expirable_create(const expirable_call *call) {
+    pthread_once(&curl_once, init_curl);
+    if (curl_ready != CURLE_OK) {
+        fail(call, "curl_global_init failed: %s", curl_easy_strerror(curl_ready));
+        return NULL;
+    }
+    char why[768];
+    for (size_t i = 0; i < call->param_count; i++) {
+        expirable_str key = call->params[i].key;
+        if (str_is(key, "client_secret") || str_is(key, "refresh_token")) {
+            fail(call, "param '%.*s' would put a secret in the configuration; write it to a file only the daemon can read (chmod 600) and set %.*s_file to its path",
+                 (int)key.len, key.ptr, (int)key.len, key.ptr);
+            return NULL;
+        }
+        if (!is_one_of(key, known_params, COUNT(known_params))) {
+            fail(call, "unknown param '%.*s'; expected one of audience, auth, ca_file, client_id, client_secret_file, form, grant, "
+                 "refresh_token_file, resource, scope, timeout, token_url, ttl, value", (int)key.len, key.ptr);
+            return NULL;
+        }
+        if (has_nul(call->params[i].value)) {
+            fail(call, "param '%.*s' contains a NUL byte", (int)key.len, key.ptr);
+            return NULL;
+        }
+        /* Params arrive sorted by key, an array as its key repeated. */
+        if (i > 0 && same(call->params[i - 1].key, key) && !is_one_of(key, repeatable_params, COUNT(repeatable_params))) {
+            fail(call, "param '%.*s' is given more than once; expected one value", (int)key.len, key.ptr);
+            return NULL;
+        }
+    }
+
+    oauth2 *o = calloc(1, sizeof *o);
+    if (o == NULL) goto out_of_memory;
+
+    expirable_str url = param(call, "token_url");
+    if (url.len == 0) {
+        fail(call, "param 'token_url' is missing; set it to the token endpoint, such as \"https://idp.example/oauth2/token\"");
+        goto refuse;
+    }
+    if ((o->token_url = copy(url)) == NULL) goto out_of_memory;
+    if (check_url(o->token_url, &o->loopback, why, sizeof why) != 0) {
+        fail(call, "param 'token_url' %s", why);
+        goto refuse;
+    }
+
+    expirable_str grant = param(call, "grant");
+    if (grant.ptr == NULL || str_is(grant, "client_credentials")) {
+        o->grant = GRANT_CLIENT_CREDENTIALS;
+    } else if (str_is(grant, "refresh_token")) {
+        o->grant = GRANT_REFRESH_TOKEN;
+    } else {
+        fail(call, "param 'grant' is \"%.*s\"; expected \"client_credentials\" or \"refresh_token\"", (int)grant.len, grant.ptr);
+        goto refuse;
+    }
+
+    expirable_str client_id = param(call, "client_id");
+    if (client_id.len == 0) {
+        fail(call, "param 'client_id' is missing; set it to the client's identifier at the identity provider");
+        goto refuse;
+    }
+    if ((o->client_id = copy(client_id)) == NULL) goto out_of_memory;
+
+    expirable_str secret_file = param(call, "client_secret_file");
+    if (secret_file.len != 0) {
+        if ((o->client_secret_file = copy(secret_file)) == NULL) goto out_of_memory;
+        oauth2_buffer secret = {0};
+        int rc = oauth2_read_secret_file("client_secret_file", o->client_secret_file, &secret, why, sizeof why);
+        oauth2_buffer_wipe(&secret);
+        if (rc != 0) {
+            fail(call, "%s", why);
+            goto refuse;
+        }
+    } else if (o->grant == GRANT_CLIENT_CREDENTIALS) {
+        fail(call, "param 'client_secret_file' is missing; the client credentials grant needs the client secret, in a file only the daemon can read (chmod 600)");
+        goto refuse;
+    }
+
+    expirable_str auth = param(call, "auth");
+    if (auth.ptr != NULL && o->client_secret_file == NULL) {
+        fail(call, "param 'auth' says how to send the client secret, and there is none; set client_secret_file, or remove auth for a public client");
+        goto refuse;
+    }
+    if (o->client_secret_file == NULL) {
+        o->auth = AUTH_NONE;
+    } else if (auth.ptr == NULL || str_is(auth, "basic")) {
+        o->auth = AUTH_BASIC;
+    } else if (str_is(auth, "post")) {
+        o->auth = AUTH_POST;
+    } else {
+        fail(call, "param 'auth' is \"%.*s\"; expected \"basic\" (client_secret_basic, the default) or \"post\" (client_secret_post)", (int)auth.len, auth.ptr);
+        goto refuse;
+    }
+
+    /* scope: one value, or an array joined with spaces (RFC 6749 §3.3). */
+    oauth2_buffer scope = {0};
+    for (size_t i = 0; i < call->param_count; i++) {
+        if (!str_is(call->params[i].key, "scope")) continue;
+        expirable_str v = call->params[i].value;
+        if (v.len == 0 || (scope.len != 0 && oauth2_buffer_append(&scope, " ", 1, 0) != 0) || oauth2_buffer_append(&scope, v.ptr, v.len, 0) != 0) {
+            oauth2_buffer_wipe(&scope);
+            if (v.len == 0) {
+                fail(call, "param 'scope' has an empty value; remove it or name the scopes");
+                goto refuse;
+            }
+            goto out_of_memory;
+        }
+    }
+    if (scope.len != 0) {
+        int rc = add_field(o, "scope", 5, scope.ptr, scope.len, "scope");
+        oauth2_buffer_wipe(&scope);
+        if (rc != 0) goto out_of_memory;
+    }
+    for (size_t i = 0; i < call->param_count; i++) {
+        expirable_str key = call->params[i].key, v = call->params[i].value;
+        if (str_is(key, "audience") || str_is(key, "resource")) {
+            const char *name = str_is(key, "audience") ? "audience" : "resource";
+            if (v.len == 0) {
+                fail(call, "param '%s' has an empty value; remove it or set it", name);
+                goto refuse;
+            }
+            if (add_field(o, name, strlen(name), v.ptr, v.len, name) != 0) goto out_of_memory;
+        } else if (str_is(key, "form")) {
+            const char *equals = memchr(v.ptr, '=', v.len);
+            if (equals == NULL || equals == v.ptr) {
+                fail(call, "param 'form' has \"%.*s\"; expected \"NAME=VALUE\", such as form = [\"tenant=contoso\"]", (int)v.len, v.ptr);
+                goto refuse;
+            }
+            expirable_str name = {v.ptr, (size_t)(equals - v.ptr)};
+            if (is_one_of(name, reserved_fields, COUNT(reserved_fields))) {
+                fail(call, "param 'form' sets '%.*s', which the plugin sets itself or which would put a secret in the configuration; "
+                     "use the params scope, audience, resource, client_secret_file or refresh_token_file", (int)name.len, name.ptr);
+                goto refuse;
+            }
+            if (add_field(o, name.ptr, name.len, equals + 1, v.len - name.len - 1, "form") != 0) goto out_of_memory;
+        }
+    }
+
+    expirable_str refresh_file = param(call, "refresh_token_file");
+    if (refresh_file.len != 0) {
+        if (o->grant != GRANT_REFRESH_TOKEN) {
+            fail(call, "param 'refresh_token_file' needs grant = \"refresh_token\"; the client credentials grant uses no refresh token");
+            goto refuse;
+        }
+        if ((o->refresh_token_file = copy(refresh_file)) == NULL) goto out_of_memory;
+        oauth2_buffer token = {0};
+        int rc = oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &token, why, sizeof why);
+        oauth2_buffer_wipe(&token);
+        if (rc != 0) {
+            fail(call, "%s", why);
+            goto refuse;
+        }
+    }
+
+    expirable_str ca = param(call, "ca_file");
+    if (ca.len != 0) {
+        if ((o->ca_file = copy(ca)) == NULL) goto out_of_memory;
+        if (access(o->ca_file, R_OK) != 0) {
+            fail(call, "param 'ca_file': cannot read %s: %s", o->ca_file, strerror(errno));
+            goto refuse;
+        }
+    }
+
+    expirable_str timeout = param(call, "timeout");
+    if (timeout.ptr != NULL) {
+        if (call->host->parse_duration_ms(timeout.ptr, timeout.len, &o->timeout_ms) != 0 || o->timeout_ms <= 0) {
+            fail(call, "param 'timeout' is \"%.*s\"; expected a duration above zero such as \"5s\"", (int)timeout.len, timeout.ptr);
+            goto refuse;
+        }
+        if (call->timeout_ms > 0 && o->timeout_ms >= call->timeout_ms) {
+            fail(call, "param 'timeout' (%lld ms) must be below the expirable's timeout (%lld ms), so that the plugin reports its own error "
+                 "before the call is cut off; lower it or raise the expirable's timeout", (long long)o->timeout_ms, (long long)call->timeout_ms);
+            goto refuse;
+        }
+    }
+
+    expirable_str value = param(call, "value");
+    if (value.ptr == NULL || str_is(value, "access_token")) {
+        o->value_response = 0;
+    } else if (str_is(value, "response")) {
+        o->value_response = 1;
+    } else {
+        fail(call, "param 'value' is \"%.*s\"; expected \"access_token\" (the default) or \"response\" (the whole JSON answer)", (int)value.len, value.ptr);
+        goto refuse;
+    }
+
+    expirable_str ttl = param(call, "ttl");
+    if (ttl.ptr != NULL && (call->host->parse_duration_ms(ttl.ptr, ttl.len, &o->ttl_ms) != 0 || o->ttl_ms <= 0)) {
+        fail(call, "param 'ttl' is \"%.*s\"; expected a duration above zero such as \"1h\", the tokens' lifetime when the answer has no expires_in",
+             (int)ttl.len, ttl.ptr);
+        goto refuse;
+    }
+    return o;
+
+out_of_memory:
+    fail(call, "out of memory");
+refuse:
+    destroy(o);
+    return NULL;
+}
+
+void expirable_destroy(void *instance) {
+    destroy(instance);
+}
+
+/* ---- one request ---- */
+
+typedef struct answer {
+    oauth2_buffer body;
+    int too_large;
+} answer;
+
+static size_t on_body(char *data, size_t size, size_t count, void *user) {
+    answer *a = user;
+    size_t n = size * count;
+    if (oauth2_buffer_append(&a->body, data, n, MAX_RESPONSE_BYTES) != 0) {
+        a->too_large = a->body.len + n > MAX_RESPONSE_BYTES;
+        return 0; /* curl stops with CURLE_WRITE_ERROR */
+    }
+    return n;
+}
+
+/* `value` with every "{key}" replaced by the call's key, appended percent-encoded. 0; -1 if it has "{key}" and the
+ * call has none; -2 when out of memory. */
+static int append_expanded(oauth2_buffer *body, const char *value, expirable_str key) {
+    oauth2_buffer expanded = {0};
+    int rc = 0;
+    const char *p = value;
+    if (oauth2_buffer_append(&expanded, "", 0, 0) != 0) return -2;
+    for (;;) {
+        const char *hole = strstr(p, "{key}");
+        size_t n = hole != NULL ? (size_t)(hole - p) : strlen(p);
+        if (oauth2_buffer_append(&expanded, p, n, 0) != 0) { rc = -2; break; }
+        if (hole == NULL) break;
+        if (key.len == 0) { rc = -1; break; }
+        if (oauth2_buffer_append(&expanded, key.ptr, key.len, 0) != 0) { rc = -2; break; }
+        p = hole + 5;
+    }
+    if (rc == 0 && oauth2_buffer_append_escaped(body, expanded.ptr, expanded.len) != 0) rc = -2;
+    oauth2_buffer_wipe(&expanded);
+    return rc;
+}
+
+static int append_field(oauth2_buffer *body, const char *name, const char *value, size_t value_len) {
+    if (body->len != 0 && oauth2_buffer_append(body, "&", 1, 0) != 0) return -1;
+    if (oauth2_buffer_append_str(body, name) != 0 || oauth2_buffer_append(body, "=", 1, 0) != 0) return -1;
+    return oauth2_buffer_append_escaped(body, value, value_len);
+}
+
+static int is_permanent_code(const char *code) {
+    static const char *const permanent[] = {
+        "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope",
+        "invalid_target", /* RFC 8707: a resource the server does not know */
+    };
+    for (size_t i = 0; i < COUNT(permanent); i++) {
+        if (strcmp(code, permanent[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+static void wipe_headers(struct curl_slist *headers) {
+    for (struct curl_slist *h = headers; h != NULL; h = h->next) explicit_bzero(h->data, strlen(h->data));
+    curl_slist_free_all(headers);
+}
+
+void expirable_fetch(const expirable_call *call) {
+    const oauth2 *o = call->instance;
+    const expirable_host *host = call->host;
+    oauth2_buffer secret = {0}, refresh = {0}, body = {0}, credentials = {0}, authorization = {0};
+    answer reply = {{0}, 0};
+    oauth2_token_response token;
+    memset(&token, 0, sizeof token);
+    struct curl_slist *headers = NULL;
+    CURL *curl = NULL;
+    char why[768];
+    int refresh_from_state = 0;
+
+    if (o->client_secret_file != NULL && oauth2_read_secret_file("client_secret_file", o->client_secret_file, &secret, why, sizeof why) != 0) {
+        fail(call, "%s", why);
+        host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+        goto done;
+    }
+    if (o->grant == GRANT_REFRESH_TOKEN) {
+        if (call->state.len != 0) {
+            refresh_from_state = 1;
+            if (oauth2_buffer_append(&refresh, call->state.ptr, call->state.len, 0) != 0) goto out_of_memory;
+        } else if (o->refresh_token_file == NULL) {
+            fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+            goto done;
+        } else if (oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &refresh, why, sizeof why) != 0) {
+            fail(call, "%s", why);
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+            goto done;
+        }
+    }
+
+    /* The form (RFC 6749 Appendix B): grant, refresh token, client credentials for auth = post, then the fields. */
+    if (append_field(&body, "grant_type", o->grant == GRANT_REFRESH_TOKEN ? "refresh_token" : "client_credentials",
+                     o->grant == GRANT_REFRESH_TOKEN ? 13 : 18) != 0) goto out_of_memory;
+    if (o->grant == GRANT_REFRESH_TOKEN && append_field(&body, "refresh_token", refresh.ptr, refresh.len) != 0) goto out_of_memory;
+    if (o->auth != AUTH_BASIC && append_field(&body, "client_id", o->client_id, strlen(o->client_id)) != 0) goto out_of_memory;
+    if (o->auth == AUTH_POST && append_field(&body, "client_secret", secret.ptr, secret.len) != 0) goto out_of_memory;
+    for (size_t i = 0; i < o->field_count; i++) {
+        if (oauth2_buffer_append(&body, "&", 1, 0) != 0 || oauth2_buffer_append_escaped(&body, o->fields[i].name, strlen(o->fields[i].name)) != 0
+            || oauth2_buffer_append(&body, "=", 1, 0) != 0) goto out_of_memory;
+        int rc = append_expanded(&body, o->fields[i].value, call->key);
+        if (rc == -1) {
+            fail(call, "param '%s' uses {key}, and this call has no key; set keyed = true on the expirable and fetch NAME:KEY", o->fields[i].param);
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+            goto done;
+        }
+        if (rc != 0) goto out_of_memory;
+    }
+
+    curl = curl_easy_init();
+    if (curl == NULL) goto out_of_memory;
+    /* client_secret_basic (RFC 6749 §2.3.1): id and secret form-encoded, then "id:secret" in base64. Built here
+     * rather than with CURLOPT_USERPWD so that every copy of it can be wiped. */
+    if (o->auth == AUTH_BASIC) {
+        if (oauth2_buffer_append_escaped(&credentials, o->client_id, strlen(o->client_id)) != 0 || oauth2_buffer_append(&credentials, ":", 1, 0) != 0
+            || oauth2_buffer_append_escaped(&credentials, secret.ptr, secret.len) != 0
+            || oauth2_buffer_append_str(&authorization, "Authorization: Basic ") != 0
+            || oauth2_buffer_append_base64(&authorization, (const unsigned char *)credentials.ptr, credentials.len) != 0) goto out_of_memory;
+        struct curl_slist *with = curl_slist_append(headers, authorization.ptr);
+        if (with == NULL) goto out_of_memory;
+        headers = with;
+    }
+    static const char *const fixed_headers[] = {"Accept: application/json", "Content-Type: application/x-www-form-urlencoded", "Expect:"};
+    for (size_t i = 0; i < COUNT(fixed_headers); i++) {
+        struct curl_slist *with = curl_slist_append(headers, fixed_headers[i]);
+        if (with == NULL) goto out_of_memory;
+        headers = with;
+    }
+
+    int64_t timeout_ms = o->timeout_ms != 0 ? o->timeout_ms : (call->timeout_ms > 0 ? call->timeout_ms * 9 / 10 : 27000);
+    if (timeout_ms < 1) timeout_ms = 1;
+    char curl_error[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(curl, CURLOPT_URL, o->token_url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect is reported, never followed with the credentials */
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (o->ca_file != NULL) curl_easy_setopt(curl, CURLOPT_CAINFO, o->ca_file);
+    if (o->loopback) curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_error);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "expirable-oauth2/1");
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.ptr);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
+    CURLcode code = curl_easy_perform(curl);
+
+    if (code != CURLE_OK) {
+        if (reply.too_large) {
+            fail(call, "%s answered more than %u bytes; refused", o->token_url, MAX_RESPONSE_BYTES);
+        } else if (code == CURLE_OPERATION_TIMEDOUT) {
+            fail(call, "%s did not answer within %lld ms (%s)", o->token_url, (long long)timeout_ms,
+                 o->timeout_ms != 0 ? "param timeout" : "90% of the expirable's timeout");
+        } else {
+            fail(call, "cannot reach %s: %s", o->token_url, curl_error[0] != '\0' ? curl_error : curl_easy_strerror(code));
+        }
+        host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+        goto done;
+    }
+    long status = 0;
+    curl_off_t retry_after_s = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(curl, CURLINFO_RETRY_AFTER, &retry_after_s);
+
+    if (status >= 300 && status < 400) {
+        char *location = NULL;
+        char quoted[MAX_QUOTED + 1] = "";
+        if (curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location != NULL) quote(quoted, location);
+        fail(call, "%s answered HTTP %ld, a redirect%s%s; the plugin follows none (it would carry the credentials along): set token_url to the endpoint itself",
+             o->token_url, status, quoted[0] != '\0' ? " to " : "", quoted);
+        host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+        goto done;
+    }
+
+    int parsed = oauth2_token_response_parse(reply.body.ptr != NULL ? reply.body.ptr : "", reply.body.len, &token);
+    if (parsed == -2) goto out_of_memory;
+    int success = status >= 200 && status < 300 && parsed == 0 && token.error == NULL;
+    /* A rotated refresh token: the old one is spent whatever else this answer says. */
+    if (success && token.refresh_token != NULL && token.refresh_token_len != 0) {
+        host->set_state(call->result, token.refresh_token, token.refresh_token_len);
+    }
+
+    if (!success) {
+        int temporary_status = status == 429 || status >= 500;
+        int permanent = !temporary_status && parsed == 0 && token.error != NULL && is_permanent_code(token.error);
+        int64_t retry_at = temporary_status && retry_after_s > 0 ? host->now_ms() + (int64_t)retry_after_s * 1000 : 0;
+        char code_text[MAX_QUOTED + 1] = "", description[MAX_QUOTED + 1] = "", retry[64] = "", dropped[160] = "";
+        if (parsed == 0 && token.error != NULL) quote(code_text, token.error);
+        if (parsed == 0 && token.error_description != NULL) quote(description, token.error_description);
+        if (retry_at != 0) snprintf(retry, sizeof retry, "; retry after %llds", (long long)retry_after_s);
+        if (o->grant == GRANT_REFRESH_TOKEN && refresh_from_state && parsed == 0 && token.error != NULL && strcmp(token.error, "invalid_grant") == 0) {
+            /* The refresh token is dead; without it the next call falls back to refresh_token_file, where an
+             * operator can put a new one. */
+            host->set_state(call->result, NULL, 0);
+            snprintf(dropped, sizeof dropped, o->refresh_token_file != NULL
+                     ? "; the refresh token was dropped, so the next call reads refresh_token_file"
+                     : "; the refresh token was dropped");
+        }
+        if (code_text[0] != '\0') {
+            fail(call, "%s answered HTTP %ld with error \"%s\"%s%s%s%s", o->token_url, status, code_text, description[0] != '\0' ? ": " : "",
+                 description, retry, dropped);
+        } else if (status >= 200 && status < 300) {
+            fail(call, "%s answered HTTP %ld with a body that is not a JSON object", o->token_url, status);
+        } else {
+            fail(call, "%s answered HTTP %ld without an OAuth error%s", o->token_url, status, retry);
+        }
+        host->classify_error(call->result, permanent ? EXPIRABLE_ERROR_PERMANENT : EXPIRABLE_ERROR_TEMPORARY, retry_at);
+        goto done;
+    }
+
+    if (token.access_token == NULL || token.access_token_len == 0) {
+        fail(call, "%s answered HTTP %ld without a string \"access_token\"", o->token_url, status);
+        host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+        goto done;
+    }
+    int64_t now = host->now_ms();
+    int64_t expires_at;
+    if (token.has_expires_in == 1 && isfinite(token.expires_in) && token.expires_in >= 0) {
+        double ms = token.expires_in * 1000.0;
+        expires_at = ms > (double)(INT64_MAX / 2) ? INT64_MAX / 2 : now + (int64_t)ms;
+    } else if (token.has_expires_in != 0) {
+        fail(call, "%s answered an \"expires_in\" that is not a number of seconds", o->token_url);
+        host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+        goto done;
+    } else if (o->ttl_ms != 0) {
+        expires_at = now + o->ttl_ms;
+    } else {
+        fail(call, "%s answered without \"expires_in\"; set param ttl to the tokens' lifetime", o->token_url);
+        host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+        goto done;
+    }
+
+    if (o->value_response) {
+        /* The whole answer but its refresh token, which is the plugin's state and never reaches callers. */
+        if (token.cut_end > token.cut_start) {
+            memmove(reply.body.ptr + token.cut_start, reply.body.ptr + token.cut_end, reply.body.len - token.cut_end);
+            size_t removed = token.cut_end - token.cut_start;
+            explicit_bzero(reply.body.ptr + reply.body.len - removed, removed);
+            reply.body.len -= removed;
+        }
+        host->set_value(call->result, reply.body.ptr, reply.body.len, expires_at);
+    } else {
+        host->set_value(call->result, token.access_token, token.access_token_len, expires_at);
+    }
+    goto done;
+
+out_of_memory:
+    fail(call, "out of memory");
+done:
+    if (curl != NULL) curl_easy_cleanup(curl);
+    wipe_headers(headers);
+    oauth2_token_response_free(&token);
+    oauth2_buffer_wipe(&reply.body);
+    oauth2_buffer_wipe(&authorization);
+    oauth2_buffer_wipe(&credentials);
+    oauth2_buffer_wipe(&body);
+    oauth2_buffer_wipe(&refresh);
+    oauth2_buffer_wipe(&secret);
+}

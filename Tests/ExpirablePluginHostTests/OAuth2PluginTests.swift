@@ -1,0 +1,352 @@
+import ExpirableCore
+@_spi(Testing) import ExpirablePluginHost
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// The shipped `oauth2` plugin (SPEC §5) against a real OAuth 2.0 authorization server (Authlib, in
+/// Tests/Fixtures/oauth_server.py), called through the plugin host with the state threaded from call to call as
+/// the engine does, inline and in a helper process.
+@Suite("oauth2 plugin against an Authlib server")
+struct OAuth2PluginTests {
+    static let modes = ["inline", "process"]
+    /// Secrets with the characters client_secret_basic and client_secret_post must encode.
+    static let basicClient = OAuthServer.Client("basic-client", .basic, secret: "s3:cr%et +/=&")
+    static let postClient = OAuthServer.Client("post-client", .post, secret: "p&s=t +%:")
+
+    /// A plugin_dir with the oauth2 plugin, the two clients' secret files (mode 0600) and a server knowing them.
+    struct Setup {
+        let fixture: PluginFixture
+        let server: OAuthServer
+
+        init(expiresIn: Int = 60) throws {
+            fixture = try PluginFixture()
+            do {
+                try fixture.install(shipped: "oauth2")
+                for client in [OAuth2PluginTests.basicClient, OAuth2PluginTests.postClient] {
+                    try Setup.write(client.secret + "\n", to: fixture.path("\(client.id).secret"))
+                }
+                server = try OAuthServer(clients: [OAuth2PluginTests.basicClient, OAuth2PluginTests.postClient], expiresIn: expiresIn)
+            } catch {
+                fixture.remove()
+                throw error
+            }
+        }
+
+        static func write(_ text: String, to path: String, mode: mode_t = 0o600) throws {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            chmod(path, mode)
+        }
+
+        /// `[expirable.NAME]` with the oauth2 plugin, the server's token_url and `params` (TOML lines).
+        func expirable(_ name: String, client: OAuthServer.Client = OAuth2PluginTests.basicClient, _ params: String = "") -> String {
+            """
+            [expirable.\(name)]
+            plugin = "oauth2"
+            timeout = "10s"
+            [expirable.\(name).params]
+            token_url = "\(server.tokenURL)"
+            client_id = "\(client.id)"
+            client_secret_file = "\(fixture.path("\(client.id).secret"))"
+            \(client.method == .post ? "auth = \"post\"\n" : "")\(params)
+
+            """
+        }
+
+        func remove() {
+            server.stop()
+            fixture.remove()
+        }
+    }
+
+    /// One call of `name`'s fetcher with `request`, waited for.
+    static func call(_ host: PluginHost, _ name: String, _ request: FetchRequest = FetchRequest()) async throws -> FetchOutcome {
+        let fetcher = try #require(host.definitions.first { $0.name == name }?.fetcher)
+        return await withCheckedContinuation { continuation in
+            fetcher.fetch(request) { continuation.resume(returning: $0) }
+        }
+    }
+
+    static func newState(_ outcome: FetchOutcome) -> String? {
+        if case .set(let secret) = outcome.state { return String(decoding: secret.bytes, as: UTF8.self) }
+        return nil
+    }
+
+    static func error(_ outcome: FetchOutcome) -> ExpirableError? {
+        if case .failure(let error) = outcome.result { return error }
+        return nil
+    }
+
+    @Test("client credentials with client_secret_basic and client_secret_post: an access token that expires in expires_in", arguments: modes)
+    func clientCredentials(isolation: String) async throws {
+        let setup = try Setup(expiresIn: 120)
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("basic", "scope = [\"read\", \"write\"]") + setup.expirable("post", client: Self.postClient), isolation: isolation
+        )
+        defer { host.shutdown() }
+        for (name, method) in [("basic", "client_secret_basic"), ("post", "client_secret_post")] {
+            let before = SystemClock().unixMillis
+            let outcome = try await Self.call(host, name)
+            let after = SystemClock().unixMillis
+            let fetched = try outcome.result.get()
+            #expect(fetched.text.hasPrefix("at-"), "\(fetched.text)")
+            guard case .at(let at) = fetched.expiry else {
+                Issue.record("expected a finite expiry")
+                continue
+            }
+            #expect((before + 120_000...after + 120_000).contains(at))
+            #expect(Self.newState(outcome) == nil, "a client credentials answer has no refresh token")
+            let last = try setup.server.lastRequest()
+            #expect(last.auth_method == method)
+            #expect(last.form["grant_type"] == ["client_credentials"])
+            #expect(last.form["scope"] == (name == "basic" ? ["read write"] : nil))
+            #expect(last.form["client_secret"] == (name == "post" ? ["<redacted>"] : nil), "the secret travels in the form only with auth = post")
+        }
+        #expect(try setup.server.counters().issued == 2)
+    }
+
+    @Test("refresh token rotation: 100 refreshes, each with the previous answer's refresh token, and the server sees no reuse", arguments: modes)
+    func rotation(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        try Setup.write(try setup.server.startRefreshTokenFamily(client: Self.basicClient.id, scope: "offline"), to: setup.fixture.path("rt"))
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("rotating", "grant = \"refresh_token\"\nrefresh_token_file = \"\(setup.fixture.path("rt"))\""), isolation: isolation
+        )
+        defer { host.shutdown() }
+        var state: String?
+        var tokens = Set<String>()
+        for call in 1...100 {
+            let outcome = try await Self.call(host, "rotating", FetchRequest(state: state.map { Secret($0) }))
+            tokens.insert(try outcome.result.get().text)
+            let next = try #require(Self.newState(outcome), "call \(call) gave no new refresh token")
+            #expect(next != state)
+            state = next
+        }
+        let counters = try setup.server.counters()
+        #expect(counters.refreshes == 100)
+        #expect(counters.reuses == 0)
+        #expect(counters.revoked_families == 0)
+        #expect(tokens.count == 100, "every refresh gave a new access token")
+    }
+
+    @Test("invalid_grant for a spent or revoked refresh token is permanent, carries the error_description, and drops the state", arguments: modes)
+    func invalidGrant(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let first = try setup.server.startRefreshTokenFamily(client: Self.basicClient.id)
+        try Setup.write(first, to: setup.fixture.path("rt"))
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("rotating", "grant = \"refresh_token\"\nrefresh_token_file = \"\(setup.fixture.path("rt"))\""), isolation: isolation
+        )
+        defer { host.shutdown() }
+        let rotated = try await Self.call(host, "rotating")
+        let second = try #require(Self.newState(rotated))
+
+        // The spent first token again (what two nodes sharing one refresh token do): the server revokes the family.
+        let reused = try await Self.call(host, "rotating", FetchRequest(state: Secret(first)))
+        let error = try #require(Self.error(reused))
+        #expect(error.message == "oauth2 plugin: \(setup.server.tokenURL) answered HTTP 400 with error \"invalid_grant\": refresh token reused: it was already exchanged, so its whole family is revoked; the refresh token was dropped, so the next call reads refresh_token_file")
+        #expect(error.errorClass == .permanent)
+        #expect(error.retryAfter == nil)
+        if case .clear = reused.state {} else { Issue.record("the dead refresh token should be dropped, got \(reused.state)") }
+        #expect(!error.message.contains(first) && !error.message.contains(second) && !error.message.contains(Self.basicClient.secret))
+
+        // Its successor is now revoked too.
+        let revoked = try #require(Self.error(try await Self.call(host, "rotating", FetchRequest(state: Secret(second)))))
+        #expect(revoked.message.contains("with error \"invalid_grant\": refresh token revoked: its family was revoked after a reuse"))
+        #expect(revoked.errorClass == .permanent)
+        #expect(try setup.server.counters().reuses == 1)
+    }
+
+    @Test("429 with Retry-After in seconds or as an HTTP date gives a temporary error with a retry-after; 503 is temporary", arguments: modes)
+    func overload(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(setup.expirable("token"), isolation: isolation)
+        defer { host.shutdown() }
+
+        try setup.server.fail(status: 429, retryAfter: "30", count: 1)
+        var now = SystemClock().unixMillis
+        let limited = try #require(Self.error(try await Self.call(host, "token")))
+        #expect(limited.message == "oauth2 plugin: \(setup.server.tokenURL) answered HTTP 429 with error \"slow_down\": too many token requests; retry after 30s")
+        #expect(limited.errorClass == .temporary)
+        #expect(abs((limited.retryAfter ?? 0) - (now + 30_000)) < 2_000, "\(String(describing: limited.retryAfter))")
+
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        try setup.server.fail(status: 503, retryAfter: formatter.string(from: Date().addingTimeInterval(120)), count: 1)
+        now = SystemClock().unixMillis
+        let unavailable = try #require(Self.error(try await Self.call(host, "token")))
+        #expect(unavailable.message.hasPrefix("oauth2 plugin: \(setup.server.tokenURL) answered HTTP 503 without an OAuth error; retry after "))
+        #expect(unavailable.errorClass == .temporary)
+        #expect(abs((unavailable.retryAfter ?? 0) - (now + 120_000)) < 3_000, "\(String(describing: unavailable.retryAfter))")
+
+        try setup.server.fail(status: 503, count: 1)
+        let plain = try #require(Self.error(try await Self.call(host, "token")))
+        #expect(plain.message == "oauth2 plugin: \(setup.server.tokenURL) answered HTTP 503 without an OAuth error")
+        #expect(plain.errorClass == .temporary)
+        #expect(plain.retryAfter == nil)
+
+        #expect(try await Self.call(host, "token").result.get().text.hasPrefix("at-"), "the server answers again")
+    }
+
+    @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
+    func clientAndNetworkErrors() async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        try Setup.write("not-the-secret", to: setup.fixture.path("wrong.secret"))
+        let closed = try Self.closedPort()
+        let (_, host) = try setup.fixture.engine(
+            "[expirable.wrong]\nplugin = \"oauth2\"\n[expirable.wrong.params]\ntoken_url = \"\(setup.server.tokenURL)\"\nclient_id = \"basic-client\"\nclient_secret_file = \"\(setup.fixture.path("wrong.secret"))\"\n"
+                + "[expirable.down]\nplugin = \"oauth2\"\n[expirable.down.params]\ntoken_url = \"http://127.0.0.1:\(closed)/token\"\nclient_id = \"basic-client\"\nclient_secret_file = \"\(setup.fixture.path("basic-client.secret"))\"\n"
+        )
+        defer { host.shutdown() }
+        let wrong = try #require(Self.error(try await Self.call(host, "wrong")))
+        #expect(wrong.message.hasPrefix("oauth2 plugin: \(setup.server.tokenURL) answered HTTP 401 with error \"invalid_client\": "), "\(wrong.message)")
+        #expect(wrong.errorClass == .permanent)
+        let down = try #require(Self.error(try await Self.call(host, "down")))
+        #expect(down.message.hasPrefix("oauth2 plugin: cannot reach http://127.0.0.1:\(closed)/token: "), "\(down.message)")
+        #expect(down.errorClass == .temporary)
+    }
+
+    @Test("an endpoint slower than the plugin's timeout is a temporary error saying so, before the expirable's timeout", arguments: modes)
+    func slowEndpoint(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        try setup.server.slow(20)
+        let (_, host) = try setup.fixture.engine(setup.expirable("slow", "timeout = \"300ms\""), isolation: isolation)
+        defer { host.shutdown() }
+        let started = ContinuousClock.now
+        let slow = try #require(Self.error(try await Self.call(host, "slow")))
+        #expect(ContinuousClock.now - started < .seconds(8), "the plugin's own 300 ms, well before the expirable's 10 s")
+        #expect(slow.message == "oauth2 plugin: \(setup.server.tokenURL) did not answer within 300 ms (param timeout)")
+        #expect(slow.errorClass == .temporary)
+    }
+
+    @Test("{key} in audience, scope, resource and form values becomes the call's key, URL-encoded; without a key it is an error", arguments: modes)
+    func keySubstitution(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(setup.expirable("family", """
+            audience = "api://{key}"
+            scope = "read:{key}"
+            resource = ["https://{key}.example/", "https://static.example/"]
+            form = ["tenant={key}", "prompt=none"]
+            """), isolation: isolation)
+        defer { host.shutdown() }
+        let key = "t/7&x=1%{key}"
+        #expect(try await Self.call(host, "family", FetchRequest(key: key)).result.get().text.hasPrefix("at-"))
+        let form = try setup.server.lastRequest().form
+        #expect(form["audience"] == ["api://\(key)"])
+        #expect(form["scope"] == ["read:\(key)"])
+        #expect(form["resource"] == ["https://\(key).example/", "https://static.example/"])
+        #expect(form["tenant"] == [key])
+        #expect(form["prompt"] == ["none"])
+        #expect(form["x"] == nil, "the key cannot add form fields")
+
+        let unkeyed = try #require(Self.error(try await Self.call(host, "family")))
+        #expect(unkeyed.message == "oauth2 plugin: param 'scope' uses {key}, and this call has no key; set keyed = true on the expirable and fetch NAME:KEY")
+        #expect(unkeyed.errorClass == .permanent)
+    }
+
+    @Test("value = \"response\" is the whole JSON answer without its refresh token, which becomes the state", arguments: modes)
+    func valueResponse(isolation: String) async throws {
+        let setup = try Setup(expiresIn: 90)
+        defer { setup.remove() }
+        let first = try setup.server.startRefreshTokenFamily(client: Self.postClient.id, scope: "profile")
+        let (_, host) = try setup.fixture.engine(setup.expirable("whole", client: Self.postClient, "grant = \"refresh_token\"\nvalue = \"response\""), isolation: isolation)
+        defer { host.shutdown() }
+        let outcome = try await Self.call(host, "whole", FetchRequest(state: Secret(first)))
+        let text = try outcome.result.get().text
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "\(text)")
+        #expect((json["access_token"] as? String)?.hasPrefix("at-") == true)
+        #expect(json["token_type"] as? String == "Bearer")
+        #expect(json["expires_in"] as? Int == 90)
+        #expect(json["scope"] as? String == "profile")
+        #expect(json["refresh_token"] == nil, "the refresh token is state, never a value: \(text)")
+        let next = try #require(Self.newState(outcome))
+        #expect(next != first && !text.contains(next))
+    }
+
+    @Test("without expires_in the ttl param sets the lifetime; without either the answer is a permanent error")
+    func ttlFallback() async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        try setup.server.omitExpiresIn(true)
+        let (_, host) = try setup.fixture.engine(setup.expirable("ttl", "ttl = \"5m\"") + setup.expirable("none"))
+        defer { host.shutdown() }
+        let before = SystemClock().unixMillis
+        let fetched = try await Self.call(host, "ttl").result.get()
+        guard case .at(let at) = fetched.expiry else {
+            Issue.record("expected a finite expiry")
+            return
+        }
+        #expect(at >= before + 300_000 && at <= SystemClock().unixMillis + 300_000)
+        let none = try #require(Self.error(try await Self.call(host, "none")))
+        #expect(none.message == "oauth2 plugin: \(setup.server.tokenURL) answered without \"expires_in\"; set param ttl to the tokens' lifetime")
+        #expect(none.errorClass == .permanent)
+    }
+
+    /// A loopback port that nothing listens on (bound, then closed).
+    static func closedPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestSupportError("bind: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+@Suite("oauth2 plugin params")
+struct OAuth2ParamTests {
+    static let url = "token_url = \"https://idp.example/oauth2/token\""
+
+    @Test("oauth2 refuses bad params and secret files when the daemon starts", arguments: [
+        ("client_id = \"c\"\nclient_secret_file = \"SECRET\"", "param 'token_url' is missing; set it to the token endpoint, such as \"https://idp.example/oauth2/token\""),
+        ("token_url = \"http://idp.example/token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"", "param 'token_url' is \"http://idp.example/token\": plain http would send the client secret and tokens unencrypted; use https:// (http:// is accepted for 127.0.0.1, [::1] and localhost only)"),
+        ("token_url = \"https://c:s@idp.example/token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"", "param 'token_url' carries a user name or password; put the client secret in the file named by client_secret_file"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret = \"hunter2\"", "param 'client_secret' would put a secret in the configuration; write it to a file only the daemon can read (chmod 600) and set client_secret_file to its path"),
+        ("\(url)\nclient_id = \"c\"", "param 'client_secret_file' is missing; the client credentials grant needs the client secret, in a file only the daemon can read (chmod 600)"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"MISSING\"", "param 'client_secret_file': cannot open MISSING: No such file or directory"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"DIR\"", "param 'client_secret_file': DIR is not a regular file"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"OPEN\"", "param 'client_secret_file': OPEN is accessible by others (mode 0644); chmod o-rwx OPEN"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"EMPTY\"", "param 'client_secret_file': EMPTY is empty"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\ngrant = \"password\"", "param 'grant' is \"password\"; expected \"client_credentials\" or \"refresh_token\""),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nauth = \"jwt\"", "param 'auth' is \"jwt\"; expected \"basic\" (client_secret_basic, the default) or \"post\" (client_secret_post)"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"SECRET\"", "param 'refresh_token_file' needs grant = \"refresh_token\"; the client credentials grant uses no refresh token"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"client_secret=x\"]", "param 'form' sets 'client_secret', which the plugin sets itself or which would put a secret in the configuration; use the params scope, audience, resource, client_secret_file or refresh_token_file"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"novalue\"]", "param 'form' has \"novalue\"; expected \"NAME=VALUE\", such as form = [\"tenant=contoso\"]"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\ntimeout = \"30s\"", "param 'timeout' (30000 ms) must be below the expirable's timeout (30000 ms), so that the plugin reports its own error before the call is cut off; lower it or raise the expirable's timeout"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nvalue = \"id_token\"", "param 'value' is \"id_token\"; expected \"access_token\" (the default) or \"response\" (the whole JSON answer)"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nclient_id_file = \"x\"", "unknown param 'client_id_file'; expected one of audience, auth, ca_file, client_id, client_secret_file, form, grant, refresh_token_file, resource, scope, timeout, token_url, ttl, value"),
+        ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nauth = \"post\"", "param 'auth' says how to send the client secret, and there is none; set client_secret_file, or remove auth for a public client"),
+    ])
+    func refuses(params: String, reason: String) throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "oauth2")
+        let files = ["SECRET": fixture.path("secret"), "MISSING": fixture.path("missing"), "DIR": fixture.path("dir"),
+                     "OPEN": fixture.path("open"), "EMPTY": fixture.path("empty")]
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: files["SECRET"]!)
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: files["OPEN"]!, mode: 0o644)
+        try OAuth2PluginTests.Setup.write("\n", to: files["EMPTY"]!)
+        try FileManager.default.createDirectory(atPath: files["DIR"]!, withIntermediateDirectories: true)
+        var params = params, reason = reason
+        for (placeholder, path) in files {
+            params = params.replacingOccurrences(of: placeholder, with: path)
+            reason = reason.replacingOccurrences(of: placeholder, with: path)
+        }
+        let message = try fixture.refusal("[expirable.k]\nplugin = \"oauth2\"\n[expirable.k.params]\n\(params)\n")
+        #expect(message?.hasSuffix("refused its params: oauth2 plugin: \(reason)") == true, "\(message ?? "loaded")")
+    }
+}

@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""A real OAuth 2.0 authorization server for tests: Authlib's framework-independent token endpoint
+(authlib.oauth2.rfc6749) on the standard library's http.server, on 127.0.0.1.
+
+POST /token serves two grants through Authlib's AuthorizationServer:
+    client_credentials  (RFC 6749 §4.4) ClientCredentialsGrant
+    refresh_token       (RFC 6749 §6)   RefreshTokenGrant with rotation: every refresh issues a new refresh token
+                        and spends the old one. Presenting a spent refresh token again is a *reuse*: it is counted
+                        and revokes the whole family (every token descended from the same first one), as OAuth 2.0
+                        Security BCP (RFC 9700 §4.14.2) asks; the answer is invalid_grant.
+Clients are given with --client ID:METHOD:SECRET, METHOD being the only client authentication the client may use,
+client_secret_basic or client_secret_post. Access tokens live --expires-in seconds.
+
+Control requests, on the same port:
+    POST /control/refresh_token   form client_id=ID [scope=S]: starts a token family; answers {"refresh_token": ...}
+    POST /control/fail            form status=429|503 [retry_after=VALUE] [count=N]: the next N /token requests (all
+                                  of them without count) answer that status, with a Retry-After header when given;
+                                  429 with {"error": "slow_down", ...}, 503 with a plain text body
+    POST /control/ok              back to answering tokens
+    POST /control/omit_expires_in form omit=1|0: token answers without expires_in
+    POST /control/slow            form seconds=S: each /token request waits S seconds before it is handled
+    GET  /control/counters        {"requests", "issued", "refreshes", "reuses", "revoked_families"} as JSON
+    GET  /control/last            the last /token request: its form (client_secret and refresh_token redacted), the
+                                  client authentication Authlib accepted, and the answer's status
+
+When it listens it prints its port on stdout. It exits on SIGTERM or SIGINT, when its parent process exits, or
+after --lifetime seconds.
+
+Usage: oauth_server.py --client ID:METHOD:SECRET [...] [--expires-in S] [--lifetime S]
+"""
+import argparse
+import hmac
+import itertools
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+try:
+    from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
+    from authlib.oauth2.rfc6749.errors import InvalidGrantError
+    from authlib.oauth2.rfc6750 import BearerTokenGenerator
+except ImportError as error:
+    sys.exit(f"oauth_server.py: Authlib is not installed ({error}); run scripts/test.sh, which installs it into .build/python-clients")
+
+METHODS = ("client_secret_basic", "client_secret_post")
+
+
+class Client(ClientMixin):
+    def __init__(self, client_id, method, secret):
+        self.client_id = client_id
+        self.method = method
+        self.secret = secret
+
+    def get_client_id(self):
+        return self.client_id
+
+    def get_default_redirect_uri(self):
+        return None
+
+    def get_allowed_scope(self, scope):
+        return scope or ""
+
+    def check_redirect_uri(self, redirect_uri):
+        return False
+
+    def check_client_secret(self, client_secret):
+        return hmac.compare_digest(self.secret.encode(), client_secret.encode())
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        return endpoint == "token" and method == self.method
+
+    def check_response_type(self, response_type):
+        return False
+
+    def check_grant_type(self, grant_type):
+        return grant_type in ("client_credentials", "refresh_token")
+
+
+class RefreshToken(TokenMixin):
+    """One refresh token: its client, scope and family; `spent` once it was exchanged."""
+
+    def __init__(self, client_id, scope, family):
+        self.client_id = client_id
+        self.scope = scope
+        self.family = family
+        self.spent = False
+
+    def check_client(self, client):
+        return client.get_client_id() == self.client_id
+
+    def get_scope(self):
+        return self.scope
+
+    def get_expires_in(self):
+        return 0
+
+    def is_expired(self):
+        return False
+
+    def is_revoked(self):
+        return self.spent
+
+
+class Store:
+    """Clients, refresh tokens, families and counters; every request runs under `lock`."""
+
+    def __init__(self, clients, expires_in):
+        self.lock = threading.Lock()
+        self.clients = clients
+        self.expires_in = expires_in
+        self.refresh_tokens = {}
+        self.revoked_families = set()
+        self.families = itertools.count(1)
+        self.counters = {"requests": 0, "issued": 0, "refreshes": 0, "reuses": 0}
+        self.fail = None  # (status, retry_after or None, remaining or None)
+        self.omit_expires_in = False
+        self.slow = 0.0
+        self.last = {}
+
+    def start_family(self, client_id, scope):
+        token = "rt-" + secrets.token_urlsafe(24)
+        self.refresh_tokens[token] = RefreshToken(client_id, scope, next(self.families))
+        return token
+
+
+class Request(OAuth2Request):
+    """An http.server request as Authlib sees it."""
+
+    class Payload(OAuth2Payload):
+        def __init__(self, lists):
+            self._lists = lists
+            self._data = {key: values[0] for key, values in lists.items()}
+
+        @property
+        def data(self):
+            return self._data
+
+        @property
+        def datalist(self):
+            return self._lists
+
+    def __init__(self, uri, headers, lists):
+        super().__init__("POST", uri, headers=headers)
+        self.payload = Request.Payload(lists)
+
+    @property
+    def form(self):
+        return self.payload.data
+
+    @property
+    def args(self):
+        return {}
+
+
+def make_server(store):
+    class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
+
+    class RefreshTokenGrant(grants.RefreshTokenGrant):
+        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
+        INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
+
+        def authenticate_refresh_token(self, refresh_token):
+            token = store.refresh_tokens.get(refresh_token)
+            if token is None:
+                raise InvalidGrantError("unknown refresh token")
+            if token.family in store.revoked_families:
+                raise InvalidGrantError("refresh token revoked: its family was revoked after a reuse")
+            if token.spent:
+                store.counters["reuses"] += 1
+                store.revoked_families.add(token.family)
+                raise InvalidGrantError("refresh token reused: it was already exchanged, so its whole family is revoked")
+            return token
+
+        def authenticate_user(self, refresh_token):
+            return f"family-{refresh_token.family}"
+
+        def revoke_old_credential(self, refresh_token):
+            refresh_token.spent = True
+
+    class Server(AuthorizationServer):
+        def query_client(self, client_id):
+            return store.clients.get(client_id)
+
+        def save_token(self, token, request):
+            store.counters["issued"] += 1
+            if request.refresh_token is not None:
+                store.counters["refreshes"] += 1
+            if "refresh_token" in token:
+                parent = request.refresh_token
+                store.refresh_tokens[token["refresh_token"]] = RefreshToken(
+                    request.client.get_client_id(), token.get("scope", ""), parent.family)
+            if store.omit_expires_in:
+                token.pop("expires_in", None)
+
+        def send_signal(self, name, *args, **kwargs):
+            pass
+
+        def create_oauth2_request(self, request):
+            return request
+
+        def handle_response(self, status, body, headers):
+            return status, body, headers
+
+    counter = itertools.count(1)
+    server = Server()
+    server.register_token_generator("default", BearerTokenGenerator(
+        access_token_generator=lambda **_: f"at-{next(counter)}-{secrets.token_urlsafe(8)}",
+        refresh_token_generator=lambda **_: "rt-" + secrets.token_urlsafe(24),
+        expires_generator=lambda client, grant_type: store.expires_in,
+    ))
+    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(RefreshTokenGrant)
+    return server
+
+
+def handler(store, authorization_server):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format, *args):
+            pass
+
+        def reply(self, status, body, headers=(("Content-Type", "application/json"),)):
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            try:
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up
+
+        def form(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            text = self.rfile.read(length).decode() if 0 < length <= 65536 else ""
+            return parse_qs(text, keep_blank_values=True)
+
+        def do_GET(self):
+            with store.lock:
+                if self.path == "/control/counters":
+                    self.reply(200, dict(store.counters, revoked_families=len(store.revoked_families)))
+                elif self.path == "/control/last":
+                    self.reply(200, store.last)
+                else:
+                    self.reply(404, {"error": "not_found"})
+
+        def do_POST(self):
+            lists = self.form()
+            if self.path == "/token":
+                with store.lock:
+                    delay = store.slow
+                time.sleep(delay)  # outside the lock: control requests are answered meanwhile
+            with store.lock:
+                if self.path == "/token":
+                    self.token(lists)
+                elif self.path == "/control/refresh_token":
+                    client_id = lists.get("client_id", [""])[0]
+                    if client_id not in store.clients:
+                        self.reply(400, {"error": "unknown client"})
+                        return
+                    self.reply(200, {"refresh_token": store.start_family(client_id, lists.get("scope", [""])[0])})
+                elif self.path == "/control/fail":
+                    status = int(lists.get("status", ["503"])[0])
+                    count = int(lists["count"][0]) if "count" in lists else None
+                    store.fail = (status, lists.get("retry_after", [None])[0], count)
+                    self.reply(200, {"fail": status})
+                elif self.path == "/control/ok":
+                    store.fail = None
+                    self.reply(200, {"fail": None})
+                elif self.path == "/control/slow":
+                    store.slow = float(lists.get("seconds", ["0"])[0])
+                    self.reply(200, {"slow": store.slow})
+                elif self.path == "/control/omit_expires_in":
+                    store.omit_expires_in = lists.get("omit", ["1"])[0] == "1"
+                    self.reply(200, {"omit_expires_in": store.omit_expires_in})
+                else:
+                    self.reply(404, {"error": "not_found"})
+
+        def token(self, lists):
+            store.counters["requests"] += 1
+            redacted = {key: ["<redacted>" if key in ("client_secret", "refresh_token") else v for v in values]
+                        for key, values in lists.items()}
+            store.last = {"form": redacted, "auth_method": None, "status": None}
+            if store.fail is not None:
+                status, retry_after, remaining = store.fail
+                if remaining is not None:
+                    store.fail = (status, retry_after, remaining - 1) if remaining > 1 else None
+                headers = [("Retry-After", retry_after)] if retry_after else []
+                store.last["status"] = status
+                if status == 429:
+                    self.reply(status, {"error": "slow_down", "error_description": "too many token requests"},
+                               [("Content-Type", "application/json")] + headers)
+                else:
+                    self.reply(status, "the token service is unavailable\n", [("Content-Type", "text/plain")] + headers)
+                return
+            request = Request(f"http://127.0.0.1:{self.server.server_address[1]}/token", self.headers, lists)
+            status, body, headers = authorization_server.create_token_response(request)
+            store.last["auth_method"] = request.auth_method
+            store.last["status"] = status
+            self.reply(status, body, headers)
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser(description="An OAuth 2.0 authorization server for tests, built on Authlib.")
+    parser.add_argument("--client", action="append", default=[], help="ID:METHOD:SECRET, METHOD one of " + ", ".join(METHODS))
+    parser.add_argument("--expires-in", type=int, default=60, help="expires_in of each access token, seconds")
+    parser.add_argument("--lifetime", type=float, default=300.0, help="exit after this many seconds")
+    args = parser.parse_args()
+    parent = os.getppid()
+    if parent == 1:
+        sys.exit("oauth_server.py: the process that started it has already exited")
+    clients = {}
+    for spec in args.client:
+        client_id, method, secret = (spec.split(":", 2) + ["", ""])[:3]
+        if not client_id or method not in METHODS or not secret:
+            sys.exit(f"oauth_server.py: --client {spec!r}: expected ID:METHOD:SECRET with METHOD one of {', '.join(METHODS)}")
+        clients[client_id] = Client(client_id, method, secret)
+    store = Store(clients, args.expires_in)
+    http = ThreadingHTTPServer(("127.0.0.1", 0), handler(store, make_server(store)))
+    http.daemon_threads = True
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
+    print(http.server_address[1], flush=True)
+    deadline = time.monotonic() + args.lifetime
+    while not stop.is_set() and os.getppid() == parent and time.monotonic() < deadline:
+        stop.wait(0.1)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
