@@ -23,7 +23,7 @@ struct Control: AsyncParsableCommand {
             \(ExitStatus.table)
             """,
         version: ExpirableVersion.string,
-        subcommands: [Fetch.self, Watch.self, Clear.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
+        subcommands: [Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
 
     /// Parsed here so that the options are accepted before the command as well as after it; each command that
