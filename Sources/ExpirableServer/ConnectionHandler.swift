@@ -3,6 +3,9 @@ import ExpirableRESP
 import Logging
 import NIOCore
 import NIOExtras
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One client connection's I/O: reads pipelined requests, hands each to the `CommandExecutor`, and writes
 /// the replies in order. A GET or FETCH of a valid value is answered inline on the event loop. The connection
@@ -111,6 +114,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if let out = outbound, takeValueFlag() { ConnectionHandler.wipe(out) }
+        outbound = nil
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
@@ -254,6 +259,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         state.phase = .serving
         if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
         pending.write(to: &outbound!, session.version)
+        executor.repliesHoldValue = true
         // Nothing runs while a request waits, so a transaction still counting owes this reply in its array.
         if state.transactionLeft > 0 { transactionStepDone() }
         if state.quiescing {
@@ -286,7 +292,38 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func sendReplies(context: ChannelHandlerContext) {
         guard let out = outbound, out.readableBytes > 0, state.phase != .closed else { return }
         outbound = nil
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        write(out, holdsValue: takeValueFlag(), context: context)
+    }
+
+    /// Whether the replies handed over now hold a value; the flag starts over for the next ones.
+    private func takeValueFlag() -> Bool {
+        defer { executor.repliesHoldValue = false }
+        return executor.repliesHoldValue
+    }
+
+    /// Hands `out` to the channel. When it holds a value, its buffer is zeroed once the channel is done with it:
+    /// the memory goes back to malloc, and a later reply or request would otherwise be written over only part
+    /// of it, leaving the value readable in the daemon's heap.
+    private func write(_ out: ByteBuffer, holdsValue: Bool, context: ChannelHandlerContext, then: (@Sendable () -> Void)? = nil) {
+        guard holdsValue || then != nil else {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            return
+        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenComplete { _ in
+            if holdsValue { ConnectionHandler.wipe(out) }
+            then?()
+        }
+        context.writeAndFlush(wrapOutboundOut(out), promise: written)
+    }
+
+    /// Zeroes the whole storage of a reply buffer the channel has written (or dropped). Through the read-only
+    /// view, because the closure that calls this holds a second reference and a mutable view would copy first.
+    static func wipe(_ buffer: ByteBuffer) {
+        buffer.withVeryUnsafeBytes { bytes in
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            explicit_bzero(UnsafeMutableRawPointer(mutating: base), bytes.count)
+        }
     }
 
     /// Hands the replies so far to the channel; past the high-water mark (`maxOutputBytes`) the connection is
@@ -310,7 +347,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         sendReplies(context: context)
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        write(out, holdsValue: true, context: context)
         if !context.channel.isWritable {
             logger.warning("subscriber closed: it does not read its messages", metadata: [
                 "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
@@ -327,6 +364,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.transactionLeft == 0, let pushes = deferredPushes else { return }
         deferredPushes = nil
         outbound.accumulate(pushes)
+        executor.repliesHoldValue = true
     }
 
     private func refuse(context: ChannelHandlerContext, _ error: RESPError) {
@@ -348,7 +386,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         state.phase = .closed
         state.quietTicks = 0
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in loopBound.value.close(promise: nil) }
+        write(out, holdsValue: takeValueFlag(), context: context) { loopBound.value.close(promise: nil) }
     }
 
     // MARK: Timeouts

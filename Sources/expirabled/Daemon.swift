@@ -1,3 +1,4 @@
+import CExpirableLinux
 import ExpirableCluster
 import ExpirableConfig
 import ExpirableCore
@@ -167,10 +168,12 @@ struct Daemon {
         Glibc.exit(1)
     }
 
-    /// Values are never written to disk, so neither is a core file holding them.
+    /// Values are never written to disk, so neither is a core file holding them; and no process of the daemon's
+    /// user may read them from its memory (ptrace, /proc/PID/mem): the daemon is not dumpable.
     private func forbidCoreDumps() {
         var none = rlimit(rlim_cur: 0, rlim_max: 0)
         setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
+        _ = CExpirableLinux_set_not_dumpable()
     }
 
     /// Descriptors kept back from clients for plugins (their pipes and processes), cluster links and files.
