@@ -121,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "expirablectl",
             dependencies: [
-                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost", "ExpirableTLS",
+                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost", "ExpirableTLS", "ExpirableServer", "ExpirableState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -21,7 +21,16 @@ public final class PluginHost: Sendable {
     ) throws(PluginError) {
         var instances: [any PluginCalls] = []
         var definitions: [ExpirableDefinition] = []
-        let account = try PluginHost.account(configuration.server.pluginAccount)
+        // Every refusal names the configuration file and the line of the key behind it.
+        func located(_ path: [String], _ error: PluginError) -> PluginError {
+            PluginError(configuration.refusal(path, error.message).description)
+        }
+        let account: (uid: UInt32?, gid: UInt32?)?
+        do throws(PluginError) {
+            account = try PluginHost.account(configuration.server.pluginAccount)
+        } catch {
+            throw located(["server", configuration.server.pluginAccount?.user != nil ? "plugin_user" : "plugin_group"], error)
+        }
         if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
             logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
         }
@@ -31,32 +40,38 @@ public final class PluginHost: Sendable {
                 do throws(PluginError) {
                     path = try PluginPath.resolve(expirable.plugin, in: configuration.server.pluginDir)
                 } catch {
-                    throw PluginError("expirable.\(expirable.name): \(error.message)")
+                    throw located(["expirable", expirable.name, "plugin"], PluginError("expirable.\(expirable.name): \(error.message)"))
                 }
                 let instance: any PluginCalls
-                switch expirable.isolation {
-                case .process:
-                    // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
-                    let limits = HelperLimits(
-                        maxMemory: expirable.maxMemory,
-                        maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
-                        uid: account?.uid, gid: account?.gid
-                    )
-                    instance = try IsolatedInstance(
-                        expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
-                        limits: limits, clock: clock, logger: logger
-                    )
-                case .inline:
-                    let library: PluginLibrary
-                    do throws(PluginError) {
-                        library = try PluginLibrary.open(path)
-                    } catch {
-                        throw PluginError("expirable.\(expirable.name): \(error.message)")
+                do throws(PluginError) {
+                    switch expirable.isolation {
+                    case .process:
+                        // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+                        let limits = HelperLimits(
+                            maxMemory: expirable.maxMemory,
+                            maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
+                            uid: account?.uid, gid: account?.gid
+                        )
+                        instance = try IsolatedInstance(
+                            expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
+                            limits: limits, clock: clock, logger: logger
+                        )
+                    case .inline:
+                        let library: PluginLibrary
+                        do throws(PluginError) {
+                            library = try PluginLibrary.open(path)
+                        } catch {
+                            throw PluginError("expirable.\(expirable.name): \(error.message)")
+                        }
+                        instance = try PluginInstance(
+                            expirable: expirable.name, params: expirable.params, library: library,
+                            timeout: expirable.timeout, clock: clock, logger: logger
+                        )
                     }
-                    instance = try PluginInstance(
-                        expirable: expirable.name, params: expirable.params, library: library,
-                        timeout: expirable.timeout, clock: clock, logger: logger
-                    )
+                } catch {
+                    // Params a plugin refused point at [expirable.NAME.params]; anything else at its plugin key.
+                    let key = error.message.contains("refused its params") ? "params" : "plugin"
+                    throw located(["expirable", expirable.name, key], error)
                 }
                 instances.append(instance)
                 definitions.append(ExpirableDefinition(

@@ -18,6 +18,13 @@ public final class ExpirableServer: Service, Sendable {
     private let state: ServerState
     private let group: any EventLoopGroup
 
+    /// What would stop a server from listening at `path` (the path too long, its directory missing and not
+    /// creatable, or not writable, another kind of file in the way), in words naming server.socket; nil when
+    /// nothing would. A daemon already answering there is not reported. Creates nothing.
+    public static func socketPathProblem(_ path: String) -> String? {
+        SocketFile.problem(path)
+    }
+
     public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         let state = ServerState(engine: engine, options: options, logger: logger)
         self.state = state

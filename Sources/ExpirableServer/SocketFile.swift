@@ -40,6 +40,35 @@ enum SocketFile {
         return true
     }
 
+    /// What would stop a daemon from serving at `path` (too long, a directory it cannot create or write, another
+    /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing.
+    static func problem(_ path: String) -> String? {
+        guard path.utf8.count <= maxPathBytes else {
+            return "server.socket \(path) is \(path.utf8.count) bytes long; Unix sockets allow \(maxPathBytes); choose a shorter path"
+        }
+        var st = stat()
+        if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
+            return "server.socket \(path) exists and is not a socket; remove it or choose another path"
+        }
+        // The nearest directory that exists must be one the daemon can write: the socket, or the directories
+        // missing below it, are created there.
+        var directory = path
+        repeat {
+            guard let slash = directory.lastIndex(of: "/") else { directory = "."; break }
+            directory = slash == directory.startIndex ? "/" : String(directory[..<slash])
+        } while stat(directory, &st) != 0 && (errno == ENOENT || errno == ENOTDIR) && directory != "/"
+        guard stat(directory, &st) == 0 else {
+            return "the socket's directory \(directory) cannot be examined: \(String(cString: strerror(errno)))"
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            return "the socket's directory \(directory) is not a directory; fix server.socket"
+        }
+        guard access(directory, W_OK | X_OK) == 0 else {
+            return "the socket's directory \(directory) is not writable by this user (uid \(geteuid())); the daemon creates \(path) there: fix its owner or mode, or choose another server.socket"
+        }
+        return nil
+    }
+
     /// A listening socket bound to `path`, for `ServerBootstrap.withBoundSocket`. Bound here rather than by NIO,
     /// because a server channel NIO bound to a path unlinks whatever file is at that path when it closes, even
     /// one another daemon has put there since.

@@ -52,6 +52,9 @@ struct Daemon {
         let clock = SystemClock()
         do {
             configuration = try Configuration.load(path: arguments.config)
+            if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
+                throw configuration.refusal(["server", "socket"], problem)
+            }
             plugins = try PluginHost(configuration: configuration, clock: clock, logger: Logger(label: "expirable.plugins"))
         } catch {
             Daemon.fail("\(error)")
@@ -77,6 +80,8 @@ struct Daemon {
                     )
                 }
                 cluster = clusterService
+            } catch let error as TLSError {
+                Daemon.fail("\(configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message))")
             } catch {
                 Daemon.fail("\(error)")
             }
@@ -88,7 +93,8 @@ struct Daemon {
                 engine.keepStates(with: StateFiles(store: store, logger: Logger(label: "expirable.state")),
                                   initial: StateFiles.load(store, names: engine.names, logger: logger))
             } catch {
-                Daemon.fail("[server] state_dir: \(error.message)")
+                let key = error.aboutKey && configuration.server.stateKeyFile != nil ? "state_key_file" : "state_dir"
+                Daemon.fail("\(configuration.refusal(["server", key], "[server] \(key): \(error.message)"))")
             }
         }
         cluster?.attach(engine)

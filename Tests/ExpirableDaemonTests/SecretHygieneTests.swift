@@ -119,6 +119,20 @@ struct SecretHygieneTests {
         #expect(daemon.log.contains("groups=0"))
     }
 
+    @Test("FetchedValue prints as <secret, N bytes> in print, debugDescription, dump and mirrors")
+    func fetchedValuePrintsNoSecret() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let fetched = try await daemon.client.fetch("token")
+        #expect(fetched.string == "token-1")
+        #expect("\(fetched)" == "<secret, 7 bytes>")
+        #expect(String(reflecting: fetched) == "<secret, 7 bytes>")
+        var dumped = ""
+        dump(fetched, to: &dumped)
+        #expect(!dumped.contains("token-1") && !dumped.contains("116, 111"), "\(dumped)")
+        #expect(Mirror(reflecting: fetched).children.map { "\($0.value)" }.allSatisfy { !$0.contains("token-1") })
+    }
+
     @Test("a stopping daemon leaves a socket file another daemon has since created at its path")
     func socketOfAnotherDaemonStays() throws {
         let first = try ServingTests.start(ServingTests.counter())
