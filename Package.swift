@@ -111,7 +111,7 @@ let package = Package(
             name: "expirabled",
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
-                "ExpirableState",
+                "ExpirableState", "CExpirableLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -122,7 +122,7 @@ let package = Package(
         .executableTarget(
             name: "expirablectl",
             dependencies: [
-                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost", "ExpirableTLS",
+                "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost", "ExpirableTLS", "ExpirableServer", "ExpirableState",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

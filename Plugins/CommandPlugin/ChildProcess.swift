@@ -6,7 +6,8 @@ import Glibc
 /// killing its whole process group when it overruns its deadline or its output cap.
 struct ChildProcess {
     enum Outcome {
-        case exited(status: Int32, stdout: [UInt8], stderr: [UInt8])
+        /// `stdout` may hold the value: it is zeroed when dropped.
+        case exited(status: Int32, stdout: SecretBuffer, stderr: [UInt8])
         case signalled(Int32, stderr: [UInt8])
         case timedOut
         case outputTooLarge
@@ -49,11 +50,13 @@ struct ChildProcess {
         defer { close(outPipe[0]); close(errPipe[0]) }
         guard spawned == 0 else { return .failedToStart("cannot run \(argv[0]): \(String(cString: strerror(spawned)))") }
 
-        var stdout: [UInt8] = []
+        let stdout = SecretBuffer(capacity: min(maxOutput + 1, 16384))
         var stderr: [UInt8] = []
         let deadline = monotonicMillis() + timeoutMillis
         var open = [outPipe[0], errPipe[0]]
+        // Each read lands here first, so it is zeroed too, whatever way the loop ends.
         var buffer = [UInt8](repeating: 0, count: 16384)
+        defer { buffer.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
         while !open.isEmpty {
             let remaining = deadline - monotonicMillis()
             if remaining <= 0 { return kill(pid, .timedOut) }
@@ -65,7 +68,7 @@ struct ChildProcess {
                 if n <= 0 {
                     open.removeAll { $0 == entry.fd }
                 } else if entry.fd == outPipe[0] {
-                    stdout += buffer[0..<n]
+                    buffer.withUnsafeBytes { stdout.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                     if stdout.count > maxOutput { return kill(pid, .outputTooLarge) }
                 } else if stderr.count < 4096 {
                     stderr += buffer[0..<min(n, 4096 - stderr.count)]

@@ -77,9 +77,10 @@ final class Command {
             report(call, error: "command plugin: \(options.argv[0]) printed more than max_output (\(options.maxOutput) bytes) and was killed")
         case .signalled(let signal, let stderr):
             report(call, error: "command plugin: \(options.argv[0]) was killed by signal \(signal)\(Command.tail(stderr))")
-        case .exited(let status, var stdout, let stderr):
-            defer { stdout.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
-            if options.output == .json, let reported = Command.reportedError(stdout, program: options.argv[0], status: status, stderr: stderr, now: host.now_ms()) {
+        case .exited(let status, let stdout, let stderr):
+            // The output and every copy of the value made from it are SecretBuffers, zeroed when dropped.
+            let object = options.output == .json ? stdout.withUnsafeBytes { try? parseJSONObject($0, secretKey: options.valueKey) } : nil
+            if let object, let reported = Command.reportedError(object, program: options.argv[0], status: status, stderr: stderr, now: host.now_ms()) {
                 report(call, error: reported.message, permanent: reported.permanent, retryAfter: reported.retryAfter)
                 return
             }
@@ -91,10 +92,9 @@ final class Command {
                 return
             }
             do {
-                var (value, expiresAt) = try parse(stdout, now: host.now_ms())
-                defer { value.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
-                value.withUnsafeBufferPointer { bytes in
-                    bytes.withMemoryRebound(to: CChar.self) { host.set_value(call.pointee.result, $0.baseAddress, $0.count, expiresAt) }
+                let (value, expiresAt) = try parse(stdout, object: object, now: host.now_ms())
+                value.withUnsafeBytes { bytes in
+                    host.set_value(call.pointee.result, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, expiresAt)
                 }
             } catch {
                 report(call, error: error.message)
@@ -102,42 +102,39 @@ final class Command {
         }
     }
 
-    /// The value and its expiry from the program's output.
-    func parse(_ stdout: [UInt8], now: Int64) throws(CommandError) -> ([UInt8], Int64) {
+    /// The value and its expiry from the program's output (`object`: the output parsed as JSON, nil when it is
+    /// not JSON or output is raw).
+    func parse(_ stdout: SecretBuffer, object: [String: JSONMember]?, now: Int64) throws(CommandError) -> (SecretBuffer, Int64) {
         switch options.output {
         case .raw:
-            var value = stdout
-            if options.trim, value.last == UInt8(ascii: "\n") {
-                value.removeLast()
-                if value.last == UInt8(ascii: "\r") { value.removeLast() }
+            if options.trim, stdout.last == UInt8(ascii: "\n") {
+                stdout.removeLast(1)
+                if stdout.last == UInt8(ascii: "\r") { stdout.removeLast(1) }
             }
-            return (value, expiry(ttl: options.ttlMillis!, now: now))
+            return (stdout, expiry(ttl: options.ttlMillis!, now: now))
         case .json:
-            let object: [String: JSONMember]
-            do {
-                object = try parseJSONObject(stdout)
-            } catch {
+            guard let object else {
                 throw CommandError("output is not a JSON object; print {\"\(options.valueKey)\": \"...\", \"expires_in\": seconds}")
             }
-            guard case .string(let value) = object[options.valueKey] else {
+            guard case .secret(let value) = object[options.valueKey] else {
                 throw CommandError("JSON output has no string \"\(options.valueKey)\"")
             }
             if let expiresAt = object["expires_at"] {
                 guard case .number(let number, let exact) = expiresAt, let ms = exact ?? Int64(exactly: number.rounded(.towardZero)) else {
                     throw CommandError("JSON \"expires_at\" must be a number of Unix milliseconds")
                 }
-                return (Array(value.utf8), ms)
+                return (value, ms)
             }
             if let expiresIn = object["expires_in"] {
                 guard case .number(let seconds, _) = expiresIn, seconds.isFinite, seconds < 1e12 else {
                     throw CommandError("JSON \"expires_in\" must be a number of seconds")
                 }
-                return (Array(value.utf8), now + Int64(seconds * 1000))
+                return (value, now + Int64(seconds * 1000))
             }
             guard let ttl = options.ttlMillis else {
                 throw CommandError("JSON output has neither \"expires_in\" nor \"expires_at\", and no 'ttl' param is set")
             }
-            return (Array(value.utf8), expiry(ttl: ttl, now: now))
+            return (value, expiry(ttl: ttl, now: now))
         }
     }
 
@@ -158,8 +155,8 @@ final class Command {
     /// whatever the exit status: its `error`, `error_description`, and `error_class` ("temporary" |
     /// "permanent"; else by the OAuth code or the exit status) and `retry_after` (seconds) classify it. Only
     /// those members reach the message: the rest of the output may hold secrets.
-    static func reportedError(_ stdout: [UInt8], program: String, status: Int32, stderr: [UInt8], now: Int64) -> ReportedError? {
-        guard let object = try? parseJSONObject(stdout), case .string(let code) = object["error"] else { return nil }
+    static func reportedError(_ object: [String: JSONMember], program: String, status: Int32, stderr: [UInt8], now: Int64) -> ReportedError? {
+        guard case .string(let code) = object["error"] else { return nil }
         var message = "command plugin: \(program) reported error \"\(Command.clip(code, 100))\""
         if case .string(let description) = object["error_description"] { message += ": \(Command.clip(description, 300))" }
         if status != 0 { message += " (exit status \(status))" }

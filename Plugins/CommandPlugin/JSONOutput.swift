@@ -1,8 +1,10 @@
 /// The top-level members of a program's JSON output. A small reader of its own, because Foundation's JSON
 /// parser would load Foundation (about 9 MB of resident memory) into every daemon that uses this plugin.
 /// It accepts exactly RFC 8259 JSON; nested arrays and objects are checked and kept only as "other".
-enum JSONMember: Equatable {
+enum JSONMember {
     case string(String)
+    /// The member named as the secret one (the value): its decoded bytes, zeroed when dropped, never a String.
+    case secret(SecretBuffer)
     case number(Double, exact: Int64?)  // `exact` when the text is an integer that fits
     case bool(Bool)
     case null
@@ -11,24 +13,26 @@ enum JSONMember: Equatable {
 
 struct JSONError: Error {}
 
-/// Parses `bytes` as one JSON object and returns its members (a repeated key keeps its last value).
-func parseJSONObject(_ bytes: [UInt8]) throws(JSONError) -> [String: JSONMember] {
+/// Parses `bytes` as one JSON object and returns its members (a repeated key keeps its last value). A string
+/// member named `secretKey` comes as `.secret`: the output's value is never copied into a String, whose memory
+/// could not be wiped.
+func parseJSONObject(_ bytes: UnsafeRawBufferPointer, secretKey: String? = nil) throws(JSONError) -> [String: JSONMember] {
     var reader = JSONReader(bytes: bytes)
     reader.skipSpace()
     guard reader.peek == UInt8(ascii: "{") else { throw JSONError() }
     var members: [String: JSONMember] = [:]
-    try reader.object { key, value in members[key] = value }
+    try reader.object(secretKey: secretKey) { key, value in members[key] = value }
     reader.skipSpace()
     guard reader.atEnd else { throw JSONError() }
     return members
 }
 
 private struct JSONReader {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
     var index = 0
     var depth = 0
 
-    init(bytes: [UInt8]) { self.bytes = bytes }
+    init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
     var atEnd: Bool { index == bytes.count }
     var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
@@ -42,7 +46,7 @@ private struct JSONReader {
         index += 1
     }
 
-    mutating func object(_ member: (String, JSONMember) -> Void) throws(JSONError) {
+    mutating func object(secretKey: String? = nil, _ member: (String, JSONMember) -> Void) throws(JSONError) {
         try expect(UInt8(ascii: "{"))
         depth += 1
         guard depth <= 64 else { throw JSONError() }
@@ -53,7 +57,12 @@ private struct JSONReader {
             let key = try string()
             skipSpace()
             try expect(UInt8(ascii: ":"))
-            member(key, try value())
+            skipSpace()
+            if key == secretKey, peek == UInt8(ascii: "\"") {
+                member(key, .secret(try stringBytes()))
+            } else {
+                member(key, try value())
+            }
             skipSpace()
             if peek == UInt8(ascii: ",") { index += 1; continue }
             try expect(UInt8(ascii: "}"))
@@ -131,23 +140,29 @@ private struct JSONReader {
     }
 
     mutating func string() throws(JSONError) -> String {
+        let decoded = try stringBytes()
+        return decoded.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// A string's decoded bytes, checked to be UTF-8. Decoding never lengthens a string, so the buffer is sized
+    /// once and never grows.
+    mutating func stringBytes() throws(JSONError) -> SecretBuffer {
         try expect(UInt8(ascii: "\""))
-        var scalars = String.UnicodeScalarView()
+        let decoded = SecretBuffer(capacity: bytes.count - index)
         var run = index  // start of the bytes not yet copied
-        func flush(_ end: Int) throws(JSONError) {
-            guard let text = String(validating: bytes[run..<end], as: UTF8.self) else { throw JSONError() }
-            scalars.append(contentsOf: text.unicodeScalars)
-        }
         while let b = peek {
             switch b {
             case UInt8(ascii: "\""):
-                try flush(index)
+                decoded.append(UnsafeRawBufferPointer(rebasing: bytes[run..<index]))
                 index += 1
-                return String(scalars)
+                // Raw runs are valid UTF-8 pieces and escapes add whole scalars, so checking the result is
+                // checking every run.
+                guard decoded.isValidUTF8 else { throw JSONError() }
+                return decoded
             case UInt8(ascii: "\\"):
-                try flush(index)
+                decoded.append(UnsafeRawBufferPointer(rebasing: bytes[run..<index]))
                 index += 1
-                scalars.append(try escape())
+                decoded.append(try escape())
                 run = index
             case 0..<0x20:
                 throw JSONError()

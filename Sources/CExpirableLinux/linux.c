@@ -38,6 +38,10 @@ int CExpirableLinux_become_helper(pid_t parent) {
     return 0;
 }
 
+int CExpirableLinux_set_not_dumpable(void) {
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno;
+}
+
 const char *CExpirableLinux_signal_abbreviation(int number) {
     return sigabbrev_np(number);
 }

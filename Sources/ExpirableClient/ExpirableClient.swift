@@ -7,8 +7,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// A value and its expiry, as the daemon answered them.
-public struct FetchedValue: Sendable, Hashable {
+/// A value and its expiry, as the daemon answered them. It prints as `<secret, N bytes>` (in `print`, string
+/// interpolation, `dump`, a debugger's `po` and test failure messages alike): read ``bytes`` or ``string`` to use it.
+public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// The value's bytes.
     public let bytes: [UInt8]
     /// When it expires.
@@ -19,6 +20,17 @@ public struct FetchedValue: Sendable, Hashable {
 
     /// The value as UTF-8 text (invalid sequences replaced).
     public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// `<secret, N bytes>`: never the value.
+    public var description: String { "<secret, \(bytes.count) bytes>" }
+
+    /// `<secret, N bytes>`: never the value.
+    public var debugDescription: String { description }
+
+    /// The expiry and staleness; the value shows only as its size.
+    public var customMirror: Mirror {
+        Mirror(self, children: ["value": description, "expiry": expiry, "isStale": isStale], displayStyle: .struct)
+    }
 }
 
 /// A client of `expirabled`, talking RESP2 over its Unix socket.

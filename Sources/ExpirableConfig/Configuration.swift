@@ -10,6 +10,32 @@ public struct Configuration: Sendable, Hashable {
     public let cluster: Cluster?
     /// The configured expirables, sorted by name.
     public let expirables: [Expirable]
+    /// The line of every key and table written in the file, for refusals found after decoding (a plugin that is
+    /// not there, a TLS file that cannot be read). Not part of equality: moving a key does not change the meaning.
+    var keyLines = KeyLines()
+
+    /// Lines by key path. Always equal, so two configurations compare by what they say.
+    struct KeyLines: Sendable, Hashable {
+        var lines: [[String]: Int] = [:]
+        static func == (_: KeyLines, _: KeyLines) -> Bool { true }
+        func hash(into _: inout Hasher) {}
+    }
+
+    /// The line of `path` (`["cluster", "cert"]`), or of its nearest enclosing key or table written in the file.
+    public func line(of path: [String]) -> Int? {
+        var path = path
+        while !path.isEmpty {
+            if let line = keyLines.lines[path] { return line }
+            path.removeLast()
+        }
+        return nil
+    }
+
+    /// A refusal found after the file was decoded, about what the key at `path` names (the plugin file, a TLS
+    /// file, the socket's directory): it names the file and that key's line; `message` names the key itself.
+    public func refusal(_ path: [String], _ message: String) -> ConfigurationError {
+        ConfigurationError(file: file, line: line(of: path), key: nil, message: message)
+    }
 
     /// `[server]`.
     public struct Server: Sendable, Hashable {

@@ -30,7 +30,16 @@ struct ConfigurationDecoder {
                 expirables.append(try decodeExpirable(name, table(value, at: ["expirable", name]), isolation: server.isolation))
             }
         }
-        return Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+        var configuration = Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+        ConfigurationDecoder.collectLines(root, at: [], into: &configuration.keyLines.lines)
+        return configuration
+    }
+
+    private static func collectLines(_ table: TOMLTable, at: [String], into lines: inout [[String]: Int]) {
+        for key in table.keys {
+            if let line = table.line(of: key) { lines[at + [key]] = line }
+            if let inner = table[key]?.table { collectLines(inner, at: at + [key], into: &lines) }
+        }
     }
 
     // MARK: Tables
@@ -45,8 +54,11 @@ struct ConfigurationDecoder {
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
         var mode = Server.defaultSocketMode
         if let value = t["socket_mode"] {
-            let text = value.string ?? value.integer.map { String($0, radix: 8) }
-            guard let text, let parsed = UInt32(text, radix: 8), parsed <= 0o777, !text.isEmpty else {
+            // Three or four octal digits as a string ("0660"), or a TOML octal integer (0o660); no sign, no spaces.
+            let text = value.string ?? value.integer.flatMap { $0 >= 0 ? String($0, radix: 8) : nil }
+            guard let text, value.integer != nil || (3...4).contains(text.utf8.count),
+                  text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }),
+                  let parsed = UInt32(text, radix: 8), parsed <= 0o777 else {
                 throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(show(value))")
             }
             mode = parsed
@@ -176,7 +188,7 @@ struct ConfigurationDecoder {
             }
             refresh = .eager(beforeExpiry: before)
         default:
-            throw error(at + ["refresh"], "expected \"lazy\" or \"eager\", got \"\(refreshWord)\"")
+            throw error(at + ["refresh"], "expected \"lazy\" or \"eager\", got \(ConfigurationError.quoted(refreshWord))")
         }
         func optionalDuration(_ key: String) throws(ConfigurationError) -> Duration? {
             try t[key].map { v throws(ConfigurationError) in try duration(v, at: at + [key]) }
@@ -360,18 +372,34 @@ struct ConfigurationDecoder {
     private func nodeName(_ s: String, at: [String]) throws(ConfigurationError) -> String {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
         guard !s.isEmpty, s.count <= 64, s.allSatisfy(allowed.contains) else {
-            throw error(at, "expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \"\(s)\"")
+            throw error(at, "expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \(ConfigurationError.quoted(s))")
         }
         return s
     }
 
+    /// `host:port`: a name or IPv4 address without ":", or an IPv6 address in brackets (`[::1]:7400`); the port
+    /// is 1 to 5 decimal digits from 1 to 65535, nothing after it.
     private func endpoint(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Configuration.Endpoint {
         let s = try string(v, at: at)
-        let bad = error(at, "expected \"host:port\" with a port from 1 to 65535 (IPv6 as \"[::1]:7400\"), got \"\(s)\"")
+        let bad = error(at, "expected \"host:port\" with a port from 1 to 65535 (IPv6 as \"[::1]:7400\"), got \(show(v))")
         guard let colon = s.lastIndex(of: ":") else { throw bad }
         var host = String(s[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, !host.contains(" "), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else { throw bad }
+        let portText = s[s.index(after: colon)...]
+        guard (1...5).contains(portText.utf8.count), portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              let port = Int(portText), (1...65535).contains(port) else { throw bad }
+        if host.hasPrefix("[") {
+            guard host.hasSuffix("]") else { throw bad }
+            host = String(host.dropFirst().dropLast())
+            var address = in6_addr()
+            guard inet_pton(AF_INET6, host, &address) == 1 else {
+                throw error(at, "expected an IPv6 address inside the brackets, got \(show(v))")
+            }
+        } else {
+            guard !host.isEmpty, host.utf8.count <= 253,
+                  host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f && !":[]/\\".unicodeScalars.contains($0) }) else {
+                throw host.contains(":") ? error(at, "expected one \":\" before the port, got \(show(v)); write an IPv6 address in brackets, as \"[::1]:7400\"") : bad
+            }
+        }
         return .init(host: host, port: port)
     }
 
@@ -418,7 +446,7 @@ struct ConfigurationDecoder {
 
     private func show(_ v: TOMLValue) -> String {
         switch v {
-        case .string(let s): "\"\(s)\""
+        case .string(let s): ConfigurationError.quoted(s)
         case .integer(let i): "\(i)"
         default: "a \(v.typeName)"
         }

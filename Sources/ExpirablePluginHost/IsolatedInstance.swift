@@ -180,7 +180,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
             request.state?.withUnsafeBytes { order.append(bytes: $0) }
             defer { HelperFrame.wipe(&order.payload) }
             guard order.send(on: helper.socket) else { throw .closed }
-            outcome = try result(of: helper.receive())
+            var reply = try helper.receive()
+            // The reply's payload holds the value (the Secret made from it is a copy): zeroed before it is freed.
+            defer { HelperFrame.wipe(&reply.payload) }
+            outcome = try result(of: reply)
         } catch {
             _ = answer.fire(FetchOutcome(result: .failure(died(helper, number: number, because: .frame(error)))))
             return

@@ -29,7 +29,7 @@ public final class PluginHost: Sendable {
     ) throws(PluginError) {
         self.clock = clock
         self.logger = logger
-        let account = try PluginHost.account(configuration.server.pluginAccount)
+        let account = try PluginHost.account(of: configuration)
         if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
             logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
         }
@@ -63,7 +63,7 @@ public final class PluginHost: Sendable {
     /// expirables and kept for unchanged ones. Throws the first refusal, having ended what it made.
     public func prepareReload(_ configuration: Configuration) throws(PluginError) -> Reload {
         let current = loaded.withLock { $0 }
-        let account = try PluginHost.account(configuration.server.pluginAccount)
+        let account = try PluginHost.account(of: configuration)
         var next = Loaded()
         var fresh: [any PluginCalls] = []
         var unchanged: Set<String> = []
@@ -98,6 +98,20 @@ public final class PluginHost: Sendable {
         )
     }
 
+    /// `error` naming the configuration file and the line of the key at `path` (every refusal does).
+    private static func located(_ configuration: Configuration, _ path: [String], _ error: PluginError) -> PluginError {
+        PluginError(configuration.refusal(path, error.message).description)
+    }
+
+    /// The ids helpers switch to, or a refusal at the line of plugin_user (or plugin_group).
+    private static func account(of configuration: Configuration) throws(PluginError) -> (uid: UInt32?, gid: UInt32?)? {
+        do throws(PluginError) {
+            return try account(configuration.server.pluginAccount)
+        } catch {
+            throw located(configuration, ["server", configuration.server.pluginAccount?.user != nil ? "plugin_user" : "plugin_group"], error)
+        }
+    }
+
     private static func definition(_ expirable: Configuration.Expirable, _ instance: any PluginCalls) -> ExpirableDefinition {
         ExpirableDefinition(name: expirable.name, scope: expirable.scope, refresh: expirable.refresh, keyed: expirable.keyed, fetcher: instance)
     }
@@ -107,32 +121,38 @@ public final class PluginHost: Sendable {
         do throws(PluginError) {
             path = try PluginPath.resolve(expirable.plugin, in: configuration.server.pluginDir)
         } catch {
-            throw PluginError("expirable.\(expirable.name): \(error.message)")
+            throw PluginHost.located(configuration, ["expirable", expirable.name, "plugin"], PluginError("expirable.\(expirable.name): \(error.message)"))
         }
         let instance: any PluginCalls
-        switch expirable.isolation {
-        case .process:
-            // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
-            let limits = HelperLimits(
-                maxMemory: expirable.maxMemory,
-                maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
-                uid: account?.uid, gid: account?.gid
-            )
-            instance = try IsolatedInstance(
-                expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
-                limits: limits, clock: clock, logger: logger
-            )
-        case .inline:
-            let library: PluginLibrary
-            do throws(PluginError) {
-                library = try PluginLibrary.open(path)
-            } catch {
-                throw PluginError("expirable.\(expirable.name): \(error.message)")
+        do throws(PluginError) {
+            switch expirable.isolation {
+            case .process:
+                // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+                let limits = HelperLimits(
+                    maxMemory: expirable.maxMemory,
+                    maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
+                    uid: account?.uid, gid: account?.gid
+                )
+                instance = try IsolatedInstance(
+                    expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
+                    limits: limits, clock: clock, logger: logger
+                )
+            case .inline:
+                let library: PluginLibrary
+                do throws(PluginError) {
+                    library = try PluginLibrary.open(path)
+                } catch {
+                    throw PluginError("expirable.\(expirable.name): \(error.message)")
+                }
+                instance = try PluginInstance(
+                    expirable: expirable.name, params: expirable.params, library: library,
+                    timeout: expirable.timeout, clock: clock, logger: logger
+                )
             }
-            instance = try PluginInstance(
-                expirable: expirable.name, params: expirable.params, library: library,
-                timeout: expirable.timeout, clock: clock, logger: logger
-            )
+        } catch {
+            // Params a plugin refused point at [expirable.NAME.params]; anything else at its plugin key.
+            let key = error.message.contains("refused its params") ? "params" : "plugin"
+            throw PluginHost.located(configuration, ["expirable", expirable.name, key], error)
         }
         logger.info("plugin loaded", metadata: [
             "expirable": "\(expirable.name)", "plugin": "\(path)", "isolation": "\(expirable.isolation.rawValue)",

@@ -12,6 +12,9 @@ final class CommandExecutor {
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
     var peer: PeerCredentials?
+    /// Set when a value was written into the replies not yet handed to the channel: the handler then zeroes
+    /// their buffer once it is written.
+    var repliesHoldValue = false
 
     init(state: ServerState, subscriber: Subscriber) {
         self.state = state
@@ -49,6 +52,7 @@ final class CommandExecutor {
         case .get:
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
+                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.get, names: [words.string(1)], patience: state.options.requestTimeout))
@@ -63,6 +67,7 @@ final class CommandExecutor {
             }
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 PendingReply.writeFetched(fetched, to: &out)
+                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.fetch, names: [words.string(1)], patience: state.options.requestTimeout))
@@ -241,7 +246,7 @@ final class CommandExecutor {
 
     private func refuseAdmin(_ command: String, into out: inout ByteBuffer) -> Outcome {
         state.logger.warning("refused admin command", metadata: ["command": "\(command)", "peer": "\(peer.map(\.description) ?? "unknown")"])
-        out.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and its group (gid \(state.daemonGID)) only")
+        out.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and members of its group (gid \(state.daemonGID)) only")
         return .answered
     }
 

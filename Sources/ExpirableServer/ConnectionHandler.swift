@@ -3,6 +3,9 @@ import ExpirableRESP
 import Logging
 import NIOCore
 import NIOExtras
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One client connection's I/O: reads pipelined requests, hands each to the `CommandExecutor`, and writes
 /// the replies in order. A GET or FETCH of a valid value is answered inline on the event loop. The connection
@@ -56,6 +59,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     @exclusivity(unchecked) private var state = State()
     @exclusivity(unchecked) private var inbound: ByteBuffer?
     @exclusivity(unchecked) private var outbound: ByteBuffer?
+    /// Replies holding a value that were handed to the channel, until it lets them go and they are zeroed.
+    private var written: [ByteBuffer] = []
     /// New values for subscriptions that arrive while a transaction's array is half written.
     private var deferredPushes: ByteBuffer?
     private var ticker: RepeatedTask?
@@ -111,6 +116,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if var out = outbound, takeValueFlag() {
+            outbound = nil
+            out.withVeryUnsafeMutableBytes { if let base = $0.baseAddress, $0.count > 0 { explicit_bzero(base, $0.count) } }
+        }
+        outbound = nil
+        wipeWritten()
+        if !written.isEmpty {
+            // Writes the close failed are let go once this event is through.
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute { loopBound.value.wipeWritten() }
+        }
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
@@ -128,6 +144,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        wipeWritten()
         sendReplies(context: context)
         context.fireChannelReadComplete()
     }
@@ -141,6 +158,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        wipeWritten()
         if context.channel.isWritable && state.phase == .throttled {
             state.phase = .serving
             resume(context: context)
@@ -254,6 +272,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         state.phase = .serving
         if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
         pending.write(to: &outbound!, session.version)
+        executor.repliesHoldValue = true
         // Nothing runs while a request waits, so a transaction still counting owes this reply in its array.
         if state.transactionLeft > 0 { transactionStepDone() }
         if state.quiescing {
@@ -286,7 +305,46 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func sendReplies(context: ChannelHandlerContext) {
         guard let out = outbound, out.readableBytes > 0, state.phase != .closed else { return }
         outbound = nil
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        write(consume out, holdsValue: takeValueFlag(), context: context)
+    }
+
+    /// Whether the replies handed over now hold a value; the flag starts over for the next ones.
+    private func takeValueFlag() -> Bool {
+        defer { executor.repliesHoldValue = false }
+        return executor.repliesHoldValue
+    }
+
+    /// Hands `out` to the channel. When it holds a value, the handler keeps it in `written` and zeroes it once the
+    /// channel has let it go (it is then the handler's alone): its memory goes back to malloc, and a later reply
+    /// or request would otherwise be written over only part of it, leaving the value readable in the daemon's
+    /// heap. A buffer someone else still holds (a write in progress, a test's EmbeddedChannel) is never zeroed
+    /// under them; it is looked at again on the next write, read, tick or close.
+    private func write(_ out: consuming ByteBuffer, holdsValue: Bool, context: ChannelHandlerContext, then: (@Sendable () -> Void)? = nil) {
+        let promise = then.map { then in
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { _ in then() }
+            return promise
+        }
+        guard holdsValue else {
+            context.writeAndFlush(wrapOutboundOut(out), promise: promise)
+            return
+        }
+        written.append(consume out)
+        context.writeAndFlush(wrapOutboundOut(written[written.count - 1]), promise: promise)
+        wipeWritten()
+    }
+
+    /// Zeroes and drops the buffers in `written` that nobody else holds any more.
+    private func wipeWritten() {
+        var index = 0
+        while index < written.count {
+            let wiped = written[index].modifyIfUniquelyOwned { buffer in
+                buffer.withVeryUnsafeMutableBytes { bytes in
+                    if let base = bytes.baseAddress, bytes.count > 0 { explicit_bzero(base, bytes.count) }
+                }
+            }
+            if wiped != nil { written.remove(at: index) } else { index += 1 }
+        }
     }
 
     /// Hands the replies so far to the channel; past the high-water mark (`maxOutputBytes`) the connection is
@@ -310,7 +368,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         sendReplies(context: context)
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        write(consume out, holdsValue: true, context: context)
         if !context.channel.isWritable {
             logger.warning("subscriber closed: it does not read its messages", metadata: [
                 "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
@@ -327,6 +385,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.transactionLeft == 0, let pushes = deferredPushes else { return }
         deferredPushes = nil
         outbound.accumulate(pushes)
+        executor.repliesHoldValue = true
     }
 
     private func refuse(context: ChannelHandlerContext, _ error: RESPError) {
@@ -348,7 +407,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         state.phase = .closed
         state.quietTicks = 0
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in loopBound.value.close(promise: nil) }
+        write(consume out, holdsValue: takeValueFlag(), context: context) { loopBound.value.close(promise: nil) }
     }
 
     // MARK: Timeouts
@@ -365,6 +424,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func tick(_ interval: Duration, context: ChannelHandlerContext) {
+        if !written.isEmpty { wipeWritten() }
         if state.reads > 0 {
             state.reads = 0
             state.quietTicks = 0

@@ -18,6 +18,13 @@ public final class ExpirableServer: Service, Sendable {
     private let state: ServerState
     private let group: any EventLoopGroup
 
+    /// What would stop a server from listening at `path` (the path too long, its directory missing and not
+    /// creatable, or not writable, another kind of file in the way), in words naming server.socket; nil when
+    /// nothing would. A daemon already answering there is not reported. Creates nothing.
+    public static func socketPathProblem(_ path: String) -> String? {
+        SocketFile.problem(path)
+    }
+
     public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         let state = ServerState(engine: engine, options: options, logger: logger)
         self.state = state
@@ -35,9 +42,6 @@ public final class ExpirableServer: Service, Sendable {
         let quiesce = ServerQuiescingHelper(group: group)
         let state = self.state
         let bootstrap = ServerBootstrap(group: group)
-            // A Unix socket's connect fails at once (EAGAIN) when the backlog is full, so a burst of callers
-            // connecting together needs room; the kernel caps it at net.core.somaxconn (4096 by default).
-            .serverChannelOption(.backlog, value: 4096)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let acceptPause = AcceptPauseHandler(state: state, logger: logger)
@@ -66,20 +70,32 @@ public final class ExpirableServer: Service, Sendable {
                 }
             }
 
-        // The socket file gets the configured mode: created owner-only, then opened up with chmod.
+        // The socket file gets the configured mode: created owner-only, then opened up with chmod. A Unix socket's
+        // connect fails at once (EAGAIN) when the backlog is full, so a burst of callers connecting together needs
+        // room; the kernel caps it at net.core.somaxconn (4096 by default).
         let previousMask = umask(0o177)
-        let channel: any Channel
-        do {
-            channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+        let listening: Int32
+        do throws(ServerError) {
+            listening = try SocketFile.listen(path, backlog: 4096)
         } catch {
             umask(previousMask)
-            throw ServerError("cannot listen on \(path): \(error)")
+            throw error
         }
         umask(previousMask)
+        // Recorded at once: at exit the file is removed only if it is still this one.
+        let boundFile = SocketFile.identity(path)
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.withBoundSocket(listening).get()
+        } catch {
+            close(listening)
+            SocketFile.remove(path, ifStill: boundFile)
+            throw ServerError("cannot listen on \(path): \(error)")
+        }
         guard chmod(path, mode_t(state.options.socketMode)) == 0 else {
             let reason = String(cString: strerror(errno))
             try? await channel.close()
-            SocketFile.remove(path)
+            SocketFile.remove(path, ifStill: boundFile)
             throw ServerError("cannot set mode \(String(state.options.socketMode, radix: 8)) on \(path): \(reason)")
         }
         logger.notice("serving", metadata: [
@@ -102,7 +118,9 @@ public final class ExpirableServer: Service, Sendable {
         } else {
             drained.succeed()
         }
-        SocketFile.remove(path)
+        if !SocketFile.remove(path, ifStill: boundFile) {
+            logger.notice("socket file left in place: it is no longer the one this daemon created", metadata: ["socket": "\(path)"])
+        }
         logger.notice("stopped", metadata: ["socket": "\(path)"])
     }
 }

@@ -3,23 +3,87 @@ import NIOCore
 import Glibc
 #endif
 
-/// Who is on the other end of a Unix-socket connection, from SO_PEERCRED (read once, on accept).
+/// Who is on the other end of a Unix-socket connection: SO_PEERCRED's pid, uid and gid, and the supplementary
+/// groups of that process, all read once, on accept.
 struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
-    // The layout of Linux's `struct ucred`.
     var pid: Int32
     var uid: UInt32
     var gid: UInt32
+    /// The peer's supplementary groups, from /proc/PID/status as it connected; empty when they could not be read
+    /// or the process there is no longer the one that connected.
+    var groups: [UInt32] = []
 
-    var description: String { "pid=\(pid) uid=\(uid) gid=\(gid)" }
+    var description: String {
+        groups.isEmpty ? "pid=\(pid) uid=\(uid) gid=\(gid)" : "pid=\(pid) uid=\(uid) gid=\(gid) groups=\(groups.map(String.init).joined(separator: ","))"
+    }
+
+    /// Whether the peer is in group `gid`, as its primary group or a supplementary one.
+    func isMember(of gid: UInt32) -> Bool {
+        self.gid == gid || groups.contains(gid)
+    }
+
+    /// The layout of Linux's `struct ucred`, which SO_PEERCRED fills.
+    private struct Ucred {
+        var pid: Int32
+        var uid: UInt32
+        var gid: UInt32
+    }
 
     /// The credentials of `channel`'s peer, or nil if the socket cannot tell.
     static func of(_ channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
         guard let provider = channel as? any SocketOptionProvider else {
             return channel.eventLoop.makeSucceededFuture(nil)
         }
-        let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+        let future: EventLoopFuture<Ucred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED)
         )
-        return future.map { Optional($0) }.recover { _ in nil }
+        return future.map { ucred in
+            var peer = PeerCredentials(pid: ucred.pid, uid: ucred.uid, gid: ucred.gid)
+            peer.groups = supplementaryGroups(of: ucred)
+            return Optional(peer)
+        }.recover { _ in nil }
+    }
+
+    /// The `Groups:` of /proc/PID/status. SO_PEERCRED fixes pid, uid and gid at connect; the groups are read
+    /// just after, so they count only when the process at that pid still has the connecting process's real and
+    /// effective uid and gid (a pid reused in between by another user's process gives none). SO_PEERGROUPS
+    /// would need the option's returned length, which NIO's socket option API does not pass on.
+    private static func supplementaryGroups(of ucred: Ucred) -> [UInt32] {
+        guard ucred.pid > 0, let text = readSmallFile("/proc/\(ucred.pid)/status") else { return [] }
+        var uids: [UInt32] = []
+        var gids: [UInt32] = []
+        var groups: [UInt32] = []
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("Uid:") {
+                uids = numbers(line.dropFirst(4))
+            } else if line.hasPrefix("Gid:") {
+                gids = numbers(line.dropFirst(4))
+            } else if line.hasPrefix("Groups:") {
+                groups = numbers(line.dropFirst(7))
+            }
+        }
+        guard uids.count >= 2, gids.count >= 2, uids[0] == ucred.uid || uids[1] == ucred.uid,
+              gids[0] == ucred.gid || gids[1] == ucred.gid else { return [] }
+        return groups
+    }
+
+    private static func numbers(_ text: Substring) -> [UInt32] {
+        text.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
+    }
+
+    /// At most 16 KiB of a /proc file, as text.
+    private static func readSmallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 16384)
+        var filled = 0
+        while filled < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            filled += n
+        }
+        return String(decoding: bytes[..<filled], as: UTF8.self)
     }
 }

@@ -2,8 +2,14 @@
 import Glibc
 #endif
 
-/// The socket file's life: refuse to start over a live daemon, replace a stale file, remove it at exit.
+/// The socket file's life: refuse to start over a live daemon, replace a stale file, remove it at exit (only
+/// if it is still the file this daemon bound).
 enum SocketFile {
+    /// Which file a path names: its device and inode.
+    struct Identity: Equatable, Sendable {
+        var device: UInt64
+        var inode: UInt64
+    }
     /// The longest path a Unix socket address holds.
     static let maxPathBytes = 107
 
@@ -34,10 +40,73 @@ enum SocketFile {
         return true
     }
 
-    /// Removes the socket file if it is still a socket.
-    static func remove(_ path: String) {
+    /// What would stop a daemon from serving at `path` (too long, a directory it cannot create or write, another
+    /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing.
+    static func problem(_ path: String) -> String? {
+        guard path.utf8.count <= maxPathBytes else {
+            return "server.socket \(path) is \(path.utf8.count) bytes long; Unix sockets allow \(maxPathBytes); choose a shorter path"
+        }
         var st = stat()
-        if lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+        if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
+            return "server.socket \(path) exists and is not a socket; remove it or choose another path"
+        }
+        // The nearest directory that exists must be one the daemon can write: the socket, or the directories
+        // missing below it, are created there.
+        var directory = path
+        repeat {
+            guard let slash = directory.lastIndex(of: "/") else { directory = "."; break }
+            directory = slash == directory.startIndex ? "/" : String(directory[..<slash])
+        } while stat(directory, &st) != 0 && (errno == ENOENT || errno == ENOTDIR) && directory != "/"
+        guard stat(directory, &st) == 0 else {
+            return "the socket's directory \(directory) cannot be examined: \(String(cString: strerror(errno)))"
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            return "the socket's directory \(directory) is not a directory; fix server.socket"
+        }
+        guard access(directory, W_OK | X_OK) == 0 else {
+            return "the socket's directory \(directory) is not writable by this user (uid \(geteuid())); the daemon creates \(path) there: fix its owner or mode, or choose another server.socket"
+        }
+        return nil
+    }
+
+    /// A listening socket bound to `path`, for `ServerBootstrap.withBoundSocket`. Bound here rather than by NIO,
+    /// because a server channel NIO bound to a path unlinks whatever file is at that path when it closes, even
+    /// one another daemon has put there since.
+    static func listen(_ path: String, backlog: Int32) throws(ServerError) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw ServerError("cannot listen on \(path): socket: \(String(cString: strerror(errno)))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8.prefix(raw.count - 1))
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, Glibc.listen(fd, backlog) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw ServerError("cannot listen on \(path): \(reason)")
+        }
+        return fd
+    }
+
+    /// The identity of the socket file at `path`, read right after binding it; nil if it is not a socket.
+    static func identity(_ path: String) -> Identity? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return nil }
+        return Identity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// Removes the socket file if it is still the one this daemon bound (`identity`): another daemon may have
+    /// replaced it since (someone removed this one's file and started a second on the same path), and its file
+    /// must stay. Returns whether the file was removed.
+    @discardableResult
+    static func remove(_ path: String, ifStill identity: Identity?) -> Bool {
+        guard let identity, SocketFile.identity(path) == identity else { return false }
+        return unlink(path) == 0
     }
 
     /// Whether something accepts connections on the socket at `path`.

@@ -32,8 +32,44 @@ public final class StateStore: Sendable {
         } else {
             throw StateError("state_dir is set but there is no key: set state_key_file in [server] (32 random bytes, mode 0600: `head -c 32 /dev/urandom > FILE; chmod 600 FILE`) or pass the systemd credential \(StateStore.credentialName)")
         }
-        key = try StateStore.readKey(path, fromCredential: keyFile == nil)
+        do throws(StateError) {
+            key = try StateStore.readKey(path, fromCredential: keyFile == nil)
+        } catch {
+            throw StateError(error.message, aboutKey: true)
+        }
         try StateStore.prepare(directory)
+    }
+
+    /// Runs the checks `init` runs, without creating `directory`: a missing one must be creatable (its parent a
+    /// writable directory). For `expirablectl check-config`.
+    public static func check(directory: String, keyFile: String?, environment: [String: String] = StateStore.processEnvironment()) throws(StateError) {
+        var st = stat()
+        if stat(directory, &st) != 0 && errno == ENOENT {
+            let parent = directory.lastIndex(of: "/").map { $0 == directory.startIndex ? "/" : String(directory[..<$0]) } ?? "."
+            guard stat(parent, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, access(parent, W_OK | X_OK) == 0 else {
+                throw StateError("cannot create state_dir \(directory): its parent \(parent) is not a directory the daemon's user can write; create \(directory) (mode 700) or fix the path")
+            }
+            _ = try StateStore.key(keyFile: keyFile, environment: environment)
+            return
+        }
+        _ = try StateStore.key(keyFile: keyFile, environment: environment)
+        try prepare(directory)
+    }
+
+    private static func key(keyFile: String?, environment: [String: String]) throws(StateError) -> Secret {
+        let path: String
+        if let keyFile {
+            path = keyFile
+        } else if let credentials = environment["CREDENTIALS_DIRECTORY"], !credentials.isEmpty {
+            path = credentials + "/" + StateStore.credentialName
+        } else {
+            throw StateError("state_dir is set but there is no key: set state_key_file in [server] (32 random bytes, mode 0600: `head -c 32 /dev/urandom > FILE; chmod 600 FILE`) or pass the systemd credential \(StateStore.credentialName)", aboutKey: true)
+        }
+        do throws(StateError) {
+            return try readKey(path, fromCredential: keyFile == nil)
+        } catch {
+            throw StateError(error.message, aboutKey: true)
+        }
     }
 
     // MARK: Reading and writing
@@ -237,7 +273,12 @@ public final class StateStore: Sendable {
 /// Why a state could not be kept or read; the message names the file and what to do.
 public struct StateError: Error, Sendable, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The failure is about the state key (state_key_file or the credential), not about state_dir.
+    public let aboutKey: Bool
+    public init(_ message: String, aboutKey: Bool = false) {
+        self.message = message
+        self.aboutKey = aboutKey
+    }
     public var description: String { message }
 }
 

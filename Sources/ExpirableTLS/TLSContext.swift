@@ -21,16 +21,16 @@ public final class TLSContext: @unchecked Sendable {
         _ = CExpirableSSL_CTX_set_hardening_options(context)
         _ = CExpirableSSL_CTX_set_mode_partial_writes(context)
         guard SSL_CTX_use_certificate_chain_file(context, certificatePath) == 1 else {
-            throw .openSSL("cluster.cert \(certificatePath) cannot be used as this node's certificate")
+            throw .openSSL("cluster.cert \(certificatePath) cannot be used as this node's certificate", key: "cert")
         }
         guard SSL_CTX_use_PrivateKey_file(context, keyPath, SSL_FILETYPE_PEM) == 1 else {
-            throw .openSSL("cluster.key \(keyPath) cannot be used as this node's private key")
+            throw .openSSL("cluster.key \(keyPath) cannot be used as this node's private key", key: "key")
         }
         guard SSL_CTX_check_private_key(context) == 1 else {
-            throw .openSSL("cluster.key \(keyPath) does not match cluster.cert \(certificatePath)")
+            throw .openSSL("cluster.key \(keyPath) does not match cluster.cert \(certificatePath)", key: "key")
         }
         guard SSL_CTX_load_verify_locations(context, caPath, nil) == 1 else {
-            throw .openSSL("cluster.ca \(caPath) cannot be loaded as the cluster's certificate authority")
+            throw .openSSL("cluster.ca \(caPath) cannot be loaded as the cluster's certificate authority", key: "ca")
         }
         SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
         var warnings: [String] = []
@@ -44,9 +44,14 @@ public final class TLSContext: @unchecked Sendable {
     /// The context of cluster node `node`: as `init`, and the certificate must name the node.
     public convenience init(node: String, caPath: String, certificatePath: String, keyPath: String) throws(TLSError) {
         try self.init(caPath: caPath, certificatePath: certificatePath, keyPath: keyPath)
-        let names = try Certificates.names(inCertificateAt: certificatePath)
+        let names: [String]
+        do throws(TLSError) {
+            names = try Certificates.names(inCertificateAt: certificatePath)
+        } catch {
+            throw TLSError(error.message, key: "cert")
+        }
         guard names.contains(node) else {
-            throw TLSError("cluster.cert \(certificatePath) names \(names.joined(separator: ", ")), not this node (cluster.node = \"\(node)\"); make one with `expirablectl cert node \(node)`")
+            throw TLSError("cluster.cert \(certificatePath) names \(names.joined(separator: ", ")), not this node (cluster.node = \"\(node)\"); make one with `expirablectl cert node \(node)`", key: "cert")
         }
     }
 

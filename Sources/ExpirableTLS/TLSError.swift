@@ -4,15 +4,19 @@ import COpenSSL
 /// there is one) appended so the log says why a peer was refused.
 public struct TLSError: Error, Sendable, Hashable, CustomStringConvertible {
     public let message: String
+    /// The `[cluster]` key naming the file the failure is about (`ca`, `cert` or `key`), so the daemon can name
+    /// that key's line in the configuration; nil when it is about no one file.
+    public let key: String?
 
-    public init(_ message: String) {
+    public init(_ message: String, key: String? = nil) {
         self.message = message
+        self.key = key
     }
 
     /// `what`, followed by everything on this thread's OpenSSL error queue (which it empties).
-    static func openSSL(_ what: String) -> TLSError {
+    static func openSSL(_ what: String, key: String? = nil) -> TLSError {
         let queue = TLSError.drainQueue()
-        return TLSError(queue.isEmpty ? what : "\(what): \(queue.joined(separator: "; "))")
+        return TLSError(queue.isEmpty ? what : "\(what): \(queue.joined(separator: "; "))", key: key)
     }
 
     /// Empties this thread's OpenSSL error queue, returning its entries as text.

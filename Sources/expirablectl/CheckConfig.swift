@@ -2,6 +2,8 @@ import ArgumentParser
 import ExpirableClient
 import ExpirableConfig
 import ExpirablePluginHost
+import ExpirableServer
+import ExpirableState
 import ExpirableTLS
 import Logging
 
@@ -9,7 +11,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and load its plugins, without serving.",
-        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). With --socket, also says whether a daemon answers there."
+        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). With --socket, also says whether a daemon answers there."
     )
 
     @Argument(help: "The configuration file.") var file: String
@@ -21,11 +23,38 @@ struct CheckConfig: AsyncParsableCommand {
         var warnings: [String] = []
         do {
             configuration = try Configuration.load(path: file)
+        } catch {
+            printError("expirablectl: \(error)")
+            throw ExitCode(1)
+        }
+        // What the daemon would refuse at start, in its order, each naming the file and the key's line.
+        do {
+            if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
+                throw configuration.refusal(["server", "socket"], problem)
+            }
             host = try PluginHost(configuration: configuration, logger: Logger(label: "expirablectl", factory: { _ in SwiftLogNoOpLogHandler() }))
+        } catch {
+            printError("expirablectl: \(error)")
+            throw ExitCode(1)
+        }
+        do {
             if let cluster = configuration.cluster {
-                warnings = try TLSContext(node: cluster.node, caPath: cluster.ca, certificatePath: cluster.cert, keyPath: cluster.key).warnings
+                do throws(TLSError) {
+                    warnings = try TLSContext(node: cluster.node, caPath: cluster.ca, certificatePath: cluster.cert, keyPath: cluster.key).warnings
+                } catch {
+                    throw configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message)
+                }
+            }
+            if let directory = configuration.server.stateDir {
+                do throws(StateError) {
+                    try StateStore.check(directory: directory, keyFile: configuration.server.stateKeyFile)
+                } catch {
+                    let key = error.aboutKey && configuration.server.stateKeyFile != nil ? "state_key_file" : "state_dir"
+                    throw configuration.refusal(["server", key], "[server] \(key): \(error.message)")
+                }
             }
         } catch {
+            host.shutdown()
             printError("expirablectl: \(error)")
             throw ExitCode(ExitStatus.badConfiguration.rawValue)
         }

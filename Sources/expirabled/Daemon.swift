@@ -1,3 +1,4 @@
+import CExpirableLinux
 import ExpirableCluster
 import ExpirableConfig
 import ExpirableCore
@@ -54,6 +55,9 @@ struct Daemon {
         let clock = SystemClock()
         do {
             configuration = try Configuration.load(path: arguments.config)
+            if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
+                throw configuration.refusal(["server", "socket"], problem)
+            }
             plugins = try PluginHost(configuration: configuration, clock: clock, logger: Logger(label: "expirable.plugins"))
         } catch {
             fail("\(error)")
@@ -63,6 +67,8 @@ struct Daemon {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
                 cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
+            } catch let error as TLSError {
+                fail("\(configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message))")
             } catch {
                 fail("\(error)")
             }
@@ -75,7 +81,8 @@ struct Daemon {
                 engine.keepStates(with: StateFiles(store: store, logger: Logger(label: "expirable.state")),
                                   initial: StateFiles.load(store, names: engine.names, logger: logger))
             } catch {
-                fail("[server] state_dir: \(error.message)")
+                let key = error.aboutKey && configuration.server.stateKeyFile != nil ? "state_key_file" : "state_dir"
+                fail("\(configuration.refusal(["server", key], "[server] \(key): \(error.message)"))")
             }
         }
         cluster?.attach(engine)
@@ -178,10 +185,12 @@ struct Daemon {
         Glibc.exit(1)
     }
 
-    /// Values are never written to disk, so neither is a core file holding them.
+    /// Values are never written to disk, so neither is a core file holding them; and no process of the daemon's
+    /// user may read them from its memory (ptrace, /proc/PID/mem): the daemon is not dumpable.
     private func forbidCoreDumps() {
         var none = rlimit(rlim_cur: 0, rlim_max: 0)
         setrlimit(Int32(RLIMIT_CORE.rawValue), &none)
+        _ = CExpirableLinux_set_not_dumpable()
     }
 
     /// Descriptors kept back from clients for plugins (their pipes and processes), cluster links and files.

@@ -108,7 +108,10 @@ struct ClusterConfigurationTests {
 
         let wrong = try DaemonProcess(expirables: "", cluster: cluster(cert: "node-b"), testPlugins: [], shippedPlugins: [], start: false)
         defer { wrong.remove() }
-        let expected = "cluster.cert \(pki.appending("node-b.pem")) names node-b, node-b, not this node (cluster.node = \"node-a\"); make one with `expirablectl cert node node-a`"
+        // The refusal names the file and the line of the key that named the certificate.
+        let lines = try String(contentsOfFile: wrong.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let line = try #require(lines.firstIndex { $0.hasPrefix("cert =") }) + 1
+        let expected = "\(wrong.configPath):\(line): cluster.cert \(pki.appending("node-b.pem")) names node-b, node-b, not this node (cluster.node = \"node-a\"); make one with `expirablectl cert node node-a`"
         let refused = try runTool(ctl, ["check-config", wrong.configPath])
         #expect(refused.status == 78)
         #expect(refused.stderr == "expirablectl: \(expected)\n")

@@ -74,7 +74,8 @@ struct ControlTests {
         try broken.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         let bad = try daemon.ctl("check-config", daemon.configPath)
         #expect(bad.status == 78)
-        #expect(bad.stderr.hasPrefix("expirablectl: expirable.ok: plugin \"missing\" not found"))
+        let line = try #require(broken.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0 == "plugin = \"missing\"" }) + 1
+        #expect(bad.stderr.hasPrefix("expirablectl: \(daemon.configPath):\(line): expirable.ok: plugin \"missing\" not found"), "\(bad.stderr)")
     }
 
     @Test("check-config refuses a plugin whose expirable_fetch is data, and a plugin name with a NUL, before any call")

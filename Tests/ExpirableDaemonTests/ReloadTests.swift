@@ -58,7 +58,10 @@ struct ReloadTests {
         // A plugin that refuses its params: the same, and the expirable added beside it is not there either.
         try Self.rewrite(daemon, Self.counter("a") + Self.counter("d") + "[expirable.broken]\nplugin = \"command\"\n")
         let refused = try daemon.redis("RELOAD")
-        #expect(refused.hasPrefix("ERR reload refused, nothing changed: expirable.broken:"), "\(refused)")
+        // Named by the line of [expirable.broken] (it has no params table): every refusal names file and line.
+        let brokenLine = try #require(String(contentsOfFile: daemon.configPath, encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0 == "[expirable.broken]" }) + 1
+        #expect(refused.hasPrefix("ERR reload refused, nothing changed: \(daemon.configPath):\(brokenLine): expirable.broken:"), "\(refused)")
         #expect(try daemon.redis("GET", "d").hasPrefix("NOTFOUND"))
         #expect(try daemon.redis("GET", "b") == "b-1")
         #expect(try daemon.redis("GET", "a") == "a-1")

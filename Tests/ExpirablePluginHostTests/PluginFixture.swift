@@ -3,6 +3,7 @@ import ExpirableCore
 @_spi(Testing) import ExpirablePluginHost
 import ExpirableTestSupport
 import Foundation
+import Testing
 
 /// A temporary plugin_dir holding test plugins compiled with plain `cc -shared -fPIC` against expirable.h,
 /// plus copies of the plugins this package ships. Removed by `remove()`.
@@ -54,13 +55,19 @@ struct PluginFixture {
     }
 
     /// The refusal message for `expirables`, or nil if they load.
+    /// The host's refusal of `expirables`, after the `FILE:LINE: ` it starts with (checked here: every refusal
+    /// names the configuration file and the line of the key behind it).
     func refusal(_ expirables: String) throws -> String? {
         let configuration = try configuration(expirables)
         do {
             _ = try PluginHost(configuration: configuration)
             return nil
         } catch {
-            return error.message
+            let place = try #require(error.message.firstRange(of: ": "), "no file and line in \(error.message)")
+            let location = error.message[..<place.lowerBound]
+            #expect(location.hasPrefix(configuration.file + ":") && Int(location.dropFirst(configuration.file.count + 1)) != nil,
+                    "no file and line in \(error.message)")
+            return String(error.message[place.upperBound...])
         }
     }
 }

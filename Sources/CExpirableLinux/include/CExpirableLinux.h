@@ -20,6 +20,10 @@ int CExpirableLinux_spawn_close_from(posix_spawn_file_actions_t *actions, int fr
  * parent is not `parent` any more (it died before the death signal was armed), and the caller must exit. */
 int CExpirableLinux_become_helper(pid_t parent);
 
+/* Makes the daemon itself not dumpable: no core file, no ptrace and no /proc/PID/mem for processes of its user
+ * (only root with CAP_SYS_PTRACE may still read its memory), and its /proc/PID files owned by root. 0 or an errno. */
+int CExpirableLinux_set_not_dumpable(void);
+
 /* The abbreviation of signal `number` without "SIG" ("SEGV"), or NULL for a number that names no signal. */
 const char *CExpirableLinux_signal_abbreviation(int number);
 

@@ -1,0 +1,109 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// Issue 13 item 6: `check-config` refuses what the daemon would refuse at start, and both name the file and the
+/// line of the key behind the refusal, for problems found past the TOML (plugin files, params, the socket path,
+/// state_dir and its key, TLS files).
+@Suite("Configuration refusals name file and line")
+struct ConfigurationRefusalTests {
+    /// A daemon directory whose configuration has `expirables` and extra `server` lines, not started.
+    static func setUp(_ expirables: String, server: String = "", cluster: String = "") throws -> DaemonProcess {
+        try DaemonProcess(expirables: expirables, server: server, cluster: cluster, testPlugins: [], start: false)
+    }
+
+    /// `file:line` of the first line of the configuration starting with `prefix`.
+    static func place(_ daemon: DaemonProcess, _ prefix: String) throws -> String {
+        let lines = try String(contentsOfFile: daemon.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let index = try #require(lines.firstIndex { $0.hasPrefix(prefix) }, "no line starts with \(prefix)")
+        return "\(daemon.configPath):\(index + 1)"
+    }
+
+    /// check-config's refusal, and the daemon's at start (after its log lines): the same message after each
+    /// program's name.
+    static func refusals(_ daemon: DaemonProcess) throws -> (check: String, start: String) {
+        let check = try daemon.ctl("check-config", daemon.configPath)
+        #expect(check.status == 1, "check-config accepted it: \(check.stdout)")
+        let start = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath])
+        #expect(start.status == 1, "the daemon started")
+        return (check.stderr, start.stderr)
+    }
+
+    @Test("a plugin that is not in plugin_dir: the line of its plugin key")
+    func missingPlugin() throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"nope\"\n")
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "plugin = \"nope\"")): expirable.x: plugin \"nope\" not found: none of"
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
+        #expect(start.contains("expirabled: " + message), "\(start)")
+    }
+
+    @Test("params the plugin refuses: the line of the params table", arguments: ["process", "inline"])
+    func refusedParams(isolation: String) throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\nisolation = \"\(isolation)\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\ncolour = \"red\"\n")
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "[expirable.x.params]")): expirable.x: plugin \(daemon.pluginDir)/libcommand.so refused its params: command plugin: unknown param 'colour'"
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
+        #expect(start.contains("expirabled: " + message), "\(start)")
+    }
+
+    @Test("a socket path under a file, or over the length a Unix socket allows: the line of server.socket")
+    func socketPath() throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")
+        defer { daemon.remove() }
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        let underFile = config.replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(daemon.configPath)/run/s.sock\"")
+        try underFile.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        var (check, start) = try Self.refusals(daemon)
+        var message = "\(try Self.place(daemon, "socket = ")): the socket's directory \(daemon.configPath) is not a directory; fix server.socket"
+        #expect(check == "expirablectl: \(message)\n")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+
+        let long = "/tmp/" + String(repeating: "s", count: 120) + ".sock"
+        try config.replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(long)\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        (check, start) = try Self.refusals(daemon)
+        message = "\(try Self.place(daemon, "socket = ")): server.socket \(long) is 130 bytes long; Unix sockets allow 107; choose a shorter path"
+        #expect(check == "expirablectl: \(message)\n")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+
+        // A file of another kind where the socket goes: the daemon would refuse to replace it.
+        try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        #expect(FileManager.default.createFile(atPath: daemon.socket, contents: Data("x".utf8)))
+        (check, start) = try Self.refusals(daemon)
+        message = "\(try Self.place(daemon, "socket = ")): server.socket \(daemon.socket) exists and is not a socket; remove it or choose another path"
+        #expect(check == "expirablectl: \(message)\n")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+    }
+
+    @Test("state_dir without a key, and a state key file that is not there: the line of the key concerned")
+    func stateDirectory() throws {
+        let expirable = "[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n"
+        let noKey = try Self.setUp(expirable, server: "state_dir = \"DIR/state\"")
+        defer { noKey.remove() }
+        let check = try noKey.ctl("check-config", noKey.configPath)
+        #expect(check.status == 1)
+        #expect(check.stderr.hasPrefix("expirablectl: \(try Self.place(noKey, "state_dir")): [server] state_dir: state_dir is set but there is no key"), "\(check.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: noKey.directory.appending("state")), "check-config created state_dir")
+
+        let missingKey = try Self.setUp(expirable, server: "state_dir = \"DIR/state\"\nstate_key_file = \"DIR/no-such.key\"")
+        defer { missingKey.remove() }
+        let (checked, started) = try Self.refusals(missingKey)
+        let message = "\(try Self.place(missingKey, "state_key_file")): [server] state_key_file: cannot read the state key \(missingKey.directory.appending("no-such.key"))"
+        #expect(checked.hasPrefix("expirablectl: " + message), "\(checked)")
+        #expect(started.contains("expirabled: " + message), "\(started)")
+    }
+
+    @Test("TLS files that cannot be read: the line of cluster.cert, cluster.key, cluster.ca")
+    func tlsFiles() throws {
+        let expirable = "[expirable.x]\nplugin = \"command\"\nscope = \"local\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n"
+        let cluster = "[cluster]\nnode = \"node-a\"\nlisten = \"127.0.0.1:1\"\npeers = { node-b = \"127.0.0.2:7400\" }\nca = \"DIR/ca.pem\"\ncert = \"DIR/node-a.pem\"\nkey = \"DIR/node-a.key\"\n"
+        let daemon = try Self.setUp(expirable, cluster: cluster)
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "cert = ")): cluster.cert \(daemon.directory.appending("node-a.pem")) cannot be used as this node's certificate"
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
+        #expect(start.contains("expirabled: " + message), "\(start)")
+    }
+}
