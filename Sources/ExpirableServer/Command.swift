@@ -8,6 +8,8 @@ enum Command: Equatable {
     /// The name is word 1 for these.
     case get, fetch, ttl, pttl, clear, type
     case clearAll
+    /// Re-reads the configuration file (SPEC §10): admin only.
+    case reload
     case list
     /// INFO, about the expirable named by word 1 if there is one.
     case info(named: Bool)
@@ -21,7 +23,7 @@ enum Command: Equatable {
     case hello, client, select, echo, reset, auth, dbsize, command
     case multi, exec, discard
 
-    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, LIST, INFO [name], SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
+    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, RELOAD, LIST, INFO [name], SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
     /// The command `words` spell, or the error reply to send.
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
@@ -48,6 +50,7 @@ enum Command: Equatable {
         if words.word(0, is: "PING") { return arguments <= 1 ? .success(.ping(echo: arguments == 1)) : arity("PING", "PING [message]") }
         if words.word(0, is: "CLEAR") { return named(.clear, "CLEAR") }
         if words.word(0, is: "CLEARALL") { return none(.clearAll, "CLEARALL") }
+        if words.word(0, is: "RELOAD") { return none(.reload, "RELOAD") }
         if words.word(0, is: "LIST") { return none(.list, "LIST") }
         if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
         if words.word(0, is: "EXISTS") { return names(.exists, "EXISTS") }
