@@ -128,4 +128,60 @@ struct OAuth2ClusterTests {
         let errors = result.noQuorum + result.otherErrors.values.reduce(0, +)
         #expect(result.tokens > 3 * errors, "readers got tokens most of the time: \(summary)")
     }
+
+    /// A known gap of quorum single flight (SPEC §4.10, §3.20): the lease keeps two calls from overlapping, but not
+    /// the next holder from calling with a state older than the last call's. Here the owner is cut off while the
+    /// server takes 1 s over its refresh: the server rotates the token, the new one stays on the owner's side,
+    /// and once the lease runs out the majority side refreshes with the spent token, so the server revokes the
+    /// family. A fix needs the grants to tell the next holder that a newer lease was granted than the one behind
+    /// the newest state it knows (then it must wait for that state, not call).
+    @Test("a partition that cuts off the owner during its refresh leaves the majority with a spent refresh token (known issue)")
+    func partitionDuringRefresh() throws {
+        let server = try OAuthServer(clients: [Self.client], expiresIn: 60, lifetime: 120)
+        defer { server.stop() }
+        let shared = try TemporaryDirectory("oauth2-cluster")
+        defer { shared.remove() }
+        for (file, text) in [("client.secret", Self.client.secret), ("first.rt", try server.startRefreshTokenFamily(client: Self.client.id))] {
+            try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: shared.appending(file)))
+            chmod(shared.appending(file), 0o600)
+        }
+        let cluster = try TestCluster(expirables: { _ in
+            """
+            [expirable.api]
+            plugin = "oauth2"
+            timeout = "3s"
+            retry_interval = "200ms"
+            [expirable.api.params]
+            token_url = "\(server.tokenURL)"
+            grant = "refresh_token"
+            client_id = "\(Self.client.id)"
+            client_secret_file = "\(shared.appending("client.secret"))"
+            auth = "post"
+            refresh_token_file = "\(shared.appending("first.rt"))"
+            """
+        }, proxied: true, testPlugins: [], shippedPlugins: ["oauth2"])
+        defer { cluster.remove() }
+        var first = ""
+        #expect(try TestCluster.eventually(seconds: 15) { first = try cluster["node-a"].redis("GET", "api"); return first.hasPrefix("at-") }, "\(first)")
+        let owner = try cluster.owner(of: "api", on: "node-a")
+        try server.slow(1.0)
+        #expect(try cluster[owner].redis("CLEAR", "api") == "OK")
+        let refresh = DispatchGroup()
+        DispatchQueue.global().async(group: refresh) { _ = try? cluster[owner].redis("GET", "api") }
+        usleep(500_000)
+        cluster.partition([owner])
+        refresh.wait()
+        try server.slow(0)
+        let other = cluster.names.first { $0 != owner }!
+        var answer = ""
+        _ = try TestCluster.eventually(seconds: 15) {
+            answer = try cluster[other].redis("GET", "api")
+            return answer.hasPrefix("at-") || answer.contains("invalid_grant")
+        }
+        cluster.heal()
+        let counters = try server.counters()
+        withKnownIssue("the majority side refreshes with the refresh token the cut-off owner already spent", isIntermittent: true) {
+            #expect(counters.reuses == 0, "\(other) answered \(answer); server: \(counters)")
+        }
+    }
 }
