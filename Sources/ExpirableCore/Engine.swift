@@ -9,7 +9,7 @@ public final class Engine: Sendable {
     let logger: Logger
     let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
-    private let observerBox = Mutex<(@Sendable (String, Fetched) -> Void)?>(nil)
+    private let observerBox = Mutex<NewValueObserver?>(nil)
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
     let tableSlot: TableSlot
@@ -53,11 +53,11 @@ public final class Engine: Sendable {
     /// refresh) or received from a peer. It runs on the thread that stored the value, after the entry's lock is
     /// released, and must not block. A clear stores nothing, so it calls nothing. One observer; call once.
     public func observeNewValues(_ observer: @escaping @Sendable (String, Fetched) -> Void) {
-        observerBox.withLock { $0 = observer }
+        observerBox.withLock { $0 = NewValueObserver(call: observer) }
     }
 
     func announceNewValue(_ name: String, _ fetched: Fetched) {
-        observerBox.withLock { $0 }?(name, fetched)
+        observerBox.withLock { $0 }?.call(name, fetched)
     }
 
     /// The replicator, for cluster-scoped entries only.
@@ -400,4 +400,12 @@ public final class Engine: Sendable {
             return sum.overflow ? .max - 1 : min(sum.partialValue, .max - 1)
         }
     }
+}
+
+/// The observer of new values, kept in a struct rather than as a bare closure in the `Mutex`: a function value
+/// read out of a generic container through `withLock { $0 }` comes back wrapped in one more pair of
+/// reabstraction thunks each time (Swift 6.3), so every announcement got slower than the last and, some 50,000
+/// values later, overflowed the stack of the plugin thread that stored the value.
+struct NewValueObserver: Sendable {
+    let call: @Sendable (String, Fetched) -> Void
 }

@@ -47,7 +47,7 @@ public final class ExpirableServer: Service, Sendable {
                     let acceptPause = AcceptPauseHandler(state: state, logger: logger)
                     let eventLoop = channel.eventLoop
                     let loopBound = NIOLoopBound(acceptPause, eventLoop: eventLoop)
-                    state.descriptorFreed.withLock { $0 = { eventLoop.execute { loopBound.value.descriptorFreed() } } }
+                    state.descriptorFreed.withLock { $0 = DescriptorFreedHook { eventLoop.execute { loopBound.value.descriptorFreed() } } }
                     try channel.pipeline.syncOperations.addHandler(acceptPause)
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }

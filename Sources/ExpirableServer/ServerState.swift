@@ -20,7 +20,7 @@ final class ServerState: Sendable {
     /// Set while the listening socket's reserve descriptor is spent: new connections are refused at once.
     let descriptorShortage = Atomic<Bool>(false)
     /// Called whenever a connection closes, so an accept loop paused for want of descriptors resumes at once.
-    let descriptorFreed = Mutex<(@Sendable () -> Void)?>(nil)
+    let descriptorFreed = Mutex<DescriptorFreedHook?>(nil)
     let daemonUID = geteuid()
     let daemonGID = getegid()
 
@@ -52,7 +52,7 @@ final class ServerState: Sendable {
 
     /// A connection has closed, admitted or refused: its descriptor is free again.
     func connectionClosed() {
-        descriptorFreed.withLock { $0 }?()
+        descriptorFreed.withLock { $0 }?.call()
     }
 
     /// A number for a new connection, unique in this daemon.
@@ -67,4 +67,12 @@ final class ServerState: Sendable {
         guard let peer else { return false }
         return peer.uid == 0 || peer.uid == daemonUID || peer.isMember(of: daemonGID)
     }
+}
+
+/// What `ServerState.descriptorFreed` calls, in a struct rather than as a bare closure in the `Mutex`: a function
+/// value read out of a generic container through `withLock { $0 }` comes back wrapped in one more pair of
+/// reabstraction thunks each time (Swift 6.3), so every closed connection made the next close slower, without
+/// bound, and a deep enough chain overflows the stack (as it did for the engine's `NewValueObserver`).
+struct DescriptorFreedHook: Sendable {
+    let call: @Sendable () -> Void
 }
