@@ -25,7 +25,7 @@ struct CheckConfig: AsyncParsableCommand {
             configuration = try Configuration.load(path: file)
         } catch {
             printError("expirablectl: \(error)")
-            throw ExitCode(1)
+            throw ExitCode(ExitStatus.badConfiguration.rawValue)
         }
         // What the daemon would refuse at start, in its order, each naming the file and the key's line.
         do {
@@ -35,7 +35,7 @@ struct CheckConfig: AsyncParsableCommand {
             host = try PluginHost(configuration: configuration, logger: Logger(label: "expirablectl", factory: { _ in SwiftLogNoOpLogHandler() }))
         } catch {
             printError("expirablectl: \(error)")
-            throw ExitCode(1)
+            throw ExitCode(ExitStatus.badConfiguration.rawValue)
         }
         do {
             if let cluster = configuration.cluster {
