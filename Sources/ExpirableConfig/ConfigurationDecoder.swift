@@ -19,7 +19,7 @@ struct ConfigurationDecoder {
     }
 
     mutating func decode(_ root: TOMLTable) throws(ConfigurationError) -> Configuration {
-        try allowOnly(["server", "cluster", "expirable"], in: root, at: [])
+        try allowOnly(["server", "cluster", "metrics", "expirable"], in: root, at: [])
         let server = try decodeServer(root["server"].map { v throws(ConfigurationError) in try table(v, at: ["server"]) })
         let cluster = try root["cluster"].map { v throws(ConfigurationError) in try decodeCluster(table(v, at: ["cluster"])) }
         var expirables: [Configuration.Expirable] = []
@@ -30,7 +30,15 @@ struct ConfigurationDecoder {
                 expirables.append(try decodeExpirable(name, table(value, at: ["expirable", name]), isolation: server.isolation))
             }
         }
-        return Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+        var configuration = Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+        configuration.metrics = try root["metrics"].map { v throws(ConfigurationError) in try decodeMetrics(table(v, at: ["metrics"])) }
+        return configuration
+    }
+
+    private func decodeMetrics(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Metrics {
+        let at = ["metrics"]
+        try allowOnly(["listen"], in: t, at: at)
+        return .init(listen: try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) })
     }
 
     // MARK: Tables

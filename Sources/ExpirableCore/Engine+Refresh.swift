@@ -46,7 +46,7 @@ extension Engine {
             }
             s.flight = Entry.Flight(waiters: [], generation: generation)
             s.counters.refreshes &+= 1
-            startingCall(&s, now: now)
+            startingCall(&s, now: now, trigger: .refresh)
             return true
         }
         guard start else { return }

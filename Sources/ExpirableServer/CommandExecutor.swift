@@ -12,10 +12,13 @@ final class CommandExecutor {
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
     var peer: PeerCredentials?
+    /// This connection's requests by command.
+    let requests = RequestCounts()
 
     init(state: ServerState, subscriber: Subscriber) {
         self.state = state
         self.subscriber = subscriber
+        state.requestCounts.opened(requests)
     }
 
     /// The largest transaction: queued requests beyond this many bytes make EXEC fail.
@@ -44,6 +47,7 @@ final class CommandExecutor {
             default: return queue(command, words, &session, into: &out)
             }
         }
+        requests.count(command.metricSlot)
         let engine = state.engine
         switch command {
         case .get:
@@ -181,6 +185,13 @@ final class CommandExecutor {
         case .quit:
             out.writeRESPSimple("OK")
             return .closeAfterReply
+        case .explain:
+            let name = words.string(1)
+            guard let text = ExplainText.expirable(name, state: state) else {
+                out.writeRESPError(ExpirableError.notFound(name).description)
+                return .answered
+            }
+            out.writeRESPBulk(text)
         case .cluster:
             let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
             out.writeRESPBulk(text)
@@ -192,6 +203,7 @@ final class CommandExecutor {
 
     /// A request that could not be parsed as a command: its error, and inside MULTI, a failed transaction.
     func refuse(_ error: ReplyError, _ session: inout Session, into out: inout ByteBuffer) {
+        requests.count(Command.unknownMetricSlot)
         session.transaction?.failed = true
         out.writeRESPError(error.text)
     }
@@ -199,6 +211,7 @@ final class CommandExecutor {
     /// Called when the connection closes: its subscriptions end.
     func connectionClosed(_ session: inout Session) {
         unsubscribeAll(&session)
+        state.requestCounts.closed(requests)
     }
 
     // MARK: Commands with more to them

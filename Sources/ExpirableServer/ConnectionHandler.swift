@@ -111,6 +111,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
@@ -142,6 +143,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && state.phase == .throttled {
+            executor.state.throttledConnections.subtract(1, ordering: .relaxed)
             state.phase = .serving
             resume(context: context)
         }
@@ -169,6 +171,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("connection error", metadata: ["error": "\(error)"])
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         context.close(promise: nil)
     }
@@ -293,7 +296,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// throttled until NIO reports it writable again (at half of it).
     private func flushAndCheckOutput(context: ChannelHandlerContext) {
         sendReplies(context: context)
-        if !context.channel.isWritable && state.phase == .serving { state.phase = .throttled }
+        if !context.channel.isWritable && state.phase == .serving {
+            state.phase = .throttled
+            executor.state.outputThrottles.add(1, ordering: .relaxed)
+            executor.state.throttledConnections.add(1, ordering: .relaxed)
+        }
     }
 
     /// A new value for a subscription: pushed at once (after a transaction's array, if one is half written).
@@ -316,6 +323,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
                 "peer": "\(executor.peer.map(\.description) ?? "unknown")",
             ])
+            executor.state.slowSubscribersClosed.add(1, ordering: .relaxed)
             state.phase = .closed
             context.close(promise: nil)
         }
@@ -345,6 +353,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.phase != .closed else { return }
         let out = outbound ?? context.channel.allocator.buffer(capacity: 0)
         outbound = nil
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         state.quietTicks = 0
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)

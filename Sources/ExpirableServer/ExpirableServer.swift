@@ -15,7 +15,7 @@ public final class ExpirableServer: Service, Sendable {
     /// The daemon's version, shown by INFO.
     public static let version = "0.1.0"
 
-    private let state: ServerState
+    let state: ServerState
     private let group: any EventLoopGroup
 
     public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
