@@ -101,6 +101,14 @@ public final class ExpirableClient: Sendable {
         guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEAR") }
     }
 
+    /// Makes the daemon read its configuration file again (admin only). Returns what it applied; a refusal
+    /// (nothing changed) is an `ERR` error saying why.
+    public func reload() async throws(ExpirableClientError) -> String {
+        let reply = try await call(["RELOAD"])
+        guard case .bulkString(let text) = reply else { throw unexpected(reply, "RELOAD") }
+        return String(buffer: text)
+    }
+
     /// Drops every stored value.
     public func clearAll() async throws(ExpirableClientError) {
         let reply = try await call(["CLEARALL"])

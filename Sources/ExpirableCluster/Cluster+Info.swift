@@ -18,7 +18,8 @@ extension Cluster {
 
     /// One line per member for the CLUSTER command, tab-separated `key:value` fields: node, state, address,
     /// certificate, last heard, TLS version, clock offset (for this node, its correction to cluster time) and the
-    /// round trip that measured it, a clock beyond `max_clock_offset`, configuration differences and the last
+    /// round trip that measured it, a clock beyond `max_clock_offset`, messages queued on the link to it (SPEC
+    /// §4.16), configuration differences and the last
     /// link error.
     public func describe() -> String {
         members().map { member in
@@ -33,6 +34,7 @@ extension Cluster {
                 "rtt_ms:\(member.roundTripMillis.map(String.init) ?? "-")",
             ]
             if let problem = member.clockError { fields.append("clock_error:\(problem)") }
+            if let queued = member.queued { fields.append("queue:\(queued)") }
             if !member.disagreements.isEmpty { fields.append("config:\(member.disagreements.joined(separator: "; "))") }
             if let error = member.lastError, member.state != .alive { fields.append("error:\(error)") }
             return fields.map { String($0.map { $0 == "\t" || $0 == "\r" || $0 == "\n" ? " " : $0 }) }.joined(separator: "\t")

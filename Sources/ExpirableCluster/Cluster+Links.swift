@@ -18,7 +18,9 @@ extension Cluster {
             .connectTimeout(.milliseconds(max(200, options.heartbeat.milliseconds * 2)))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, role: .client(expectedPeer: peer.name)))
+                    // A dial through a path that stalls (SPEC §4.14) must not hang there: it is retried.
+                    let handshake = TimeAmount.nanoseconds(options.handshakeTimeout.nanoseconds)
+                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, role: .client(expectedPeer: peer.name), handshakeTimeout: handshake))
                     try channel.pipeline.syncOperations.addHandler(OutboundLink(cluster: self, peer: peer.name))
                 }
             }
@@ -39,10 +41,14 @@ extension Cluster {
     }
 
     /// The dialed link to `name` is authenticated: greet, then use it for sending.
-    func outboundReady(_ name: String, channel: any Channel) {
-        for message in greeting() { send(message, on: channel) }
+    func outboundReady(_ name: String, channel: any Channel, sender: LinkSender) {
+        // Queued before the link is published, so the greeting comes first and hello before everything.
+        for message in greeting() { sender.send(message) }
+        let now = clock.monotonicNanos
         state.withLock { s in
             s.peers[name]?.outbound = channel
+            s.peers[name]?.sender = sender
+            s.peers[name]?.lastAcked = now
             s.peers[name]?.lastError = nil
         }
         logger.info("linked to peer", metadata: ["peer": "\(name)"])
@@ -53,6 +59,7 @@ extension Cluster {
         let wasCurrent: Bool = state.withLock { s in
             guard let current = s.peers[name]?.outbound, current === channel else { return false }
             s.peers[name]?.outbound = nil
+            s.peers[name]?.sender = nil
             return true
         }
         if wasCurrent { logger.info("link to peer closed", metadata: ["peer": "\(name)"]) }
@@ -61,18 +68,29 @@ extension Cluster {
         redialLater(name)
     }
 
-    /// A peer's link to us said hello.
+    /// A peer's link to us said hello. Without a link of ours to it, it is dialed at once rather than at the
+    /// next retry: a peer that (re)starts is waiting for this node's greeting to join (SPEC §4.11).
     func inboundReady(_ name: String, channel: any Channel, tls: String) {
-        let previous: (any Channel)? = state.withLock { s in
+        let (previous, dialBack): ((any Channel)?, Bool) = state.withLock { s in
             let previous = s.peers[name]?.inbound
             s.peers[name]?.inbound = channel
+            s.peers[name]?.greeted = false
             s.peers[name]?.certificate = name
             s.peers[name]?.tls = tls
             s.peers[name]?.lastHeard = clock.monotonicNanos
-            return previous
+            return (previous, s.peers[name]?.outbound == nil)
         }
         if let previous, previous !== channel { previous.close(promise: nil) }
+        if dialBack { dial(name) }
         reportMembership()
+    }
+
+    /// `peer` acknowledged a heartbeat on `channel`: what this node sends on it arrives.
+    func acknowledged(_ peer: String, channel: any Channel) {
+        let now = clock.monotonicNanos
+        state.withLock { s in
+            if let current = s.peers[peer]?.outbound, current === channel { s.peers[peer]?.lastAcked = now }
+        }
     }
 
     func inboundLost(_ name: String, channel: any Channel) {
@@ -110,19 +128,23 @@ extension Cluster {
                 logger.notice("peer alive", metadata: ["peer": "\(name)", "live": "\(liveNodes().joined(separator: ","))"])
             } else {
                 logger.warning("peer dead", metadata: ["peer": "\(name)", "live": "\(liveNodes().joined(separator: ","))"])
-                failPending(to: name, because: "\(name), the owner, went away before it answered; try again")
+                failPending(to: name, because: "\(name), the owner, went away before it answered")
             }
         }
+        // Duties the dead owned move here now, not when this node's refresh timers next look (SPEC §4.13).
+        if changes.contains(where: { !$0.1 }) { engine?.reconsiderDeferredRefreshes() }
     }
 }
 
-/// The link this node dialed: after TLS, it greets and carries this node's messages. Nothing is expected back.
+/// The link this node dialed: after TLS, it greets and carries this node's messages through a `LinkSender`.
+/// All that comes back is the peer's echo of each heartbeat, which shows that what is sent here arrives.
 final class OutboundLink: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let cluster: Cluster
     private let peer: String
-    private var ready = false
+    private var sender: LinkSender?
+    private var buffer: ByteBuffer?
 
     init(cluster: Cluster, peer: String) {
         self.cluster = cluster
@@ -131,16 +153,37 @@ final class OutboundLink: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is TLSPeerVerified {
-            ready = true
-            cluster.outboundReady(peer, channel: context.channel)
+            let sender = LinkSender(channel: context.channel)
+            self.sender = sender
+            cluster.outboundReady(peer, channel: context.channel, sender: sender)
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { sender?.drain() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard sender != nil else { return }
+        var incoming = unwrapInboundIn(data)
+        if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
+        do {
+            while var pending = buffer, let message = try ClusterFrame.decode(&pending) {
+                buffer = pending.readableBytes == 0 ? nil : pending
+                guard case .heartbeat = message else { throw ClusterFrameError("only heartbeats come back on a link this node dialed") }
+                cluster.acknowledged(peer, channel: context.channel)
+            }
+            if let pending = buffer, pending.readerIndex > 65536 { buffer!.discardReadBytes() }
+        } catch {
+            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if ready {
+        if sender != nil {
             cluster.outboundLost(peer, channel: context.channel)
         } else {
             cluster.redialLater(peer)
@@ -161,6 +204,7 @@ final class OutboundLink: ChannelInboundHandler {
 /// this link only.
 final class InboundLink: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private enum State {
         /// Accepted, TLS handshake under way. Holds a place of the budget.
@@ -231,6 +275,12 @@ final class InboundLink: ChannelInboundHandler {
                     handshakeDeadline = nil
                     cluster.releaseUnauthenticated()
                     cluster.inboundReady(peer, channel: context.channel, tls: tls)
+                }
+                if case .heartbeat = message {
+                    // Echoed, so the peer knows its link to this node delivers (SPEC §4.14).
+                    var echo = context.channel.allocator.buffer(capacity: 16)
+                    ClusterFrame.encode(message, into: &echo)
+                    context.writeAndFlush(wrapOutboundOut(echo), promise: nil)
                 }
                 cluster.received(message, from: peer)
             }

@@ -12,6 +12,7 @@ extension Cluster {
             compare(digests, from: peer)
         case .heartbeat(let wall, let echo, let hold):
             receivedHeartbeat(from: peer, wall: wall, echo: echo, hold: hold)
+            greeted(peer)
         case .value(let name, let version, let remaining, let bytes, let lease):
             observe(version)
             guard !fenced(name, lease: lease) else {
@@ -78,9 +79,9 @@ extension Cluster {
 
     // MARK: Forwarded fetches
 
-    /// Sends a fetch of `name` to its owner `owner`; `completion` gets the owner's answer, or an error if it
-    /// cannot be asked, goes away, or does not answer within `timeout`.
-    func forward(_ name: String, to owner: String, timeout: Duration, completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+    /// Sends a fetch of `name` to its owner `owner`; `completion` gets the owner's answer or an error if it
+    /// does not answer within `timeout`, or `.ownerLost` if it cannot be asked or goes away first.
+    func forward(_ name: String, to owner: String, timeout: Duration, completion: @escaping @Sendable (ForwardOutcome) -> Void) {
         let id: UInt64 = state.withLock { s in
             let id = s.nextRequestID
             s.nextRequestID += 1
@@ -96,24 +97,31 @@ extension Cluster {
             return s.time.peers[owner]?.lastWall ?? 0
         }
         if !send(.fetch(id: id, name: name, deadlineMillis: timeout.milliseconds, echoMillis: echo), to: owner) {
-            complete(id, .failure(.fetch("cannot reach \(owner), the owner of \(name); try again")))
+            complete(id, .ownerLost("cannot reach \(owner), the owner of \(name)"))
         }
     }
 
     func complete(_ id: UInt64, _ result: Result<Fetched, ExpirableError>) {
+        complete(id, .answered(result))
+    }
+
+    private func complete(_ id: UInt64, _ outcome: ForwardOutcome) {
         let pending: ClusterState.PendingFetch? = state.withLock { s in
             let pending = s.pending.removeValue(forKey: id)
-            if pending != nil, case .failure = result { s.counters.forwardFailures &+= 1 }
+            if pending != nil {
+                if case .answered(.success) = outcome {} else { s.counters.forwardFailures &+= 1 }
+            }
             return pending
         }
         guard let pending else { return }
         pending.timeout?.cancel()
-        pending.completion(result)
+        pending.completion(outcome)
     }
 
+    /// The fetches forwarded to `peer` will not be answered: they go to the next owner (`ClusterFetcher`).
     func failPending(to peer: String, because reason: String) {
         let ids = state.withLock { s in s.pending.filter { $0.value.peer == peer }.map(\.key) }
-        for id in ids { complete(id, .failure(.fetch(reason))) }
+        for id in ids { complete(id, .ownerLost(reason)) }
     }
 
     /// A peer asks this node, the owner in its view, to fetch `name`: the engine's single flight serves it, unless
@@ -176,7 +184,9 @@ extension Cluster {
     }
 }
 
-/// A cluster-scoped expirable's fetcher: the owner calls its own plugin; any other node asks the owner.
+/// A cluster-scoped expirable's fetcher: the owner calls its own plugin; any other node asks the owner. Nothing
+/// starts before the join has ended (SPEC §4.11), and a fetch whose owner goes away goes to the next owner
+/// within the same time (§4.13).
 struct ClusterFetcher: Fetcher {
     let name: String
     let local: any Fetcher
@@ -190,19 +200,18 @@ struct ClusterFetcher: Fetcher {
     /// The plugin's state goes to a local call; a forwarded fetch is answered by the owner's engine with its
     /// own (replicated) state, and the owner replicates what its call did to it, so nothing changes here.
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
-        // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
         // A keyed family's member is owned, forwarded and leased under its full name, NAME:KEY.
         let full = request.key.map { name + ":" + $0 } ?? name
-        cluster.afterRejoin { [self] in
-            let owner = cluster.owner(of: full)
-            if owner == cluster.options.node || cluster.servingForwards(of: full) {
-                if cluster.options.quorum[name] != nil {
-                    cluster.callUnderLease(full, local: local, request: request, timeout: timeout, completion: completion)
-                } else {
-                    local.fetch(request, completion: completion)
-                }
-            } else {
-                cluster.forward(full, to: owner, timeout: timeout + .seconds(2)) { completion(FetchOutcome(result: $0)) }
+        let deadline = cluster.clock.monotonicNanos &+ UInt64((timeout + .seconds(2)).nanoseconds)
+        let before = cluster.engine?.version(of: full)
+        cluster.whenJoined { [self] in
+            // The cluster's value arrived while this node was joining: answered without a call.
+            if let engine = cluster.engine, engine.version(of: full) != before, let value = engine.cachedValue(full) {
+                return completion(FetchOutcome(result: .success(value)))
+            }
+            // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
+            cluster.afterRejoin { [self] in
+                cluster.route(full, family: name, local: local, request: request, timeout: timeout, deadline: deadline, completion: completion)
             }
         }
     }

@@ -43,6 +43,7 @@ extension Cluster {
         for peer in options.peers { dial(peer.name) }
         // Pauses are measured from here: one before the first tick is one too.
         noticePause(tick: true)
+        startJoin()
         let heartbeat = group.next().scheduleRepeatedTask(initialDelay: .nanoseconds(options.heartbeat.nanoseconds), delay: .nanoseconds(options.heartbeat.nanoseconds)) { [self] _ in
             tick()
         }
@@ -66,21 +67,34 @@ extension Cluster {
         sendHeartbeats()
         reportRefusals()
         let now = clock.monotonicNanos
-        // A silent peer's links may still look open (a partition that drops packets): close them, so the link is
-        // dialed afresh once the peer can be reached again. The peer counts as dead after `deadAfter`; the links
-        // are torn down only after twice that, so a node slowed down for a moment is not made to redo its TLS
-        // handshakes, which would slow it down further.
-        let silent: [(String, [any Channel])] = state.withLock { s in
-            s.peers.values.compactMap { record in
-                guard record.outbound != nil, record.inbound != nil || record.lastHeard != 0,
-                      now - min(now, record.lastHeard) >= 2 * UInt64(options.deadAfter.nanoseconds) else { return nil }
-                return (record.peer.name, [record.outbound, record.inbound].compactMap { $0 })
+        let deadAfter = UInt64(options.deadAfter.nanoseconds)
+        // Each link is judged on its own evidence (SPEC §4.14). A link this node dialed whose heartbeats the peer
+        // has not echoed for the dead time is stalled (a one-way cut, a peer that stopped reading): it is closed,
+        // its queue dropped, and it is dialed afresh; the greeting on the new link resends everything (§4.16).
+        // A link the peer dialed that has been silent for twice the dead time is closed, so the peer dials
+        // afresh once it can; a link that delivers is kept even while the other direction is cut, so the cut
+        // costs no redials. (Twice: a node slowed down for a moment is not made to redo its TLS handshakes.)
+        // Right after a pause of this node every echo looks late: links are not judged until a dead time later.
+        let (stalled, silent): ([(String, any Channel, Int)], [any Channel]) = state.withLock { s in
+            var stalled: [(String, any Channel, Int)] = []
+            var silent: [any Channel] = []
+            let resumed = s.pauses.last.map { now - min(now, $0.noticed) < deadAfter } ?? false
+            for record in s.peers.values where !resumed {
+                if let outbound = record.outbound, now - min(now, record.lastAcked) >= deadAfter {
+                    stalled.append((record.peer.name, outbound, record.sender?.queueLength ?? 0))
+                }
+                if let inbound = record.inbound, now - min(now, record.lastHeard) >= 2 * deadAfter { silent.append(inbound) }
             }
+            return (stalled, silent)
         }
         reportMembership()
-        for (_, links) in silent {
-            for link in links { link.close(promise: nil) }
+        for (peer, link, queued) in stalled {
+            logger.warning("link to peer stalled; dropping it", metadata: [
+                "peer": "\(peer)", "reason": "no heartbeat acknowledged within \(options.deadAfter.milliseconds) ms", "queued": "\(queued)",
+            ])
+            link.close(promise: nil)
         }
+        for link in silent { link.close(promise: nil) }
     }
 }
 

@@ -10,14 +10,14 @@ extension Cluster {
     func sendHeartbeats() {
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
-        let links: [(any Channel, Int64, Int64)] = state.withLock { s in
+        let links: [(LinkSender, Int64, Int64)] = state.withLock { s in
             s.peers.values.compactMap { record in
-                guard let link = record.outbound else { return nil }
+                guard let link = record.sender else { return nil }
                 let (echo, hold) = s.time.echo(for: record.peer.name, now: now)
                 return (link, echo, hold)
             }
         }
-        for (link, echo, hold) in links { send(.heartbeat(wallMillis: wall, echoMillis: echo, holdMillis: hold), on: link) }
+        for (link, echo, hold) in links { link.send(.heartbeat(wallMillis: wall, echoMillis: echo, holdMillis: hold)) }
     }
 
     func receivedHeartbeat(from peer: String, wall: Int64, echo: Int64, hold: Int64) {

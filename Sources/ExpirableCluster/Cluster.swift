@@ -64,6 +64,9 @@ public final class Cluster: Service, Replicator, Sendable {
         Ownership.owner(of: name, among: liveNodes()) ?? options.node
     }
 
+    /// Whether this node owns `name` now.
+    public func owns(_ name: String) -> Bool { owner(of: name) == options.node }
+
     /// Every member's state, this node first.
     public func members() -> [MemberStatus] {
         let now = clock.monotonicNanos
@@ -82,7 +85,8 @@ public final class Cluster: Service, Replicator, Sendable {
                     lastHeardMillis: record.lastHeard == 0 ? nil : Int64((now - record.lastHeard) / 1_000_000),
                     tls: record.tls,
                     disagreements: record.disagreements,
-                    lastError: record.lastError
+                    lastError: record.lastError,
+                    queued: record.sender?.queueLength
                 )
                 member.clockOffsetMillis = time.offset(of: record.peer.name)
                 member.roundTripMillis = time.delay(of: record.peer.name)
@@ -117,32 +121,45 @@ public final class Cluster: Service, Replicator, Sendable {
     /// Not while rejoining after a pause (§4.17): the engine looks again a second later, by when the view of
     /// the peers is fresh and the next owner's value, if it refreshed meanwhile, has arrived.
     public func mayRefresh(_ name: String) -> Bool {
-        !rejoining() && owner(of: name) == options.node
+        hasJoined && !rejoining() && owner(of: name) == options.node
     }
+
+    /// Until its owner would count as dead if it fell silent now (or until the join ends), so an eager refresh
+    /// the owner does not make moves to the next owner as soon as the owner is found dead (SPEC §4.13).
+    public func refreshRecheckDelay(_ name: String) -> Duration {
+        let now = clock.monotonicNanos
+        let owner = owner(of: name)
+        let due: UInt64? = state.withLock { s in
+            guard s.joined else { return s.joinDeadline }
+            guard let record = s.peers[owner] else { return nil }
+            return min(record.lastHeard, record.lastAcked) &+ UInt64(options.deadAfter.nanoseconds)
+        }
+        let wait = due.map { Int64(min($0 &- min($0, now), UInt64(Int64.max))) } ?? 0
+        return min(max(.nanoseconds(wait) + .milliseconds(5), .milliseconds(10)), Engine.minimumRefreshInterval)
+    }
+
+    /// The dead time plus a heartbeat: an eager refresh is started at least this long before expiry when the
+    /// value's lifetime allows, so the next owner can still make it if the owner dies when it falls due.
+    public var takeoverLead: Duration { options.deadAfter + options.heartbeat }
 
     // MARK: Sending
 
     func broadcast(_ message: ClusterMessage) {
-        let links = state.withLock { s in s.peers.values.compactMap(\.outbound) }
-        for link in links { send(message, on: link) }
+        let links = state.withLock { s in s.peers.values.compactMap(\.sender) }
+        for link in links { link.send(message) }
     }
 
     /// Sends `message` on the link to `node`; false if there is none.
     @discardableResult
     func send(_ message: ClusterMessage, to node: String) -> Bool {
-        guard let link = state.withLock({ $0.peers[node]?.outbound }) else { return false }
-        send(message, on: link)
+        guard let link = state.withLock({ $0.peers[node]?.sender }) else { return false }
+        link.send(message)
         return true
     }
 
-    func send(_ message: ClusterMessage, on link: any Channel) {
-        var buffer = link.allocator.buffer(capacity: 64)
-        ClusterFrame.encode(message, into: &buffer)
-        link.writeAndFlush(buffer, promise: nil)
-    }
-
     /// What this node says first on a new link: hello, then every cluster-scoped value and clear it holds,
-    /// so a node that (re)starts learns the cluster's state without calling any plugin.
+    /// so a node that (re)starts learns the cluster's state without calling any plugin, then a heartbeat,
+    /// which tells the peer the greeting is complete (it ends the peer's wait to join, SPEC §4.11).
     func greeting() -> [ClusterMessage] {
         var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
         for replica in engine?.replicas() ?? [] {
@@ -155,6 +172,8 @@ public final class Cluster: Service, Replicator, Sendable {
         for replica in engine?.replicaStates() ?? [] {
             messages.append(.state(name: replica.name, version: replica.version, bytes: replica.state?.bytes, lease: nil))
         }
+        // Last: the greeting is complete (it ends the peer's join). No clocks: nothing to echo yet.
+        messages.append(.heartbeat(wallMillis: clock.unixMillis, echoMillis: 0, holdMillis: 0))
         return messages
     }
 }
@@ -165,6 +184,13 @@ struct ClusterState {
         let peer: ClusterOptions.Peer
         /// The link this node dialed, once its hello is sent.
         var outbound: (any Channel)?
+        /// Its queue (SPEC §4.16).
+        var sender: LinkSender?
+        /// Monotonic time the peer last acknowledged a heartbeat on `outbound` (or `outbound` came up): the
+        /// evidence that what this node sends arrives, which frames heard from the peer do not give (§4.14).
+        var lastAcked: UInt64 = 0
+        /// The peer's greeting has arrived on `inbound` (the heartbeat after its values).
+        var greeted = false
         /// The link the peer dialed, once its hello arrived.
         var inbound: (any Channel)?
         /// Monotonic time of the last frame from the peer.
@@ -180,12 +206,13 @@ struct ClusterState {
 
         func isAlive(now: UInt64, deadAfter: Duration) -> Bool {
             outbound != nil && inbound != nil && now - min(now, lastHeard) < UInt64(deadAfter.nanoseconds)
+                && now - min(now, lastAcked) < UInt64(deadAfter.nanoseconds)
         }
     }
 
     struct PendingFetch {
         let peer: String
-        let completion: @Sendable (Result<Fetched, ExpirableError>) -> Void
+        let completion: @Sendable (ForwardOutcome) -> Void
         var timeout: Scheduled<Void>?
     }
 
@@ -197,6 +224,11 @@ struct ClusterState {
     /// `name` itself even if its view names another owner (a forward is never forwarded again).
     var forwardsIn: [String: Int] = [:]
     var stopping = false
+    /// Whether the join has ended (SPEC §4.11): every peer's greeting arrived, or `joinTimeout` passed.
+    var joined = false
+    /// When the join ends at the latest (monotonic), once `run()` started it.
+    var joinDeadline: UInt64?
+    var joinWaiters: [@Sendable () -> Void] = []
     /// Peer clock offsets and this node's correction to cluster time (§4.15).
     var time = ClusterTime()
     /// Pauses of this process (§4.17).

@@ -54,7 +54,9 @@ enum ClusterMessage: Equatable {
     /// its lease, and the lease frames exist.
     /// 3: `heartbeat` carries clocks for cluster time, `fetch` a deadline and an echo.
     /// 4: the `state` frame.
-    static let protocolVersion: UInt16 = 4
+    /// 5: the accepting side echoes every heartbeat back on the same link (§4.14), and a greeting ends with a
+    /// heartbeat (§4.11).
+    static let protocolVersion: UInt16 = 5
 }
 
 /// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.

@@ -31,6 +31,10 @@ public struct ClusterOptions: Sendable {
     /// strangers on the cluster port cannot use up the descriptors local clients need. Default: 4 per peer,
     /// at least 16 (see docs/cluster.md, "Unauthenticated connections").
     public var unauthenticatedLimit: Int
+    /// How long a node that starts waits for its peers' greetings before a miss on a cluster-scoped value may
+    /// call a plugin (SPEC §4.11). Default: the dead time plus a heartbeat (4 heartbeats, 2 s by default): a
+    /// live peer dials within a heartbeat, and one silent that long would count as dead anyway.
+    public var joinTimeout: Duration
     /// This node's cluster-scoped expirables, for comparing configurations with peers.
     public var digests: [ExpirableDigest]
     /// A member whose clock is further than this from cluster time is reported as an error (§4.15).
@@ -40,7 +44,7 @@ public struct ClusterOptions: Sendable {
 
     public init(node: String, listenHost: String, listenPort: Int, peers: [Peer], heartbeat: Duration = .milliseconds(500),
                 deadAfter: Duration? = nil, handshakeTimeout: Duration? = nil, unauthenticatedLimit: Int? = nil,
-                digests: [ExpirableDigest]) {
+                joinTimeout: Duration? = nil, digests: [ExpirableDigest]) {
         self.node = node
         self.listenHost = listenHost
         self.listenPort = listenPort
@@ -49,6 +53,7 @@ public struct ClusterOptions: Sendable {
         self.deadAfter = deadAfter ?? heartbeat * 3
         self.handshakeTimeout = handshakeTimeout ?? min(max(heartbeat * 4, .seconds(2)), .seconds(5))
         self.unauthenticatedLimit = unauthenticatedLimit ?? max(16, 4 * peers.count)
+        self.joinTimeout = joinTimeout ?? self.deadAfter + heartbeat
         self.digests = digests
     }
 }
@@ -77,6 +82,8 @@ public struct MemberStatus: Sendable, Hashable {
     public let disagreements: [String]
     /// Why the last attempt to reach the peer failed.
     public let lastError: String?
+    /// Messages waiting on the link to the peer for it to read (SPEC §4.16); nil without a link.
+    public var queued: Int? = nil
     /// For a peer, how far its clock is ahead of this node's (negative: behind), in ms, as last measured; for
     /// this node, the correction from its wall clock to cluster time. Nil before a heartbeat's round trip.
     public var clockOffsetMillis: Int64? = nil

@@ -157,7 +157,8 @@ extension Engine {
     func sweepIdleMembers(_ family: Family) {
         let every = max(family.policy.keyIdle / 4, .seconds(1))
         _ = clock.schedule(after: every) { [weak self] in
-            guard let self else { return }
+            // A family a reload removed or replaced sweeps no more.
+            guard let self, self.families[family.name] === family else { return }
             let now = self.clock.monotonicNanos
             let idle = UInt64(max(0, family.policy.keyIdle.nanoseconds))
             for entry in family.removeIdle(before: now - min(now, idle)) {

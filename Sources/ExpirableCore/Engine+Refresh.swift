@@ -30,18 +30,37 @@ extension Engine {
         scheduleRefresh(entry, &s, at: retryAt, now: now)
     }
 
+    /// Runs at once the eager refreshes that fell due while another node owned them, now that a node died and
+    /// this one may own them (SPEC §4.13).
+    public func reconsiderDeferredRefreshes() {
+        for entry in names.compactMap(entries) where entry.scope == .cluster {
+            let due: (UInt64, UInt64)? = entry.state.withLock { s in
+                s.refreshDeferred && s.refreshTimer != nil ? (s.timerSerial, s.generation) : nil
+            }
+            if let (serial, generation) = due { refreshFired(entry, serial: serial, generation: generation) }
+        }
+    }
+
     private func refreshFired(_ entry: Entry, serial: UInt64, generation: UInt64) {
         let now = clock.monotonicNanos
-        // In a cluster only the owner refreshes; the others look again a second later, so the duty moves to
-        // them if the owner dies, and their timer is replaced when the owner's new value arrives.
-        let mayRefresh = replicator(for: entry)?.mayRefresh(entry.name) ?? true
+        // In a cluster only the owner refreshes. The others look again when the owner would count as dead if it
+        // has fallen silent, so the duty moves to the next owner as soon as the owner is found dead, and their
+        // timer is replaced when the owner's new value arrives.
+        let replicator = replicator(for: entry)
+        let mayRefresh = replicator?.mayRefresh(entry.name) ?? true
         let start: Bool = entry.state.withLock { s in
             guard s.timerSerial == serial, s.generation == generation else { return false }
+            s.refreshTimer?.cancel()
             s.refreshTimer = nil
-            // An expired value is no longer refreshed in the background: the next fetch calls the plugin.
-            guard s.flight == nil, s.isValid(at: now), !s.permanentFailure else { return false }
+            guard s.flight == nil, s.value != nil, !s.permanentFailure else { return false }
+            // An expired value is no longer refreshed in the background (the next fetch calls the plugin), unless
+            // its refresh was another node's duty that fell here, less than a lifetime ago.
+            let lifetime = s.deadline &- min(s.deadline, s.storedAt)
+            guard s.isValid(at: now) || (s.refreshDeferred && s.deadline != .max && now < s.deadline &+ lifetime) else { return false }
             guard mayRefresh else {
-                scheduleRefresh(entry, &s, at: now &+ UInt64(Engine.minimumRefreshInterval.nanoseconds), now: now)
+                let recheck = replicator?.refreshRecheckDelay(entry.name) ?? Engine.minimumRefreshInterval
+                scheduleRefresh(entry, &s, at: now &+ UInt64(max(0, recheck.nanoseconds)), now: now)
+                s.refreshDeferred = true
                 return false
             }
             s.flight = Entry.Flight(waiters: [], generation: generation)

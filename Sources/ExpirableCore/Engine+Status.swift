@@ -91,8 +91,8 @@ extension Engine {
 
     /// Fetches every `prefetch` expirable (SPEC §3.15) and calls `done` once each has answered, successfully
     /// or not, with the names that failed. `done` runs at once when there is nothing to prefetch.
-    public func prefetch(done: @escaping @Sendable (_ failed: [String]) -> Void) {
-        let names = prefetchNames
+    public func prefetch(only: Set<String>? = nil, done: @escaping @Sendable (_ failed: [String]) -> Void) {
+        let names = prefetchNames.filter { only?.contains($0) ?? true }
         guard !names.isEmpty else { return done([]) }
         let outcome = Mutex((left: names.count, failed: [String]()))
         for name in names {

@@ -12,12 +12,15 @@ public final class Engine: Sendable {
     private let observerBox = Mutex<(@Sendable (String, Fetched) -> Void)?>(nil)
     private let callObserverBox = Mutex<(@Sendable (String, CallRecord) -> Void)?>(nil)
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
-    private let entryTable: [String: Entry]
+    /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
+    let tableSlot: TableSlot
+    private var table: ExpirableTable { tableSlot.current }
+    private var entryTable: [String: Entry] { table.entries }
     /// Keyed families by name (SPEC §3.19); their members are entries made on first use.
-    let families: [String: Family]
-    private let nameTable: NameTable
+    var families: [String: Family] { table.families }
+    private var nameTable: NameTable { table.nameTable }
     /// The configured names, sorted.
-    public let names: [String]
+    public var names: [String] { table.names }
 
     /// The shortest interval between two plugin calls started by eager refresh for one expirable.
     public static let minimumRefreshInterval: Duration = .seconds(1)
@@ -27,24 +30,12 @@ public final class Engine: Sendable {
     /// - Parameter jitter: draws each eager refresh's jitter; uniform by default.
     public init(expirables: [ExpirableDefinition], clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.engine"),
                 jitter: @escaping JitterSource = { UInt64.random(in: 0...$0) }) {
-        var entries: [String: Entry] = [:]
-        var families: [String: Family] = [:]
-        for definition in expirables {
-            precondition(entries[definition.name] == nil && families[definition.name] == nil, "duplicate expirable \(definition.name)")
-            if let keyed = definition.keyed {
-                families[definition.name] = Family(definition, policy: keyed)
-            } else {
-                entries[definition.name] = Entry(definition)
-            }
-        }
-        self.entryTable = entries
-        self.families = families
-        self.nameTable = NameTable(entries)
-        self.names = (Array(entries.keys) + Array(families.keys)).sorted()
+        let table = ExpirableTable(expirables, keeping: nil)
+        self.tableSlot = TableSlot(table)
         self.clock = clock
         self.logger = logger
         self.jitter = jitter
-        for family in families.values { sweepIdleMembers(family) }
+        for family in table.families.values { sweepIdleMembers(family) }
     }
 
     /// `name`'s entry: a configured expirable, or a keyed family's member that exists (none is made here).
@@ -400,9 +391,13 @@ public final class Engine: Sendable {
         s.permanentFailure = false
         s.lastFailure = nil
         s.cancelRefresh()
+        s.refreshDeferred = false
         if case .eager(let before) = entry.refresh, deadline != .max {
             let lifetime = deadline - min(deadline, now)
             var lead = before.nanoseconds(ofLifetime: lifetime)
+            // In a cluster, early enough that the next owner can still refresh if the owner dies at that moment;
+            // the one-second spacing of refreshes keeps this from refreshing short lifetimes more often.
+            if let replicator = replicator(for: entry) { lead = max(lead, UInt64(max(0, replicator.takeoverLead.nanoseconds))) }
             let spread = entry.freshness.jitter.nanoseconds(ofLifetime: lifetime)
             if spread > 0 { lead = lead.addingReportingOverflow(min(jitter(spread), spread)).partialValue }
             let target = s.freshUntil - min(s.freshUntil, lead)

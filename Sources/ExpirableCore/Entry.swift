@@ -60,6 +60,9 @@ final class Entry: Sendable {
         var storedAt: UInt64 = 0
         /// When the pending eager refresh is due (monotonic), if one is scheduled.
         var refreshDue: UInt64?
+        /// The refresh fell due while another node owned it: if the owner never makes it, this node does,
+        /// even after the value has expired (SPEC §4.13).
+        var refreshDeferred = false
         var flight: Flight?
         /// Callers that arrived after a clear while a call from before the clear was still running: they get
         /// a call of their own as soon as that one returns (never two calls at once on one expirable).

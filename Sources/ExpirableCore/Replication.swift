@@ -29,12 +29,19 @@ public protocol Replicator: Sendable {
     func cleared(_ name: String, version: Version)
     /// Whether this node should run the eager refresh of `name` now (only its owner does).
     func mayRefresh(_ name: String) -> Bool
+    /// When a node told not to refresh `name` should ask `mayRefresh` again.
+    func refreshRecheckDelay(_ name: String) -> Duration
+    /// The least time before expiry at which an eager refresh starts, when the lifetime allows: enough for
+    /// another node to take the refresh over if the one making it dies.
+    var takeoverLead: Duration { get }
     /// A call on this node changed `name`'s plugin state (nil: cleared) under `version`: tell the peers, so
     /// the next owner continues from it.
     func stateChanged(_ name: String, _ state: Secret?, version: Version)
 }
 
 extension Replicator {
+    public func refreshRecheckDelay(_ name: String) -> Duration { Engine.minimumRefreshInterval }
+    public var takeoverLead: Duration { .zero }
     public func stateChanged(_ name: String, _ state: Secret?, version: Version) {}
 }
 

@@ -1,17 +1,25 @@
 import ExpirableConfig
 import ExpirableCore
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Loads the plugins a configuration names and makes one fetcher per expirable. Knows nothing of sockets.
 public final class PluginHost: Sendable {
-    private let instances: [any PluginCalls]
-    private let byName: [String: any PluginCalls]
+    private struct Loaded {
+        /// The expirables as configured, and each one's plugin instance.
+        var expirables: [String: Configuration.Expirable] = [:]
+        var instances: [String: any PluginCalls] = [:]
+        var definitions: [ExpirableDefinition] = []
+    }
+    private let loaded = Mutex(Loaded())
+    private let clock: any EngineClock
+    private let logger: Logger
 
     /// The engine's view of the configured expirables, each with its plugin instance as fetcher.
-    public let definitions: [ExpirableDefinition]
+    public var definitions: [ExpirableDefinition] { loaded.withLock { $0.definitions } }
 
     /// Resolves, checks, loads and handshakes every plugin `configuration` names, and creates one instance per
     /// expirable. Throws the first refusal, naming the file and the reason. Plugin calls' timeouts and helpers'
@@ -19,60 +27,117 @@ public final class PluginHost: Sendable {
     public init(
         configuration: Configuration, clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.plugins")
     ) throws(PluginError) {
-        var instances: [any PluginCalls] = []
-        var definitions: [ExpirableDefinition] = []
+        self.clock = clock
+        self.logger = logger
         let account = try PluginHost.account(configuration.server.pluginAccount)
         if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
             logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
         }
+        var made = Loaded()
         do throws(PluginError) {
             for expirable in configuration.expirables {
-                let path: String
-                do throws(PluginError) {
-                    path = try PluginPath.resolve(expirable.plugin, in: configuration.server.pluginDir)
-                } catch {
-                    throw PluginError("expirable.\(expirable.name): \(error.message)")
-                }
-                let instance: any PluginCalls
-                switch expirable.isolation {
-                case .process:
-                    // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
-                    let limits = HelperLimits(
-                        maxMemory: expirable.maxMemory,
-                        maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
-                        uid: account?.uid, gid: account?.gid
-                    )
-                    instance = try IsolatedInstance(
-                        expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
-                        limits: limits, clock: clock, logger: logger
-                    )
-                case .inline:
-                    let library: PluginLibrary
-                    do throws(PluginError) {
-                        library = try PluginLibrary.open(path)
-                    } catch {
-                        throw PluginError("expirable.\(expirable.name): \(error.message)")
-                    }
-                    instance = try PluginInstance(
-                        expirable: expirable.name, params: expirable.params, library: library,
-                        timeout: expirable.timeout, clock: clock, logger: logger
-                    )
-                }
-                instances.append(instance)
-                definitions.append(ExpirableDefinition(
-                    name: expirable.name, scope: expirable.scope, refresh: expirable.refresh, keyed: expirable.keyed, fetcher: instance
-                ))
-                logger.info("plugin loaded", metadata: [
-                    "expirable": "\(expirable.name)", "plugin": "\(path)", "isolation": "\(expirable.isolation.rawValue)",
-                ])
+                let instance = try makeInstance(expirable, configuration: configuration, account: account)
+                made.expirables[expirable.name] = expirable
+                made.instances[expirable.name] = instance
+                made.definitions.append(PluginHost.definition(expirable, instance))
             }
         } catch {
-            for instance in instances { instance.destroy() }
+            for instance in made.instances.values { instance.destroy() }
             throw error
         }
-        self.instances = instances
-        self.definitions = definitions
-        byName = Dictionary(uniqueKeysWithValues: zip(configuration.expirables.map(\.name), instances))
+        loaded.withLock { $0 = made }
+    }
+
+    /// What a reload would do to the plugins: new definitions for the engine, the names whose expirable is
+    /// exactly as before (their instance, helper and state are kept), and `commit` to call once the engine has
+    /// switched, which ends the instances no longer used. Nothing changes until `commit`; `abandon` ends the
+    /// instances made for the reload instead.
+    public struct Reload: Sendable {
+        public let definitions: [ExpirableDefinition]
+        public let unchanged: Set<String>
+        public let commit: @Sendable () -> Void
+        public let abandon: @Sendable () -> Void
+    }
+
+    /// Prepares the plugins of `configuration` (all or nothing): instances are made for new and changed
+    /// expirables and kept for unchanged ones. Throws the first refusal, having ended what it made.
+    public func prepareReload(_ configuration: Configuration) throws(PluginError) -> Reload {
+        let current = loaded.withLock { $0 }
+        let account = try PluginHost.account(configuration.server.pluginAccount)
+        var next = Loaded()
+        var fresh: [any PluginCalls] = []
+        var unchanged: Set<String> = []
+        do throws(PluginError) {
+            for expirable in configuration.expirables {
+                let instance: any PluginCalls
+                if current.expirables[expirable.name] == expirable, let kept = current.instances[expirable.name] {
+                    instance = kept
+                    unchanged.insert(expirable.name)
+                } else {
+                    instance = try makeInstance(expirable, configuration: configuration, account: account)
+                    fresh.append(instance)
+                }
+                next.expirables[expirable.name] = expirable
+                next.instances[expirable.name] = instance
+                next.definitions.append(PluginHost.definition(expirable, instance))
+            }
+        } catch {
+            for instance in fresh { instance.destroy() }
+            throw error
+        }
+        let retired = current.instances.filter { !unchanged.contains($0.key) }.map(\.value)
+        let made = next
+        let madeForReload = fresh
+        return Reload(
+            definitions: next.definitions, unchanged: unchanged,
+            commit: { [self] in
+                loaded.withLock { $0 = made }
+                for instance in retired { instance.destroy() }
+            },
+            abandon: { for instance in madeForReload { instance.destroy() } }
+        )
+    }
+
+    private static func definition(_ expirable: Configuration.Expirable, _ instance: any PluginCalls) -> ExpirableDefinition {
+        ExpirableDefinition(name: expirable.name, scope: expirable.scope, refresh: expirable.refresh, keyed: expirable.keyed, fetcher: instance)
+    }
+
+    private func makeInstance(_ expirable: Configuration.Expirable, configuration: Configuration, account: (uid: UInt32?, gid: UInt32?)?) throws(PluginError) -> any PluginCalls {
+        let path: String
+        do throws(PluginError) {
+            path = try PluginPath.resolve(expirable.plugin, in: configuration.server.pluginDir)
+        } catch {
+            throw PluginError("expirable.\(expirable.name): \(error.message)")
+        }
+        let instance: any PluginCalls
+        switch expirable.isolation {
+        case .process:
+            // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+            let limits = HelperLimits(
+                maxMemory: expirable.maxMemory,
+                maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
+                uid: account?.uid, gid: account?.gid
+            )
+            instance = try IsolatedInstance(
+                expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
+                limits: limits, clock: clock, logger: logger
+            )
+        case .inline:
+            let library: PluginLibrary
+            do throws(PluginError) {
+                library = try PluginLibrary.open(path)
+            } catch {
+                throw PluginError("expirable.\(expirable.name): \(error.message)")
+            }
+            instance = try PluginInstance(
+                expirable: expirable.name, params: expirable.params, library: library,
+                timeout: expirable.timeout, clock: clock, logger: logger
+            )
+        }
+        logger.info("plugin loaded", metadata: [
+            "expirable": "\(expirable.name)", "plugin": "\(path)", "isolation": "\(expirable.isolation.rawValue)",
+        ])
+        return instance
     }
 
     /// The ids helpers switch to. Switching needs root; a daemon that is not root may name only its own user
@@ -96,12 +161,13 @@ public final class PluginHost: Sendable {
     /// `key:value` facts about `name`'s plugin for INFO: where it runs and, in a helper, its pid, restarts and
     /// how the last one died. Empty for a name that is not configured.
     public func info(_ name: String) -> [(String, String)] {
-        byName[name]?.info ?? []
+        let family = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
+        return loaded.withLock { $0.instances[name] ?? $0.instances[family] }?.info ?? []
     }
 
     /// Frees every plugin instance that has no call running, and ends every helper. Call once, when the daemon stops.
     public func shutdown() {
-        for instance in instances { instance.destroy() }
+        for instance in loaded.withLock({ Array($0.instances.values) }) { instance.destroy() }
     }
 }
 

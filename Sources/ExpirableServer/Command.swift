@@ -8,6 +8,8 @@ enum Command: Equatable {
     /// The name is word 1 for these.
     case get, fetch, ttl, pttl, clear, type
     case clearAll
+    /// Re-reads the configuration file (SPEC §10): admin only.
+    case reload
     case list
     /// INFO, about the expirable named by word 1 if there is one.
     case info(named: Bool)
@@ -23,7 +25,7 @@ enum Command: Equatable {
     /// Why `name` (word 1) is in its state and what happens next.
     case explain
 
-    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, LIST, INFO [name], EXPLAIN name, SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
+    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, RELOAD, LIST, INFO [name], EXPLAIN name, SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
     /// The command `words` spell, or the error reply to send.
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
@@ -50,6 +52,7 @@ enum Command: Equatable {
         if words.word(0, is: "PING") { return arguments <= 1 ? .success(.ping(echo: arguments == 1)) : arity("PING", "PING [message]") }
         if words.word(0, is: "CLEAR") { return named(.clear, "CLEAR") }
         if words.word(0, is: "CLEARALL") { return none(.clearAll, "CLEARALL") }
+        if words.word(0, is: "RELOAD") { return none(.reload, "RELOAD") }
         if words.word(0, is: "LIST") { return none(.list, "LIST") }
         if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
         if words.word(0, is: "EXPLAIN") { return named(.explain, "EXPLAIN") }
@@ -82,7 +85,7 @@ enum Command: Equatable {
     static let metricNames = [
         "get", "fetch", "mget", "ttl", "pttl", "exists", "type", "dbsize", "clear", "clearall", "list", "info", "explain",
         "subscribe", "unsubscribe", "cluster", "ping", "echo", "hello", "client", "select", "reset", "quit", "multi", "exec",
-        "discard", "command", "auth", "config", "unknown",
+        "discard", "command", "auth", "config", "reload", "unknown",
     ]
 
     /// This command's place in `metricNames`.
@@ -117,11 +120,12 @@ enum Command: Equatable {
         case .command: 26
         case .auth: 27
         case .configGet: 28
+        case .reload: 29
         }
     }
 
     /// The slot of requests that were not a command (unknown, wrong arity).
-    static let unknownMetricSlot = 29
+    static let unknownMetricSlot = 30
 
     /// Whether a RESP2 connection in subscribed mode may send it (as in Redis).
     var allowedWhileSubscribed: Bool {

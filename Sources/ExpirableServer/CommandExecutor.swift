@@ -101,6 +101,17 @@ final class CommandExecutor {
             engine.clearAll()
             state.logger.notice("clear all", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
             out.writeRESPSimple("OK")
+        case .reload:
+            guard state.mayAdminister(peer) else { return refuseAdmin("RELOAD", into: &out) }
+            guard let reload = state.options.reload else {
+                out.writeRESPError("ERR this daemon cannot reload its configuration")
+                return .answered
+            }
+            state.logger.notice("reload asked", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
+            switch reload() {
+            case .success(let applied): out.writeRESPBulk(applied)
+            case .failure(let refusal): out.writeRESPError("ERR reload refused, nothing changed: \(refusal.message)")
+            }
         case .list:
             out.writeRESPArrayHeader(engine.names.count)
             // A keyed family shows once, as NAME:* (its members are addressed as NAME:KEY).

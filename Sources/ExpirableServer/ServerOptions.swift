@@ -30,6 +30,8 @@ public struct ServerOptions: Sendable {
     public var serverInfo: (@Sendable () -> [(String, String)])?
     /// Called once the socket listens with its mode set, so the daemon can prefetch and report readiness.
     public var onListening: (@Sendable () -> Void)?
+    /// Re-reads the configuration (RELOAD, SIGHUP): what was applied, or why nothing was.
+    public var reload: (@Sendable () -> Result<String, ServerError>)?
 
     public init(socketPath: String, socketMode: UInt32 = 0o660, maxConnections: Int = 4096, maxRequestBytes: Int = 64 * 1024,
                 maxOutputBytes: Int = 1024 * 1024, idleTimeout: Duration = .seconds(300), requestTimeout: Duration = .seconds(10),
@@ -49,6 +51,6 @@ public struct ServerOptions: Sendable {
 /// Why the server could not start.
 public struct ServerError: Error, Sendable, CustomStringConvertible {
     public let message: String
-    init(_ message: String) { self.message = message }
+    public init(_ message: String) { self.message = message }
     public var description: String { message }
 }

@@ -45,6 +45,21 @@ struct Fetch: AsyncParsableCommand {
     }
 }
 
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the daemon read its configuration file again (as SIGHUP does).",
+        discussion: "All or nothing: expirables whose definition did not change keep their values, refresh, state and plugin helper; added and changed ones start empty; removed ones stop. Changes that need a restart (the socket, state_dir, the cluster) refuse the reload, naming them. Prints what was applied. Allowed to root, the daemon's user and its group."
+    )
+
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            printOut(try await connection.client.reload())
+        }
+    }
+}
+
 struct Clear: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drop a stored value (or all of them); the next fetch calls the plugin.",

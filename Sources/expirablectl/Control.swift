@@ -12,7 +12,7 @@ struct Control: AsyncParsableCommand {
         commandName: "expirablectl",
         abstract: "Administer a running expirabled: read, watch, clear and inspect its values.",
         discussion: "Every command talks to the daemon's Unix socket (--socket, default $EXPIRABLE_SOCKET or /run/expirable/expirable.sock) and exits non-zero with the error on stderr when anything fails.",
-        subcommands: [Fetch.self, Watch.self, Clear.self, List.self, Status.self, Explain.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
+        subcommands: [Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Explain.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
 
     /// `check-config` loads plugins as the daemon does, so with `isolation = "process"` it starts helpers from

@@ -57,30 +57,15 @@ struct Daemon {
             Daemon.fail("\(error)")
         }
         var cluster: Cluster?
-        // In a cluster, cluster-scoped values are not prefetched: at start a node does not yet know its peers,
-        // so every node would call the plugin (SPEC §4.11); such values arrive from the peers as they join.
-        let freshness = Dictionary(uniqueKeysWithValues: configuration.expirables.map { expirable in
-            var policy = expirable.freshness
-            if configuration.cluster != nil && expirable.scope == .cluster { policy.prefetch = false }
-            return (expirable.name, policy)
-        })
-        var definitions = plugins.definitions.map { $0.with(freshness: freshness[$0.name]) }
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                let clusterService = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
-                let timeouts = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.timeout) })
-                definitions = definitions.map { definition in
-                    guard definition.scope == .cluster else { return definition }
-                    return definition.with(
-                        fetcher: clusterService.fetcher(for: definition.name, local: definition.fetcher, timeout: timeouts[definition.name] ?? .seconds(30))
-                    )
-                }
-                cluster = clusterService
+                cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
             } catch {
                 Daemon.fail("\(error)")
             }
         }
+        let definitions = Daemon.definitions(plugins.definitions, configuration, cluster)
         let engine = Engine(expirables: definitions, clock: clock, logger: Logger(label: "expirable.engine"))
         if let directory = configuration.server.stateDir {
             do {
@@ -103,8 +88,13 @@ struct Daemon {
             nodeName: configuration.cluster?.node ?? "local"
         )
         options.pluginInfo = { plugins.info($0) }
+        let reloader = Reloader(path: arguments.config, configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
+        options.reload = { reloader.reload() }
+        reloader.reloadOnHangup()
+        // In a cluster, prefetch waits for the join and cluster-scoped values are prefetched by their owners
+        // only (SPEC §4.11): the others receive them.
         let readiness = Readiness(
-            notifier: notifier, engine: engine,
+            notifier: notifier, engine: engine, cluster: cluster,
             prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
         )
         options.onListening = { readiness.listening() }
@@ -140,6 +130,21 @@ struct Daemon {
         }
         engine.shutdown()
         plugins.shutdown()
+    }
+
+    /// The engine's definitions from the plugin host's: each expirable's freshness policy, and in a cluster its
+    /// fetcher wrapped by the cluster's (the owner calls, others forward).
+    static func definitions(_ plugged: [ExpirableDefinition], _ configuration: Configuration, _ cluster: Cluster?) -> [ExpirableDefinition] {
+        let byName = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0) })
+        return plugged.map { definition in
+            guard let expirable = byName[definition.name] else { return definition }
+            // Prefetch of cluster-scoped values waits for the join and is left to their owners (Readiness).
+            var result = definition.with(freshness: expirable.freshness)
+            if let cluster, expirable.scope == .cluster {
+                result = result.with(fetcher: cluster.fetcher(for: definition.name, local: definition.fetcher, timeout: expirable.timeout))
+            }
+            return result
+        }
     }
 
     static func clusterOptions(_ settings: Configuration.Cluster, _ configuration: Configuration) -> ClusterOptions {

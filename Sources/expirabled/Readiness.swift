@@ -1,3 +1,4 @@
+import ExpirableCluster
 import ExpirableCore
 import Logging
 import Synchronization
@@ -53,8 +54,9 @@ struct SystemdNotifier: Sendable {
     }
 }
 
-/// Tells the supervisor the daemon is ready (SPEC §3.15) once it listens and every `prefetch` expirable has
-/// answered, successfully or not, or once `bound` has passed since it started listening, whichever is first.
+/// Tells the supervisor the daemon is ready (SPEC §3.15) once it listens, has joined its cluster (§4.11), and
+/// every `prefetch` expirable has answered, successfully or not, or once `bound` has passed since the join,
+/// whichever is first. A cluster-scoped value is prefetched by its owner only; the others receive it.
 final class Readiness: Sendable {
     /// The longest the daemon waits for prefetches before it says it is ready anyway: their longest plugin
     /// `timeout`, at most this (systemd's default start timeout is 90 s).
@@ -64,19 +66,28 @@ final class Readiness: Sendable {
     private let engine: Engine
     private let bound: Duration
     private let logger: Logger
+    private let cluster: Cluster?
     private let announced = Mutex(false)
     private let timer = Mutex<(any Cancellable)?>(nil)
 
-    init(notifier: SystemdNotifier, engine: Engine, prefetchTimeouts: [Duration], logger: Logger) {
+    init(notifier: SystemdNotifier, engine: Engine, cluster: Cluster?, prefetchTimeouts: [Duration], logger: Logger) {
         self.notifier = notifier
         self.engine = engine
+        self.cluster = cluster
         bound = min(prefetchTimeouts.max() ?? .zero, Readiness.maximumWait)
         self.logger = logger
     }
 
-    /// The server listens: prefetch, and announce readiness when that is done or the bound passes.
+    /// The server listens: join, prefetch, and announce readiness when that is done or the bound passes.
     func listening() {
-        let names = engine.prefetchNames
+        guard let cluster else { return prefetch(engine.prefetchNames) }
+        notifier.notify(["STATUS=joining the cluster"])
+        cluster.whenJoined { [self] in
+            prefetch(engine.prefetchNames.filter { engine.scope(of: $0) != .cluster || cluster.owns($0) })
+        }
+    }
+
+    private func prefetch(_ names: [String]) {
         if !names.isEmpty {
             notifier.notify(["STATUS=prefetching \(names.count) value\(names.count == 1 ? "" : "s")"])
             let scheduled = SystemClock().schedule(after: bound) { [self] in
@@ -84,7 +95,7 @@ final class Readiness: Sendable {
             }
             timer.withLock { $0 = scheduled }
         }
-        engine.prefetch { [self] failed in
+        engine.prefetch(only: Set(names)) { [self] failed in
             let ok = names.count - failed.count
             let status = names.isEmpty ? "ready"
                 : "ready; prefetched \(ok) of \(names.count)" + (failed.isEmpty ? "" : " (failed: \(failed.joined(separator: ", ")))")

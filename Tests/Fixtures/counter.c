@@ -2,14 +2,14 @@
  * params: prefix (default "v"), ttl_ms (default 60000; "never" for EXPIRABLE_NEVER_EXPIRES; may be negative
  * for a value already expired), count_file (optional: the call count is written there after each call),
  * destroy_file (optional: "destroyed" is written there by expirable_destroy), sleep_ms (optional: how long
- * each call takes). */
+ * each call takes), value_bytes (optional: the value is padded with 'x' to that many bytes, at most 4 MiB). */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-typedef struct counter { long calls; long sleep_ms; char prefix[64]; long long ttl_ms; int never; char count_file[512]; char destroy_file[512]; } counter;
+typedef struct counter { long calls; long sleep_ms; long value_bytes; char prefix[64]; long long ttl_ms; int never; char count_file[512]; char destroy_file[512]; } counter;
 
 void expirable_abi(expirable_abi_info *info) {
     info->magic = EXPIRABLE_ABI_MAGIC;
@@ -36,6 +36,7 @@ void *expirable_create(const expirable_call *call) {
             if (strcmp(buf, "never") == 0) c->never = 1; else c->ttl_ms = atoll(buf);
         }
         if (k.len == 8 && memcmp(k.ptr, "sleep_ms", 8) == 0) { copy(buf, sizeof buf, v); c->sleep_ms = atol(buf); }
+        if (k.len == 11 && memcmp(k.ptr, "value_bytes", 11) == 0) { copy(buf, sizeof buf, v); c->value_bytes = atol(buf); }
         if (k.len == 10 && memcmp(k.ptr, "count_file", 10) == 0) copy(c->count_file, sizeof c->count_file, v);
         if (k.len == 12 && memcmp(k.ptr, "destroy_file", 12) == 0) copy(c->destroy_file, sizeof c->destroy_file, v);
     }
@@ -65,5 +66,14 @@ void expirable_fetch(const expirable_call *call) {
     char value[128];
     int n = snprintf(value, sizeof value, "%s%ld", c->prefix, c->calls);
     int64_t expires = c->never ? EXPIRABLE_NEVER_EXPIRES : call->host->now_ms() + c->ttl_ms;
-    call->host->set_value(call->result, value, (size_t)n, expires);
+    size_t size = c->value_bytes > n && c->value_bytes <= 4L << 20 ? (size_t)c->value_bytes : (size_t)n;
+    char *padded = size > (size_t)n ? malloc(size) : NULL;
+    if (padded) {
+        memcpy(padded, value, (size_t)n);
+        memset(padded + n, 'x', size - (size_t)n);
+        call->host->set_value(call->result, padded, size, expires);
+        free(padded);
+    } else {
+        call->host->set_value(call->result, value, (size_t)n, expires);
+    }
 }

@@ -45,14 +45,15 @@ public final class DaemonProcess: @unchecked Sendable {
         }
     }
 
-    /// Starts the daemon and waits (at most 10 s) until its socket answers PING.
-    public func start() throws {
+    /// Starts the daemon and waits (at most 10 s) until its socket answers PING, asking every `poll` µs.
+    public func start(poll: UInt32 = 50_000) throws {
         let process = try launch()
         self.process = process
-        for _ in 0..<200 {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
             if let status = process.exitStatus { throw TestSupportError("expirabled exited with \(status): \(log)") }
             if answers() { return }
-            usleep(50_000)
+            usleep(poll)
         }
         kill9()
         throw TestSupportError("expirabled did not answer on \(socket) within 10 s: \(log)")

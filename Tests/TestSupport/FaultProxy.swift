@@ -2,7 +2,9 @@ import Foundation
 import Synchronization
 
 /// A TCP proxy on a loopback address that a test can cut: `block()` drops every connection through it and
-/// refuses new ones until `unblock()`, as a network partition would. Threads and plain sockets; stopped by
+/// refuses new ones until `unblock()`, as a network partition would; `stall()` keeps every connection open but
+/// stops carrying bytes (one way or both) until `resume()`, as a one-way cut or a peer that stops reading would
+/// (new connections are accepted and stall too). Threads and plain sockets; stopped by
 /// `stop()`. Descriptors are closed only under the proxy's lock, by whoever is last to use them, so a number
 /// the kernel has given to someone else is never shut down or closed here.
 public final class FaultProxy: @unchecked Sendable {
@@ -22,8 +24,13 @@ public final class FaultProxy: @unchecked Sendable {
         }
     }
 
+    /// Which way bytes stop: toward the target (what the dialing side sends), back from it, or both.
+    public enum Direction: Sendable { case toTarget, fromTarget, both }
+
     private struct State {
         var blocked = false
+        var stalledToTarget = false
+        var stalledFromTarget = false
         var stopped = false
         var links: [ObjectIdentifier: Link] = [:]
     }
@@ -63,6 +70,21 @@ public final class FaultProxy: @unchecked Sendable {
 
     public func unblock() {
         state.withLock { $0.blocked = false }
+    }
+
+    /// Stops carrying bytes `direction`, keeping the connections open.
+    public func stall(_ direction: Direction = .both) {
+        state.withLock { s in
+            if direction != .fromTarget { s.stalledToTarget = true }
+            if direction != .toTarget { s.stalledFromTarget = true }
+        }
+    }
+
+    public func resume() {
+        state.withLock { s in
+            s.stalledToTarget = false
+            s.stalledFromTarget = false
+        }
     }
 
     /// Drops every connection and stops accepting; the accept thread closes the listening socket.
@@ -108,19 +130,22 @@ public final class FaultProxy: @unchecked Sendable {
                 close(upstream)
                 continue
             }
-            Thread.detachNewThread { [self] in pump(link, from: client, to: upstream) }
-            Thread.detachNewThread { [self] in pump(link, from: upstream, to: client) }
+            Thread.detachNewThread { [self] in pump(link, from: client, to: upstream, toTarget: true) }
+            Thread.detachNewThread { [self] in pump(link, from: upstream, to: client, toTarget: false) }
         }
     }
 
-    private func pump(_ link: Link, from source: Int32, to destination: Int32) {
+    private func pump(_ link: Link, from source: Int32, to destination: Int32, toTarget: Bool) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
+            // Stalled: nothing is read, so the sender's buffers fill as they would with a peer that stops reading.
+            while state.withLock({ s in !s.blocked && !s.stopped && (toTarget ? s.stalledToTarget : s.stalledFromTarget) }) { usleep(5_000) }
             let n = read(source, &buffer, buffer.count)
             if n <= 0 { break }
             var offset = 0
             while offset < n {
-                let written = buffer[offset..<n].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
+                // send, not write: a peer gone while the pump was stalled must not raise SIGPIPE in the test process.
+                let written = buffer[offset..<n].withUnsafeBytes { send(destination, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 if written <= 0 { break }
                 offset += written
             }

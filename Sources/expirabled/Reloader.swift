@@ -1,0 +1,113 @@
+import Dispatch
+import ExpirableCluster
+import ExpirableConfig
+import ExpirableCore
+import ExpirablePluginHost
+import ExpirableServer
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reload (SPEC §10; `kill -HUP`, `expirablectl reload`, the RELOAD command): the configuration file is read
+/// again and applied all or nothing. Expirables whose definition did not change keep their values, timers,
+/// pacing, plugin state and plugin instance (helper); added and changed ones get a new instance and start empty;
+/// removed ones stop. What cannot change without a restart (the socket and its limits, state_dir, the cluster,
+/// the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
+/// what was applied. SIGHUP never stops the daemon.
+final class Reloader: Sendable {
+    private let path: String
+    private let plugins: PluginHost
+    private let engine: Engine
+    private let cluster: Cluster?
+    private let logger: Logger
+    /// The configuration applied last; reloads run one at a time under this lock.
+    private let current: Mutex<Configuration>
+
+    init(path: String, configuration: Configuration, plugins: PluginHost, engine: Engine, cluster: Cluster?, logger: Logger) {
+        self.path = path
+        self.plugins = plugins
+        self.engine = engine
+        self.cluster = cluster
+        self.logger = logger
+        current = Mutex(configuration)
+    }
+
+    /// Reloads on every SIGHUP (instead of dying of it, the signal's default).
+    func reloadOnHangup() {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        // The handler holds the source, so it lives as long as the daemon does.
+        source.setEventHandler { [self] in
+            _ = source
+            _ = reload()  // logged either way
+        }
+        source.activate()
+    }
+
+    func reload() -> Result<String, ServerError> {
+        current.withLock { applied in
+            let next: Configuration
+            do {
+                next = try Configuration.load(path: path)
+            } catch {
+                return refuse("\(error)")
+            }
+            if let problem = Reloader.needsRestart(from: applied, to: next) { return refuse(problem) }
+            let prepared: PluginHost.Reload
+            do throws(PluginError) {
+                prepared = try plugins.prepareReload(next)
+            } catch {
+                return refuse(error.message)
+            }
+            let definitions = Daemon.definitions(prepared.definitions, next, cluster)
+            // An expirable is kept only if its whole definition is as before (not just its plugin).
+            let unchanged = prepared.unchanged.filter { name in
+                applied.expirables.first { $0.name == name } == next.expirables.first { $0.name == name }
+            }
+            let report = engine.reload(definitions, unchanged: Set(unchanged))
+            prepared.commit()
+            applied = next
+            // A cluster-scoped value is prefetched by its owner only; the others receive it (SPEC §4.11).
+            let fresh = Set(report.added + report.changed).filter { engine.scope(of: $0) != .cluster || cluster?.owns($0) ?? true }
+            if !fresh.isEmpty { engine.prefetch(only: fresh) { _ in } }
+            logger.notice("configuration reloaded", metadata: [
+                "file": "\(path)", "added": "\(report.added)", "changed": "\(report.changed)",
+                "removed": "\(report.removed)", "unchanged": "\(report.unchanged.count)",
+            ])
+            return .success("reloaded \(path): \(report.description)")
+        }
+    }
+
+    private func refuse(_ why: String) -> Result<String, ServerError> {
+        logger.error("configuration reload refused; nothing changed", metadata: ["file": "\(path)", "reason": "\(why)"])
+        return .failure(ServerError(why))
+    }
+
+    /// What in `next` only a restart can apply, in words; nil when the reload can go ahead.
+    static func needsRestart(from old: Configuration, to next: Configuration) -> String? {
+        var keys: [String] = []
+        let a = old.server, b = next.server
+        if a.socket != b.socket { keys.append("server.socket") }
+        if a.socketMode != b.socketMode { keys.append("server.socket_mode") }
+        if a.maxConnections != b.maxConnections { keys.append("server.max_connections") }
+        if a.maxRequestBytes != b.maxRequestBytes { keys.append("server.max_request_bytes") }
+        if a.maxOutputBytes != b.maxOutputBytes { keys.append("server.max_output_bytes") }
+        if a.idleTimeout != b.idleTimeout { keys.append("server.idle_timeout") }
+        if a.requestTimeout != b.requestTimeout { keys.append("server.request_timeout") }
+        if a.stateDir != b.stateDir { keys.append("server.state_dir") }
+        if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
+        if old.cluster != next.cluster { keys.append("[cluster]") }
+        if old.cluster != nil {
+            // Peers compare their cluster-scoped expirables and lease the quorum ones: all nodes change together.
+            let before = Dictionary(uniqueKeysWithValues: old.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })
+            let after = Dictionary(uniqueKeysWithValues: next.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })
+            for name in Set(before.keys).union(after.keys).sorted() where before[name] != after[name] {
+                keys.append("expirable.\(name) (cluster scope)")
+            }
+        }
+        guard !keys.isEmpty else { return nil }
+        return "\(keys.joined(separator: ", ")) changed, and only a restart applies \(keys.count == 1 ? "it" : "them"); restart expirabled (every node, for the cluster) or undo the change"
+    }
+}

@@ -1,0 +1,182 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// SPEC §4.11, §4.13, §4.14 and §4.16 with real nodes: what happens at a view change — a node starting, an owner
+/// dying mid-duty, a link cut one way, a peer that stops reading.
+@Suite("Cluster membership changes")
+struct MembershipTests {
+    @Test("11. a GET right after a restart, before its peers' links are up, is answered with the cluster's value, without a plugin call")
+    func getRightAfterRestart() throws {
+        let cluster = try TestCluster(expirables: counters(), proxied: true)
+        defer { cluster.remove() }
+        let value = try cluster["node-a"].redis("GET", "token")
+        let owner = try cluster.owner(on: "node-a")
+        // Not the owner: a counter restarted on the owner would answer the same text as before.
+        let restarted = try #require(cluster.names.first { $0 != owner })
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        #expect(cluster[restarted].stop() == 0)
+        // The peers' links to the restarted node come up only a while after it starts, as when they redial at
+        // their next heartbeat; it is asked as soon as its socket answers, before that.
+        let inbound = cluster.names.filter { $0 != restarted }.map { cluster.proxies["\($0)>\(restarted)"]! }
+        for proxy in inbound { proxy.block() }
+        let started = Date()
+        try cluster[restarted].start(poll: 2_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.1) { for proxy in inbound { proxy.unblock() } }
+        let answer = try cluster[restarted].redis("GET", "token")
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(answer == value, "\(restarted)'s log ends: \(cluster[restarted].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(8))")
+        #expect(cluster.calls() == [owner: 1].merging(cluster.names.filter { $0 != owner }.map { ($0, 0) }) { $1 }, "calls per node: \(cluster.calls())")
+        #expect(elapsed < 3, "the join is bounded: \(elapsed) s")
+    }
+
+    @Test("11. an eager cluster-scoped value is prefetched once in the cluster, by its owner, after the join; ready waits for the join")
+    func prefetchAfterJoin() throws {
+        let cluster = try TestCluster(expirables: counters(ttlMillis: 600_000, refresh: "refresh = \"eager\"\nbefore_expiry = \"10%\""))
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        #expect(cluster.calls() == [owner: 1].merging(cluster.names.filter { $0 != owner }.map { ($0, 0) }) { $1 }, "calls per node: \(cluster.calls())")
+        for name in cluster.names {
+            let lines = cluster[name].log.split(separator: "\n")
+            let joined = lines.firstIndex { $0.contains("joined the cluster") }
+            let ready = lines.firstIndex { $0.contains("expirabled: ") && $0.contains(" ready") }
+            #expect(joined != nil && ready != nil && joined! < ready!, "\(name) said ready before it joined: \(lines.suffix(12))")
+        }
+    }
+
+    @Test("13. a forwarded fetch whose owner is killed, or stops, mid-call is answered by the next owner", arguments: [SIGKILL, SIGSTOP])
+    func ownerDiesMidFetch(signal: Int32) async throws {
+        let cluster = try TestCluster(expirables: counters(sleepMillis: 1000))
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let asker = try #require(cluster.names.first { $0 != owner })
+        let client = cluster[asker].client
+        let answer = Task { try await client.value("token") }
+        // The owner's plugin is called and sleeps a second; the owner goes away in the middle of it.
+        try await Task.sleep(for: .milliseconds(400))
+        let pid = try #require(cluster[owner].process).pid
+        kill(pid, signal)
+        defer { cluster[owner].kill9() }
+        let value = try await answer.value
+        #expect(value.hasPrefix("node-") && !value.hasPrefix("\(owner)-"), "answered \(value)")
+        #expect(try cluster[asker].redis("GET", "token") == value)
+    }
+
+    @Test("13. an eager value whose owner loses power while its refresh is due is refreshed by the next owner before it expires")
+    func eagerTakeoverOnPowerLoss() throws {
+        // A 2 s lifetime refreshed 1 s before expiry: longer than the dead time (900 ms) plus a second.
+        let cluster = try TestCluster(expirables: counters(ttlMillis: 2000, refresh: "refresh = \"eager\"\nbefore_expiry = \"1s\""))
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let survivors = cluster.names.filter { $0 != owner }
+        #expect(try TestCluster.eventually {
+            let held = try survivors.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" }
+            return held && cluster[owner].count("calls") >= 2
+        })
+        // Power loss: the owner stops answering without closing anything.
+        let pid = try #require(cluster[owner].process).pid
+        kill(pid, SIGSTOP)
+        defer { cluster[owner].kill9() }
+        let connections = try survivors.map { try RawConnection(cluster[$0].socket) }
+        var lapses: [String] = []
+        let until = Date().addingTimeInterval(4)
+        while Date() < until {
+            for (name, connection) in zip(survivors, connections) {
+                let reply = connection.roundTrip("*2\r\n$4\r\nPTTL\r\n$5\r\ntoken\r\n", expecting: 1)
+                if reply.hasPrefix(":-") { lapses.append("\(name) \(reply.trimmingCharacters(in: .whitespacesAndNewlines)) at \(Date())") }
+            }
+            usleep(10_000)
+        }
+        #expect(lapses.isEmpty, "the value lapsed on a survivor: \(lapses.prefix(5)); logs: \(survivors.map { cluster[$0].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(6) })")
+        let newOwner = try cluster.owner(on: survivors[0])
+        #expect(cluster[newOwner].count("calls") >= 2, "the new owner refreshes from then on: \(cluster.calls())")
+    }
+
+    /// Names t0…t7, counters whose values last `ttlMillis`, and the plugin timeout short, so a fetch that hangs
+    /// shows in seconds.
+    static func names(ttlMillis: Int, valueBytes: Int = 0) -> (String) -> String {
+        { node in
+            (0..<8).map { index in
+                """
+                [expirable.t\(index)]
+                plugin = "counter"
+                timeout = "1s"
+                [expirable.t\(index).params]
+                prefix = "\(node)-"
+                ttl_ms = \(ttlMillis)
+                value_bytes = \(valueBytes)
+                count_file = "DIR/calls"
+
+                """
+            }.joined()
+        }
+    }
+
+    @Test("14. node-b's link to node-a stalls while node-a's link to node-b works: node-b's fetches succeed and no link churns")
+    func oneWayStall() throws {
+        let cluster = try TestCluster(expirables: Self.names(ttlMillis: 250), proxied: true)
+        defer { cluster.remove() }
+        // The names node-a owns, which node-b forwards to node-a while it believes it can reach it.
+        let owned = try (0..<8).map { "t\($0)" }.filter { try cluster.owner(of: $0, on: "node-b") == "node-a" }
+        try #require(!owned.isEmpty)
+        let linksBefore = cluster["node-a"].log.components(separatedBy: "linked to peer").count
+        cluster.proxies["node-b>node-a"]!.stall()
+        var failures: [String] = []
+        for round in 0..<18 {
+            let name = owned[round % owned.count]
+            let started = Date()
+            let answer = try cluster["node-b"].redis("GET", name)
+            if !answer.hasPrefix("node-") || Date().timeIntervalSince(started) > 3 {
+                failures.append("\(name): \(answer) after \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+            }
+            usleep(250_000)
+        }
+        #expect(failures.isEmpty, "\(failures.count) of 18 fetches failed: \(failures)")
+        let redials = cluster["node-a"].log.components(separatedBy: "linked to peer").count - linksBefore
+        #expect(redials == 0, "node-a redialed \(redials) times: \(cluster["node-a"].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(10))")
+        cluster.proxies["node-b>node-a"]!.resume()
+        try cluster.waitUntilLinked()
+    }
+
+    @Test("16. a peer that stops reading: changes queue collapsed per name, the link is dropped, memory stays bounded, and the peer is resynced")
+    func peerStopsReading() throws {
+        let cluster = try TestCluster(2, expirables: Self.names(ttlMillis: 600_000, valueBytes: 1 << 20), proxied: true)
+        defer { cluster.remove() }
+        let name = try #require(try (0..<8).map { "t\($0)" }.first { try cluster.owner(of: $0, on: "node-a") == "node-a" })
+        let sender = cluster["node-a"]
+        let before = try memory(of: sender)
+        cluster.proxies["node-a>node-b"]!.stall(.toTarget)
+        let connection = try RawConnection(sender.socket)
+        var queued = 0
+        // 60 MiB of changes to one name: a clear and a new 1 MiB value, 60 times.
+        for _ in 0..<60 {
+            _ = connection.roundTrip("*2\r\n$5\r\nCLEAR\r\n$\(name.utf8.count)\r\n\(name)\r\n", expecting: 1)
+            let reply = connection.roundTrip("*2\r\n$3\r\nGET\r\n$\(name.utf8.count)\r\n\(name)\r\n", expecting: 1)
+            try #require(reply.utf8.count > 1 << 20, "\(reply.prefix(200))")
+            let line = try sender.redis("CLUSTER").split(whereSeparator: \.isNewline).first { $0.hasPrefix("node:node-b") } ?? ""
+            if let field = line.split(separator: "\t").first(where: { $0.hasPrefix("queue:") }) { queued = max(queued, Int(field.dropFirst(6)) ?? 0) }
+        }
+        let after = try memory(of: sender)
+        #expect(queued <= 3, "at most one change per name, a heartbeat and an answer wait on the link: \(queued)")
+        #expect(after.resident - before.resident < 24 << 20, "resident memory grew from \(before.resident >> 20) to \(after.resident >> 20) MB")
+        #expect(TestCluster.eventually { sender.log.contains("link to peer stalled; dropping it") }, "\(sender.log.suffix(1500))")
+        cluster.proxies["node-a>node-b"]!.resume()
+        let newest = try sender.redis("GET", name)
+        try cluster.waitUntilLinked()
+        #expect(try TestCluster.eventually { try cluster["node-b"].redis("TTL", name) != "-2" }, "node-b was not resynced")
+        #expect(try cluster["node-b"].redis("GET", name) == newest)
+        #expect(cluster["node-b"].count("calls") == 0)
+    }
+}
+
+/// Resident and private (anonymous and private file-backed) memory of a node, from /proc/PID/smaps_rollup.
+func memory(of node: DaemonProcess) throws -> (resident: Int, private: Int) {
+    let pid = try #require(node.process).pid
+    let text = try String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)
+    func field(_ name: String) -> Int {
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + ":") } ?? ""
+        return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0) * 1024
+    }
+    return (field("Rss"), field("Private_Clean") + field("Private_Dirty"))
+}
