@@ -127,6 +127,7 @@ let package = Package(
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
                 "ExpirableState", "ExpirableMetrics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -158,7 +159,7 @@ let package = Package(
             path: "Benchmarks/ClientBenchmark",
             swiftSettings: strict
         ),
-        .testTarget(name: "ExpirableCoreTests", dependencies: ["ExpirableCore"], swiftSettings: strict),
+        .testTarget(name: "ExpirableCoreTests", dependencies: ["ExpirableCore", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(
             name: "ExpirableTLSTests",
             dependencies: ["ExpirableTLS", "ExpirableTestSupport", .product(name: "NIOPosix", package: "swift-nio")],

@@ -1,11 +1,12 @@
 # Shared by the benchmark scripts: a release build, a work directory removed at exit with every process the
-# script started (record their PIDs in `pids`), and the median of a column of numbers on stdin.
+# script started (record their PIDs in `pids`; a stopped one is continued so that it ends), and the median of a
+# column of numbers on stdin.
 swift build -c release >/dev/null
 bin=.build/release
 work=$(mktemp -d /tmp/expbench.XXXXXX)
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; kill -CONT "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }

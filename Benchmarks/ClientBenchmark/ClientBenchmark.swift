@@ -4,11 +4,12 @@
 //                                                 plugin calls made and time until every caller has its answer
 //   ClientBenchmark hold SOCKET CONNECTIONS       opens CONNECTIONS connections, prints "ready", holds them until
 //                                                 stdin closes
-//   ClientBenchmark replication OWNER PEER1 PEER2 NAME ROUNDS
+//   ClientBenchmark replication OWNER PEER... NAME ROUNDS
 //                                                 per round: CLEAR on the owner (and wait until the peers hold
 //                                                 nothing), then GET on the owner, which fetches a new value; time
-//                                                 from sending that GET until both peers hold the value (polled
-//                                                 with TTL, which never fetches): p50, p99, max (ms)
+//                                                 from sending that GET until every peer holds the value (polled
+//                                                 with TTL, which never fetches): p50, p99, max (ms); a peer that
+//                                                 takes over 10 s ends the run with an error
 import ExpirableClient
 import ExpirableCore
 import Foundation
@@ -18,14 +19,15 @@ struct ClientBenchmark {
     static func main() async throws {
         let args = CommandLine.arguments
         guard args.count >= 4 else {
-            print("usage: ClientBenchmark rtt SOCKET NAME ROUNDS | burst SOCKET NAME CALLERS | hold SOCKET CONNECTIONS")
+            print("usage: ClientBenchmark rtt SOCKET NAME ROUNDS | burst SOCKET NAME CALLERS | hold SOCKET CONNECTIONS | replication OWNER PEER... NAME ROUNDS")
             exit(2)
         }
         switch args[1] {
         case "rtt": try await rtt(socket: args[2], name: args[3], rounds: Int(args[4]) ?? 100_000)
         case "burst": try await burst(socket: args[2], name: args[3], callers: Int(args[4]) ?? 1000)
         case "hold": try await hold(socket: args[2], connections: Int(args[3]) ?? 1000)
-        case "replication": try await replication(owner: args[2], peers: [args[3], args[4]], name: args[5], rounds: Int(args[6]) ?? 200)
+        case "replication" where args.count >= 6:
+            try await replication(owner: args[2], peers: Array(args[3..<(args.count - 2)]), name: args[args.count - 2], rounds: Int(args[args.count - 1]) ?? 200)
         default: print("unknown mode \(args[1])"); exit(2)
         }
     }
@@ -71,16 +73,22 @@ struct ClientBenchmark {
         let peerClients = peers.map { ExpirableClient(socketPath: $0) }
         let clock = SystemClock()
         var samples: [Double] = []
+        // Polls `peer` until `done` says yes; a peer that never gets there stops the benchmark instead of hanging it.
+        func poll(_ peer: ExpirableClient, _ index: Int, until done: (ExpirableClient.TimeToLive) -> Bool, _ what: String) async throws {
+            let deadline = clock.monotonicNanos + 10_000_000_000
+            while !done(try await peer.timeToLive(name)) {
+                guard clock.monotonicNanos < deadline else {
+                    print("replication: \(peers[index]) did not \(what) \(name) within 10 s")
+                    exit(1)
+                }
+            }
+        }
         for _ in 0..<rounds {
             try await ownerClient.clear(name)
-            for peer in peerClients {
-                while try await peer.timeToLive(name) != .notStored {}
-            }
+            for (i, peer) in peerClients.enumerated() { try await poll(peer, i, until: { $0 == .notStored }, "drop") }
             let start = clock.monotonicNanos
             _ = try await ownerClient.value(name)
-            for peer in peerClients {
-                while try await peer.timeToLive(name) == .notStored {}
-            }
+            for (i, peer) in peerClients.enumerated() { try await poll(peer, i, until: { $0 != .notStored }, "receive") }
             samples.append(Double(clock.monotonicNanos - start) / 1e6)
         }
         samples.sort()

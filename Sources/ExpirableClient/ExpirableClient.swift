@@ -266,7 +266,7 @@ public final class ExpirableClient: Sendable {
                 connection.withLock { current in
                     if case .connecting(let pending)? = current, pending === future { current = nil }
                 }
-                throw ExpirableClientError(code: .unavailable, message: "cannot connect to \(socketPath): \(error); is expirabled running?")
+                throw ExpirableClientError.cannotConnect(to: socketPath, error)
             }
         }
     }

@@ -1,3 +1,8 @@
+import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Why a client call failed. `code` mirrors the daemon's error words, plus the client's own failures.
 public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The kinds of failure.
@@ -8,7 +13,7 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
         case fetch = "FETCH"
         /// `TIMEOUT`: the plugin did not answer within the expirable's timeout.
         case timeout = "TIMEOUT"
-        /// `NOPERM`: this process's user may not do that (CLEAR, CLEARALL).
+        /// `NOPERM`: this process's user may not do that (CLEAR, CLEARALL), or may not connect to the socket at all.
         case noPermission = "NOPERM"
         /// `ERR`: the daemon refused the request itself.
         case badRequest = "ERR"
@@ -43,4 +48,35 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
     }
 
     public var description: String { "\(code.rawValue) \(message)" }
+}
+
+extension ExpirableClientError {
+    /// Why connecting to the socket at `path` failed, naming the cause and the fix: a permission problem is
+    /// `.noPermission` (retrying cannot help), every other failure `.unavailable`.
+    static func cannotConnect(to path: String, _ error: any Error) -> ExpirableClientError {
+        if case .unixDomainSocketPathTooLong = error as? SocketAddressError {
+            return ExpirableClientError(code: .unavailable, message: "the socket path \(path) is too long for a Unix socket (at most 107 bytes); use a shorter one")
+        }
+        guard let errnoCode = (error as? IOError)?.errnoCode else {
+            return ExpirableClientError(code: .unavailable, message: "cannot connect to \(path): \(error)")
+        }
+        var status = stat()
+        let exists = stat(path, &status) == 0
+        if exists && (status.st_mode & S_IFMT) != S_IFSOCK {
+            let what = (status.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "a file"
+            return ExpirableClientError(code: .unavailable, message: "\(path) is not a socket but \(what); give the daemon's socket, server.socket in its configuration")
+        }
+        switch errnoCode {
+        case EACCES, EPERM:
+            return ExpirableClientError(code: .noPermission, message: "permission denied on \(path): you are not in the group that owns it (ls -l \(path)), or run as that user")
+        case ENOENT:
+            return ExpirableClientError(code: .unavailable, message: "no socket \(path): is expirabled running, and is that its server.socket?")
+        case ECONNREFUSED:
+            return ExpirableClientError(code: .unavailable, message: "no daemon is listening on \(path): a stale socket file left by a daemon that stopped; start expirabled (it replaces the file)")
+        case ENOTDIR:
+            return ExpirableClientError(code: .unavailable, message: "no socket \(path): a part of the path is not a directory")
+        default:
+            return ExpirableClientError(code: .unavailable, message: "cannot connect to \(path): \(String(cString: strerror(errnoCode)))")
+        }
+    }
 }

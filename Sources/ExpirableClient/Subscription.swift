@@ -60,7 +60,7 @@ final class Subscription: Sendable {
         } catch let error as ExpirableClientError {
             throw error
         } catch {
-            throw ExpirableClientError(code: .unavailable, message: "cannot connect to \(socketPath): \(error); is expirabled running?")
+            throw ExpirableClientError.cannotConnect(to: socketPath, error)
         }
     }
 
@@ -150,6 +150,7 @@ final class Subscription: Sendable {
                 }
             }
             .connect(unixDomainSocketPath: socketPath)
+            .flatMapErrorThrowing { [socketPath] error in throw ExpirableClientError.cannotConnect(to: socketPath, error) }
             .flatMap { channel in
                 let confirmed = channel.eventLoop.makePromise(of: Void.self)
                 let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {

@@ -26,7 +26,7 @@ extension Cluster {
             }
             .connect(host: peer.host, port: peer.port)
             .whenFailure { [self] error in
-                linkFailed(peer.name, reason: "cannot connect to \(peer.address): \(error)")
+                linkFailed(peer.name, reason: LinkFailure.dialing(peer.address, error))
                 redialLater(peer.name)
             }
     }
@@ -192,7 +192,7 @@ final class OutboundLink: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        cluster.linkFailed(peer, reason: "\(error)")
+        cluster.linkFailed(peer, reason: LinkFailure.link(error))
         context.close(promise: nil)
     }
 }

@@ -1,4 +1,5 @@
 import CExpirableLinux
+import ExpirableCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -62,7 +63,8 @@ struct HelperProcess {
         // The Swift runtime's crash backtracer would spend seconds symbolicating a plugin's crash before the
         // helper dies (measured: an abort reported after 2.3 s instead of milliseconds), and print the
         // helper's memory layout to the daemon's log: the helper dies at once instead.
-        let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"]
+        var environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"]
+        if PluginHelper.logsAsJSON.load(ordering: .relaxed) { environment.append("\(JSONLogHandler.environmentVariable)=json") }
         let cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
         defer { for p in cArguments + cEnvironment { free(p) } }

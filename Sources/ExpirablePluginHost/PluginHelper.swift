@@ -17,6 +17,9 @@ public enum PluginHelper {
     /// NAME is there for `ps`, so a helper can be told from its siblings.
     public static let flag = "--plugin-helper"
 
+    /// Whether helpers started from now on log JSON lines (`expirabled --log-format json`) instead of text.
+    public static let logsAsJSON = Atomic<Bool>(false)
+
     /// How long after a call's timeout a helper kills itself if the daemon has not: long enough that the daemon,
     /// when it is running, reports the TIMEOUT first.
     static let killGrace: Duration = .milliseconds(250)
@@ -31,7 +34,13 @@ public enum PluginHelper {
             exit(70)  // EX_SOFTWARE
         }
         signal(SIGPIPE, SIG_IGN)  // as in the daemon: a plugin writing to a closed pipe gets EPIPE
-        LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        // Log lines share the daemon's stderr, so they take its format; the plugin's own children do not need to know.
+        if let format = getenv(JSONLogHandler.environmentVariable), String(cString: format) == "json" {
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .info) }
+        } else {
+            LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+        }
+        unsetenv(JSONLogHandler.environmentVariable)
         let logger = Logger(label: "expirable.plugin-helper")
         let writer = Writer()
         let instance: PluginInstance

@@ -13,7 +13,7 @@ import Glibc
 /// lets owed replies go out (up to `drainTimeout`), closes every connection and removes the socket file.
 public final class ExpirableServer: Service, Sendable {
     /// The daemon's version, shown by INFO.
-    public static let version = "0.1.0"
+    public static let version = ExpirableVersion.string
 
     let state: ServerState
     private let group: any EventLoopGroup

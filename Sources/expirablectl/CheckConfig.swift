@@ -9,7 +9,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and load its plugins, without serving.",
-        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Prints a summary, or the first error on stderr with exit status 1. With --socket, also says whether a daemon answers there."
+        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). With --socket, also says whether a daemon answers there."
     )
 
     @Argument(help: "The configuration file.") var file: String
@@ -27,7 +27,7 @@ struct CheckConfig: AsyncParsableCommand {
             }
         } catch {
             printError("expirablectl: \(error)")
-            throw ExitCode(1)
+            throw ExitCode(ExitStatus.badConfiguration.rawValue)
         }
         host.shutdown()
         let names = configuration.expirables.map(\.name)

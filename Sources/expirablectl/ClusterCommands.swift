@@ -9,11 +9,17 @@ struct ClusterStatus: AsyncParsableCommand {
         abstract: "List the cluster's members: state, address, certificate name, time since last heard, TLS version, clock offset.",
         discussion: "A peer is alive when it is linked both ways over mutual TLS and was heard from within three heartbeats. CLOCK is a peer's clock offset from this node as measured from heartbeats (+: ahead), and for this node the correction from its wall clock to cluster time, by which versions are stamped; a clock further than max_clock_offset from cluster time is an ERROR under NOTE. Configuration differences between nodes and the last error reaching a dead peer are shown under NOTE too."
     )
+    @Flag(help: "Print the members as a JSON array, one object per member with the daemon's fields (node, state, address, certificate, last_heard_ms, tls, clock_offset_ms, config, error).")
+    var json = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
         try await reporting {
             let members = try await connection.client.cluster()
+            if json {
+                try JSONOutput.print(members.map(JSONOutput.typed))
+                return
+            }
             var rows = [["NODE", "STATE", "ADDRESS", "CERTIFICATE", "LAST HEARD", "TLS", "CLOCK", "NOTE"]]
             for member in members {
                 let heard = member["last_heard_ms"].flatMap { Int($0) }.map { "\($0)ms ago" } ?? "-"
@@ -45,14 +51,13 @@ struct Cert: ParsableCommand {
         @Option(help: "Where to write the files.") var dir: String = "."
         @Option(help: "The CA's common name.") var name: String = "Expirable cluster CA"
         @Option(help: "Days of validity.") var days: Int = 3650
-        @Option(name: .long, help: ArgumentHelp("Socket (unused; accepted like every expirablectl command).", visibility: .hidden)) var socket: String?
 
         func run() throws {
             do {
                 try Certificates.makeAuthority(name: name, days: days, certificatePath: dir + "/ca.pem", keyPath: dir + "/ca.key")
             } catch {
                 printError("expirablectl: \(error)")
-                throw ExitCode(1)
+                throw ExitCode(ExitStatus.cannotCreate.rawValue)
             }
             printOut("wrote \(dir)/ca.pem and \(dir)/ca.key (mode 0600)")
         }
@@ -65,7 +70,6 @@ struct Cert: ParsableCommand {
         @Option(help: "Days of validity.") var days: Int = 825
         @Option(name: .long, help: ArgumentHelp("Start of validity, in days from now (negative: in the past; tests use it for expired certificates).", visibility: .hidden))
         var notBeforeDays: Int = 0
-        @Option(name: .long, help: ArgumentHelp("Socket (unused; accepted like every expirablectl command).", visibility: .hidden)) var socket: String?
 
         func run() throws {
             do {
@@ -73,7 +77,7 @@ struct Cert: ParsableCommand {
                                           notBeforeDays: notBeforeDays, certificatePath: dir + "/\(name).pem", keyPath: dir + "/\(name).key")
             } catch {
                 printError("expirablectl: \(error)")
-                throw ExitCode(1)
+                throw ExitCode(ExitStatus.cannotCreate.rawValue)
             }
             printOut("wrote \(dir)/\(name).pem and \(dir)/\(name).key (mode 0600)")
         }

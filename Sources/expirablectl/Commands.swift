@@ -39,8 +39,7 @@ struct Fetch: AsyncParsableCommand {
                 object["expires_at_ms"] = ms
                 object["expires_in_ms"] = max(0, ms - Int64(Date().timeIntervalSince1970 * 1000))
             }
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            printOut(Array(data) + [UInt8(ascii: "\n")])
+            try JSONOutput.print(object)
         }
     }
 }
@@ -88,12 +87,18 @@ struct Clear: AsyncParsableCommand {
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the configured names, one per line.")
+    static let configuration = CommandConfiguration(abstract: "Print the configured names, one per line (--json: an array of them).")
+    @Flag(help: "Print the names as a JSON array.") var json = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
         try await reporting {
-            for name in try await connection.client.list() { printOut(name) }
+            let names = try await connection.client.list()
+            if json {
+                try JSONOutput.print(names)
+            } else {
+                for name in names { printOut(name) }
+            }
         }
     }
 }
@@ -101,13 +106,29 @@ struct List: AsyncParsableCommand {
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a table of every expirable: scope, refresh, state, time to expiry, owner, replica state, last error. Never values.",
-        discussion: "STATE is empty, valid, expired or stale (past its expiry, answered because its refetch failed: stale_if_error), with +fetching while a plugin call runs. OWNER is the node that fetches the value (this node without a cluster). REPLICA says where the value held here came from: origin (this node fetched or cleared it), copy from NODE, none, or local scope."
+        discussion: """
+            STATE is empty, valid, expired or stale (past its expiry, answered because its refetch failed: \
+            stale_if_error), with +fetching while a plugin call runs. OWNER is the node that fetches the value (this \
+            node without a cluster). REPLICA says where the value held here came from: origin (this node fetched or \
+            cleared it), copy from NODE, none, or local scope.
+
+            With --json prints an array with one object per expirable: every field of the daemon's INFO NAME \
+            (name, state, scope, refresh, expires_in_ms, fetching, owner, last_error, hits, ...), numbers as \
+            numbers, yes/no as booleans, none as null.
+            """
     )
+    @Flag(help: "Print every expirable's fields as a JSON array.") var json = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
         try await reporting {
             let client = connection.client
+            if json {
+                var expirables: [[String: Any]] = []
+                for name in try await client.list() { expirables.append(JSONOutput.typed(try await client.info(name))) }
+                try JSONOutput.print(expirables)
+                return
+            }
             var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "REPLICA", "PLUGIN", "LAST ERROR"]]
             for name in try await client.list() {
                 let info = try await client.info(name)

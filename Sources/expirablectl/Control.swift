@@ -1,4 +1,6 @@
 import ArgumentParser
+import ExpirableConfig
+import ExpirableCore
 import ExpirablePluginHost
 import ExpirableClient
 import Foundation
@@ -11,9 +13,22 @@ struct Control: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "expirablectl",
         abstract: "Administer a running expirabled: read, watch, clear and inspect its values.",
-        discussion: "Every command talks to the daemon's Unix socket (--socket, default $EXPIRABLE_SOCKET or /run/expirable/expirable.sock) and exits non-zero with the error on stderr when anything fails.",
+        discussion: """
+            Every command talks to the daemon's Unix socket. The global options --socket (default \
+            $EXPIRABLE_SOCKET, else /run/expirable/expirable.sock) and --timeout go before or after the \
+            command. Durations are written as in the configuration: 250ms, 30s, 5m, 1h; a bare number is \
+            seconds for --timeout and milliseconds elsewhere. Reading commands (fetch, list, status, cluster, explain) \
+            print JSON with --json. Errors go to stderr, and the exit status says what kind of error it was:
+
+            \(ExitStatus.table)
+            """,
+        version: ExpirableVersion.string,
         subcommands: [Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Explain.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
+
+    /// Parsed here so that the options are accepted before the command as well as after it; each command that
+    /// talks to the daemon declares the same group and receives these values.
+    @OptionGroup(title: "Global options") var connection: Connection
 
     /// `check-config` loads plugins as the daemon does, so with `isolation = "process"` it starts helpers from
     /// its own binary (/proc/self/exe): this one, started again in the hidden helper mode.
@@ -34,26 +49,44 @@ struct Control: AsyncParsableCommand {
     }
 }
 
-/// The options every command shares.
+/// The options every command shares, accepted before or after the command.
 struct Connection: ParsableArguments {
-    @Option(name: .long, help: "The daemon's Unix socket.")
+    @Option(name: .long, help: ArgumentHelp("The daemon's Unix socket; $EXPIRABLE_SOCKET sets the default.", valueName: "path"))
     var socket: String = ExpirableClient.defaultSocketPath
 
-    @Option(name: .long, help: "Seconds to wait for the daemon's answer (for watch: for the daemon to come back after a restart).")
-    var timeout: Double = 35
+    @Option(name: .long, help: ArgumentHelp(
+        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is seconds.",
+        valueName: "duration"
+    ))
+    var timeout: CommandLineDuration = CommandLineDuration(.seconds(35))
 
     var client: ExpirableClient {
-        ExpirableClient(socketPath: socket, timeout: .milliseconds(Int64(timeout * 1000)))
+        ExpirableClient(socketPath: socket, timeout: timeout.duration)
     }
 }
 
-/// Runs `body`, turning any failure into a message on stderr and exit status 1.
+/// A duration on the command line, read by the configuration's `DurationParser`; what a bare number counts
+/// depends on the option (seconds for --timeout, which took seconds before it took durations).
+struct CommandLineDuration: ExpressibleByArgument {
+    let duration: Duration
+
+    init(_ duration: Duration) { self.duration = duration }
+
+    init?(argument: String) {
+        guard let duration = DurationParser.duration(argument, bare: .seconds) else { return nil }
+        self.duration = duration
+    }
+
+    var defaultValueDescription: String { "\(duration.components.seconds)s" }
+}
+
+/// Runs `body`, turning a failure into its message on stderr and the exit status of its kind.
 func reporting(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let error as ExpirableClientError {
         printError("expirablectl: \(error)")
-        throw ExitCode(1)
+        throw ExitCode(ExitStatus(error.code).rawValue)
     }
 }
 

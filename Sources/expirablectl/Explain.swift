@@ -21,8 +21,7 @@ struct Explain: AsyncParsableCommand {
         try await reporting {
             let lines = try await connection.client.explain(name)
             if json {
-                let data = try JSONSerialization.data(withJSONObject: Explain.object(lines), options: [.sortedKeys])
-                printOut(Array(data) + [UInt8(ascii: "\n")])
+                try JSONOutput.print(Explain.object(lines))
             } else {
                 printOut(Explain.words(lines))
             }

@@ -13,9 +13,9 @@ struct Watch: AsyncParsableCommand {
             when watch starts is not printed: only the ones after it.
 
             If the connection breaks (a daemon restart), watch connects and subscribes again, backing off up to 2 s \
-            between attempts; values stored meanwhile are not printed. It exits with status 1 and the error on \
-            stderr if a name is not configured, if the daemon cannot be reached, or if it is not back within \
-            --timeout seconds. If the output cannot keep up, intermediate values of a name are skipped: the \
+            between attempts; values stored meanwhile are not printed. It exits with the error on stderr if a name \
+            is not configured (status 66), if the daemon cannot be reached (69), or if it is not back within \
+            --timeout (69). If the output cannot keep up, intermediate values of a name are skipped: the \
             newest is always printed.
             """
     )
@@ -29,8 +29,7 @@ struct Watch: AsyncParsableCommand {
             for try await update in try await connection.client.updates(of: names) {
                 let value = update.value.bytes
                 if json {
-                    let object: [String: Any] = ["name": update.name, "value": String(decoding: value, as: UTF8.self)]
-                    printOut(Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) + [UInt8(ascii: "\n")])
+                    try JSONOutput.print(["name": update.name, "value": String(decoding: value, as: UTF8.self)])
                 } else if names.count == 1 {
                     printOut(value + [UInt8(ascii: "\n")])
                 } else {

@@ -21,24 +21,27 @@ struct Daemon {
         if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
             PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
         }
-        switch Result(catching: { () throws(UsageError) in try DaemonArguments.parse(Array(CommandLine.arguments.dropFirst())) }) {
-        case .success(.help):
-            print(DaemonArguments.usage, terminator: "")
-        case .success(.run(let arguments)):
-            await Daemon(arguments: arguments).run()
-        case .failure(let error):
-            var text = "expirabled: \(error.message)\n\(DaemonArguments.usage)"
-            text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-            Glibc.exit(64)  // EX_USAGE
+        let arguments: DaemonArguments
+        do {
+            arguments = try DaemonArguments.parse(Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            DaemonArguments.exit(withError: error)
         }
+        await Daemon(arguments: arguments).run()
     }
 
     func run() async {
-        let level = Logger.Level(rawValue: arguments.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        let level = Logger.Level(rawValue: arguments.logLevel.rawValue) ?? .info
+        switch arguments.logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+            PluginHelper.logsAsJSON.store(true, ordering: .relaxed)
         }
         let logger = Logger(label: "expirabled")
         let notifier = SystemdNotifier.fromEnvironment()
@@ -54,7 +57,7 @@ struct Daemon {
             configuration = try Configuration.load(path: arguments.config)
             plugins = try PluginHost(configuration: configuration, clock: clock, logger: Logger(label: "expirable.plugins"))
         } catch {
-            Daemon.fail("\(error)")
+            fail("\(error)")
         }
         var cluster: Cluster?
         if let settings = configuration.cluster {
@@ -62,7 +65,7 @@ struct Daemon {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
                 cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
             } catch {
-                Daemon.fail("\(error)")
+                fail("\(error)")
             }
         }
         let definitions = Daemon.definitions(plugins.definitions, configuration, cluster)
@@ -73,7 +76,7 @@ struct Daemon {
                 engine.keepStates(with: StateFiles(store: store, logger: Logger(label: "expirable.state")),
                                   initial: StateFiles.load(store, names: engine.names, logger: logger))
             } catch {
-                Daemon.fail("[server] state_dir: \(error.message)")
+                fail("[server] state_dir: \(error.message)")
             }
         }
         cluster?.attach(engine)
@@ -126,7 +129,7 @@ struct Daemon {
         } catch {
             engine.shutdown()
             plugins.shutdown()
-            Daemon.fail("\(error)")
+            fail("\(error)")
         }
         engine.shutdown()
         plugins.shutdown()
@@ -186,8 +189,11 @@ struct Daemon {
                              logger: Logger(label: "expirable.metrics"))
     }
 
-    static func fail(_ message: String) -> Never {
-        var text = "expirabled: \(message)\n"
+    /// Reports why the daemon cannot start, as a log record in the chosen format, and exits 1.
+    func fail(_ message: String) -> Never {
+        var text = arguments.logFormat == .json
+            ? JSONLogHandler.record(time: JSONLogHandler.now(), level: .critical, label: "expirabled", message: message, metadata: [:])
+            : "expirabled: \(message)\n"
         text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
         Glibc.exit(1)
     }

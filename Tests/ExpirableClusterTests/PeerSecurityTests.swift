@@ -110,7 +110,7 @@ struct ClusterConfigurationTests {
         defer { wrong.remove() }
         let expected = "cluster.cert \(pki.appending("node-b.pem")) names node-b, node-b, not this node (cluster.node = \"node-a\"); make one with `expirablectl cert node node-a`"
         let refused = try runTool(ctl, ["check-config", wrong.configPath])
-        #expect(refused.status == 1)
+        #expect(refused.status == 78)
         #expect(refused.stderr == "expirablectl: \(expected)\n")
         let daemon = try runTool(TestPaths.product("expirabled").path, ["--config", wrong.configPath])
         #expect(daemon.status == 1)

@@ -46,19 +46,19 @@ struct ControlTests {
         #expect(try daemon.ctl("clear", "--all").stdout == "cleared all\n")
     }
 
-    @Test("errors go to stderr with a non-zero exit status")
+    @Test("errors go to stderr with the exit status of their kind")
     func errors() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
         defer { daemon.remove() }
         let notFound = try daemon.ctl("fetch", "nope")
-        #expect(notFound.status == 1)
+        #expect(notFound.status == 66)
         #expect(notFound.stdout.isEmpty)
         #expect(notFound.stderr == "expirablectl: NOTFOUND no expirable named 'nope' is configured; `expirablectl list` shows the names\n")
         let noDaemon = try runTool(TestPaths.product("expirablectl").path, ["ping", "--socket", daemon.directory.appending("none.sock")])
-        #expect(noDaemon.status == 1)
-        #expect(noDaemon.stderr.hasPrefix("expirablectl: UNAVAILABLE cannot connect to \(daemon.directory.appending("none.sock"))"))
+        #expect(noDaemon.status == 69)
+        #expect(noDaemon.stderr.hasPrefix("expirablectl: UNAVAILABLE no socket \(daemon.directory.appending("none.sock"))"))
         let usage = try daemon.ctl("clear")
-        #expect(usage.status != 0)
+        #expect(usage.status == 64)
         #expect(usage.stderr.contains("give either a NAME or --all"))
     }
 
@@ -73,7 +73,7 @@ struct ControlTests {
         let broken = try String(contentsOfFile: daemon.configPath, encoding: .utf8).replacingOccurrences(of: "plugin = \"counter\"", with: "plugin = \"missing\"")
         try broken.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         let bad = try daemon.ctl("check-config", daemon.configPath)
-        #expect(bad.status == 1)
+        #expect(bad.status == 78)
         #expect(bad.stderr.hasPrefix("expirablectl: expirable.ok: plugin \"missing\" not found"))
     }
 
@@ -82,7 +82,7 @@ struct ControlTests {
         let daemon = try DaemonProcess(expirables: "[expirable.bad]\nplugin = \"datafetch\"\n", testPlugins: ["datafetch"], start: false)
         defer { daemon.remove() }
         let data = try daemon.ctl("check-config", daemon.configPath)
-        #expect(data.status == 1)
+        #expect(data.status == 78)
         #expect(data.stderr.contains("exports expirable_fetch as data, not as a function"), "stderr: \(data.stderr)")
         // What the daemon itself does with it: refuses to start, rather than crashing at the first GET.
         #expect(throws: (any Error).self) { try daemon.start() }
@@ -92,7 +92,7 @@ struct ControlTests {
             .replacingOccurrences(of: "plugin = \"datafetch\"", with: "plugin = \"datafetch\\u0000junk\"")
         try withNUL.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         let nul = try daemon.ctl("check-config", daemon.configPath)
-        #expect(nul.status == 1)
+        #expect(nul.status == 78)
         #expect(nul.stderr.contains("without \"/\" or control characters, got \"datafetch\\0junk\""), "stderr: \(nul.stderr)")
     }
 }

@@ -56,13 +56,15 @@ struct LifecycleTests {
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
 
-    @Test("the command line: --help prints the usage; a bad option exits 64 naming it", arguments: [
-        (["--help"], 0, "USAGE: expirabled --config <path>"),
-        ([], 64, "expirabled: missing --config <path>"),
-        (["--config"], 64, "expirabled: --config needs a value"),
-        (["--config=/x", "--threads", "0"], 64, "expirabled: --threads 0 is not a number of threads from 1 to 256"),
-        (["--config", "/x", "--log-level", "loud"], 64, "expirabled: --log-level loud is not one of trace, debug, info, notice, warning, error, critical"),
-        (["--config", "/x", "--verbose"], 64, "expirabled: unknown argument '--verbose'"),
+    @Test("the command line: --help prints the usage, --version the version; a bad option exits 64 naming it", arguments: [
+        (["--help"], 0, "OVERVIEW: Keeps short-lived values"),
+        (["--version"], 0, "0."),
+        ([], 64, "Error: Missing expected argument '--config <path>'"),
+        (["--config"], 64, "Error: Missing value for '--config <path>'"),
+        (["--config=/x", "--threads", "0"], 64, "Error: --threads 0 is not a number of threads from 1 to 256"),
+        (["--config", "/x", "--log-level", "loud"], 64, "Error: The value 'loud' is invalid for '--log-level <level>'. Please provide one of the following:"),
+        (["--config", "/x", "--log-format", "xml"], 64, "Error: The value 'xml' is invalid for '--log-format <format>'"),
+        (["--config", "/x", "--verbose"], 64, "Error: Unknown option '--verbose'"),
     ])
     func commandLine(arguments: [String], status: Int32, message: String) throws {
         let result = try runTool(TestPaths.product("expirabled").path, arguments)

@@ -93,23 +93,23 @@ struct WatchTests {
         #expect(json.stop().stderr == "")
     }
 
-    @Test("expirablectl watch exits 1 with NOTFOUND on stderr for an unknown name")
+    @Test("expirablectl watch exits 66 with NOTFOUND on stderr for an unknown name")
     func watchUnknownName() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
         defer { daemon.remove() }
         let result = try daemon.ctl("watch", "token", "nope")
-        #expect(result.status == 1)
+        #expect(result.status == 66)
         #expect(result.stderr.hasPrefix("expirablectl: NOTFOUND"))
     }
 
-    @Test("expirablectl watch exits 1 with UNAVAILABLE on stderr when the daemon cannot be reached")
+    @Test("expirablectl watch exits 69 with UNAVAILABLE on stderr when the daemon cannot be reached")
     func watchUnreachable() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let socket = directory.appending("none.sock")
         let result = try runTool(TestPaths.product("expirablectl").path, ["watch", "token", "--socket", socket])
-        #expect(result.status == 1)
-        #expect(result.stderr.hasPrefix("expirablectl: UNAVAILABLE cannot connect to \(socket)"))
+        #expect(result.status == 69)
+        #expect(result.stderr == "expirablectl: UNAVAILABLE no socket \(socket): is expirabled running, and is that its server.socket?\n")
     }
 
     /// Runs `body` while clearing and fetching `token` every 100 ms, so a subscriber whose subscription is

@@ -1,0 +1,39 @@
+import Foundation
+
+/// `--json` output, shared by every reading command: one JSON document on one line, keys sorted.
+enum JSONOutput {
+    /// Prints `object` (dictionaries, arrays, strings, numbers, booleans, NSNull) and a newline.
+    static func print(_ object: Any) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        printOut(Array(data) + [UInt8(ascii: "\n")])
+    }
+
+    /// Keys whose values are words or names, kept as strings whatever they look like (a node may be named "1").
+    static let textKeys: Set<String> = [
+        "name", "node", "owner", "replica", "state", "scope", "refresh", "address", "certificate", "tls", "config",
+        "error", "clock_error", "last_error", "last_error_class", "isolation", "socket", "version", "daemon",
+        "before_expiry", "plugin",
+    ]
+
+    /// The daemon's INFO or CLUSTER fields (`key:value` text) as typed JSON members: numbers as numbers, yes/no
+    /// as booleans, `none` as null, everything else (and every key in `textKeys`) as the string it is.
+    static func typed(_ fields: [String: String]) -> [String: Any] {
+        var object: [String: Any] = [:]
+        for (key, value) in fields {
+            if textKeys.contains(key) {
+                object[key] = value
+            } else if let number = Int64(value) {
+                object[key] = number
+            } else if let number = Double(value), number.isFinite, value.first?.isNumber == true {
+                object[key] = number
+            } else if value == "yes" || value == "no" {
+                object[key] = value == "yes"
+            } else if value == "none" {
+                object[key] = NSNull()
+            } else {
+                object[key] = value
+            }
+        }
+        return object
+    }
+}

@@ -1,0 +1,231 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// The command-line convention of both binaries, on real processes: global options anywhere, durations,
+/// --json, --version, one exit status per kind of error, and connection errors that name the cause.
+@Suite("expirablectl and expirabled: one command-line convention")
+struct CommandLineTests {
+    static var ctl: String { get throws { try TestPaths.product("expirablectl").path } }
+
+    @Test("--socket and --timeout are accepted before or after the command; --timeout takes a duration, a bare number of seconds")
+    func globalOptionsAnywhere() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        for arguments in [
+            ["--socket", daemon.socket, "list"],
+            ["list", "--socket", daemon.socket],
+            ["--timeout", "5s", "list", "--socket", daemon.socket],
+            ["--socket", daemon.socket, "--timeout", "250ms", "list"],
+            ["list", "--timeout=5", "--socket=\(daemon.socket)"],
+        ] {
+            let result = try runTool(Self.ctl, arguments)
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            #expect(result.stdout == "token\n", "\(arguments)")
+        }
+        let bad = try runTool(Self.ctl, ["--timeout", "soon", "list", "--socket", daemon.socket])
+        #expect(bad.status == 64)
+        #expect(bad.stderr.hasPrefix("Error: The value 'soon' is invalid for '--timeout <duration>'"), "\(bad.stderr)")
+    }
+
+    @Test("--version prints the same version from both binaries, the one INFO reports")
+    func version() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let ctl = try runTool(Self.ctl, ["--version"])
+        let expirabled = try runTool(TestPaths.product("expirabled").path, ["--version"])
+        #expect(ctl.status == 0 && expirabled.status == 0)
+        #expect(!ctl.stdout.isEmpty)
+        #expect(ctl.stdout == expirabled.stdout)
+        let info = try daemon.redis("INFO", "server")
+        #expect(info.contains("version:\(ctl.stdout.trimmingCharacters(in: .newlines))"), "\(info)")
+    }
+
+    @Test("every reading command prints JSON with --json: fetch, list, status, cluster")
+    func json() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        func parsed(_ arguments: String...) throws -> Any {
+            let result = try runTool(Self.ctl, arguments + ["--socket", daemon.socket])
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            #expect(result.stdout.hasSuffix("}\n") || result.stdout.hasSuffix("]\n"))
+            #expect(result.stdout.filter { $0 == "\n" }.count == 1, "one line: \(result.stdout)")
+            return try JSONSerialization.jsonObject(with: Data(result.stdout.utf8))
+        }
+        let fetched = try #require(try parsed("fetch", "token", "--json") as? [String: Any])
+        #expect(fetched["value"] as? String == "token-1")
+        #expect(try parsed("list", "--json") as? [String] == ["token"])
+        let status = try #require(try parsed("status", "--json") as? [[String: Any]])
+        #expect(status.count == 1)
+        #expect(status.first?["name"] as? String == "token")
+        #expect(status.first?["state"] as? String == "valid")
+        #expect((status.first?["expires_in_ms"] as? Int ?? 0) > 50_000)
+        #expect(status.first?["fetching"] as? Bool == false)
+        #expect(status.first?["plugin_calls"] as? Int == 1)
+        let members = try #require(try parsed("cluster", "--json") as? [[String: Any]])
+        #expect(members.count == 1, "\(members)")
+        #expect(members.first?["node"] as? String == "local")
+    }
+
+    @Test("exit statuses: 66 not found, 1 fetch failed, 75 timeouts, 64 usage, 73 cert cannot write")
+    func exitStatusPerKind() throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + """
+            [expirable.broken]
+            plugin = "command"
+            scope = "local"
+            [expirable.broken.params]
+            shell = "exit 4"
+            ttl = "1m"
+            [expirable.slow]
+            plugin = "counter"
+            scope = "local"
+            timeout = "200ms"
+            [expirable.slow.params]
+            sleep_ms = 2000
+            [expirable.patient]
+            plugin = "command"
+            scope = "local"
+            timeout = "10s"
+            [expirable.patient.params]
+            shell = "sleep 3; echo late"
+            ttl = "1m"
+
+            """)
+        defer { daemon.remove() }
+        let notFound = try daemon.ctl("fetch", "nope")
+        #expect(notFound.status == 66)
+        let fetchFailed = try daemon.ctl("fetch", "broken")
+        #expect(fetchFailed.status == 1)
+        #expect(fetchFailed.stderr.hasPrefix("expirablectl: FETCH "), "\(fetchFailed.stderr)")
+        let pluginTimeout = try daemon.ctl("fetch", "slow")
+        #expect(pluginTimeout.status == 75)
+        #expect(pluginTimeout.stderr.hasPrefix("expirablectl: TIMEOUT "), "\(pluginTimeout.stderr)")
+        let callTimeout = try daemon.ctl("fetch", "patient", "--timeout", "300ms")
+        #expect(callTimeout.status == 75)
+        #expect(callTimeout.stderr.hasPrefix("expirablectl: CALLTIMEOUT the daemon did not answer within"), "\(callTimeout.stderr)")
+        #expect(try daemon.ctl("fetch").status == 64)
+        #expect(try daemon.ctl("status", "--no-such-option").status == 64)
+        let cert = try runTool(Self.ctl, ["cert", "ca", "--dir", daemon.directory.appending("missing/dir")])
+        #expect(cert.status == 73)
+        #expect(cert.stderr.hasPrefix("expirablectl: cannot create"), "\(cert.stderr)")
+        #expect(try runTool(Self.ctl, ["cert", "ca", "--socket", daemon.socket, "--dir", daemon.directory.path]).status == 0)
+    }
+
+    @Test("connection errors name the cause: no socket, a stale socket file, not a socket; each exits 69")
+    func connectionErrors() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let missing = directory.appending("none.sock")
+        let none = try runTool(Self.ctl, ["ping", "--socket", missing])
+        #expect(none.status == 69)
+        #expect(none.stderr == "expirablectl: UNAVAILABLE no socket \(missing): is expirabled running, and is that its server.socket?\n")
+
+        // A socket file nobody listens on: what a daemon killed with SIGKILL leaves behind.
+        let stale = directory.appending("stale.sock")
+        try Self.bindAndClose(stale)
+        let refused = try runTool(Self.ctl, ["--socket", stale, "status"])
+        #expect(refused.status == 69)
+        #expect(refused.stderr == "expirablectl: UNAVAILABLE no daemon is listening on \(stale): a stale socket file left by a daemon that stopped; start expirabled (it replaces the file)\n")
+
+        let file = try runTool(Self.ctl, ["ping", "--socket", "/etc/hostname"])
+        #expect(file.status == 69)
+        #expect(file.stderr == "expirablectl: UNAVAILABLE /etc/hostname is not a socket but a file; give the daemon's socket, server.socket in its configuration\n")
+        #expect(!file.stderr.contains("refused"))
+    }
+
+    static let canDropPrivileges = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
+
+    @Test("as a user outside the socket's group: permission denied, with the fix, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))
+    func permissionDeniedOnTheSocket() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let result = try runTool("/usr/bin/setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", Self.ctl, "ping", "--socket", daemon.socket])
+        #expect(result.status == 77)
+        #expect(result.stderr == "expirablectl: NOPERM permission denied on \(daemon.socket): you are not in the group that owns it (ls -l \(daemon.socket)), or run as that user\n")
+        #expect(!result.stderr.contains("is expirabled running"))
+        #expect(!result.stderr.contains(")\n") || result.stderr.hasSuffix("that user\n"))
+    }
+
+    @Test("a user who may connect but not clear gets NOPERM from the daemon, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))
+    func noPermissionFromTheDaemon() throws {
+        let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0666\"\n")
+        defer { daemon.remove() }
+        let nobody = ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", try Self.ctl]
+        let read = try runTool(nobody[0], Array(nobody.dropFirst()) + ["list", "--socket", daemon.socket])
+        #expect(read.status == 0, "\(read.stderr)")
+        let clear = try runTool(nobody[0], Array(nobody.dropFirst()) + ["clear", "token", "--socket", daemon.socket])
+        #expect(clear.status == 77)
+        #expect(clear.stderr.hasPrefix("expirablectl: NOPERM "), "\(clear.stderr)")
+    }
+
+    @Test("expirabled --log-format json: every line of a run is one JSON object with time, level, label, message and string metadata")
+    func jsonLogs() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.token]
+            plugin = "counter"
+            [expirable.token.params]
+            prefix = "token-"
+            [expirable.noisy]
+            plugin = "command"
+            scope = "local"
+            [expirable.noisy.params]
+            shell = "printf 'bad\\\\001 \\\\033[31m \\\\\\"quoted\\\\\\"\\\\n' >&2; exit 3"
+            ttl = "1m"
+
+            """, arguments: ["--log-format", "json"])
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token").hasPrefix("token-"))
+        _ = try daemon.redis("GET", "noisy")
+        _ = try daemon.redis("GET", "nope")
+        #expect(try daemon.ctl("clear", "--all").status == 0)
+        #expect(daemon.stop() == 0)
+
+        let log = daemon.log
+        let lines = log.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count >= 4, "\(log)")
+        #expect(log.hasSuffix("\n"))
+        for line in lines {
+            let object = try #require(try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+            for key in ["time", "level", "label", "message"] { #expect(object[key] is String, "\(key) in \(line)") }
+            #expect(object.values.allSatisfy { $0 is String }, "\(line)")
+            let time = object["time"] as? String ?? ""
+            #expect(time.range(of: #"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"#, options: .regularExpression) != nil, "\(time)")
+            #expect(!line.unicodeScalars.contains { $0.value < 0x20 }, "a raw control character in \(line)")
+        }
+        #expect(log.contains("\"message\":\"serving\""))
+        #expect(!log.contains("token-1"), "a value in the log")
+        // The strictest parser at hand agrees.
+        let python = try runTool("python3", ["-c", "import json,sys\nfor line in open(sys.argv[1]): assert isinstance(json.loads(line), dict)", daemon.logPath])
+        #expect(python.status == 0, "\(python.stderr)")
+    }
+
+    @Test("expirabled --log-format json: a configuration that stops the daemon is reported as a JSON line too")
+    func jsonStartFailure() throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.x]\nplugin = \"missing\"\n", start: false)
+        defer { daemon.remove() }
+        let result = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath, "--log-format", "json"])
+        #expect(result.status == 1)
+        let lines = result.stderr.split(separator: "\n")
+        for line in lines { #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) is [String: Any], "\(line)") }
+        let object = try #require(try JSONSerialization.jsonObject(with: Data((lines.last ?? "").utf8)) as? [String: Any], "\(result.stderr)")
+        #expect(object["level"] as? String == "critical")
+        #expect((object["message"] as? String ?? "").contains("plugin \"missing\" not found"))
+    }
+
+    /// Binds a Unix socket at `path` and closes it without unlinking: a socket file that refuses connections.
+    static func bindAndClose(_ path: String) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(fd)
+        guard bound == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
+    }
+}
