@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The plugin ABI: one C header, the only thing a plugin includes.
@@ -98,6 +99,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The Prometheus endpoint (SPEC §10): every part's figures, never a value, over NIO's HTTP/1 codec.
+        .target(
+            name: "ExpirableMetrics",
+            dependencies: [
+                "ExpirableCore", "ExpirableServer", "ExpirableCluster",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "ExpirableClient",
             dependencies: [
@@ -111,7 +126,7 @@ let package = Package(
             name: "expirabled",
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
-                "ExpirableState", "CExpirableLinux",
+                "ExpirableState", "CExpirableLinux", "ExpirableMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

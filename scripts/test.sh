@@ -40,7 +40,7 @@ fi
 clients=.build/python-clients
 wanted="$(cat Tests/Clients/requirements.txt Tests/Fixtures/requirements.txt; python3 --version)"
 if [ "$(cat "$clients/.installed" 2>/dev/null)" != "$wanted" ] \
-    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib' >/dev/null 2>&1; then
+    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib, prometheus_client' >/dev/null 2>&1; then
     echo "scripts/test.sh: installing the Python clients and Authlib into $clients"
     rm -rf "$clients"
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \

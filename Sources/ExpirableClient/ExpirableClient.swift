@@ -159,6 +159,19 @@ public final class ExpirableClient: Sendable {
         return pairs
     }
 
+    /// EXPLAIN for `name`: why it is in its state and what happens next, as key/value lines in the daemon's
+    /// order (`call` repeats, once per past plugin call, newest first). Never the value.
+    public func explain(_ name: String) async throws(ExpirableClientError) -> [(key: String, value: String)] {
+        let reply = try await call(["EXPLAIN", name])
+        guard let text = reply.string else { throw unexpected(reply, "EXPLAIN") }
+        var lines: [(key: String, value: String)] = []
+        for line in text.split(separator: "\r\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            lines.append((String(line[..<colon]), String(line[line.index(after: colon)...])))
+        }
+        return lines
+    }
+
     /// The cluster's members as the daemon sees them, one dictionary per member (`node`, `state`, `address`,
     /// `certificate`, `last_heard_ms`, `tls`, and `config`/`error` when there is something to report).
     public func cluster() async throws(ExpirableClientError) -> [[String: String]] {

@@ -12,6 +12,7 @@ extension Cluster {
         } else {
             lines.append(("replica", "none"))
         }
+        lines.append(leaseInfo(name))
         return lines
     }
 

@@ -43,7 +43,9 @@ extension Cluster {
     func leaseRequested(_ name: String, number: LeaseNumber, durationMillis: Int64, by peer: String) {
         let now = clock.monotonicNanos
         let (answer, newest) = state.withLock { s in
-            (s.grants.request(name, number: number, duration: .milliseconds(durationMillis), now: now), s.grants.newest[name])
+            let answer = s.grants.request(name, number: number, duration: .milliseconds(durationMillis), now: now)
+            if case .granted = answer { s.counters.leasesGranted &+= 1 } else { s.counters.leasesRefused &+= 1 }
+            return (answer, s.grants.newest[name])
         }
         switch answer {
         case .granted:
@@ -71,11 +73,16 @@ extension Cluster {
     /// the lease lasts, or fails the caller.
     private func leaseAnswered(_ name: String, number: LeaseNumber, timedOut: Bool) {
         let now = clock.monotonicNanos
-        let decided: (ClusterState.PendingLease, LeaseAttempt.Outcome)? = state.withLock { s in
+        let decided: (ClusterState.PendingLease, LeaseAttempt.Outcome)? = state.withLock { s -> (ClusterState.PendingLease, LeaseAttempt.Outcome)? in
             guard let pending = s.leases[name], pending.attempt.number == number else { return nil }
             guard let outcome = pending.attempt.outcome ?? (timedOut ? .lost(pending.attempt.refused) : nil) else { return nil }
             s.leases[name] = nil
-            if case .held = outcome { s.held[name] = number }
+            if case .held = outcome {
+                s.held[name] = number
+                s.counters.leasesHeld &+= 1
+            } else {
+                s.counters.leasesLost &+= 1
+            }
             return (pending, outcome)
         }
         guard let (pending, outcome) = decided else { return }
@@ -87,13 +94,19 @@ extension Cluster {
         case .held(let until):
             // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
             guard until > now, until - now >= UInt64(pending.timeout.nanoseconds) else {
+                state.withLock { $0.counters.leasesTooLate &+= 1 }
                 release(name, number)
                 pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called"))))
                 return
             }
             pending.local.fetch(pending.request) { [self] outcome in
                 let late = clock.monotonicNanos >= until
-                if late { state.withLock { $0.held[name] = nil } }
+                if late {
+                    state.withLock { s in
+                        s.held[name] = nil
+                        s.counters.callsOutlivedLease &+= 1
+                    }
+                }
                 // The engine stores and sends the value (and the state) inside this completion, tagged with
                 // `held[name]`. A late call's state change is kept all the same: its old state was consumed.
                 pending.completion(late

@@ -85,6 +85,7 @@ extension Cluster {
         let id: UInt64 = state.withLock { s in
             let id = s.nextRequestID
             s.nextRequestID += 1
+            s.counters.forwardsSent &+= 1
             s.pending[id] = ClusterState.PendingFetch(peer: owner, completion: completion, timeout: nil)
             return id
         }
@@ -105,7 +106,14 @@ extension Cluster {
     }
 
     private func complete(_ id: UInt64, _ outcome: ForwardOutcome) {
-        guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        let pending: ClusterState.PendingFetch? = state.withLock { s in
+            let pending = s.pending.removeValue(forKey: id)
+            if pending != nil {
+                if case .answered(.success) = outcome {} else { s.counters.forwardFailures &+= 1 }
+            }
+            return pending
+        }
+        guard let pending else { return }
         pending.timeout?.cancel()
         pending.completion(outcome)
     }
@@ -139,11 +147,15 @@ extension Cluster {
             dropped = nil
         }
         if let dropped {
+            state.withLock { $0.counters.forwardsDropped &+= 1 }
             logger.info("dropped a forwarded fetch without calling the plugin", metadata: ["expirable": "\(name)", "peer": "\(peer)", "reason": "\(dropped)"])
             send(.fetchFailed(id: id, code: ExpirableError.Code.timeout.rawValue, message: dropped, permanent: false, retryAfterMillis: nil), to: peer)
             return
         }
-        state.withLock { $0.forwardsIn[name, default: 0] += 1 }
+        state.withLock { s in
+            s.forwardsIn[name, default: 0] += 1
+            s.counters.forwardsServed &+= 1
+        }
         // A paced call starting after the deadline is not waited for: the last error is answered at once.
         engine.fetch(name, patience: deadline.remaining(at: now)) { [self] result in
             state.withLock { s in

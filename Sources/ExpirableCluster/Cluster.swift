@@ -248,6 +248,8 @@ struct ClusterState {
     var grants: LeaseGrants
     var leases: [String: PendingLease] = [:]
     var held: [String: LeaseNumber] = [:]
+    /// Counts for the metrics.
+    var counters = ClusterCounters()
 
     init(peers: [ClusterOptions.Peer], grants: LeaseGrants) {
         self.peers = Dictionary(uniqueKeysWithValues: peers.map { ($0.name, PeerRecord(peer: $0)) })

@@ -37,6 +37,25 @@ public struct Configuration: Sendable, Hashable {
         ConfigurationError(file: file, line: line(of: path), key: nil, message: message)
     }
 
+    /// `[metrics]`: the Prometheus endpoint; nil (no endpoint) by default.
+    public internal(set) var metrics: Metrics? = nil
+
+    /// `[metrics]` (SPEC §10).
+    public struct Metrics: Sendable, Hashable {
+        /// Where `GET /metrics` is served over HTTP. Any address is accepted; one that is not loopback draws a
+        /// warning at start, for the endpoint has no authentication (it never shows a value or a key).
+        public let listen: Endpoint
+
+        public init(listen: Endpoint) {
+            self.listen = listen
+        }
+
+        /// Whether `listen` is reachable only from this machine.
+        public var isLoopback: Bool {
+            listen.host == "localhost" || listen.host == "::1" || listen.host.hasPrefix("127.")
+        }
+    }
+
     /// `[server]`.
     public struct Server: Sendable, Hashable {
         public static let defaultSocket = "/run/expirable/expirable.sock"

@@ -19,7 +19,7 @@ struct ConfigurationDecoder {
     }
 
     mutating func decode(_ root: TOMLTable) throws(ConfigurationError) -> Configuration {
-        try allowOnly(["server", "cluster", "expirable"], in: root, at: [])
+        try allowOnly(["server", "cluster", "metrics", "expirable"], in: root, at: [])
         let server = try decodeServer(root["server"].map { v throws(ConfigurationError) in try table(v, at: ["server"]) })
         let cluster = try root["cluster"].map { v throws(ConfigurationError) in try decodeCluster(table(v, at: ["cluster"])) }
         var expirables: [Configuration.Expirable] = []
@@ -31,6 +31,7 @@ struct ConfigurationDecoder {
             }
         }
         var configuration = Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+        configuration.metrics = try root["metrics"].map { v throws(ConfigurationError) in try decodeMetrics(table(v, at: ["metrics"])) }
         ConfigurationDecoder.collectLines(root, at: [], into: &configuration.keyLines.lines)
         return configuration
     }
@@ -40,6 +41,12 @@ struct ConfigurationDecoder {
             if let line = table.line(of: key) { lines[at + [key]] = line }
             if let inner = table[key]?.table { collectLines(inner, at: at + [key], into: &lines) }
         }
+    }
+
+    private func decodeMetrics(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Metrics {
+        let at = ["metrics"]
+        try allowOnly(["listen"], in: t, at: at)
+        return .init(listen: try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) })
     }
 
     // MARK: Tables

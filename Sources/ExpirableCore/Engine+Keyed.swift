@@ -32,6 +32,8 @@ final class Family: Sendable {
         var order: [String] = []
         var random = SystemRandomNumberGenerator()
         var evicted: UInt64 = 0
+        /// The counts of members no longer held, so the family's totals never go back.
+        var retired = ExpirableCounters()
     }
     private let members = Mutex(Members())
 
@@ -83,6 +85,13 @@ final class Family: Sendable {
     var all: [Entry] { members.withLock { m in m.order.map { m.byKey[$0]!.entry } } }
     var count: Int { members.withLock { $0.order.count } }
     var evictions: UInt64 { members.withLock { $0.evicted } }
+
+    func keepCounts(of member: Entry) {
+        let counts = member.state.withLock { $0.counters }
+        members.withLock { $0.retired.add(counts) }
+    }
+
+    var retiredCounters: ExpirableCounters { members.withLock { $0.retired } }
 
     private static func remove(_ key: String, from m: inout Members) -> Entry? {
         guard let (entry, index) = m.byKey.removeValue(forKey: key) else { return nil }
@@ -139,6 +148,7 @@ extension Engine {
     /// A member taken out of its family: its refresh stops; a call under way still answers its callers.
     func retire(_ entry: Entry, reason: String) {
         entry.state.withLock { $0.cancelRefresh() }
+        entry.family?.keepCounts(of: entry)
         logger.debug("keyed member dropped", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
     }
 

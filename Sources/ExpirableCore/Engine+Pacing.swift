@@ -53,7 +53,7 @@ extension Engine {
         scheduled.timer.cancel()
         s.flight!.scheduled = nil
         s.flight!.generation = s.generation
-        startingCall(&s, now: now)
+        startingCall(&s, now: now, trigger: .paced)
         return s.generation
     }
 

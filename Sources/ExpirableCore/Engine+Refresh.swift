@@ -65,7 +65,7 @@ extension Engine {
             }
             s.flight = Entry.Flight(waiters: [], generation: generation)
             s.counters.refreshes &+= 1
-            startingCall(&s, now: now)
+            startingCall(&s, now: now, trigger: .refresh)
             return true
         }
         guard start else { return }

@@ -10,6 +10,7 @@ public final class Engine: Sendable {
     let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
     private let observerBox = Mutex<NewValueObserver?>(nil)
+    private let callObserverBox = Mutex<CallObserver?>(nil)
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
     let tableSlot: TableSlot
@@ -54,6 +55,12 @@ public final class Engine: Sendable {
     /// released, and must not block. A clear stores nothing, so it calls nothing. One observer; call once.
     public func observeNewValues(_ observer: @escaping @Sendable (String, Fetched) -> Void) {
         observerBox.withLock { $0 = NewValueObserver(call: observer) }
+    }
+
+    /// Calls `observer` with every plugin call that ends from now on, under the configured name (a keyed
+    /// family's, for its members), after the entry's lock is released; it must not block. One observer; call once.
+    public func observeCalls(_ observer: @escaping @Sendable (String, CallRecord) -> Void) {
+        callObserverBox.withLock { $0 = CallObserver(call: observer) }
     }
 
     func announceNewValue(_ name: String, _ fetched: Fetched) {
@@ -158,7 +165,7 @@ public final class Engine: Sendable {
                 return .wait
             }
             s.flight = Entry.Flight(waiters: [completion], generation: s.generation)
-            startingCall(&s, now: now)
+            startingCall(&s, now: now, trigger: .reader)
             return .call(s.generation)
         }
         switch action {
@@ -237,9 +244,27 @@ public final class Engine: Sendable {
     // MARK: Plugin calls
 
     /// Bookkeeping for a call about to start; caller holds the lock.
-    func startingCall(_ s: inout Entry.State, now: UInt64) {
+    func startingCall(_ s: inout Entry.State, now: UInt64, trigger: CallRecord.Trigger) {
         s.lastCallStart = now
+        s.callTrigger = trigger
         s.counters.pluginCalls &+= 1
+    }
+
+    /// Records the call that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
+    func recordCall(_ entry: Entry, _ s: inout Entry.State, result: Result<Fetched, ExpirableError>, now: UInt64, wall: Int64) -> CallRecord {
+        let duration = now - min(now, s.lastCallStart ?? now)
+        let outcome: CallRecord.Outcome
+        var code: ExpirableError.Code?
+        switch result {
+        case .success: outcome = .success
+        case .failure(let error):
+            outcome = error.errorClass == .permanent ? .permanent : .temporary
+            code = error.code
+        }
+        let record = CallRecord(startedAtMillis: wall - Int64(duration / 1_000_000), durationNanos: duration, outcome: outcome,
+                                trigger: s.callTrigger, errorCode: code)
+        s.history.record(record, keepOlder: entry.family == nil)
+        return record
     }
 
     func call(_ entry: Entry, generation: UInt64) {
@@ -281,6 +306,7 @@ public final class Engine: Sendable {
         // A value this node's plugin fetched gets a new version, to be sent to the peers once stored.
         var announce: (Fetched, Int64?, Version)?
         var stored = false
+        var finished: CallRecord?
         let (waiters, answer, followUp): ([Entry.Completion], Result<Fetched, ExpirableError>, UInt64?) = entry.state.withLock { s in
             let waiters = s.flight?.waiters ?? []
             s.flight = nil
@@ -323,9 +349,11 @@ public final class Engine: Sendable {
                 }
             }
             var answer = result
+            finished = recordCall(entry, &s, result: result, now: now, wall: wall)
             if case .failure(let error) = result {
                 s.lastError = error.description
                 s.counters.failures &+= 1
+                if error.errorClass == .permanent { s.counters.permanentFailures &+= 1 }
                 failed(entry, &s, error: error, generation: generation, now: now, wall: wall)
                 if generation == s.generation, s.isStaleServable(at: now, staleIfError: entry.staleNanos), let value = s.value {
                     answer = .success(value.markedStale())
@@ -335,7 +363,7 @@ public final class Engine: Sendable {
             guard !s.nextWaiters.isEmpty else { return (waiters, answer, nil) }
             s.flight = Entry.Flight(waiters: s.nextWaiters, generation: s.generation)
             s.nextWaiters = []
-            startingCall(&s, now: now)
+            startingCall(&s, now: now, trigger: .afterClear)
             return (waiters, answer, s.generation)
         }
         if case .failure(let error) = result {
@@ -347,6 +375,7 @@ public final class Engine: Sendable {
             replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
         }
         if stored, case .success(let fetched) = result { announceNewValue(entry.name, fetched) }
+        if let finished, let observer = callObserverBox.withLock({ $0 }) { observer.call(entry.family?.name ?? entry.name, finished) }
         for waiter in waiters { waiter(answer) }
         if let followUp { call(entry, generation: followUp) }
     }
@@ -408,4 +437,9 @@ public final class Engine: Sendable {
 /// values later, overflowed the stack of the plugin thread that stored the value.
 struct NewValueObserver: Sendable {
     let call: @Sendable (String, Fetched) -> Void
+}
+
+/// The call observer, wrapped for the same reason as `NewValueObserver`.
+struct CallObserver: Sendable {
+    let call: @Sendable (String, CallRecord) -> Void
 }

@@ -2,6 +2,19 @@ import Synchronization
 
 /// Counters kept per expirable, shown by INFO and `expirablectl status`.
 public struct ExpirableCounters: Sendable, Hashable {
+    public init() {}
+
+    /// Adds `other`'s counts to these (a keyed family's members summed).
+    public mutating func add(_ other: ExpirableCounters) {
+        hits &+= other.hits
+        misses &+= other.misses
+        pluginCalls &+= other.pluginCalls
+        failures &+= other.failures
+        permanentFailures &+= other.permanentFailures
+        refreshes &+= other.refreshes
+        staleAnswers &+= other.staleAnswers
+    }
+
     /// Fetches answered from memory.
     public var hits: UInt64 = 0
     /// Fetches that found no valid value and waited for a plugin call.
@@ -10,6 +23,8 @@ public struct ExpirableCounters: Sendable, Hashable {
     public var pluginCalls: UInt64 = 0
     /// Plugin calls that failed.
     public var failures: UInt64 = 0
+    /// Of `failures`, those of class permanent; the rest were temporary.
+    public var permanentFailures: UInt64 = 0
     /// Eager refreshes started.
     public var refreshes: UInt64 = 0
     /// Answers of an expired value, marked stale, in place of an error (`stale_if_error`).
@@ -69,6 +84,10 @@ final class Entry: Sendable {
         var lastCallStart: UInt64?
         var lastError: String?
         var counters = ExpirableCounters()
+        /// What started the call under way (or the last one), for its record.
+        var callTrigger = CallRecord.Trigger.reader
+        /// The last calls, for `explain`.
+        var history = CallHistory()
         /// The version of the current value or of the last clear (cluster scope with a replicator only).
         var version: Version?
         /// The plugin's state (SPEC §3.20): given to every call, replaced by what a call sets. A clear of the

@@ -22,8 +22,10 @@ enum Command: Equatable {
     case mget, exists, subscribe, unsubscribe
     case hello, client, select, echo, reset, auth, dbsize, command
     case multi, exec, discard
+    /// Why `name` (word 1) is in its state and what happens next.
+    case explain
 
-    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, RELOAD, LIST, INFO [name], SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
+    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, RELOAD, LIST, INFO [name], EXPLAIN name, SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
     /// The command `words` spell, or the error reply to send.
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
@@ -53,6 +55,7 @@ enum Command: Equatable {
         if words.word(0, is: "RELOAD") { return none(.reload, "RELOAD") }
         if words.word(0, is: "LIST") { return none(.list, "LIST") }
         if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
+        if words.word(0, is: "EXPLAIN") { return named(.explain, "EXPLAIN") }
         if words.word(0, is: "EXISTS") { return names(.exists, "EXISTS") }
         if words.word(0, is: "TYPE") { return named(.type, "TYPE") }
         if words.word(0, is: "DBSIZE") { return none(.dbsize, "DBSIZE") }
@@ -77,6 +80,52 @@ enum Command: Equatable {
     private static func arity(_ name: String, _ form: String) -> Result<Command, ReplyError> {
         .failure(.init("ERR wrong number of arguments for '\(name)'; expected \(form)"))
     }
+
+    /// The names requests are counted under in the metrics; `metricSlot` indexes it.
+    static let metricNames = [
+        "get", "fetch", "mget", "ttl", "pttl", "exists", "type", "dbsize", "clear", "clearall", "list", "info", "explain",
+        "subscribe", "unsubscribe", "cluster", "ping", "echo", "hello", "client", "select", "reset", "quit", "multi", "exec",
+        "discard", "command", "auth", "config", "reload", "unknown",
+    ]
+
+    /// This command's place in `metricNames`.
+    var metricSlot: Int {
+        switch self {
+        case .get: 0
+        case .fetch: 1
+        case .mget: 2
+        case .ttl: 3
+        case .pttl: 4
+        case .exists: 5
+        case .type: 6
+        case .dbsize: 7
+        case .clear: 8
+        case .clearAll: 9
+        case .list: 10
+        case .info: 11
+        case .explain: 12
+        case .subscribe: 13
+        case .unsubscribe: 14
+        case .cluster: 15
+        case .ping: 16
+        case .echo: 17
+        case .hello: 18
+        case .client: 19
+        case .select: 20
+        case .reset: 21
+        case .quit: 22
+        case .multi: 23
+        case .exec: 24
+        case .discard: 25
+        case .command: 26
+        case .auth: 27
+        case .configGet: 28
+        case .reload: 29
+        }
+    }
+
+    /// The slot of requests that were not a command (unknown, wrong arity).
+    static let unknownMetricSlot = 30
 
     /// Whether a RESP2 connection in subscribed mode may send it (as in Redis).
     var allowedWhileSubscribed: Bool {

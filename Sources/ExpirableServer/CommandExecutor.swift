@@ -15,10 +15,13 @@ final class CommandExecutor {
     /// Set when a value was written into the replies not yet handed to the channel: the handler then zeroes
     /// their buffer once it is written.
     var repliesHoldValue = false
+    /// This connection's requests by command.
+    let requests = RequestCounts()
 
     init(state: ServerState, subscriber: Subscriber) {
         self.state = state
         self.subscriber = subscriber
+        state.requestCounts.opened(requests)
     }
 
     /// The largest transaction: queued requests beyond this many bytes make EXEC fail.
@@ -47,6 +50,7 @@ final class CommandExecutor {
             default: return queue(command, words, &session, into: &out)
             }
         }
+        requests.count(command.metricSlot)
         let engine = state.engine
         switch command {
         case .get:
@@ -197,6 +201,13 @@ final class CommandExecutor {
         case .quit:
             out.writeRESPSimple("OK")
             return .closeAfterReply
+        case .explain:
+            let name = words.string(1)
+            guard let text = ExplainText.expirable(name, state: state) else {
+                out.writeRESPError(ExpirableError.notFound(name).description)
+                return .answered
+            }
+            out.writeRESPBulk(text)
         case .cluster:
             let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
             out.writeRESPBulk(text)
@@ -208,6 +219,7 @@ final class CommandExecutor {
 
     /// A request that could not be parsed as a command: its error, and inside MULTI, a failed transaction.
     func refuse(_ error: ReplyError, _ session: inout Session, into out: inout ByteBuffer) {
+        requests.count(Command.unknownMetricSlot)
         session.transaction?.failed = true
         out.writeRESPError(error.text)
     }
@@ -215,6 +227,7 @@ final class CommandExecutor {
     /// Called when the connection closes: its subscriptions end.
     func connectionClosed(_ session: inout Session) {
         unsubscribeAll(&session)
+        state.requestCounts.closed(requests)
     }
 
     // MARK: Commands with more to them

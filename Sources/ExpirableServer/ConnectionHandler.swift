@@ -116,6 +116,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         if var out = outbound, takeValueFlag() {
             outbound = nil
             out.withVeryUnsafeMutableBytes { if let base = $0.baseAddress, $0.count > 0 { explicit_bzero(base, $0.count) } }
@@ -160,6 +161,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         wipeWritten()
         if context.channel.isWritable && state.phase == .throttled {
+            executor.state.throttledConnections.subtract(1, ordering: .relaxed)
             state.phase = .serving
             resume(context: context)
         }
@@ -187,6 +189,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("connection error", metadata: ["error": "\(error)"])
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         context.close(promise: nil)
     }
@@ -351,7 +354,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// throttled until NIO reports it writable again (at half of it).
     private func flushAndCheckOutput(context: ChannelHandlerContext) {
         sendReplies(context: context)
-        if !context.channel.isWritable && state.phase == .serving { state.phase = .throttled }
+        if !context.channel.isWritable && state.phase == .serving {
+            state.phase = .throttled
+            executor.state.outputThrottles.add(1, ordering: .relaxed)
+            executor.state.throttledConnections.add(1, ordering: .relaxed)
+        }
     }
 
     /// A new value for a subscription: pushed at once (after a transaction's array, if one is half written).
@@ -374,6 +381,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
                 "peer": "\(executor.peer.map(\.description) ?? "unknown")",
             ])
+            executor.state.slowSubscribersClosed.add(1, ordering: .relaxed)
             state.phase = .closed
             context.close(promise: nil)
         }
@@ -404,6 +412,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.phase != .closed else { return }
         let out = outbound ?? context.channel.allocator.buffer(capacity: 0)
         outbound = nil
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         state.quietTicks = 0
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)

@@ -15,7 +15,7 @@ public final class ExpirableServer: Service, Sendable {
     /// The daemon's version, shown by INFO.
     public static let version = ExpirableVersion.string
 
-    private let state: ServerState
+    let state: ServerState
     private let group: any EventLoopGroup
 
     /// What would stop a server from listening at `path` (the path too long, its directory missing and not

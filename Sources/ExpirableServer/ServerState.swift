@@ -15,6 +15,13 @@ final class ServerState: Sendable {
     let connectionsAccepted = Atomic<Int>(0)
     let connectionsRefused = Atomic<Int>(0)
     private let lastClientID = Atomic<Int64>(0)
+    /// Requests by command, for the metrics.
+    let requestCounts = RequestCountRegistry()
+    /// Output back-pressure (`max_output_bytes`): throttles so far, connections throttled now, subscribers
+    /// disconnected for not reading.
+    let outputThrottles = Atomic<UInt64>(0)
+    let throttledConnections = Atomic<Int>(0)
+    let slowSubscribersClosed = Atomic<UInt64>(0)
     /// Who listens to which expirable's new values.
     let subscriptions = Subscriptions()
     /// Set while the listening socket's reserve descriptor is spent: new connections are refused at once.

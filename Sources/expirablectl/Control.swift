@@ -17,13 +17,13 @@ struct Control: AsyncParsableCommand {
             Every command talks to the daemon's Unix socket. The global options --socket (default \
             $EXPIRABLE_SOCKET, else /run/expirable/expirable.sock) and --timeout go before or after the \
             command. Durations are written as in the configuration: 250ms, 30s, 5m, 1h; a bare number is \
-            seconds for --timeout and milliseconds elsewhere. Reading commands (fetch, list, status, cluster) \
+            seconds for --timeout and milliseconds elsewhere. Reading commands (fetch, list, status, cluster, explain) \
             print JSON with --json. Errors go to stderr, and the exit status says what kind of error it was:
 
             \(ExitStatus.table)
             """,
         version: ExpirableVersion.string,
-        subcommands: [Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
+        subcommands: [Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Explain.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
     )
 
     /// Parsed here so that the options are accepted before the command as well as after it; each command that

@@ -2,6 +2,7 @@ import CExpirableLinux
 import ExpirableCluster
 import ExpirableConfig
 import ExpirableCore
+import ExpirableMetrics
 import ExpirablePluginHost
 import ExpirableServer
 import ExpirableState
@@ -118,7 +119,11 @@ struct Daemon {
             logger: Logger(label: "expirable.server"),
             group: MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
         )
-        let services: [ServiceGroupConfiguration.ServiceConfiguration] = (cluster.map { [$0 as any Service] } ?? []).map {
+        var parts: [any Service] = cluster.map { [$0] } ?? []
+        if let metrics = configuration.metrics {
+            parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, logger: logger))
+        }
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = parts.map {
             .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
         } + [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)]
         let group = ServiceGroup(configuration: .init(
@@ -174,6 +179,21 @@ struct Daemon {
         options.quorum = Dictionary(uniqueKeysWithValues: configuration.expirables
             .filter { $0.scope == .cluster && $0.singleFlight == .quorum }.map { ($0.name, $0.timeout) })
         return options
+    }
+
+    /// The Prometheus endpoint of `[metrics]`, on an event loop of its own.
+    static func metricsServer(_ settings: Configuration.Metrics, engine: Engine, server: ExpirableServer, cluster: Cluster?,
+                              plugins: PluginHost, logger: Logger) -> MetricsServer {
+        var sources = MetricsSources(engine: engine, version: ExpirableServer.version)
+        sources.server = { server.figures() }
+        sources.pluginInfo = { plugins.info($0) }
+        if let cluster { sources.cluster = { cluster.figures(names: $0) } }
+        if !settings.isLoopback {
+            // Any address works, as a user expects; the endpoint has no authentication, so say what it shows.
+            logger.warning("[metrics] listen is not a loopback address: anyone who can reach it reads the names of the expirables, their states, timings and counters (never a value or a key); firewall it or listen on 127.0.0.1", metadata: ["listen": "\(settings.listen)"])
+        }
+        return MetricsServer(host: settings.listen.host, port: settings.listen.port, collector: MetricsCollector(sources: sources),
+                             logger: Logger(label: "expirable.metrics"))
     }
 
     /// Reports why the daemon cannot start, as a log record in the chosen format, and exits 1.

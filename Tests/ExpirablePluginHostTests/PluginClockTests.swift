@@ -75,10 +75,12 @@ struct PluginClockTests {
         let started = fixture.path("started")
         let release = fixture.path("release")
         let clock = ManualClock()
+        // A long timeout: the helper's own kernel timer (the timeout plus 250 ms, in real time) must not fire
+        // while the test moves the manual clock, however slowly a loaded machine runs it.
         let (engine, host) = try fixture.engine("""
             [expirable.slow]
             plugin = "sleeper"
-            timeout = "5s"
+            timeout = "60s"
             [expirable.slow.params]
             release_file = "\(release)"
             started_file = "\(started)"
@@ -87,12 +89,12 @@ struct PluginClockTests {
         let first = try #require(Self.fact(host, "slow", "helper_pid"))
         let call = Task { await fetchError(engine, "slow") }
         #expect(try await Self.soon { FileManager.default.fileExists(atPath: started) })
-        clock.advance(by: .seconds(5))
+        clock.advance(by: .seconds(60))
         #expect(await call.value?.code == .timeout)
         #expect(try await Self.soon { Self.fact(host, "slow", "helper_pid") == "none" }, "the hung helper \(first) was killed and reaped")
         // Within the backoff, the death is the answer at once and no helper starts, however long real time runs.
         let death = await fetchError(engine, "slow")
-        #expect(death?.message.hasPrefix("plugin for slow was killed with its helper (pid \(first)) after a call outlived its timeout of 5000ms; the first call after 1s") == true, "\(String(describing: death))")
+        #expect(death?.message.hasPrefix("plugin for slow was killed with its helper (pid \(first)) after a call outlived its timeout of 60000ms; the first call after 1s") == true, "\(String(describing: death))")
         #expect(Self.fact(host, "slow", "helper_pid") == "none")
         // A second hang after the first restart doubles the backoff.
         clock.advance(by: .seconds(1))
@@ -101,7 +103,7 @@ struct PluginClockTests {
         #expect(try await Self.soon { FileManager.default.fileExists(atPath: started) })
         let second = try #require(Self.fact(host, "slow", "helper_pid"))
         #expect(second != first && second != "none")
-        clock.advance(by: .seconds(5))
+        clock.advance(by: .seconds(60))
         #expect(await again.value?.code == .timeout)
         #expect(try await Self.soon { Self.fact(host, "slow", "helper_pid") == "none" })
         #expect(await fetchError(engine, "slow")?.message.contains("the first call after 2s starts its helper again") == true)

@@ -1,0 +1,84 @@
+import ExpirableCore
+
+/// Counts of the cluster's traffic and leases, for the metrics.
+public struct ClusterCounters: Sendable, Hashable {
+    /// Fetches this node forwarded to an owner, and those that failed (error, timeout, owner gone).
+    public var forwardsSent: UInt64 = 0
+    public var forwardFailures: UInt64 = 0
+    /// Fetches peers forwarded here, served through the engine, and those dropped unanswered (deadline passed,
+    /// sent before a pause ended).
+    public var forwardsServed: UInt64 = 0
+    public var forwardsDropped: UInt64 = 0
+    /// Lease attempts of this node (`single_flight = "quorum"`): held by a majority, lost, held too late for a
+    /// whole call, and calls that outlived their lease (their result dropped).
+    public var leasesHeld: UInt64 = 0
+    public var leasesLost: UInt64 = 0
+    public var leasesTooLate: UInt64 = 0
+    public var callsOutlivedLease: UInt64 = 0
+    /// Peers' lease requests this node granted or refused.
+    public var leasesGranted: UInt64 = 0
+    public var leasesRefused: UInt64 = 0
+
+    public init() {}
+}
+
+/// The cluster as the metrics show it.
+public struct ClusterFigures: Sendable {
+    public struct Peer: Sendable {
+        public let node: String
+        public let alive: Bool
+        /// Seconds since the last frame from it; nil before the first.
+        public let lastHeardSeconds: Double?
+        /// How far its clock is ahead of this node's (negative: behind), as last measured.
+        public let clockOffsetSeconds: Double?
+        /// The round trip of the last heartbeat: the replication delay to expect on the link.
+        public let roundTripSeconds: Double?
+    }
+
+    public let node: String
+    public let peers: [Peer]
+    /// This node's correction from its wall clock to cluster time.
+    public let clockCorrectionSeconds: Double
+    /// Members (this node included) whose clock is beyond `max_clock_offset`.
+    public let clockOffsetErrors: Int
+    public let counters: ClusterCounters
+    /// Cluster-scoped names this node owns now, and those it holds a lease for.
+    public let owned: Set<String>
+    public let leased: Set<String>
+}
+
+extension Cluster {
+    /// The figures now; `names` are the cluster-scoped expirables to report ownership of.
+    public func figures(names: [String]) -> ClusterFigures {
+        let members = members()
+        let (counters, held) = state.withLock { ($0.counters, Set($0.held.keys)) }
+        let live = liveNodes()
+        let owned = Set(names.filter { Ownership.owner(of: $0, among: live) == options.node })
+        return ClusterFigures(
+            node: options.node,
+            peers: members.filter { $0.state != .this }.map { member in
+                ClusterFigures.Peer(
+                    node: member.node, alive: member.state == .alive,
+                    lastHeardSeconds: member.lastHeardMillis.map { Double($0) / 1000 },
+                    clockOffsetSeconds: member.clockOffsetMillis.map { Double($0) / 1000 },
+                    roundTripSeconds: member.roundTripMillis.map { Double($0) / 1000 }
+                )
+            },
+            clockCorrectionSeconds: Double(members.first { $0.state == .this }?.clockOffsetMillis ?? 0) / 1000,
+            clockOffsetErrors: members.filter { $0.clockError != nil }.count,
+            counters: counters, owned: owned, leased: held
+        )
+    }
+
+    /// The lease line of `explain`: whether `name` takes a lease before a call, and whether this node holds one.
+    func leaseInfo(_ name: String) -> (String, String) {
+        let base = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
+        guard options.quorum[base] != nil else {
+            return ("lease", "none: single_flight is local, so the owner calls without asking the others")
+        }
+        let (held, pending) = state.withLock { ($0.held[name], $0.leases[name] != nil) }
+        if let held { return ("lease", "held by this node (lease \(held)) for the call under way") }
+        if pending { return ("lease", "asked for: waiting for a majority of the nodes to grant it") }
+        return ("lease", "single_flight = quorum: a call needs a lease granted by a majority; none held now")
+    }
+}

@@ -1,0 +1,63 @@
+/// One finished plugin call, as `explain` and the metrics show it: when it started, how long it took, how it
+/// ended and what started it. Never the value, nor the plugin's state.
+public struct CallRecord: Sendable, Hashable {
+    /// What a call ended in.
+    public enum Outcome: String, Sendable, Hashable, CaseIterable {
+        /// A value arrived (stored, or dropped because a clear came first).
+        case success
+        /// A temporary failure (`ExpirableError.Class.temporary`): an outage, an overload, a timeout.
+        case temporary
+        /// A permanent failure: the configuration or the grant is broken.
+        case permanent
+    }
+
+    /// Why the call started.
+    public enum Trigger: String, Sendable, Hashable {
+        /// A reader found no valid value (or not enough validity for its MINTTL).
+        case reader
+        /// Eager refresh, before the value expires.
+        case refresh
+        /// A reader's call that pacing held back after a failure, started when pacing allowed it.
+        case paced
+        /// Readers who arrived after a clear, while a call from before it was still running.
+        case afterClear = "after_clear"
+    }
+
+    /// Wall-clock start, Unix milliseconds.
+    public let startedAtMillis: Int64
+    /// How long the call took, in nanoseconds.
+    public let durationNanos: UInt64
+    public let outcome: Outcome
+    public let trigger: Trigger
+    /// The protocol's error word (`FETCH`, `TIMEOUT`) for a failure; nil for a success.
+    public let errorCode: ExpirableError.Code?
+
+    public init(startedAtMillis: Int64, durationNanos: UInt64, outcome: Outcome, trigger: Trigger, errorCode: ExpirableError.Code? = nil) {
+        self.startedAtMillis = startedAtMillis
+        self.durationNanos = durationNanos
+        self.outcome = outcome
+        self.trigger = trigger
+        self.errorCode = errorCode
+    }
+}
+
+/// The last calls of one entry, newest first: the newest inline, older ones (plain expirables only) in a small
+/// array, so a keyed family's million members pay for one record each, not for a ring.
+struct CallHistory {
+    /// Calls kept per plain expirable.
+    static let depth = 8
+
+    private(set) var newest: CallRecord?
+    private var older: [CallRecord] = []
+
+    mutating func record(_ call: CallRecord, keepOlder: Bool) {
+        if keepOlder, let previous = newest {
+            if older.count == CallHistory.depth - 1 { older.removeLast() }
+            older.insert(previous, at: 0)
+        }
+        newest = call
+    }
+
+    /// Newest first.
+    var all: [CallRecord] { (newest.map { [$0] } ?? []) + older }
+}

@@ -1,0 +1,61 @@
+/// One configured expirable's figures for the metrics: a plain expirable's own, or a keyed family's summed over
+/// its members (one series per family, whatever its number of keys). Never a value, a key or a plugin state.
+public struct ExpirableFigures: Sendable {
+    public let name: String
+    public let scope: Scope
+    /// Set for a keyed family: members held, the limit, evictions so far.
+    public let family: (keys: Int, maxKeys: Int, evictions: UInt64)?
+    /// How many entries are in each state: 1 for a plain expirable's state, the members' spread for a family.
+    public let states: [ExpirableStatus.State: Int]
+    /// Seconds until the value (for a family, the soonest of its members') stops being handed out; nil when
+    /// nothing valid is stored or it never expires.
+    public let expiresInSeconds: Double?
+    /// Consecutive failed calls (for a family, the most of any member).
+    public let consecutiveFailures: Int
+    /// Seconds until pacing allows the next call (for a family, the longest wait); nil when not paced.
+    public let nextAttemptInSeconds: Double?
+    /// Whether a plugin call is under way (for a family, how many).
+    public let fetching: Int
+    public let counters: ExpirableCounters
+}
+
+extension Engine {
+    /// Every configured expirable's figures, in name order.
+    public func figures() -> [ExpirableFigures] {
+        names.compactMap { name in
+            if let family = families[name] { return figures(of: family) }
+            guard let status = status(name) else { return nil }
+            return ExpirableFigures(
+                name: name, scope: status.scope, family: nil, states: [status.state: 1],
+                expiresInSeconds: status.expiresInMillis.map { Double($0) / 1000 },
+                consecutiveFailures: status.consecutiveFailures,
+                nextAttemptInSeconds: status.nextAttemptInMillis.map { Double($0) / 1000 },
+                fetching: status.fetching ? 1 : 0, counters: status.counters
+            )
+        }
+    }
+
+    private func figures(of family: Family) -> ExpirableFigures {
+        var states: [ExpirableStatus.State: Int] = [:]
+        var counters = family.retiredCounters
+        var soonest: Int64?
+        var failures = 0
+        var wait: Int64?
+        var fetching = 0
+        let members = family.all
+        for member in members {
+            guard let status = status(member.name) else { continue }
+            states[status.state, default: 0] += 1
+            counters.add(status.counters)
+            if status.state == .valid, let left = status.expiresInMillis { soonest = min(soonest ?? left, left) }
+            failures = max(failures, status.consecutiveFailures)
+            if let next = status.nextAttemptInMillis { wait = max(wait ?? next, next) }
+            if status.fetching { fetching += 1 }
+        }
+        return ExpirableFigures(
+            name: family.name, scope: family.definition.scope, family: (members.count, family.policy.maxKeys, family.evictions),
+            states: states, expiresInSeconds: soonest.map { Double($0) / 1000 }, consecutiveFailures: failures,
+            nextAttemptInSeconds: wait.map { Double($0) / 1000 }, fetching: fetching, counters: counters
+        )
+    }
+}

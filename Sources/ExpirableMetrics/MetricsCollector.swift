@@ -1,0 +1,209 @@
+import ExpirableCluster
+import ExpirableCore
+import ExpirableServer
+import Prometheus
+import Synchronization
+
+/// Where the figures come from: the engine always, the server, the cluster and the plugin host when there are.
+public struct MetricsSources: Sendable {
+    public var engine: Engine
+    public var server: (@Sendable () -> ServerFigures)?
+    public var cluster: (@Sendable ([String]) -> ClusterFigures)?
+    /// An expirable's plugin facts as INFO shows them (`isolation`, `helper_pid`, `helper_restarts`).
+    public var pluginInfo: (@Sendable (String) -> [(String, String)])?
+    public var version: String
+    /// Monotonic nanoseconds at which the daemon started, on `SystemClock`.
+    public var startedAt: UInt64
+
+    public init(engine: Engine, version: String, startedAt: UInt64 = SystemClock().monotonicNanos) {
+        self.engine = engine
+        self.version = version
+        self.startedAt = startedAt
+    }
+}
+
+/// Gathers every figure into a swift-prometheus registry at each scrape and renders the text format. The
+/// parts keep their own counters (the serving path never touches the registry); a scrape sets the gauges and
+/// moves each counter on by what its source counted since the last scrape. Plugin call durations go into
+/// histograms as calls end. Never a value, a key of a keyed family, or a plugin state.
+public final class MetricsCollector: Sendable {
+    private let registry = PrometheusCollectorRegistry()
+    private let sources: MetricsSources
+    /// The last count each counter series was moved to, keyed by name and labels; scrapes are serialised by it.
+    private let counted = Mutex<[String: UInt64]>([:])
+    private let lastScrape = Mutex<Duration>(.zero)
+    private let histograms = CallHistograms()
+
+    /// Buckets of the plugin call duration histogram.
+    static let durationBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+    ]
+
+    public init(sources: MetricsSources) {
+        self.sources = sources
+        let registry = registry
+        let histograms = histograms
+        sources.engine.observeCalls { name, call in
+            histograms.histogram(name, call.outcome, in: registry).recordNanoseconds(Int64(clamping: call.durationNanos))
+        }
+    }
+
+    /// The text exposition format (version 0.0.4) of every figure now.
+    public func scrape() -> [UInt8] {
+        let start = ContinuousClock.now
+        counted.withLock { counted in
+            var scrape = Scrape(registry: registry, counted: counted)
+            gather(into: &scrape)
+            scrape.gauge("expirable_metrics_scrape_duration_seconds", [], lastScrape.withLock { $0 }.seconds)
+            counted = scrape.counted
+        }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(16 * 1024)
+        registry.emit(into: &buffer)
+        lastScrape.withLock { $0 = ContinuousClock.now - start }
+        return buffer
+    }
+
+    private func gather(into scrape: inout Scrape) {
+        let engine = sources.engine
+        let figures = engine.figures()
+        for figure in figures {
+            let name = [("expirable", figure.name)]
+            for state in [ExpirableStatus.State.empty, .valid, .expired, .stale] {
+                scrape.gauge("expirable_state", name + [("state", state.rawValue)], Double(figure.states[state] ?? 0))
+            }
+            let valid = (figure.states[.valid] ?? 0) > 0
+            if let seconds = figure.expiresInSeconds {
+                scrape.gauge("expirable_expires_in_seconds", name, seconds)
+            } else if valid {
+                scrape.removeGauge("expirable_expires_in_seconds", name)  // never expires
+            } else {
+                scrape.gauge("expirable_expires_in_seconds", name, 0)
+            }
+            scrape.gauge("expirable_fetching", name, Double(figure.fetching))
+            let c = figure.counters
+            scrape.counter("expirable_hits_total", name, c.hits)
+            scrape.counter("expirable_misses_total", name, c.misses)
+            scrape.counter("expirable_plugin_calls_total", name, c.pluginCalls)
+            scrape.counter("expirable_plugin_failures_total", name + [("class", "temporary")], c.failures &- c.permanentFailures)
+            scrape.counter("expirable_plugin_failures_total", name + [("class", "permanent")], c.permanentFailures)
+            scrape.counter("expirable_refreshes_total", name, c.refreshes)
+            scrape.counter("expirable_stale_answers_total", name, c.staleAnswers)
+            scrape.gauge("expirable_consecutive_failures", name, Double(figure.consecutiveFailures))
+            scrape.gauge("expirable_next_attempt_seconds", name, figure.nextAttemptInSeconds ?? 0)
+            if let family = figure.family {
+                scrape.gauge("expirable_family_keys", name, Double(family.keys))
+                scrape.gauge("expirable_family_max_keys", name, Double(family.maxKeys))
+                scrape.counter("expirable_family_evictions_total", name, family.evictions)
+            }
+            if let info = sources.pluginInfo?(figure.name), info.contains(where: { $0 == ("isolation", "process") }) {
+                let facts = Dictionary(info, uniquingKeysWith: { first, _ in first })
+                let pid = facts["helper_pid"].flatMap { Int32($0) }
+                scrape.gauge("expirable_helper_up", name, pid == nil ? 0 : 1)
+                scrape.counter("expirable_helper_restarts_total", name, UInt64(facts["helper_restarts"] ?? "") ?? 0)
+                scrape.gauge("expirable_helper_private_memory_bytes", name, Double(pid.flatMap { ProcessFigures.read(pid: $0) }?.privateBytes ?? 0))
+            }
+        }
+        if let server = sources.server?() {
+            scrape.gauge("expirable_server_connections", [], Double(server.connections))
+            scrape.gauge("expirable_server_max_connections", [], Double(server.maxConnections))
+            scrape.counter("expirable_server_connections_accepted_total", [], UInt64(server.connectionsAccepted))
+            scrape.counter("expirable_server_connections_refused_total", [], UInt64(server.connectionsRefused))
+            for (command, count) in server.requests {
+                scrape.counter("expirable_server_requests_total", [("command", command)], count)
+            }
+            scrape.counter("expirable_server_output_throttles_total", [], server.outputThrottles)
+            scrape.gauge("expirable_server_throttled_connections", [], Double(server.throttledConnections))
+            scrape.counter("expirable_server_slow_subscribers_closed_total", [], server.slowSubscribersClosed)
+        }
+        if let clusterFigures = sources.cluster {
+            let clustered = figures.filter { $0.scope == .cluster }.map(\.name)
+            let cluster = clusterFigures(clustered)
+            scrape.gauge("expirable_cluster_peers", [], Double(cluster.peers.count))
+            scrape.gauge("expirable_cluster_peers_alive", [], Double(cluster.peers.filter(\.alive).count))
+            for peer in cluster.peers {
+                let label = [("peer", peer.node)]
+                scrape.gauge("expirable_cluster_peer_up", label, peer.alive ? 1 : 0)
+                if let seconds = peer.lastHeardSeconds { scrape.gauge("expirable_cluster_peer_last_heard_seconds", label, seconds) }
+                if let seconds = peer.clockOffsetSeconds { scrape.gauge("expirable_cluster_peer_clock_offset_seconds", label, seconds) }
+                if let seconds = peer.roundTripSeconds { scrape.gauge("expirable_cluster_peer_round_trip_seconds", label, seconds) }
+            }
+            scrape.gauge("expirable_cluster_clock_correction_seconds", [], cluster.clockCorrectionSeconds)
+            scrape.gauge("expirable_cluster_clock_offset_errors", [], Double(cluster.clockOffsetErrors))
+            let c = cluster.counters
+            scrape.counter("expirable_cluster_forwards_sent_total", [], c.forwardsSent)
+            scrape.counter("expirable_cluster_forward_failures_total", [], c.forwardFailures)
+            scrape.counter("expirable_cluster_forwards_served_total", [], c.forwardsServed)
+            scrape.counter("expirable_cluster_forwards_dropped_total", [], c.forwardsDropped)
+            scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "held")], c.leasesHeld)
+            scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "lost")], c.leasesLost)
+            scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "too_late")], c.leasesTooLate)
+            scrape.counter("expirable_cluster_calls_outlived_lease_total", [], c.callsOutlivedLease)
+            scrape.counter("expirable_cluster_lease_requests_total", [("answer", "granted")], c.leasesGranted)
+            scrape.counter("expirable_cluster_lease_requests_total", [("answer", "refused")], c.leasesRefused)
+            for name in clustered {
+                // A keyed family's members are owned one by one: ownership is shown for plain expirables only.
+                guard !engine.isKeyed(name) else { continue }
+                scrape.gauge("expirable_owned", [("expirable", name)], cluster.owned.contains(name) ? 1 : 0)
+                scrape.gauge("expirable_lease_held", [("expirable", name)], cluster.leased.contains(name) ? 1 : 0)
+            }
+        }
+        if let process = ProcessFigures.read() {
+            scrape.gauge("expirable_process_private_memory_bytes", [], Double(process.privateBytes))
+            scrape.gauge("expirable_process_resident_memory_bytes", [], Double(process.residentBytes))
+            if let fds = process.openDescriptors { scrape.gauge("expirable_process_open_fds", [], Double(fds)) }
+        }
+        let now = SystemClock().monotonicNanos
+        scrape.gauge("expirable_process_uptime_seconds", [], Double(now - min(now, sources.startedAt)) / 1e9)
+        scrape.gauge("expirable_build_info", [("version", sources.version)], 1)
+    }
+}
+
+/// The plugin call duration histograms, one per expirable and outcome, made on first use.
+private final class CallHistograms: Sendable {
+    private let table = Mutex<[String: DurationHistogram]>([:])
+
+    func histogram(_ name: String, _ outcome: CallRecord.Outcome, in registry: PrometheusCollectorRegistry) -> DurationHistogram {
+        table.withLock { h in
+            let key = name + "\u{0}" + outcome.rawValue
+            if let existing = h[key] { return existing }
+            let made = registry.makeDurationHistogram(
+                name: "expirable_plugin_call_duration_seconds", labels: [("expirable", name), ("outcome", outcome.rawValue)],
+                buckets: MetricsCollector.durationBuckets, help: MetricNames.help["expirable_plugin_call_duration_seconds"]!)
+            h[key] = made
+            return made
+        }
+    }
+}
+
+/// One scrape's writes into the registry.
+private struct Scrape {
+    let registry: PrometheusCollectorRegistry
+    var counted: [String: UInt64]
+
+    mutating func gauge(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        registry.makeGauge(name: name, labels: labels, help: MetricNames.help[name] ?? "").set(to: value)
+    }
+
+    func removeGauge(_ name: String, _ labels: [(String, String)]) {
+        registry.unregisterGauge(registry.makeGauge(name: name, labels: labels, help: MetricNames.help[name] ?? ""))
+    }
+
+    /// Moves the counter on to `total`. A source that went back (a part restarted) moves it by nothing until it
+    /// passes the count shown, so the series never decreases.
+    mutating func counter(_ name: String, _ labels: [(String, String)], _ total: UInt64) {
+        let key = ([name] + labels.map { $0.0 + "=" + $0.1 }).joined(separator: "\u{0}")
+        let counter = registry.makeCounter(name: name, labels: labels, help: MetricNames.help[name] ?? "")
+        let shown = counted[key] ?? 0
+        if total > shown { counter.increment(by: Int64(clamping: total - shown)) }
+        counted[key] = max(shown, total)
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,166 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// The Prometheus endpoint (SPEC §10) of a real daemon, scraped over HTTP and parsed by prometheus_client's own
+/// text parser (Tests/Clients/prometheus_scrape.py, installed by scripts/test.sh).
+@Suite("metrics over HTTP, parsed by a real Prometheus parser")
+struct MetricsTests {
+    struct Sample {
+        let name: String
+        let labels: [String: String]
+        let value: Double
+    }
+
+    struct Scrape {
+        let text: String
+        let contentType: String
+        /// Family name (as the parser names it: counters without `_total`) to type and samples.
+        let families: [String: (type: String, samples: [Sample])]
+
+        func value(_ sample: String, _ labels: [String: String] = [:]) -> Double? {
+            families.values.flatMap(\.samples).first { candidate in
+                candidate.name == sample && labels.allSatisfy { key, value in candidate.labels[key] == value }
+            }?.value
+        }
+    }
+
+    /// A daemon with `[metrics]` on a free loopback port: `token` (a counter, 60 s) and `broken` (always fails).
+    static func start() throws -> (DaemonProcess, URL) {
+        let port = try freePort(on: "127.0.0.1")
+        let daemon = try ServingTests.start("[metrics]\nlisten = \"127.0.0.1:\(port)\"\n\n" + ServingTests.counter() + """
+            [expirable.broken]
+            plugin = "command"
+            scope = "local"
+            retry_interval = "10s"
+            [expirable.broken.params]
+            shell = "exit 4"
+            ttl = "1m"
+
+            """)
+        return (daemon, URL(string: "http://127.0.0.1:\(port)/metrics")!)
+    }
+
+    /// Scrapes `url` through the Python parser; retried for up to 5 s while the endpoint starts.
+    static func scrape(_ url: URL) throws -> Scrape {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("scrape-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).json")
+        defer { try? FileManager.default.removeItem(at: out) }
+        var environment = ProcessInfo.processInfo.environment
+        environment["PYTHONPATH"] = [RedisClientTests.pythonClients, environment["PYTHONPATH"]].compactMap { $0 }.joined(separator: ":")
+        environment["PYTHONDONTWRITEBYTECODE"] = "1"
+        var last = ""
+        for _ in 0..<50 {
+            let result = try runTool("python3", [RedisClientTests.clients.appendingPathComponent("prometheus_scrape.py").path, url.absoluteString, out.path],
+                                     seconds: 30, environment: environment)
+            if result.status == 0, let data = FileManager.default.contents(atPath: out.path),
+               let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                let raw = object["families"] as? [String: [String: Any]] ?? [:]
+                var families: [String: (type: String, samples: [Sample])] = [:]
+                for (name, family) in raw {
+                    let samples = (family["samples"] as? [[String: Any]] ?? []).map {
+                        Sample(name: $0["name"] as? String ?? "", labels: $0["labels"] as? [String: String] ?? [:], value: ($0["value"] as? NSNumber)?.doubleValue ?? .nan)
+                    }
+                    families[name] = (family["type"] as? String ?? "", samples)
+                }
+                return Scrape(text: object["text"] as? String ?? "", contentType: object["content_type"] as? String ?? "", families: families)
+            }
+            last = result.stdout + result.stderr
+            if last.contains("No module named") { break }
+            usleep(100_000)
+        }
+        throw TestSupportError("cannot scrape \(url): \(last)")
+    }
+
+    @Test("GET /metrics parses as the text format; names, types and values follow the reads; no value appears")
+    func scrapeAfterReads() throws {
+        let (daemon, url) = try Self.start()
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("GET", "broken").contains("FETCH"))
+        _ = try daemon.redis("TTL", "token")
+        let scrape = try Self.scrape(url)
+        #expect(scrape.contentType.hasPrefix("text/plain; version=0.0.4"))
+
+        // Names: every family has the prefix; counters end in _total, histograms and durations in _seconds.
+        #expect(!scrape.families.isEmpty)
+        for (name, family) in scrape.families {
+            #expect(name.hasPrefix("expirable_"), "\(name)")
+            if family.type == "counter" { #expect(family.samples.allSatisfy { $0.name.hasSuffix("_total") }, "\(name)") }
+        }
+        #expect(scrape.families["expirable_hits"]?.type == "counter")
+        #expect(scrape.families["expirable_state"]?.type == "gauge")
+        #expect(scrape.families["expirable_plugin_call_duration_seconds"]?.type == "histogram")
+
+        // Values after one miss and two hits of token, one failed call of broken, and five requests.
+        let token = ["expirable": "token"]
+        #expect(scrape.value("expirable_hits_total", token) == 2)
+        #expect(scrape.value("expirable_misses_total", token) == 1)
+        #expect(scrape.value("expirable_plugin_calls_total", token) == 1)
+        #expect(scrape.value("expirable_state", ["expirable": "token", "state": "valid"]) == 1)
+        #expect(scrape.value("expirable_state", ["expirable": "token", "state": "empty"]) == 0)
+        let left = try #require(scrape.value("expirable_expires_in_seconds", token))
+        #expect(left > 50 && left <= 60)
+        #expect(scrape.value("expirable_plugin_call_duration_seconds_count", ["expirable": "token", "outcome": "success"]) == 1)
+        #expect(scrape.value("expirable_helper_up", token) == 1)
+        let broken = ["expirable": "broken"]
+        #expect(scrape.value("expirable_plugin_failures_total", ["expirable": "broken", "class": "temporary"]) == 1)
+        #expect(scrape.value("expirable_plugin_failures_total", ["expirable": "broken", "class": "permanent"]) == 0)
+        #expect(scrape.value("expirable_consecutive_failures", broken) == 1)
+        #expect((scrape.value("expirable_next_attempt_seconds", broken) ?? 0) > 5)
+        #expect(scrape.value("expirable_state", ["expirable": "broken", "state": "empty"]) == 1)
+        #expect(scrape.value("expirable_server_requests_total", ["command": "get"]) == 4)
+        #expect(scrape.value("expirable_server_requests_total", ["command": "ttl"]) == 1)
+        #expect((scrape.value("expirable_server_connections_accepted_total") ?? 0) >= 5)
+        #expect(scrape.value("expirable_server_output_throttles_total") == 0)
+        let privateBytes = try #require(scrape.value("expirable_process_private_memory_bytes"))
+        #expect(privateBytes > 100_000 && privateBytes < 200_000_000)
+        #expect(scrape.value("expirable_build_info", ["version": "0.1.0"]) == 1)
+
+        // Never a value.
+        #expect(!scrape.text.contains("token-1"))
+
+        // The next scrape moves the counters on, never back.
+        _ = try daemon.redis("GET", "token")
+        let again = try Self.scrape(url)
+        #expect(again.value("expirable_hits_total", token) == 3)
+        #expect(again.value("expirable_server_requests_total", ["command": "get"]) == 5)
+    }
+
+    @Test("only GET /metrics: another path is 404, another method 405")
+    func otherRequests() throws {
+        let (daemon, url) = try Self.start()
+        defer { daemon.remove() }
+        _ = try Self.scrape(url)
+        let base = url.absoluteString.replacingOccurrences(of: "/metrics", with: "")
+        let notFound = try runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", base + "/other"])
+        #expect(notFound.stdout == "404")
+        let post = try runTool("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-X", "POST", url.absoluteString])
+        #expect(post.stdout == "405")
+    }
+
+    /// swift-argument-parser brings FoundationEssentials into the daemon (its options); the metrics bring nothing
+    /// more: neither Foundation itself nor its internationalization or networking libraries.
+    @Test("the daemon serving metrics does not load Foundation (/proc/PID/maps)")
+    func noFoundation() throws {
+        let (daemon, url) = try Self.start()
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "token")
+        _ = try Self.scrape(url)
+        let pid = try #require(daemon.process?.pid)
+        let maps = try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)
+        #expect(maps.contains("expirabled"))
+        let foundation = maps.split(separator: "\n").filter {
+            $0.hasSuffix("/libFoundation.so") || $0.contains("libFoundationInternationalization") || $0.contains("libFoundationNetworking")
+        }
+        #expect(foundation.isEmpty, "\(foundation)")
+    }
+
+    @Test("without [metrics] nothing listens for HTTP")
+    func offByDefault() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        #expect(!daemon.log.contains("metrics listening"))
+    }
+}
