@@ -148,6 +148,9 @@ public struct Configuration: Sendable, Hashable {
         /// A node whose clock is further than this from cluster time is reported as an error.
         public var maxClockOffset: Duration = Cluster.defaultMaxClockOffset
         public static let defaultMaxClockOffset: Duration = .milliseconds(500)
+        /// How long a starting node waits for its peers before a cluster-scoped plugin call (SPEC §4.11); nil: the
+        /// dead time plus a heartbeat (four heartbeats).
+        public var joinTimeout: Duration? = nil
     }
 
     /// A peer node: its name and address.

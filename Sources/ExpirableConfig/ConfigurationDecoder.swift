@@ -130,7 +130,7 @@ struct ConfigurationDecoder {
 
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
-        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset"], in: t, at: at)
+        try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset", "join_timeout"], in: t, at: at)
         let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
         let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
         let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
@@ -158,8 +158,16 @@ struct ConfigurationDecoder {
         guard maxClockOffset >= .milliseconds(1) else {
             throw error(at + ["max_clock_offset"], "expected a duration of at least 1ms, as \"500ms\"")
         }
-        return .init(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"), heartbeat: heartbeat,
-                     maxClockOffset: maxClockOffset)
+        var cluster = Configuration.Cluster(node: node, listen: listen, peers: peers, ca: try file("ca"), cert: try file("cert"), key: try file("key"),
+                                            heartbeat: heartbeat, maxClockOffset: maxClockOffset)
+        if let v = t["join_timeout"] {
+            let join = try duration(v, at: at + ["join_timeout"])
+            guard join >= heartbeat, join <= .seconds(600) else {
+                throw error(at + ["join_timeout"], "expected a duration from one heartbeat (\(heartbeat.milliseconds)ms) to 10m")
+            }
+            cluster.joinTimeout = join
+        }
+        return cluster
     }
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {

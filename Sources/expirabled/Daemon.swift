@@ -164,6 +164,7 @@ struct Daemon {
             listenPort: settings.listen.port,
             peers: settings.peers.map { ClusterOptions.Peer(name: $0.name, host: $0.endpoint.host, port: $0.endpoint.port) },
             heartbeat: settings.heartbeat,
+            joinTimeout: settings.joinTimeout,
             digests: configuration.expirables.filter { $0.scope == .cluster }.map { expirable in
                 let refresh: String
                 switch expirable.refresh {
