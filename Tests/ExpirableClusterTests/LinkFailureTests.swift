@@ -3,15 +3,25 @@ import ExpirableTestSupport
 import NIOCore
 import NIOPosix
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Cluster link failures in words")
 struct LinkFailureTests {
     @Test("a refused connection says that nothing listens there, not NIO's error dump")
     func refused() async throws {
-        // A port that was just free: bound by nobody once this channel is closed.
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = try #require(server.localAddress?.port)
-        try await server.close()
+        // A port bound but not listening: connects to it are refused, and no other test can take it meanwhile
+        // (a port closed and left free could be bound again by a busy suite).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 } }
+        try #require(bound, "cannot bind a loopback port")
+        let port = Int(UInt16(bigEndian: address.sin_port))
         do {
             _ = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
             Issue.record("connected to a closed port")

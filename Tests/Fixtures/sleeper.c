@@ -1,5 +1,5 @@
 /* Test plugin: sleeps param "sleep_ms" milliseconds (or, with param "release_file", until that file exists, for
- * at most 60 s), then answers "max_concurrent=<n>": the most calls it ever saw running at once in this process.
+ * at most 10 min), then answers "max_concurrent=<n>": the most calls it ever saw running at once in this process.
  * With param "started_file", it creates that file as each call starts. */
 #include "expirable.h"
 #include <stdio.h>
@@ -43,7 +43,7 @@ void expirable_fetch(const expirable_call *call) {
     while (now > seen && !__atomic_compare_exchange_n(&most, &seen, now, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
     if (release[0]) {
         struct timespec tick = { 0, 10 * 1000000L };
-        for (int waited = 0; waited < 6000 && access(release, F_OK) != 0; waited++) nanosleep(&tick, NULL);
+        for (int waited = 0; waited < 60000 && access(release, F_OK) != 0; waited++) nanosleep(&tick, NULL);
     } else {
         struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
         nanosleep(&ts, NULL);

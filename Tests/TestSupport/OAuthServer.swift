@@ -51,7 +51,7 @@ public final class OAuthServer {
             ?? TestPaths.repository.appendingPathComponent(".build/python-clients").path
     }
 
-    public init(clients: [Client], expiresIn seconds: Int = 60, lifetime: Int = 120) throws {
+    public init(clients: [Client], expiresIn seconds: Int = 60, lifetime: Int = 900) throws {
         let script = TestPaths.fixtures.appendingPathComponent("oauth_server.py").path
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONPATH"] = ([Self.pythonPackages] + (environment["PYTHONPATH"].map { [$0] } ?? [])).joined(separator: ":")
