@@ -87,11 +87,13 @@ struct QuorumTests {
     }
 
     @Test("across a minute of kill -9, SIGSTOP/SIGCONT, restarts, partitions and one-way cuts, no two plugin calls ever overlap")
-    func churn() throws {
+    func churn() async throws {
         let shared = try TemporaryDirectory("quorum")
         defer { shared.remove() }
         let log = shared.appending("calls.log")
         // Values live 300 ms and readers ask every 50 ms: the cluster calls the plugin about three times a second.
+        // The test sleeps with Task.sleep, not usleep, so its minute does not hold a thread of the cooperative pool
+        // that the suite's async tests need.
         let cluster = try TestCluster(expirables: Self.recorder(log, ttlMillis: 300), proxied: true, testPlugins: ["recorder"])
         defer { cluster.remove() }
         let stop = Atomic<Bool>(false)
@@ -120,25 +122,25 @@ struct QuorumTests {
                     killed[Int(pid)] = Self.monotonicNanos()
                     node.kill9()
                 }
-                usleep(500_000)
+                try await Task.sleep(for: .microseconds(500_000))
                 try node.start()
             case 1:
                 if let pid = node.process?.pid {
                     kill(pid, SIGSTOP)
-                    usleep(2_500_000)
+                    try await Task.sleep(for: .microseconds(2_500_000))
                     kill(pid, SIGCONT)
                 }
             case 2:
                 cluster.partition([victim])
-                usleep(3_000_000)
+                try await Task.sleep(for: .microseconds(3_000_000))
                 cluster.heal()
             default:
                 let other = cluster.names[(round + 1) % cluster.names.count]
                 cluster.cut(from: victim, to: other)
-                usleep(3_000_000)
+                try await Task.sleep(for: .microseconds(3_000_000))
                 cluster.heal()
             }
-            usleep(1_000_000)
+            try await Task.sleep(for: .microseconds(1_000_000))
             round += 1
         }
         stop.store(true, ordering: .relaxed)
