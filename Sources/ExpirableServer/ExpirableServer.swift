@@ -92,6 +92,9 @@ public final class ExpirableServer: Service, Sendable {
             SocketFile.remove(path, ifStill: boundFile)
             throw ServerError("cannot listen on \(path): \(error)")
         }
+        // NIO listens again on a socket it is handed, with its default backlog of 128 whatever the options say:
+        // set ours back, or a burst of more than 128 callers connecting at once gets EAGAIN.
+        _ = Glibc.listen(listening, 4096)
         guard chmod(path, mode_t(state.options.socketMode)) == 0 else {
             let reason = String(cString: strerror(errno))
             try? await channel.close()

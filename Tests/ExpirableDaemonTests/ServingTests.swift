@@ -145,3 +145,36 @@ struct ServingTests {
         #expect(!daemon.log.contains("token-"))
     }
 }
+
+/// A burst of callers connecting at once, as when a fleet of processes starts together.
+@Suite("Connection bursts")
+struct ConnectionBurstTests {
+    @Test("300 connects while the daemon is not accepting all wait in the backlog; none is refused with EAGAIN")
+    func backlog() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let pid = try #require(daemon.process?.pid)
+        kill(pid, SIGSTOP)
+        var sockets: [Int32] = []
+        var refused = 0
+        for _ in 0..<300 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { break }
+            sockets.append(fd)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            _ = withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                daemon.socket.utf8CString.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(raw.count))) }
+            }
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if result != 0 && errno == EAGAIN { refused += 1 }
+        }
+        kill(pid, SIGCONT)
+        for fd in sockets { close(fd) }
+        #expect(sockets.count == 300)
+        #expect(refused == 0, "\(refused) of 300 connects were refused: the listen backlog is too short")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
+}
