@@ -62,11 +62,9 @@ final class Reloader: Sendable {
                 return refuse(error.message)
             }
             let definitions = Daemon.definitions(prepared.definitions, next, cluster)
-            // An expirable is kept only if its whole definition is as before (not just its plugin).
-            let unchanged = prepared.unchanged.filter { name in
-                applied.expirables.first { $0.name == name } == next.expirables.first { $0.name == name }
-            }
-            let report = engine.reload(definitions, unchanged: Set(unchanged))
+            // The plugin host keeps an expirable only when its whole configured definition is as before, which
+            // is also when the engine may keep its entry.
+            let report = engine.reload(definitions, unchanged: prepared.unchanged)
             prepared.commit()
             applied = next
             // A cluster-scoped value is prefetched by its owner only; the others receive it (SPEC §4.11).
