@@ -1,5 +1,6 @@
 @testable import ExpirableCluster
 import ExpirableCore
+import NIOCore
 import Testing
 
 /// The quorum lease protocol's logic (SPEC §4.10), without processes: what a node grants, when an attempt is
@@ -130,6 +131,25 @@ struct LeaseTests {
         let hazard = attempt.stateHazard(state: state)
         #expect(hazard == .unfinished(LeaseNumber(round: 8, node: "node-a")))
         #expect(hazard?.description == "the previous lease holder node-a may hold a newer state (lease 8@node-a); waiting for it")
+    }
+
+    @Test("lease frames carry state versions and unfinished leases, and a greeting's lease under way, through encoding")
+    func frames() throws {
+        let number = LeaseNumber(round: 7, node: "node-a")
+        let version = Version(time: 1_780_000_000_123, node: "node-b")
+        let messages: [ClusterMessage] = [
+            .leaseRequest(name: "api", number: number, durationMillis: 6333, stateVersion: version),
+            .leaseRequest(name: "api:tenant", number: number, durationMillis: 6333, stateVersion: nil),
+            .leaseAnswer(name: "api", number: number, granted: true, reason: "", newest: number, unfinished: LeaseNumber(round: 6, node: "node-c"), stateVersion: version),
+            .leaseAnswer(name: "api", number: number, granted: false, reason: "busy", newest: nil, unfinished: nil, stateVersion: nil),
+            .leaseUnderWay(name: "api", number: number),
+        ]
+        for message in messages {
+            var buffer = ByteBuffer()
+            ClusterFrame.encode(message, into: &buffer)
+            #expect(try ClusterFrame.decode(&buffer) == message)
+            #expect(buffer.readableBytes == 0)
+        }
     }
 
     @Test("simulated clusters with cut-off and paused holders never call with an older plugin state than an earlier call set", arguments: [3, 4, 5])
