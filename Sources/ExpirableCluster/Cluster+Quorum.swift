@@ -25,7 +25,7 @@ extension Cluster {
         let voters = options.peers.count + 1
         let stateVersion = engine?.replicaState(name)?.version
         let number: LeaseNumber = state.withLock { s in
-            let number = LeaseNumber(round: s.grants.nextRound(name), node: options.node)
+            let number = s.grants.propose(name, node: options.node)
             var attempt = LeaseAttempt(name: name, number: number, sentAt: now, duration: duration, voters: voters)
             switch s.grants.request(name, number: number, duration: duration, now: now) {
             case .granted: attempt.grant(from: options.node)

@@ -139,9 +139,21 @@ struct LeaseGrants {
         newest[name].map { number < $0 } ?? false
     }
 
-    /// The round for this node's next request on `name`: past every number seen.
+    /// The rounds this node asked for, per expirable: a request its own grants refused does not raise `newest`.
+    private(set) var proposed: [String: UInt64] = [:]
+
+    /// The round for this node's next request on `name`: past every number seen and every one it asked for.
     func nextRound(_ name: String) -> UInt64 {
-        (newest[name]?.round ?? 0) &+ 1
+        max(newest[name]?.round ?? 0, proposed[name] ?? 0) &+ 1
+    }
+
+    /// The number for this node's next request on `name`. Never one it asked for before: a late grant of an
+    /// earlier attempt under the same number would count for the new one, though its granter has since been
+    /// released from it and may have promised the lease to another node.
+    mutating func propose(_ name: String, node: String) -> LeaseNumber {
+        let round = nextRound(name)
+        proposed[name] = round
+        return LeaseNumber(round: round, node: node)
     }
 
     private static func millis(_ nanos: UInt64) -> UInt64 { (nanos + 999_999) / 1_000_000 }
