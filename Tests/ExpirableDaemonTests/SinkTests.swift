@@ -112,4 +112,24 @@ struct SinkTests {
         #expect(daemon.log.contains(expected), "\(daemon.log)")
         #expect(!FileManager.default.fileExists(atPath: "/var/tmp/expirable-token"))
     }
+
+    @Test("a reload that changes a sink is refused as needing a restart; the sink stays")
+    func reloadRefusesSinkChanges() async throws {
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let daemon = try ServingTests.start(ServingTests.counter("token") + """
+
+            [[sink]]
+            expirable = "token"
+            path = "\(shm)/token"
+            """)
+        defer { daemon.remove() }
+        #expect(try await Self.content(shm + "/token") { $0 != nil } == "token-1")
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try (config + "\nmode = \"0644\"\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let reload = try daemon.ctl("reload")
+        #expect(reload.status == 65)
+        #expect(reload.stderr.contains("[[sink]] changed, and only a restart applies it"), "\(reload.stderr)")
+        #expect(try String(contentsOfFile: shm + "/token", encoding: .utf8) == "token-1")
+    }
 }
