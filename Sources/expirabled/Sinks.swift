@@ -15,6 +15,8 @@ final class Sinks: Service, Sendable {
     private let engine: Engine
     private let clock: any EngineClock
     private let logger: Logger
+    /// Each expirable's `expiry_margin`: a value counts as expired that long before its `expires_at`.
+    private let margins: [String: Duration]
 
     /// One file and what the daemon knows of it, under its own lock: writes to one file never interleave.
     private final class Sink: Sendable {
@@ -36,8 +38,9 @@ final class Sinks: Service, Sendable {
     static let firstRetry: Duration = .seconds(1)
     static let maximumRetry: Duration = .seconds(30)
 
-    init(_ sinks: [Configuration.Sink], engine: Engine, clock: any EngineClock, logger: Logger) {
-        self.sinks = sinks.map(Sink.init)
+    init(_ configuration: Configuration, engine: Engine, clock: any EngineClock, logger: Logger) {
+        sinks = configuration.sinks.map(Sink.init)
+        margins = Dictionary(uniqueKeysWithValues: configuration.expirables.map { ($0.name, $0.freshness.expiryMargin) })
         self.engine = engine
         self.clock = clock
         self.logger = logger
@@ -69,6 +72,7 @@ final class Sinks: Service, Sendable {
         }
     }
 
+    /// Runs on the thread that stored the value, which must not block: a write to a tmpfs costs microseconds.
     private func stored(_ name: String, _ fetched: Fetched) {
         for sink in sinks where sink.name == name {
             sink.state.withLock { state in
@@ -83,7 +87,8 @@ final class Sinks: Service, Sendable {
                 state.timer?.cancel()
                 state.timer = nil
                 guard case .at(let expiresAt) = fetched.expiry else { return }
-                let left = expiresAt - clock.unixMillis
+                let family = String(name.split(separator: ":", maxSplits: 1).first ?? Substring(name))
+                let left = expiresAt - (margins[family] ?? .zero).milliseconds - clock.unixMillis
                 // A stale value is already past its expiry: ask again after the retry delay, not at once.
                 let delay = left > 0 ? Duration.milliseconds(left) : state.retryDelay
                 if left > 0 { state.retryDelay = Sinks.firstRetry } else { state.retryDelay = min(state.retryDelay * 2, Sinks.maximumRetry) }
