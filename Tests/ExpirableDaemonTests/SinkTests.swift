@@ -80,7 +80,9 @@ struct SinkTests {
             """)
         defer { daemon.remove() }
         #expect(try await Self.content(shm + "/token") { $0 != nil } == "token-1")
-        #expect(try await Self.content(shm + "/token") { $0 == "token-2" } == "token-2")
+        // Refetched at each expiry (1.5 s): a later value, whichever this test sees first on a loaded machine.
+        let later = try await Self.content(shm + "/token") { $0 != nil && $0 != "token-1" }
+        #expect(later?.hasPrefix("token-") == true)
         var info = stat()
         #expect(stat(shm + "/token", &info) == 0 && info.st_mode & 0o7777 == 0o600, "the default mode is 0600")
         let cleared = try daemon.redis("CLEARALL")
