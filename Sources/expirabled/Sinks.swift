@@ -37,6 +37,7 @@ final class Sinks: Service, Sendable {
 
     static let firstRetry: Duration = .seconds(1)
     static let maximumRetry: Duration = .seconds(30)
+    static let afterExpiry: Duration = .milliseconds(5)
 
     init(_ configuration: Configuration, engine: Engine, clock: any EngineClock, logger: Logger) {
         sinks = configuration.sinks.map(Sink.init)
@@ -51,24 +52,24 @@ final class Sinks: Service, Sendable {
     /// Writes every sink (fetching values not in memory yet), then keeps them until the daemon shuts down, and
     /// removes them.
     func run() async throws {
-        await withTaskGroup(of: Void.self) { group in
-            for name in Set(sinks.map(\.name)) {
-                group.addTask { await self.refresh(name) }
-            }
-        }
+        for name in Set(sinks.map(\.name)) { refresh(name) }
         try? await gracefulShutdown()
         stop()
     }
 
     /// Fetches `name` as a reader would and writes its sinks; removes them if the fetch fails.
-    private func refresh(_ name: String) async {
-        do {
-            stored(name, try await engine.fetch(name))
-        } catch {
-            logger.warning("a sink's value cannot be fetched; its file is removed until a fetch succeeds", metadata: [
-                "expirable": "\(name)", "error": "\(error)",
-            ])
-            for sink in sinks where sink.name == name { retryLater(sink) }
+    private func refresh(_ name: String) {
+        engine.fetch(name) { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let fetched):
+                stored(name, fetched)
+            case .failure(let error):
+                logger.warning("a sink's value cannot be fetched; its file is removed until a fetch succeeds", metadata: [
+                    "expirable": "\(name)", "error": "\(error)",
+                ])
+                for sink in sinks where sink.name == name { retryLater(sink) }
+            }
         }
     }
 
@@ -89,16 +90,13 @@ final class Sinks: Service, Sendable {
                 guard case .at(let expiresAt) = fetched.expiry else { return }
                 let family = String(name.split(separator: ":", maxSplits: 1).first ?? Substring(name))
                 let left = expiresAt - (margins[family] ?? .zero).milliseconds - clock.unixMillis
-                // A stale value is already past its expiry: ask again after the retry delay, not at once.
-                let delay = left > 0 ? Duration.milliseconds(left) : state.retryDelay
+                // Asked a little after the expiry, so the engine no longer answers the old value. A stale value is
+                // already past its expiry: ask again after the retry delay, not at once.
+                let delay = left > 0 ? Duration.milliseconds(left) + Sinks.afterExpiry : state.retryDelay
                 if left > 0 { state.retryDelay = Sinks.firstRetry } else { state.retryDelay = min(state.retryDelay * 2, Sinks.maximumRetry) }
-                state.timer = clock.schedule(after: delay) { [weak self] in self?.due(name) }
+                state.timer = clock.schedule(after: delay) { [weak self] in self?.refresh(name) }
             }
         }
-    }
-
-    private func due(_ name: String) {
-        Task { await refresh(name) }
     }
 
     private func retryLater(_ sink: Sink) {
@@ -108,7 +106,7 @@ final class Sinks: Service, Sendable {
             state.timer?.cancel()
             let delay = state.retryDelay
             state.retryDelay = min(state.retryDelay * 2, Sinks.maximumRetry)
-            state.timer = clock.schedule(after: delay) { [weak self] in self?.due(sink.name) }
+            state.timer = clock.schedule(after: delay) { [weak self] in self?.refresh(sink.name) }
         }
     }
 
