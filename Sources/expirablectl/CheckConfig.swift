@@ -65,7 +65,7 @@ struct CheckConfig: AsyncParsableCommand {
             printOut("cluster: node \(cluster.node), listening on \(cluster.listen), \(cluster.peers.count) peer\(cluster.peers.count == 1 ? "" : "s"), certificate and key ok")
         }
         for sink in configuration.sinks {
-            printOut("sink: \(sink.expirable) to \(sink.path), mode \(String(sink.mode, radix: 8)), on a tmpfs")
+            printOut("sink: \(sink.expirable) to \(sink.path), mode 0\(String(sink.mode, radix: 8)), on a tmpfs")
         }
         for warning in warnings { printError("expirablectl: warning: \(warning)") }
         if (try? await connection.client.ping()) != nil {

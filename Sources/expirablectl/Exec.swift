@@ -21,7 +21,9 @@ struct Exec: AsyncParsableCommand {
             (a sink file, say).
 
             SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to expirablectl are passed to the command; \
-            after SIGTERM, SIGINT or SIGQUIT it is not restarted again. When the command exits, expirablectl exits \
+            after SIGTERM, SIGINT or SIGQUIT it is not restarted again. The command runs in a process group of its \
+            own and every signal goes to that whole group, so what it started stops with it (a Ctrl-C at a terminal \
+            reaches it once, through expirablectl; it cannot read the terminal). When the command exits, expirablectl exits \
             with its status (128 + the signal's number if a signal ended it); 126 or 127 if it cannot be run. If \
             the daemon goes away for longer than --timeout, the command keeps running with the values it has \
             and expirablectl subscribes again every 5 s, restarting or signalling it if a value changed meanwhile.
@@ -155,13 +157,13 @@ private final class Supervisor: Sendable {
                 case .restart:
                     guard !restarting else { continue }  // the next child starts with the newest values anyway
                     restarting = true
-                    kill(child, SIGTERM)
+                    signalGroup(child, SIGTERM)
                     armGrace(child)
                 case .signal(let number):
-                    kill(child, number)
+                    signalGroup(child, number)
                 }
             case .signal(let number):
-                kill(child, number)
+                signalGroup(child, number)
                 if Supervisor.ending.contains(number) { ending = true }
             case .exited(let pid):
                 guard pid == child else { continue }
@@ -178,7 +180,7 @@ private final class Supervisor: Sendable {
             case .graceOver(let pid):
                 if pid == child && restarting {
                     printError("expirablectl: exec: \(command[0]) (pid \(pid)) did not exit within \(grace) of SIGTERM; sending SIGKILL")
-                    kill(pid, SIGKILL)
+                    signalGroup(pid, SIGKILL)
                 }
             case .warning(let text):
                 printError("expirablectl: exec: \(text)")
@@ -211,8 +213,10 @@ private final class Supervisor: Sendable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // The signals caught here are ignored by the process; the command gets them back at their defaults.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // The signals caught here are ignored by the process; the command gets them back at their defaults. Its
+        // own process group: a restart stops what it started too, and a terminal's Ctrl-C reaches it once.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
         var none = sigset_t()
         sigemptyset(&none)
         posix_spawnattr_setsigmask(&attributes, &none)
@@ -243,6 +247,11 @@ private final class Supervisor: Sendable {
             sink.yield(.exited(started))
         }
         return .success(started)
+    }
+
+    /// Sends `signal` to the command's process group (its pid is the group's id).
+    private func signalGroup(_ pid: pid_t, _ signal: Int32) {
+        if kill(-pid, signal) != 0 { kill(pid, signal) }
     }
 
     /// Collects the exited child; its status as a shell reports it.

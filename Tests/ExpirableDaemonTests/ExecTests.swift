@@ -129,4 +129,26 @@ struct ExecTests {
         #expect(status == 128 + SIGKILL)
         #expect(stderr.contains("did not exit within") && stderr.contains("sending SIGKILL"), "\(stderr)")
     }
+
+    @Test("a restart stops what the command started too: signals go to its process group", .timeLimit(.minutes(2)))
+    func restartStopsTheGroup() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("group.log")
+        let parent = daemon.directory.appending("parent.sh")
+        // The shell starts a long sleep and waits; SIGTERM ends the shell, and the sleep only if it gets it too.
+        try "#!/bin/sh\nsleep 300 &\necho \"start $$ $!\" >> \"$1\"\nwait\n".write(toFile: parent, atomically: true, encoding: .utf8)
+        chmod(parent, 0o755)
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "exec", "--env", "TOKEN=token", "--", parent, log])
+        let lines = try await Self.lines(log) { $0.count >= 2 }
+        func alive(_ pid: String) -> Bool {
+            // A zombie waiting for its reaper counts as gone.
+            ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)).map { !$0.contains(") Z ") }) ?? false
+        }
+        #expect(!alive(lines[0][1]) && !alive(lines[0][2]), "the first run's shell and its sleep are gone: \(lines)")
+        exec.stop(signal: SIGTERM)
+        let last = try #require(try await Self.lines(log) { _ in true }.last)
+        for _ in 0..<100 where alive(last[2]) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!alive(last[2]), "SIGTERM passed on reaches the last run's sleep too")
+    }
 }
