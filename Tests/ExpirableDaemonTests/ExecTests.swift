@@ -151,4 +151,27 @@ struct ExecTests {
         for _ in 0..<100 where alive(last[2]) { try await Task.sleep(for: .milliseconds(20)) }
         #expect(!alive(last[2]), "SIGTERM passed on reaches the last run's sleep too")
     }
+
+    @Test("after the daemon was away past --timeout, exec subscribes again and applies the values it finds", .timeLimit(.minutes(2)))
+    func subscribesAgain() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("again.log")
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "--timeout", "1s", "exec",
+                                    "--env", "TOKEN=token", "--", daemon.directory.appending("child.sh"), log])
+        _ = try await Self.lines(log) { $0.contains { $0[0] == "start" } }
+        #expect(daemon.stop() == 0)
+        // Away for longer than --timeout: the subscription ends, the command keeps running meanwhile.
+        try await Task.sleep(for: .seconds(2))
+        let during = try await Self.lines(log) { _ in true }
+        #expect(during.last?[0] == "start", "the command runs on while the daemon is away: \(during)")
+        try daemon.start()
+        // Any run started from now on has a value of the new daemon: the old one is gone.
+        let lines = try await Self.lines(log) { $0.count >= during.count + 2 }
+        #expect(lines[during.count...].map { $0[0] }.prefix(2) == ["term", "start"], "\(lines)")
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 0)
+        #expect(stderr.contains("lost the daemon's updates"), "\(stderr)")
+        #expect(stderr.contains("subscribed again"), "\(stderr)")
+    }
 }
