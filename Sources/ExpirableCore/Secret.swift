@@ -49,12 +49,26 @@ public final class Secret: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Overwrites `buffer` with zeros in a way the optimizer does not remove.
-    static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
+    public static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         #if canImport(Glibc)
         explicit_bzero(base, buffer.count)
         #else
         memset_s(base, buffer.count, 0, buffer.count)
         #endif
+    }
+}
+
+extension Secret: Equatable {
+    /// Same bytes, compared in time that depends on the length only.
+    public static func == (lhs: Secret, rhs: Secret) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        return lhs.withUnsafeBytes { a in
+            rhs.withUnsafeBytes { b in
+                var difference: UInt8 = 0
+                for index in 0..<a.count { difference |= a[index] ^ b[index] }
+                return difference == 0
+            }
+        }
     }
 }
