@@ -22,8 +22,11 @@ extension Cluster {
                         }
                         do {
                             // The link bounds the TLS handshake and hello together, so TLS gets no timeout of its own.
+                            // A frame begun must be complete within the dead time (the decoder closes the link).
                             try channel.pipeline.syncOperations.addHandlers([
                                 TLSHandler(context: tls, role: .server(allowedPeers: allowed), handshakeTimeout: nil),
+                                ClusterFrameEncoder(),
+                                ByteToMessageHandler(ClusterFrameDecoder(stallTimeout: .nanoseconds(options.deadAfter.nanoseconds))),
                                 InboundLink(cluster: self),
                             ])
                         } catch {
