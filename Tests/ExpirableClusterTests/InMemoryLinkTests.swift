@@ -78,6 +78,38 @@ struct InMemoryLinkTests {
         #expect(try Self.written(inbound).isEmpty)
     }
 
+    @Test("ownership follows liveness on the manual clock: a peer linked both ways, heard and echoed is alive; silent for the dead time it is not, and only its names move")
+    func ownershipFollowsLiveness() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        var links: [String: EmbeddedChannel] = [:]
+        for peer in ["node-a", "node-b"] {
+            let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
+            links[peer] = outbound
+            node.cluster.outboundReady(peer, channel: outbound, sender: LinkSender(channel: outbound))
+            node.cluster.inboundReady(peer, channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+        }
+        #expect(node.cluster.liveNodes() == ["node-a", "node-b", "node-c"])
+        let names = (0..<64).map { "t\($0)" }
+        let before = Dictionary(uniqueKeysWithValues: names.map { ($0, node.cluster.owner(of: $0)) })
+        #expect(Set(before.values) == ["node-a", "node-b", "node-c"])
+        // node-b keeps talking and echoing; node-a falls silent.
+        for _ in 0..<10 {
+            node.run(for: .milliseconds(100))
+            node.heartbeat(from: "node-b", peerWall: node.clock.unixMillis)
+            node.cluster.acknowledged("node-b", channel: links["node-b"]!)
+        }
+        #expect(node.cluster.liveNodes() == ["node-b", "node-c"])
+        for name in names {
+            let after = node.cluster.owner(of: name)
+            if before[name] == "node-a" {
+                #expect(after == Ownership.owner(of: name, among: ["node-b", "node-c"]))
+            } else {
+                #expect(after == before[name], "\(name) moved from \(before[name]!) to \(after) though its owner is alive")
+            }
+        }
+    }
+
     @Test("§4.13: a fetch forwarded to an owner that never answers fails at the asker's time, on the injected clock")
     func forwardTimesOutOnTheInjectedClock() throws {
         let node = try ClusterTimeTests.Node()
