@@ -12,9 +12,6 @@ final class CommandExecutor {
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
     var peer: PeerCredentials?
-    /// Set when a value was written into the replies not yet handed to the channel: the handler then zeroes
-    /// their buffer once it is written.
-    var repliesHoldValue = false
     /// This connection's requests by command.
     let requests = RequestCounts()
 
@@ -56,7 +53,6 @@ final class CommandExecutor {
         case .get:
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
-                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.get, names: [words.string(1)], patience: state.options.requestTimeout))
@@ -71,7 +67,6 @@ final class CommandExecutor {
             }
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 PendingReply.writeFetched(fetched, to: &out)
-                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.fetch, names: [words.string(1)], patience: state.options.requestTimeout))
