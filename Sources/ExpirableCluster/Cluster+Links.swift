@@ -16,6 +16,7 @@ extension Cluster {
         let tls = self.tls
         ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(max(200, options.heartbeat.milliseconds * 2)))
+            .channelOption(.allocator, value: allocator)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     // A dial through a path that stalls (SPEC §4.14) must not hang there: it is retried.

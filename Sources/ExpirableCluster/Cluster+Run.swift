@@ -13,6 +13,7 @@ extension Cluster {
         do {
             listener = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.allocator, value: allocator)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         // Over the budget, the bootstrap closes the connection when this throws, before any TLS

@@ -25,9 +25,14 @@ public final class Cluster: Service, Replicator, Sendable {
     /// Apart from `state`: taken on every accept, which must not wait behind the peers' bookkeeping.
     let admission = Mutex(Admission())
 
+    /// Every buffer of a peer link comes from it (TLS plaintext, frames being read and written). Values cross
+    /// the links in plain bytes inside TLS; the daemon passes an allocator that zeroes memory as it frees it.
+    let allocator: ByteBufferAllocator
+
     public init(options: ClusterOptions, tls: TLSContext, logger: Logger, clock: any EngineClock,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                allocator: ByteBufferAllocator = ByteBufferAllocator(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.options = options
+        self.allocator = allocator
         self.clock = clock
         self.tls = tls
         self.logger = logger

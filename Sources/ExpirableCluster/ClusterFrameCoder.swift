@@ -61,21 +61,16 @@ struct ClusterFrameDecoder: ByteToMessageDecoder {
     }
 }
 
-/// Writes messages onto a link as frames. A frame that carries a value or a plugin state is wiped once the TLS
-/// handler below has taken it (it encrypts on the spot; a write held until the handshake completes keeps its own
-/// copy, which the wipe does not touch), so the plaintext does not linger in a buffer the allocator hands out
-/// again.
+/// Writes messages onto a link as frames, into buffers of the channel's allocator: on a peer link, one that
+/// zeroes memory as it frees it (the daemon's `WipingAllocator`), so a frame that held a value is wiped once the
+/// TLS handler below has encrypted it and let it go.
 final class ClusterFrameEncoder: ChannelOutboundHandler {
     typealias OutboundIn = ClusterMessage
     typealias OutboundOut = ByteBuffer
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let message = unwrapOutboundIn(data)
         var buffer = context.channel.allocator.buffer(capacity: 64)
-        ClusterFrame.encode(message, into: &buffer)
+        ClusterFrame.encode(unwrapOutboundIn(data), into: &buffer)
         context.write(wrapOutboundOut(buffer), promise: promise)
-        if message.carriesSecret {
-            buffer.withUnsafeMutableReadableBytes { Secret.wipe($0) }
-        }
     }
 }

@@ -60,15 +60,6 @@ enum ClusterMessage: Sendable, Equatable {
     /// link to this node does not deliver (a one-way cut, §4.14).
     static let protocolVersion: UInt16 = 6
 
-    /// Whether the frame carries a value or a plugin state: its encoded bytes are wiped once sent.
-    var carriesSecret: Bool {
-        switch self {
-        case .value, .fetched: true
-        case .state(_, _, let state, _): state != nil
-        default: false
-        }
-    }
-
     /// The frame's kind, for errors.
     var kind: String {
         switch self {

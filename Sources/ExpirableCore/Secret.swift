@@ -49,7 +49,7 @@ public final class Secret: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Overwrites `buffer` with zeros in a way the optimizer does not remove.
-    public static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
+    static func wipe(_ buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         #if canImport(Glibc)
         explicit_bzero(base, buffer.count)
