@@ -96,6 +96,7 @@ extension Engine {
             return (true, startScheduledCall(&s, now: clock.monotonicNanos))
         }
         if let resumed { call(entry, generation: resumed) }
+        if applied { announceClear(name) }
         if applied { logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"]) }
         return applied
     }
