@@ -51,7 +51,7 @@ extension Cluster {
         let now = clock.monotonicNanos
         let mine = engine?.replicaState(name)
         if let mine, let version = mine.version, theirs.map({ $0 < version }) ?? true {
-            send(.state(name: name, version: version, bytes: mine.state?.bytes, lease: nil), to: peer)
+            send(.state(name: name, version: version, state: mine.state, lease: nil), to: peer)
         }
         let (answer, newest, unfinished) = state.withLock { s in
             let answer = s.grants.request(name, number: number, duration: .milliseconds(durationMillis), now: now)
@@ -155,6 +155,7 @@ extension Cluster {
             }
             var request = pending.request
             if let current { request.state = current.state }
+            engine?.countPluginCall(name)
             pending.local.fetch(request) { [self] outcome in
                 let late = clock.monotonicNanos >= until
                 if late {

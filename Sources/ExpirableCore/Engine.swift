@@ -260,7 +260,13 @@ public final class Engine: Sendable {
     func startingCall(_ s: inout Entry.State, now: UInt64, trigger: CallRecord.Trigger) {
         s.lastCallStart = now
         s.callTrigger = trigger
-        s.counters.pluginCalls &+= 1
+        if !s.fetcherCountsCalls { s.counters.pluginCalls &+= 1 }
+    }
+
+    /// Counts a call of this node's plugin made by a `ForwardingFetcher` for `name` (a keyed family's member
+    /// under its full name).
+    public func countPluginCall(_ name: String) {
+        entries(name)?.state.withLock { $0.counters.pluginCalls &+= 1 }
     }
 
     /// Records the call that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
@@ -343,17 +349,14 @@ public final class Engine: Sendable {
                     s.permanentFailure = false
                     s.lastFailure = nil
                     if generation == s.generation && deadline > now {
-                        if let origin = fetched.replicaVersion {
-                            if s.version.map({ origin > $0 }) ?? true {
-                                s.version = origin
-                                store(fetched, deadline: deadline, in: entry, &s, now: now)
-                                stored = true
-                            }
+                        if fetched.replicaVersion != nil {
+                            // The owner's answer to a forwarded fetch: in by the same route as replication.
+                            stored = admitReplica(fetched, into: entry, &s, now: now) == .stored
                         } else {
                             if let replicator {
                                 let version = replicator.nextVersion()
                                 s.version = version
-                                announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
+                                announce = (fetched, Engine.remainingMillis(until: deadline, now: now), version)
                             }
                             store(fetched, deadline: deadline, in: entry, &s, now: now)
                             stored = true
@@ -395,6 +398,7 @@ public final class Engine: Sendable {
 
     func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
         s.value = fetched
+        s.value!.deadline = deadline
         s.deadline = deadline
         s.freshUntil = deadline == .max ? deadline : deadline - min(deadline, entry.marginNanos)
         s.storedAt = now
@@ -418,14 +422,10 @@ public final class Engine: Sendable {
         }
     }
 
-    /// The monotonic deadline of a value arriving now: from the remaining validity a peer sent, or from the
-    /// plugin's wall-clock expiry.
+    /// The monotonic deadline of a value: the one it was given on arrival from a peer or when stored, or, for a
+    /// plugin's value arriving now, its wall-clock expiry made monotonic.
     static func deadline(of fetched: Fetched, now: UInt64, wall: Int64) -> UInt64 {
-        guard fetched.replicaVersion != nil else { return deadline(of: fetched.expiry, now: now, wall: wall) }
-        guard let remaining = fetched.replicaRemainingMillis else { return .max }
-        guard remaining > 0 else { return 0 }
-        let sum = now.addingReportingOverflow(UInt64(remaining) &* 1_000_000)
-        return sum.overflow ? .max - 1 : min(sum.partialValue, .max - 1)
+        fetched.deadline ?? deadline(of: fetched.expiry, now: now, wall: wall)
     }
 
     /// Turns a wall-clock expiry into a monotonic deadline, once, when the value arrives.
