@@ -180,7 +180,8 @@ extension Cluster {
             if s.underWay[name] == number { s.underWay[name] = nil }
             s.grants.release(name, number: number)
         }
-        broadcast(.leaseRelease(name: name, number: number))
+        // By the route its state took (replicate): around a one-way cut too, so the release never overtakes it.
+        replicate(.leaseRelease(name: name, number: number))
     }
 
     private func noQuorum(_ name: String, _ attempt: LeaseAttempt, reasons: [String: String]) -> ExpirableError {

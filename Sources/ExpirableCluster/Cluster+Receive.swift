@@ -66,6 +66,9 @@ extension Cluster {
             // version wins; a call is never made before the states of the leases before it are in (Lease.swift).
             if let lease { self.state.withLock { $0.grants.observe(name, number: lease) } }
             engine?.applyReplicaState(name, state: state, version: version)
+        case .leaseRelease(let name, let number):
+            // Sent back around a one-way cut after its state (Cluster+Quorum `release`).
+            leaseReleased(name, number: number)
         default:
             break
         }
