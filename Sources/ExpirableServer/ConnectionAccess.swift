@@ -1,5 +1,6 @@
 import COpenSSL
 import ExpirableCore
+import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -23,8 +24,11 @@ final class ConnectionAccess {
     var refusals = 0
     static let loggedRefusals = 16
 
-    init(peer: PeerCredentials?, engine: Engine, admins: [AccessRule]?, daemonUID: UInt32, daemonGID: UInt32) {
+    private let logger: Logger
+
+    init(peer: PeerCredentials?, engine: Engine, admins: [AccessRule]?, daemonUID: UInt32, daemonGID: UInt32, logger: Logger) {
         self.peer = peer
+        self.logger = logger
         rules = engine.readRules
         mask = .outdated
         if let peer {
@@ -53,8 +57,22 @@ final class ConnectionAccess {
         mask = ReadMask(rules) { ordinal in
             guard let allowed = readers[ordinal] else { return true }
             guard let peer else { return false }
+            if peer.executable == nil, allowed.contains(where: { if case .exe = $0.principal { true } else { false } }) {
+                ConnectionAccess.warnExecutableUnknown(peer, logger)
+            }
             return ConnectionAccess.matches(allowed, peer, digest: { self.executableDigest() })
         }
+    }
+
+    private static let warnedExecutableUnknown = Atomic<Bool>(false)
+
+    /// Once per daemon: exe rules cannot match a peer whose /proc/PID/exe the daemon may not read (another user's
+    /// process, without CAP_SYS_PTRACE), which would otherwise look like a wrong path.
+    private static func warnExecutableUnknown(_ peer: PeerCredentials, _ logger: Logger) {
+        guard !warnedExecutableUnknown.exchange(true, ordering: .relaxed) else { return }
+        logger.warning("exe rules cannot match this peer: its executable (/proc/PID/exe) could not be read; a daemon that is not root reads it only for processes of its own user unless it has CAP_SYS_PTRACE", metadata: [
+            "pid": "\(peer.pid)", "uid": "\(peer.uid)",
+        ])
     }
 
     /// Whether the caller may read `name`'s value; a name not configured counts as readable (it gets "not

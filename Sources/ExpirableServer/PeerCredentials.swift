@@ -46,9 +46,15 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
         )
         return future.map { ucred in
             var peer = PeerCredentials(pid: ucred.pid, uid: ucred.uid, gid: ucred.gid)
-            if let groups = supplementaryGroups(of: ucred) {
-                peer.groups = groups
-                peer.executable = executable(of: ucred.pid)
+            // Both read through one handle on /proc/PID: if that process ends and its pid is reused in between,
+            // reads through the handle fail rather than describe the newcomer (as SPIRE's peer tracker does).
+            let directory = ucred.pid > 0 ? open("/proc/\(ucred.pid)", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+            if directory >= 0 {
+                defer { close(directory) }
+                if let groups = supplementaryGroups(of: ucred, in: directory) {
+                    peer.groups = groups
+                    peer.executable = executable(in: directory)
+                }
             }
             return Optional(peer)
         }.recover { _ in nil }
@@ -59,8 +65,8 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     /// effective uid and gid (a pid reused in between by another user's process gives none). SO_PEERGROUPS
     /// would need the option's returned length, which NIO's socket option API does not pass on.
     /// Nil when the process at the pid is not the one that connected, as far as its ids tell.
-    private static func supplementaryGroups(of ucred: Ucred) -> [UInt32]? {
-        guard ucred.pid > 0, let text = readSmallFile("/proc/\(ucred.pid)/status") else { return nil }
+    private static func supplementaryGroups(of ucred: Ucred, in directory: Int32) -> [UInt32]? {
+        guard let text = readSmallFile("status", in: directory) else { return nil }
         var uids: [UInt32] = []
         var gids: [UInt32] = []
         var groups: [UInt32] = []
@@ -78,10 +84,11 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
         return groups
     }
 
-    /// readlink of /proc/PID/exe: the path the kernel opened the executable by, links resolved.
-    private static func executable(of pid: Int32) -> String? {
+    /// readlink of /proc/PID/exe: the path the kernel opened the executable by, links resolved. A daemon that is
+    /// not root may read it only for processes of its own user (or with CAP_SYS_PTRACE).
+    private static func executable(in directory: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
+        let n = readlinkat(directory, "exe", &buffer, buffer.count - 1)
         guard n > 0 else { return nil }
         return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
@@ -91,8 +98,8 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// At most 16 KiB of a /proc file, as text.
-    private static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    private static func readSmallFile(_ path: String, in directory: Int32) -> String? {
+        let fd = openat(directory, path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: 16384)

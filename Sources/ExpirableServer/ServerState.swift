@@ -69,7 +69,7 @@ final class ServerState: Sendable {
 
     /// What a connection from `peer` may do (SPEC §9).
     func access(_ peer: PeerCredentials?) -> ConnectionAccess {
-        ConnectionAccess(peer: peer, engine: engine, admins: options.admins, daemonUID: daemonUID, daemonGID: daemonGID)
+        ConnectionAccess(peer: peer, engine: engine, admins: options.admins, daemonUID: daemonUID, daemonGID: daemonGID, logger: logger)
     }
 }
 

@@ -161,6 +161,23 @@ struct AccessTests {
         #expect(try daemon.redis("CLEARALL") == "OK")
     }
 
+    @Test("a keyed family's members follow the family's allow list, from memory and on a miss")
+    func keyedFamily() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.tenant]
+            plugin = "stateful"
+            keyed = true
+            allow = ["uid:4242"]
+            """, server: "socket_mode = \"0666\"", testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        #expect(try Self.cli(daemon, uid: 4343, "GET", "tenant:acme") == Self.hidden("tenant:acme", uid: 4343))
+        #expect(try Self.cli(daemon, uid: 4242, "GET", "tenant:acme") == "key=acme state=")
+        #expect(try Self.cli(daemon, uid: 4242, "GET", "tenant:acme") == "key=acme state=", "answered from memory")
+        #expect(try Self.cli(daemon, uid: 4343, "GET", "tenant:acme") == Self.hidden("tenant:acme", uid: 4343))
+        #expect(try Self.cli(daemon, uid: 4343, "LIST") == "")
+        #expect(try Self.cli(daemon, uid: 4242, "LIST") == "tenant:*")
+    }
+
     @Test("metrics leave out expirables with an allow list: a scrape has no peer credentials")
     func metricsHideRestricted() throws {
         let port = try freePort(on: "127.0.0.1")
