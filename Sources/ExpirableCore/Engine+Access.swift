@@ -35,41 +35,54 @@ public struct ReadRules: Sendable {
 }
 
 /// Which names of one table one connection may read: a bit per ordinal, worked out once per connection and
-/// table, so a GET costs one bit test more.
-public struct ReadMask: Sendable {
+/// table, so a GET costs one bit test more. A plain value (no reference count to touch on the hot path) over
+/// bits that a `ReadMaskStorage` owns: valid while that storage lives, on the thread that uses it.
+public struct ReadMask {
     /// The table the bits are for.
     public let generation: UInt64
     /// Every name may be read: no bit is looked at.
     public let all: Bool
-    private let bits: [UInt64]
+    private let bits: UnsafePointer<UInt64>?
 
     /// A mask for no table: the first read finds it outdated.
-    public static let outdated = ReadMask(generation: 0, all: false, bits: [])
+    public static var outdated: ReadMask { ReadMask(generation: 0, all: false, bits: nil) }
 
-    private init(generation: UInt64, all: Bool, bits: [UInt64]) {
+    fileprivate init(generation: UInt64, all: Bool, bits: UnsafePointer<UInt64>?) {
         self.generation = generation
         self.all = all
         self.bits = bits
     }
 
+    @inline(__always)
+    public func permits(_ ordinal: Int) -> Bool {
+        if all { return true }
+        guard let bits else { return false }
+        return bits[ordinal >> 6] & (1 << UInt64(ordinal & 63)) != 0
+    }
+}
+
+/// Owns the bits of one `ReadMask`.
+public final class ReadMaskStorage {
+    public let mask: ReadMask
+    private let words: UnsafeMutablePointer<UInt64>
+
     /// The mask of `rules`' table for a caller that `permits` says may read the name of each ordinal.
     public init(_ rules: ReadRules, permits: (Int) -> Bool) {
-        var bits = [UInt64](repeating: 0, count: (rules.names.count + 63) / 64)
+        let count = max(1, (rules.names.count + 63) / 64)
+        words = UnsafeMutablePointer<UInt64>.allocate(capacity: count)
+        words.initialize(repeating: 0, count: count)
         var all = true
         for ordinal in rules.names.indices {
             if permits(ordinal) {
-                bits[ordinal >> 6] |= 1 << UInt64(ordinal & 63)
+                words[ordinal >> 6] |= 1 << UInt64(ordinal & 63)
             } else {
                 all = false
             }
         }
-        self.init(generation: rules.generation, all: all, bits: bits)
+        mask = ReadMask(generation: rules.generation, all: all, bits: UnsafePointer(words))
     }
 
-    @inline(__always)
-    public func permits(_ ordinal: Int) -> Bool {
-        all || bits[ordinal >> 6] & (1 << UInt64(ordinal & 63)) != 0
-    }
+    deinit { words.deallocate() }
 }
 
 /// A read from memory under a `ReadMask`.

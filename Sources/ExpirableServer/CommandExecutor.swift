@@ -12,10 +12,10 @@ final class CommandExecutor {
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
     var peer: PeerCredentials? {
-        didSet { access = state.access(peer) }
+        didSet { access.connected(peer, engine: state.engine) }
     }
     /// What `peer` may read and whether it may administer.
-    private(set) var access: ConnectionAccess
+    let access: ConnectionAccess
     /// Set when a value was written into the replies not yet handed to the channel: the handler then zeroes
     /// their buffer once it is written.
     var repliesHoldValue = false
@@ -25,7 +25,7 @@ final class CommandExecutor {
     init(state: ServerState, subscriber: Subscriber) {
         self.state = state
         self.subscriber = subscriber
-        access = state.access(nil)
+        access = state.newAccess()
         state.requestCounts.opened(requests)
     }
 

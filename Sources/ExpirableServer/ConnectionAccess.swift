@@ -10,13 +10,16 @@ import Glibc
 /// read (a `ReadMask` over the engine's table, made again when a reload replaces the table) and whether it is an
 /// admin. Used on the connection's event loop only.
 final class ConnectionAccess {
-    let peer: PeerCredentials?
+    private(set) var peer: PeerCredentials?
     /// May CLEAR, CLEARALL and RELOAD, and sees every name's metadata (LIST, INFO, EXPLAIN, status): root,
     /// whoever `[server] admins` names, or without it the daemon's user and the members of its group.
     private(set) var mayAdminister = false
     /// The table `mask` is of.
     private(set) var rules: ReadRules
-    private(set) var mask: ReadMask
+    // Read for every GET, on the connection's event loop only (see ConnectionHandler's fields).
+    @exclusivity(unchecked) private(set) var mask = ReadMask.outdated
+    /// Owns `mask`'s bits.
+    private var maskStorage: ReadMaskStorage?
     /// The SHA-256 of the peer's executable, read once if a rule asks for it: nil until then, `.some(nil)` when
     /// it could not be read.
     private var digest: [UInt8]??
@@ -26,11 +29,25 @@ final class ConnectionAccess {
 
     private let logger: Logger
 
-    init(peer: PeerCredentials?, engine: Engine, admins: [AccessRule]?, daemonUID: UInt32, daemonGID: UInt32, logger: Logger) {
-        self.peer = peer
+    private let admins: [AccessRule]?
+    private let daemonUID: UInt32
+    private let daemonGID: UInt32
+
+    /// Rights of a connection whose peer is not known yet: names without rules only.
+    init(engine: Engine, admins: [AccessRule]?, daemonUID: UInt32, daemonGID: UInt32, logger: Logger) {
         self.logger = logger
+        self.admins = admins
+        self.daemonUID = daemonUID
+        self.daemonGID = daemonGID
         rules = engine.readRules
-        mask = .outdated
+        remask()
+    }
+
+    /// The peer's credentials, read as it connected: its rights are worked out now.
+    func connected(_ peer: PeerCredentials?, engine: Engine) {
+        self.peer = peer
+        digest = nil
+        mayAdminister = false
         if let peer {
             if peer.uid == 0 {
                 mayAdminister = true
@@ -40,6 +57,7 @@ final class ConnectionAccess {
                 mayAdminister = peer.uid == daemonUID || peer.isMember(of: daemonGID)
             }
         }
+        rules = engine.readRules
         remask()
     }
 
@@ -54,7 +72,7 @@ final class ConnectionAccess {
 
     private func remask() {
         let readers = rules.readers
-        mask = ReadMask(rules) { ordinal in
+        let storage = ReadMaskStorage(rules) { ordinal in
             guard let allowed = readers[ordinal] else { return true }
             guard let peer else { return false }
             if peer.executable == nil, allowed.contains(where: { if case .exe = $0.principal { true } else { false } }) {
@@ -62,6 +80,8 @@ final class ConnectionAccess {
             }
             return ConnectionAccess.matches(allowed, peer, digest: { self.executableDigest() })
         }
+        maskStorage = storage
+        mask = storage.mask
     }
 
     private static let warnedExecutableUnknown = Atomic<Bool>(false)

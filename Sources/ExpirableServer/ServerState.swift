@@ -67,9 +67,9 @@ final class ServerState: Sendable {
         lastClientID.add(1, ordering: .relaxed).newValue
     }
 
-    /// What a connection from `peer` may do (SPEC §9).
-    func access(_ peer: PeerCredentials?) -> ConnectionAccess {
-        ConnectionAccess(peer: peer, engine: engine, admins: options.admins, daemonUID: daemonUID, daemonGID: daemonGID, logger: logger)
+    /// What a new connection may do (SPEC §9), until its peer is known.
+    func newAccess() -> ConnectionAccess {
+        ConnectionAccess(engine: engine, admins: options.admins, daemonUID: daemonUID, daemonGID: daemonGID, logger: logger)
     }
 }
 
