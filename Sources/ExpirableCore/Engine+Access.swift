@@ -116,17 +116,25 @@ extension Engine {
 
     /// `cachedValue(utf8:)` for a caller who may read only what `mask` permits: one lookup, one bit test.
     public func cachedValue(utf8 name: UnsafeRawBufferPointer, mask: ReadMask) -> MaskedRead {
-        let table = tableSlot.current
-        guard table.generation == mask.generation else { return .outdated }
-        if let (entry, ordinal) = table.nameTable.lookup(name) {
-            guard mask.permits(ordinal) else { return .forbidden }
-            return cachedValue(entry).map(MaskedRead.value) ?? .absent
+        tableSlot.withCurrent { table in
+            guard table.generation == mask.generation else { return .outdated }
+            if let found = table.nameTable.lookup(name) {
+                guard mask.permits(found.ordinal) else { return .forbidden }
+                if let fetched = cachedValue(found.entry) { return .value(fetched) }
+                return .absent
+            }
+            return familyMemberValue(utf8: name, mask: mask, table: table)
         }
+    }
+
+    /// A keyed family's member: the family's bit, then the member by name (off the common path).
+    private func familyMemberValue(utf8 name: UnsafeRawBufferPointer, mask: ReadMask, table: ExpirableTable) -> MaskedRead {
         guard !table.families.isEmpty, let colon = name.firstIndex(of: UInt8(ascii: ":")) else { return .absent }
         guard let ordinal = table.ordinals[String(decoding: UnsafeRawBufferPointer(rebasing: name[..<colon]), as: UTF8.self)],
               table.families[table.names[ordinal]] != nil else { return .absent }
         guard mask.permits(ordinal) else { return .forbidden }
         guard let entry = entries(String(decoding: name, as: UTF8.self)) else { return .absent }
-        return cachedValue(entry).map(MaskedRead.value) ?? .absent
+        if let fetched = cachedValue(entry) { return .value(fetched) }
+        return .absent
     }
 }

@@ -57,6 +57,13 @@ final class TableSlot: Sendable {
         Unmanaged<ExpirableTable>.fromOpaque(UnsafeRawPointer(bitPattern: pointer.load(ordering: .acquiring))!).takeUnretainedValue()
     }
 
+    /// Runs `body` on the current table without retaining it (a replaced table lives on for a minute, and
+    /// `body` is a read of microseconds): the hot path's way in, one reference count pair cheaper than `current`.
+    @inline(__always)
+    func withCurrent<R>(_ body: (ExpirableTable) -> R) -> R {
+        Unmanaged<ExpirableTable>.fromOpaque(UnsafeRawPointer(bitPattern: pointer.load(ordering: .acquiring))!)._withUnsafeGuaranteedRef(body)
+    }
+
     /// Makes `table` current; the old one is released a minute later (checked at each swap).
     func replace(with table: ExpirableTable, now: UInt64) {
         let new = UInt(bitPattern: Unmanaged.passRetained(table).toOpaque())
