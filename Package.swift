@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "ExpirableTOML", swiftSettings: strict),
         .target(
             name: "ExpirableConfig",
-            dependencies: ["ExpirableCore", "ExpirableTOML"],
+            dependencies: ["ExpirableCore", "ExpirableTOML", "CExpirableLinux"],
             swiftSettings: strict
         ),
         .target(
@@ -167,7 +167,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ExpirableClusterTests",
-            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS"],
+            dependencies: [
+                "ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

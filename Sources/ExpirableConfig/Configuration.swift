@@ -42,6 +42,9 @@ public struct Configuration: Sendable, Hashable {
     /// value keeps the value and its plugin.
     public internal(set) var readers: [String: [AccessRule]] = [:]
 
+    /// `[[sink]]`: files the daemon keeps holding a value, in file order; none by default.
+    public internal(set) var sinks: [Sink] = []
+
     /// `[metrics]`: the Prometheus endpoint; nil (no endpoint) by default.
     public internal(set) var metrics: Metrics? = nil
 

@@ -9,7 +9,8 @@ public final class Engine: Sendable {
     let logger: Logger
     let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
-    private let observerBox = Mutex<NewValueObserver?>(nil)
+    private let observerBox = Mutex<[NewValueObserver]>([])
+    private let clearObserverBox = Mutex<[ClearObserver]>([])
     private let callObserverBox = Mutex<CallObserver?>(nil)
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
@@ -52,9 +53,16 @@ public final class Engine: Sendable {
 
     /// Calls `observer` with every new value stored from now on: fetched here (by a caller or an eager
     /// refresh) or received from a peer. It runs on the thread that stored the value, after the entry's lock is
-    /// released, and must not block. A clear stores nothing, so it calls nothing. One observer; call once.
+    /// released, and must not block. A clear stores nothing, so it calls nothing (see `observeClears`). Each call
+    /// adds an observer (the server's subscriptions, the daemon's sinks); add them before serving.
     public func observeNewValues(_ observer: @escaping @Sendable (String, Fetched) -> Void) {
-        observerBox.withLock { $0 = NewValueObserver(call: observer) }
+        observerBox.withLock { $0.append(NewValueObserver(call: observer)) }
+    }
+
+    /// Calls `observer` with the name of every value dropped by a clear from now on: `clear`, `clearAll` (once
+    /// per name) or a peer's clear (`applyClear`), after the entry's lock is released; it must not block.
+    public func observeClears(_ observer: @escaping @Sendable (String) -> Void) {
+        clearObserverBox.withLock { $0.append(ClearObserver(call: observer)) }
     }
 
     /// Calls `observer` with every plugin call that ends from now on, under the configured name (a keyed
@@ -64,7 +72,11 @@ public final class Engine: Sendable {
     }
 
     func announceNewValue(_ name: String, _ fetched: Fetched) {
-        observerBox.withLock { $0 }?.call(name, fetched)
+        for observer in observerBox.withLock({ $0 }) { observer.call(name, fetched) }
+    }
+
+    func announceClear(_ name: String) {
+        for observer in clearObserverBox.withLock({ $0 }) { observer.call(name) }
     }
 
     /// The replicator, for cluster-scoped entries only.
@@ -203,6 +215,7 @@ public final class Engine: Sendable {
         }
         if let resumed { call(entry, generation: resumed) }
         if let replicator, let version { replicator.cleared(name, version: version) }
+        announceClear(name)
         logger.info("cleared", metadata: ["expirable": "\(name)"])
         return true
     }
@@ -247,7 +260,13 @@ public final class Engine: Sendable {
     func startingCall(_ s: inout Entry.State, now: UInt64, trigger: CallRecord.Trigger) {
         s.lastCallStart = now
         s.callTrigger = trigger
-        s.counters.pluginCalls &+= 1
+        if !s.fetcherCountsCalls { s.counters.pluginCalls &+= 1 }
+    }
+
+    /// Counts a call of this node's plugin made by a `ForwardingFetcher` for `name` (a keyed family's member
+    /// under its full name).
+    public func countPluginCall(_ name: String) {
+        entries(name)?.state.withLock { $0.counters.pluginCalls &+= 1 }
     }
 
     /// Records the call that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
@@ -330,17 +349,14 @@ public final class Engine: Sendable {
                     s.permanentFailure = false
                     s.lastFailure = nil
                     if generation == s.generation && deadline > now {
-                        if let origin = fetched.replicaVersion {
-                            if s.version.map({ origin > $0 }) ?? true {
-                                s.version = origin
-                                store(fetched, deadline: deadline, in: entry, &s, now: now)
-                                stored = true
-                            }
+                        if fetched.replicaVersion != nil {
+                            // The owner's answer to a forwarded fetch: in by the same route as replication.
+                            stored = admitReplica(fetched, into: entry, &s, now: now) == .stored
                         } else {
                             if let replicator {
                                 let version = replicator.nextVersion()
                                 s.version = version
-                                announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
+                                announce = (fetched, Engine.remainingMillis(until: deadline, now: now), version)
                             }
                             store(fetched, deadline: deadline, in: entry, &s, now: now)
                             stored = true
@@ -382,6 +398,7 @@ public final class Engine: Sendable {
 
     func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
         s.value = fetched
+        s.value!.deadline = deadline
         s.deadline = deadline
         s.freshUntil = deadline == .max ? deadline : deadline - min(deadline, entry.marginNanos)
         s.storedAt = now
@@ -405,14 +422,10 @@ public final class Engine: Sendable {
         }
     }
 
-    /// The monotonic deadline of a value arriving now: from the remaining validity a peer sent, or from the
-    /// plugin's wall-clock expiry.
+    /// The monotonic deadline of a value: the one it was given on arrival from a peer or when stored, or, for a
+    /// plugin's value arriving now, its wall-clock expiry made monotonic.
     static func deadline(of fetched: Fetched, now: UInt64, wall: Int64) -> UInt64 {
-        guard fetched.replicaVersion != nil else { return deadline(of: fetched.expiry, now: now, wall: wall) }
-        guard let remaining = fetched.replicaRemainingMillis else { return .max }
-        guard remaining > 0 else { return 0 }
-        let sum = now.addingReportingOverflow(UInt64(remaining) &* 1_000_000)
-        return sum.overflow ? .max - 1 : min(sum.partialValue, .max - 1)
+        fetched.deadline ?? deadline(of: fetched.expiry, now: now, wall: wall)
     }
 
     /// Turns a wall-clock expiry into a monotonic deadline, once, when the value arrives.
@@ -437,6 +450,11 @@ public final class Engine: Sendable {
 /// values later, overflowed the stack of the plugin thread that stored the value.
 struct NewValueObserver: Sendable {
     let call: @Sendable (String, Fetched) -> Void
+}
+
+/// The clear observer, wrapped for the same reason as `NewValueObserver`.
+struct ClearObserver: Sendable {
+    let call: @Sendable (String) -> Void
 }
 
 /// The call observer, wrapped for the same reason as `NewValueObserver`.

@@ -16,9 +16,6 @@ final class CommandExecutor {
     }
     /// What `peer` may read and whether it may administer.
     let access: ConnectionAccess
-    /// Set when a value was written into the replies not yet handed to the channel: the handler then zeroes
-    /// their buffer once it is written.
-    var repliesHoldValue = false
     /// This connection's requests by command.
     let requests = RequestCounts()
 
@@ -67,7 +64,6 @@ final class CommandExecutor {
             switch read {
             case .value(let fetched):
                 fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
-                repliesHoldValue = true
                 return .answered
             case .forbidden: return refuseRead(words.string(1), "GET", into: &out)
             case .absent, .outdated: break
@@ -87,7 +83,6 @@ final class CommandExecutor {
             }
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 PendingReply.writeFetched(fetched, to: &out)
-                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.fetch, names: [words.string(1)], patience: state.options.requestTimeout))

@@ -67,7 +67,8 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
+                cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock,
+                                  allocator: WipingAllocator.shared)
             } catch let error as TLSError {
                 fail("\(configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message))")
             } catch {
@@ -121,6 +122,10 @@ struct Daemon {
             group: MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
         )
         var parts: [any Service] = cluster.map { [$0] } ?? []
+        if !configuration.sinks.isEmpty {
+            // Before the server in the group, so shut down after it: the files go once nobody is served.
+            parts.append(Sinks(configuration, engine: engine, clock: clock, logger: Logger(label: "expirable.sinks")))
+        }
         if let metrics = configuration.metrics {
             parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, logger: logger))
         }
