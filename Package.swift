@@ -90,7 +90,7 @@ let package = Package(
         .target(
             name: "ExpirableServer",
             dependencies: [
-                "ExpirableCore", "ExpirableRESP",
+                "ExpirableCore", "ExpirableRESP", "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),

@@ -37,6 +37,11 @@ public struct Configuration: Sendable, Hashable {
         ConfigurationError(file: file, line: line(of: path), key: nil, message: message)
     }
 
+    /// Each expirable's `allow` list by name (SPEC §9); a name without one may be read by anyone who can open the
+    /// socket. Kept apart from `Expirable`, whose equality decides what a reload keeps: changing who may read a
+    /// value keeps the value and its plugin.
+    public internal(set) var readers: [String: [AccessRule]] = [:]
+
     /// `[[sink]]`: files the daemon keeps holding a value, in file order; none by default.
     public internal(set) var sinks: [Sink] = []
 
@@ -96,6 +101,9 @@ public struct Configuration: Sendable, Hashable {
         public let stateDir: String?
         /// The 32-byte key for `stateDir`; nil: the systemd credential `expirable-state-key`.
         public let stateKeyFile: String?
+        /// `admins`: who may CLEAR, CLEARALL and RELOAD besides root. Nil: the daemon's user and the members of
+        /// its group, as before there was a setting.
+        public internal(set) var admins: [AccessRule]? = nil
     }
 
     /// `plugin_user` / `plugin_group`, resolved to ids when the configuration is read.

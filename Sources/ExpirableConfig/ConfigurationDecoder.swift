@@ -23,14 +23,18 @@ struct ConfigurationDecoder {
         let server = try decodeServer(root["server"].map { v throws(ConfigurationError) in try table(v, at: ["server"]) })
         let cluster = try root["cluster"].map { v throws(ConfigurationError) in try decodeCluster(table(v, at: ["cluster"])) }
         var expirables: [Configuration.Expirable] = []
+        var readers: [String: [AccessRule]] = [:]
         if let value = root["expirable"] {
             let all = try table(value, at: ["expirable"])
             for name in all.keys.sorted() {
                 guard let value = all[name] else { continue }
-                expirables.append(try decodeExpirable(name, table(value, at: ["expirable", name]), isolation: server.isolation))
+                let t = try table(value, at: ["expirable", name])
+                expirables.append(try decodeExpirable(name, t, isolation: server.isolation))
+                if let allow = t["allow"] { readers[name] = try accessRules(allow, at: ["expirable", name, "allow"], allowEmpty: false) }
             }
         }
         var configuration = Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
+        configuration.readers = readers
         configuration.metrics = try root["metrics"].map { v throws(ConfigurationError) in try decodeMetrics(table(v, at: ["metrics"])) }
         configuration.sinks = try root["sink"].map { v throws(ConfigurationError) in try decodeSinks(v, expirables: expirables) } ?? []
         ConfigurationDecoder.collectLines(root, at: [], into: &configuration.keyLines.lines)
@@ -57,7 +61,7 @@ struct ConfigurationDecoder {
         let t = t ?? TOMLTable()
         let at = ["server"]
         try allowOnly(["socket", "socket_mode", "plugin_dir", "max_connections", "max_request_bytes", "max_output_bytes",
-                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group", "state_dir", "state_key_file"], in: t, at: at)
+                       "idle_timeout", "request_timeout", "isolation", "plugin_user", "plugin_group", "state_dir", "state_key_file", "admins"], in: t, at: at)
         let socket = try path(t, "socket", at: at) ?? Server.defaultSocket
         let pluginDir = try path(t, "plugin_dir", at: at) ?? Server.defaultPluginDir
         var mode = Server.defaultSocketMode
@@ -86,9 +90,11 @@ struct ConfigurationDecoder {
         if stateKeyFile != nil && stateDir == nil {
             throw error(at + ["state_key_file"], "only applies with state_dir; set state_dir (where plugin states are kept) or remove state_key_file")
         }
-        return .init(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
-                     maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation,
-                     pluginAccount: account, stateDir: stateDir, stateKeyFile: stateKeyFile)
+        var server = Server(socket: socket, socketMode: mode, pluginDir: pluginDir, maxConnections: maxConnections, maxRequestBytes: maxRequestBytes,
+                            maxOutputBytes: maxOutputBytes, idleTimeout: idleTimeout, requestTimeout: requestTimeout, isolation: isolation,
+                            pluginAccount: account, stateDir: stateDir, stateKeyFile: stateKeyFile)
+        server.admins = try t["admins"].map { v throws(ConfigurationError) in try accessRules(v, at: at + ["admins"], allowEmpty: true) }
+        return server
     }
 
     /// `plugin_user` and `plugin_group`: names or numeric ids, looked up on this machine now, so a typo is
@@ -176,7 +182,7 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
-        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle",
+        try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle", "allow",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.

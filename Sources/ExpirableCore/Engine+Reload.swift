@@ -1,12 +1,20 @@
 import Synchronization
 
 /// The configured expirables at one moment: entries by name, keyed families, the byte-keyed table of the hot
-/// path, and the sorted names. Immutable; a reload makes a new one.
+/// path, the sorted names and who may read each (by ordinal, a name's place in `names`). Immutable; a reload
+/// makes a new one, with a new `generation`.
 final class ExpirableTable: Sendable {
     let entries: [String: Entry]
     let families: [String: Family]
     let nameTable: NameTable
     let names: [String]
+    /// Each name's `allow` list, by ordinal; nil: anyone.
+    let readers: [[AccessRule]?]
+    let ordinals: [String: Int]
+    /// Unique to this table in the process: a `ReadMask` made for another table is recomputed.
+    let generation: UInt64
+
+    private static let lastGeneration = Atomic<UInt64>(0)
 
     /// A table of `expirables`, reusing from `previous` the entry (value, timers, state, counters) or family of
     /// every name in `keeping`.
@@ -24,8 +32,13 @@ final class ExpirableTable: Sendable {
         }
         self.entries = entries
         self.families = families
-        nameTable = NameTable(entries)
         names = (Array(entries.keys) + Array(families.keys)).sorted()
+        let ordinals = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, $0.offset) })
+        self.ordinals = ordinals
+        let byName = Dictionary(expirables.map { ($0.name, $0.readers) }, uniquingKeysWith: { first, _ in first })
+        readers = names.map { byName[$0] ?? nil }
+        nameTable = NameTable(entries, ordinals: ordinals)
+        generation = ExpirableTable.lastGeneration.add(1, ordering: .relaxed).newValue
     }
 }
 
@@ -42,6 +55,13 @@ final class TableSlot: Sendable {
 
     var current: ExpirableTable {
         Unmanaged<ExpirableTable>.fromOpaque(UnsafeRawPointer(bitPattern: pointer.load(ordering: .acquiring))!).takeUnretainedValue()
+    }
+
+    /// Runs `body` on the current table without retaining it (a replaced table lives on for a minute, and
+    /// `body` is a read of microseconds): the hot path's way in, one reference count pair cheaper than `current`.
+    @inline(__always)
+    func withCurrent<R>(_ body: (ExpirableTable) -> R) -> R {
+        Unmanaged<ExpirableTable>.fromOpaque(UnsafeRawPointer(bitPattern: pointer.load(ordering: .acquiring))!)._withUnsafeGuaranteedRef(body)
     }
 
     /// Makes `table` current; the old one is released a minute later (checked at each swap).

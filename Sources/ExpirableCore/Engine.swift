@@ -101,7 +101,7 @@ public final class Engine: Sendable {
         return cachedValue(entry)
     }
 
-    private func cachedValue(_ entry: Entry) -> Fetched? {
+    func cachedValue(_ entry: Entry) -> Fetched? {
         let now = clock.monotonicNanos
         if entry.family != nil { entry.lastUsed.store(now, ordering: .relaxed) }
         return entry.state.withLock { s in

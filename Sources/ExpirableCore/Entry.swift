@@ -153,6 +153,9 @@ public struct ExpirableDefinition: Sendable {
     public let fetcher: any Fetcher
     /// Set for a keyed family (SPEC §3.19): `NAME:KEY` addresses its members.
     public let keyed: KeyedPolicy?
+    /// Who may read it (its `allow` list, SPEC §9); nil: anyone who can open the socket. Not part of what the
+    /// engine keeps an entry for across a reload: a changed list keeps the value.
+    public var readers: [AccessRule]? = nil
 
     public init(name: String, scope: Scope = .cluster, refresh: RefreshPolicy = .lazy, freshness: FreshnessPolicy = FreshnessPolicy(),
                 keyed: KeyedPolicy? = nil, fetcher: any Fetcher) {
@@ -166,7 +169,9 @@ public struct ExpirableDefinition: Sendable {
 
     /// The same definition with another fetcher (the cluster wraps the plugin's), freshness policy or keying.
     public func with(fetcher: (any Fetcher)? = nil, freshness: FreshnessPolicy? = nil, keyed: KeyedPolicy?? = nil) -> ExpirableDefinition {
-        ExpirableDefinition(name: name, scope: scope, refresh: refresh, freshness: freshness ?? self.freshness, keyed: keyed ?? self.keyed,
-                            fetcher: fetcher ?? self.fetcher)
+        var copy = ExpirableDefinition(name: name, scope: scope, refresh: refresh, freshness: freshness ?? self.freshness, keyed: keyed ?? self.keyed,
+                                       fetcher: fetcher ?? self.fetcher)
+        copy.readers = readers
+        return copy
     }
 }

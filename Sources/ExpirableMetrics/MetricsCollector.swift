@@ -45,7 +45,10 @@ public final class MetricsCollector: Sendable {
         self.sources = sources
         let registry = registry
         let histograms = histograms
+        let engine = sources.engine
         sources.engine.observeCalls { name, call in
+            // An expirable with an allow list is left out: a scrape has no peer credentials (SPEC §9).
+            guard !engine.isRestricted(name) else { return }
             histograms.histogram(name, call.outcome, in: registry).recordNanoseconds(Int64(clamping: call.durationNanos))
         }
     }
@@ -73,7 +76,9 @@ public final class MetricsCollector: Sendable {
     /// Writes every figure; returns the names of the expirables there are now.
     private func gather(into scrape: inout Scrape) -> Set<String> {
         let engine = sources.engine
-        let figures = engine.figures()
+        // Expirables with an allow list are left out: a scrape has no peer credentials, and whoever cannot read
+        // a value must not learn that it exists (SPEC §9).
+        let figures = engine.figures().filter { !engine.isRestricted($0.name) }
         for figure in figures {
             let name = [("expirable", figure.name)]
             for state in [ExpirableStatus.State.empty, .valid, .expired, .stale] {

@@ -11,13 +11,18 @@ final class CommandExecutor {
     /// This connection, as the fan-out of new values knows it.
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
-    var peer: PeerCredentials?
+    var peer: PeerCredentials? {
+        didSet { access.connected(peer, engine: state.engine) }
+    }
+    /// What `peer` may read and whether it may administer.
+    let access: ConnectionAccess
     /// This connection's requests by command.
     let requests = RequestCounts()
 
     init(state: ServerState, subscriber: Subscriber) {
         self.state = state
         self.subscriber = subscriber
+        access = state.newAccess()
         state.requestCounts.opened(requests)
     }
 
@@ -51,12 +56,23 @@ final class CommandExecutor {
         let engine = state.engine
         switch command {
         case .get:
-            if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
+            var read = engine.cachedValue(utf8: words.bytes(1), mask: access.mask)
+            if case .outdated = read {
+                access.update(engine)
+                read = engine.cachedValue(utf8: words.bytes(1), mask: access.mask)
+            }
+            switch read {
+            case .value(let fetched):
                 fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
                 return .answered
+            case .forbidden: return refuseRead(words.string(1), "GET", into: &out)
+            case .absent, .outdated: break
             }
-            return .await(PendingReply(.get, names: [words.string(1)], patience: state.options.requestTimeout))
+            let name = words.string(1)
+            guard access.mayRead(name, engine) else { return refuseRead(name, "GET", into: &out) }
+            return .await(PendingReply(.get, names: [name], patience: state.options.requestTimeout))
         case .fetch:
+            guard access.mayRead(words.string(1), engine) else { return refuseRead(words.string(1), "FETCH", into: &out) }
             if words.count == 4 {
                 guard let ms = Int64(words.string(3)), ms >= 0 else {
                     out.writeRESPError("ERR MINTTL expects a non-negative integer of milliseconds, got '\(words.string(3).prefix(32))'")
@@ -71,9 +87,13 @@ final class CommandExecutor {
             }
             return .await(PendingReply(.fetch, names: [words.string(1)], patience: state.options.requestTimeout))
         case .mget:
-            return .await(PendingReply(.mget, names: (1..<words.count).map { words.string($0) }, patience: state.options.requestTimeout))
+            let names = (1..<words.count).map { words.string($0) }
+            // As Redis's ACLs do: one name the caller may not read refuses the whole command.
+            if let refused = names.first(where: { !access.mayRead($0, engine) }) { return refuseRead(refused, "MGET", into: &out) }
+            return .await(PendingReply(.mget, names: names, patience: state.options.requestTimeout))
         case .ttl, .pttl:
             let name = words.string(1)
+            guard access.maySee(name, engine) else { return refuseRead(name, command == .ttl ? "TTL" : "PTTL", into: &out) }
             switch engine.timeToLive(name) {
             case nil: out.writeRESPError(ExpirableError.notFound(name).description)
             case .notStored: out.writeRESPInteger(-2)
@@ -81,15 +101,17 @@ final class CommandExecutor {
             case .millis(let ms): out.writeRESPInteger(command == .ttl ? (ms + 500) / 1000 : ms)
             }
         case .exists:
-            let held = (1..<words.count).filter { isHeld(words.string($0)) }.count
-            out.writeRESPInteger(Int64(held))
+            let names = (1..<words.count).map { words.string($0) }
+            if let refused = names.first(where: { !access.maySee($0, engine) }) { return refuseRead(refused, "EXISTS", into: &out) }
+            out.writeRESPInteger(Int64(names.filter(isHeld).count))
         case .type:
+            guard access.maySee(words.string(1), engine) else { return refuseRead(words.string(1), "TYPE", into: &out) }
             out.writeRESP(.simpleString(engine.scope(of: words.string(1)) == nil ? "none" : "string"))
         case .dbsize:
-            out.writeRESPInteger(Int64(engine.names.filter(isHeld).count))
+            out.writeRESPInteger(Int64(access.visibleNames(engine).filter(isHeld).count))
         case .clear:
             let name = words.string(1)
-            guard state.mayAdminister(peer) else { return refuseAdmin("CLEAR", into: &out) }
+            guard access.mayAdminister else { return refuseAdmin("CLEAR", into: &out) }
             guard engine.clear(name) else {
                 out.writeRESPError(ExpirableError.notFound(name).description)
                 return .answered
@@ -97,12 +119,12 @@ final class CommandExecutor {
             state.logger.notice("clear", metadata: ["expirable": "\(name)", "peer": "\(peer.map(\.description) ?? "unknown")"])
             out.writeRESPSimple("OK")
         case .clearAll:
-            guard state.mayAdminister(peer) else { return refuseAdmin("CLEARALL", into: &out) }
+            guard access.mayAdminister else { return refuseAdmin("CLEARALL", into: &out) }
             engine.clearAll()
             state.logger.notice("clear all", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
             out.writeRESPSimple("OK")
         case .reload:
-            guard state.mayAdminister(peer) else { return refuseAdmin("RELOAD", into: &out) }
+            guard access.mayAdminister else { return refuseAdmin("RELOAD", into: &out) }
             guard let reload = state.options.reload else {
                 out.writeRESPError("ERR this daemon cannot reload its configuration")
                 return .answered
@@ -113,22 +135,26 @@ final class CommandExecutor {
             case .failure(let refusal): out.writeRESPError("ERR reload refused, nothing changed: \(refusal.message)")
             }
         case .list:
-            out.writeRESPArrayHeader(engine.names.count)
+            let names = access.visibleNames(engine)
+            out.writeRESPArrayHeader(names.count)
             // A keyed family shows once, as NAME:* (its members are addressed as NAME:KEY).
-            for name in engine.names { out.writeRESPBulk(engine.isKeyed(name) ? name + ":*" : name) }
+            for name in names { out.writeRESPBulk(engine.isKeyed(name) ? name + ":*" : name) }
         case .info(let named):
             if named {
                 let name = words.string(1)
-                if let text = InfoText.expirable(name, state: state) {
+                if !CommandExecutor.redisInfoSections.contains(name.lowercased()) && !access.maySee(name, engine) {
+                    return refuseRead(name, "INFO", into: &out)
+                }
+                if access.maySee(name, engine), let text = InfoText.expirable(name, state: state) {
                     out.writeRESPBulk(text)
                 } else if CommandExecutor.redisInfoSections.contains(name.lowercased()) {
                     // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
-                    out.writeRESPBulk(InfoText.server(state: state))
+                    out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
                 } else {
                     out.writeRESPError(ExpirableError.notFound(name).description)
                 }
             } else {
-                out.writeRESPBulk(InfoText.server(state: state))
+                out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
             }
         case .ping(let echo):
             if session.restrictedToPubSub {
@@ -198,6 +224,7 @@ final class CommandExecutor {
             return .closeAfterReply
         case .explain:
             let name = words.string(1)
+            guard access.maySee(name, engine) else { return refuseRead(name, "EXPLAIN", into: &out) }
             guard let text = ExplainText.expirable(name, state: state) else {
                 out.writeRESPError(ExpirableError.notFound(name).description)
                 return .answered
@@ -217,6 +244,11 @@ final class CommandExecutor {
         requests.count(Command.unknownMetricSlot)
         session.transaction?.failed = true
         out.writeRESPError(error.text)
+    }
+
+    /// Whether a new value of `name` may be pushed to this subscriber: a reload may have taken its right away.
+    func mayReceive(_ name: String) -> Bool {
+        access.mayRead(name, state.engine)
     }
 
     /// Called when the connection closes: its subscriptions end.
@@ -254,12 +286,38 @@ final class CommandExecutor {
 
     private func refuseAdmin(_ command: String, into out: inout ByteBuffer) -> Outcome {
         state.logger.warning("refused admin command", metadata: ["command": "\(command)", "peer": "\(peer.map(\.description) ?? "unknown")"])
-        out.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and members of its group (gid \(state.daemonGID)) only")
+        if let admins = state.options.admins {
+            let listed = admins.isEmpty ? "" : " and \(admins.map(\.spelled).joined(separator: ", "))"
+            out.writeRESPError("NOPERM \(command) is allowed to root\(listed) only ([server] admins)")
+        } else {
+            out.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and members of its group (gid \(state.daemonGID)) only")
+        }
+        return .answered
+    }
+
+    /// Refuses a command naming `name`, which the caller may not read (or, when names are hidden from it, that
+    /// does not exist): NOPERM, and a warning with who asked, never a value.
+    private func refuseRead(_ name: String, _ command: String, into out: inout ByteBuffer) -> Outcome {
+        access.refusals += 1
+        if access.refusals <= ConnectionAccess.loggedRefusals {
+            state.logger.warning("refused read", metadata: [
+                "command": "\(command)", "expirable": "\(name.prefix(200))", "pid": "\(peer.map { String($0.pid) } ?? "unknown")",
+                "uid": "\(peer.map { String($0.uid) } ?? "unknown")", "exe": "\(peer?.executable ?? "unknown")",
+            ])
+            if access.refusals == ConnectionAccess.loggedRefusals {
+                state.logger.notice("further refused reads of this connection are not logged", metadata: ["client": "\(subscriber.id)"])
+            }
+        }
+        out.writeRESPError(access.refusal(name))
         return .answered
     }
 
     private func subscribe(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
         let names = (1..<words.count).map { words.string($0) }
+        if let refused = names.first(where: { !access.mayRead($0, state.engine) }) {
+            _ = refuseRead(refused, "SUBSCRIBE", into: &out)
+            return
+        }
         if let unknown = names.first(where: { state.engine.scope(of: $0) == nil }) {
             out.writeRESPError(ExpirableError.notFound(unknown).description)
             return

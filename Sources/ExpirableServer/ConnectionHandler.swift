@@ -320,7 +320,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A new value for a subscription: pushed at once (after a transaction's array, if one is half written).
     /// A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
     private func push(_ name: String, _ fetched: Fetched, context: ChannelHandlerContext) {
-        guard state.phase != .closed, session.subscriptions.contains(name) else { return }
+        guard state.phase != .closed, session.subscriptions.contains(name), executor.mayReceive(name) else { return }
         var out = WipingAllocator.shared.buffer(capacity: 64 + fetched.value.count + name.utf8.count)
         out.writeRESPPushHeader(3, session.version)
         out.writeRESPBulk("message")

@@ -34,9 +34,17 @@ enum ExplainText {
         }
         lines += state.options.pluginInfo?(name) ?? []
         lines += state.options.expirableInfo?(name) ?? [("owner", state.options.nodeName)]
-        // Who may read: no access rules yet (SPEC §9's `allow` lists), so whoever the socket's mode lets in.
-        lines.append(("readers", "anyone who can open the socket \(state.options.socketPath) (mode 0\(String(state.options.socketMode, radix: 8)))"))
-        lines.append(("admins", "root, the daemon's user (uid \(state.daemonUID)) and its group (gid \(state.daemonGID))"))
+        // Who may read (SPEC §9): the allow list, else whoever the socket's mode lets in.
+        if case .some(.some(let allowed)) = state.engine.readRules.rules(of: name) {
+            lines.append(("readers", allowed.map(\.spelled).joined(separator: ", ")))
+        } else {
+            lines.append(("readers", "anyone who can open the socket \(state.options.socketPath) (mode 0\(String(state.options.socketMode, radix: 8)))"))
+        }
+        if let admins = state.options.admins {
+            lines.append(("admins", (["root"] + admins.map(\.spelled)).joined(separator: ", ")))
+        } else {
+            lines.append(("admins", "root, the daemon's user (uid \(state.daemonUID)) and its group (gid \(state.daemonGID))"))
+        }
         return lines.map { "\($0.0):\(oneLine($0.1))" }.joined(separator: "\r\n") + "\r\n"
     }
 

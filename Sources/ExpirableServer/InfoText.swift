@@ -61,7 +61,8 @@ enum InfoText {
         return lines.joined(separator: "\r\n") + "\r\n"
     }
 
-    static func server(state: ServerState) -> String {
+    /// The server's INFO for a caller who sees `names` (SPEC §9: counts of what it may read only).
+    static func server(state: ServerState, names: [String]) -> String {
         let uptime = (SystemClock().monotonicNanos - state.startedAt) / 1_000_000_000
         return ([
             "daemon:expirabled",
@@ -69,8 +70,8 @@ enum InfoText {
             "uptime_s:\(uptime)",
             "socket:\(state.options.socketPath)",
             "node:\(state.options.nodeName)",
-            "expirables:\(state.engine.names.count)",
-            "stale_answers:\(state.engine.names.reduce(UInt64(0)) { $0 &+ (state.engine.status($1)?.counters.staleAnswers ?? 0) })",
+            "expirables:\(names.count)",
+            "stale_answers:\(names.reduce(UInt64(0)) { $0 &+ (state.engine.status($1)?.counters.staleAnswers ?? 0) })",
             "connections:\(state.connections.load(ordering: .relaxed))",
             "connections_accepted:\(state.connectionsAccepted.load(ordering: .relaxed))",
             "connections_refused:\(state.connectionsRefused.load(ordering: .relaxed))",

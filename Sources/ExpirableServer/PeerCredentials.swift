@@ -4,7 +4,7 @@ import Glibc
 #endif
 
 /// Who is on the other end of a Unix-socket connection: SO_PEERCRED's pid, uid and gid, and the supplementary
-/// groups of that process, all read once, on accept.
+/// groups and executable of that process, all read once, on accept.
 struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     var pid: Int32
     var uid: UInt32
@@ -12,9 +12,16 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     /// The peer's supplementary groups, from /proc/PID/status as it connected; empty when they could not be read
     /// or the process there is no longer the one that connected.
     var groups: [UInt32] = []
+    /// The real path of the peer's executable (/proc/PID/exe) as it connected, under the same condition as
+    /// `groups`; nil when it could not be read. A file deleted or replaced since it was started reads as
+    /// "PATH (deleted)", which no rule names.
+    var executable: String?
 
     var description: String {
-        groups.isEmpty ? "pid=\(pid) uid=\(uid) gid=\(gid)" : "pid=\(pid) uid=\(uid) gid=\(gid) groups=\(groups.map(String.init).joined(separator: ","))"
+        var text = "pid=\(pid) uid=\(uid) gid=\(gid)"
+        if !groups.isEmpty { text += " groups=\(groups.map(String.init).joined(separator: ","))" }
+        if let executable { text += " exe=\(executable)" }
+        return text
     }
 
     /// Whether the peer is in group `gid`, as its primary group or a supplementary one.
@@ -39,7 +46,16 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
         )
         return future.map { ucred in
             var peer = PeerCredentials(pid: ucred.pid, uid: ucred.uid, gid: ucred.gid)
-            peer.groups = supplementaryGroups(of: ucred)
+            // Both read through one handle on /proc/PID: if that process ends and its pid is reused in between,
+            // reads through the handle fail rather than describe the newcomer (as SPIRE's peer tracker does).
+            let directory = ucred.pid > 0 ? open("/proc/\(ucred.pid)", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+            if directory >= 0 {
+                defer { close(directory) }
+                if let groups = supplementaryGroups(of: ucred, in: directory) {
+                    peer.groups = groups
+                    peer.executable = executable(in: directory)
+                }
+            }
             return Optional(peer)
         }.recover { _ in nil }
     }
@@ -48,8 +64,9 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     /// just after, so they count only when the process at that pid still has the connecting process's real and
     /// effective uid and gid (a pid reused in between by another user's process gives none). SO_PEERGROUPS
     /// would need the option's returned length, which NIO's socket option API does not pass on.
-    private static func supplementaryGroups(of ucred: Ucred) -> [UInt32] {
-        guard ucred.pid > 0, let text = readSmallFile("/proc/\(ucred.pid)/status") else { return [] }
+    /// Nil when the process at the pid is not the one that connected, as far as its ids tell.
+    private static func supplementaryGroups(of ucred: Ucred, in directory: Int32) -> [UInt32]? {
+        guard let text = readSmallFile("status", in: directory) else { return nil }
         var uids: [UInt32] = []
         var gids: [UInt32] = []
         var groups: [UInt32] = []
@@ -63,8 +80,17 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
             }
         }
         guard uids.count >= 2, gids.count >= 2, uids[0] == ucred.uid || uids[1] == ucred.uid,
-              gids[0] == ucred.gid || gids[1] == ucred.gid else { return [] }
+              gids[0] == ucred.gid || gids[1] == ucred.gid else { return nil }
         return groups
+    }
+
+    /// readlink of /proc/PID/exe: the path the kernel opened the executable by, links resolved. A daemon that is
+    /// not root may read it only for processes of its own user (or with CAP_SYS_PTRACE).
+    private static func executable(in directory: Int32) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlinkat(directory, "exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     private static func numbers(_ text: Substring) -> [UInt32] {
@@ -72,8 +98,8 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// At most 16 KiB of a /proc file, as text.
-    private static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    private static func readSmallFile(_ path: String, in directory: Int32) -> String? {
+        let fd = openat(directory, path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: 16384)

@@ -1,3 +1,5 @@
+import ExpirableCore
+
 /// How the socket server runs. The daemon fills it from `[server]`.
 public struct ServerOptions: Sendable {
     /// The Unix socket path.
@@ -30,6 +32,9 @@ public struct ServerOptions: Sendable {
     public var serverInfo: (@Sendable () -> [(String, String)])?
     /// Called once the socket listens with its mode set, so the daemon can prefetch and report readiness.
     public var onListening: (@Sendable () -> Void)?
+    /// Who may CLEAR, CLEARALL and RELOAD besides root (`[server] admins`, SPEC §9); nil: the daemon's user and
+    /// the members of its group.
+    public var admins: [AccessRule]?
     /// Re-reads the configuration (RELOAD, SIGHUP): what was applied, or why nothing was.
     public var reload: (@Sendable () -> Result<String, ServerError>)?
 

@@ -67,12 +67,9 @@ final class ServerState: Sendable {
         lastClientID.add(1, ordering: .relaxed).newValue
     }
 
-    /// CLEAR and CLEARALL are for root, the daemon's user and members of its group (as their primary group or a
-    /// supplementary one). Anyone else who can reach the socket (a socket_mode that lets others in) may read
-    /// values but not drop them.
-    func mayAdminister(_ peer: PeerCredentials?) -> Bool {
-        guard let peer else { return false }
-        return peer.uid == 0 || peer.uid == daemonUID || peer.isMember(of: daemonGID)
+    /// What a new connection may do (SPEC §9), until its peer is known.
+    func newAccess() -> ConnectionAccess {
+        ConnectionAccess(engine: engine, admins: options.admins, daemonUID: daemonUID, daemonGID: daemonGID, logger: logger)
     }
 }
 

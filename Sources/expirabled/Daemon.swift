@@ -99,6 +99,7 @@ struct Daemon {
             nodeName: configuration.cluster?.node ?? "local"
         )
         options.pluginInfo = { plugins.info($0) }
+        options.admins = configuration.server.admins
         let reloader = Reloader(path: arguments.config, configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
         options.reload = { reloader.reload() }
         reloader.reloadOnHangup()
@@ -155,6 +156,7 @@ struct Daemon {
             guard let expirable = byName[definition.name] else { return definition }
             // Prefetch of cluster-scoped values waits for the join and is left to their owners (Readiness).
             var result = definition.with(freshness: expirable.freshness)
+            result.readers = configuration.readers[definition.name]
             if let cluster, expirable.scope == .cluster {
                 result = result.with(fetcher: cluster.fetcher(for: definition.name, local: definition.fetcher, timeout: expirable.timeout))
             }

@@ -66,15 +66,19 @@ final class Reloader: Sendable {
             // is also when the engine may keep its entry.
             let report = engine.reload(definitions, unchanged: prepared.unchanged)
             prepared.commit()
-            applied = next
             // A cluster-scoped value is prefetched by its owner only; the others receive it (SPEC §4.11).
             let fresh = Set(report.added + report.changed).filter { engine.scope(of: $0) != .cluster || cluster?.owns($0) ?? true }
             if !fresh.isEmpty { engine.prefetch(only: fresh) { _ in } }
+            // An allow list is not part of what keeps an entry: a value whose readers changed is kept, and said so.
+            let accessChanged = Set(applied.readers.keys).union(next.readers.keys).filter { applied.readers[$0] != next.readers[$0] }
+                .filter { report.unchanged.contains($0) }.sorted()
+            applied = next
             logger.notice("configuration reloaded", metadata: [
+                "allow_changed": "\(accessChanged)",
                 "file": "\(path)", "added": "\(report.added)", "changed": "\(report.changed)",
                 "removed": "\(report.removed)", "unchanged": "\(report.unchanged.count)",
             ])
-            return .success("reloaded \(path): \(report.description)")
+            return .success("reloaded \(path): \(report.description)" + (accessChanged.isEmpty ? "" : "; allow changed: \(accessChanged.joined(separator: ", "))"))
         }
     }
 
@@ -96,6 +100,7 @@ final class Reloader: Sendable {
         if a.requestTimeout != b.requestTimeout { keys.append("server.request_timeout") }
         if a.stateDir != b.stateDir { keys.append("server.state_dir") }
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
+        if a.admins != b.admins { keys.append("server.admins") }
         if old.cluster != next.cluster { keys.append("[cluster]") }
         if old.sinks.map(\.withoutLine) != next.sinks.map(\.withoutLine) { keys.append("[[sink]]") }
         if old.cluster != nil {

@@ -162,7 +162,7 @@ struct ConfigurationTests {
 
     static let refusals: [(String, String)] = [
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
-         "F:3: server.sockt_mode: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),
+         "F:3: server.sockt_mode: unknown key in [server]; expected one of: admins, idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),
         ("[server]\nmax_connections = 0\n",
          "F:2: server.max_connections: expected an integer from 1 to 1000000, got 0"),
         ("[expirable.a]\nplugin = \"x\\u0000junk\"\n",
@@ -228,7 +228,7 @@ struct ConfigurationTests {
         ("[expirable.a]\nplugin = \"../../tmp/evil\"\n",
          "F:2: expirable.a.plugin: expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \"../../tmp/evil\""),
         ("[expirable.a]\nplugin = \"file\"\ncolour = \"blue\"\n",
-         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: before_expiry, expiry_margin, isolation, jitter, key_idle, keyed, max_cpu, max_keys, max_memory, params, plugin, prefetch, refresh, retry_backoff, retry_interval, scope, single_flight, stale_if_error, timeout"),
+         "F:3: expirable.a.colour: unknown key in [expirable.a]; expected one of: allow, before_expiry, expiry_margin, isolation, jitter, key_idle, keyed, max_cpu, max_keys, max_memory, params, plugin, prefetch, refresh, retry_backoff, retry_interval, scope, single_flight, stale_if_error, timeout"),
         ("[expirable.a]\nplugin = \"file\"\n[expirable.a.params]\nnested = { x = 1 }\n",
          "F:4: expirable.a.params.nested: expected a string, number, boolean or array of them, got a table"),
         ("expirable = \"token\"\n",

@@ -54,7 +54,7 @@ struct StrictValueTests {
     @Test("control characters in a refused value or key are shown escaped", arguments: [
         ("[server]\nsocket_mode = \"\\u001b[31m\\n\"\n", "F:2: server.socket_mode: expected an octal file mode string such as \"0660\", got \"\\u001B[31m\\n\""),
         ("[expirable.x]\nplugin = \"p\"\nrefresh = \"eager\\r\\tx\"\n", "F:3: expirable.x.refresh: expected \"lazy\" or \"eager\", got \"eager\\r\\tx\""),
-        ("[server]\n\"bad\\u0007key\" = 1\n", "F:2: server.bad\\u0007key: unknown key in [server]; expected one of: idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),
+        ("[server]\n\"bad\\u0007key\" = 1\n", "F:2: server.bad\\u0007key: unknown key in [server]; expected one of: admins, idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),
         ("[cluster]\nnode = \"a\\u009bb\"\n", "F:2: cluster.node: expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \"a\\u009Bb\""),
     ])
     func controlCharacters(text: String, message: String) {
