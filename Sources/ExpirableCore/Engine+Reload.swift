@@ -5,7 +5,9 @@ import Synchronization
 final class ExpirableTable: Sendable {
     let entries: [String: Entry]
     let families: [String: Family]
-    let nameTable: NameTable
+    let nameTable: NameTable<Entry>
+    /// Keyed families by the bytes of their names, for `NAME:KEY` read from a receive buffer.
+    let familyTable: NameTable<Family>
     let names: [String]
 
     /// A table of `expirables`, reusing from `previous` the entry (value, timers, state, counters) or family of
@@ -25,7 +27,18 @@ final class ExpirableTable: Sendable {
         self.entries = entries
         self.families = families
         nameTable = NameTable(entries)
+        familyTable = NameTable(families)
         names = (Array(entries.keys) + Array(families.keys)).sorted()
+    }
+}
+
+extension ExpirableTable {
+    /// The family and the key bytes of `NAME:KEY` given as bytes (the key is not checked: a bad one is never
+    /// held, so looking it up finds nothing).
+    func family(utf8 name: UnsafeRawBufferPointer) -> (Family, UnsafeRawBufferPointer)? {
+        guard !families.isEmpty, let colon = name.firstIndex(of: UInt8(ascii: ":")),
+              let family = familyTable.entry(UnsafeRawBufferPointer(rebasing: name[..<colon])) else { return nil }
+        return (family, UnsafeRawBufferPointer(rebasing: name[(colon + 1)...]))
     }
 }
 
@@ -97,7 +110,7 @@ extension Engine {
         report.removed = previous.names.filter { !next.names.contains($0) }
         tableSlot.replace(with: next, now: clock.monotonicNanos)
         for name in report.removed + report.changed {
-            for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.all ?? [] {
+            for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.wholeMembers ?? [] {
                 entry.state.withLock { $0.cancelRefresh() }
             }
         }

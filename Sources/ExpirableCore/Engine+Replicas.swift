@@ -5,21 +5,38 @@ extension Engine {
     /// node already has a newer version (a newer value, or a newer clear). Returns whether it was applied.
     @discardableResult
     public func applyReplica(_ name: String, value: Secret, remainingMillis: Int64?, version: Version) -> Bool {
-        guard let entry = entry(creating: name), entry.scope == .cluster else { return false }
         let now = clock.monotonicNanos
         let fetched = Fetched(value: value, remainingMillis: remainingMillis, version: version, unixMillisNow: clock.unixMillis)
         let deadline = Engine.deadline(of: fetched, now: now, wall: clock.unixMillis)
-        let (applied, stored, waiters, resumed): (Bool, Bool, [Entry.Completion], UInt64?) = entry.state.withLock { s in
-            guard s.version.map({ version > $0 }) ?? true else { return (false, false, [], nil) }
+        var member: Entry?
+        if entryTable[name] == nil, let (family, key) = familyAndKey(name), family.compacts {
+            // A keyed member with nothing pending takes the value compact, and a new one is made compact.
+            guard family.definition.scope == .cluster else { return false }
+            let (change, evicted) = family.applyReplica(key, value: value, expiry: fetched.expiry, deadline: deadline, version: version, now: now)
+            for entry in evicted { retire(entry, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
+            switch change {
+            case .stale, .missing: return false
+            case .applied(let stored):
+                if stored { announceNewValue(name, fetched) }
+                return true
+            case .whole(let entry): member = entry
+            }
+        }
+        guard let entry = member ?? entry(creating: name), entry.scope == .cluster else { return false }
+        let (applied, stored, waiters, resumed, detached): (Bool, Bool, [Entry.Completion], UInt64?, Bool) = entry.state.withLock { s in
+            if s.detached { return (false, false, [], nil, true) }
+            guard s.version.map({ version > $0 }) ?? true else { return (false, false, [], nil, false) }
             s.version = version
             guard deadline > now else {
                 Engine.drop(&s)
-                return (true, false, [], startScheduledCall(&s, now: now))
+                return (true, false, [], startScheduledCall(&s, now: now), false)
             }
             store(fetched, deadline: deadline, in: entry, &s, now: now)
             // Callers parked on a paced call get the peer's value instead, if it is valid here.
-            return (true, true, s.isValid(at: now) ? takeScheduledWaiters(&s) : [], nil)
+            return (true, true, s.isValid(at: now) ? takeScheduledWaiters(&s) : [], nil, false)
         }
+        // Made compact or evicted since it was looked up: apply it to what is there now.
+        if detached { return applyReplica(name, value: value, remainingMillis: remainingMillis, version: version) }
         if let resumed { call(entry, generation: resumed) }
         if stored { announceNewValue(name, fetched) }
         for waiter in waiters { waiter(.success(fetched)) }
@@ -29,13 +46,26 @@ extension Engine {
     /// Applies a clear made on a peer, unless this node has something newer. Returns whether it was applied.
     @discardableResult
     public func applyClear(_ name: String, version: Version) -> Bool {
-        guard let entry = entries(name), entry.scope == .cluster else { return false }
-        let (applied, resumed): (Bool, UInt64?) = entry.state.withLock { s in
-            guard s.version.map({ version > $0 }) ?? true else { return (false, nil) }
+        var member: Entry?
+        if entryTable[name] == nil, let (family, key) = familyAndKey(name) {
+            guard family.definition.scope == .cluster else { return false }
+            switch family.applyClear(key, version: version) {
+            case .stale, .missing: return false
+            case .applied:
+                logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"])
+                return true
+            case .whole(let entry): member = entry
+            }
+        }
+        guard let entry = member ?? entryTable[name], entry.scope == .cluster else { return false }
+        let (applied, resumed, detached): (Bool, UInt64?, Bool) = entry.state.withLock { s in
+            if s.detached { return (false, nil, true) }
+            guard s.version.map({ version > $0 }) ?? true else { return (false, nil, false) }
             Engine.drop(&s)
             s.version = version
-            return (true, startScheduledCall(&s, now: clock.monotonicNanos))
+            return (true, startScheduledCall(&s, now: clock.monotonicNanos), false)
         }
+        if detached { return applyClear(name, version: version) }
         if let resumed { call(entry, generation: resumed) }
         if applied { logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"]) }
         return applied
@@ -44,7 +74,8 @@ extension Engine {
     /// The state of every cluster-scoped expirable that has a version: valid values and clears.
     public func replicas() -> [ReplicaState] {
         let now = clock.monotonicNanos
-        return allEntries.compactMap { entry in
+        let compact = families.values.filter { $0.definition.scope == .cluster }.flatMap { $0.compactReplicas(now: now) }
+        return compact + allEntries.compactMap { entry in
             let name = entry.name
             guard entry.scope == .cluster else { return nil }
             return entry.state.withLock { s -> ReplicaState? in

@@ -1,13 +1,14 @@
-/// Finds an entry by the UTF-8 bytes of its name without making a String: an open-addressing table hashed
-/// with FNV-1a, built once. Servers look names up straight from their receive buffers with it.
-struct NameTable: Sendable {
-    private let slots: [(name: [UInt8], entry: Entry)?]
+/// Finds an entry (or a keyed family) by the UTF-8 bytes of its name without making a String: an
+/// open-addressing table hashed with FNV-1a, built once. Servers look names up straight from their receive
+/// buffers with it.
+struct NameTable<Target: Sendable>: Sendable {
+    private let slots: [(name: [UInt8], entry: Target)?]
     private let mask: Int
 
-    init(_ entries: [String: Entry]) {
+    init(_ entries: [String: Target]) {
         var size = 8
         while size < entries.count * 2 { size *= 2 }
-        var slots = [(name: [UInt8], entry: Entry)?](repeating: nil, count: size)
+        var slots = [(name: [UInt8], entry: Target)?](repeating: nil, count: size)
         for (name, entry) in entries {
             let bytes = Array(name.utf8)
             var index = bytes.withUnsafeBytes { NameTable.hash($0) } & (size - 1)
@@ -18,7 +19,7 @@ struct NameTable: Sendable {
         mask = size - 1
     }
 
-    func entry(_ name: UnsafeRawBufferPointer) -> Entry? {
+    func entry(_ name: UnsafeRawBufferPointer) -> Target? {
         var index = NameTable.hash(name) & mask
         while let slot = slots[index] {
             if slot.name.count == name.count, slot.name.withUnsafeBytes({ $0.elementsEqual(name) }) { return slot.entry }

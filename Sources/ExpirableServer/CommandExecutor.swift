@@ -54,8 +54,7 @@ final class CommandExecutor {
         let engine = state.engine
         switch command {
         case .get:
-            if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
-                fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
+            if engine.withCachedValue(utf8: words.bytes(1), { out.writeRESPBulk($0) }) {
                 repliesHoldValue = true
                 return .answered
             }
