@@ -1,3 +1,4 @@
+import CExpirablePrefetch
 import Synchronization
 
 /// `keyed = true` (SPEC §3.19): how many keys a family keeps and for how long an unread one stays.
@@ -71,6 +72,13 @@ final class Family: Sendable {
     }
 
     // MARK: Reading
+
+    /// Where a read of `key` will go, its slot prefetched (see `Engine.readAhead`).
+    func prefetch(_ key: UnsafeRawBufferPointer) -> (KeyShard, UInt32) {
+        let (shard, hash) = locate(key)
+        shard.prefetchSlot(hash)
+        return (shard, hash)
+    }
 
     enum Read<R> {
         /// A compact member's valid value, given to the reader's closure.
@@ -598,11 +606,40 @@ final class Family: Sendable {
 final class KeyShard: @unchecked Sendable {
     private let lock = Mutex(())
     @exclusivity(unchecked) private var table = KeyTable()
+    /// Where the table's slots are and their mask, published after every change for `prefetchSlot`, which
+    /// reads them without the lock: a stale pair only makes the hint touch a line for nothing.
+    private let slotsAddress = Atomic<UInt>(0)
+    private let slotsMask = Atomic<Int>(0)
+
+    init() { publish() }
 
     func withTable<R>(_ body: (inout KeyTable) -> R) -> R {
         var result: R?
-        lock.withLock { _ in result = body(&table) }
+        lock.withLock { _ in
+            result = body(&table)
+            if UInt(bitPattern: table.slots) != slotsAddress.load(ordering: .relaxed) { publish() }
+        }
         return result!
+    }
+
+    private func publish() {
+        slotsAddress.store(UInt(bitPattern: table.slots), ordering: .relaxed)
+        slotsMask.store(table.capacity - 1, ordering: .relaxed)
+    }
+
+    /// Starts bringing in the slot `hash` starts probing at; no lock, never waits.
+    func prefetchSlot(_ hash: UInt32) {
+        let offset = UInt(Int(hash) & slotsMask.load(ordering: .relaxed)) &* UInt(MemoryLayout<KeyTable.Slot>.stride)
+        CExpirablePrefetch_read(UnsafeRawPointer(bitPattern: slotsAddress.load(ordering: .relaxed) &+ offset))
+    }
+
+    /// Starts bringing in the block a read of `hash` will most likely touch (its slot should be in by now).
+    func prefetchBlock(_ hash: UInt32) {
+        withTable { t in
+            guard let block = t.likelyBlock(hash: hash) else { return }
+            // Header, key and value: the first three lines cover a 64-byte value behind a short key.
+            for line in 0..<3 { CExpirablePrefetch_read(block + line * 64) }
+        }
     }
 }
 

@@ -139,6 +139,18 @@ struct KeyTable: ~Copyable {
         }
     }
 
+    /// The block of the first compact member on `hash`'s probe path whose hash matches, without comparing keys
+    /// (that would read the block): what a read of that hash will most likely touch, for prefetching.
+    func likelyBlock(hash: UInt32) -> UnsafeMutableRawPointer? {
+        let mask = capacity - 1
+        var index = Int(hash) & mask
+        while slots[index].kind != .empty {
+            if slots[index].hash == hash { return slots[index].kind == .compact ? slots[index].pointer : nil }
+            index = (index + 1) & mask
+        }
+        return nil
+    }
+
     private static func key(of slot: Slot, equals key: UnsafeRawBufferPointer) -> Bool {
         switch slot.kind {
         case .compact:

@@ -212,6 +212,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         while state.phase == .serving, var buffer = inbound, buffer.readableBytes > 0 {
             inbound = nil
             var transaction: (requests: ByteBuffer, count: Int)?
+            // More than one request's worth: a pipelined batch, whose keyed GETs are read ahead.
+            if buffer.readableBytes > 64 && executor.state.engine.hasKeyedFamilies { executor.readAhead(buffer, with: parser) }
             do {
                 try parser.scanCommands(&buffer) { words in
                     if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
