@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "ExpirableTOML", swiftSettings: strict),
         .target(
             name: "ExpirableConfig",
-            dependencies: ["ExpirableCore", "ExpirableTOML"],
+            dependencies: ["ExpirableCore", "ExpirableTOML", "CExpirableLinux"],
             swiftSettings: strict
         ),
         .target(

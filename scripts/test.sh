@@ -6,8 +6,9 @@
 # Debian packages: installed with apt-get when run as root, after one `apt-get update`; otherwise the script stops
 # before building with one line naming the packages to install.
 # Python packages (Tests/Clients/requirements.txt: the Redis clients; Tests/Fixtures/requirements.txt: Authlib for the
-# OAuth 2.0 server the oauth2 plugin is tested against): installed with pip into .build/python-clients, never into
-# the system's site-packages; the tests that run them put that directory on PYTHONPATH.
+# OAuth 2.0 server the oauth2 plugin is tested against, the AWS CLI that credential-process is tested with): installed
+# with pip into .build/python-clients, never into the system's site-packages; the tests that run them put that
+# directory on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)   # a terminal for redis-cli'
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)   # the outage tests fetch tokens through the command plugin and curl
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+command -v git >/dev/null 2>&1 || missing+=(git)   # git credential fill drives the git-credential adapter
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)   # kubectl drives exec-credential
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -40,8 +43,8 @@ fi
 clients=.build/python-clients
 wanted="$(cat Tests/Clients/requirements.txt Tests/Fixtures/requirements.txt; python3 --version)"
 if [ "$(cat "$clients/.installed" 2>/dev/null)" != "$wanted" ] \
-    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib, prometheus_client' >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing the Python clients and Authlib into $clients"
+    || ! PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib, prometheus_client, awscli' >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing the Python clients, Authlib and the AWS CLI into $clients"
     rm -rf "$clients"
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
         --target "$clients" -r Tests/Clients/requirements.txt -r Tests/Fixtures/requirements.txt

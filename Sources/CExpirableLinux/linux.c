@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,4 +106,16 @@ int CExpirableLinux_kill_self_after(long long ms) {
         when.it_value.tv_nsec = (ms % 1000) * 1000000L;
     }
     return timer_settime(timer, 0, &when, NULL) == 0 ? 0 : errno;
+}
+
+long long CExpirableLinux_filesystem_type(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return (long long)info.f_type;
+}
+
+long long CExpirableLinux_filesystem_type_fd(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return -1;
+    return (long long)info.f_type;
 }

@@ -37,6 +37,9 @@ public struct Configuration: Sendable, Hashable {
         ConfigurationError(file: file, line: line(of: path), key: nil, message: message)
     }
 
+    /// `[[sink]]`: files the daemon keeps holding a value, in file order; none by default.
+    public internal(set) var sinks: [Sink] = []
+
     /// `[metrics]`: the Prometheus endpoint; nil (no endpoint) by default.
     public internal(set) var metrics: Metrics? = nil
 

@@ -19,7 +19,7 @@ struct ConfigurationDecoder {
     }
 
     mutating func decode(_ root: TOMLTable) throws(ConfigurationError) -> Configuration {
-        try allowOnly(["server", "cluster", "metrics", "expirable"], in: root, at: [])
+        try allowOnly(["server", "cluster", "metrics", "expirable", "sink"], in: root, at: [])
         let server = try decodeServer(root["server"].map { v throws(ConfigurationError) in try table(v, at: ["server"]) })
         let cluster = try root["cluster"].map { v throws(ConfigurationError) in try decodeCluster(table(v, at: ["cluster"])) }
         var expirables: [Configuration.Expirable] = []
@@ -32,6 +32,7 @@ struct ConfigurationDecoder {
         }
         var configuration = Configuration(file: file, server: server, cluster: cluster, expirables: expirables)
         configuration.metrics = try root["metrics"].map { v throws(ConfigurationError) in try decodeMetrics(table(v, at: ["metrics"])) }
+        configuration.sinks = try root["sink"].map { v throws(ConfigurationError) in try decodeSinks(v, expirables: expirables) } ?? []
         ConfigurationDecoder.collectLines(root, at: [], into: &configuration.keyLines.lines)
         return configuration
     }
@@ -303,7 +304,7 @@ struct ConfigurationDecoder {
         return t
     }
 
-    private func string(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> String {
+    func string(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> String {
         guard let s = v.string else { throw error(at, "expected a string, got \(show(v))") }
         return s
     }
@@ -449,7 +450,7 @@ struct ConfigurationDecoder {
         return try convert(v)
     }
 
-    private func allowOnly(_ keys: Set<String>, in t: TOMLTable, at: [String]) throws(ConfigurationError) {
+    func allowOnly(_ keys: Set<String>, in t: TOMLTable, at: [String]) throws(ConfigurationError) {
         for key in t.keys.sorted() where !keys.contains(key) {
             let known = keys.sorted().joined(separator: ", ")
             let whereText = at.isEmpty ? "at the top level" : "in [\(at.joined(separator: "."))]"
@@ -459,7 +460,7 @@ struct ConfigurationDecoder {
 
     // MARK: Errors
 
-    private func show(_ v: TOMLValue) -> String {
+    func show(_ v: TOMLValue) -> String {
         switch v {
         case .string(let s): ConfigurationError.quoted(s)
         case .integer(let i): "\(i)"
@@ -480,11 +481,11 @@ struct ConfigurationDecoder {
         return found
     }
 
-    private func error(_ at: [String], _ message: String) -> ConfigurationError {
+    func error(_ at: [String], _ message: String) -> ConfigurationError {
         ConfigurationError(file: file, line: line(of: at), key: at.joined(separator: "."), message: message)
     }
 
-    private func missing(_ at: [String], _ what: String) -> ConfigurationError {
+    func missing(_ at: [String], _ what: String) -> ConfigurationError {
         ConfigurationError(file: file, line: line(of: Array(at.dropLast())), key: at.joined(separator: "."),
                            message: "is missing; expected \(what)")
     }

@@ -67,6 +67,7 @@ extension Engine {
         }
         if detached { return applyClear(name, version: version) }
         if let resumed { call(entry, generation: resumed) }
+        if applied { announceClear(name) }
         if applied { logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"]) }
         return applied
     }

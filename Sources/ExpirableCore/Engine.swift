@@ -9,7 +9,8 @@ public final class Engine: Sendable {
     let logger: Logger
     let jitter: JitterSource
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
-    private let observerBox = Mutex<NewValueObserver?>(nil)
+    private let observerBox = Mutex<[NewValueObserver]>([])
+    private let clearObserverBox = Mutex<[ClearObserver]>([])
     private let callObserverBox = Mutex<CallObserver?>(nil)
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
@@ -52,9 +53,16 @@ public final class Engine: Sendable {
 
     /// Calls `observer` with every new value stored from now on: fetched here (by a caller or an eager
     /// refresh) or received from a peer. It runs on the thread that stored the value, after the entry's lock is
-    /// released, and must not block. A clear stores nothing, so it calls nothing. One observer; call once.
+    /// released, and must not block. A clear stores nothing, so it calls nothing (see `observeClears`). Each call
+    /// adds an observer (the server's subscriptions, the daemon's sinks); add them before serving.
     public func observeNewValues(_ observer: @escaping @Sendable (String, Fetched) -> Void) {
-        observerBox.withLock { $0 = NewValueObserver(call: observer) }
+        observerBox.withLock { $0.append(NewValueObserver(call: observer)) }
+    }
+
+    /// Calls `observer` with the name of every value dropped by a clear from now on: `clear`, `clearAll` (once
+    /// per name) or a peer's clear (`applyClear`), after the entry's lock is released; it must not block.
+    public func observeClears(_ observer: @escaping @Sendable (String) -> Void) {
+        clearObserverBox.withLock { $0.append(ClearObserver(call: observer)) }
     }
 
     /// Calls `observer` with every plugin call that ends from now on, under the configured name (a keyed
@@ -64,7 +72,11 @@ public final class Engine: Sendable {
     }
 
     func announceNewValue(_ name: String, _ fetched: Fetched) {
-        observerBox.withLock { $0 }?.call(name, fetched)
+        for observer in observerBox.withLock({ $0 }) { observer.call(name, fetched) }
+    }
+
+    func announceClear(_ name: String) {
+        for observer in clearObserverBox.withLock({ $0 }) { observer.call(name) }
     }
 
     /// The replicator, for cluster-scoped entries only.
@@ -264,6 +276,7 @@ public final class Engine: Sendable {
         if outcome.detached { return clear(name) }
         if let resumed = outcome.resumed { call(entry, generation: resumed) }
         if let replicator, let version { replicator.cleared(name, version: version) }
+        announceClear(name)
         logger.info("cleared", metadata: ["expirable": "\(name)"])
         return true
     }
@@ -502,6 +515,11 @@ public final class Engine: Sendable {
 /// values later, overflowed the stack of the plugin thread that stored the value.
 struct NewValueObserver: Sendable {
     let call: @Sendable (String, Fetched) -> Void
+}
+
+/// The clear observer, wrapped for the same reason as `NewValueObserver`.
+struct ClearObserver: Sendable {
+    let call: @Sendable (String) -> Void
 }
 
 /// The call observer, wrapped for the same reason as `NewValueObserver`.

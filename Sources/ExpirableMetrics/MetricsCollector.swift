@@ -29,8 +29,9 @@ public struct MetricsSources: Sendable {
 public final class MetricsCollector: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let sources: MetricsSources
-    /// The last count each counter series was moved to, keyed by name and labels; scrapes are serialised by it.
-    private let counted = Mutex<[String: UInt64]>([:])
+    /// The last count each counter series was moved to, and every series the last scrape wrote; scrapes are
+    /// serialised by it.
+    private let shown = Mutex<(counted: [Series: UInt64], written: Set<Series>)>(([:], []))
     private let lastScrape = Mutex<Duration>(.zero)
     private let histograms = CallHistograms()
 
@@ -52,11 +53,15 @@ public final class MetricsCollector: Sendable {
     /// The text exposition format (version 0.0.4) of every figure now.
     public func scrape() -> [UInt8] {
         let start = ContinuousClock.now
-        counted.withLock { counted in
-            var scrape = Scrape(registry: registry, counted: counted)
-            gather(into: &scrape)
+        shown.withLock { shown in
+            var scrape = Scrape(registry: registry, counted: shown.counted)
+            let names = gather(into: &scrape)
             scrape.gauge("expirable_metrics_scrape_duration_seconds", [], lastScrape.withLock { $0 }.seconds)
-            counted = scrape.counted
+            // A series the last scrape wrote and this one did not (an expirable removed by a reload, a value that
+            // no longer expires, a family that is no longer keyed) leaves the exposition.
+            for series in shown.written.subtracting(scrape.written) { scrape.unregister(series) }
+            histograms.keep(only: names, in: registry)
+            shown = (scrape.counted, scrape.written)
         }
         var buffer: [UInt8] = []
         buffer.reserveCapacity(16 * 1024)
@@ -65,7 +70,8 @@ public final class MetricsCollector: Sendable {
         return buffer
     }
 
-    private func gather(into scrape: inout Scrape) {
+    /// Writes every figure; returns the names of the expirables there are now.
+    private func gather(into scrape: inout Scrape) -> Set<String> {
         let engine = sources.engine
         let figures = engine.figures()
         for figure in figures {
@@ -77,7 +83,7 @@ public final class MetricsCollector: Sendable {
             if let seconds = figure.expiresInSeconds {
                 scrape.gauge("expirable_expires_in_seconds", name, seconds)
             } else if valid {
-                scrape.removeGauge("expirable_expires_in_seconds", name)  // never expires
+                // Never expires: no series (a series from before leaves the exposition).
             } else {
                 scrape.gauge("expirable_expires_in_seconds", name, 0)
             }
@@ -157,6 +163,7 @@ public final class MetricsCollector: Sendable {
         let now = SystemClock().monotonicNanos
         scrape.gauge("expirable_process_uptime_seconds", [], Double(now - min(now, sources.startedAt)) / 1e9)
         scrape.gauge("expirable_build_info", [("version", sources.version)], 1)
+        return Set(figures.map(\.name))
     }
 }
 
@@ -175,25 +182,67 @@ private final class CallHistograms: Sendable {
             return made
         }
     }
+
+    /// Drops the histograms of expirables that are gone.
+    func keep(only names: Set<String>, in registry: PrometheusCollectorRegistry) {
+        table.withLock { h in
+            for (key, histogram) in h where !names.contains(String(key.prefix { $0 != "\u{0}" })) {
+                registry.unregisterDurationHistogram(histogram)
+                h.removeValue(forKey: key)
+            }
+        }
+    }
+}
+
+/// One series: a gauge or a counter, by name and labels.
+struct Series: Hashable, Sendable {
+    enum Kind: Hashable, Sendable { case gauge, counter }
+    let kind: Kind
+    let name: String
+    let labels: [String]  // name, value, name, value…
+
+    init(_ kind: Kind, _ name: String, _ labels: [(String, String)]) {
+        self.kind = kind
+        self.name = name
+        self.labels = labels.flatMap { [$0.0, $0.1] }
+    }
+
+    var labelPairs: [(String, String)] { stride(from: 0, to: labels.count, by: 2).map { (labels[$0], labels[$0 + 1]) } }
 }
 
 /// One scrape's writes into the registry.
 private struct Scrape {
     let registry: PrometheusCollectorRegistry
-    var counted: [String: UInt64]
+    var counted: [Series: UInt64]
+    /// Every series this scrape wrote.
+    var written: Set<Series> = []
+
+    init(registry: PrometheusCollectorRegistry, counted: [Series: UInt64]) {
+        self.registry = registry
+        self.counted = counted
+    }
 
     mutating func gauge(_ name: String, _ labels: [(String, String)], _ value: Double) {
         registry.makeGauge(name: name, labels: labels, help: MetricNames.help[name] ?? "").set(to: value)
+        written.insert(Series(.gauge, name, labels))
     }
 
-    func removeGauge(_ name: String, _ labels: [(String, String)]) {
-        registry.unregisterGauge(registry.makeGauge(name: name, labels: labels, help: MetricNames.help[name] ?? ""))
+    /// Takes a series out of the registry; a counter made again later starts from zero.
+    mutating func unregister(_ series: Series) {
+        let help = MetricNames.help[series.name] ?? ""
+        switch series.kind {
+        case .gauge: registry.unregisterGauge(registry.makeGauge(name: series.name, labels: series.labelPairs, help: help))
+        case .counter:
+            registry.unregisterCounter(registry.makeCounter(name: series.name, labels: series.labelPairs, help: help))
+            counted.removeValue(forKey: series)
+        }
     }
 
     /// Moves the counter on to `total`. A source that went back (a part restarted) moves it by nothing until it
     /// passes the count shown, so the series never decreases.
     mutating func counter(_ name: String, _ labels: [(String, String)], _ total: UInt64) {
-        let key = ([name] + labels.map { $0.0 + "=" + $0.1 }).joined(separator: "\u{0}")
+        let key = Series(.counter, name, labels)
+        written.insert(key)
         let counter = registry.makeCounter(name: name, labels: labels, help: MetricNames.help[name] ?? "")
         let shown = counted[key] ?? 0
         if total > shown { counter.increment(by: Int64(clamping: total - shown)) }

@@ -12,9 +12,6 @@ final class CommandExecutor {
     let subscriber: Subscriber
     /// Who is on the other end, once SO_PEERCRED has been read.
     var peer: PeerCredentials?
-    /// Set when a value was written into the replies not yet handed to the channel: the handler then zeroes
-    /// their buffer once it is written.
-    var repliesHoldValue = false
     /// This connection's requests by command.
     let requests = RequestCounts()
 
@@ -76,7 +73,6 @@ final class CommandExecutor {
         switch command {
         case .get:
             if engine.withCachedValue(utf8: words.bytes(1), { out.writeRESPBulk($0) }) {
-                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.get, names: [words.string(1)], patience: state.options.requestTimeout))
@@ -91,7 +87,6 @@ final class CommandExecutor {
             }
             if let fetched = engine.cachedValue(utf8: words.bytes(1)) {
                 PendingReply.writeFetched(fetched, to: &out)
-                repliesHoldValue = true
                 return .answered
             }
             return .await(PendingReply(.fetch, names: [words.string(1)], patience: state.options.requestTimeout))

@@ -59,8 +59,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     @exclusivity(unchecked) private var state = State()
     @exclusivity(unchecked) private var inbound: ByteBuffer?
     @exclusivity(unchecked) private var outbound: ByteBuffer?
-    /// Replies holding a value that were handed to the channel, until it lets them go and they are zeroed.
-    private var written: [ByteBuffer] = []
     /// New values for subscriptions that arrive while a transaction's array is half written.
     private var deferredPushes: ByteBuffer?
     private var ticker: RepeatedTask?
@@ -117,17 +115,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
-        if var out = outbound, takeValueFlag() {
-            outbound = nil
-            out.withVeryUnsafeMutableBytes { if let base = $0.baseAddress, $0.count > 0 { explicit_bzero(base, $0.count) } }
-        }
-        outbound = nil
-        wipeWritten()
-        if !written.isEmpty {
-            // Writes the close failed are let go once this event is through.
-            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.execute { loopBound.value.wipeWritten() }
-        }
+        outbound = nil  // zeroed as it is freed (WipingAllocator)
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
@@ -145,7 +133,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        wipeWritten()
         sendReplies(context: context)
         context.fireChannelReadComplete()
     }
@@ -159,7 +146,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        wipeWritten()
         if context.channel.isWritable && state.phase == .throttled {
             executor.state.throttledConnections.subtract(1, ordering: .relaxed)
             state.phase = .serving
@@ -216,7 +202,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if buffer.readableBytes > 64 && executor.state.engine.hasKeyedFamilies { executor.readAhead(buffer, with: parser) }
             do {
                 try parser.scanCommands(&buffer) { words in
-                    if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
+                    if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }
                     let outcome: CommandExecutor.Outcome
                     switch Command.parse(words) {
                     case .success(let command): outcome = executor.execute(command, words, &session, into: &outbound!)
@@ -275,9 +261,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func answer(_ pending: PendingReply, context: ChannelHandlerContext) {
         guard state.phase == .waiting else { return }
         state.phase = .serving
-        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
+        if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }
         pending.write(to: &outbound!, session.version)
-        executor.repliesHoldValue = true
         // Nothing runs while a request waits, so a transaction still counting owes this reply in its array.
         if state.transactionLeft > 0 { transactionStepDone() }
         if state.quiescing {
@@ -310,46 +295,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func sendReplies(context: ChannelHandlerContext) {
         guard let out = outbound, out.readableBytes > 0, state.phase != .closed else { return }
         outbound = nil
-        write(consume out, holdsValue: takeValueFlag(), context: context)
+        write(consume out, context: context)
     }
 
-    /// Whether the replies handed over now hold a value; the flag starts over for the next ones.
-    private func takeValueFlag() -> Bool {
-        defer { executor.repliesHoldValue = false }
-        return executor.repliesHoldValue
-    }
-
-    /// Hands `out` to the channel. When it holds a value, the handler keeps it in `written` and zeroes it once the
-    /// channel has let it go (it is then the handler's alone): its memory goes back to malloc, and a later reply
-    /// or request would otherwise be written over only part of it, leaving the value readable in the daemon's
-    /// heap. A buffer someone else still holds (a write in progress, a test's EmbeddedChannel) is never zeroed
-    /// under them; it is looked at again on the next write, read, tick or close.
-    private func write(_ out: consuming ByteBuffer, holdsValue: Bool, context: ChannelHandlerContext, then: (@Sendable () -> Void)? = nil) {
+    /// Hands `out` to the channel. Its memory is zeroed when the channel lets it go (WipingAllocator).
+    private func write(_ out: consuming ByteBuffer, context: ChannelHandlerContext, then: (@Sendable () -> Void)? = nil) {
         let promise = then.map { then in
             let promise = context.eventLoop.makePromise(of: Void.self)
             promise.futureResult.whenComplete { _ in then() }
             return promise
         }
-        guard holdsValue else {
-            context.writeAndFlush(wrapOutboundOut(out), promise: promise)
-            return
-        }
-        written.append(consume out)
-        context.writeAndFlush(wrapOutboundOut(written[written.count - 1]), promise: promise)
-        wipeWritten()
-    }
-
-    /// Zeroes and drops the buffers in `written` that nobody else holds any more.
-    private func wipeWritten() {
-        var index = 0
-        while index < written.count {
-            let wiped = written[index].modifyIfUniquelyOwned { buffer in
-                buffer.withVeryUnsafeMutableBytes { bytes in
-                    if let base = bytes.baseAddress, bytes.count > 0 { explicit_bzero(base, bytes.count) }
-                }
-            }
-            if wiped != nil { written.remove(at: index) } else { index += 1 }
-        }
+        context.writeAndFlush(wrapOutboundOut(out), promise: promise)
     }
 
     /// Hands the replies so far to the channel; past the high-water mark (`maxOutputBytes`) the connection is
@@ -367,7 +323,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
     private func push(_ name: String, _ fetched: Fetched, context: ChannelHandlerContext) {
         guard state.phase != .closed, session.subscriptions.contains(name) else { return }
-        var out = context.channel.allocator.buffer(capacity: 64 + fetched.value.count + name.utf8.count)
+        var out = WipingAllocator.shared.buffer(capacity: 64 + fetched.value.count + name.utf8.count)
         out.writeRESPPushHeader(3, session.version)
         out.writeRESPBulk("message")
         out.writeRESPBulk(name)
@@ -377,7 +333,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         sendReplies(context: context)
-        write(consume out, holdsValue: true, context: context)
+        write(consume out, context: context)
         if !context.channel.isWritable {
             logger.warning("subscriber closed: it does not read its messages", metadata: [
                 "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
@@ -395,7 +351,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.transactionLeft == 0, let pushes = deferredPushes else { return }
         deferredPushes = nil
         outbound.accumulate(pushes)
-        executor.repliesHoldValue = true
     }
 
     private func refuse(context: ChannelHandlerContext, _ error: RESPError) {
@@ -403,7 +358,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             ? "ERR request too large: \(error.message); closing the connection"
             : "ERR Protocol error: \(error.message); closing the connection"
         logger.info("bad request, connection closed", metadata: ["reason": "\(error.message)", "peer": "\(executor.peer.map(\.description) ?? "unknown")"])
-        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 256) }
+        if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 256) }
         outbound!.writeRESPError(text)
         close(context: context)
     }
@@ -412,13 +367,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// is closed after `requestTimeout`).
     private func close(context: ChannelHandlerContext) {
         guard state.phase != .closed else { return }
-        let out = outbound ?? context.channel.allocator.buffer(capacity: 0)
+        let out = outbound ?? WipingAllocator.shared.buffer(capacity: 0)
         outbound = nil
         if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         state.quietTicks = 0
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        write(consume out, holdsValue: takeValueFlag(), context: context) { loopBound.value.close(promise: nil) }
+        write(consume out, context: context) { loopBound.value.close(promise: nil) }
     }
 
     // MARK: Timeouts
@@ -435,7 +390,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func tick(_ interval: Duration, context: ChannelHandlerContext) {
-        if !written.isEmpty { wipeWritten() }
         if state.reads > 0 {
             state.reads = 0
             state.quietTicks = 0
@@ -451,7 +405,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             logger.info("half-sent request timed out, connection closed", metadata: [
                 "after_ms": "\(quiet.milliseconds)", "peer": "\(executor.peer.map(\.description) ?? "unknown")",
             ])
-            if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 128) }
+            if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 128) }
             outbound!.writeRESPError("ERR request incomplete after \(options.requestTimeout.milliseconds) ms (request_timeout); closing the connection")
             close(context: context)
         case .serving, .throttled:
@@ -474,7 +428,7 @@ final class RefusingHandler: ChannelInboundHandler {
     init(_ message: String) { self.message = message }
 
     func channelActive(context: ChannelHandlerContext) {
-        var out = context.channel.allocator.buffer(capacity: 64)
+        var out = WipingAllocator.shared.buffer(capacity: 64)
         out.writeRESPError(message)
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in loopBound.value.close(promise: nil) }

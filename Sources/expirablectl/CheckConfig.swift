@@ -64,6 +64,9 @@ struct CheckConfig: AsyncParsableCommand {
         if let cluster = configuration.cluster {
             printOut("cluster: node \(cluster.node), listening on \(cluster.listen), \(cluster.peers.count) peer\(cluster.peers.count == 1 ? "" : "s"), certificate and key ok")
         }
+        for sink in configuration.sinks {
+            printOut("sink: \(sink.expirable) to \(sink.path), mode 0\(String(sink.mode, radix: 8)), on a tmpfs")
+        }
         for warning in warnings { printError("expirablectl: warning: \(warning)") }
         if (try? await connection.client.ping()) != nil {
             printOut("a daemon is running on \(connection.socket); restart it to apply this configuration")

@@ -23,7 +23,10 @@ struct Control: AsyncParsableCommand {
             \(ExitStatus.table)
             """,
         version: ExpirableVersion.string,
-        subcommands: [Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Explain.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self]
+        subcommands: [
+            Fetch.self, Watch.self, Clear.self, Reload.self, List.self, Status.self, Explain.self, Ping.self, ClusterStatus.self, Cert.self, CheckConfig.self,
+            CredentialProcess.self, ExecCredential.self, GitCredential.self, DockerCredential.self, Exec.self,
+        ]
     )
 
     /// Parsed here so that the options are accepted before the command as well as after it; each command that
@@ -87,6 +90,9 @@ func reporting(_ body: () async throws -> Void) async throws {
     } catch let error as ExpirableClientError {
         printError("expirablectl: \(error)")
         throw ExitCode(ExitStatus(error.code).rawValue)
+    } catch let error as AdapterError {
+        printError("expirablectl: \(error)")
+        throw ExitCode(ExitStatus.refused.rawValue)
     }
 }
 

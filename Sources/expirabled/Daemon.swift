@@ -120,6 +120,10 @@ struct Daemon {
             group: MultiThreadedEventLoopGroup(numberOfThreads: arguments.threads)
         )
         var parts: [any Service] = cluster.map { [$0] } ?? []
+        if !configuration.sinks.isEmpty {
+            // Before the server in the group, so shut down after it: the files go once nobody is served.
+            parts.append(Sinks(configuration, engine: engine, clock: clock, logger: Logger(label: "expirable.sinks")))
+        }
         if let metrics = configuration.metrics {
             parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, logger: logger))
         }

@@ -97,6 +97,7 @@ final class Reloader: Sendable {
         if a.stateDir != b.stateDir { keys.append("server.state_dir") }
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
         if old.cluster != next.cluster { keys.append("[cluster]") }
+        if old.sinks.map(\.withoutLine) != next.sinks.map(\.withoutLine) { keys.append("[[sink]]") }
         if old.cluster != nil {
             // Peers compare their cluster-scoped expirables and lease the quorum ones: all nodes change together.
             let before = Dictionary(uniqueKeysWithValues: old.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })

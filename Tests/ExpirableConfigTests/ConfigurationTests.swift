@@ -176,7 +176,7 @@ struct ConfigurationTests {
         ("[server]\nrequest_timeout = 0\n",
          "F:2: server.request_timeout: expected a duration above zero such as \"10s\", got 0"),
         ("[servr]\n",
-         "F:1: servr: unknown key at the top level; expected one of: cluster, expirable, metrics, server"),
+         "F:1: servr: unknown key at the top level; expected one of: cluster, expirable, metrics, server, sink"),
         ("[server]\nsocket_mode = \"rw-rw----\"\n",
          "F:2: server.socket_mode: expected an octal file mode string such as \"0660\", got \"rw-rw----\""),
         ("[server]\nsocket = 5\n",

@@ -128,6 +128,28 @@ struct MetricsTests {
         #expect(again.value("expirable_server_requests_total", ["command": "get"]) == 5)
     }
 
+    @Test("an expirable removed by a reload leaves the exposition: its gauges, counters and histograms")
+    func removedByReload() throws {
+        let (daemon, url) = try Self.start()
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        #expect(try daemon.redis("GET", "broken").contains("FETCH"))
+        let before = try Self.scrape(url)
+        let broken = ["expirable": "broken"]
+        #expect(before.value("expirable_consecutive_failures", broken) == 1)
+        #expect(before.value("expirable_plugin_call_duration_seconds_count", ["expirable": "broken", "outcome": "temporary"]) == 1)
+
+        try ReloadTests.rewrite(daemon, ServingTests.counter())
+        let applied = try daemon.ctl("reload")
+        #expect(applied.status == 0, "\(applied.stderr)")
+        let after = try Self.scrape(url)
+        let left = after.families.values.flatMap(\.samples).filter { $0.labels["expirable"] == "broken" }
+        #expect(left.isEmpty, "series of the removed expirable: \(left.map(\.name))")
+        #expect(after.value("expirable_hits_total", ["expirable": "token"]) == 0)
+        #expect(after.value("expirable_misses_total", ["expirable": "token"]) == 1, "the kept expirable's series stay")
+        #expect(after.value("expirable_plugin_call_duration_seconds_count", ["expirable": "token", "outcome": "success"]) == 1)
+    }
+
     @Test("only GET /metrics: another path is 404, another method 405")
     func otherRequests() throws {
         let (daemon, url) = try Self.start()

@@ -9,7 +9,11 @@ struct SecretHygieneTests {
     /// A command whose every value is new (`mem` and 24 random hex digits), appended to DIR/values as printed.
     static func command(output: String) -> String {
         let value = "v=mem$(od -An -N12 -tx1 /dev/urandom | tr -d ' \\n'); echo \"$v\" >> DIR/values; "
-        return output == "json" ? value + "printf '{\"value\":\"%s\",\"expires_in\":3600}' \"$v\"" : value + "echo \"$v\""
+        switch output {
+        case "json": return value + "printf '{\"value\":\"%s\",\"expires_in\":3600}' \"$v\""
+        case "big": return value + "printf '%s%03000d' \"$v\" 0"  // 3 KB: two replies outgrow a 4 KiB buffer
+        default: return value + "echo \"$v\""
+        }
     }
 
     @Test("after CLEARALL no copy of a command plugin value or of a replaced eager value is left in the daemon's or its helpers' memory")
@@ -28,6 +32,12 @@ struct SecretHygieneTests {
             shell = '''\(Self.command(output: "json"))'''
             output = "json"
 
+            [expirable.big]
+            plugin = "command"
+            [expirable.big.params]
+            shell = '''\(Self.command(output: "big"))'''
+            ttl = "1h"
+
             [expirable.eager]
             plugin = "command"
             refresh = "eager"
@@ -45,9 +55,12 @@ struct SecretHygieneTests {
         #expect(subscriber.roundTrip("SUBSCRIBE eager\r\n", expecting: 1).contains("subscribe"))
         // Each lazy value is read, cleared and fetched anew three times; the eager one is read as it rotates.
         for _ in 0..<3 {
-            for name in ["helper", "inline"] {
+            for name in ["helper", "inline", "big"] {
                 #expect(try daemon.redis("GET", name).hasPrefix("mem"))
                 #expect(try daemon.redis("FETCH", name).contains("mem"))
+                // 300 GETs in one write: the replies outgrow their first buffer, which then grows (realloc).
+                let pipelined = try RawConnection(daemon.socket)
+                #expect(pipelined.roundTrip(String(repeating: "GET \(name)\r\n", count: 300), expecting: 300).contains("mem"))
                 #expect(try daemon.redis("CLEAR", name) == "OK")
             }
         }
@@ -57,7 +70,7 @@ struct SecretHygieneTests {
             usleep(100_000)
         }
         // The scan finds what is there: each value held now is in the daemon's memory (its Secret).
-        let held = try ["helper", "inline", "eager"].map { Array(try daemon.redis("GET", $0).utf8) }
+        let held = try ["helper", "inline", "eager", "big"].map { Array(try daemon.redis("GET", $0).utf8.prefix(27)) }
         #expect(try MemoryScan.count(held, in: pid).allSatisfy { $0 >= 1 })
         #expect(try daemon.redis("CLEARALL") == "OK")
         // Replies still on their way to the subscriber are written (and wiped) by now.

@@ -46,4 +46,9 @@ int CExpirableLinux_kill_self_after(long long ms);
 /* pidfd_open(2): a descriptor that polls readable once `pid` has exited (not yet reaped); -1 and errno on failure. */
 int CExpirableLinux_pidfd_open(pid_t pid);
 
+/* statfs(2) and fstatfs(2): the type (f_type, a magic number such as TMPFS_MAGIC) of the file system holding
+ * `path` or `fd`; -1 and errno on failure. Sinks are written only on a tmpfs or ramfs. */
+long long CExpirableLinux_filesystem_type(const char *path);
+long long CExpirableLinux_filesystem_type_fd(int fd);
+
 #endif

@@ -1,0 +1,257 @@
+import ArgumentParser
+import ExpirableClient
+import ExpirableCore
+import Foundation
+
+// Front ends for the credential protocols of programs that cannot speak RESP (SPEC §7): each fetches one value
+// and prints it in the form its consumer runs a command for. Errors go to stderr with the exit statuses of the
+// table in `expirablectl --help`; a value that is not in the form an adapter needs exits 65.
+
+struct CredentialProcess: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "credential-process",
+        abstract: "Print AWS credential_process JSON from a value that holds STS credentials.",
+        discussion: """
+            The value must hold the JSON that `aws sts assume-role`, `get-session-token` or \
+            `get-federation-token` prints, {"Credentials": {"AccessKeyId", "SecretAccessKey", "SessionToken", \
+            "Expiration"}, ...}, or the Credentials object alone: one value, so the three parts never rotate out of \
+            step. Prints {"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}, Expiration \
+            in ISO 8601 UTC: the credentials' own if the JSON has it, else the value's expiry (none for a value that \
+            never expires). In ~/.aws/config:
+
+              [profile app]
+              credential_process = expirablectl --socket /run/expirable/expirable.sock credential-process aws_app
+
+            A value that is not such JSON exits 65.
+            """
+    )
+
+    @Argument(help: "The expirable holding the STS JSON.") var name: String
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            let fetched = try await connection.client.fetch(name)
+            let credentials = try AWSCredentials(fetched.bytes, name: name)
+            var object: [String: Any] = [
+                "Version": 1, "AccessKeyId": credentials.accessKeyId, "SecretAccessKey": credentials.secretAccessKey,
+            ]
+            if let token = credentials.sessionToken { object["SessionToken"] = token }
+            if let expiration = credentials.expiration ?? fetched.expiryDate { object["Expiration"] = Timestamp.string(expiration) }
+            try JSONOutput.print(object)
+        }
+    }
+}
+
+/// The parts of STS credentials that `credential_process` passes on.
+struct AWSCredentials {
+    let accessKeyId: String
+    let secretAccessKey: String
+    let sessionToken: String?
+    let expiration: Date?
+
+    init(_ bytes: [UInt8], name: String) throws(AdapterError) {
+        let form = "expected the JSON of `aws sts assume-role` ({\"Credentials\": {\"AccessKeyId\", \"SecretAccessKey\", \"SessionToken\", \"Expiration\"}}) or its Credentials object"
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
+            throw AdapterError("the value of \(name) is not a JSON object; \(form)")
+        }
+        let credentials = object["Credentials"] as? [String: Any] ?? object
+        guard let id = credentials["AccessKeyId"] as? String, !id.isEmpty,
+              let secret = credentials["SecretAccessKey"] as? String, !secret.isEmpty else {
+            throw AdapterError("the value of \(name) has no AccessKeyId and SecretAccessKey strings; \(form)")
+        }
+        accessKeyId = id
+        secretAccessKey = secret
+        sessionToken = credentials["SessionToken"] as? String
+        switch credentials["Expiration"] {
+        case nil, is NSNull:
+            expiration = nil
+        case let text as String:
+            guard let date = Timestamp.parse(text) else {
+                throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
+            }
+            expiration = date
+        case let seconds as NSNumber:
+            expiration = Date(timeIntervalSince1970: seconds.doubleValue)
+        default:
+            throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
+        }
+    }
+}
+
+struct ExecCredential: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec-credential",
+        abstract: "Print a Kubernetes ExecCredential holding a value as its bearer token (kubectl, client-go).",
+        discussion: """
+            Prints {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": {"token", \
+            "expirationTimestamp"}}, the timestamp in RFC 3339 UTC (none for a value that never expires), so \
+            client-go runs the command again once the token expires. In a kubeconfig:
+
+              users:
+              - name: app
+                user:
+                  exec:
+                    apiVersion: client.authentication.k8s.io/v1
+                    command: expirablectl
+                    args: ["--socket", "/run/expirable/expirable.sock", "exec-credential", "k8s_token"]
+                    interactiveMode: Never
+            """
+    )
+
+    enum APIVersion: String, ExpressibleByArgument, CaseIterable {
+        case v1, v1beta1
+        var group: String { "client.authentication.k8s.io/\(rawValue)" }
+    }
+
+    @Argument(help: "The expirable holding the token.") var name: String
+    @Option(name: .customLong("api-version"), help: "The ExecCredential version: v1 (client-go 1.22 and later) or v1beta1.")
+    var apiVersion: APIVersion = .v1
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await reporting {
+            let fetched = try await connection.client.fetch(name)
+            var status: [String: Any] = ["token": try Lines.single(fetched.string, name: name, what: "a bearer token")]
+            if let expiry = fetched.expiryDate { status["expirationTimestamp"] = Timestamp.string(expiry) }
+            try JSONOutput.print(["apiVersion": apiVersion.group, "kind": "ExecCredential", "status": status])
+        }
+    }
+}
+
+struct GitCredential: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "git-credential",
+        abstract: "A git credential helper answering `get` with a value as the password.",
+        discussion: """
+            Reads git's request (key=value lines up to a blank line) and answers username, password and \
+            password_expiry_utc (so git does not keep an expired password). The password is the value; a value that \
+            is a JSON object {"username", "password"} gives both. The username is --username if given, else the \
+            JSON's, else x-access-token (what GitHub and Gitea accept with a token). `store` and `erase` are \
+            accepted and ignored: the daemon owns the value. In ~/.gitconfig (or `git config`):
+
+              [credential "https://github.com"]
+                helper = "!expirablectl --socket /run/expirable/expirable.sock git-credential github_token"
+            """
+    )
+
+    @Argument(help: "The expirable holding the password or token.") var name: String
+    @Argument(help: "What git asks: get, store or erase.") var action: String
+    @Option(help: "The username to answer (default: the value's, else x-access-token).") var username: String?
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        // Read the request whatever the action: git writes it and expects it consumed.
+        while let line = readLine(strippingNewline: true), !line.isEmpty {}
+        guard action == "get" else { return }
+        try await reporting {
+            let fetched = try await connection.client.fetch(name)
+            let login = try Login(fetched, name: name, username: username)
+            var answer = "username=\(login.username)\npassword=\(login.password)\n"
+            if let expiry = fetched.expiryDate { answer += "password_expiry_utc=\(Int64(expiry.timeIntervalSince1970))\n" }
+            printOut(Array(answer.utf8))
+        }
+    }
+}
+
+struct DockerCredential: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "docker-credential",
+        abstract: "A docker credential helper answering `get` with a value as the registry secret.",
+        discussion: """
+            Speaks the docker-credential-helpers protocol: `get` reads the registry's server URL on stdin and \
+            prints {"ServerURL", "Username", "Secret"}; `list` prints {}; `store` and `erase` are accepted and \
+            ignored. The secret is the value, or a value's JSON {"username", "password"}; the username is \
+            --username, else the JSON's, else x-access-token (use --username AWS for ECR). Docker runs \
+            docker-credential-SUFFIX, so install a wrapper as /usr/local/bin/docker-credential-expirable:
+
+              #!/bin/sh
+              exec expirablectl --socket /run/expirable/expirable.sock docker-credential registry_token "$@"
+
+            and name it in ~/.docker/config.json: {"credHelpers": {"registry.example.com": "expirable"}}.
+            """
+    )
+
+    @Argument(help: "The expirable holding the registry password or token.") var name: String
+    @Argument(help: "What docker asks: get, list, store or erase.") var action: String
+    @Option(help: "The username to answer (default: the value's, else x-access-token).") var username: String?
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        switch action {
+        case "get":
+            try await reporting {
+                let fetched = try await connection.client.fetch(name)
+                let login = try Login(fetched, name: name, username: username)
+                try JSONOutput.print([
+                    "ServerURL": input.trimmingCharacters(in: .whitespacesAndNewlines), "Username": login.username, "Secret": login.password,
+                ])
+            }
+        case "list":
+            printOut("{}")
+        default:
+            return
+        }
+    }
+}
+
+/// A username and password from a value: the value itself as the password, or a JSON object's two fields.
+struct Login {
+    let username: String
+    let password: String
+
+    init(_ fetched: FetchedValue, name: String, username: String?) throws(AdapterError) {
+        var fromValue: String?
+        var password = fetched.string
+        if fetched.bytes.first == UInt8(ascii: "{"),
+           let object = (try? JSONSerialization.jsonObject(with: Data(fetched.bytes))) as? [String: Any],
+           let secret = object["password"] as? String {
+            password = secret
+            fromValue = object["username"] as? String
+        }
+        self.username = try Lines.single(username ?? fromValue ?? "x-access-token", name: name, what: "a username")
+        self.password = try Lines.single(password, name: name, what: "a password")
+    }
+}
+
+/// Line-based protocols cannot carry a newline or a NUL inside a field.
+enum Lines {
+    static func single(_ text: String, name: String, what: String) throws(AdapterError) -> String {
+        guard !text.isEmpty, !text.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\0" }) else {
+            throw AdapterError("the value of \(name) is empty or holds a newline or NUL, so it cannot be \(what); have the plugin trim it")
+        }
+        return text
+    }
+}
+
+/// An adapter's value is not in the form its consumer needs: status 65, as for data the daemon refused.
+struct AdapterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// ISO 8601 / RFC 3339 times in UTC, as AWS and Kubernetes write them.
+enum Timestamp {
+    static func string(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+
+    static func parse(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text)
+    }
+}
+
+extension FetchedValue {
+    /// When the value expires; nil for never.
+    var expiryDate: Date? {
+        guard case .at(let ms) = expiry else { return nil }
+        return Date(timeIntervalSince1970: Double(ms) / 1000)
+    }
+}

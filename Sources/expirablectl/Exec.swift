@@ -1,0 +1,311 @@
+import ArgumentParser
+import ExpirableClient
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command with values in its environment; restart or signal it when they rotate.",
+        discussion: """
+            Subscribes to the names (as watch does), fetches their values, and runs the command with them in its \
+            environment (VAR=value, on top of expirablectl's own environment). When the daemon stores a new value \
+            of one of them (a different one: a refresh that brings the same bytes changes nothing):
+
+              --on-rotate restart (the default): SIGTERM to the command, up to --grace for it to exit, then \
+            SIGKILL; then the command runs again with the new environment.
+              --on-rotate signal:HUP (or any signal: USR1, USR2, INT, TERM, ... or a number): the signal is sent \
+            and the command keeps running. Its environment cannot change: a process's environment is fixed \
+            when it starts, so use this for programs that re-read their credentials from elsewhere on a signal \
+            (a sink file, say).
+
+            SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to expirablectl are passed to the command; \
+            after SIGTERM, SIGINT or SIGQUIT it is not restarted again. The command runs in a process group of its \
+            own and every signal goes to that whole group, so what it started stops with it (a Ctrl-C at a terminal \
+            reaches it once, through expirablectl; it cannot read the terminal). When the command exits, expirablectl exits \
+            with its status (128 + the signal's number if a signal ended it); 126 or 127 if it cannot be run. If \
+            the daemon goes away for longer than --timeout, the command keeps running with the values it has \
+            and expirablectl subscribes again every 5 s, restarting or signalling it if a value changed meanwhile.
+
+              expirablectl exec --env GITHUB_TOKEN=github_token --env DB_PASSWORD=db -- ./server --port 8080
+            """
+    )
+
+    @Option(name: .customLong("env"), help: ArgumentHelp("Put NAME's value in the command's environment as VAR (repeatable).", valueName: "VAR=NAME"))
+    var bindings: [Binding] = []
+    @Option(name: .customLong("on-rotate"), help: ArgumentHelp("What a new value does: restart, or signal:SIG (the command keeps its environment).", valueName: "restart|signal:SIG"))
+    var onRotate: Rotation = .restart
+    @Option(help: ArgumentHelp("How long a restart waits after SIGTERM before SIGKILL.", valueName: "duration"))
+    var grace: CommandLineDuration = CommandLineDuration(.seconds(10))
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "command"))
+    var command: [String] = []
+    @OptionGroup var connection: Connection
+
+    struct Binding: ExpressibleByArgument {
+        let variable: String
+        let name: String
+
+        init?(argument: String) {
+            guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else { return nil }
+            variable = String(argument[..<equals])
+            name = String(argument[argument.index(after: equals)...])
+            guard !name.isEmpty, variable.allSatisfy({ $0 == "_" || $0.isASCII && ($0.isLetter || $0.isNumber) }),
+                  variable.first?.isNumber == false else { return nil }
+        }
+    }
+
+    enum Rotation: ExpressibleByArgument {
+        case restart
+        case signal(Int32)
+
+        init?(argument: String) {
+            if argument == "restart" {
+                self = .restart
+                return
+            }
+            guard argument.hasPrefix("signal:"), let number = Exec.signalNumber(String(argument.dropFirst("signal:".count))) else { return nil }
+            self = .signal(number)
+        }
+    }
+
+    static let signalNames: [String: Int32] = [
+        "HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "USR1": SIGUSR1, "USR2": SIGUSR2, "TERM": SIGTERM,
+        "ALRM": SIGALRM, "WINCH": SIGWINCH, "CONT": SIGCONT, "KILL": SIGKILL,
+    ]
+
+    static func signalNumber(_ text: String) -> Int32? {
+        if let number = Int32(text), number > 0, number < 65 { return number }
+        let upper = text.uppercased()
+        return signalNames[upper.hasPrefix("SIG") ? String(upper.dropFirst(3)) : upper]
+    }
+
+    func validate() throws {
+        if bindings.isEmpty { throw ValidationError("give at least one --env VAR=NAME") }
+        if command.isEmpty { throw ValidationError("give the command to run after --, as: exec --env VAR=NAME -- CMD ARGS") }
+    }
+
+    func run() async throws {
+        var code: Int32 = 0
+        try await reporting {
+            let client = connection.client
+            let names = bindings.reduce(into: [String]()) { names, binding in if !names.contains(binding.name) { names.append(binding.name) } }
+            // Subscribe before fetching, so no value stored in between is missed.
+            let updates = try await client.updates(of: names)
+            var values: [String: [UInt8]] = [:]
+            for name in names { values[name] = try await client.fetch(name).bytes }
+            let supervisor = Supervisor(command: command, bindings: bindings, rotation: onRotate, grace: grace.duration)
+            code = await supervisor.run(values: values, updates: updates, client: client)
+        }
+        throw ExitCode(code)
+    }
+}
+
+/// Runs the command and reacts to its exit, to new values and to signals, one event at a time.
+private final class Supervisor: Sendable {
+    let command: [String]
+    let bindings: [Exec.Binding]
+    let rotation: Exec.Rotation
+    let grace: Duration
+    let events: AsyncStream<Event>
+    let sink: AsyncStream<Event>.Continuation
+
+    enum Event: Sendable {
+        case update(String, [UInt8])
+        case signal(Int32)
+        /// The child has exited (it is a zombie until `reap`, so its pid cannot be reused meanwhile).
+        case exited(pid_t)
+        case graceOver(pid_t)
+        case warning(String)
+    }
+
+    static let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
+    static let ending: Set<Int32> = [SIGTERM, SIGINT, SIGQUIT]
+
+    init(command: [String], bindings: [Exec.Binding], rotation: Exec.Rotation, grace: Duration) {
+        self.command = command
+        self.bindings = bindings
+        self.rotation = rotation
+        self.grace = grace
+        (events, sink) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    /// Runs until the command exits on its own (or after a passed-on SIGTERM); returns the status to exit with.
+    func run(values: [String: [UInt8]], updates: ValueUpdates, client: ExpirableClient) async -> Int32 {
+        var values = values
+        let signals = catchSignals()
+        defer { for source in signals { source.cancel() } }
+        let watcher = Task { await watch(updates, client: client, names: updates.names) }
+        defer { watcher.cancel() }
+
+        var child: pid_t
+        switch spawn(values) {
+        case .success(let pid): child = pid
+        case .failure(let failure): return report(failure)
+        }
+        /// Restarting: SIGTERM sent for a new value, a new child to start once this one exits.
+        var restarting = false
+        /// A passed-on SIGTERM, SIGINT or SIGQUIT: no restart any more; the child's exit is ours.
+        var ending = false
+        for await event in events {
+            switch event {
+            case .update(let name, let bytes):
+                guard values[name] != bytes else { continue }
+                values[name] = bytes
+                guard !ending else { continue }
+                switch rotation {
+                case .restart:
+                    guard !restarting else { continue }  // the next child starts with the newest values anyway
+                    restarting = true
+                    signalGroup(child, SIGTERM)
+                    armGrace(child)
+                case .signal(let number):
+                    signalGroup(child, number)
+                }
+            case .signal(let number):
+                signalGroup(child, number)
+                if Supervisor.ending.contains(number) { ending = true }
+            case .exited(let pid):
+                guard pid == child else { continue }
+                let status = reap(pid)
+                guard restarting && !ending else { return status }
+                restarting = false
+                switch spawn(values) {
+                case .success(let pid):
+                    child = pid
+                    printError("expirablectl: exec: a value rotated; restarted \(command[0]) (pid \(pid))")
+                case .failure(let failure):
+                    return report(failure)
+                }
+            case .graceOver(let pid):
+                if pid == child && restarting {
+                    printError("expirablectl: exec: \(command[0]) (pid \(pid)) did not exit within \(grace) of SIGTERM; sending SIGKILL")
+                    signalGroup(pid, SIGKILL)
+                }
+            case .warning(let text):
+                printError("expirablectl: exec: \(text)")
+            }
+        }
+        return 0
+    }
+
+    // MARK: The child
+
+    struct SpawnFailure: Error {
+        let message: String
+        let status: Int32
+    }
+
+    private func report(_ failure: SpawnFailure) -> Int32 {
+        printError("expirablectl: exec: \(failure.message)")
+        return failure.status
+    }
+
+    /// Starts the command with `values` in its environment and a thread that waits for its exit.
+    private func spawn(_ values: [String: [UInt8]]) -> Result<pid_t, SpawnFailure> {
+        var environment = ProcessInfo.processInfo.environment
+        for binding in bindings {
+            guard let bytes = values[binding.name], !bytes.contains(0) else {
+                return .failure(SpawnFailure(message: "the value of \(binding.name) holds a NUL byte, which an environment variable cannot carry", status: ExitStatus.refused.rawValue))
+            }
+            environment[binding.variable] = String(decoding: bytes, as: UTF8.self)
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // The signals caught here are ignored by the process; the command gets them back at their defaults. Its
+        // own process group: a restart stops what it started too, and a terminal's Ctrl-C reaches it once.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in Supervisor.forwarded { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var arguments: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+        var variables: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in arguments { free(pointer) }
+            for pointer in variables {
+                if let pointer { explicit_bzero(pointer, strlen(pointer)) }
+                free(pointer)
+            }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, command[0], nil, &attributes, &arguments, &variables)
+        guard result == 0 else {
+            let status: Int32 = result == ENOENT ? 127 : 126
+            return .failure(SpawnFailure(message: "cannot run \(command[0]): \(String(cString: strerror(result)))", status: status))
+        }
+        let sink = sink
+        let started = pid
+        Thread.detachNewThread {
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(started), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+            sink.yield(.exited(started))
+        }
+        return .success(started)
+    }
+
+    /// Sends `signal` to the command's process group (its pid is the group's id).
+    private func signalGroup(_ pid: pid_t, _ signal: Int32) {
+        if kill(-pid, signal) != 0 { kill(pid, signal) }
+    }
+
+    /// Collects the exited child; its status as a shell reports it.
+    private func reap(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+
+    private func armGrace(_ pid: pid_t) {
+        let sink = sink
+        let grace = grace
+        Task {
+            try? await Task.sleep(for: grace)
+            sink.yield(.graceOver(pid))
+        }
+    }
+
+    // MARK: Events
+
+    private func catchSignals() -> [any DispatchSourceSignal] {
+        Supervisor.forwarded.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            let sink = sink
+            source.setEventHandler { sink.yield(.signal(number)) }
+            source.activate()
+            return source
+        }
+    }
+
+    /// Passes on new values; when the subscription ends (the daemon gone past --timeout), subscribes again every
+    /// 5 s and passes on the values fetched then, so a rotation missed meanwhile still reaches the command.
+    private func watch(_ updates: ValueUpdates, client: ExpirableClient, names: [String]) async {
+        var updates = updates
+        while !Task.isCancelled {
+            do {
+                for try await update in updates { sink.yield(.update(update.name, update.value.bytes)) }
+                return
+            } catch {
+                sink.yield(.warning("lost the daemon's updates (\(error)); the command keeps its values, subscribing again every 5 s"))
+            }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                do {
+                    updates = try await client.updates(of: names)
+                    for name in names { sink.yield(.update(name, try await client.fetch(name).bytes)) }
+                    sink.yield(.warning("subscribed again"))
+                    break
+                } catch {
+                    continue
+                }
+            }
+        }
+    }
+}

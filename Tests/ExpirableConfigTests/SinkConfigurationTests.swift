@@ -1,0 +1,94 @@
+import ExpirableConfig
+import Foundation
+import Testing
+
+/// `[[sink]]` decoding: keys, owner and group lookups, and the tmpfs rule, each refusal naming file, line and key.
+@Suite("Configuration: [[sink]]")
+struct SinkConfigurationTests {
+    static let file = "/etc/expirable/expirable.toml"
+    static let expirables = """
+        [expirable.token]
+        plugin = "command"
+
+        [expirable.family]
+        plugin = "command"
+        keyed = true
+
+        """
+
+    static func parse(_ sinks: String) throws(ConfigurationError) -> Configuration {
+        try Configuration.parse(expirables + sinks, file: file)
+    }
+
+    static func refusal(_ sinks: String) -> ConfigurationError? {
+        do {
+            _ = try parse(sinks)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("sinks decode in file order, with owner and group resolved and mode 0600 by default")
+    func decodes() throws {
+        let config = try Self.parse("""
+            [[sink]]
+            expirable = "token"
+            path = "/dev/shm/token"
+            owner = "nobody"
+            group = 0
+            mode = "0640"
+
+            [[sink]]
+            expirable = "family:github"
+            path = "/dev/shm/github"
+            """)
+        #expect(config.sinks.count == 2)
+        #expect(config.sinks[0] == .init(expirable: "token", path: "/dev/shm/token", uid: getpwnam("nobody").pointee.pw_uid, gid: 0, mode: 0o640, line: 8))
+        #expect(config.sinks[1].expirable == "family:github")
+        #expect(config.sinks[1].uid == nil && config.sinks[1].gid == nil && config.sinks[1].mode == 0o600)
+    }
+
+    @Test("a sink on a disk file system is refused: values never touch a disk")
+    func refusesDisk() throws {
+        guard try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").contains(where: { $0.split(separator: " ")[1] == "/" && $0.split(separator: " ")[2] != "tmpfs" }) else { return }
+        let error = try #require(Self.refusal("""
+            [[sink]]
+            expirable = "token"
+            path = "/etc/expirable-token"
+            """))
+        #expect(error.line == 9)
+        #expect(error.key == "sink[1].path")
+        #expect(error.message.hasPrefix("/etc is not on a tmpfs or ramfs (file system type 0x"))
+        #expect(error.message.contains("values never touch a disk; use a directory under /run or /dev/shm"))
+    }
+
+    @Test("refusals name the sink, its key, its line and the fix", arguments: [
+        ("expirable = \"nope\"\npath = \"/dev/shm/x\"", "sink[1].expirable", "names \"nope\", which is not configured; expected one of: family, token"),
+        ("expirable = \"family\"\npath = \"/dev/shm/x\"", "sink[1].expirable", "family is a keyed family; name one of its values, as \"family:KEY\""),
+        ("expirable = \"token:k\"\npath = \"/dev/shm/x\"", "sink[1].expirable", "token is not a keyed family; name it without a key"),
+        ("path = \"/dev/shm/x\"", "sink[1].expirable", "is missing"),
+        ("expirable = \"token\"", "sink[1].path", "is missing or not a file path"),
+        ("expirable = \"token\"\npath = \"/dev/shm/no/such/dir/x\"", "sink[1].path", "/dev/shm/no/such/dir is not a directory"),
+        ("expirable = \"token\"\npath = \"/dev/shm\"", "sink[1].path", "/dev/shm is a directory; name the file to write"),
+        ("expirable = \"token\"\npath = \"/dev/shm/x\"\nowner = \"no-such-user-here\"", "sink[1].owner", "no user \"no-such-user-here\" on this machine"),
+        ("expirable = \"token\"\npath = \"/dev/shm/x\"\ngroup = \"no-such-group-here\"", "sink[1].group", "no group \"no-such-group-here\" on this machine"),
+        ("expirable = \"token\"\npath = \"/dev/shm/x\"\nmode = \"rw\"", "sink[1].mode", "expected an octal file mode string such as \"0640\""),
+        ("expirable = \"token\"\npath = \"/dev/shm/x\"\nuser = \"root\"", "sink[1].user", "unknown key in [[sink]]; expected one of: expirable, group, mode, owner, path"),
+        ("expirable = \"token\"\npath = \"/dev/shm/x\"\n[[sink]]\nexpirable = \"token\"\npath = \"/dev/shm/x\"", "sink[2].path", "is also the path of the sink on line 8"),
+    ])
+    func refusals(sink: String, key: String, message: String) throws {
+        let error = try #require(Self.refusal("[[sink]]\n" + sink))
+        #expect(error.key == key)
+        #expect(error.message.contains(message), "\(error)")
+        #expect(error.line != nil && error.line! >= 8, "\(error)")
+        #expect("\(error)".hasPrefix(Self.file + ":"))
+    }
+
+    @Test("sink written as a table rather than an array of tables is refused")
+    func notAnArray() throws {
+        let error = try #require(Self.refusal("[sink]\nexpirable = \"token\"\n"))
+        #expect(error.key == "sink")
+        #expect(error.message.contains("expected an array of tables, written [[sink]]"))
+    }
+}

@@ -1,0 +1,177 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// `expirablectl exec`: a real child script that records its environment and the signals it gets, across
+/// eager rotations (the counter plugin refreshes about once a second), in both modes.
+@Suite("exec: values in a command's environment, restarted or signalled on rotation")
+struct ExecTests {
+    /// Appends "start PID TOKEN" when it starts, "hup PID TOKEN" on SIGHUP, "term PID" on SIGTERM (then exits 0),
+    /// where TOKEN is its environment's $TOKEN.
+    static let child = """
+        #!/bin/sh
+        log=$1
+        echo "start $$ $TOKEN" >> "$log"
+        trap 'echo "hup $$ $TOKEN" >> "$log"' HUP
+        trap 'echo "term $$" >> "$log"; exit 0' TERM
+        while :; do sleep 0.05; done
+
+        """
+
+    static func start() throws -> DaemonProcess {
+        let daemon = try ServingTests.start("""
+            [expirable.token]
+            plugin = "counter"
+            refresh = "eager"
+            before_expiry = "2500ms"
+            [expirable.token.params]
+            prefix = "token-"
+            ttl_ms = 3000
+            [expirable.plain]
+            plugin = "counter"
+            [expirable.plain.params]
+            prefix = "plain-"
+            """)
+        try child.write(toFile: daemon.directory.appending("child.sh"), atomically: true, encoding: .utf8)
+        chmod(daemon.directory.appending("child.sh"), 0o755)
+        return daemon
+    }
+
+    static func exec(_ daemon: DaemonProcess, _ options: [String], log: String) throws -> RunningTool {
+        try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "exec"] + options
+            + ["--", daemon.directory.appending("child.sh"), log])
+    }
+
+    /// The log's lines once `done` holds for them, waiting up to 30 s.
+    static func lines(_ path: String, until done: ([[String]]) -> Bool) async throws -> [[String]] {
+        for _ in 0..<600 {
+            let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            if done(lines) { return lines }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSupportError("\(path) never got there: \((try? String(contentsOfFile: path, encoding: .utf8)) ?? "")")
+    }
+
+    @Test("on a rotation the command is stopped with SIGTERM and started again with the new value", .timeLimit(.minutes(2)))
+    func restartsWithNewValues() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("restart.log")
+        let exec = try Self.exec(daemon, ["--env", "TOKEN=token", "--env", "OTHER=plain"], log: log)
+        let lines = try await Self.lines(log) { $0.filter { $0.first == "start" }.count >= 3 }
+        let starts = lines.filter { $0[0] == "start" }
+        // Every run had the value current when it started, each newer than the last, and each was stopped by
+        // SIGTERM before the next one started.
+        let numbers = starts.map { Int($0[2].dropFirst("token-".count)) ?? 0 }
+        #expect(numbers == numbers.sorted() && Set(numbers).count == numbers.count, "\(starts)")
+        for (index, line) in lines.enumerated() where line[0] == "start" && index > 0 {
+            #expect(lines[index - 1] == ["term", starts[starts.firstIndex(of: line)! - 1][1]], "\(lines)")
+        }
+        #expect(!lines.contains { $0[0] == "hup" })
+        // SIGTERM to expirablectl reaches the command, which exits 0: so does expirablectl, and nothing restarts.
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("a value rotated; restarted"))
+        let after = try await Self.lines(log) { _ in true }
+        #expect(after.last?[0] == "term")
+    }
+
+    @Test("with --on-rotate signal:HUP the command keeps running and gets SIGHUP on each rotation", .timeLimit(.minutes(2)))
+    func signalsOnRotation() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("signal.log")
+        let exec = try Self.exec(daemon, ["--env", "TOKEN=token", "--on-rotate", "signal:HUP"], log: log)
+        let lines = try await Self.lines(log) { $0.filter { $0.first == "hup" }.count >= 2 }
+        let starts = lines.filter { $0[0] == "start" }
+        #expect(starts.count == 1, "one run only: \(lines)")
+        // The environment of a running process cannot change: the signal tells it to look elsewhere.
+        #expect(lines.filter { $0[0] == "hup" }.allSatisfy { $0[1] == starts[0][1] && $0[2] == starts[0][2] }, "\(lines)")
+        let (status, _) = exec.stop(signal: SIGTERM)
+        #expect(status == 0)
+    }
+
+    @Test("a command that exits on its own gives expirablectl its status; 127 if it cannot be run")
+    func exitStatus() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let seven = try runTool(ctl, ["--socket", daemon.socket, "exec", "--env", "P=plain", "--", "sh", "-c", "test \"$P\" = plain-1 && exit 7"])
+        #expect(seven.status == 7, "\(seven.stderr)")
+        let killed = try runTool(ctl, ["--socket", daemon.socket, "exec", "--env", "P=plain", "--", "sh", "-c", "kill -USR1 $$"])
+        #expect(killed.status == 128 + SIGUSR1)
+        let missing = try runTool(ctl, ["--socket", daemon.socket, "exec", "--env", "P=plain", "--", daemon.directory.appending("no-such-program")])
+        #expect(missing.status == 127)
+        #expect(missing.stderr.contains("cannot run"))
+        let unknown = try runTool(ctl, ["--socket", daemon.socket, "exec", "--env", "P=nope", "--", "true"])
+        #expect(unknown.status == 66)
+        let usage = try runTool(ctl, ["--socket", daemon.socket, "exec", "--env", "P=plain"])
+        #expect(usage.status == 64)
+    }
+
+    @Test("a command that ignores SIGTERM is killed after --grace, and the restart goes on", .timeLimit(.minutes(2)))
+    func graceThenKill() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("stubborn.log")
+        let stubborn = daemon.directory.appending("stubborn.sh")
+        try "#!/bin/sh\necho \"start $$ $TOKEN\" >> \"$1\"\ntrap '' TERM\nwhile :; do sleep 0.05; done\n".write(toFile: stubborn, atomically: true, encoding: .utf8)
+        chmod(stubborn, 0o755)
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "exec", "--env", "TOKEN=token",
+                                    "--grace", "200ms", "--", stubborn, log])
+        let lines = try await Self.lines(log) { $0.count >= 2 }
+        #expect(lines[0][2] != lines[1][2])
+        // The first run was SIGKILLed after the grace; the current one is killed here, which ends exec with it.
+        #expect(kill(pid_t(lines[0][1])!, 0) != 0)
+        let current = try await Self.lines(log) { _ in true }.last.flatMap { pid_t($0[1]) }
+        if let current { kill(current, SIGKILL) }
+        let (status, stderr) = exec.finish(within: 10)
+        #expect(status == 128 + SIGKILL)
+        #expect(stderr.contains("did not exit within") && stderr.contains("sending SIGKILL"), "\(stderr)")
+    }
+
+    @Test("a restart stops what the command started too: signals go to its process group", .timeLimit(.minutes(2)))
+    func restartStopsTheGroup() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("group.log")
+        let parent = daemon.directory.appending("parent.sh")
+        // The shell starts a long sleep and waits; SIGTERM ends the shell, and the sleep only if it gets it too.
+        try "#!/bin/sh\nsleep 300 &\necho \"start $$ $!\" >> \"$1\"\nwait\n".write(toFile: parent, atomically: true, encoding: .utf8)
+        chmod(parent, 0o755)
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "exec", "--env", "TOKEN=token", "--", parent, log])
+        let lines = try await Self.lines(log) { $0.count >= 2 }
+        func alive(_ pid: String) -> Bool {
+            // A zombie waiting for its reaper counts as gone.
+            ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)).map { !$0.contains(") Z ") }) ?? false
+        }
+        #expect(!alive(lines[0][1]) && !alive(lines[0][2]), "the first run's shell and its sleep are gone: \(lines)")
+        exec.stop(signal: SIGTERM)
+        let last = try #require(try await Self.lines(log) { _ in true }.last)
+        for _ in 0..<100 where alive(last[2]) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!alive(last[2]), "SIGTERM passed on reaches the last run's sleep too")
+    }
+
+    @Test("after the daemon was away past --timeout, exec subscribes again and applies the values it finds", .timeLimit(.minutes(2)))
+    func subscribesAgain() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("again.log")
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "--timeout", "1s", "exec",
+                                    "--env", "TOKEN=token", "--", daemon.directory.appending("child.sh"), log])
+        _ = try await Self.lines(log) { $0.contains { $0[0] == "start" } }
+        #expect(daemon.stop() == 0)
+        // Away for longer than --timeout: the subscription ends, the command keeps running meanwhile.
+        try await Task.sleep(for: .seconds(2))
+        let during = try await Self.lines(log) { _ in true }
+        #expect(during.last?[0] == "start", "the command runs on while the daemon is away: \(during)")
+        try daemon.start()
+        // Any run started from now on has a value of the new daemon: the old one is gone.
+        let lines = try await Self.lines(log) { $0.count >= during.count + 2 }
+        #expect(lines[during.count...].map { $0[0] }.prefix(2) == ["term", "start"], "\(lines)")
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 0)
+        #expect(stderr.contains("lost the daemon's updates"), "\(stderr)")
+        #expect(stderr.contains("subscribed again"), "\(stderr)")
+    }
+}

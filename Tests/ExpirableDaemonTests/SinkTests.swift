@@ -1,0 +1,138 @@
+import ExpirableTestSupport
+import Foundation
+import Testing
+
+/// `[[sink]]` files (SPEC §7) written by a real daemon in a directory under /dev/shm (a tmpfs).
+@Suite("sinks: files on a tmpfs, rewritten on every new value")
+struct SinkTests {
+    /// A fresh directory on the tmpfs /dev/shm, removed by the caller.
+    static func tmpfsDirectory() throws -> String {
+        let path = "/dev/shm/expirable-sink-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        return path
+    }
+
+    /// The file's content once `done` holds for it (nil: the file is absent), waiting up to 20 s.
+    static func content(_ path: String, until done: (String?) -> Bool) async throws -> String? {
+        for _ in 0..<400 {
+            let text = try? String(contentsOfFile: path, encoding: .utf8)
+            if done(text) { return text }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSupportError("\(path) never got there; it holds \((try? String(contentsOfFile: path, encoding: .utf8)) ?? "nothing")")
+    }
+
+    @Test("a sink is written at start with its owner, group and mode, rewritten on rotation, removed on clear and at SIGTERM", .timeLimit(.minutes(2)))
+    func lifecycle() async throws {
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let path = shm + "/token"
+        let daemon = try ServingTests.start("""
+            [expirable.token]
+            plugin = "counter"
+            refresh = "eager"
+            before_expiry = "2500ms"
+            [expirable.token.params]
+            prefix = "token-"
+            ttl_ms = 3000
+
+            [[sink]]
+            expirable = "token"
+            path = "\(path)"
+            owner = "nobody"
+            group = "daemon"
+            mode = "0640"
+            """)
+        defer { daemon.remove() }
+        let first = try #require(try await Self.content(path) { $0 != nil })
+        #expect(first.hasPrefix("token-"))
+        var info = stat()
+        #expect(stat(path, &info) == 0)
+        #expect(info.st_mode & 0o7777 == 0o640)
+        #expect(info.st_uid == getpwnam("nobody").pointee.pw_uid)
+        #expect(info.st_gid == getgrnam("daemon").pointee.gr_gid)
+        // An eager refresh (about once a second) rewrites it, whole: never empty, never a part.
+        let next = try await Self.content(path) { $0 != first }
+        #expect(next.map { $0.hasPrefix("token-") && $0 != first } == true, "\(next ?? "nil")")
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o7777 == 0o640 && info.st_uid == getpwnam("nobody").pointee.pw_uid)
+        // No temporary file is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: shm) == ["token"])
+
+        try await daemon.client.clear("token")
+        #expect(try await Self.content(path) { $0 == nil } == nil)
+        let fetched = try await daemon.client.value("token")
+        #expect(try await Self.content(path) { $0 != nil }.map { $0.hasPrefix("token-") } == true, "fetched \(fetched)")
+
+        #expect(daemon.stop(signal: SIGTERM) == 0)
+        #expect(!FileManager.default.fileExists(atPath: path), "removed at shutdown")
+        #expect(!daemon.log.contains(fetched), "the value is never logged")
+    }
+
+    @Test("a lazy value's sink is fetched again when it expires, and removed by CLEARALL")
+    func lazyValueRefetchedAtExpiry() async throws {
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let daemon = try ServingTests.start(ServingTests.counter("token", ttlMillis: 1500) + """
+
+            [[sink]]
+            expirable = "token"
+            path = "\(shm)/token"
+            """)
+        defer { daemon.remove() }
+        // Refetched at each expiry (1.5 s): a later value, whichever this test sees first on a loaded machine.
+        let first = try #require(try await Self.content(shm + "/token") { $0 != nil })
+        #expect(first.hasPrefix("token-"))
+        let later = try await Self.content(shm + "/token") { $0 != nil && $0 != first }
+        #expect(later?.hasPrefix("token-") == true)
+        var info = stat()
+        #expect(stat(shm + "/token", &info) == 0 && info.st_mode & 0o7777 == 0o600, "the default mode is 0600")
+        let cleared = try daemon.redis("CLEARALL")
+        #expect(cleared == "OK")
+        #expect(try await Self.content(shm + "/token") { $0 == nil } == nil)
+    }
+
+    @Test("a sink outside a tmpfs is refused at start and by check-config, with the file, the line and why")
+    func refusedOnDisk() throws {
+        var fs = statvfs()
+        // /var/tmp is on the root file system here (ext4); the test is meaningless where it is a tmpfs.
+        let onDisk = try runTool("stat", ["-f", "-c", "%T", "/var/tmp"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard onDisk != "tmpfs", onDisk != "ramfs", statvfs("/var/tmp", &fs) == 0 else { return }
+        let daemon = try DaemonProcess(expirables: ServingTests.counter("token") + """
+
+            [[sink]]
+            expirable = "token"
+            path = "/var/tmp/expirable-token"
+            """, start: false)
+        defer { daemon.remove() }
+        let check = try runTool(try TestPaths.product("expirablectl").path, ["check-config", daemon.configPath])
+        #expect(check.status == 78)
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let line = try #require(config.firstIndex { $0.hasPrefix("path = \"/var/tmp") }) + 1
+        let expected = "\(daemon.configPath):\(line): sink[1].path: /var/tmp is not on a tmpfs or ramfs"
+        #expect(check.stderr.contains(expected), "\(check.stderr)")
+        #expect(check.stderr.contains("values never touch a disk"))
+        #expect(throws: (any Error).self) { try daemon.start() }
+        #expect(daemon.log.contains(expected), "\(daemon.log)")
+        #expect(!FileManager.default.fileExists(atPath: "/var/tmp/expirable-token"))
+    }
+
+    @Test("a reload that changes a sink is refused as needing a restart; the sink stays")
+    func reloadRefusesSinkChanges() async throws {
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let daemon = try ServingTests.start(ServingTests.counter("token") + """
+
+            [[sink]]
+            expirable = "token"
+            path = "\(shm)/token"
+            """)
+        defer { daemon.remove() }
+        #expect(try await Self.content(shm + "/token") { $0 != nil } == "token-1")
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try (config + "\nmode = \"0644\"\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let reload = try daemon.ctl("reload")
+        #expect(reload.status == 65)
+        #expect(reload.stderr.contains("[[sink]] changed, and only a restart applies it"), "\(reload.stderr)")
+        #expect(try String(contentsOfFile: shm + "/token", encoding: .utf8) == "token-1")
+    }
+}
