@@ -169,7 +169,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ExpirableClusterTests",
-            dependencies: ["ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS"],
+            dependencies: [
+                "ExpirableCluster", "ExpirableClient", "ExpirableTestSupport", "ExpirableCore", "ExpirableTLS",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -5,7 +5,7 @@ import NIOCore
 enum ForwardOutcome: Sendable {
     case answered(Result<Fetched, ExpirableError>)
     /// The owner died, its link closed, or it could not be asked: the fetch is for the next owner.
-    case ownerLost(String)
+    case ownerLost(PeerError)
 }
 
 extension Cluster {
@@ -14,18 +14,19 @@ extension Cluster {
     /// on until `deadline` (monotonic): a caller gets a value from whoever owns the name by then, not "the owner
     /// went away" (SPEC §4.13).
     func route(_ name: String, family: String, local: any Fetcher, request: FetchRequest, timeout: Duration, deadline: UInt64,
-               lost: String? = nil, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+               lost: PeerError? = nil, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let owner = owner(of: name)
         if owner == options.node || servingForwards(of: name) {
             if let lost { logger.info("fetching here: the owner went away", metadata: ["expirable": "\(name)", "reason": "\(lost)"]) }
             if options.quorum[family] != nil {
                 return callUnderLease(name, local: local, request: request, timeout: timeout, completion: completion)
             }
+            engine?.countPluginCall(name)
             return local.fetch(request, completion: completion)
         }
         let now = clock.monotonicNanos
         guard deadline > now else {
-            return completion(FetchOutcome(result: .failure(.timeout("\(lost ?? "\(owner), the owner of \(name), did not answer"); no other node answered in time"))))
+            return completion(FetchOutcome(result: .failure(.timeout("\(lost.map { "\($0)" } ?? "\(owner), the owner of \(name), did not answer"); no other node answered in time"))))
         }
         if let lost { logger.info("forwarding to the next owner: the owner went away", metadata: ["expirable": "\(name)", "owner": "\(owner)", "reason": "\(lost)"]) }
         forward(name, to: owner, timeout: .nanoseconds(Int64(deadline - now))) { [self] outcome in
@@ -39,7 +40,7 @@ extension Cluster {
                     route(name, family: family, local: local, request: request, timeout: timeout, deadline: deadline, lost: reason, completion: completion)
                 } else {
                     let pause = min(options.heartbeat / 4, .milliseconds(100))
-                    group.next().scheduleTask(in: .nanoseconds(pause.nanoseconds)) { [self] in
+                    _ = clock.schedule(after: pause) { [self] in
                         route(name, family: family, local: local, request: request, timeout: timeout, deadline: deadline, lost: reason, completion: completion)
                     }
                 }

@@ -27,7 +27,7 @@ extension Cluster {
             return s.peers.isEmpty
         }
         if alone { return finishJoin() }
-        group.next().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in finishJoin() }
+        _ = clock.schedule(after: timeout) { [self] in finishJoin() }
     }
 
     /// A heartbeat arrived from `peer`: the first after its hello ends its greeting.

@@ -16,12 +16,17 @@ extension Cluster {
         let tls = self.tls
         ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(max(200, options.heartbeat.milliseconds * 2)))
+            .channelOption(.allocator, value: allocator)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     // A dial through a path that stalls (SPEC §4.14) must not hang there: it is retried.
                     let handshake = TimeAmount.nanoseconds(options.handshakeTimeout.nanoseconds)
-                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, role: .client(expectedPeer: peer.name), handshakeTimeout: handshake))
-                    try channel.pipeline.syncOperations.addHandler(OutboundLink(cluster: self, peer: peer.name))
+                    try channel.pipeline.syncOperations.addHandlers([
+                        TLSHandler(context: tls, role: .client(expectedPeer: peer.name), handshakeTimeout: handshake),
+                        ClusterFrameEncoder(),
+                        ByteToMessageHandler(ClusterFrameDecoder()),
+                        OutboundLink(cluster: self, peer: peer.name),
+                    ])
                 }
             }
             .connect(host: peer.host, port: peer.port)
@@ -63,17 +68,19 @@ extension Cluster {
             return true
         }
         if wasCurrent { logger.info("link to peer closed", metadata: ["peer": "\(name)"]) }
-        failPending(to: name, because: "the link to \(name) closed before it answered")
+        failPending(to: name, because: .linkClosed(peer: name))
         reportMembership()
         redialLater(name)
     }
 
     /// A peer's link to us said hello. Without a link of ours to it, it is dialed at once rather than at the
     /// next retry: a peer that (re)starts is waiting for this node's greeting to join (SPEC §4.11).
-    func inboundReady(_ name: String, channel: any Channel, tls: String) {
+    func inboundReady(_ name: String, channel: any Channel, tls: String, reverse: LinkSender) {
         let (previous, dialBack): ((any Channel)?, Bool) = state.withLock { s in
             let previous = s.peers[name]?.inbound
             s.peers[name]?.inbound = channel
+            s.peers[name]?.reverse = reverse
+            s.peers[name]?.reverseActive = false
             s.peers[name]?.greeted = false
             s.peers[name]?.certificate = name
             s.peers[name]?.tls = tls
@@ -95,7 +102,11 @@ extension Cluster {
 
     func inboundLost(_ name: String, channel: any Channel) {
         state.withLock { s in
-            if let current = s.peers[name]?.inbound, current === channel { s.peers[name]?.inbound = nil }
+            if let current = s.peers[name]?.inbound, current === channel {
+                s.peers[name]?.inbound = nil
+                s.peers[name]?.reverse = nil
+                s.peers[name]?.reverseActive = false
+            }
         }
         reportMembership()
     }
@@ -128,7 +139,7 @@ extension Cluster {
                 logger.notice("peer alive", metadata: ["peer": "\(name)", "live": "\(liveNodes().joined(separator: ","))"])
             } else {
                 logger.warning("peer dead", metadata: ["peer": "\(name)", "live": "\(liveNodes().joined(separator: ","))"])
-                failPending(to: name, because: "\(name), the owner, went away before it answered")
+                failPending(to: name, because: .ownerGone(owner: name))
             }
         }
         // Duties the dead owned move here now, not when this node's refresh timers next look (SPEC §4.13).
@@ -137,14 +148,14 @@ extension Cluster {
 }
 
 /// The link this node dialed: after TLS, it greets and carries this node's messages through a `LinkSender`.
-/// All that comes back is the peer's echo of each heartbeat, which shows that what is sent here arrives.
+/// What comes back is the peer's echo of each heartbeat, which shows that what is sent here arrives, and, from a
+/// peer whose own link to this node does not deliver, its changes (values, clears, states; SPEC §4.14).
 final class OutboundLink: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
+    typealias InboundIn = ClusterMessage
 
     private let cluster: Cluster
     private let peer: String
     private var sender: LinkSender?
-    private var buffer: ByteBuffer?
 
     init(cluster: Cluster, peer: String) {
         self.cluster = cluster
@@ -167,18 +178,14 @@ final class OutboundLink: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard sender != nil else { return }
-        var incoming = unwrapInboundIn(data)
-        if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
-        do {
-            while var pending = buffer, let message = try ClusterFrame.decode(&pending) {
-                buffer = pending.readableBytes == 0 ? nil : pending
-                guard case .heartbeat = message else { throw ClusterFrameError("only heartbeats come back on a link this node dialed") }
-                cluster.acknowledged(peer, channel: context.channel)
-            }
-            if let pending = buffer, pending.readerIndex > 65536 { buffer!.discardReadBytes() }
-        } catch {
-            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
-            context.close(promise: nil)
+        let message = unwrapInboundIn(data)
+        switch message {
+        case .heartbeat:
+            cluster.acknowledged(peer, channel: context.channel)
+        case .value, .clear, .state:
+            cluster.receivedReverse(message, from: peer)
+        default:
+            errorCaught(context: context, error: PeerError.unexpectedFrame(kind: message.kind, link: "a link this node dialed"))
         }
     }
 
@@ -192,6 +199,11 @@ final class OutboundLink: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? PeerError, error.isProtocolViolation {
+            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+        } else if error is ByteToMessageDecoderError {
+            return  // bytes after a frame error, on a link already closing
+        }
         cluster.linkFailed(peer, reason: LinkFailure.link(error))
         context.close(promise: nil)
     }
@@ -199,12 +211,13 @@ final class OutboundLink: ChannelInboundHandler {
 
 /// A link a peer dialed. Until TLS has established who the peer is and its hello has arrived, the connection
 /// holds a place of the cluster's unauthenticated budget (taken on accept) and must get there within
-/// `handshakeTimeout`. Once linked, frames are decoded and handed to the cluster; a frame once begun must be
-/// complete within the dead time, so a peer that stalls halfway does not hold the link. A malformed frame closes
-/// this link only.
+/// `handshakeTimeout`. Once linked, frames are handed to the cluster (the decoder before this handler closes a
+/// link whose peer stalls in the middle of a frame); the same connection carries back the echo of each
+/// heartbeat and, while this node's own link to the peer does not deliver, this node's changes. A malformed
+/// frame closes this link only.
 final class InboundLink: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias InboundIn = ClusterMessage
+    typealias OutboundOut = ClusterMessage
 
     private enum State {
         /// Accepted, TLS handshake under way. Holds a place of the budget.
@@ -212,18 +225,15 @@ final class InboundLink: ChannelInboundHandler {
         /// TLS verified the certificate for `peer`; its hello has not arrived. Holds a place of the budget.
         case verified(peer: String, tls: String)
         /// hello arrived: the peer's link, its frames go to the cluster.
-        case linked(peer: String)
+        case linked(peer: String, reverse: LinkSender)
         /// Closed or removed; the place, if one was held, is given back.
         case closed
     }
 
     private let cluster: Cluster
     private var state = State.handshaking
-    private var buffer: ByteBuffer?
     /// Closes the connection unless it is linked in time.
     private var handshakeDeadline: Scheduled<Void>?
-    /// Armed while a linked peer's frame is incomplete.
-    private var frameDeadline: Scheduled<Void>?
 
     init(cluster: Cluster) {
         self.cluster = cluster
@@ -249,73 +259,73 @@ final class InboundLink: ChannelInboundHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .linked(_, let reverse) = state { reverse.drain() }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let message = unwrapInboundIn(data)
         let peer: String
         switch state {
-        case .verified(let verified, _), .linked(let verified): peer = verified
-        case .handshaking, .closed: return
-        }
-        var incoming = unwrapInboundIn(data)
-        if buffer == nil { buffer = incoming } else { buffer!.writeBuffer(&incoming) }
-        var completed = false
-        do {
-            while var pending = buffer, let message = try ClusterFrame.decode(&pending) {
-                buffer = pending.readableBytes == 0 ? nil : pending
-                completed = true
-                if case .verified(_, let tls) = state {
-                    guard case .hello(let node, let version, _) = message else {
-                        throw ClusterFrameError("the first frame is not hello")
-                    }
-                    guard node == peer else { throw ClusterFrameError("hello says \(node), but the certificate was verified for \(peer)") }
-                    guard version == ClusterMessage.protocolVersion else {
-                        throw ClusterFrameError("cluster protocol \(version), this node speaks \(ClusterMessage.protocolVersion)")
-                    }
-                    state = .linked(peer: peer)
-                    handshakeDeadline?.cancel()
-                    handshakeDeadline = nil
-                    cluster.releaseUnauthenticated()
-                    cluster.inboundReady(peer, channel: context.channel, tls: tls)
-                }
-                if case .heartbeat = message {
-                    // Echoed, so the peer knows its link to this node delivers (SPEC §4.14).
-                    var echo = context.channel.allocator.buffer(capacity: 16)
-                    ClusterFrame.encode(message, into: &echo)
-                    context.writeAndFlush(wrapOutboundOut(echo), promise: nil)
-                }
-                cluster.received(message, from: peer)
+        case .linked(let linked, _):
+            peer = linked
+        case .verified(let verified, let tls):
+            do {
+                try checkHello(message, peer: verified)
+            } catch {
+                return errorCaught(context: context, error: error)
             }
-            if let pending = buffer, pending.readerIndex > 65536 { buffer!.discardReadBytes() }
-        } catch {
-            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
-            context.close(promise: nil)
+            let reverse = LinkSender(channel: context.channel)
+            state = .linked(peer: verified, reverse: reverse)
+            handshakeDeadline?.cancel()
+            handshakeDeadline = nil
+            cluster.releaseUnauthenticated()
+            cluster.inboundReady(verified, channel: context.channel, tls: tls, reverse: reverse)
+            peer = verified
+        case .handshaking, .closed:
             return
         }
-        guard case .linked = state else { return }
-        // The dead time runs from the first bytes of the frame still incomplete: a peer that goes on sending
-        // whole frames never meets it, one that stops halfway does.
-        if buffer == nil {
-            frameDeadline?.cancel()
-            frameDeadline = nil
-        } else if completed || frameDeadline == nil {
-            frameDeadline?.cancel()
-            startFrameDeadline(context: context, peer: peer)
+        if case .heartbeat = message {
+            // Echoed, so the peer knows its link to this node delivers (SPEC §4.14).
+            context.writeAndFlush(wrapOutboundOut(message), promise: nil)
         }
+        cluster.received(message, from: peer)
+    }
+
+    private func checkHello(_ message: ClusterMessage, peer: String) throws(PeerError) {
+        guard case .hello(let node, let version, _) = message else { throw .notHello }
+        guard node == peer else { throw .wrongNode(claimed: node, verified: peer) }
+        guard version == ClusterMessage.protocolVersion else { throw .badVersion(theirs: version, ours: ClusterMessage.protocolVersion) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .linked(let peer) = state { cluster.inboundLost(peer, channel: context.channel) }
+        if case .linked(let peer, _) = state { cluster.inboundLost(peer, channel: context.channel) }
         finish()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
         let peer: String
         switch state {
-        case .verified(let verified, _), .linked(let verified): peer = verified
+        case .verified(let verified, _), .linked(let verified, _): peer = verified
         case .handshaking, .closed: peer = "unverified"
         }
-        cluster.logger.warning("refused peer connection", metadata: ["from": "\(remote)", "peer": "\(peer)", "reason": "\(error)"])
+        switch error {
+        case let error as PeerError where error.isProtocolViolation:
+            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+        case let error as PeerError:
+            if case .stalledMidFrame = error {
+                cluster.logger.warning("peer stalled in the middle of a frame; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            } else {
+                cluster.logger.warning("closing a peer's link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            }
+        case is ByteToMessageDecoderError:
+            return  // bytes after a frame error, on a link already closing
+        default:
+            let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+            cluster.logger.warning("refused peer connection", metadata: ["from": "\(remote)", "peer": "\(peer)", "reason": "\(error)"])
+        }
         context.close(promise: nil)
     }
 
@@ -337,35 +347,20 @@ final class InboundLink: ChannelInboundHandler {
         case .handshaking:
             // Anyone who can reach the port can cause this, so it is not worth more than debug; refusals over the
             // budget are what an operator sees.
-            cluster.logger.debug("closed an unauthenticated cluster connection: no TLS handshake within \(timeout.milliseconds) ms", metadata: ["from": "\(remote)"])
+            cluster.logger.debug("closed an unauthenticated cluster connection: \(PeerError.handshakeTimeout(millis: timeout.milliseconds, verified: nil))", metadata: ["from": "\(remote)"])
         case .verified(let peer, _):
             // Only a holder of a certificate from the cluster's CA gets here: a peer that is broken or too old.
-            cluster.logger.info("closed a cluster connection verified as \(peer): no hello within \(timeout.milliseconds) ms of connecting", metadata: ["from": "\(remote)"])
+            cluster.logger.info("closed a cluster connection \(PeerError.handshakeTimeout(millis: timeout.milliseconds, verified: peer))", metadata: ["from": "\(remote)"])
         case .linked, .closed:
             return
         }
         context.close(promise: nil)
     }
 
-    private func startFrameDeadline(context: ChannelHandlerContext, peer: String) {
-        let deadAfter = cluster.options.deadAfter
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        frameDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(deadAfter.nanoseconds)) {
-            let (link, context) = loopBound.value
-            guard case .linked = link.state else { return }
-            link.cluster.logger.warning("peer stalled in the middle of a frame; closing that link", metadata: [
-                "peer": "\(peer)", "reason": "\(link.buffer?.readableBytes ?? 0) bytes of a frame, the rest not within \(deadAfter.milliseconds) ms",
-            ])
-            context.close(promise: nil)
-        }
-    }
-
-    /// Cancels the deadlines and gives back the place of a connection that closed before its hello.
+    /// Cancels the deadline and gives back the place of a connection that closed before its hello.
     private func finish() {
         handshakeDeadline?.cancel()
         handshakeDeadline = nil
-        frameDeadline?.cancel()
-        frameDeadline = nil
         switch state {
         case .handshaking, .verified: cluster.releaseUnauthenticated()
         case .linked, .closed: break

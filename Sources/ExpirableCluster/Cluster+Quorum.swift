@@ -99,6 +99,7 @@ extension Cluster {
                 pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called"))))
                 return
             }
+            engine?.countPluginCall(name)
             pending.local.fetch(pending.request) { [self] outcome in
                 let late = clock.monotonicNanos >= until
                 if late {

@@ -13,33 +13,17 @@ extension Cluster {
         case .heartbeat(let wall, let echo, let hold):
             receivedHeartbeat(from: peer, wall: wall, echo: echo, hold: hold)
             greeted(peer)
-        case .value(let name, let version, let remaining, let bytes, let lease):
-            observe(version)
-            guard !fenced(name, lease: lease) else {
-                logger.warning("refused a value fetched under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
-                return
-            }
-            engine?.applyReplica(name, value: Secret(bytes), remainingMillis: remaining, version: version)
-        case .clear(let name, let version):
-            observe(version)
-            engine?.applyClear(name, version: version)
+        case .value, .clear, .state:
+            applyChange(message, from: peer)
         case .fetch(let id, let name, let deadline, let echo):
             answerForward(id: id, name: name, deadlineMillis: deadline, echo: echo, for: peer)
-        case .fetched(let id, let version, let remaining, let bytes, let stale):
-            observe(version)
-            let fetched = Fetched(value: Secret(bytes), remainingMillis: remaining, version: version, unixMillisNow: clock.unixMillis)
+        case .fetched(let id, let version, let remaining, let value, let stale):
+            let fetched = arriving(value, remainingMillis: remaining, version: version)
             complete(id, .success(stale ? fetched.markedStale() : fetched))
         case .leaseRequest(let name, let number, let duration):
             leaseRequested(name, number: number, durationMillis: duration, by: peer)
         case .leaseAnswer(let name, let number, let granted, let reason, let newest):
             leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, from: peer)
-        case .state(let name, let version, let bytes, let lease):
-            observe(version)
-            guard !fenced(name, lease: lease) else {
-                logger.warning("refused a plugin state set under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
-                return
-            }
-            engine?.applyReplicaState(name, state: bytes.map { Secret($0) }, version: version)
         case .leaseRelease(let name, let number):
             leaseReleased(name, number: number)
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
@@ -48,6 +32,47 @@ extension Cluster {
                 : .fetch(message, class: permanent ? .permanent : .temporary, retryAfter: retryAfter.map { clock.unixMillis + $0 })
             complete(id, .failure(error))
         }
+    }
+
+    /// A change `peer` sent back on the link this node dialed, because its own link to this node does not deliver
+    /// (SPEC §4.14). Applied as if it had come the usual way, but it is no evidence that the peer's link delivers:
+    /// liveness is not touched.
+    func receivedReverse(_ message: ClusterMessage, from peer: String) {
+        noticePause()
+        applyChange(message, from: peer)
+    }
+
+    /// A value, clear or plugin state from `peer`, whichever link it came on.
+    private func applyChange(_ message: ClusterMessage, from peer: String) {
+        switch message {
+        case .value(let name, let version, let remaining, let value, let lease):
+            let fetched = arriving(value, remainingMillis: remaining, version: version)
+            guard !fenced(name, lease: lease) else {
+                logger.warning("refused a value fetched under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
+                return
+            }
+            engine?.applyReplica(name, fetched)
+        case .clear(let name, let version):
+            observe(version)
+            engine?.applyClear(name, version: version)
+        case .state(let name, let version, let state, let lease):
+            observe(version)
+            guard !fenced(name, lease: lease) else {
+                logger.warning("refused a plugin state set under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
+                return
+            }
+            engine?.applyReplicaState(name, state: state, version: version)
+        default:
+            break
+        }
+    }
+
+    /// A value from a peer, by replication or as the answer to a forwarded fetch: its version moves this node's
+    /// hybrid clock, and its validity becomes a deadline on this node's monotonic clock now, once. The engine
+    /// takes it by one route (`Engine.applyReplica`, or the flight of the forwarded fetch).
+    private func arriving(_ value: Secret, remainingMillis: Int64?, version: Version) -> Fetched {
+        observe(version)
+        return Fetched(value: value, remainingMillis: remainingMillis, version: version, receivedOn: clock)
     }
 
     private func observe(_ version: Version) {
@@ -89,15 +114,15 @@ extension Cluster {
             s.pending[id] = ClusterState.PendingFetch(peer: owner, completion: completion, timeout: nil)
             return id
         }
-        let scheduled = group.next().scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [self] in
-            complete(id, .failure(.timeout("\(owner), the owner of \(name), did not answer within \(timeout.milliseconds)ms")))
+        let scheduled = clock.schedule(after: timeout) { [self] in
+            complete(id, .failure(.timeout(PeerError.ownerSilent(owner: owner, name: name, millis: timeout.milliseconds).description)))
         }
         let echo: Int64 = state.withLock { s in
             s.pending[id]?.timeout = scheduled
             return s.time.peers[owner]?.lastWall ?? 0
         }
         if !send(.fetch(id: id, name: name, deadlineMillis: timeout.milliseconds, echoMillis: echo), to: owner) {
-            complete(id, .ownerLost("cannot reach \(owner), the owner of \(name)"))
+            complete(id, .ownerLost(.ownerUnreachable(owner: owner, name: name)))
         }
     }
 
@@ -119,7 +144,7 @@ extension Cluster {
     }
 
     /// The fetches forwarded to `peer` will not be answered: they go to the next owner (`ClusterFetcher`).
-    func failPending(to peer: String, because reason: String) {
+    func failPending(to peer: String, because reason: PeerError) {
         let ids = state.withLock { s in s.pending.filter { $0.value.peer == peer }.map(\.key) }
         for id in ids { complete(id, .ownerLost(reason)) }
     }
@@ -138,18 +163,18 @@ extension Cluster {
         // Read within a heartbeat of noticing a pause, the request may have waited in the socket since it began.
         let queued = pause.flatMap { now - min(now, $0.noticed) < UInt64(options.heartbeat.nanoseconds) ? $0 : nil }
         let deadline = ForwardDeadline(millis: deadlineMillis, received: now, pause: queued)
-        let dropped: String?
+        let dropped: PeerError?
         if deadline.remaining(at: now) == nil {
-            dropped = "\(options.node) dropped \(peer)'s fetch of \(name): its deadline (\(deadlineMillis) ms) had passed when it was read\(queued.map { " after a pause of \($0.millis) ms" } ?? ""); try again"
+            dropped = .deadlinePassed(node: options.node, peer: peer, name: name, deadlineMillis: deadlineMillis, pauseMillis: queued?.millis)
         } else if stale, let pause {
-            dropped = "\(options.node) dropped \(peer)'s fetch of \(name): it was sent before \(peer) heard from \(options.node) again after a pause of \(pause.millis) ms; try again"
+            dropped = .sentBeforeRejoin(node: options.node, peer: peer, name: name, pauseMillis: pause.millis)
         } else {
             dropped = nil
         }
         if let dropped {
             state.withLock { $0.counters.forwardsDropped &+= 1 }
             logger.info("dropped a forwarded fetch without calling the plugin", metadata: ["expirable": "\(name)", "peer": "\(peer)", "reason": "\(dropped)"])
-            send(.fetchFailed(id: id, code: ExpirableError.Code.timeout.rawValue, message: dropped, permanent: false, retryAfterMillis: nil), to: peer)
+            send(.fetchFailed(id: id, code: ExpirableError.Code.timeout.rawValue, message: dropped.description, permanent: false, retryAfterMillis: nil), to: peer)
             return
         }
         state.withLock { s in
@@ -157,20 +182,14 @@ extension Cluster {
             s.counters.forwardsServed &+= 1
         }
         // A paced call starting after the deadline is not waited for: the last error is answered at once.
-        engine.fetch(name, patience: deadline.remaining(at: now)) { [self] result in
+        engine.fetchForPeer(name, patience: deadline.remaining(at: now)) { [self] result in
             state.withLock { s in
                 s.forwardsIn[name, default: 1] -= 1
                 if s.forwardsIn[name] == 0 { s.forwardsIn[name] = nil }
             }
             switch result {
-            case .success(let fetched):
-                let remaining: Int64?
-                switch fetched.expiry {
-                case .never: remaining = nil
-                case .at(let ms): remaining = max(0, ms - clock.unixMillis)
-                }
-                let version = engine.version(of: name) ?? nextVersion()
-                send(.fetched(id: id, version: version, remainingMillis: remaining, bytes: fetched.value.bytes, stale: fetched.isStale), to: peer)
+            case .success(let answer):
+                send(.fetched(id: id, version: answer.version ?? nextVersion(), remainingMillis: answer.remainingMillis, value: answer.value, stale: answer.isStale), to: peer)
             case .failure(let error):
                 let retryAfter = error.retryAfter.map { max(0, $0 - clock.unixMillis) }
                 send(.fetchFailed(id: id, code: error.code.rawValue, message: error.message, permanent: error.errorClass == .permanent, retryAfterMillis: retryAfter), to: peer)
@@ -187,7 +206,7 @@ extension Cluster {
 /// A cluster-scoped expirable's fetcher: the owner calls its own plugin; any other node asks the owner. Nothing
 /// starts before the join has ended (SPEC §4.11), and a fetch whose owner goes away goes to the next owner
 /// within the same time (§4.13).
-struct ClusterFetcher: Fetcher {
+struct ClusterFetcher: ForwardingFetcher {
     let name: String
     let local: any Fetcher
     let cluster: Cluster

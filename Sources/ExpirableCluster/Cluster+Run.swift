@@ -13,17 +13,21 @@ extension Cluster {
         do {
             listener = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.allocator, value: allocator)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         // Over the budget, the bootstrap closes the connection when this throws, before any TLS
                         // state is made for it or it is registered for reading.
                         guard admitUnauthenticated() else {
-                            throw ClusterError("over the budget of \(options.unauthenticatedLimit) unauthenticated connections")
+                            throw PeerError.unauthenticatedOverBudget(limit: options.unauthenticatedLimit)
                         }
                         do {
                             // The link bounds the TLS handshake and hello together, so TLS gets no timeout of its own.
+                            // A frame begun must be complete within the dead time (the decoder closes the link).
                             try channel.pipeline.syncOperations.addHandlers([
                                 TLSHandler(context: tls, role: .server(allowedPeers: allowed), handshakeTimeout: nil),
+                                ClusterFrameEncoder(),
+                                ByteToMessageHandler(ClusterFrameDecoder(stallTimeout: .nanoseconds(options.deadAfter.nanoseconds))),
                                 InboundLink(cluster: self),
                             ])
                         } catch {
@@ -88,6 +92,7 @@ extension Cluster {
             return (stalled, silent)
         }
         reportMembership()
+        routeChangesAroundCuts(now: now)
         for (peer, link, queued) in stalled {
             logger.warning("link to peer stalled; dropping it", metadata: [
                 "peer": "\(peer)", "reason": "no heartbeat acknowledged within \(options.deadAfter.milliseconds) ms", "queued": "\(queued)",
@@ -95,6 +100,38 @@ extension Cluster {
             link.close(promise: nil)
         }
         for link in silent { link.close(promise: nil) }
+    }
+}
+
+extension Cluster {
+    /// A peer that this node's link does not reach (not up, or not echoed for the dead time) while the peer's link
+    /// to this node works gets this node's changes back on the peer's link (SPEC §4.14): first everything this
+    /// node holds, since what waited on the stalled link is dropped with it, then each change as it is made. Once
+    /// this node's own link delivers again (its greeting resends everything), changes go on it again.
+    func routeChangesAroundCuts(now: UInt64) {
+        let deadAfter = UInt64(options.deadAfter.nanoseconds)
+        let resync: [(String, LinkSender)] = state.withLock { s in
+            var resync: [(String, LinkSender)] = []
+            for (name, record) in s.peers {
+                let delivers = record.outbound != nil && now - min(now, record.lastAcked) < deadAfter
+                let hears = record.reverse != nil && now - min(now, record.lastHeard) < deadAfter
+                if !delivers && hears, let reverse = record.reverse {
+                    if !record.reverseActive {
+                        s.peers[name]?.reverseActive = true
+                        resync.append((name, reverse))
+                    }
+                } else if record.reverseActive {
+                    s.peers[name]?.reverseActive = false
+                }
+            }
+            return resync
+        }
+        guard !resync.isEmpty else { return }
+        let changes = everyChange()
+        for (peer, link) in resync {
+            logger.info("link to peer does not deliver; sending changes back on the peer's link", metadata: ["peer": "\(peer)", "changes": "\(changes.count)"])
+            for message in changes { link.send(message) }
+        }
     }
 }
 

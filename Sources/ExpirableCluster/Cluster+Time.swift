@@ -116,6 +116,6 @@ extension Cluster {
     /// the rejoin window later), so a call that was due during the pause is decided on a fresh view.
     func afterRejoin(_ body: @escaping @Sendable () -> Void) {
         guard rejoining() else { return body() }
-        group.next().scheduleTask(in: .nanoseconds(options.heartbeat.nanoseconds / 4)) { [self] in afterRejoin(body) }
+        _ = clock.schedule(after: options.heartbeat / 4) { [self] in afterRejoin(body) }
     }
 }

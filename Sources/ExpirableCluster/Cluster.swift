@@ -16,17 +16,23 @@ public final class Cluster: Service, Replicator, Sendable {
     let tls: TLSContext
     let logger: Logger
     let group: any EventLoopGroup
-    /// The engine's clock: liveness and deadlines on its monotonic time, versions on its wall clock corrected to
-    /// cluster time.
+    /// The engine's clock, passed in (the cluster has none of its own): liveness and deadlines on its monotonic
+    /// time, versions on its wall clock corrected to cluster time, the timers of forwarded fetches on its
+    /// `schedule`. A test gives each node its own (`ManualClock`, with its own wall time).
     let clock: any EngineClock
     private let engineBox = Mutex<Engine?>(nil)
     let state: Mutex<ClusterState>
     /// Apart from `state`: taken on every accept, which must not wait behind the peers' bookkeeping.
     let admission = Mutex(Admission())
 
-    public init(options: ClusterOptions, tls: TLSContext, logger: Logger, clock: any EngineClock = SystemClock(),
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    /// Every buffer of a peer link comes from it (TLS plaintext, frames being read and written). Values cross
+    /// the links in plain bytes inside TLS; the daemon passes an allocator that zeroes memory as it frees it.
+    let allocator: ByteBufferAllocator
+
+    public init(options: ClusterOptions, tls: TLSContext, logger: Logger, clock: any EngineClock,
+                allocator: ByteBufferAllocator = ByteBufferAllocator(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.options = options
+        self.allocator = allocator
         self.clock = clock
         self.tls = tls
         self.logger = logger
@@ -104,18 +110,17 @@ public final class Cluster: Service, Replicator, Sendable {
     }
 
     public func stored(_ name: String, _ fetched: Fetched, remainingMillis: Int64?, version: Version) {
-        let bytes = fetched.value.bytes
         let lease = state.withLock { $0.held[name] }
-        broadcast(.value(name: name, version: version, remainingMillis: remainingMillis, bytes: bytes, lease: lease))
+        replicate(.value(name: name, version: version, remainingMillis: remainingMillis, value: fetched.value, lease: lease))
     }
 
     public func stateChanged(_ name: String, _ state: Secret?, version: Version) {
         let lease = self.state.withLock { $0.held[name] }
-        broadcast(.state(name: name, version: version, bytes: state?.bytes, lease: lease))
+        replicate(.state(name: name, version: version, state: state, lease: lease))
     }
 
     public func cleared(_ name: String, version: Version) {
-        broadcast(.clear(name: name, version: version))
+        replicate(.clear(name: name, version: version))
     }
 
     /// Not while rejoining after a pause (§4.17): the engine looks again a second later, by when the view of
@@ -149,6 +154,30 @@ public final class Cluster: Service, Replicator, Sendable {
         for link in links { link.send(message) }
     }
 
+    /// Sends a change (value, clear, state) to every peer: on the link this node dialed, or, to a peer that link
+    /// does not reach while the peer's own link to this node works, back on that one (SPEC §4.14).
+    func replicate(_ message: ClusterMessage) {
+        let links = state.withLock { s in s.peers.values.compactMap { $0.reverseActive ? $0.reverse : $0.sender } }
+        for link in links { link.send(message) }
+    }
+
+    /// Every cluster-scoped value, clear and plugin state this node holds, with versions: what a peer needs to
+    /// catch up.
+    func everyChange() -> [ClusterMessage] {
+        var messages: [ClusterMessage] = []
+        for replica in engine?.replicas() ?? [] {
+            if let value = replica.value {
+                messages.append(.value(name: replica.name, version: replica.version, remainingMillis: replica.remainingMillis, value: value, lease: nil))
+            } else {
+                messages.append(.clear(name: replica.name, version: replica.version))
+            }
+        }
+        for replica in engine?.replicaStates() ?? [] {
+            messages.append(.state(name: replica.name, version: replica.version, state: replica.state, lease: nil))
+        }
+        return messages
+    }
+
     /// Sends `message` on the link to `node`; false if there is none.
     @discardableResult
     func send(_ message: ClusterMessage, to node: String) -> Bool {
@@ -162,16 +191,7 @@ public final class Cluster: Service, Replicator, Sendable {
     /// which tells the peer the greeting is complete (it ends the peer's wait to join, SPEC §4.11).
     func greeting() -> [ClusterMessage] {
         var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
-        for replica in engine?.replicas() ?? [] {
-            if let value = replica.value {
-                messages.append(.value(name: replica.name, version: replica.version, remainingMillis: replica.remainingMillis, bytes: value.bytes, lease: nil))
-            } else {
-                messages.append(.clear(name: replica.name, version: replica.version))
-            }
-        }
-        for replica in engine?.replicaStates() ?? [] {
-            messages.append(.state(name: replica.name, version: replica.version, bytes: replica.state?.bytes, lease: nil))
-        }
+        messages += everyChange()
         // Last: the greeting is complete (it ends the peer's join). No clocks: nothing to echo yet.
         messages.append(.heartbeat(wallMillis: clock.unixMillis, echoMillis: 0, holdMillis: 0))
         return messages
@@ -193,6 +213,10 @@ struct ClusterState {
         var greeted = false
         /// The link the peer dialed, once its hello arrived.
         var inbound: (any Channel)?
+        /// A queue on `inbound`, for changes while `outbound` does not deliver (SPEC §4.14).
+        var reverse: LinkSender?
+        /// Changes go on `reverse`, which has been sent everything this node holds.
+        var reverseActive = false
         /// Monotonic time of the last frame from the peer.
         var lastHeard: UInt64 = 0
         var certificate: String?
@@ -213,7 +237,7 @@ struct ClusterState {
     struct PendingFetch {
         let peer: String
         let completion: @Sendable (ForwardOutcome) -> Void
-        var timeout: Scheduled<Void>?
+        var timeout: (any Cancellable)?
     }
 
     var peers: [String: PeerRecord]

@@ -17,7 +17,7 @@ public struct ExpirableDigest: Sendable, Hashable {
 
 /// The messages nodes send each other. Each link carries them one way: a node sends on the connection it
 /// dialed and receives on the connections it accepted.
-enum ClusterMessage: Equatable {
+enum ClusterMessage: Sendable, Equatable {
     /// First on every link: who is speaking, and how its cluster-scoped expirables are configured.
     case hello(node: String, protocolVersion: UInt16, expirables: [ExpirableDigest])
     /// The sender's wall clock (ms), the wall time of the last heartbeat it received from the receiver (0: none)
@@ -26,7 +26,7 @@ enum ClusterMessage: Equatable {
     /// A value and its remaining validity in ms (nil: never expires), judged by the receiver on its own clock;
     /// with `single_flight = "quorum"`, the lease it was fetched under, so a receiver that saw a newer lease
     /// refuses it (fencing).
-    case value(name: String, version: Version, remainingMillis: Int64?, bytes: [UInt8], lease: LeaseNumber?)
+    case value(name: String, version: Version, remainingMillis: Int64?, value: Secret, lease: LeaseNumber?)
     case clear(name: String, version: Version)
     /// Please fetch `name` (you own it) and answer `fetched` or `fetchFailed` with the same id within
     /// `deadlineMillis` (the asking node gives up after that; §4.13). `echoMillis` is the wall time of the latest
@@ -34,7 +34,7 @@ enum ClusterMessage: Equatable {
     /// sent before its peers heard from it again (§4.17).
     case fetch(id: UInt64, name: String, deadlineMillis: Int64, echoMillis: Int64)
     /// The owner's answer; `stale` when it answered its expired value because the refetch failed (§3.16).
-    case fetched(id: UInt64, version: Version, remainingMillis: Int64?, bytes: [UInt8], stale: Bool)
+    case fetched(id: UInt64, version: Version, remainingMillis: Int64?, value: Secret, stale: Bool)
     /// The owner's failure, with its class and, when set, the time until its retry-after in ms (relative, so
     /// the receiver's wall clock judges it, as with validity).
     case fetchFailed(id: UInt64, code: String, message: String, permanent: Bool, retryAfterMillis: Int64?)
@@ -46,9 +46,9 @@ enum ClusterMessage: Equatable {
     case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?)
     /// The holder's call is over: the lease may be granted to someone else at once.
     case leaseRelease(name: String, number: LeaseNumber)
-    /// A plugin's state (SPEC §3.20) changed on the sender under `version` (nil bytes: cleared), with the lease
+    /// A plugin's state (SPEC §3.20) changed on the sender under `version` (nil: cleared), with the lease
     /// of the call that changed it, for fencing like a value's.
-    case state(name: String, version: Version, bytes: [UInt8]?, lease: LeaseNumber?)
+    case state(name: String, version: Version, state: Secret?, lease: LeaseNumber?)
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
     /// its lease, and the lease frames exist.
@@ -56,13 +56,26 @@ enum ClusterMessage: Equatable {
     /// 4: the `state` frame.
     /// 5: the accepting side echoes every heartbeat back on the same link (§4.14), and a greeting ends with a
     /// heartbeat (§4.11).
-    static let protocolVersion: UInt16 = 5
-}
+    /// 6: changes (value, clear, state) may also come back on a link this node dialed, from a peer whose own
+    /// link to this node does not deliver (a one-way cut, §4.14).
+    static let protocolVersion: UInt16 = 6
 
-/// A frame that breaks the rules; the connection it arrived on is closed, and nothing else is affected.
-struct ClusterFrameError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+    /// The frame's kind, for errors.
+    var kind: String {
+        switch self {
+        case .hello: "hello"
+        case .heartbeat: "heartbeat"
+        case .value: "value"
+        case .clear: "clear"
+        case .fetch: "fetch"
+        case .fetched: "fetched"
+        case .fetchFailed: "fetch-failed"
+        case .leaseRequest: "lease-request"
+        case .leaseAnswer: "lease-answer"
+        case .leaseRelease: "lease-release"
+        case .state: "state"
+        }
+    }
 }
 
 /// Frames: a 4-byte big-endian length, then a type byte and the fields. Strings are a 2-byte length and
@@ -95,12 +108,12 @@ enum ClusterFrame {
             out.writeInteger(wall)
             out.writeInteger(echo)
             out.writeInteger(hold)
-        case .value(let name, let version, let remaining, let bytes, let lease):
+        case .value(let name, let version, let remaining, let value, let lease):
             out.writeInteger(Kind.value.rawValue)
             out.writeShortString(name)
             out.writeVersion(version)
             out.writeInteger(remaining ?? -1)
-            out.writeLongBytes(bytes)
+            out.writeSecret(value)
             out.writeLease(lease)
         case .clear(let name, let version):
             out.writeInteger(Kind.clear.rawValue)
@@ -112,12 +125,12 @@ enum ClusterFrame {
             out.writeShortString(name)
             out.writeInteger(deadline)
             out.writeInteger(echo)
-        case .fetched(let id, let version, let remaining, let bytes, let stale):
+        case .fetched(let id, let version, let remaining, let value, let stale):
             out.writeInteger(Kind.fetched.rawValue)
             out.writeInteger(id)
             out.writeVersion(version)
             out.writeInteger(remaining ?? -1)
-            out.writeLongBytes(bytes)
+            out.writeSecret(value)
             out.writeInteger(UInt8(stale ? 1 : 0))
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
             out.writeInteger(Kind.fetchFailed.rawValue)
@@ -138,12 +151,12 @@ enum ClusterFrame {
             out.writeInteger(UInt8(granted ? 1 : 0))
             out.writeShortString(String(decoding: reason.utf8.prefix(1000), as: UTF8.self))
             out.writeLease(newest)
-        case .state(let name, let version, let bytes, let lease):
+        case .state(let name, let version, let state, let lease):
             out.writeInteger(Kind.state.rawValue)
             out.writeShortString(name)
             out.writeVersion(version)
-            out.writeInteger(UInt8(bytes == nil ? 0 : 1))
-            if let bytes { out.writeLongBytes(bytes) }
+            out.writeInteger(UInt8(state == nil ? 0 : 1))
+            if let state { out.writeSecret(state) }
             out.writeLease(lease)
         case .leaseRelease(let name, let number):
             out.writeInteger(Kind.leaseRelease.rawValue)
@@ -153,28 +166,28 @@ enum ClusterFrame {
         out.setInteger(UInt32(out.writerIndex - start - 4), at: start)
     }
 
-    /// The next whole frame at the front of `buffer`, consuming it; nil when more bytes are needed.
-    static func decode(_ buffer: inout ByteBuffer) throws(ClusterFrameError) -> ClusterMessage? {
+    /// The next whole frame at the front of `buffer`, consuming it; nil when more bytes are needed. A length
+    /// beyond `maxBytes` is refused as soon as it is read, before its bytes are waited for.
+    static func decode(_ buffer: inout ByteBuffer, maxBytes: Int = ClusterFrame.maxBytes) throws(PeerError) -> ClusterMessage? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard length >= 1, length <= maxBytes else { throw ClusterFrameError("frame of \(length) bytes (allowed: 1 to \(maxBytes))") }
+        guard length >= 1, length <= maxBytes else { throw .oversizeFrame(bytes: length, limit: maxBytes) }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         var frame = buffer.readSlice(length: Int(length))!
         let message = try parse(&frame)
-        guard frame.readableBytes == 0 else { throw ClusterFrameError("\(frame.readableBytes) unexpected bytes at the end of a frame") }
+        guard frame.readableBytes == 0 else { throw .malformedFrame("\(frame.readableBytes) unexpected bytes at the end of a frame") }
         return message
     }
 
-    private static func parse(_ frame: inout ByteBuffer) throws(ClusterFrameError) -> ClusterMessage {
-        guard let raw = frame.readInteger(as: UInt8.self), let kind = Kind(rawValue: raw) else {
-            throw ClusterFrameError("unknown frame type")
-        }
+    private static func parse(_ frame: inout ByteBuffer) throws(PeerError) -> ClusterMessage {
+        guard let raw = frame.readInteger(as: UInt8.self) else { throw .malformedFrame("an empty frame") }
+        guard let kind = Kind(rawValue: raw) else { throw .unknownFrameType(raw) }
         switch kind {
         case .hello:
             let node = try frame.readShortString()
             let version = try frame.readChecked(UInt16.self)
             let count = try frame.readChecked(UInt32.self)
-            guard count <= maxDigests else { throw ClusterFrameError("hello lists \(count) expirables") }
+            guard count <= maxDigests else { throw PeerError.malformedFrame("hello lists \(count) expirables") }
             var digests: [ExpirableDigest] = []
             for _ in 0..<count {
                 digests.append(ExpirableDigest(name: try frame.readShortString(), plugin: try frame.readShortString(), refresh: try frame.readShortString()))
@@ -184,41 +197,41 @@ enum ClusterFrame {
             let wall = try frame.readChecked(Int64.self)
             let echo = try frame.readChecked(Int64.self)
             let hold = try frame.readChecked(Int64.self)
-            guard hold >= 0 else { throw ClusterFrameError("a heartbeat held for \(hold) ms") }
+            guard hold >= 0 else { throw PeerError.malformedFrame("a heartbeat held for \(hold) ms") }
             return .heartbeat(wallMillis: wall, echoMillis: echo, holdMillis: hold)
         case .value:
             let name = try frame.readShortString()
             let version = try frame.readVersion()
             let remaining = try frame.readRemaining()
-            let bytes = try frame.readLongBytes()
-            return .value(name: name, version: version, remainingMillis: remaining, bytes: bytes, lease: try frame.readOptionalLease())
+            let value = try frame.readSecret()
+            return .value(name: name, version: version, remainingMillis: remaining, value: value, lease: try frame.readOptionalLease())
         case .clear:
             return .clear(name: try frame.readShortString(), version: try frame.readVersion())
         case .fetch:
             let id = try frame.readChecked(UInt64.self)
             let name = try frame.readShortString()
             let deadline = try frame.readChecked(Int64.self)
-            guard deadline >= 0 else { throw ClusterFrameError("a fetch with a deadline of \(deadline) ms") }
+            guard deadline >= 0 else { throw PeerError.malformedFrame("a fetch with a deadline of \(deadline) ms") }
             return .fetch(id: id, name: name, deadlineMillis: deadline, echoMillis: try frame.readChecked(Int64.self))
         case .fetched:
             let id = try frame.readChecked(UInt64.self)
             let version = try frame.readVersion()
             let remaining = try frame.readRemaining()
-            let bytes = try frame.readLongBytes()
-            return .fetched(id: id, version: version, remainingMillis: remaining, bytes: bytes, stale: try frame.readFlag())
+            let value = try frame.readSecret()
+            return .fetched(id: id, version: version, remainingMillis: remaining, value: value, stale: try frame.readFlag())
         case .fetchFailed:
             let id = try frame.readChecked(UInt64.self)
             let code = try frame.readShortString()
             let message = try frame.readShortString()
             let permanent = try frame.readFlag()
             let retryAfter = try frame.readChecked(Int64.self)
-            guard retryAfter >= -1 else { throw ClusterFrameError("a retry-after of \(retryAfter) ms") }
+            guard retryAfter >= -1 else { throw PeerError.malformedFrame("a retry-after of \(retryAfter) ms") }
             return .fetchFailed(id: id, code: code, message: message, permanent: permanent, retryAfterMillis: retryAfter < 0 ? nil : retryAfter)
         case .leaseRequest:
             let name = try frame.readShortString()
             let number = try frame.readLease()
             let duration = try frame.readChecked(Int64.self)
-            guard duration > 0, duration <= 24 * 3_600_000 else { throw ClusterFrameError("a lease of \(duration) ms") }
+            guard duration > 0, duration <= 24 * 3_600_000 else { throw PeerError.malformedFrame("a lease of \(duration) ms") }
             return .leaseRequest(name: name, number: number, durationMillis: duration)
         case .leaseAnswer:
             let name = try frame.readShortString()
@@ -229,9 +242,8 @@ enum ClusterFrame {
         case .state:
             let name = try frame.readShortString()
             let version = try frame.readVersion()
-            let bytes = try frame.readFlag() ? try frame.readLongBytes() : nil
-            if let bytes, bytes.count > 64 * 1024 { throw ClusterFrameError("a state of \(bytes.count) bytes") }
-            return .state(name: name, version: version, bytes: bytes, lease: try frame.readOptionalLease())
+            let state = try frame.readFlag() ? try frame.readSecret(max: 64 * 1024, what: "a state") : nil
+            return .state(name: name, version: version, state: state, lease: try frame.readOptionalLease())
         case .leaseRelease:
             return .leaseRelease(name: try frame.readShortString(), number: try frame.readLease())
         }
@@ -249,25 +261,25 @@ extension ByteBuffer {
         writeShortString(number.node)
     }
 
-    fileprivate mutating func readOptionalLease() throws(ClusterFrameError) -> LeaseNumber? {
+    fileprivate mutating func readOptionalLease() throws(PeerError) -> LeaseNumber? {
         try readFlag() ? try readLeaseBody() : nil
     }
 
-    fileprivate mutating func readLease() throws(ClusterFrameError) -> LeaseNumber {
-        guard try readFlag() else { throw ClusterFrameError("a lease frame without its lease number") }
+    fileprivate mutating func readLease() throws(PeerError) -> LeaseNumber {
+        guard try readFlag() else { throw PeerError.malformedFrame("a lease frame without its lease number") }
         return try readLeaseBody()
     }
 
-    private mutating func readLeaseBody() throws(ClusterFrameError) -> LeaseNumber {
+    private mutating func readLeaseBody() throws(PeerError) -> LeaseNumber {
         LeaseNumber(round: try readChecked(UInt64.self), node: try readShortString())
     }
 
     /// A byte that must be 0 or 1.
-    fileprivate mutating func readFlag() throws(ClusterFrameError) -> Bool {
+    fileprivate mutating func readFlag() throws(PeerError) -> Bool {
         switch try readChecked(UInt8.self) {
         case 0: return false
         case 1: return true
-        case let other: throw ClusterFrameError("a flag of \(other), expected 0 or 1")
+        case let other: throw PeerError.malformedFrame("a flag of \(other), expected 0 or 1")
         }
     }
 
@@ -277,9 +289,10 @@ extension ByteBuffer {
         writeBytes(bytes)
     }
 
-    fileprivate mutating func writeLongBytes(_ bytes: [UInt8]) {
-        writeInteger(UInt32(bytes.count))
-        writeBytes(bytes)
+    /// A value's bytes, straight from the secret: no copy but the frame's.
+    fileprivate mutating func writeSecret(_ secret: Secret) {
+        writeInteger(UInt32(secret.count))
+        secret.withUnsafeBytes { _ = writeBytes($0) }
     }
 
     fileprivate mutating func writeVersion(_ version: Version) {
@@ -287,34 +300,36 @@ extension ByteBuffer {
         writeShortString(version.node)
     }
 
-    fileprivate mutating func readChecked<T: FixedWidthInteger>(_: T.Type) throws(ClusterFrameError) -> T {
-        guard let value = readInteger(as: T.self) else { throw ClusterFrameError("frame ends inside a field") }
+    fileprivate mutating func readChecked<T: FixedWidthInteger>(_: T.Type) throws(PeerError) -> T {
+        guard let value = readInteger(as: T.self) else { throw PeerError.malformedFrame("frame ends inside a field") }
         return value
     }
 
-    fileprivate mutating func readShortString() throws(ClusterFrameError) -> String {
+    fileprivate mutating func readShortString() throws(PeerError) -> String {
         let length = try readChecked(UInt16.self)
-        guard let bytes = readBytes(length: Int(length)) else { throw ClusterFrameError("string runs past the end of its frame") }
-        guard let text = String(validating: bytes, as: UTF8.self) else { throw ClusterFrameError("string is not UTF-8") }
+        guard let bytes = readBytes(length: Int(length)) else { throw PeerError.malformedFrame("string runs past the end of its frame") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw PeerError.malformedFrame("string is not UTF-8") }
         return text
     }
 
-    fileprivate mutating func readLongBytes() throws(ClusterFrameError) -> [UInt8] {
-        let length = try readChecked(UInt32.self)
-        guard length <= ClusterFrame.maxBytes, let bytes = readBytes(length: Int(length)) else {
-            throw ClusterFrameError("value runs past the end of its frame")
-        }
-        return bytes
+    /// A value's bytes, copied from the frame straight into a secret: no array in between.
+    fileprivate mutating func readSecret(max: Int = ClusterFrame.maxBytes, what: String = "a value") throws(PeerError) -> Secret {
+        let length = Int(try readChecked(UInt32.self))
+        guard length <= readableBytes else { throw .malformedFrame("\(what) runs past the end of its frame") }
+        guard length <= max else { throw .malformedFrame("\(what) of \(length) bytes") }
+        let secret = withUnsafeReadableBytes { Secret(copying: UnsafeRawBufferPointer(rebasing: $0[0..<length])) }
+        moveReaderIndex(forwardBy: length)
+        return secret
     }
 
-    fileprivate mutating func readVersion() throws(ClusterFrameError) -> Version {
+    fileprivate mutating func readVersion() throws(PeerError) -> Version {
         let time = try readChecked(Int64.self)
         return Version(time: time, node: try readShortString())
     }
 
-    fileprivate mutating func readRemaining() throws(ClusterFrameError) -> Int64? {
+    fileprivate mutating func readRemaining() throws(PeerError) -> Int64? {
         let remaining = try readChecked(Int64.self)
-        guard remaining >= -1 else { throw ClusterFrameError("negative remaining validity") }
+        guard remaining >= -1 else { throw PeerError.malformedFrame("negative remaining validity") }
         return remaining == -1 ? nil : remaining
     }
 }

@@ -95,9 +95,8 @@ final class LinkSender: Sendable {
                 return message
             }
             guard let next else { break }
-            var buffer = channel.allocator.buffer(capacity: 64)
-            ClusterFrame.encode(next, into: &buffer)
-            channel.write(buffer, promise: nil)
+            // Framed (and wiped, if it holds a value) by the link's `ClusterFrameEncoder`.
+            channel.write(next, promise: nil)
             wrote = true
         }
         if wrote { channel.flush() }

@@ -88,9 +88,9 @@ final class Family: Sendable {
         case none
     }
 
-    /// The hot path: a compact member with a valid value calls `body` with its bytes and expiry under the
+    /// The hot path: a compact member with a valid value calls `body` with its bytes, expiry and deadline under the
     /// shard's lock (they must not escape it) and counts the hit; a whole entry is handed back.
-    func read<R>(_ key: UnsafeRawBufferPointer, now: UInt64, leastLeft: UInt64 = 0, _ body: (UnsafeRawBufferPointer, Expiry) -> R) -> Read<R> {
+    func read<R>(_ key: UnsafeRawBufferPointer, now: UInt64, leastLeft: UInt64 = 0, _ body: (UnsafeRawBufferPointer, Expiry, UInt64) -> R) -> Read<R> {
         let (shard, hash) = locate(key)
         return shard.withTable { t in
             guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return .none }
@@ -103,7 +103,7 @@ final class Family: Sendable {
                 guard h.pointee.hasValue, now < freshUntil, freshUntil == .max || freshUntil - now >= leastLeft else { return .none }
                 h.pointee.lastUsed = now
                 h.pointee.hits &+= 1
-                return .answered(body(block.value, Family.expiry(h.pointee)))
+                return .answered(body(block.value, Family.expiry(h.pointee), h.pointee.deadline))
             }
         }
     }
@@ -171,7 +171,24 @@ final class Family: Sendable {
         let key = String(decoding: key, as: UTF8.self)
         let full = ExpirableDefinition(name: name + ":" + key, scope: definition.scope, refresh: definition.refresh,
                                        freshness: definition.freshness, fetcher: KeyedFetcher(base: definition.fetcher, key: key))
-        return Entry(full, family: self, key: Array(key.utf8))
+        let entry = Entry(full, family: self, key: Array(key.utf8))
+        // The member's fetcher wraps the family's: whether the family's reports its plugin calls itself decides.
+        if definition.fetcher is any ForwardingFetcher { entry.state.withLock { $0.fetcherCountsCalls = true } }
+        return entry
+    }
+
+    /// Counts a plugin call for `key` made by a `ForwardingFetcher` (see `Engine.countPluginCall`).
+    func countPluginCall(_ key: String) {
+        Array(key.utf8).withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            shard.withTable { t in
+                switch t.find(key, hash: hash).flatMap({ t.member(at: $0) }) {
+                case .compact(let block)?: block.header.pointee.pluginCalls &+= 1
+                case .whole(let entry)?: entry.state.withLock { $0.counters.pluginCalls &+= 1 }
+                case nil: break
+                }
+            }
+        }
     }
 
     /// Makes `entry` compact again if nothing is pending on it and its counts fit; it is then detached, so a
@@ -237,7 +254,7 @@ final class Family: Sendable {
     private func restore(_ block: CompactBlock, into s: inout Entry.State) {
         let h = block.header.pointee
         if h.hasValue {
-            s.value = Fetched(value: Secret(copying: block.value), expiry: Family.expiry(h))
+            s.value = Family.fetched(block.value, expiry: Family.expiry(h), deadline: h.deadline)
             s.deadline = h.deadline
             s.freshUntil = freshUntil(h)
         }
@@ -253,6 +270,13 @@ final class Family: Sendable {
         s.counters.misses = UInt64(h.misses)
         s.counters.pluginCalls = UInt64(h.pluginCalls)
         s.version = version(h)
+    }
+
+    /// A compact member's value as callers get it: copied into a `Secret`, with its deadline on this node.
+    static func fetched(_ bytes: UnsafeRawBufferPointer, expiry: Expiry, deadline: UInt64) -> Fetched {
+        var fetched = Fetched(value: Secret(copying: bytes), expiry: expiry)
+        fetched.deadline = deadline
+        return fetched
     }
 
     private func freshUntil(_ h: CompactHeader) -> UInt64 {

@@ -114,7 +114,7 @@ public final class Engine: Sendable {
             return true
         }
         guard let (family, key) = table.family(utf8: name) else { return false }
-        switch family.read(key, now: clock.monotonicNanos, { bytes, _ in body(bytes) }) {
+        switch family.read(key, now: clock.monotonicNanos, { bytes, _, _ in body(bytes) }) {
         case .answered: return true
         case .none: return false
         case .whole(let entry):
@@ -125,7 +125,7 @@ public final class Engine: Sendable {
     }
 
     private func cachedValue(_ family: Family, key: UnsafeRawBufferPointer) -> Fetched? {
-        switch family.read(key, now: clock.monotonicNanos, { Fetched(value: Secret(copying: $0), expiry: $1) }) {
+        switch family.read(key, now: clock.monotonicNanos, Family.fetched) {
         case .answered(let fetched): return fetched
         case .none: return nil
         case .whole(let entry): return cachedValue(entry)
@@ -157,7 +157,7 @@ public final class Engine: Sendable {
         if entryTable[name] == nil, !families.isEmpty, let (family, key) = familyAndKey(name), family.compacts {
             let bytes = Array(key.utf8)
             let read = bytes.withUnsafeBytes { key in
-                family.read(key, now: clock.monotonicNanos, leastLeft: wanted) { Fetched(value: Secret(copying: $0), expiry: $1) }
+                family.read(key, now: clock.monotonicNanos, leastLeft: wanted, Family.fetched)
             }
             if case .answered(let fetched) = read { return completion(.success(fetched)) }
         }
@@ -260,6 +260,7 @@ public final class Engine: Sendable {
             case .missing, .stale: return true
             case .applied:
                 if let replicator, let version { replicator.cleared(name, version: version) }
+                announceClear(name)
                 logger.info("cleared", metadata: ["expirable": "\(name)"])
                 return true
             case .whole(let member): entry = member
@@ -321,7 +322,17 @@ public final class Engine: Sendable {
     func startingCall(_ s: inout Entry.State, now: UInt64, trigger: CallRecord.Trigger) {
         s.lastCallStart = now
         s.callTrigger = trigger
-        s.counters.pluginCalls &+= 1
+        if !s.fetcherCountsCalls { s.counters.pluginCalls &+= 1 }
+    }
+
+    /// Counts a call of this node's plugin made by a `ForwardingFetcher` for `name` (a keyed family's member
+    /// under its full name).
+    public func countPluginCall(_ name: String) {
+        if let entry = entryTable[name] {
+            entry.state.withLock { $0.counters.pluginCalls &+= 1 }
+        } else if let (family, key) = familyAndKey(name) {
+            family.countPluginCall(key)
+        }
     }
 
     /// Records the call that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
@@ -404,17 +415,14 @@ public final class Engine: Sendable {
                     s.permanentFailure = false
                     s.lastFailure = nil
                     if generation == s.generation && deadline > now {
-                        if let origin = fetched.replicaVersion {
-                            if s.version.map({ origin > $0 }) ?? true {
-                                s.version = origin
-                                store(fetched, deadline: deadline, in: entry, &s, now: now)
-                                stored = true
-                            }
+                        if fetched.replicaVersion != nil {
+                            // The owner's answer to a forwarded fetch: in by the same route as replication.
+                            stored = admitReplica(fetched, into: entry, &s, now: now) == .stored
                         } else {
                             if let replicator {
                                 let version = replicator.nextVersion()
                                 s.version = version
-                                announce = (fetched, deadline == .max ? nil : Int64((deadline - now) / 1_000_000), version)
+                                announce = (fetched, Engine.remainingMillis(until: deadline, now: now), version)
                             }
                             store(fetched, deadline: deadline, in: entry, &s, now: now)
                             stored = true
@@ -460,6 +468,7 @@ public final class Engine: Sendable {
 
     func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {
         s.value = fetched
+        s.value!.deadline = deadline
         s.deadline = deadline
         s.freshUntil = deadline == .max ? deadline : deadline - min(deadline, entry.marginNanos)
         s.storedAt = now
@@ -483,14 +492,10 @@ public final class Engine: Sendable {
         }
     }
 
-    /// The monotonic deadline of a value arriving now: from the remaining validity a peer sent, or from the
-    /// plugin's wall-clock expiry.
+    /// The monotonic deadline of a value: the one it was given on arrival from a peer or when stored, or, for a
+    /// plugin's value arriving now, its wall-clock expiry made monotonic.
     static func deadline(of fetched: Fetched, now: UInt64, wall: Int64) -> UInt64 {
-        guard fetched.replicaVersion != nil else { return deadline(of: fetched.expiry, now: now, wall: wall) }
-        guard let remaining = fetched.replicaRemainingMillis else { return .max }
-        guard remaining > 0 else { return 0 }
-        let sum = now.addingReportingOverflow(UInt64(remaining) &* 1_000_000)
-        return sum.overflow ? .max - 1 : min(sum.partialValue, .max - 1)
+        fetched.deadline ?? deadline(of: fetched.expiry, now: now, wall: wall)
     }
 
     /// Turns a wall-clock expiry into a monotonic deadline, once, when the value arrives.

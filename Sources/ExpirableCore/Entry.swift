@@ -88,6 +88,8 @@ final class Entry: Sendable {
         var callTrigger = CallRecord.Trigger.reader
         /// The last calls, for `explain`.
         var history = CallHistory()
+        /// The fetcher reports its plugin calls itself (`ForwardingFetcher`): `startingCall` does not count them.
+        var fetcherCountsCalls = false
         /// The version of the current value or of the last clear (cluster scope with a replicator only).
         var version: Version?
         /// The plugin's state (SPEC §3.20): given to every call, replaced by what a call sets. A clear of the
@@ -144,6 +146,7 @@ final class Entry: Sendable {
         fetcher = definition.fetcher
         marginNanos = UInt64(max(0, definition.freshness.expiryMargin.nanoseconds))
         staleNanos = UInt64(max(0, definition.freshness.staleIfError.nanoseconds))
+        if definition.fetcher is any ForwardingFetcher { state.withLock { $0.fetcherCountsCalls = true } }
     }
 }
 

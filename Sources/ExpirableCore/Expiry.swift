@@ -40,10 +40,12 @@ public struct Fetched: Sendable {
     public let value: Secret
     /// When the value expires.
     public let expiry: Expiry
-    /// Set when a peer supplied the value: its version and remaining validity, which the receiver judges
-    /// expiry by (the sender's wall clock is never trusted).
+    /// Set when a peer supplied the value: its version.
     let replicaVersion: Version?
-    let replicaRemainingMillis: Int64?
+    /// The value's deadline on this node's monotonic clock, once known: made on arrival from the remaining
+    /// validity a peer sent (the sender's wall clock is never trusted), or when the engine stored the value.
+    /// `UInt64.max`: never expires.
+    var deadline: UInt64?
     /// Whether the engine answered this value past its expiry because the call that should have replaced it
     /// failed (`stale_if_error`, SPEC §3.16).
     public private(set) var isStale = false
@@ -52,15 +54,15 @@ public struct Fetched: Sendable {
         self.value = value
         self.expiry = expiry
         replicaVersion = nil
-        replicaRemainingMillis = nil
     }
 
-    /// A value received from a peer: valid for `remainingMillis` from now on this node (nil: never expires).
-    public init(value: Secret, remainingMillis: Int64?, version: Version, unixMillisNow: Int64) {
+    /// A value received from a peer: valid for `remainingMillis` from now on this node (nil: never expires), its
+    /// deadline fixed on `clock`'s monotonic time now (`expiry` is only what callers are told).
+    public init(value: Secret, remainingMillis: Int64?, version: Version, receivedOn clock: any EngineClock) {
         self.value = value
-        expiry = remainingMillis.map { .at(unixMillis: unixMillisNow + $0) } ?? .never
+        expiry = remainingMillis.map { .at(unixMillis: clock.unixMillis + $0) } ?? .never
         replicaVersion = version
-        replicaRemainingMillis = remainingMillis
+        deadline = Engine.deadline(remainingMillis: remainingMillis, now: clock.monotonicNanos)
     }
 
     /// The same value, marked stale.

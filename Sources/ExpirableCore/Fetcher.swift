@@ -20,6 +20,12 @@ extension Fetcher {
     }
 }
 
+/// A fetcher that may answer without calling this node's plugin: the cluster's, which forwards a fetch to the
+/// expirable's owner or answers it with the value that arrived from a peer while the node was joining. The engine
+/// does not count its calls as plugin calls (INFO `plugin_calls`); it reports those its node's plugin makes
+/// through `Engine.countPluginCall(_:)`.
+public protocol ForwardingFetcher: Fetcher {}
+
 /// What one call is for: the key of a keyed family (nil for a plain expirable) and the state the previous call
 /// left (nil for none).
 public struct FetchRequest: Sendable {

@@ -53,3 +53,13 @@ public struct ReplicaState: Sendable {
     public let remainingMillis: Int64?
     public let version: Version
 }
+
+/// A value as this node answers a peer's forwarded fetch: its bytes, the version this node holds for it (nil:
+/// none), its validity left in milliseconds (nil: never expires), and whether it is an expired value answered
+/// stale.
+public struct ReplicaAnswer: Sendable {
+    public let value: Secret
+    public let version: Version?
+    public let remainingMillis: Int64?
+    public let isStale: Bool
+}

@@ -58,3 +58,17 @@ public final class Secret: @unchecked Sendable, CustomStringConvertible {
         #endif
     }
 }
+
+extension Secret: Equatable {
+    /// Same bytes, compared in time that depends on the length only.
+    public static func == (lhs: Secret, rhs: Secret) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        return lhs.withUnsafeBytes { a in
+            rhs.withUnsafeBytes { b in
+                var difference: UInt8 = 0
+                for index in 0..<a.count { difference |= a[index] ^ b[index] }
+                return difference == 0
+            }
+        }
+    }
+}

@@ -9,9 +9,10 @@ import Glibc
 ///
 /// Each block starts with a 16-byte header holding its size (so alignment stays 16). The cost is one
 /// `explicit_bzero` of a buffer's capacity per buffer (4 KiB for most replies), paid once per flush, not per
-/// request.
-enum WipingAllocator {
-    static let shared = ByteBufferAllocator(
+/// request. The daemon gives it to the cluster too, for every buffer of a peer link (TLS plaintext, frames).
+public enum WipingAllocator {
+    /// The allocator; share it.
+    public static let shared = ByteBufferAllocator(
         allocate: { size in wipingAllocate(size) },
         reallocate: { old, _, newSize in
             guard let old else { return wipingAllocate(newSize) }

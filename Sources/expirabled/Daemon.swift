@@ -67,7 +67,8 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock)
+                cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock,
+                                  allocator: WipingAllocator.shared)
             } catch let error as TLSError {
                 fail("\(configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message))")
             } catch {

@@ -141,6 +141,44 @@ struct MembershipTests {
         try cluster.waitUntilLinked()
     }
 
+    @Test("14. while node-b's link to node-a stalls, values fetched on either side of the broken pair still reach the other, which serves them without a call")
+    func oneWayStallReplicates() throws {
+        let cluster = try TestCluster(expirables: Self.names(ttlMillis: 600_000), proxied: true)
+        defer { cluster.remove() }
+        let names = (0..<8).map { "t\($0)" }
+        // Fetched on node-b just as its link stalls: the value waits on the stalled link, which is dropped with it.
+        let early = try #require(try names.first { try cluster.owner(of: $0, on: "node-b") == "node-b" })
+        cluster.proxies["node-b>node-a"]!.stall()
+        // The proxy's pump passes what it is already waiting for; a heartbeat later it carries nothing more, and
+        // node-b does not yet know (it waits the dead time for echoes).
+        usleep(400_000)
+        let stalled = Date()
+        let earlyValue = try cluster["node-b"].redis("GET", early)
+        #expect(earlyValue.hasPrefix("node-b-"), "\(earlyValue)")
+        // Both nodes soon take the pair for broken; each fetches what it owns in its own view.
+        #expect(TestCluster.eventually { !cluster.live("node-b").contains("node-a") && !cluster.live("node-a").contains("node-b") },
+                "node-a sees \(cluster.live("node-a").sorted()), node-b sees \(cluster.live("node-b").sorted())")
+        #expect(try TestCluster.eventually { try cluster["node-a"].redis("TTL", early) != "-2" }, "the value fetched on node-b as its link stalled did not reach node-a")
+        // It went around the cut once node-b found its link stalled, not through the stalled link.
+        #expect(Date().timeIntervalSince(stalled) > 0.5)
+        let rest = names.filter { $0 != early }
+        let fromB = try #require(try rest.first { try cluster.owner(of: $0, on: "node-b") == "node-b" })
+        let fromA = try #require(try rest.filter { $0 != fromB }.first { try cluster.owner(of: $0, on: "node-a") == "node-a" })
+        let valueB = try cluster["node-b"].redis("GET", fromB)
+        let valueA = try cluster["node-a"].redis("GET", fromA)
+        #expect(valueB.hasPrefix("node-b-") && valueA.hasPrefix("node-a-"), "\(valueB), \(valueA)")
+        #expect(try TestCluster.eventually { try [early, fromB].allSatisfy { try cluster["node-a"].redis("TTL", $0) != "-2" } },
+                "node-b's values did not reach node-a; node-b's log ends: \(cluster["node-b"].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(10))")
+        #expect(try TestCluster.eventually { try cluster["node-b"].redis("TTL", fromA) != "-2" }, "node-a's value did not reach node-b")
+        let callsBefore = cluster.calls()
+        #expect(try cluster["node-a"].redis("GET", early) == earlyValue)
+        #expect(try cluster["node-a"].redis("GET", fromB) == valueB)
+        #expect(try cluster["node-b"].redis("GET", fromA) == valueA)
+        #expect(cluster.calls() == callsBefore, "calls per node before: \(callsBefore), after: \(cluster.calls())")
+        cluster.proxies["node-b>node-a"]!.resume()
+        try cluster.waitUntilLinked()
+    }
+
     @Test("16. a peer that stops reading: changes queue collapsed per name, the link is dropped, memory stays bounded, and the peer is resynced")
     func peerStopsReading() throws {
         let cluster = try TestCluster(2, expirables: Self.names(ttlMillis: 600_000, valueBytes: 1 << 20), proxied: true)

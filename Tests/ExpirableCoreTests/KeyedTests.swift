@@ -244,6 +244,8 @@ struct KeyedTests {
         let engine = Self.engine(fetcher, clock: clock, scope: .cluster)
         let replicator = RecordingReplicator()
         engine.attach(replicator)
+        let clears = Mutex<[String]>([])
+        engine.observeClears { name in clears.withLock { $0.append(name) } }
         _ = try await engine.fetch("fam:mine")
         #expect(replicator.stored.withLock { $0 } == ["fam:mine"])
         let peer = Version(time: 1_000, node: "peer")
@@ -262,6 +264,7 @@ struct KeyedTests {
         #expect(replicas.first?.version == engine.version(of: "fam:mine"))
         #expect(engine.clear("fam:mine"))
         #expect(replicator.cleared.withLock { $0 } == ["fam:mine"])
+        #expect(clears.withLock { $0 } == ["fam:theirs", "fam:mine"], "a peer's clear and a local one, both told")
         #expect(fetcher.calls.withLock { $0.count } == 1, "the peer's key called no plugin here")
     }
 }

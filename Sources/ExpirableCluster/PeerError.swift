@@ -1,0 +1,84 @@
+/// What goes wrong with a peer: in a frame, on a link, or with a fetch forwarded to it. Each case says what
+/// happened and to whom; `description` is the text the log, `expirablectl cluster` and a caller's error show.
+/// What crosses the wire stays a coded field (a `fetchFailed` frame's error code); this is what a node makes of
+/// it, and of what it sees itself.
+enum PeerError: Error, Hashable, CustomStringConvertible {
+    // MARK: Frames (the link they arrive on is closed; nothing else is affected)
+
+    /// A frame's length is 0 or beyond the cap.
+    case oversizeFrame(bytes: UInt32, limit: Int)
+    /// A frame type this node does not know.
+    case unknownFrameType(UInt8)
+    /// A field breaks its rules: runs past the frame, is not UTF-8, a flag that is not 0 or 1, a negative time.
+    case malformedFrame(String)
+    /// The link closed with `bytes` of a frame read and the rest missing.
+    case truncatedFrame(bytes: Int)
+    /// A frame was begun (`bytes` of it read) and the rest did not arrive within the dead time.
+    case stalledMidFrame(bytes: Int, millis: Int64)
+
+    // MARK: Links
+
+    /// The first frame on an accepted link was not hello.
+    case notHello
+    /// hello names another node than the certificate was verified for.
+    case wrongNode(claimed: String, verified: String)
+    /// hello speaks another protocol version.
+    case badVersion(theirs: UInt16, ours: UInt16)
+    /// A frame that has no business on this link (`link`: which side it arrived on).
+    case unexpectedFrame(kind: String, link: String)
+    /// An accepted connection did not finish TLS (`verified` nil) or did not say hello within the handshake
+    /// deadline.
+    case handshakeTimeout(millis: Int64, verified: String?)
+    /// An accepted connection beyond the budget of unauthenticated connections.
+    case unauthenticatedOverBudget(limit: Int)
+
+    // MARK: Forwarded fetches
+
+    /// The link to the owner closed before it answered.
+    case linkClosed(peer: String)
+    /// The owner was declared dead before it answered.
+    case ownerGone(owner: String)
+    /// There is no link to ask the owner on.
+    case ownerUnreachable(owner: String, name: String)
+    /// The owner did not answer within the asker's time.
+    case ownerSilent(owner: String, name: String, millis: Int64)
+    /// The owner dropped a fetch whose deadline had passed when it read it (`pauseMillis`: it had just been
+    /// paused that long).
+    case deadlinePassed(node: String, peer: String, name: String, deadlineMillis: Int64, pauseMillis: Int64?)
+    /// The owner dropped a fetch sent before the asker heard from it again after a pause.
+    case sentBeforeRejoin(node: String, peer: String, name: String, pauseMillis: Int64)
+
+    var description: String {
+        switch self {
+        case .oversizeFrame(let bytes, let limit): "frame of \(bytes) bytes (allowed: 1 to \(limit))"
+        case .unknownFrameType(let type): "unknown frame type \(type)"
+        case .malformedFrame(let what): what
+        case .truncatedFrame(let bytes): "the link closed \(bytes) bytes into a frame"
+        case .stalledMidFrame(let bytes, let millis): "\(bytes) bytes of a frame, the rest not within \(millis) ms"
+        case .notHello: "the first frame is not hello"
+        case .wrongNode(let claimed, let verified): "hello says \(claimed), but the certificate was verified for \(verified)"
+        case .badVersion(let theirs, let ours): "cluster protocol \(theirs), this node speaks \(ours)"
+        case .unexpectedFrame(let kind, let link): "a \(kind) frame on \(link)"
+        case .handshakeTimeout(let millis, nil): "no TLS handshake within \(millis) ms"
+        case .handshakeTimeout(let millis, let verified?): "verified as \(verified): no hello within \(millis) ms of connecting"
+        case .unauthenticatedOverBudget(let limit): "over the budget of \(limit) unauthenticated connections"
+        case .linkClosed(let peer): "the link to \(peer) closed before it answered"
+        case .ownerGone(let owner): "\(owner), the owner, went away before it answered"
+        case .ownerUnreachable(let owner, let name): "cannot reach \(owner), the owner of \(name)"
+        case .ownerSilent(let owner, let name, let millis): "\(owner), the owner of \(name), did not answer within \(millis)ms"
+        case .deadlinePassed(let node, let peer, let name, let deadline, let pause):
+            "\(node) dropped \(peer)'s fetch of \(name): its deadline (\(deadline) ms) had passed when it was read\(pause.map { " after a pause of \($0) ms" } ?? ""); try again"
+        case .sentBeforeRejoin(let node, let peer, let name, let pause):
+            "\(node) dropped \(peer)'s fetch of \(name): it was sent before \(peer) heard from \(node) again after a pause of \(pause) ms; try again"
+        }
+    }
+
+    /// Whether the frame or the link broke the protocol (logged as a malformed frame), rather than TLS or the
+    /// network failing.
+    var isProtocolViolation: Bool {
+        switch self {
+        case .oversizeFrame, .unknownFrameType, .malformedFrame, .truncatedFrame, .notHello, .wrongNode, .badVersion, .unexpectedFrame: true
+        default: false
+        }
+    }
+}

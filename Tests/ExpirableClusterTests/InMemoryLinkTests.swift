@@ -1,0 +1,148 @@
+@testable import ExpirableCluster
+import ExpirableCore
+import NIOCore
+import NIOEmbedded
+import Synchronization
+import Testing
+
+/// Links without processes or sockets: a `LinkSender` on an `EmbeddedChannel`, and a `Cluster` on the engine's
+/// `ManualClock` (`ClusterTimeTests.Node`) whose links are `EmbeddedChannel`s.
+@Suite("Cluster links in memory, on a manual clock")
+struct InMemoryLinkTests {
+    static func version(_ time: Int64, _ node: String = "node-a") -> Version { Version(time: time, node: node) }
+
+    static func written(_ channel: EmbeddedChannel) throws -> [ClusterMessage] {
+        channel.embeddedEventLoop.run()
+        var messages: [ClusterMessage] = []
+        while let message = try channel.readOutbound(as: ClusterMessage.self) { messages.append(message) }
+        return messages
+    }
+
+    @Test("§4.16: while the channel is not writable, changes to one name collapse to the newest, heartbeats to one; forwarded fetches are all kept")
+    func queueCollapse() throws {
+        let channel = EmbeddedChannel()
+        channel.isWritable = false
+        let sender = LinkSender(channel: channel)
+        sender.send(.value(name: "a", version: Self.version(1), remainingMillis: 1000, value: Secret("1"), lease: nil))
+        sender.send(.clear(name: "a", version: Self.version(2)))
+        sender.send(.value(name: "a", version: Self.version(3), remainingMillis: 1000, value: Secret("3"), lease: nil))
+        // Older than the change waiting: does not replace it.
+        sender.send(.value(name: "a", version: Self.version(2, "node-b"), remainingMillis: 1000, value: Secret("late"), lease: nil))
+        sender.send(.heartbeat(wallMillis: 1, echoMillis: 0, holdMillis: 0))
+        sender.send(.heartbeat(wallMillis: 2, echoMillis: 0, holdMillis: 0))
+        sender.send(.clear(name: "b", version: Self.version(4)))
+        sender.send(.fetch(id: 1, name: "c", deadlineMillis: 1000, echoMillis: 0))
+        sender.send(.fetch(id: 2, name: "c", deadlineMillis: 1000, echoMillis: 0))
+        #expect(try Self.written(channel).isEmpty)
+        #expect(sender.queueLength == 5)
+        channel.isWritable = true
+        sender.drain()
+        #expect(try Self.written(channel) == [
+            .value(name: "a", version: Self.version(3), remainingMillis: 1000, value: Secret("3"), lease: nil),
+            .heartbeat(wallMillis: 2, echoMillis: 0, holdMillis: 0),
+            .clear(name: "b", version: Self.version(4)),
+            .fetch(id: 1, name: "c", deadlineMillis: 1000, echoMillis: 0),
+            .fetch(id: 2, name: "c", deadlineMillis: 1000, echoMillis: 0),
+        ])
+        #expect(sender.queueLength == 0)
+    }
+
+    @Test("§4.14: while node-c's link to node-a goes unechoed and node-a's link to node-c delivers, changes go back on node-a's link, starting with everything held")
+    func changesGoAroundAOneWayCut() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        node.cluster.inboundReady("node-a", channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+        node.engine.applyReplica("token", value: Secret("from-b"), remainingMillis: 60_000, version: Self.version(ClusterTimeTests.real, "node-b"))
+        _ = try Self.written(outbound)  // the greeting
+        // node-a keeps sending heartbeats; none of node-c's is echoed.
+        for _ in 0..<10 {
+            node.run(for: .milliseconds(100))
+            node.heartbeat(from: "node-a", peerWall: node.clock.unixMillis)
+        }
+        node.cluster.routeChangesAroundCuts(now: node.clock.monotonicNanos)
+        let resync = try Self.written(inbound)
+        #expect(resync.count == 1, "\(resync)")
+        guard case .value(let name, _, let remaining, let value, _) = resync.first else { return }
+        #expect(name == "token" && value == Secret("from-b") && remaining == 59_000)
+        // A change made during the cut goes the way that works.
+        node.engine.clear("token")
+        #expect(try Self.written(inbound).map(\.kind) == ["clear"])
+        #expect(try Self.written(outbound).filter { $0.kind != "heartbeat" }.isEmpty)
+        // node-a echoes again: changes go on node-c's own link.
+        node.cluster.acknowledged("node-a", channel: outbound)
+        node.cluster.routeChangesAroundCuts(now: node.clock.monotonicNanos)
+        node.engine.clear("token")
+        #expect(try Self.written(outbound).map(\.kind) == ["clear"])
+        #expect(try Self.written(inbound).isEmpty)
+    }
+
+    @Test("ownership follows liveness on the manual clock: a peer linked both ways, heard and echoed is alive; silent for the dead time it is not, and only its names move")
+    func ownershipFollowsLiveness() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        var links: [String: EmbeddedChannel] = [:]
+        for peer in ["node-a", "node-b"] {
+            let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
+            links[peer] = outbound
+            node.cluster.outboundReady(peer, channel: outbound, sender: LinkSender(channel: outbound))
+            node.cluster.inboundReady(peer, channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+        }
+        #expect(node.cluster.liveNodes() == ["node-a", "node-b", "node-c"])
+        let names = (0..<64).map { "t\($0)" }
+        let before = Dictionary(uniqueKeysWithValues: names.map { ($0, node.cluster.owner(of: $0)) })
+        #expect(Set(before.values) == ["node-a", "node-b", "node-c"])
+        // node-b keeps talking and echoing; node-a falls silent.
+        for _ in 0..<10 {
+            node.run(for: .milliseconds(100))
+            node.heartbeat(from: "node-b", peerWall: node.clock.unixMillis)
+            node.cluster.acknowledged("node-b", channel: links["node-b"]!)
+        }
+        #expect(node.cluster.liveNodes() == ["node-b", "node-c"])
+        for name in names {
+            let after = node.cluster.owner(of: name)
+            if before[name] == "node-a" {
+                #expect(after == Ownership.owner(of: name, among: ["node-b", "node-c"]))
+            } else {
+                #expect(after == before[name], "\(name) moved from \(before[name]!) to \(after) though its owner is alive")
+            }
+        }
+    }
+
+    @Test("§4.13: a fetch forwarded to an owner that never answers fails at the asker's time, on the injected clock")
+    func forwardTimesOutOnTheInjectedClock() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let outbound = EmbeddedChannel()
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        _ = try Self.written(outbound)
+        let outcome = Mutex<ForwardOutcome?>(nil)
+        node.cluster.forward("token", to: "node-a", timeout: .seconds(2)) { answer in outcome.withLock { $0 = answer } }
+        #expect(try Self.written(outbound).map(\.kind) == ["fetch"])
+        node.clock.advance(by: .milliseconds(1999))
+        #expect(outcome.withLock { $0 } == nil)
+        node.clock.advance(by: .milliseconds(1))
+        guard case .answered(.failure(let error)) = outcome.withLock({ $0 }) else {
+            Issue.record("no timeout: \(String(describing: outcome.withLock { $0 }))")
+            return
+        }
+        #expect(error == .timeout("node-a, the owner of token, did not answer within 2000ms"))
+    }
+
+    @Test("a replicated value's validity is fixed on arrival on this node's monotonic clock, and an older version never replaces a newer one")
+    func replicaRoute() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        node.cluster.received(.value(name: "token", version: Self.version(ClusterTimeTests.real + 10), remainingMillis: 1000, value: Secret("new"), lease: nil), from: "node-a")
+        node.cluster.received(.value(name: "token", version: Self.version(ClusterTimeTests.real, "node-b"), remainingMillis: 60_000, value: Secret("old"), lease: nil), from: "node-b")
+        #expect(node.engine.cachedValue("token")?.value == Secret("new"))
+        // The wall clock jumps an hour back: validity does not move.
+        node.clock.shiftWallClock(by: .seconds(-3600))
+        node.run(for: .milliseconds(400))
+        #expect(node.engine.replicas().first?.remainingMillis == 600)
+        node.run(for: .milliseconds(600))
+        #expect(node.engine.cachedValue("token") == nil)
+        #expect(node.engine.version(of: "token") == Self.version(ClusterTimeTests.real + 10))
+    }
+}
