@@ -14,6 +14,8 @@ public struct ClusterCounters: Sendable, Hashable {
     public var leasesHeld: UInt64 = 0
     public var leasesLost: UInt64 = 0
     public var leasesTooLate: UInt64 = 0
+    /// Held, but not called under: an earlier lease's call may not be over, or a newer state has not arrived.
+    public var leasesWaitingForState: UInt64 = 0
     public var callsOutlivedLease: UInt64 = 0
     /// Peers' lease requests this node granted or refused.
     public var leasesGranted: UInt64 = 0

@@ -182,7 +182,7 @@ final class OutboundLink: ChannelInboundHandler {
         switch message {
         case .heartbeat:
             cluster.acknowledged(peer, channel: context.channel)
-        case .value, .clear, .state:
+        case .value, .clear, .state, .leaseRelease:
             cluster.receivedReverse(message, from: peer)
         default:
             errorCaught(context: context, error: PeerError.unexpectedFrame(kind: message.kind, link: "a link this node dialed"))

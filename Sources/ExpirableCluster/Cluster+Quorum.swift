@@ -6,6 +6,8 @@ import NIOCore
 /// calls only once a majority granted it and only while it lasts on its own monotonic clock, sends the value it
 /// stores with the lease number (receivers that saw a newer lease refuse it), and releases the lease when the
 /// call is over. Without a majority the call is not made: the caller gets an error saying the node has no quorum.
+/// Nor is it made when the answers tell of an earlier lease whose call may not be over, or of a newer plugin state
+/// than this node's: the call would start from a state an earlier call may have spent (a rotated refresh token).
 extension Cluster {
     /// Which expirables take a lease before a call, and the lease each asks for: long enough to hold the whole
     /// call (its `timeout`) after the margin the holder keeps, plus a moment for the answers to arrive.
@@ -21,17 +23,20 @@ extension Cluster {
         let duration = Cluster.leaseDuration(forTimeout: timeout)
         let now = clock.monotonicNanos
         let voters = options.peers.count + 1
+        let stateVersion = engine?.replicaState(name)?.version
         let number: LeaseNumber = state.withLock { s in
-            let number = LeaseNumber(round: s.grants.nextRound(name), node: options.node)
+            let number = s.grants.propose(name, node: options.node)
             var attempt = LeaseAttempt(name: name, number: number, sentAt: now, duration: duration, voters: voters)
             switch s.grants.request(name, number: number, duration: duration, now: now) {
             case .granted: attempt.grant(from: options.node)
             case .refused(let reason): attempt.refusal(from: options.node, reason)
             }
+            attempt.learn(from: options.node, unfinished: s.grants.unfinished(name, besides: number), stateVersion: stateVersion)
             s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, request: request, timeout: timeout, completion: completion)
+            s.underWay[name] = number
             return number
         }
-        broadcast(.leaseRequest(name: name, number: number, durationMillis: duration.milliseconds))
+        broadcast(.leaseRequest(name: name, number: number, durationMillis: duration.milliseconds, stateVersion: stateVersion))
         let wait = leaseAnswerWait
         group.next().scheduleTask(in: .nanoseconds(wait.nanoseconds)) { [self] in
             leaseAnswered(name, number: number, timedOut: true)
@@ -39,34 +44,75 @@ extension Cluster {
         leaseAnswered(name, number: number, timedOut: false)  // a one-node cluster is its own majority
     }
 
-    /// A peer asks for a lease: answered from this node's promises.
-    func leaseRequested(_ name: String, number: LeaseNumber, durationMillis: Int64, by peer: String) {
+    /// A peer asks for a lease: answered from this node's promises, with the newest other lease whose call may
+    /// not be over and this node's state version. A newer state than the peer's is sent first, on the same link,
+    /// so it arrives before the answer.
+    func leaseRequested(_ name: String, number: LeaseNumber, durationMillis: Int64, stateVersion theirs: Version?, by peer: String) {
         let now = clock.monotonicNanos
-        let (answer, newest) = state.withLock { s in
+        let mine = engine?.replicaState(name)
+        if let mine, let version = mine.version, theirs.map({ $0 < version }) ?? true {
+            send(.state(name: name, version: version, state: mine.state, lease: nil), to: peer)
+        }
+        let (answer, newest, unfinished) = state.withLock { s in
             let answer = s.grants.request(name, number: number, duration: .milliseconds(durationMillis), now: now)
             if case .granted = answer { s.counters.leasesGranted &+= 1 } else { s.counters.leasesRefused &+= 1 }
-            return (answer, s.grants.newest[name])
+            return (answer, s.grants.newest[name], s.grants.unfinished(name, besides: number))
         }
         switch answer {
         case .granted:
-            send(.leaseAnswer(name: name, number: number, granted: true, reason: "", newest: newest), to: peer)
+            send(.leaseAnswer(name: name, number: number, granted: true, reason: "", newest: newest, unfinished: unfinished, stateVersion: mine?.version), to: peer)
         case .refused(let reason):
-            send(.leaseAnswer(name: name, number: number, granted: false, reason: reason, newest: newest), to: peer)
+            send(.leaseAnswer(name: name, number: number, granted: false, reason: reason, newest: newest, unfinished: unfinished, stateVersion: mine?.version), to: peer)
         }
     }
 
     /// A peer answered this node's request.
-    func leaseAnswer(_ name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?, from peer: String) {
+    func leaseAnswer(_ name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?,
+                     unfinished: LeaseNumber?, stateVersion: Version?, from peer: String) {
         state.withLock { s in
             if let newest { s.grants.observe(name, number: newest) }
             guard s.leases[name]?.attempt.number == number else { return }
             if granted { s.leases[name]!.attempt.grant(from: peer) } else { s.leases[name]!.attempt.refusal(from: peer, reason) }
+            s.leases[name]!.attempt.learn(from: peer, unfinished: unfinished, stateVersion: stateVersion)
         }
         leaseAnswered(name, number: number, timedOut: false)
     }
 
     func leaseReleased(_ name: String, number: LeaseNumber) {
         state.withLock { $0.grants.release(name, number: number) }
+    }
+
+    /// A peer's greeting names a lease of its own whose attempt or call is not over.
+    func leaseUnderWay(_ name: String, number: LeaseNumber, from peer: String) {
+        state.withLock { s in
+            s.grants.underWay(name, number: number)
+            s.leaseGreetings[peer]?.insert(number)
+        }
+    }
+
+    /// A peer's greeting began (its hello): the leases it names as under way are collected until it ends.
+    func leaseGreetingBegan(from peer: String) {
+        state.withLock { $0.leaseGreetings[peer] = [] }
+    }
+
+    /// A peer's greeting ended (the heartbeat after it): its leases that it did not name as under way are over.
+    /// Their states came with the greeting; if the peer restarted during such a call, the state the call got is
+    /// lost with it, and the next call starts from the newest state there is (docs/cluster.md).
+    func leaseGreetingEnded(from peer: String) {
+        let over: [(name: String, number: LeaseNumber)] = state.withLock { s in
+            guard let underWay = s.leaseGreetings.removeValue(forKey: peer) else { return [] }
+            return s.grants.greeted(by: peer, underWay: underWay)
+        }
+        for (name, number) in over {
+            logger.warning("a lease ended without its release: the holder restarted, or its link broke before the release; continuing from the newest plugin state known", metadata: [
+                "expirable": "\(name)", "lease": "\(number)", "holder": "\(peer)",
+            ])
+        }
+    }
+
+    /// This node's leases whose attempt or call is not over, for its greeting (after its states).
+    func leasesUnderWay() -> [ClusterMessage] {
+        state.withLock { s in s.underWay.sorted { $0.key < $1.key }.map { .leaseUnderWay(name: $0.key, number: $0.value) } }
     }
 
     /// Acts on the attempt for `number` once its outcome is known (or its wait is over): makes the call while
@@ -88,8 +134,7 @@ extension Cluster {
         guard let (pending, outcome) = decided else { return }
         switch outcome {
         case .lost(let reasons):
-            state.withLock { $0.grants.release(name, number: number) }
-            broadcast(.leaseRelease(name: name, number: number))
+            release(name, number)
             pending.completion(FetchOutcome(result: .failure(noQuorum(name, pending.attempt, reasons: reasons))))
         case .held(let until):
             // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
@@ -99,8 +144,19 @@ extension Cluster {
                 pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called"))))
                 return
             }
+            // The state to call with is read now: one a granter sent before its answer is here.
+            let current = engine?.replicaState(name)
+            if let hazard = pending.attempt.stateHazard(state: current?.version ?? nil) {
+                state.withLock { $0.counters.leasesWaitingForState &+= 1 }
+                logger.info("not calling under a held lease: the plugin state may be stale", metadata: ["expirable": "\(name)", "lease": "\(number)", "reason": "\(hazard)"])
+                release(name, number)
+                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): \(hazard)"))))
+                return
+            }
+            var request = pending.request
+            if let current { request.state = current.state }
             engine?.countPluginCall(name)
-            pending.local.fetch(pending.request) { [self] outcome in
+            pending.local.fetch(request) { [self] outcome in
                 let late = clock.monotonicNanos >= until
                 if late {
                     state.withLock { s in
@@ -121,9 +177,11 @@ extension Cluster {
     private func release(_ name: String, _ number: LeaseNumber) {
         state.withLock { s in
             if s.held[name] == number { s.held[name] = nil }
+            if s.underWay[name] == number { s.underWay[name] = nil }
             s.grants.release(name, number: number)
         }
-        broadcast(.leaseRelease(name: name, number: number))
+        // By the route its state took (replicate): around a one-way cut too, so the release never overtakes it.
+        replicate(.leaseRelease(name: name, number: number))
     }
 
     private func noQuorum(_ name: String, _ attempt: LeaseAttempt, reasons: [String: String]) -> ExpirableError {

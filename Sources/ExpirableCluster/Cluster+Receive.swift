@@ -10,9 +10,11 @@ extension Cluster {
         switch message {
         case .hello(_, _, let digests):
             compare(digests, from: peer)
+            leaseGreetingBegan(from: peer)
         case .heartbeat(let wall, let echo, let hold):
             receivedHeartbeat(from: peer, wall: wall, echo: echo, hold: hold)
             greeted(peer)
+            leaseGreetingEnded(from: peer)
         case .value, .clear, .state:
             applyChange(message, from: peer)
         case .fetch(let id, let name, let deadline, let echo):
@@ -20,10 +22,12 @@ extension Cluster {
         case .fetched(let id, let version, let remaining, let value, let stale):
             let fetched = arriving(value, remainingMillis: remaining, version: version)
             complete(id, .success(stale ? fetched.markedStale() : fetched))
-        case .leaseRequest(let name, let number, let duration):
-            leaseRequested(name, number: number, durationMillis: duration, by: peer)
-        case .leaseAnswer(let name, let number, let granted, let reason, let newest):
-            leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, from: peer)
+        case .leaseRequest(let name, let number, let duration, let stateVersion):
+            leaseRequested(name, number: number, durationMillis: duration, stateVersion: stateVersion, by: peer)
+        case .leaseAnswer(let name, let number, let granted, let reason, let newest, let unfinished, let stateVersion):
+            leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, unfinished: unfinished, stateVersion: stateVersion, from: peer)
+        case .leaseUnderWay(let name, let number):
+            leaseUnderWay(name, number: number, from: peer)
         case .leaseRelease(let name, let number):
             leaseReleased(name, number: number)
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
@@ -57,11 +61,14 @@ extension Cluster {
             engine?.applyClear(name, version: version)
         case .state(let name, let version, let state, let lease):
             observe(version)
-            guard !fenced(name, lease: lease) else {
-                logger.warning("refused a plugin state set under a superseded lease", metadata: ["expirable": "\(name)", "lease": "\(lease!)", "from": "\(peer)"])
-                return
-            }
+            // Never fenced, unlike a value: a call whose lease was superseded (a holder cut off or paused) may
+            // still have spent the old state, and the state it got is then the only one that works. The newest
+            // version wins; a call is never made before the states of the leases before it are in (Lease.swift).
+            if let lease { self.state.withLock { $0.grants.observe(name, number: lease) } }
             engine?.applyReplicaState(name, state: state, version: version)
+        case .leaseRelease(let name, let number):
+            // Sent back around a one-way cut after its state (Cluster+Quorum `release`).
+            leaseReleased(name, number: number)
         default:
             break
         }

@@ -192,6 +192,8 @@ public final class Cluster: Service, Replicator, Sendable {
     func greeting() -> [ClusterMessage] {
         var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
         messages += everyChange()
+        // After the states: which of this node's leases are not over (the peer takes the others for over).
+        messages += leasesUnderWay()
         // Last: the greeting is complete (it ends the peer's join). No clocks: nothing to echo yet.
         messages.append(.heartbeat(wallMillis: clock.unixMillis, echoMillis: 0, holdMillis: 0))
         return messages
@@ -272,6 +274,10 @@ struct ClusterState {
     var grants: LeaseGrants
     var leases: [String: PendingLease] = [:]
     var held: [String: LeaseNumber] = [:]
+    /// This node's leases whose attempt or call is not over (until their release), for its greetings.
+    var underWay: [String: LeaseNumber] = [:]
+    /// Per peer whose greeting is arriving: the leases it named as under way so far.
+    var leaseGreetings: [String: Set<LeaseNumber>] = [:]
     /// Counts for the metrics.
     var counters = ClusterCounters()
 

@@ -40,15 +40,23 @@ enum ClusterMessage: Sendable, Equatable {
     case fetchFailed(id: UInt64, code: String, message: String, permanent: Bool, retryAfterMillis: Int64?)
 
     /// Quorum single flight (SPEC §4.10, Lease.swift): may I hold lease `number` on `name` for `durationMillis`?
-    case leaseRequest(name: String, number: LeaseNumber, durationMillis: Int64)
+    /// `stateVersion` is the version of the plugin state the asking node holds: a granter with a newer one sends
+    /// it first.
+    case leaseRequest(name: String, number: LeaseNumber, durationMillis: Int64, stateVersion: Version?)
     /// The answer; a refusal says why and names the newest lease number the granter saw, so a node that
-    /// restarted and forgot its numbers catches up.
-    case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?)
+    /// restarted and forgot its numbers catches up. Either way it names the newest other lease the granter knows
+    /// whose call may not be over (`unfinished`) and the version of the state it holds: the asker must not call
+    /// with an older state than those may have set.
+    case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?,
+                     unfinished: LeaseNumber?, stateVersion: Version?)
     /// The holder's call is over: the lease may be granted to someone else at once.
     case leaseRelease(name: String, number: LeaseNumber)
     /// A plugin's state (SPEC §3.20) changed on the sender under `version` (nil: cleared), with the lease
     /// of the call that changed it, for fencing like a value's.
     case state(name: String, version: Version, state: Secret?, lease: LeaseNumber?)
+    /// In a greeting, after the states: the sender's attempt or call under `number` is not over yet (its
+    /// release follows). A lease of the sender that its greeting does not name is over.
+    case leaseUnderWay(name: String, number: LeaseNumber)
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
     /// its lease, and the lease frames exist.
@@ -58,7 +66,8 @@ enum ClusterMessage: Sendable, Equatable {
     /// heartbeat (§4.11).
     /// 6: changes (value, clear, state) may also come back on a link this node dialed, from a peer whose own
     /// link to this node does not deliver (a one-way cut, §4.14).
-    static let protocolVersion: UInt16 = 6
+    /// 7: lease requests and answers carry state versions and unfinished leases, and `leaseUnderWay` exists.
+    static let protocolVersion: UInt16 = 7
 
     /// The frame's kind, for errors.
     var kind: String {
@@ -74,6 +83,7 @@ enum ClusterMessage: Sendable, Equatable {
         case .leaseAnswer: "lease-answer"
         case .leaseRelease: "lease-release"
         case .state: "state"
+        case .leaseUnderWay: "lease-under-way"
         }
     }
 }
@@ -86,7 +96,7 @@ enum ClusterFrame {
     static let maxDigests = 10_000
 
     private enum Kind: UInt8 {
-        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease, state
+        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease, state, leaseUnderWay
     }
 
     static func encode(_ message: ClusterMessage, into out: inout ByteBuffer) {
@@ -139,18 +149,25 @@ enum ClusterFrame {
             out.writeShortString(String(decoding: message.utf8.prefix(4000), as: UTF8.self))
             out.writeInteger(UInt8(permanent ? 1 : 0))
             out.writeInteger(retryAfter ?? -1)
-        case .leaseRequest(let name, let number, let duration):
+        case .leaseRequest(let name, let number, let duration, let stateVersion):
             out.writeInteger(Kind.leaseRequest.rawValue)
             out.writeShortString(name)
             out.writeLease(number)
             out.writeInteger(duration)
-        case .leaseAnswer(let name, let number, let granted, let reason, let newest):
+            out.writeOptionalVersion(stateVersion)
+        case .leaseAnswer(let name, let number, let granted, let reason, let newest, let unfinished, let stateVersion):
             out.writeInteger(Kind.leaseAnswer.rawValue)
             out.writeShortString(name)
             out.writeLease(number)
             out.writeInteger(UInt8(granted ? 1 : 0))
             out.writeShortString(String(decoding: reason.utf8.prefix(1000), as: UTF8.self))
             out.writeLease(newest)
+            out.writeLease(unfinished)
+            out.writeOptionalVersion(stateVersion)
+        case .leaseUnderWay(let name, let number):
+            out.writeInteger(Kind.leaseUnderWay.rawValue)
+            out.writeShortString(name)
+            out.writeLease(number)
         case .state(let name, let version, let state, let lease):
             out.writeInteger(Kind.state.rawValue)
             out.writeShortString(name)
@@ -232,13 +249,18 @@ enum ClusterFrame {
             let number = try frame.readLease()
             let duration = try frame.readChecked(Int64.self)
             guard duration > 0, duration <= 24 * 3_600_000 else { throw PeerError.malformedFrame("a lease of \(duration) ms") }
-            return .leaseRequest(name: name, number: number, durationMillis: duration)
+            return .leaseRequest(name: name, number: number, durationMillis: duration, stateVersion: try frame.readOptionalVersion())
         case .leaseAnswer:
             let name = try frame.readShortString()
             let number = try frame.readLease()
             let granted = try frame.readFlag()
             let reason = try frame.readShortString()
-            return .leaseAnswer(name: name, number: number, granted: granted, reason: reason, newest: try frame.readOptionalLease())
+            let newest = try frame.readOptionalLease()
+            let unfinished = try frame.readOptionalLease()
+            return .leaseAnswer(name: name, number: number, granted: granted, reason: reason, newest: newest, unfinished: unfinished,
+                                stateVersion: try frame.readOptionalVersion())
+        case .leaseUnderWay:
+            return .leaseUnderWay(name: try frame.readShortString(), number: try frame.readLease())
         case .state:
             let name = try frame.readShortString()
             let version = try frame.readVersion()
@@ -325,6 +347,15 @@ extension ByteBuffer {
     fileprivate mutating func readVersion() throws(PeerError) -> Version {
         let time = try readChecked(Int64.self)
         return Version(time: time, node: try readShortString())
+    }
+
+    fileprivate mutating func writeOptionalVersion(_ version: Version?) {
+        writeInteger(UInt8(version == nil ? 0 : 1))
+        if let version { writeVersion(version) }
+    }
+
+    fileprivate mutating func readOptionalVersion() throws(PeerError) -> Version? {
+        try readFlag() ? try readVersion() : nil
     }
 
     fileprivate mutating func readRemaining() throws(PeerError) -> Int64? {

@@ -8,8 +8,18 @@
 /// was paused finds its lease over on its own clock when it resumes and makes no call; a result that arrives
 /// under a lease that is no longer the newest is refused (fencing).
 ///
+/// A lease stops two calls from overlapping, not a call from starting with an older plugin state (§3.20) than an
+/// earlier call set: a holder cut off after its call changed the state (a rotated refresh token) keeps the only
+/// copy. So a granter also remembers the leases it granted whose holder has not yet said its call is over (the
+/// release, or the holder's greeting, which comes after the states it sends), and answers with the newest such
+/// lease and the version of the state it holds. A candidate whose majority knows of a lease that may not be over,
+/// or of a state newer than its own, does not call: two majorities share a node, so the lease before this one is
+/// always among them. docs/cluster.md has the rule and its failure cases.
+///
 /// This file is the protocol's logic without I/O: the grants a node gives (`LeaseGrants`) and one node's
 /// attempt to hold a lease (`LeaseAttempt`). Messages and timers are the cluster's.
+
+import ExpirableCore
 
 /// A lease's number: rounds increase, and the proposer's name breaks ties, so numbers are unique in the cluster
 /// and totally ordered.
@@ -45,6 +55,9 @@ struct LeaseGrants {
     private(set) var promises: [String: Promise] = [:]
     /// The newest lease number seen per expirable, in a request or in a result.
     private(set) var newest: [String: LeaseNumber] = [:]
+    /// Leases asked of this node (granted or not; or that a holder said are under way) whose holder has not said
+    /// their call is over: the plugin state such a call set may exist only on its holder.
+    private(set) var unfinished: [String: Set<LeaseNumber>] = [:]
     /// A node that restarts has forgotten its promises; it promises nothing until the longest lease it could
     /// have granted before has run out (monotonic nanoseconds).
     let quietUntil: UInt64
@@ -55,6 +68,11 @@ struct LeaseGrants {
 
     /// A request for `number` on `name`, lasting `duration`, heard at `now`.
     mutating func request(_ name: String, number: LeaseNumber, duration: Duration, now: UInt64) -> Answer {
+        // A node asks for a lease only once its previous call on `name` is over and the state it set is sent.
+        finished(name, before: number)
+        // Remembered even when refused here: the others may grant it, and the more nodes remember a lease whose
+        // call may not be over, the fewer restarts it takes to forget it.
+        unfinished[name, default: []].insert(number)
         if now < quietUntil {
             return .refused("it started less than the longest lease ago and grants none for \(Self.millis(quietUntil - now)) ms")
         }
@@ -69,9 +87,46 @@ struct LeaseGrants {
         return .granted
     }
 
-    /// The holder of `number` is done with it: the next lease may be granted at once.
+    /// The holder of `number` is done with it: the next lease may be granted at once, and its call (if any) is
+    /// over, the state it set sent before this.
     mutating func release(_ name: String, number: LeaseNumber) {
         if promises[name]?.number == number { promises[name] = nil }
+        finished(name, before: number, including: true)
+    }
+
+    /// The holder of `number` says its attempt or call under it is not over (its greeting after a partition or a
+    /// restart of this node): remembered even if this node did not grant it, or forgot it.
+    mutating func underWay(_ name: String, number: LeaseNumber) {
+        finished(name, before: number)
+        unfinished[name, default: []].insert(number)
+        observe(name, number: number)
+    }
+
+    /// `node` greeted this node and named `underWay` as its leases still under way: any other lease of its that
+    /// this node took for unfinished is over (or was lost with a restart of `node`). Returns those.
+    mutating func greeted(by node: String, underWay: Set<LeaseNumber>) -> [(name: String, number: LeaseNumber)] {
+        var over: [(String, LeaseNumber)] = []
+        for (name, numbers) in unfinished {
+            for number in numbers where number.node == node && !underWay.contains(number) { over.append((name, number)) }
+        }
+        for (name, number) in over { drop(name, number) }
+        return over
+    }
+
+    /// Leases of `number.node` older than `number` (and `number` itself when `including`) are over.
+    private mutating func finished(_ name: String, before number: LeaseNumber, including: Bool = false) {
+        guard let numbers = unfinished[name] else { return }
+        for other in numbers where other.node == number.node && (other < number || (including && other == number)) { drop(name, other) }
+    }
+
+    private mutating func drop(_ name: String, _ number: LeaseNumber) {
+        unfinished[name]?.remove(number)
+        if unfinished[name]?.isEmpty == true { unfinished[name] = nil }
+    }
+
+    /// The newest lease on `name` other than `number` whose call may not be over, for an answer to `number`.
+    func unfinished(_ name: String, besides number: LeaseNumber) -> LeaseNumber? {
+        unfinished[name]?.filter { $0 != number }.max()
     }
 
     /// A lease number seen on a result: older leases are superseded from now on.
@@ -84,9 +139,21 @@ struct LeaseGrants {
         newest[name].map { number < $0 } ?? false
     }
 
-    /// The round for this node's next request on `name`: past every number seen.
+    /// The rounds this node asked for, per expirable: a request its own grants refused does not raise `newest`.
+    private(set) var proposed: [String: UInt64] = [:]
+
+    /// The round for this node's next request on `name`: past every number seen and every one it asked for.
     func nextRound(_ name: String) -> UInt64 {
-        (newest[name]?.round ?? 0) &+ 1
+        max(newest[name]?.round ?? 0, proposed[name] ?? 0) &+ 1
+    }
+
+    /// The number for this node's next request on `name`. Never one it asked for before: a late grant of an
+    /// earlier attempt under the same number would count for the new one, though its granter has since been
+    /// released from it and may have promised the lease to another node.
+    mutating func propose(_ name: String, node: String) -> LeaseNumber {
+        let round = nextRound(name)
+        proposed[name] = round
+        return LeaseNumber(round: round, node: node)
     }
 
     private static func millis(_ nanos: UInt64) -> UInt64 { (nanos + 999_999) / 1_000_000 }
@@ -110,6 +177,25 @@ struct LeaseAttempt {
     let voters: Int
     private(set) var granted: Set<String> = []
     private(set) var refused: [String: String] = [:]
+    /// What the answering nodes know that a call depends on: the newest lease each knows of (other than this one)
+    /// whose call may not be over, and the version of the plugin state each holds.
+    private(set) var unfinished: [String: LeaseNumber] = [:]
+    private(set) var stateVersions: [String: Version] = [:]
+
+    /// Why a call under a held lease must not be made yet with the caller's plugin state.
+    enum StateHazard: Equatable, CustomStringConvertible {
+        /// A lease before this one may still have a call, or a state from one, on its holder only.
+        case unfinished(LeaseNumber)
+        /// A node holds a newer state than the caller (it is on its way: the node sends it before answering).
+        case newerState(node: String, Version)
+
+        var description: String {
+            switch self {
+            case .unfinished(let number): "the previous lease holder \(number.node) may hold a newer state (lease \(number)); waiting for it"
+            case .newerState(let node, let version): "\(node) holds a newer state (version \(version)) than this node; waiting for it"
+            }
+        }
+    }
 
     init(name: String, number: LeaseNumber, sentAt: UInt64, duration: Duration, voters: Int) {
         self.name = name
@@ -135,6 +221,25 @@ struct LeaseAttempt {
     mutating func refusal(from node: String, _ reason: String) {
         guard !granted.contains(node) else { return }
         refused[node] = reason
+    }
+
+    /// What `node` said, with its grant or refusal, about earlier calls and its state.
+    mutating func learn(from node: String, unfinished number: LeaseNumber?, stateVersion: Version?) {
+        if let number { unfinished[node] = number }
+        if let stateVersion { stateVersions[node] = stateVersion }
+    }
+
+    /// Whether a call under this lease with a state of version `state` could start from an older state than a
+    /// call before it set (§3.20): a lease before it that an answering node knows of may not be over, or an
+    /// answering node holds a newer state. Two majorities share a node, so the lease before this one (and the
+    /// state it set, once over) is always known to one of the granters. Every answer counts, not only grants.
+    func stateHazard(state: Version?) -> StateHazard? {
+        if let (_, number) = unfinished.max(by: { $0.value < $1.value }) { return .unfinished(number) }
+        if let newer = stateVersions.values.max(), state.map({ $0 < newer }) ?? true,
+           let node = stateVersions.filter({ $0.value == newer }).keys.min() {
+            return .newerState(node: node, newer)
+        }
+        return nil
     }
 
     var outcome: Outcome? {

@@ -44,6 +44,14 @@ extension Engine {
         }
     }
 
+    /// `name`'s plugin state as the next call would get it, with its version (nil: set by no cluster call or
+    /// replica yet); nil when there is no such expirable. A quorum call reads it once its lease is held, so a
+    /// state that arrived while it asked for the lease is the one it calls with (SPEC §4.10).
+    public func replicaState(_ name: String) -> (state: Secret?, version: Version?)? {
+        guard let entry = entries(name), entry.scope == .cluster else { return nil }
+        return entry.state.withLock { s in (s.pluginState, s.stateVersion) }
+    }
+
     /// Whether `name` holds a plugin state (never the state itself: it is a secret), for INFO.
     public func hasPluginState(_ name: String) -> Bool {
         entries(name)?.state.withLock { $0.pluginState != nil } ?? false

@@ -145,6 +145,7 @@ public final class MetricsCollector: Sendable {
             scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "held")], c.leasesHeld)
             scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "lost")], c.leasesLost)
             scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "too_late")], c.leasesTooLate)
+            scrape.counter("expirable_cluster_lease_attempts_total", [("outcome", "waiting_for_state")], c.leasesWaitingForState)
             scrape.counter("expirable_cluster_calls_outlived_lease_total", [], c.callsOutlivedLease)
             scrape.counter("expirable_cluster_lease_requests_total", [("answer", "granted")], c.leasesGranted)
             scrape.counter("expirable_cluster_lease_requests_total", [("answer", "refused")], c.leasesRefused)

@@ -1,3 +1,4 @@
+@testable import ExpirableCluster
 import ExpirableTestSupport
 import Foundation
 import Testing
@@ -64,8 +65,8 @@ struct ClusterPortTests {
         let (host, port) = try PeerSecurityTests.listenAddress(cluster)
         let client = try TLSClient(host: host, port: port, as: "node-b", pki: cluster.pki)
         defer { client.stop() }
-        // hello (node-b, protocol 6, token as node-a configures it), then 1 byte of a 16-byte frame.
-        var hello: [UInt8] = [0x01] + shortString("node-b") + [0x00, 0x06] + [0x00, 0x00, 0x00, 0x01]
+        // hello (node-b, this protocol version, token as node-a configures it), then 1 byte of a 16-byte frame.
+        var hello: [UInt8] = [0x01] + shortString("node-b") + bigEndian(ClusterMessage.protocolVersion) + [0x00, 0x00, 0x00, 0x01]
         hello += shortString("token") + shortString("counter") + shortString("lazy")
         client.send(bigEndian(UInt32(hello.count)) + hello + bigEndian(UInt32(16)) + [0x03])
         // The dead time is 3 heartbeats (900 ms); 10 s is far beyond it.

@@ -1,5 +1,6 @@
 @testable import ExpirableCluster
 import ExpirableCore
+import ExpirableTLS
 import NIOCore
 import NIOEmbedded
 import Synchronization
@@ -76,6 +77,23 @@ struct InMemoryLinkTests {
         node.engine.clear("token")
         #expect(try Self.written(outbound).map(\.kind) == ["clear"])
         #expect(try Self.written(inbound).isEmpty)
+    }
+
+    @Test("§4.14: a lease release sent back on the link this node dialed (behind its state, around a one-way cut) ends the lease, and the link stays")
+    func releaseComesBackAroundACut() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let outbound = EmbeddedChannel(handler: OutboundLink(cluster: node.cluster, peer: "node-a"))
+        try outbound.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7400)).wait()
+        outbound.pipeline.fireUserInboundEventTriggered(TLSPeerVerified(node: "node-a", protocolVersion: "TLSv1.3"))
+        let number = LeaseNumber(round: 7, node: "node-a")
+        node.cluster.leaseUnderWay("token", number: number, from: "node-a")
+        let asker = LeaseNumber(round: 8, node: "node-c")
+        #expect(node.cluster.state.withLock { $0.grants.unfinished("token", besides: asker) } == number)
+        try outbound.writeInbound(ClusterMessage.leaseRelease(name: "token", number: number))
+        #expect(outbound.isActive, "the link stays")
+        #expect(node.cluster.state.withLock { $0.grants.unfinished("token", besides: asker) } == nil, "the lease is over")
+        _ = try? outbound.finish()
     }
 
     @Test("ownership follows liveness on the manual clock: a peer linked both ways, heard and echoed is alive; silent for the dead time it is not, and only its names move")
