@@ -36,9 +36,11 @@ let package = Package(
         .target(name: "ExpirableABI"),
         .target(
             name: "ExpirableCore",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CExpirablePrefetch", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The CPU's prefetch hint, which Swift cannot emit: keyed families read ahead of pipelined GETs.
+        .target(name: "CExpirablePrefetch"),
         // A TOML 1.0 parser without Foundation, with the line of every key for error messages.
         .target(name: "ExpirableTOML", swiftSettings: strict),
         .target(

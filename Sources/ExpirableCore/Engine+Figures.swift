@@ -42,8 +42,11 @@ extension Engine {
         var failures = 0
         var wait: Int64?
         var fetching = 0
-        let members = family.all
-        for member in members {
+        let compact = family.compactFigures(now: clock.monotonicNanos)
+        states.merge(compact.states, uniquingKeysWith: +)
+        counters.add(compact.counters)
+        soonest = compact.soonestMillis
+        for member in family.wholeMembers {
             guard let status = status(member.name) else { continue }
             states[status.state, default: 0] += 1
             counters.add(status.counters)
@@ -53,7 +56,7 @@ extension Engine {
             if status.fetching { fetching += 1 }
         }
         return ExpirableFigures(
-            name: family.name, scope: family.definition.scope, family: (members.count, family.policy.maxKeys, family.evictions),
+            name: family.name, scope: family.definition.scope, family: (family.count, family.policy.maxKeys, family.evictions),
             states: states, expiresInSeconds: soonest.map { Double($0) / 1000 }, consecutiveFailures: failures,
             nextAttemptInSeconds: wait.map { Double($0) / 1000 }, fetching: fetching, counters: counters
         )

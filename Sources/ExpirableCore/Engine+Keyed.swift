@@ -1,3 +1,4 @@
+import CExpirablePrefetch
 import Synchronization
 
 /// `keyed = true` (SPEC §3.19): how many keys a family keeps and for how long an unread one stays.
@@ -19,88 +20,650 @@ public struct KeyedPolicy: Sendable, Hashable {
     }
 }
 
-/// A keyed family: the configured expirable `NAME`, whose members `NAME:KEY` are made on first use, each an
-/// entry of its own (its own value, single flight, expiry, eager refresh, pacing and plugin state), with the
-/// family's definition and the key handed to the plugin. At most `maxKeys` members are kept: past it, the least
-/// recently read of a random sample of five goes (an approximation of LRU, as Redis makes, so a read costs no
-/// bookkeeping beyond one relaxed store; a family of up to 16 members is scanned whole); members unread for `keyIdle` are dropped by a periodic sweep.
+/// A keyed family: the configured expirable `NAME`, whose members `NAME:KEY` are made on first use, each with
+/// its own value, single flight, expiry, eager refresh, pacing and plugin state, the key handed to the plugin.
+///
+/// Members live in shards (about a thousand members each, up to 64), each an open-addressing table behind its
+/// own lock (`KeyTable`). A member with something pending (a call, a timer, a failure, pacing, a plugin
+/// state) is a whole `Entry`; once its call is done it is made compact again: a block with its key, deadline,
+/// counts and value, some 100 bytes beyond the value instead of a kilobyte, which a read answers from under the
+/// shard's lock without allocating. At most `maxKeys` members are kept: past it, the least recently read of a
+/// random sample of five in the new member's shard goes (an approximation of LRU, as Redis makes, so a read costs
+/// no bookkeeping beyond a store; a shard of up to 16 members is scanned whole); members unread for `keyIdle` are
+/// dropped by a periodic sweep.
 final class Family: Sendable {
     let definition: ExpirableDefinition
     let policy: KeyedPolicy
-    private struct Members {
-        var byKey: [String: (entry: Entry, index: Int)] = [:]
-        var order: [String] = []
-        var random = SystemRandomNumberGenerator()
-        var evicted: UInt64 = 0
-        /// The counts of members no longer held, so the family's totals never go back.
-        var retired = ExpirableCounters()
-    }
-    private let members = Mutex(Members())
+    /// Whether members with nothing pending are made compact: not in an eager family, whose members all have
+    /// a refresh timer.
+    let compacts: Bool
+    /// `expiry_margin` in nanoseconds.
+    let marginNanos: UInt64
+    private let shards: [KeyShard]
+    /// Members held, counting those being made; never more than `maxKeys` (see `reserve`).
+    private let held = Atomic<Int>(0)
+    private let evicted = Atomic<UInt64>(0)
+    /// The counts of members no longer held, so the family's totals never go back.
+    private let retired = Mutex(ExpirableCounters())
+    /// The node names in compact members' versions, interned: a version costs 10 bytes a member, not 24.
+    private let nodes = Mutex<[String]>([])
 
     init(_ definition: ExpirableDefinition, policy: KeyedPolicy) {
         self.definition = definition
         self.policy = policy
+        if case .lazy = definition.refresh { compacts = true } else { compacts = false }
+        marginNanos = UInt64(max(0, definition.freshness.expiryMargin.nanoseconds))
+        // About a thousand members a shard, up to 64 shards: eviction samples within a shard, so a small family
+        // keeps one (and is scanned whole up to 16 members).
+        var count = 1
+        while count < 64 && count * 1024 < policy.maxKeys { count *= 2 }
+        shards = (0..<count).map { _ in KeyShard() }
     }
 
     var name: String { definition.name }
 
-    func member(_ key: String) -> Entry? {
-        members.withLock { $0.byKey[key]?.entry }
+    /// The shard of `key` (from the top bits of its hash) and the hash its table uses (the low 32). Hasher is
+    /// seeded per process, so keys chosen to collide cannot be precomputed.
+    private func locate(_ key: UnsafeRawBufferPointer) -> (KeyShard, UInt32) {
+        var hasher = Hasher()
+        hasher.combine(bytes: key)
+        let hash = UInt64(UInt(bitPattern: hasher.finalize()))
+        return (shards[Int(truncatingIfNeeded: hash >> 58) & (shards.count - 1)], UInt32(truncatingIfNeeded: hash))
     }
 
-    /// The member for `key`, made if missing; and the member evicted to make room, if any.
-    func member(creating key: String, now: UInt64) -> (entry: Entry, evicted: Entry?) {
-        members.withLock { m in
-            if let existing = m.byKey[key] { return (existing.entry, nil) }
-            var evicted: Entry?
-            if m.order.count >= policy.maxKeys, !m.order.isEmpty {
-                var oldest: (key: String, used: UInt64)?
-                // A small family is scanned whole (exact LRU); a large one sampled.
-                let candidates = m.order.count <= 16 ? m.order : (0..<5).map { _ in m.order[Int.random(in: 0..<m.order.count, using: &m.random)] }
-                for candidate in candidates {
-                    let used = m.byKey[candidate]!.entry.lastUsed.load(ordering: .relaxed)
-                    if oldest.map({ used < $0.used }) ?? true { oldest = (candidate, used) }
-                }
-                if let oldest { evicted = Family.remove(oldest.key, from: &m) }
-                m.evicted &+= 1
+    // MARK: Reading
+
+    /// Where a read of `key` will go, its slot prefetched (see `Engine.readAhead`).
+    func prefetch(_ key: UnsafeRawBufferPointer) -> (KeyShard, UInt32) {
+        let (shard, hash) = locate(key)
+        shard.prefetchSlot(hash)
+        return (shard, hash)
+    }
+
+    enum Read<R> {
+        /// A compact member's valid value, given to the reader's closure.
+        case answered(R)
+        /// A whole entry: the engine reads it as any other.
+        case whole(Entry)
+        case none
+    }
+
+    /// The hot path: a compact member with a valid value calls `body` with its bytes, expiry and deadline under the
+    /// shard's lock (they must not escape it) and counts the hit; a whole entry is handed back.
+    func read<R>(_ key: UnsafeRawBufferPointer, now: UInt64, leastLeft: UInt64 = 0, _ body: (UnsafeRawBufferPointer, Expiry, UInt64) -> R) -> Read<R> {
+        let (shard, hash) = locate(key)
+        return shard.withTable { t in
+            guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return .none }
+            switch member {
+            case .whole(let entry):
+                return .whole(entry)
+            case .compact(let block):
+                let h = block.header
+                let freshUntil = self.freshUntil(h.pointee)
+                guard h.pointee.hasValue, now < freshUntil, freshUntil == .max || freshUntil - now >= leastLeft else { return .none }
+                h.pointee.lastUsed = now
+                h.pointee.hits &+= 1
+                return .answered(body(block.value, Family.expiry(h.pointee), h.pointee.deadline))
             }
-            let full = ExpirableDefinition(name: name + ":" + key, scope: definition.scope, refresh: definition.refresh,
-                                           freshness: definition.freshness, fetcher: KeyedFetcher(base: definition.fetcher, key: key))
-            let entry = Entry(full, family: self)
-            entry.lastUsed.store(now, ordering: .relaxed)
-            m.byKey[key] = (entry, m.order.count)
-            m.order.append(key)
+        }
+    }
+
+    /// `key`'s entry for reading: the whole one, or a detached copy of a compact member (what changes on the
+    /// copy is lost).
+    func member(_ key: String) -> Entry? {
+        Array(key.utf8).withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            return shard.withTable { t -> Entry? in
+                guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return nil }
+                switch member {
+                case .whole(let entry): return entry
+                case .compact(let block):
+                    let copy = makeEntry(key)
+                    copy.state.withLock { s in
+                        restore(block, into: &s)
+                        s.detached = true
+                    }
+                    return copy
+                }
+            }
+        }
+    }
+
+    // MARK: Whole entries
+
+    /// The whole entry for `key`: the one held, a compact member made whole again, or a new member (which may
+    /// evict others first: they are returned, for the engine to retire).
+    func member(creating key: String, now: UInt64) -> (entry: Entry, evicted: [Entry]) {
+        let bytes = Array(key.utf8)
+        return bytes.withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            if let entry = shard.withTable({ t in makeWhole(&t, key, hash: hash) }) { return (entry, []) }
+            // A new member: room first (under other shards' locks), then in, unless another caller put it in
+            // meanwhile.
+            let evicted = reserve(preferring: shard)
+            let (entry, raced) = shard.withTable { t -> (Entry, Bool) in
+                if let entry = makeWhole(&t, key, hash: hash) { return (entry, true) }
+                let entry = makeEntry(key)
+                entry.lastUsed.store(now, ordering: .relaxed)
+                t.insert(.whole(entry), hash: hash)
+                return (entry, false)
+            }
+            if raced { held.subtract(1, ordering: .relaxed) }
             return (entry, evicted)
         }
     }
 
-    /// Members unread since `before` (monotonic), taken out of the family.
-    func removeIdle(before: UInt64) -> [Entry] {
-        members.withLock { m in
-            let idle = m.order.filter { m.byKey[$0]!.entry.lastUsed.load(ordering: .relaxed) < before }
-            return idle.compactMap { Family.remove($0, from: &m) }
+    private func makeWhole(_ t: inout KeyTable, _ key: UnsafeRawBufferPointer, hash: UInt32) -> Entry? {
+        guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return nil }
+        switch member {
+        case .whole(let entry):
+            return entry
+        case .compact(let block):
+            let entry = makeEntry(key)
+            entry.state.withLock { restore(block, into: &$0) }
+            entry.lastUsed.store(block.header.pointee.lastUsed, ordering: .relaxed)
+            t.replace(at: index, with: .whole(entry))
+            return entry
         }
     }
 
-    var all: [Entry] { members.withLock { m in m.order.map { m.byKey[$0]!.entry } } }
-    var count: Int { members.withLock { $0.order.count } }
-    var evictions: UInt64 { members.withLock { $0.evicted } }
+    private func makeEntry(_ key: UnsafeRawBufferPointer) -> Entry {
+        let key = String(decoding: key, as: UTF8.self)
+        let full = ExpirableDefinition(name: name + ":" + key, scope: definition.scope, refresh: definition.refresh,
+                                       freshness: definition.freshness, fetcher: KeyedFetcher(base: definition.fetcher, key: key))
+        let entry = Entry(full, family: self, key: Array(key.utf8))
+        // The member's fetcher wraps the family's: whether the family's reports its plugin calls itself decides.
+        if definition.fetcher is any ForwardingFetcher { entry.state.withLock { $0.fetcherCountsCalls = true } }
+        return entry
+    }
+
+    /// Counts a plugin call for `key` made by a `ForwardingFetcher` (see `Engine.countPluginCall`).
+    func countPluginCall(_ key: String) {
+        Array(key.utf8).withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            shard.withTable { t in
+                switch t.find(key, hash: hash).flatMap({ t.member(at: $0) }) {
+                case .compact(let block)?: block.header.pointee.pluginCalls &+= 1
+                case .whole(let entry)?: entry.state.withLock { $0.counters.pluginCalls &+= 1 }
+                case nil: break
+                }
+            }
+        }
+    }
+
+    /// Makes `entry` compact again if nothing is pending on it and its counts fit; it is then detached, so a
+    /// caller still holding it looks the key up again. Takes the shard's lock, then the entry's.
+    func makeCompact(_ entry: Entry) {
+        guard compacts else { return }
+        entry.memberKey.withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            shard.withTable { t in
+                guard let index = t.find(key, hash: hash), case .whole(let current)? = t.member(at: index), current === entry else { return }
+                let block: CompactBlock? = entry.state.withLock { s in
+                    guard Family.isSettled(s), let header = header(of: s, lastUsed: entry.lastUsed.load(ordering: .relaxed)) else { return nil }
+                    let block = s.value.map { v in v.value.withUnsafeBytes { CompactBlock.make(header, key: key, value: $0) } }
+                        ?? CompactBlock.make(header, key: key, value: nil)
+                    s.detached = true
+                    s.value = nil
+                    return block
+                }
+                if let block { t.replace(at: index, with: .compact(block)) }
+            }
+        }
+    }
+
+    /// Whether nothing but the value and its counts is left on a member.
+    private static func isSettled(_ s: Entry.State) -> Bool {
+        let c = s.counters
+        return s.flight == nil && s.nextWaiters.isEmpty && s.refreshTimer == nil && s.refreshDue == nil && !s.refreshDeferred
+            && s.failures == 0 && s.nextAttempt == 0 && !s.permanentFailure && s.lastFailure == nil && s.lastError == nil
+            && s.pluginState == nil && s.stateError == nil && s.stateVersion == nil && !s.detached
+            && c.failures == 0 && c.permanentFailures == 0 && c.refreshes == 0 && c.staleAnswers == 0
+            && c.misses <= UInt32.max && c.pluginCalls <= UInt32.max && (s.history.newest?.outcome ?? .success) == .success
+            && !(s.value?.isStale ?? false)
+    }
+
+    /// The compact header of a settled member; nil when its version's node cannot be interned.
+    private func header(of s: Entry.State, lastUsed: UInt64) -> CompactHeader? {
+        var h = CompactHeader()
+        if let value = s.value {
+            h.deadline = s.deadline
+            if case .at(let ms) = value.expiry { h.expiryMillis = ms }
+        }
+        h.storedAt = s.storedAt
+        h.lastUsed = lastUsed
+        if let call = s.history.newest, let start = s.lastCallStart {
+            h.hasLastCall = true
+            h.lastCallStart = start
+            h.lastCallMillis = call.startedAtMillis
+            h.lastCallNanos = call.durationNanos
+            h.lastCallTrigger = Family.code(of: call.trigger)
+        }
+        h.hits = s.counters.hits
+        h.misses = UInt32(s.counters.misses)
+        h.pluginCalls = UInt32(s.counters.pluginCalls)
+        if let version = s.version {
+            guard let node = intern(version.node) else { return nil }
+            h.versionTime = version.time
+            h.versionNode = node
+        }
+        return h
+    }
+
+    /// A compact member's state, into a new entry's.
+    private func restore(_ block: CompactBlock, into s: inout Entry.State) {
+        let h = block.header.pointee
+        if h.hasValue {
+            s.value = Family.fetched(block.value, expiry: Family.expiry(h), deadline: h.deadline)
+            s.deadline = h.deadline
+            s.freshUntil = freshUntil(h)
+        }
+        s.storedAt = h.storedAt
+        if h.hasLastCall {
+            let trigger = Family.trigger(h.lastCallTrigger)
+            s.lastCallStart = h.lastCallStart
+            s.callTrigger = trigger
+            s.history.record(CallRecord(startedAtMillis: h.lastCallMillis, durationNanos: h.lastCallNanos, outcome: .success, trigger: trigger),
+                             keepOlder: false)
+        }
+        s.counters.hits = h.hits
+        s.counters.misses = UInt64(h.misses)
+        s.counters.pluginCalls = UInt64(h.pluginCalls)
+        s.version = version(h)
+    }
+
+    /// A compact member's value as callers get it: copied into a `Secret`, with its deadline on this node.
+    static func fetched(_ bytes: UnsafeRawBufferPointer, expiry: Expiry, deadline: UInt64) -> Fetched {
+        var fetched = Fetched(value: Secret(copying: bytes), expiry: expiry)
+        fetched.deadline = deadline
+        return fetched
+    }
+
+    private func freshUntil(_ h: CompactHeader) -> UInt64 {
+        h.deadline == .max ? .max : h.deadline - min(h.deadline, marginNanos)
+    }
+
+    private static func expiry(_ h: CompactHeader) -> Expiry {
+        h.deadline == .max ? .never : .at(unixMillis: h.expiryMillis)
+    }
+
+    private func version(_ h: CompactHeader) -> Version? {
+        guard h.versionNode > 0 else { return nil }
+        return Version(time: h.versionTime, node: nodes.withLock { $0[Int(h.versionNode) - 1] })
+    }
+
+    private func intern(_ node: String) -> UInt16? {
+        nodes.withLock { n in
+            if let index = n.firstIndex(of: node) { return UInt16(index + 1) }
+            guard n.count < Int(UInt16.max) else { return nil }
+            n.append(node)
+            return UInt16(n.count)
+        }
+    }
+
+    private static func code(of trigger: CallRecord.Trigger) -> UInt8 {
+        switch trigger {
+        case .reader: 0
+        case .refresh: 1
+        case .paced: 2
+        case .afterClear: 3
+        }
+    }
+
+    private static func trigger(_ code: UInt8) -> CallRecord.Trigger {
+        switch code {
+        case 1: .refresh
+        case 2: .paced
+        case 3: .afterClear
+        default: .reader
+        }
+    }
+
+    // MARK: Compact changes
+
+    enum Change {
+        /// Done on the compact member; `stored`: a value was stored.
+        case applied(stored: Bool)
+        /// The member has something newer.
+        case stale
+        /// The member is a whole entry: the engine changes it as any other.
+        case whole(Entry)
+        case missing
+    }
+
+    /// Clears a compact member's value (its counts stay), under `version` if given.
+    func clear(_ key: String, version: Version?) -> Change {
+        change(key) { h in
+            if let version, let node = intern(version.node) {
+                h.versionTime = version.time
+                h.versionNode = node
+            }
+            return nil
+        }
+    }
+
+    /// A peer's clear, applied to a compact member unless it has a newer version.
+    func applyClear(_ key: String, version: Version) -> Change {
+        change(key) { h in
+            guard isNewer(version, than: h), let node = intern(version.node) else { return .stale }
+            h.versionTime = version.time
+            h.versionNode = node
+            return nil
+        }
+    }
+
+    /// A peer's value, stored in a compact member (made if missing) unless it has a newer version; an expired
+    /// one clears. Returns the whole entries evicted to make room.
+    func applyReplica(_ key: String, value: Secret, expiry: Expiry, deadline: UInt64, version: Version, now: UInt64) -> (Change, evicted: [Entry]) {
+        guard let node = intern(version.node) else { return (.stale, []) }
+        let live = deadline > now
+        func stored(_ h: inout CompactHeader) -> Change? {
+            guard isNewer(version, than: h) else { return .stale }
+            h.versionTime = version.time
+            h.versionNode = node
+            if live {
+                h.deadline = deadline
+                if case .at(let ms) = expiry { h.expiryMillis = ms }
+                h.storedAt = now
+            }
+            return nil
+        }
+        let bytes = Array(key.utf8)
+        return bytes.withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            var evicted: [Entry] = []
+            var reserved = false
+            while true {
+                let change = shard.withTable { t -> Change? in
+                    guard let index = t.find(key, hash: hash), let member = t.member(at: index) else {
+                        guard reserved else { return nil }
+                        var h = CompactHeader()
+                        h.lastUsed = now
+                        _ = stored(&h)
+                        t.insert(.compact(value.withUnsafeBytes { CompactBlock.make(h, key: key, value: live ? $0 : nil) }), hash: hash)
+                        reserved = false
+                        return .applied(stored: live)
+                    }
+                    guard case .compact(let block) = member else {
+                        if case .whole(let entry) = member { return .whole(entry) }
+                        return .missing
+                    }
+                    var h = block.header.pointee
+                    if let refused = stored(&h) { return refused }
+                    let replacement = value.withUnsafeBytes { CompactBlock.make(h, key: key, value: live ? $0 : nil) }
+                    t.replace(at: index, with: .compact(replacement))
+                    return .applied(stored: live)
+                }
+                if let change {
+                    if reserved { held.subtract(1, ordering: .relaxed) }
+                    return (change, evicted)
+                }
+                evicted += reserve(preferring: shard)
+                reserved = true
+            }
+        }
+    }
+
+    /// Runs `body` on a compact member's header; a nil answer makes the member valueless with that header.
+    private func change(_ key: String, _ body: (inout CompactHeader) -> Change?) -> Change {
+        let bytes = Array(key.utf8)
+        return bytes.withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            return shard.withTable { t in
+                guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return .missing }
+                switch member {
+                case .whole(let entry):
+                    return .whole(entry)
+                case .compact(let block):
+                    var h = block.header.pointee
+                    if let refused = body(&h) { return refused }
+                    h.deadline = 0
+                    t.replace(at: index, with: .compact(CompactBlock.make(h, key: key, value: nil)))
+                    return .applied(stored: false)
+                }
+            }
+        }
+    }
+
+    private func isNewer(_ version: Version, than h: CompactHeader) -> Bool {
+        self.version(h).map { version > $0 } ?? true
+    }
+
+    // MARK: Room and idleness
+
+    /// Counts one more member, evicting first while the family is full. Past `maxKeys` only when nothing can
+    /// be evicted (every other member is being made at this moment).
+    private func reserve(preferring shard: KeyShard) -> [Entry] {
+        var evicted: [Entry] = []
+        while true {
+            let current = held.load(ordering: .relaxed)
+            if current < policy.maxKeys {
+                if held.compareExchange(expected: current, desired: current + 1, ordering: .relaxed).exchanged { return evicted }
+                continue
+            }
+            guard let out = evictOne(preferring: shard) else {
+                held.add(1, ordering: .relaxed)
+                return evicted
+            }
+            if let entry = out { evicted.append(entry) }
+        }
+    }
+
+    /// Takes out the least recently read of a sample (of all, up to 16 members). Returns nil when there was
+    /// nothing to take, `.some(nil)` for a compact member (freed here), the entry for a whole one.
+    private func evictOne(preferring preferred: KeyShard) -> Entry?? {
+        let start = shards.firstIndex { $0 === preferred } ?? 0
+        for step in 0..<shards.count {
+            let shard = shards[(start + step) % shards.count]
+            let out: Entry?? = shard.withTable { t in
+                guard t.count > 0 else { return nil }
+                var random = SystemRandomNumberGenerator()
+                var oldest: (index: Int, used: UInt64)?
+                func consider(_ index: Int) {
+                    guard let used = lastUsed(t.member(at: index)) else { return }
+                    if oldest.map({ used < $0.used }) ?? true { oldest = (index, used) }
+                }
+                if t.count <= 16 {
+                    for index in 0..<t.capacity { consider(index) }
+                } else {
+                    var sampled = 0
+                    while sampled < 5 {
+                        let index = Int.random(in: 0..<t.capacity, using: &random)
+                        if t.member(at: index) != nil {
+                            consider(index)
+                            sampled += 1
+                        }
+                    }
+                }
+                guard let oldest else { return nil }
+                return .some(take(&t, at: oldest.index))
+            }
+            if let out {
+                evicted.add(1, ordering: .relaxed)
+                return out
+            }
+        }
+        return nil
+    }
+
+    private func lastUsed(_ member: KeyTable.Member?) -> UInt64? {
+        switch member {
+        case nil: nil
+        case .compact(let block)?: block.header.pointee.lastUsed
+        case .whole(let entry)?: entry.lastUsed.load(ordering: .relaxed)
+        }
+    }
+
+    /// Takes the member at `index` out of its table: a compact one is freed (its counts kept for the family's
+    /// totals), a whole one returned.
+    private func take(_ t: inout KeyTable, at index: Int) -> Entry? {
+        var whole: Entry?
+        switch t.member(at: index) {
+        case .compact(let block)?:
+            let h = block.header.pointee
+            var counts = ExpirableCounters()
+            counts.hits = h.hits
+            counts.misses = UInt64(h.misses)
+            counts.pluginCalls = UInt64(h.pluginCalls)
+            retired.withLock { $0.add(counts) }
+        case .whole(let entry)?:
+            whole = entry
+        case nil:
+            break
+        }
+        t.remove(at: index)
+        held.subtract(1, ordering: .relaxed)
+        return whole
+    }
+
+    /// Members unread since `before` (monotonic) taken out: compact ones freed, whole ones returned.
+    func removeIdle(before: UInt64) -> [Entry] {
+        var whole: [Entry] = []
+        for shard in shards {
+            shard.withTable { t in
+                var index = 0
+                // A removal shifts later members back into `index`: it is looked at again.
+                while index < t.capacity {
+                    if let used = lastUsed(t.member(at: index)), used < before {
+                        if let entry = take(&t, at: index) { whole.append(entry) }
+                    } else {
+                        index += 1
+                    }
+                }
+            }
+        }
+        return whole
+    }
+
+    // MARK: Listing and counts
+
+    /// Every member's key.
+    var keys: [String] {
+        var keys: [String] = []
+        forEachMember { member in
+            switch member {
+            case .compact(let block): keys.append(String(decoding: block.key, as: UTF8.self))
+            case .whole(let entry): keys.append(String(decoding: entry.memberKey, as: UTF8.self))
+            }
+        }
+        return keys
+    }
+
+    /// The members that are whole entries.
+    var wholeMembers: [Entry] {
+        var entries: [Entry] = []
+        forEachMember { if case .whole(let entry) = $0 { entries.append(entry) } }
+        return entries
+    }
+
+    /// What the compact members add to the family's figures: their states, counts and soonest expiry.
+    func compactFigures(now: UInt64) -> (states: [ExpirableStatus.State: Int], counters: ExpirableCounters, soonestMillis: Int64?) {
+        var valid = 0, expired = 0, empty = 0
+        var counters = ExpirableCounters()
+        var soonest: UInt64?
+        forEachMember { member in
+            guard case .compact(let block) = member else { return }
+            let h = block.header.pointee
+            counters.hits &+= h.hits
+            counters.misses &+= UInt64(h.misses)
+            counters.pluginCalls &+= UInt64(h.pluginCalls)
+            let freshUntil = self.freshUntil(h)
+            if !h.hasValue {
+                empty += 1
+            } else if now < freshUntil {
+                valid += 1
+                if freshUntil != .max { soonest = min(soonest ?? freshUntil, freshUntil) }
+            } else {
+                expired += 1
+            }
+        }
+        var states: [ExpirableStatus.State: Int] = [:]
+        for (state, n) in [(ExpirableStatus.State.valid, valid), (.expired, expired), (.empty, empty)] where n > 0 { states[state] = n }
+        return (states, counters, soonest.map { Int64(($0 - min($0, now)) / 1_000_000) })
+    }
+
+    /// The compact members' replicable states (those with a version), for a peer that (re)joins.
+    func compactReplicas(now: UInt64) -> [ReplicaState] {
+        let names = nodes.withLock { $0 }
+        var replicas: [ReplicaState] = []
+        forEachMember { member in
+            guard case .compact(let block) = member else { return }
+            let h = block.header.pointee
+            guard h.versionNode > 0 else { return }
+            let version = Version(time: h.versionTime, node: names[Int(h.versionNode) - 1])
+            let name = self.name + ":" + String(decoding: block.key, as: UTF8.self)
+            if h.hasValue, now < freshUntil(h) {
+                let remaining: Int64? = h.deadline == .max ? nil : Int64((h.deadline - now) / 1_000_000)
+                replicas.append(ReplicaState(name: name, value: Secret(copying: block.value), remainingMillis: remaining, version: version))
+            } else {
+                replicas.append(ReplicaState(name: name, value: nil, remainingMillis: nil, version: version))
+            }
+        }
+        return replicas
+    }
+
+    private func forEachMember(_ body: (KeyTable.Member) -> Void) {
+        for shard in shards {
+            shard.withTable { t in
+                for index in 0..<t.capacity {
+                    if let member = t.member(at: index) { body(member) }
+                }
+            }
+        }
+    }
+
+    var count: Int { held.load(ordering: .relaxed) }
+    var evictions: UInt64 { evicted.load(ordering: .relaxed) }
 
     func keepCounts(of member: Entry) {
         let counts = member.state.withLock { $0.counters }
-        members.withLock { $0.retired.add(counts) }
+        retired.withLock { $0.add(counts) }
     }
 
-    var retiredCounters: ExpirableCounters { members.withLock { $0.retired } }
+    var retiredCounters: ExpirableCounters { retired.withLock { $0 } }
+}
 
-    private static func remove(_ key: String, from m: inout Members) -> Entry? {
-        guard let (entry, index) = m.byKey.removeValue(forKey: key) else { return nil }
-        let last = m.order.removeLast()
-        if index < m.order.count {
-            m.order[index] = last
-            m.byKey[last]!.index = index
+/// One lock's worth of a family's members: the table is touched only in `withTable`, under the lock (hence
+/// unchecked: neither the checker nor exclusivity checks need to see more). The answer is carried out through a
+/// local rather than as the `Mutex`'s result, which must be `sending` and so could not be made from the block's
+/// bytes a reader's closure is given.
+final class KeyShard: @unchecked Sendable {
+    private let lock = Mutex(())
+    @exclusivity(unchecked) private var table = KeyTable()
+    /// Where the table's slots are and their mask, published after every change for `prefetchSlot`, which
+    /// reads them without the lock: a stale pair only makes the hint touch a line for nothing.
+    private let slotsAddress = Atomic<UInt>(0)
+    private let slotsMask = Atomic<Int>(0)
+
+    init() { publish() }
+
+    func withTable<R>(_ body: (inout KeyTable) -> R) -> R {
+        var result: R?
+        lock.withLock { _ in
+            result = body(&table)
+            if UInt(bitPattern: table.slots) != slotsAddress.load(ordering: .relaxed) { publish() }
         }
-        return entry
+        return result!
+    }
+
+    private func publish() {
+        slotsAddress.store(UInt(bitPattern: table.slots), ordering: .relaxed)
+        slotsMask.store(table.capacity - 1, ordering: .relaxed)
+    }
+
+    /// Starts bringing in the slot `hash` starts probing at; no lock, never waits.
+    func prefetchSlot(_ hash: UInt32) {
+        let offset = UInt(Int(hash) & slotsMask.load(ordering: .relaxed)) &* UInt(MemoryLayout<KeyTable.Slot>.stride)
+        CExpirablePrefetch_read(UnsafeRawPointer(bitPattern: slotsAddress.load(ordering: .relaxed) &+ offset))
+    }
+
+    /// Starts bringing in the block a read of `hash` will most likely touch (its slot should be in by now).
+    func prefetchBlock(_ hash: UInt32) {
+        withTable { t in
+            guard let block = t.likelyBlock(hash: hash) else { return }
+            // Header, key and value: the first three lines cover a 64-byte value behind a short key.
+            for line in 0..<3 { CExpirablePrefetch_read(block + line * 64) }
+        }
     }
 }
 
@@ -129,11 +692,11 @@ extension Engine {
     /// `name`'s entry, making a keyed family's member on first use (for fetches and for values from peers;
     /// reads that find nothing make nothing). A member made past `max_keys` evicts another.
     func entry(creating name: String) -> Entry? {
-        if let entry = entries(name) { return entry }
+        if let entry = entryTable[name] { return entry }
         guard let (family, key) = familyAndKey(name) else { return nil }
         let now = clock.monotonicNanos
         let (entry, evicted) = family.member(creating: key, now: now)
-        if let evicted { retire(evicted, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
+        for member in evicted { retire(member, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
         if entry.state.withLock({ $0.pluginState == nil && $0.stateError == nil }), let loaded = stateKeeperBox.withLock({ $0 })?.load(entry.name) {
             entry.state.withLock { s in
                 switch loaded {
@@ -147,7 +710,10 @@ extension Engine {
 
     /// A member taken out of its family: its refresh stops; a call under way still answers its callers.
     func retire(_ entry: Entry, reason: String) {
-        entry.state.withLock { $0.cancelRefresh() }
+        entry.state.withLock { s in
+            s.cancelRefresh()
+            s.detached = true
+        }
         entry.family?.keepCounts(of: entry)
         logger.debug("keyed member dropped", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
     }

@@ -6,7 +6,9 @@ import Synchronization
 final class ExpirableTable: Sendable {
     let entries: [String: Entry]
     let families: [String: Family]
-    let nameTable: NameTable
+    let nameTable: NameTable<Entry>
+    /// Keyed families by the bytes of their names, for `NAME:KEY` read from a receive buffer.
+    let familyTable: NameTable<Family>
     let names: [String]
     /// Each name's `allow` list, by ordinal; nil: anyone.
     let readers: [[AccessRule]?]
@@ -38,7 +40,18 @@ final class ExpirableTable: Sendable {
         let byName = Dictionary(expirables.map { ($0.name, $0.readers) }, uniquingKeysWith: { first, _ in first })
         readers = names.map { byName[$0] ?? nil }
         nameTable = NameTable(entries, ordinals: ordinals)
+        familyTable = NameTable(families, ordinals: ordinals)
         generation = ExpirableTable.lastGeneration.add(1, ordering: .relaxed).newValue
+    }
+}
+
+extension ExpirableTable {
+    /// The family and the key bytes of `NAME:KEY` given as bytes (the key is not checked: a bad one is never
+    /// held, so looking it up finds nothing).
+    func family(utf8 name: UnsafeRawBufferPointer) -> (family: Family, key: UnsafeRawBufferPointer, ordinal: Int)? {
+        guard !families.isEmpty, let colon = name.firstIndex(of: UInt8(ascii: ":")),
+              let found = familyTable.lookup(UnsafeRawBufferPointer(rebasing: name[..<colon])) else { return nil }
+        return (found.entry, UnsafeRawBufferPointer(rebasing: name[(colon + 1)...]), found.ordinal)
     }
 }
 
@@ -117,7 +130,7 @@ extension Engine {
         report.removed = previous.names.filter { !next.names.contains($0) }
         tableSlot.replace(with: next, now: clock.monotonicNanos)
         for name in report.removed + report.changed {
-            for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.all ?? [] {
+            for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.wholeMembers ?? [] {
                 entry.state.withLock { $0.cancelRefresh() }
             }
         }

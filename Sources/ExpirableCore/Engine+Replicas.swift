@@ -50,15 +50,34 @@ extension Engine {
     /// it if it is valid here. Returns whether it was applied.
     @discardableResult
     public func applyReplica(_ name: String, _ replica: Fetched) -> Bool {
-        guard replica.replicaVersion != nil, let entry = entry(creating: name), entry.scope == .cluster else { return false }
+        guard let version = replica.replicaVersion else { return false }
         let now = clock.monotonicNanos
-        let (admission, waiters, resumed): (ReplicaAdmission, [Entry.Completion], UInt64?) = entry.state.withLock { s in
-            switch admitReplica(replica, into: entry, &s, now: now) {
-            case .superseded: return (.superseded, [], nil)
-            case .expired: return (.expired, [], startScheduledCall(&s, now: now))
-            case .stored: return (.stored, s.isValid(at: now) ? takeScheduledWaiters(&s) : [], nil)
+        var member: Entry?
+        if entryTable[name] == nil, let (family, key) = familyAndKey(name), family.compacts {
+            // A keyed member with nothing pending takes the value compact, and a new one is made compact.
+            guard family.definition.scope == .cluster else { return false }
+            let deadline = Engine.deadline(of: replica, now: now, wall: clock.unixMillis)
+            let (change, evicted) = family.applyReplica(key, value: replica.value, expiry: replica.expiry, deadline: deadline, version: version, now: now)
+            for entry in evicted { retire(entry, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
+            switch change {
+            case .stale, .missing: return false
+            case .applied(let stored):
+                if stored { announceNewValue(name, replica) }
+                return true
+            case .whole(let entry): member = entry
             }
         }
+        guard let entry = member ?? entry(creating: name), entry.scope == .cluster else { return false }
+        let (admission, waiters, resumed, detached): (ReplicaAdmission, [Entry.Completion], UInt64?, Bool) = entry.state.withLock { s in
+            if s.detached { return (.superseded, [], nil, true) }
+            switch admitReplica(replica, into: entry, &s, now: now) {
+            case .superseded: return (.superseded, [], nil, false)
+            case .expired: return (.expired, [], startScheduledCall(&s, now: now), false)
+            case .stored: return (.stored, s.isValid(at: now) ? takeScheduledWaiters(&s) : [], nil, false)
+            }
+        }
+        // Made compact or evicted since it was looked up: apply it to what is there now.
+        if detached { return applyReplica(name, replica) }
         if let resumed { call(entry, generation: resumed) }
         if admission == .stored { announceNewValue(name, replica) }
         for waiter in waiters { waiter(.success(replica)) }
@@ -88,13 +107,27 @@ extension Engine {
     /// Applies a clear made on a peer, unless this node has something newer. Returns whether it was applied.
     @discardableResult
     public func applyClear(_ name: String, version: Version) -> Bool {
-        guard let entry = entries(name), entry.scope == .cluster else { return false }
-        let (applied, resumed): (Bool, UInt64?) = entry.state.withLock { s in
-            guard s.version.map({ version > $0 }) ?? true else { return (false, nil) }
+        var member: Entry?
+        if entryTable[name] == nil, let (family, key) = familyAndKey(name) {
+            guard family.definition.scope == .cluster else { return false }
+            switch family.applyClear(key, version: version) {
+            case .stale, .missing: return false
+            case .applied:
+                announceClear(name)
+                logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"])
+                return true
+            case .whole(let entry): member = entry
+            }
+        }
+        guard let entry = member ?? entryTable[name], entry.scope == .cluster else { return false }
+        let (applied, resumed, detached): (Bool, UInt64?, Bool) = entry.state.withLock { s in
+            if s.detached { return (false, nil, true) }
+            guard s.version.map({ version > $0 }) ?? true else { return (false, nil, false) }
             Engine.drop(&s)
             s.version = version
-            return (true, startScheduledCall(&s, now: clock.monotonicNanos))
+            return (true, startScheduledCall(&s, now: clock.monotonicNanos), false)
         }
+        if detached { return applyClear(name, version: version) }
         if let resumed { call(entry, generation: resumed) }
         if applied { announceClear(name) }
         if applied { logger.info("cleared by a peer", metadata: ["expirable": "\(name)", "version": "\(version)"]) }
@@ -104,7 +137,8 @@ extension Engine {
     /// The state of every cluster-scoped expirable that has a version: valid values and clears.
     public func replicas() -> [ReplicaState] {
         let now = clock.monotonicNanos
-        return allEntries.compactMap { entry in
+        let compact = families.values.filter { $0.definition.scope == .cluster }.flatMap { $0.compactReplicas(now: now) }
+        return compact + allEntries.compactMap { entry in
             let name = entry.name
             guard entry.scope == .cluster else { return nil }
             return entry.state.withLock { s -> ReplicaState? in

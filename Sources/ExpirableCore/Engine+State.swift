@@ -22,13 +22,16 @@ extension Engine {
     @discardableResult
     public func applyReplicaState(_ name: String, state: Secret?, version: Version) -> Bool {
         guard let entry = entry(creating: name), entry.scope == .cluster else { return false }
-        let applied = entry.state.withLock { s -> Bool in
+        let applied = entry.state.withLock { s -> Bool? in
+            if s.detached { return nil }
             guard s.stateVersion.map({ version > $0 }) ?? true else { return false }
             s.stateVersion = version
             s.pluginState = state
             s.stateError = nil
             return true
         }
+        // Made compact or evicted since it was looked up: apply it to what is there now.
+        guard let applied else { return applyReplicaState(name, state: state, version: version) }
         if applied { stateKeeperBox.withLock { $0 }?.stateChanged(name, state) }
         return applied
     }

@@ -16,10 +16,9 @@ public final class Engine: Sendable {
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
     let tableSlot: TableSlot
     private var table: ExpirableTable { tableSlot.current }
-    private var entryTable: [String: Entry] { table.entries }
-    /// Keyed families by name (SPEC §3.19); their members are entries made on first use.
+    var entryTable: [String: Entry] { table.entries }
+    /// Keyed families by name (SPEC §3.19); their members are made on first use.
     var families: [String: Family] { table.families }
-    private var nameTable: NameTable { table.nameTable }
     /// The configured names, sorted.
     public var names: [String] { table.names }
 
@@ -39,7 +38,8 @@ public final class Engine: Sendable {
         for family in table.families.values { sweepIdleMembers(family) }
     }
 
-    /// `name`'s entry: a configured expirable, or a keyed family's member that exists (none is made here).
+    /// `name`'s entry, for reading: a configured expirable, or a keyed family's member that exists (none is
+    /// made here; a compact member is copied into a detached entry, so what changes on it is lost).
     func entries(_ name: String) -> Entry? {
         if let entry = entryTable[name] { return entry }
         guard !families.isEmpty, let (family, key) = familyAndKey(name) else { return nil }
@@ -86,19 +86,55 @@ public final class Engine: Sendable {
 
     // MARK: Reading
 
-    /// The value of `name` if one is stored and valid, without waiting and without calling a plugin. This is
-    /// the hot path: one dictionary lookup, one short lock, no allocation.
+    /// The value of `name` if one is stored and valid, without waiting and without calling a plugin.
     public func cachedValue(_ name: String) -> Fetched? {
-        guard let entry = entries(name) else { return nil }
-        return cachedValue(entry)
+        if let entry = entryTable[name] { return cachedValue(entry) }
+        guard !families.isEmpty, let (family, key) = familyAndKey(name) else { return nil }
+        return Array(key.utf8).withUnsafeBytes { cachedValue(family, key: $0) }
     }
 
     /// `cachedValue(_:)` for a name given as UTF-8 bytes, such as a slice of a receive buffer: no String made.
+    /// A keyed family's compact member's value is copied into a new `Secret`; `withCachedValue` copies nothing.
     public func cachedValue(utf8 name: UnsafeRawBufferPointer) -> Fetched? {
-        if let entry = nameTable.entry(name) { return cachedValue(entry) }
-        // A keyed family's member: the name as a String (no allocation up to 15 bytes), then two lookups.
-        guard !families.isEmpty, name.contains(UInt8(ascii: ":")), let entry = entries(String(decoding: name, as: UTF8.self)) else { return nil }
-        return cachedValue(entry)
+        let table = self.table
+        if let entry = table.nameTable.entry(name) { return cachedValue(entry) }
+        guard let (family, key, _) = table.family(utf8: name) else { return nil }
+        return cachedValue(family, key: key)
+    }
+
+    /// Calls `body` with the bytes of `name`'s stored valid value, if there is one, and returns whether it did.
+    /// This is the hot path of GET: two lookups by bytes (the name; for `NAME:KEY`, the family then the key),
+    /// one short lock, no allocation. The bytes must not escape `body`, which may run under a lock and must
+    /// not call the engine.
+    public func withCachedValue(utf8 name: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        let table = self.table
+        if let entry = table.nameTable.entry(name) {
+            guard let fetched = cachedValue(entry) else { return false }
+            fetched.value.withUnsafeBytes(body)
+            return true
+        }
+        guard let (family, key, _) = table.family(utf8: name) else { return false }
+        return withCachedValue(family, key: key, body)
+    }
+
+    /// `withCachedValue(utf8:_:)` for a keyed family's member.
+    func withCachedValue(_ family: Family, key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        switch family.read(key, now: clock.monotonicNanos, { bytes, _, _ in body(bytes) }) {
+        case .answered: return true
+        case .none: return false
+        case .whole(let entry):
+            guard let fetched = cachedValue(entry) else { return false }
+            fetched.value.withUnsafeBytes(body)
+            return true
+        }
+    }
+
+    private func cachedValue(_ family: Family, key: UnsafeRawBufferPointer) -> Fetched? {
+        switch family.read(key, now: clock.monotonicNanos, Family.fetched) {
+        case .answered(let fetched): return fetched
+        case .none: return nil
+        case .whole(let entry): return cachedValue(entry)
+        }
     }
 
     func cachedValue(_ entry: Entry) -> Fetched? {
@@ -121,6 +157,15 @@ public final class Engine: Sendable {
     ///     paced attempt (§3.17) gets the last error at once, with the time of the next attempt. Nil: any time.
     public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil,
                       completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+        let wanted = minimumValidity.map { UInt64(max(0, $0.nanoseconds)) } ?? 0
+        // A compact member of a keyed family with enough validity answers without being made whole.
+        if entryTable[name] == nil, !families.isEmpty, let (family, key) = familyAndKey(name), family.compacts {
+            let bytes = Array(key.utf8)
+            let read = bytes.withUnsafeBytes { key in
+                family.read(key, now: clock.monotonicNanos, leastLeft: wanted, Family.fetched)
+            }
+            if case .answered(let fetched) = read { return completion(.success(fetched)) }
+        }
         guard let entry = entry(creating: name) else {
             if let family = families[name] {
                 completion(.failure(.notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")))
@@ -134,10 +179,11 @@ public final class Engine: Sendable {
         if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
-        let wanted = minimumValidity.map { UInt64(max(0, $0.nanoseconds)) } ?? 0
         let patienceNanos = patience.map { UInt64(max(0, $0.nanoseconds)) } ?? .max
-        enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64) }
+        enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64), again }
         let action: Action = entry.state.withLock { s in
+            // Made compact or evicted since it was looked up: look again.
+            if s.detached { return .again }
             var earliest = s.nextAttempt
             if s.isValid(at: now), let value = s.value {
                 if s.freshUntil == .max || s.freshUntil - now >= wanted {
@@ -184,6 +230,7 @@ public final class Engine: Sendable {
         case .answer(let result): completion(result)
         case .wait: break
         case .call(let generation): call(entry, generation: generation)
+        case .again: fetch(name, minimumValidity: minimumValidity, patience: patience, completion: completion)
         }
     }
 
@@ -202,18 +249,38 @@ public final class Engine: Sendable {
     @discardableResult
     public func clear(_ name: String) -> Bool {
         if let family = families[name] {
-            for member in family.all { clear(member.name) }
+            for key in family.keys { clear(name + ":" + key) }
             return true
         }
-        guard let entry = entries(name) else { return familyAndKey(name) != nil }
+        let entry: Entry
+        var version: Version?
+        if let plain = entryTable[name] {
+            entry = plain
+            version = replicator(for: entry)?.nextVersion()
+        } else {
+            guard let (family, key) = familyAndKey(name) else { return false }
+            let replicator = family.definition.scope == .cluster ? replicatorBox.withLock({ $0 }) : nil
+            version = replicator?.nextVersion()
+            switch family.clear(key, version: version) {
+            case .missing, .stale: return true
+            case .applied:
+                if let replicator, let version { replicator.cleared(name, version: version) }
+                announceClear(name)
+                logger.info("cleared", metadata: ["expirable": "\(name)"])
+                return true
+            case .whole(let member): entry = member
+            }
+        }
         let replicator = replicator(for: entry)
-        let version = replicator?.nextVersion()
-        let resumed: UInt64? = entry.state.withLock { s in
+        let outcome: (resumed: UInt64?, detached: Bool) = entry.state.withLock { s in
+            if s.detached { return (nil, true) }
             Engine.drop(&s)
             s.version = version
-            return startScheduledCall(&s, now: clock.monotonicNanos)
+            return (startScheduledCall(&s, now: clock.monotonicNanos), false)
         }
-        if let resumed { call(entry, generation: resumed) }
+        // Made compact or evicted since it was looked up: clear what is there now.
+        if outcome.detached { return clear(name) }
+        if let resumed = outcome.resumed { call(entry, generation: resumed) }
         if let replicator, let version { replicator.cleared(name, version: version) }
         announceClear(name)
         logger.info("cleared", metadata: ["expirable": "\(name)"])
@@ -242,14 +309,14 @@ public final class Engine: Sendable {
     public func shutdown() {
         for entry in entryTable.values { entry.state.withLock { $0.cancelRefresh() } }
         for family in families.values {
-            for entry in family.all { entry.state.withLock { $0.cancelRefresh() } }
+            for entry in family.wholeMembers { entry.state.withLock { $0.cancelRefresh() } }
         }
     }
 
-    /// Every entry: the configured ones and every keyed family's members.
+    /// Every whole entry: the configured ones and the keyed families' members that are not compact.
     var allEntries: [Entry] {
         names.flatMap { name -> [Entry] in
-            if let family = families[name] { return family.all }
+            if let family = families[name] { return family.wholeMembers }
             return entryTable[name].map { [$0] } ?? []
         }
     }
@@ -266,7 +333,11 @@ public final class Engine: Sendable {
     /// Counts a call of this node's plugin made by a `ForwardingFetcher` for `name` (a keyed family's member
     /// under its full name).
     public func countPluginCall(_ name: String) {
-        entries(name)?.state.withLock { $0.counters.pluginCalls &+= 1 }
+        if let entry = entryTable[name] {
+            entry.state.withLock { $0.counters.pluginCalls &+= 1 }
+        } else if let (family, key) = familyAndKey(name) {
+            family.countPluginCall(key)
+        }
     }
 
     /// Records the call that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
@@ -393,7 +464,11 @@ public final class Engine: Sendable {
         if stored, case .success(let fetched) = result { announceNewValue(entry.name, fetched) }
         if let finished, let observer = callObserverBox.withLock({ $0 }) { observer.call(entry.family?.name ?? entry.name, finished) }
         for waiter in waiters { waiter(answer) }
-        if let followUp { call(entry, generation: followUp) }
+        if let followUp {
+            call(entry, generation: followUp)
+        } else if let family = entry.family {
+            family.makeCompact(entry)
+        }
     }
 
     func store(_ fetched: Fetched, deadline: UInt64, in entry: Entry, _ s: inout Entry.State, now: UInt64) {

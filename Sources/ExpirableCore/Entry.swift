@@ -100,6 +100,9 @@ final class Entry: Sendable {
         var stateError: ExpirableError?
         /// The version of the last state change seen, for replicated states: the newest wins, like values.
         var stateVersion: Version?
+        /// Set when a keyed family let go of this entry (made compact, evicted, idle): a caller that found it
+        /// before looks its key up again rather than start a call nobody else would share.
+        var detached = false
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
 
@@ -127,12 +130,15 @@ final class Entry: Sendable {
     /// A keyed family's member: the family, and when it was last read (monotonic), for eviction. Nil otherwise.
     let family: Family?
     let lastUsed = Atomic<UInt64>(0)
+    /// A keyed family's member: its key's bytes, for the family's table. Empty otherwise.
+    let memberKey: [UInt8]
     /// `freshness.expiryMargin` and `staleIfError` in nanoseconds, read under the lock.
     let marginNanos: UInt64
     let staleNanos: UInt64
 
-    init(_ definition: ExpirableDefinition, family: Family? = nil) {
+    init(_ definition: ExpirableDefinition, family: Family? = nil, key: [UInt8] = []) {
         self.family = family
+        memberKey = key
         name = definition.name
         scope = definition.scope
         refresh = definition.refresh

@@ -26,6 +26,27 @@ final class CommandExecutor {
         state.requestCounts.opened(requests)
     }
 
+    /// Pipelined GETs of keyed names gathered for `readAhead(_:with:)`; kept to reuse its storage.
+    private var readAheadPlan = ReadAhead()
+
+    /// Before a batch of pipelined requests runs: the GETs of keyed names among its first 64 requests have
+    /// their slots, then their blocks, prefetched, so that their cache misses overlap (`Engine.readAhead`).
+    func readAhead(_ buffer: ByteBuffer, with parser: RESPParser) {
+        let engine = state.engine
+        var peek = buffer
+        var looked = 0
+        try? parser.scanCommands(&peek) { words in
+            let verb = words.bytes(0)
+            if words.count == 2, verb.count == 3, verb[0] | 0x20 == UInt8(ascii: "g"), verb[1] | 0x20 == UInt8(ascii: "e"),
+               verb[2] | 0x20 == UInt8(ascii: "t") {
+                engine.readAhead(utf8: words.bytes(1), into: &readAheadPlan)
+            }
+            looked += 1
+            return looked < 64
+        }
+        engine.readAhead(&readAheadPlan)
+    }
+
     /// The largest transaction: queued requests beyond this many bytes make EXEC fail.
     var maxTransactionBytes: Int { state.options.maxRequestBytes * 16 }
 
@@ -56,14 +77,13 @@ final class CommandExecutor {
         let engine = state.engine
         switch command {
         case .get:
-            var read = engine.cachedValue(utf8: words.bytes(1), mask: access.mask)
+            var read = engine.withCachedValue(utf8: words.bytes(1), mask: access.mask) { out.writeRESPBulk($0) }
             if case .outdated = read {
                 access.update(engine)
-                read = engine.cachedValue(utf8: words.bytes(1), mask: access.mask)
+                read = engine.withCachedValue(utf8: words.bytes(1), mask: access.mask) { out.writeRESPBulk($0) }
             }
             switch read {
-            case .value(let fetched):
-                fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
+            case .answered:
                 return .answered
             case .forbidden: return refuseRead(words.string(1), "GET", into: &out)
             case .absent, .outdated: break

@@ -198,6 +198,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         while state.phase == .serving, var buffer = inbound, buffer.readableBytes > 0 {
             inbound = nil
             var transaction: (requests: ByteBuffer, count: Int)?
+            // More than one request's worth, naming a keyed family's member (requests have no other ':'): a
+            // pipelined batch whose keyed GETs are read ahead. A batch without one costs a memchr.
+            if buffer.readableBytes > 64 && executor.state.engine.hasKeyedFamilies
+                && buffer.withUnsafeReadableBytes({ memchr($0.baseAddress!, Int32(UInt8(ascii: ":")), $0.count) != nil }) {
+                executor.readAhead(buffer, with: parser)
+            }
             do {
                 try parser.scanCommands(&buffer) { words in
                     if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }

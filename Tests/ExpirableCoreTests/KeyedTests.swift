@@ -3,15 +3,17 @@ import Synchronization
 import Testing
 
 /// A fetcher that records each call's key and state and answers "KEY#N" (N counting calls per key), setting the
-/// state to "state-of-KEY-N"; calls are completed at once.
+/// state to "state-of-KEY-N" unless told not to; calls are completed at once.
 final class KeyRecordingFetcher: Fetcher {
     let calls = Mutex<[(key: String?, state: String?)]>([])
     let clock: ManualClock
     let lifetime: Int64
+    let setsState: Bool
 
-    init(clock: ManualClock, lifetime: Int64 = 60_000) {
+    init(clock: ManualClock, lifetime: Int64 = 60_000, setsState: Bool = true) {
         self.clock = clock
         self.lifetime = lifetime
+        self.setsState = setsState
     }
 
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
@@ -22,7 +24,7 @@ final class KeyRecordingFetcher: Fetcher {
         let key = request.key ?? "-"
         completion(FetchOutcome(
             result: .success(Fetched(value: Secret("\(key)#\(n)"), expiry: .at(unixMillis: clock.unixMillis + lifetime))),
-            state: .set(Secret("state-of-\(key)-\(n)"))
+            state: setsState ? .set(Secret("state-of-\(key)-\(n)")) : .keep
         ))
     }
 }
@@ -31,8 +33,8 @@ final class KeyRecordingFetcher: Fetcher {
 @Suite("Keyed families (SPEC §3.19)")
 struct KeyedTests {
     static func engine(_ fetcher: any Fetcher, clock: ManualClock, maxKeys: Int = 100, keyIdle: Duration = .seconds(3600),
-                       refresh: RefreshPolicy = .lazy) -> Engine {
-        Engine(expirables: [ExpirableDefinition(name: "fam", scope: .local, refresh: refresh,
+                       refresh: RefreshPolicy = .lazy, scope: Scope = .local) -> Engine {
+        Engine(expirables: [ExpirableDefinition(name: "fam", scope: scope, refresh: refresh,
                                                 keyed: KeyedPolicy(maxKeys: maxKeys, keyIdle: keyIdle), fetcher: fetcher)], clock: clock)
     }
 
@@ -129,4 +131,152 @@ struct KeyedTests {
         #expect(engine.clear("fam"))
         #expect(engine.cachedValue("fam:b") == nil)
     }
+
+    // Members with nothing pending are kept compact (a block with the key, deadline, counts and value) and made
+    // whole again for a call; these tests hold them to everything a whole member does.
+
+    @Test("19. a compact member answers from memory, counts its hits and calls, expires, and is called again once")
+    func compactMember() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, lifetime: 10_000, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock)
+        #expect(string(try await engine.fetch("fam:a")) == "a#1")
+        for _ in 0..<3 { #expect(string(engine.cachedValue("fam:a")) == "a#1") }
+        var seen: [UInt8] = []
+        #expect(Array("fam:a".utf8).withUnsafeBytes { name in engine.withCachedValue(utf8: name) { seen = Array($0) } })
+        #expect(String(decoding: seen, as: UTF8.self) == "a#1")
+        #expect(string(try await engine.fetch("fam:a")) == "a#1", "a fetch of a valid member calls nothing")
+        let status = try #require(engine.status("fam:a"))
+        #expect(status.state == .valid && status.expiresInMillis == 10_000 && !status.fetching)
+        #expect(status.counters.hits == 5 && status.counters.misses == 1 && status.counters.pluginCalls == 1)
+        #expect(engine.explanation("fam:a")?.calls.count == 1, "its last call is kept for explain")
+        #expect(engine.timeToLive("fam:a") == .millis(10_000))
+        clock.advance(by: .seconds(10))
+        #expect(engine.cachedValue("fam:a") == nil && engine.status("fam:a")?.state == .expired)
+        #expect(string(try await engine.fetch("fam:a")) == "a#2")
+        #expect(fetcher.calls.withLock { $0.count } == 2)
+        #expect(engine.status("fam:a")?.counters.pluginCalls == 2 && engine.status("fam:a")?.counters.hits == 5)
+        let figures = try #require(engine.figures().first)
+        #expect(figures.family?.keys == 1 && figures.states == [.valid: 1] && figures.counters.pluginCalls == 2)
+    }
+
+    @Test("19. concurrent fetches of an expired compact member share one call")
+    func compactSingleFlight() async throws {
+        let clock = ManualClock()
+        let controlled = ControlledFetcher()
+        let engine = Self.engine(controlled, clock: clock)
+        engine.fetch("fam:a") { _ in }
+        controlled.complete(value("A1", expiresIn: 1_000, clock: clock))
+        #expect(string(engine.cachedValue("fam:a")) == "A1")
+        clock.advance(by: .seconds(2))
+        let answers = Answers()
+        for _ in 0..<10 { engine.fetch("fam:a") { answers.record($0) } }
+        #expect(controlled.calls == 2)
+        controlled.complete(value("A2", expiresIn: 60_000, clock: clock))
+        #expect(answers.all.compactMap { try? $0.get() }.compactMap(string) == Array(repeating: "A2", count: 10))
+        #expect(string(engine.cachedValue("fam:a")) == "A2")
+        #expect(engine.status("fam:a")?.counters.misses == 11)
+    }
+
+    @Test("19. FETCH with MINTTL on a compact member with less left makes one new call")
+    func compactMinimumValidity() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, lifetime: 10_000, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock)
+        _ = try await engine.fetch("fam:a")
+        clock.advance(by: .seconds(8))
+        #expect(string(try await engine.fetch("fam:a", minimumValidity: .seconds(1))) == "a#1")
+        #expect(string(try await engine.fetch("fam:a", minimumValidity: .seconds(5))) == "a#2")
+        #expect(fetcher.calls.withLock { $0.count } == 2)
+    }
+
+    @Test("19. max_keys holds over many compact members; the family's counts outlive the evicted ones")
+    func compactEviction() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 100)
+        for i in 0..<300 {
+            _ = try await engine.fetch("fam:k\(i)")
+            clock.advance(by: .milliseconds(1))
+        }
+        #expect(engine.familyInfo("fam")?.keys == 100)
+        #expect(engine.familyInfo("fam")?.evictions == 200)
+        #expect((0..<300).filter { engine.status("fam:k\($0)") != nil }.count == 100)
+        #expect(engine.figures().first?.counters.pluginCalls == 300)
+        // Sampled LRU: the newest keys mostly survive, the oldest mostly go.
+        #expect((250..<300).filter { engine.status("fam:k\($0)") != nil }.count > (0..<50).filter { engine.status("fam:k\($0)") != nil }.count)
+    }
+
+    @Test("19. key_idle drops compact members unread for that long; those read stay, and all are found after removals")
+    func compactIdle() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, lifetime: 3_600_000, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 5_000, keyIdle: .seconds(60))
+        for i in 0..<2_000 { _ = try await engine.fetch("fam:k\(i)") }
+        for _ in 0..<3 {
+            clock.advance(by: .seconds(30))
+            for i in stride(from: 0, to: 2_000, by: 2) { #expect(engine.cachedValue("fam:k\(i)") != nil) }
+        }
+        #expect(engine.familyInfo("fam")?.keys == 1_000)
+        #expect((0..<2_000).allSatisfy { (engine.status("fam:k\($0)") != nil) == ($0 % 2 == 0) })
+        #expect(fetcher.calls.withLock { $0.count } == 2_000)
+    }
+
+    @Test("19. CLEAR of a compact member empties it and keeps its counts; the next fetch calls")
+    func compactClear() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock)
+        _ = try await engine.fetch("fam:a")
+        _ = engine.cachedValue("fam:a")
+        #expect(engine.clear("fam:a"))
+        #expect(engine.cachedValue("fam:a") == nil)
+        #expect(engine.status("fam:a")?.state == .empty && engine.status("fam:a")?.counters.hits == 1)
+        #expect(engine.familyInfo("fam")?.keys == 1)
+        #expect(string(try await engine.fetch("fam:a")) == "a#2")
+        #expect(engine.clear("fam:nobody"), "a valid key of a family clears, held or not")
+    }
+
+    @Test("19. in a cluster, each key of a family is replicated with its own version, compact or whole")
+    func compactReplication() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock, scope: .cluster)
+        let replicator = RecordingReplicator()
+        engine.attach(replicator)
+        let clears = Mutex<[String]>([])
+        engine.observeClears { name in clears.withLock { $0.append(name) } }
+        _ = try await engine.fetch("fam:mine")
+        #expect(replicator.stored.withLock { $0 } == ["fam:mine"])
+        let peer = Version(time: 1_000, node: "peer")
+        #expect(engine.applyReplica("fam:theirs", value: Secret("T1"), remainingMillis: 60_000, version: peer))
+        #expect(string(engine.cachedValue("fam:theirs")) == "T1")
+        #expect(!engine.applyReplica("fam:theirs", value: Secret("old"), remainingMillis: 60_000, version: Version(time: 999, node: "peer")))
+        #expect(engine.version(of: "fam:theirs") == peer)
+        #expect(engine.applyClear("fam:theirs", version: Version(time: 1_001, node: "peer")))
+        #expect(engine.cachedValue("fam:theirs") == nil)
+        #expect(!engine.applyReplica("fam:theirs", value: Secret("late"), remainingMillis: 60_000, version: peer), "older than the clear")
+        #expect(engine.applyReplica("fam:theirs", value: Secret("T2"), remainingMillis: 60_000, version: Version(time: 1_002, node: "peer")))
+        #expect(engine.familyInfo("fam")?.keys == 2)
+        let replicas = engine.replicas().sorted { $0.name < $1.name }
+        #expect(replicas.map(\.name) == ["fam:mine", "fam:theirs"])
+        #expect(replicas.last?.value.map { String(decoding: $0.bytes, as: UTF8.self) } == "T2")
+        #expect(replicas.first?.version == engine.version(of: "fam:mine"))
+        #expect(engine.clear("fam:mine"))
+        #expect(replicator.cleared.withLock { $0 } == ["fam:mine"])
+        #expect(clears.withLock { $0 } == ["fam:theirs", "fam:mine"], "a peer's clear and a local one, both told")
+        #expect(fetcher.calls.withLock { $0.count } == 1, "the peer's key called no plugin here")
+    }
+}
+
+/// Records what the engine tells the cluster; versions count up on node "here".
+final class RecordingReplicator: Replicator {
+    let stored = Mutex<[String]>([])
+    let cleared = Mutex<[String]>([])
+    private let time = Atomic<Int64>(2_000)
+
+    func nextVersion() -> Version { Version(time: time.add(1, ordering: .relaxed).newValue, node: "here") }
+    func stored(_ name: String, _ fetched: Fetched, remainingMillis: Int64?, version: Version) { stored.withLock { $0.append(name) } }
+    func cleared(_ name: String, version: Version) { cleared.withLock { $0.append(name) } }
+    func mayRefresh(_ name: String) -> Bool { true }
 }

@@ -33,4 +33,28 @@ struct KeyedFamilyTests {
         #expect(try daemon.redis("GET", "tenant_token:initech") == "key=initech state=")
         #expect(try daemon.redis("INFO", "tenant_token").contains("evictions:1"))
     }
+
+    @Test("pipelined GETs of many keys are each answered with their own key's value, from memory once fetched")
+    func pipelinedKeys() throws {
+        // mode = "clear": the plugin keeps no state, so the keys are held compact once fetched, and a pipelined
+        // batch of them is read ahead (prefetched) before it is answered.
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            max_keys = 1000
+            [expirable.fam.params]
+            mode = "clear"
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        let keys = (0..<300).map { "k\($0)" }
+        let batch = keys.map { "*2\r\n$3\r\nGET\r\n$\($0.utf8.count + 4)\r\nfam:\($0)\r\n" }.joined()
+        let expected = keys.map { "$\("key=\($0) state=".utf8.count)\r\nkey=\($0) state=\r\n" }.joined()
+        let connection = try RawConnection(daemon.socket)
+        #expect(connection.roundTrip(batch, expecting: keys.count) == expected, "first batch: one call per key")
+        #expect(connection.roundTrip(batch, expecting: keys.count) == expected, "second batch: from memory")
+        let info = try daemon.redis("INFO", "fam:k7")
+        #expect(info.contains("plugin_calls:1") && info.contains("hits:1") && info.contains("plugin_state:no"), "\(info)")
+        #expect(try daemon.redis("INFO", "fam").contains("keys:300"))
+    }
 }

@@ -1,0 +1,2 @@
+// The prefetch hint is `static inline` in the header; SwiftPM needs one source file to build the target.
+#include "CExpirablePrefetch.h"
