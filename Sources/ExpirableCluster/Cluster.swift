@@ -88,7 +88,7 @@ public final class Cluster: Service, Replicator, Sendable {
                     state: record.isAlive(now: now, deadAfter: options.deadAfter) ? .alive : .dead,
                     address: record.peer.address,
                     certificate: record.certificate,
-                    lastHeardMillis: record.lastHeard == 0 ? nil : Int64((now - record.lastHeard) / 1_000_000),
+                    lastHeardMillis: record.lastHeard == 0 ? nil : Int64((now - min(now, record.lastHeard)) / 1_000_000),  // heard after `now` was read: 0
                     tls: record.tls,
                     disagreements: record.disagreements,
                     lastError: record.lastError,

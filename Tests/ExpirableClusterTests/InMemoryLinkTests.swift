@@ -96,6 +96,16 @@ struct InMemoryLinkTests {
         _ = try? outbound.finish()
     }
 
+    @Test("members() while a heartbeat lands after it read the clock: a peer heard 'in the future' is heard 0 ms ago (it trapped on the subtraction, killing a node that was asked for its status)")
+    func heardAfterTheClockWasRead() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        node.heartbeat(from: "node-a", peerWall: node.clock.unixMillis)
+        node.cluster.state.withLock { $0.peers["node-a"]!.lastHeard = node.clock.monotonicNanos + 5_000_000 }
+        let member = node.cluster.members().first { $0.node == "node-a" }
+        #expect(member?.lastHeardMillis == 0)
+    }
+
     @Test("ownership follows liveness on the manual clock: a peer linked both ways, heard and echoed is alive; silent for the dead time it is not, and only its names move")
     func ownershipFollowsLiveness() throws {
         let node = try ClusterTimeTests.Node()
