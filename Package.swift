@@ -147,7 +147,7 @@ let package = Package(
         ),
         .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
         .target(name: "FilePlugin", dependencies: ["ExpirableABI"], path: "Plugins/FilePlugin"),
-        .target(name: "OAuth2Plugin", dependencies: ["ExpirableABI", "CCurl"], path: "Plugins/OAuth2Plugin"),
+        .target(name: "OAuth2Plugin", dependencies: ["ExpirableABI", "CCurl", "COpenSSL"], path: "Plugins/OAuth2Plugin"),
         .executableTarget(
             name: "EngineBenchmark",
             dependencies: ["ExpirableCore"],

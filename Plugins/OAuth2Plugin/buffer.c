@@ -54,8 +54,7 @@ int oauth2_buffer_append_escaped(oauth2_buffer *b, const char *p, size_t n) {
     return 0;
 }
 
-int oauth2_buffer_append_base64(oauth2_buffer *b, const unsigned char *p, size_t n) {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static int append_base64(oauth2_buffer *b, const unsigned char *p, size_t n, const char alphabet[64], int pad) {
     if (n > SIZE_MAX / 2 || reserve(b, (n + 2) / 3 * 4, 0) != 0) return -1;
     for (size_t i = 0; i < n; i += 3) {
         uint32_t chunk = (uint32_t)p[i] << 16;
@@ -63,11 +62,27 @@ int oauth2_buffer_append_base64(oauth2_buffer *b, const unsigned char *p, size_t
         if (i + 2 < n) chunk |= p[i + 2];
         b->ptr[b->len++] = alphabet[(chunk >> 18) & 63];
         b->ptr[b->len++] = alphabet[(chunk >> 12) & 63];
-        b->ptr[b->len++] = i + 1 < n ? alphabet[(chunk >> 6) & 63] : '=';
-        b->ptr[b->len++] = i + 2 < n ? alphabet[chunk & 63] : '=';
+        if (i + 1 < n) {
+            b->ptr[b->len++] = alphabet[(chunk >> 6) & 63];
+        } else if (pad) {
+            b->ptr[b->len++] = '=';
+        }
+        if (i + 2 < n) {
+            b->ptr[b->len++] = alphabet[chunk & 63];
+        } else if (pad) {
+            b->ptr[b->len++] = '=';
+        }
     }
     b->ptr[b->len] = '\0';
     return 0;
+}
+
+int oauth2_buffer_append_base64(oauth2_buffer *b, const unsigned char *p, size_t n) {
+    return append_base64(b, p, n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 1);
+}
+
+int oauth2_buffer_append_base64url(oauth2_buffer *b, const unsigned char *p, size_t n) {
+    return append_base64(b, p, n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", 0);
 }
 
 void oauth2_buffer_wipe(oauth2_buffer *b) {

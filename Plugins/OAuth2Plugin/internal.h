@@ -25,6 +25,8 @@ OAUTH2_HIDDEN int oauth2_buffer_append_str(oauth2_buffer *b, const char *s);
 OAUTH2_HIDDEN int oauth2_buffer_append_escaped(oauth2_buffer *b, const char *p, size_t n);
 /* Appends the base64 (RFC 4648, padded) of `n` bytes. */
 OAUTH2_HIDDEN int oauth2_buffer_append_base64(oauth2_buffer *b, const unsigned char *p, size_t n);
+/* Appends the base64url (RFC 4648 §5) of `n` bytes without padding, as JOSE (RFC 7515 §2) writes it. */
+OAUTH2_HIDDEN int oauth2_buffer_append_base64url(oauth2_buffer *b, const unsigned char *p, size_t n);
 /* Wipes and frees; the buffer is empty and reusable afterwards. */
 OAUTH2_HIDDEN void oauth2_buffer_wipe(oauth2_buffer *b);
 
@@ -37,6 +39,39 @@ OAUTH2_HIDDEN void oauth2_buffer_wipe(oauth2_buffer *b);
  * "\r\n". Refuses a file that is missing, unreadable, not a regular file, accessible by others, writable by its
  * group, empty or over OAUTH2_MAX_SECRET_FILE bytes. Returns 0, or -1 with the reason in `error`. */
 OAUTH2_HIDDEN int oauth2_read_secret_file(const char *param, const char *path, oauth2_buffer *out, char *error, size_t error_size);
+
+/* ---- client_assertion.c ---- */
+
+/* The JWS algorithms private_key_jwt signs with (RFC 7518 §3.3, §3.4). */
+enum oauth2_signing_alg { OAUTH2_ALG_RS256 = 1, OAUTH2_ALG_ES256 };
+
+/* The algorithm named `name` (`len` bytes), or 0. */
+OAUTH2_HIDDEN enum oauth2_signing_alg oauth2_signing_alg_named(const char *name, size_t len);
+OAUTH2_HIDDEN const char *oauth2_signing_alg_name(enum oauth2_signing_alg alg);
+
+/* An RSA or EC private key, parsed (an OpenSSL EVP_PKEY); freed with oauth2_signing_key_free. */
+typedef struct oauth2_signing_key oauth2_signing_key;
+
+/* Reads the private key in `path` (param private_key_file) with the checks of oauth2_read_secret_file, parses it
+ * (PEM, unencrypted: PKCS#8, PKCS#1 or SEC 1) and sets `*implied` to the algorithm its type implies: RS256 for an
+ * RSA key of 2048 bits or more, ES256 for an EC key on P-256. Returns the key, or NULL with the reason in `error`
+ * (a key of any other type or size is refused). The file's bytes are wiped before it returns. */
+OAUTH2_HIDDEN oauth2_signing_key *oauth2_signing_key_read(const char *path, enum oauth2_signing_alg *implied, char *error, size_t error_size);
+OAUTH2_HIDDEN void oauth2_signing_key_free(oauth2_signing_key *key);
+
+/* What a client assertion (RFC 7523 §3) says, besides its random jti. */
+typedef struct oauth2_assertion_claims {
+    const char *client_id;   /* iss and sub */
+    const char *audience;    /* aud */
+    const char *key_id;      /* the header's kid; NULL for none */
+    int64_t now_ms;          /* iat and nbf, in seconds */
+    int64_t lifetime_ms;     /* exp = iat + this, in whole seconds, at least one */
+} oauth2_assertion_claims;
+
+/* Appends the compact JWS of a client assertion with `claims` signed by `key` with `alg`, and a fresh 128-bit
+ * jti. Returns 0, or -1 with the reason in `error` (no key material in it). */
+OAUTH2_HIDDEN int oauth2_client_assertion(oauth2_signing_key *key, enum oauth2_signing_alg alg, const oauth2_assertion_claims *claims,
+                                          oauth2_buffer *out, char *error, size_t error_size);
 
 /* ---- token_response.c ---- */
 

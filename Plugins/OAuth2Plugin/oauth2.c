@@ -1,12 +1,16 @@
 /*
  * oauth2 — an Expirable plugin, in C with libcurl, that fetches OAuth 2.0 access tokens from a token endpoint
  * (RFC 6749): the client credentials grant (§4.4) and the refresh token grant (§6) with rotation, the rotating
- * refresh token kept as the expirable's state (ABI 1.2). The params are listed in docs/plugins.md; what they are
- * checked against is below, in expirable_create.
+ * refresh token kept as the expirable's state (ABI 1.2). The client authenticates with its secret (basic or
+ * post, RFC 6749 §2.3.1) or with a JWT signed by its private key (private_key_jwt, RFC 7523, in
+ * client_assertion.c). The params are listed in docs/plugins.md; what they are checked against is below, in
+ * expirable_create.
  *
- * Secrets (the client secret, refresh tokens, access tokens) live only in buffers that are wiped before they are
- * freed, never in a message, and never in the configuration: the client secret and an initial refresh token are
- * read from files. Each call uses its own curl handle; curl_global_init runs once per process.
+ * Secrets (the client secret, the private key, client assertions, refresh tokens, access tokens) live only in
+ * buffers that are wiped before they are freed, never in a message, and never in the configuration: the client
+ * secret, the private key and an initial refresh token are read from files, again at each call so that a file
+ * rotated on disk is used without a restart. Each call uses its own curl handle; curl_global_init runs once per
+ * process.
  */
 #define _GNU_SOURCE
 #include "expirable.h"
@@ -29,7 +33,7 @@
 #define MAX_QUOTED 300
 
 enum grant { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN };
-enum auth { AUTH_BASIC, AUTH_POST, AUTH_NONE };
+enum auth { AUTH_BASIC, AUTH_POST, AUTH_PRIVATE_KEY_JWT, AUTH_NONE };
 
 /* One form field the plugin adds to every request: `value` may hold "{key}". `param` names its origin. */
 typedef struct form_field {
@@ -45,6 +49,13 @@ typedef struct oauth2 {
     char *client_id;
     char *client_secret_file; /* NULL for a public client (refresh_token grant only) */
     enum auth auth;
+    /* auth = private_key_jwt: the key's file, the algorithm, the header's kid (or NULL), the assertion's aud
+     * (or NULL for token_url) and its lifetime. */
+    char *private_key_file;
+    enum oauth2_signing_alg signing_alg;
+    char *key_id;
+    char *assertion_audience;
+    int64_t assertion_lifetime_ms;
     form_field *fields;
     size_t field_count;
     char *refresh_token_file; /* NULL: the state is the only source of a refresh token */
@@ -110,6 +121,9 @@ static void destroy(oauth2 *o) {
     free(o->token_url);
     free(o->client_id);
     free(o->client_secret_file);
+    free(o->private_key_file);
+    free(o->key_id);
+    free(o->assertion_audience);
     for (size_t i = 0; i < o->field_count; i++) {
         free(o->fields[i].name);
         free(o->fields[i].value);
@@ -145,8 +159,8 @@ static void init_curl(void) {
 }
 
 static const char *const known_params[] = {
-    "audience", "auth", "ca_file", "client_id", "client_secret_file", "form", "grant", "refresh_token_file",
-    "resource", "scope", "timeout", "token_url", "ttl", "value",
+    "assertion_audience", "assertion_lifetime", "audience", "auth", "ca_file", "client_id", "client_secret_file", "form", "grant",
+    "key_id", "private_key_file", "refresh_token_file", "resource", "scope", "signing_alg", "timeout", "token_url", "ttl", "value",
 };
 static const char *const repeatable_params[] = {"audience", "form", "resource", "scope"};
 /* Form fields the plugin writes itself, or that carry a secret and so never come from the configuration. */
@@ -208,6 +222,121 @@ static int has_nul(expirable_str s) {
     return s.len != 0 && memchr(s.ptr, '\0', s.len) != NULL;
 }
 
+/* auth = basic | post, or none for a public client: the client secret's file, checked here and read again at each
+ * call. 0; -1 when refused (reported); -2 when out of memory. */
+static int configure_secret(const expirable_call *call, oauth2 *o, expirable_str auth) {
+    static const char *const jwt_params[] = {"assertion_audience", "assertion_lifetime", "key_id", "private_key_file", "signing_alg"};
+    for (size_t i = 0; i < COUNT(jwt_params); i++) {
+        if (param(call, jwt_params[i]).ptr != NULL) {
+            fail(call, "param '%s' is for auth = \"private_key_jwt\"; set auth = \"private_key_jwt\" to sign with private_key_file, or remove it",
+                 jwt_params[i]);
+            return -1;
+        }
+    }
+    char why[768];
+    expirable_str secret_file = param(call, "client_secret_file");
+    if (secret_file.len != 0) {
+        if ((o->client_secret_file = copy(secret_file)) == NULL) return -2;
+        oauth2_buffer secret = {0};
+        int rc = oauth2_read_secret_file("client_secret_file", o->client_secret_file, &secret, why, sizeof why);
+        oauth2_buffer_wipe(&secret);
+        if (rc != 0) {
+            fail(call, "%s", why);
+            return -1;
+        }
+    } else if (o->grant == GRANT_CLIENT_CREDENTIALS) {
+        fail(call, "param 'client_secret_file' is missing; the client credentials grant needs the client secret, in a file only the daemon can read "
+             "(chmod 600), or auth = \"private_key_jwt\" with the client's private key in private_key_file");
+        return -1;
+    }
+    if (auth.ptr != NULL && o->client_secret_file == NULL) {
+        fail(call, "param 'auth' says how to send the client secret, and there is none; set client_secret_file, or remove auth for a public client");
+        return -1;
+    }
+    if (o->client_secret_file == NULL) {
+        o->auth = AUTH_NONE;
+    } else if (auth.ptr == NULL || str_is(auth, "basic")) {
+        o->auth = AUTH_BASIC;
+    } else if (str_is(auth, "post")) {
+        o->auth = AUTH_POST;
+    } else {
+        fail(call, "param 'auth' is \"%.*s\"; expected \"basic\" (client_secret_basic, the default), \"post\" (client_secret_post) or "
+             "\"private_key_jwt\" (a JWT signed with the key in private_key_file)", (int)auth.len, auth.ptr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Longest assertion_lifetime: a captured assertion is a credential until it expires, for a server that does not
+ * remember jti values. */
+#define MAX_ASSERTION_LIFETIME_MS (3600 * 1000)
+
+/* auth = private_key_jwt (RFC 7523 §2.2): the key is read and checked here, and again at each call. 0; -1 when
+ * refused (reported); -2 when out of memory. */
+static int configure_private_key_jwt(const expirable_call *call, oauth2 *o) {
+    if (param(call, "client_secret_file").ptr != NULL) {
+        fail(call, "param 'client_secret_file' is set with auth = \"private_key_jwt\", which signs with the key in private_key_file and sends no "
+             "secret; remove client_secret_file, or auth for client_secret_basic");
+        return -1;
+    }
+    expirable_str file = param(call, "private_key_file");
+    if (file.len == 0) {
+        fail(call, "param 'private_key_file' is missing; auth = \"private_key_jwt\" signs each request with the client's private key "
+             "(PEM, RSA or EC P-256), in a file only the daemon can read (chmod 600)");
+        return -1;
+    }
+    if ((o->private_key_file = copy(file)) == NULL) return -2;
+    char why[768];
+    enum oauth2_signing_alg implied = 0;
+    oauth2_signing_key *key = oauth2_signing_key_read(o->private_key_file, &implied, why, sizeof why);
+    if (key == NULL) {
+        fail(call, "%s", why);
+        return -1;
+    }
+    oauth2_signing_key_free(key);
+
+    expirable_str alg = param(call, "signing_alg");
+    o->signing_alg = alg.ptr == NULL ? implied : oauth2_signing_alg_named(alg.ptr, alg.len);
+    if (o->signing_alg == 0) {
+        fail(call, "param 'signing_alg' is \"%.*s\"; expected \"RS256\" (an RSA key) or \"ES256\" (an EC key on P-256)", (int)alg.len, alg.ptr);
+        return -1;
+    }
+    if (o->signing_alg != implied) {
+        fail(call, "param 'signing_alg' is \"%s\", and %s is %s key, which signs %s; set signing_alg = \"%s\", or name a key for %s in private_key_file",
+             oauth2_signing_alg_name(o->signing_alg), o->private_key_file, implied == OAUTH2_ALG_RS256 ? "an RSA" : "an EC P-256",
+             oauth2_signing_alg_name(implied), oauth2_signing_alg_name(implied), oauth2_signing_alg_name(o->signing_alg));
+        return -1;
+    }
+
+    expirable_str kid = param(call, "key_id");
+    if (kid.ptr != NULL) {
+        if (kid.len == 0) {
+            fail(call, "param 'key_id' is empty; set it to the key's identifier registered at the identity provider (the JWT header's kid), or remove it");
+            return -1;
+        }
+        if ((o->key_id = copy(kid)) == NULL) return -2;
+    }
+    expirable_str audience = param(call, "assertion_audience");
+    if (audience.ptr != NULL) {
+        if (audience.len == 0) {
+            fail(call, "param 'assertion_audience' is empty; set it to what the identity provider expects as the assertion's aud "
+                 "(its token endpoint, the default, or its issuer), or remove it");
+            return -1;
+        }
+        if ((o->assertion_audience = copy(audience)) == NULL) return -2;
+    }
+    expirable_str lifetime = param(call, "assertion_lifetime");
+    o->assertion_lifetime_ms = 60 * 1000;
+    if (lifetime.ptr != NULL && (call->host->parse_duration_ms(lifetime.ptr, lifetime.len, &o->assertion_lifetime_ms) != 0
+                                 || o->assertion_lifetime_ms < 1000 || o->assertion_lifetime_ms > MAX_ASSERTION_LIFETIME_MS)) {
+        fail(call, "param 'assertion_lifetime' is \"%.*s\"; expected a duration from \"1s\" to \"1h\" (the default is \"60s\"): how long each "
+             "client assertion is valid", (int)lifetime.len, lifetime.ptr);
+        return -1;
+    }
+    o->auth = AUTH_PRIVATE_KEY_JWT;
+    return 0;
+}
+
 void *expirable_create(const expirable_call *call) {
     pthread_once(&curl_once, init_curl);
     if (curl_ready != CURLE_OK) {
@@ -223,8 +352,9 @@ void *expirable_create(const expirable_call *call) {
             return NULL;
         }
         if (!is_one_of(key, known_params, COUNT(known_params))) {
-            fail(call, "unknown param '%.*s'; expected one of audience, auth, ca_file, client_id, client_secret_file, form, grant, "
-                 "refresh_token_file, resource, scope, timeout, token_url, ttl, value", (int)key.len, key.ptr);
+            fail(call, "unknown param '%.*s'; expected one of assertion_audience, assertion_lifetime, audience, auth, ca_file, client_id, "
+                 "client_secret_file, form, grant, key_id, private_key_file, refresh_token_file, resource, scope, signing_alg, timeout, "
+                 "token_url, ttl, value", (int)key.len, key.ptr);
             return NULL;
         }
         if (has_nul(call->params[i].value)) {
@@ -269,36 +399,10 @@ void *expirable_create(const expirable_call *call) {
     }
     if ((o->client_id = copy(client_id)) == NULL) goto out_of_memory;
 
-    expirable_str secret_file = param(call, "client_secret_file");
-    if (secret_file.len != 0) {
-        if ((o->client_secret_file = copy(secret_file)) == NULL) goto out_of_memory;
-        oauth2_buffer secret = {0};
-        int rc = oauth2_read_secret_file("client_secret_file", o->client_secret_file, &secret, why, sizeof why);
-        oauth2_buffer_wipe(&secret);
-        if (rc != 0) {
-            fail(call, "%s", why);
-            goto refuse;
-        }
-    } else if (o->grant == GRANT_CLIENT_CREDENTIALS) {
-        fail(call, "param 'client_secret_file' is missing; the client credentials grant needs the client secret, in a file only the daemon can read (chmod 600)");
-        goto refuse;
-    }
-
     expirable_str auth = param(call, "auth");
-    if (auth.ptr != NULL && o->client_secret_file == NULL) {
-        fail(call, "param 'auth' says how to send the client secret, and there is none; set client_secret_file, or remove auth for a public client");
-        goto refuse;
-    }
-    if (o->client_secret_file == NULL) {
-        o->auth = AUTH_NONE;
-    } else if (auth.ptr == NULL || str_is(auth, "basic")) {
-        o->auth = AUTH_BASIC;
-    } else if (str_is(auth, "post")) {
-        o->auth = AUTH_POST;
-    } else {
-        fail(call, "param 'auth' is \"%.*s\"; expected \"basic\" (client_secret_basic, the default) or \"post\" (client_secret_post)", (int)auth.len, auth.ptr);
-        goto refuse;
-    }
+    int configured = str_is(auth, "private_key_jwt") ? configure_private_key_jwt(call, o) : configure_secret(call, o, auth);
+    if (configured == -2) goto out_of_memory;
+    if (configured != 0) goto refuse;
 
     /* scope: one value, or an array joined with spaces (RFC 6749 §3.3). */
     oauth2_buffer scope = {0};
@@ -474,7 +578,7 @@ static void wipe_headers(struct curl_slist *headers) {
 void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
-    oauth2_buffer secret = {0}, refresh = {0}, body = {0}, credentials = {0}, authorization = {0};
+    oauth2_buffer secret = {0}, refresh = {0}, body = {0}, credentials = {0}, authorization = {0}, assertion = {0};
     answer reply = {{0}, 0};
     oauth2_token_response token;
     memset(&token, 0, sizeof token);
@@ -503,12 +607,45 @@ void expirable_fetch(const expirable_call *call) {
         }
     }
 
-    /* The form (RFC 6749 Appendix B): grant, refresh token, client credentials for auth = post, then the fields. */
+    /* The form (RFC 6749 Appendix B): grant, refresh token, client credentials for auth = post or private_key_jwt, then
+     * the fields. */
     if (append_field(&body, "grant_type", o->grant == GRANT_REFRESH_TOKEN ? "refresh_token" : "client_credentials",
                      o->grant == GRANT_REFRESH_TOKEN ? 13 : 18) != 0) goto out_of_memory;
     if (o->grant == GRANT_REFRESH_TOKEN && append_field(&body, "refresh_token", refresh.ptr, refresh.len) != 0) goto out_of_memory;
     if (o->auth != AUTH_BASIC && append_field(&body, "client_id", o->client_id, strlen(o->client_id)) != 0) goto out_of_memory;
     if (o->auth == AUTH_POST && append_field(&body, "client_secret", secret.ptr, secret.len) != 0) goto out_of_memory;
+    if (o->auth == AUTH_PRIVATE_KEY_JWT) {
+        /* RFC 7523 §2.2; a new assertion (a new jti) for every request, a retry included. */
+        enum oauth2_signing_alg implied = 0;
+        oauth2_signing_key *key = oauth2_signing_key_read(o->private_key_file, &implied, why, sizeof why);
+        if (key != NULL && implied != o->signing_alg) {
+            snprintf(why, sizeof why, "param 'private_key_file': %s is now a key for %s, and the expirable signs %s; restore the key or reload the configuration",
+                     o->private_key_file, oauth2_signing_alg_name(implied), oauth2_signing_alg_name(o->signing_alg));
+            oauth2_signing_key_free(key);
+            key = NULL;
+        }
+        if (key == NULL) {
+            fail(call, "%s", why);
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+            goto done;
+        }
+        oauth2_assertion_claims claims = {
+            .client_id = o->client_id,
+            .audience = o->assertion_audience != NULL ? o->assertion_audience : o->token_url,
+            .key_id = o->key_id,
+            .now_ms = host->now_ms(),
+            .lifetime_ms = o->assertion_lifetime_ms,
+        };
+        int signed_ok = oauth2_client_assertion(key, o->signing_alg, &claims, &assertion, why, sizeof why);
+        oauth2_signing_key_free(key);
+        if (signed_ok != 0) {
+            fail(call, "%s", why);
+            host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+            goto done;
+        }
+        if (append_field(&body, "client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", 54) != 0
+            || append_field(&body, "client_assertion", assertion.ptr, assertion.len) != 0) goto out_of_memory;
+    }
     for (size_t i = 0; i < o->field_count; i++) {
         if (oauth2_buffer_append(&body, "&", 1, 0) != 0 || oauth2_buffer_append_escaped(&body, o->fields[i].name, strlen(o->fields[i].name)) != 0
             || oauth2_buffer_append(&body, "=", 1, 0) != 0) goto out_of_memory;
@@ -678,6 +815,7 @@ done:
     oauth2_buffer_wipe(&authorization);
     oauth2_buffer_wipe(&credentials);
     oauth2_buffer_wipe(&body);
+    oauth2_buffer_wipe(&assertion);
     oauth2_buffer_wipe(&refresh);
     oauth2_buffer_wipe(&secret);
 }

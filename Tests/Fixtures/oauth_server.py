@@ -9,7 +9,10 @@ POST /token serves two grants through Authlib's AuthorizationServer:
                         and revokes the whole family (every token descended from the same first one), as OAuth 2.0
                         Security BCP (RFC 9700 §4.14.2) asks; the answer is invalid_grant.
 Clients are given with --client ID:METHOD:SECRET, METHOD being the only client authentication the client may use,
-client_secret_basic or client_secret_post. Access tokens live --expires-in seconds.
+client_secret_basic or client_secret_post, or with --jwt-client ID:PUBLIC_KEY_FILE for private_key_jwt (RFC 7523
+§2.2, Authlib's JWTBearerClientAssertion): a JWT signed with the private key of that PEM public key (RSA or EC), its
+aud the token endpoint or the issuer (http://127.0.0.1:PORT), its jti never seen before (a reuse is counted and
+refused with invalid_client). Access tokens live --expires-in seconds.
 
 Control requests, on the same port:
     POST /control/refresh_token   form client_id=ID [scope=S]: starts a token family; answers {"refresh_token": ...}
@@ -19,16 +22,20 @@ Control requests, on the same port:
     POST /control/ok              back to answering tokens
     POST /control/omit_expires_in form omit=1|0: token answers without expires_in
     POST /control/slow            form seconds=S: each /token request waits S seconds before it is handled
-    GET  /control/counters        {"requests", "issued", "refreshes", "reuses", "revoked_families"} as JSON
-    GET  /control/last            the last /token request: its form (client_secret and refresh_token redacted), the
-                                  client authentication Authlib accepted, and the answer's status
+    POST /control/replay          sends the last /token request again, unchanged, and answers {"status", "error",
+                                  "error_description"} of Authlib's answer (never its tokens)
+    GET  /control/counters        {"requests", "issued", "refreshes", "reuses", "revoked_families", "jti_reuses"}
+    GET  /control/last            the last /token request: its form (client_secret, client_assertion and
+                                  refresh_token redacted), the client assertion's header and claims (unverified),
+                                  the client authentication Authlib accepted, and the answer's status
 
 When it listens it prints its port on stdout. It exits on SIGTERM or SIGINT, when its parent process exits, or
 after --lifetime seconds.
 
-Usage: oauth_server.py --client ID:METHOD:SECRET [...] [--expires-in S] [--lifetime S]
+Usage: oauth_server.py [--client ID:METHOD:SECRET ...] [--jwt-client ID:PUBLIC_KEY_FILE ...] [--expires-in S] [--lifetime S]
 """
 import argparse
+import base64
 import hmac
 import itertools
 import json
@@ -45,17 +52,23 @@ try:
     from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
     from authlib.oauth2.rfc6749.errors import InvalidGrantError
     from authlib.oauth2.rfc6750 import BearerTokenGenerator
+    from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from joserfc.jwk import import_key
 except ImportError as error:
     sys.exit(f"oauth_server.py: Authlib is not installed ({error}); run scripts/test.sh, which installs it into .build/python-clients")
 
 METHODS = ("client_secret_basic", "client_secret_post")
+PRIVATE_KEY_JWT = "private_key_jwt"
 
 
 class Client(ClientMixin):
-    def __init__(self, client_id, method, secret):
+    def __init__(self, client_id, method, secret, public_key=None):
         self.client_id = client_id
         self.method = method
         self.secret = secret
+        self.public_key = public_key  # a joserfc key, for private_key_jwt
 
     def get_client_id(self):
         return self.client_id
@@ -117,7 +130,10 @@ class Store:
         self.refresh_tokens = {}
         self.revoked_families = set()
         self.families = itertools.count(1)
-        self.counters = {"requests": 0, "issued": 0, "refreshes": 0, "reuses": 0}
+        self.counters = {"requests": 0, "issued": 0, "refreshes": 0, "reuses": 0, "jti_reuses": 0}
+        self.audiences = []  # what a client assertion's aud may be, once the port is known
+        self.jtis = set()  # (client_id, jti) of every client assertion accepted
+        self.last_lists = None  # the last /token request's form, for /control/replay
         self.fail = None  # (status, retry_after or None, remaining or None)
         self.omit_expires_in = False
         self.slow = 0.0
@@ -159,11 +175,30 @@ class Request(OAuth2Request):
 
 
 def make_server(store):
+    class PrivateKeyJWT(JWTBearerClientAssertion):
+        """private_key_jwt as OpenID Connect Core §9 names it; Authlib verifies signature, iss = sub, aud and exp."""
+
+        CLIENT_AUTH_METHOD = PRIVATE_KEY_JWT
+
+        def get_audiences(self):
+            return store.audiences
+
+        def resolve_client_public_key(self, client):
+            return client.public_key
+
+        def validate_jti(self, claims, jti):
+            seen = (claims["sub"], jti)
+            if seen in store.jtis:
+                store.counters["jti_reuses"] += 1
+                return False
+            store.jtis.add(seen)
+            return True
+
     class ClientCredentialsGrant(grants.ClientCredentialsGrant):
-        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
+        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS) + [PRIVATE_KEY_JWT]
 
     class RefreshTokenGrant(grants.RefreshTokenGrant):
-        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS)
+        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS) + [PRIVATE_KEY_JWT]
         INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
 
         def authenticate_refresh_token(self, refresh_token):
@@ -215,6 +250,7 @@ def make_server(store):
         refresh_token_generator=lambda **_: "rt-" + secrets.token_urlsafe(24),
         expires_generator=lambda client, grant_type: store.expires_in,
     ))
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWT())
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(RefreshTokenGrant)
     return server
@@ -274,6 +310,8 @@ def handler(store, authorization_server):
                     count = int(lists["count"][0]) if "count" in lists else None
                     store.fail = (status, lists.get("retry_after", [None])[0], count)
                     self.reply(200, {"fail": status})
+                elif self.path == "/control/replay":
+                    self.replay()
                 elif self.path == "/control/ok":
                     store.fail = None
                     self.reply(200, {"fail": None})
@@ -288,9 +326,10 @@ def handler(store, authorization_server):
 
         def token(self, lists):
             store.counters["requests"] += 1
-            redacted = {key: ["<redacted>" if key in ("client_secret", "refresh_token") else v for v in values]
+            store.last_lists = lists
+            redacted = {key: ["<redacted>" if key in ("client_secret", "client_assertion", "refresh_token") else v for v in values]
                         for key, values in lists.items()}
-            store.last = {"form": redacted, "auth_method": None, "status": None}
+            store.last = {"form": redacted, "assertion": unverified_assertion(lists), "auth_method": None, "status": None}
             if store.fail is not None:
                 status, retry_after, remaining = store.fail
                 if remaining is not None:
@@ -309,12 +348,38 @@ def handler(store, authorization_server):
             store.last["status"] = status
             self.reply(status, body, headers)
 
+        def replay(self):
+            if store.last_lists is None:
+                self.reply(409, {"error": "no token request yet"})
+                return
+            request = Request(f"http://127.0.0.1:{self.server.server_address[1]}/token", self.headers, store.last_lists)
+            status, body, _ = authorization_server.create_token_response(request)
+            self.reply(200, {"status": status, "error": body.get("error"), "error_description": body.get("error_description")})
+
     return Handler
+
+
+def unverified_assertion(lists):
+    """The header and claims of the request's client assertion, decoded without checking anything, or None."""
+    try:
+        header, claims = lists["client_assertion"][0].split(".")[:2]
+        decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return {"header": decode(header), "claims": decode(claims)}
+    except (KeyError, ValueError):
+        return None
+
+
+def public_key(path):
+    """The joserfc key in the PEM file `path`, typed by what it holds (RSA or EC)."""
+    with open(path, "rb") as file:
+        data = file.read()
+    return import_key(data, "RSA" if isinstance(load_pem_public_key(data), rsa.RSAPublicKey) else "EC")
 
 
 def main():
     parser = argparse.ArgumentParser(description="An OAuth 2.0 authorization server for tests, built on Authlib.")
     parser.add_argument("--client", action="append", default=[], help="ID:METHOD:SECRET, METHOD one of " + ", ".join(METHODS))
+    parser.add_argument("--jwt-client", action="append", default=[], help="ID:PUBLIC_KEY_FILE, a client using private_key_jwt")
     parser.add_argument("--expires-in", type=int, default=60, help="expires_in of each access token, seconds")
     parser.add_argument("--lifetime", type=float, default=300.0, help="exit after this many seconds")
     args = parser.parse_args()
@@ -327,9 +392,16 @@ def main():
         if not client_id or method not in METHODS or not secret:
             sys.exit(f"oauth_server.py: --client {spec!r}: expected ID:METHOD:SECRET with METHOD one of {', '.join(METHODS)}")
         clients[client_id] = Client(client_id, method, secret)
+    for spec in args.jwt_client:
+        client_id, _, path = spec.partition(":")
+        if not client_id or not path:
+            sys.exit(f"oauth_server.py: --jwt-client {spec!r}: expected ID:PUBLIC_KEY_FILE")
+        clients[client_id] = Client(client_id, PRIVATE_KEY_JWT, "", public_key(path))
     store = Store(clients, args.expires_in)
     http = ThreadingHTTPServer(("127.0.0.1", 0), handler(store, make_server(store)))
     http.daemon_threads = True
+    port = http.server_address[1]
+    store.audiences = [f"http://127.0.0.1:{port}/token", f"http://127.0.0.1:{port}"]
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Tests/Fixtures/oauth_server.py on loopback: a real OAuth 2.0 authorization server built on Authlib, with the
-/// client credentials grant and the refresh token grant with rotation and reuse detection. Authlib is imported from
+/// client credentials grant and the refresh token grant with rotation and reuse detection, clients authenticated by
+/// secret (basic, post) or by a JWT signed with their private key (private_key_jwt, RFC 7523, with jti replay checks). Authlib is imported from
 /// .build/python-clients (where scripts/test.sh installs it; $EXPIRABLE_PYTHON_CLIENTS overrides) and PYTHONPATH.
 /// `stop()` sends SIGTERM to its PID; it also exits with the test process, or after `lifetime` seconds.
 public final class OAuthServer {
@@ -23,22 +24,64 @@ public final class OAuthServer {
         }
     }
 
+    /// A client that authenticates with private_key_jwt: its id and the PEM file of its public key (RSA or EC).
+    public struct JWTClient: Sendable {
+        public let id: String
+        public let publicKeyFile: String
+
+        public init(_ id: String, publicKeyFile: String) {
+            self.id = id
+            self.publicKeyFile = publicKeyFile
+        }
+    }
+
     /// What the server counted: token requests, access tokens issued, refresh grants served, reuses of a spent
-    /// refresh token, and families revoked for them.
+    /// refresh token, families revoked for them, and client assertions refused for a jti seen before.
     public struct Counters: Decodable, Sendable {
         public let requests: Int
         public let issued: Int
         public let refreshes: Int
         public let reuses: Int
         public let revoked_families: Int
+        public let jti_reuses: Int
     }
 
-    /// The last token request: its form fields (secrets redacted), the client authentication Authlib accepted
-    /// (nil if none), and the status answered.
+    /// The last token request: its form fields (secrets redacted), its client assertion's header and claims as sent
+    /// (nil without one), the client authentication Authlib accepted (nil if none), and the status answered.
     public struct LastRequest: Decodable, Sendable {
         public let form: [String: [String]]
+        public let assertion: Assertion?
         public let auth_method: String?
         public let status: Int?
+    }
+
+    /// A client assertion's JOSE header and claims, decoded without verification.
+    public struct Assertion: Decodable, Sendable {
+        public struct Header: Decodable, Sendable {
+            public let alg: String
+            public let typ: String?
+            public let kid: String?
+        }
+
+        public struct Claims: Decodable, Sendable {
+            public let iss: String
+            public let sub: String
+            public let aud: String
+            public let jti: String
+            public let iat: Int
+            public let nbf: Int?
+            public let exp: Int
+        }
+
+        public let header: Header
+        public let claims: Claims
+    }
+
+    /// What the server answered a token request sent again unchanged (its error, never its tokens).
+    public struct Replay: Decodable, Sendable {
+        public let status: Int
+        public let error: String?
+        public let error_description: String?
     }
 
     public let port: Int
@@ -51,14 +94,18 @@ public final class OAuthServer {
             ?? TestPaths.repository.appendingPathComponent(".build/python-clients").path
     }
 
-    public init(clients: [Client], expiresIn seconds: Int = 60, lifetime: Int = 900) throws {
+    /// The issuer's URL, which a client assertion may name as its audience besides `tokenURL`.
+    public var issuer: String { "http://127.0.0.1:\(port)" }
+
+    public init(clients: [Client], jwtClients: [JWTClient] = [], expiresIn seconds: Int = 60, lifetime: Int = 900) throws {
         let script = TestPaths.fixtures.appendingPathComponent("oauth_server.py").path
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONPATH"] = ([Self.pythonPackages] + (environment["PYTHONPATH"].map { [$0] } ?? [])).joined(separator: ":")
         environment["PYTHONDONTWRITEBYTECODE"] = "1"
         tool = try RunningTool(
             ["python3", script, "--expires-in", "\(seconds)", "--lifetime", "\(lifetime)"]
-                + clients.flatMap { ["--client", "\($0.id):\($0.method.rawValue):\($0.secret)"] },
+                + clients.flatMap { ["--client", "\($0.id):\($0.method.rawValue):\($0.secret)"] }
+                + jwtClients.flatMap { ["--jwt-client", "\($0.id):\($0.publicKeyFile)"] },
             environment: environment
         )
         guard let line = tool.nextLine(within: 15), let port = Int(line) else {
@@ -100,6 +147,11 @@ public final class OAuthServer {
     /// Makes each token request wait `seconds` before it is handled.
     public func slow(_ seconds: Double) throws {
         let _: [String: Double] = try control("POST", "/control/slow", form: "seconds=\(seconds)")
+    }
+
+    /// Sends the last token request again, unchanged: a replayed client assertion.
+    public func replayLastRequest() throws -> Replay {
+        try control("POST", "/control/replay")
     }
 
     public func counters() throws -> Counters {
