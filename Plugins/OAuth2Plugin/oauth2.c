@@ -1,7 +1,8 @@
 /*
  * oauth2 — an Expirable plugin, in C with libcurl, that fetches OAuth 2.0 access tokens from a token endpoint
- * (RFC 6749): the client credentials grant (§4.4) and the refresh token grant (§6) with rotation, the rotating
- * refresh token kept as the expirable's state (ABI 1.2). The client authenticates with its secret (basic or
+ * (RFC 6749): the client credentials grant (§4.4), the refresh token grant (§6) with rotation, the rotating
+ * refresh token kept as the expirable's state (ABI 1.2), and token exchange (RFC 8693), a token from a file traded
+ * for another. The client authenticates with its secret (basic or
  * post, RFC 6749 §2.3.1) or with a JWT signed by its private key (private_key_jwt, RFC 7523, in
  * client_assertion.c). The params are listed in docs/plugins.md; what they are checked against is below, in
  * expirable_create.
@@ -32,7 +33,10 @@
 /* Longest `error` / `error_description` quoted in a message. */
 #define MAX_QUOTED 300
 
-enum grant { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN };
+enum grant { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE };
+
+/* RFC 8693 §3: the token type of an OAuth 2.0 access token, subject_token_type's default. */
+#define ACCESS_TOKEN_TYPE "urn:ietf:params:oauth:token-type:access_token"
 enum auth { AUTH_BASIC, AUTH_POST, AUTH_PRIVATE_KEY_JWT, AUTH_NONE };
 
 /* One form field the plugin adds to every request: `value` may hold "{key}". `param` names its origin. */
@@ -59,6 +63,10 @@ typedef struct oauth2 {
     form_field *fields;
     size_t field_count;
     char *refresh_token_file; /* NULL: the state is the only source of a refresh token */
+    /* grant = token_exchange: the file of the token traded, its type, and the type asked for (or NULL). */
+    char *subject_token_file;
+    char *subject_token_type;
+    char *requested_token_type;
     char *ca_file;
     int64_t timeout_ms;       /* 0: 90% of the call's timeout */
     int value_response;       /* value = "response" */
@@ -130,6 +138,9 @@ static void destroy(oauth2 *o) {
     }
     free(o->fields);
     free(o->refresh_token_file);
+    free(o->subject_token_file);
+    free(o->subject_token_type);
+    free(o->requested_token_type);
     free(o->ca_file);
     free(o);
 }
@@ -160,13 +171,15 @@ static void init_curl(void) {
 
 static const char *const known_params[] = {
     "assertion_audience", "assertion_lifetime", "audience", "auth", "ca_file", "client_id", "client_secret_file", "form", "grant",
-    "key_id", "private_key_file", "refresh_token_file", "resource", "scope", "signing_alg", "timeout", "token_url", "ttl", "value",
+    "key_id", "private_key_file", "refresh_token_file", "requested_token_type", "resource", "scope", "signing_alg", "subject_token_file",
+    "subject_token_type", "timeout", "token_url", "ttl", "value",
 };
 static const char *const repeatable_params[] = {"audience", "form", "resource", "scope"};
 /* Form fields the plugin writes itself, or that carry a secret and so never come from the configuration. */
 static const char *const reserved_fields[] = {
     "grant_type", "client_id", "client_secret", "refresh_token", "scope", "audience", "resource",
     "password", "assertion", "client_assertion", "client_assertion_type", "code", "code_verifier", "subject_token", "actor_token",
+    "subject_token_type", "requested_token_type", "actor_token_type",
 };
 
 static int is_one_of(expirable_str s, const char *const *list, size_t count) {
@@ -337,6 +350,48 @@ static int configure_private_key_jwt(const expirable_call *call, oauth2 *o) {
     return 0;
 }
 
+/* grant = token_exchange (RFC 8693 §2.1): the subject token's file, checked here and read again at each call, and
+ * the token types; the params are refused with other grants. 0; -1 when refused (reported); -2 when out of memory. */
+static int configure_token_exchange(const expirable_call *call, oauth2 *o) {
+    static const char *const exchange_params[] = {"requested_token_type", "subject_token_file", "subject_token_type"};
+    if (o->grant != GRANT_TOKEN_EXCHANGE) {
+        for (size_t i = 0; i < COUNT(exchange_params); i++) {
+            if (param(call, exchange_params[i]).ptr != NULL) {
+                fail(call, "param '%s' needs grant = \"token_exchange\"; remove it, or set grant", exchange_params[i]);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    expirable_str file = param(call, "subject_token_file");
+    if (file.len == 0) {
+        fail(call, "param 'subject_token_file' is missing; grant = \"token_exchange\" trades the token in that file (RFC 8693 subject_token) "
+             "for another, so it needs the file, readable only by the daemon (chmod 600)");
+        return -1;
+    }
+    if ((o->subject_token_file = copy(file)) == NULL) return -2;
+    char why[768];
+    oauth2_buffer token = {0};
+    int rc = oauth2_read_secret_file("subject_token_file", o->subject_token_file, &token, why, sizeof why);
+    oauth2_buffer_wipe(&token);
+    if (rc != 0) {
+        fail(call, "%s", why);
+        return -1;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        const char *name = i == 0 ? "subject_token_type" : "requested_token_type";
+        expirable_str type = param(call, name);
+        if (type.ptr != NULL && type.len == 0) {
+            fail(call, "param '%s' is empty; set it to a token type URI such as \"%s\", or remove it", name, ACCESS_TOKEN_TYPE);
+            return -1;
+        }
+        char **slot = i == 0 ? &o->subject_token_type : &o->requested_token_type;
+        if (type.ptr != NULL && (*slot = copy(type)) == NULL) return -2;
+    }
+    if (o->subject_token_type == NULL && (o->subject_token_type = strdup(ACCESS_TOKEN_TYPE)) == NULL) return -2;
+    return 0;
+}
+
 void *expirable_create(const expirable_call *call) {
     pthread_once(&curl_once, init_curl);
     if (curl_ready != CURLE_OK) {
@@ -353,8 +408,8 @@ void *expirable_create(const expirable_call *call) {
         }
         if (!is_one_of(key, known_params, COUNT(known_params))) {
             fail(call, "unknown param '%.*s'; expected one of assertion_audience, assertion_lifetime, audience, auth, ca_file, client_id, "
-                 "client_secret_file, form, grant, key_id, private_key_file, refresh_token_file, resource, scope, signing_alg, timeout, "
-                 "token_url, ttl, value", (int)key.len, key.ptr);
+                 "client_secret_file, form, grant, key_id, private_key_file, refresh_token_file, requested_token_type, resource, scope, "
+                 "signing_alg, subject_token_file, subject_token_type, timeout, token_url, ttl, value", (int)key.len, key.ptr);
             return NULL;
         }
         if (has_nul(call->params[i].value)) {
@@ -387,8 +442,10 @@ void *expirable_create(const expirable_call *call) {
         o->grant = GRANT_CLIENT_CREDENTIALS;
     } else if (str_is(grant, "refresh_token")) {
         o->grant = GRANT_REFRESH_TOKEN;
+    } else if (str_is(grant, "token_exchange")) {
+        o->grant = GRANT_TOKEN_EXCHANGE;
     } else {
-        fail(call, "param 'grant' is \"%.*s\"; expected \"client_credentials\" or \"refresh_token\"", (int)grant.len, grant.ptr);
+        fail(call, "param 'grant' is \"%.*s\"; expected \"client_credentials\", \"refresh_token\" or \"token_exchange\"", (int)grant.len, grant.ptr);
         goto refuse;
     }
 
@@ -451,7 +508,8 @@ void *expirable_create(const expirable_call *call) {
     expirable_str refresh_file = param(call, "refresh_token_file");
     if (refresh_file.len != 0) {
         if (o->grant != GRANT_REFRESH_TOKEN) {
-            fail(call, "param 'refresh_token_file' needs grant = \"refresh_token\"; the client credentials grant uses no refresh token");
+            fail(call, "param 'refresh_token_file' needs grant = \"refresh_token\"; the %s grant uses no refresh token",
+                 o->grant == GRANT_TOKEN_EXCHANGE ? "token exchange" : "client credentials");
             goto refuse;
         }
         if ((o->refresh_token_file = copy(refresh_file)) == NULL) goto out_of_memory;
@@ -463,6 +521,10 @@ void *expirable_create(const expirable_call *call) {
             goto refuse;
         }
     }
+
+    int configured_exchange = configure_token_exchange(call, o);
+    if (configured_exchange == -2) goto out_of_memory;
+    if (configured_exchange != 0) goto refuse;
 
     expirable_str ca = param(call, "ca_file");
     if (ca.len != 0) {
@@ -578,7 +640,7 @@ static void wipe_headers(struct curl_slist *headers) {
 void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
-    oauth2_buffer secret = {0}, refresh = {0}, body = {0}, credentials = {0}, authorization = {0}, assertion = {0};
+    oauth2_buffer secret = {0}, refresh = {0}, subject = {0}, body = {0}, credentials = {0}, authorization = {0}, assertion = {0};
     answer reply = {{0}, 0};
     oauth2_token_response token;
     memset(&token, 0, sizeof token);
@@ -607,11 +669,28 @@ void expirable_fetch(const expirable_call *call) {
         }
     }
 
-    /* The form (RFC 6749 Appendix B): grant, refresh token, client credentials for auth = post or private_key_jwt, then
-     * the fields. */
-    if (append_field(&body, "grant_type", o->grant == GRANT_REFRESH_TOKEN ? "refresh_token" : "client_credentials",
-                     o->grant == GRANT_REFRESH_TOKEN ? 13 : 18) != 0) goto out_of_memory;
+    if (o->grant == GRANT_TOKEN_EXCHANGE
+        && oauth2_read_secret_file("subject_token_file", o->subject_token_file, &subject, why, sizeof why) != 0) {
+        fail(call, "%s", why);
+        host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+        goto done;
+    }
+
+    /* The form (RFC 6749 Appendix B): grant, refresh token or subject token, client credentials for auth = post or
+     * private_key_jwt, then the fields. */
+    static const char *const grant_types[] = {
+        [GRANT_CLIENT_CREDENTIALS] = "client_credentials",
+        [GRANT_REFRESH_TOKEN] = "refresh_token",
+        [GRANT_TOKEN_EXCHANGE] = "urn:ietf:params:oauth:grant-type:token-exchange",
+    };
+    if (append_field(&body, "grant_type", grant_types[o->grant], strlen(grant_types[o->grant])) != 0) goto out_of_memory;
     if (o->grant == GRANT_REFRESH_TOKEN && append_field(&body, "refresh_token", refresh.ptr, refresh.len) != 0) goto out_of_memory;
+    if (o->grant == GRANT_TOKEN_EXCHANGE) {
+        if (append_field(&body, "subject_token", subject.ptr, subject.len) != 0
+            || append_field(&body, "subject_token_type", o->subject_token_type, strlen(o->subject_token_type)) != 0) goto out_of_memory;
+        if (o->requested_token_type != NULL
+            && append_field(&body, "requested_token_type", o->requested_token_type, strlen(o->requested_token_type)) != 0) goto out_of_memory;
+    }
     if (o->auth != AUTH_BASIC && append_field(&body, "client_id", o->client_id, strlen(o->client_id)) != 0) goto out_of_memory;
     if (o->auth == AUTH_POST && append_field(&body, "client_secret", secret.ptr, secret.len) != 0) goto out_of_memory;
     if (o->auth == AUTH_PRIVATE_KEY_JWT) {
@@ -736,8 +815,9 @@ void expirable_fetch(const expirable_call *call) {
     int parsed = oauth2_token_response_parse(reply.body.ptr != NULL ? reply.body.ptr : "", reply.body.len, &token);
     if (parsed == -2) goto out_of_memory;
     int success = status >= 200 && status < 300 && parsed == 0 && token.error == NULL;
-    /* A rotated refresh token: the old one is spent whatever else this answer says. */
-    if (success && token.refresh_token != NULL && token.refresh_token_len != 0) {
+    /* A rotated refresh token: the old one is spent whatever else this answer says. Other grants keep no state: a
+     * refresh token they are given would only be stored, never used. */
+    if (success && o->grant == GRANT_REFRESH_TOKEN && token.refresh_token != NULL && token.refresh_token_len != 0) {
         host->set_state(call->result, token.refresh_token, token.refresh_token_len);
     }
 
@@ -816,6 +896,7 @@ done:
     oauth2_buffer_wipe(&credentials);
     oauth2_buffer_wipe(&body);
     oauth2_buffer_wipe(&assertion);
+    oauth2_buffer_wipe(&subject);
     oauth2_buffer_wipe(&refresh);
     oauth2_buffer_wipe(&secret);
 }

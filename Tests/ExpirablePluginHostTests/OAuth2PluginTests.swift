@@ -328,14 +328,14 @@ struct OAuth2ParamTests {
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"DIR\"", "param 'client_secret_file': DIR is not a regular file"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"OPEN\"", "param 'client_secret_file': OPEN is accessible by others (mode 0644); chmod o-rwx OPEN"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"EMPTY\"", "param 'client_secret_file': EMPTY is empty"),
-        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\ngrant = \"password\"", "param 'grant' is \"password\"; expected \"client_credentials\" or \"refresh_token\""),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\ngrant = \"password\"", "param 'grant' is \"password\"; expected \"client_credentials\", \"refresh_token\" or \"token_exchange\""),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nauth = \"jwt\"", "param 'auth' is \"jwt\"; expected \"basic\" (client_secret_basic, the default), \"post\" (client_secret_post) or \"private_key_jwt\" (a JWT signed with the key in private_key_file)"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"SECRET\"", "param 'refresh_token_file' needs grant = \"refresh_token\"; the client credentials grant uses no refresh token"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"client_secret=x\"]", "param 'form' sets 'client_secret', which the plugin sets itself or which would put a secret in the configuration; use the params scope, audience, resource, client_secret_file or refresh_token_file"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"novalue\"]", "param 'form' has \"novalue\"; expected \"NAME=VALUE\", such as form = [\"tenant=contoso\"]"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\ntimeout = \"30s\"", "param 'timeout' (30000 ms) must be below the expirable's timeout (30000 ms), so that the plugin reports its own error before the call is cut off; lower it or raise the expirable's timeout"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nvalue = \"id_token\"", "param 'value' is \"id_token\"; expected \"access_token\" (the default) or \"response\" (the whole JSON answer)"),
-        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nclient_id_file = \"x\"", "unknown param 'client_id_file'; expected one of assertion_audience, assertion_lifetime, audience, auth, ca_file, client_id, client_secret_file, form, grant, key_id, private_key_file, refresh_token_file, resource, scope, signing_alg, timeout, token_url, ttl, value"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nclient_id_file = \"x\"", "unknown param 'client_id_file'; expected one of assertion_audience, assertion_lifetime, audience, auth, ca_file, client_id, client_secret_file, form, grant, key_id, private_key_file, refresh_token_file, requested_token_type, resource, scope, signing_alg, subject_token_file, subject_token_type, timeout, token_url, ttl, value"),
         ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nauth = \"post\"", "param 'auth' says how to send the client secret, and there is none; set client_secret_file, or remove auth for a public client"),
     ])
     func refuses(params: String, reason: String) throws {

@@ -8,6 +8,11 @@ POST /token serves two grants through Authlib's AuthorizationServer:
                         and spends the old one. Presenting a spent refresh token again is a *reuse*: it is counted
                         and revokes the whole family (every token descended from the same first one), as OAuth 2.0
                         Security BCP (RFC 9700 §4.14.2) asks; the answer is invalid_grant.
+    token exchange      (RFC 8693 §2) a grant written here on Authlib's BaseGrant, which Authlib does not ship: the
+                        subject_token must be one /control/subject_token issued, with subject_token_type
+                        ...:token-type:access_token or ...:jwt; requested_token_type, when sent, must be
+                        ...:access_token; the answer is an access token with issued_token_type. A subject token the
+                        server does not know is invalid_grant, a type it does not take invalid_request.
 Clients are given with --client ID:METHOD:SECRET, METHOD being the only client authentication the client may use,
 client_secret_basic or client_secret_post, or with --jwt-client ID:PUBLIC_KEY_FILE for private_key_jwt (RFC 7523
 §2.2, Authlib's JWTBearerClientAssertion): a JWT signed with the private key of that PEM public key (RSA or EC), its
@@ -16,6 +21,7 @@ refused with invalid_client). Access tokens live --expires-in seconds.
 
 Control requests, on the same port:
     POST /control/refresh_token   form client_id=ID [scope=S]: starts a token family; answers {"refresh_token": ...}
+    POST /control/subject_token   form subject=NAME: a token token exchange accepts as NAME's; answers {"subject_token": ...}
     POST /control/fail            form status=429|503 [retry_after=VALUE] [count=N]: the next N /token requests (all
                                   of them without count) answer that status, with a Retry-After header when given;
                                   429 with {"error": "slow_down", ...}, 503 with a plain text body
@@ -27,7 +33,8 @@ Control requests, on the same port:
     GET  /control/counters        {"requests", "issued", "refreshes", "reuses", "revoked_families", "jti_reuses"}
     GET  /control/last            the last /token request: its form (client_secret, client_assertion and
                                   refresh_token redacted), the client assertion's header and claims (unverified),
-                                  the client authentication Authlib accepted, and the answer's status
+                                  the client authentication Authlib accepted, the subject a token exchange
+                                  acted for, and the answer's status
 
 When it listens it prints its port on stdout. It exits on SIGTERM or SIGINT, when its parent process exits, or
 after --lifetime seconds.
@@ -50,7 +57,7 @@ from urllib.parse import parse_qs
 
 try:
     from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
-    from authlib.oauth2.rfc6749.errors import InvalidGrantError
+    from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
     from authlib.oauth2.rfc6750 import BearerTokenGenerator
     from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -61,6 +68,9 @@ except ImportError as error:
 
 METHODS = ("client_secret_basic", "client_secret_post")
 PRIVATE_KEY_JWT = "private_key_jwt"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt")
 
 
 class Client(ClientMixin):
@@ -92,7 +102,7 @@ class Client(ClientMixin):
         return False
 
     def check_grant_type(self, grant_type):
-        return grant_type in ("client_credentials", "refresh_token")
+        return grant_type in ("client_credentials", "refresh_token", TOKEN_EXCHANGE)
 
 
 class RefreshToken(TokenMixin):
@@ -134,6 +144,7 @@ class Store:
         self.audiences = []  # what a client assertion's aud may be, once the port is known
         self.jtis = set()  # (client_id, jti) of every client assertion accepted
         self.last_lists = None  # the last /token request's form, for /control/replay
+        self.subject_tokens = {}  # subject token -> the subject it stands for
         self.fail = None  # (status, retry_after or None, remaining or None)
         self.omit_expires_in = False
         self.slow = 0.0
@@ -219,6 +230,38 @@ def make_server(store):
         def revoke_old_credential(self, refresh_token):
             refresh_token.spent = True
 
+    class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
+        """RFC 8693 §2.1–2.2: a subject token for an access token."""
+
+        GRANT_TYPE = TOKEN_EXCHANGE
+        TOKEN_ENDPOINT_AUTH_METHODS = list(METHODS) + [PRIVATE_KEY_JWT]
+
+        def validate_token_request(self):
+            client = self.authenticate_token_endpoint_client()
+            if not client.check_grant_type(self.GRANT_TYPE):
+                raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+            form = self.request.payload.data
+            subject_token, subject_token_type = form.get("subject_token"), form.get("subject_token_type")
+            if not subject_token or not subject_token_type:
+                raise InvalidRequestError("subject_token and subject_token_type are required")
+            if subject_token_type not in SUBJECT_TOKEN_TYPES:
+                raise InvalidRequestError(f"unsupported subject_token_type {subject_token_type}")
+            if form.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+                raise InvalidRequestError("only access tokens are issued")
+            subject = store.subject_tokens.get(subject_token)
+            if subject is None:
+                raise InvalidGrantError("subject_token is not valid")
+            self.request.client = client
+            self.request.user = subject
+            store.last["subject"] = subject
+            self.validate_requested_scope()
+
+        def create_token_response(self):
+            token = self.generate_token(user=self.request.user, scope=self.request.payload.scope, include_refresh_token=False)
+            token["issued_token_type"] = ACCESS_TOKEN_TYPE
+            self.save_token(token)
+            return 200, token, self.TOKEN_RESPONSE_HEADER
+
     class Server(AuthorizationServer):
         def query_client(self, client_id):
             return store.clients.get(client_id)
@@ -253,6 +296,7 @@ def make_server(store):
     server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWT())
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(TokenExchangeGrant)
     return server
 
 
@@ -310,6 +354,10 @@ def handler(store, authorization_server):
                     count = int(lists["count"][0]) if "count" in lists else None
                     store.fail = (status, lists.get("retry_after", [None])[0], count)
                     self.reply(200, {"fail": status})
+                elif self.path == "/control/subject_token":
+                    token = "st-" + secrets.token_urlsafe(24)
+                    store.subject_tokens[token] = lists.get("subject", ["someone"])[0]
+                    self.reply(200, {"subject_token": token})
                 elif self.path == "/control/replay":
                     self.replay()
                 elif self.path == "/control/ok":
@@ -327,9 +375,9 @@ def handler(store, authorization_server):
         def token(self, lists):
             store.counters["requests"] += 1
             store.last_lists = lists
-            redacted = {key: ["<redacted>" if key in ("client_secret", "client_assertion", "refresh_token") else v for v in values]
+            redacted = {key: ["<redacted>" if key in ("client_secret", "client_assertion", "refresh_token", "subject_token") else v for v in values]
                         for key, values in lists.items()}
-            store.last = {"form": redacted, "assertion": unverified_assertion(lists), "auth_method": None, "status": None}
+            store.last = {"form": redacted, "assertion": unverified_assertion(lists), "auth_method": None, "subject": None, "status": None}
             if store.fail is not None:
                 status, retry_after, remaining = store.fail
                 if remaining is not None:

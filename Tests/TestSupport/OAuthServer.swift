@@ -1,10 +1,11 @@
 import Foundation
 
 /// Tests/Fixtures/oauth_server.py on loopback: a real OAuth 2.0 authorization server built on Authlib, with the
-/// client credentials grant and the refresh token grant with rotation and reuse detection, clients authenticated by
-/// secret (basic, post) or by a JWT signed with their private key (private_key_jwt, RFC 7523, with jti replay checks). Authlib is imported from
-/// .build/python-clients (where scripts/test.sh installs it; $EXPIRABLE_PYTHON_CLIENTS overrides) and PYTHONPATH.
-/// `stop()` sends SIGTERM to its PID; it also exits with the test process, or after `lifetime` seconds.
+/// client credentials grant, the refresh token grant with rotation and reuse detection, and token exchange (RFC 8693);
+/// clients authenticate by secret (basic, post) or by a JWT signed with their private key (private_key_jwt, RFC 7523,
+/// with a jti replay check). Authlib is imported from .build/python-clients (where scripts/test.sh installs it;
+/// $EXPIRABLE_PYTHON_CLIENTS overrides) and PYTHONPATH. `stop()` sends SIGTERM to its PID; it also exits with the test
+/// process, or after `lifetime` seconds.
 public final class OAuthServer {
     /// A client the server knows: its id, its one client authentication method and its secret.
     public struct Client: Sendable {
@@ -47,11 +48,13 @@ public final class OAuthServer {
     }
 
     /// The last token request: its form fields (secrets redacted), its client assertion's header and claims as sent
-    /// (nil without one), the client authentication Authlib accepted (nil if none), and the status answered.
+    /// (nil without one), the client authentication Authlib accepted (nil if none), the subject a token exchange
+    /// acted for (nil if none), and the status answered.
     public struct LastRequest: Decodable, Sendable {
         public let form: [String: [String]]
         public let assertion: Assertion?
         public let auth_method: String?
+        public let subject: String?
         public let status: Int?
     }
 
@@ -147,6 +150,13 @@ public final class OAuthServer {
     /// Makes each token request wait `seconds` before it is handled.
     public func slow(_ seconds: Double) throws {
         let _: [String: Double] = try control("POST", "/control/slow", form: "seconds=\(seconds)")
+    }
+
+    /// A token that token exchange accepts as `subject`'s subject_token.
+    public func issueSubjectToken(subject: String) throws -> String {
+        let answer: [String: String] = try control("POST", "/control/subject_token", form: "subject=\(subject)")
+        guard let token = answer["subject_token"] else { throw TestSupportError("oauth_server.py gave no subject token: \(answer)") }
+        return token
     }
 
     /// Sends the last token request again, unchanged: a replayed client assertion.
