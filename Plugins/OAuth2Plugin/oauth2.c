@@ -401,7 +401,7 @@ void *expirable_create(const expirable_call *call) {
     char why[768];
     for (size_t i = 0; i < call->param_count; i++) {
         expirable_str key = call->params[i].key;
-        if (str_is(key, "client_secret") || str_is(key, "refresh_token")) {
+        if (str_is(key, "client_secret") || str_is(key, "refresh_token") || str_is(key, "private_key") || str_is(key, "subject_token")) {
             fail(call, "param '%.*s' would put a secret in the configuration; write it to a file only the daemon can read (chmod 600) and set %.*s_file to its path",
                  (int)key.len, key.ptr, (int)key.len, key.ptr);
             return NULL;

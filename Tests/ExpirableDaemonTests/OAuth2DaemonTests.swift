@@ -167,4 +167,52 @@ struct OAuth2DaemonTests {
         #expect(Date().timeIntervalSince(limitedAt) >= 3.9)
         #expect(try server.counters().requests == before + 2, "one call after the retry-after, none before")
     }
+
+    @Test("private_key_jwt through the daemon: a token for an ES256 assertion; a key the server does not know is a permanent invalid_client; no key bytes or assertion in the log")
+    func privateKeyJWT() throws {
+        let keys = try TemporaryDirectory("expirable-jwt-keys")
+        defer { keys.remove() }
+        for name in ["ec", "stranger"] {
+            let generated = try runTool("openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", keys.appending("\(name).pem")])
+            #expect(generated.status == 0, "\(generated.stderr)")
+            chmod(keys.appending("\(name).pem"), 0o600)
+        }
+        let exported = try runTool("openssl", ["pkey", "-in", keys.appending("ec.pem"), "-pubout", "-out", keys.appending("ec.pub")])
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let server = try OAuthServer(clients: [], jwtClients: [OAuthServer.JWTClient("jwt-client", publicKeyFile: keys.appending("ec.pub"))])
+        defer { server.stop() }
+        func expirable(_ name: String, key: String) -> String {
+            """
+            [expirable.\(name)]
+            plugin = "oauth2"
+            timeout = "5s"
+            [expirable.\(name).params]
+            token_url = "TOKEN_URL"
+            client_id = "jwt-client"
+            auth = "private_key_jwt"
+            private_key_file = "\(keys.appending(key))"
+
+            """
+        }
+        let daemon = try Self.daemon(server, expirable("signed", key: "ec.pem") + expirable("stranger", key: "stranger.pem"))
+        defer { daemon.remove() }
+        try daemon.start()
+
+        let token = try daemon.redis("GET", "signed")
+        #expect(token.hasPrefix("at-"), "\(token)")
+        #expect(try server.lastRequest().auth_method == "private_key_jwt")
+        let refused = try daemon.redis("GET", "stranger")
+        #expect(refused.hasPrefix("FETCH ") && refused.contains("answered HTTP 400 with error \"invalid_client\""), "\(refused)")
+        #expect(try Self.info(daemon, "stranger", "last_error_class") == "permanent")
+
+        let log = daemon.log
+        for name in ["ec.pem", "stranger.pem"] {
+            let pem = try String(contentsOfFile: keys.appending(name), encoding: .utf8)
+            for line in pem.split(separator: "\n") where !line.hasPrefix("-----") {
+                #expect(!log.contains(line) && !refused.contains(line), "a line of the private key in the log")
+            }
+        }
+        #expect(!log.contains("eyJ") && !refused.contains("eyJ"), "no JWT (a base64url JSON header starts eyJ) in the log")
+        #expect(!log.contains(token))
+    }
 }

@@ -195,6 +195,7 @@ struct OAuth2PrivateKeyJWTTests {
         let base = "token_url = \"https://idp.example/oauth2/token\"\nclient_id = \"c\""
         let jwt = "\(base)\nauth = \"private_key_jwt\""
         let cases: [(String, String)] = [
+            ("\(jwt)\nprivate_key = \"-----BEGIN PRIVATE KEY-----\"", "param 'private_key' would put a secret in the configuration; write it to a file only the daemon can read (chmod 600) and set private_key_file to its path"),
             (jwt, "param 'private_key_file' is missing; auth = \"private_key_jwt\" signs each request with the client's private key (PEM, RSA or EC P-256), in a file only the daemon can read (chmod 600)"),
             ("\(jwt)\nprivate_key_file = \"DIR/ec.pem\"\nclient_secret_file = \"DIR/secret\"", "param 'client_secret_file' is set with auth = \"private_key_jwt\", which signs with the key in private_key_file and sends no secret; remove client_secret_file, or auth for client_secret_basic"),
             ("\(base)\nclient_secret_file = \"DIR/secret\"\nprivate_key_file = \"DIR/ec.pem\"", "param 'private_key_file' is for auth = \"private_key_jwt\"; set auth = \"private_key_jwt\" to sign with private_key_file, or remove it"),

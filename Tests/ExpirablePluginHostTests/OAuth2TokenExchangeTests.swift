@@ -100,6 +100,7 @@ struct OAuth2TokenExchangeTests {
         let base = "token_url = \"https://idp.example/oauth2/token\"\nclient_id = \"c\"\nclient_secret_file = \"DIR/secret\""
         let exchange = "\(base)\ngrant = \"token_exchange\""
         let cases: [(String, String)] = [
+            ("\(exchange)\nsubject_token = \"eyJhbGciOi\"", "param 'subject_token' would put a secret in the configuration; write it to a file only the daemon can read (chmod 600) and set subject_token_file to its path"),
             (exchange, "param 'subject_token_file' is missing; grant = \"token_exchange\" trades the token in that file (RFC 8693 subject_token) for another, so it needs the file, readable only by the daemon (chmod 600)"),
             ("\(exchange)\nsubject_token_file = \"DIR/open\"", "param 'subject_token_file': DIR/open is accessible by others (mode 0644); chmod o-rwx DIR/open"),
             ("\(exchange)\nsubject_token_file = \"DIR/subject\"\nsubject_token_type = \"\"", "param 'subject_token_type' is empty; set it to a token type URI such as \"urn:ietf:params:oauth:token-type:access_token\", or remove it"),
