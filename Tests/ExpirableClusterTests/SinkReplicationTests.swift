@@ -6,16 +6,6 @@ import Testing
 /// them all.
 @Suite("sinks in a cluster")
 struct SinkReplicationTests {
-    /// The file's content once `done` holds for it (nil: absent), waiting up to 20 s.
-    static func content(_ path: String, until done: (String?) -> Bool) async throws -> String? {
-        for _ in 0..<400 {
-            let text = try? String(contentsOfFile: path, encoding: .utf8)
-            if done(text) { return text }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw TestSupportError("\(path) never got there; it holds \((try? String(contentsOfFile: path, encoding: .utf8)) ?? "nothing")")
-    }
-
     @Test("a replica rewrites every node's sink and a clear on one node removes them all", .timeLimit(.minutes(2)))
     func replicasAndClears() async throws {
         let shm = "/dev/shm/expirable-cluster-sink-\(UUID().uuidString.prefix(8))"
@@ -38,17 +28,17 @@ struct SinkReplicationTests {
         // Every node's sink fetched at start; the cluster made one call, whose value every file holds.
         var first: Set<String> = []
         for name in cluster.names {
-            first.insert(try #require(try await Self.content("\(shm)/\(name)") { $0 != nil }))
+            first.insert(try #require(try await fileContent("\(shm)/\(name)") { $0 != nil }))
         }
         #expect(first.count == 1 && first.first?.hasPrefix("token-") == true, "\(first)")
 
         #expect(try cluster["node-a"].redis("CLEAR", "token") == "OK")
         for name in cluster.names {
-            #expect(try await Self.content("\(shm)/\(name)") { $0 == nil } == nil, "\(name)'s file is removed by the clear")
+            #expect(try await fileContent("\(shm)/\(name)") { $0 == nil } == nil, "\(name)'s file is removed by the clear")
         }
         let fetched = try cluster["node-b"].redis("GET", "token")
         for name in cluster.names {
-            #expect(try await Self.content("\(shm)/\(name)") { $0 == fetched } == fetched, "\(name)'s file holds node-b's new value")
+            #expect(try await fileContent("\(shm)/\(name)") { $0 == fetched } == fetched, "\(name)'s file holds node-b's new value")
         }
     }
 }

@@ -12,16 +12,6 @@ struct SinkTests {
         return path
     }
 
-    /// The file's content once `done` holds for it (nil: the file is absent), waiting up to 20 s.
-    static func content(_ path: String, until done: (String?) -> Bool) async throws -> String? {
-        for _ in 0..<400 {
-            let text = try? String(contentsOfFile: path, encoding: .utf8)
-            if done(text) { return text }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw TestSupportError("\(path) never got there; it holds \((try? String(contentsOfFile: path, encoding: .utf8)) ?? "nothing")")
-    }
-
     @Test("a sink is written at start with its owner, group and mode, rewritten on rotation, removed on clear and at SIGTERM", .timeLimit(.minutes(2)))
     func lifecycle() async throws {
         let shm = try Self.tmpfsDirectory()
@@ -44,7 +34,7 @@ struct SinkTests {
             mode = "0640"
             """)
         defer { daemon.remove() }
-        let first = try #require(try await Self.content(path) { $0 != nil })
+        let first = try #require(try await fileContent(path) { $0 != nil })
         #expect(first.hasPrefix("token-"))
         var info = stat()
         #expect(stat(path, &info) == 0)
@@ -52,16 +42,16 @@ struct SinkTests {
         #expect(info.st_uid == getpwnam("nobody").pointee.pw_uid)
         #expect(info.st_gid == getgrnam("daemon").pointee.gr_gid)
         // An eager refresh (about once a second) rewrites it, whole: never empty, never a part.
-        let next = try await Self.content(path) { $0 != first }
+        let next = try await fileContent(path) { $0 != first }
         #expect(next.map { $0.hasPrefix("token-") && $0 != first } == true, "\(next ?? "nil")")
         #expect(stat(path, &info) == 0 && info.st_mode & 0o7777 == 0o640 && info.st_uid == getpwnam("nobody").pointee.pw_uid)
         // No temporary file is left behind.
         #expect(try FileManager.default.contentsOfDirectory(atPath: shm) == ["token"])
 
         try await daemon.client.clear("token")
-        #expect(try await Self.content(path) { $0 == nil } == nil)
+        #expect(try await fileContent(path) { $0 == nil } == nil)
         let fetched = try await daemon.client.value("token")
-        #expect(try await Self.content(path) { $0 != nil }.map { $0.hasPrefix("token-") } == true, "fetched \(fetched)")
+        #expect(try await fileContent(path) { $0 != nil }.map { $0.hasPrefix("token-") } == true, "fetched \(fetched)")
 
         #expect(daemon.stop(signal: SIGTERM) == 0)
         #expect(!FileManager.default.fileExists(atPath: path), "removed at shutdown")
@@ -80,15 +70,15 @@ struct SinkTests {
             """)
         defer { daemon.remove() }
         // Refetched at each expiry (1.5 s): a later value, whichever this test sees first on a loaded machine.
-        let first = try #require(try await Self.content(shm + "/token") { $0 != nil })
+        let first = try #require(try await fileContent(shm + "/token") { $0 != nil })
         #expect(first.hasPrefix("token-"))
-        let later = try await Self.content(shm + "/token") { $0 != nil && $0 != first }
+        let later = try await fileContent(shm + "/token") { $0 != nil && $0 != first }
         #expect(later?.hasPrefix("token-") == true)
         var info = stat()
         #expect(stat(shm + "/token", &info) == 0 && info.st_mode & 0o7777 == 0o600, "the default mode is 0600")
         let cleared = try daemon.redis("CLEARALL")
         #expect(cleared == "OK")
-        #expect(try await Self.content(shm + "/token") { $0 == nil } == nil)
+        #expect(try await fileContent(shm + "/token") { $0 == nil } == nil)
     }
 
     @Test("a sink outside a tmpfs is refused at start and by check-config, with the file, the line and why")
@@ -127,7 +117,7 @@ struct SinkTests {
             path = "\(shm)/token"
             """)
         defer { daemon.remove() }
-        #expect(try await Self.content(shm + "/token") { $0 != nil } == "token-1")
+        #expect(try await fileContent(shm + "/token") { $0 != nil } == "token-1")
         let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
         try (config + "\nmode = \"0644\"\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         let reload = try daemon.ctl("reload")

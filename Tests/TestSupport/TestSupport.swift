@@ -101,3 +101,14 @@ public func runTool(_ tool: String, _ arguments: [String], seconds: Int = 30, en
     let status = child.wait()
     return ToolResult(status: status, stdout: String(decoding: collected[out.read]!, as: UTF8.self), stderr: String(decoding: collected[err.read]!, as: UTF8.self))
 }
+
+/// The content of the file at `path` once `done` holds for it (nil: the file is absent), polling every 50 ms for
+/// up to 20 s; throws naming what the file holds then.
+public func fileContent(_ path: String, until done: (String?) -> Bool) async throws -> String? {
+    for _ in 0..<400 {
+        let text = try? String(contentsOfFile: path, encoding: .utf8)
+        if done(text) { return text }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestSupportError("\(path) never got there; it holds \((try? String(contentsOfFile: path, encoding: .utf8)) ?? "nothing")")
+}
