@@ -2,15 +2,14 @@
  * oauth2 — an Expirable plugin, in C with libcurl, that fetches OAuth 2.0 access tokens from a token endpoint
  * (RFC 6749): the client credentials grant (§4.4), the refresh token grant (§6) with rotation, the rotating
  * refresh token kept as the expirable's state (ABI 1.2), and token exchange (RFC 8693), a token from a file traded
- * for another. The client authenticates with its secret (basic or
- * post, RFC 6749 §2.3.1) or with a JWT signed by its private key (private_key_jwt, RFC 7523, in
- * client_assertion.c). The params are listed in docs/plugins.md; what they are checked against is below, in
- * expirable_create.
+ * for another. The client authenticates with its secret (basic or post, RFC 6749 §2.3.1) or with a JWT signed by
+ * its private key (private_key_jwt, RFC 7523, in client_assertion.c). The params are listed in docs/plugins.md;
+ * what they are checked against is below, in expirable_create.
  *
- * Secrets (the client secret, the private key, client assertions, refresh tokens, access tokens) live only in
- * buffers that are wiped before they are freed, never in a message, and never in the configuration: the client
- * secret, the private key and an initial refresh token are read from files, again at each call so that a file
- * rotated on disk is used without a restart. Each call uses its own curl handle; curl_global_init runs once per
+ * Secrets (the client secret, the private key, client assertions, refresh and subject tokens, access tokens) live
+ * only in buffers that are wiped before they are freed, never in a message, and never in the configuration: the
+ * client secret, the private key, an initial refresh token and the subject token are read from files, again at
+ * each call so that a file rotated on disk is used without a restart. Each call uses its own curl handle; curl_global_init runs once per
  * process.
  */
 #define _GNU_SOURCE
@@ -34,10 +33,10 @@
 #define MAX_QUOTED 300
 
 enum grant { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE };
+enum auth { AUTH_BASIC, AUTH_POST, AUTH_PRIVATE_KEY_JWT, AUTH_NONE };
 
 /* RFC 8693 §3: the token type of an OAuth 2.0 access token, subject_token_type's default. */
 #define ACCESS_TOKEN_TYPE "urn:ietf:params:oauth:token-type:access_token"
-enum auth { AUTH_BASIC, AUTH_POST, AUTH_PRIVATE_KEY_JWT, AUTH_NONE };
 
 /* One form field the plugin adds to every request: `value` may hold "{key}". `param` names its origin. */
 typedef struct form_field {
@@ -51,7 +50,7 @@ typedef struct oauth2 {
     int loopback;             /* token_url is on 127.0.0.1, [::1] or localhost: never through a proxy */
     enum grant grant;
     char *client_id;
-    char *client_secret_file; /* NULL for a public client (refresh_token grant only) */
+    char *client_secret_file; /* NULL with private_key_jwt, or for a public client (refresh_token, token_exchange) */
     enum auth auth;
     /* auth = private_key_jwt: the key's file, the algorithm, the header's kid (or NULL), the assertion's aud
      * (or NULL for token_url) and its lifetime. */
