@@ -33,6 +33,13 @@ public final class MetricsCollector: Sendable {
     /// serialised by it.
     private let shown = Mutex<(counted: [Series: UInt64], written: Set<Series>)>(([:], []))
     private let lastScrape = Mutex<Duration>(.zero)
+    /// Memory figures by process (nil: this one), read at most every `memoryInterval`.
+    private let memory = Mutex<[Int32?: (at: ContinuousClock.Instant, figures: ProcessFigures?)]>([:])
+
+    /// How old a process's memory figures may be. The kernel walks every page table of a process to count its
+    /// private memory (`smaps_rollup`: 0.25–0.4 ms a process measured here, under the process's memory-map lock),
+    /// so a scrape every second of a daemon with 20 helpers would spend 5–8 ms on it; memory moves slowly.
+    static let memoryInterval: Duration = .seconds(10)
     private let histograms = CallHistograms()
 
     /// Buckets of the plugin call duration histogram.
@@ -113,7 +120,7 @@ public final class MetricsCollector: Sendable {
                 let pid = facts["helper_pid"].flatMap { Int32($0) }
                 scrape.gauge("expirable_helper_up", name, pid == nil ? 0 : 1)
                 scrape.counter("expirable_helper_restarts_total", name, UInt64(facts["helper_restarts"] ?? "") ?? 0)
-                scrape.gauge("expirable_helper_private_memory_bytes", name, Double(pid.flatMap { ProcessFigures.read(pid: $0) }?.privateBytes ?? 0))
+                scrape.gauge("expirable_helper_private_memory_bytes", name, Double(pid.flatMap { memoryFigures(of: $0) }?.privateBytes ?? 0))
             }
         }
         if let server = sources.server?() {
@@ -161,7 +168,7 @@ public final class MetricsCollector: Sendable {
                 scrape.gauge("expirable_lease_held", [("expirable", name)], cluster.leased.contains(name) ? 1 : 0)
             }
         }
-        if let process = ProcessFigures.read() {
+        if let process = memoryFigures(of: nil) {
             scrape.gauge("expirable_process_private_memory_bytes", [], Double(process.privateBytes))
             scrape.gauge("expirable_process_resident_memory_bytes", [], Double(process.residentBytes))
             if let fds = process.openDescriptors { scrape.gauge("expirable_process_open_fds", [], Double(fds)) }
@@ -170,6 +177,18 @@ public final class MetricsCollector: Sendable {
         scrape.gauge("expirable_process_uptime_seconds", [], Double(now - min(now, sources.startedAt)) / 1e9)
         scrape.gauge("expirable_build_info", [("version", sources.version)], 1)
         return Set(figures.map(\.name))
+    }
+
+    /// `ProcessFigures.read(pid:)`, at most `memoryInterval` old; figures of processes gone are forgotten.
+    private func memoryFigures(of pid: Int32?) -> ProcessFigures? {
+        let now = ContinuousClock.now
+        return memory.withLock { memory in
+            if let known = memory[pid], now - known.at < Self.memoryInterval { return known.figures }
+            memory = memory.filter { now - $0.value.at < Self.memoryInterval }
+            let figures = ProcessFigures.read(pid: pid)
+            memory[pid] = (now, figures)
+            return figures
+        }
     }
 }
 
