@@ -10,6 +10,17 @@ import Testing
 struct OAuth2ClusterTests {
     static let client = OAuthServer.Client("cluster-client", .post, secret: "cl+ster&secret")
 
+    /// A directory holding the client's secret (`client.secret`) and the first refresh token of a new family
+    /// (`first.rt`), each 0600, as the nodes' configurations name them.
+    static func credentials(_ server: OAuthServer) throws -> TemporaryDirectory {
+        let shared = try TemporaryDirectory("oauth2-cluster")
+        for (file, text) in [("client.secret", client.secret), ("first.rt", try server.startRefreshTokenFamily(client: client.id))] {
+            try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: shared.appending(file)))
+            chmod(shared.appending(file), 0o600)
+        }
+        return shared
+    }
+
     /// Reader outcomes, by kind.
     struct Answers {
         var tokens = 0
@@ -23,12 +34,8 @@ struct OAuth2ClusterTests {
         // Access tokens live 2 s and are refreshed eagerly 1 s before they expire: about one refresh a second.
         let server = try OAuthServer(clients: [Self.client], expiresIn: 2, lifetime: 300)
         defer { server.stop() }
-        let shared = try TemporaryDirectory("oauth2-cluster")
+        let shared = try Self.credentials(server)
         defer { shared.remove() }
-        for (file, text) in [("client.secret", Self.client.secret), ("first.rt", try server.startRefreshTokenFamily(client: Self.client.id))] {
-            try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: shared.appending(file)))
-            chmod(shared.appending(file), 0o600)
-        }
         // No single_flight line: quorum is the default for a rotating refresh token in cluster scope. No state_dir:
         // the state lives in the cluster.
         let cluster = try TestCluster(expirables: { _ in
@@ -139,12 +146,8 @@ struct OAuth2ClusterTests {
     func partitionDuringRefresh() throws {
         let server = try OAuthServer(clients: [Self.client], expiresIn: 60, lifetime: 120)
         defer { server.stop() }
-        let shared = try TemporaryDirectory("oauth2-cluster")
+        let shared = try Self.credentials(server)
         defer { shared.remove() }
-        for (file, text) in [("client.secret", Self.client.secret), ("first.rt", try server.startRefreshTokenFamily(client: Self.client.id))] {
-            try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: shared.appending(file)))
-            chmod(shared.appending(file), 0o600)
-        }
         let cluster = try TestCluster(expirables: { _ in
             """
             [expirable.api]

@@ -122,7 +122,7 @@ struct CommandLineTests {
 
         // A socket file nobody listens on: what a daemon killed with SIGKILL leaves behind.
         let stale = directory.appending("stale.sock")
-        try Self.bindAndClose(stale)
+        try bindAndClose(stale)
         let refused = try runTool(Self.ctl, ["--socket", stale, "status"])
         #expect(refused.status == 69)
         #expect(refused.stderr == "expirablectl: UNAVAILABLE no daemon is listening on \(stale): a stale socket file left by a daemon that stopped; start expirabled (it replaces the file)\n")
@@ -210,22 +210,5 @@ struct CommandLineTests {
         let object = try #require(try JSONSerialization.jsonObject(with: Data((lines.last ?? "").utf8)) as? [String: Any], "\(result.stderr)")
         #expect(object["level"] as? String == "critical")
         #expect((object["message"] as? String ?? "").contains("plugin \"missing\" not found"))
-    }
-
-    /// Binds a Unix socket at `path` and closes it without unlinking: a socket file that refuses connections.
-    static func bindAndClose(_ path: String) throws {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        close(fd)
-        guard bound == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
     }
 }

@@ -27,19 +27,7 @@ struct LifecycleTests {
         let daemon = try DaemonProcess(expirables: ServingTests.counter().replacingOccurrences(of: "COUNT", with: "/tmp"), start: false)
         defer { daemon.remove() }
         // A socket file whose daemon is gone: bound, never listened on, closed.
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(daemon.socket.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        close(fd)
-        #expect(bound == 0)
+        try bindAndClose(daemon.socket)
         #expect(FileManager.default.fileExists(atPath: daemon.socket))
         try daemon.start()
         #expect(try daemon.redis("PING") == "PONG")

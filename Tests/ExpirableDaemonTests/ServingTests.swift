@@ -161,14 +161,7 @@ struct ConnectionBurstTests {
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { break }
             sockets.append(fd)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            _ = withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                daemon.socket.utf8CString.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(raw.count))) }
-            }
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
+            let result = withUnixAddress(daemon.socket) { connect(fd, $0, $1) }
             if result != 0 && errno == EAGAIN { refused += 1 }
         }
         kill(pid, SIGCONT)

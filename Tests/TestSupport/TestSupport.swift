@@ -112,3 +112,27 @@ public func fileContent(_ path: String, until done: (String?) -> Bool) async thr
     }
     throw TestSupportError("\(path) never got there; it holds \((try? String(contentsOfFile: path, encoding: .utf8)) ?? "nothing")")
 }
+
+/// Calls `call` (`bind` or `connect`) with the address of the Unix socket at `path`, and returns what it returns.
+public func withUnixAddress(_ path: String, _ call: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        let bytes = Array(path.utf8.prefix(raw.count - 1))
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+}
+
+/// Binds a Unix socket at `path` and closes it without unlinking: a socket file that refuses connections, as a
+/// daemon that died leaves it.
+public func bindAndClose(_ path: String) throws {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    let bound = withUnixAddress(path) { bind(fd, $0, $1) }
+    let error = errno
+    close(fd)
+    guard bound == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(error)))") }
+}
