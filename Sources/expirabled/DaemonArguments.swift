@@ -34,8 +34,12 @@ struct DaemonArguments: ParsableCommand {
     ))
     var logFormat: LogFormat = .text
 
-    /// Shifts the wall clock for tests of clock skew.
-    @Option(help: .hidden)
+    /// For tests of clock skew: the one clock the daemon builds (engine, cluster, plugins' `now_ms`, helpers
+    /// included) reads the wall clock this far off. Hidden from `--help`: nobody runs a node off on purpose.
+    @Option(help: ArgumentHelp(
+        "For tests: this node's wall clock runs this many milliseconds off the machine's (ahead, or behind when negative: --wall-clock-offset=-300000), for its versions, its plugins' now_ms and its reading of their expires_at; validity is unaffected.",
+        valueName: "ms", visibility: .hidden
+    ))
     var wallClockOffset: Int64 = 0
 
     func validate() throws {
