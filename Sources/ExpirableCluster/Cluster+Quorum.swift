@@ -135,13 +135,14 @@ extension Cluster {
         switch outcome {
         case .lost(let reasons):
             release(name, number)
-            pending.completion(FetchOutcome(result: .failure(noQuorum(name, pending.attempt, reasons: reasons))))
+            pending.completion(FetchOutcome(result: .failure(noQuorum(name, pending.attempt, reasons: reasons)), route: .notCalled))
         case .held(let until):
             // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
             guard until > now, until - now >= UInt64(pending.timeout.nanoseconds) else {
                 state.withLock { $0.counters.leasesTooLate &+= 1 }
                 release(name, number)
-                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called"))))
+                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called")),
+                                                route: .notCalled))
                 return
             }
             // The state to call with is read now: one a granter sent before its answer is here.
@@ -150,7 +151,7 @@ extension Cluster {
                 state.withLock { $0.counters.leasesWaitingForState &+= 1 }
                 logger.info("not calling under a held lease: the plugin state may be stale", metadata: ["expirable": "\(name)", "lease": "\(number)", "reason": "\(hazard)"])
                 release(name, number)
-                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): \(hazard)"))))
+                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): \(hazard)")), route: .notCalled))
                 return
             }
             var request = pending.request

@@ -233,7 +233,7 @@ struct ClusterFetcher: ForwardingFetcher {
         cluster.whenJoined { [self] in
             // The cluster's value arrived while this node was joining: answered without a call.
             if let engine = cluster.engine, engine.version(of: full) != before, let value = engine.cachedValue(full) {
-                return completion(FetchOutcome(result: .success(value)))
+                return completion(FetchOutcome(result: .success(value), route: .joined))
             }
             // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
             cluster.afterRejoin { [self] in
