@@ -1,3 +1,4 @@
+import ExpirableCore
 import ExpirableTLS
 import Logging
 import NIOCore
@@ -14,6 +15,8 @@ extension Cluster {
         }
         guard let peer else { return }
         let tls = self.tls
+        // The connect timeout and the TLS handshake bound stay on NIO's clock: they bound work of the socket and of
+        // the TLS layer, which knows no engine clock. The redial after a failure is on the engine's clock.
         ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(max(200, options.heartbeat.milliseconds * 2)))
             .channelOption(.allocator, value: allocator)
@@ -42,7 +45,7 @@ extension Cluster {
             return s.stopping
         }
         guard !stopping else { return }
-        group.next().scheduleTask(in: .nanoseconds(options.heartbeat.nanoseconds)) { [self] in dial(name) }
+        _ = clock.schedule(after: options.heartbeat) { [self] in dial(name) }
     }
 
     /// The dialed link to `name` is authenticated: greet, then use it for sending.
@@ -232,8 +235,8 @@ final class InboundLink: ChannelInboundHandler {
 
     private let cluster: Cluster
     private var state = State.handshaking
-    /// Closes the connection unless it is linked in time.
-    private var handshakeDeadline: Scheduled<Void>?
+    /// Closes the connection unless it is linked in time; on the cluster's clock (the engine's).
+    private var handshakeDeadline: (any Cancellable)?
 
     init(cluster: Cluster) {
         self.cluster = cluster
@@ -334,25 +337,34 @@ final class InboundLink: ChannelInboundHandler {
     private func startHandshakeDeadline(context: ChannelHandlerContext) {
         guard case .handshaking = state, handshakeDeadline == nil else { return }
         let timeout = cluster.options.handshakeTimeout
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        handshakeDeadline = context.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
-            let (link, context) = loopBound.value
-            link.handshakeDeadlinePassed(context: context, timeout: timeout)
+        let eventLoop = context.eventLoop
+        let loopBound = NIOLoopBound((self, context), eventLoop: eventLoop)
+        // The clock may run this on any thread: the handler and its channel are touched on their event loop only.
+        handshakeDeadline = cluster.clock.schedule(after: timeout) {
+            eventLoop.execute {
+                let (link, context) = loopBound.value
+                link.handshakeDeadlinePassed(context: context, timeout: timeout)
+            }
         }
     }
 
     private func handshakeDeadlinePassed(context: ChannelHandlerContext, timeout: Duration) {
-        let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+        // Linked or closed while the deadline hopped to the event loop: nothing to do.
+        let verified: String?
         switch state {
-        case .handshaking:
+        case .handshaking: verified = nil
+        case .verified(let peer, _): verified = peer
+        case .linked, .closed: return
+        }
+        let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+        let error = PeerError.handshakeTimeout(millis: timeout.milliseconds, verified: verified)
+        if verified == nil {
             // Anyone who can reach the port can cause this, so it is not worth more than debug; refusals over the
             // budget are what an operator sees.
-            cluster.logger.debug("closed an unauthenticated cluster connection: \(PeerError.handshakeTimeout(millis: timeout.milliseconds, verified: nil))", metadata: ["from": "\(remote)"])
-        case .verified(let peer, _):
+            cluster.logger.debug("closed an unauthenticated cluster connection: \(error)", metadata: ["from": "\(remote)"])
+        } else {
             // Only a holder of a certificate from the cluster's CA gets here: a peer that is broken or too old.
-            cluster.logger.info("closed a cluster connection \(PeerError.handshakeTimeout(millis: timeout.milliseconds, verified: peer))", metadata: ["from": "\(remote)"])
-        case .linked, .closed:
-            return
+            cluster.logger.info("closed a cluster connection \(error)", metadata: ["from": "\(remote)"])
         }
         context.close(promise: nil)
     }

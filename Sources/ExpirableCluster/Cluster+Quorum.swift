@@ -37,10 +37,7 @@ extension Cluster {
             return number
         }
         broadcast(.leaseRequest(name: name, number: number, durationMillis: duration.milliseconds, stateVersion: stateVersion))
-        let wait = leaseAnswerWait
-        group.next().scheduleTask(in: .nanoseconds(wait.nanoseconds)) { [self] in
-            leaseAnswered(name, number: number, timedOut: true)
-        }
+        _ = clock.schedule(after: leaseAnswerWait) { [self] in leaseAnswered(name, number: number, timedOut: true) }
         leaseAnswered(name, number: number, timedOut: false)  // a one-node cluster is its own majority
     }
 

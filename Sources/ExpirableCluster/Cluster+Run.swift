@@ -1,3 +1,4 @@
+import ExpirableCore
 import ExpirableTLS
 import Logging
 import NIOCore
@@ -27,7 +28,7 @@ extension Cluster {
                             try channel.pipeline.syncOperations.addHandlers([
                                 TLSHandler(context: tls, role: .server(allowedPeers: allowed), handshakeTimeout: nil),
                                 ClusterFrameEncoder(),
-                                ByteToMessageHandler(ClusterFrameDecoder(stallTimeout: .nanoseconds(options.deadAfter.nanoseconds))),
+                                ByteToMessageHandler(ClusterFrameDecoder(stall: (options.deadAfter, clock))),
                                 InboundLink(cluster: self),
                             ])
                         } catch {
@@ -48,21 +49,41 @@ extension Cluster {
         // Pauses are measured from here: one before the first tick is one too.
         noticePause(tick: true)
         startJoin()
-        let heartbeat = group.next().scheduleRepeatedTask(initialDelay: .nanoseconds(options.heartbeat.nanoseconds), delay: .nanoseconds(options.heartbeat.nanoseconds)) { [self] _ in
-            tick()
-        }
+        scheduleHeartbeat()
         await withGracefulShutdownHandler {
             try? await listener.closeFuture.get()
         } onGracefulShutdown: { [self] in
-            heartbeat.cancel()
-            let links: [any Channel] = state.withLock { s in
-                s.stopping = true
-                return s.peers.values.flatMap { [$0.outbound, $0.inbound].compactMap { $0 } }
-            }
             listener.close(promise: nil)
-            for link in links { link.close(promise: nil) }
+            stop()
         }
         logger.notice("cluster stopped", metadata: ["node": "\(options.node)"])
+    }
+
+    /// The next heartbeat tick, a heartbeat from now on the engine's clock. Each tick schedules the next once it
+    /// is done, so ticks never overlap and a slow one delays the next rather than crowding it.
+    func scheduleHeartbeat() {
+        let timer = clock.schedule(after: options.heartbeat) { [self] in
+            guard !state.withLock({ $0.stopping }) else { return }
+            tick()
+            scheduleHeartbeat()
+        }
+        let stopped: Bool = state.withLock { s in
+            guard !s.stopping else { return true }
+            s.heartbeatTimer = timer
+            return false
+        }
+        if stopped { timer.cancel() }
+    }
+
+    /// Stops the heartbeat and redials and closes every peer link (graceful shutdown).
+    func stop() {
+        let (links, heartbeat): ([any Channel], (any Cancellable)?) = state.withLock { s in
+            s.stopping = true
+            defer { s.heartbeatTimer = nil }
+            return (s.peers.values.flatMap { [$0.outbound, $0.inbound].compactMap { $0 } }, s.heartbeatTimer)
+        }
+        heartbeat?.cancel()
+        for link in links { link.close(promise: nil) }
     }
 
     /// Every heartbeat: tell each peer this node is alive, and notice peers that fell silent.

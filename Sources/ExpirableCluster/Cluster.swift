@@ -17,8 +17,9 @@ public final class Cluster: Service, Replicator, Sendable {
     let logger: Logger
     let group: any EventLoopGroup
     /// The engine's clock, passed in (the cluster has none of its own): liveness and deadlines on its monotonic
-    /// time, versions on its wall clock corrected to cluster time, the timers of forwarded fetches on its
-    /// `schedule`. A test gives each node its own (`ManualClock`, with its own wall time).
+    /// time, versions on its wall clock corrected to cluster time, every timer of the cluster on its `schedule`
+    /// (heartbeat, redials, forwarded fetches, leases, the join, and the handshake and mid-frame deadlines of the
+    /// links). A test gives each node its own (`ManualClock`, with its own wall time).
     let clock: any EngineClock
     private let engineBox = Mutex<Engine?>(nil)
     let state: Mutex<ClusterState>
@@ -250,6 +251,8 @@ struct ClusterState {
     /// `name` itself even if its view names another owner (a forward is never forwarded again).
     var forwardsIn: [String: Int] = [:]
     var stopping = false
+    /// The next heartbeat tick (`scheduleHeartbeat`), cancelled on stop.
+    var heartbeatTimer: (any Cancellable)?
     /// Whether the join has ended (SPEC §4.11): every peer's greeting arrived, or `joinTimeout` passed.
     var joined = false
     /// When the join ends at the latest (monotonic), once `run()` started it.

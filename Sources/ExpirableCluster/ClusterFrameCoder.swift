@@ -7,19 +7,35 @@ import NIOCore
 /// rule, or one cut off by the end of the connection, is a `PeerError` fired down the pipeline, and the link
 /// handler closes that link.
 ///
-/// With `stallTimeout`, a frame begun must be complete within it: a peer that sends a frame's length and stops
+/// With `stall`, a frame begun must be complete within its timeout: a peer that sends a frame's length and stops
 /// holds the link no longer (`PeerError.stalledMidFrame`, fired on the event loop). The time runs from the first
-/// bytes of the frame still incomplete, so a peer that keeps sending whole frames never meets it.
+/// bytes of the frame still incomplete, so a peer that keeps sending whole frames never meets it. It is timed on
+/// the clock given with it (the engine's), so a test on a `ManualClock` sees the stall without waiting.
 struct ClusterFrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ClusterMessage
 
-    let maxBytes: Int
-    let stallTimeout: TimeAmount?
-    private var stallTimer: Scheduled<Void>?
+    /// The stall timer of one incomplete frame, confined to the channel's event loop. The clock may run the
+    /// timer's action on any thread, which hops to the loop: a frame completed or a decoder removed meanwhile
+    /// marks the timer stopped there first, so a late action fires nothing.
+    private final class StallTimer {
+        var timer: (any Cancellable)?
+        var stopped = false
 
-    init(maxBytes: Int = ClusterFrame.maxBytes, stallTimeout: TimeAmount? = nil) {
+        func stop() {
+            stopped = true
+            timer?.cancel()
+            timer = nil
+        }
+    }
+
+    let maxBytes: Int
+    /// How long a frame begun may take to complete, and the clock that times it.
+    let stall: (timeout: Duration, clock: any EngineClock)?
+    private var stallTimer: StallTimer?
+
+    init(maxBytes: Int = ClusterFrame.maxBytes, stall: (timeout: Duration, clock: any EngineClock)? = nil) {
         self.maxBytes = maxBytes
-        self.stallTimeout = stallTimeout
+        self.stall = stall
     }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -30,12 +46,20 @@ struct ClusterFrameDecoder: ByteToMessageDecoder {
         }
         if buffer.readableBytes == 0 {
             stopStallTimer()
-        } else if stallTimer == nil, let stallTimeout {
-            let bytes = buffer.readableBytes
-            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            stallTimer = context.eventLoop.scheduleTask(in: stallTimeout) {
-                bound.value.fireErrorCaught(PeerError.stalledMidFrame(bytes: bytes, millis: stallTimeout.nanoseconds / 1_000_000))
+        } else if stallTimer == nil, let stall {
+            let error = PeerError.stalledMidFrame(bytes: buffer.readableBytes, millis: stall.timeout.milliseconds)
+            let timer = StallTimer()
+            let eventLoop = context.eventLoop
+            let bound = NIOLoopBound((context, timer), eventLoop: eventLoop)
+            timer.timer = stall.clock.schedule(after: stall.timeout) {
+                eventLoop.execute {
+                    let (context, timer) = bound.value
+                    guard !timer.stopped else { return }
+                    timer.stopped = true
+                    context.fireErrorCaught(error)
+                }
             }
+            stallTimer = timer
         }
         return .needMoreData
     }
@@ -56,7 +80,7 @@ struct ClusterFrameDecoder: ByteToMessageDecoder {
     }
 
     private mutating func stopStallTimer() {
-        stallTimer?.cancel()
+        stallTimer?.stop()
         stallTimer = nil
     }
 }

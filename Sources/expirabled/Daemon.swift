@@ -22,12 +22,7 @@ struct Daemon {
         if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
             PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
         }
-        let arguments: DaemonArguments
-        do {
-            arguments = try DaemonArguments.parse(Array(CommandLine.arguments.dropFirst()))
-        } catch {
-            DaemonArguments.exit(withError: error)
-        }
+        let arguments = DaemonArguments.parseOrExit(Array(CommandLine.arguments.dropFirst()))
         await Daemon(arguments: arguments).run()
     }
 
@@ -67,8 +62,11 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
+                // Peer links on an event loop of their own, apart from the loops serving the socket (a TLS
+                // handshake takes a millisecond of CPU): one thread is plenty, where NIO's shared group would start
+                // one per core, each with its own stack and malloc arena in an idle daemon's memory.
                 cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock,
-                                  allocator: WipingAllocator.shared)
+                                  allocator: WipingAllocator.shared, group: MultiThreadedEventLoopGroup(numberOfThreads: 1))
             } catch let error as TLSError {
                 fail("\(configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message))")
             } catch {

@@ -5,7 +5,7 @@ import NIOEmbedded
 import Testing
 
 /// Peer-link framing without sockets: the decoder in NIO's `ByteToMessageHandler` and the encoder, on an
-/// `EmbeddedChannel` whose event loop's clock moves only when told to.
+/// `EmbeddedChannel`, the stall deadline on a `ManualClock` (the engine's clock, which moves only when told to).
 @Suite("Cluster frames on an EmbeddedChannel")
 struct ClusterFrameTests {
     static let version = Version(time: 1_800_000_000_000, node: "node-b")
@@ -19,8 +19,14 @@ struct ClusterFrameTests {
         return buffer
     }
 
-    static func decoding(maxBytes: Int = ClusterFrame.maxBytes, stallTimeout: TimeAmount? = nil) -> EmbeddedChannel {
-        EmbeddedChannel(handler: ByteToMessageHandler(ClusterFrameDecoder(maxBytes: maxBytes, stallTimeout: stallTimeout)))
+    static func decoding(maxBytes: Int = ClusterFrame.maxBytes, stall: (timeout: Duration, clock: ManualClock)? = nil) -> EmbeddedChannel {
+        EmbeddedChannel(handler: ByteToMessageHandler(ClusterFrameDecoder(maxBytes: maxBytes, stall: stall.map { ($0.timeout, $0.clock) })))
+    }
+
+    /// Moves `clock` by `delta`, then runs what its timers handed to `channel`'s event loop.
+    static func advance(_ clock: ManualClock, by delta: Duration, _ channel: EmbeddedChannel) {
+        clock.advance(by: delta)
+        channel.embeddedEventLoop.run()
     }
 
     static func read(_ channel: EmbeddedChannel) throws -> [ClusterMessage] {
@@ -95,23 +101,61 @@ struct ClusterFrameTests {
         #expect(throws: PeerError.truncatedFrame(bytes: partial)) { _ = try channel.finish() }
     }
 
-    @Test("a frame begun and not finished within the stall time closes the link; whole frames keep it open")
+    @Test("a frame begun and not finished within the stall time of the engine's clock closes the link, not a moment before; whole frames keep it open")
     func stalledMidFrame() throws {
-        let channel = Self.decoding(stallTimeout: .milliseconds(900))
+        let clock = ManualClock()
+        let channel = Self.decoding(stall: (.milliseconds(900), clock))
         // Whole frames, well apart: never a stall.
         for _ in 0..<5 {
             try channel.writeInbound(Self.frames(Self.heartbeat))
-            channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+            Self.advance(clock, by: .seconds(2), channel)
             try channel.throwIfErrorCaught()
         }
+        #expect(clock.pendingTimers == 0)
         // A frame's first 5 bytes, then nothing.
         var bytes = Self.frames(Self.value)
         try channel.writeInbound(bytes.readSlice(length: 5)!)
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(899))
+        Self.advance(clock, by: .milliseconds(899), channel)
         try channel.throwIfErrorCaught()
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        Self.advance(clock, by: .milliseconds(1), channel)
         #expect(throws: PeerError.stalledMidFrame(bytes: 5, millis: 900)) { try channel.throwIfErrorCaught() }
         _ = try? channel.finish()
+    }
+
+    @Test("a frame completed within the stall time stops its timer, even one that fell due while the frame's rest was on its way to the event loop")
+    func completedFrameStopsTheStallTimer() throws {
+        let clock = ManualClock()
+        let channel = Self.decoding(stall: (.milliseconds(900), clock))
+        var bytes = Self.frames(Self.value)
+        try channel.writeInbound(bytes.readSlice(length: 5)!)
+        Self.advance(clock, by: .milliseconds(500), channel)
+        try channel.writeInbound(bytes.readSlice(length: 10)!)
+        #expect(clock.pendingTimers == 1, "one timer per frame, from its first bytes")
+        try channel.writeInbound(bytes)
+        #expect(try Self.read(channel) == [Self.value])
+        #expect(clock.pendingTimers == 0)
+        Self.advance(clock, by: .seconds(2), channel)
+        try channel.throwIfErrorCaught()
+        // The timer runs on the clock's thread and hops to the event loop; the frame completes before the hop runs.
+        var next = Self.frames(Self.clear)
+        try channel.writeInbound(next.readSlice(length: 3)!)
+        clock.advance(by: .milliseconds(900))
+        try channel.writeInbound(next)
+        channel.embeddedEventLoop.run()
+        try channel.throwIfErrorCaught()
+        #expect(try Self.read(channel) == [Self.clear])
+        #expect(try channel.finish().isClean)
+    }
+
+    @Test("a decoder removed with a frame incomplete leaves no timer on the engine's clock")
+    func removedDecoderStopsTheStallTimer() throws {
+        let clock = ManualClock()
+        let channel = Self.decoding(stall: (.milliseconds(900), clock))
+        var bytes = Self.frames(Self.value)
+        try channel.writeInbound(bytes.readSlice(length: 5)!)
+        #expect(clock.pendingTimers == 1)
+        #expect(throws: PeerError.truncatedFrame(bytes: 5)) { _ = try channel.finish() }
+        #expect(clock.pendingTimers == 0)
     }
 
     @Test("the encoder writes frames the decoder reads back, values and states as Secrets")

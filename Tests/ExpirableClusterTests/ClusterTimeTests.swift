@@ -136,6 +136,12 @@ struct ClusterTimeTests {
             cluster.received(.heartbeat(wallMillis: peerWall, echoMillis: echo ?? clock.unixMillis - 2, holdMillis: 1), from: peer)
         }
 
+        /// Waits (up to 5 s) for a timer on `clock`: work on an event loop (a dial failing) schedules one.
+        func timerScheduled() async -> Bool {
+            for _ in 0..<500 where clock.pendingTimers == 0 { try? await Task.sleep(for: .milliseconds(10)) }
+            return clock.pendingTimers > 0
+        }
+
         func fetchCalls() async -> Int {
             // The fetcher runs in a task; give it a moment to count.
             for _ in 0..<50 where calls.count.load(ordering: .relaxed) == 0 { try? await Task.sleep(for: .milliseconds(10)) }

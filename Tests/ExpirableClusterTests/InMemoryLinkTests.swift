@@ -7,10 +7,31 @@ import Synchronization
 import Testing
 
 /// Links without processes or sockets: a `LinkSender` on an `EmbeddedChannel`, and a `Cluster` on the engine's
-/// `ManualClock` (`ClusterTimeTests.Node`) whose links are `EmbeddedChannel`s.
+/// `ManualClock` (`ClusterTimeTests.Node`) whose links are `EmbeddedChannel`s. Every timer of the cluster is on
+/// that clock (heartbeat, redials, lease answers, handshake deadlines): advancing it runs them, and a link
+/// handler's timer then waits on the channel's event loop, which `settle` runs.
 @Suite("Cluster links in memory, on a manual clock")
 struct InMemoryLinkTests {
     static func version(_ time: Int64, _ node: String = "node-a") -> Version { Version(time: time, node: node) }
+
+    /// Moves `node`'s clock by `delta`, then runs what its timers handed to `channel`'s event loop.
+    static func settle(_ node: ClusterTimeTests.Node, after delta: Duration, _ channel: EmbeddedChannel) {
+        node.clock.advance(by: delta)
+        channel.embeddedEventLoop.run()
+    }
+
+    /// A connection accepted from a peer, as the listener sets it up: a place of the unauthenticated budget taken,
+    /// an `InboundLink`, and active (its handshake deadline running).
+    static func accepted(by node: ClusterTimeTests.Node) throws -> EmbeddedChannel {
+        #expect(node.cluster.admitUnauthenticated())
+        let channel = EmbeddedChannel(handler: InboundLink(cluster: node.cluster))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7400)).wait()
+        return channel
+    }
+
+    static func unauthenticated(_ node: ClusterTimeTests.Node) -> Int {
+        node.cluster.admission.withLock { $0.unauthenticated }
+    }
 
     static func written(_ channel: EmbeddedChannel) throws -> [ClusterMessage] {
         channel.embeddedEventLoop.run()
@@ -218,5 +239,146 @@ struct InMemoryLinkTests {
         node.run(for: .milliseconds(600))
         #expect(node.engine.cachedValue("token") == nil)
         #expect(node.engine.version(of: "token") == Self.version(ClusterTimeTests.real + 10))
+    }
+
+    // MARK: Timers on the engine's clock
+
+    @Test("a connection that never finishes its TLS handshake is closed, and its place given back, exactly when the engine's clock passes the handshake deadline")
+    func handshakeDeadlineOnTheInjectedClock() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let timeout = node.cluster.options.handshakeTimeout
+        let channel = try Self.accepted(by: node)
+        #expect(Self.unauthenticated(node) == 1)
+        Self.settle(node, after: timeout - .milliseconds(1), channel)
+        #expect(channel.isActive, "closed before its deadline")
+        Self.settle(node, after: .milliseconds(1), channel)
+        #expect(!channel.isActive)
+        #expect(Self.unauthenticated(node) == 0)
+        #expect(node.clock.pendingTimers == 0)
+    }
+
+    @Test("a peer verified by TLS that never says hello is closed when the engine's clock passes the handshake deadline; one that says hello in time is kept")
+    func helloDeadlineOnTheInjectedClock() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let timeout = node.cluster.options.handshakeTimeout
+        // A link of this node's own to node-a, so its hello does not make this node dial it.
+        let outbound = EmbeddedChannel()
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        let silent = try Self.accepted(by: node), greeting = try Self.accepted(by: node)
+        for channel in [silent, greeting] {
+            channel.pipeline.fireUserInboundEventTriggered(TLSPeerVerified(node: "node-a", protocolVersion: "TLSv1.3"))
+        }
+        Self.settle(node, after: timeout / 2, greeting)
+        try greeting.writeInbound(ClusterMessage.hello(node: "node-a", protocolVersion: ClusterMessage.protocolVersion, expirables: node.cluster.options.digests))
+        #expect(Self.unauthenticated(node) == 1, "hello gives back the place")
+        Self.settle(node, after: timeout / 2 - .milliseconds(1), silent)
+        #expect(silent.isActive)
+        Self.settle(node, after: .milliseconds(1), silent)
+        #expect(!silent.isActive)
+        #expect(Self.unauthenticated(node) == 0)
+        Self.settle(node, after: timeout * 2, greeting)
+        #expect(greeting.isActive, "a linked peer's deadline is cancelled")
+        _ = try? greeting.finish()
+    }
+
+    @Test("heartbeats go out each time the engine's clock passes a heartbeat, and none after stop")
+    func heartbeatsOnTheInjectedClock() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let heartbeat = node.cluster.options.heartbeat
+        let outbound = EmbeddedChannel()
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        _ = try Self.written(outbound)  // the greeting
+        node.cluster.scheduleHeartbeat()
+        node.clock.advance(by: heartbeat - .milliseconds(1))
+        #expect(try Self.written(outbound).isEmpty)
+        node.clock.advance(by: .milliseconds(1))
+        #expect(try Self.written(outbound).map(\.kind) == ["heartbeat"])
+        for _ in 0..<5 {
+            node.cluster.acknowledged("node-a", channel: outbound)  // echoed: the link is kept
+            node.clock.advance(by: heartbeat)
+            #expect(try Self.written(outbound).map(\.kind) == ["heartbeat"])
+        }
+        #expect(node.clock.pendingTimers == 1, "one tick scheduled at a time")
+        node.cluster.stop()
+        #expect(node.clock.pendingTimers == 0)
+        node.clock.advance(by: heartbeat * 10)
+        #expect(try Self.written(outbound).isEmpty)
+    }
+
+    @Test("a peer silent for the dead time is found dead by the tick on the engine's clock: the fetch forwarded to it goes to the next owner and the link it stopped echoing on is closed")
+    func livenessOnTheInjectedClock() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let deadAfter = node.cluster.options.deadAfter
+        let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
+        try outbound.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7400)).wait()
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        node.cluster.inboundReady("node-a", channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+        #expect(node.cluster.liveNodes() == ["node-a", "node-c"])
+        let outcome = Mutex<ForwardOutcome?>(nil)
+        node.cluster.forward("token", to: "node-a", timeout: .seconds(30)) { answer in outcome.withLock { $0 = answer } }
+        node.cluster.scheduleHeartbeat()
+        node.clock.advance(by: deadAfter - .milliseconds(1))
+        #expect(outcome.withLock { $0 } == nil)
+        #expect(outbound.isActive)
+        node.clock.advance(by: .milliseconds(1))
+        guard case .ownerLost(.ownerGone(let owner)) = outcome.withLock({ $0 }) else {
+            Issue.record("the forward did not fail over: \(String(describing: outcome.withLock { $0 }))")
+            return
+        }
+        #expect(owner == "node-a")
+        #expect(node.cluster.liveNodes() == ["node-c"])
+        #expect(!outbound.isActive, "the unechoed link is dropped")
+        node.cluster.stop()
+    }
+
+    @Test("a failed dial is tried again when the engine's clock passes a heartbeat, not before")
+    func redialOnTheInjectedClock() async throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let heartbeat = node.cluster.options.heartbeat
+        let dialing = { node.cluster.state.withLock { $0.peers["node-a"]!.dialing } }
+        // node-a's address, 127.0.0.1:2, refuses the connection.
+        node.cluster.dial("node-a")
+        #expect(await node.timerScheduled(), "no redial scheduled on the engine's clock")
+        #expect(node.clock.nextTimerDelay == heartbeat)
+        #expect(!dialing())
+        #expect(node.cluster.state.withLock { $0.peers["node-a"]!.lastError }?.contains("refused") == true)
+        node.clock.advance(by: heartbeat - .milliseconds(1))
+        #expect(!dialing())
+        node.clock.advance(by: .milliseconds(1))
+        #expect(dialing(), "dialing again")
+        #expect(await node.timerScheduled(), "and again a heartbeat after the second failure")
+        node.cluster.stop()
+        node.clock.advance(by: heartbeat)
+        #expect(!dialing(), "no dial after stop")
+    }
+
+    @Test("§4.10: a lease no peer answers is given up when the engine's clock passes the answer wait, and the caller gets the no-quorum error without a call")
+    func leaseAnswerWaitOnTheInjectedClock() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let outbound = EmbeddedChannel()
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        _ = try Self.written(outbound)  // the greeting
+        let outcome = Mutex<FetchOutcome?>(nil)
+        let local = ClosureFetcher {
+            Issue.record("called without a lease")
+            return .failure(.fetch("called"))
+        }
+        node.cluster.callUnderLease("token", local: local, request: .plain, timeout: .seconds(1)) { result in outcome.withLock { $0 = result } }
+        #expect(try Self.written(outbound).map(\.kind) == ["lease-request"])
+        node.clock.advance(by: node.cluster.leaseAnswerWait - .milliseconds(1))
+        #expect(outcome.withLock { $0 } == nil)
+        node.clock.advance(by: .milliseconds(1))
+        guard case .failure(let error)? = outcome.withLock({ $0?.result }) else {
+            Issue.record("the caller got no error: \(String(describing: outcome.withLock { $0?.result }))")
+            return
+        }
+        #expect(error.message.hasPrefix("no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes, and 1 granted it"), "\(error)")
+        #expect(error.message.contains("no answer from node-a, node-b"), "\(error)")
     }
 }
