@@ -15,6 +15,8 @@ public final class Engine: Sendable {
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
     let tableSlot: TableSlot
+    /// Turned off when the engine goes, which ends the keyed families' idle sweeps.
+    let sweeping = SweepSwitch()
     private var table: ExpirableTable { tableSlot.current }
     var entryTable: [String: Entry] { table.entries }
     /// Keyed families by name (SPEC §3.19); their members are made on first use.
@@ -37,6 +39,8 @@ public final class Engine: Sendable {
         self.jitter = jitter
         for family in table.families.values { sweepIdleMembers(family) }
     }
+
+    deinit { sweeping.turnOff() }
 
     /// `name`'s entry, for reading: a configured expirable, or a keyed family's member that exists (none is
     /// made here; a compact member is copied into a detached entry, so what changes on it is lost).

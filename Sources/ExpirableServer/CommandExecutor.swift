@@ -32,6 +32,12 @@ final class CommandExecutor {
     /// Before a batch of pipelined requests runs: the GETs of keyed names among its first 64 requests have
     /// their slots, then their blocks, prefetched, so that their cache misses overlap (`Engine.readAhead`).
     func readAhead(_ buffer: ByteBuffer, with parser: RESPParser) {
+        readAheadSlots(buffer, with: parser)
+        readAheadBlocks()
+    }
+
+    /// The first half of `readAhead(_:with:)`: the slots of the batch's keyed GETs start coming in.
+    func readAheadSlots(_ buffer: ByteBuffer, with parser: RESPParser) {
         let engine = state.engine
         var peek = buffer
         var looked = 0
@@ -44,7 +50,11 @@ final class CommandExecutor {
             looked += 1
             return looked < 64
         }
-        engine.readAhead(&readAheadPlan)
+    }
+
+    /// The second half: the slots gathered have come in meanwhile; their blocks start coming in.
+    func readAheadBlocks() {
+        state.engine.readAhead(&readAheadPlan)
     }
 
     /// The largest transaction: queued requests beyond this many bytes make EXEC fail.

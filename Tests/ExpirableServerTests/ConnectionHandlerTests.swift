@@ -28,11 +28,15 @@ final class GatedFetcher: Fetcher {
 struct Harness {
     let channel = EmbeddedChannel()
     let engine: Engine
-    let fetchers = ["a": GatedFetcher(), "b": GatedFetcher()]
+    let fetchers = ["a": GatedFetcher(), "b": GatedFetcher(), "f": GatedFetcher()]
     let state: ServerState
 
-    init(options: ServerOptions = ServerOptions(socketPath: "/unused")) throws {
-        engine = Engine(expirables: fetchers.map { ExpirableDefinition(name: $0.key, fetcher: $0.value) })
+    /// With `keyed`, `f` is a keyed family (its members share the one gated fetcher); otherwise `f` is unused.
+    init(options: ServerOptions = ServerOptions(socketPath: "/unused"), keyed: Bool = false) throws {
+        engine = Engine(expirables: fetchers.compactMap { name, fetcher in
+            name != "f" ? ExpirableDefinition(name: name, fetcher: fetcher)
+                : keyed ? ExpirableDefinition(name: name, keyed: KeyedPolicy(maxKeys: 100, keyIdle: .seconds(3600)), fetcher: fetcher) : nil
+        })
         state = ServerState(engine: engine, options: options, logger: Logger(label: "test"))
         let state = self.state
         engine.observeNewValues { name, fetched in state.subscriptions.publish(name, fetched) }
@@ -56,13 +60,55 @@ struct Harness {
     /// Fills `name` with `value` through a GET.
     func store(_ name: String, _ value: String) throws {
         try send("GET \(name)\r\n")
-        fetchers[name]!.release(value)
+        fetchers[String(name.prefix { $0 != ":" })]!.release(value)
         _ = try received()
+    }
+
+    /// Delivers `text` as one read, as a socket's event loop would, without running the loop's pending tasks
+    /// afterwards (`writeInbound` runs them).
+    func read(_ text: String) {
+        channel.pipeline.fireChannelRead(ByteBuffer(string: text))
+        channel.pipeline.fireChannelReadComplete()
+    }
+
+    /// Everything written to the client so far, without running the event loop's pending tasks.
+    func writtenSoFar() throws -> String {
+        var text = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
+        return text
     }
 }
 
 @Suite("Connection handler (EmbeddedChannel)")
 struct ConnectionHandlerTests {
+    @Test("a pipelined batch naming keyed members runs once the loop's reads are done, in order with what is read behind it, and not at all once closed")
+    func readAheadRound() throws {
+        let h = try Harness(keyed: true)
+        for key in ["x", "y", "z"] { try h.store("f:\(key)", "value-\(key)") }
+        try h.store("a", "alpha")
+        // 71 bytes with a ':' (more than 64): read ahead, so answered from the loop's task queue, not during the read.
+        h.read("GET f:x\r\nPING\r\nGET a\r\nGET f:y\r\n*2\r\n$3\r\nGET\r\n$3\r\nf:z\r\nGET f:y\r\nGET f:x\r\n")
+        #expect(try h.writtenSoFar() == "")
+        // Read before the round ran: it waits for the batch ahead of it, then both are answered in order.
+        h.read("GET f:z\r\nGET b\r\n")
+        #expect(try h.writtenSoFar() == "")
+        #expect(h.fetchers["b"]!.calls == 0, "a request read behind a waiting batch must not run ahead of it")
+        let first = try h.received()
+        #expect(first == "$7\r\nvalue-x\r\n+PONG\r\n$5\r\nalpha\r\n$7\r\nvalue-y\r\n$7\r\nvalue-z\r\n$7\r\nvalue-y\r\n$7\r\nvalue-x\r\n"
+                + "$7\r\nvalue-z\r\n")
+        // `b` is not stored: its GET waits on the plugin, and is answered once released.
+        #expect(h.fetchers["b"]!.calls == 1)
+        h.fetchers["b"]!.release("beta")
+        #expect(try h.received() == "$4\r\nbeta\r\n")
+
+        // A batch whose connection closes before the round runs: nothing is answered, nothing breaks.
+        h.read(String(repeating: "GET f:x\r\nGET f:y\r\nGET f:z\r\n", count: 3))
+        #expect(try h.writtenSoFar() == "")
+        h.channel.close(promise: nil)  // not `.wait()`: on an EmbeddedChannel that runs the loop's tasks first
+        let late = try h.received()
+        #expect(late == "", "\(late.debugDescription)")
+    }
+
     @Test("GET of a valid value is answered inline; pipelined requests are answered in order")
     func inlineAnswers() throws {
         let h = try Harness()
