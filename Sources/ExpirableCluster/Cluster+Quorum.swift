@@ -29,7 +29,7 @@ extension Cluster {
             var attempt = LeaseAttempt(name: name, number: number, sentAt: now, duration: duration, voters: voters)
             switch s.grants.request(name, number: number, duration: duration, now: now) {
             case .granted: attempt.grant(from: options.node)
-            case .refused(let reason): attempt.refusal(from: options.node, reason)
+            case .refused(let refusal): attempt.refusal(from: options.node, refusal)
             }
             attempt.learn(from: options.node, unfinished: s.grants.unfinished(name, besides: number), stateVersion: stateVersion)
             s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, request: request, timeout: timeout, completion: completion)
@@ -55,21 +55,17 @@ extension Cluster {
             if case .granted = answer { s.counters.leasesGranted &+= 1 } else { s.counters.leasesRefused &+= 1 }
             return (answer, s.grants.newest[name], s.grants.unfinished(name, besides: number))
         }
-        switch answer {
-        case .granted:
-            send(.leaseAnswer(name: name, number: number, granted: true, reason: "", newest: newest, unfinished: unfinished, stateVersion: mine?.version), to: peer)
-        case .refused(let reason):
-            send(.leaseAnswer(name: name, number: number, granted: false, reason: reason, newest: newest, unfinished: unfinished, stateVersion: mine?.version), to: peer)
-        }
+        let refusal: LeaseRefusal? = if case .refused(let refusal) = answer { refusal } else { nil }
+        send(.leaseAnswer(name: name, number: number, refusal: refusal, newest: newest, unfinished: unfinished, stateVersion: mine?.version), to: peer)
     }
 
-    /// A peer answered this node's request.
-    func leaseAnswer(_ name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?,
+    /// A peer answered this node's request: granted it (`refusal` nil) or refused it.
+    func leaseAnswer(_ name: String, number: LeaseNumber, refusal: LeaseRefusal?, newest: LeaseNumber?,
                      unfinished: LeaseNumber?, stateVersion: Version?, from peer: String) {
         state.withLock { s in
             if let newest { s.grants.observe(name, number: newest) }
             guard s.leases[name]?.attempt.number == number else { return }
-            if granted { s.leases[name]!.attempt.grant(from: peer) } else { s.leases[name]!.attempt.refusal(from: peer, reason) }
+            if let refusal { s.leases[name]!.attempt.refusal(from: peer, refusal) } else { s.leases[name]!.attempt.grant(from: peer) }
             s.leases[name]!.attempt.learn(from: peer, unfinished: unfinished, stateVersion: stateVersion)
         }
         leaseAnswered(name, number: number, timedOut: false)
@@ -132,13 +128,14 @@ extension Cluster {
         switch outcome {
         case .lost(let reasons):
             release(name, number)
-            pending.completion(FetchOutcome(result: .failure(noQuorum(name, pending.attempt, reasons: reasons))))
+            pending.completion(FetchOutcome(result: .failure(.fetch(noQuorum(name, pending.attempt, refusals: reasons).description)), route: .notCalled))
         case .held(let until):
             // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
             guard until > now, until - now >= UInt64(pending.timeout.nanoseconds) else {
                 state.withLock { $0.counters.leasesTooLate &+= 1 }
                 release(name, number)
-                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called"))))
+                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called")),
+                                                route: .notCalled))
                 return
             }
             // The state to call with is read now: one a granter sent before its answer is here.
@@ -147,7 +144,7 @@ extension Cluster {
                 state.withLock { $0.counters.leasesWaitingForState &+= 1 }
                 logger.info("not calling under a held lease: the plugin state may be stale", metadata: ["expirable": "\(name)", "lease": "\(number)", "reason": "\(hazard)"])
                 release(name, number)
-                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): \(hazard)"))))
+                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): \(hazard)")), route: .notCalled))
                 return
             }
             var request = pending.request
@@ -181,12 +178,13 @@ extension Cluster {
         replicate(.leaseRelease(name: name, number: number))
     }
 
-    private func noQuorum(_ name: String, _ attempt: LeaseAttempt, reasons: [String: String]) -> ExpirableError {
+    /// Why `attempt` on `name` was lost: who refused (`refusals`, the attempt's own or the ones it had when it
+    /// timed out), and who did not answer. The caller gets its description as a FETCH error.
+    func noQuorum(_ name: String, _ attempt: LeaseAttempt, refusals: [String: LeaseRefusal]) -> PeerError {
         let all = [options.node] + options.peers.map(\.name)
-        let silent = all.filter { !attempt.granted.contains($0) && reasons[$0] == nil }
-        var why = reasons.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
-        if !silent.isEmpty { why.append("no answer from \(silent.sorted().joined(separator: ", "))") }
-        return .fetch("no quorum for \(name): a plugin call needs a lease granted by \(LeaseAttempt.majority(of: attempt.voters)) of the \(attempt.voters) configured nodes, and \(attempt.granted.count) granted it (\(why.joined(separator: "; "))); values already held are still served")
+        let silent = all.filter { !attempt.granted.contains($0) && refusals[$0] == nil }
+        return .noQuorum(name: name, lease: attempt.number, needed: LeaseAttempt.majority(of: attempt.voters), voters: attempt.voters,
+                         granted: attempt.granted.count, refusals: refusals, silent: silent.sorted())
     }
 
     /// Whether a value under `lease` from a peer must be refused, having seen a newer lease; records it otherwise.

@@ -24,8 +24,8 @@ extension Cluster {
             complete(id, .success(stale ? fetched.markedStale() : fetched))
         case .leaseRequest(let name, let number, let duration, let stateVersion):
             leaseRequested(name, number: number, durationMillis: duration, stateVersion: stateVersion, by: peer)
-        case .leaseAnswer(let name, let number, let granted, let reason, let newest, let unfinished, let stateVersion):
-            leaseAnswer(name, number: number, granted: granted, reason: reason, newest: newest, unfinished: unfinished, stateVersion: stateVersion, from: peer)
+        case .leaseAnswer(let name, let number, let refusal, let newest, let unfinished, let stateVersion):
+            leaseAnswer(name, number: number, refusal: refusal, newest: newest, unfinished: unfinished, stateVersion: stateVersion, from: peer)
         case .leaseUnderWay(let name, let number):
             leaseUnderWay(name, number: number, from: peer)
         case .leaseRelease(let name, let number):
@@ -233,7 +233,7 @@ struct ClusterFetcher: ForwardingFetcher {
         cluster.whenJoined { [self] in
             // The cluster's value arrived while this node was joining: answered without a call.
             if let engine = cluster.engine, engine.version(of: full) != before, let value = engine.cachedValue(full) {
-                return completion(FetchOutcome(result: .success(value)))
+                return completion(FetchOutcome(result: .success(value), route: .joined))
             }
             // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
             cluster.afterRejoin { [self] in

@@ -43,11 +43,11 @@ enum ClusterMessage: Sendable, Equatable {
     /// `stateVersion` is the version of the plugin state the asking node holds: a granter with a newer one sends
     /// it first.
     case leaseRequest(name: String, number: LeaseNumber, durationMillis: Int64, stateVersion: Version?)
-    /// The answer; a refusal says why and names the newest lease number the granter saw, so a node that
-    /// restarted and forgot its numbers catches up. Either way it names the newest other lease the granter knows
-    /// whose call may not be over (`unfinished`) and the version of the state it holds: the asker must not call
-    /// with an older state than those may have set.
-    case leaseAnswer(name: String, number: LeaseNumber, granted: Bool, reason: String, newest: LeaseNumber?,
+    /// The answer: granted (`refusal` nil) or refused, and why, as a code and its numbers; either way it names the
+    /// newest lease number the granter saw, so a node that restarted and forgot its numbers catches up, the newest
+    /// other lease the granter knows whose call may not be over (`unfinished`) and the version of the state it
+    /// holds: the asker must not call with an older state than those may have set.
+    case leaseAnswer(name: String, number: LeaseNumber, refusal: LeaseRefusal?, newest: LeaseNumber?,
                      unfinished: LeaseNumber?, stateVersion: Version?)
     /// The holder's call is over: the lease may be granted to someone else at once.
     case leaseRelease(name: String, number: LeaseNumber)
@@ -67,7 +67,8 @@ enum ClusterMessage: Sendable, Equatable {
     /// 6: changes (value, clear, state) may also come back on a link this node dialed, from a peer whose own
     /// link to this node does not deliver (a one-way cut, §4.14).
     /// 7: lease requests and answers carry state versions and unfinished leases, and `leaseUnderWay` exists.
-    static let protocolVersion: UInt16 = 7
+    /// 8: a lease answer's refusal is a code and its numbers (`LeaseRefusal`), no longer a sentence.
+    static let protocolVersion: UInt16 = 8
 
     /// The frame's kind, for errors.
     var kind: String {
@@ -155,12 +156,11 @@ enum ClusterFrame {
             out.writeLease(number)
             out.writeInteger(duration)
             out.writeOptionalVersion(stateVersion)
-        case .leaseAnswer(let name, let number, let granted, let reason, let newest, let unfinished, let stateVersion):
+        case .leaseAnswer(let name, let number, let refusal, let newest, let unfinished, let stateVersion):
             out.writeInteger(Kind.leaseAnswer.rawValue)
             out.writeShortString(name)
             out.writeLease(number)
-            out.writeInteger(UInt8(granted ? 1 : 0))
-            out.writeShortString(String(decoding: reason.utf8.prefix(1000), as: UTF8.self))
+            out.writeRefusal(refusal)
             out.writeLease(newest)
             out.writeLease(unfinished)
             out.writeOptionalVersion(stateVersion)
@@ -253,11 +253,10 @@ enum ClusterFrame {
         case .leaseAnswer:
             let name = try frame.readShortString()
             let number = try frame.readLease()
-            let granted = try frame.readFlag()
-            let reason = try frame.readShortString()
+            let refusal = try frame.readRefusal()
             let newest = try frame.readOptionalLease()
             let unfinished = try frame.readOptionalLease()
-            return .leaseAnswer(name: name, number: number, granted: granted, reason: reason, newest: newest, unfinished: unfinished,
+            return .leaseAnswer(name: name, number: number, refusal: refusal, newest: newest, unfinished: unfinished,
                                 stateVersion: try frame.readOptionalVersion())
         case .leaseUnderWay:
             return .leaseUnderWay(name: try frame.readShortString(), number: try frame.readLease())
@@ -272,6 +271,11 @@ enum ClusterFrame {
     }
 }
 
+/// The codes of a lease answer's refusal on the wire; the numbers that follow each are in `writeRefusal`.
+private enum RefusalCode: UInt8 {
+    case granted = 0, quiet, notNewer, promised
+}
+
 extension ByteBuffer {
     fileprivate mutating func writeLease(_ number: LeaseNumber?) {
         guard let number else {
@@ -279,8 +283,7 @@ extension ByteBuffer {
             return
         }
         writeInteger(UInt8(1))
-        writeInteger(number.round)
-        writeShortString(number.node)
+        writeLeaseBody(number)
     }
 
     fileprivate mutating func readOptionalLease() throws(PeerError) -> LeaseNumber? {
@@ -292,8 +295,49 @@ extension ByteBuffer {
         return try readLeaseBody()
     }
 
+    private mutating func writeLeaseBody(_ number: LeaseNumber) {
+        writeInteger(number.round)
+        writeShortString(number.node)
+    }
+
     private mutating func readLeaseBody() throws(PeerError) -> LeaseNumber {
         LeaseNumber(round: try readChecked(UInt64.self), node: try readShortString())
+    }
+
+    /// A lease answer's refusal: a code byte (0: granted, none) and the code's numbers. Durations are whole
+    /// milliseconds, as an Int64 that must not be negative.
+    fileprivate mutating func writeRefusal(_ refusal: LeaseRefusal?) {
+        switch refusal {
+        case nil:
+            writeInteger(RefusalCode.granted.rawValue)
+        case .quiet(let remaining)?:
+            writeInteger(RefusalCode.quiet.rawValue)
+            writeInteger(remaining.milliseconds)
+        case .notNewer(let seen)?:
+            writeInteger(RefusalCode.notNewer.rawValue)
+            writeLeaseBody(seen)
+        case .promised(let lease, let remaining)?:
+            writeInteger(RefusalCode.promised.rawValue)
+            writeLeaseBody(lease)
+            writeInteger(remaining.milliseconds)
+        }
+    }
+
+    fileprivate mutating func readRefusal() throws(PeerError) -> LeaseRefusal? {
+        let raw = try readChecked(UInt8.self)
+        guard let code = RefusalCode(rawValue: raw) else { throw PeerError.malformedFrame("a lease answer with refusal code \(raw), which this node does not know") }
+        switch code {
+        case .granted: return nil
+        case .quiet: return .quiet(remaining: try readRefusalMillis())
+        case .notNewer: return .notNewer(seen: try readLeaseBody())
+        case .promised: return .promised(try readLeaseBody(), remaining: try readRefusalMillis())
+        }
+    }
+
+    private mutating func readRefusalMillis() throws(PeerError) -> Duration {
+        let millis = try readChecked(Int64.self)
+        guard millis >= 0 else { throw PeerError.malformedFrame("a lease refusal for \(millis) ms") }
+        return .milliseconds(millis)
     }
 
     /// A byte that must be 0 or 1.

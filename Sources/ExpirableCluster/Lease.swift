@@ -39,6 +39,27 @@ public struct LeaseNumber: Sendable, Hashable, Comparable, CustomStringConvertib
     public var description: String { "\(round)@\(node)" }
 }
 
+/// Why a node refused a lease. It crosses the wire as a code and its numbers (`ClusterFrame`), never as text; the
+/// words are made where they are shown (`text(refusing:)`: the caller's no-quorum error, `PeerError.noQuorum`).
+enum LeaseRefusal: Sendable, Hashable {
+    /// The node started less than the longest lease ago (it cannot tell a start from a restart that forgot its
+    /// promises), and grants none for `remaining` more.
+    case quiet(remaining: Duration)
+    /// The lease asked for is not newer than `seen`, the newest the node has seen on the expirable.
+    case notNewer(seen: LeaseNumber)
+    /// The node promised `lease` to another node, for `remaining` more.
+    case promised(LeaseNumber, remaining: Duration)
+
+    /// The reason in words, for a refusal of `asked`.
+    func text(refusing asked: LeaseNumber) -> String {
+        switch self {
+        case .quiet(let remaining): "it started less than the longest lease ago and grants none for \(remaining.milliseconds) ms"
+        case .notNewer(let seen): "lease \(asked) is not newer than lease \(seen)"
+        case .promised(let lease, let remaining): "it promised lease \(lease) for \(remaining.milliseconds) ms more"
+        }
+    }
+}
+
 /// What one node has promised, per expirable. Every node, the requester included, answers requests with it.
 struct LeaseGrants {
     struct Promise: Equatable {
@@ -49,7 +70,7 @@ struct LeaseGrants {
 
     enum Answer: Equatable {
         case granted
-        case refused(String)
+        case refused(LeaseRefusal)
     }
 
     private(set) var promises: [String: Promise] = [:]
@@ -74,13 +95,13 @@ struct LeaseGrants {
         // call may not be over, the fewer restarts it takes to forget it.
         unfinished[name, default: []].insert(number)
         if now < quietUntil {
-            return .refused("it started less than the longest lease ago and grants none for \(Self.millis(quietUntil - now)) ms")
+            return .refused(.quiet(remaining: Self.millis(quietUntil - now)))
         }
         if let seen = newest[name], number <= seen {
-            return .refused("lease \(number) is not newer than lease \(seen)")
+            return .refused(.notNewer(seen: seen))
         }
         if let promise = promises[name], promise.until > now, promise.number.node != number.node {
-            return .refused("it promised lease \(promise.number) for \(Self.millis(promise.until - now)) ms more")
+            return .refused(.promised(promise.number, remaining: Self.millis(promise.until - now)))
         }
         newest[name] = number
         promises[name] = Promise(number: number, until: now &+ UInt64(max(0, duration.nanoseconds)))
@@ -156,7 +177,10 @@ struct LeaseGrants {
         return LeaseNumber(round: round, node: node)
     }
 
-    private static func millis(_ nanos: UInt64) -> UInt64 { (nanos + 999_999) / 1_000_000 }
+    /// Whole milliseconds, rounded up: what a refusal carries on the wire.
+    private static func millis(_ nanos: UInt64) -> Duration {
+        .milliseconds(Int64(clamping: nanos / 1_000_000 + (nanos % 1_000_000 == 0 ? 0 : 1)))
+    }
 }
 
 /// One node's attempt to hold a lease: it sent `number` to every configured node (itself included) at
@@ -166,7 +190,7 @@ struct LeaseAttempt {
         /// A majority granted it: the lease is this node's until `until` (monotonic nanoseconds here).
         case held(until: UInt64)
         /// Too many refused for a majority to remain possible; the reasons, by node.
-        case lost([String: String])
+        case lost([String: LeaseRefusal])
     }
 
     let name: String
@@ -176,7 +200,7 @@ struct LeaseAttempt {
     /// The configured nodes, this one included: a majority is of these, not of the nodes alive.
     let voters: Int
     private(set) var granted: Set<String> = []
-    private(set) var refused: [String: String] = [:]
+    private(set) var refused: [String: LeaseRefusal] = [:]
     /// What the answering nodes know that a call depends on: the newest lease each knows of (other than this one)
     /// whose call may not be over, and the version of the plugin state each holds.
     private(set) var unfinished: [String: LeaseNumber] = [:]
@@ -218,7 +242,7 @@ struct LeaseAttempt {
         granted.insert(node)
     }
 
-    mutating func refusal(from node: String, _ reason: String) {
+    mutating func refusal(from node: String, _ reason: LeaseRefusal) {
         guard !granted.contains(node) else { return }
         refused[node] = reason
     }

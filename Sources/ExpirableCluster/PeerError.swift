@@ -1,7 +1,7 @@
-/// What goes wrong with a peer: in a frame, on a link, or with a fetch forwarded to it. Each case says what
-/// happened and to whom; `description` is the text the log, `expirablectl cluster` and a caller's error show.
-/// What crosses the wire stays a coded field (a `fetchFailed` frame's error code); this is what a node makes of
-/// it, and of what it sees itself.
+/// What goes wrong with a peer: in a frame, on a link, with a fetch forwarded to it, or with the leases the peers
+/// grant. Each case says what happened and to whom; `description` is the text the log, `expirablectl cluster` and
+/// a caller's error show. What crosses the wire stays a coded field (a `fetchFailed` frame's error code, a lease
+/// answer's `LeaseRefusal`); this is what a node makes of it, and of what it sees itself.
 enum PeerError: Error, Hashable, CustomStringConvertible {
     // MARK: Frames (the link they arrive on is closed; nothing else is affected)
 
@@ -48,6 +48,12 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
     /// The owner dropped a fetch sent before the asker heard from it again after a pause.
     case sentBeforeRejoin(node: String, peer: String, name: String, pauseMillis: Int64)
 
+    // MARK: Quorum single flight
+
+    /// No majority granted `lease` on `name`, so no call was made: `needed` of the `voters` configured nodes had
+    /// to grant it and `granted` did; the nodes that refused it, and why, and those that did not answer in time.
+    case noQuorum(name: String, lease: LeaseNumber, needed: Int, voters: Int, granted: Int, refusals: [String: LeaseRefusal], silent: [String])
+
     var description: String {
         switch self {
         case .oversizeFrame(let bytes, let limit): "frame of \(bytes) bytes (allowed: 1 to \(limit))"
@@ -70,6 +76,11 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
             "\(node) dropped \(peer)'s fetch of \(name): its deadline (\(deadline) ms) had passed when it was read\(pause.map { " after a pause of \($0) ms" } ?? ""); try again"
         case .sentBeforeRejoin(let node, let peer, let name, let pause):
             "\(node) dropped \(peer)'s fetch of \(name): it was sent before \(peer) heard from \(node) again after a pause of \(pause) ms; try again"
+        case .noQuorum(let name, let lease, let needed, let voters, let granted, let refusals, let silent):
+            "no quorum for \(name): a plugin call needs a lease granted by \(needed) of the \(voters) configured nodes, and \(granted) granted it ("
+                + (refusals.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.text(refusing: lease))" }
+                    + (silent.isEmpty ? [] : ["no answer from \(silent.joined(separator: ", "))"])).joined(separator: "; ")
+                + "); values already held are still served"
         }
     }
 

@@ -1,5 +1,7 @@
-/// One finished plugin call, as `explain` and the metrics show it: when it started, how long it took, how it
-/// ended and what started it. Never the value, nor the plugin's state.
+/// One finished fetch, as `explain` and the metrics show it: when it started, how long it took, how it ended, what
+/// started it and where its answer came from. Never the value, nor the plugin's state. Most are calls of this
+/// node's plugin (`route == .plugin`); in a cluster a fetch may also be answered without one (`Route`), and only
+/// the plugin's calls count as calls (INFO `plugin_calls`, the call duration metric, explain's `call` lines).
 public struct CallRecord: Sendable, Hashable {
     /// What a call ended in.
     public enum Outcome: String, Sendable, Hashable, CaseIterable {
@@ -23,6 +25,20 @@ public struct CallRecord: Sendable, Hashable {
         case afterClear = "after_clear"
     }
 
+    /// Where a fetch's answer came from.
+    public enum Route: Sendable, Hashable {
+        /// This node's plugin was called.
+        case plugin
+        /// The expirable's owner was asked (`to`): its plugin's call, if it made one, is in the owner's history.
+        case forwarded(to: String)
+        /// The value a peer sent while this node was joining the cluster answered it: nothing was called.
+        case joined
+        /// Nothing was called, nor an owner asked: the cluster did not let this node call (quorum single flight:
+        /// no lease, or one that could not be used), or the fetch waited past its time (for the join, after a
+        /// pause) before it could go anywhere. The error says why.
+        case notCalled
+    }
+
     /// Wall-clock start, Unix milliseconds.
     public let startedAtMillis: Int64
     /// How long the call took, in nanoseconds.
@@ -31,20 +47,26 @@ public struct CallRecord: Sendable, Hashable {
     public let trigger: Trigger
     /// The protocol's error word (`FETCH`, `TIMEOUT`) for a failure; nil for a success.
     public let errorCode: ExpirableError.Code?
+    public let route: Route
 
-    public init(startedAtMillis: Int64, durationNanos: UInt64, outcome: Outcome, trigger: Trigger, errorCode: ExpirableError.Code? = nil) {
+    public init(startedAtMillis: Int64, durationNanos: UInt64, outcome: Outcome, trigger: Trigger, errorCode: ExpirableError.Code? = nil,
+                route: Route = .plugin) {
         self.startedAtMillis = startedAtMillis
         self.durationNanos = durationNanos
         self.outcome = outcome
         self.trigger = trigger
         self.errorCode = errorCode
+        self.route = route
     }
+
+    /// Whether this node's plugin made the call.
+    public var isPluginCall: Bool { route == .plugin }
 }
 
-/// The last calls of one entry, newest first: the newest inline, older ones (plain expirables only) in a small
+/// The last fetches of one entry, newest first: the newest inline, older ones (plain expirables only) in a small
 /// array, so a keyed family's million members pay for one record each, not for a ring.
 struct CallHistory {
-    /// Calls kept per plain expirable.
+    /// Fetches kept per plain expirable.
     static let depth = 8
 
     private(set) var newest: CallRecord?

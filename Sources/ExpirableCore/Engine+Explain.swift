@@ -19,7 +19,8 @@ public struct Explanation: Sendable, Hashable {
     }
 
     public let status: ExpirableStatus
-    /// The last plugin calls, newest first.
+    /// The last fetches, newest first: this node's plugin calls and, in a cluster, fetches answered without one
+    /// (forwarded to the owner, answered by the join, not allowed by the quorum); `CallRecord.route` tells them apart.
     public let calls: [CallRecord]
     /// The lifetime the value had when it arrived, in milliseconds; nil without a value or for one that never expires.
     public let lifetimeMillis: Int64?
@@ -119,7 +120,13 @@ extension Engine {
         switch status.state {
         case .empty:
             if s.failures > 0 {
-                why = "nothing is stored: the last plugin call failed (\(status.lastErrorClass?.rawValue ?? "temporary"))\(failedText)"
+                let failed: String
+                switch lastCall?.route {
+                case .forwarded(let owner)?: failed = "the last fetch, forwarded to \(owner), failed"
+                case .notCalled?: failed = "the last fetch failed without a plugin call here"
+                default: failed = "the last plugin call failed"
+                }
+                why = "nothing is stored: \(failed) (\(status.lastErrorClass?.rawValue ?? "temporary"))\(failedText)"
             } else if lastCall == nil {
                 why = "nothing is stored: no reader has asked for it yet" + (entry.freshness.prefetch ? " (prefetch is on, so the daemon asks at start)" : "")
             } else {

@@ -223,7 +223,8 @@ final class Family: Sendable {
             && !(s.value?.isStale ?? false)
     }
 
-    /// The compact header of a settled member; nil when its version's node cannot be interned.
+    /// The compact header of a settled member; nil when its version's node (or its last call's owner) cannot be
+    /// interned.
     private func header(of s: Entry.State, lastUsed: UInt64) -> CompactHeader? {
         var h = CompactHeader()
         if let value = s.value {
@@ -238,6 +239,11 @@ final class Family: Sendable {
             h.lastCallMillis = call.startedAtMillis
             h.lastCallNanos = call.durationNanos
             h.lastCallTrigger = Family.code(of: call.trigger)
+            h.lastCallRoute = Family.code(of: call.route)
+            if case .forwarded(let owner) = call.route {
+                guard let node = intern(owner) else { return nil }
+                h.lastCallPeer = node
+            }
         }
         h.hits = s.counters.hits
         h.misses = UInt32(s.counters.misses)
@@ -263,8 +269,8 @@ final class Family: Sendable {
             let trigger = Family.trigger(h.lastCallTrigger)
             s.lastCallStart = h.lastCallStart
             s.callTrigger = trigger
-            s.history.record(CallRecord(startedAtMillis: h.lastCallMillis, durationNanos: h.lastCallNanos, outcome: .success, trigger: trigger),
-                             keepOlder: false)
+            s.history.record(CallRecord(startedAtMillis: h.lastCallMillis, durationNanos: h.lastCallNanos, outcome: .success, trigger: trigger,
+                                        route: route(h)), keepOlder: false)
         }
         s.counters.hits = h.hits
         s.counters.misses = UInt64(h.misses)
@@ -292,6 +298,15 @@ final class Family: Sendable {
         return Version(time: h.versionTime, node: nodes.withLock { $0[Int(h.versionNode) - 1] })
     }
 
+    private func route(_ h: CompactHeader) -> CallRecord.Route {
+        switch h.lastCallRoute {
+        case 1 where h.lastCallPeer > 0: .forwarded(to: nodes.withLock { $0[Int(h.lastCallPeer) - 1] })
+        case 2: .joined
+        case 3: .notCalled
+        default: .plugin
+        }
+    }
+
     private func intern(_ node: String) -> UInt16? {
         nodes.withLock { n in
             if let index = n.firstIndex(of: node) { return UInt16(index + 1) }
@@ -307,6 +322,15 @@ final class Family: Sendable {
         case .refresh: 1
         case .paced: 2
         case .afterClear: 3
+        }
+    }
+
+    private static func code(of route: CallRecord.Route) -> UInt8 {
+        switch route {
+        case .plugin: 0
+        case .forwarded: 1
+        case .joined: 2
+        case .notCalled: 3
         }
     }
 

@@ -65,8 +65,9 @@ public final class Engine: Sendable {
         clearObserverBox.withLock { $0.append(ClearObserver(call: observer)) }
     }
 
-    /// Calls `observer` with every plugin call that ends from now on, under the configured name (a keyed
-    /// family's, for its members), after the entry's lock is released; it must not block. One observer; call once.
+    /// Calls `observer` with every call of this node's plugin that ends from now on (not a fetch a peer answered:
+    /// `CallRecord.Route`), under the configured name (a keyed family's, for its members), after the entry's lock
+    /// is released; it must not block. One observer; call once.
     public func observeCalls(_ observer: @escaping @Sendable (String, CallRecord) -> Void) {
         callObserverBox.withLock { $0 = CallObserver(call: observer) }
     }
@@ -340,8 +341,9 @@ public final class Engine: Sendable {
         }
     }
 
-    /// Records the call that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
-    func recordCall(_ entry: Entry, _ s: inout Entry.State, result: Result<Fetched, ExpirableError>, now: UInt64, wall: Int64) -> CallRecord {
+    /// Records the fetch that just ended in `s`'s history; caller holds the lock, before any follow-up starts.
+    func recordCall(_ entry: Entry, _ s: inout Entry.State, result: Result<Fetched, ExpirableError>, route: CallRecord.Route,
+                    now: UInt64, wall: Int64) -> CallRecord {
         let duration = now - min(now, s.lastCallStart ?? now)
         let outcome: CallRecord.Outcome
         var code: ExpirableError.Code?
@@ -352,7 +354,7 @@ public final class Engine: Sendable {
             code = error.code
         }
         let record = CallRecord(startedAtMillis: wall - Int64(duration / 1_000_000), durationNanos: duration, outcome: outcome,
-                                trigger: s.callTrigger, errorCode: code)
+                                trigger: s.callTrigger, errorCode: code, route: route)
         s.history.record(record, keepOlder: entry.family == nil)
         return record
     }
@@ -360,12 +362,12 @@ public final class Engine: Sendable {
     func call(_ entry: Entry, generation: UInt64) {
         let (state, refusal) = entry.state.withLock { ($0.pluginState, $0.stateError) }
         if let refusal {
-            complete(entry, generation: generation, result: .failure(refusal))
+            complete(entry, generation: generation, result: .failure(refusal), route: .plugin)
             return
         }
         entry.fetcher.fetch(FetchRequest(state: state)) { [self] outcome in
             applyStateChange(outcome.state, to: entry)
-            complete(entry, generation: generation, result: outcome.result)
+            complete(entry, generation: generation, result: outcome.result, route: outcome.route)
         }
     }
 
@@ -388,7 +390,7 @@ public final class Engine: Sendable {
         if let replicator, let version { replicator.stateChanged(entry.name, state, version: version) }
     }
 
-    private func complete(_ entry: Entry, generation: UInt64, result fetchedResult: Result<Fetched, ExpirableError>) {
+    private func complete(_ entry: Entry, generation: UInt64, result fetchedResult: Result<Fetched, ExpirableError>, route: CallRecord.Route) {
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
         let replicator = replicator(for: entry)
@@ -436,7 +438,7 @@ public final class Engine: Sendable {
                 }
             }
             var answer = result
-            finished = recordCall(entry, &s, result: result, now: now, wall: wall)
+            finished = recordCall(entry, &s, result: result, route: route, now: now, wall: wall)
             if case .failure(let error) = result {
                 s.lastError = error.description
                 s.counters.failures &+= 1
@@ -462,7 +464,9 @@ public final class Engine: Sendable {
             replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
         }
         if stored, case .success(let fetched) = result { announceNewValue(entry.name, fetched) }
-        if let finished, let observer = callObserverBox.withLock({ $0 }) { observer.call(entry.family?.name ?? entry.name, finished) }
+        if let finished, finished.isPluginCall, let observer = callObserverBox.withLock({ $0 }) {
+            observer.call(entry.family?.name ?? entry.name, finished)
+        }
         for waiter in waiters { waiter(answer) }
         if let followUp {
             call(entry, generation: followUp)

@@ -25,15 +25,17 @@ public protocol EngineClock: Sendable {
 
 /// The real clocks: CLOCK_MONOTONIC, CLOCK_REALTIME and Dispatch timers.
 public struct SystemClock: EngineClock {
-    private static let wallOffset = Atomic<Int64>(0)
+    private let wallOffsetMillis: Int64
 
-    /// Shifts this process's view of the wall clock, for tests that need a node whose clock is off
+    /// How far this clock's wall time runs from the machine's: zero, except for a test's node whose clock is off
     /// (`expirabled --wall-clock-offset`). Validity never depends on it; versions and plugins' `now_ms` do.
-    public static func setWallClockOffset(_ offset: Duration) {
-        wallOffset.store(offset.milliseconds, ordering: .relaxed)
-    }
+    /// Monotonic time and timers are unaffected.
+    public var wallOffset: Duration { .milliseconds(wallOffsetMillis) }
 
-    public init() {}
+    /// The machine's clocks, the wall clock shifted by `wallOffset` (whole milliseconds).
+    public init(wallOffset: Duration = .zero) {
+        wallOffsetMillis = wallOffset.milliseconds
+    }
 
     public var monotonicNanos: UInt64 {
         var ts = timespec()
@@ -44,7 +46,7 @@ public struct SystemClock: EngineClock {
     public var unixMillis: Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000 + SystemClock.wallOffset.load(ordering: .relaxed)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000 + wallOffsetMillis
     }
 
     /// One Dispatch timer source per action. A source is released as soon as it is cancelled: an

@@ -23,7 +23,7 @@ extension Fetcher {
 /// A fetcher that may answer without calling this node's plugin: the cluster's, which forwards a fetch to the
 /// expirable's owner or answers it with the value that arrived from a peer while the node was joining. The engine
 /// does not count its calls as plugin calls (INFO `plugin_calls`); it reports those its node's plugin makes
-/// through `Engine.countPluginCall(_:)`.
+/// through `Engine.countPluginCall(_:)`, and says where each answer came from in its outcome's `route`.
 public protocol ForwardingFetcher: Fetcher {}
 
 /// What one call is for: the key of a keyed family (nil for a plain expirable) and the state the previous call
@@ -52,14 +52,17 @@ public enum StateChange: Sendable {
 }
 
 /// A call's result and what it did to the state; a state may change with a value or with an error (a refresh
-/// token the identity provider consumed is replaced even if the call then failed).
+/// token the identity provider consumed is replaced even if the call then failed). `route` says where the result
+/// came from: this node's plugin unless a `ForwardingFetcher` answered otherwise (explain shows it).
 public struct FetchOutcome: Sendable {
     public var result: Result<Fetched, ExpirableError>
     public var state: StateChange
+    public var route: CallRecord.Route
 
-    public init(result: Result<Fetched, ExpirableError>, state: StateChange = .keep) {
+    public init(result: Result<Fetched, ExpirableError>, state: StateChange = .keep, route: CallRecord.Route = .plugin) {
         self.result = result
         self.state = state
+        self.route = route
     }
 }
 

@@ -32,6 +32,10 @@ struct CompactHeader {
     var hasValue = false
     var hasLastCall = false
     var lastCallTrigger: UInt8 = 0
+    /// Where the last call's answer came from (`Family.code(of:)` of its route) and, for one forwarded, the
+    /// family's index of the owner plus one. In the header's padding: the header is no larger.
+    var lastCallRoute: UInt8 = 0
+    var lastCallPeer: UInt16 = 0
 }
 
 /// A compact member's allocation: `CompactHeader`, then the key, then the value. Owned by one `KeyTable`

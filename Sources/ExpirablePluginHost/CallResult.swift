@@ -20,8 +20,11 @@ final class CallResult: Sendable {
 
     private let state = Mutex(State())
     let maxValueBytes: Int
+    /// The host's clock, for "now" in a retry-after's bound.
+    private let clock: any EngineClock
 
-    init(maxValueBytes: Int = Int(EXPIRABLE_MAX_VALUE_BYTES)) {
+    init(clock: any EngineClock, maxValueBytes: Int = Int(EXPIRABLE_MAX_VALUE_BYTES)) {
+        self.clock = clock
         self.maxValueBytes = maxValueBytes
     }
 
@@ -50,9 +53,9 @@ final class CallResult: Sendable {
     }
 
     /// The plugin's word on the error it reports (ABI 1.1): its class and a Unix-ms retry-after (0: none),
-    /// held to at most `maxRetryAfter` from now.
+    /// held to at most `maxRetryAfter` from now on the host's clock.
     func classify(_ errorClass: Int32, retryAfter: Int64) {
-        let now = SystemClock().unixMillis
+        let now = clock.unixMillis
         state.withLock { s in
             s.classified += 1
             switch errorClass {

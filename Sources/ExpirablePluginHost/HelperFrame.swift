@@ -11,7 +11,9 @@ import Glibc
 /// trust, so whatever it sends is read as possibly hostile.
 struct HelperFrame {
     enum Kind: UInt8 {
-        /// Daemon → helper, once: plugin path, expirable name, timeout in ms, params.
+        /// Daemon → helper, once: plugin path, expirable name, timeout in ms, max_memory and max_cpu (0: none),
+        /// uid and gid (-1: keep), the host clock's wall offset in ms (the helper's clock gets it, for `now_ms`),
+        /// params.
         case start = 1
         /// Daemon → helper: call `expirable_fetch` once. The payload: the call's timeout in ms (Int64), after
         /// which (plus a grace) the helper has the kernel kill it; the key (a flag byte, then a string); the

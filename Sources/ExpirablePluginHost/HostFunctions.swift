@@ -1,9 +1,13 @@
 import ExpirableABI
 import ExpirableConfig
 import ExpirableCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The `expirable_host` table handed to every plugin call. Its functions are C entry points that find the
-/// call's `CallResult` through the opaque pointer the plugin passes back.
+/// call's `CallResult` through the opaque pointer the plugin passes back, except `now_ms`, which gets no
+/// context: it reads the clock of the host whose call runs on the calling thread (`calling(on:_:)`).
 enum HostFunctions {
     nonisolated(unsafe) static let table: UnsafePointer<expirable_host> = {
         let table = UnsafeMutablePointer<expirable_host>.allocate(capacity: 1)
@@ -26,7 +30,7 @@ enum HostFunctions {
                 out.pointee = ms
                 return 0
             },
-            now_ms: { SystemClock().unixMillis },
+            now_ms: { HostFunctions.clock.unixMillis },
             classify_error: { result, errorClass, retryAfter in
                 guard let result else { return }
                 HostFunctions.callResult(result).classify(errorClass, retryAfter: retryAfter)
@@ -38,6 +42,35 @@ enum HostFunctions {
             }
         ))
         return UnsafePointer(table)
+    }()
+
+    /// A host's clock, as a call's thread holds it for `now_ms`; one per plugin instance.
+    final class Clock: Sendable {
+        let clock: any EngineClock
+        init(_ clock: any EngineClock) { self.clock = clock }
+    }
+
+    /// Runs `body`, a call into a plugin on the current thread, with `now_ms` reading `clock` on that thread
+    /// until it returns. Two hosts in one process (tests give each its own `ManualClock`) are told apart by the
+    /// thread their call runs on; `clock` is kept alive by the caller.
+    static func calling<R>(on clock: Clock, _ body: () -> R) -> R {
+        let previous = pthread_getspecific(clockKey)
+        pthread_setspecific(clockKey, Unmanaged.passUnretained(clock).toOpaque())
+        defer { pthread_setspecific(clockKey, previous) }
+        return body()
+    }
+
+    /// The clock `now_ms` reads: that of the call running on this thread, else (a plugin asking from a thread of
+    /// its own, outside a call) the machine's.
+    static var clock: any EngineClock {
+        guard let clock = pthread_getspecific(clockKey) else { return SystemClock() }
+        return Unmanaged<Clock>.fromOpaque(clock).takeUnretainedValue().clock
+    }
+
+    private static let clockKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
     }()
 
     static func opaque(_ result: CallResult) -> OpaquePointer {

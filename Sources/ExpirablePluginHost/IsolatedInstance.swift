@@ -228,6 +228,14 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
+    /// The wall-clock offset of the helper's `SystemClock`, so its plugin's `now_ms` reads what an inline
+    /// one would: a `SystemClock`'s own offset; for any other clock (a test's `ManualClock`), its distance from
+    /// the machine's wall clock now, so the helper's wall clock starts where the host's stands.
+    private var helperWallOffset: Duration {
+        if let clock = clock as? SystemClock { return clock.wallOffset }
+        return .milliseconds(clock.unixMillis - SystemClock().unixMillis)
+    }
+
     /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance. The
     /// helper is published before the wait, so a call's timeout can kill a helper stuck in `expirable_create`.
     /// Throws a refusal or death naming the expirable, for the daemon's start.
@@ -245,6 +253,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         start.append(Int64(limits.maxCPUSeconds ?? 0))
         start.append(limits.uid.map(Int64.init) ?? -1)
         start.append(limits.gid.map(Int64.init) ?? -1)
+        start.append(helperWallOffset.milliseconds)
         start.append(UInt32(params.count))
         for param in params {
             start.append(param.key)

@@ -56,6 +56,7 @@ public enum PluginHelper {
             maxCPUSeconds = try fields.int64()
             let uid = try fields.int64()
             let gid = try fields.int64()
+            let wallOffset = Duration.milliseconds(try fields.int64())
             var params: [Configuration.Param] = []
             for _ in 0..<(try fields.uint32()) {
                 params.append(Configuration.Param(key: try fields.string(), value: try fields.string()))
@@ -70,7 +71,7 @@ public enum PluginHelper {
                 }
                 instance = try PluginInstance(
                     expirable: name, params: params, library: library, timeout: timeout, timesCalls: false,
-                    clock: SystemClock(), logger: logger
+                    clock: SystemClock(wallOffset: wallOffset), logger: logger
                 )
                 var ready = HelperFrame(kind: .ready)
                 ready.append(library.version.major)

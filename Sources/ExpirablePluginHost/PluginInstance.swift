@@ -19,6 +19,8 @@ final class PluginInstance: PluginCalls, Sendable {
     private let timesCalls: Bool
     private let logger: Logger
     private let clock: any EngineClock
+    /// `clock` as the instance's thread holds it during calls, for the plugin's `now_ms`.
+    private let callClock: HostFunctions.Clock
     private let arguments: CallArguments
     private let thread: PluginThread
     /// Monotonic start time of the call under way, if any; `.max` once destroyed.
@@ -39,19 +41,23 @@ final class PluginInstance: PluginCalls, Sendable {
         self.timesCalls = timesCalls
         self.logger = logger
         self.clock = clock
+        let callClock = HostFunctions.Clock(clock)
+        self.callClock = callClock
         self.thread = thread
         let storage = CallArguments(name: expirable, params: params, timeout: timeout)
         guard let create = library.create else {
             arguments = storage
             return
         }
-        let result = CallResult()
+        let result = CallResult(clock: clock)
         let made = thread.runAndWait {
             var call = storage.call(result: result)
-            return withExtendedLifetime(result) { create(&call) }.map { Int(bitPattern: $0) }
+            return HostFunctions.calling(on: callClock) { withExtendedLifetime(result) { create(&call) } }.map { Int(bitPattern: $0) }
         }
         if case .failure(let error) = result.outcome(plugin: library.path), result.reported {
-            if let made { thread.runAndWait { library.destroy?(UnsafeMutableRawPointer(bitPattern: made)) } }
+            if let made {
+                thread.runAndWait { HostFunctions.calling(on: callClock) { library.destroy?(UnsafeMutableRawPointer(bitPattern: made)) } }
+            }
             thread.stop()
             throw PluginError("expirable.\(expirable): plugin \(library.path) refused its params: \(error.message)")
         }
@@ -69,7 +75,7 @@ final class PluginInstance: PluginCalls, Sendable {
         guard idle else { return }
         if let destroy = library.destroy, let instance = arguments.instance {
             let address = Int(bitPattern: instance)
-            thread.runAndWait { destroy(UnsafeMutableRawPointer(bitPattern: address)) }
+            thread.runAndWait { [callClock] in HostFunctions.calling(on: callClock) { destroy(UnsafeMutableRawPointer(bitPattern: address)) } }
         }
         thread.stop()
     }
@@ -97,13 +103,13 @@ final class PluginInstance: PluginCalls, Sendable {
             }
         }
         thread.run { [self] in
-            let result = CallResult()
+            let result = CallResult(clock: clock)
             var key = Array((request.key ?? "").utf8)
             defer { HelperFrame.wipe(&key) }
             key.withUnsafeBytes { keyBytes in
                 CallArguments.withBytes(of: request.state) { stateBytes in
                     var call = arguments.call(result: result, key: keyBytes, state: stateBytes)
-                    withExtendedLifetime(result) { library.fetch(&call) }
+                    HostFunctions.calling(on: callClock) { withExtendedLifetime(result) { library.fetch(&call) } }
                 }
             }
             timer?.cancel()

@@ -1,7 +1,10 @@
 import ExpirableCore
 
 /// The text of EXPLAIN replies: `key:value` lines, facts and the sentences that tie them together, never a value.
-/// Each `call` line is one past plugin call, newest first: `STARTED_AT_MS DURATION_MS OUTCOME TRIGGER ERROR_WORD`.
+/// Each `call` line is one past call of this node's plugin: `STARTED_AT_MS DURATION_MS OUTCOME TRIGGER ERROR_WORD`.
+/// Each `flight` line is a fetch answered without one, in a cluster: the same fields, then how it was answered,
+/// `forwarded:NODE` (the owner was asked), `joined` (by the value a peer sent during the join) or `not_called`
+/// (quorum single flight did not allow a call). Both kinds in one list, newest first.
 enum ExplainText {
     static func expirable(_ name: String, state: ServerState) -> String? {
         guard let explanation = state.engine.explanation(name) else { return nil }
@@ -30,7 +33,13 @@ enum ExplainText {
         ]
         for call in explanation.calls {
             let duration = Double(call.durationNanos / 1_000) / 1000
-            lines.append(("call", "\(call.startedAtMillis) \(duration) \(call.outcome.rawValue) \(call.trigger.rawValue) \(call.errorCode?.rawValue ?? "-")"))
+            let fields = "\(call.startedAtMillis) \(duration) \(call.outcome.rawValue) \(call.trigger.rawValue) \(call.errorCode?.rawValue ?? "-")"
+            switch call.route {
+            case .plugin: lines.append(("call", fields))
+            case .forwarded(let owner): lines.append(("flight", fields + " forwarded:\(owner)"))
+            case .joined: lines.append(("flight", fields + " joined"))
+            case .notCalled: lines.append(("flight", fields + " not_called"))
+            }
         }
         lines += state.options.pluginInfo?(name) ?? []
         lines += state.options.expirableInfo?(name) ?? [("owner", state.options.nodeName)]

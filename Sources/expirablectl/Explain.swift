@@ -8,8 +8,11 @@ struct Explain: AsyncParsableCommand {
         discussion: """
             Shows the last plugin calls (start, duration, outcome, what started them), the next refresh and the rule \
             that set it (before_expiry, jitter, expiry_margin), pacing after failures (the next attempt and why), the \
-            stale window, the owner and lease in a cluster, where the plugin runs, and who may read the value. With \
-            --json prints one object: the daemon's fields, numbers as numbers, and "calls" as an array.
+            stale window, the owner and lease in a cluster, where the plugin runs, and who may read the value. In a \
+            cluster, fetches this node's plugin did not make are listed among them, marked: forwarded to the owner \
+            (whose explain shows its call), answered by a peer's value while joining, or not called (no quorum). \
+            With --json prints one object: the daemon's fields, numbers as numbers, "calls" (this node's plugin \
+            calls) and "flights" (the fetches answered without one) as arrays.
             """
     )
 
@@ -28,21 +31,44 @@ struct Explain: AsyncParsableCommand {
         }
     }
 
+    /// A `call` line (this node's plugin) or a `flight` line (a fetch answered without it: `route` and, for
+    /// one forwarded, `node`).
     struct Call {
         let startedAtMillis: Int64
         let durationMillis: Double
         let outcome: String
         let trigger: String
         let error: String?
+        let route: String
+        let node: String?
 
-        init?(_ line: String) {
+        init?(_ key: String, _ line: String) {
+            guard key == "call" || key == "flight" else { return nil }
             let fields = line.split(separator: " ")
-            guard fields.count == 5, let start = Int64(fields[0]), let duration = Double(fields[1]) else { return nil }
+            guard fields.count == (key == "call" ? 5 : 6), let start = Int64(fields[0]), let duration = Double(fields[1]) else { return nil }
             startedAtMillis = start
             durationMillis = duration
             outcome = String(fields[2])
             trigger = String(fields[3])
             error = fields[4] == "-" ? nil : String(fields[4])
+            if key == "call" {
+                (route, node) = ("plugin", nil)
+            } else if fields[5].hasPrefix("forwarded:") {
+                (route, node) = ("forwarded", String(fields[5].dropFirst("forwarded:".count)))
+            } else {
+                (route, node) = (String(fields[5]), nil)
+            }
+        }
+
+        /// How the fetch was answered, after "started by …", for one this node's plugin did not make.
+        var how: String {
+            switch route {
+            case "plugin": ""
+            case "forwarded": ", forwarded to \(node ?? "the owner")"
+            case "joined": ", answered by a peer's value while joining (no call)"
+            case "not_called": ", not called here (quorum single flight)"
+            default: ", \(route)"
+            }
         }
     }
 
@@ -50,12 +76,22 @@ struct Explain: AsyncParsableCommand {
     static func object(_ lines: [(key: String, value: String)]) -> [String: Any] {
         var object: [String: Any] = [:]
         var calls: [[String: Any]] = []
+        var flights: [[String: Any]] = []
         for (key, value) in lines {
-            if key == "call", let call = Call(value) {
-                calls.append([
+            if let call = Call(key, value) {
+                var fields: [String: Any] = [
                     "started_at_ms": call.startedAtMillis, "duration_ms": call.durationMillis, "outcome": call.outcome,
                     "trigger": call.trigger, "error": call.error.map { $0 as Any } ?? NSNull(),
-                ])
+                ]
+                if key == "call" {
+                    calls.append(fields)
+                } else {
+                    fields["route"] = call.route
+                    fields["node"] = call.node.map { $0 as Any } ?? NSNull()
+                    flights.append(fields)
+                }
+            } else if key == "call" || key == "flight" {
+                continue
             } else if value == "none" {
                 object[key] = NSNull()
             } else if key.hasSuffix("_ms") || key == "consecutive_failures", let number = Int64(value) {
@@ -65,24 +101,25 @@ struct Explain: AsyncParsableCommand {
             }
         }
         object["calls"] = calls
+        object["flights"] = flights
         return object
     }
 
     /// The explanation as a person reads it.
     static func words(_ lines: [(key: String, value: String)]) -> String {
-        let fields = Dictionary(lines.filter { $0.key != "call" }, uniquingKeysWith: { first, _ in first })
+        let fields = Dictionary(lines.filter { $0.key != "call" && $0.key != "flight" }, uniquingKeysWith: { first, _ in first })
         func field(_ key: String) -> String? { fields[key].flatMap { $0.isEmpty || $0 == "none" ? nil : $0 } }
         var out = ["\(fields["name"] ?? "?") is \(fields["state"] ?? "?"): \(fields["why"] ?? "")."]
         if let next = field("next") { out.append("Next: \(next).") }
         out.append("")
-        let calls = lines.filter { $0.key == "call" }.compactMap { Call($0.value) }
+        let calls = lines.compactMap { Call($0.key, $0.value) }
         if calls.isEmpty {
             out.append("Last calls: none yet.")
         } else {
             out.append("Last calls, newest first:")
             for call in calls {
                 let start = Date(timeIntervalSince1970: Double(call.startedAtMillis) / 1000).ISO8601Format(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-                out.append("  \(start)  \(String(format: "%.1f", call.durationMillis)) ms  \(call.outcome)\(call.error.map { " (\($0))" } ?? "")  started by \(call.trigger.replacingOccurrences(of: "_", with: " "))")
+                out.append("  \(start)  \(String(format: "%.1f", call.durationMillis)) ms  \(call.outcome)\(call.error.map { " (\($0))" } ?? "")  started by \(call.trigger.replacingOccurrences(of: "_", with: " "))\(call.how)")
             }
         }
         if let error = field("last_error") { out.append("Last error (\(fields["last_error_class"] ?? "temporary")): \(error)") }

@@ -42,12 +42,12 @@ struct Daemon {
         let notifier = SystemdNotifier.fromEnvironment()
         raiseFileLimit()
         forbidCoreDumps()
-        if arguments.wallClockOffset != 0 { SystemClock.setWallClockOffset(.milliseconds(arguments.wallClockOffset)) }
 
         let configuration: Configuration
         let plugins: PluginHost
-        // One clock for the engine and the plugin host: validity, refresh, plugin timeouts and helper backoff.
-        let clock = SystemClock()
+        // One clock for everything that reads time: the engine (validity, refresh), the plugin host (timeouts,
+        // helper backoff, plugins' now_ms, in helpers too), the cluster, the sinks and readiness.
+        let clock = SystemClock(wallOffset: .milliseconds(arguments.wallClockOffset))
         do {
             configuration = try Configuration.load(path: arguments.config)
             if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
@@ -103,7 +103,7 @@ struct Daemon {
         // In a cluster, prefetch waits for the join and cluster-scoped values are prefetched by their owners
         // only (SPEC §4.11): the others receive them.
         let readiness = Readiness(
-            notifier: notifier, engine: engine, cluster: cluster,
+            notifier: notifier, engine: engine, cluster: cluster, clock: clock,
             prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
         )
         options.onListening = { readiness.listening() }

@@ -12,8 +12,9 @@ struct DaemonArguments {
     var threads = 1
     var logLevel: LogLevel = .info
     var logFormat: LogFormat = .text
-    /// This node's wall clock runs this many milliseconds off the system's: how a test gives one node of a
-    /// cluster its own clock (clock skew). Hidden from the help.
+    /// This node's wall clock runs this many milliseconds off the system's (negative: behind): how a test gives
+    /// one node of a cluster its own clock (clock skew). The daemon builds its one clock with it, for the engine,
+    /// the cluster and the plugins' `now_ms`, in helpers too; validity is unaffected. Hidden from the help.
     var wallClockOffset: Int64 = 0
 
     enum LogLevel: String, CaseIterable {

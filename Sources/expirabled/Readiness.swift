@@ -67,13 +67,16 @@ final class Readiness: Sendable {
     private let bound: Duration
     private let logger: Logger
     private let cluster: Cluster?
+    /// The daemon's clock, for the bound's timer.
+    private let clock: any EngineClock
     private let announced = Mutex(false)
     private let timer = Mutex<(any Cancellable)?>(nil)
 
-    init(notifier: SystemdNotifier, engine: Engine, cluster: Cluster?, prefetchTimeouts: [Duration], logger: Logger) {
+    init(notifier: SystemdNotifier, engine: Engine, cluster: Cluster?, clock: any EngineClock, prefetchTimeouts: [Duration], logger: Logger) {
         self.notifier = notifier
         self.engine = engine
         self.cluster = cluster
+        self.clock = clock
         bound = min(prefetchTimeouts.max() ?? .zero, Readiness.maximumWait)
         self.logger = logger
     }
@@ -90,7 +93,7 @@ final class Readiness: Sendable {
     private func prefetch(_ names: [String]) {
         if !names.isEmpty {
             notifier.notify(["STATUS=prefetching \(names.count) value\(names.count == 1 ? "" : "s")"])
-            let scheduled = SystemClock().schedule(after: bound) { [self] in
+            let scheduled = clock.schedule(after: bound) { [self] in
                 announce(status: "ready; prefetch still running after \(bound.milliseconds) ms", timedOut: true)
             }
             timer.withLock { $0 = scheduled }

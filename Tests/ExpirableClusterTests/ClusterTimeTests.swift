@@ -95,18 +95,20 @@ struct ClusterTimeTests {
             let count = Atomic<Int>(0)
         }
 
-        init(wallOffset: Int64 = 0) throws {
+        /// `quorum`: the expirables with `single_flight = "quorum"` and their timeouts (`ClusterOptions.quorum`).
+        init(wallOffset: Int64 = 0, quorum: [String: Duration] = [:]) throws {
             pki = try TemporaryDirectory("cluster-time")
             try Certificates.makeAuthority(name: "test CA", days: 1, certificatePath: pki.appending("ca.pem"), keyPath: pki.appending("ca.key"))
             try Certificates.makeNode("node-c", authorityCertificatePath: pki.appending("ca.pem"), authorityKeyPath: pki.appending("ca.key"), days: 1,
                                       certificatePath: pki.appending("node-c.pem"), keyPath: pki.appending("node-c.key"))
             let tls = try TLSContext(caPath: pki.appending("ca.pem"), certificatePath: pki.appending("node-c.pem"), keyPath: pki.appending("node-c.key"))
             clock = ManualClock(unixMillis: ClusterTimeTests.real + wallOffset)
-            let options = ClusterOptions(
+            var options = ClusterOptions(
                 node: "node-c", listenHost: "127.0.0.1", listenPort: 1,
                 peers: [.init(name: "node-a", host: "127.0.0.1", port: 2), .init(name: "node-b", host: "127.0.0.1", port: 3)],
                 heartbeat: .milliseconds(300), digests: [ExpirableDigest(name: "token", plugin: "counter", refresh: "lazy")]
             )
+            options.quorum = quorum
             cluster = Cluster(options: options, tls: tls, logger: Logger(label: "test"), clock: clock)
             let calls = self.calls
             let clock = self.clock

@@ -117,6 +117,52 @@ struct InMemoryLinkTests {
         _ = try? outbound.finish()
     }
 
+    @Test("§4.10: without a majority the caller's FETCH error names each node that refused and why (a refusal arrives as a coded frame) and those that did not answer; nothing is called")
+    func noQuorumNamesRefusals() throws {
+        let node = try ClusterTimeTests.Node(quorum: ["token": .seconds(1)])
+        defer { node.remove() }
+        let outcome = Mutex<FetchOutcome?>(nil)
+        let called = Atomic<Bool>(false)
+        let local = ClosureFetcher {
+            called.store(true, ordering: .relaxed)
+            return .failure(.fetch("the plugin was called"))
+        }
+        // node-c has just started: its own grants refuse (it waits out the longest lease, 1 s × 10/9 + 3 s).
+        node.cluster.callUnderLease("token", local: local, request: .plain, timeout: .seconds(1)) { answer in outcome.withLock { $0 = answer } }
+        let number = try #require(node.cluster.state.withLock { $0.leases["token"]?.attempt.number })
+        var frame = ByteBuffer()
+        ClusterFrame.encode(.leaseAnswer(name: "token", number: number, refusal: .promised(LeaseNumber(round: 3, node: "node-b"), remaining: .milliseconds(1200)),
+                                         newest: nil, unfinished: nil, stateVersion: nil), into: &frame)
+        node.cluster.received(try #require(try ClusterFrame.decode(&frame)), from: "node-a")
+        guard case .failure(let error)? = outcome.withLock({ $0?.result }) else {
+            Issue.record("no failure: \(String(describing: outcome.withLock { $0?.result }))")
+            return
+        }
+        #expect(error.code == .fetch)
+        #expect(error.message == "no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes, and 0 granted it "
+            + "(node-a: it promised lease 3@node-b for 1200 ms more; node-c: it started less than the longest lease ago and grants none for 4112 ms; "
+            + "no answer from node-b); values already held are still served")
+        #expect(outcome.withLock { $0?.route } == .notCalled)
+        let pluginCalled = called.load(ordering: .relaxed)
+        #expect(!pluginCalled)
+    }
+
+    @Test("a peer of protocol 7 (lease refusals as sentences) is refused at hello, with both versions named")
+    func olderProtocolRefused() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        #expect(ClusterMessage.protocolVersion == 8)
+        #expect(node.cluster.admitUnauthenticated(), "as the accept does")
+        let inbound = EmbeddedChannel(handler: InboundLink(cluster: node.cluster))
+        try inbound.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7400)).wait()
+        inbound.pipeline.fireUserInboundEventTriggered(TLSPeerVerified(node: "node-a", protocolVersion: "TLSv1.3"))
+        try inbound.writeInbound(ClusterMessage.hello(node: "node-a", protocolVersion: 7, expirables: []))
+        #expect(!inbound.isActive, "the link is closed")
+        #expect(node.cluster.state.withLock { $0.peers["node-a"]?.inbound == nil })
+        #expect(PeerError.badVersion(theirs: 7, ours: ClusterMessage.protocolVersion).description == "cluster protocol 7, this node speaks 8")
+        _ = try? inbound.finish()
+    }
+
     @Test("members() while a heartbeat lands after it read the clock: a peer heard 'in the future' is heard 0 ms ago (it trapped on the subtraction, killing a node that was asked for its status)")
     func heardAfterTheClockWasRead() throws {
         let node = try ClusterTimeTests.Node()

@@ -18,8 +18,8 @@ struct LeaseTests {
         let c3 = LeaseNumber(round: 3, node: "node-c")
         #expect(grants.request("x", number: a1, duration: .seconds(10), now: 0) == .granted)
         #expect(grants.request("y", number: b2, duration: .seconds(10), now: 0) == .granted, "another expirable is independent")
-        #expect(grants.request("x", number: b2, duration: .seconds(10), now: 5 * Self.second) == .refused("it promised lease 1@node-a for 5000 ms more"))
-        #expect(grants.request("x", number: a1, duration: .seconds(10), now: 5 * Self.second) == .refused("lease 1@node-a is not newer than lease 1@node-a"))
+        #expect(grants.request("x", number: b2, duration: .seconds(10), now: 5 * Self.second) == .refused(.promised(a1, remaining: .milliseconds(5000))))
+        #expect(grants.request("x", number: a1, duration: .seconds(10), now: 5 * Self.second) == .refused(.notNewer(seen: a1)))
         #expect(grants.request("x", number: b2, duration: .seconds(10), now: 10 * Self.second) == .granted, "the promise ran out")
         grants.release("x", number: a1)
         #expect(grants.promises["x"]?.number == b2, "releasing an older lease frees nothing")
@@ -40,7 +40,7 @@ struct LeaseTests {
     func quietAfterRestart() {
         var grants = LeaseGrants(startedAt: 100 * Self.second, longestLease: .seconds(12))
         let answer = grants.request("x", number: LeaseNumber(round: 1, node: "node-b"), duration: .seconds(12), now: 105 * Self.second)
-        #expect(answer == .refused("it started less than the longest lease ago and grants none for 7000 ms"))
+        #expect(answer == .refused(.quiet(remaining: .milliseconds(7000))))
         #expect(grants.request("x", number: LeaseNumber(round: 1, node: "node-b"), duration: .seconds(12), now: 112 * Self.second) == .granted)
     }
 
@@ -52,7 +52,7 @@ struct LeaseTests {
         grants.observe("x", number: LeaseNumber(round: 5, node: "node-a"))
         #expect(grants.isSuperseded("x", number: old))
         #expect(!grants.isSuperseded("x", number: LeaseNumber(round: 5, node: "node-a")))
-        #expect(grants.request("x", number: old, duration: .seconds(1), now: 0) == .refused("lease 4@node-c is not newer than lease 5@node-a"))
+        #expect(grants.request("x", number: old, duration: .seconds(1), now: 0) == .refused(.notNewer(seen: LeaseNumber(round: 5, node: "node-a"))))
     }
 
     @Test("an attempt is held with a majority of the configured nodes, lost once a majority is out of reach, and held for less than it asked")
@@ -61,17 +61,18 @@ struct LeaseTests {
         attempt.grant(from: "node-a")
         attempt.grant(from: "node-b")
         #expect(attempt.outcome == nil)
-        attempt.refusal(from: "node-c", "busy")
-        attempt.refusal(from: "node-d", "busy")
+        let busy = LeaseRefusal.promised(LeaseNumber(round: 0, node: "node-x"), remaining: .seconds(1))
+        attempt.refusal(from: "node-c", busy)
+        attempt.refusal(from: "node-d", busy)
         #expect(attempt.outcome == nil, "node-e could still make three")
         attempt.grant(from: "node-e")
         #expect(attempt.outcome == .held(until: 16 * Self.second), "10 s less its 1 s margin, counted from before the request was sent")
         var lost = LeaseAttempt(name: "x", number: LeaseNumber(round: 1, node: "node-a"), sentAt: 0, duration: .seconds(10), voters: 3)
         lost.grant(from: "node-a")
-        lost.refusal(from: "node-b", "promised to node-c")
+        lost.refusal(from: "node-b", .promised(LeaseNumber(round: 0, node: "node-c"), remaining: .seconds(2)))
         #expect(lost.outcome == nil)
-        lost.refusal(from: "node-c", "promised to itself")
-        #expect(lost.outcome == .lost(["node-b": "promised to node-c", "node-c": "promised to itself"]))
+        lost.refusal(from: "node-c", .quiet(remaining: .seconds(3)))
+        #expect(lost.outcome == .lost(["node-b": .promised(LeaseNumber(round: 0, node: "node-c"), remaining: .seconds(2)), "node-c": .quiet(remaining: .seconds(3))]))
         #expect(LeaseAttempt.majority(of: 2) == 2, "two configured nodes: both, so a partition of two stops calls on both sides")
         #expect(LeaseAttempt.margin(of: .milliseconds(200)) == .milliseconds(50))
     }
@@ -97,7 +98,7 @@ struct LeaseTests {
         #expect(grants.request("x", number: LeaseNumber(round: 3, node: "node-b"), duration: .seconds(10), now: 0) == .granted)
         let first = grants.propose("x", node: "node-a")
         #expect(first == LeaseNumber(round: 4, node: "node-a"))
-        #expect(grants.request("x", number: first, duration: .seconds(10), now: 0) == .refused("it promised lease 3@node-b for 10000 ms more"))
+        #expect(grants.request("x", number: first, duration: .seconds(10), now: 0) == .refused(.promised(LeaseNumber(round: 3, node: "node-b"), remaining: .milliseconds(10_000))))
         // The refusal left `newest` at 3: without remembering what it asked for, node-a would ask for 4 again, and
         // a late grant of its first request would count for the second.
         #expect(grants.propose("x", node: "node-a") == LeaseNumber(round: 5, node: "node-a"))
@@ -154,8 +155,8 @@ struct LeaseTests {
         let messages: [ClusterMessage] = [
             .leaseRequest(name: "api", number: number, durationMillis: 6333, stateVersion: version),
             .leaseRequest(name: "api:tenant", number: number, durationMillis: 6333, stateVersion: nil),
-            .leaseAnswer(name: "api", number: number, granted: true, reason: "", newest: number, unfinished: LeaseNumber(round: 6, node: "node-c"), stateVersion: version),
-            .leaseAnswer(name: "api", number: number, granted: false, reason: "busy", newest: nil, unfinished: nil, stateVersion: nil),
+            .leaseAnswer(name: "api", number: number, refusal: nil, newest: number, unfinished: LeaseNumber(round: 6, node: "node-c"), stateVersion: version),
+            .leaseAnswer(name: "api", number: number, refusal: .quiet(remaining: .milliseconds(4112)), newest: nil, unfinished: nil, stateVersion: nil),
             .leaseUnderWay(name: "api", number: number),
         ]
         for message in messages {
@@ -163,6 +164,80 @@ struct LeaseTests {
             ClusterFrame.encode(message, into: &buffer)
             #expect(try ClusterFrame.decode(&buffer) == message)
             #expect(buffer.readableBytes == 0)
+        }
+    }
+
+    @Test("a refusal is a code and its numbers on the wire: each one, and a grant, round-trips through encoding")
+    func refusalCodes() throws {
+        let number = LeaseNumber(round: 7, node: "node-a")
+        let refusals: [LeaseRefusal?] = [
+            nil,
+            .quiet(remaining: .milliseconds(4112)),
+            .quiet(remaining: .zero),
+            .notNewer(seen: LeaseNumber(round: 9, node: "node-b")),
+            .promised(LeaseNumber(round: UInt64.max, node: "node-ç"), remaining: .milliseconds(86_400_000)),
+        ]
+        for refusal in refusals {
+            let message = ClusterMessage.leaseAnswer(name: "api", number: number, refusal: refusal, newest: number, unfinished: nil, stateVersion: nil)
+            var buffer = ByteBuffer()
+            ClusterFrame.encode(message, into: &buffer)
+            #expect(buffer.getInteger(at: Self.refusalCodeOffset(name: "api", number: number), as: UInt8.self) == Self.code(of: refusal))
+            #expect(try ClusterFrame.decode(&buffer) == message)
+            #expect(buffer.readableBytes == 0)
+        }
+    }
+
+    @Test("a refusal code this node does not know, or a negative time in one, is a malformed frame, not a crash")
+    func unknownRefusalCode() throws {
+        let number = LeaseNumber(round: 7, node: "node-a")
+        let offset = Self.refusalCodeOffset(name: "api", number: number)
+        for code in [UInt8(4), 9, 255] {
+            var buffer = ByteBuffer()
+            ClusterFrame.encode(.leaseAnswer(name: "api", number: number, refusal: .quiet(remaining: .seconds(1)), newest: nil, unfinished: nil, stateVersion: nil), into: &buffer)
+            buffer.setInteger(code, at: offset)
+            #expect(throws: PeerError.malformedFrame("a lease answer with refusal code \(code), which this node does not know")) { try ClusterFrame.decode(&buffer) }
+        }
+        #expect(PeerError.malformedFrame("").isProtocolViolation, "the link it came on is closed as for any malformed frame")
+        var negative = ByteBuffer()
+        ClusterFrame.encode(.leaseAnswer(name: "api", number: number, refusal: .quiet(remaining: .seconds(1)), newest: nil, unfinished: nil, stateVersion: nil), into: &negative)
+        negative.setInteger(Int64(-5), at: offset + 1)
+        #expect(throws: PeerError.malformedFrame("a lease refusal for -5 ms")) { try ClusterFrame.decode(&negative) }
+        // Cut off inside the refusal's numbers: the frame ends inside a field.
+        var short = ByteBuffer()
+        short.writeInteger(UInt32(offset - 4 + 1 + 4))
+        var whole = ByteBuffer()
+        ClusterFrame.encode(.leaseAnswer(name: "api", number: number, refusal: .promised(number, remaining: .seconds(1)), newest: nil, unfinished: nil, stateVersion: nil), into: &whole)
+        short.writeBytes(whole.getBytes(at: 4, length: offset - 4 + 1 + 4)!)
+        #expect(throws: PeerError.malformedFrame("frame ends inside a field")) { try ClusterFrame.decode(&short) }
+    }
+
+    @Test("each refusal in words, as the caller's no-quorum error shows it")
+    func refusalWords() {
+        let asked = LeaseNumber(round: 4, node: "node-c")
+        #expect(LeaseRefusal.quiet(remaining: .milliseconds(7000)).text(refusing: asked) == "it started less than the longest lease ago and grants none for 7000 ms")
+        #expect(LeaseRefusal.notNewer(seen: LeaseNumber(round: 5, node: "node-a")).text(refusing: asked) == "lease 4@node-c is not newer than lease 5@node-a")
+        #expect(LeaseRefusal.promised(LeaseNumber(round: 3, node: "node-b"), remaining: .milliseconds(1200)).text(refusing: asked)
+            == "it promised lease 3@node-b for 1200 ms more")
+        let error = PeerError.noQuorum(name: "token", lease: asked, needed: 3, voters: 5, granted: 1,
+                                       refusals: ["node-b": .promised(LeaseNumber(round: 3, node: "node-b"), remaining: .milliseconds(1200)),
+                                                  "node-a": .notNewer(seen: LeaseNumber(round: 5, node: "node-a"))],
+                                       silent: ["node-d", "node-e"])
+        #expect(error.description == "no quorum for token: a plugin call needs a lease granted by 3 of the 5 configured nodes, and 1 granted it "
+            + "(node-a: lease 4@node-c is not newer than lease 5@node-a; node-b: it promised lease 3@node-b for 1200 ms more; "
+            + "no answer from node-d, node-e); values already held are still served")
+    }
+
+    /// Where a lease answer's refusal code sits: after the length, the type, the name and the lease number.
+    static func refusalCodeOffset(name: String, number: LeaseNumber) -> Int {
+        4 + 1 + (2 + name.utf8.count) + (1 + 8 + 2 + number.node.utf8.count)
+    }
+
+    static func code(of refusal: LeaseRefusal?) -> UInt8 {
+        switch refusal {
+        case nil: 0
+        case .quiet?: 1
+        case .notNewer?: 2
+        case .promised?: 3
         }
     }
 
@@ -399,7 +474,7 @@ private struct Simulation {
             receive(state: state, at: node)
             if let newest { nodes[node].grants.observe("x", number: newest) }
             guard var attempt = nodes[node].attempt, attempt.number == number else { return }
-            if granted { attempt.grant(from: name(from)) } else { attempt.refusal(from: name(from), "no") }
+            if granted { attempt.grant(from: name(from)) } else { attempt.refusal(from: name(from), .notNewer(seen: number)) }
             attempt.learn(from: name(from), unfinished: unfinished, stateVersion: Self.version(state))
             nodes[node].attempt = attempt
             switch attempt.outcome {

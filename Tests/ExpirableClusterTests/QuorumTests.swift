@@ -74,6 +74,9 @@ struct QuorumTests {
         let refused = try cluster["node-c"].redis("GET", "token")
         #expect(refused.hasPrefix("FETCH no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes, and 1 granted it"), "\(refused)")
         #expect(refused.contains("no answer from node-a, node-b"), "\(refused)")
+        let explained = try cluster["node-c"].redis("EXPLAIN", "token")
+        #expect(explained.range(of: #"flight:[0-9]+ [0-9.]+ temporary reader FETCH not_called"#, options: .regularExpression) != nil,
+                "explain shows the refused GET as a fetch without a call: \(explained)")
 
         #expect(try cluster["node-a"].redis("CLEAR", "token") == "OK")
         let second = try cluster["node-a"].redis("GET", "token")

@@ -1,4 +1,5 @@
 import ExpirableCore
+import Synchronization
 import Testing
 
 /// The engine's side of `explain` and of the metrics, on a manual clock: the call history and the rules it reports.
@@ -54,5 +55,67 @@ struct EngineExplainTests {
         #expect(figures.first?.counters.hits == 1)
         #expect(figures.first?.counters.misses == 1)
         #expect(figures.first?.expiresInSeconds == 30)
+    }
+}
+
+/// A cluster's fetcher as the engine sees it: it answers from wherever the test says (`route`), and reports the
+/// calls of this node's plugin itself, as `ClusterFetcher` does.
+final class RoutedFetcher: ForwardingFetcher {
+    let answers = Mutex<[(Result<Fetched, ExpirableError>, CallRecord.Route)]>([])
+    let engine = Mutex<Engine?>(nil)
+
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        let (result, route) = answers.withLock { $0.removeFirst() }
+        if route == .plugin, let engine = engine.withLock({ $0 }) { engine.countPluginCall(request.key.map { "fam:" + $0 } ?? "token") }
+        completion(FetchOutcome(result: result, route: route))
+    }
+}
+
+@Suite("explain's history: the node's own plugin calls, and the fetches answered without one")
+struct CallRouteTests {
+    @Test("a fetch forwarded to the owner, one answered by the join and one the quorum did not allow are recorded as such, not as plugin calls, nor timed as calls")
+    func routes() async throws {
+        let clock = ManualClock()
+        let fetcher = RoutedFetcher()
+        let engine = Engine(expirables: [ExpirableDefinition(name: "token", freshness: FreshnessPolicy(retryInterval: .milliseconds(10)), fetcher: fetcher)],
+                            clock: clock)
+        fetcher.engine.withLock { $0 = engine }
+        let timed = Locked<[CallRecord]>([])
+        engine.observeCalls { _, call in timed.withLock { $0.append(call) } }
+        let routes: [CallRecord.Route] = [.plugin, .forwarded(to: "node-b"), .joined, .notCalled]
+        for route in routes {
+            fetcher.answers.withLock { $0.append((route == .notCalled ? .failure(.fetch("no quorum for token")) : value("v", expiresIn: 1000, clock: clock), route)) }
+            _ = try? await engine.fetch("token")
+            clock.advance(by: .seconds(2))
+            if route != .notCalled { engine.clear("token") }
+        }
+        let explanation = try #require(engine.explanation("token"))
+        #expect(explanation.calls.map(\.route) == routes.reversed())
+        #expect(explanation.calls.map(\.isPluginCall) == [false, false, false, true])
+        #expect(explanation.why == "nothing is stored: the last fetch failed without a plugin call here (temporary): FETCH no quorum for token")
+        #expect(engine.status("token")?.counters.pluginCalls == 1)
+        #expect(timed.withLock { $0.map(\.route) } == [.plugin], "only the plugin's call is timed as one (expirable_plugin_call_duration_seconds)")
+
+        clock.advance(by: .seconds(1))
+        fetcher.answers.withLock { $0.append((.failure(.timeout("node-b, the owner of token, did not answer within 2000ms")), .forwarded(to: "node-b"))) }
+        _ = try? await engine.fetch("token")
+        #expect(engine.explanation("token")?.why.hasPrefix("nothing is stored: the last fetch, forwarded to node-b, failed (temporary)") == true)
+    }
+
+    @Test("19. a compact keyed member keeps where its last fetch was answered")
+    func compactMemberRoute() async throws {
+        let clock = ManualClock()
+        let fetcher = RoutedFetcher()
+        let engine = Engine(expirables: [ExpirableDefinition(name: "fam", keyed: KeyedPolicy(maxKeys: 10, keyIdle: .seconds(3600)), fetcher: fetcher)],
+                            clock: clock)
+        fetcher.engine.withLock { $0 = engine }
+        for (key, route) in [("a", CallRecord.Route.forwarded(to: "node-b")), ("b", .joined), ("c", .plugin)] {
+            fetcher.answers.withLock { $0.append((value(key, expiresIn: 60_000, clock: clock), route)) }
+            _ = try await engine.fetch("fam:\(key)")
+        }
+        #expect(engine.explanation("fam:a")?.calls.map(\.route) == [.forwarded(to: "node-b")])
+        #expect(engine.explanation("fam:b")?.calls.map(\.route) == [.joined])
+        #expect(engine.explanation("fam:c")?.calls.map(\.route) == [.plugin])
+        #expect(engine.status("fam:a")?.counters.pluginCalls == 0 && engine.status("fam:c")?.counters.pluginCalls == 1)
     }
 }

@@ -5,8 +5,9 @@ import Foundation
 import Testing
 
 /// The plugin host measures calls' timeouts and helpers' restart backoff on the engine's clock, so both are
-/// tested here by moving a ManualClock, never by waiting for them to pass.
-@Suite("Plugin timeouts on the engine's clock")
+/// tested here by moving a ManualClock, never by waiting for them to pass; and its plugins read that clock's
+/// wall time through `now_ms`, each host its own.
+@Suite("Plugins on the engine's clock")
 struct PluginClockTests {
     /// Polls `body` every 5 ms for at most 10 s of real time: for what another thread or process does.
     static func soon(_ body: () -> Bool) async throws -> Bool {
@@ -19,6 +20,79 @@ struct PluginClockTests {
 
     static func fact(_ host: PluginHost, _ name: String, _ key: String) -> String? {
         host.info(name).first { $0.0 == key }?.1
+    }
+
+    /// How far past its host's wall clock a plugin's reading may be: none inline; a helper's clock starts where
+    /// its host's stands and then runs in real time, which a ManualClock does not: at most the real time since
+    /// `since`, taken before the host started its helper.
+    static func slack(_ isolation: String, since: ContinuousClock.Instant) -> Int64 {
+        isolation == "inline" ? 0 : (ContinuousClock.now - since).milliseconds + 1
+    }
+
+    static func expiresAt(_ fetched: Fetched) -> Int64? {
+        guard case .at(let unixMillis) = fetched.expiry else { return nil }
+        return unixMillis
+    }
+
+    @Test("two hosts in one process each give their plugins their own clock's wall time through now_ms, during concurrent calls, in either mode",
+          arguments: ["inline", "process"])
+    func nowOnEachHostsClock(isolation: String) async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.compile("sleeper")
+        try fixture.compile("hello")
+        let started = fixture.path("started")
+        let early = ManualClock(unixMillis: 1_700_000_000_000)
+        let late = ManualClock(unixMillis: 2_000_000_000_000)
+        let began = ContinuousClock.now
+        let (earlyEngine, earlyHost) = try fixture.engine("""
+            [expirable.slow]
+            plugin = "sleeper"
+            [expirable.slow.params]
+            release_file = "\(fixture.path("release"))"
+            started_file = "\(started)"
+            """, isolation: isolation, clock: early)
+        defer { earlyHost.shutdown() }
+        let (lateEngine, lateHost) = try fixture.engine("[expirable.greeting]\nplugin = \"hello\"\n", isolation: isolation, clock: late)
+        defer { lateHost.shutdown() }
+        // The early host's call is under way while the late host's runs; the sleeper reads now_ms once released.
+        let slow = Task { try await earlyEngine.fetch("slow") }
+        #expect(try await Self.soon { FileManager.default.fileExists(atPath: started) })
+        let greeting = try #require(Self.expiresAt(try await lateEngine.fetch("greeting")))
+        #expect(FileManager.default.createFile(atPath: fixture.path("release"), contents: nil))
+        let value = try #require(Self.expiresAt(try await slow.value))
+        let hour: Int64 = 3_600_000
+        #expect((late.unixMillis + hour...late.unixMillis + hour + Self.slack(isolation, since: began)).contains(greeting),
+                "hello's now_ms + 1 h is \(greeting - late.unixMillis - hour) ms off its host's clock")
+        #expect((early.unixMillis + 60_000...early.unixMillis + 60_000 + Self.slack(isolation, since: began)).contains(value),
+                "sleeper's now_ms + 60 s is \(value - early.unixMillis - 60_000) ms off its host's clock")
+    }
+
+    @Test("a plugin's retry-after is taken, and held to an hour from now, on its host's clock, in either mode", arguments: ["inline", "process"])
+    func retryAfterOnTheHostsClock(isolation: String) async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.compile("classified")
+        // Years ahead of the machine's clock: an hour from the machine's "now" would cut a retry-after short.
+        let clock = ManualClock(unixMillis: 2_000_000_000_000)
+        let began = ContinuousClock.now
+        let (engine, host) = try fixture.engine("""
+            [expirable.soon]
+            plugin = "classified"
+            [expirable.soon.params]
+            class = 1
+            retry_after_s = 30
+            [expirable.far]
+            plugin = "classified"
+            [expirable.far.params]
+            class = 1
+            retry_after_s = 100000000
+            """, isolation: isolation, clock: clock)
+        defer { host.shutdown() }
+        let soon = try #require(await fetchError(engine, "soon")?.retryAfter)
+        #expect((clock.unixMillis + 30_000...clock.unixMillis + 30_000 + Self.slack(isolation, since: began)).contains(soon),
+                "\(soon - clock.unixMillis) ms from now")
+        #expect(await fetchError(engine, "far")?.retryAfter == clock.unixMillis + 3_600_000)
     }
 
     @Test("a call's timeout fires when the engine's clock passes it, in either mode, and not before", arguments: ["inline", "process"])
