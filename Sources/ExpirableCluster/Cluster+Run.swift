@@ -3,7 +3,6 @@ import ExpirableTLS
 import Logging
 import NIOCore
 import NIOPosix
-import ServiceLifecycle
 
 extension Cluster {
     /// Listens for peers, dials them, sends heartbeats and watches liveness until graceful shutdown.

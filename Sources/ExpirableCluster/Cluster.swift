@@ -3,7 +3,6 @@ import ExpirableTLS
 import Logging
 import NIOCore
 import NIOPosix
-import ServiceLifecycle
 import Synchronization
 
 /// This node's part in the cluster (SPEC §4). It dials every peer over mutual TLS and sends on that link

@@ -1,8 +1,8 @@
+import ExpirableCore
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import ServiceLifecycle
 
 /// Serves `GET /metrics` over HTTP/1.1 (NIO's codec) on an event loop of its own, so scrapes never run on the
 /// loops that serve the socket. Anything else gets 404 (another path) or 405 (another method).

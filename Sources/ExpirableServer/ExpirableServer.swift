@@ -3,7 +3,6 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
-import ServiceLifecycle
 import Synchronization
 #if canImport(Glibc)
 import Glibc

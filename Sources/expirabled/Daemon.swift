@@ -9,7 +9,6 @@ import ExpirableState
 import ExpirableTLS
 import Logging
 import NIOPosix
-import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -127,14 +126,9 @@ struct Daemon {
         if let metrics = configuration.metrics {
             parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, logger: logger))
         }
-        let services: [ServiceGroupConfiguration.ServiceConfiguration] = parts.map {
-            .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
-        } + [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)]
-        let group = ServiceGroup(configuration: .init(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
+        // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
+        // and the cluster last.
+        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger)
         do {
             try await group.run()
         } catch {

@@ -1,7 +1,6 @@
 import ExpirableConfig
 import ExpirableCore
 import Logging
-import ServiceLifecycle
 import Synchronization
 
 /// The configured `[[sink]]`s (SPEC §7): files that hold a value for programs that read a file. Each is written
