@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # SPEC §8's idle memory: the daemon's private memory (anonymous + private file pages) and resident memory, with
-# its plugins in helper processes (the default) and inline, each run started alone and read after 5 s idle.
-#     Benchmarks/idle-memory.sh [ROUNDS]      (default 5; the two kinds alternate)
+# its plugins in helper processes (the default), inline, and as a cluster node (helpers; a [cluster] table whose
+# two peers are not running, so nothing else maps its libraries), each run started alone and read after 5 s idle.
+#     Benchmarks/idle-memory.sh [ROUNDS]      (default 5; the three kinds alternate)
 # Private pages are the ones no other process maps. A helper runs the daemon's own binary, so with helpers the
-# daemon's code pages are shared with them and leave its private count; inline, they stay private to it.
+# daemon's code pages are shared with them and leave its private count; inline, they stay private to it. The
+# same holds for shared libraries: libswiftCore's and libcrypto's pages count as private unless another process
+# (another Swift program, sshd, a test run) has the same pages mapped, so run this on an otherwise idle machine.
+# The last round's private memory is broken down by mapping, largest first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . Benchmarks/common.sh
@@ -16,11 +20,26 @@ config() {
     printf '[expirable.key]\nplugin = "command"\nisolation = "%s"\n[expirable.key.params]\nargv = ["echo", "key"]\nttl = "1h"\n' "$1"
     file_expirable file 1h "$1"
 }
+"$bin/expirablectl" cert ca --dir "$work" >/dev/null
+"$bin/expirablectl" cert node node-a --dir "$work" >/dev/null
+cluster_table() {
+    printf '[cluster]\nnode = "node-a"\nlisten = "127.0.0.2:7811"\n'
+    printf 'peers = { node-b = "127.0.0.3:7811", node-c = "127.0.0.4:7811" }\n'
+    printf 'ca = "%s"\ncert = "%s"\nkey = "%s"\n' "$work/ca.pem" "$work/node-a.pem" "$work/node-a.key"
+}
 kb() { awk -v f="$2" '$1 == f":" {print $2}' "/proc/$1/smaps_rollup"; }
 for isolation in process inline; do config "$isolation" > "$work/$isolation.toml"; done
+{ config process; cluster_table; } > "$work/cluster.toml"
+kinds="process inline cluster"
+# Private memory by mapping (file name, or [anon] etc.), kB, largest first.
+breakdown() {
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {n = NF >= 6 ? $6 : "[anon]"; sub(/.*\//, "", n)} /^Private_(Clean|Dirty):/ {p[n] += $2}
+         END {for (k in p) if (p[k] > 0) print p[k], k}' "/proc/$1/smaps" | sort -rn | head -8 | awk '{printf "%s %s kB; ", $2, $1}'
+}
+declare -A parts
 declare -A private resident anonymous helpers
 for round in $(seq "$rounds"); do
-    for isolation in process inline; do
+    for isolation in $kinds; do
         rm -f "$work/idle.sock"
         "$bin/expirabled" --config "$work/$isolation.toml" > "$work/log" 2>&1 &
         daemon=$!
@@ -32,12 +51,20 @@ for round in $(seq "$rounds"); do
         anonymous[$isolation]+="$(kb $daemon Anonymous) "
         h=0; for child in $(pgrep -P $daemon || true); do h=$(( h + $(kb $child Private_Clean) + $(kb $child Private_Dirty) )); done
         helpers[$isolation]+="$h "
+        parts[$isolation]=$(breakdown $daemon)
         kill $daemon; wait $daemon 2>/dev/null || true
     done
 done
 mb() { tr ' ' '\n' | grep . | median | awk '{printf "%.2f MB", $1/1024}'; }
 range() { tr ' ' '\n' | grep . | sort -n | awk 'NR==1 {a=$1} {b=$1} END {printf "%.2f–%.2f", a/1024, b/1024}'; }
 echo "idle daemon, 3 expirables, medians of $rounds rounds (range); targets: private < 5 MB, resident < 24 MB"
-for isolation in process inline; do
+for isolation in $kinds; do
     echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), anonymous $(echo "${anonymous[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
 done
+echo "private memory by mapping, last round:"
+for isolation in $kinds; do echo "  $isolation: ${parts[$isolation]}"; done
+# The floor OpenSSL alone sets under a cluster node: its initialization and one TLS context with the node's
+# certificate, in a C program started alone.
+if cc Benchmarks/openssl-floor/floor.c -o "$work/floor" -lssl -lcrypto 2>/dev/null; then
+    "$work/floor" "$work/node-a.pem" "$work/node-a.key" "$work/ca.pem" | sed 's/^/  /'
+fi

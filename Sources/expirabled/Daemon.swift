@@ -61,11 +61,11 @@ struct Daemon {
         if let settings = configuration.cluster {
             do {
                 let tls = try TLSContext(node: settings.node, caPath: settings.ca, certificatePath: settings.cert, keyPath: settings.key)
-                // Peer links on an event loop of their own, apart from the loops serving the socket (a TLS
-                // handshake takes a millisecond of CPU): one thread is plenty, where NIO's shared group would start
-                // one per core, each with its own stack and malloc arena in an idle daemon's memory.
+                // Peer links on NIO's shared group (a thread per core), apart from the loops serving the socket. One
+                // thread of their own saved about 50 kB of an idle node's memory but made a miss 0.2 ms slower and
+                // 8-node replication's p99 twice as long (Benchmarks/cluster.sh, docs/benchmarks.md).
                 cluster = Cluster(options: Daemon.clusterOptions(settings, configuration), tls: tls, logger: Logger(label: "expirable.cluster"), clock: clock,
-                                  allocator: WipingAllocator.shared, group: MultiThreadedEventLoopGroup(numberOfThreads: 1))
+                                  allocator: WipingAllocator.shared)
             } catch let error as TLSError {
                 fail("\(configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message))")
             } catch {
