@@ -196,6 +196,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             state.quiescing = true
+            // A batch read and waiting for its read-ahead round is answered, as it would have been when read.
+            if state.deferred { runReadAhead(context: context) }
             if state.phase == .waiting {
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.scheduleTask(in: .nanoseconds(options.drainTimeout.nanoseconds)) {
@@ -326,7 +328,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// After the client's writing side closed: once nothing is owed, close (what is left in `inbound` is a
     /// request that can never be completed).
     private func finishIfDone(context: ChannelHandlerContext) {
-        guard state.inputClosed, state.phase == .serving, state.transactionLeft == 0 else { return }
+        // A batch waiting for its read-ahead round is still owed: the round's `process` comes back here.
+        guard state.inputClosed, state.phase == .serving, state.transactionLeft == 0, !state.deferred else { return }
         close(context: context)
     }
 

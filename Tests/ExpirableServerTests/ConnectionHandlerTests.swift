@@ -101,6 +101,22 @@ struct ConnectionHandlerTests {
         h.fetchers["b"]!.release("beta")
         #expect(try h.received() == "$4\r\nbeta\r\n")
 
+        // A client that sends a batch and shuts its writing side at once is answered before the connection closes.
+        let halfClosed = try Harness(keyed: true)
+        for key in ["x", "y", "z"] { try halfClosed.store("f:\(key)", "value-\(key)") }
+        halfClosed.read(String(repeating: "GET f:x\r\nGET f:y\r\nGET f:z\r\n", count: 3))
+        halfClosed.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(halfClosed.channel.isActive, "closed before the batch waiting for its round was answered")
+        #expect(try halfClosed.received() == String(repeating: "$7\r\nvalue-x\r\n$7\r\nvalue-y\r\n$7\r\nvalue-z\r\n", count: 3))
+        #expect(!halfClosed.channel.isActive)
+
+        // Shutting down (quiescing) answers a batch waiting for its round before closing.
+        let quiesced = try Harness(keyed: true)
+        for key in ["x", "y", "z"] { try quiesced.store("f:\(key)", "value-\(key)") }
+        quiesced.read(String(repeating: "GET f:x\r\nGET f:y\r\nGET f:z\r\n", count: 3))
+        quiesced.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(try quiesced.writtenSoFar() == String(repeating: "$7\r\nvalue-x\r\n$7\r\nvalue-y\r\n$7\r\nvalue-z\r\n", count: 3))
+
         // A batch whose connection closes before the round runs: nothing is answered, nothing breaks.
         h.read(String(repeating: "GET f:x\r\nGET f:y\r\nGET f:z\r\n", count: 3))
         #expect(try h.writtenSoFar() == "")
