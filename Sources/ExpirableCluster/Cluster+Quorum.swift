@@ -134,7 +134,7 @@ extension Cluster {
             guard until > now, until - now >= UInt64(pending.timeout.nanoseconds) else {
                 state.withLock { $0.counters.leasesTooLate &+= 1 }
                 release(name, number)
-                pending.completion(FetchOutcome(result: .failure(.fetch("\(name): the lease for this call (\(number)) came too late to hold a whole call of \(pending.timeout.milliseconds) ms; nothing was called")),
+                pending.completion(FetchOutcome(result: .failure(.fetch(PeerError.leaseTooLate(name: name, lease: number, timeoutMillis: pending.timeout.milliseconds).description)),
                                                 route: .notCalled))
                 return
             }
@@ -161,7 +161,7 @@ extension Cluster {
                 // The engine stores and sends the value (and the state) inside this completion, tagged with
                 // `held[name]`. A late call's state change is kept all the same: its old state was consumed.
                 pending.completion(late
-                    ? FetchOutcome(result: .failure(.fetch("\(name): the call outlived its lease (\(number)), so its result is dropped (the node was paused or the call ran long)")), state: outcome.state)
+                    ? FetchOutcome(result: .failure(.fetch(PeerError.callOutlivedLease(name: name, lease: number).description)), state: outcome.state)
                     : outcome)
                 release(name, number)
             }

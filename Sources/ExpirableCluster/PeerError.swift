@@ -53,6 +53,10 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
     /// No majority granted `lease` on `name`, so no call was made: `needed` of the `voters` configured nodes had
     /// to grant it and `granted` did; the nodes that refused it, and why, and those that did not answer in time.
     case noQuorum(name: String, lease: LeaseNumber, needed: Int, voters: Int, granted: Int, refusals: [String: LeaseRefusal], silent: [String])
+    /// The majority's lease arrived with less of it left than the call's timeout: nothing was called.
+    case leaseTooLate(name: String, lease: LeaseNumber, timeoutMillis: Int64)
+    /// The call ended after its lease had run out on this node's clock: its result is dropped.
+    case callOutlivedLease(name: String, lease: LeaseNumber)
 
     var description: String {
         switch self {
@@ -81,6 +85,10 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
                 + (refusals.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.text(refusing: lease))" }
                     + (silent.isEmpty ? [] : ["no answer from \(silent.joined(separator: ", "))"])).joined(separator: "; ")
                 + "); values already held are still served"
+        case .leaseTooLate(let name, let lease, let timeout):
+            "\(name): the lease for this call (\(lease)) came too late to hold a whole call of \(timeout) ms; nothing was called"
+        case .callOutlivedLease(let name, let lease):
+            "\(name): the call outlived its lease (\(lease)), so its result is dropped (the node was paused or the call ran long)"
         }
     }
 

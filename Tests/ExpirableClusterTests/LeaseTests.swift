@@ -225,6 +225,10 @@ struct LeaseTests {
         #expect(error.description == "no quorum for token: a plugin call needs a lease granted by 3 of the 5 configured nodes, and 1 granted it "
             + "(node-a: lease 4@node-c is not newer than lease 5@node-a; node-b: it promised lease 3@node-b for 1200 ms more; "
             + "no answer from node-d, node-e); values already held are still served")
+        #expect(PeerError.leaseTooLate(name: "token", lease: asked, timeoutMillis: 30_000).description
+            == "token: the lease for this call (4@node-c) came too late to hold a whole call of 30000 ms; nothing was called")
+        #expect(PeerError.callOutlivedLease(name: "token", lease: asked).description
+            == "token: the call outlived its lease (4@node-c), so its result is dropped (the node was paused or the call ran long)")
     }
 
     /// Where a lease answer's refusal code sits: after the length, the type, the name and the lease number.
