@@ -134,10 +134,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         state.reads &+= 1
         inbound.accumulate(unwrapInboundIn(data))
         guard state.phase == .serving, !state.deferred else { return }
-        if let buffer = inbound, worthReadingAhead(buffer) {
+        if executor.state.engine.hasKeyedFamilies, let buffer = inbound, worthReadingAhead(buffer) {
             readAheadThenProcess(buffer, context: context)
         } else {
-            process(context: context)
+            process(context: context, readAhead: false)  // just found not worth it
         }
     }
 

@@ -52,9 +52,7 @@ struct Harness {
     /// Everything written to the client so far, after running the event loop's pending tasks.
     func received() throws -> String {
         channel.embeddedEventLoop.run()
-        var text = ""
-        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { text += String(buffer: buffer) }
-        return text
+        return try writtenSoFar()
     }
 
     /// Fills `name` with `value` through a GET.
