@@ -29,7 +29,10 @@ struct MembershipTests {
         let elapsed = Date().timeIntervalSince(started)
         #expect(answer == value, "\(restarted)'s log ends: \(cluster[restarted].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(8))")
         #expect(cluster.calls() == [owner: 1].merging(cluster.names.filter { $0 != owner }.map { ($0, 0) }) { $1 }, "calls per node: \(cluster.calls())")
-        #expect(elapsed < 3, "the join is bounded: \(elapsed) s")
+        // Bounded by the join time: past it the node would have stopped waiting (and called, which the line above
+        // rules out). A fixed 3 s, tighter than that, failed once in a clean-clone CI run (3.07 s, the whole suite
+        // loading 2 cores); here the test takes about 1 s.
+        #expect(elapsed < 6, "the join is bounded by join_timeout: \(elapsed) s")
     }
 
     @Test("11. an eager cluster-scoped value is prefetched once in the cluster, by its owner, after the join; ready waits for the join")
