@@ -57,18 +57,19 @@ let package = Package(
         ),
         // Linux calls that need _GNU_SOURCE (the ELF type of a plugin's symbols), prefixed.
         .target(name: "CExpirableLinux"),
-        // The system OpenSSL, with shims for the macros Swift cannot import.
-        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // The system OpenSSL (headers from libssl-dev), with shims for the macros Swift cannot import. Not linked:
+        // loaded on first use, so a daemon that needs no TLS or encryption never maps it.
+        .target(name: "CExpirableOpenSSL", linkerSettings: [.linkedLibrary("dl")]),
         // The system libcurl, for the oauth2 plugin's HTTPS requests.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Mutually authenticated TLS on NIO through OpenSSL memory BIOs, and certificate creation.
         .target(
             name: "ExpirableTLS",
-            dependencies: ["COpenSSL", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["CExpirableOpenSSL", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // Plugin states on disk, encrypted with AES-256-GCM through OpenSSL (SPEC §3.20, state_dir).
-        .target(name: "ExpirableState", dependencies: ["COpenSSL", "ExpirableCore"], swiftSettings: strict),
+        .target(name: "ExpirableState", dependencies: ["CExpirableOpenSSL", "ExpirableCore"], swiftSettings: strict),
         // Replication between nodes: membership, ownership, forwarded fetches, versions. Knows nothing of RESP.
         .target(
             name: "ExpirableCluster",
@@ -90,7 +91,7 @@ let package = Package(
         .target(
             name: "ExpirableServer",
             dependencies: [
-                "ExpirableCore", "ExpirableRESP", "COpenSSL",
+                "ExpirableCore", "ExpirableRESP", "CExpirableOpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -141,7 +142,11 @@ let package = Package(
         ),
         .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
         .target(name: "FilePlugin", dependencies: ["ExpirableABI"], path: "Plugins/FilePlugin"),
-        .target(name: "OAuth2Plugin", dependencies: ["ExpirableABI", "CCurl", "COpenSSL"], path: "Plugins/OAuth2Plugin"),
+        .target(
+            name: "OAuth2Plugin", dependencies: ["ExpirableABI", "CCurl"], path: "Plugins/OAuth2Plugin",
+            // Linked, not loaded on use: libcurl maps OpenSSL anyway, and the plugin signs JWT assertions with it.
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         .executableTarget(
             name: "EngineBenchmark",
             dependencies: ["ExpirableCore"],

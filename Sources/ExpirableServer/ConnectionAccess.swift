@@ -1,4 +1,4 @@
-import COpenSSL
+import CExpirableOpenSSL
 import ExpirableCore
 import Logging
 import Synchronization
@@ -185,7 +185,9 @@ final class ExecutableDigests: Sendable {
     }
 
     static func sha256(_ fd: Int32) -> [UInt8]? {
-        guard let context = EVP_MD_CTX_new() else { return nil }
+        // OpenSSL is loaded on first use (CExpirableOpenSSL.h); the configuration loaded it already when a rule
+        // names a digest, so this only fails if that did.
+        guard CExpirableOpenSSL_load() == nil, let context = EVP_MD_CTX_new() else { return nil }
         defer { EVP_MD_CTX_free(context) }
         guard EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else { return nil }
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)

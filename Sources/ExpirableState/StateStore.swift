@@ -1,4 +1,4 @@
-import COpenSSL
+import CExpirableOpenSSL
 import ExpirableCore
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +23,8 @@ public final class StateStore: Sendable {
     /// Opens `directory` (created 0700 if missing; refused if others may write or read it) with the 32-byte key
     /// from `keyFile`, or else from the systemd credential `expirable-state-key`.
     public init(directory: String, keyFile: String?, environment: [String: String] = StateStore.processEnvironment()) throws(StateError) {
+        // Nothing links OpenSSL (CExpirableOpenSSL.h): a daemon with a state_dir loads it here, or says why not.
+        if let failure = CExpirableOpenSSL_load() { throw StateError("state_dir: \(String(cString: failure))") }
         self.directory = directory
         let path: String
         if let keyFile {

@@ -1,4 +1,4 @@
-import COpenSSL
+import CExpirableOpenSSL
 import Glibc
 
 /// Creates the cluster's certificate authority and node certificates with OpenSSL: P-256 keys, SHA-256
@@ -9,6 +9,7 @@ public enum Certificates {
     /// Creates a self-signed CA valid for `days`, writing `certificatePath` and `keyPath` (0600). Refuses to
     /// overwrite existing files.
     public static func makeAuthority(name: String, days: Int, certificatePath: String, keyPath: String) throws(TLSError) {
+        try TLSError.loadOpenSSL()
         try refuseExisting([certificatePath, keyPath])
         let key = try generateKey()
         defer { EVP_PKEY_free(key) }
@@ -32,6 +33,7 @@ public enum Certificates {
         _ node: String, authorityCertificatePath: String, authorityKeyPath: String, days: Int, notBeforeDays: Int = 0,
         certificatePath: String, keyPath: String
     ) throws(TLSError) {
+        try TLSError.loadOpenSSL()
         try refuseExisting([certificatePath, keyPath])
         let authority = try readCertificate(authorityCertificatePath)
         defer { X509_free(authority) }
@@ -57,6 +59,7 @@ public enum Certificates {
 
     /// The names (DNS subjectAltNames, then the common name) in the PEM certificate at `path`.
     public static func names(inCertificateAt path: String) throws(TLSError) -> [String] {
+        try TLSError.loadOpenSSL()
         let certificate = try readCertificate(path)
         defer { X509_free(certificate) }
         return TLSConnection.names(of: certificate)

@@ -1,4 +1,4 @@
-import COpenSSL
+import CExpirableOpenSSL
 import NIOCore
 
 /// One TLS session driven through memory BIOs: ciphertext from the network goes in with `receive`, ciphertext

@@ -1,4 +1,4 @@
-import COpenSSL
+import CExpirableOpenSSL
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,6 +14,7 @@ public final class TLSContext: @unchecked Sendable {
 
     /// Loads the CA, certificate and key from PEM files and checks that the key matches the certificate.
     public init(caPath: String, certificatePath: String, keyPath: String) throws(TLSError) {
+        try TLSError.loadOpenSSL()
         ERR_clear_error()
         guard let context = SSL_CTX_new(TLS_method()) else { throw .openSSL("cannot create a TLS context") }
         self.context = context

@@ -1,4 +1,4 @@
-import COpenSSL
+import CExpirableOpenSSL
 
 /// A TLS failure: what went wrong, with OpenSSL's error queue (and the certificate verification result, when
 /// there is one) appended so the log says why a peer was refused.
@@ -11,6 +11,12 @@ public struct TLSError: Error, Sendable, Hashable, CustomStringConvertible {
     public init(_ message: String, key: String? = nil) {
         self.message = message
         self.key = key
+    }
+
+    /// Loads OpenSSL, which nothing links (CExpirableOpenSSL.h): a missing or too old libssl.so.3 is an error
+    /// here, in words, before any OpenSSL call.
+    public static func loadOpenSSL() throws(TLSError) {
+        if let failure = CExpirableOpenSSL_load() { throw TLSError(String(cString: failure)) }
     }
 
     /// `what`, followed by everything on this thread's OpenSSL error queue (which it empties).
