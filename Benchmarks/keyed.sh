@@ -11,6 +11,9 @@
 # With a third argument, a directory holding another build's `expirabled` and `libfile.so` (the one before a
 # change), a second daemon from it is filled the same way and its loads join the same alternation, so both builds
 # are measured under the same noise.
+# Besides throughput, each load's CPU time of the daemon per request (user + system time of /proc/PID/stat, which
+# keeps the time of threads that ended, divided by the requests): redis-benchmark shares the 2 cores and its own share moves
+# the throughput, while the daemon's CPU per request is its cost alone.
 # Usage: Benchmarks/keyed.sh [rounds] [keys] [baseline-build-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,17 +62,25 @@ start() {
             (r1 - r0) * 1024 / n, (p1 - p0) * 1024 / n, v, (r1 - r0) * 1024 / n - v, (p1 - p0) * 1024 / n - v }'
 }
 
+declare -A daemon_pid
 labels=(e)
-start e "$bin"
-if [ -n "$baseline" ]; then labels+=(base); start base "$baseline"; fi
+start e "$bin"; daemon_pid[e]=${pids[-1]}
+if [ -n "$baseline" ]; then labels+=(base); start base "$baseline"; daemon_pid[base]=${pids[-1]}; fi
 rm -f "$work/fill.resp"
 
-bench() { # label, name, extra args...; prints rps
+ticks=$(getconf CLK_TCK)
+cpu_ns() { sed 's/.*) //' /proc/"$1"/stat | awk -v t="$ticks" '{printf "%.0f", ($12 + $13) * 1e9 / t}'; }
+bench() { # label, name, extra args...; prints rps, and appends the daemon's CPU ns per request to $work/cpu
     local label=$1 name=$2; shift 2
-    redis-benchmark -s "$work/$label.sock" -r "$keys" "$@" --csv GET "$name" 2>/dev/null | tail -1 | tr -d '"' | awk -F, '{print $2}'
+    local pid=${daemon_pid[$label]} before rps requests
+    requests=$(echo "$@" | awk '{for (i = 1; i < NF; i++) if ($i == "-n") print $(i + 1)}')
+    before=$(cpu_ns "$pid")
+    rps=$(redis-benchmark -s "$work/$label.sock" -r "$keys" "$@" --csv GET "$name" 2>/dev/null | tail -1 | tr -d '"' | awk -F, '{print $2}')
+    echo $(( ($(cpu_ns "$pid") - before) / requests )) > "$work/cpu"
+    echo "$rps"
 }
 for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
-    for label in "${labels[@]}"; do : > "$work/$label-keyed.txt"; : > "$work/$label-plain.txt"; done
+    for label in "${labels[@]}"; do for f in keyed plain keyed-cpu plain-cpu; do : > "$work/$label-$f.txt"; done; done
     for round in $(seq "$rounds"); do
         # Keyed and plain alternate, and so do the builds, so that neither always runs first.
         if [ $((round % 2)) -eq 1 ]; then order="keyed plain"; else order="plain keyed"; fi
@@ -77,6 +88,7 @@ for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
             for which in $order; do
                 # shellcheck disable=SC2086
                 if [ "$which" = keyed ]; then bench "$label" 'k:__rand_int__' $mode >> "$work/$label-keyed.txt"; else bench "$label" plain_00000000 $mode >> "$work/$label-plain.txt"; fi
+                cat "$work/cpu" >> "$work/$label-$which-cpu.txt"
             done
         done
         labels=("${labels[@]:1}" "${labels[0]}")
@@ -87,6 +99,9 @@ for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
         echo "  $label: GET k:__rand_int__ over $keys keys: $(tr '\n' ' ' < "$work/$label-keyed.txt")median $k"
         echo "  $label: GET plain_00000000:                 $(tr '\n' ' ' < "$work/$label-plain.txt")median $p"
         awk -v l="$label" -v k="$k" -v p="$p" 'BEGIN { printf "  %s: keyed / plain: %.3fx (target >= 0.95x)\n", l, k / p }'
+        kc=$(median < "$work/$label-keyed-cpu.txt"); pc=$(median < "$work/$label-plain-cpu.txt")
+        echo "  $label: daemon CPU ns per request, keyed: $(tr '\n' ' ' < "$work/$label-keyed-cpu.txt")median $kc; plain: $(tr '\n' ' ' < "$work/$label-plain-cpu.txt")median $pc"
+        awk -v l="$label" -v k="$kc" -v p="$pc" 'BEGIN { printf "  %s: CPU per request, plain / keyed: %.3fx (the throughput the daemon alone would give keyed, relative to plain)\n", l, p / k }'
     done
 done
 for label in "${labels[@]}"; do
