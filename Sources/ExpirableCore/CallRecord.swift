@@ -35,7 +35,8 @@ public struct CallRecord: Sendable, Hashable {
         case joined
         /// Nothing was called, nor an owner asked: the cluster did not let this node call (quorum single flight:
         /// no lease, or one that could not be used), or the fetch waited past its time (for the join, after a
-        /// pause) before it could go anywhere. The error says why.
+        /// pause) before it could go anywhere; or the plugin's saved state could not be used (state_dir). The error
+        /// says why.
         case notCalled
     }
 

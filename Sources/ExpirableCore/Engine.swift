@@ -332,7 +332,8 @@ public final class Engine: Sendable {
     func startingCall(_ s: inout Entry.State, now: UInt64, trigger: CallRecord.Trigger) {
         s.lastCallStart = now
         s.callTrigger = trigger
-        if !s.fetcherCountsCalls { s.counters.pluginCalls &+= 1 }
+        // A saved state that cannot be used refuses the call before the plugin (`call`): not a plugin call.
+        if !s.fetcherCountsCalls && s.stateError == nil { s.counters.pluginCalls &+= 1 }
     }
 
     /// Counts a call of this node's plugin made by a `ForwardingFetcher` for `name` (a keyed family's member
@@ -366,7 +367,7 @@ public final class Engine: Sendable {
     func call(_ entry: Entry, generation: UInt64) {
         let (state, refusal) = entry.state.withLock { ($0.pluginState, $0.stateError) }
         if let refusal {
-            complete(entry, generation: generation, result: .failure(refusal), route: .plugin)
+            complete(entry, generation: generation, result: .failure(refusal), route: .notCalled)
             return
         }
         entry.fetcher.fetch(FetchRequest(state: state)) { [self] outcome in

@@ -64,6 +64,12 @@ struct PluginStateTests {
         let answer = try second.redis("GET", "rt")
         #expect(answer.hasPrefix("FETCH rt: its saved plugin state cannot be used: \(file) does not decrypt with the configured state key"), "\(answer)")
         #expect(second.log.contains("a plugin state file cannot be used"))
+        // The plugin was not called: the refusal is not counted or timed as a call, and explain says so.
+        let info = try second.redis("INFO", "rt")
+        #expect(info.contains("plugin_calls:0"), "\(info)")
+        let explained = try second.redis("EXPLAIN", "rt")
+        #expect(explained.contains("without a plugin call"), "\(explained)")
+        #expect(!explained.split(whereSeparator: \.isNewline).contains { $0.hasPrefix("call:") }, "\(explained)")
         #expect(try second.redis("PING") == "PONG")
     }
 }
