@@ -11,6 +11,8 @@
 # With a third argument, a directory holding another build's `expirabled` and `libfile.so` (the one before a
 # change), a second daemon from it is filled the same way and its loads join the same alternation, so both builds
 # are measured under the same noise.
+# A third load reads one member of the family over and over (`GET k:000000000007`, same length): the keyed GET's
+# own work (hashing the key, the shard's table) without the cache misses of a random key among a million.
 # Besides throughput, each load's CPU time of the daemon per request (user + system time of /proc/PID/stat, which
 # keeps the time of threads that ended, divided by the requests): redis-benchmark shares the 2 cores and its own share moves
 # the throughput, while the daemon's CPU per request is its cost alone.
@@ -80,14 +82,18 @@ bench() { # label, name, extra args...; prints rps, and appends the daemon's CPU
     echo "$rps"
 }
 for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
-    for label in "${labels[@]}"; do for f in keyed plain keyed-cpu plain-cpu; do : > "$work/$label-$f.txt"; done; done
+    for label in "${labels[@]}"; do for f in keyed plain hot keyed-cpu plain-cpu hot-cpu; do : > "$work/$label-$f.txt"; done; done
     for round in $(seq "$rounds"); do
         # Keyed and plain alternate, and so do the builds, so that neither always runs first.
-        if [ $((round % 2)) -eq 1 ]; then order="keyed plain"; else order="plain keyed"; fi
+        if [ $((round % 2)) -eq 1 ]; then order="keyed plain hot"; else order="hot plain keyed"; fi
         for label in "${labels[@]}"; do
             for which in $order; do
                 # shellcheck disable=SC2086
-                if [ "$which" = keyed ]; then bench "$label" 'k:__rand_int__' $mode >> "$work/$label-keyed.txt"; else bench "$label" plain_00000000 $mode >> "$work/$label-plain.txt"; fi
+                case $which in
+                    keyed) bench "$label" 'k:__rand_int__' $mode >> "$work/$label-keyed.txt" ;;
+                    plain) bench "$label" plain_00000000 $mode >> "$work/$label-plain.txt" ;;
+                    hot) bench "$label" k:000000000007 $mode >> "$work/$label-hot.txt" ;;
+                esac
                 cat "$work/cpu" >> "$work/$label-$which-cpu.txt"
             done
         done
@@ -98,10 +104,12 @@ for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
         k=$(median < "$work/$label-keyed.txt"); p=$(median < "$work/$label-plain.txt")
         echo "  $label: GET k:__rand_int__ over $keys keys: $(tr '\n' ' ' < "$work/$label-keyed.txt")median $k"
         echo "  $label: GET plain_00000000:                 $(tr '\n' ' ' < "$work/$label-plain.txt")median $p"
-        awk -v l="$label" -v k="$k" -v p="$p" 'BEGIN { printf "  %s: keyed / plain: %.3fx (target >= 0.95x)\n", l, k / p }'
-        kc=$(median < "$work/$label-keyed-cpu.txt"); pc=$(median < "$work/$label-plain-cpu.txt")
-        echo "  $label: daemon CPU ns per request, keyed: $(tr '\n' ' ' < "$work/$label-keyed-cpu.txt")median $kc; plain: $(tr '\n' ' ' < "$work/$label-plain-cpu.txt")median $pc"
-        awk -v l="$label" -v k="$kc" -v p="$pc" 'BEGIN { printf "  %s: CPU per request, plain / keyed: %.3fx (the throughput the daemon alone would give keyed, relative to plain)\n", l, p / k }'
+        h=$(median < "$work/$label-hot.txt")
+        echo "  $label: GET k:000000000007 (one member):  $(tr '\n' ' ' < "$work/$label-hot.txt")median $h"
+        awk -v l="$label" -v k="$k" -v p="$p" -v h="$h" 'BEGIN { printf "  %s: keyed / plain: %.3fx (target >= 0.95x); one member / plain: %.3fx\n", l, k / p, h / p }'
+        kc=$(median < "$work/$label-keyed-cpu.txt"); pc=$(median < "$work/$label-plain-cpu.txt"); hc=$(median < "$work/$label-hot-cpu.txt")
+        echo "  $label: daemon CPU ns per request, keyed: $(tr '\n' ' ' < "$work/$label-keyed-cpu.txt")median $kc; plain: $(tr '\n' ' ' < "$work/$label-plain-cpu.txt")median $pc; one member: $(tr '\n' ' ' < "$work/$label-hot-cpu.txt")median $hc"
+        awk -v l="$label" -v k="$kc" -v p="$pc" -v h="$hc" 'BEGIN { printf "  %s: CPU per request, plain / keyed: %.3fx, plain / one member: %.3fx (the throughput the daemon alone would give, relative to plain)\n", l, p / k, p / h }'
     done
 done
 for label in "${labels[@]}"; do
