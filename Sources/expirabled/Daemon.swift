@@ -84,6 +84,17 @@ struct Daemon {
                 fail("\(configuration.refusal(["server", key], "[server] \(key): \(error.message)"))")
             }
         }
+        // An exe rule with a digest hashes the caller's executable through OpenSSL, which nothing links: loaded
+        // now, so that a machine without it is told at start rather than finding its callers refused.
+        let digestRules = configuration.readers.sorted { $0.key < $1.key }.map { (["expirable", $0.key, "allow"], $0.value) }
+            + [(["server", "admins"], configuration.server.admins ?? [])]
+        if let (path, _) = digestRules.first(where: { $0.1.contains { if case .exe(_, .some) = $0.principal { true } else { false } } }) {
+            do {
+                try TLSError.loadOpenSSL()
+            } catch {
+                fail("\(configuration.refusal(path, "an exe rule with sha256 needs OpenSSL: \(error.message)"))")
+            }
+        }
         cluster?.attach(engine)
         var options = ServerOptions(
             socketPath: configuration.server.socket,

@@ -47,7 +47,7 @@ struct OpenSSLLoadingTests {
 
     /// A libssl.so.3 that has none of OpenSSL's functions, found first through LD_LIBRARY_PATH: what a machine
     /// with a broken or foreign OpenSSL looks like to the daemon.
-    @Test("an OpenSSL without the functions it needs: a [cluster] daemon refuses to start and names the missing function; a daemon without TLS serves")
+    @Test("an OpenSSL without the functions it needs: a [cluster] daemon, or one with an executable-digest rule, refuses to start and names the missing function; a daemon without them serves")
     func unusableOpenSSL() throws {
         let directory = try TemporaryDirectory("expirable-openssl")
         defer { directory.remove() }
@@ -76,6 +76,18 @@ struct OpenSSLLoadingTests {
         node.environment = [:]
         try node.start()
         #expect(try node.redis("GET", "x") == "x")
+
+        // An access rule that pins an executable's SHA-256 needs OpenSSL too: refused at start, naming its line.
+        let pinned = try DaemonProcess(
+            expirables: "[expirable.p]\nplugin = \"command\"\nallow = [\"exe:/bin/sh sha256:\(String(repeating: "ab", count: 32))\"]\n[expirable.p.params]\nshell = \"echo p\"\nttl = \"1m\"\n",
+            testPlugins: [], start: false)
+        defer { pinned.remove() }
+        let refusedRule = try runTool(TestPaths.product("expirabled").path, ["--config", pinned.configPath], environment: environment)
+        let lines = try String(contentsOfFile: pinned.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let allowLine = try #require(lines.firstIndex { $0.hasPrefix("allow = ") }) + 1
+        #expect(refusedRule.status == 1, "\(refusedRule)")
+        #expect(refusedRule.stderr.contains("\(pinned.configPath):\(allowLine)"), "\(refusedRule.stderr)")
+        #expect(refusedRule.stderr.contains("an exe rule with sha256 needs OpenSSL: the OpenSSL found as libssl.so.3 has no function"), "\(refusedRule.stderr)")
 
         // A daemon that needs no TLS never opens libssl.so.3, so the broken one does not matter to it.
         let plain = try ServingTests.start(ServingTests.counter())
