@@ -42,6 +42,14 @@ public struct Configuration: Sendable, Hashable {
     /// value keeps the value and its plugin.
     public internal(set) var readers: [String: [AccessRule]] = [:]
 
+    /// The key path of the first `allow` (by expirable name) or `admins` list with an `exe:… sha256:…` rule, whose
+    /// digest needs OpenSSL; nil when there is none.
+    public var firstDigestRule: [String]? {
+        let lists = readers.sorted { $0.key < $1.key }.map { (["expirable", $0.key, "allow"], $0.value) }
+            + [(["server", "admins"], server.admins ?? [])]
+        return lists.first { $0.1.contains { if case .exe(_, .some) = $0.principal { true } else { false } } }?.0
+    }
+
     /// `[[sink]]`: files the daemon keeps holding a value, in file order; none by default.
     public internal(set) var sinks: [Sink] = []
 

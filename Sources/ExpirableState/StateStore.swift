@@ -45,6 +45,7 @@ public final class StateStore: Sendable {
     /// Runs the checks `init` runs, without creating `directory`: a missing one must be creatable (its parent a
     /// writable directory). For `expirablectl check-config`.
     public static func check(directory: String, keyFile: String?, environment: [String: String] = StateStore.processEnvironment()) throws(StateError) {
+        if let failure = CExpirableOpenSSL_load() { throw StateError("state_dir: \(String(cString: failure))") }
         var st = stat()
         if stat(directory, &st) != 0 && errno == ENOENT {
             let parent = directory.lastIndex(of: "/").map { $0 == directory.startIndex ? "/" : String(directory[..<$0]) } ?? "."

@@ -86,9 +86,7 @@ struct Daemon {
         }
         // An exe rule with a digest hashes the caller's executable through OpenSSL, which nothing links: loaded
         // now, so that a machine without it is told at start rather than finding its callers refused.
-        let digestRules = configuration.readers.sorted { $0.key < $1.key }.map { (["expirable", $0.key, "allow"], $0.value) }
-            + [(["server", "admins"], configuration.server.admins ?? [])]
-        if let (path, _) = digestRules.first(where: { $0.1.contains { if case .exe(_, .some) = $0.principal { true } else { false } } }) {
+        if let path = configuration.firstDigestRule {
             do {
                 try TLSError.loadOpenSSL()
             } catch {

@@ -71,6 +71,9 @@ struct OpenSSLLoadingTests {
         #expect(refused.status == 1, "\(refused)")
         #expect(refused.stderr.contains("the OpenSSL found as libssl.so.3 has no function"), "\(refused.stderr)")
         #expect(refused.stderr.contains("Expirable needs OpenSSL 3.0 or later"), "\(refused.stderr)")
+        // expirablectl check-config refuses what the daemon refuses.
+        let checked = try runTool(TestPaths.product("expirablectl").path, ["check-config", node.configPath], environment: environment)
+        #expect(checked.status == 78 && checked.stderr.contains("the OpenSSL found as libssl.so.3 has no function"), "\(checked)")
         #expect(!refused.stderr.contains("Aborted") && !refused.stderr.contains("Fatal error"), "\(refused.stderr)")
         // With the system's OpenSSL the same node starts (and is stopped by its PID).
         node.environment = [:]
@@ -88,6 +91,9 @@ struct OpenSSLLoadingTests {
         #expect(refusedRule.status == 1, "\(refusedRule)")
         #expect(refusedRule.stderr.contains("\(pinned.configPath):\(allowLine)"), "\(refusedRule.stderr)")
         #expect(refusedRule.stderr.contains("an exe rule with sha256 needs OpenSSL: the OpenSSL found as libssl.so.3 has no function"), "\(refusedRule.stderr)")
+        let checkedRule = try runTool(TestPaths.product("expirablectl").path, ["check-config", pinned.configPath], environment: environment)
+        #expect(checkedRule.status == 78, "\(checkedRule)")
+        #expect(checkedRule.stderr.contains("\(pinned.configPath):\(allowLine): an exe rule with sha256 needs OpenSSL"), "\(checkedRule.stderr)")
 
         // A daemon that needs no TLS never opens libssl.so.3, so the broken one does not matter to it.
         let plain = try ServingTests.start(ServingTests.counter())
