@@ -185,9 +185,8 @@ final class ExecutableDigests: Sendable {
     }
 
     static func sha256(_ fd: Int32) -> [UInt8]? {
-        // OpenSSL is loaded on first use (CExpirableOpenSSL.h): the daemon loads it at start when a rule names a
-        // digest. If it cannot be loaded (a digest rule added by a reload on such a machine), there is no digest and
-        // the rule matches no one.
+        // OpenSSL is loaded on first use (CExpirableOpenSSL.h): a daemon whose rules name a digest loaded it when it
+        // started or reloaded, and refused them if it could not; if it still cannot, the rule matches no one.
         guard CExpirableOpenSSL_load() == nil, let context = EVP_MD_CTX_new() else { return nil }
         defer { EVP_MD_CTX_free(context) }
         guard EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else { return nil }

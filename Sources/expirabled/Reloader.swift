@@ -4,6 +4,7 @@ import ExpirableConfig
 import ExpirableCore
 import ExpirablePluginHost
 import ExpirableServer
+import ExpirableTLS
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -55,6 +56,14 @@ final class Reloader: Sendable {
                 return refuse("\(error)")
             }
             if let problem = Reloader.needsRestart(from: applied, to: next) { return refuse(problem) }
+            // A digest rule needs OpenSSL, loaded on first use: refused now, as at start, if it cannot be loaded.
+            if let rule = next.firstDigestRule {
+                do throws(TLSError) {
+                    try TLSError.loadOpenSSL()
+                } catch {
+                    return refuse("\(next.refusal(rule, "an exe rule with sha256 needs OpenSSL: \(error.message)"))")
+                }
+            }
             let prepared: PluginHost.Reload
             do throws(PluginError) {
                 prepared = try plugins.prepareReload(next)

@@ -47,7 +47,7 @@ struct OpenSSLLoadingTests {
 
     /// A libssl.so.3 that has none of OpenSSL's functions, found first through LD_LIBRARY_PATH: what a machine
     /// with a broken or foreign OpenSSL looks like to the daemon.
-    @Test("an OpenSSL without the functions it needs: a [cluster] daemon, or one with an executable-digest rule, refuses to start and names the missing function; a daemon without them serves")
+    @Test("an OpenSSL without the functions it needs: a [cluster] daemon, or one with an executable-digest rule, refuses to start and names the missing function; a daemon without them serves, and refuses a reload that adds such a rule")
     func unusableOpenSSL() throws {
         let directory = try TemporaryDirectory("expirable-openssl")
         defer { directory.remove() }
@@ -101,6 +101,15 @@ struct OpenSSLLoadingTests {
         plain.environment = ["LD_LIBRARY_PATH": directory.path]
         #expect(plain.stop() == 0)
         try plain.start()
+        #expect(try plain.redis("GET", "token") == "token-1")
+        // A reload that brings a digest rule is refused whole, as the start would be; the daemon keeps serving.
+        let config = try String(contentsOfFile: plain.configPath, encoding: .utf8)
+        try (config + "[expirable.p]\nplugin = \"counter\"\nallow = [\"exe:/bin/sh sha256:\(String(repeating: "ab", count: 32))\"]\n")
+            .write(toFile: plain.configPath, atomically: true, encoding: .utf8)
+        let reload = try plain.redis("RELOAD")
+        #expect(reload.hasPrefix("ERR reload refused, nothing changed: \(plain.configPath):"), "\(reload)")
+        #expect(reload.contains("an exe rule with sha256 needs OpenSSL: the OpenSSL found as libssl.so.3 has no function"), "\(reload)")
+        #expect(try plain.redis("GET", "p").hasPrefix("NOTFOUND"))
         #expect(try plain.redis("GET", "token") == "token-1")
     }
 }
