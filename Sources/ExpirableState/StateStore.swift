@@ -23,8 +23,7 @@ public final class StateStore: Sendable {
     /// Opens `directory` (created 0700 if missing; refused if others may write or read it) with the 32-byte key
     /// from `keyFile`, or else from the systemd credential `expirable-state-key`.
     public init(directory: String, keyFile: String?, environment: [String: String] = StateStore.processEnvironment()) throws(StateError) {
-        // Nothing links OpenSSL (CExpirableOpenSSL.h): a daemon with a state_dir loads it here, or says why not.
-        if let failure = CExpirableOpenSSL_load() { throw StateError("state_dir: \(String(cString: failure))") }
+        try StateStore.loadOpenSSL()
         self.directory = directory
         let path: String
         if let keyFile {
@@ -45,7 +44,7 @@ public final class StateStore: Sendable {
     /// Runs the checks `init` runs, without creating `directory`: a missing one must be creatable (its parent a
     /// writable directory). For `expirablectl check-config`.
     public static func check(directory: String, keyFile: String?, environment: [String: String] = StateStore.processEnvironment()) throws(StateError) {
-        if let failure = CExpirableOpenSSL_load() { throw StateError("state_dir: \(String(cString: failure))") }
+        try StateStore.loadOpenSSL()
         var st = stat()
         if stat(directory, &st) != 0 && errno == ENOENT {
             let parent = directory.lastIndex(of: "/").map { $0 == directory.startIndex ? "/" : String(directory[..<$0]) } ?? "."
@@ -263,6 +262,12 @@ public final class StateStore: Sendable {
         guard st.st_uid == geteuid() else {
             throw StateError("state_dir \(directory) is owned by uid \(st.st_uid), not by the daemon's user (uid \(geteuid())): chown it")
         }
+    }
+
+    /// Nothing links OpenSSL (CExpirableOpenSSL.h): a daemon with a state_dir loads it for AES-256-GCM, or says why
+    /// it cannot.
+    static func loadOpenSSL() throws(StateError) {
+        if let failure = CExpirableOpenSSL_load() { throw StateError("plugin states are encrypted with OpenSSL: \(String(cString: failure))") }
     }
 
     static func reason() -> String { String(cString: strerror(errno)) }

@@ -47,7 +47,7 @@ struct OpenSSLLoadingTests {
 
     /// A libssl.so.3 that has none of OpenSSL's functions, found first through LD_LIBRARY_PATH: what a machine
     /// with a broken or foreign OpenSSL looks like to the daemon.
-    @Test("an OpenSSL without the functions it needs: a [cluster] daemon, or one with an executable-digest rule, refuses to start and names the missing function; a daemon without them serves, and refuses a reload that adds such a rule")
+    @Test("an OpenSSL without the functions it needs: a [cluster] daemon, one with a state_dir or with an executable-digest rule, refuses to start and names the missing function; a daemon without them serves, and refuses a reload that adds such a rule")
     func unusableOpenSSL() throws {
         let directory = try TemporaryDirectory("expirable-openssl")
         defer { directory.remove() }
@@ -94,6 +94,21 @@ struct OpenSSLLoadingTests {
         let checkedRule = try runTool(TestPaths.product("expirablectl").path, ["check-config", pinned.configPath], environment: environment)
         #expect(checkedRule.status == 78, "\(checkedRule)")
         #expect(checkedRule.stderr.contains("\(pinned.configPath):\(allowLine): an exe rule with sha256 needs OpenSSL"), "\(checkedRule.stderr)")
+
+        // A state_dir needs it for AES-256-GCM: refused at start and by check-config, naming state_dir's line.
+        let stateful = try DaemonProcess(expirables: expirable, server: "state_dir = \"DIR/state\"\nstate_key_file = \"DIR/state.key\"",
+                                         testPlugins: [], start: false)
+        defer { stateful.remove() }
+        let key = stateful.directory.appending("state.key")
+        try Data((0..<32).map { UInt8($0 * 5 % 241) }).write(to: URL(fileURLWithPath: key))
+        chmod(key, 0o600)
+        let stateLine = try #require(String(contentsOfFile: stateful.configPath, encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.hasPrefix("state_dir = ") }) + 1
+        let stateMessage = "\(stateful.configPath):\(stateLine): [server] state_dir: plugin states are encrypted with OpenSSL: the OpenSSL found as libssl.so.3 has no function"
+        let refusedState = try runTool(TestPaths.product("expirabled").path, ["--config", stateful.configPath], environment: environment)
+        #expect(refusedState.status == 1 && refusedState.stderr.contains(stateMessage), "\(refusedState)")
+        let checkedState = try runTool(TestPaths.product("expirablectl").path, ["check-config", stateful.configPath], environment: environment)
+        #expect(checkedState.status == 78 && checkedState.stderr.contains(stateMessage), "\(checkedState)")
 
         // A daemon that needs no TLS never opens libssl.so.3, so the broken one does not matter to it.
         let plain = try ServingTests.start(ServingTests.counter())
