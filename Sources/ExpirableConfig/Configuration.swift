@@ -42,12 +42,15 @@ public struct Configuration: Sendable, Hashable {
     /// value keeps the value and its plugin.
     public internal(set) var readers: [String: [AccessRule]] = [:]
 
-    /// The key path of the first `allow` (by expirable name) or `admins` list with an `exe:… sha256:…` rule, whose
-    /// digest needs OpenSSL; nil when there is none.
-    public var firstDigestRule: [String]? {
+    /// The refusal of the first `allow` (by expirable name) or `admins` list with an `exe:… sha256:…` rule, whose
+    /// digest needs OpenSSL, when `openSSLProblem` (which loads it) says why it cannot be had; nil when there is no
+    /// such rule or OpenSSL loads. For the daemon's start and reload and for `expirablectl check-config`.
+    public func digestRuleRefusal(openSSLProblem: () -> String?) -> ConfigurationError? {
         let lists = readers.sorted { $0.key < $1.key }.map { (["expirable", $0.key, "allow"], $0.value) }
             + [(["server", "admins"], server.admins ?? [])]
-        return lists.first { $0.1.contains { if case .exe(_, .some) = $0.principal { true } else { false } } }?.0
+        guard let path = lists.first(where: { $0.1.contains { if case .exe(_, .some) = $0.principal { true } else { false } } })?.0,
+              let problem = openSSLProblem() else { return nil }
+        return refusal(path, "an exe rule with sha256 needs OpenSSL: \(problem)")
     }
 
     /// `[[sink]]`: files the daemon keeps holding a value, in file order; none by default.

@@ -16,7 +16,12 @@ public struct TLSError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Loads OpenSSL, which nothing links (CExpirableOpenSSL.h): a missing or too old libssl.so.3 is an error
     /// here, in words, before any OpenSSL call.
     public static func loadOpenSSL() throws(TLSError) {
-        if let failure = CExpirableOpenSSL_load() { throw TLSError(String(cString: failure)) }
+        if let problem = openSSLProblem() { throw TLSError(problem) }
+    }
+
+    /// Loads OpenSSL: nil when it is usable, otherwise why not, in words.
+    public static func openSSLProblem() -> String? {
+        CExpirableOpenSSL_load().map { String(cString: $0) }
     }
 
     /// `what`, followed by everything on this thread's OpenSSL error queue (which it empties).

@@ -53,13 +53,7 @@ struct CheckConfig: AsyncParsableCommand {
                     throw configuration.refusal(["server", key], "[server] \(key): \(error.message)")
                 }
             }
-            if let path = configuration.firstDigestRule {
-                do throws(TLSError) {
-                    try TLSError.loadOpenSSL()
-                } catch {
-                    throw configuration.refusal(path, "an exe rule with sha256 needs OpenSSL: \(error.message)")
-                }
-            }
+            if let refusal = configuration.digestRuleRefusal(openSSLProblem: TLSError.openSSLProblem) { throw refusal }
         } catch {
             host.shutdown()
             printError("expirablectl: \(error)")

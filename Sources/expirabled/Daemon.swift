@@ -86,13 +86,7 @@ struct Daemon {
         }
         // An exe rule with a digest hashes the caller's executable through OpenSSL, which nothing links: loaded
         // now, so that a machine without it is told at start rather than finding its callers refused.
-        if let path = configuration.firstDigestRule {
-            do {
-                try TLSError.loadOpenSSL()
-            } catch {
-                fail("\(configuration.refusal(path, "an exe rule with sha256 needs OpenSSL: \(error.message)"))")
-            }
-        }
+        if let refusal = configuration.digestRuleRefusal(openSSLProblem: TLSError.openSSLProblem) { fail("\(refusal)") }
         cluster?.attach(engine)
         var options = ServerOptions(
             socketPath: configuration.server.socket,

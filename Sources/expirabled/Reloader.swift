@@ -57,13 +57,7 @@ final class Reloader: Sendable {
             }
             if let problem = Reloader.needsRestart(from: applied, to: next) { return refuse(problem) }
             // A digest rule needs OpenSSL, loaded on first use: refused now, as at start, if it cannot be loaded.
-            if let rule = next.firstDigestRule {
-                do throws(TLSError) {
-                    try TLSError.loadOpenSSL()
-                } catch {
-                    return refuse("\(next.refusal(rule, "an exe rule with sha256 needs OpenSSL: \(error.message)"))")
-                }
-            }
+            if let refusal = next.digestRuleRefusal(openSSLProblem: TLSError.openSSLProblem) { return refuse("\(refusal)") }
             let prepared: PluginHost.Reload
             do throws(PluginError) {
                 prepared = try plugins.prepareReload(next)
