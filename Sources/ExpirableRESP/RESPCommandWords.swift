@@ -141,6 +141,8 @@ extension RESPParser {
             if bytes.count - start > limits.maxValueBytes { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
             return nil
         }
+        // A line's words are bounded by its bytes: checked before it is split.
+        guard lf + 1 - start <= limits.maxValueBytes else { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
         var end = lf
         if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
         var words = RESPCommandWords(base: bytes.baseAddress)
@@ -151,7 +153,6 @@ extension RESPParser {
             if index > wordStart { words.append(at: wordStart, length: index - wordStart) }
             wordStart = index + 1
         }
-        guard words.count <= limits.maxArrayCount else { throw .tooLarge("inline command of \(words.count) words, over the limit of \(limits.maxArrayCount)") }
         return (words, lf + 1)
     }
 }

@@ -41,8 +41,15 @@ public struct RESPLimits: Sendable, Hashable {
     /// How deeply arrays may nest.
     public var maxDepth: Int
 
-    /// Requests to the daemon: small commands with names and short arguments.
-    public static let requests = RESPLimits(maxBulkLength: 16 * 1024, maxArrayCount: 64, maxValueBytes: 64 * 1024, maxDepth: 1)
+    /// Requests to the daemon of at most `maxBytes` each, framing included (`max_request_bytes`): one bulk string
+    /// may take them all, and an array may have as many elements as fit, so its count is checked against the
+    /// bytes alone. The smallest element, `$0\r\n\r\n`, takes 6 bytes: a larger count cannot fit and is refused at
+    /// the array's header, before anything is buffered for it.
+    public static func requests(maxBytes: Int) -> RESPLimits {
+        RESPLimits(maxBulkLength: maxBytes, maxArrayCount: maxBytes / 6, maxValueBytes: maxBytes, maxDepth: 1)
+    }
+    /// Requests at the daemon's default `max_request_bytes`, 64 KiB.
+    public static let requests = RESPLimits.requests(maxBytes: 64 * 1024)
     /// Replies from the daemon: values up to 1 MiB, lists of names.
     public static let replies = RESPLimits(maxBulkLength: 1024 * 1024 + 1024, maxArrayCount: 1_000_000, maxValueBytes: 64 * 1024 * 1024, maxDepth: 4)
 

@@ -14,6 +14,7 @@ import Glibc
 /// - a request waiting on the engine holds the requests behind it, read up to `maxRequestBytes`;
 /// - unsent replies past `maxOutputBytes` stop both answering and reading until the client has read half;
 /// - a half-sent request is given `requestTimeout`, an idle connection `idleTimeout`;
+/// - a refused request's error is readable: what follows it is dropped for at most `discardTime`, not let pile up;
 /// - a client that shuts down its writing side gets every reply owed before the connection closes.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -28,6 +29,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case waiting
         /// Unsent replies passed `maxOutputBytes`: nothing is answered or read until the client reads.
         case throttled
+        /// A request was refused (too large, or not RESP): the error is written and the writing side shut down;
+        /// what the client still sends is read and dropped until it closes its side or `discardTime` passes.
+        /// Closing at once, with the rest of its request unread, would fail the client's writes (EPIPE, or a
+        /// reset) before it reads the error.
+        case discarding
         /// Closing (once the replies owed are out) or closed: nothing more is read or answered.
         case closed
     }
@@ -48,6 +54,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         /// A pipelined batch of keyed GETs is being read ahead: it runs from the event loop's task queue, after
         /// the other connections' reads of this wake-up, and later reads wait for it.
         var deferred = false
+        /// Discarding: the refusal is out and the writing side shut down.
+        var refusalSent = false
     }
 
     private let options: ServerOptions
@@ -69,14 +77,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let subscriberBox: SubscriberBox
     /// Replies are handed to the channel in pieces of this size, so back-pressure is noticed inside one read.
     private let flushBytes: Int
+    /// How long what a client sends after a refused request is dropped before the connection closes.
+    static let discardTime: TimeAmount = .seconds(1)
 
     init(state serverState: ServerState) {
         options = serverState.options
         logger = serverState.logger
-        var limits = RESPLimits.requests
-        limits.maxValueBytes = options.maxRequestBytes
-        limits.maxBulkLength = min(limits.maxBulkLength, options.maxRequestBytes)
-        parser = RESPParser(limits: limits, inlineCommands: true)
+        parser = RESPParser(limits: .requests(maxBytes: options.maxRequestBytes), inlineCommands: true)
         let id = serverState.nextClientID()
         session = Session(id: id)
         let box = SubscriberBox()
@@ -130,7 +137,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard state.phase != .closed else { return }
+        guard state.phase != .closed, state.phase != .discarding else { return }
         state.reads &+= 1
         inbound.accumulate(unwrapInboundIn(data))
         guard state.phase == .serving, !state.deferred else { return }
@@ -208,6 +215,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
         } else if case ChannelEvent.inputClosed = event {
             state.inputClosed = true
+            if state.phase == .discarding && state.refusalSent { closeNow(context: context) }
             finishIfDone(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -230,6 +238,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         switch state.phase {
         case .serving: true
         case .waiting: (inbound?.readableBytes ?? 0) < options.maxRequestBytes
+        case .discarding: true
         case .throttled, .closed: false
         }
     }
@@ -403,7 +412,38 @@ final class ConnectionHandler: ChannelDuplexHandler {
         logger.info("bad request, connection closed", metadata: ["reason": "\(error.message)", "peer": "\(executor.peer.map(\.description) ?? "unknown")"])
         if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 256) }
         outbound!.writeRESPError(text)
-        close(context: context)
+        discardThenClose(context: context)
+    }
+
+    /// Sends the replies written so far (the refusal last), shuts down the writing side once they are out, and
+    /// drops what still arrives until the client closes its side, or for at most `discardTime`; then closes.
+    private func discardThenClose(context: ChannelHandlerContext) {
+        guard state.phase == .serving else { return close(context: context) }
+        let out = outbound ?? WipingAllocator.shared.buffer(capacity: 0)
+        outbound = nil
+        inbound = nil
+        state.phase = .discarding
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        write(consume out, context: context) {
+            let (handler, context) = loopBound.value
+            guard handler.state.phase == .discarding else { return }
+            handler.state.refusalSent = true
+            if handler.state.inputClosed { return handler.closeNow(context: context) }
+            // A channel that cannot shut down only its output is closed whole.
+            context.close(mode: .output).whenFailure { _ in loopBound.value.0.closeNow(context: loopBound.value.1) }
+        }
+        context.eventLoop.scheduleTask(in: ConnectionHandler.discardTime) { loopBound.value.0.closeNow(context: loopBound.value.1) }
+        if state.readPending {
+            state.readPending = false
+            context.read()
+        }
+    }
+
+    /// Closes a connection that is discarding (its replies are out, or the client has had `discardTime`).
+    private func closeNow(context: ChannelHandlerContext) {
+        guard state.phase == .discarding else { return }
+        state.phase = .closed
+        context.close(promise: nil)
     }
 
     /// Closes once the replies written so far are out (bounded by the ticker: a client that never reads them
@@ -455,7 +495,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             guard options.idleTimeout > .zero, quiet >= options.idleTimeout, session.subscriptions.isEmpty else { return }
             logger.debug("idle connection closed", metadata: ["after_ms": "\(quiet.milliseconds)", "client": "\(session.id)"])
             close(context: context)
-        case .waiting:
+        case .waiting, .discarding:
             break
         }
     }

@@ -30,6 +30,47 @@ struct BadInputTests {
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
 
+    @Test("requests are limited by their bytes (max_request_bytes), not by a count of names: MGET of 100 keyed members, EXISTS, SUBSCRIBE, inline MGET, ECHO of 20,000 bytes")
+    func manyNames() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            [expirable.fam.params]
+            mode = "clear"
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        let names = (0..<100).map { "fam:k\($0)" }
+        let values = try runTool("redis-cli", ["-s", daemon.socket, "MGET"] + names).stdout
+        #expect(values == (0..<100).map { "key=k\($0) state=\n" }.joined())
+        #expect(try runTool("redis-cli", ["-s", daemon.socket, "EXISTS"] + names + names).stdout == "200\n")
+        let subscriber = try RawConnection(daemon.socket)
+        let subscribed = subscriber.roundTrip("SUBSCRIBE " + names.joined(separator: " ") + "\r\n", expecting: 100)
+        #expect(subscribed.hasSuffix("*3\r\n$9\r\nsubscribe\r\n$7\r\nfam:k99\r\n:100\r\n"), "\(subscribed.suffix(200))")
+        let inline = try RawConnection(daemon.socket)
+        let replies = inline.roundTrip("MGET " + names.prefix(70).joined(separator: " ") + "\r\nPING\r\n", expecting: 2)
+        #expect(replies.hasPrefix("*70\r\n$13\r\nkey=k0 state=\r\n") && replies.hasSuffix("+PONG\r\n"), "\(replies.prefix(200))")
+        let message = String(repeating: "m", count: 20_000)
+        #expect(try daemon.redis("ECHO", message) == message)
+    }
+
+    @Test("a request over max_request_bytes gets its error, readable by a client still writing, then the connection closes")
+    func tooLargeIsReadable() throws {
+        let daemon = try ServingTests.start(ServingTests.counter(), server: "max_request_bytes = 4096")
+        defer { daemon.remove() }
+        let big = daemon.directory.appending("big")
+        try String(repeating: "x", count: 1_000_000).write(toFile: big, atomically: true, encoding: .utf8)
+        // redis-cli writes the whole megabyte before it reads: a close with it unread failed its writes (SIGPIPE).
+        let cli = try runTool("sh", ["-c", "redis-cli -s '\(daemon.socket)' -x ECHO < '\(big)'"])
+        #expect(cli.status == 0 && cli.stdout.trimmingCharacters(in: .newlines) == "ERR request too large: bulk string of 1000000 bytes, over the limit of 4096; closing the connection",
+                "\(cli.status) \(cli.stdout.prefix(200)) \(cli.stderr.prefix(200))")
+        let raw = try RawConnection(daemon.socket)
+        raw.send("*2\r\n$4\r\nECHO\r\n$20000\r\n" + String(repeating: "y", count: 20_000) + "\r\n")
+        #expect(raw.receive(replies: 1) == "-ERR request too large: bulk string of 20000 bytes, over the limit of 4096; closing the connection\r\n")
+        #expect(raw.isClosedByPeer())
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
+
     @Test("a half-written request followed by a disconnect leaves the daemon serving")
     func halfWritten() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
