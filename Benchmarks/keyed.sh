@@ -50,8 +50,8 @@ start() {
     local rss0 priv0 rss1 priv1 start end held
     rss0=$(kb "$daemon" Rss); priv0=$(private_kb "$daemon")
     start=$(date +%s.%N)
-    # redis-cli --pipe ends with an empty line before its closing ECHO, which expirabled answers with an error
-    # (Redis ignores empty lines): one error is expected, and the family's key count is checked below.
+    # redis-cli --pipe ends with an empty line before its closing ECHO, which expirabled skips as Redis does: the
+    # fill reports no error, and the family's key count is checked below.
     redis-cli -s "$sock" --pipe < "$work/fill.resp" > "$work/$label-fill.txt" 2>&1 || true
     end=$(date +%s.%N)
     held=$(field "$label" k keys)

@@ -68,8 +68,9 @@ public struct RESPCommandWords {
 extension RESPParser {
     /// Calls `body` with each complete request at the front of `buffer`, in order, until `body` returns false
     /// or only part of a request is left, then consumes the bytes of the requests given to `body`. A request is
-    /// an array of bulk strings, or an inline line when `inlineCommands` is set. Anything else, or input over
-    /// the limits, throws (after the requests before it were given to `body`).
+    /// an array of bulk strings, or an inline line when `inlineCommands` is set; an empty one is consumed without
+    /// calling `body`. Anything else, or input over the limits, throws (after the requests before it were given
+    /// to `body`).
     public func scanCommands(_ buffer: inout ByteBuffer, _ body: (RESPCommandWords) -> Bool) throws(RESPError) {
         let scanned: Result<Int, RESPError> = buffer.withUnsafeReadableBytes { bytes in
             var offset = 0
@@ -90,6 +91,9 @@ extension RESPParser {
                     return .failure(.tooLarge("request over \(limits.maxValueBytes) bytes"))
                 }
                 offset = request.end
+                // An empty request (an empty line, `*0`) is skipped unanswered, as Redis does: `redis-cli --pipe`
+                // ends with an empty line.
+                if request.words.count == 0 { continue }
                 if !body(request.words) { break }
             }
             return .success(offset)

@@ -27,9 +27,9 @@ enum Command: Equatable {
 
     static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, RELOAD, LIST, INFO [name], EXPLAIN name, SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
-    /// The command `words` spell, or the error reply to send.
+    /// The command `words` spell, or the error reply to send. `words` is not empty (`scanCommands` skips empty
+    /// requests).
     static func parse(_ words: RESPCommandWords) -> Result<Command, ReplyError> {
-        guard words.count > 0 else { return .failure(.init("ERR empty command; expected \(usage)")) }
         let arguments = words.count - 1
         func named(_ command: Command, _ spelled: String) -> Result<Command, ReplyError> {
             arguments == 1 ? .success(command) : arity(spelled, "\(spelled) name")
@@ -64,7 +64,7 @@ enum Command: Equatable {
         if words.word(0, is: "HELLO") { return .success(.hello) }
         if words.word(0, is: "CLIENT") { return arguments >= 1 ? .success(.client) : arity("CLIENT", "CLIENT SETNAME|GETNAME|SETINFO|ID|INFO …") }
         if words.word(0, is: "SELECT") { return named(.select, "SELECT") }
-        if words.word(0, is: "ECHO") { return named(.echo, "ECHO") }
+        if words.word(0, is: "ECHO") { return arguments == 1 ? .success(.echo) : arity("ECHO", "ECHO message") }
         if words.word(0, is: "MULTI") { return none(.multi, "MULTI") }
         if words.word(0, is: "EXEC") { return none(.exec, "EXEC") }
         if words.word(0, is: "DISCARD") { return none(.discard, "DISCARD") }
@@ -135,10 +135,11 @@ enum Command: Equatable {
         }
     }
 
-    /// Whether MULTI queues it; the others are refused inside a transaction, which then fails at EXEC.
+    /// Whether MULTI queues it; the others are refused inside a transaction, which then fails at EXEC (EXEC,
+    /// DISCARD, MULTI, RESET and QUIT are never queued: they act at once).
     var queueable: Bool {
         switch self {
-        case .subscribe, .unsubscribe, .hello, .auth, .reset, .quit: false
+        case .subscribe, .unsubscribe, .hello, .auth: false
         default: true
         }
     }

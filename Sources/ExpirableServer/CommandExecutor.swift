@@ -78,8 +78,9 @@ final class CommandExecutor {
             return .answered
         }
         if session.transaction != nil {
+            // As in Redis, RESET and QUIT run at once: RESET drops the transaction, QUIT closes.
             switch command {
-            case .exec, .discard, .multi: break
+            case .exec, .discard, .multi, .reset, .quit: break
             default: return queue(command, words, &session, into: &out)
             }
         }

@@ -89,10 +89,37 @@ struct ServingTests {
         #expect(try daemon.redis("CLEAR", "nope").hasPrefix("NOTFOUND"))
         #expect(try daemon.redis("INFO", "nope").hasPrefix("NOTFOUND"))
         #expect(try daemon.redis("GET") == "ERR wrong number of arguments for 'GET'; expected GET name")
+        #expect(try daemon.redis("ECHO") == "ERR wrong number of arguments for 'ECHO'; expected ECHO message")
         #expect(try daemon.redis("SET", "a", "b").hasPrefix("ERR unknown command 'SET'"))
         #expect(try daemon.redis("PING") == "PONG")
         #expect(try daemon.redis("LIST") == "token")
         #expect(daemon.count("calls") == 0)
+    }
+
+    @Test("RESET and QUIT inside MULTI run at once, as in Redis: RESET drops the transaction, QUIT answers +OK and closes")
+    func resetAndQuitInTransaction() throws {
+        let daemon = try Self.start(Self.counter())
+        defer { daemon.remove() }
+        let reset = try RawConnection(daemon.socket)
+        #expect(reset.roundTrip("MULTI\r\nGET token\r\nRESET\r\nEXEC\r\nPING\r\n", expecting: 5)
+                == "+OK\r\n+QUEUED\r\n+RESET\r\n-ERR EXEC without MULTI\r\n+PONG\r\n")
+        let quit = try RawConnection(daemon.socket)
+        #expect(quit.roundTrip("MULTI\r\nGET token\r\nQUIT\r\n", expecting: 3) == "+OK\r\n+QUEUED\r\n+OK\r\n")
+        #expect(quit.isClosedByPeer())
+        #expect(daemon.count("calls") == 0, "the queued GET never ran")
+    }
+
+    @Test("an empty line and an empty array (*0) are skipped unanswered, as Redis does: redis-cli --pipe reports no error")
+    func emptyRequests() throws {
+        let daemon = try Self.start(Self.counter())
+        defer { daemon.remove() }
+        let raw = try RawConnection(daemon.socket)
+        #expect(raw.roundTrip("\r\n\n*0\r\n   \r\nPING\r\n", expecting: 1) == "+PONG\r\n")
+        #expect(raw.roundTrip("MULTI\r\n\r\n*0\r\nEXEC\r\n", expecting: 2) == "+OK\r\n*0\r\n", "nothing queued, the transaction not failed")
+        let requests = daemon.directory.appending("requests")
+        try "*2\r\n$3\r\nGET\r\n$5\r\ntoken\r\nPING\r\n".write(toFile: requests, atomically: true, encoding: .utf8)
+        let piped = try runTool("sh", ["-c", "redis-cli -s '\(daemon.socket)' --pipe < '\(requests)'"])
+        #expect(piped.status == 0 && piped.stdout.contains("errors: 0, replies: 2"), "\(piped.stdout) \(piped.stderr)")
     }
 
     @Test("INFO shows state, scope, refresh, expiry, counters and owner; never the value")
