@@ -356,14 +356,52 @@ final class Family: Sendable {
         case missing
     }
 
-    /// Clears a compact member's value (its counts stay), under `version` if given.
+    /// Clears a compact member. Without a version it is taken out of the family (its counts go to the family's
+    /// totals). Under `version` (a cluster's clear) it stays, valueless with that version, so that a value a peer
+    /// made before the clear and sends after it loses to it.
     func clear(_ key: String, version: Version?) -> Change {
-        change(key) { h in
-            if let version, let node = intern(version.node) {
+        guard let version else { return remove(key) }
+        return change(key) { h in
+            if let node = intern(version.node) {
                 h.versionTime = version.time
                 h.versionNode = node
             }
             return nil
+        }
+    }
+
+    /// Takes a compact member out of the family.
+    private func remove(_ key: String) -> Change {
+        let bytes = Array(key.utf8)
+        return bytes.withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            return shard.withTable { t in
+                guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return .missing }
+                if case .whole(let entry) = member { return .whole(entry) }
+                _ = take(&t, at: index)
+                return .applied(stored: false)
+            }
+        }
+    }
+
+    /// Takes a cleared whole member out of the family when nothing is left on it to keep: no call under way or
+    /// waiting for one, no plugin state (SPEC §3.20: a rotating refresh token outlives a clear), no version (a
+    /// cluster's clear, kept as `clear(_:version:)` keeps it). Takes the shard's lock, then the entry's; the
+    /// member is detached, so a caller still holding it looks the key up again. Returns whether it was taken.
+    func removeCleared(_ entry: Entry) -> Bool {
+        entry.memberKey.withUnsafeBytes { key in
+            let (shard, hash) = locate(key)
+            return shard.withTable { t in
+                guard let index = t.find(key, hash: hash), case .whole(let current)? = t.member(at: index), current === entry else { return false }
+                let bare = entry.state.withLock { s in
+                    guard s.value == nil, s.flight == nil, s.nextWaiters.isEmpty, s.pluginState == nil, s.stateError == nil,
+                          s.stateVersion == nil, s.version == nil, !s.detached else { return false }
+                    s.detached = true
+                    return true
+                }
+                if bare { _ = take(&t, at: index) }
+                return bare
+            }
         }
     }
 
@@ -781,6 +819,18 @@ extension Engine {
 
     /// Whether `name` is a keyed family.
     public func isKeyed(_ name: String) -> Bool { families[name] != nil }
+
+    /// The NOTFOUND error for `name`, which names no value: a keyed family's name alone, and a member whose key
+    /// is not valid, are told how to ask.
+    public func notFound(_ name: String) -> ExpirableError {
+        if let family = families[name] {
+            return .notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")
+        }
+        if let prefix = name.split(separator: ":", maxSplits: 1).first, families[String(prefix)] != nil {
+            return .notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces")
+        }
+        return .notFound(name)
+    }
 }
 
 /// Whether the engine that started the keyed families' idle sweeps is still there.

@@ -51,7 +51,7 @@ public enum TimeToLive: Sendable, Hashable {
 }
 
 extension Engine {
-    /// The status of `name`, or nil if it is not configured.
+    /// The status of `name`, or nil if it is not configured or is a keyed family's member not held.
     public func status(_ name: String) -> ExpirableStatus? {
         guard let entry = entries(name) else { return nil }
         let now = clock.monotonicNanos
@@ -77,9 +77,24 @@ extension Engine {
         }
     }
 
-    /// Time left on `name`'s stored value, or nil if `name` is not configured.
+    /// The status of `name` as callers are told it (TTL, INFO): a valid key of a keyed family that is not held
+    /// (never read, cleared, evicted, or unread for `key_idle`) is `empty`, as its member would be; every
+    /// value is held per key (SPEC §3.19). Nil if `name` is not configured.
+    public func reportedStatus(_ name: String) -> ExpirableStatus? {
+        if let status = status(name) { return status }
+        guard !families.isEmpty, let (family, _) = familyAndKey(name) else { return nil }
+        let definition = family.definition
+        return ExpirableStatus(
+            name: name, scope: definition.scope, refresh: definition.refresh, freshness: definition.freshness, state: .empty,
+            fetching: false, expiry: nil, expiresInMillis: nil, nextRefreshInMillis: nil, nextAttemptInMillis: nil,
+            consecutiveFailures: 0, lastErrorClass: nil, lastError: nil, counters: ExpirableCounters()
+        )
+    }
+
+    /// Time left on `name`'s stored value (`notStored` for a keyed family's member not held), or nil if `name` is
+    /// not configured.
     public func timeToLive(_ name: String) -> TimeToLive? {
-        guard let status = status(name) else { return nil }
+        guard let status = reportedStatus(name) else { return nil }
         guard status.state == .valid else { return .notStored }
         return status.expiresInMillis.map { .millis($0) } ?? .never
     }

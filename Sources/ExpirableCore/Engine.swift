@@ -171,16 +171,7 @@ public final class Engine: Sendable {
             }
             if case .answered(let fetched) = read { return completion(.success(fetched)) }
         }
-        guard let entry = entry(creating: name) else {
-            if let family = families[name] {
-                completion(.failure(.notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")))
-            } else if let prefix = name.split(separator: ":", maxSplits: 1).first, families[String(prefix)] != nil {
-                completion(.failure(.notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces")))
-            } else {
-                completion(.failure(.notFound(name)))
-            }
-            return
-        }
+        guard let entry = entry(creating: name) else { return completion(.failure(notFound(name))) }
         if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
@@ -286,6 +277,8 @@ public final class Engine: Sendable {
         // Made compact or evicted since it was looked up: clear what is there now.
         if outcome.detached { return clear(name) }
         if let resumed = outcome.resumed { call(entry, generation: resumed) }
+        // A family's member left with nothing to keep leaves the family, so its `keys` counts what is held.
+        if let family = entry.family, family.removeCleared(entry) { retire(entry, reason: "cleared") }
         if let replicator, let version { replicator.cleared(name, version: version) }
         announceClear(name)
         logger.info("cleared", metadata: ["expirable": "\(name)"])

@@ -126,7 +126,7 @@ final class CommandExecutor {
             let name = words.string(1)
             guard access.maySee(name, engine) else { return refuseRead(name, command == .ttl ? "TTL" : "PTTL", into: &out) }
             switch engine.timeToLive(name) {
-            case nil: out.writeRESPError(ExpirableError.notFound(name).description)
+            case nil: out.writeRESPError(engine.notFound(name).description)
             case .notStored: out.writeRESPInteger(-2)
             case .never: out.writeRESPInteger(-1)
             case .millis(let ms): out.writeRESPInteger(command == .ttl ? (ms + 500) / 1000 : ms)
@@ -136,15 +136,17 @@ final class CommandExecutor {
             if let refused = names.first(where: { !access.maySee($0, engine) }) { return refuseRead(refused, "EXISTS", into: &out) }
             out.writeRESPInteger(Int64(names.filter(isHeld).count))
         case .type:
-            guard access.maySee(words.string(1), engine) else { return refuseRead(words.string(1), "TYPE", into: &out) }
-            out.writeRESP(.simpleString(engine.scope(of: words.string(1)) == nil ? "none" : "string"))
+            let name = words.string(1)
+            guard access.maySee(name, engine) else { return refuseRead(name, "TYPE", into: &out) }
+            // A keyed family's name alone is no value (GET answers NOTFOUND): none, as for an unknown name.
+            out.writeRESP(.simpleString(engine.scope(of: name) == nil || engine.isKeyed(name) ? "none" : "string"))
         case .dbsize:
             out.writeRESPInteger(Int64(access.visibleNames(engine).filter(isHeld).count))
         case .clear:
             let name = words.string(1)
             guard access.mayAdminister else { return refuseAdmin("CLEAR", into: &out) }
             guard engine.clear(name) else {
-                out.writeRESPError(ExpirableError.notFound(name).description)
+                out.writeRESPError(engine.notFound(name).description)
                 return .answered
             }
             state.logger.notice("clear", metadata: ["expirable": "\(name)", "peer": "\(peer.map(\.description) ?? "unknown")"])
@@ -182,7 +184,7 @@ final class CommandExecutor {
                     // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
                     out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
                 } else {
-                    out.writeRESPError(ExpirableError.notFound(name).description)
+                    out.writeRESPError(engine.notFound(name).description)
                 }
             } else {
                 out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
@@ -257,7 +259,7 @@ final class CommandExecutor {
             let name = words.string(1)
             guard access.maySee(name, engine) else { return refuseRead(name, "EXPLAIN", into: &out) }
             guard let text = ExplainText.expirable(name, state: state) else {
-                out.writeRESPError(ExpirableError.notFound(name).description)
+                out.writeRESPError(engine.notFound(name).description)
                 return .answered
             }
             out.writeRESPBulk(text)
@@ -349,8 +351,9 @@ final class CommandExecutor {
             _ = refuseRead(refused, "SUBSCRIBE", into: &out)
             return
         }
-        if let unknown = names.first(where: { state.engine.scope(of: $0) == nil }) {
-            out.writeRESPError(ExpirableError.notFound(unknown).description)
+        // A keyed family's name alone is refused as GET refuses it: subscribe to its members, NAME:KEY.
+        if let unknown = names.first(where: { state.engine.scope(of: $0) == nil || state.engine.isKeyed($0) }) {
+            out.writeRESPError(state.engine.notFound(unknown).description)
             return
         }
         for name in names {

@@ -11,7 +11,7 @@ enum InfoText {
                 "evictions:\(family.evictions)",
             ].joined(separator: "\r\n") + "\r\n"
         }
-        guard let status = state.engine.status(name) else { return nil }
+        guard let status = state.engine.reportedStatus(name) else { return nil }
         var lines = [
             "name:\(status.name)",
             "state:\(status.state.rawValue)",

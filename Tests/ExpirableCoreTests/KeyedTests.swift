@@ -222,7 +222,7 @@ struct KeyedTests {
         #expect(fetcher.calls.withLock { $0.count } == 2_000)
     }
 
-    @Test("19. CLEAR of a compact member empties it and keeps its counts; the next fetch calls")
+    @Test("19. CLEAR of a compact member drops it from the family, its counts kept in the family's; the next fetch calls")
     func compactClear() async throws {
         let clock = ManualClock()
         let fetcher = KeyRecordingFetcher(clock: clock, setsState: false)
@@ -231,8 +231,10 @@ struct KeyedTests {
         _ = engine.cachedValue("fam:a")
         #expect(engine.clear("fam:a"))
         #expect(engine.cachedValue("fam:a") == nil)
-        #expect(engine.status("fam:a")?.state == .empty && engine.status("fam:a")?.counters.hits == 1)
-        #expect(engine.familyInfo("fam")?.keys == 1)
+        #expect(engine.status("fam:a") == nil && engine.reportedStatus("fam:a")?.state == .empty)
+        #expect(engine.timeToLive("fam:a") == .notStored)
+        #expect(engine.familyInfo("fam")?.keys == 0)
+        #expect(engine.figures().first?.counters.hits == 1, "the member's counts stay in the family's")
         #expect(string(try await engine.fetch("fam:a")) == "a#2")
         #expect(engine.clear("fam:nobody"), "a valid key of a family clears, held or not")
     }
@@ -264,6 +266,9 @@ struct KeyedTests {
         #expect(replicas.first?.version == engine.version(of: "fam:mine"))
         #expect(engine.clear("fam:mine"))
         #expect(replicator.cleared.withLock { $0 } == ["fam:mine"])
+        #expect(engine.familyInfo("fam")?.keys == 2, "a member cleared under a version stays, valueless, with it")
+        #expect(!engine.applyReplica("fam:mine", value: Secret("late"), remainingMillis: 60_000, version: Version(time: 1, node: "peer")),
+                "a peer's value older than the local clear")
         #expect(clears.withLock { $0 } == ["fam:theirs", "fam:mine"], "a peer's clear and a local one, both told")
         #expect(fetcher.calls.withLock { $0.count } == 1, "the peer's key called no plugin here")
     }

@@ -34,6 +34,106 @@ struct KeyedFamilyTests {
         #expect(try daemon.redis("INFO", "tenant_token").contains("evictions:1"))
     }
 
+    @Test("TTL, PTTL and INFO of a valid key holding nothing (never read, evicted, cleared) answer -2 and empty; the family's name alone and an invalid key get GET's NOTFOUND")
+    func keyHoldingNothing() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            max_keys = 1
+            [expirable.fam.params]
+            mode = "clear"
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        #expect(try daemon.redis("TTL", "fam:never") == "-2")
+        #expect(try daemon.redis("PTTL", "fam:never") == "-2")
+        #expect(try daemon.redis("EXISTS", "fam:never") == "0")
+        let info = try daemon.redis("INFO", "fam:never")
+        #expect(info.contains("name:fam:never") && info.contains("state:empty") && info.contains("hits:0"), "\(info)")
+        #expect(try daemon.redis("GET", "fam:a") == "key=a state=")
+        #expect(try daemon.redis("GET", "fam:b") == "key=b state=", "evicts fam:a (max_keys = 1)")
+        #expect(try daemon.redis("TTL", "fam:a") == "-2")
+        #expect(try daemon.redis("INFO", "fam:a").contains("state:empty"))
+        #expect(try daemon.redis("CLEAR", "fam:b") == "OK")
+        #expect(try daemon.redis("TTL", "fam:b") == "-2")
+        let family = try daemon.redis("GET", "fam")
+        #expect(family == "NOTFOUND fam is a keyed family: ask for one of its values as fam:KEY")
+        #expect(try daemon.redis("TTL", "fam") == family)
+        #expect(try daemon.redis("PTTL", "fam") == family)
+        for invalid in ["fam:", "fam:a b"] {
+            let refusal = try daemon.redis("GET", invalid)
+            #expect(refusal.hasPrefix("NOTFOUND \(invalid) has no valid key"), "\(refusal)")
+            #expect(try daemon.redis("TTL", invalid) == refusal)
+            #expect(try daemon.redis("PTTL", invalid) == refusal)
+        }
+        #expect(try daemon.redis("TYPE", "fam") == "none", "no value: GET fam is NOTFOUND")
+        #expect(try daemon.redis("TYPE", "fam:never") == "string")
+    }
+
+    @Test("CLEAR NAME:KEY and CLEAR NAME drop the members from the family, so INFO counts only the keys held; a member carrying plugin state stays")
+    func clearDropsMembers() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            [expirable.fam.params]
+            mode = "clear"
+
+            [expirable.eager]
+            plugin = "stateful"
+            keyed = true
+            refresh = "eager"
+            before_expiry = "10s"
+            [expirable.eager.params]
+            mode = "clear"
+
+            [expirable.kept]
+            plugin = "stateful"
+            keyed = true
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        func keys(_ family: String) throws -> String? {
+            try daemon.redis("INFO", family).split(whereSeparator: \.isNewline).first { $0.hasPrefix("keys:") }.map { String($0.dropFirst(5)) }
+        }
+        for family in ["fam", "eager", "kept"] {
+            for key in ["a", "b", "c"] { _ = try daemon.redis("GET", "\(family):\(key)") }
+            #expect(try keys(family) == "3")
+            #expect(try daemon.redis("CLEAR", "\(family):a") == "OK")
+        }
+        #expect(try keys("fam") == "2", "a compact member")
+        #expect(try keys("eager") == "2", "a whole member, its refresh stopped")
+        #expect(try keys("kept") == "3", "a member with plugin state keeps it")
+        #expect(try daemon.redis("GET", "kept:a") == "key=a state=s", "the state went to its next call")
+        for family in ["fam", "eager"] {
+            #expect(try daemon.redis("CLEAR", family) == "OK")
+            #expect(try keys(family) == "0")
+            #expect(try daemon.redis("INFO", "\(family):b").contains("state:empty"))
+            #expect(try daemon.redis("GET", "\(family):b") == "key=b state=")
+            #expect(try keys(family) == "1")
+        }
+    }
+
+    @Test("SUBSCRIBE of a keyed family's name alone or of an invalid key is refused with GET's NOTFOUND; a member's new values arrive")
+    func subscribeFamily() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        for name in ["fam", "fam:"] {
+            let refusal = try daemon.redis("GET", name)
+            #expect(refusal.hasPrefix("NOTFOUND"))
+            let connection = try RawConnection(daemon.socket)
+            #expect(connection.roundTrip("SUBSCRIBE \(name)\r\n", expecting: 1) == "-\(refusal)\r\n")
+            #expect(connection.roundTrip("PING\r\n", expecting: 1) == "+PONG\r\n", "nothing was subscribed")
+        }
+        let subscriber = try RawConnection(daemon.socket)
+        #expect(subscriber.roundTrip("SUBSCRIBE fam:a\r\n", expecting: 1) == "*3\r\n$9\r\nsubscribe\r\n$5\r\nfam:a\r\n:1\r\n")
+        #expect(try daemon.redis("GET", "fam:a") == "key=a state=")
+        #expect(subscriber.receive(replies: 1) == "*3\r\n$7\r\nmessage\r\n$5\r\nfam:a\r\n$12\r\nkey=a state=\r\n")
+    }
+
     @Test("pipelined GETs of many keys are each answered with their own key's value, from memory once fetched")
     func pipelinedKeys() throws {
         // mode = "clear": the plugin keeps no state, so the keys are held compact once fetched, and a pipelined
