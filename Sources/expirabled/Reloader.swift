@@ -14,8 +14,8 @@ import Glibc
 /// Reload (SPEC §10; `kill -HUP`, `expirablectl reload`, the RELOAD command): the configuration file is read
 /// again and applied all or nothing. Expirables whose definition did not change keep their values, timers,
 /// pacing, plugin state and plugin instance (helper); added and changed ones get a new instance and start empty;
-/// removed ones stop. What cannot change without a restart (the socket and its limits, state_dir, the cluster,
-/// the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
+/// removed ones stop. What cannot change without a restart (the socket and its limits, plugin_dir, state_dir,
+/// `[metrics]`, the cluster, the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
 /// what was applied. SIGHUP never stops the daemon.
 final class Reloader: Sendable {
     private let path: String
@@ -101,10 +101,15 @@ final class Reloader: Sendable {
         if a.maxOutputBytes != b.maxOutputBytes { keys.append("server.max_output_bytes") }
         if a.idleTimeout != b.idleTimeout { keys.append("server.idle_timeout") }
         if a.requestTimeout != b.requestTimeout { keys.append("server.request_timeout") }
+        // Unchanged expirables keep the instances loaded from the old plugin_dir: applying a new one would mean
+        // resolving and checking every plugin again, which a restart does.
+        if a.pluginDir != b.pluginDir { keys.append("server.plugin_dir") }
         if a.stateDir != b.stateDir { keys.append("server.state_dir") }
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
         if a.admins != b.admins { keys.append("server.admins") }
         if old.cluster != next.cluster { keys.append("[cluster]") }
+        // The metrics endpoint is bound once, at start.
+        if old.metrics != next.metrics { keys.append("[metrics]") }
         if old.sinks.map(\.withoutLine) != next.sinks.map(\.withoutLine) { keys.append("[[sink]]") }
         if old.cluster != nil {
             // Peers compare their cluster-scoped expirables and lease the quorum ones: all nodes change together.

@@ -80,6 +80,53 @@ struct ReloadTests {
         #expect(try daemon.redis("GET", "b").hasPrefix("NOTFOUND"))
     }
 
+    @Test("a changed or removed [metrics] refuses the reload, naming it; the old port keeps serving")
+    func metricsNeedsRestart() throws {
+        let port = try freePort(on: "127.0.0.1")
+        let other = try freePort(on: "127.0.0.1")
+        let daemon = try ServingTests.start("[metrics]\nlisten = \"127.0.0.1:\(port)\"\n\n" + Self.counter("a"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        #expect(IsolationTests.eventually { (try? loopbackHTTP(port: port, "GET", "/metrics").status) == 200 })
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        let listen = "listen = \"127.0.0.1:\(port)\""
+        for (change, edited) in [
+            ("moved", text.replacingOccurrences(of: listen, with: "listen = \"127.0.0.1:\(other)\"")),
+            ("removed", text.replacingOccurrences(of: "[metrics]\n" + listen + "\n", with: "")),
+        ] {
+            try #require(edited != text)
+            try (edited + Self.counter("b")).write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+            let answer = try daemon.redis("RELOAD")
+            #expect(answer.hasPrefix("ERR reload refused, nothing changed: [metrics] changed, and only a restart applies it"), "\(change): \(answer)")
+            #expect(try daemon.redis("GET", "b").hasPrefix("NOTFOUND"), "\(change): nothing else was applied")
+            #expect(try loopbackHTTP(port: port, "GET", "/metrics").status == 200, "\(change): the old port still serves")
+            #expect((try? loopbackHTTP(port: other, "GET", "/metrics")) == nil, "\(change): nothing listens on the new one")
+        }
+        #expect(daemon.log.contains("configuration reload refused"))
+    }
+
+    @Test("another plugin_dir refuses the reload, naming it; the plugins of the old one keep serving")
+    func pluginDirNeedsRestart() throws {
+        let daemon = try ServingTests.start(Self.counter("a"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        // The other directory's libcounter.so is another plugin, which refuses the params: a restart would fail.
+        let other = daemon.directory.appending("plugins2")
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        chmod(other, 0o755)
+        _ = try compileTestPlugin("refuse", into: other, as: "counter")
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        let edited = text.replacingOccurrences(of: "plugin_dir = \"\(daemon.pluginDir)\"", with: "plugin_dir = \"\(other)\"")
+        try #require(edited != text)
+        try edited.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let answer = try daemon.redis("RELOAD")
+        #expect(answer.hasPrefix("ERR reload refused, nothing changed: server.plugin_dir changed, and only a restart applies it"), "\(answer)")
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        #expect(daemon.count("a") == 1, "the old plugin instance answers from memory")
+        let check = try daemon.ctl("check-config", daemon.configPath)
+        #expect(check.status != 0, "check-config refuses the file too: \(check.stdout) \(check.stderr)")
+    }
+
     @Test("a client reading during repeated reloads gets every answer from memory, without an error or a call")
     func readsDuringReloads() throws {
         let daemon = try ServingTests.start(Self.counter("steady"))
