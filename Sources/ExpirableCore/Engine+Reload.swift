@@ -97,24 +97,36 @@ final class TableSlot: Sendable {
 /// What a reload did, name by name.
 public struct ReloadReport: Sendable, Hashable {
     public var added: [String] = []
+    /// Every changed name; those in `keptValues` kept their value, the others start empty.
     public var changed: [String] = []
     public var removed: [String] = []
     public var unchanged: [String] = []
+    /// The changed names whose plugin and params did not change: their value, plugin state, pacing and counters
+    /// were kept, with the new settings applied to them.
+    public var keptValues: Set<String> = []
 
     public init() {}
 
+    /// The changed names that start empty, with a new plugin instance.
+    public var startingEmpty: [String] { changed.filter { !keptValues.contains($0) } }
+
     public var description: String {
         func list(_ names: [String]) -> String { names.isEmpty ? "none" : names.joined(separator: ", ") }
-        return "added: \(list(added)); changed: \(list(changed)); removed: \(list(removed)); unchanged: \(list(unchanged))"
+        let changes = changed.map { $0 + (keptValues.contains($0) ? " (value kept)" : " (new plugin instance, starts empty)") }
+        return "added: \(list(added)); changed: \(list(changes)); removed: \(list(removed)); unchanged: \(list(unchanged))"
     }
 }
 
 extension Engine {
     /// Replaces the configured expirables with `expirables` at once (SPEC §10, reload). The entries of names in
-    /// `unchanged` are kept as they are, with their values, timers, pacing, state and counters; every other name
-    /// gets a new entry (its plugin fetches anew), and the entries of removed or changed names stop their
-    /// refresh. A call already under way on a replaced entry still answers its callers.
-    public func reload(_ expirables: [ExpirableDefinition], unchanged: Set<String>) -> ReloadReport {
+    /// `unchanged` are kept as they are, with their values, timers, pacing, state and counters. A name in
+    /// `keepingValues` (its plugin and params are as before, other settings changed) gets a new entry with the
+    /// new settings, into which its value, plugin state, pacing, counters and any call under way move (a keyed
+    /// family's members likewise); the new settings then judge the value: `expiry_margin` its freshness, an
+    /// eager refresh is scheduled for it, a lazy one's timer stops. Every other name gets a new, empty entry
+    /// (its plugin fetches anew), and the entries of removed or changed names stop their refresh. A call already
+    /// under way on a replaced entry still answers its callers.
+    public func reload(_ expirables: [ExpirableDefinition], unchanged: Set<String>, keepingValues: Set<String> = []) -> ReloadReport {
         let previous = tableSlot.current
         let next = ExpirableTable(expirables, keeping: (previous, unchanged))
         var report = ReloadReport()
@@ -128,8 +140,20 @@ extension Engine {
             }
         }
         report.removed = previous.names.filter { !next.names.contains($0) }
-        tableSlot.replace(with: next, now: clock.monotonicNanos)
-        for name in report.removed + report.changed {
+        let now = clock.monotonicNanos
+        // Moved before the new table is published, so no reader can start a call on an empty new entry; a reader
+        // of the old table meanwhile follows the old entry's successor.
+        for name in report.changed where keepingValues.contains(name) {
+            if let old = previous.entries[name], let new = next.entries[name] {
+                move(old, to: new, now: now)
+                report.keptValues.insert(name)
+            } else if let old = previous.families[name], let new = next.families[name] {
+                move(old, to: new, now: now)
+                report.keptValues.insert(name)
+            }
+        }
+        tableSlot.replace(with: next, now: now)
+        for name in report.removed + report.startingEmpty {
             for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.wholeMembers ?? [] {
                 entry.state.withLock { $0.cancelRefresh() }
             }
@@ -138,5 +162,74 @@ extension Engine {
             if let family = next.families[name] { sweepIdleMembers(family) }
         }
         return report
+    }
+
+    /// Moves what `old` holds into `new`, not yet published, and leaves `old` empty, detached and pointing at
+    /// `new`: a call under way on `old` completes into `new` and answers its callers from there.
+    private func move(_ old: Entry, to new: Entry, now: UInt64) {
+        old.state.withLock { s in
+            guard s.successor == nil else { return }
+            let moved = s
+            s.cancelRefresh()
+            s.flight?.scheduled?.timer.cancel()
+            s.flight = nil
+            s.nextWaiters = []
+            s.value = nil
+            s.deadline = 0
+            s.freshUntil = 0
+            s.detached = true
+            s.successor = new
+            new.state.withLock { adopt(moved, into: new, &$0, now: now) }
+        }
+    }
+
+    /// Moves a keyed family's members into `new`, not yet published: whole members as entries are moved,
+    /// compact ones by their value and counts. `new` applies its own `max_keys`.
+    private func move(_ old: Family, to new: Family, now: UInt64) {
+        for key in old.keys {
+            // The whole member, or a detached copy of a compact one.
+            guard let member = old.member(key) else { continue }
+            let (entry, evicted) = new.member(creating: key, now: now)
+            for gone in evicted { retire(gone, reason: "evicted: the family holds max_keys (\(new.policy.maxKeys)) keys") }
+            // A copy holds no call: clearing its flight keeps a raced, detached whole member's callers answered once.
+            let copy: Entry.State? = member.state.withLock { s in
+                guard s.detached else { return nil }
+                var copy = s
+                copy.flight = nil
+                copy.nextWaiters = []
+                return copy
+            }
+            if let copy {
+                entry.state.withLock { adopt(copy, into: entry, &$0, now: now) }
+            } else {
+                move(member, to: entry, now: now)
+                entry.lastUsed.store(member.lastUsed.load(ordering: .relaxed), ordering: .relaxed)
+            }
+            new.makeCompact(entry)
+        }
+    }
+
+    /// Puts `moved`, an entry's state under its old settings, into `s`, the state of `entry`, which has the new
+    /// ones. Caller holds `entry`'s lock.
+    private func adopt(_ moved: Entry.State, into entry: Entry, _ s: inout Entry.State, now: UInt64) {
+        let countsCalls = s.fetcherCountsCalls
+        s = moved
+        s.fetcherCountsCalls = countsCalls
+        s.detached = false
+        s.successor = nil
+        // The old entry's timers are cancelled: the refresh is scheduled again below, a paced call here.
+        s.refreshTimer = nil
+        s.refreshDue = nil
+        s.refreshDeferred = false
+        if let scheduled = s.flight?.scheduled {
+            let waiters = s.flight!.waiters
+            s.flight = nil
+            schedulePacedCall(entry, &s, waiters: waiters, at: scheduled.at, now: now)
+        }
+        guard s.value != nil else { return }
+        s.freshUntil = s.deadline == .max ? .max : s.deadline - min(s.deadline, entry.marginNanos)
+        if s.flight == nil, !s.permanentFailure, s.isValid(at: now), s.deadline != .max {
+            scheduleEagerRefresh(entry, &s, lifetime: s.deadline - min(s.deadline, s.storedAt), now: now)
+        }
     }
 }

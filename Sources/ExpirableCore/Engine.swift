@@ -172,12 +172,20 @@ public final class Engine: Sendable {
             if case .answered(let fetched) = read { return completion(.success(fetched)) }
         }
         guard let entry = entry(creating: name) else { return completion(.failure(notFound(name))) }
+        fetch(entry, name: name, wanted: wanted, minimumValidity: minimumValidity, patience: patience, completion: completion)
+    }
+
+    /// `fetch(_:minimumValidity:patience:completion:)` once `name`'s entry is found.
+    private func fetch(_ entry: Entry, name: String, wanted: UInt64, minimumValidity: Duration?, patience: Duration?,
+                       completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
         let wall = clock.unixMillis
         let patienceNanos = patience.map { UInt64(max(0, $0.nanoseconds)) } ?? .max
-        enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64), again }
+        enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64), again, moved(Entry) }
         let action: Action = entry.state.withLock { s in
+            // Moved by a reload since it was looked up: go on with the entry it moved to.
+            if let successor = s.successor { return .moved(successor) }
             // Made compact or evicted since it was looked up: look again.
             if s.detached { return .again }
             var earliest = s.nextAttempt
@@ -227,6 +235,8 @@ public final class Engine: Sendable {
         case .wait: break
         case .call(let generation): call(entry, generation: generation)
         case .again: fetch(name, minimumValidity: minimumValidity, patience: patience, completion: completion)
+        case .moved(let successor):
+            fetch(successor, name: name, wanted: wanted, minimumValidity: minimumValidity, patience: patience, completion: completion)
         }
     }
 
@@ -248,7 +258,7 @@ public final class Engine: Sendable {
             for key in family.keys { clear(name + ":" + key) }
             return true
         }
-        let entry: Entry
+        var entry: Entry
         var version: Version?
         if let plain = entryTable[name] {
             entry = plain
@@ -268,12 +278,17 @@ public final class Engine: Sendable {
             }
         }
         let replicator = replicator(for: entry)
-        let outcome: (resumed: UInt64?, detached: Bool) = entry.state.withLock { s in
-            if s.detached { return (nil, true) }
-            Engine.drop(&s)
-            s.version = version
-            return (startScheduledCall(&s, now: clock.monotonicNanos), false)
-        }
+        var outcome: (resumed: UInt64?, detached: Bool, successor: Entry?)
+        repeat {
+            outcome = entry.state.withLock { s in
+                if s.detached { return (nil, true, s.successor) }
+                Engine.drop(&s)
+                s.version = version
+                return (startScheduledCall(&s, now: clock.monotonicNanos), false, nil)
+            }
+            // Moved by a reload since it was looked up: clear the entry it moved to.
+            if let successor = outcome.successor { entry = successor }
+        } while outcome.successor != nil
         // Made compact or evicted since it was looked up: clear what is there now.
         if outcome.detached { return clear(name) }
         if let resumed = outcome.resumed { call(entry, generation: resumed) }
@@ -380,10 +395,15 @@ public final class Engine: Sendable {
         }
         let replicator = replicator(for: entry)
         let version = replicator?.nextVersion()
-        entry.state.withLock { s in
-            s.pluginState = state
-            if let version { s.stateVersion = version }
-        }
+        var target = entry
+        // A reload may have moved the entry meanwhile: the state goes where its value went.
+        while let successor = target.state.withLock({ s -> Entry? in
+            if s.successor == nil {
+                s.pluginState = state
+                if let version { s.stateVersion = version }
+            }
+            return s.successor
+        }) { target = successor }
         stateKeeperBox.withLock { $0 }?.stateChanged(entry.name, state)
         if let replicator, let version { replicator.stateChanged(entry.name, state, version: version) }
     }
@@ -397,7 +417,13 @@ public final class Engine: Sendable {
         var announce: (Fetched, Int64?, Version)?
         var stored = false
         var finished: CallRecord?
+        var movedTo: Entry?
         let (waiters, answer, followUp): ([Entry.Completion], Result<Fetched, ExpirableError>, UInt64?) = entry.state.withLock { s in
+            // A reload moved the call and its callers to a new entry for the same plugin and params.
+            if let successor = s.successor {
+                movedTo = successor
+                return ([], result, nil)
+            }
             let waiters = s.flight?.waiters ?? []
             s.flight = nil
             if case .success(let fetched) = result, fetched.isStale {
@@ -453,6 +479,7 @@ public final class Engine: Sendable {
             startingCall(&s, now: now, trigger: .afterClear)
             return (waiters, answer, s.generation)
         }
+        if let movedTo { return complete(movedTo, generation: generation, result: fetchedResult, route: route) }
         if case .failure(let error) = result {
             logger.warning("fetch failed", metadata: [
                 "expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)",
@@ -486,17 +513,21 @@ public final class Engine: Sendable {
         s.lastFailure = nil
         s.cancelRefresh()
         s.refreshDeferred = false
-        if case .eager(let before) = entry.refresh, deadline != .max {
-            let lifetime = deadline - min(deadline, now)
-            var lead = before.nanoseconds(ofLifetime: lifetime)
-            // In a cluster, early enough that the next owner can still refresh if the owner dies at that moment;
-            // the one-second spacing of refreshes keeps this from refreshing short lifetimes more often.
-            if let replicator = replicator(for: entry) { lead = max(lead, UInt64(max(0, replicator.takeoverLead.nanoseconds))) }
-            let spread = entry.freshness.jitter.nanoseconds(ofLifetime: lifetime)
-            if spread > 0 { lead = lead.addingReportingOverflow(min(jitter(spread), spread)).partialValue }
-            let target = s.freshUntil - min(s.freshUntil, lead)
-            scheduleRefresh(entry, &s, at: target, now: now)
-        }
+        if deadline != .max { scheduleEagerRefresh(entry, &s, lifetime: deadline - min(deadline, now), now: now) }
+    }
+
+    /// Schedules an eager expirable's refresh of the value in `s`, of `lifetime` nanoseconds, `before_expiry`
+    /// (with jitter) ahead of its `freshUntil`; nothing for a lazy one. Caller holds the lock.
+    func scheduleEagerRefresh(_ entry: Entry, _ s: inout Entry.State, lifetime: UInt64, now: UInt64) {
+        guard case .eager(let before) = entry.refresh else { return }
+        var lead = before.nanoseconds(ofLifetime: lifetime)
+        // In a cluster, early enough that the next owner can still refresh if the owner dies at that moment;
+        // the one-second spacing of refreshes keeps this from refreshing short lifetimes more often.
+        if let replicator = replicator(for: entry) { lead = max(lead, UInt64(max(0, replicator.takeoverLead.nanoseconds))) }
+        let spread = entry.freshness.jitter.nanoseconds(ofLifetime: lifetime)
+        if spread > 0 { lead = lead.addingReportingOverflow(min(jitter(spread), spread)).partialValue }
+        let target = s.freshUntil - min(s.freshUntil, lead)
+        scheduleRefresh(entry, &s, at: target, now: now)
     }
 
     /// The monotonic deadline of a value: the one it was given on arrival from a peer or when stored, or, for a

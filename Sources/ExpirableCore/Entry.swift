@@ -103,6 +103,9 @@ final class Entry: Sendable {
         /// Set when a keyed family let go of this entry (made compact, evicted, idle): a caller that found it
         /// before looks its key up again rather than start a call nobody else would share.
         var detached = false
+        /// Set when a reload moved this entry's value, state and call under way to a new entry for the same plugin
+        /// and params (SPEC §10): whoever still holds this one goes on with that one.
+        var successor: Entry?
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
 

@@ -49,33 +49,46 @@ public final class PluginHost: Sendable {
     }
 
     /// What a reload would do to the plugins: new definitions for the engine, the names whose expirable is
-    /// exactly as before (their instance, helper and state are kept), and `commit` to call once the engine has
-    /// switched, which ends the instances no longer used. Nothing changes until `commit`; `abandon` ends the
-    /// instances made for the reload instead.
+    /// exactly as before (their instance, helper and state are kept), the changed names whose value the engine
+    /// keeps, and `commit` to call once the engine has switched, which ends the instances no longer used.
+    /// Nothing changes until `commit`; `abandon` ends the instances made for the reload instead.
     public struct Reload: Sendable {
         public let definitions: [ExpirableDefinition]
         public let unchanged: Set<String>
+        /// Changed expirables whose plugin and params are as before, and which are still keyed or still not
+        /// (SPEC §10: they keep their value). Their instance is kept too unless `isolation`, `timeout`,
+        /// `max_memory` or `max_cpu` changed, which a plugin instance is made with.
+        public let keepingValues: Set<String>
         public let commit: @Sendable () -> Void
         public let abandon: @Sendable () -> Void
     }
 
     /// Prepares the plugins of `configuration` (all or nothing): instances are made for new and changed
-    /// expirables and kept for unchanged ones. Throws the first refusal, having ended what it made.
+    /// expirables and kept for unchanged ones, and for changed ones whose instance would be made the same.
+    /// Throws the first refusal, having ended what it made.
     public func prepareReload(_ configuration: Configuration) throws(PluginError) -> Reload {
         let current = loaded.withLock { $0 }
         let account = try PluginHost.account(of: configuration)
         var next = Loaded()
         var fresh: [any PluginCalls] = []
         var unchanged: Set<String> = []
+        var keepingValues: Set<String> = []
+        var reused: Set<String> = []
         do throws(PluginError) {
             for expirable in configuration.expirables {
+                let before = current.expirables[expirable.name]
                 let instance: any PluginCalls
-                if current.expirables[expirable.name] == expirable, let kept = current.instances[expirable.name] {
+                if let before, PluginHost.keepsInstance(before, expirable), let kept = current.instances[expirable.name] {
                     instance = kept
-                    unchanged.insert(expirable.name)
+                    reused.insert(expirable.name)
                 } else {
                     instance = try makeInstance(expirable, configuration: configuration, account: account)
                     fresh.append(instance)
+                }
+                if before == expirable, reused.contains(expirable.name) {
+                    unchanged.insert(expirable.name)
+                } else if let before, PluginHost.keepsValue(before, expirable) {
+                    keepingValues.insert(expirable.name)
                 }
                 next.expirables[expirable.name] = expirable
                 next.instances[expirable.name] = instance
@@ -85,17 +98,32 @@ public final class PluginHost: Sendable {
             for instance in fresh { instance.destroy() }
             throw error
         }
-        let retired = current.instances.filter { !unchanged.contains($0.key) }.map(\.value)
+        let retired = current.instances.filter { !reused.contains($0.key) }.map(\.value)
         let made = next
         let madeForReload = fresh
         return Reload(
-            definitions: next.definitions, unchanged: unchanged,
+            definitions: next.definitions, unchanged: unchanged, keepingValues: keepingValues,
             commit: { [self] in
                 loaded.withLock { $0 = made }
                 for instance in retired { instance.destroy() }
             },
             abandon: { for instance in madeForReload { instance.destroy() } }
         )
+    }
+
+    /// Whether a reload keeps the value of an expirable changed from `old` to `new` (SPEC §10): its plugin and
+    /// params are as before, and it is still keyed or still not. Scope does not count: on a single node it
+    /// changes nothing, and in a cluster a change of it is refused (`Reloader.needsRestart`).
+    static func keepsValue(_ old: Configuration.Expirable, _ new: Configuration.Expirable) -> Bool {
+        old.plugin == new.plugin && old.params == new.params && (old.keyed == nil) == (new.keyed == nil)
+    }
+
+    /// Whether a reload keeps the plugin instance (and helper) of an expirable changed from `old` to `new`: it
+    /// keeps the value, and what the instance is made with (where it runs, its limits, the timeout the plugin
+    /// is given when created) is as before.
+    static func keepsInstance(_ old: Configuration.Expirable, _ new: Configuration.Expirable) -> Bool {
+        keepsValue(old, new) && old.isolation == new.isolation && old.timeout == new.timeout
+            && old.maxMemory == new.maxMemory && old.maxCPU == new.maxCPU
     }
 
     /// `error` naming the configuration file and the line of the key at `path` (every refusal does).

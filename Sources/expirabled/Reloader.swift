@@ -13,9 +13,11 @@ import Glibc
 
 /// Reload (SPEC §10; `kill -HUP`, `expirablectl reload`, the RELOAD command): the configuration file is read
 /// again and applied all or nothing. Expirables whose definition did not change keep their values, timers,
-/// pacing, plugin state and plugin instance (helper); added and changed ones get a new instance and start empty;
-/// removed ones stop. What cannot change without a restart (the socket and its limits, state_dir, the cluster,
-/// the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
+/// pacing, plugin state and plugin instance (helper); changed ones whose plugin and params did not change keep
+/// their value, plugin state and pacing under their new settings (and their instance unless it is made
+/// differently); added ones, and changed ones with another plugin or params, start empty with a new instance;
+/// removed ones stop. What cannot change without a restart (the socket and its limits, plugin_dir, state_dir,
+/// `[metrics]`, the cluster, the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
 /// what was applied. SIGHUP never stops the daemon.
 final class Reloader: Sendable {
     private let path: String
@@ -66,11 +68,11 @@ final class Reloader: Sendable {
             }
             let definitions = Daemon.definitions(prepared.definitions, next, cluster)
             // The plugin host keeps an expirable only when its whole configured definition is as before, which
-            // is also when the engine may keep its entry.
-            let report = engine.reload(definitions, unchanged: prepared.unchanged)
+            // is also when the engine may keep its entry; it says which changed ones keep their value.
+            let report = engine.reload(definitions, unchanged: prepared.unchanged, keepingValues: prepared.keepingValues)
             prepared.commit()
             // A cluster-scoped value is prefetched by its owner only; the others receive it (SPEC §4.11).
-            let fresh = Set(report.added + report.changed).filter { engine.scope(of: $0) != .cluster || cluster?.owns($0) ?? true }
+            let fresh = Set(report.added + report.startingEmpty).filter { engine.scope(of: $0) != .cluster || cluster?.owns($0) ?? true }
             if !fresh.isEmpty { engine.prefetch(only: fresh) { _ in } }
             // An allow list is not part of what keeps an entry: a value whose readers changed is kept, and said so.
             let accessChanged = Set(applied.readers.keys).union(next.readers.keys).filter { applied.readers[$0] != next.readers[$0] }
@@ -79,6 +81,7 @@ final class Reloader: Sendable {
             logger.notice("configuration reloaded", metadata: [
                 "allow_changed": "\(accessChanged)",
                 "file": "\(path)", "added": "\(report.added)", "changed": "\(report.changed)",
+                "values_kept": "\(report.changed.filter(report.keptValues.contains))",
                 "removed": "\(report.removed)", "unchanged": "\(report.unchanged.count)",
             ])
             return .success("reloaded \(path): \(report.description)" + (accessChanged.isEmpty ? "" : "; allow changed: \(accessChanged.joined(separator: ", "))"))
@@ -101,10 +104,15 @@ final class Reloader: Sendable {
         if a.maxOutputBytes != b.maxOutputBytes { keys.append("server.max_output_bytes") }
         if a.idleTimeout != b.idleTimeout { keys.append("server.idle_timeout") }
         if a.requestTimeout != b.requestTimeout { keys.append("server.request_timeout") }
+        // Unchanged expirables keep the instances loaded from the old plugin_dir: applying a new one would mean
+        // resolving and checking every plugin again, which a restart does.
+        if a.pluginDir != b.pluginDir { keys.append("server.plugin_dir") }
         if a.stateDir != b.stateDir { keys.append("server.state_dir") }
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
         if a.admins != b.admins { keys.append("server.admins") }
         if old.cluster != next.cluster { keys.append("[cluster]") }
+        // The metrics endpoint is bound once, at start.
+        if old.metrics != next.metrics { keys.append("[metrics]") }
         if old.sinks.map(\.withoutLine) != next.sinks.map(\.withoutLine) { keys.append("[[sink]]") }
         if old.cluster != nil {
             // Peers compare their cluster-scoped expirables and lease the quorum ones: all nodes change together.

@@ -40,6 +40,84 @@ struct ReloadTests {
         #expect(try daemon.redis("LIST") == "added\nchanged\nkept")
     }
 
+    /// A command expirable that appends a line to COUNT/NAME at each call and answers a value unique to the call.
+    static func command(_ name: String, settings: String = "", tag: String? = nil, ttl: String = "1h") -> String {
+        "[expirable.\(name)]\nplugin = \"command\"\n\(settings)[expirable.\(name).params]\n"
+            + "shell = \"echo called >> COUNT/\(name); date +\(tag ?? name)-%s%N\"\nttl = \"\(ttl)\"\n"
+    }
+
+    @Test("a changed timeout, stale_if_error or prefetch keeps the value, with no call; changed params call again")
+    func settingsKeepValue() throws {
+        let daemon = try ServingTests.start(Self.command("a") + Self.command("b") + Self.command("c") + Self.command("d"))
+        defer { daemon.remove() }
+        let before = try ["a", "b", "c", "d"].map { try daemon.redis("GET", $0) }
+        #expect(before.allSatisfy { $0.contains("-") }, "\(before)")
+        let helpers = ["a", "b"].map { IsolationTests.helper(of: daemon, for: $0) }
+        try Self.rewrite(daemon, Self.command("a", settings: "timeout = \"7s\"\n") + Self.command("b", settings: "stale_if_error = \"1m\"\n")
+            + Self.command("c", settings: "prefetch = true\n") + Self.command("d", tag: "new"))
+        let answer = try daemon.redis("RELOAD")
+        #expect(answer.contains("changed: a (value kept), b (value kept), c (value kept), d (new plugin instance, starts empty); removed: none"), "\(answer)")
+        #expect(daemon.log.contains("configuration reloaded"))
+        for (index, name) in ["a", "b", "c"].enumerated() {
+            #expect(try daemon.redis("GET", name) == before[index], "\(name) kept its value")
+            #expect(daemon.lines(name) == 1, "no new call for \(name)")
+        }
+        #expect(IsolationTests.helper(of: daemon, for: "b") == helpers[1], "b kept its plugin instance and helper")
+        #expect(IsolationTests.helper(of: daemon, for: "a") != helpers[0], "a's timeout is given to a new instance")
+        #expect(try daemon.redis("GET", "d").hasPrefix("new-"), "d's params changed: a call with them")
+        #expect(daemon.lines("d") == 2)
+        #expect(try daemon.redis("GET", "a") == before[0], "and the value stays")
+    }
+
+    @Test("a kept value's next call runs under the new timeout")
+    func newTimeoutApplies() throws {
+        // Every call after the first takes 5 s.
+        let slow = "[expirable.slow.params]\nshell = \"echo called >> COUNT/slow; [ $(wc -l < COUNT/slow) -gt 1 ] && sleep 5; echo slow-v\"\nttl = \"1h\"\n"
+        let daemon = try ServingTests.start("[expirable.slow]\nplugin = \"command\"\ntimeout = \"20s\"\n" + slow)
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "slow") == "slow-v")
+        try Self.rewrite(daemon, "[expirable.slow]\nplugin = \"command\"\ntimeout = \"1s\"\n" + slow)
+        #expect(try daemon.redis("RELOAD").contains("changed: slow (value kept)"))
+        #expect(try daemon.redis("GET", "slow") == "slow-v")
+        #expect(try daemon.redis("CLEAR", "slow") == "OK")
+        let answer = try daemon.redis("GET", "slow")
+        // The command plugin kills its child 100 ms before the call's timeout (it was 19.9 s before the reload).
+        #expect(answer.contains("/bin/sh did not finish within 900ms"), "\(answer)")
+    }
+
+    @Test("lazy to eager refreshes the kept value in the background; eager to lazy stops its refresh")
+    func refreshPolicyChange() throws {
+        let daemon = try ServingTests.start(Self.command("up", ttl: "6s") + Self.command("down", settings: "refresh = \"eager\"\nbefore_expiry = \"3s\"\n", ttl: "6s"))
+        defer { daemon.remove() }
+        let up = try daemon.redis("GET", "up")
+        let down = try daemon.redis("GET", "down")
+        try Self.rewrite(daemon, Self.command("up", settings: "refresh = \"eager\"\nbefore_expiry = \"3s\"\n", ttl: "6s") + Self.command("down", ttl: "6s"))
+        #expect(try daemon.redis("RELOAD").contains("changed: down (value kept), up (value kept)"))
+        #expect(try daemon.redis("GET", "up") == up, "the value is kept")
+        #expect(try daemon.redis("GET", "down") == down, "the value is kept")
+        // up's refresh falls due 3 s after its value arrived: a call nobody asked for.
+        #expect(IsolationTests.eventually(seconds: 10) { daemon.lines("up") == 2 }, "up was refreshed: \(daemon.lines("up")) calls")
+        #expect(try daemon.redis("GET", "up") != up, "readers get the refreshed value")
+        // down's refresh would have fallen due with up's (their values arrived together): none comes.
+        #expect(!IsolationTests.eventually(seconds: 1) { daemon.lines("down") > 1 }, "down was not refreshed after turning lazy")
+    }
+
+    @Test("a keyed family whose timeout changed keeps its members' values")
+    func keyedKeepsValues() throws {
+        let daemon = try ServingTests.start(Self.command("fam", settings: "keyed = true\n"))
+        defer { daemon.remove() }
+        let one = try daemon.redis("GET", "fam:one")
+        let two = try daemon.redis("GET", "fam:two")
+        #expect(daemon.lines("fam") == 2)
+        try Self.rewrite(daemon, Self.command("fam", settings: "keyed = true\ntimeout = \"7s\"\n"))
+        #expect(try daemon.redis("RELOAD").contains("changed: fam (value kept)"))
+        #expect(try daemon.redis("GET", "fam:one") == one)
+        #expect(try daemon.redis("GET", "fam:two") == two)
+        #expect(daemon.lines("fam") == 2, "no new call for the members")
+        #expect(try daemon.redis("GET", "fam:three") != one)
+        #expect(daemon.lines("fam") == 3, "a new member calls, with the plugin as before")
+    }
+
     @Test("RELOAD answers what it applied; a bad file or a refusing plugin changes nothing and says why")
     func allOrNothing() throws {
         let daemon = try ServingTests.start(Self.counter("a"))
@@ -78,6 +156,53 @@ struct ReloadTests {
         let answer = try daemon.redis("RELOAD")
         #expect(answer.hasPrefix("ERR reload refused, nothing changed: server.socket_mode changed, and only a restart applies it"), "\(answer)")
         #expect(try daemon.redis("GET", "b").hasPrefix("NOTFOUND"))
+    }
+
+    @Test("a changed or removed [metrics] refuses the reload, naming it; the old port keeps serving")
+    func metricsNeedsRestart() throws {
+        let port = try freePort(on: "127.0.0.1")
+        let other = try freePort(on: "127.0.0.1")
+        let daemon = try ServingTests.start("[metrics]\nlisten = \"127.0.0.1:\(port)\"\n\n" + Self.counter("a"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        #expect(IsolationTests.eventually { (try? loopbackHTTP(port: port, "GET", "/metrics").status) == 200 })
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        let listen = "listen = \"127.0.0.1:\(port)\""
+        for (change, edited) in [
+            ("moved", text.replacingOccurrences(of: listen, with: "listen = \"127.0.0.1:\(other)\"")),
+            ("removed", text.replacingOccurrences(of: "[metrics]\n" + listen + "\n", with: "")),
+        ] {
+            try #require(edited != text)
+            try (edited + Self.counter("b")).write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+            let answer = try daemon.redis("RELOAD")
+            #expect(answer.hasPrefix("ERR reload refused, nothing changed: [metrics] changed, and only a restart applies it"), "\(change): \(answer)")
+            #expect(try daemon.redis("GET", "b").hasPrefix("NOTFOUND"), "\(change): nothing else was applied")
+            #expect(try loopbackHTTP(port: port, "GET", "/metrics").status == 200, "\(change): the old port still serves")
+            #expect((try? loopbackHTTP(port: other, "GET", "/metrics")) == nil, "\(change): nothing listens on the new one")
+        }
+        #expect(daemon.log.contains("configuration reload refused"))
+    }
+
+    @Test("another plugin_dir refuses the reload, naming it; the plugins of the old one keep serving")
+    func pluginDirNeedsRestart() throws {
+        let daemon = try ServingTests.start(Self.counter("a"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        // The other directory's libcounter.so is another plugin, which refuses the params: a restart would fail.
+        let other = daemon.directory.appending("plugins2")
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        chmod(other, 0o755)
+        _ = try compileTestPlugin("refuse", into: other, as: "counter")
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        let edited = text.replacingOccurrences(of: "plugin_dir = \"\(daemon.pluginDir)\"", with: "plugin_dir = \"\(other)\"")
+        try #require(edited != text)
+        try edited.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let answer = try daemon.redis("RELOAD")
+        #expect(answer.hasPrefix("ERR reload refused, nothing changed: server.plugin_dir changed, and only a restart applies it"), "\(answer)")
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        #expect(daemon.count("a") == 1, "the old plugin instance answers from memory")
+        let check = try daemon.ctl("check-config", daemon.configPath)
+        #expect(check.status != 0, "check-config refuses the file too: \(check.stdout) \(check.stderr)")
     }
 
     @Test("a client reading during repeated reloads gets every answer from memory, without an error or a call")

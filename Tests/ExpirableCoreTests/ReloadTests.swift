@@ -1,0 +1,68 @@
+import ExpirableCore
+import Testing
+
+/// SPEC §10: a reload that changes an expirable's settings but not its plugin or params keeps its value, and the
+/// new settings apply to it from then on.
+@Suite("Reload keeping values")
+struct ReloadKeepingValuesTests {
+    static func definition(_ harness: Harness, refresh: RefreshPolicy = .lazy, freshness: FreshnessPolicy = FreshnessPolicy()) -> ExpirableDefinition {
+        ExpirableDefinition(name: "token", refresh: refresh, freshness: freshness, fetcher: harness.fetcher)
+    }
+
+    @Test("a call under way when its value is kept answers its callers, and its value is stored under the new settings")
+    func callUnderWayMoves() throws {
+        let h = Harness()
+        let first = h.startFetch()
+        #expect(h.fetcher.outstanding == 1)
+        let report = h.engine.reload([Self.definition(h, freshness: FreshnessPolicy(staleIfError: .seconds(60)))], unchanged: [], keepingValues: ["token"])
+        #expect(report.keptValues == ["token"] && report.changed == ["token"])
+        // A caller arriving after the reload shares the call started before it.
+        let second = h.startFetch()
+        #expect(h.fetcher.calls == 1)
+        h.fetcher.complete(value("v1", expiresIn: 60_000, clock: h.clock))
+        #expect(string(first.fetched) == "v1")
+        #expect(string(second.fetched) == "v1")
+        #expect(string(h.engine.cachedValue("token")) == "v1", "stored in the new entry")
+        #expect(h.fetcher.calls == 1)
+    }
+
+    @Test("the new expiry_margin judges the kept value")
+    func marginJudgesKeptValue() throws {
+        let h = Harness()
+        _ = h.startFetch()
+        h.fetcher.complete(value("v1", expiresIn: 30_000, clock: h.clock))
+        _ = h.engine.reload([Self.definition(h, freshness: FreshnessPolicy(expiryMargin: .seconds(10)))], unchanged: [], keepingValues: ["token"])
+        #expect(string(h.engine.cachedValue("token")) == "v1", "30 s left, 10 s margin: still valid")
+        h.clock.advance(by: .seconds(21))
+        #expect(h.engine.cachedValue("token") == nil, "9 s left is within the margin")
+        #expect(h.fetcher.calls == 1)
+    }
+
+    @Test("lazy to eager schedules a refresh of the kept value; eager to lazy stops it")
+    func refreshPolicyChanges() throws {
+        let h = Harness()
+        _ = h.startFetch()
+        h.fetcher.complete(value("v1", expiresIn: 60_000, clock: h.clock))
+        _ = h.engine.reload([Self.definition(h, refresh: .eager(beforeExpiry: .seconds(20)))], unchanged: [], keepingValues: ["token"])
+        h.clock.advance(by: .seconds(39))
+        #expect(h.fetcher.calls == 1)
+        h.clock.advance(by: .seconds(2))
+        #expect(h.fetcher.calls == 2, "refreshed 20 s before expiry")
+        h.fetcher.complete(value("v2", expiresIn: 60_000, clock: h.clock))
+        #expect(string(h.engine.cachedValue("token")) == "v2")
+        _ = h.engine.reload([Self.definition(h)], unchanged: [], keepingValues: ["token"])
+        h.clock.advance(by: .seconds(59))
+        #expect(h.fetcher.calls == 2, "no refresh once lazy")
+        #expect(string(h.engine.cachedValue("token")) == "v2")
+    }
+
+    @Test("a reload that does not keep the value starts empty")
+    func notKeptStartsEmpty() throws {
+        let h = Harness()
+        _ = h.startFetch()
+        h.fetcher.complete(value("v1", expiresIn: 60_000, clock: h.clock))
+        let report = h.engine.reload([Self.definition(h, freshness: FreshnessPolicy(staleIfError: .seconds(60)))], unchanged: [])
+        #expect(report.keptValues.isEmpty && report.startingEmpty == ["token"])
+        #expect(h.engine.cachedValue("token") == nil)
+    }
+}
