@@ -15,7 +15,7 @@ import Glibc
 /// again and applied all or nothing. Expirables whose definition did not change keep their values, timers,
 /// pacing, plugin state and plugin instance (helper); added and changed ones get a new instance and start empty;
 /// removed ones stop. What cannot change without a restart (the socket and its limits, state_dir, the cluster,
-/// the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
+/// the cluster-scoped expirables of a cluster, the metrics endpoint) refuses the whole reload, naming it. The answer and the log say
 /// what was applied. SIGHUP never stops the daemon.
 final class Reloader: Sendable {
     private let path: String
@@ -105,6 +105,7 @@ final class Reloader: Sendable {
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
         if a.admins != b.admins { keys.append("server.admins") }
         if old.cluster != next.cluster { keys.append("[cluster]") }
+        if old.metrics != next.metrics { keys.append("[metrics]") }
         if old.sinks.map(\.withoutLine) != next.sinks.map(\.withoutLine) { keys.append("[[sink]]") }
         if old.cluster != nil {
             // Peers compare their cluster-scoped expirables and lease the quorum ones: all nodes change together.
