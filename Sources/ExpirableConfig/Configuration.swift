@@ -64,9 +64,13 @@ public struct Configuration: Sendable, Hashable {
         /// Where `GET /metrics` is served over HTTP. Any address is accepted; one that is not loopback draws a
         /// warning at start, for the endpoint has no authentication (it never shows a value or a key).
         public let listen: Endpoint
+        /// `metrics_keys`: whether each member a keyed family holds gets series of its own, labelled with its key
+        /// (SPEC §10: never a key unless this is true). Off by default.
+        public let keys: Bool
 
-        public init(listen: Endpoint) {
+        public init(listen: Endpoint, keys: Bool = false) {
             self.listen = listen
+            self.keys = keys
         }
 
         /// Whether `listen` is reachable only from this machine.

@@ -50,8 +50,14 @@ struct ConfigurationDecoder {
 
     private func decodeMetrics(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Metrics {
         let at = ["metrics"]
-        try allowOnly(["listen"], in: t, at: at)
-        return .init(listen: try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) })
+        try allowOnly(["listen", "metrics_keys"], in: t, at: at)
+        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
+        var keys = false
+        if let v = t["metrics_keys"] {
+            guard let flag = v.boolean else { throw error(at + ["metrics_keys"], "expected true or false, got \(show(v))") }
+            keys = flag
+        }
+        return .init(listen: listen, keys: keys)
     }
 
     // MARK: Tables

@@ -1,5 +1,6 @@
 /// One configured expirable's figures for the metrics: a plain expirable's own, or a keyed family's summed over
-/// its members (one series per family, whatever its number of keys). Never a value, a key or a plugin state.
+/// its members (one series per family, whatever its number of keys), or one member's (`memberFigures`, named
+/// `NAME:KEY`). Never a value or a plugin state.
 public struct ExpirableFigures: Sendable {
     public let name: String
     public let scope: Scope
@@ -60,5 +61,41 @@ extension Engine {
             states: states, expiresInSeconds: soonest.map { Double($0) / 1000 }, consecutiveFailures: failures,
             nextAttemptInSeconds: wait.map { Double($0) / 1000 }, fetching: fetching, counters: counters
         )
+    }
+}
+
+/// One member of a keyed family with its own figures, for `metrics_keys` (SPEC §10). Never a value.
+public struct MemberFigures: Sendable {
+    /// The member's key, as in `NAME:KEY`.
+    public let key: String
+    /// The member's figures, named `NAME:KEY`.
+    public let figures: ExpirableFigures
+}
+
+extension Engine {
+    /// The figures of each member the keyed family `name` holds (at most its max_keys), in no set order; none
+    /// when `name` is not a keyed family.
+    public func memberFigures(of name: String) -> [MemberFigures] {
+        guard let family = families[name] else { return [] }
+        let (compact, whole) = family.members(now: clock.monotonicNanos)
+        var members = compact.map { member in
+            MemberFigures(key: member.key, figures: ExpirableFigures(
+                name: name + ":" + member.key, scope: family.definition.scope, family: nil, states: [member.state: 1],
+                expiresInSeconds: member.leftMillis.map { Double($0) / 1000 }, consecutiveFailures: 0,
+                nextAttemptInSeconds: nil, fetching: 0, counters: member.counters
+            ))
+        }
+        for entry in whole {
+            // Looked up again by name, outside the shard's lock: gone meanwhile (evicted, cleared), it is left out.
+            guard let status = status(entry.name) else { continue }
+            members.append(MemberFigures(key: String(decoding: entry.memberKey, as: UTF8.self), figures: ExpirableFigures(
+                name: entry.name, scope: status.scope, family: nil, states: [status.state: 1],
+                expiresInSeconds: status.expiresInMillis.map { Double($0) / 1000 },
+                consecutiveFailures: status.consecutiveFailures,
+                nextAttemptInSeconds: status.nextAttemptInMillis.map { Double($0) / 1000 },
+                fetching: status.fetching ? 1 : 0, counters: status.counters
+            )))
+        }
+        return members
     }
 }

@@ -645,6 +645,31 @@ final class Family: Sendable {
         return (states, counters, soonest.map { Int64(($0 - min($0, now)) / 1_000_000) })
     }
 
+    /// Each member one by one, for `metrics_keys`: a compact member's key, state, counts and milliseconds left
+    /// (nil: nothing stored, or it never expires), read under its shard's lock; the whole entries, to be read by
+    /// the caller.
+    func members(now: UInt64) -> (compact: [(key: String, state: ExpirableStatus.State, counters: ExpirableCounters, leftMillis: Int64?)], whole: [Entry]) {
+        var compact: [(key: String, state: ExpirableStatus.State, counters: ExpirableCounters, leftMillis: Int64?)] = []
+        var whole: [Entry] = []
+        forEachMember { member in
+            switch member {
+            case .whole(let entry):
+                whole.append(entry)
+            case .compact(let block):
+                let h = block.header.pointee
+                var counters = ExpirableCounters()
+                counters.hits = h.hits
+                counters.misses = UInt64(h.misses)
+                counters.pluginCalls = UInt64(h.pluginCalls)
+                let freshUntil = self.freshUntil(h)
+                let state: ExpirableStatus.State = !h.hasValue ? .empty : now < freshUntil ? .valid : .expired
+                let left = h.hasValue && freshUntil != .max ? Int64((freshUntil - min(freshUntil, now)) / 1_000_000) : nil
+                compact.append((String(decoding: block.key, as: UTF8.self), state, counters, left))
+            }
+        }
+        return (compact, whole)
+    }
+
     /// The compact members' replicable states (those with a version), for a peer that (re)joins.
     func compactReplicas(now: UInt64) -> [ReplicaState] {
         let names = nodes.withLock { $0 }

@@ -1,6 +1,7 @@
 /// Every metric the daemon exposes, with its help text: the one list docs/metrics.md mirrors. Names follow
 /// Prometheus conventions: the `expirable_` prefix, `_total` on counters, base units (`_seconds`, `_bytes`).
-/// Keyed families are one series per family, never per key.
+/// Keyed families are one series per family; their members' series (`expirable_key_…`) come only with
+/// `metrics_keys = true`.
 enum MetricNames {
     enum Kind: String { case counter, gauge, histogram }
 
@@ -26,6 +27,14 @@ enum MetricNames {
         ("expirable_family_evictions_total", .counter, "Members evicted to stay within max_keys."),
         ("expirable_owned", .gauge, "1 when this node owns the cluster-scoped expirable (it calls the plugin), else 0."),
         ("expirable_lease_held", .gauge, "1 while this node holds the quorum lease for a call of the expirable, else 0."),
+        // Per member of a keyed family, with metrics_keys = true only (labels expirable and key).
+        ("expirable_key_state", .gauge, "A keyed family's member's state (label state: empty, valid, expired, stale): 1 for the one it is in, else 0."),
+        ("expirable_key_expires_in_seconds", .gauge, "Seconds until the member's value stops being handed out; 0 with nothing valid stored; absent for a value that never expires."),
+        ("expirable_key_hits_total", .counter, "The member's fetches answered from memory."),
+        ("expirable_key_misses_total", .counter, "The member's fetches that found no valid value."),
+        ("expirable_key_plugin_calls_total", .counter, "Plugin calls started for the member."),
+        ("expirable_key_plugin_failures_total", .counter, "The member's plugin calls that failed, by class (temporary, permanent)."),
+        ("expirable_key_consecutive_failures", .gauge, "The member's consecutive failed plugin calls; a success resets it."),
         // The socket server.
         ("expirable_server_connections", .gauge, "Client connections open."),
         ("expirable_server_max_connections", .gauge, "The most client connections served at once (max_connections)."),

@@ -12,6 +12,8 @@ public struct MetricsSources: Sendable {
     /// An expirable's plugin facts as INFO shows them (`isolation`, `helper_pid`, `helper_restarts`).
     public var pluginInfo: (@Sendable (String) -> [(String, String)])?
     public var version: String
+    /// `metrics_keys`: whether each member a keyed family holds gets series of its own, labelled with its key.
+    public var keys = false
     /// Monotonic nanoseconds at which the daemon started, on `SystemClock`.
     public var startedAt: UInt64
 
@@ -25,7 +27,7 @@ public struct MetricsSources: Sendable {
 /// Gathers every figure into a swift-prometheus registry at each scrape and renders the text format. The
 /// parts keep their own counters (the serving path never touches the registry); a scrape sets the gauges and
 /// moves each counter on by what its source counted since the last scrape. Plugin call durations go into
-/// histograms as calls end. Never a value, a key of a keyed family, or a plugin state.
+/// histograms as calls end. Never a value or a plugin state, nor a key of a keyed family unless `keys` is set.
 public final class MetricsCollector: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let sources: MetricsSources
@@ -63,7 +65,7 @@ public final class MetricsCollector: Sendable {
     /// The text exposition format (version 0.0.4) of every figure now.
     public func scrape() -> [UInt8] {
         let start = ContinuousClock.now
-        shown.withLock { shown in
+        let keySeries = shown.withLock { shown in
             var scrape = Scrape(registry: registry, counted: shown.counted)
             let names = gather(into: &scrape)
             scrape.gauge("expirable_metrics_scrape_duration_seconds", [], lastScrape.withLock { $0 }.seconds)
@@ -72,10 +74,12 @@ public final class MetricsCollector: Sendable {
             for series in shown.written.subtracting(scrape.written) { scrape.unregister(series) }
             histograms.keep(only: names, in: registry)
             shown = (scrape.counted, scrape.written)
+            return scrape.keys
         }
         var buffer: [UInt8] = []
         buffer.reserveCapacity(16 * 1024)
         registry.emit(into: &buffer)
+        keySeries.emit(into: &buffer)
         lastScrape.withLock { $0 = ContinuousClock.now - start }
         return buffer
     }
@@ -114,6 +118,9 @@ public final class MetricsCollector: Sendable {
                 scrape.gauge("expirable_family_keys", name, Double(family.keys))
                 scrape.gauge("expirable_family_max_keys", name, Double(family.maxKeys))
                 scrape.counter("expirable_family_evictions_total", name, family.evictions)
+                if sources.keys {
+                    for member in engine.memberFigures(of: figure.name) { scrape.keys.add(member, of: figure.name) }
+                }
             }
             if let info = sources.pluginInfo?(figure.name), info.contains(where: { $0 == ("isolation", "process") }) {
                 let facts = Dictionary(info, uniquingKeysWith: { first, _ in first })
@@ -241,6 +248,8 @@ private struct Scrape {
     var counted: [Series: UInt64]
     /// Every series this scrape wrote.
     var written: Set<Series> = []
+    /// The keyed families' members' series (`metrics_keys`), written apart from the registry.
+    var keys = KeySeries()
 
     init(registry: PrometheusCollectorRegistry, counted: [Series: UInt64]) {
         self.registry = registry

@@ -191,9 +191,11 @@ struct Daemon {
         sources.server = { server.figures() }
         sources.pluginInfo = { plugins.info($0) }
         if let cluster { sources.cluster = { cluster.figures(names: $0) } }
+        sources.keys = settings.keys
         if !settings.isLoopback {
             // Any address works, as a user expects; the endpoint has no authentication, so say what it shows.
-            logger.warning("[metrics] listen is not a loopback address: anyone who can reach it reads the names of the expirables, their states, timings and counters (never a value or a key); firewall it or listen on 127.0.0.1", metadata: ["listen": "\(settings.listen)"])
+            let shown = settings.keys ? "the keys of keyed families (metrics_keys = true), never a value" : "never a value or a key"
+            logger.warning("[metrics] listen is not a loopback address: anyone who can reach it reads the names of the expirables, their states, timings and counters (\(shown)); firewall it or listen on 127.0.0.1", metadata: ["listen": "\(settings.listen)"])
         }
         return MetricsServer(host: settings.listen.host, port: settings.listen.port, collector: MetricsCollector(sources: sources),
                              logger: Logger(label: "expirable.metrics"))

@@ -93,6 +93,15 @@ struct ConfigurationTests {
         #expect(config.expirables[0].isolation == Configuration.Server.defaultIsolation)
     }
 
+    @Test("[metrics] metrics_keys is off by default and true turns it on (SPEC §10)")
+    func metricsKeys() throws {
+        let off = try Configuration.parse("[metrics]\nlisten = \"127.0.0.1:9477\"\n", file: Self.file)
+        #expect(off.metrics?.listen == .init(host: "127.0.0.1", port: 9477))
+        #expect(off.metrics?.keys == false)
+        let on = try Configuration.parse("[metrics]\nlisten = \"127.0.0.1:9477\"\nmetrics_keys = true\n", file: Self.file)
+        #expect(on.metrics?.keys == true)
+    }
+
     @Test("isolation in [server] applies to every expirable, and an expirable's own overrides it")
     func isolation() throws {
         let config = try Configuration.parse("""
@@ -249,6 +258,10 @@ struct ConfigurationTests {
          "F:8: cluster.heartbeat: expected a duration from 50ms to 60s"),
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nmax_clock_offset = \"0ms\"\n",
          "F:8: cluster.max_clock_offset: expected a duration of at least 1ms, as \"500ms\""),
+        ("[metrics]\nlisten = \"127.0.0.1:9477\"\nmetrics_keys = \"yes\"\n",
+         "F:3: metrics.metrics_keys: expected true or false, got \"yes\""),
+        ("[metrics]\nlisten = \"127.0.0.1:9477\"\nmetric_keys = true\n",
+         "F:3: metrics.metric_keys: unknown key in [metrics]; expected one of: listen, metrics_keys"),
     ]
 
     @Test("freshness keys (SPEC §3 items 13–17) decode, with before_expiry and jitter as durations or shares")

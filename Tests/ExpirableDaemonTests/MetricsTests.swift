@@ -179,6 +179,113 @@ struct MetricsTests {
         #expect(foundation.isEmpty, "\(foundation)")
     }
 
+    /// A daemon with `[metrics]` (plus `extra` lines in it) and keyed families: `fam` (a value per key, at most 3
+    /// keys), `failing` (every call fails) and `hidden` (an allow list: left out of the metrics).
+    static func startKeyed(metrics extra: String) throws -> (DaemonProcess, URL) {
+        let port = try freePort(on: "127.0.0.1")
+        let daemon = try DaemonProcess(expirables: """
+            [metrics]
+            listen = "127.0.0.1:\(port)"
+            \(extra)
+
+            [expirable.fam]
+            plugin = "command"
+            keyed = true
+            max_keys = 3
+            [expirable.fam.params]
+            shell = "echo FAMSECRET"
+            ttl = "1m"
+
+            [expirable.failing]
+            plugin = "command"
+            keyed = true
+            retry_interval = "10s"
+            [expirable.failing.params]
+            shell = "echo FAILMSG >&2; exit 4"
+            ttl = "1m"
+
+            [expirable.hidden]
+            plugin = "command"
+            keyed = true
+            allow = ["uid:\(getuid())"]
+            [expirable.hidden.params]
+            shell = "echo HIDDENSECRET"
+            ttl = "1m"
+
+            """, testPlugins: [])
+        return (daemon, URL(string: "http://127.0.0.1:\(port)/metrics")!)
+    }
+
+    /// Reads `globex`, `initech`, then `acme` twice, then `umbrella` from `fam` (max_keys 3: the least recently read,
+    /// `globex`, is evicted), `x` from `failing` and `secretkey` from `hidden`.
+    static func readKeys(_ daemon: DaemonProcess) throws {
+        for key in ["globex", "initech", "acme", "acme", "umbrella"] { #expect(try daemon.redis("GET", "fam:\(key)") == "FAMSECRET") }
+        #expect(try daemon.redis("GET", "failing:x").contains("FETCH"))
+        #expect(try daemon.redis("GET", "hidden:secretkey") == "HIDDENSECRET")
+    }
+
+    @Test("metrics_keys = true: each member a keyed family holds has its own series, labelled with its key; never a value; hidden families stay hidden")
+    func keysWithMetricsKeys() throws {
+        let (daemon, url) = try Self.startKeyed(metrics: "metrics_keys = true")
+        defer { daemon.remove() }
+        try Self.readKeys(daemon)
+        let scrape = try Self.scrape(url)
+
+        #expect(scrape.families["expirable_key_state"]?.type == "gauge")
+        #expect(scrape.families["expirable_key_hits"]?.type == "counter")
+        let acme = ["expirable": "fam", "key": "acme"]
+        #expect(scrape.value("expirable_key_state", acme.merging(["state": "valid"]) { $1 }) == 1)
+        #expect(scrape.value("expirable_key_state", acme.merging(["state": "empty"]) { $1 }) == 0)
+        #expect(scrape.value("expirable_key_hits_total", acme) == 1)
+        #expect(scrape.value("expirable_key_misses_total", acme) == 1)
+        #expect(scrape.value("expirable_key_plugin_calls_total", acme) == 1)
+        let left = try #require(scrape.value("expirable_key_expires_in_seconds", acme))
+        #expect(left > 50 && left <= 60)
+        let x = ["expirable": "failing", "key": "x"]
+        #expect(scrape.value("expirable_key_state", x.merging(["state": "empty"]) { $1 }) == 1)
+        #expect(scrape.value("expirable_key_consecutive_failures", x) == 1)
+        #expect(scrape.value("expirable_key_plugin_failures_total", x.merging(["class": "temporary"]) { $1 }) == 1)
+
+        // As many members as the family holds (max_keys 3 of the four read), each with its state.
+        let famKeys = Set(scrape.families["expirable_key_state"]?.samples.filter { $0.labels["expirable"] == "fam" }.compactMap { $0.labels["key"] } ?? [])
+        #expect(famKeys.count == 3 && famKeys.contains("acme") && famKeys.isSubset(of: ["acme", "globex", "initech", "umbrella"]), "\(famKeys)")
+        #expect(scrape.value("expirable_family_keys", ["expirable": "fam"]) == 3)
+
+        // The family's own series are as without metrics_keys: summed, no key label.
+        #expect(scrape.value("expirable_state", ["expirable": "fam", "state": "valid"]) == 3)
+        let keyed = scrape.families.filter { !$0.key.hasPrefix("expirable_key_") }.values.flatMap(\.samples).filter { $0.labels["key"] != nil }
+        #expect(keyed.isEmpty, "\(keyed.map(\.name))")
+
+        // Never a value; an expirable with an allow list is left out, its keys too.
+        #expect(!scrape.text.contains("FAMSECRET") && !scrape.text.contains("HIDDENSECRET") && !scrape.text.contains("FAILMSG"))
+        #expect(!scrape.text.contains("hidden") && !scrape.text.contains("secretkey"))
+    }
+
+    @Test("without metrics_keys no key appears in the metrics, only the families' sums")
+    func noKeysWithoutMetricsKeys() throws {
+        let (daemon, url) = try Self.startKeyed(metrics: "")
+        defer { daemon.remove() }
+        try Self.readKeys(daemon)
+        let scrape = try Self.scrape(url)
+        #expect(scrape.value("expirable_state", ["expirable": "fam", "state": "valid"]) == 3)
+        #expect(scrape.families.keys.filter { $0.hasPrefix("expirable_key_") }.isEmpty)
+        for key in ["acme", "globex", "initech", "umbrella", "secretkey", "FAMSECRET", "HIDDENSECRET"] {
+            #expect(!scrape.text.contains(key), "\(key) in the metrics")
+        }
+    }
+
+    @Test("a reload that changes [metrics] (metrics_keys) is refused, naming it: only a restart applies it")
+    func metricsChangeNeedsRestart() throws {
+        let (daemon, url) = try Self.startKeyed(metrics: "")
+        defer { daemon.remove() }
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "[metrics]\n", with: "[metrics]\nmetrics_keys = true\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let answer = try daemon.redis("RELOAD")
+        #expect(answer.hasPrefix("ERR reload refused, nothing changed: [metrics] changed, and only a restart applies it"), "\(answer)")
+        #expect(try daemon.redis("GET", "fam:acme") == "FAMSECRET")
+        #expect(!(try Self.scrape(url).text.contains("acme")))
+    }
+
     @Test("without [metrics] nothing listens for HTTP")
     func offByDefault() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
