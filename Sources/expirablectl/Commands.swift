@@ -9,7 +9,8 @@ struct Fetch: AsyncParsableCommand {
         abstract: "Print a value (fetching it through its plugin if it is not valid in memory).",
         discussion: """
             Prints the value and a newline. With --json prints {"name", "value", "expires_at_ms", "expires_in_ms", "stale"}, \
-            the expiry fields null for a value that never expires. A stale value (answered past its expiry because its \
+            the expiry fields null for a value that never expires; a value that is not UTF-8 text, which JSON cannot \
+            carry, is refused with status 65 (without --json its bytes are printed as they are). A stale value (answered past its expiry because its \
             refetch failed, with stale_if_error) is printed with a warning on stderr.
             """
     )
@@ -34,7 +35,8 @@ struct Fetch: AsyncParsableCommand {
                 printOut(fetched.bytes + [UInt8(ascii: "\n")])
                 return
             }
-            var object: [String: Any] = ["name": name, "value": fetched.string, "expires_at_ms": NSNull(), "expires_in_ms": NSNull(), "stale": fetched.isStale]
+            let value = try ValueText.of(fetched.bytes, name: name, carrier: "JSON")
+            var object: [String: Any] = ["name": name, "value": value, "expires_at_ms": NSNull(), "expires_in_ms": NSNull(), "stale": fetched.isStale]
             if case .at(let ms) = fetched.expiry {
                 object["expires_at_ms"] = ms
                 object["expires_in_ms"] = max(0, ms - Int64(Date().timeIntervalSince1970 * 1000))
