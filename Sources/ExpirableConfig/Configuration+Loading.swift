@@ -17,12 +17,36 @@ extension Configuration {
             )
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
+            let (line, column, byte) = firstInvalidUTF8(bytes)
             throw ConfigurationError(
-                file: path, line: nil, key: nil,
-                message: "cannot read the configuration (not UTF-8 text); check the path given to --config"
+                file: path, line: line, key: nil,
+                message: "not UTF-8 text: the byte 0x\(String(byte, radix: 16, uppercase: true)) at column \(column) is not valid UTF-8; save the file as UTF-8"
             )
         }
         return try parse(text, file: path)
+    }
+
+    /// Where the first byte that is not part of a valid UTF-8 sequence is in `bytes` (which has one): its line,
+    /// its column counted in characters (Unicode scalars), and the byte.
+    private static func firstInvalidUTF8(_ bytes: [UInt8]) -> (line: Int, column: Int, byte: UInt8) {
+        var parser = Unicode.UTF8.ForwardParser()
+        var iterator = bytes.makeIterator()
+        var (offset, line, column) = (0, 1, 1)
+        while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid(let scalar):
+                if scalar.count == 1 && scalar.first == UInt8(ascii: "\n") {
+                    (line, column) = (line + 1, 1)
+                } else {
+                    column += 1
+                }
+                offset += scalar.count
+            case .error:
+                return (line, column, bytes[offset])
+            case .emptyInput:
+                return (line, column, 0)
+            }
+        }
     }
 
     /// Validates `text` as if read from `file` (relative paths resolve against `file`'s directory).

@@ -323,8 +323,16 @@ struct ConfigurationDecoder {
 
     private func duration(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Duration {
         if let ms = v.integer, ms >= 0 { return .milliseconds(ms) }
+        try refuseUnitless(v, at: at)
         if let s = v.string, let d = DurationParser.duration(s) { return d }
         throw error(at, "expected \(DurationParser.expected), got \(show(v))")
+    }
+
+    /// A string of digits alone: SPEC §2 writes durations as strings with a unit or integers of milliseconds, and
+    /// "10" reads as 10 s as easily as 10 ms. "0" is zero in every unit, and the defaults are written so.
+    private func refuseUnitless(_ v: TOMLValue, at: [String]) throws(ConfigurationError) {
+        guard let s = v.string, !s.isEmpty, s != "0", s.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return }
+        throw error(at, "\"\(s)\" has no unit; write \"\(s)s\" or \"\(s)ms\", or the integer \(s) for milliseconds")
     }
 
     static let expectedLead = "a duration such as \"30s\" or a share of the value's lifetime such as \"20%\""
@@ -346,6 +354,7 @@ struct ConfigurationDecoder {
             }
             return .share(basisPoints: basisPoints)
         }
+        try refuseUnitless(v, at: at)
         guard let text = v.string ?? v.integer.map(String.init), let d = DurationParser.duration(text) else {
             throw error(at, "expected \(ConfigurationDecoder.expectedLead), got \(show(v))")
         }

@@ -2,7 +2,9 @@
 /// `parse_duration_ms`) and CLI flags all go through it.
 ///
 /// A duration is a non-negative integer followed by a unit, `ms`, `s`, `m` or `h` (`"250ms"`, `"30s"`,
-/// `"5m"`, `"1h"`), or a bare non-negative integer of milliseconds (`"1500"`, or a TOML integer).
+/// `"5m"`, `"1h"`), or a bare non-negative integer of milliseconds (`"1500"`: plugin params arrive as text, a TOML
+/// integer among them). The configuration's own keys refuse a bare number written as a string (`timeout = "10"`)
+/// and take a TOML integer for milliseconds (`ConfigurationDecoder`).
 public enum DurationParser {
     /// What a duration looks like, for error messages.
     public static let expected = "a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds"

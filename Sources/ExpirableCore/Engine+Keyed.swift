@@ -836,10 +836,10 @@ extension Engine {
         }
     }
 
-    /// A keyed family's counts for INFO: members held, the limit, evictions so far.
-    public func familyInfo(_ name: String) -> (keys: Int, maxKeys: Int, keyIdle: Duration, evictions: UInt64)? {
+    /// A keyed family's settings and counts for INFO and EXPLAIN: members held, the limit, evictions so far.
+    public func familyInfo(_ name: String) -> (keys: Int, maxKeys: Int, keyIdle: Duration, evictions: UInt64, refresh: RefreshPolicy)? {
         guard let family = families[name] else { return nil }
-        return (family.count, family.policy.maxKeys, family.policy.keyIdle, family.evictions)
+        return (family.count, family.policy.maxKeys, family.policy.keyIdle, family.evictions, family.definition.refresh)
     }
 
     /// Whether `name` is a keyed family.

@@ -145,9 +145,17 @@ public final class PluginHost: Sendable {
     }
 
     private func makeInstance(_ expirable: Configuration.Expirable, configuration: Configuration, account: (uid: UInt32?, gid: UInt32?)?) throws(PluginError) -> any PluginCalls {
+        let directory: String
+        do throws(PluginError) {
+            directory = try PluginPath.directory(configuration.server.pluginDir)
+        } catch {
+            // At plugin_dir's line; a file that leaves it to its default has none, and the plugin key needing it has one.
+            let key = configuration.line(of: ["server", "plugin_dir"]) != nil ? ["server", "plugin_dir"] : ["expirable", expirable.name, "plugin"]
+            throw PluginHost.located(configuration, key, error)
+        }
         let path: String
         do throws(PluginError) {
-            path = try PluginPath.resolve(expirable.plugin, in: configuration.server.pluginDir)
+            path = try PluginPath.resolve(expirable.plugin, in: directory)
         } catch {
             throw PluginHost.located(configuration, ["expirable", expirable.name, "plugin"], PluginError("expirable.\(expirable.name): \(error.message)"))
         }

@@ -6,12 +6,11 @@ import Glibc
 /// put it there or changed it (SPEC §5): real paths only, inside the directory, not writable by group or others.
 enum PluginPath {
     /// The real path of plugin `name` in `directory`: the first of `libNAME.so`, `NAME.so` and `NAME` that exists.
-    static func resolve(_ name: String, in directory: String) throws(PluginError) -> String {
+    /// `realDirectory` is what `directory(_:)` gave for plugin_dir.
+    static func resolve(_ name: String, in realDirectory: String) throws(PluginError) -> String {
         guard !name.isEmpty, !name.contains("/") else {
-            throw PluginError("plugin name \"\(name)\" must be a file name inside plugin_dir \(directory), without \"/\"")
+            throw PluginError("plugin name \"\(name)\" must be a file name inside plugin_dir \(realDirectory), without \"/\"")
         }
-        let realDirectory = try realPath(directory, what: "plugin_dir")
-        try checkOwnership(realDirectory, what: "plugin_dir", directory: true)
         let candidates = ["lib\(name).so", "\(name).so", name]
         guard let found = candidates.map({ realDirectory + "/" + $0 }).first(where: { exists($0) }) else {
             throw PluginError("plugin \"\(name)\" not found: none of \(candidates.joined(separator: ", ")) is in plugin_dir \(realDirectory); install the plugin there or fix the plugin name")
@@ -24,6 +23,14 @@ enum PluginPath {
         if parent != realDirectory { try checkOwnership(parent, what: "plugin directory", directory: true) }
         try checkOwnership(real, what: "plugin", directory: false)
         return real
+    }
+
+    /// The real path of plugin_dir, checked as the plugins in it are: a directory nobody but root or the
+    /// daemon's user could change. Its refusals are about `[server] plugin_dir`, not about one plugin.
+    static func directory(_ directory: String) throws(PluginError) -> String {
+        let realDirectory = try realPath(directory, what: "server.plugin_dir")
+        try checkOwnership(realDirectory, what: "server.plugin_dir", directory: true)
+        return realDirectory
     }
 
     private static func exists(_ path: String) -> Bool {

@@ -4,9 +4,11 @@ import ExpirableCore
 /// Each `call` line is one past call of this node's plugin: `STARTED_AT_MS DURATION_MS OUTCOME TRIGGER ERROR_WORD`.
 /// Each `flight` line is a fetch answered without one, in a cluster: the same fields, then how it was answered,
 /// `forwarded:NODE` (the owner was asked), `joined` (by the value a peer sent during the join) or `not_called`
-/// (quorum single flight did not allow a call). Both kinds in one list, newest first.
+/// (quorum single flight did not allow a call). Both kinds in one list, newest first. A keyed family's reply says
+/// `keyed:yes` and gives its settings and counts instead: its members explain themselves as NAME:KEY.
 enum ExplainText {
     static func expirable(_ name: String, state: ServerState) -> String? {
+        if let family = state.engine.familyInfo(name) { return keyedFamily(name, family, state: state) }
         guard let explanation = state.engine.explanation(name) else { return nil }
         let status = explanation.status
         var lines: [(String, String)] = [
@@ -43,6 +45,32 @@ enum ExplainText {
         }
         lines += state.options.pluginInfo?(name) ?? []
         lines += state.options.expirableInfo?(name) ?? [("owner", state.options.nodeName)]
+        return text(lines + access(name, state: state))
+    }
+
+    /// A keyed family has no value, calls or refresh of its own: each member has them, and explains them as
+    /// NAME:KEY. What the family has is its settings, the members it holds and its plugin.
+    private static func keyedFamily(_ name: String, _ family: (keys: Int, maxKeys: Int, keyIdle: Duration, evictions: UInt64, refresh: RefreshPolicy),
+                                    state: ServerState) -> String {
+        let held = "\(family.keys) key\(family.keys == 1 ? "" : "s") held (max_keys \(family.maxKeys)), \(family.evictions) evicted"
+        let lines: [(String, String)] = [
+            ("name", name),
+            ("keyed", "yes"),
+            ("why", "a keyed family: one value per key, addressed as \(name):KEY, each fetched, kept and refreshed on its own; \(held); the least recently read goes first beyond max_keys, and a key unread for \(family.keyIdle.milliseconds) ms (key_idle) is dropped"),
+            ("next", "`expirablectl explain \(name):KEY` (EXPLAIN \(name):KEY) explains one member: its last calls, refresh and pacing"),
+            ("scope", state.engine.scope(of: name)?.rawValue ?? ""),
+            ("refresh", "\(family.refresh)"),
+            ("keys", String(family.keys)),
+            ("max_keys", String(family.maxKeys)),
+            ("key_idle_ms", String(family.keyIdle.milliseconds)),
+            ("evictions", String(family.evictions)),
+        ]
+        return text(lines + (state.options.pluginInfo?(name) ?? []) + access(name, state: state))
+    }
+
+    /// Who may read `name` and who may clear it.
+    private static func access(_ name: String, state: ServerState) -> [(String, String)] {
+        var lines: [(String, String)] = []
         // Who may read (SPEC §9): the allow list, else whoever the socket's mode lets in.
         if case .some(.some(let allowed)) = state.engine.readRules.rules(of: name) {
             lines.append(("readers", allowed.map(\.spelled).joined(separator: ", ")))
@@ -54,7 +82,11 @@ enum ExplainText {
         } else {
             lines.append(("admins", "root, the daemon's user (uid \(state.daemonUID)) and its group (gid \(state.daemonGID))"))
         }
-        return lines.map { "\($0.0):\(oneLine($0.1))" }.joined(separator: "\r\n") + "\r\n"
+        return lines
+    }
+
+    private static func text(_ lines: [(String, String)]) -> String {
+        lines.map { "\($0.0):\(oneLine($0.1))" }.joined(separator: "\r\n") + "\r\n"
     }
 
     private static func oneLine(_ text: String) -> String {

@@ -4,12 +4,12 @@ import ExpirableCore
 enum InfoText {
     static func expirable(_ name: String, state: ServerState) -> String? {
         if let family = state.engine.familyInfo(name) {
-            // A keyed family: its counts; each member answers INFO NAME:KEY.
-            return [
-                "name:\(name)", "keyed:yes", "scope:\(state.engine.scope(of: name)?.rawValue ?? "")",
+            // A keyed family: its settings, counts and plugin; each member answers INFO NAME:KEY.
+            return ([
+                "name:\(name)", "keyed:yes", "scope:\(state.engine.scope(of: name)?.rawValue ?? "")", "refresh:\(family.refresh)",
                 "keys:\(family.keys)", "max_keys:\(family.maxKeys)", "key_idle_ms:\(family.keyIdle.milliseconds)",
                 "evictions:\(family.evictions)",
-            ].joined(separator: "\r\n") + "\r\n"
+            ] + (state.options.pluginInfo?(name) ?? []).map { "\($0.0):\($0.1)" }).joined(separator: "\r\n") + "\r\n"
         }
         guard let status = state.engine.reportedStatus(name) else { return nil }
         var lines = [

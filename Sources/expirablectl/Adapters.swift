@@ -5,7 +5,8 @@ import Foundation
 
 // Front ends for the credential protocols of programs that cannot speak RESP (SPEC §7): each fetches one value
 // and prints it in the form its consumer runs a command for. Errors go to stderr with the exit statuses of the
-// table in `expirablectl --help`; a value that is not in the form an adapter needs exits 65.
+// table in `expirablectl --help`; a value that is not in the form an adapter needs (not UTF-8 text among them)
+// exits 65.
 
 struct CredentialProcess: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,7 +33,7 @@ struct CredentialProcess: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             let fetched = try await connection.client.fetch(name)
-            let credentials = try AWSCredentials(fetched.bytes, name: name)
+            let credentials = try AWSCredentials(try ValueText.of(fetched.bytes, name: name, carrier: "credential_process JSON"), name: name)
             var object: [String: Any] = [
                 "Version": 1, "AccessKeyId": credentials.accessKeyId, "SecretAccessKey": credentials.secretAccessKey,
             ]
@@ -50,9 +51,9 @@ struct AWSCredentials {
     let sessionToken: String?
     let expiration: Date?
 
-    init(_ bytes: [UInt8], name: String) throws(AdapterError) {
+    init(_ text: String, name: String) throws(AdapterError) {
         let form = "expected the JSON of `aws sts assume-role` ({\"Credentials\": {\"AccessKeyId\", \"SecretAccessKey\", \"SessionToken\", \"Expiration\"}}) or its Credentials object"
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
             throw AdapterError("the value of \(name) is not a JSON object; \(form)")
         }
         let credentials = object["Credentials"] as? [String: Any] ?? object
@@ -112,7 +113,8 @@ struct ExecCredential: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             let fetched = try await connection.client.fetch(name)
-            var status: [String: Any] = ["token": try Lines.single(fetched.string, name: name, what: "a bearer token")]
+            let token = try ValueText.of(fetched.bytes, name: name, carrier: "an ExecCredential's JSON")
+            var status: [String: Any] = ["token": try Lines.single(token, name: name, what: "a bearer token")]
             if let expiry = fetched.expiryDate { status["expirationTimestamp"] = Timestamp.string(expiry) }
             try JSONOutput.print(["apiVersion": apiVersion.group, "kind": "ExecCredential", "status": status])
         }
@@ -146,7 +148,7 @@ struct GitCredential: AsyncParsableCommand {
         guard action == "get" else { return }
         try await reporting {
             let fetched = try await connection.client.fetch(name)
-            let login = try Login(fetched, name: name, username: username)
+            let login = try Login(fetched, name: name, username: username, carrier: "git's credential protocol")
             var answer = "username=\(login.username)\npassword=\(login.password)\n"
             if let expiry = fetched.expiryDate { answer += "password_expiry_utc=\(Int64(expiry.timeIntervalSince1970))\n" }
             printOut(Array(answer.utf8))
@@ -183,7 +185,7 @@ struct DockerCredential: AsyncParsableCommand {
         case "get":
             try await reporting {
                 let fetched = try await connection.client.fetch(name)
-                let login = try Login(fetched, name: name, username: username)
+                let login = try Login(fetched, name: name, username: username, carrier: "docker's credential JSON")
                 try JSONOutput.print([
                     "ServerURL": input.trimmingCharacters(in: .whitespacesAndNewlines), "Username": login.username, "Secret": login.password,
                 ])
@@ -201,17 +203,30 @@ struct Login {
     let username: String
     let password: String
 
-    init(_ fetched: FetchedValue, name: String, username: String?) throws(AdapterError) {
+    /// `carrier` names the protocol the login goes out in, for the refusal of a value that is not UTF-8 text.
+    init(_ fetched: FetchedValue, name: String, username: String?, carrier: String) throws(AdapterError) {
         var fromValue: String?
-        var password = fetched.string
-        if fetched.bytes.first == UInt8(ascii: "{"),
-           let object = (try? JSONSerialization.jsonObject(with: Data(fetched.bytes))) as? [String: Any],
+        var password = try ValueText.of(fetched.bytes, name: name, carrier: carrier)
+        if password.first == "{",
+           let object = (try? JSONSerialization.jsonObject(with: Data(password.utf8))) as? [String: Any],
            let secret = object["password"] as? String {
             password = secret
             fromValue = object["username"] as? String
         }
         self.username = try Lines.single(username ?? fromValue ?? "x-access-token", name: name, what: "a username")
         self.password = try Lines.single(password, name: name, what: "a password")
+    }
+}
+
+/// JSON and the credential protocols carry text: a value that is not UTF-8 would reach them as other bytes
+/// (U+FFFD in place of each bad sequence), so it is refused instead; `fetch` without --json prints any bytes.
+enum ValueText {
+    /// The value as text, or the refusal naming `carrier`, what cannot carry it.
+    static func of(_ bytes: [UInt8], name: String, carrier: String) throws(AdapterError) -> String {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw AdapterError("the value of \(name) is not UTF-8 text, which \(carrier) cannot carry; `expirablectl fetch \(name)` without --json prints its bytes")
+        }
+        return text
     }
 }
 

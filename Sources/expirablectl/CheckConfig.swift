@@ -11,7 +11,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and load its plugins, without serving.",
-        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). With --socket, also says whether a daemon answers there."
+        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). Then says whether a daemon answers on the file's own server.socket, and if one does, that `expirablectl reload` applies the file to it, except the keys only a restart applies (the socket, the connection limits and timeouts, admins, state_dir, the cluster, sinks)."
     )
 
     @Argument(help: "The configuration file.") var file: String
@@ -69,8 +69,10 @@ struct CheckConfig: AsyncParsableCommand {
             printOut("sink: \(sink.expirable) to \(sink.path), mode 0\(String(sink.mode, radix: 8)), on a tmpfs")
         }
         for warning in warnings { printError("expirablectl: warning: \(warning)") }
-        if (try? await connection.client.ping()) != nil {
-            printOut("a daemon is running on \(connection.socket); restart it to apply this configuration")
+        // The daemon this file configures is the one on its own socket, whatever --socket says.
+        let socket = configuration.server.socket
+        if (try? await ExpirableClient(socketPath: socket, timeout: connection.timeout.duration).ping()) != nil {
+            printOut("a daemon is running on \(socket) (this file's server.socket): `expirablectl --socket \(socket) reload` applies this configuration if that daemon reads this file; changes to what only a restart applies (socket, socket_mode, the connection limits and timeouts, admins, state_dir, state_key_file, [cluster], [[sink]]) need a restart, and the reload refuses them, naming them")
         }
     }
 }

@@ -9,7 +9,8 @@ struct Fetch: AsyncParsableCommand {
         abstract: "Print a value (fetching it through its plugin if it is not valid in memory).",
         discussion: """
             Prints the value and a newline. With --json prints {"name", "value", "expires_at_ms", "expires_in_ms", "stale"}, \
-            the expiry fields null for a value that never expires. A stale value (answered past its expiry because its \
+            the expiry fields null for a value that never expires; a value that is not UTF-8 text, which JSON cannot \
+            carry, is refused with status 65 (without --json its bytes are printed as they are). A stale value (answered past its expiry because its \
             refetch failed, with stale_if_error) is printed with a warning on stderr.
             """
     )
@@ -34,7 +35,8 @@ struct Fetch: AsyncParsableCommand {
                 printOut(fetched.bytes + [UInt8(ascii: "\n")])
                 return
             }
-            var object: [String: Any] = ["name": name, "value": fetched.string, "expires_at_ms": NSNull(), "expires_in_ms": NSNull(), "stale": fetched.isStale]
+            let value = try ValueText.of(fetched.bytes, name: name, carrier: "JSON")
+            var object: [String: Any] = ["name": name, "value": value, "expires_at_ms": NSNull(), "expires_in_ms": NSNull(), "stale": fetched.isStale]
             if case .at(let ms) = fetched.expiry {
                 object["expires_at_ms"] = ms
                 object["expires_in_ms"] = max(0, ms - Int64(Date().timeIntervalSince1970 * 1000))
@@ -112,9 +114,16 @@ struct Status: AsyncParsableCommand {
             node without a cluster). REPLICA says where the value held here came from: origin (this node fetched or \
             cleared it), copy from NODE, none, or local scope.
 
+            A keyed family is one row, named NAME:* as list shows it, with its scope, refresh, the keys it holds \
+            (STATE) and its plugin; `explain NAME:KEY` or `expirablectl fetch NAME:KEY` reach a member.
+
             With --json prints an array with one object per expirable: every field of the daemon's INFO NAME \
             (name, state, scope, refresh, expires_in_ms, fetching, owner, last_error, hits, ...), numbers as \
-            numbers, yes/no as booleans, none as null.
+            numbers, yes/no as booleans, none as null, each key of one type: a field in milliseconds (KEY_ms) is a \
+            number or null (nothing stored, never expires, none), before_expiry and jitter are \
+            before_expiry_ms or before_expiry_percent and jitter_ms or jitter_percent, and retry_backoff_ms is \
+            absent when retry_backoff is off. A keyed family's object has name NAME:*, "keyed": true, scope, \
+            refresh, "keys" (held), "max_keys", "key_idle_ms", "evictions" and its plugin's fields.
             """
     )
     @Flag(help: "Print every expirable's fields as a JSON array.") var json = false
@@ -125,13 +134,26 @@ struct Status: AsyncParsableCommand {
             let client = connection.client
             if json {
                 var expirables: [[String: Any]] = []
-                for name in try await client.list() { expirables.append(JSONOutput.typed(try await client.info(name))) }
+                for name in try await client.list() {
+                    var object = JSONOutput.status(try await Status.info(name, client))
+                    object["name"] = name
+                    expirables.append(object)
+                }
                 try JSONOutput.print(expirables)
                 return
             }
             var rows = [["NAME", "SCOPE", "REFRESH", "STATE", "EXPIRES IN", "OWNER", "REPLICA", "PLUGIN", "LAST ERROR"]]
             for name in try await client.list() {
-                let info = try await client.info(name)
+                let info = try await Status.info(name, client)
+                if info["keyed"] == "yes" {
+                    // Owner and expiry are each member's own.
+                    let keys = Int(info["keys"] ?? "") ?? 0
+                    rows.append([
+                        name, info["scope"] ?? "?", info["refresh"] ?? "?", "keyed, \(keys) key\(keys == 1 ? "" : "s")",
+                        "-", "-", "-", Status.plugin(info), "",
+                    ])
+                    continue
+                }
                 rows.append([
                     name, info["scope"] ?? "?", info["refresh"] ?? "?",
                     (info["state"] ?? "?") + (info["fetching"] == "yes" ? "+fetching" : ""),
@@ -141,6 +163,20 @@ struct Status: AsyncParsableCommand {
             }
             printTable(rows)
         }
+    }
+
+    /// The family's name in `listed` when it is a keyed family as LIST shows it, `NAME:*`.
+    static func family(_ listed: String) -> String? {
+        listed.hasSuffix(":*") && listed.count > 2 ? String(listed.dropLast(2)) : nil
+    }
+
+    /// INFO for a name as LIST gives it: a keyed family, listed as NAME:*, answers INFO NAME (an expirable
+    /// whose own name ends in ":*" is asked as it is).
+    static func info(_ listed: String, _ client: ExpirableClient) async throws(ExpirableClientError) -> [String: String] {
+        if let family = family(listed), let info = try? await client.info(family), info["keyed"] == "yes" {
+            return info
+        }
+        return try await client.info(listed)
     }
 
     /// Where the plugin runs: `inline`, or its helper's pid (`down` between a death and the restart) and restarts.
@@ -162,7 +198,11 @@ struct Status: AsyncParsableCommand {
 }
 
 struct Ping: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check that the daemon answers; prints PONG and the round trip.")
+    static let configuration = CommandConfiguration(
+        abstract: "Check that the daemon answers; prints PONG and the round trip.",
+        discussion: "With --json prints {\"pong\": true, \"round_trip_ms\": 0.123}, the round trip in milliseconds to the microsecond."
+    )
+    @Flag(help: "Print the answer and the round trip as JSON.") var json = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
@@ -171,6 +211,10 @@ struct Ping: AsyncParsableCommand {
             let start = ContinuousClock.now
             try await client.ping()
             let elapsed = ContinuousClock.now - start
+            if json {
+                try JSONOutput.print(["pong": true, "round_trip_ms": (elapsed / .microseconds(1)).rounded() / 1000])
+                return
+            }
             printOut("PONG \(elapsed.formatted(.units(allowed: [.milliseconds, .microseconds], width: .narrow)))")
         }
     }

@@ -17,8 +17,9 @@ struct Control: AsyncParsableCommand {
             Every command talks to the daemon's Unix socket. The global options --socket (default \
             $EXPIRABLE_SOCKET, else /run/expirable/expirable.sock) and --timeout go before or after the \
             command. Durations are written as in the configuration: 250ms, 30s, 5m, 1h; a bare number is \
-            seconds for --timeout and milliseconds elsewhere. Reading commands (fetch, list, status, cluster, explain) \
-            print JSON with --json. Errors go to stderr, and the exit status says what kind of error it was:
+            seconds for --timeout and milliseconds elsewhere. Reading commands (fetch, watch, list, status, explain, \
+            cluster, ping) print JSON with --json; a value that is not UTF-8 text, which JSON cannot carry, is \
+            refused with status 65 there and by the adapters, and printed as its bytes by fetch without --json. Errors go to stderr, and the exit status says what kind of error it was:
 
             \(ExitStatus.table)
             """,

@@ -201,14 +201,23 @@ private final class Supervisor: Sendable {
         return failure.status
     }
 
+    /// `bytes` and a NUL in memory from malloc, for `free`.
+    private static func cString(_ bytes: [UInt8]) -> UnsafeMutablePointer<CChar> {
+        let pointer = malloc(bytes.count + 1)!.assumingMemoryBound(to: CChar.self)
+        bytes.withUnsafeBytes { if let base = $0.baseAddress { memcpy(pointer, base, bytes.count) } }
+        pointer[bytes.count] = 0
+        return pointer
+    }
+
     /// Starts the command with `values` in its environment and a thread that waits for its exit.
     private func spawn(_ values: [String: [UInt8]]) -> Result<pid_t, SpawnFailure> {
-        var environment = ProcessInfo.processInfo.environment
+        var environment = ProcessInfo.processInfo.environment.mapValues { Array($0.utf8) }
         for binding in bindings {
             guard let bytes = values[binding.name], !bytes.contains(0) else {
                 return .failure(SpawnFailure(message: "the value of \(binding.name) holds a NUL byte, which an environment variable cannot carry", status: ExitStatus.refused.rawValue))
             }
-            environment[binding.variable] = String(decoding: bytes, as: UTF8.self)
+            // The value's own bytes: a variable carries any byte but NUL, UTF-8 text or not.
+            environment[binding.variable] = bytes
         }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -225,7 +234,7 @@ private final class Supervisor: Sendable {
         for number in Supervisor.forwarded { sigaddset(&defaults, number) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         var arguments: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
-        var variables: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        var variables: [UnsafeMutablePointer<CChar>?] = environment.map { Supervisor.cString(Array("\($0.key)=".utf8) + $0.value) } + [nil]
         defer {
             for pointer in arguments { free(pointer) }
             for pointer in variables {

@@ -9,7 +9,8 @@ enum ExitStatus: Int32, CaseIterable {
     /// EX_USAGE: a bad command line (unknown option, missing argument, bad duration).
     case usage = 64
     /// EX_DATAERR: the daemon refused the request (ERR), such as a reload of a configuration it cannot apply; or
-    /// a value is not in the form an adapter needs (credential-process without STS JSON, a newline in a token).
+    /// a value is not in the form an adapter needs (credential-process without STS JSON, a newline in a token,
+    /// a value that is not UTF-8 text for --json or an adapter).
     case refused = 65
     /// EX_NOINPUT: no expirable of that name is configured (NOTFOUND).
     case notFound = 66
@@ -45,7 +46,7 @@ enum ExitStatus: Int32, CaseIterable {
         case .ok: "success"
         case .fetchFailed: "the plugin failed to fetch the value (FETCH)"
         case .usage: "bad command line: unknown option, missing argument, bad duration"
-        case .refused: "the daemon refused the request (ERR), such as a reload; or a value is not in the form an adapter needs"
+        case .refused: "the daemon refused the request (ERR), such as a reload; or a value is not in the form an adapter or --json needs"
         case .notFound: "no expirable of that name (NOTFOUND)"
         case .unavailable: "the daemon cannot be reached: no socket, stale socket, not a socket"
         case .cannotCreate: "cert could not write a file"

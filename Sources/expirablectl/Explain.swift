@@ -13,22 +13,34 @@ struct Explain: AsyncParsableCommand {
             (whose explain shows its call), answered by a peer's value while joining, or not called (no quorum). \
             With --json prints one object: the daemon's fields, numbers as numbers, "calls" (this node's plugin \
             calls) and "flights" (the fetches answered without one) as arrays.
+
+            A keyed family (listed as NAME:*) is explained as a whole by `explain NAME` or `explain NAME:*`: its \
+            settings, the keys it holds and its plugin (with --json: "keyed": true, "keys", "max_keys", \
+            "key_idle_ms", "evictions"); each member by `explain NAME:KEY`.
             """
     )
 
-    @Argument(help: "The expirable's name (a keyed family's member as NAME:KEY).") var name: String
+    @Argument(help: "The expirable's name (a keyed family as NAME or NAME:*, one of its members as NAME:KEY).") var name: String
     @Flag(help: "Print the explanation as JSON.") var json = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
         try await reporting {
-            let lines = try await connection.client.explain(name)
+            let lines = try await Explain.lines(name, connection.client)
             if json {
                 try JSONOutput.print(Explain.object(lines))
             } else {
                 printOut(Explain.words(lines))
             }
         }
+    }
+
+    /// EXPLAIN for `name`; `NAME:*`, as LIST shows a keyed family, explains the family.
+    static func lines(_ name: String, _ client: ExpirableClient) async throws(ExpirableClientError) -> [(key: String, value: String)] {
+        if let family = Status.family(name), let lines = try? await client.explain(family), lines.contains(where: { $0.key == "keyed" && $0.value == "yes" }) {
+            return lines
+        }
+        return try await client.explain(name)
     }
 
     /// A `call` line (this node's plugin) or a `flight` line (a fetch answered without it: `route` and, for
@@ -94,7 +106,9 @@ struct Explain: AsyncParsableCommand {
                 continue
             } else if value == "none" {
                 object[key] = NSNull()
-            } else if key.hasSuffix("_ms") || key == "consecutive_failures", let number = Int64(value) {
+            } else if key == "keyed" {
+                object[key] = value == "yes"
+            } else if key.hasSuffix("_ms") || ["consecutive_failures", "keys", "max_keys", "evictions"].contains(key), let number = Int64(value) {
                 object[key] = number
             } else {
                 object[key] = value
@@ -109,6 +123,7 @@ struct Explain: AsyncParsableCommand {
     static func words(_ lines: [(key: String, value: String)]) -> String {
         let fields = Dictionary(lines.filter { $0.key != "call" && $0.key != "flight" }, uniquingKeysWith: { first, _ in first })
         func field(_ key: String) -> String? { fields[key].flatMap { $0.isEmpty || $0 == "none" ? nil : $0 } }
+        if fields["keyed"] == "yes" { return family(fields, field) }
         var out = ["\(fields["name"] ?? "?") is \(fields["state"] ?? "?"): \(fields["why"] ?? "")."]
         if let next = field("next") { out.append("Next: \(next).") }
         out.append("")
@@ -144,16 +159,35 @@ struct Explain: AsyncParsableCommand {
         if let replica = field("replica") { owner += " (replica: \(replica))" }
         out.append(owner + ".")
         if let lease = field("lease") { out.append("Lease: \(lease).") }
+        out += plugin(fields, field) + access(field)
+        return out.joined(separator: "\n")
+    }
+
+    /// A keyed family as a person reads it: what it is, what it holds, how to explain a member.
+    private static func family(_ fields: [String: String], _ field: (String) -> String?) -> String {
+        var out = ["\(fields["name"] ?? "?") is \(fields["why"] ?? "a keyed family")."]
+        if let next = field("next") { out.append("Next: \(next).") }
+        out.append("")
+        out.append("Scope: \(fields["scope"] ?? "?"); refresh: \(fields["refresh"] ?? "?"), for each member on its own.")
+        return (out + plugin(fields, field) + access(field)).joined(separator: "\n")
+    }
+
+    private static func plugin(_ fields: [String: String], _ field: (String) -> String?) -> [String] {
         if fields["isolation"] == "process" {
             let pid = field("helper_pid").map { "pid \($0)" } ?? "down"
             var plugin = "Plugin: in a helper process (\(pid), \(fields["helper_restarts"] ?? "0") restarts)"
             if let death = field("helper_last_death") { plugin += "; last death: \(death)" }
-            out.append(plugin + ".")
+            return [plugin + "."]
         } else if let isolation = field("isolation") {
-            out.append("Plugin: \(isolation), in the daemon's process.")
+            return ["Plugin: \(isolation), in the daemon's process."]
         }
+        return []
+    }
+
+    private static func access(_ field: (String) -> String?) -> [String] {
+        var out: [String] = []
         if let readers = field("readers") { out.append("Who may read it: \(readers).") }
         if let admins = field("admins") { out.append("Who may clear it: \(admins).") }
-        return out.joined(separator: "\n")
+        return out
     }
 }

@@ -15,6 +15,28 @@ enum JSONOutput {
         "before_expiry", "plugin",
     ]
 
+    /// An expirable's INFO fields as `status --json` prints them: `typed`, and each key of one type whatever the
+    /// configuration. before_expiry and jitter, a duration or a share of the lifetime, become `KEY_ms` or
+    /// `KEY_percent`, numbers both; retry_backoff_ms is absent when off; a `_ms` field that is not a number
+    /// (`never`, `none`) is null.
+    static func status(_ fields: [String: String]) -> [String: Any] {
+        var fields = fields
+        for lead in ["before_expiry", "jitter"] {
+            guard let value = fields.removeValue(forKey: lead) else { continue }
+            if value.hasSuffix("%") {
+                fields[lead + "_percent"] = String(value.dropLast())
+            } else {
+                fields[lead + "_ms"] = value
+            }
+        }
+        if fields["retry_backoff_ms"] == "off" { fields["retry_backoff_ms"] = nil }
+        var object = typed(fields)
+        for (key, value) in object where key.hasSuffix("_ms") && !(value is NSNull) && Int64(fields[key] ?? "") == nil {
+            object[key] = NSNull()
+        }
+        return object
+    }
+
     /// The daemon's INFO or CLUSTER fields (`key:value` text) as typed JSON members: numbers as numbers, yes/no
     /// as booleans, `none` as null, everything else (and every key in `textKeys`) as the string it is.
     static func typed(_ fields: [String: String]) -> [String: Any] {

@@ -9,7 +9,9 @@ struct Watch: AsyncParsableCommand {
             Subscribes to the names (the daemon's SUBSCRIBE) and prints one line per new value, whatever stored \
             it: a fetch, an eager refresh, a value from a cluster peer. Watching one name prints just the value; \
             watching several prints the name, a space and the value. With --json every line is {"name", "value"}, \
-            which also keeps values holding newlines on one line. A clear prints nothing, and the value stored \
+            which also keeps values holding newlines on one line; a value that is not UTF-8 text, which JSON \
+            cannot carry, ends watch --json with the error on stderr and status 65 rather than print other bytes \
+            (without --json values are printed as the bytes they are). A clear prints nothing, and the value stored \
             when watch starts is not printed: only the ones after it.
 
             If the connection breaks (a daemon restart), watch connects and subscribes again, backing off up to 2 s \
@@ -29,7 +31,7 @@ struct Watch: AsyncParsableCommand {
             for try await update in try await connection.client.updates(of: names) {
                 let value = update.value.bytes
                 if json {
-                    try JSONOutput.print(["name": update.name, "value": String(decoding: value, as: UTF8.self)])
+                    try JSONOutput.print(["name": update.name, "value": try ValueText.of(value, name: update.name, carrier: "JSON")])
                 } else if names.count == 1 {
                     printOut(value + [UInt8(ascii: "\n")])
                 } else {

@@ -170,6 +170,12 @@ struct ConfigurationTests {
     }
 
     static let refusals: [(String, String)] = [
+        ("[expirable.a]\nplugin = \"file\"\ntimeout = \"10\"\n",
+         "F:3: expirable.a.timeout: \"10\" has no unit; write \"10s\" or \"10ms\", or the integer 10 for milliseconds"),
+        ("[server]\nidle_timeout = \"300\"\n",
+         "F:2: server.idle_timeout: \"300\" has no unit; write \"300s\" or \"300ms\", or the integer 300 for milliseconds"),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"5000\"\n",
+         "F:4: expirable.a.before_expiry: \"5000\" has no unit; write \"5000s\" or \"5000ms\", or the integer 5000 for milliseconds"),
         ("[server]\nsocket = \"/tmp/x.sock\"\nsockt_mode = \"0660\"\n",
          "F:3: server.sockt_mode: unknown key in [server]; expected one of: admins, idle_timeout, isolation, max_connections, max_output_bytes, max_request_bytes, plugin_dir, plugin_group, plugin_user, request_timeout, socket, socket_mode, state_dir, state_key_file"),
         ("[server]\nmax_connections = 0\n",
@@ -357,6 +363,23 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("durations: strings with a unit or integers of milliseconds; \"0\" needs no unit, being zero in every unit")
+    func durationForms() throws {
+        let config = try Configuration.parse("""
+            [server]
+            idle_timeout = "0"
+            [expirable.a]
+            plugin = "file"
+            timeout = 1500
+            stale_if_error = "0"
+            retry_interval = "250ms"
+            """, file: Self.file)
+        #expect(config.server.idleTimeout == .zero)
+        #expect(config.expirables[0].timeout == .milliseconds(1500))
+        #expect(config.expirables[0].freshness.staleIfError == .zero)
+        #expect(config.expirables[0].freshness.retryInterval == .milliseconds(250))
+    }
+
     @Test("a TOML syntax error names the file and the parser's line and column")
     func syntaxError() {
         do {
@@ -380,7 +403,7 @@ struct ConfigurationTests {
         }
     }
 
-    @Test("an unreadable file is refused with its path, the reason and what to check")
+    @Test("an unreadable file is refused with its path, the reason and what to check; one not UTF-8 with the line of the bad byte")
     func unreadableFiles() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("expirable-config-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -392,7 +415,6 @@ struct ConfigurationTests {
         for (path, reason) in [
             ("/nonexistent/expirable.toml", "no such file"),
             (dir.path, "it is a directory"),
-            (latin1.path, "not UTF-8 text"),
             (big.path, "larger than 1 MiB"),
         ] {
             do {
@@ -401,6 +423,13 @@ struct ConfigurationTests {
             } catch {
                 #expect(error.description == "\(path): cannot read the configuration (\(reason)); check the path given to --config")
             }
+        }
+        // A file that is read but is not UTF-8 text: the line and column of the first bad byte.
+        do {
+            _ = try Configuration.load(path: latin1.path)
+            Issue.record("expected an error for \(latin1.path)")
+        } catch {
+            #expect(error.description == "\(latin1.path):1: not UTF-8 text: the byte 0xE9 at column 3 is not valid UTF-8; save the file as UTF-8")
         }
     }
 

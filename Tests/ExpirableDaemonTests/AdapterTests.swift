@@ -260,3 +260,70 @@ struct AdapterTests {
         #expect(try Self.json(ecr.stdout)["Username"] as? String == "AWS")
     }
 }
+
+/// A value whose bytes are not UTF-8 text: plain `fetch` hands over its bytes as they are; JSON outputs and the
+/// adapters, which can only carry text, refuse it with status 65 instead of handing over other bytes.
+@Suite("values that are not UTF-8 text")
+struct NonUTF8ValueTests {
+    /// `bin` holds the bytes "ab", 0xFF, "cd"; `token` is the counter.
+    static func start() throws -> DaemonProcess {
+        try ServingTests.start(ServingTests.counter() + "[expirable.bin]\nplugin = \"command\"\n[expirable.bin.params]\nshell = \"printf 'ab\\\\377cd'\"\nttl = \"1m\"\n")
+    }
+
+    static func expectRefused(_ result: ToolResult, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(result.status == 65, "\(what): \(result.stdout) \(result.stderr)", sourceLocation: sourceLocation)
+        #expect(!result.stdout.contains("\u{FFFD}") && !result.stdout.contains("ab"), "\(what) handed over other bytes: \(result.stdout)", sourceLocation: sourceLocation)
+        #expect(result.stderr.contains("the value of bin is not UTF-8 text"), "\(what): \(result.stderr)", sourceLocation: sourceLocation)
+        #expect(result.stderr.contains("`expirablectl fetch bin` without --json prints its bytes"), "\(what): \(result.stderr)", sourceLocation: sourceLocation)
+    }
+
+    @Test("fetch prints the bytes as they are; fetch --json refuses with 65, naming the value and the way to its bytes")
+    func fetch() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let bytes = try runTool("/bin/sh", ["-c", "\"$0\" fetch bin --socket \"$1\" | od -An -tx1", ctl, daemon.socket])
+        #expect(bytes.stdout.split(whereSeparator: \.isWhitespace) == ["61", "62", "ff", "63", "64", "0a"], "\(bytes.stdout) \(bytes.stderr)")
+        let json = try daemon.ctl("fetch", "bin", "--json")
+        Self.expectRefused(json, "fetch --json")
+        #expect(json.stderr.contains("JSON cannot carry"), "\(json.stderr)")
+    }
+
+    @Test("exec-credential, git-credential, docker-credential and credential-process refuse it with 65")
+    func adapters() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        Self.expectRefused(try daemon.ctl("exec-credential", "bin"), "exec-credential")
+        Self.expectRefused(try daemon.ctl("git-credential", "bin", "get"), "git-credential")
+        Self.expectRefused(try daemon.ctl("docker-credential", "bin", "get"), "docker-credential")
+        Self.expectRefused(try daemon.ctl("credential-process", "bin"), "credential-process")
+    }
+
+    @Test("exec puts the value's own bytes in the command's environment")
+    func execEnvironment() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let result = try runTool(ctl, ["--socket", daemon.socket, "exec", "--env", "V=bin", "--", "sh", "-c", "printf %s \"$V\" | od -An -tx1"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.split(whereSeparator: \.isWhitespace) == ["61", "62", "ff", "63", "64"], "\(result.stdout)")
+    }
+
+    @Test("watch --json ends with 65 at a value that is not UTF-8, printing nothing for it")
+    func watchJSON() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let watch = try RunningTool([ctl, "watch", "bin", "--json", "--socket", daemon.socket])
+        var printed: [String] = []
+        for _ in 0..<100 where watch.process.isRunning {
+            _ = try daemon.redis("CLEAR", "bin")
+            _ = try daemon.redis("GET", "bin")
+            if let line = watch.nextLine(within: 0.2) { printed.append(line) }
+        }
+        let (status, stderr) = watch.finish(within: 10)
+        #expect(status == 65, "\(stderr)")
+        #expect(printed.isEmpty, "\(printed)")
+        #expect(stderr.contains("the value of bin is not UTF-8 text"), "\(stderr)")
+    }
+}

@@ -41,7 +41,7 @@ struct CommandLineTests {
         #expect(info.contains("version:\(ctl.stdout.trimmingCharacters(in: .newlines))"), "\(info)")
     }
 
-    @Test("every reading command prints JSON with --json: fetch, list, status, cluster")
+    @Test("every reading command prints JSON with --json: fetch, list, status, cluster, explain, ping")
     func json() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
         defer { daemon.remove() }
@@ -65,6 +65,71 @@ struct CommandLineTests {
         let members = try #require(try parsed("cluster", "--json") as? [[String: Any]])
         #expect(members.count == 1, "\(members)")
         #expect(members.first?["node"] as? String == "local")
+        let explained = try #require(try parsed("explain", "token", "--json") as? [String: Any])
+        #expect(explained["name"] as? String == "token")
+        let pong = try #require(try parsed("ping", "--json") as? [String: Any])
+        #expect(pong["pong"] as? Bool == true)
+        #expect(((pong["round_trip_ms"] as? NSNumber)?.doubleValue).map { $0 >= 0 } == true, "\(pong)")
+    }
+
+    @Test("status --json gives every key one type whatever the configuration: shares and durations under their own keys, off absent")
+    func statusJSONTypes() throws {
+        let daemon = try ServingTests.start(
+            ServingTests.counter("share", count: "share").replacingOccurrences(
+                of: "plugin = \"counter\"\n", with: "plugin = \"counter\"\nrefresh = \"eager\"\nbefore_expiry = \"20%\"\njitter = \"10%\"\nretry_backoff = \"30s\"\n")
+            + ServingTests.counter("fixed", count: "fixed").replacingOccurrences(
+                of: "plugin = \"counter\"\n", with: "plugin = \"counter\"\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\njitter = \"2s\"\n")
+            + ServingTests.counter("plain", count: "plain"))
+        defer { daemon.remove() }
+        let result = try daemon.ctl("status", "--json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let objects = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        let byName = Dictionary(uniqueKeysWithValues: objects.map { ($0["name"] as? String ?? "?", $0) })
+        let share = try #require(byName["share"]), fixed = try #require(byName["fixed"]), plain = try #require(byName["plain"])
+        #expect((share["before_expiry_percent"] as? NSNumber)?.doubleValue == 20 && share["before_expiry_ms"] == nil, "\(share)")
+        #expect(fixed["before_expiry_ms"] as? Int == 5000 && fixed["before_expiry_percent"] == nil, "\(fixed)")
+        #expect((share["jitter_percent"] as? NSNumber)?.doubleValue == 10 && share["jitter_ms"] == nil, "\(share)")
+        #expect(fixed["jitter_ms"] as? Int == 2000 && fixed["jitter_percent"] == nil, "\(fixed)")
+        #expect(plain["jitter_ms"] as? Int == 0, "\(plain)")
+        #expect(share["retry_backoff_ms"] as? Int == 30000, "\(share)")
+        #expect(fixed["retry_backoff_ms"] == nil && plain["retry_backoff_ms"] == nil, "off is absent: \(fixed)")
+        // Across the objects every key has one JSON type (null aside), as Python's json reads them: a program can
+        // rely on it. Keys in milliseconds or percent are numbers.
+        let script = """
+            import json, sys
+            types = {}
+            for o in json.loads(sys.argv[1]):
+                for k, v in o.items():
+                    if v is not None: types.setdefault(k, set()).add("number" if type(v) in (int, float) else type(v).__name__)
+            bad = {k: sorted(t) for k, t in types.items() if len(t) > 1 or ((k.endswith("_ms") or k.endswith("_percent")) and t != {"number"})}
+            print(json.dumps(bad, sort_keys=True)); print(" ".join(sorted(types)))
+            """
+        let checked = try runTool("python3", ["-c", script, result.stdout])
+        let report = checked.stdout.split(separator: "\n").map(String.init)
+        #expect(report.first == "{}", "keys with more than one type, or not numbers: \(checked.stdout) \(checked.stderr)")
+        let keys = Set((report.dropFirst().first ?? "").split(separator: " ").map(String.init))
+        #expect(!keys.contains("jitter") && !keys.contains("before_expiry"), "\(keys.sorted())")
+    }
+
+    @Test("check-config asks the file's own server.socket whether a daemon runs there, and says reload applies the file")
+    func checkConfigAsksTheFilesSocket() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        // --socket names a path where nothing runs: the file's socket is what counts.
+        let elsewhere = daemon.directory.appending("elsewhere.sock")
+        let running = try runTool(Self.ctl, ["check-config", daemon.configPath, "--socket", elsewhere])
+        #expect(running.status == 0, "\(running.stderr)")
+        #expect(running.stdout.contains("a daemon is running on \(daemon.socket) (this file's server.socket)"), "\(running.stdout)")
+        #expect(running.stdout.contains("expirablectl --socket \(daemon.socket) reload"), "\(running.stdout)")
+        #expect(running.stdout.contains("restart"), "keys only a restart applies are named: \(running.stdout)")
+        #expect(!running.stdout.contains("restart it to apply"), "\(running.stdout)")
+        // Another file whose socket has no daemon: nothing is said, though --socket names a running daemon.
+        let other = daemon.directory.appending("other.toml")
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8).replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(elsewhere)\"")
+        try text.write(toFile: other, atomically: true, encoding: .utf8)
+        let idle = try daemon.ctl("check-config", other)
+        #expect(idle.status == 0, "\(idle.stderr)")
+        #expect(!idle.stdout.contains("a daemon is running"), "\(idle.stdout)")
     }
 
     @Test("exit statuses: 66 not found, 1 fetch failed, 75 timeouts, 64 usage, 73 cert cannot write")

@@ -106,4 +106,41 @@ struct ConfigurationRefusalTests {
         #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
         #expect(start.contains("expirabled: " + message), "\(start)")
     }
+    @Test("a duration string without a unit is refused at its line, with the ways to write it (\"10s\", \"10ms\", 10)")
+    func unitlessDuration() throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\ntimeout = \"10\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "timeout = ")): expirable.x.timeout: \"10\" has no unit; write \"10s\" or \"10ms\", or the integer 10 for milliseconds"
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+    }
+
+    @Test("a relative plugin_dir that does not exist: the line of server.plugin_dir, not an expirable's")
+    func missingPluginDirectory() throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")
+        defer { daemon.remove() }
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "plugin_dir = \"\(daemon.pluginDir)\"", with: "plugin_dir = \"no-such-plugins\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "plugin_dir = ")): server.plugin_dir \(daemon.directory.appending("no-such-plugins")) cannot be resolved: No such file or directory"
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
+        #expect(start.contains("expirabled: " + message), "\(start)")
+    }
+
+    @Test("a configuration that is not UTF-8 text: the line and column of the first bad byte")
+    func notUTF8() throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n# caf\u{E9}\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")
+        defer { daemon.remove() }
+        let place = try Self.place(daemon, "# caf")
+        // The comment's é written in Latin-1: one byte, 0xE9, that UTF-8 does not allow there.
+        var bytes = Array(try String(contentsOfFile: daemon.configPath, encoding: .utf8).utf8)
+        let at = try #require(bytes.firstIndex(of: 0xC3))
+        bytes.replaceSubrange(at...(at + 1), with: [0xE9])
+        try Data(bytes).write(to: URL(fileURLWithPath: daemon.configPath))
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(place): not UTF-8 text: the byte 0xE9 at column 6 is not valid UTF-8; save the file as UTF-8"
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+    }
 }

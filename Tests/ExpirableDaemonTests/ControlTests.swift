@@ -97,3 +97,71 @@ struct ControlTests {
         #expect(nul.stderr.contains("without \"/\" or control characters, got \"datafetch\\0junk\""), "stderr: \(nul.stderr)")
     }
 }
+
+/// A keyed family (SPEC §3.19) through expirablectl: LIST shows it as NAME:*, which status and explain must
+/// take as the family, not as a member.
+@Suite("expirablectl with a keyed family")
+struct ControlKeyedFamilyTests {
+    static func start() throws -> DaemonProcess {
+        try ServingTests.start(ServingTests.counter() + "[expirable.fam]\nplugin = \"command\"\nkeyed = true\nmax_keys = 50\n[expirable.fam.params]\nshell = \"echo fam\"\nttl = \"1m\"\n")
+    }
+
+    @Test("status shows a keyed family as one row, NAME:* as LIST shows it, with its keys held")
+    func statusTable() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "token")
+        #expect(try daemon.redis("GET", "fam:a") == "fam")
+        #expect(try daemon.redis("GET", "fam:b") == "fam")
+        let status = try daemon.ctl("status")
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stderr.isEmpty)
+        let lines = status.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3, "\(status.stdout)")
+        #expect(lines.dropFirst().first?.range(of: #"^fam:\*  cluster  lazy     keyed, 2 keys  -  +-  +-  +pid [0-9]+ *$"#, options: .regularExpression) != nil, "\(lines)")
+        #expect(lines.last?.hasPrefix("token  ") == true, "\(lines)")
+        // OWNER is per member in a cluster, so the family's row has none; explain NAME:KEY gives a member's.
+    }
+
+    @Test("status --json gives a keyed family one object: name NAME:*, keyed, keys held, max_keys, scope, refresh")
+    func statusJSON() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "fam:a")
+        _ = try daemon.redis("GET", "fam:b")
+        let status = try daemon.ctl("status", "--json")
+        #expect(status.status == 0, "\(status.stderr)")
+        let objects = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]])
+        let family = try #require(objects.first { $0["name"] as? String == "fam:*" }, "\(objects)")
+        #expect(family["keyed"] as? Bool == true)
+        #expect(family["keys"] as? Int == 2)
+        #expect(family["max_keys"] as? Int == 50)
+        #expect(family["scope"] as? String == "cluster")
+        #expect(family["refresh"] as? String == "lazy")
+        #expect(objects.contains { $0["name"] as? String == "token" })
+    }
+
+    @Test("explain NAME of a keyed family explains the family and how to explain one member; EXPLAIN answers it")
+    func explainFamily() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "fam:a")
+        _ = try daemon.redis("GET", "fam:b")
+        let raw = try daemon.redis("EXPLAIN", "fam")
+        #expect(raw.contains("keyed:yes") && raw.contains("keys:2"), "\(raw)")
+        let words = try daemon.ctl("explain", "fam")
+        #expect(words.status == 0, "\(words.stderr)")
+        #expect(words.stdout.hasPrefix("fam is a keyed family: one value per key, addressed as fam:KEY"), "\(words.stdout)")
+        #expect(words.stdout.contains("2 keys held (max_keys 50)"), "\(words.stdout)")
+        #expect(words.stdout.contains("expirablectl explain fam:KEY"), "\(words.stdout)")
+        #expect(!words.stdout.contains("Last calls"), "a family makes no calls of its own: \(words.stdout)")
+        let json = try daemon.ctl("explain", "fam", "--json")
+        #expect(json.status == 0, "\(json.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(object["keyed"] as? Bool == true)
+        #expect(object["keys"] as? Int == 2)
+        #expect(object["max_keys"] as? Int == 50)
+        // A member is still explained as itself.
+        #expect(try daemon.ctl("explain", "fam:a").stdout.hasPrefix("fam:a is valid"))
+    }
+}
