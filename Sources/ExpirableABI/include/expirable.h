@@ -1,5 +1,5 @@
 /*
- * expirable.h — the Expirable fetcher plugin ABI, version 1.0.
+ * expirable.h — the Expirable fetcher plugin ABI, version 1.2.
  *
  * This is the only file a plugin needs. A plugin is a shared object that the daemon loads with
  * dlopen(RTLD_NOW | RTLD_LOCAL) from its plugin_dir and never unloads. It exports function symbols only
