@@ -17,18 +17,24 @@ public final class PluginHost: Sendable {
     private let loaded = Mutex(Loaded())
     private let clock: any EngineClock
     private let logger: Logger
+    /// Whether inline expirables' plugins are loaded in a helper too (a checker's host).
+    private let isolatesInline: Bool
 
     /// The engine's view of the configured expirables, each with its plugin instance as fetcher.
     public var definitions: [ExpirableDefinition] { loaded.withLock { $0.definitions } }
 
     /// Resolves, checks, loads and handshakes every plugin `configuration` names, and creates one instance per
     /// expirable. Throws the first refusal, naming the file and the reason. Plugin calls' timeouts and helpers'
-    /// restart backoff are measured on `clock`, the engine's.
+    /// restart backoff are measured on `clock`, the engine's. With `isolatingInline`, plugins of inline
+    /// expirables run in a helper as well: a checker (`expirablectl check-config`) runs no plugin code in its own
+    /// process, so a plugin that crashes while loading is a refusal there, not the checker's crash.
     public init(
-        configuration: Configuration, clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.plugins")
+        configuration: Configuration, clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.plugins"),
+        isolatingInline: Bool = false
     ) throws(PluginError) {
         self.clock = clock
         self.logger = logger
+        self.isolatesInline = isolatingInline
         let account = try PluginHost.account(of: configuration)
         if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
             logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
@@ -125,9 +131,11 @@ public final class PluginHost: Sendable {
         }
         let instance: any PluginCalls
         do throws(PluginError) {
-            switch expirable.isolation {
+            switch isolatesInline ? .process : expirable.isolation {
             case .process:
                 // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+                // An inline plugin checked in a helper runs as it would in the daemon: as the daemon's user.
+                let account = expirable.isolation == .process ? account : nil
                 let limits = HelperLimits(
                     maxMemory: expirable.maxMemory,
                     maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },

@@ -11,7 +11,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and load its plugins, without serving.",
-        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). With --socket, also says whether a daemon answers there."
+        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create, in a helper process for every plugin, inline ones too, so a plugin that crashes is reported, never fatal to the check), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). With --socket, also says whether a daemon answers there."
     )
 
     @Argument(help: "The configuration file.") var file: String
@@ -32,7 +32,10 @@ struct CheckConfig: AsyncParsableCommand {
             if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
                 throw configuration.refusal(["server", "socket"], problem)
             }
-            host = try PluginHost(configuration: configuration, logger: Logger(label: "expirablectl", factory: { _ in SwiftLogNoOpLogHandler() }))
+            // Every plugin in a helper, inline ones too: a plugin that aborts while loading must not take the checker with it.
+            host = try PluginHost(
+                configuration: configuration, logger: Logger(label: "expirablectl", factory: { _ in SwiftLogNoOpLogHandler() }), isolatingInline: true
+            )
         } catch {
             printError("expirablectl: \(error)")
             throw ExitCode(ExitStatus.badConfiguration.rawValue)
