@@ -1,3 +1,4 @@
+import Dispatch
 import ExpirableConfig
 import ExpirableCore
 import Logging
@@ -193,9 +194,29 @@ public final class PluginHost: Sendable {
         return loaded.withLock { $0.instances[name] ?? $0.instances[family] }?.info ?? []
     }
 
-    /// Frees every plugin instance that has no call running, and ends every helper. Call once, when the daemon stops.
-    public func shutdown() {
-        for instance in loaded.withLock({ Array($0.instances.values) }) { instance.destroy() }
+    /// How long `shutdown` waits for the plugins' `expirable_destroy` calls before it returns without them.
+    public static let destroyGrace: Duration = .seconds(5)
+
+    /// Frees every plugin instance that has no call running, and ends every helper, all at once, waiting at most
+    /// `grace` for them: an inline `expirable_destroy` that does not return by then is left running on its thread
+    /// (and logged, naming its expirable), so a stopping daemon is never held by a plugin. Call once, when the
+    /// daemon stops.
+    public func shutdown(grace: Duration = PluginHost.destroyGrace) {
+        let (instances, expirables) = loaded.withLock { ($0.instances, $0.expirables) }
+        let pending = Mutex(Set(instances.keys))
+        let group = DispatchGroup()
+        for (name, instance) in instances {
+            DispatchQueue.global().async(group: group) {
+                instance.destroy()
+                pending.withLock { _ = $0.remove(name) }
+            }
+        }
+        guard group.wait(timeout: .now() + .nanoseconds(Int(grace.nanoseconds))) == .timedOut else { return }
+        for name in pending.withLock({ $0 }).sorted() {
+            logger.warning("plugin's expirable_destroy did not return; stopping without it", metadata: [
+                "expirable": "\(name)", "plugin": "\(expirables[name]?.plugin ?? "")", "waited_ms": "\(grace.milliseconds)",
+            ])
+        }
     }
 }
 
