@@ -2,9 +2,13 @@
 import Glibc
 #endif
 
-/// Runs a program without a shell, stdin from /dev/null, capturing stdout (up to a cap) and stderr, and
-/// killing its whole process group when it overruns its deadline or its output cap.
+/// Runs a program without a shell, stdin from /dev/null, with the daemon's environment and the call's key in
+/// EXPIRABLE_KEY, capturing stdout (up to a cap) and stderr, and killing its whole process group when it overruns
+/// its deadline or its output cap.
 struct ChildProcess {
+    /// The variable that holds the key of a keyed family's member; never set (nor inherited) for other calls.
+    static let keyVariable = "EXPIRABLE_KEY"
+
     enum Outcome {
         /// `stdout` may hold the value: it is zeroed when dropped.
         case exited(status: Int32, stdout: SecretBuffer, stderr: [UInt8])
@@ -14,7 +18,7 @@ struct ChildProcess {
         case failedToStart(String)
     }
 
-    static func run(_ argv: [String], timeoutMillis: Int64, maxOutput: Int) -> Outcome {
+    static func run(_ argv: [String], key: String?, timeoutMillis: Int64, maxOutput: Int) -> Outcome {
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         guard makePipe(&outPipe) else { return .failedToStart(String(cString: strerror(errno))) }
@@ -43,8 +47,19 @@ struct ChildProcess {
 
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for arg in cArgs { free(arg) } }
+        // The daemon's environment as it is, but for its own EXPIRABLE_KEY, if any: only a keyed call sets one.
+        let keyEntry = key.flatMap { strdup("\(keyVariable)=\($0)") }
+        defer { free(keyEntry) }
+        var cEnvironment: [UnsafeMutablePointer<CChar>?] = []
+        var entry = environ
+        while let variable = entry.pointee {
+            if strncmp(variable, "\(keyVariable)=", keyVariable.utf8.count + 1) != 0 { cEnvironment.append(variable) }
+            entry += 1
+        }
+        if let keyEntry { cEnvironment.append(keyEntry) }
+        cEnvironment.append(nil)
         var pid: pid_t = 0
-        let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+        let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, &cEnvironment)
         close(outPipe[1])
         close(errPipe[1])
         defer { close(outPipe[0]); close(errPipe[0]) }

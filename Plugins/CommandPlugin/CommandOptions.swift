@@ -9,6 +9,9 @@ struct CommandOptions {
 
     /// The program and its arguments; with `shell`, ["/bin/sh", "-c", line].
     let argv: [String]
+    /// Whether an element of `argv` (never the program, never a `shell` line) holds "{key}", replaced by the key
+    /// of each call.
+    let argvTakesKey: Bool
     let output: Output
     /// Lifetime of a value in milliseconds, `Int64.max` for "infinity"; nil when only JSON output gives it.
     let ttlMillis: Int64?
@@ -48,9 +51,15 @@ struct CommandOptions {
         switch (values["argv"], try single("shell")) {
         case (let argv?, nil):
             guard !argv[0].isEmpty else { throw CommandError("param 'argv' starts with an empty program name") }
+            guard !argv[0].contains(Command.keyHole) else {
+                throw CommandError("param 'argv': the program's name \"\(argv[0])\" holds \(Command.keyHole), which would let callers choose the program to run; name the program, and put \(Command.keyHole) in its arguments")
+            }
             self.argv = argv
+            argvTakesKey = argv.contains { $0.contains(Command.keyHole) }
         case (nil, let line?):
+            // A key is never put into a shell line (it may hold ;$()'"): the line reads "$EXPIRABLE_KEY" instead.
             argv = ["/bin/sh", "-c", line]
+            argvTakesKey = false
         case (nil, nil):
             throw CommandError("set param 'argv' (an array: program and arguments) or 'shell' (a command line for /bin/sh)")
         case (_?, _?):

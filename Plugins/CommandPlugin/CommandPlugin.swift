@@ -66,9 +66,24 @@ final class Command {
         self.options = options
     }
 
+    /// What each `{key}` in an element of `argv` becomes.
+    static let keyHole = "{key}"
+
     func fetch(_ call: UnsafePointer<expirable_call>) {
         let host = call.pointee.host.pointee
-        switch ChildProcess.run(options.argv, timeoutMillis: options.timeoutMillis, maxOutput: options.maxOutput) {
+        // The key of a keyed family's member (1 to 256 bytes of printable ASCII without space, checked by the
+        // host), nil for a plain expirable.
+        let key = call.pointee.key.len > 0 ? String(call.pointee.key) : nil
+        var argv = options.argv
+        if options.argvTakesKey {
+            guard let key else {
+                report(call, error: "command plugin: param 'argv' uses \(Command.keyHole), and this call has no key; set keyed = true on the expirable and fetch NAME:KEY", permanent: true)
+                return
+            }
+            // Each element stays one argument whatever the key holds: no shell reads it.
+            argv = argv.map { $0.replacing(Command.keyHole, with: key) }
+        }
+        switch ChildProcess.run(argv, key: key, timeoutMillis: options.timeoutMillis, maxOutput: options.maxOutput) {
         case .failedToStart(let reason):
             report(call, error: "command plugin: \(reason)")
         case .timedOut:

@@ -2,7 +2,9 @@
  * file — an Expirable plugin, in C, that serves the contents of a file.
  *
  * params:
- *   path      required  the file to read (read afresh on every fetch)
+ *   path      required  the file to read (read afresh on every fetch); in a keyed family, each "{key}" in it is
+ *                       replaced by the call's key, which must stay within one path component (no "/", and no
+ *                       "." or ".." component made of it), so a key cannot name a file outside the path's directory
  *   ttl       required  how long a value read from it stays valid: a duration ("30s", "5m") or "infinity"
  *   trim      optional  "true" (default) drops one trailing "\n" or "\r\n"; "false" keeps the bytes as they are
  *   max_size  optional  largest file accepted, in bytes (default and ceiling: EXPIRABLE_MAX_VALUE_BYTES)
@@ -21,6 +23,7 @@
 
 typedef struct file_state {
     char *path;
+    int keyed; /* path holds "{key}" */
     int64_t ttl_ms; /* EXPIRABLE_NEVER_EXPIRES for "infinity" */
     int trim;
     size_t max_size;
@@ -47,6 +50,39 @@ static void fail(const expirable_call *call, const char *format, ...) {
 static int str_is(expirable_str s, const char *literal) {
     size_t n = strlen(literal);
     return s.len == n && memcmp(s.ptr, literal, n) == 0;
+}
+
+/* Whether `path` has a "." or ".." component. */
+static int has_dot_component(const char *path) {
+    for (const char *p = path; *p != '\0';) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
+        if (end == NULL) break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* `path` with each "{key}" replaced by `key` (malloc'd), or NULL when out of memory. */
+static char *expand_key(const char *path, expirable_str key) {
+    size_t holes = 0;
+    for (const char *p = strstr(path, "{key}"); p != NULL; p = strstr(p + 5, "{key}")) holes++;
+    char *out = malloc(strlen(path) + holes * key.len + 1);
+    if (out == NULL) return NULL;
+    char *o = out;
+    for (const char *p = path;;) {
+        const char *hole = strstr(p, "{key}");
+        size_t n = hole ? (size_t)(hole - p) : strlen(p);
+        memcpy(o, p, n);
+        o += n;
+        if (hole == NULL) break;
+        memcpy(o, key.ptr, key.len);
+        o += key.len;
+        p = hole + 5;
+    }
+    *o = '\0';
+    return out;
 }
 
 /* The last value given for `key`, or {NULL, 0}. */
@@ -109,6 +145,14 @@ void *expirable_create(const expirable_call *call) {
         fail(call, "file plugin: out of memory");
         return NULL;
     }
+    state->keyed = strstr(state->path, "{key}") != NULL;
+    if (state->keyed && has_dot_component(state->path)) {
+        fail(call, "file plugin: param 'path' is \"%s\", with {key} and a \".\" or \"..\" component; write the path without them, "
+             "so that a key cannot name a file outside its directory", state->path);
+        free(state->path);
+        free(state);
+        return NULL;
+    }
     state->ttl_ms = ttl_ms;
     state->trim = trim.ptr == NULL || str_is(trim, "true");
     state->max_size = max_size;
@@ -127,11 +171,46 @@ void expirable_destroy(void *instance) {
     free(state);
 }
 
+/* A failure that retrying cannot fix. */
+static void fail_permanently(const expirable_call *call) {
+    call->host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+}
+
+static void fetch_path(const expirable_call *call, const file_state *state, const char *path);
+
 void expirable_fetch(const expirable_call *call) {
     const file_state *state = call->instance;
-    int fd = open(state->path, O_RDONLY | O_CLOEXEC);
+    if (!state->keyed) {
+        fetch_path(call, state, state->path);
+        return;
+    }
+    expirable_str key = call->key;
+    if (key.ptr == NULL || key.len == 0) {
+        fail(call, "file plugin: param 'path' uses {key}, and this call has no key; set keyed = true on the expirable and fetch NAME:KEY");
+        fail_permanently(call);
+        return;
+    }
+    int slash = memchr(key.ptr, '/', key.len) != NULL;
+    char *path = slash ? NULL : expand_key(state->path, key);
+    if (!slash && path == NULL) {
+        fail(call, "file plugin: out of memory");
+        return;
+    }
+    if (slash || has_dot_component(path)) {
+        fail(call, "file plugin: the key \"%.*s\" cannot be used in path %s: a key may not hold \"/\" nor make a \".\" or \"..\" "
+             "component of it", (int)key.len, key.ptr, state->path);
+        fail_permanently(call);
+        free(path);
+        return;
+    }
+    fetch_path(call, state, path);
+    free(path);
+}
+
+static void fetch_path(const expirable_call *call, const file_state *state, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fail(call, "file plugin: cannot open %s: %s", state->path, strerror(errno));
+        fail(call, "file plugin: cannot open %s: %s", path, strerror(errno));
         return;
     }
     char *buffer = malloc(state->max_size + 1);
@@ -148,7 +227,7 @@ void expirable_fetch(const expirable_call *call) {
             int saved = errno;
             close(fd);
             free(buffer);
-            fail(call, "file plugin: cannot read %s: %s", state->path, strerror(saved));
+            fail(call, "file plugin: cannot read %s: %s", path, strerror(saved));
             return;
         }
         if (n == 0) break;
@@ -157,7 +236,7 @@ void expirable_fetch(const expirable_call *call) {
             close(fd);
             explicit_bzero(buffer, used);
             free(buffer);
-            fail(call, "file plugin: %s is larger than max_size (%zu bytes)", state->path, state->max_size);
+            fail(call, "file plugin: %s is larger than max_size (%zu bytes)", path, state->max_size);
             return;
         }
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import ExpirableConfig
 import ExpirableCore
 import Logging
@@ -17,18 +18,24 @@ public final class PluginHost: Sendable {
     private let loaded = Mutex(Loaded())
     private let clock: any EngineClock
     private let logger: Logger
+    /// Whether inline expirables' plugins are loaded in a helper too (a checker's host).
+    private let isolatesInline: Bool
 
     /// The engine's view of the configured expirables, each with its plugin instance as fetcher.
     public var definitions: [ExpirableDefinition] { loaded.withLock { $0.definitions } }
 
     /// Resolves, checks, loads and handshakes every plugin `configuration` names, and creates one instance per
     /// expirable. Throws the first refusal, naming the file and the reason. Plugin calls' timeouts and helpers'
-    /// restart backoff are measured on `clock`, the engine's.
+    /// restart backoff are measured on `clock`, the engine's. With `isolatingInline`, plugins of inline
+    /// expirables run in a helper as well: a checker (`expirablectl check-config`) runs no plugin code in its own
+    /// process, so a plugin that crashes while loading is a refusal there, not the checker's crash.
     public init(
-        configuration: Configuration, clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.plugins")
+        configuration: Configuration, clock: any EngineClock = SystemClock(), logger: Logger = Logger(label: "expirable.plugins"),
+        isolatingInline: Bool = false
     ) throws(PluginError) {
         self.clock = clock
         self.logger = logger
+        self.isolatesInline = isolatingInline
         let account = try PluginHost.account(of: configuration)
         if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
             logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
@@ -161,9 +168,11 @@ public final class PluginHost: Sendable {
         }
         let instance: any PluginCalls
         do throws(PluginError) {
-            switch expirable.isolation {
+            switch isolatesInline ? .process : expirable.isolation {
             case .process:
                 // The daemon only checks the path: loading runs the plugin's code, which is the helper's job.
+                // An inline plugin checked in a helper runs as it would in the daemon: as the daemon's user.
+                let account = expirable.isolation == .process ? account : nil
                 let limits = HelperLimits(
                     maxMemory: expirable.maxMemory,
                     maxCPUSeconds: expirable.maxCPU.map { Int(($0.milliseconds + 999) / 1000) },
@@ -221,9 +230,29 @@ public final class PluginHost: Sendable {
         return loaded.withLock { $0.instances[name] ?? $0.instances[family] }?.info ?? []
     }
 
-    /// Frees every plugin instance that has no call running, and ends every helper. Call once, when the daemon stops.
-    public func shutdown() {
-        for instance in loaded.withLock({ Array($0.instances.values) }) { instance.destroy() }
+    /// How long `shutdown` waits for the plugins' `expirable_destroy` calls before it returns without them.
+    public static let destroyGrace: Duration = .seconds(5)
+
+    /// Frees every plugin instance that has no call running, and ends every helper, all at once, waiting at most
+    /// `grace` for them: an inline `expirable_destroy` that does not return by then is left running on its thread
+    /// (and logged, naming its expirable), so a stopping daemon is never held by a plugin. Call once, when the
+    /// daemon stops.
+    public func shutdown(grace: Duration = PluginHost.destroyGrace) {
+        let (instances, expirables) = loaded.withLock { ($0.instances, $0.expirables) }
+        let pending = Mutex(Set(instances.keys))
+        let group = DispatchGroup()
+        for (name, instance) in instances {
+            DispatchQueue.global().async(group: group) {
+                instance.destroy()
+                pending.withLock { _ = $0.remove(name) }
+            }
+        }
+        guard group.wait(timeout: .now() + .nanoseconds(Int(grace.nanoseconds))) == .timedOut else { return }
+        for name in pending.withLock({ $0 }).sorted() {
+            logger.warning("plugin's expirable_destroy did not return; stopping without it", metadata: [
+                "expirable": "\(name)", "plugin": "\(expirables[name]?.plugin ?? "")", "waited_ms": "\(grace.milliseconds)",
+            ])
+        }
     }
 }
 

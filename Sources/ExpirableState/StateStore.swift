@@ -226,7 +226,7 @@ public final class StateStore: Sendable {
         if !fromCredential {
             guard (st.st_mode & S_IFMT) == S_IFREG else { throw StateError("the state key \(path) is not a regular file") }
             guard st.st_mode & 0o077 == 0 else {
-                throw StateError("the state key \(path) has mode \(String(st.st_mode & 0o777, radix: 8)); others must not read it: chmod 600 \(path)")
+                throw StateError("the state key \(path) has mode \(String(st.st_mode & 0o777, radix: 8)); its group and others must have no access to it: chmod 600 \(path)")
             }
             guard st.st_uid == geteuid() || st.st_uid == 0 else {
                 throw StateError("the state key \(path) is owned by uid \(st.st_uid), not by the daemon's user (uid \(geteuid())) or root: chown it")

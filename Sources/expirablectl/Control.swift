@@ -34,8 +34,8 @@ struct Control: AsyncParsableCommand {
     /// talks to the daemon declares the same group and receives these values.
     @OptionGroup(title: "Global options") var connection: Connection
 
-    /// `check-config` loads plugins as the daemon does, so with `isolation = "process"` it starts helpers from
-    /// its own binary (/proc/self/exe): this one, started again in the hidden helper mode.
+    /// `check-config` loads every plugin in a helper (inline ones too), which it starts from its own binary
+    /// (/proc/self/exe): this one, started again in the hidden helper mode.
     static func main() async {
         if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
             PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))

@@ -96,6 +96,20 @@ struct ControlTests {
         #expect(nul.status == 78)
         #expect(nul.stderr.contains("without \"/\" or control characters, got \"datafetch\\0junk\""), "stderr: \(nul.stderr)")
     }
+
+    @Test("check-config loads plugins in a helper whatever the isolation: one that aborts in its constructor is a clean refusal, not a crash",
+          arguments: ["inline", "process"])
+    func checkConfigSurvivesAbortingPlugin(isolation: String) throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.x]\nplugin = \"ctorabort\"\n", server: "isolation = \"\(isolation)\"",
+                                       testPlugins: ["ctorabort"], start: false)
+        defer { daemon.remove() }
+        let check = try daemon.ctl("check-config", daemon.configPath)
+        #expect(check.status == 78, "stderr: \(check.stderr)")
+        let lines = check.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(check.stderr)")
+        #expect(check.stderr.hasPrefix("expirablectl: \(daemon.configPath):"), "stderr: \(check.stderr)")
+        #expect(check.stderr.contains(": expirable.x: plugin for x crashed (SIGABRT) in its helper"), "stderr: \(check.stderr)")
+    }
 }
 
 /// A keyed family (SPEC §3.19) through expirablectl: LIST shows it as NAME:*, which status and explain must

@@ -157,4 +157,120 @@ struct KeyedFamilyTests {
         #expect(info.contains("plugin_calls:1") && info.contains("hits:1") && info.contains("plugin_state:no"), "\(info)")
         #expect(try daemon.redis("INFO", "fam").contains("keys:300"))
     }
+
+    @Test("the command plugin gets the key: {key} in argv elements and $EXPIRABLE_KEY for argv and shell; shell metacharacters in a key run nothing")
+    func commandPluginKey() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.cmd]
+            plugin = "command"
+            keyed = true
+            [expirable.cmd.params]
+            argv = ["printf", "%s|", "{key}", "k={key}.{key}", "%k", "$1"]
+            ttl = "1m"
+            [expirable.env]
+            plugin = "command"
+            keyed = true
+            [expirable.env.params]
+            argv = ["/bin/sh", "-c", 'printf "%s" "$EXPIRABLE_KEY"']
+            ttl = "1m"
+            [expirable.sh]
+            plugin = "command"
+            keyed = true
+            [expirable.sh.params]
+            shell = 'printf "%s" "$EXPIRABLE_KEY"'
+            ttl = "1m"
+            [expirable.plain]
+            plugin = "command"
+            [expirable.plain.params]
+            shell = 'printf "%s" "${EXPIRABLE_KEY-unset}"'
+            ttl = "1m"
+            [expirable.bare]
+            plugin = "command"
+            [expirable.bare.params]
+            argv = ["echo", "{key}"]
+            ttl = "1m"
+            """, testPlugins: [], start: false)
+        defer { daemon.remove() }
+        // The daemon's own environment has one: a call without a key must not pass it on as if it were a key.
+        daemon.environment = ["EXPIRABLE_KEY": "inherited"]
+        try daemon.start()
+        #expect(try daemon.redis("GET", "cmd:alpha") == "alpha|k=alpha.alpha|%k|$1|")
+        #expect(try daemon.redis("GET", "cmd:beta") == "beta|k=beta.beta|%k|$1|")
+        #expect(try daemon.redis("GET", "env:alpha") == "alpha")
+        #expect(try daemon.redis("GET", "sh:beta") == "beta")
+        #expect(try daemon.redis("GET", "plain") == "unset")
+        let bare = try daemon.redis("GET", "bare")
+        #expect(bare.contains("param 'argv' uses {key}, and this call has no key"), "\(bare)")
+
+        let marks = (1...3).map { daemon.directory.appending("ran\($0)") }
+        let key = "k;touch${IFS}\(marks[0]);$(touch${IFS}\(marks[1]))'\"`touch${IFS}\(marks[2])`/../%s\\"
+        #expect(key.utf8.count <= 256 && !key.contains(" "))
+        #expect(try daemon.redis("GET", "cmd:\(key)") == "\(key)|k=\(key).\(key)|%k|$1|")
+        #expect(try daemon.redis("GET", "env:\(key)") == key)
+        #expect(try daemon.redis("GET", "sh:\(key)") == key)
+        for mark in marks { #expect(!FileManager.default.fileExists(atPath: mark), "the key ran a command: \(mark)") }
+    }
+
+    @Test("the command plugin refuses {key} in the program's name: a caller would choose the program")
+    func commandPluginKeyInProgram() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.cmd]
+            plugin = "command"
+            keyed = true
+            [expirable.cmd.params]
+            argv = ["{key}", "x"]
+            ttl = "1m"
+            """, testPlugins: [], start: false)
+        defer { daemon.remove() }
+        let check = try daemon.ctl("check-config", daemon.configPath)
+        #expect(check.status == 78)
+        #expect(check.stderr.contains("command plugin: param 'argv': the program's name \"{key}\" holds {key}"), "\(check.stderr)")
+    }
+
+    @Test("the file plugin puts the key into its path with {key}; a key cannot leave the path's directory")
+    func filePluginKey() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.files]
+            plugin = "file"
+            keyed = true
+            [expirable.files.params]
+            path = "DIR/keys/{key}.txt"
+            ttl = "1m"
+            [expirable.dirs]
+            plugin = "file"
+            keyed = true
+            [expirable.dirs.params]
+            path = "DIR/keys/{key}/token"
+            ttl = "1m"
+            [expirable.dots]
+            plugin = "file"
+            keyed = true
+            [expirable.dots.params]
+            path = "DIR/keys/.{key}/token"
+            ttl = "1m"
+            [expirable.plain]
+            plugin = "file"
+            [expirable.plain.params]
+            path = "DIR/keys/{key}.txt"
+            ttl = "1m"
+            """, testPlugins: [], shippedPlugins: ["file"], start: false)
+        defer { daemon.remove() }
+        let keys = daemon.directory.appending("keys")
+        try FileManager.default.createDirectory(atPath: keys + "/inner", withIntermediateDirectories: true)
+        try "A\n".write(toFile: keys + "/alpha.txt", atomically: true, encoding: .utf8)
+        try "B\n".write(toFile: keys + "/beta.txt", atomically: true, encoding: .utf8)
+        try "inner\n".write(toFile: keys + "/inner/token", atomically: true, encoding: .utf8)
+        try "outside\n".write(toFile: daemon.directory.appending("secret.txt"), atomically: true, encoding: .utf8)
+        try "outside\n".write(toFile: daemon.directory.appending("token"), atomically: true, encoding: .utf8)
+        try daemon.start()
+        #expect(try daemon.redis("GET", "files:alpha") == "A")
+        #expect(try daemon.redis("GET", "files:beta") == "B")
+        #expect(try daemon.redis("GET", "dirs:inner") == "inner")
+        for (name, key) in [("files", "../secret"), ("files", "..%2fsecret/../../secret"), ("dirs", ".."), ("dirs", "."), ("dots", "."), ("files", "/etc/passwd")] {
+            let answer = try daemon.redis("GET", "\(name):\(key)")
+            #expect(answer.contains("file plugin: the key") && answer.contains("cannot be used in path"), "\(name):\(key) gave \(answer)")
+        }
+        let plain = try daemon.redis("GET", "plain")
+        #expect(plain.contains("param 'path' uses {key}, and this call has no key"), "\(plain)")
+    }
 }

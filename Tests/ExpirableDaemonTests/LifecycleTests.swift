@@ -71,4 +71,27 @@ struct LifecycleTests {
         #expect(result.stderr.contains("expirabled: \(daemon.configPath):\(line): expirable.x.timeout: expected a duration"))
         #expect(!FileManager.default.fileExists(atPath: daemon.socket))
     }
+
+    @Test("SIGTERM stops an inline daemon whose plugin's expirable_destroy never returns: exit 0 within the bound, naming it; other destroys still run")
+    func hungDestroy() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.hung]
+            plugin = "hungdestroy"
+            [expirable.hung.params]
+            hang = "true"
+            [expirable.tidy]
+            plugin = "hungdestroy"
+            [expirable.tidy.params]
+            destroyed_file = "DIR/destroyed"
+            """, server: "isolation = \"inline\"", testPlugins: ["hungdestroy"])
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "hung") == "v")
+        // stop() waits 10 s for the exit, then kills with SIGKILL and gives nil.
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket))
+        let warning = daemon.log.split(separator: "\n").first { $0.contains("expirable_destroy did not return") }
+        #expect(warning?.contains("hung") == true, "\(daemon.log)")
+        #expect(warning?.contains("tidy") == false)
+        #expect((try? String(contentsOfFile: daemon.directory.appending("destroyed"), encoding: .utf8)) == "destroyed")
+    }
 }

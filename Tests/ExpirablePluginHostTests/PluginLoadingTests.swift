@@ -1,6 +1,7 @@
 import ExpirableABI
 import ExpirableCore
 import ExpirablePluginHost
+import ExpirableTestSupport
 import Foundation
 import Testing
 
@@ -184,5 +185,12 @@ struct PluginLoadingTests {
         let dir = fixture.pluginDir.resolvingSymlinksInPath().path
         let realOutside = URL(fileURLWithPath: outside).resolvingSymlinksInPath().path
         #expect(try fixture.refusal("[expirable.x]\nplugin = \"counter\"\n") == "expirable.x: plugin \(dir)/libcounter.so resolves to \(realOutside), outside plugin_dir \(dir); copy the file into plugin_dir instead of linking to it")
+    }
+
+    @Test("expirable.h's opening comment names the version its macros define")
+    func headerNamesItsVersion() throws {
+        let header = try String(contentsOfFile: TestPaths.header + "/expirable.h", encoding: .utf8)
+        let opening = header.split(separator: "\n")[1]
+        #expect(opening.hasSuffix("ABI, version \(EXPIRABLE_ABI_MAJOR).\(EXPIRABLE_ABI_MINOR)."), "\(opening)")
     }
 }

@@ -105,4 +105,19 @@ struct StateStoreTests {
         chmod(dir.appending("s4"), 0o755)
         #expect(throws: StateError.self) { try StateStore(directory: dir.appending("s4"), keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": credentials]) }
     }
+
+    @Test("a key file its group may read is refused, saying group and others must have no access", arguments: [0o640, 0o604, 0o620])
+    func keyReadableByGroup(mode: Int) throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let keyFile = dir.appending("state.key")
+        FileManager.default.createFile(atPath: keyFile, contents: Data(Array(repeating: 1, count: 32)))
+        chmod(keyFile, mode_t(mode))
+        do {
+            _ = try StateStore(directory: dir.appending("s"), keyFile: keyFile, environment: [:])
+            Issue.record("a key of mode \(String(mode, radix: 8)) was accepted")
+        } catch {
+            #expect(error.message == "the state key \(keyFile) has mode \(String(mode, radix: 8)); its group and others must have no access to it: chmod 600 \(keyFile)")
+        }
+    }
 }

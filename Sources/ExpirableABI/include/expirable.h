@@ -1,5 +1,5 @@
 /*
- * expirable.h — the Expirable fetcher plugin ABI, version 1.0.
+ * expirable.h — the Expirable fetcher plugin ABI, version 1.2.
  *
  * This is the only file a plugin needs. A plugin is a shared object that the daemon loads with
  * dlopen(RTLD_NOW | RTLD_LOCAL) from its plugin_dir and never unloads. It exports function symbols only
@@ -204,7 +204,10 @@ void expirable_fetch(const expirable_call *call);
  */
 void *expirable_create(const expirable_call *call);
 
-/** Optional (required with expirable_create). Free what expirable_create made. Called at most once. */
+/**
+ * Optional (required with expirable_create). Free what expirable_create made. Called at most once. Should return
+ * promptly: a stopping daemon waits at most 5 s for it, then exits without it.
+ */
 void expirable_destroy(void *instance);
 
 #ifdef __cplusplus
