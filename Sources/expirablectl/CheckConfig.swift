@@ -75,7 +75,7 @@ struct CheckConfig: AsyncParsableCommand {
         // The daemon this file configures is the one on its own socket, whatever --socket says.
         let socket = configuration.server.socket
         if (try? await ExpirableClient(socketPath: socket, timeout: connection.timeout.duration).ping()) != nil {
-            printOut("a daemon is running on \(socket) (this file's server.socket): `expirablectl --socket \(socket) reload` applies this configuration if that daemon reads this file; changes to what only a restart applies (socket, socket_mode, the connection limits and timeouts, admins, state_dir, state_key_file, [cluster], [[sink]]) need a restart, and the reload refuses them, naming them")
+            printOut("a daemon is running on \(socket) (this file's server.socket): `expirablectl --socket \(socket) reload` applies this configuration if that daemon reads this file; changes to what only a restart applies (socket, socket_mode, the connection limits and timeouts, admins, plugin_dir, state_dir, state_key_file, [metrics], [cluster], [[sink]]) need a restart, and the reload refuses them, naming them")
         }
     }
 }
