@@ -11,7 +11,7 @@ struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and load its plugins, without serving.",
-        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create, in a helper process for every plugin, inline ones too, so a plugin that crashes is reported, never fatal to the check), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). Then says whether a daemon answers on the file's own server.socket, and if one does, that `expirablectl reload` applies the file to it, except the keys only a restart applies (the socket, the connection limits and timeouts, admins, plugin_dir, state_dir, [metrics], the cluster, sinks)."
+        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create, in a helper process for every plugin, inline ones too, so a plugin that crashes is reported, never fatal to the check), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match, the certificate must name the node). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). Then says whether a daemon answers on the file's own server.socket, and if one does, that `expirablectl reload` applies the file to it, except the keys only a restart applies (the socket, the connection limits and timeouts, admins, plugin_dir, plugin_user, plugin_group, state_dir, [metrics], the cluster, sinks)."
     )
 
     @Argument(help: "The configuration file.") var file: String
@@ -75,7 +75,7 @@ struct CheckConfig: AsyncParsableCommand {
         // The daemon this file configures is the one on its own socket, whatever --socket says.
         let socket = configuration.server.socket
         if (try? await ExpirableClient(socketPath: socket, timeout: connection.timeout.duration).ping()) != nil {
-            printOut("a daemon is running on \(socket) (this file's server.socket): `expirablectl --socket \(socket) reload` applies this configuration if that daemon reads this file; changes to what only a restart applies (socket, socket_mode, the connection limits and timeouts, admins, plugin_dir, state_dir, state_key_file, [metrics], [cluster], [[sink]]) need a restart, and the reload refuses them, naming them")
+            printOut("a daemon is running on \(socket) (this file's server.socket): `expirablectl --socket \(socket) reload` applies this configuration if that daemon reads this file; changes to what only a restart applies (socket, socket_mode, the connection limits and timeouts, admins, plugin_dir, plugin_user, plugin_group, state_dir, state_key_file, [metrics], [cluster], [[sink]]) need a restart, and the reload refuses them, naming them")
         }
     }
 }

@@ -107,6 +107,8 @@ final class Reloader: Sendable {
         // Unchanged expirables keep the instances loaded from the old plugin_dir: applying a new one would mean
         // resolving and checking every plugin again, which a restart does.
         if a.pluginDir != b.pluginDir { keys.append("server.plugin_dir") }
+        // Kept helpers run as the account they were started with: a new one would apply to some and not others.
+        if a.pluginAccount != b.pluginAccount { keys.append("server.plugin_user/plugin_group") }
         if a.stateDir != b.stateDir { keys.append("server.state_dir") }
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
         if a.admins != b.admins { keys.append("server.admins") }

@@ -205,6 +205,21 @@ struct ReloadTests {
         #expect(check.status != 0, "check-config refuses the file too: \(check.stdout) \(check.stderr)")
     }
 
+    @Test("a reload that sets plugin_user is refused as restart-only: the running helpers keep their account")
+    func pluginAccountNeedsRestart() throws {
+        let daemon = try ServingTests.start(Self.counter("a"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        let edited = text.replacingOccurrences(of: "[server]\n", with: "[server]\nplugin_user = \"nobody\"\n")
+        try #require(edited != text)
+        try edited.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let answer = try daemon.redis("RELOAD")
+        #expect(answer.hasPrefix("ERR reload refused, nothing changed: server.plugin_user/plugin_group changed, and only a restart applies it"), "\(answer)")
+        #expect(try daemon.redis("GET", "a") == "a-1")
+        #expect(daemon.count("a") == 1)
+    }
+
     @Test("a client reading during repeated reloads gets every answer from memory, without an error or a call")
     func readsDuringReloads() throws {
         let daemon = try ServingTests.start(Self.counter("steady"))
