@@ -57,7 +57,7 @@ public enum Certificates {
         try write(key: key, to: keyPath)
     }
 
-    /// The names (DNS subjectAltNames, then the common name) in the PEM certificate at `path`.
+    /// The names (DNS subjectAltNames, then the common name, each once) in the PEM certificate at `path`.
     public static func names(inCertificateAt path: String) throws(TLSError) -> [String] {
         try TLSError.loadOpenSSL()
         let certificate = try readCertificate(path)

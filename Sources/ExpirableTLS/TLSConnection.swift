@@ -62,13 +62,15 @@ final class TLSConnection {
     /// The negotiated protocol, such as "TLSv1.3".
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
 
-    /// The DNS names in the peer certificate's subjectAltName and its subject's common name.
+    /// The DNS names in the peer certificate's subjectAltName and its subject's common name, each once.
     func peerNames() -> [String] {
         guard let certificate = SSL_get1_peer_certificate(ssl) else { return [] }
         defer { X509_free(certificate) }
         return TLSConnection.names(of: certificate)
     }
 
+    /// The DNS subjectAltNames of `certificate`, then its common name, each once in that order: a node
+    /// certificate names the node in both, and a message listing "node-b, node-b" reads as two names.
     static func names(of certificate: OpaquePointer) -> [String] {
         var names: [String] = []
         if let raw = X509_get_ext_d2i(certificate, NID_subject_alt_name, nil, nil) {
@@ -86,7 +88,8 @@ final class TLSConnection {
             let length = X509_NAME_get_text_by_NID(subject, NID_commonName, &buffer, Int32(buffer.count))
             if length > 0 { names.append(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }) }
         }
-        return names
+        var seen: Set<String> = []
+        return names.filter { seen.insert($0).inserted }
     }
 
     /// Encrypts `plaintext`; the ciphertext waits in `takeOutput`.
