@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #define CEXPIRABLE_OPENSSL_FUNCTIONS(VALUE, VOID) \
+    VALUE(ASN1_TIME_to_tm, int, (const ASN1_TIME *a0, struct tm *a1), (a0, a1)) \
     VALUE(ASN1_STRING_get0_data, const unsigned char *, (const ASN1_STRING *a0), (a0)) \
     VALUE(ASN1_STRING_length, int, (const ASN1_STRING *a0), (a0)) \
     VALUE(BIO_ctrl_pending, size_t, (BIO *a0), (a0)) \
@@ -58,6 +59,8 @@
     VALUE(SSL_CTX_check_private_key, int, (const SSL_CTX *a0), (a0)) \
     VALUE(SSL_CTX_ctrl, long, (SSL_CTX *a0, int a1, long a2, void *a3), (a0, a1, a2, a3)) \
     VOID(SSL_CTX_free, void, (SSL_CTX *a0), (a0)) \
+    VALUE(SSL_CTX_get0_certificate, X509 *, (const SSL_CTX *a0), (a0)) \
+    VALUE(SSL_CTX_get_cert_store, X509_STORE *, (const SSL_CTX *a0), (a0)) \
     VALUE(SSL_CTX_load_verify_locations, int, (SSL_CTX *a0, const char *a1, const char *a2), (a0, a1, a2)) \
     VALUE(SSL_CTX_new, SSL_CTX *, (const SSL_METHOD *a0), (a0)) \
     VALUE(SSL_CTX_set_options, uint64_t, (SSL_CTX *a0, uint64_t a1), (a0, a1)) \
@@ -83,6 +86,12 @@
     VOID(X509_EXTENSION_free, void, (X509_EXTENSION *a0), (a0)) \
     VALUE(X509_NAME_add_entry_by_txt, int, (X509_NAME *a0, const char *a1, int a2, const unsigned char *a3, int a4, int a5, int a6), (a0, a1, a2, a3, a4, a5, a6)) \
     VALUE(X509_NAME_get_text_by_NID, int, (const X509_NAME *a0, int a1, char *a2, int a3), (a0, a1, a2, a3)) \
+    VOID(X509_STORE_CTX_free, void, (X509_STORE_CTX *a0), (a0)) \
+    VALUE(X509_STORE_CTX_get_current_cert, X509 *, (const X509_STORE_CTX *a0), (a0)) \
+    VALUE(X509_STORE_CTX_get_error, int, (const X509_STORE_CTX *a0), (a0)) \
+    VALUE(X509_STORE_CTX_get_error_depth, int, (const X509_STORE_CTX *a0), (a0)) \
+    VALUE(X509_STORE_CTX_init, int, (X509_STORE_CTX *a0, X509_STORE *a1, X509 *a2, STACK_OF(X509) *a3), (a0, a1, a2, a3)) \
+    VALUE(X509_STORE_CTX_new, X509_STORE_CTX *, (void), ()) \
     VALUE(X509_add_ext, int, (X509 *a0, X509_EXTENSION *a1, int a2), (a0, a1, a2)) \
     VOID(X509_free, void, (X509 *a0), (a0)) \
     VALUE(X509_get_ext_d2i, void *, (const X509 *a0, int a1, int *a2, int *a3), (a0, a1, a2, a3)) \
@@ -96,6 +105,7 @@
     VALUE(X509_set_pubkey, int, (X509 *a0, EVP_PKEY *a1), (a0, a1)) \
     VALUE(X509_set_version, int, (X509 *a0, long a1), (a0, a1)) \
     VALUE(X509_sign, int, (X509 *a0, EVP_PKEY *a1, const EVP_MD *a2), (a0, a1, a2)) \
+    VALUE(X509_verify_cert, int, (X509_STORE_CTX *a0), (a0)) \
     VALUE(X509_verify_cert_error_string, const char *, (long a0), (a0))
 
 enum {

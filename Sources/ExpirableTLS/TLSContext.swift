@@ -42,9 +42,11 @@ public final class TLSContext: @unchecked Sendable {
         self.warnings = warnings
     }
 
-    /// The context of cluster node `node`: as `init`, and the certificate must name the node.
+    /// The context of cluster node `node`: as `init`, and the certificate must verify against the CA now (signed
+    /// by it, within its dates) and name the node, as its peers will require.
     public convenience init(node: String, caPath: String, certificatePath: String, keyPath: String) throws(TLSError) {
         try self.init(caPath: caPath, certificatePath: certificatePath, keyPath: keyPath)
+        try verifyOwnCertificate(node: node, caPath: caPath, certificatePath: certificatePath)
         let names: [String]
         do throws(TLSError) {
             names = try Certificates.names(inCertificateAt: certificatePath)

@@ -119,4 +119,81 @@ struct ClusterConfigurationTests {
         #expect(daemon.status == 1)
         #expect(daemon.stderr.contains("expirabled: \(expected)"))
     }
+
+    /// A `[cluster]` table for node-a listening on `listen`, with `peers` and the CA, certificate and key given.
+    static func table(listen: String = "127.0.0.2:1", peers: String = "node-b = \"127.0.0.3:1\"", ca: String, cert: String, key: String) -> String {
+        "[cluster]\nnode = \"node-a\"\nlisten = \"\(listen)\"\npeers = { \(peers) }\nca = \"\(ca)\"\ncert = \"\(cert)\"\nkey = \"\(key)\"\n"
+    }
+
+    /// `file:line` of the first line of `daemon`'s configuration starting with `prefix`.
+    static func place(_ daemon: DaemonProcess, _ prefix: String) throws -> String {
+        let lines = try String(contentsOfFile: daemon.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let index = try #require(lines.firstIndex { $0.hasPrefix(prefix) }, "no line starts with \(prefix)")
+        return "\(daemon.configPath):\(index + 1)"
+    }
+
+    /// Expects check-config and the daemon's start to refuse `daemon`'s configuration with `message` (after the
+    /// file and line); `exact`: check-config prints that message and nothing else.
+    static func expectRefusal(_ daemon: DaemonProcess, _ message: String, exact: Bool = true, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let check = try daemon.ctl("check-config", daemon.configPath)
+        #expect(check.status == 78, "check-config accepted it: \(check.stdout)", sourceLocation: sourceLocation)
+        if exact {
+            #expect(check.stderr == "expirablectl: \(message)\n", sourceLocation: sourceLocation)
+        } else {
+            #expect(check.stderr.hasPrefix("expirablectl: \(message)"), "\(check.stderr)", sourceLocation: sourceLocation)
+        }
+        let start = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath], seconds: 15)
+        #expect(start.status == 1, "the daemon started", sourceLocation: sourceLocation)
+        #expect(start.stderr.contains("expirabled: \(message)"), "\(start.stderr)", sourceLocation: sourceLocation)
+    }
+
+    @Test("check-config and the daemon refuse a certificate that cluster.ca did not sign, either way round")
+    func certificateMustBeSignedByCA() throws {
+        let pki = try TemporaryDirectory("expirable-pki")
+        defer { pki.remove() }
+        let rogue = try TemporaryDirectory("expirable-rogue")
+        defer { rogue.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        for dir in [pki, rogue] {
+            #expect(try runTool(ctl, ["cert", "ca", "--dir", dir.path]).status == 0)
+            #expect(try runTool(ctl, ["cert", "node", "node-a", "--dir", dir.path]).status == 0)
+        }
+        // A foreign CA with this cluster's certificate, and this cluster's CA with a certificate the foreign one signed.
+        for (ca, dir) in [(rogue.appending("ca.pem"), pki), (pki.appending("ca.pem"), rogue)] {
+            let cert = dir.appending("node-a.pem")
+            let daemon = try DaemonProcess(expirables: "", cluster: Self.table(ca: ca, cert: cert, key: dir.appending("node-a.key")),
+                                           testPlugins: [], shippedPlugins: [], start: false)
+            defer { daemon.remove() }
+            try Self.expectRefusal(daemon, "\(try Self.place(daemon, "cert = ")): cluster.cert \(cert) is not signed by cluster.ca \(ca) (OpenSSL: unable to get local issuer certificate); sign it with that CA (`expirablectl cert node node-a --dir DIR`, DIR holding that CA's ca.pem and ca.key) or point cluster.ca at the CA that signed it")
+        }
+    }
+
+    @Test("check-config and the daemon refuse an expired or not yet valid certificate, with its dates")
+    func certificateMustBeValidNow() throws {
+        let ctl = try TestPaths.product("expirablectl").path
+        let pki = try TemporaryDirectory("expirable-pki")
+        defer { pki.remove() }
+        #expect(try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0)
+        for (notBefore, days) in [(-30, 10), (2, 10)] {
+            let dir = try TemporaryDirectory("expirable-dated")
+            defer { dir.remove() }
+            for file in ["ca.pem", "ca.key"] { try FileManager.default.copyItem(atPath: pki.appending(file), toPath: dir.appending(file)) }
+            #expect(try runTool(ctl, ["cert", "node", "node-a", "--dir", dir.path, "--not-before-days=\(notBefore)", "--days", "\(days)"]).status == 0)
+            let cert = dir.appending("node-a.pem")
+            // The dates as OpenSSL prints them ("notBefore=2026-01-02 03:04:05Z"), in the message's form.
+            let dates = try runTool("openssl", ["x509", "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601", "-in", cert]).stdout
+                .split(separator: "\n").map { $0.split(separator: "=", maxSplits: 1)[1].dropLast() + " UTC" }
+            try #require(dates.count == 2)
+            let daemon = try DaemonProcess(expirables: "", cluster: Self.table(ca: dir.appending("ca.pem"), cert: cert, key: dir.appending("node-a.key")),
+                                           testPlugins: [], shippedPlugins: [], start: false)
+            defer { daemon.remove() }
+            let place = try Self.place(daemon, "cert = ")
+            let remedy = "make a new one with `expirablectl cert node node-a --dir DIR`, DIR holding the CA's ca.pem and ca.key"
+            if notBefore < 0 {
+                try Self.expectRefusal(daemon, "\(place): cluster.cert \(cert) expired on \(dates[1]) (valid from \(dates[0]) to \(dates[1])); \(remedy)")
+            } else {
+                try Self.expectRefusal(daemon, "\(place): cluster.cert \(cert) is not valid yet (valid from \(dates[0]) to \(dates[1])); check this machine's clock, or \(remedy)")
+            }
+        }
+    }
 }

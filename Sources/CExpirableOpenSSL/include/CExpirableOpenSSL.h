@@ -40,6 +40,12 @@ static inline long CExpirableSSL_CTX_set_mode_partial_writes(SSL_CTX *ctx) {
     return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
+/* The intermediates loaded with the context's certificate (SSL_CTX_use_certificate_chain_file), to verify it as
+ * a peer will; *chain is owned by the context. */
+static inline long CExpirableSSL_CTX_get0_chain_certs(SSL_CTX *ctx, STACK_OF(X509) **chain) {
+    return SSL_CTX_get0_chain_certs(ctx, chain);
+}
+
 static inline long CExpirableBIO_get_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
 
 static inline void CExpirableOPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
