@@ -158,6 +158,7 @@ struct ConfigurationDecoder {
             guard let value = peerTable[name] else { continue }
             peers.append(.init(name: name, endpoint: try endpoint(value, at: peerAt)))
         }
+        try refuseSharedAddresses(listen: listen, peers: peers, at: at)
         func file(_ key: String) throws(ConfigurationError) -> String {
             guard let p = try path(t, key, at: at) else { throw missing(at + [key], "a path to a PEM file") }
             return p
@@ -181,6 +182,41 @@ struct ConfigurationDecoder {
             cluster.joinTimeout = join
         }
         return cluster
+    }
+
+    /// Refuses a peer at this node's own listen address and two peers at one address: that peer would stay dead
+    /// for good (the node dials itself, or one listener answers for two names). Only certain duplicates are
+    /// refused: the same port and the same host, an IP address compared as the address it spells ("[::1]" is
+    /// "[0:0:0:0:0:0:0:1]") and a name without regard to case. A peer that may or may not be this node (one of
+    /// this machine's addresses when listen is 0.0.0.0, a name that resolves to it) is not refused.
+    private func refuseSharedAddresses(listen: Configuration.Endpoint, peers: [Configuration.Peer], at: [String]) throws(ConfigurationError) {
+        let own = ConfigurationDecoder.sameness(listen)
+        var owners: [String: String] = [:]
+        for peer in peers {
+            let address = ConfigurationDecoder.sameness(peer.endpoint)
+            if address == own {
+                throw error(at + ["peers", peer.name], "\(peer.endpoint) is this node's own listen address (cluster.listen); give \(peer.name) the address in \(peer.name)'s cluster.listen")
+            }
+            if let owner = owners[address] {
+                throw error(at + ["peers", peer.name], "\(peer.endpoint) is also \(owner)'s address; give each peer the address in its own cluster.listen")
+            }
+            owners[address] = peer.name
+        }
+    }
+
+    /// What two endpoints that are certainly the same address share: the port, and the host as inet_ntop writes
+    /// an IP address or in lower case as a name.
+    private static func sameness(_ endpoint: Configuration.Endpoint) -> String {
+        var host = endpoint.host.lowercased()
+        for family in [AF_INET, AF_INET6] {
+            var address = in6_addr()  // large enough for either family
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            if inet_pton(family, endpoint.host, &address) == 1, inet_ntop(family, &address, &text, socklen_t(text.count)) != nil {
+                host = text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+                break
+            }
+        }
+        return "\(host) \(endpoint.port)"
     }
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {

@@ -196,4 +196,33 @@ struct ClusterConfigurationTests {
             }
         }
     }
+
+    @Test("check-config and the daemon refuse two peers at one address, and a peer at this node's listen address")
+    func peerAddresses() throws {
+        let pki = try TemporaryDirectory("expirable-pki")
+        defer { pki.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        #expect(try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0)
+        #expect(try runTool(ctl, ["cert", "node", "node-a", "--dir", pki.path]).status == 0)
+        func daemon(listen: String = "127.0.0.71:27400", peers: String) throws -> DaemonProcess {
+            try DaemonProcess(expirables: "", cluster: Self.table(listen: listen, peers: peers, ca: pki.appending("ca.pem"), cert: pki.appending("node-a.pem"), key: pki.appending("node-a.key")),
+                              testPlugins: [], shippedPlugins: [], start: false)
+        }
+        let refused: [(listen: String, peers: String, message: String)] = [
+            ("127.0.0.71:27400", "node-b = \"127.0.0.72:27400\", node-c = \"127.0.0.72:27400\"", "cluster.peers.node-c: 127.0.0.72:27400 is also node-b's address; give each peer the address in its own cluster.listen"),
+            ("127.0.0.71:27400", "node-b = \"127.0.0.71:27400\", node-c = \"127.0.0.73:27400\"", "cluster.peers.node-b: 127.0.0.71:27400 is this node's own listen address (cluster.listen); give node-b the address in node-b's cluster.listen"),
+            // The same address spelled differently is still the same: IPv6 in another form, a host name in other case.
+            ("127.0.0.71:27400", "node-b = \"[::1]:7400\", node-c = \"[0:0:0:0:0:0:0:1]:7400\"", "cluster.peers.node-c: [0:0:0:0:0:0:0:1]:7400 is also node-b's address; give each peer the address in its own cluster.listen"),
+            ("node-a.example:7400", "node-b = \"NODE-A.example:7400\"", "cluster.peers.node-b: NODE-A.example:7400 is this node's own listen address (cluster.listen); give node-b the address in node-b's cluster.listen"),
+        ]
+        for (listen, peers, message) in refused {
+            let node = try daemon(listen: listen, peers: peers)
+            defer { node.remove() }
+            try Self.expectRefusal(node, "\(try Self.place(node, "peers = ")): \(message)")
+        }
+        // A wildcard listen may or may not be the address a peer is given: not refused (docs/cluster.md).
+        let wildcard = try daemon(listen: "0.0.0.0:27400", peers: "node-b = \"127.0.0.1:27400\"")
+        defer { wildcard.remove() }
+        #expect(try wildcard.ctl("check-config", wildcard.configPath).status == 0)
+    }
 }
