@@ -17,7 +17,6 @@
 #include "internal.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -25,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Largest token endpoint answer read; past it the call fails. */
@@ -174,6 +174,9 @@ static const char *const known_params[] = {
     "subject_token_type", "timeout", "token_url", "ttl", "value",
 };
 static const char *const repeatable_params[] = {"audience", "form", "resource", "scope"};
+/* Params naming a file: absolute paths only, since the plugin does not know the configuration file's directory and
+ * the daemon's working directory is nothing the configuration controls. */
+static const char *const path_params[] = {"ca_file", "client_secret_file", "private_key_file", "refresh_token_file", "subject_token_file"};
 /* Form fields the plugin writes itself, or that carry a secret and so never come from the configuration. */
 static const char *const reserved_fields[] = {
     "grant_type", "client_id", "client_secret", "refresh_token", "scope", "audience", "resource",
@@ -415,6 +418,18 @@ void *expirable_create(const expirable_call *call) {
             fail(call, "param '%.*s' contains a NUL byte", (int)key.len, key.ptr);
             return NULL;
         }
+        if (is_one_of(key, path_params, COUNT(path_params))) {
+            expirable_str path = call->params[i].value;
+            if (path.len == 0) {
+                fail(call, "param '%.*s' is empty; set it to a file's absolute path, or remove it", (int)key.len, key.ptr);
+                return NULL;
+            }
+            if (path.ptr[0] != '/') {
+                fail(call, "param '%.*s' is \"%.*s\", a relative path, which would depend on the daemon's working directory; write its "
+                     "absolute path (the plugin does not know where the configuration file is)", (int)key.len, key.ptr, (int)path.len, path.ptr);
+                return NULL;
+            }
+        }
         /* Params arrive sorted by key, an array as its key repeated. */
         if (i > 0 && same(call->params[i - 1].key, key) && !is_one_of(key, repeatable_params, COUNT(repeatable_params))) {
             fail(call, "param '%.*s' is given more than once; expected one value", (int)key.len, key.ptr);
@@ -528,8 +543,8 @@ void *expirable_create(const expirable_call *call) {
     expirable_str ca = param(call, "ca_file");
     if (ca.len != 0) {
         if ((o->ca_file = copy(ca)) == NULL) goto out_of_memory;
-        if (access(o->ca_file, R_OK) != 0) {
-            fail(call, "param 'ca_file': cannot read %s: %s", o->ca_file, strerror(errno));
+        if (oauth2_check_ca_file(o->ca_file, why, sizeof why) != 0) {
+            fail(call, "%s", why);
             goto refuse;
         }
     }
@@ -666,6 +681,18 @@ void expirable_fetch(const expirable_call *call) {
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
             goto done;
         }
+    }
+
+    /* curl opens ca_file itself, blocking: a file replaced by a FIFO since the start would hang the call. */
+    if (o->ca_file != NULL) {
+        struct stat st;
+        int fd = oauth2_open_regular_file("ca_file", o->ca_file, &st, why, sizeof why);
+        if (fd < 0) {
+            fail(call, "%s", why);
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+            goto done;
+        }
+        close(fd);
     }
 
     if (o->grant == GRANT_TOKEN_EXCHANGE
