@@ -62,6 +62,7 @@ typedef struct oauth2 {
     form_field *fields;
     size_t field_count;
     char *refresh_token_file; /* NULL: the state is the only source of a refresh token */
+    int refresh_token_file_keyed; /* it holds "{key}": each key of a family starts from its own file */
     /* grant = token_exchange: the file of the token traded, its type, and the type asked for (or NULL). */
     char *subject_token_file;
     char *subject_token_type;
@@ -235,6 +236,39 @@ static int same(expirable_str a, expirable_str b) {
 
 static int has_nul(expirable_str s) {
     return s.len != 0 && memchr(s.ptr, '\0', s.len) != NULL;
+}
+
+/* Whether `path` has a "." or ".." component. */
+static int has_dot_component(const char *path) {
+    for (const char *p = path; *p != '\0';) {
+        const char *end = strchr(p, '/');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
+        if (end == NULL) break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* `path` with each "{key}" replaced by `key` (malloc'd), or NULL when out of memory. */
+static char *expand_path(const char *path, expirable_str key) {
+    size_t holes = 0;
+    for (const char *p = strstr(path, "{key}"); p != NULL; p = strstr(p + 5, "{key}")) holes++;
+    char *out = malloc(strlen(path) + holes * key.len + 1);
+    if (out == NULL) return NULL;
+    char *o = out;
+    for (const char *p = path;;) {
+        const char *hole = strstr(p, "{key}");
+        size_t n = hole != NULL ? (size_t)(hole - p) : strlen(p);
+        memcpy(o, p, n);
+        o += n;
+        if (hole == NULL) break;
+        memcpy(o, key.ptr, key.len);
+        o += key.len;
+        p = hole + 5;
+    }
+    *o = '\0';
+    return out;
 }
 
 /* auth = basic | post, or none for a public client: the client secret's file, checked here and read again at each
@@ -527,12 +561,22 @@ void *expirable_create(const expirable_call *call) {
             goto refuse;
         }
         if ((o->refresh_token_file = copy(refresh_file)) == NULL) goto out_of_memory;
-        oauth2_buffer token = {0};
-        int rc = oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &token, why, sizeof why);
-        oauth2_buffer_wipe(&token);
-        if (rc != 0) {
-            fail(call, "%s", why);
+        /* With {key}, each key of a keyed family starts from its own file, read at its first call (there is no key
+         * here); without it, one file is the start of the expirable's one state. */
+        o->refresh_token_file_keyed = strstr(o->refresh_token_file, "{key}") != NULL;
+        if (o->refresh_token_file_keyed && has_dot_component(o->refresh_token_file)) {
+            fail(call, "param 'refresh_token_file' is \"%s\", with {key} and a \".\" or \"..\" component; write the path without them, "
+                 "so that a key cannot name a file outside its directory", o->refresh_token_file);
             goto refuse;
+        }
+        if (!o->refresh_token_file_keyed) {
+            oauth2_buffer token = {0};
+            int rc = oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &token, why, sizeof why);
+            oauth2_buffer_wipe(&token);
+            if (rc != 0) {
+                fail(call, "%s", why);
+                goto refuse;
+            }
         }
     }
 
@@ -651,6 +695,47 @@ static void wipe_headers(struct curl_slist *headers) {
     curl_slist_free_all(headers);
 }
 
+/* The first refresh token of a call without state, from refresh_token_file: the key's own file when its path has
+ * {key}. A keyed call on a path without {key} is refused, not sent: every key would start from the same token, and
+ * the second to use it would be a reuse, for which the identity provider revokes the whole token family (the
+ * first key's too). 0; -1 when refused (reported); -2 when out of memory. */
+static int read_refresh_token_file(const expirable_call *call, const oauth2 *o, oauth2_buffer *refresh) {
+    char why[768];
+    if (!o->refresh_token_file_keyed) {
+        if (call->key.len != 0) {
+            fail(call, "param 'refresh_token_file' %s is shared by every key of the family, and a refresh token used by two keys is a reuse "
+                 "that revokes its whole family; write {key} in its path (such as /etc/expirable/refresh_tokens/{key}) and put each key's "
+                 "first refresh token in its own file", o->refresh_token_file);
+            return -1;
+        }
+        if (oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, refresh, why, sizeof why) != 0) {
+            fail(call, "%s", why);
+            return -1;
+        }
+        return 0;
+    }
+    expirable_str key = call->key;
+    if (key.len == 0) {
+        fail(call, "param 'refresh_token_file' uses {key}, and this call has no key; set keyed = true on the expirable and fetch NAME:KEY");
+        return -1;
+    }
+    /* The path itself has no "." or ".." component (checked at create): only the key can make one. */
+    int slash = memchr(key.ptr, '/', key.len) != NULL;
+    char *path = slash ? NULL : expand_path(o->refresh_token_file, key);
+    if (!slash && path == NULL) return -2;
+    int rc = 0;
+    if (slash || has_dot_component(path)) {
+        fail(call, "the key \"%.*s\" cannot be used in param 'refresh_token_file' %s: a key may not hold \"/\" nor make a \".\" or \"..\" "
+             "component of it", (int)key.len, key.ptr, o->refresh_token_file);
+        rc = -1;
+    } else if (oauth2_read_secret_file("refresh_token_file", path, refresh, why, sizeof why) != 0) {
+        fail(call, "%s", why);
+        rc = -1;
+    }
+    free(path);
+    return rc;
+}
+
 void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
@@ -676,10 +761,13 @@ void expirable_fetch(const expirable_call *call) {
             fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
             goto done;
-        } else if (oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &refresh, why, sizeof why) != 0) {
-            fail(call, "%s", why);
-            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
-            goto done;
+        } else {
+            int rc = read_refresh_token_file(call, o, &refresh);
+            if (rc == -2) goto out_of_memory;
+            if (rc != 0) {
+                host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+                goto done;
+            }
         }
     }
 

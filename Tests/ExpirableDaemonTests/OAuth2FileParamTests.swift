@@ -2,8 +2,9 @@ import ExpirableTestSupport
 import Foundation
 import Testing
 
-/// The oauth2 plugin's file params through a real daemon and `expirablectl check-config`: the paths checked at
-/// start (FIFOs, relative paths, `ca_file`).
+/// The oauth2 plugin's file params through a real daemon and `expirablectl check-config`: a keyed refresh token
+/// family starting each key from its own `refresh_token_file` (SPEC §3.20) against the Authlib server
+/// (Tests/Fixtures/oauth_server.py), and the paths checked at start (FIFOs, empty and relative paths, `ca_file`).
 @Suite("oauth2 file params through the daemon")
 struct OAuth2FileParamTests {
     static let client = OAuth2DaemonTests.client
@@ -42,6 +43,83 @@ struct OAuth2FileParamTests {
             throw error
         }
         return daemon
+    }
+
+    @Test("a keyed refresh_token family with {key} in refresh_token_file starts each key from its own file; both rotate and the server sees no reuse; a key leaving the directory is a permanent error")
+    func keyedRefreshTokenFiles() throws {
+        let server = try OAuthServer(clients: [Self.client], expiresIn: 60)
+        defer { server.stop() }
+        let daemon = try OAuth2DaemonTests.daemon(server, OAuth2DaemonTests.oauth2(
+            "fam", "keyed = true", params: "grant = \"refresh_token\"\nrefresh_token_file = \"DIR/rt/{key}\"\nform = [\"k={key}\"]"
+        ))
+        defer { daemon.remove() }
+        try FileManager.default.createDirectory(atPath: daemon.directory.appending("rt"), withIntermediateDirectories: true)
+        var firsts: [String] = []
+        for key in ["a", "b"] {
+            let first = try server.startRefreshTokenFamily(client: Self.client.id, scope: "offline")
+            try Self.write(first + "\n", to: daemon.directory.appending("rt/\(key)"))
+            firsts.append(first)
+        }
+        try daemon.start()
+
+        var tokens: Set<String> = []
+        for round in 0..<4 {
+            for key in ["a", "b"] {
+                if round > 0 { #expect(try daemon.redis("CLEAR", "fam:\(key)") == "OK") }
+                let token = try daemon.redis("GET", "fam:\(key)")
+                #expect(token.hasPrefix("at-") && !tokens.contains(token), "round \(round), key \(key): \(token)")
+                tokens.insert(token)
+                #expect(try server.lastRequest().form["k"] == [key])
+            }
+        }
+        var counters = try server.counters()
+        #expect(counters.refreshes == 8, "\(counters)")
+        #expect(counters.reuses == 0, "a refresh token was used twice: \(counters)")
+        #expect(counters.revoked_families == 0, "\(counters)")
+
+        // A key that would name a file outside rt/: refused before anything is read or sent.
+        let requests = counters.requests
+        for key in ["..", "."] {
+            let refused = try daemon.redis("GET", "fam:\(key)")
+            #expect(refused.hasPrefix("FETCH ") && refused.hasSuffix("oauth2 plugin: the key \"\(key)\" cannot be used in param 'refresh_token_file' \(daemon.directory.path)/rt/{key}: a key may not hold \"/\" nor make a \".\" or \"..\" component of it"),
+                    "\(refused)")
+            #expect(try OAuth2DaemonTests.info(daemon, "fam:\(key)", "last_error_class") == "permanent")
+        }
+        let slashed = try daemon.redis("GET", "fam:x/../../client.secret")
+        #expect(slashed.contains("the key \"x/../../client.secret\" cannot be used in param 'refresh_token_file'"), "\(slashed)")
+        counters = try server.counters()
+        #expect(counters.requests == requests, "\(counters)")
+        let log = daemon.log
+        #expect(!tokens.contains { log.contains($0) } && !firsts.contains { log.contains($0) })
+    }
+
+    @Test("a keyed refresh_token family whose refresh_token_file has no {key} refuses to send the shared token: permanent, and the server sees no request and no reuse; a plain expirable on the file works")
+    func sharedRefreshTokenFile() throws {
+        let server = try OAuthServer(clients: [Self.client], expiresIn: 60)
+        defer { server.stop() }
+        let params = "grant = \"refresh_token\"\nrefresh_token_file = \"DIR/shared.rt\""
+        let daemon = try OAuth2DaemonTests.daemon(
+            server, OAuth2DaemonTests.oauth2("krt", "keyed = true", params: params) + OAuth2DaemonTests.oauth2("plain", params: params)
+        )
+        defer { daemon.remove() }
+        let first = try server.startRefreshTokenFamily(client: Self.client.id)
+        try Self.write(first + "\n", to: daemon.directory.appending("shared.rt"))
+        try daemon.start()
+
+        for key in ["a", "b"] {
+            let refused = try daemon.redis("GET", "krt:\(key)")
+            #expect(refused.hasPrefix("FETCH ") && refused.hasSuffix("oauth2 plugin: param 'refresh_token_file' \(daemon.directory.path)/shared.rt is shared by every key of the family, "
+                    + "and a refresh token used by two keys is a reuse that revokes its whole family; write {key} in its path (such as "
+                    + "/etc/expirable/refresh_tokens/{key}) and put each key's first refresh token in its own file"),
+                    "\(refused)")
+            #expect(try OAuth2DaemonTests.info(daemon, "krt:\(key)", "last_error_class") == "permanent")
+        }
+        var counters = try server.counters()
+        #expect(counters.requests == 0 && counters.reuses == 0, "\(counters)")
+
+        #expect(try daemon.redis("GET", "plain").hasPrefix("at-"), "a plain expirable has one state, so the file is its own")
+        counters = try server.counters()
+        #expect(counters.refreshes == 1 && counters.reuses == 0 && counters.revoked_families == 0, "\(counters)")
     }
 
     @Test("a FIFO in any file param is refused by check-config and at start, naming the param, without hanging; a symlink to a regular file is still accepted")

@@ -349,6 +349,7 @@ struct OAuth2ParamTests {
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"ca.pem\"", "param 'ca_file' is \"ca.pem\", a relative path, which would depend on the daemon's working directory; write its absolute path (the plugin does not know where the configuration file is)"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"DIR\"", "param 'ca_file': DIR is not a regular file"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"SECRET\"", "param 'ca_file': SECRET holds no PEM certificate; expected the CA certificates that may sign the endpoint's, each from \"-----BEGIN CERTIFICATE-----\""),
+        ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"DIR/../{key}\"", "param 'refresh_token_file' is \"DIR/../{key}\", with {key} and a \".\" or \"..\" component; write the path without them, so that a key cannot name a file outside its directory"),
     ])
     func refuses(params: String, reason: String) throws {
         let fixture = try PluginFixture()
