@@ -35,10 +35,26 @@ OAUTH2_HIDDEN void oauth2_buffer_wipe(oauth2_buffer *b);
 /* Largest secret file accepted (a client secret, a refresh token). */
 #define OAUTH2_MAX_SECRET_FILE 16384
 
+struct stat;
+
+/* Opens `path` (named by param `param` in messages) for reading without blocking, so that a FIFO or a device
+ * cannot hang the caller, and fstats it into `st`. Returns the descriptor of a regular file (a symlink to one is
+ * followed), or -1 with the reason in `error`: cannot open, or "PATH is not a regular file". */
+OAUTH2_HIDDEN int oauth2_open_regular_file(const char *param, const char *path, struct stat *st, char *error, size_t error_size);
+
 /* Reads the secret in `path` (named by param `param` in messages) into `out`, dropping one trailing "\n" or
  * "\r\n". Refuses a file that is missing, unreadable, not a regular file, accessible by others, writable by its
  * group, empty or over OAUTH2_MAX_SECRET_FILE bytes. Returns 0, or -1 with the reason in `error`. */
 OAUTH2_HIDDEN int oauth2_read_secret_file(const char *param, const char *path, oauth2_buffer *out, char *error, size_t error_size);
+
+/* ---- ca_file.c ---- */
+
+/* Largest ca_file accepted (a system bundle is about 200 KiB). */
+#define OAUTH2_MAX_CA_FILE (4 * 1024 * 1024)
+
+/* Whether `path` (param ca_file) is a regular file, readable, of at most OAUTH2_MAX_CA_FILE bytes, holding at least
+ * one PEM certificate. Returns 0, or -1 with the reason in `error`. */
+OAUTH2_HIDDEN int oauth2_check_ca_file(const char *path, char *error, size_t error_size);
 
 /* ---- client_assertion.c ---- */
 

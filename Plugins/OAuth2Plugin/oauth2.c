@@ -17,7 +17,6 @@
 #include "internal.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -25,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Largest token endpoint answer read; past it the call fails. */
@@ -62,6 +62,7 @@ typedef struct oauth2 {
     form_field *fields;
     size_t field_count;
     char *refresh_token_file; /* NULL: the state is the only source of a refresh token */
+    int refresh_token_file_keyed; /* it holds "{key}": each key of a family starts from its own file */
     /* grant = token_exchange: the file of the token traded, its type, and the type asked for (or NULL). */
     char *subject_token_file;
     char *subject_token_type;
@@ -174,6 +175,9 @@ static const char *const known_params[] = {
     "subject_token_type", "timeout", "token_url", "ttl", "value",
 };
 static const char *const repeatable_params[] = {"audience", "form", "resource", "scope"};
+/* Params naming a file: absolute paths only, since the plugin does not know the configuration file's directory and
+ * the daemon's working directory is nothing the configuration controls. */
+static const char *const path_params[] = {"ca_file", "client_secret_file", "private_key_file", "refresh_token_file", "subject_token_file"};
 /* Form fields the plugin writes itself, or that carry a secret and so never come from the configuration. */
 static const char *const reserved_fields[] = {
     "grant_type", "client_id", "client_secret", "refresh_token", "scope", "audience", "resource",
@@ -232,6 +236,39 @@ static int same(expirable_str a, expirable_str b) {
 
 static int has_nul(expirable_str s) {
     return s.len != 0 && memchr(s.ptr, '\0', s.len) != NULL;
+}
+
+/* Whether `path` has a "." or ".." component. */
+static int has_dot_component(const char *path) {
+    for (const char *p = path; *p != '\0';) {
+        const char *end = strchr(p, '/');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
+        if (end == NULL) break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* `path` with each "{key}" replaced by `key` (malloc'd), or NULL when out of memory. */
+static char *expand_path(const char *path, expirable_str key) {
+    size_t holes = 0;
+    for (const char *p = strstr(path, "{key}"); p != NULL; p = strstr(p + 5, "{key}")) holes++;
+    char *out = malloc(strlen(path) + holes * key.len + 1);
+    if (out == NULL) return NULL;
+    char *o = out;
+    for (const char *p = path;;) {
+        const char *hole = strstr(p, "{key}");
+        size_t n = hole != NULL ? (size_t)(hole - p) : strlen(p);
+        memcpy(o, p, n);
+        o += n;
+        if (hole == NULL) break;
+        memcpy(o, key.ptr, key.len);
+        o += key.len;
+        p = hole + 5;
+    }
+    *o = '\0';
+    return out;
 }
 
 /* auth = basic | post, or none for a public client: the client secret's file, checked here and read again at each
@@ -415,6 +452,18 @@ void *expirable_create(const expirable_call *call) {
             fail(call, "param '%.*s' contains a NUL byte", (int)key.len, key.ptr);
             return NULL;
         }
+        if (is_one_of(key, path_params, COUNT(path_params))) {
+            expirable_str path = call->params[i].value;
+            if (path.len == 0) {
+                fail(call, "param '%.*s' is empty; set it to a file's absolute path, or remove it", (int)key.len, key.ptr);
+                return NULL;
+            }
+            if (path.ptr[0] != '/') {
+                fail(call, "param '%.*s' is \"%.*s\", a relative path, which would depend on the daemon's working directory; write its "
+                     "absolute path (the plugin does not know where the configuration file is)", (int)key.len, key.ptr, (int)path.len, path.ptr);
+                return NULL;
+            }
+        }
         /* Params arrive sorted by key, an array as its key repeated. */
         if (i > 0 && same(call->params[i - 1].key, key) && !is_one_of(key, repeatable_params, COUNT(repeatable_params))) {
             fail(call, "param '%.*s' is given more than once; expected one value", (int)key.len, key.ptr);
@@ -512,12 +561,22 @@ void *expirable_create(const expirable_call *call) {
             goto refuse;
         }
         if ((o->refresh_token_file = copy(refresh_file)) == NULL) goto out_of_memory;
-        oauth2_buffer token = {0};
-        int rc = oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &token, why, sizeof why);
-        oauth2_buffer_wipe(&token);
-        if (rc != 0) {
-            fail(call, "%s", why);
+        /* With {key}, each key of a keyed family starts from its own file, read at its first call (there is no key
+         * here); without it, one file is the start of the expirable's one state. */
+        o->refresh_token_file_keyed = strstr(o->refresh_token_file, "{key}") != NULL;
+        if (o->refresh_token_file_keyed && has_dot_component(o->refresh_token_file)) {
+            fail(call, "param 'refresh_token_file' is \"%s\", with {key} and a \".\" or \"..\" component; write the path without them, "
+                 "so that a key cannot name a file outside its directory", o->refresh_token_file);
             goto refuse;
+        }
+        if (!o->refresh_token_file_keyed) {
+            oauth2_buffer token = {0};
+            int rc = oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &token, why, sizeof why);
+            oauth2_buffer_wipe(&token);
+            if (rc != 0) {
+                fail(call, "%s", why);
+                goto refuse;
+            }
         }
     }
 
@@ -528,8 +587,8 @@ void *expirable_create(const expirable_call *call) {
     expirable_str ca = param(call, "ca_file");
     if (ca.len != 0) {
         if ((o->ca_file = copy(ca)) == NULL) goto out_of_memory;
-        if (access(o->ca_file, R_OK) != 0) {
-            fail(call, "param 'ca_file': cannot read %s: %s", o->ca_file, strerror(errno));
+        if (oauth2_check_ca_file(o->ca_file, why, sizeof why) != 0) {
+            fail(call, "%s", why);
             goto refuse;
         }
     }
@@ -636,6 +695,47 @@ static void wipe_headers(struct curl_slist *headers) {
     curl_slist_free_all(headers);
 }
 
+/* The first refresh token of a call without state, from refresh_token_file: the key's own file when its path has
+ * {key}. A keyed call on a path without {key} is refused, not sent: every key would start from the same token, and
+ * the second to use it would be a reuse, for which the identity provider revokes the whole token family (the
+ * first key's too). 0; -1 when refused (reported); -2 when out of memory. */
+static int read_refresh_token_file(const expirable_call *call, const oauth2 *o, oauth2_buffer *refresh) {
+    char why[768];
+    if (!o->refresh_token_file_keyed) {
+        if (call->key.len != 0) {
+            fail(call, "param 'refresh_token_file' %s is shared by every key of the family, and a refresh token used by two keys is a reuse "
+                 "that revokes its whole family; write {key} in its path (such as /etc/expirable/refresh_tokens/{key}) and put each key's "
+                 "first refresh token in its own file", o->refresh_token_file);
+            return -1;
+        }
+        if (oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, refresh, why, sizeof why) != 0) {
+            fail(call, "%s", why);
+            return -1;
+        }
+        return 0;
+    }
+    expirable_str key = call->key;
+    if (key.len == 0) {
+        fail(call, "param 'refresh_token_file' uses {key}, and this call has no key; set keyed = true on the expirable and fetch NAME:KEY");
+        return -1;
+    }
+    /* The path itself has no "." or ".." component (checked at create): only the key can make one. */
+    int slash = memchr(key.ptr, '/', key.len) != NULL;
+    char *path = slash ? NULL : expand_path(o->refresh_token_file, key);
+    if (!slash && path == NULL) return -2;
+    int rc = 0;
+    if (slash || has_dot_component(path)) {
+        fail(call, "the key \"%.*s\" cannot be used in param 'refresh_token_file' %s: a key may not hold \"/\" nor make a \".\" or \"..\" "
+             "component of it", (int)key.len, key.ptr, o->refresh_token_file);
+        rc = -1;
+    } else if (oauth2_read_secret_file("refresh_token_file", path, refresh, why, sizeof why) != 0) {
+        fail(call, "%s", why);
+        rc = -1;
+    }
+    free(path);
+    return rc;
+}
+
 void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
@@ -661,11 +761,26 @@ void expirable_fetch(const expirable_call *call) {
             fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
             goto done;
-        } else if (oauth2_read_secret_file("refresh_token_file", o->refresh_token_file, &refresh, why, sizeof why) != 0) {
+        } else {
+            int rc = read_refresh_token_file(call, o, &refresh);
+            if (rc == -2) goto out_of_memory;
+            if (rc != 0) {
+                host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+                goto done;
+            }
+        }
+    }
+
+    /* curl opens ca_file itself, blocking: a file replaced by a FIFO since the start would hang the call. */
+    if (o->ca_file != NULL) {
+        struct stat st;
+        int fd = oauth2_open_regular_file("ca_file", o->ca_file, &st, why, sizeof why);
+        if (fd < 0) {
             fail(call, "%s", why);
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
             goto done;
         }
+        close(fd);
     }
 
     if (o->grant == GRANT_TOKEN_EXCHANGE

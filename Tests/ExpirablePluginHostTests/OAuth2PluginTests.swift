@@ -340,6 +340,16 @@ struct OAuth2ParamTests {
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nvalue = \"id_token\"", "param 'value' is \"id_token\"; expected \"access_token\" (the default) or \"response\" (the whole JSON answer)"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nclient_id_file = \"x\"", "unknown param 'client_id_file'; expected one of assertion_audience, assertion_lifetime, audience, auth, ca_file, client_id, client_secret_file, form, grant, key_id, private_key_file, refresh_token_file, requested_token_type, resource, scope, signing_alg, subject_token_file, subject_token_type, timeout, token_url, ttl, value"),
         ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nauth = \"post\"", "param 'auth' says how to send the client secret, and there is none; set client_secret_file, or remove auth for a public client"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"\"", "param 'ca_file' is empty; set it to a file's absolute path, or remove it"),
+        ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"\"", "param 'client_secret_file' is empty; set it to a file's absolute path, or remove it"),
+        ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"\"", "param 'refresh_token_file' is empty; set it to a file's absolute path, or remove it"),
+        ("\(url)\ngrant = \"token_exchange\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nsubject_token_file = \"\"", "param 'subject_token_file' is empty; set it to a file's absolute path, or remove it"),
+        ("\(url)\nclient_id = \"c\"\nauth = \"private_key_jwt\"\nprivate_key_file = \"\"", "param 'private_key_file' is empty; set it to a file's absolute path, or remove it"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"../secrets/basic.secret\"", "param 'client_secret_file' is \"../secrets/basic.secret\", a relative path, which would depend on the daemon's working directory; write its absolute path (the plugin does not know where the configuration file is)"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"ca.pem\"", "param 'ca_file' is \"ca.pem\", a relative path, which would depend on the daemon's working directory; write its absolute path (the plugin does not know where the configuration file is)"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"DIR\"", "param 'ca_file': DIR is not a regular file"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"SECRET\"", "param 'ca_file': SECRET holds no PEM certificate; expected the CA certificates that may sign the endpoint's, each from \"-----BEGIN CERTIFICATE-----\""),
+        ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"DIR/../{key}\"", "param 'refresh_token_file' is \"DIR/../{key}\", with {key} and a \".\" or \"..\" component; write the path without them, so that a key cannot name a file outside its directory"),
     ])
     func refuses(params: String, reason: String) throws {
         let fixture = try PluginFixture()
