@@ -96,7 +96,16 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
     /// network failing.
     var isProtocolViolation: Bool {
         switch self {
-        case .oversizeFrame, .unknownFrameType, .malformedFrame, .truncatedFrame, .notHello, .wrongNode, .badVersion, .unexpectedFrame: true
+        case .oversizeFrame, .unknownFrameType, .malformedFrame, .truncatedFrame, .unexpectedFrame: true
+        default: false
+        }
+    }
+
+    /// Whether a connection failed a check of who it is (its hello does not confirm the certificate, or speaks
+    /// another protocol): logged as a refused peer connection, as a failed TLS check is.
+    var isRefusal: Bool {
+        switch self {
+        case .notHello, .wrongNode, .badVersion: true
         default: false
         }
     }
