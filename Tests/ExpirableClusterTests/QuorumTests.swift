@@ -89,6 +89,14 @@ struct QuorumTests {
         #expect(try TestCluster.eventually { try cluster["node-c"].redis("GET", "token") == second }, "healed, the minority gets the value")
     }
 
+    @Test("INFO of an expirable without quorum names the setting's value: single_flight is \"available\"")
+    func leaseLineNamesTheSetting() throws {
+        let cluster = try TestCluster(2, expirables: counters())
+        defer { cluster.remove() }
+        let info = try cluster["node-a"].redis("INFO", "token")
+        #expect(info.contains("lease:none: single_flight is \"available\", so the owner calls without asking the others"), "\(info)")
+    }
+
     @Test("across a minute of kill -9, SIGSTOP/SIGCONT, restarts, partitions and one-way cuts, no two plugin calls ever overlap")
     func churn() async throws {
         let shared = try TemporaryDirectory("quorum")
