@@ -76,7 +76,7 @@ extension Cluster {
     func leaseInfo(_ name: String) -> (String, String) {
         let base = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
         guard options.quorum[base] != nil else {
-            return ("lease", "none: single_flight is local, so the owner calls without asking the others")
+            return ("lease", "none: single_flight is \"available\", so the owner calls without asking the others")
         }
         let (held, pending) = state.withLock { ($0.held[name], $0.leases[name] != nil) }
         if let held { return ("lease", "held by this node (lease \(held)) for the call under way") }

@@ -309,25 +309,33 @@ final class InboundLink: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let peer: String
+        let peer: String?
         switch state {
         case .verified(let verified, _), .linked(let verified, _): peer = verified
-        case .handshaking, .closed: peer = "unverified"
+        case .handshaking, .closed: peer = nil
         }
+        let host = context.channel.remoteAddress?.ipAddress ?? "unknown"
         switch error {
         case let error as PeerError where error.isProtocolViolation:
-            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            cluster.logger.warning("malformed frame from peer; closing that link", metadata: ["peer": "\(peer ?? "unverified")", "reason": "\(error)"])
+        case let error as PeerError where error.isRefusal:
+            // Only after TLS verified the certificate: the hello that must confirm it does not.
+            cluster.refusedVerified(peer ?? "unverified", from: host, reason: "\(error)")
         case let error as PeerError:
             if case .stalledMidFrame = error {
-                cluster.logger.warning("peer stalled in the middle of a frame; closing that link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+                cluster.logger.warning("peer stalled in the middle of a frame; closing that link", metadata: ["peer": "\(peer ?? "unverified")", "reason": "\(error)"])
             } else {
-                cluster.logger.warning("closing a peer's link", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+                cluster.logger.warning("closing a peer's link", metadata: ["peer": "\(peer ?? "unverified")", "reason": "\(error)"])
             }
         case is ByteToMessageDecoderError:
             return  // bytes after a frame error, on a link already closing
         default:
-            let remote = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
-            cluster.logger.warning("refused peer connection", metadata: ["from": "\(remote)", "peer": "\(peer)", "reason": "\(error)"])
+            // Before a certificate is verified, anyone who can reach the port can cause this as often as they like.
+            if let peer {
+                cluster.refusedVerified(peer, from: host, reason: Cluster.refusalReason(error))
+            } else {
+                cluster.refusedUnverified(from: host, reason: Cluster.refusalReason(error))
+            }
         }
         context.close(promise: nil)
     }

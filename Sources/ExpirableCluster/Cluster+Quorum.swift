@@ -27,6 +27,9 @@ extension Cluster {
         let number: LeaseNumber = state.withLock { s in
             let number = s.grants.propose(name, node: options.node)
             var attempt = LeaseAttempt(name: name, number: number, sentAt: now, duration: duration, voters: voters)
+            // Peers dead in this node's view are not waited for: if the others cannot make a majority, the caller
+            // hears so at once rather than after `leaseAnswerWait`.
+            for (peer, record) in s.peers where !record.isAlive(now: now, deadAfter: options.deadAfter) { attempt.deadInView(peer) }
             switch s.grants.request(name, number: number, duration: duration, now: now) {
             case .granted: attempt.grant(from: options.node)
             case .refused(let refusal): attempt.refusal(from: options.node, refusal)
@@ -179,12 +182,14 @@ extension Cluster {
     }
 
     /// Why `attempt` on `name` was lost: who refused (`refusals`, the attempt's own or the ones it had when it
-    /// timed out), and who did not answer. The caller gets its description as a FETCH error.
+    /// timed out), who was dead in this node's view, and who did not answer. The caller gets its description as
+    /// a FETCH error.
     func noQuorum(_ name: String, _ attempt: LeaseAttempt, refusals: [String: LeaseRefusal]) -> PeerError {
         let all = [options.node] + options.peers.map(\.name)
-        let silent = all.filter { !attempt.granted.contains($0) && refusals[$0] == nil }
+        let unanswered = all.filter { !attempt.granted.contains($0) && refusals[$0] == nil }
         return .noQuorum(name: name, lease: attempt.number, needed: LeaseAttempt.majority(of: attempt.voters), voters: attempt.voters,
-                         granted: attempt.granted.count, refusals: refusals, silent: silent.sorted())
+                         granted: attempt.granted.count, refusals: refusals, dead: unanswered.filter { attempt.dead.contains($0) }.sorted(),
+                         silent: unanswered.filter { !attempt.dead.contains($0) }.sorted())
     }
 
     /// Whether a value under `lease` from a peer must be refused, having seen a newer lease; records it otherwise.

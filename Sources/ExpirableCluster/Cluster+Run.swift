@@ -90,6 +90,7 @@ extension Cluster {
         noticePause(tick: true)
         sendHeartbeats()
         reportRefusals()
+        reportConnectionRefusals()
         let now = clock.monotonicNanos
         let deadAfter = UInt64(options.deadAfter.nanoseconds)
         // Each link is judged on its own evidence (SPEC §4.14). A link this node dialed whose heartbeats the peer

@@ -24,6 +24,8 @@ public final class Cluster: Service, Replicator, Sendable {
     let state: Mutex<ClusterState>
     /// Apart from `state`: taken on every accept, which must not wait behind the peers' bookkeeping.
     let admission = Mutex(Admission())
+    /// Refused connections counted for the log (`Cluster+Refusals.swift`).
+    let refusals = Mutex(Refusals())
 
     /// Every buffer of a peer link comes from it (TLS plaintext, frames being read and written). Values cross
     /// the links in plain bytes inside TLS; the daemon passes an allocator that zeroes memory as it frees it.

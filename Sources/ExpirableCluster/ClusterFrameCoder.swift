@@ -20,6 +20,8 @@ struct ClusterFrameDecoder: ByteToMessageDecoder {
     private final class StallTimer {
         var timer: (any Cancellable)?
         var stopped = false
+        /// The stall was reported: the close it causes is not a truncated frame too.
+        var fired = false
 
         func stop() {
             stopped = true
@@ -56,6 +58,7 @@ struct ClusterFrameDecoder: ByteToMessageDecoder {
                     let (context, timer) = bound.value
                     guard !timer.stopped else { return }
                     timer.stopped = true
+                    timer.fired = true
                     context.fireErrorCaught(error)
                 }
             }
@@ -66,8 +69,14 @@ struct ClusterFrameDecoder: ByteToMessageDecoder {
 
     mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
         while try decode(context: context, buffer: &buffer) == .continue {}
+        let stalled = stallTimer?.fired == true
         stopStallTimer()
         guard buffer.readableBytes == 0 else {
+            // The link closes because the frame stalled, which was reported: one event, one line.
+            if stalled {
+                buffer.moveReaderIndex(to: buffer.writerIndex)
+                return .needMoreData
+            }
             let bytes = buffer.readableBytes
             buffer.moveReaderIndex(to: buffer.writerIndex)
             throw PeerError.truncatedFrame(bytes: bytes)

@@ -201,6 +201,9 @@ struct LeaseAttempt {
     let voters: Int
     private(set) var granted: Set<String> = []
     private(set) var refused: [String: LeaseRefusal] = [:]
+    /// Nodes not counted on: dead in the asker's view when it asked, so no answer is waited for (one that comes
+    /// all the same counts, if the attempt is not over).
+    private(set) var dead: Set<String> = []
     /// What the answering nodes know that a call depends on: the newest lease each knows of (other than this one)
     /// whose call may not be over, and the version of the plugin state each holds.
     private(set) var unfinished: [String: LeaseNumber] = [:]
@@ -247,6 +250,12 @@ struct LeaseAttempt {
         refused[node] = reason
     }
 
+    /// `node` is dead in this node's view: a majority that needs its answer is out of reach now, not at the end
+    /// of the wait. Giving up sooner calls nothing, so it cannot make two calls overlap.
+    mutating func deadInView(_ node: String) {
+        dead.insert(node)
+    }
+
     /// What `node` said, with its grant or refusal, about earlier calls and its state.
     mutating func learn(from node: String, unfinished number: LeaseNumber?, stateVersion: Version?) {
         if let number { unfinished[node] = number }
@@ -272,7 +281,8 @@ struct LeaseAttempt {
             let usable = duration - Self.margin(of: duration)
             return .held(until: sentAt &+ UInt64(max(0, usable.nanoseconds)))
         }
-        if voters - refused.count < majority { return .lost(refused) }
+        let waitedFor = voters - refused.count - dead.subtracting(granted).subtracting(refused.keys).count
+        if waitedFor < majority { return .lost(refused) }
         return nil
     }
 }

@@ -51,8 +51,9 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
     // MARK: Quorum single flight
 
     /// No majority granted `lease` on `name`, so no call was made: `needed` of the `voters` configured nodes had
-    /// to grant it and `granted` did; the nodes that refused it, and why, and those that did not answer in time.
-    case noQuorum(name: String, lease: LeaseNumber, needed: Int, voters: Int, granted: Int, refusals: [String: LeaseRefusal], silent: [String])
+    /// to grant it and `granted` did; the nodes that refused it, and why, those dead in this node's view (not
+    /// waited for), and those that did not answer in time.
+    case noQuorum(name: String, lease: LeaseNumber, needed: Int, voters: Int, granted: Int, refusals: [String: LeaseRefusal], dead: [String], silent: [String])
     /// The majority's lease arrived with less of it left than the call's timeout: nothing was called.
     case leaseTooLate(name: String, lease: LeaseNumber, timeoutMillis: Int64)
     /// The call ended after its lease had run out on this node's clock: its result is dropped.
@@ -80,9 +81,10 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
             "\(node) dropped \(peer)'s fetch of \(name): its deadline (\(deadline) ms) had passed when it was read\(pause.map { " after a pause of \($0) ms" } ?? ""); try again"
         case .sentBeforeRejoin(let node, let peer, let name, let pause):
             "\(node) dropped \(peer)'s fetch of \(name): it was sent before \(peer) heard from \(node) again after a pause of \(pause) ms; try again"
-        case .noQuorum(let name, let lease, let needed, let voters, let granted, let refusals, let silent):
+        case .noQuorum(let name, let lease, let needed, let voters, let granted, let refusals, let dead, let silent):
             "no quorum for \(name): a plugin call needs a lease granted by \(needed) of the \(voters) configured nodes, and \(granted) granted it ("
                 + (refusals.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.text(refusing: lease))" }
+                    + (dead.isEmpty ? [] : ["\(dead.joined(separator: ", ")): dead in this node's view"])
                     + (silent.isEmpty ? [] : ["no answer from \(silent.joined(separator: ", "))"])).joined(separator: "; ")
                 + "); values already held are still served"
         case .leaseTooLate(let name, let lease, let timeout):
@@ -96,7 +98,16 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
     /// network failing.
     var isProtocolViolation: Bool {
         switch self {
-        case .oversizeFrame, .unknownFrameType, .malformedFrame, .truncatedFrame, .notHello, .wrongNode, .badVersion, .unexpectedFrame: true
+        case .oversizeFrame, .unknownFrameType, .malformedFrame, .truncatedFrame, .unexpectedFrame: true
+        default: false
+        }
+    }
+
+    /// Whether a connection failed a check of who it is (its hello does not confirm the certificate, or speaks
+    /// another protocol): logged as a refused peer connection, as a failed TLS check is.
+    var isRefusal: Bool {
+        switch self {
+        case .notHello, .wrongNode, .badVersion: true
         default: false
         }
     }

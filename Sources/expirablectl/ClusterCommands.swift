@@ -9,7 +9,7 @@ struct ClusterStatus: AsyncParsableCommand {
         abstract: "List the cluster's members: state, address, certificate name, time since last heard, TLS version, clock offset.",
         discussion: "A peer is alive when it is linked both ways over mutual TLS and was heard from within three heartbeats. CLOCK is a peer's clock offset from this node as measured from heartbeats (+: ahead), and for this node the correction from its wall clock to cluster time, by which versions are stamped; a clock further than max_clock_offset from cluster time is an ERROR under NOTE. Configuration differences between nodes and the last error reaching a dead peer are shown under NOTE too."
     )
-    @Flag(help: "Print the members as a JSON array, one object per member with the daemon's fields (node, state, address, certificate, last_heard_ms, tls, clock_offset_ms, config, error).")
+    @Flag(help: "Print the members as a JSON array, one object per member with the daemon's fields (node, state, address, certificate, last_heard_ms, tls, clock_offset_ms, rtt_ms, config, error); what is unknown or does not apply is null.")
     var json = false
     @OptionGroup var connection: Connection
 
@@ -17,7 +17,7 @@ struct ClusterStatus: AsyncParsableCommand {
         try await reporting {
             let members = try await connection.client.cluster()
             if json {
-                try JSONOutput.print(members.map(JSONOutput.typed))
+                try JSONOutput.print(members.map(JSONOutput.clusterMember))
                 return
             }
             var rows = [["NODE", "STATE", "ADDRESS", "CERTIFICATE", "LAST HEARD", "TLS", "CLOCK", "NOTE"]]

@@ -37,6 +37,19 @@ enum JSONOutput {
         return object
     }
 
+    /// Keys of a CLUSTER member that are numbers: when the daemon does not know one (`-`: this node's time since
+    /// last heard, a peer never heard from), it is null, not a string.
+    static let clusterNumberKeys: Set<String> = ["last_heard_ms", "clock_offset_ms", "rtt_ms", "queue"]
+
+    /// A member's CLUSTER fields as `cluster --json` prints them: `typed`, with the daemon's `-` (unknown, or not
+    /// applicable: this node's own certificate and TLS version) as null, so each key has one type.
+    static func clusterMember(_ fields: [String: String]) -> [String: Any] {
+        var object = typed(fields.filter { $0.value != "-" || $0.key == "node" })
+        for key in fields.keys where key != "node" && fields[key] == "-" { object[key] = NSNull() }
+        for key in clusterNumberKeys where object[key] is String { object[key] = NSNull() }
+        return object
+    }
+
     /// The daemon's INFO or CLUSTER fields (`key:value` text) as typed JSON members: numbers as numbers, yes/no
     /// as booleans, `none` as null, everything else (and every key in `textKeys`) as the string it is.
     static func typed(_ fields: [String: String]) -> [String: Any] {

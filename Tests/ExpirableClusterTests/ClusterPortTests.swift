@@ -74,6 +74,68 @@ struct ClusterPortTests {
         let log = cluster["node-a"].log
         #expect(log.contains("peer stalled in the middle of a frame; closing that link"), "s_client said: \(client.output)\nnode-a's log ends: \(log.suffix(1500))")
         #expect(!log.contains("no hello within"), "hello was accepted, so only the stall can have closed the link")
+        // One event, one line: the close that follows the stall is not reported again as a truncated frame.
+        #expect(!log.contains("into a frame"), "\(log.split(separator: "\n").filter { $0.contains("peer=node-b") && !$0.contains(" debug ") })")
+    }
+
+    @Test("handshakes without a certificate, and HTTP requests, from anyone: a line per reason with the count, not one per connection; each at debug")
+    func unauthenticatedRefusalsCounted() throws {
+        let cluster = try TestCluster(2, expirables: counters())
+        defer { cluster.remove() }
+        let node = cluster["node-a"]
+        let (host, port) = try PeerSecurityTests.listenAddress(cluster)
+        // One after another, as fast as a shell loop goes: 60 TLS clients without a certificate, then 30 HTTP requests.
+        let noCertificate = try runTool("sh", ["-c", "for i in $(seq 60); do openssl s_client -connect \(host):\(port) </dev/null >/dev/null 2>&1; done; true"], seconds: 60)
+        #expect(noCertificate.status == 0, "\(noCertificate.stderr)")
+        let http = try runTool("bash", ["-c", "for i in $(seq 30); do timeout 2 bash -c 'exec 3<>/dev/tcp/\(host)/\(port); printf \"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\" >&3; cat <&3 >/dev/null'; done; true"], seconds: 90)
+        #expect(http.status == 0, "\(http.stderr)")
+
+        func lines(_ reason: String, level: String) -> [Substring] {
+            node.log.split(separator: "\n").filter { $0.contains(" \(level) ") && $0.contains("refused peer connection") && $0.contains(reason) }
+        }
+        /// The counts the warning lines about `reason` report, added up.
+        func reported(_ reason: String) -> Int {
+            lines(reason, level: "warning").reduce(0) { sum, line in
+                guard let field = line.split(separator: " ").first(where: { $0.hasPrefix("refused=") }) else { return sum + 1 }
+                return sum + (Int(field.dropFirst("refused=".count)) ?? 1)
+            }
+        }
+        for reason in ["peer did not return a certificate", "http request"] {
+            // Each refusal at debug; their count at warning, at most once every 10 s (so within 12 s every one is counted).
+            let each = lines(reason, level: "debug").count
+            #expect(each >= 10, "\(reason): \(each) debug lines; node-a's log ends: \(node.log.suffix(2000))")
+            #expect(TestCluster.eventually(seconds: 12) { reported(reason) >= each }, "\(reason): \(each) refused, the warnings count \(reported(reason))")
+            let warnings = lines(reason, level: "warning")
+            #expect(warnings.count <= 2, "\(reason): \(warnings.count) warning lines for \(each) refusals: \(warnings.prefix(3))")
+            #expect(warnings.allSatisfy { $0.contains("from=127.0.0.1") }, "\(warnings)")
+        }
+        #expect(cluster.live("node-a") == Set(cluster.names), "the real peer is still linked")
+    }
+
+    @Test("a verified peer that says hello as another node, or in another protocol version, is refused, not a malformed frame; redialing, it is logged once, then counted")
+    func helloRefused() throws {
+        let cluster = try TestCluster(2, expirables: counters())
+        defer { cluster.remove() }
+        let (host, port) = try PeerSecurityTests.listenAddress(cluster)
+        func hello(node: String, version: UInt16) -> [UInt8] {
+            let frame: [UInt8] = [0x01] + shortString(node) + bigEndian(version) + [0x00, 0x00, 0x00, 0x00]
+            return bigEndian(UInt32(frame.count)) + frame
+        }
+        // A node with node-b's certificate, set up wrong, dials again and again.
+        let attempts = [hello(node: "node-x", version: ClusterMessage.protocolVersion)] + Array(repeating: hello(node: "node-b", version: 7), count: 15)
+        for bytes in attempts {
+            let client = try TLSClient(host: host, port: port, as: "node-b", pki: cluster.pki)
+            defer { client.stop() }
+            client.send(bytes)
+            #expect(TestCluster.eventually(seconds: 10) { !client.isRunning }, "the connection is still open; node-a's log ends: \(cluster["node-a"].log.suffix(1500))")
+        }
+        let log = cluster["node-a"].log.split(separator: "\n")
+        #expect(!log.contains { $0.contains("malformed frame") }, "\(log.filter { $0.contains("malformed frame") })")
+        let refusals = log.filter { $0.contains("refused peer connection") && $0.contains("peer=node-b") }
+        #expect(refusals.contains { $0.contains(" warning ") && $0.contains("reason=hello says node-x, but the certificate was verified for node-b") }, "\(refusals)")
+        #expect(refusals.filter { $0.contains("reason=cluster protocol 7, this node speaks \(ClusterMessage.protocolVersion)") }.count == 15, "each at debug at least: \(refusals)")
+        #expect(refusals.filter { $0.contains(" warning ") }.count == 1, "one line, then at most one a minute: \(refusals)")
+        #expect(cluster.live("node-a") == Set(cluster.names), "the real node-b is still linked")
     }
 }
 

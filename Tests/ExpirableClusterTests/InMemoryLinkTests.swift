@@ -127,6 +127,18 @@ struct InMemoryLinkTests {
             called.store(true, ordering: .relaxed)
             return .failure(.fetch("the plugin was called"))
         }
+        // node-a and node-b are alive in node-c's view (linked both ways, just heard from), so their answers are
+        // waited for.
+        let links = [EmbeddedChannel(), EmbeddedChannel()]
+        node.cluster.state.withLock { s in
+            for (peer, link) in zip(["node-a", "node-b"], links) {
+                s.peers[peer]?.outbound = link
+                s.peers[peer]?.inbound = link
+                s.peers[peer]?.lastHeard = node.clock.monotonicNanos
+                s.peers[peer]?.lastAcked = node.clock.monotonicNanos
+            }
+        }
+        #expect(node.cluster.liveNodes() == ["node-a", "node-b", "node-c"])
         // node-c has just started: its own grants refuse (it waits out the longest lease, 1 s × 10/9 + 3 s).
         node.cluster.callUnderLease("token", local: local, request: .plain, timeout: .seconds(1)) { answer in outcome.withLock { $0 = answer } }
         let number = try #require(node.cluster.state.withLock { $0.leases["token"]?.attempt.number })
@@ -364,6 +376,13 @@ struct InMemoryLinkTests {
         let outbound = EmbeddedChannel()
         node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
         _ = try Self.written(outbound)  // the greeting
+        // node-a is alive (linked both ways, just heard from), node-b is not: node-a and this node could make a
+        // majority, so node-a's answer is waited for.
+        node.cluster.state.withLock { s in
+            s.peers["node-a"]?.inbound = outbound
+            s.peers["node-a"]?.lastHeard = node.clock.monotonicNanos
+        }
+        #expect(node.cluster.liveNodes() == ["node-a", "node-c"])
         let outcome = Mutex<FetchOutcome?>(nil)
         let local = ClosureFetcher {
             Issue.record("called without a lease")
@@ -379,6 +398,25 @@ struct InMemoryLinkTests {
             return
         }
         #expect(error.message.hasPrefix("no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes, and 1 granted it"), "\(error)")
-        #expect(error.message.contains("no answer from node-a, node-b"), "\(error)")
+        #expect(error.message.contains("(node-b: dead in this node's view; no answer from node-a)"), "\(error)")
+    }
+
+    @Test("§4.10: with the peers alive in its view too few for a majority, a lease is given up at once, without waiting for answers")
+    func leaseGivenUpAtOnceWithoutAMajorityAlive() throws {
+        let node = try ClusterTimeTests.Node()
+        defer { node.remove() }
+        let outcome = Mutex<FetchOutcome?>(nil)
+        let local = ClosureFetcher {
+            Issue.record("called without a lease")
+            return .failure(.fetch("called"))
+        }
+        node.cluster.callUnderLease("token", local: local, request: .plain, timeout: .seconds(1)) { result in outcome.withLock { $0 = result } }
+        guard case .failure(let error)? = outcome.withLock({ $0?.result }) else {
+            Issue.record("the caller got no error before any time passed: \(String(describing: outcome.withLock { $0?.result }))")
+            return
+        }
+        #expect(error.message == "no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes, and 1 granted it "
+            + "(node-a, node-b: dead in this node's view); values already held are still served", "\(error)")
+        #expect(node.cluster.state.withLock { $0.leases["token"] == nil && $0.underWay["token"] == nil }, "nothing left under way")
     }
 }

@@ -221,10 +221,13 @@ struct LeaseTests {
         let error = PeerError.noQuorum(name: "token", lease: asked, needed: 3, voters: 5, granted: 1,
                                        refusals: ["node-b": .promised(LeaseNumber(round: 3, node: "node-b"), remaining: .milliseconds(1200)),
                                                   "node-a": .notNewer(seen: LeaseNumber(round: 5, node: "node-a"))],
-                                       silent: ["node-d", "node-e"])
+                                       dead: [], silent: ["node-d", "node-e"])
         #expect(error.description == "no quorum for token: a plugin call needs a lease granted by 3 of the 5 configured nodes, and 1 granted it "
             + "(node-a: lease 4@node-c is not newer than lease 5@node-a; node-b: it promised lease 3@node-b for 1200 ms more; "
             + "no answer from node-d, node-e); values already held are still served")
+        let unreachable = PeerError.noQuorum(name: "token", lease: asked, needed: 3, voters: 5, granted: 1, refusals: [:], dead: ["node-a", "node-b", "node-d"], silent: ["node-e"])
+        #expect(unreachable.description == "no quorum for token: a plugin call needs a lease granted by 3 of the 5 configured nodes, and 1 granted it "
+            + "(node-a, node-b, node-d: dead in this node's view; no answer from node-e); values already held are still served")
         #expect(PeerError.leaseTooLate(name: "token", lease: asked, timeoutMillis: 30_000).description
             == "token: the lease for this call (4@node-c) came too late to hold a whole call of 30000 ms; nothing was called")
         #expect(PeerError.callOutlivedLease(name: "token", lease: asked).description

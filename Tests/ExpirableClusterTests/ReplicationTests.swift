@@ -173,4 +173,33 @@ struct ClusterVisibilityTests {
             #expect(line.range(of: "^\(name)  alive  127\\.0\\.0\\.[34]:[0-9]+ +\(name) +[0-9]+ms ago +TLSv1\\.3", options: .regularExpression) != nil, "\(line)")
         }
     }
+    @Test("expirablectl cluster --json with a peer down: numbers are numbers, unknown ones null, one type per key")
+    func membersAsJSON() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        _ = cluster["node-c"].stop()
+        #expect(TestCluster.eventually { cluster.live("node-a") == ["node-a", "node-b"] })
+        let result = try cluster["node-a"].ctl("cluster", "--json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let members = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        let byNode = Dictionary(uniqueKeysWithValues: members.map { ($0["node"] as? String ?? "?", $0) })
+        let this = try #require(byNode["node-a"]), alive = try #require(byNode["node-b"]), dead = try #require(byNode["node-c"])
+        #expect(this["state"] as? String == "this" && alive["state"] as? String == "alive" && dead["state"] as? String == "dead", "\(members)")
+        // Unknown or not applicable: null, never "-".
+        #expect(this["last_heard_ms"] is NSNull && this["certificate"] is NSNull && this["tls"] is NSNull && this["rtt_ms"] is NSNull, "\(this)")
+        #expect(alive["last_heard_ms"] is Int, "\(alive)")
+        #expect(alive["certificate"] as? String == "node-b" && alive["tls"] as? String == "TLSv1.3", "\(alive)")
+        #expect(!result.stdout.contains("\"-\""), "\(result.stdout)")
+        // Across the members every key has one JSON type (null aside), as Python's json reads them; `_ms` keys are numbers.
+        let script = """
+            import json, sys
+            types = {}
+            for o in json.loads(sys.argv[1]):
+                for k, v in o.items():
+                    if v is not None: types.setdefault(k, set()).add("number" if type(v) in (int, float) else type(v).__name__)
+            print(json.dumps({k: sorted(t) for k, t in types.items() if len(t) > 1 or (k.endswith("_ms") and t != {"number"})}, sort_keys=True))
+            """
+        let checked = try runTool("python3", ["-c", script, result.stdout])
+        #expect(checked.stdout == "{}\n", "keys with more than one type, or not numbers: \(checked.stdout) \(checked.stderr)")
+    }
 }
