@@ -9,11 +9,13 @@ import Glibc
 #endif
 
 /// One expirable's plugin in a helper process (`isolation = "process"`). The daemon never runs the plugin's
-/// code: it checks the path, and the helper loads and calls the plugin. Calls go to the helper one at a time
-/// from a thread of this instance's own, which blocks on the socket so the event loop never does. A helper that
-/// dies, sends something that is not a frame, or outlives a call's timeout (then it is killed) fails the call
-/// in flight and is started again by a later call, no sooner than a backoff of 1 s doubling to 30 s while it
-/// keeps dying; until then calls get the error of its death at once.
+/// code: it checks the path, and the helper loads and calls the plugin. Calls wait in the daemon (a
+/// `CallQueue`, as inline) and go to the helper one at a time, the next only once the previous has answered,
+/// from a thread of this instance's own, which blocks on the socket so the event loop never does. Each call's
+/// timeout counts from when it is sent. A helper that dies, sends something that is not a frame, or outlives a
+/// call's timeout (then it is killed) fails the call in flight and is started again by a later call, no sooner
+/// than a backoff of 1 s doubling to 30 s while it keeps dying; until then calls get the error of its death at
+/// once, the calls that waited behind the one that ended it included.
 final class IsolatedInstance: PluginCalls, Sendable {
     let expirable: String
     let path: String
@@ -23,6 +25,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     private let logger: Logger
     private let thread: PluginThread
     private let clock: any EngineClock
+    private let queue: CallQueue
     private let state = Mutex(State())
 
     static let firstBackoff: Duration = .seconds(1)
@@ -70,6 +73,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         self.limits = limits
         self.clock = clock
         self.logger = logger
+        queue = CallQueue(expirable: expirable, plugin: path, timeout: timeout, clock: clock, timesWaits: true, refusesBehindOverdueCall: false)
         guard let thread = PluginThread(name: "helper:\(expirable)") else {
             throw PluginError("expirable.\(expirable): cannot start a thread for its plugin helper (the system is out of threads)")
         }
@@ -93,39 +97,28 @@ final class IsolatedInstance: PluginCalls, Sendable {
 
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let now = clock.monotonicNanos
-        let (refusal, number): (ExpirableError?, UInt64) = state.withLock { s in
-            if s.stopped { return (.fetch("plugin for \(expirable) is not running: the daemon is stopping"), 0) }
-            if s.helper == nil, let death = s.lastDeath, now < s.restartAt { return (death, 0) }
-            s.calls += 1
-            return (nil, s.calls)
+        let refusal: ExpirableError? = state.withLock { s in
+            if s.stopped { return .fetch("plugin for \(expirable) is not running: the daemon is stopping") }
+            if s.helper == nil, let death = s.lastDeath, now < s.restartAt { return death }
+            return nil
         }
         if let refusal {
             completion(FetchOutcome(result: .failure(refusal)))
             return
         }
-        // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
-        let timerBox = Mutex<(any Cancellable)?>(nil)
-        let answer = Once<FetchOutcome> { outcome in
-            timerBox.withLock { $0?.cancel(); $0 = nil }
-            completion(outcome)
-        }
-        let timer = clock.schedule(after: timeout) { [self] in
-            guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
-            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
-            state.withLock { s in
-                guard s.inFlight == number, let helper = s.helper else { return }
-                s.timedOut = number
-                helper.killGroup()
+        let answer = Once(completion)
+        queue.enqueue(startBy: request.startBy, start: { [self] in
+            thread.run { [self] in
+                call(answer, request)
+                queue.finished()
             }
-        }
-        timerBox.withLock { $0 = timer }
-        if answer.fired { timer.cancel() }
-        thread.run { [self] in call(number, answer, request) }
+        }, refuse: { _ = answer.fire(FetchOutcome(result: .failure($0))) })
     }
 
     /// Closes the helper's socket, so it destroys its instance and exits; kills it if a call is still under
     /// way or it takes over a second. Waits at most two seconds.
     func destroy() {
+        _ = queue.close(.fetch("plugin for \(expirable) is not running: the daemon is stopping"))
         state.withLock { s in
             s.stopped = true
             if s.inFlight != nil, let helper = s.helper { helper.killGroup() }
@@ -147,14 +140,33 @@ final class IsolatedInstance: PluginCalls, Sendable {
         .timeout("plugin \(path) for \(expirable) did not answer within \(timeout.milliseconds)ms")
     }
 
-    /// One call, on the thread: starts the helper if it is down, sends the order, reads the result.
-    private func call(_ number: UInt64, _ answer: Once<FetchOutcome>, _ request: FetchRequest) {
-        guard !answer.fired else { return }  // timed out while waiting behind another call
-        var helper = state.withLock { s -> HelperProcess? in
-            s.inFlight = number
-            return s.helper
+    /// One call, on the thread, its turn come: timed from now, starts the helper if it is down, sends the
+    /// order, reads the result.
+    private func call(_ delivered: Once<FetchOutcome>, _ request: FetchRequest) {
+        let (running, number) = state.withLock { s -> (HelperProcess?, UInt64) in
+            s.calls += 1
+            s.inFlight = s.calls
+            return (s.helper, s.calls)
         }
+        var helper = running
         defer { state.withLock { $0.inFlight = nil } }
+        // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
+        let timerBox = Mutex<(any Cancellable)?>(nil)
+        let answer = Once<FetchOutcome> { outcome in
+            timerBox.withLock { $0?.cancel(); $0 = nil }
+            _ = delivered.fire(outcome)
+        }
+        let timer = clock.schedule(after: timeout) { [self] in
+            guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
+            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
+            state.withLock { s in
+                guard s.inFlight == number, let helper = s.helper else { return }
+                s.timedOut = number
+                helper.killGroup()
+            }
+        }
+        timerBox.withLock { $0 = timer }
+        if answer.fired { timer.cancel() }
         if helper == nil {
             if let death = state.withLock({ s in clock.monotonicNanos < s.restartAt ? s.lastDeath : nil }) {
                 _ = answer.fire(FetchOutcome(result: .failure(death)))
