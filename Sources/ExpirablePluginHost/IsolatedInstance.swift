@@ -15,7 +15,9 @@ import Glibc
 /// timeout counts from when it is sent. A helper that dies, sends something that is not a frame, or outlives a
 /// call's timeout (then it is killed) fails the call in flight and is started again by a later call, no sooner
 /// than a backoff of 1 s doubling to 30 s while it keeps dying; until then calls get the error of its death at
-/// once, the calls that waited behind the one that ended it included.
+/// once, the calls that waited behind the one that ended it included. `expirable_create` is held to `timeout`
+/// as a call is: at start (and in check-config) a helper that has not created its instance by then is killed
+/// and the expirable refused.
 final class IsolatedInstance: PluginCalls, Sendable {
     let expirable: String
     let path: String
@@ -40,6 +42,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var inFlight: UInt64?
         /// The call whose timeout killed the helper.
         var timedOut: UInt64?
+        /// Whether the helper is between its spawn and its answer to the start order (`expirable_create`).
+        var creating = false
+        /// The helper (pid) killed for not creating its instance within `timeout`.
+        var killedInCreate: pid_t?
         /// How the last helper died, given to calls until `restartAt` (monotonic ns).
         var lastDeath: ExpirableError?
         var restartAt: UInt64 = 0
@@ -162,6 +168,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             state.withLock { s in
                 guard s.inFlight == number, let helper = s.helper else { return }
                 s.timedOut = number
+                if s.creating { s.killedInCreate = helper.pid }
                 helper.killGroup()
             }
         }
@@ -248,14 +255,27 @@ final class IsolatedInstance: PluginCalls, Sendable {
         return .milliseconds(clock.unixMillis - SystemClock().unixMillis)
     }
 
-    /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance. The
-    /// helper is published before the wait, so a call's timeout can kill a helper stuck in `expirable_create`.
-    /// Throws a refusal or death naming the expirable, for the daemon's start.
+    /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance, at most
+    /// `timeout`: a plugin's `expirable_create` may block (a secret file that is a FIFO), and a daemon's start or
+    /// a check-config must not hang on it. Past that the helper is killed. Throws a refusal or death naming the
+    /// expirable, for the daemon's start.
     private func launch() throws(PluginError) -> HelperProcess {
         let helper = try HelperProcess.spawn(expirable: expirable)
         state.withLock { s in
             s.helper = helper
+            s.creating = true
             s.restarts += 1
+        }
+        let bound = clock.schedule(after: timeout) { [self] in
+            state.withLock { s in
+                guard s.creating, s.helper?.pid == helper.pid else { return }
+                s.killedInCreate = helper.pid
+                helper.killGroup()
+            }
+        }
+        defer {
+            bound.cancel()
+            state.withLock { $0.creating = false }
         }
         var start = HelperFrame(kind: .start)
         start.append(path)
@@ -314,7 +334,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
             s.restartAt = now + UInt64(wait.milliseconds) * 1_000_000
             let restart = "the first call after \(wait.milliseconds / 1000)s starts its helper again"
             let death: ExpirableError
-            if let number, s.timedOut == number {
+            if s.killedInCreate == helper.pid {
+                death = .fetch("plugin \(path) for \(expirable) did not return from expirable_create within \(timeout.milliseconds)ms (its timeout), so its helper (pid \(helper.pid)) was killed; \(restart)")
+            } else if let number, s.timedOut == number {
                 death = .fetch("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms; \(restart)")
             } else {
                 switch ending {

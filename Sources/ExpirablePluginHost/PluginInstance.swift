@@ -12,6 +12,7 @@ import Synchronization
 /// every new fetch gets a TIMEOUT error too, so a hung plugin holds one thread and no more. In a helper the
 /// daemon queues and times the calls (and kills the helper), so the instance sets no timer: a timer would start
 /// Dispatch's threads, whose stacks cost the helper 25 MB of its `max_memory` (VmData measured).
+/// `expirable_create` is not bounded inline: it runs in the daemon, where nothing can stop it.
 final class PluginInstance: PluginCalls, Sendable {
     let expirable: String
     let library: PluginLibrary

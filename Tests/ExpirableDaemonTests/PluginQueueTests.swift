@@ -113,4 +113,29 @@ struct PluginQueueTests {
         // The instance is free again: a new key is served.
         #expect(try daemon.redis("GET", "fam:again").hasPrefix("again-"))
     }
+
+    @Test("a plugin whose expirable_create blocks (a FIFO nobody writes) is refused by check-config and by the daemon's start within its timeout",
+          arguments: modes)
+    func blockingCreate(isolation: String) throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.x]
+            plugin = "keylog"
+            timeout = "1s"
+            [expirable.x.params]
+            log = "DIR/calls.log"
+            create_open = "DIR/fifo"
+            """, server: "isolation = \"\(isolation)\"", testPlugins: ["keylog"], start: false)
+        defer { daemon.remove() }
+        #expect(mkfifo(daemon.directory.appending("fifo"), 0o600) == 0)
+        let real = URL(fileURLWithPath: daemon.pluginDir + "/libkeylog.so").resolvingSymlinksInPath().path
+        let refusal = "expirable.x: plugin \(real) for x did not return from expirable_create within 1000ms (its timeout), so its helper (pid "
+        let check = try runTool(TestPaths.product("expirablectl").path, ["check-config", daemon.configPath], seconds: 15)
+        #expect(check.status == 78, "status \(check.status), stderr: \(check.stderr)")
+        #expect(check.stderr.contains(refusal), "stderr: \(check.stderr)")
+        // Inline, the daemon runs expirable_create itself and nothing can bound it: check-config is the guard.
+        guard isolation == "process" else { return }
+        #expect(throws: (any Error).self) { try daemon.start() }
+        #expect(daemon.process?.isRunning == false, "the daemon refused to start rather than hang: \(daemon.log)")
+        #expect(daemon.log.contains(refusal), "\(daemon.log)")
+    }
 }

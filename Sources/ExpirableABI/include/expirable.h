@@ -34,6 +34,8 @@
  *     finish (its late result is discarded) and no new call is made on that instance until it has returned:
  *     new fetches get a TIMEOUT error at once. A fetch that waits a whole timeout behind other calls without
  *     starting gets a TIMEOUT error saying so, and the plugin never sees it.
+ *   - In a helper, expirable_create is held to the same timeout (past it the helper is killed and the
+ *     expirable refused); inline nothing can stop it, since it runs in the daemon: it must not block.
  *
  * Versioning: the major number changes when an existing structure or function changes; the minor number when
  * something is appended. Every structure starts with a `size` field holding sizeof() as known by whoever
