@@ -152,6 +152,8 @@ extension Cluster {
             }
             var request = pending.request
             if let current { request.state = current.state }
+            // Waiting behind another key's call of the same instance must not take the call past its lease.
+            request.startBy = until - UInt64(pending.timeout.nanoseconds)
             engine?.countPluginCall(name)
             pending.local.fetch(request) { [self] outcome in
                 let late = clock.monotonicNanos >= until

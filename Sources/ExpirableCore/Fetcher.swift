@@ -31,10 +31,14 @@ public protocol ForwardingFetcher: Fetcher {}
 public struct FetchRequest: Sendable {
     public var key: String?
     public var state: Secret?
+    /// A time on the engine's monotonic clock (ns) after which the call must not start, if it has to wait for
+    /// the instance's call under way: a quorum lease (SPEC §4.10) that could no longer hold a whole call.
+    public var startBy: UInt64?
 
-    public init(key: String? = nil, state: Secret? = nil) {
+    public init(key: String? = nil, state: Secret? = nil, startBy: UInt64? = nil) {
         self.key = key
         self.state = state
+        self.startBy = startBy
     }
 
     /// No key, no state.

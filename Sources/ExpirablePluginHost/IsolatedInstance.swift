@@ -9,11 +9,15 @@ import Glibc
 #endif
 
 /// One expirable's plugin in a helper process (`isolation = "process"`). The daemon never runs the plugin's
-/// code: it checks the path, and the helper loads and calls the plugin. Calls go to the helper one at a time
-/// from a thread of this instance's own, which blocks on the socket so the event loop never does. A helper that
-/// dies, sends something that is not a frame, or outlives a call's timeout (then it is killed) fails the call
-/// in flight and is started again by a later call, no sooner than a backoff of 1 s doubling to 30 s while it
-/// keeps dying; until then calls get the error of its death at once.
+/// code: it checks the path, and the helper loads and calls the plugin. Calls wait in the daemon (a
+/// `CallQueue`, as inline) and go to the helper one at a time, the next only once the previous has answered,
+/// from a thread of this instance's own, which blocks on the socket so the event loop never does. Each call's
+/// timeout counts from when it is sent. A helper that dies, sends something that is not a frame, or outlives a
+/// call's timeout (then it is killed) fails the call in flight and is started again by a later call, no sooner
+/// than a backoff of 1 s doubling to 30 s while it keeps dying; until then calls get the error of its death at
+/// once, the calls that waited behind the one that ended it included. `expirable_create` is held to `timeout`
+/// as a call is: at start (and in check-config) a helper that has not created its instance by then is killed
+/// and the expirable refused.
 final class IsolatedInstance: PluginCalls, Sendable {
     let expirable: String
     let path: String
@@ -23,6 +27,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     private let logger: Logger
     private let thread: PluginThread
     private let clock: any EngineClock
+    private let queue: CallQueue
     private let state = Mutex(State())
 
     static let firstBackoff: Duration = .seconds(1)
@@ -37,6 +42,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var inFlight: UInt64?
         /// The call whose timeout killed the helper.
         var timedOut: UInt64?
+        /// Whether the helper is between its spawn and its answer to the start order (`expirable_create`).
+        var creating = false
+        /// The helper (pid) killed for not creating its instance within `timeout`.
+        var killedInCreate: pid_t?
         /// How the last helper died, given to calls until `restartAt` (monotonic ns).
         var lastDeath: ExpirableError?
         var restartAt: UInt64 = 0
@@ -70,6 +79,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         self.limits = limits
         self.clock = clock
         self.logger = logger
+        queue = CallQueue(expirable: expirable, plugin: path, timeout: timeout, clock: clock, timesWaits: true, refusesBehindOverdueCall: false)
         guard let thread = PluginThread(name: "helper:\(expirable)") else {
             throw PluginError("expirable.\(expirable): cannot start a thread for its plugin helper (the system is out of threads)")
         }
@@ -93,39 +103,28 @@ final class IsolatedInstance: PluginCalls, Sendable {
 
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let now = clock.monotonicNanos
-        let (refusal, number): (ExpirableError?, UInt64) = state.withLock { s in
-            if s.stopped { return (.fetch("plugin for \(expirable) is not running: the daemon is stopping"), 0) }
-            if s.helper == nil, let death = s.lastDeath, now < s.restartAt { return (death, 0) }
-            s.calls += 1
-            return (nil, s.calls)
+        let refusal: ExpirableError? = state.withLock { s in
+            if s.stopped { return .fetch("plugin for \(expirable) is not running: the daemon is stopping") }
+            if s.helper == nil, let death = s.lastDeath, now < s.restartAt { return death }
+            return nil
         }
         if let refusal {
             completion(FetchOutcome(result: .failure(refusal)))
             return
         }
-        // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
-        let timerBox = Mutex<(any Cancellable)?>(nil)
-        let answer = Once<FetchOutcome> { outcome in
-            timerBox.withLock { $0?.cancel(); $0 = nil }
-            completion(outcome)
-        }
-        let timer = clock.schedule(after: timeout) { [self] in
-            guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
-            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
-            state.withLock { s in
-                guard s.inFlight == number, let helper = s.helper else { return }
-                s.timedOut = number
-                helper.killGroup()
+        let answer = Once(completion)
+        queue.enqueue(startBy: request.startBy, start: { [self] in
+            thread.run { [self] in
+                call(answer, request)
+                queue.finished()
             }
-        }
-        timerBox.withLock { $0 = timer }
-        if answer.fired { timer.cancel() }
-        thread.run { [self] in call(number, answer, request) }
+        }, refuse: { _ = answer.fire(FetchOutcome(result: .failure($0))) })
     }
 
     /// Closes the helper's socket, so it destroys its instance and exits; kills it if a call is still under
     /// way or it takes over a second. Waits at most two seconds.
     func destroy() {
+        _ = queue.close(.fetch("plugin for \(expirable) is not running: the daemon is stopping"))
         state.withLock { s in
             s.stopped = true
             if s.inFlight != nil, let helper = s.helper { helper.killGroup() }
@@ -147,14 +146,34 @@ final class IsolatedInstance: PluginCalls, Sendable {
         .timeout("plugin \(path) for \(expirable) did not answer within \(timeout.milliseconds)ms")
     }
 
-    /// One call, on the thread: starts the helper if it is down, sends the order, reads the result.
-    private func call(_ number: UInt64, _ answer: Once<FetchOutcome>, _ request: FetchRequest) {
-        guard !answer.fired else { return }  // timed out while waiting behind another call
-        var helper = state.withLock { s -> HelperProcess? in
-            s.inFlight = number
-            return s.helper
+    /// One call, on the thread, its turn come: timed from now, starts the helper if it is down, sends the
+    /// order, reads the result.
+    private func call(_ delivered: Once<FetchOutcome>, _ request: FetchRequest) {
+        let (running, number) = state.withLock { s -> (HelperProcess?, UInt64) in
+            s.calls += 1
+            s.inFlight = s.calls
+            return (s.helper, s.calls)
         }
+        var helper = running
         defer { state.withLock { $0.inFlight = nil } }
+        // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
+        let timerBox = Mutex<(any Cancellable)?>(nil)
+        let answer = Once<FetchOutcome> { outcome in
+            timerBox.withLock { $0?.cancel(); $0 = nil }
+            _ = delivered.fire(outcome)
+        }
+        let timer = clock.schedule(after: timeout) { [self] in
+            guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
+            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
+            state.withLock { s in
+                guard s.inFlight == number, let helper = s.helper else { return }
+                s.timedOut = number
+                if s.creating { s.killedInCreate = helper.pid }
+                helper.killGroup()
+            }
+        }
+        timerBox.withLock { $0 = timer }
+        if answer.fired { timer.cancel() }
         if helper == nil {
             if let death = state.withLock({ s in clock.monotonicNanos < s.restartAt ? s.lastDeath : nil }) {
                 _ = answer.fire(FetchOutcome(result: .failure(death)))
@@ -236,14 +255,27 @@ final class IsolatedInstance: PluginCalls, Sendable {
         return .milliseconds(clock.unixMillis - SystemClock().unixMillis)
     }
 
-    /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance. The
-    /// helper is published before the wait, so a call's timeout can kill a helper stuck in `expirable_create`.
-    /// Throws a refusal or death naming the expirable, for the daemon's start.
+    /// Spawns a helper, gives it the plugin and params, and waits until it has created its instance, at most
+    /// `timeout`: a plugin's `expirable_create` may block (a secret file that is a FIFO), and a daemon's start or
+    /// a check-config must not hang on it. Past that the helper is killed. Throws a refusal or death naming the
+    /// expirable, for the daemon's start.
     private func launch() throws(PluginError) -> HelperProcess {
         let helper = try HelperProcess.spawn(expirable: expirable)
         state.withLock { s in
             s.helper = helper
+            s.creating = true
             s.restarts += 1
+        }
+        let bound = clock.schedule(after: timeout) { [self] in
+            state.withLock { s in
+                guard s.creating, s.helper?.pid == helper.pid else { return }
+                s.killedInCreate = helper.pid
+                helper.killGroup()
+            }
+        }
+        defer {
+            bound.cancel()
+            state.withLock { $0.creating = false }
         }
         var start = HelperFrame(kind: .start)
         start.append(path)
@@ -302,7 +334,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
             s.restartAt = now + UInt64(wait.milliseconds) * 1_000_000
             let restart = "the first call after \(wait.milliseconds / 1000)s starts its helper again"
             let death: ExpirableError
-            if let number, s.timedOut == number {
+            if s.killedInCreate == helper.pid {
+                death = .fetch("plugin \(path) for \(expirable) did not return from expirable_create within \(timeout.milliseconds)ms (its timeout), so its helper (pid \(helper.pid)) was killed; \(restart)")
+            } else if let number, s.timedOut == number {
                 death = .fetch("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms; \(restart)")
             } else {
                 switch ending {

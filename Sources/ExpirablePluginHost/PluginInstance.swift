@@ -6,11 +6,13 @@ import Synchronization
 
 /// One expirable's use of a plugin: its params in C form, the state from `expirable_create`, and the calls.
 /// Each call runs on the instance's own thread (`PluginThread`), never on the caller's: inline, that is a thread
-/// of the daemon; in a helper, a thread of the helper. Inline, if a call outlives `timeout` (measured on the
-/// injected clock) its callers get a TIMEOUT error at once, and until it returns every new fetch gets a TIMEOUT
-/// error too, so a hung plugin holds one thread and no more. In a helper the daemon times the call (and kills
-/// the helper), so the instance sets no timer: a timer would start Dispatch's threads, whose stacks cost the
-/// helper 25 MB of its `max_memory` (VmData measured).
+/// of the daemon; in a helper, a thread of the helper. Calls run one at a time: one that arrives while another
+/// runs (another key of a keyed family) waits in a `CallQueue`. Inline, if a call outlives `timeout` (measured
+/// on the injected clock, from the call's start) its callers get a TIMEOUT error at once, and until it returns
+/// every new fetch gets a TIMEOUT error too, so a hung plugin holds one thread and no more. In a helper the
+/// daemon queues and times the calls (and kills the helper), so the instance sets no timer: a timer would start
+/// Dispatch's threads, whose stacks cost the helper 25 MB of its `max_memory` (VmData measured).
+/// `expirable_create` is not bounded inline: it runs in the daemon, where nothing can stop it.
 final class PluginInstance: PluginCalls, Sendable {
     let expirable: String
     let library: PluginLibrary
@@ -23,8 +25,7 @@ final class PluginInstance: PluginCalls, Sendable {
     private let callClock: HostFunctions.Clock
     private let arguments: CallArguments
     private let thread: PluginThread
-    /// Monotonic start time of the call under way, if any; `.max` once destroyed.
-    private let busySince = Mutex<UInt64?>(nil)
+    private let queue: CallQueue
 
     /// Starts the thread the calls run on and calls `expirable_create`, if the plugin has it, on that thread; a
     /// refusal becomes an error naming the expirable.
@@ -44,6 +45,7 @@ final class PluginInstance: PluginCalls, Sendable {
         let callClock = HostFunctions.Clock(clock)
         self.callClock = callClock
         self.thread = thread
+        queue = CallQueue(expirable: expirable, plugin: library.path, timeout: timeout, clock: clock, timesWaits: timesCalls, refusesBehindOverdueCall: timesCalls)
         let storage = CallArguments(name: expirable, params: params, timeout: timeout)
         guard let create = library.create else {
             arguments = storage
@@ -67,12 +69,7 @@ final class PluginInstance: PluginCalls, Sendable {
     /// Calls `expirable_destroy` on the instance's thread and ends the thread, unless a call is still running
     /// (then both are left alone: the plugin's state is in use).
     func destroy() {
-        let idle = busySince.withLock { s -> Bool in
-            guard s == nil else { return false }
-            s = .max
-            return true
-        }
-        guard idle else { return }
+        guard queue.close(.fetch("plugin for \(expirable) is not running: its instance was stopped (the daemon is stopping or a reload replaced it)")) else { return }
         if let destroy = library.destroy, let instance = arguments.instance {
             let address = Int(bitPattern: instance)
             thread.runAndWait { [callClock] in HostFunctions.calling(on: callClock) { destroy(UnsafeMutableRawPointer(bitPattern: address)) } }
@@ -85,18 +82,12 @@ final class PluginInstance: PluginCalls, Sendable {
     }
 
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
-        let now = clock.monotonicNanos
-        let previous: UInt64? = busySince.withLock { s in
-            if let started = s { return started }
-            s = now
-            return nil
-        }
-        if let previous {
-            let seconds = previous == .max ? 0 : (now - previous) / 1_000_000_000
-            completion(FetchOutcome(result: .failure(.timeout("plugin \(library.path) for \(expirable) is still running a call started \(seconds)s ago; no new call until it returns"))))
-            return
-        }
         let answer = Once(completion)
+        queue.enqueue(startBy: request.startBy, start: { [self] in call(request, answer) }, refuse: { _ = answer.fire(FetchOutcome(result: .failure($0))) })
+    }
+
+    /// One call, its turn come: timed from now, run on the thread, and the next call let in when it returns.
+    private func call(_ request: FetchRequest, _ answer: Once<FetchOutcome>) {
         let timer = !timesCalls ? nil : clock.schedule(after: timeout) { [self] in
             if answer.fire(FetchOutcome(result: .failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms")))) {
                 logger.warning("plugin call timed out", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
@@ -113,7 +104,9 @@ final class PluginInstance: PluginCalls, Sendable {
                 }
             }
             timer?.cancel()
-            busySince.withLock { $0 = nil }
+            // The next call is let in first, as a job after this one: a caller that fetches again as soon as it
+            // has its answer queues behind nothing that is over.
+            queue.finished()
             if !answer.fire(result.fetchOutcome(plugin: library.path)) {
                 logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
             }

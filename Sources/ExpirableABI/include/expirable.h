@@ -18,17 +18,24 @@
  * Thread contract:
  *   - Each configured expirable gets its own instance (its own expirable_create call).
  *   - The host never runs two calls on the same instance at once: at most one expirable_fetch is outstanding
- *     per instance, and create/destroy never overlap a fetch of that instance.
+ *     per instance, and create/destroy never overlap a fetch of that instance. A keyed family has one
+ *     instance for all its keys, so fetches for different keys wait in the daemon, in arrival order, and each
+ *     starts when the one before it has returned (with isolation = "process" the daemon sends a helper the next
+ *     call only once the previous one has answered).
  *   - Calls for different instances may run concurrently on different threads, so state shared between
  *     instances (globals) must be thread-safe.
  *   - Every call for an instance (expirable_create, each expirable_fetch, expirable_destroy) runs on that
  *     instance's own thread, named "plugin:NAME", which lives as long as the instance; never on the daemon's
  *     I/O threads, so a plugin may block. With isolation = "process" (the default) that thread is in a helper
  *     process that holds this one instance; with isolation = "inline" it is in the daemon.
- *   - If a call outlives the expirable's timeout (call->timeout_ms), its callers get a TIMEOUT error at once.
- *     In a helper, the helper is then killed (with its process group) and a new one created later, so the
- *     call never returns. Inline, the call is left to finish (its late result is discarded) and no new call
- *     is made on that instance until it has returned.
+ *   - A call's timeout (call->timeout_ms) counts from the call's start, not from when it was asked for. If a
+ *     call outlives it, its callers get a TIMEOUT error at once. In a helper, the helper is then killed (with
+ *     its process group) and a new one created later, so the call never returns. Inline, the call is left to
+ *     finish (its late result is discarded) and no new call is made on that instance until it has returned:
+ *     new fetches get a TIMEOUT error at once. A fetch that waits a whole timeout behind other calls without
+ *     starting gets a TIMEOUT error saying so, and the plugin never sees it.
+ *   - In a helper, expirable_create is held to the same timeout (past it the helper is killed and the
+ *     expirable refused); inline nothing can stop it, since it runs in the daemon: it must not block.
  *
  * Versioning: the major number changes when an existing structure or function changes; the minor number when
  * something is appended. Every structure starts with a `size` field holding sizeof() as known by whoever
