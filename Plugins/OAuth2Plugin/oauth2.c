@@ -884,7 +884,20 @@ void expirable_fetch(const expirable_call *call) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (o->ca_file != NULL) curl_easy_setopt(curl, CURLOPT_CAINFO, o->ca_file);
+    if (o->ca_file != NULL) {
+        /* ca_file's CAs alone: libcurl also searches its default CA directory (CURLOPT_CAPATH, /etc/ssl/certs on
+         * Debian) unless it is unset, and a certificate from any system CA would pass. A TLS backend without CA
+         * directories answers CURLE_NOT_BUILT_IN: it has none to unset. */
+        CURLcode cainfo = curl_easy_setopt(curl, CURLOPT_CAINFO, o->ca_file);
+        CURLcode capath = curl_easy_setopt(curl, CURLOPT_CAPATH, (char *)NULL);
+        if (cainfo == CURLE_OUT_OF_MEMORY || capath == CURLE_OUT_OF_MEMORY) goto out_of_memory;
+        if (cainfo != CURLE_OK || (capath != CURLE_OK && capath != CURLE_NOT_BUILT_IN)) {
+            fail(call, "param 'ca_file': this libcurl cannot limit the trusted CAs to %s (%s); the request was not sent",
+                 o->ca_file, curl_easy_strerror(cainfo != CURLE_OK ? cainfo : capath));
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
+            goto done;
+        }
+    }
     if (o->loopback) curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);

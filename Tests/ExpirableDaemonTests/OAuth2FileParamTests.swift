@@ -4,7 +4,8 @@ import Testing
 
 /// The oauth2 plugin's file params through a real daemon and `expirablectl check-config`: a keyed refresh token
 /// family starting each key from its own `refresh_token_file` (SPEC §3.20) against the Authlib server
-/// (Tests/Fixtures/oauth_server.py), and the paths checked at start (FIFOs, empty and relative paths, `ca_file`).
+/// (Tests/Fixtures/oauth_server.py), the paths checked at start (FIFOs, empty and relative paths, `ca_file`), and
+/// `ca_file` as the only CAs trusted, against an HTTPS endpoint with the daemon given its own /etc/ssl/certs.
 @Suite("oauth2 file params through the daemon")
 struct OAuth2FileParamTests {
     static let client = OAuth2DaemonTests.client
@@ -178,6 +179,104 @@ struct OAuth2FileParamTests {
         defer { daemon.remove() }
         let check = try Self.checkConfig(daemon)
         #expect(check.status == 0, "\(check.stderr)")
+    }
+
+    /// Whether a program may be started in its own mount namespace with a directory bound over /etc/ssl/certs
+    /// (`unshare --mount` and `mount --bind` need root, or CAP_SYS_ADMIN); probed once with an empty directory.
+    static let ownCertificateDirectory: Bool = {
+        guard let empty = try? TemporaryDirectory("expirable-probe") else { return false }
+        defer { empty.remove() }
+        let probe = try? runTool("unshare", ["--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$0\" /etc/ssl/certs", empty.path], seconds: 10)
+        return probe?.status == 0
+    }()
+
+    /// A token endpoint over HTTPS on 127.0.0.1 with `certificate` and `key`: every POST gets the access token
+    /// "at-tls". It prints its port, then serves until killed.
+    static let httpsEndpoint = """
+        import json, ssl, sys
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"access_token": "at-tls", "token_type": "Bearer", "expires_in": 60}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[1], sys.argv[2])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+        """
+
+    @Test("with ca_file, only its CAs verify the endpoint: a certificate signed by a CA of the system's CA directory is refused naming the endpoint; one signed by ca_file's CA is accepted; without ca_file the system's CAs verify it",
+          .enabled(if: ownCertificateDirectory, "needs `unshare --mount` and `mount --bind` (root) to give the daemon its own /etc/ssl/certs"))
+    func caFileAlone() throws {
+        let pki = try TemporaryDirectory("expirable-pki")
+        defer { pki.remove() }
+        func openssl(_ arguments: [String]) throws {
+            let result = try runTool("openssl", arguments)
+            guard result.status == 0 else { throw TestSupportError("openssl \(arguments.first ?? ""): \(result.stderr)") }
+        }
+        // CA a signs the endpoint's certificate; CA b signs nothing.
+        for ca in ["a", "b"] {
+            try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pki.appending("\(ca).key"),
+                         "-out", pki.appending("\(ca).pem"), "-days", "1", "-subj", "/CN=expirable test CA \(ca)",
+                         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+        }
+        try openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pki.appending("endpoint.key"),
+                     "-out", pki.appending("endpoint.csr"), "-subj", "/CN=127.0.0.1"])
+        try "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(toFile: pki.appending("endpoint.ext"), atomically: true, encoding: .utf8)
+        try openssl(["x509", "-req", "-in", pki.appending("endpoint.csr"), "-CA", pki.appending("a.pem"), "-CAkey", pki.appending("a.key"),
+                     "-set_serial", "2", "-days", "1", "-extfile", pki.appending("endpoint.ext"), "-out", pki.appending("endpoint.pem")])
+        // The daemon's /etc/ssl/certs, as Debian lays it out, trusting CA a alone: the bundle curl reads when
+        // CAINFO is not set, and the hashed link OpenSSL looks up in the CA directory (CAPATH).
+        let certs = pki.appending("certs")
+        try FileManager.default.createDirectory(atPath: certs, withIntermediateDirectories: false)
+        for name in ["a.pem", "ca-certificates.crt"] {
+            try FileManager.default.copyItem(atPath: pki.appending("a.pem"), toPath: "\(certs)/\(name)")
+        }
+        let hash = try runTool("openssl", ["x509", "-hash", "-noout", "-in", pki.appending("a.pem")]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(symlink("a.pem", "\(certs)/\(hash).0") == 0)
+
+        let endpoint = try RunningTool(["python3", "-c", Self.httpsEndpoint, pki.appending("endpoint.pem"), pki.appending("endpoint.key")])
+        defer { endpoint.stop(signal: SIGKILL) }
+        let port = try #require(endpoint.nextLine(within: 20), "the HTTPS endpoint did not start")
+        let url = "https://127.0.0.1:\(port)/token"
+        let daemon = try Self.unstarted([
+            OAuth2DaemonTests.oauth2("elsewhere", params: "ca_file = \"\(pki.appending("b.pem"))\""),
+            OAuth2DaemonTests.oauth2("pinned", params: "ca_file = \"\(pki.appending("a.pem"))\""),
+            OAuth2DaemonTests.oauth2("system"),
+        ].joined().replacingOccurrences(of: "TOKEN_URL", with: url))
+        defer { daemon.remove() }
+        // exec keeps the PID, so stop() signals the daemon itself; its namespace, and the mount in it, end with it.
+        daemon.launcher = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$0\" /etc/ssl/certs && exec \"$@\"", certs]
+        try daemon.start()
+
+        let refused = try daemon.redis("GET", "elsewhere")
+        #expect(refused.hasPrefix("FETCH ") && refused.contains("cannot reach \(url): SSL certificate problem"),
+                "\(refused)")
+        #expect(try daemon.redis("GET", "pinned") == "at-tls")
+        #expect(try daemon.redis("GET", "system") == "at-tls")
+
+        // The bind mount lives in the daemon's namespace (its helpers share it), not in this process's, and goes
+        // with the daemon.
+        let mounted = pki.url.lastPathComponent + "/certs"
+        func mountinfo(_ pid: String) -> String { (try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8)) ?? "" }
+        func processesSeeingTheMount() -> [String] {
+            let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { $0.allSatisfy(\.isNumber) } ?? []
+            return pids.filter { mountinfo($0).contains(mounted) }
+        }
+        let pid = try #require(daemon.process?.pid)
+        #expect(mountinfo("\(pid)").contains(mounted), "the daemon does not see the bind mount")
+        #expect(!mountinfo("self").contains(mounted), "the bind mount is in the test's own namespace")
+        #expect(daemon.stop() == 0)
+        #expect(processesSeeingTheMount().isEmpty, "the bind mount outlived the daemon")
     }
 
     @Test("a relative path in a file param is refused by check-config from any directory, saying it needs an absolute path")
