@@ -141,9 +141,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
-        .target(name: "FilePlugin", dependencies: ["ExpirableABI"], path: "Plugins/FilePlugin"),
+        // {key} in the C plugins' path params, linked into each.
+        .target(name: "PluginSupport", dependencies: ["ExpirableABI"], path: "Plugins/Support"),
+        .target(name: "FilePlugin", dependencies: ["ExpirableABI", "PluginSupport"], path: "Plugins/FilePlugin"),
         .target(
-            name: "OAuth2Plugin", dependencies: ["ExpirableABI", "CCurl"], path: "Plugins/OAuth2Plugin",
+            name: "OAuth2Plugin", dependencies: ["ExpirableABI", "PluginSupport", "CCurl"], path: "Plugins/OAuth2Plugin",
             // Linked, not loaded on use: libcurl maps OpenSSL anyway, and the plugin signs JWT assertions with it.
             linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),

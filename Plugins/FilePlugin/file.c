@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "expirable.h"
+#include "PluginKeyPath.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -50,39 +51,6 @@ static void fail(const expirable_call *call, const char *format, ...) {
 static int str_is(expirable_str s, const char *literal) {
     size_t n = strlen(literal);
     return s.len == n && memcmp(s.ptr, literal, n) == 0;
-}
-
-/* Whether `path` has a "." or ".." component. */
-static int has_dot_component(const char *path) {
-    for (const char *p = path; *p != '\0';) {
-        const char *end = strchr(p, '/');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
-        if (end == NULL) break;
-        p = end + 1;
-    }
-    return 0;
-}
-
-/* `path` with each "{key}" replaced by `key` (malloc'd), or NULL when out of memory. */
-static char *expand_key(const char *path, expirable_str key) {
-    size_t holes = 0;
-    for (const char *p = strstr(path, "{key}"); p != NULL; p = strstr(p + 5, "{key}")) holes++;
-    char *out = malloc(strlen(path) + holes * key.len + 1);
-    if (out == NULL) return NULL;
-    char *o = out;
-    for (const char *p = path;;) {
-        const char *hole = strstr(p, "{key}");
-        size_t n = hole ? (size_t)(hole - p) : strlen(p);
-        memcpy(o, p, n);
-        o += n;
-        if (hole == NULL) break;
-        memcpy(o, key.ptr, key.len);
-        o += key.len;
-        p = hole + 5;
-    }
-    *o = '\0';
-    return out;
 }
 
 /* The last value given for `key`, or {NULL, 0}. */
@@ -146,7 +114,7 @@ void *expirable_create(const expirable_call *call) {
         return NULL;
     }
     state->keyed = strstr(state->path, "{key}") != NULL;
-    if (state->keyed && has_dot_component(state->path)) {
+    if (state->keyed && expirable_path_has_dot_component(state->path)) {
         fail(call, "file plugin: param 'path' is \"%s\", with {key} and a \".\" or \"..\" component; write the path without them, "
              "so that a key cannot name a file outside its directory", state->path);
         free(state->path);
@@ -190,13 +158,13 @@ void expirable_fetch(const expirable_call *call) {
         fail_permanently(call);
         return;
     }
-    int slash = memchr(key.ptr, '/', key.len) != NULL;
-    char *path = slash ? NULL : expand_key(state->path, key);
-    if (!slash && path == NULL) {
+    int refused;
+    char *path = expirable_path_with_key(state->path, key, &refused);
+    if (path == NULL && !refused) {
         fail(call, "file plugin: out of memory");
         return;
     }
-    if (slash || has_dot_component(path)) {
+    if (refused) {
         fail(call, "file plugin: the key \"%.*s\" cannot be used in path %s: a key may not hold \"/\" nor make a \".\" or \"..\" "
              "component of it", (int)key.len, key.ptr, state->path);
         fail_permanently(call);

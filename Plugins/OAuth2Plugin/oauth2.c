@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include "expirable.h"
 #include "internal.h"
+#include "PluginKeyPath.h"
 
 #include <curl/curl.h>
 #include <math.h>
@@ -236,39 +237,6 @@ static int same(expirable_str a, expirable_str b) {
 
 static int has_nul(expirable_str s) {
     return s.len != 0 && memchr(s.ptr, '\0', s.len) != NULL;
-}
-
-/* Whether `path` has a "." or ".." component. */
-static int has_dot_component(const char *path) {
-    for (const char *p = path; *p != '\0';) {
-        const char *end = strchr(p, '/');
-        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
-        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 1;
-        if (end == NULL) break;
-        p = end + 1;
-    }
-    return 0;
-}
-
-/* `path` with each "{key}" replaced by `key` (malloc'd), or NULL when out of memory. */
-static char *expand_path(const char *path, expirable_str key) {
-    size_t holes = 0;
-    for (const char *p = strstr(path, "{key}"); p != NULL; p = strstr(p + 5, "{key}")) holes++;
-    char *out = malloc(strlen(path) + holes * key.len + 1);
-    if (out == NULL) return NULL;
-    char *o = out;
-    for (const char *p = path;;) {
-        const char *hole = strstr(p, "{key}");
-        size_t n = hole != NULL ? (size_t)(hole - p) : strlen(p);
-        memcpy(o, p, n);
-        o += n;
-        if (hole == NULL) break;
-        memcpy(o, key.ptr, key.len);
-        o += key.len;
-        p = hole + 5;
-    }
-    *o = '\0';
-    return out;
 }
 
 /* auth = basic | post, or none for a public client: the client secret's file, checked here and read again at each
@@ -564,7 +532,7 @@ void *expirable_create(const expirable_call *call) {
         /* With {key}, each key of a keyed family starts from its own file, read at its first call (there is no key
          * here); without it, one file is the start of the expirable's one state. */
         o->refresh_token_file_keyed = strstr(o->refresh_token_file, "{key}") != NULL;
-        if (o->refresh_token_file_keyed && has_dot_component(o->refresh_token_file)) {
+        if (o->refresh_token_file_keyed && expirable_path_has_dot_component(o->refresh_token_file)) {
             fail(call, "param 'refresh_token_file' is \"%s\", with {key} and a \".\" or \"..\" component; write the path without them, "
                  "so that a key cannot name a file outside its directory", o->refresh_token_file);
             goto refuse;
@@ -720,11 +688,11 @@ static int read_refresh_token_file(const expirable_call *call, const oauth2 *o, 
         return -1;
     }
     /* The path itself has no "." or ".." component (checked at create): only the key can make one. */
-    int slash = memchr(key.ptr, '/', key.len) != NULL;
-    char *path = slash ? NULL : expand_path(o->refresh_token_file, key);
-    if (!slash && path == NULL) return -2;
+    int refused;
+    char *path = expirable_path_with_key(o->refresh_token_file, key, &refused);
+    if (path == NULL && !refused) return -2;
     int rc = 0;
-    if (slash || has_dot_component(path)) {
+    if (refused) {
         fail(call, "the key \"%.*s\" cannot be used in param 'refresh_token_file' %s: a key may not hold \"/\" nor make a \".\" or \"..\" "
              "component of it", (int)key.len, key.ptr, o->refresh_token_file);
         rc = -1;
