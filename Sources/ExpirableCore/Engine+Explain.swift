@@ -38,7 +38,13 @@ public struct Explanation: Sendable, Hashable {
 extension Engine {
     /// The explanation for `name`, or nil if it is not configured (a keyed family itself has none: its members do).
     public func explanation(_ name: String) -> Explanation? {
-        guard let entry = entries(name), let status = status(name) else { return nil }
+        guard let entry = entries(name), let status = status(name) else {
+            // A valid key its keyed family does not hold: empty, as INFO and TTL report it.
+            guard let status = reportedStatus(name) else { return nil }
+            return Explanation(status: status, calls: [], lifetimeMillis: nil, refresh: nil, pacing: nil, staleUntilInMillis: nil,
+                               why: "nothing is stored: the family holds no member for this key (never read, or dropped by max_keys, key_idle or a clear)",
+                               next: "the next reader's fetch of it calls the plugin")
+        }
         let now = clock.monotonicNanos
         let mayRefresh = replicator(for: entry)?.mayRefresh(entry.name) ?? true
         return entry.state.withLock { s in
