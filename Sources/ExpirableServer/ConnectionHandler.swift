@@ -407,7 +407,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func refuse(context: ChannelHandlerContext, _ error: RESPError) {
         let text = error.kind == .tooLarge
-            ? "ERR request too large: \(error.message); closing the connection"
+            ? "ERR request too large: \(error.message) (server.max_request_bytes); closing the connection"
             : "ERR Protocol error: \(error.message); closing the connection"
         logger.info("bad request, connection closed", metadata: ["reason": "\(error.message)", "peer": "\(executor.peer.map(\.description) ?? "unknown")"])
         if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 256) }

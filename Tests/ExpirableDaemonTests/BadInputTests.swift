@@ -22,7 +22,7 @@ struct BadInputTests {
         defer { daemon.remove() }
         let bad = try RawConnection(daemon.socket)
         bad.send("*2\r\n$3\r\nGET\r\n$100000000\r\nabc")
-        #expect(bad.receive(replies: 1) == "-ERR request too large: bulk string of 100000000 bytes, over the limit of 4096; closing the connection\r\n")
+        #expect(bad.receive(replies: 1) == "-ERR request too large: bulk string of 100000000 bytes, over the limit of 4096 (server.max_request_bytes); closing the connection\r\n")
         #expect(bad.isClosedByPeer())
         let flood = try RawConnection(daemon.socket)
         flood.send(String(repeating: "x", count: 10_000))
@@ -62,11 +62,11 @@ struct BadInputTests {
         try String(repeating: "x", count: 1_000_000).write(toFile: big, atomically: true, encoding: .utf8)
         // redis-cli writes the whole megabyte before it reads: a close with it unread failed its writes (SIGPIPE).
         let cli = try runTool("sh", ["-c", "redis-cli -s '\(daemon.socket)' -x ECHO < '\(big)'"])
-        #expect(cli.status == 0 && cli.stdout.trimmingCharacters(in: .newlines) == "ERR request too large: bulk string of 1000000 bytes, over the limit of 4096; closing the connection",
+        #expect(cli.status == 0 && cli.stdout.trimmingCharacters(in: .newlines) == "ERR request too large: bulk string of 1000000 bytes, over the limit of 4096 (server.max_request_bytes); closing the connection",
                 "\(cli.status) \(cli.stdout.prefix(200)) \(cli.stderr.prefix(200))")
         let raw = try RawConnection(daemon.socket)
         raw.send("*2\r\n$4\r\nECHO\r\n$20000\r\n" + String(repeating: "y", count: 20_000) + "\r\n")
-        #expect(raw.receive(replies: 1) == "-ERR request too large: bulk string of 20000 bytes, over the limit of 4096; closing the connection\r\n")
+        #expect(raw.receive(replies: 1) == "-ERR request too large: bulk string of 20000 bytes, over the limit of 4096 (server.max_request_bytes); closing the connection\r\n")
         #expect(raw.isClosedByPeer())
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
