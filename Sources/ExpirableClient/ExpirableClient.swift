@@ -206,28 +206,31 @@ public final class ExpirableClient: Sendable {
 
     // MARK: Plumbing
 
-    /// Sends one command and returns its reply; error replies are thrown. A connection that broke before the
-    /// reply (a daemon restart) is reopened and the command sent once more: every command is idempotent.
+    /// Sends one command and returns its reply; error replies are thrown. The call's deadline is fixed here, when
+    /// it starts, and holds across its attempts. A connection that broke before the reply (a daemon restart, or
+    /// another call's timeout closing a shared connection) is reopened and the command sent once more, for the
+    /// time the call has left: every command is idempotent.
     func call(_ words: [String]) async throws(ExpirableClientError) -> RESPValue {
+        let deadline = NIODeadline.now() + .nanoseconds(timeout.nanoseconds)
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let reply = try await send(words)
+                let reply = try await send(words, deadline: deadline)
                 if case .error(let text) = reply { throw ExpirableClientError(reply: text) }
                 return reply
             } catch let error as ExpirableClientError {
-                guard error.code == .unavailable, attempt < 2 else { throw error }
+                guard error.code == .unavailable, attempt < 2, NIODeadline.now() < deadline else { throw error }
             } catch {
                 throw ExpirableClientError(code: .unavailable, message: "\(error)")
             }
         }
     }
 
-    private func send(_ words: [String]) async throws -> RESPValue {
+    private func send(_ words: [String], deadline: NIODeadline) async throws -> RESPValue {
         let channel = try await channel()
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) { [timeout] in
+        let deadline = channel.eventLoop.scheduleTask(deadline: deadline) { [timeout] in
             promise.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within \(timeout)"))
             // Later replies could no longer be matched to their requests: start afresh.
             channel.close(promise: nil)

@@ -112,6 +112,37 @@ struct ClientTests {
         #expect(try await client.value("token") == "token-1")
     }
 
+    @Test("a call's deadline is fixed when it starts: one that loses its connection to another call's timeout is retried only for the time it has left")
+    func deadlineAcrossRetry() async throws {
+        // The plugin call (8 s) outlives every call below; the daemon keeps it going after their connections close.
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 8000\n", testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(2))
+        let clock = ContinuousClock()
+        func outcome(_ name: String) async -> (Result<String, ExpirableClientError>, Duration) {
+            let start = clock.now
+            do { return (.success(try await client.value(name)), clock.now - start) } catch { return (.failure(error), clock.now - start) }
+        }
+        #expect(try await client.value("token") == "token-1")
+
+        // A times out at 2 s and its connection is closed under B, sent 1 s later behind it: B has 1 s left, not 2.
+        async let a = outcome("slow")
+        try await Task.sleep(for: .seconds(1))
+        let (b, bTook) = await outcome("slow")
+        #expect(try #require(b.failure) == ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within 2.0 seconds"))
+        #expect(bTook < .milliseconds(2500))
+        #expect(await a.0.failure?.code == .callTimeout)
+
+        // A read of a held value sent behind a slow call fails `.unavailable` when that call's timeout closes the
+        // connection, and is retried on a new one within its own deadline.
+        async let c = outcome("slow")
+        try await Task.sleep(for: .seconds(1))
+        let (d, dTook) = await outcome("token")
+        #expect(d.success == "token-1")
+        #expect(dTook < .milliseconds(2500))
+        #expect(await c.0.failure?.code == .callTimeout)
+    }
+
     @Test("a missing daemon is unavailable, with the socket path in the message")
     func unavailable() async {
         let client = ExpirableClient(socketPath: "/tmp/expirable-nonexistent.sock", timeout: .seconds(2))
@@ -123,4 +154,9 @@ struct ClientTests {
             #expect(error.message.contains("/tmp/expirable-nonexistent.sock"))
         }
     }
+}
+
+private extension Result {
+    var success: Success? { if case .success(let value) = self { value } else { nil } }
+    var failure: Failure? { if case .failure(let error) = self { error } else { nil } }
 }
