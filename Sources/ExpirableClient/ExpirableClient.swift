@@ -35,9 +35,12 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
 
 /// A client of `expirabled`, talking RESP2 over its Unix socket.
 ///
-/// One client holds one connection, opened on first use and reopened after it breaks (a daemon restart, say),
-/// and pipelines the calls of any number of tasks over it. Every call has a deadline: a daemon that does not
-/// answer in time costs the caller a `.callTimeout` error, and the connection is reopened for the next call.
+/// One client serves any number of tasks over a few connections (up to `maxConnections`, opened as calls need
+/// them and reopened after they break, a daemon restart say). The daemon answers a connection's requests in
+/// order, so a call goes to a connection with no call waiting on it, or to a new one while there are fewer than
+/// `maxConnections`; only then is it pipelined behind the connection with the fewest calls waiting. Every call has
+/// a deadline: a daemon that does not answer in time costs the caller a `.callTimeout` error, and that
+/// connection is closed (the calls pipelined on it are sent again on another, for the time they have left).
 /// ``updates(of:)`` watches values for their new versions over a connection of its own.
 ///
 /// ```swift
@@ -56,29 +59,49 @@ public final class ExpirableClient: Sendable {
     /// The longest a call waits for its reply; a little over the daemon's default plugin timeout (30 s).
     public let timeout: Duration
 
+    /// The most connections the client's calls use at once (``updates(of:)`` has its own besides).
+    public let maxConnections: Int
+
     let group: any EventLoopGroup
-    private enum Connection {
+    private enum Connection: Sendable {
         case connecting(EventLoopFuture<any Channel>)
         case connected(any Channel)
     }
 
-    private let connection = Mutex<Connection?>(nil)
+    /// One of the client's connections and how many calls wait on it for their replies.
+    private struct Member: Sendable {
+        let id: Int
+        var connection: Connection
+        var outstanding: Int
+    }
 
-    /// A client of the daemon at `socketPath`. No connection is made until the first call.
+    private struct Pool: Sendable {
+        var members: [Member] = []
+        var nextID = 0
+    }
+
+    private let pool = Mutex(Pool())
+
+    /// A client of the daemon at `socketPath`. No connection is made until the first call; a connection opened
+    /// for a burst of concurrent calls stays open until ``close()``, the client's end, or the daemon's
+    /// `idle_timeout` closes it.
+    ///
+    /// - Parameters:
+    ///   - timeout: The longest a call takes, counted from its start, retries included.
+    ///   - maxConnections: How many connections concurrent calls may open (at least 1; default 4). A call is
+    ///     pipelined behind another still waiting for its reply only when that many are busy.
     public init(socketPath: String = ExpirableClient.defaultSocketPath, timeout: Duration = .seconds(35),
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                maxConnections: Int = 4, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        precondition(maxConnections >= 1, "ExpirableClient(maxConnections: \(maxConnections)): give at least 1")
         self.socketPath = socketPath
         self.timeout = timeout
+        self.maxConnections = maxConnections
         self.group = group
     }
 
     deinit {
-        connection.withLock { state in
-            switch state {
-            case .connected(let channel)?: channel.close(promise: nil)
-            case .connecting(let future)?: future.whenSuccess { $0.close(promise: nil) }
-            case nil: break
-            }
+        pool.withLock { pool in
+            for member in pool.members { Self.close(member.connection) }
         }
     }
 
@@ -194,13 +217,14 @@ public final class ExpirableClient: Sendable {
         guard reply == .simpleString("PONG") else { throw unexpected(reply, "PING") }
     }
 
-    /// Closes the connection; a later call opens a new one.
+    /// Closes the connections; a later call opens a new one.
     public func close() async {
-        let current = connection.withLock { c in defer { c = nil }; return c }
-        switch current {
-        case .connected(let channel)?: try? await channel.close()
-        case .connecting(let future)?: try? await future.get().close()
-        case nil: break
+        let members = pool.withLock { pool in defer { pool.members = [] }; return pool.members }
+        for member in members {
+            switch member.connection {
+            case .connected(let channel): try? await channel.close()
+            case .connecting(let future): try? await future.get().close()
+            }
         }
     }
 
@@ -228,7 +252,9 @@ public final class ExpirableClient: Sendable {
     }
 
     private func send(_ words: [String], deadline: NIODeadline) async throws -> RESPValue {
-        let channel = try await channel()
+        let (id, connection) = lease()
+        defer { release(id) }
+        let channel = try await channel(id, connection)
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
         let deadline = channel.eventLoop.scheduleTask(deadline: deadline) { [timeout] in
             promise.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within \(timeout)"))
@@ -244,51 +270,77 @@ public final class ExpirableClient: Sendable {
         return try await promise.futureResult.get()
     }
 
-    /// The open connection, opening one if there is none (only one connect is ever under way).
-    private func channel() async throws(ExpirableClientError) -> any Channel {
-        let state: Connection = connection.withLock { current in
-            switch current {
-            case .connected(let channel)? where channel.isActive:
-                return .connected(channel)
-            case .connecting(let future)?:
-                return .connecting(future)
-            default:
-                let future = ClientBootstrap(group: group)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandlers(
-                                ByteToMessageHandler(RESPValueDecoder(limits: .replies)), ClientHandler()
-                            )
-                        }
-                    }
-                    .connect(unixDomainSocketPath: socketPath)
-                current = .connecting(future)
-                return .connecting(future)
+    /// The connection a call goes to, counted as waiting on it until ``release(_:)``: one with no call waiting,
+    /// else a new one while below `maxConnections`, else the one with the fewest calls waiting.
+    private func lease() -> (id: Int, connection: Connection) {
+        pool.withLock { pool in
+            pool.members.removeAll { member in
+                if case .connected(let channel) = member.connection { !channel.isActive } else { false }
             }
+            let index: Int
+            if let idle = pool.members.firstIndex(where: { $0.outstanding == 0 }) {
+                index = idle
+            } else if pool.members.count < maxConnections {
+                pool.members.append(Member(id: pool.nextID, connection: .connecting(connect()), outstanding: 0))
+                pool.nextID += 1
+                index = pool.members.count - 1
+            } else {
+                index = pool.members.indices.min { pool.members[$0].outstanding < pool.members[$1].outstanding }!
+            }
+            pool.members[index].outstanding += 1
+            return (pool.members[index].id, pool.members[index].connection)
         }
-        switch state {
+    }
+
+    private func release(_ id: Int) {
+        pool.withLock { pool in
+            if let index = pool.members.firstIndex(where: { $0.id == id }) { pool.members[index].outstanding -= 1 }
+        }
+    }
+
+    private func connect() -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(RESPValueDecoder(limits: .replies)), ClientHandler()
+                    )
+                }
+            }
+            .connect(unixDomainSocketPath: socketPath)
+    }
+
+    /// The open channel of member `id`, once its connect (shared by every call leased to it meanwhile) completes.
+    private func channel(_ id: Int, _ connection: Connection) async throws(ExpirableClientError) -> any Channel {
+        switch connection {
         case .connected(let channel):
             return channel
         case .connecting(let future):
             do {
                 let channel = try await future.get()
-                connection.withLock { current in
-                    if case .connecting(let pending)? = current, pending === future { current = .connected(channel) }
+                let first = pool.withLock { pool in
+                    guard let index = pool.members.firstIndex(where: { $0.id == id }),
+                          case .connecting = pool.members[index].connection else { return false }
+                    pool.members[index].connection = .connected(channel)
+                    return true
                 }
-                channel.closeFuture.whenComplete { [weak self] _ in self?.forget(channel) }
+                if first { channel.closeFuture.whenComplete { [weak self] _ in self?.forget(id) } }
                 return channel
             } catch {
-                connection.withLock { current in
-                    if case .connecting(let pending)? = current, pending === future { current = nil }
-                }
+                forget(id)
                 throw ExpirableClientError.cannotConnect(to: socketPath, error)
             }
         }
     }
 
-    private func forget(_ channel: any Channel) {
-        connection.withLock { current in
-            if case .connected(let open)? = current, open === channel { current = nil }
+    private func forget(_ id: Int) {
+        pool.withLock { pool in pool.members.removeAll { $0.id == id } }
+    }
+
+    private static func close(_ connection: Connection) {
+        switch connection {
+        case .connected(let channel): channel.close(promise: nil)
+        case .connecting(let future): future.whenSuccess { $0.close(promise: nil) }
         }
     }
 

@@ -117,7 +117,8 @@ struct ClientTests {
         // The plugin call (8 s) outlives every call below; the daemon keeps it going after their connections close.
         let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 8000\n", testPlugins: ["counter", "sleeper"])
         defer { daemon.remove() }
-        let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(2))
+        // One connection, so that calls share it as every call did before the client kept several.
+        let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(2), maxConnections: 1)
         let clock = ContinuousClock()
         func outcome(_ name: String) async -> (Result<String, ExpirableClientError>, Duration) {
             let start = clock.now
@@ -141,6 +142,29 @@ struct ClientTests {
         #expect(d.success == "token-1")
         #expect(dTook < .milliseconds(2500))
         #expect(await c.0.failure?.code == .callTimeout)
+    }
+
+    @Test("a slow plugin call on one task holds up no other task's calls on the same client; 200 concurrent fetches meanwhile all answer")
+    func noHeadOfLineBlocking() async throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 3000\n", testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        let client = daemon.client
+        let clock = ContinuousClock()
+        #expect(try await client.value("token") == "token-1")
+        async let slow = client.value("slow")
+        // Until the slow call is sent: its plugin call then takes 3 s.
+        try await Task.sleep(for: .milliseconds(300))
+        let start = clock.now
+        async let ping: Void = client.ping()
+        #expect(try await client.value("token") == "token-1")
+        try await ping
+        #expect(clock.now - start < .seconds(1))
+        let answers = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<200 { group.addTask { try await client.fetch("token").string } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(answers.count == 200 && answers.allSatisfy { $0 == "token-1" })
+        #expect(try await slow.hasPrefix("max_concurrent="))
     }
 
     @Test("a missing daemon is unavailable, with the socket path in the message")
