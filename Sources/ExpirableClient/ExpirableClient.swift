@@ -230,33 +230,37 @@ public final class ExpirableClient: Sendable {
 
     // MARK: Plumbing
 
-    /// Sends one command and returns its reply; error replies are thrown. The call's deadline is fixed here, when
-    /// it starts, and holds across its attempts. A connection that broke before the reply (a daemon restart, or
+    /// Sends one command and returns its reply; error replies are thrown. The call's deadline is fixed when its
+    /// request is first written (time the calling task spent waiting for a thread before that is not the
+    /// daemon's), and holds across its attempts. A connection that broke before the reply (a daemon restart, or
     /// another call's timeout closing a shared connection) is reopened and the command sent once more, for the
     /// time the call has left: every command is idempotent.
     func call(_ words: [String]) async throws(ExpirableClientError) -> RESPValue {
-        let deadline = NIODeadline.now() + .nanoseconds(timeout.nanoseconds)
+        var deadline: NIODeadline?
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let reply = try await send(words, deadline: deadline)
+                let reply = try await send(words, deadline: &deadline)
                 if case .error(let text) = reply { throw ExpirableClientError(reply: text) }
                 return reply
             } catch let error as ExpirableClientError {
-                guard error.code == .unavailable, attempt < 2, NIODeadline.now() < deadline else { throw error }
+                guard error.code == .unavailable, attempt < 2, deadline.map({ NIODeadline.now() < $0 }) ?? true else { throw error }
             } catch {
                 throw ExpirableClientError(code: .unavailable, message: "\(error)")
             }
         }
     }
 
-    private func send(_ words: [String], deadline: NIODeadline) async throws -> RESPValue {
+    /// One attempt; `deadline` is fixed by the first attempt that writes its request.
+    private func send(_ words: [String], deadline: inout NIODeadline?) async throws -> RESPValue {
         let (id, connection) = lease()
         defer { release(id) }
         let channel = try await channel(id, connection)
+        let due = deadline ?? NIODeadline.now() + .nanoseconds(timeout.nanoseconds)
+        deadline = due
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let deadline = channel.eventLoop.scheduleTask(deadline: deadline) { [timeout] in
+        let timer = channel.eventLoop.scheduleTask(deadline: due) { [timeout] in
             promise.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within \(timeout)"))
             // Later replies could no longer be matched to their requests: start afresh.
             channel.close(promise: nil)
@@ -266,7 +270,7 @@ public final class ExpirableClient: Sendable {
         channel.writeAndFlush(ClientRequest(words: words, promise: promise)).whenFailure { _ in
             promise.fail(ExpirableClientError(code: .unavailable, message: "the connection to the daemon closed before the request was sent"))
         }
-        defer { deadline.cancel() }
+        defer { timer.cancel() }
         return try await promise.futureResult.get()
     }
 
