@@ -7,13 +7,14 @@ import Testing
 @Suite("exec: values in a command's environment, restarted or signalled on rotation")
 struct ExecTests {
     /// Appends "start PID TOKEN" when it starts, "hup PID TOKEN" on SIGHUP, "term PID" on SIGTERM (then exits 0),
-    /// where TOKEN is its environment's $TOKEN.
+    /// where TOKEN is its environment's $TOKEN. The traps come first: a signal sent once "start" is logged finds
+    /// them in place (before, a SIGTERM right after "start" could end the shell with status 143).
     static let child = """
         #!/bin/sh
         log=$1
-        echo "start $$ $TOKEN" >> "$log"
         trap 'echo "hup $$ $TOKEN" >> "$log"' HUP
         trap 'echo "term $$" >> "$log"; exit 0' TERM
+        echo "start $$ $TOKEN" >> "$log"
         while :; do sleep 0.05; done
 
         """
