@@ -117,6 +117,13 @@ extension Engine {
     /// `withCachedValue(utf8:_:)` for a caller who may read only what `mask` permits: the GET hot path, one
     /// lookup and one bit test more than without rules (for `NAME:KEY`, the family's bit).
     public func withCachedValue(utf8 name: UnsafeRawBufferPointer, mask: ReadMask, _ body: (UnsafeRawBufferPointer) -> Void) -> MaskedRead {
+        var none = ReadAhead()
+        return withCachedValue(utf8: name, mask: mask, readAhead: &none, body)
+    }
+
+    /// The same, for a GET of a batch read ahead into `plan`: a member's key hashed ahead is not hashed again.
+    public func withCachedValue(utf8 name: UnsafeRawBufferPointer, mask: ReadMask, readAhead plan: inout ReadAhead,
+                                _ body: (UnsafeRawBufferPointer) -> Void) -> MaskedRead {
         tableSlot.withCurrent { table in
             guard table.generation == mask.generation else { return .outdated }
             if let found = table.nameTable.lookup(name) {
@@ -127,7 +134,7 @@ extension Engine {
             }
             guard let (family, key, ordinal) = table.family(utf8: name) else { return .absent }
             guard mask.permits(ordinal) else { return .forbidden }
-            return withCachedValue(family, key: key, body) ? .answered : .absent
+            return withCachedValue(family, key: key, hash: plan.hash(for: key), body) ? .answered : .absent
         }
     }
 }

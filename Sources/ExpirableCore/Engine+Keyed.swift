@@ -51,6 +51,7 @@ final class Family: Sendable {
 
     init(_ definition: ExpirableDefinition, policy: KeyedPolicy) {
         self.definition = definition
+        nameBytes = Array(definition.name.utf8)
         self.policy = policy
         if case .lazy = definition.refresh { compacts = true } else { compacts = false }
         marginNanos = UInt64(max(0, definition.freshness.expiryMargin.nanoseconds))
@@ -62,23 +63,34 @@ final class Family: Sendable {
     }
 
     var name: String { definition.name }
+    /// The name's UTF-8 bytes, compared by a read ahead (`Engine.readAhead`).
+    let nameBytes: [UInt8]
 
     /// The shard of `key` (from the top bits of its hash) and the hash its table uses (the low 32). Hasher is
     /// seeded per process, so keys chosen to collide cannot be precomputed.
     private func locate(_ key: UnsafeRawBufferPointer) -> (KeyShard, UInt32) {
+        locate(hash: Family.hash(key))
+    }
+
+    /// The hash of `key` that `locate` splits: the same for every family, so a read ahead of a batch can
+    /// hand it on to the read (`ReadAhead`).
+    static func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
         var hasher = Hasher()
         hasher.combine(bytes: key)
-        let hash = UInt64(UInt(bitPattern: hasher.finalize()))
-        return (shards[Int(truncatingIfNeeded: hash >> 58) & (shards.count - 1)], UInt32(truncatingIfNeeded: hash))
+        return UInt64(UInt(bitPattern: hasher.finalize()))
+    }
+
+    private func locate(hash: UInt64) -> (KeyShard, UInt32) {
+        (shards[Int(truncatingIfNeeded: hash >> 58) & (shards.count - 1)], UInt32(truncatingIfNeeded: hash))
     }
 
     // MARK: Reading
 
-    /// Where a read of `key` will go, its slot prefetched (see `Engine.readAhead`).
-    func prefetch(_ key: UnsafeRawBufferPointer) -> (KeyShard, UInt32) {
-        let (shard, hash) = locate(key)
-        shard.prefetchSlot(hash)
-        return (shard, hash)
+    /// Where a read of the key whose `Family.hash` is `hash` will go, its slot prefetched (see `Engine.readAhead`).
+    func prefetch(hash: UInt64) -> KeyShard {
+        let (shard, low) = locate(hash: hash)
+        shard.prefetchSlot(low)
+        return shard
     }
 
     enum Read<R> {
@@ -91,8 +103,10 @@ final class Family: Sendable {
 
     /// The hot path: a compact member with a valid value calls `body` with its bytes, expiry and deadline under the
     /// shard's lock (they must not escape it) and counts the hit; a whole entry is handed back.
-    func read<R>(_ key: UnsafeRawBufferPointer, now: UInt64, leastLeft: UInt64 = 0, _ body: (UnsafeRawBufferPointer, Expiry, UInt64) -> R) -> Read<R> {
-        let (shard, hash) = locate(key)
+    /// `hash`, when given, is `Family.hash(key)`, computed ahead.
+    func read<R>(_ key: UnsafeRawBufferPointer, hash known: UInt64? = nil, now: UInt64, leastLeft: UInt64 = 0,
+                 _ body: (UnsafeRawBufferPointer, Expiry, UInt64) -> R) -> Read<R> {
+        let (shard, hash) = locate(hash: known ?? Family.hash(key))
         return shard.withTable { t in
             guard let index = t.find(key, hash: hash), let member = t.member(at: index) else { return .none }
             switch member {

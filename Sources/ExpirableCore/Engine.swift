@@ -123,8 +123,8 @@ public final class Engine: Sendable {
     }
 
     /// `withCachedValue(utf8:_:)` for a keyed family's member.
-    func withCachedValue(_ family: Family, key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) -> Bool {
-        switch family.read(key, now: clock.monotonicNanos, { bytes, _, _ in body(bytes) }) {
+    func withCachedValue(_ family: Family, key: UnsafeRawBufferPointer, hash: UInt64? = nil, _ body: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        switch family.read(key, hash: hash, now: clock.monotonicNanos, { bytes, _, _ in body(bytes) }) {
         case .answered: return true
         case .none: return false
         case .whole(let entry):

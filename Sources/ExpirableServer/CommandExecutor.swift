@@ -26,30 +26,29 @@ final class CommandExecutor {
         state.requestCounts.opened(requests)
     }
 
-    /// Pipelined GETs of keyed names gathered for `readAhead(_:with:)`; kept to reuse its storage.
-    private var readAheadPlan = ReadAhead()
+    /// Pipelined GETs of keyed names gathered for `readAhead(_:)`; kept to reuse its storage. Used on the
+    /// connection's event loop only, so Swift's run-time exclusivity check (a cost on every GET) is left out.
+    @exclusivity(unchecked) private var readAheadPlan = ReadAhead()
 
     /// Before a batch of pipelined requests runs: the GETs of keyed names among its first 64 requests have
     /// their slots, then their blocks, prefetched, so that their cache misses overlap (`Engine.readAhead`).
-    func readAhead(_ buffer: ByteBuffer, with parser: RESPParser) {
-        readAheadSlots(buffer, with: parser)
+    func readAhead(_ buffer: ByteBuffer) {
+        readAheadSlots(buffer)
         readAheadBlocks()
     }
 
-    /// The first half of `readAhead(_:with:)`: the slots of the batch's keyed GETs start coming in.
-    func readAheadSlots(_ buffer: ByteBuffer, with parser: RESPParser) {
+    /// The first half of `readAhead(_:)`: the slots of the batch's keyed GETs start coming in.
+    func readAheadSlots(_ buffer: ByteBuffer) {
         let engine = state.engine
-        var peek = buffer
-        var looked = 0
-        try? parser.scanCommands(&peek) { words in
-            let verb = words.bytes(0)
-            if words.count == 2, verb.count == 3, verb[0] | 0x20 == UInt8(ascii: "g"), verb[1] | 0x20 == UInt8(ascii: "e"),
-               verb[2] | 0x20 == UInt8(ascii: "t") {
-                engine.readAhead(utf8: words.bytes(1), into: &readAheadPlan)
-            }
-            looked += 1
-            return looked < 64
+        readAheadPlan.reset()
+        buffer.withUnsafeReadableBytes { bytes in
+            RESPParser.leadingGETNames(bytes, limit: 64) { engine.readAhead(utf8: $0, into: &readAheadPlan) }
         }
+    }
+
+    /// The batch read ahead has run: its families are no longer held.
+    func readAheadDone() {
+        if readAheadPlan.count > 0 { readAheadPlan.reset() }
     }
 
     /// The second half: the slots gathered have come in meanwhile; their blocks start coming in.
@@ -88,10 +87,10 @@ final class CommandExecutor {
         let engine = state.engine
         switch command {
         case .get:
-            var read = engine.withCachedValue(utf8: words.bytes(1), mask: access.mask) { out.writeRESPBulk($0) }
+            var read = engine.withCachedValue(utf8: words.bytes(1), mask: access.mask, readAhead: &readAheadPlan) { out.writeRESPBulk($0) }
             if case .outdated = read {
                 access.update(engine)
-                read = engine.withCachedValue(utf8: words.bytes(1), mask: access.mask) { out.writeRESPBulk($0) }
+                read = engine.withCachedValue(utf8: words.bytes(1), mask: access.mask, readAhead: &readAheadPlan) { out.writeRESPBulk($0) }
             }
             switch read {
             case .answered:

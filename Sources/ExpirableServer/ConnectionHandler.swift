@@ -160,7 +160,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// joins this event loop's read-ahead round, which runs once the other connections ready in this wake-up have
     /// been read, and there the misses of one batch overlap with the work of the one before it.
     private func readAheadThenProcess(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        executor.readAheadSlots(buffer, with: parser)
+        executor.readAheadSlots(buffer)
         state.deferred = true
         ReadAheadRound.current.join(self, context)
     }
@@ -249,7 +249,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         while state.phase == .serving, var buffer = inbound, buffer.readableBytes > 0 {
             inbound = nil
             var transaction: (requests: ByteBuffer, count: Int)?
-            if readAhead && worthReadingAhead(buffer) { executor.readAhead(buffer, with: parser) }
+            if readAhead && worthReadingAhead(buffer) { executor.readAhead(buffer) }
             readAhead = true
             do {
                 try parser.scanCommands(&buffer) { words in
@@ -289,6 +289,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if var rest = inbound { requests.writeBuffer(&rest) }
             inbound = requests
         }
+        executor.readAheadDone()
         finishIfDone(context: context)
     }
 

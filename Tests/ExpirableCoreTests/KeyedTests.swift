@@ -120,6 +120,38 @@ struct KeyedTests {
         #expect(fetcher.calls.withLock { $0.filter { $0.key == "idle" }.count } == refreshesOfIdle, "its refresh stopped with it")
     }
 
+    @Test("19. reads of a batch read ahead answer each key its own value, in the order read ahead or any other")
+    func readAhead() async throws {
+        let clock = ManualClock()
+        let engine = Self.engine(KeyRecordingFetcher(clock: clock, setsState: false), clock: clock)
+        for key in ["a", "b", "c"] { _ = try await engine.fetch("fam:\(key)") }
+        let storage = ReadMaskStorage(engine.readRules) { _ in true }
+        let mask = storage.mask
+        func read(_ name: String, _ plan: inout ReadAhead) -> String? {
+            var seen: String?
+            let outcome = Array(name.utf8).withUnsafeBytes { bytes in
+                engine.withCachedValue(utf8: bytes, mask: mask, readAhead: &plan) { seen = String(decoding: $0, as: UTF8.self) }
+            }
+            if case .answered = outcome { return seen }
+            return nil
+        }
+        var plan = ReadAhead()
+        for name in ["fam:a", "fam:b", "plain", "other:x", "fam:", "fam:c", "fam:a"] {
+            Array(name.utf8).withUnsafeBytes { engine.readAhead(utf8: $0, into: &plan) }
+        }
+        #expect(plan.count == 4, "only members of a configured family are read ahead")
+        engine.readAhead(&plan)
+        // Out of order first: each read hashes its own key when it is not the next one read ahead.
+        #expect(read("fam:b", &plan) == "b#1")
+        #expect(read("fam:a", &plan) == "a#1")
+        #expect(read("fam:b", &plan) == "b#1")
+        #expect(read("fam:c", &plan) == "c#1")
+        #expect(read("fam:a", &plan) == "a#1")
+        #expect(read("fam:d", &plan) == nil && read("fam:a", &plan) == "a#1", "past the plan, reads go on as without it")
+        plan.reset()
+        #expect(plan.count == 0 && read("fam:c", &plan) == "c#1")
+    }
+
     @Test("19. CLEAR NAME:KEY clears one key; CLEAR NAME clears the whole family")
     func clearing() async throws {
         let clock = ManualClock()
