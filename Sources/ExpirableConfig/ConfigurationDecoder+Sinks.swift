@@ -41,6 +41,29 @@ extension Configuration {
             if type == 0x0102_1994 || type == 0x8584_58f6 { return nil }
             return "is not on a tmpfs or ramfs (file system type 0x\(String(type, radix: 16))), and values never touch a disk"
         }
+
+        /// Why `directory` (absolute) cannot hold a sink: writable by its group or others, anyone who may write
+        /// there could put a file of their own at the sink's path while it is absent (before start, after a
+        /// clear) or replace it; or an ancestor writable by others without the sticky bit, whose writers could
+        /// swap the directory itself. Nil when it is safe.
+        public static func writableDirectoryProblem(_ directory: String) -> String? {
+            var info = stat()
+            guard stat(directory, &info) == 0 else { return nil }  // reported by the caller's own checks
+            if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+                let mode = String(info.st_mode & 0o7777, radix: 8)
+                return "\(directory) is writable by \(info.st_mode & S_IWOTH != 0 ? "others" : "its group") (mode \(mode)): they could put a file of their own at this path while it is absent (before start, after a clear) or replace it; use a directory of its own that only its owner may write, such as one made with `install -d -m 0755 /dev/shm/app`"
+            }
+            var ancestor = directory
+            while let slash = ancestor.lastIndex(of: "/"), ancestor != "/" {
+                ancestor = slash == ancestor.startIndex ? "/" : String(ancestor[..<slash])
+                guard stat(ancestor, &info) == 0 else { return nil }
+                if info.st_mode & (S_IWGRP | S_IWOTH) != 0 && info.st_mode & S_ISVTX == 0 {
+                    let mode = String(info.st_mode & 0o7777, radix: 8)
+                    return "\(ancestor), above \(directory), is writable by \(info.st_mode & S_IWOTH != 0 ? "others" : "its group") without the sticky bit (mode \(mode)): they could replace \(directory) and the file in it; make it writable by its owner only (chmod go-w), or the sticky bit (chmod +t)"
+                }
+            }
+            return nil
+        }
     }
 }
 
@@ -105,6 +128,9 @@ extension ConfigurationDecoder {
         if let problem = Configuration.Sink.memoryOnlyProblem(statfsType: Int(type)) {
             throw sinkError(t, "path", number: number, "\(directory) \(problem); use a directory under /run or /dev/shm")
         }
+        if let problem = Configuration.Sink.writableDirectoryProblem(directory) {
+            throw sinkError(t, "path", number: number, problem)
+        }
         if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
             throw sinkError(t, "path", number: number, "\(path) is a directory; name the file to write")
         }
@@ -129,6 +155,9 @@ extension ConfigurationDecoder {
                   modeText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }),
                   let parsed = UInt32(modeText, radix: 8), parsed <= 0o777 else {
                 throw sinkError(t, "mode", number: number, "expected an octal file mode string such as \"0640\", got \(show(v))")
+            }
+            guard parsed & 0o022 == 0 else {
+                throw sinkError(t, "mode", number: number, "\(modeText) lets others than the owner write the file, and put a value of their own in it; drop the group and others' write bits, as in \"0640\"")
             }
             mode = parsed
         }

@@ -10,6 +10,7 @@ struct SinkReplicationTests {
     func replicasAndClears() async throws {
         let shm = "/dev/shm/expirable-cluster-sink-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: shm, withIntermediateDirectories: false)
+        chmod(shm, 0o755)  // whatever the umask: a sink's directory others may write is refused
         defer { try? FileManager.default.removeItem(atPath: shm) }
         let cluster = try TestCluster { node in
             """

@@ -29,25 +29,58 @@ struct SinkConfigurationTests {
         }
     }
 
+    /// A directory of its own on the tmpfs /dev/shm, mode 0755, holding a subdirectory `d`; removed after `body`.
+    static func withDirectory<T>(_ body: (String) throws -> T) throws -> T {
+        let directory = "/dev/shm/expirable-sinkconf-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory + "/d", withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        chmod(directory + "/d", 0o755)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        return try body(directory)
+    }
+
     @Test("sinks decode in file order, with owner and group resolved and mode 0600 by default")
-    func decodes() throws {
+    func decodes() throws { try Self.withDirectory { dir in
         let config = try Self.parse("""
             [[sink]]
             expirable = "token"
-            path = "/dev/shm/token"
+            path = "\(dir)/token"
             owner = "nobody"
             group = 0
             mode = "0640"
 
             [[sink]]
             expirable = "family:github"
-            path = "/dev/shm/github"
+            path = "\(dir)/github"
             """)
         #expect(config.sinks.count == 2)
-        #expect(config.sinks[0] == .init(expirable: "token", path: "/dev/shm/token", uid: getpwnam("nobody").pointee.pw_uid, gid: 0, mode: 0o640, line: 8))
+        #expect(config.sinks[0] == .init(expirable: "token", path: "\(dir)/token", uid: getpwnam("nobody").pointee.pw_uid, gid: 0, mode: 0o640, line: 8))
         #expect(config.sinks[1].expirable == "family:github")
         #expect(config.sinks[1].uid == nil && config.sinks[1].gid == nil && config.sinks[1].mode == 0o600)
-    }
+    } }
+
+    @Test("a sink in a directory others or its group may write is refused, and so is one under a directory others may swap, and a mode that lets others write")
+    func refusesWritableByOthers() throws { try Self.withDirectory { dir in
+        // /dev/shm is mode 1777: anyone may put a file of their own at /dev/shm/x while the sink's file is absent.
+        var error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"/dev/shm/x\""))
+        #expect(error.key == "sink[1].path")
+        #expect(error.message.hasPrefix("/dev/shm is writable by others (mode 1777): they could put a file of their own at this path"), "\(error)")
+        chmod(dir + "/d", 0o775)
+        error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\""))
+        #expect(error.message.hasPrefix("\(dir)/d is writable by its group (mode 775)"), "\(error)")
+        chmod(dir + "/d", 0o755)
+        chmod(dir, 0o777)
+        error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\""))
+        #expect(error.message.hasPrefix("\(dir), above \(dir)/d, is writable by others without the sticky bit (mode 777)"), "\(error)")
+        chmod(dir, 0o1777)
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\"") == nil, "a sticky ancestor cannot have the directory swapped")
+        for mode in ["0666", "0620", "0602"] {
+            error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\"\nmode = \"\(mode)\""))
+            #expect(error.key == "sink[1].mode")
+            #expect(error.message.hasPrefix("\(mode) lets others than the owner write the file"), "\(error)")
+        }
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\"\nmode = \"0644\"") == nil)
+    } }
 
     @Test("a sink on a disk file system is refused: values never touch a disk")
     func refusesDisk() throws {
@@ -69,21 +102,22 @@ struct SinkConfigurationTests {
         ("expirable = \"token:k\"\npath = \"/dev/shm/x\"", "sink[1].expirable", "token is not a keyed family; name it without a key"),
         ("path = \"/dev/shm/x\"", "sink[1].expirable", "is missing"),
         ("expirable = \"token\"", "sink[1].path", "is missing or not a file path"),
-        ("expirable = \"token\"\npath = \"/dev/shm/no/such/dir/x\"", "sink[1].path", "/dev/shm/no/such/dir is not a directory"),
-        ("expirable = \"token\"\npath = \"/dev/shm\"", "sink[1].path", "/dev/shm is a directory; name the file to write"),
+        ("expirable = \"token\"\npath = \"DIR/no/such/dir/x\"", "sink[1].path", "DIR/no/such/dir is not a directory"),
+        ("expirable = \"token\"\npath = \"DIR/d\"", "sink[1].path", "DIR/d is a directory; name the file to write"),
         ("expirable = \"token\"\npath = \"/dev/shm/x\"\nowner = \"no-such-user-here\"", "sink[1].owner", "no user \"no-such-user-here\" on this machine"),
         ("expirable = \"token\"\npath = \"/dev/shm/x\"\ngroup = \"no-such-group-here\"", "sink[1].group", "no group \"no-such-group-here\" on this machine"),
         ("expirable = \"token\"\npath = \"/dev/shm/x\"\nmode = \"rw\"", "sink[1].mode", "expected an octal file mode string such as \"0640\""),
         ("expirable = \"token\"\npath = \"/dev/shm/x\"\nuser = \"root\"", "sink[1].user", "unknown key in [[sink]]; expected one of: expirable, group, mode, owner, path"),
         ("expirable = \"token\"\npath = \"/dev/shm/x\"\n[[sink]]\nexpirable = \"token\"\npath = \"/dev/shm/x\"", "sink[2].path", "is also the path of the sink on line 8"),
     ])
-    func refusals(sink: String, key: String, message: String) throws {
+    func refusals(sink: String, key: String, message: String) throws { try Self.withDirectory { dir in
+        let sink = sink.replacingOccurrences(of: "/dev/shm/x", with: dir + "/x").replacingOccurrences(of: "DIR", with: dir)
         let error = try #require(Self.refusal("[[sink]]\n" + sink))
         #expect(error.key == key)
-        #expect(error.message.contains(message), "\(error)")
+        #expect(error.message.contains(message.replacingOccurrences(of: "DIR", with: dir)), "\(error)")
         #expect(error.line != nil && error.line! >= 8, "\(error)")
         #expect("\(error)".hasPrefix(Self.file + ":"))
-    }
+    } }
 
     @Test("sink written as a table rather than an array of tables is refused")
     func notAnArray() throws {

@@ -9,6 +9,7 @@ struct SinkTests {
     static func tmpfsDirectory() throws -> String {
         let path = "/dev/shm/expirable-sink-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        chmod(path, 0o755)  // whatever the umask: a sink's directory others may write is refused
         return path
     }
 
