@@ -1,5 +1,6 @@
 import ExpirableCore
 import ExpirableRESP
+import Logging
 import NIOCore
 
 /// Runs one connection's commands against the engine and writes their replies; knows nothing of channels.
@@ -143,7 +144,7 @@ final class CommandExecutor {
             out.writeRESPInteger(Int64(access.visibleNames(engine).filter(isHeld).count))
         case .clear:
             let name = words.string(1)
-            guard access.mayAdminister else { return refuseAdmin("CLEAR", into: &out) }
+            guard access.mayAdminister else { return refuseAdmin("CLEAR", name, into: &out) }
             guard engine.clear(name) else {
                 out.writeRESPError(engine.notFound(name).description)
                 return .answered
@@ -316,13 +317,18 @@ final class CommandExecutor {
         }
     }
 
-    private func refuseAdmin(_ command: String, into out: inout ByteBuffer) -> Outcome {
-        state.logger.warning("refused admin command", metadata: ["command": "\(command)", "peer": "\(peer.map(\.description) ?? "unknown")"])
+    /// Refuses an admin command (of the expirable `name`, for CLEAR): NOPERM naming the command, what it names
+    /// and who may run it, and a warning with who asked.
+    private func refuseAdmin(_ command: String, _ name: String? = nil, into out: inout ByteBuffer) -> Outcome {
+        var metadata: Logger.Metadata = ["command": "\(command)", "peer": "\(peer.map(\.description) ?? "unknown")"]
+        if let name { metadata["expirable"] = "\(name.prefix(200))" }
+        state.logger.warning("refused admin command", metadata: metadata)
+        let refused = name.map { "NOPERM cannot \(command) \($0.prefix(200)): " } ?? "NOPERM "
         if let admins = state.options.admins {
             let listed = admins.isEmpty ? "" : " and \(admins.map(\.spelled).joined(separator: ", "))"
-            out.writeRESPError("NOPERM \(command) is allowed to root\(listed) only ([server] admins)")
+            out.writeRESPError("\(refused)\(command) is allowed to root\(listed) only ([server] admins)")
         } else {
-            out.writeRESPError("NOPERM \(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and members of its group (gid \(state.daemonGID)) only")
+            out.writeRESPError("\(refused)\(command) is allowed to root, the daemon's user (uid \(state.daemonUID)) and members of its group (gid \(state.daemonGID)) only")
         }
         return .answered
     }

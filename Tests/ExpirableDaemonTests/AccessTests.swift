@@ -155,7 +155,9 @@ struct AccessTests {
         #expect(try Self.cli(daemon, uid: 4242, "GET", "public") == "public-1")
         #expect(try Self.cli(daemon, uid: 4242, "CLEAR", "public") == "OK")
         #expect(try Self.cli(daemon, uid: 4242, "RELOAD").hasPrefix("reloaded "))
-        #expect(try Self.cli(daemon, uid: 4343, "CLEAR", "public") == "NOPERM CLEAR is allowed to root and uid:4242 only ([server] admins)")
+        #expect(try Self.cli(daemon, uid: 4343, "CLEAR", "public") == "NOPERM cannot CLEAR public: CLEAR is allowed to root and uid:4242 only ([server] admins)")
+        let refusal = daemon.log.split(separator: "\n").first { $0.contains("refused admin command") && $0.contains("command=CLEAR") }
+        #expect(refusal?.contains("expirable=public") == true, "the log names the expirable: \(refusal ?? "none")")
         #expect(try Self.cli(daemon, uid: 4343, "RELOAD").hasPrefix("NOPERM RELOAD"))
         #expect(try Self.cli(daemon, uid: 4343, "CLEARALL").hasPrefix("NOPERM CLEARALL"))
         #expect(try daemon.redis("CLEARALL") == "OK")

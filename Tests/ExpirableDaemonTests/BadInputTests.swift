@@ -113,7 +113,7 @@ struct BadInputTests {
         let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "redis-cli", "-s", daemon.socket]
         #expect(try runTool("setpriv", asNobody + ["GET", "token"]).stdout == "token-1\n")
         let refused = try runTool("setpriv", asNobody + ["CLEAR", "token"]).stdout
-        #expect(refused.hasPrefix("NOPERM CLEAR is allowed to root, the daemon's user (uid 0) and members of its group (gid 0) only"))
+        #expect(refused.hasPrefix("NOPERM cannot CLEAR token: CLEAR is allowed to root, the daemon's user (uid 0) and members of its group (gid 0) only"))
         #expect(try runTool("setpriv", asNobody + ["CLEARALL"]).stdout.hasPrefix("NOPERM"))
         #expect(try daemon.redis("TTL", "token") != "-2")
         #expect(daemon.log.contains("refused admin command"))

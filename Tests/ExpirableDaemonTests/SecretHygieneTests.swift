@@ -125,7 +125,7 @@ struct SecretHygieneTests {
         let outsider = ["--reuid=65534", "--regid=65534", "--clear-groups", "redis-cli", "-s", daemon.socket]
         #expect(try daemon.redis("GET", "token") == "token-1")
         let refused = try runTool("setpriv", outsider + ["CLEAR", "token"]).stdout
-        #expect(refused.hasPrefix("NOPERM CLEAR is allowed to root, the daemon's user (uid 0) and members of its group (gid 0) only"))
+        #expect(refused.hasPrefix("NOPERM cannot CLEAR token: CLEAR is allowed to root, the daemon's user (uid 0) and members of its group (gid 0) only"))
         #expect(try runTool("setpriv", member + ["CLEAR", "token"]).stdout == "OK\n")
         #expect(try daemon.redis("TTL", "token") == "-2")
         #expect(try runTool("setpriv", member + ["CLEARALL"]).stdout == "OK\n")
