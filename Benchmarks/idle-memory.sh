@@ -7,7 +7,10 @@
 # daemon's code pages are shared with them and leave its private count; inline, they stay private to it. The
 # same holds for shared libraries: libswiftCore's and libcrypto's pages count as private unless another process
 # (another Swift program, sshd, a test run) has the same pages mapped, so run this on an otherwise idle machine.
-# The last round's private memory is broken down by mapping, largest first.
+# The last round's private memory is broken down by mapping, largest first. "Of which dirty" is Private_Dirty: the
+# pages written (the heap, stacks, libraries' relocated data), which no other process can ever share and the kernel
+# cannot drop; the rest of the private figure is clean file pages (code, read-only data) that count as private
+# only while no other process maps them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . Benchmarks/common.sh
@@ -37,7 +40,7 @@ breakdown() {
          END {for (k in p) if (p[k] > 0) print p[k], k}' "/proc/$1/smaps" | sort -rn | head -8 | awk '{printf "%s %s kB; ", $2, $1}'
 }
 declare -A parts
-declare -A private resident anonymous helpers
+declare -A private resident anonymous helpers dirty
 for round in $(seq "$rounds"); do
     for isolation in $kinds; do
         rm -f "$work/idle.sock"
@@ -49,6 +52,7 @@ for round in $(seq "$rounds"); do
         private[$isolation]+="$(( $(kb $daemon Private_Clean) + $(kb $daemon Private_Dirty) )) "
         resident[$isolation]+="$(kb $daemon Rss) "
         anonymous[$isolation]+="$(kb $daemon Anonymous) "
+        dirty[$isolation]+="$(kb $daemon Private_Dirty) "
         h=0; for child in $(pgrep -P $daemon || true); do h=$(( h + $(kb $child Private_Clean) + $(kb $child Private_Dirty) )); done
         helpers[$isolation]+="$h "
         parts[$isolation]=$(breakdown $daemon)
@@ -59,7 +63,7 @@ mb() { tr ' ' '\n' | grep . | median | awk '{printf "%.2f MB", $1/1024}'; }
 range() { tr ' ' '\n' | grep . | sort -n | awk 'NR==1 {a=$1} {b=$1} END {printf "%.2f–%.2f", a/1024, b/1024}'; }
 echo "idle daemon, 3 expirables, medians of $rounds rounds (range); targets: private < 5 MB, resident < 24 MB"
 for isolation in $kinds; do
-    echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), anonymous $(echo "${anonymous[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
+    echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), of which dirty $(echo "${dirty[$isolation]}" | mb), anonymous $(echo "${anonymous[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
 done
 echo "private memory by mapping, last round:"
 for isolation in $kinds; do echo "  $isolation: ${parts[$isolation]}"; done
