@@ -49,7 +49,6 @@ extension Engine {
         let mayRefresh = replicator(for: entry)?.mayRefresh(entry.name) ?? true
         return entry.state.withLock { s in
             func millis(_ instant: UInt64) -> Int64 { instant == .max ? .max : Int64((instant - min(instant, now)) / 1_000_000) }
-            let freshness = entry.freshness
             let lifetime: UInt64? = s.value == nil || s.deadline == .max ? nil : s.deadline - min(s.deadline, s.storedAt)
             var refresh: Explanation.Refresh?
             if let due = s.refreshDue {
