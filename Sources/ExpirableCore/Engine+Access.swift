@@ -6,6 +6,8 @@ public struct ReadRules: Sendable {
     public let names: [String]
     /// Each name's `allow` list, by ordinal; nil: anyone who can open the socket.
     public let readers: [[AccessRule]?]
+    /// Whether each name, by ordinal, is a keyed family (whose members `NAME:KEY` share its ordinal).
+    public let keyed: [Bool]
 
     /// Whether any name has an `allow` list.
     public var restricted: Bool { readers.contains { $0 != nil } }
@@ -20,8 +22,9 @@ public struct ReadRules: Sendable {
     public func ordinal(of name: String) -> Int? {
         // Not a dictionary: names are few and sorted, and this is off the hot path.
         if let index = index(name) { return index }
-        guard let colon = name.utf8.firstIndex(of: UInt8(ascii: ":")) else { return nil }
-        return index(String(name[..<colon]))
+        guard let colon = name.utf8.firstIndex(of: UInt8(ascii: ":")), let family = index(String(name[..<colon])),
+              keyed[family] else { return nil }
+        return family
     }
 
     private func index(_ name: String) -> Int? {
@@ -102,7 +105,8 @@ extension Engine {
     /// The current table's names and allow lists.
     public var readRules: ReadRules {
         let table = tableSlot.current
-        return ReadRules(generation: table.generation, names: table.names, readers: table.readers)
+        return ReadRules(generation: table.generation, names: table.names, readers: table.readers,
+                         keyed: table.names.map { table.families[$0] != nil })
     }
 
     /// The current table's generation (see `ReadRules.generation`).

@@ -101,6 +101,11 @@ struct AccessTests {
         defer { daemon.remove() }
         #expect(try Self.cli(daemon, uid: 4343, "MGET", "public", "token") == Self.hidden("token", uid: 4343))
         #expect(try Self.cli(daemon, uid: 4343, "MGET", "public", "nosuch") == Self.hidden("nosuch", uid: 4343))
+        // `public` is no keyed family: `public:x` does not exist, and a caller with hidden names is told so in
+        // the same words as for any other name that does not exist.
+        for command in ["GET", "TTL", "INFO"] {
+            #expect(try Self.cli(daemon, uid: 4343, command, "public:x") == Self.hidden("public:x", uid: 4343), "\(command)")
+        }
         #expect(try Self.cli(daemon, uid: 4242, "MGET", "public", "token") == "public-1\ntoken-1")
         let subscribe = try Self.cli(daemon, uid: 4343, seconds: 3, "SUBSCRIBE", "token")
         #expect(subscribe.contains(Self.hidden("token", uid: 4343)), "\(subscribe)")
