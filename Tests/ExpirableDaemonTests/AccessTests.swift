@@ -162,6 +162,33 @@ struct AccessTests {
         #expect(daemon.count("app.calls") == 1 && daemon.count("pinned.calls") == 1 && daemon.count("guarded.calls") == 0)
     }
 
+    @Test("a refused name cannot forge log lines: its control characters are escaped in the text log, and in JSON")
+    func refusedNameCannotForgeLogLines() throws {
+        let forged = "1999-12-31T23:59:59+0000 critical expirable.server: FORGED LINE uid=0"
+        // printf makes the newline, CR, ESC and NUL bytes; redis-cli -x sends its stdin, byte for byte, as GET's name.
+        let script = #"printf 'x\n%s\r\033[2J\000\177end' "$1" | exec /usr/bin/redis-cli -x -s "$2" GET"#
+        for format in ["text", "json"] {
+            let daemon = try DaemonProcess(expirables: Self.expirable("token", allow: "[\"uid:12345\"]"), server: "socket_mode = \"0666\"",
+                                           arguments: ["--log-format", format])
+            defer { daemon.remove() }
+            let refused = try runTool("/usr/bin/setpriv", ["--reuid=4343", "--regid=4343", "--clear-groups", "/bin/sh", "-c", script, "sh",
+                                                          forged, daemon.socket])
+            #expect(refused.stdout.hasPrefix("NOPERM you may not read 'x "), "\(refused)")
+            let log = daemon.log
+            let lines = log.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(!lines.contains { $0.hasPrefix("1999-") }, "\(log)")
+            #expect(!log.utf8.contains { ($0 < 0x20 && $0 != 0x0A) || $0 == 0x7F }, "\(log)")
+            if format == "text" {
+                #expect(log.contains(#"expirable=x\n\#(forged)\r\x1b[2J\x00\x7fend "#), "\(log)")
+            } else {
+                let records = try lines.filter { !$0.isEmpty }.map {
+                    try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String], "\($0)")
+                }
+                #expect(records.contains { $0["expirable"] == "x\n\(forged)\r\u{1B}[2J\0\u{7F}end" }, "\(log)")
+            }
+        }
+    }
+
     @Test("MGET and SUBSCRIBE of a name the caller may not read are refused; LIST, INFO, DBSIZE, EXPLAIN and status show only what it may read")
     func filtering() throws {
         let daemon = try Self.start(Self.expirable("token", allow: "[\"uid:4242\"]") + Self.expirable("public"))
