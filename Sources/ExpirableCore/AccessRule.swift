@@ -7,8 +7,9 @@ public struct AccessRule: Sendable, Hashable, CustomStringConvertible {
         case uid(UInt32)
         /// The connection's SO_PEERCRED gid, or one of the peer process's supplementary groups.
         case gid(UInt32)
-        /// The real path of the peer's executable (/proc/PID/exe when it connected) and, if given, the SHA-256
-        /// of that file's contents, 32 bytes.
+        /// The real path of the peer's executable (/proc/PID/exe when it connected), which must lead the daemon
+        /// to the very file the peer runs (same device and inode), and, if given, the SHA-256 of that file's
+        /// contents, 32 bytes.
         case exe(path: String, sha256: [UInt8]?)
     }
 

@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,21 +32,8 @@ public struct JSONLogHandler: LogHandler {
         if let explicit = event.metadata { merged.merge(explicit) { $1 } }
         if let error = event.error { merged["error"] = "\(error)" }
         var record = JSONLogHandler.record(time: JSONLogHandler.now(), level: event.level, label: label, message: "\(event.message)", metadata: merged)
-        JSONLogHandler.output.withLock { _ in
-            record.withUTF8 { buffer in
-                var offset = 0
-                while offset < buffer.count {
-                    let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)
-                    if written < 0 && errno == EINTR { continue }
-                    if written <= 0 { return }
-                    offset += written
-                }
-            }
-        }
+        StandardError.write(&record)
     }
-
-    /// Keeps records from different threads from interleaving when a write is split.
-    private static let output = Mutex(())
 
     static let reservedKeys: Set<String> = ["time", "level", "label", "message"]
 

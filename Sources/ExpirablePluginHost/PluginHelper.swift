@@ -38,7 +38,7 @@ public enum PluginHelper {
         if let format = getenv(JSONLogHandler.environmentVariable), String(cString: format) == "json" {
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .info) }
         } else {
-            LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+            LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: .info) }
         }
         unsetenv(JSONLogHandler.environmentVariable)
         let logger = Logger(label: "expirable.plugin-helper")

@@ -340,7 +340,7 @@ final class CommandExecutor {
         if access.refusals <= ConnectionAccess.loggedRefusals {
             state.logger.warning("refused read", metadata: [
                 "command": "\(command)", "expirable": "\(name.prefix(200))", "pid": "\(peer.map { String($0.pid) } ?? "unknown")",
-                "uid": "\(peer.map { String($0.uid) } ?? "unknown")", "exe": "\(peer?.executable ?? "unknown")",
+                "uid": "\(peer.map { String($0.uid) } ?? "unknown")", "exe": "\(peer?.shownExecutable ?? "unknown")",
             ])
             if access.refusals == ConnectionAccess.loggedRefusals {
                 state.logger.notice("further refused reads of this connection are not logged", metadata: ["client": "\(subscriber.id)"])

@@ -130,10 +130,11 @@ final class ConnectionAccess {
         return "NOPERM you may not read '\(shown)' (or it does not exist); \(ask)"
     }
 
-    /// The allow-list entries that would name this peer: its uid, and its executable when known.
+    /// The allow-list entries that would name this peer: its uid, and its executable when an `exe:` rule could
+    /// match it.
     static func entriesNaming(_ peer: PeerCredentials?) -> [String] {
         guard let peer else { return [] }
-        return ["uid:\(peer.uid)"] + (peer.executable.map { ["exe:\($0)"] } ?? [])
+        return ["uid:\(peer.uid)"] + (peer.attestedExecutable.map { ["exe:\($0)"] } ?? [])
     }
 
     static func matches(_ rules: [AccessRule], _ peer: PeerCredentials, digest: () -> [UInt8]?) -> Bool {
@@ -141,15 +142,18 @@ final class ConnectionAccess {
             switch rule.principal {
             case .uid(let uid): peer.uid == uid
             case .gid(let gid): peer.isMember(of: gid)
+            // The path /proc/PID/exe gives is the one the peer sees; it counts only when the daemon finds the
+            // file the peer runs at that path, or a peer could mount any file over an allowed path in a mount
+            // namespace of its own (unshare -Urm needs no privilege).
             case .exe(let path, let sha256):
-                peer.executable == path && (sha256 == nil || digest() == sha256)
+                peer.attestedExecutable == path && (sha256 == nil || digest() == sha256)
             }
         }
     }
 
     private func executableDigest() -> [UInt8]? {
         if let digest { return digest }
-        let computed = peer.flatMap { ExecutableDigests.shared.digest(pid: $0.pid) }
+        let computed = peer.flatMap { peer in peer.executableFile.flatMap { ExecutableDigests.shared.digest(pid: peer.pid, of: $0) } }
         digest = .some(computed)
         return computed
     }
@@ -166,13 +170,14 @@ final class ExecutableDigests: Sendable {
     private let known = Mutex<[Identity: [UInt8]]>([:])
 
     /// The digest of the file /proc/PID/exe opens: the very file the process runs, even if its path now names
-    /// another. Nil when it cannot be read.
-    func digest(pid: Int32) -> [UInt8]? {
+    /// another. Nil when it cannot be read, or is not `file`, the one the peer ran when it connected (the pid
+    /// may since be another process's, or the process may have run another program).
+    func digest(pid: Int32, of file: PeerCredentials.FileIdentity) -> [UInt8]? {
         let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, PeerCredentials.FileIdentity(info) == file else { return nil }
         let identity = Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
                                 changed: Int64(info.st_ctim.tv_sec), changedNanos: Int64(info.st_ctim.tv_nsec))
         if let digest = known.withLock({ $0[identity] }) { return digest }

@@ -14,14 +14,43 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
     var groups: [UInt32] = []
     /// The real path of the peer's executable (/proc/PID/exe) as it connected, under the same condition as
     /// `groups`; nil when it could not be read. A file deleted or replaced since it was started reads as
-    /// "PATH (deleted)", which no rule names.
+    /// "PATH (deleted)", which no rule names. The path is the one the peer sees: see `attestedExecutable`.
     var executable: String?
+    /// The file the peer runs, by device and inode: stat of /proc/PID/exe, which leads to the file itself
+    /// whatever its path. Read with `executable`.
+    var executableFile: FileIdentity?
+    /// Whether the daemon, looking up `executable` in its own mount namespace as the peer connected, found the
+    /// very file the peer runs. A peer in another mount namespace (`unshare -m`, a container) may run some other
+    /// file mounted at that path there, and /proc/PID/exe names the path only.
+    var executableIsAtItsPath = false
+
+    /// The executable as `exe:` rules see it: its path, when that path leads the daemon to the very file the
+    /// peer runs; nil otherwise.
+    var attestedExecutable: String? { executableIsAtItsPath ? executable : nil }
+
+    /// `executable` for the log, saying when it is not the file the daemon finds at that path.
+    var shownExecutable: String? {
+        guard let executable else { return nil }
+        if executableIsAtItsPath || executable.hasSuffix(" (deleted)") { return executable }
+        return executable + " (not the file at that path)"
+    }
 
     var description: String {
         var text = "pid=\(pid) uid=\(uid) gid=\(gid)"
         if !groups.isEmpty { text += " groups=\(groups.map(String.init).joined(separator: ","))" }
-        if let executable { text += " exe=\(executable)" }
+        if let shownExecutable { text += " exe=\(shownExecutable)" }
         return text
+    }
+
+    /// A file by device and inode, as stat tells them.
+    struct FileIdentity: Sendable, Hashable {
+        var device: UInt64
+        var inode: UInt64
+
+        init(_ info: stat) {
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+        }
     }
 
     /// Whether the peer is in group `gid`, as its primary group or a supplementary one.
@@ -54,6 +83,14 @@ struct PeerCredentials: Sendable, Hashable, CustomStringConvertible {
                 if let groups = supplementaryGroups(of: ucred, in: directory) {
                     peer.groups = groups
                     peer.executable = executable(in: directory)
+                    var running = stat()
+                    if fstatat(directory, "exe", &running, 0) == 0 {
+                        peer.executableFile = FileIdentity(running)
+                    }
+                    var atPath = stat()
+                    if let path = peer.executable, let file = peer.executableFile, stat(path, &atPath) == 0 {
+                        peer.executableIsAtItsPath = FileIdentity(atPath) == file
+                    }
                 }
             }
             return Optional(peer)

@@ -29,11 +29,7 @@ struct Daemon {
         let level = Logger.Level(rawValue: arguments.logLevel.rawValue) ?? .info
         switch arguments.logFormat {
         case .text:
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: level) }
         case .json:
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
             PluginHelper.logsAsJSON.store(true, ordering: .relaxed)

@@ -95,6 +95,100 @@ struct AccessTests {
         #expect(try Self.cli(daemon, uid: 4242, tool: modified, "PING") == "PONG")
     }
 
+    /// Whether this process may make a mount namespace of its own (`unshare -m`, util-linux): root outside a
+    /// container that forbids it.
+    static let canMountPrivately = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+        && (try? runTool("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/true"]).status) == 0
+
+    @Test("exe rules match the file at the rule's path as the daemon sees it, not another file bind-mounted over that path in the peer's mount namespace",
+          .enabled(if: canMountPrivately, "needs root, setpriv and unshare -m (util-linux) permitted here"))
+    func exeRuleInAnotherMountNamespace() throws {
+        let original = try Data(contentsOf: URL(fileURLWithPath: Self.redisCLI))
+        let digest = try runTool("/usr/bin/sha256sum", [Self.redisCLI]).stdout.prefix(64)
+        let daemon = try Self.start(
+            Self.expirable("app", allow: "[\"exe:DIR/allowed/redis-cli\"]")
+                + Self.expirable("pinned", allow: "[\"exe:DIR/allowed/redis-cli sha256:\(digest)\"]")
+                + Self.expirable("guarded", allow: "[\"exe:DIR/private/redis-cli\"]")
+        ) { directory in
+            for (folder, bytes) in [("allowed", original), ("impostor", original + Data([0])), ("copy", original), ("private", original)] {
+                try FileManager.default.createDirectory(atPath: "\(directory)/\(folder)", withIntermediateDirectories: true)
+                let path = "\(directory)/\(folder)/redis-cli"
+                try bytes.write(to: URL(fileURLWithPath: path))
+                chmod("\(directory)/\(folder)", 0o755)
+                chmod(path, folder == "private" ? 0o750 : 0o755)
+            }
+        }
+        defer { daemon.remove() }
+        let directory = daemon.directory.path
+        let allowed = "\(directory)/allowed/redis-cli"
+        /// `file` bind-mounted over the allowed path in a mount namespace of its own, run there by that path as
+        /// uid 4242: its /proc/PID/exe reads as the allowed path.
+        func masked(by file: String, _ arguments: String...) throws -> String {
+            let script = #"mount --bind "$1" "$2" && shift 2 && exec /usr/bin/setpriv --reuid=4242 --regid=4242 --clear-groups "$@""#
+            let result = try runTool("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", script, "sh", file, allowed,
+                                                          allowed, "-s", daemon.socket] + arguments)
+            return result.stdout.trimmingCharacters(in: .newlines) + result.stderr
+        }
+        let refused = { (name: String) in
+            "NOPERM you may not read '\(name)' (or it does not exist); ask its owner to add you (uid:4242) to its allow list"
+        }
+        let impostor = try masked(by: "\(directory)/impostor/redis-cli", "GET", "app")
+        #expect(impostor == refused("app"), "\(impostor)")
+        // The same bytes at another inode: the hash matches, the file is still not the one at the path.
+        let copy = try masked(by: "\(directory)/copy/redis-cli", "GET", "pinned")
+        #expect(copy == refused("pinned"), "\(copy)")
+        #expect(try masked(by: "\(directory)/impostor/redis-cli", "PING") == "PONG")
+        // The same without privilege: nobody may not run the root-owned 0750 file, but may make a user and mount
+        // namespace of its own (unshare -Urm) and mount its own file over that path there.
+        let script = #"mount --bind "$1" "$2" && exec "$2" -s "$3" GET guarded"#
+        let unprivileged = try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/unshare", "-Urm",
+                                                           "/bin/sh", "-c", script, "sh", "\(directory)/impostor/redis-cli",
+                                                           "\(directory)/private/redis-cli", daemon.socket])
+        if unprivileged.stderr.isEmpty {
+            #expect(unprivileged.stdout.trimmingCharacters(in: .newlines)
+                        == "NOPERM you may not read 'guarded' (or it does not exist); ask its owner to add you (uid:65534) to its allow list",
+                    "\(unprivileged)")
+        } else {
+            // User namespaces are off for unprivileged users here (kernel.unprivileged_userns_clone, AppArmor).
+            #expect(!unprivileged.stdout.contains("guarded-1"), "\(unprivileged)")
+        }
+        let log = daemon.log
+        #expect(log.contains("exe=\(allowed) (not the file at that path)"), "\(log)")
+        #expect(!log.contains("app-1") && !log.contains("pinned-1") && !log.contains("guarded-1"))
+        // The genuine file still reads, also from a mount namespace of its own that leaves it in place.
+        #expect(try Self.cli(daemon, uid: 4242, tool: allowed, "GET", "app") == "app-1")
+        #expect(try Self.cli(daemon, uid: 4242, tool: allowed, "GET", "pinned") == "pinned-1")
+        #expect(try masked(by: allowed, "GET", "app") == "app-1")
+        #expect(daemon.count("app.calls") == 1 && daemon.count("pinned.calls") == 1 && daemon.count("guarded.calls") == 0)
+    }
+
+    @Test("a refused name cannot forge log lines: its control characters are escaped in the text log, and in JSON")
+    func refusedNameCannotForgeLogLines() throws {
+        let forged = "1999-12-31T23:59:59+0000 critical expirable.server: FORGED LINE uid=0"
+        // printf makes the newline, CR, ESC and NUL bytes; redis-cli -x sends its stdin, byte for byte, as GET's name.
+        let script = #"printf 'x\n%s\r\033[2J\000\177end' "$1" | exec /usr/bin/redis-cli -x -s "$2" GET"#
+        for format in ["text", "json"] {
+            let daemon = try DaemonProcess(expirables: Self.expirable("token", allow: "[\"uid:12345\"]"), server: "socket_mode = \"0666\"",
+                                           arguments: ["--log-format", format])
+            defer { daemon.remove() }
+            let refused = try runTool("/usr/bin/setpriv", ["--reuid=4343", "--regid=4343", "--clear-groups", "/bin/sh", "-c", script, "sh",
+                                                          forged, daemon.socket])
+            #expect(refused.stdout.hasPrefix("NOPERM you may not read 'x "), "\(refused)")
+            let log = daemon.log
+            let lines = log.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(!lines.contains { $0.hasPrefix("1999-") }, "\(log)")
+            #expect(!log.utf8.contains { ($0 < 0x20 && $0 != 0x0A) || $0 == 0x7F }, "\(log)")
+            if format == "text" {
+                #expect(log.contains(#"expirable=x\n\#(forged)\r\x1b[2J\x00\x7fend "#), "\(log)")
+            } else {
+                let records = try lines.filter { !$0.isEmpty }.map {
+                    try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String], "\($0)")
+                }
+                #expect(records.contains { $0["expirable"] == "x\n\(forged)\r\u{1B}[2J\0\u{7F}end" }, "\(log)")
+            }
+        }
+    }
+
     @Test("MGET and SUBSCRIBE of a name the caller may not read are refused; LIST, INFO, DBSIZE, EXPLAIN and status show only what it may read")
     func filtering() throws {
         let daemon = try Self.start(Self.expirable("token", allow: "[\"uid:4242\"]") + Self.expirable("public"))
