@@ -93,8 +93,7 @@ public final class StateStore: Sendable {
         var sealed = try seal(state, name: name)
         defer { sealed.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
         let temporary = target + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw StateError("cannot write \(temporary): \(StateStore.reason())") }
+        let fd = try StateStore.createTemporary(temporary)
         var written = 0
         while written < sealed.count {
             let n = sealed.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
@@ -130,12 +129,19 @@ public final class StateStore: Sendable {
     /// silently dropped, since it may hold the only copy of a refresh token.
     public func load(_ name: String) throws(StateError) -> Secret? {
         let file = path(for: name)
-        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        // O_NONBLOCK: a FIFO at the name would otherwise block the open until a writer came, at start for ever.
+        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         if fd < 0 {
             if errno == ENOENT { return nil }
+            if errno == ELOOP { throw StateError("\(file) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it") }
             throw StateError("cannot read \(file): \(StateStore.reason())")
         }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StateError("cannot examine \(file): \(StateStore.reason())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw StateError("\(file) is \(StateStore.kind(st.st_mode)), not a regular file: it cannot be a state file; remove it")
+        }
         var bytes: [UInt8] = []
         defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -217,14 +223,17 @@ public final class StateStore: Sendable {
     // MARK: Setup
 
     static func readKey(_ path: String, fromCredential: Bool) throws(StateError) -> Secret {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO at the path would otherwise block the open (check-config and start) until a writer came.
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw StateError("cannot read the state key \(path): \(reason())") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw StateError("cannot examine the state key \(path): \(reason())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw StateError("the state key \(path) is \(kind(st.st_mode)), not a regular file: write 32 random bytes to a file: head -c 32 /dev/urandom > FILE; chmod 600 FILE")
+        }
         // systemd credentials are made private by systemd itself (and may be 0400 owned by root).
         if !fromCredential {
-            guard (st.st_mode & S_IFMT) == S_IFREG else { throw StateError("the state key \(path) is not a regular file") }
             guard st.st_mode & 0o077 == 0 else {
                 throw StateError("the state key \(path) has mode \(String(st.st_mode & 0o777, radix: 8)); its group and others must have no access to it: chmod 600 \(path)")
             }
@@ -245,6 +254,39 @@ public final class StateStore: Sendable {
             throw StateError("the state key \(path) holds \(filled == 33 ? "more than 32" : String(filled)) bytes; it must be exactly 32 random bytes: head -c 32 /dev/urandom > \(path)")
         }
         return bytes[0..<32].withUnsafeBytes { Secret(copying: $0) }
+    }
+
+    /// Creates `temporary` for writing, new (O_EXCL: whatever sits at the name is never opened, so a FIFO there
+    /// cannot block the write). A regular file of ours there is a temporary file an earlier write of this PID left
+    /// (a crash between create and rename): it is replaced. Anything else is refused, naming it.
+    static func createTemporary(_ temporary: String) throws(StateError) -> Int32 {
+        for attempt in 0..<2 {
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+            if fd >= 0 { return fd }
+            guard errno == EEXIST, attempt == 0 else { break }
+            var st = stat()
+            guard lstat(temporary, &st) == 0 else { continue }
+            guard (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == geteuid() else {
+                let what = (st.st_mode & S_IFMT) == S_IFREG ? "a file owned by uid \(st.st_uid)" : kind(st.st_mode)
+                throw StateError("cannot write \(temporary): it exists and is \(what), not a temporary state file; remove it")
+            }
+            guard unlink(temporary) == 0 || errno == ENOENT else { break }
+        }
+        throw StateError("cannot write \(temporary): \(reason())")
+    }
+
+    /// What a file that is not a regular file is, for messages.
+    static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: "a FIFO"
+        case S_IFDIR: "a directory"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFLNK: "a symbolic link"
+        case S_IFREG: "a regular file"
+        default: "a file of unknown type"
+        }
     }
 
     static func prepare(_ directory: String) throws(StateError) {

@@ -72,4 +72,22 @@ struct PluginStateTests {
         #expect(!explained.split(whereSeparator: \.isNewline).contains { $0.hasPrefix("call:") }, "\(explained)")
         #expect(try second.redis("PING") == "PONG")
     }
+
+    @Test("a FIFO where a state file goes: that expirable reports it and the daemon serves, instead of hanging at start")
+    func fifoStateFile() throws {
+        let directory = try TemporaryDirectory("state")
+        defer { directory.remove() }
+        let state = directory.appending("state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        chmod(state, 0o700)
+        // "rt" hex-encoded.
+        let file = state + "/7274.state"
+        #expect(mkfifo(file, 0o600) == 0)
+        let daemon = try Self.start(directory)
+        defer { daemon.remove() }
+        let answer = try daemon.redis("GET", "rt")
+        #expect(answer == "FETCH rt: its saved plugin state cannot be used: \(file) is a FIFO, not a regular file: it cannot be a state file; remove it", "\(answer)")
+        #expect(daemon.log.contains("a plugin state file cannot be used"))
+        #expect(try daemon.redis("PING") == "PONG")
+    }
 }
