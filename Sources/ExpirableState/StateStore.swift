@@ -81,7 +81,8 @@ public final class StateStore: Sendable {
         directory + "/" + name.utf8.map { String($0, radix: 16).leftPadded(to: 2) }.joined() + ".state"
     }
 
-    /// Writes `state` for `name` atomically; nil removes the file.
+    /// Writes `state` for `name` atomically; nil removes the file. One save at a time per process (the temporary
+    /// file's name is the target's and the PID): the daemon's keeper writes under a lock.
     public func save(_ state: Secret?, for name: String) throws(StateError) {
         let target = path(for: name)
         guard let state else {
