@@ -147,6 +147,8 @@ struct PluginStateTests {
         #expect(failing.contains("No space left on device") && failing.contains("a restart now would resume from the older state"), "\(failing)")
         let explained = try daemon.redis("EXPLAIN", "rt")
         #expect(Self.field(explained, "state_error")?.contains("No space left on device") == true, "\(explained)")
+        let words = try daemon.ctl("explain", "rt").stdout
+        #expect(words.contains("Plugin state not persisted: cannot write ") && words.contains("No space left on device"), "\(words)")
         #expect(daemon.log.contains("cannot persist a plugin state"))
         // Still full after the first retry (1 s): still shown.
         usleep(1_500_000)
