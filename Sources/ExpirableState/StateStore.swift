@@ -134,14 +134,14 @@ public final class StateStore: Sendable {
         let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         if fd < 0 {
             if errno == ENOENT { return nil }
-            if errno == ELOOP { throw StateError("\(file) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it") }
+            if errno == ELOOP { throw StateError("\(file) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it and restart the daemon") }
             throw StateError("cannot read \(file): \(StateStore.reason())")
         }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw StateError("cannot examine \(file): \(StateStore.reason())") }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw StateError("\(file) is \(StateStore.kind(st.st_mode)), not a regular file: it cannot be a state file; remove it")
+            throw StateError("\(file) is \(StateStore.kind(st.st_mode)), not a regular file: it cannot be a state file; remove it and restart the daemon")
         }
         var bytes: [UInt8] = []
         defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
@@ -152,7 +152,7 @@ public final class StateStore: Sendable {
             if n < 0 { throw StateError("cannot read \(file): \(StateStore.reason())") }
             if n == 0 { break }
             bytes += chunk[0..<n]
-            guard bytes.count <= 1 << 20 else { throw StateError("\(file) is over 1 MiB: not a state file; remove it") }
+            guard bytes.count <= 1 << 20 else { throw StateError("\(file) is over 1 MiB: not a state file; remove it and restart the daemon") }
         }
         return try unseal(bytes, name: name, file: file)
     }
@@ -189,8 +189,13 @@ public final class StateStore: Sendable {
 
     func unseal(_ sealed: [UInt8], name: String, file: String) throws(StateError) -> Secret {
         let header = StateStore.magic.count + StateStore.nonceBytes
-        guard sealed.count >= header + StateStore.tagBytes, Array(sealed[0..<StateStore.magic.count]) == StateStore.magic else {
-            throw StateError("\(file) is not an Expirable state file (no EXPSTATE1 header); remove it if it does not belong in state_dir")
+        let smallest = header + StateStore.tagBytes
+        // A file that starts as a state file does (an empty one included) but ends too soon was cut short.
+        guard sealed.starts(with: StateStore.magic.prefix(sealed.count)) else {
+            throw StateError("\(file) is not an Expirable state file (no EXPSTATE1 header); remove it if it does not belong in state_dir, and restart the daemon \(StateStore.readAtStart)")
+        }
+        guard sealed.count >= smallest else {
+            throw StateError("\(file) is truncated (\(sealed.count) bytes; a state file holds at least \(smallest): the EXPSTATE1 header, a \(StateStore.nonceBytes)-byte nonce, the \(StateStore.tagBytes)-byte tag): restore it from a backup, or remove it to start \(name) without its state; then restart the daemon \(StateStore.readAtStart)")
         }
         let nonce = Array(sealed[StateStore.magic.count..<header])
         let body = Array(sealed[header..<(sealed.count - StateStore.tagBytes)])
@@ -216,7 +221,7 @@ public final class StateStore: Sendable {
             return true
         }
         guard ok else {
-            throw StateError("\(file) does not decrypt with the configured state key (a different key, a file damaged or copied from another expirable): restore the key, or remove the file to start \(name) without its state")
+            throw StateError("\(file) does not decrypt with the configured state key (a different key, a file damaged or copied from another expirable): restore the key, or remove the file to start \(name) without its state; then restart the daemon \(StateStore.readAtStart)")
         }
         return plain[0..<total].withUnsafeBytes { Secret(copying: $0) }
     }
@@ -312,6 +317,10 @@ public final class StateStore: Sendable {
     static func loadOpenSSL() throws(StateError) {
         if let failure = CExpirableOpenSSL_load() { throw StateError("plugin states are encrypted with OpenSSL: \(String(cString: failure))") }
     }
+
+    /// Why a fix to a state file needs a restart: the daemon reads each one once, when it starts (or when a keyed
+    /// family's member is made).
+    static let readAtStart = "(state files are read at start)"
 
     static func reason() -> String { String(cString: strerror(errno)) }
 

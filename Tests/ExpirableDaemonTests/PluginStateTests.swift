@@ -107,7 +107,7 @@ struct PluginStateTests {
         let daemon = try Self.start(directory)
         defer { daemon.remove() }
         let answer = try daemon.redis("GET", "rt")
-        #expect(answer == "FETCH rt: its saved plugin state cannot be used: \(file) is a FIFO, not a regular file: it cannot be a state file; remove it", "\(answer)")
+        #expect(answer == "FETCH rt: its saved plugin state cannot be used: \(file) is a FIFO, not a regular file: it cannot be a state file; remove it and restart the daemon", "\(answer)")
         #expect(daemon.log.contains("a plugin state file cannot be used"))
         #expect(try daemon.redis("PING") == "PONG")
     }

@@ -71,6 +71,34 @@ struct StateStoreTests {
         }
     }
 
+    @Test("a state file cut short after its header is reported as truncated, not as a file without the header")
+    func truncated() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        try store.save(Secret("rt-0123456789"), for: "rt")
+        let file = store.path(for: "rt")
+        let whole = try Data(contentsOf: URL(fileURLWithPath: file))
+        for length in [20, 9, 5, 0] {
+            try whole.prefix(length).write(to: URL(fileURLWithPath: file))
+            do {
+                _ = try store.load("rt")
+                Issue.record("a file of \(length) bytes loaded")
+            } catch {
+                #expect(error.message == "\(file) is truncated (\(length) bytes; a state file holds at least 37: the EXPSTATE1 header, a 12-byte nonce, the 16-byte tag): restore it from a backup, or remove it to start rt without its state; then restart the daemon (state files are read at start)", "\(error.message)")
+            }
+        }
+        // The decrypt error says a restart is needed after the fix.
+        try whole.write(to: URL(fileURLWithPath: file))
+        let other = try Self.store(dir, key: Array(repeating: 9, count: 32))
+        do {
+            _ = try other.load("rt")
+            Issue.record("loaded with another key")
+        } catch {
+            #expect(error.message.hasSuffix("restore the key, or remove the file to start rt without its state; then restart the daemon (state files are read at start)"), "\(error.message)")
+        }
+    }
+
     @Test("a FIFO where a state file goes is refused at once, naming it, instead of blocking the read")
     func fifoAsStateFile() throws {
         let dir = try TemporaryDirectory("state")
@@ -81,7 +109,7 @@ struct StateStoreTests {
             _ = try store.load("rt")
             Issue.record("a FIFO loaded as a state")
         } catch {
-            #expect(error.message == "\(store.path(for: "rt")) is a FIFO, not a regular file: it cannot be a state file; remove it", "\(error.message)")
+            #expect(error.message == "\(store.path(for: "rt")) is a FIFO, not a regular file: it cannot be a state file; remove it and restart the daemon", "\(error.message)")
         }
         // A symbolic link is not followed, and says so.
         #expect(symlink(dir.appending("state.key"), store.path(for: "ln")) == 0)
@@ -89,7 +117,7 @@ struct StateStoreTests {
             _ = try store.load("ln")
             Issue.record("a symbolic link loaded as a state")
         } catch {
-            #expect(error.message == "\(store.path(for: "ln")) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it", "\(error.message)")
+            #expect(error.message == "\(store.path(for: "ln")) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it and restart the daemon", "\(error.message)")
         }
     }
 
