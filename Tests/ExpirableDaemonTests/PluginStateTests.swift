@@ -174,4 +174,28 @@ struct PluginStateTests {
         #expect(try daemon.redis("GET", "rt") == "key= state=s++", "the restarted daemon continued from the latest state, not a spent one")
         #expect(!daemon.log.contains("s++"), "states are never logged")
     }
+
+    @Test("a directory in the way of a state write (any user, no mounts needed): shown until it is removed, then the retry writes the latest state")
+    func writeInTheWay() throws {
+        let directory = try TemporaryDirectory("state")
+        defer { directory.remove() }
+        let daemon = try Self.start(directory)
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "rt") == "key= state=")
+        let pid = try #require(daemon.process?.pid)
+        // The temporary file the daemon writes "rt"'s next state to, before renaming it over 7274.state.
+        let obstacle = directory.appending("state/7274.state.tmp-\(pid)")
+        try FileManager.default.createDirectory(atPath: obstacle, withIntermediateDirectories: false)
+        #expect(try daemon.redis("CLEAR", "rt") == "OK")
+        #expect(try daemon.redis("GET", "rt") == "key= state=s")
+        let failing = Self.field(try daemon.redis("INFO", "rt"), "state_error") ?? "(no state_error line)"
+        #expect(failing.hasPrefix("cannot write \(obstacle): it exists and is a directory, not a temporary state file; remove it (not persisted after "), "\(failing)")
+        try FileManager.default.removeItem(atPath: obstacle)
+        let cleared = Date().addingTimeInterval(20)
+        while Self.field(try daemon.redis("INFO", "rt"), "state_error") != "" && Date() < cleared { usleep(100_000) }
+        #expect(Self.field(try daemon.redis("INFO", "rt"), "state_error") == "", "the retry wrote the state")
+        #expect(daemon.stop() == 0)
+        try daemon.start()
+        #expect(try daemon.redis("GET", "rt") == "key= state=s+", "the restarted daemon continued from the latest state")
+    }
 }
