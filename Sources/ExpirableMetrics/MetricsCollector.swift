@@ -11,6 +11,8 @@ public struct MetricsSources: Sendable {
     public var cluster: (@Sendable ([String]) -> ClusterFigures)?
     /// An expirable's plugin facts as INFO shows them (`isolation`, `helper_pid`, `helper_restarts`).
     public var pluginInfo: (@Sendable (String) -> [(String, String)])?
+    /// With `state_dir`: plugin states whose latest change is not on disk yet, and failed writes since start.
+    public var states: (@Sendable () -> (unsaved: Int, failures: UInt64))?
     public var version: String
     /// `metrics_keys`: whether each member a keyed family holds gets series of its own, labelled with its key.
     public var keys = false
@@ -174,6 +176,10 @@ public final class MetricsCollector: Sendable {
                 scrape.gauge("expirable_owned", [("expirable", name)], cluster.owned.contains(name) ? 1 : 0)
                 scrape.gauge("expirable_lease_held", [("expirable", name)], cluster.leased.contains(name) ? 1 : 0)
             }
+        }
+        if let states = sources.states?() {
+            scrape.gauge("expirable_plugin_state_unsaved", [], Double(states.unsaved))
+            scrape.counter("expirable_plugin_state_write_failures_total", [], states.failures)
         }
         if let process = memoryFigures(of: nil) {
             scrape.gauge("expirable_process_private_memory_bytes", [], Double(process.privateBytes))

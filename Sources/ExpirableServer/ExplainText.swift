@@ -44,6 +44,7 @@ enum ExplainText {
             }
         }
         lines += state.options.pluginInfo?(name) ?? []
+        lines += state.options.stateInfo?(name) ?? []
         lines += state.options.expirableInfo?(name) ?? [("owner", state.options.nodeName)]
         return text(lines + access(name, state: state))
     }

@@ -50,6 +50,7 @@ enum InfoText {
         lines.append("refreshes:\(status.counters.refreshes)")
         lines.append("stale_answers:\(status.counters.staleAnswers)")
         lines.append("plugin_state:\(state.engine.hasPluginState(name) ? "yes" : "no")")
+        lines += (state.options.stateInfo?(name) ?? []).map { "\($0.0):\($0.1)" }
         if let plugin = state.options.pluginInfo?(name) {
             lines += plugin.map { "\($0.0):\($0.1)" }
         }

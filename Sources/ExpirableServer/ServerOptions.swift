@@ -26,6 +26,9 @@ public struct ServerOptions: Sendable {
     public var expirableInfo: (@Sendable (String) -> [(String, String)])?
     /// Extra INFO lines for an expirable from its plugin host (where the plugin runs, its helper's pid and restarts).
     public var pluginInfo: (@Sendable (String) -> [(String, String)])?
+    /// Extra INFO and EXPLAIN lines about an expirable's persisted plugin state (`state_error`), when `state_dir`
+    /// is set.
+    public var stateInfo: (@Sendable (String) -> [(String, String)])?
     /// The reply to CLUSTER: one `key:value ...` line per member. Nil without a cluster.
     public var clusterInfo: (@Sendable () -> String)?
     /// Extra lines for the server's INFO (the cluster's clock offsets), from whoever knows them.

@@ -81,7 +81,8 @@ public final class StateStore: Sendable {
         directory + "/" + name.utf8.map { String($0, radix: 16).leftPadded(to: 2) }.joined() + ".state"
     }
 
-    /// Writes `state` for `name` atomically; nil removes the file.
+    /// Writes `state` for `name` atomically; nil removes the file. One save at a time per process (the temporary
+    /// file's name is the target's and the PID): the daemon's keeper writes under a lock.
     public func save(_ state: Secret?, for name: String) throws(StateError) {
         let target = path(for: name)
         guard let state else {
@@ -93,8 +94,7 @@ public final class StateStore: Sendable {
         var sealed = try seal(state, name: name)
         defer { sealed.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
         let temporary = target + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw StateError("cannot write \(temporary): \(StateStore.reason())") }
+        let fd = try StateStore.createTemporary(temporary)
         var written = 0
         while written < sealed.count {
             let n = sealed.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
@@ -130,12 +130,19 @@ public final class StateStore: Sendable {
     /// silently dropped, since it may hold the only copy of a refresh token.
     public func load(_ name: String) throws(StateError) -> Secret? {
         let file = path(for: name)
-        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        // O_NONBLOCK: a FIFO at the name would otherwise block the open until a writer came, at start for ever.
+        let fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         if fd < 0 {
             if errno == ENOENT { return nil }
+            if errno == ELOOP { throw StateError("\(file) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it and restart the daemon") }
             throw StateError("cannot read \(file): \(StateStore.reason())")
         }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StateError("cannot examine \(file): \(StateStore.reason())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw StateError("\(file) is \(StateStore.kind(st.st_mode)), not a regular file: it cannot be a state file; remove it and restart the daemon")
+        }
         var bytes: [UInt8] = []
         defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -145,7 +152,7 @@ public final class StateStore: Sendable {
             if n < 0 { throw StateError("cannot read \(file): \(StateStore.reason())") }
             if n == 0 { break }
             bytes += chunk[0..<n]
-            guard bytes.count <= 1 << 20 else { throw StateError("\(file) is over 1 MiB: not a state file; remove it") }
+            guard bytes.count <= 1 << 20 else { throw StateError("\(file) is over 1 MiB: not a state file; remove it and restart the daemon") }
         }
         return try unseal(bytes, name: name, file: file)
     }
@@ -182,8 +189,13 @@ public final class StateStore: Sendable {
 
     func unseal(_ sealed: [UInt8], name: String, file: String) throws(StateError) -> Secret {
         let header = StateStore.magic.count + StateStore.nonceBytes
-        guard sealed.count >= header + StateStore.tagBytes, Array(sealed[0..<StateStore.magic.count]) == StateStore.magic else {
-            throw StateError("\(file) is not an Expirable state file (no EXPSTATE1 header); remove it if it does not belong in state_dir")
+        let smallest = header + StateStore.tagBytes
+        // A file that starts as a state file does (an empty one included) but ends too soon was cut short.
+        guard sealed.starts(with: StateStore.magic.prefix(sealed.count)) else {
+            throw StateError("\(file) is not an Expirable state file (no EXPSTATE1 header); remove it if it does not belong in state_dir, and restart the daemon \(StateStore.readAtStart)")
+        }
+        guard sealed.count >= smallest else {
+            throw StateError("\(file) is truncated (\(sealed.count) bytes; a state file holds at least \(smallest): the EXPSTATE1 header, a \(StateStore.nonceBytes)-byte nonce, the \(StateStore.tagBytes)-byte tag): restore it from a backup, or remove it to start \(name) without its state; then restart the daemon \(StateStore.readAtStart)")
         }
         let nonce = Array(sealed[StateStore.magic.count..<header])
         let body = Array(sealed[header..<(sealed.count - StateStore.tagBytes)])
@@ -209,7 +221,7 @@ public final class StateStore: Sendable {
             return true
         }
         guard ok else {
-            throw StateError("\(file) does not decrypt with the configured state key (a different key, a file damaged or copied from another expirable): restore the key, or remove the file to start \(name) without its state")
+            throw StateError("\(file) does not decrypt with the configured state key (a different key, a file damaged or copied from another expirable): restore the key, or remove the file to start \(name) without its state; then restart the daemon \(StateStore.readAtStart)")
         }
         return plain[0..<total].withUnsafeBytes { Secret(copying: $0) }
     }
@@ -217,14 +229,17 @@ public final class StateStore: Sendable {
     // MARK: Setup
 
     static func readKey(_ path: String, fromCredential: Bool) throws(StateError) -> Secret {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO at the path would otherwise block the open (check-config and start) until a writer came.
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw StateError("cannot read the state key \(path): \(reason())") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw StateError("cannot examine the state key \(path): \(reason())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw StateError("the state key \(path) is \(kind(st.st_mode)), not a regular file: write 32 random bytes to a file: head -c 32 /dev/urandom > FILE; chmod 600 FILE")
+        }
         // systemd credentials are made private by systemd itself (and may be 0400 owned by root).
         if !fromCredential {
-            guard (st.st_mode & S_IFMT) == S_IFREG else { throw StateError("the state key \(path) is not a regular file") }
             guard st.st_mode & 0o077 == 0 else {
                 throw StateError("the state key \(path) has mode \(String(st.st_mode & 0o777, radix: 8)); its group and others must have no access to it: chmod 600 \(path)")
             }
@@ -245,6 +260,39 @@ public final class StateStore: Sendable {
             throw StateError("the state key \(path) holds \(filled == 33 ? "more than 32" : String(filled)) bytes; it must be exactly 32 random bytes: head -c 32 /dev/urandom > \(path)")
         }
         return bytes[0..<32].withUnsafeBytes { Secret(copying: $0) }
+    }
+
+    /// Creates `temporary` for writing, new (O_EXCL: whatever sits at the name is never opened, so a FIFO there
+    /// cannot block the write). A regular file of ours there is a temporary file an earlier write of this PID left
+    /// (a crash between create and rename): it is replaced. Anything else is refused, naming it.
+    static func createTemporary(_ temporary: String) throws(StateError) -> Int32 {
+        for attempt in 0..<2 {
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+            if fd >= 0 { return fd }
+            guard errno == EEXIST, attempt == 0 else { break }
+            var st = stat()
+            guard lstat(temporary, &st) == 0 else { continue }
+            guard (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == geteuid() else {
+                let what = (st.st_mode & S_IFMT) == S_IFREG ? "a file owned by uid \(st.st_uid)" : kind(st.st_mode)
+                throw StateError("cannot write \(temporary): it exists and is \(what), not a temporary state file; remove it")
+            }
+            guard unlink(temporary) == 0 || errno == ENOENT else { break }
+        }
+        throw StateError("cannot write \(temporary): \(reason())")
+    }
+
+    /// What a file that is not a regular file is, for messages.
+    static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: "a FIFO"
+        case S_IFDIR: "a directory"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFLNK: "a symbolic link"
+        case S_IFREG: "a regular file"
+        default: "a file of unknown type"
+        }
     }
 
     static func prepare(_ directory: String) throws(StateError) {
@@ -269,6 +317,10 @@ public final class StateStore: Sendable {
     static func loadOpenSSL() throws(StateError) {
         if let failure = CExpirableOpenSSL_load() { throw StateError("plugin states are encrypted with OpenSSL: \(String(cString: failure))") }
     }
+
+    /// Why a fix to a state file needs a restart: the daemon reads each one once, when it starts (or when a keyed
+    /// family's member is made).
+    static let readAtStart = "(state files are read at start)"
 
     static func reason() -> String { String(cString: strerror(errno)) }
 

@@ -138,6 +138,7 @@ struct Explain: AsyncParsableCommand {
             }
         }
         if let error = field("last_error") { out.append("Last error (\(fields["last_error_class"] ?? "temporary")): \(error)") }
+        if let error = field("state_error") { out.append("Plugin state not persisted: \(error).") }
         out.append("")
         var refresh = "Refresh: \(fields["refresh"] ?? "?")"
         if let due = field("next_refresh_in_ms") { refresh += ", next in \(due) ms: \(fields["refresh_rule"] ?? "")" }

@@ -70,11 +70,13 @@ struct Daemon {
         }
         let definitions = Daemon.definitions(plugins.definitions, configuration, cluster)
         let engine = Engine(expirables: definitions, clock: clock, logger: Logger(label: "expirable.engine"))
+        var stateFiles: StateFiles?
         if let directory = configuration.server.stateDir {
             do {
                 let store = try StateStore(directory: directory, keyFile: configuration.server.stateKeyFile)
-                engine.keepStates(with: StateFiles(store: store, logger: Logger(label: "expirable.state")),
-                                  initial: StateFiles.load(store, names: engine.names, logger: logger))
+                let files = StateFiles(store: store, clock: clock, logger: Logger(label: "expirable.state"))
+                engine.keepStates(with: files, initial: StateFiles.load(store, names: engine.names, logger: logger))
+                stateFiles = files
             } catch {
                 let key = error.aboutKey && configuration.server.stateKeyFile != nil ? "state_key_file" : "state_dir"
                 fail("\(configuration.refusal(["server", key], "[server] \(key): \(error.message)"))")
@@ -95,6 +97,7 @@ struct Daemon {
             nodeName: configuration.cluster?.node ?? "local"
         )
         options.pluginInfo = { plugins.info($0) }
+        if let stateFiles { options.stateInfo = { stateFiles.info($0) } }
         options.admins = configuration.server.admins
         let reloader = Reloader(path: arguments.config, configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
         options.reload = { reloader.reload() }
@@ -123,7 +126,7 @@ struct Daemon {
             parts.append(Sinks(configuration, engine: engine, clock: clock, logger: Logger(label: "expirable.sinks")))
         }
         if let metrics = configuration.metrics {
-            parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, logger: logger))
+            parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, stateFiles: stateFiles, logger: logger))
         }
         // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
         // and the cluster last.
@@ -132,10 +135,12 @@ struct Daemon {
             try await group.run()
         } catch {
             engine.shutdown()
+            stateFiles?.stop()
             plugins.shutdown()
             fail("\(error)")
         }
         engine.shutdown()
+        stateFiles?.stop()
         plugins.shutdown()
     }
 
@@ -182,10 +187,11 @@ struct Daemon {
 
     /// The Prometheus endpoint of `[metrics]`, on an event loop of its own.
     static func metricsServer(_ settings: Configuration.Metrics, engine: Engine, server: ExpirableServer, cluster: Cluster?,
-                              plugins: PluginHost, logger: Logger) -> MetricsServer {
+                              plugins: PluginHost, stateFiles: StateFiles?, logger: Logger) -> MetricsServer {
         var sources = MetricsSources(engine: engine, version: ExpirableServer.version)
         sources.server = { server.figures() }
         sources.pluginInfo = { plugins.info($0) }
+        if let stateFiles { sources.states = { stateFiles.figures() } }
         if let cluster { sources.cluster = { cluster.figures(names: $0) } }
         sources.keys = settings.keys
         if !settings.isLoopback {

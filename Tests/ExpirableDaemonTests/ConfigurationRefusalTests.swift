@@ -95,6 +95,22 @@ struct ConfigurationRefusalTests {
         #expect(started.contains("expirabled: " + message), "\(started)")
     }
 
+    @Test("a FIFO as state_key_file: check-config and the daemon refuse it at once, naming it, instead of hanging")
+    func stateKeyFIFO() throws {
+        let expirable = "[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n"
+        let daemon = try Self.setUp(expirable, server: "state_dir = \"DIR/state\"\nstate_key_file = \"DIR/fifo.key\"")
+        defer { daemon.remove() }
+        let key = daemon.directory.appending("fifo.key")
+        #expect(mkfifo(key, 0o600) == 0)
+        let message = "\(try Self.place(daemon, "state_key_file")): [server] state_key_file: the state key \(key) is a FIFO, not a regular file"
+        let check = try runTool(TestPaths.product("expirablectl").path, ["check-config", daemon.configPath], seconds: 10)
+        #expect(check.status == 78, "check-config: status \(check.status) (124: it hung)")
+        #expect(check.stderr.hasPrefix("expirablectl: " + message), "\(check.stderr)")
+        let start = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath], seconds: 10)
+        #expect(start.status == 1, "expirabled: status \(start.status) (124: it hung)")
+        #expect(start.stderr.contains("expirabled: " + message), "\(start.stderr)")
+    }
+
     @Test("TLS files that cannot be read: the line of cluster.cert, cluster.key, cluster.ca")
     func tlsFiles() throws {
         let expirable = "[expirable.x]\nplugin = \"command\"\nscope = \"local\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n"

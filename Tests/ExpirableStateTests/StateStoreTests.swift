@@ -71,6 +71,97 @@ struct StateStoreTests {
         }
     }
 
+    @Test("a state file cut short after its header is reported as truncated, not as a file without the header")
+    func truncated() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        try store.save(Secret("rt-0123456789"), for: "rt")
+        let file = store.path(for: "rt")
+        let whole = try Data(contentsOf: URL(fileURLWithPath: file))
+        for length in [20, 9, 5, 0] {
+            try whole.prefix(length).write(to: URL(fileURLWithPath: file))
+            do {
+                _ = try store.load("rt")
+                Issue.record("a file of \(length) bytes loaded")
+            } catch {
+                #expect(error.message == "\(file) is truncated (\(length) bytes; a state file holds at least 37: the EXPSTATE1 header, a 12-byte nonce, the 16-byte tag): restore it from a backup, or remove it to start rt without its state; then restart the daemon (state files are read at start)", "\(error.message)")
+            }
+        }
+        // The decrypt error says a restart is needed after the fix.
+        try whole.write(to: URL(fileURLWithPath: file))
+        let other = try Self.store(dir, key: Array(repeating: 9, count: 32))
+        do {
+            _ = try other.load("rt")
+            Issue.record("loaded with another key")
+        } catch {
+            #expect(error.message.hasSuffix("restore the key, or remove the file to start rt without its state; then restart the daemon (state files are read at start)"), "\(error.message)")
+        }
+    }
+
+    @Test("a FIFO where a state file goes is refused at once, naming it, instead of blocking the read")
+    func fifoAsStateFile() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        #expect(mkfifo(store.path(for: "rt"), 0o600) == 0)
+        do {
+            _ = try store.load("rt")
+            Issue.record("a FIFO loaded as a state")
+        } catch {
+            #expect(error.message == "\(store.path(for: "rt")) is a FIFO, not a regular file: it cannot be a state file; remove it and restart the daemon", "\(error.message)")
+        }
+        // A symbolic link is not followed, and says so.
+        #expect(symlink(dir.appending("state.key"), store.path(for: "ln")) == 0)
+        do {
+            _ = try store.load("ln")
+            Issue.record("a symbolic link loaded as a state")
+        } catch {
+            #expect(error.message == "\(store.path(for: "ln")) is a symbolic link, which state_dir never follows: it cannot be a state file; remove it and restart the daemon", "\(error.message)")
+        }
+    }
+
+    @Test("a FIFO at the temporary file's name fails the write at once, naming it; a stale temporary file of ours is replaced")
+    func fifoAsTemporaryFile() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        let temporary = store.path(for: "rt") + ".tmp-\(getpid())"
+        #expect(mkfifo(temporary, 0o600) == 0)
+        do {
+            try store.save(Secret("rt-1"), for: "rt")
+            Issue.record("a state was written through a FIFO")
+        } catch {
+            #expect(error.message == "cannot write \(temporary): it exists and is a FIFO, not a temporary state file; remove it", "\(error.message)")
+        }
+        #expect(try store.load("rt") == nil)
+        unlink(temporary)
+        // A regular file left by an earlier write (a crash between create and rename) is ours to replace.
+        FileManager.default.createFile(atPath: temporary, contents: Data("stale".utf8))
+        try store.save(Secret("rt-2"), for: "rt")
+        #expect(try store.load("rt")?.bytes == Array("rt-2".utf8))
+        #expect(!FileManager.default.fileExists(atPath: temporary))
+    }
+
+    @Test("a FIFO as the state key file is refused at once, naming it")
+    func fifoAsKeyFile() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let keyFile = dir.appending("state.key")
+        #expect(mkfifo(keyFile, 0o600) == 0)
+        for environment in [[:], ["CREDENTIALS_DIRECTORY": dir.path]] {
+            let file = environment.isEmpty ? keyFile : dir.appending("expirable-state-key")
+            if !environment.isEmpty { #expect(mkfifo(file, 0o600) == 0) }
+            do {
+                _ = try StateStore(directory: dir.appending("s"), keyFile: environment.isEmpty ? keyFile : nil, environment: environment)
+                Issue.record("a FIFO was accepted as the state key")
+            } catch {
+                #expect(error.message == "the state key \(file) is a FIFO, not a regular file: write 32 random bytes to a file: head -c 32 /dev/urandom > FILE; chmod 600 FILE", "\(error.message)")
+            }
+            #expect(throws: StateError.self) { try StateStore.check(directory: dir.appending("s"), keyFile: environment.isEmpty ? keyFile : nil, environment: environment) }
+        }
+    }
+
     @Test("the key must be 32 bytes readable only by the daemon's user; the directory too; or a systemd credential")
     func keyAndDirectory() throws {
         let dir = try TemporaryDirectory("state")
