@@ -51,7 +51,7 @@ struct ConfigurationDecoder {
     private func decodeMetrics(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Metrics {
         let at = ["metrics"]
         try allowOnly(["listen", "metrics_keys"], in: t, at: at)
-        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
+        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try listenAddress(v, at: at + ["listen"]) }
         var keys = false
         if let v = t["metrics_keys"] {
             guard let flag = v.boolean else { throw error(at + ["metrics_keys"], "expected true or false, got \(show(v))") }
@@ -145,7 +145,7 @@ struct ConfigurationDecoder {
         let at = ["cluster"]
         try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset", "join_timeout"], in: t, at: at)
         let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
-        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try endpoint(v, at: at + ["listen"]) }
+        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try listenAddress(v, at: at + ["listen"]) }
         let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
         guard !peerTable.isEmpty else {
             throw error(at + ["peers"], "expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone")
@@ -474,6 +474,24 @@ struct ConfigurationDecoder {
             }
         }
         return .init(host: host, port: port)
+    }
+
+    /// An endpoint to listen on: its host an IP address, or a name this machine resolves (as `localhost`), so
+    /// that check-config refuses what the daemon could not bind.
+    private func listenAddress(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Configuration.Endpoint {
+        let endpoint = try endpoint(v, at: at)
+        var address = in_addr(), address6 = in6_addr()
+        if inet_pton(AF_INET, endpoint.host, &address) == 1 || inet_pton(AF_INET6, endpoint.host, &address6) == 1 { return endpoint }
+        var hints = addrinfo()
+        hints.ai_flags = AI_PASSIVE
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(endpoint.host, nil, &hints, &found)
+        if let found { freeaddrinfo(found) }
+        guard status == 0 else {
+            throw error(at, "cannot listen on \(show(v)): \(ConfigurationError.quoted(endpoint.host)) is not an IP address, and it does not resolve (\(String(cString: gai_strerror(status)))); use an address of this machine, such as \"127.0.0.1:\(endpoint.port)\" or \"0.0.0.0:\(endpoint.port)\"")
+        }
+        return endpoint
     }
 
     private func path(_ t: TOMLTable, _ key: String, at: [String]) throws(ConfigurationError) -> String? {

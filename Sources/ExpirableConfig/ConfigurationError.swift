@@ -19,25 +19,38 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
 
     /// Control characters anywhere (in a value quoted in the message, a quoted key, the file's own name) are
     /// shown escaped, so a message is one line and cannot move a terminal's cursor.
+    /// A key or a message longer than its limit is cut there, saying how much was left out: input quoted back
+    /// at the user (a key of a megabyte) must not make a megabyte of error.
     public var description: String {
         var text = file
         if let line { text += ":\(line)" }
         text += ": "
-        if let key { text += "\(key): " }
-        return ConfigurationError.escapingControls(text + message)
+        if let key { text += "\(ConfigurationError.cut(key, at: ConfigurationError.shownLength)): " }
+        return ConfigurationError.escapingControls(text + ConfigurationError.cut(message, at: 16 * ConfigurationError.shownLength))
     }
 
-    /// `text` in double quotes, its quotes, backslashes and control characters escaped as in TOML.
+    /// How much of a key or a quoted value an error shows.
+    public static let shownLength = 256
+
+    private static func cut(_ text: String, at limit: Int) -> String {
+        let scalars = text.unicodeScalars
+        guard scalars.count > limit else { return text }
+        return String(String.UnicodeScalarView(scalars.prefix(limit))) + "… (\(scalars.count - limit) more characters)"
+    }
+
+    /// `text` in double quotes, its quotes, backslashes and control characters escaped as in TOML; past
+    /// `shownLength` characters it is cut, saying how many more there were.
     public static func quoted(_ text: String) -> String {
         var out = "\""
-        for scalar in text.unicodeScalars {
+        for scalar in text.unicodeScalars.prefix(shownLength) {
             switch scalar {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
             default: out += escaped(scalar)
             }
         }
-        return out + "\""
+        let count = text.unicodeScalars.count
+        return out + (count > shownLength ? "…\" (\(count) characters)" : "\"")
     }
 
     /// `text` with control characters (C0, DEL, C1) written as escapes: `\n`, `\t`, `\u001B`.

@@ -213,7 +213,8 @@ struct ClusterConfigurationTests {
             ("127.0.0.71:27400", "node-b = \"127.0.0.71:27400\", node-c = \"127.0.0.73:27400\"", "cluster.peers.node-b: 127.0.0.71:27400 is this node's own listen address (cluster.listen); give node-b the address in node-b's cluster.listen"),
             // The same address spelled differently is still the same: IPv6 in another form, a host name in other case.
             ("127.0.0.71:27400", "node-b = \"[::1]:7400\", node-c = \"[0:0:0:0:0:0:0:1]:7400\"", "cluster.peers.node-c: [0:0:0:0:0:0:0:1]:7400 is also node-b's address; give each peer the address in its own cluster.listen"),
-            ("node-a.example:7400", "node-b = \"NODE-A.example:7400\"", "cluster.peers.node-b: NODE-A.example:7400 is this node's own listen address (cluster.listen); give node-b the address in node-b's cluster.listen"),
+            // (A name to listen on must resolve on this machine: localhost does.)
+            ("localhost:7400", "node-b = \"LOCALHOST:7400\"", "cluster.peers.node-b: LOCALHOST:7400 is this node's own listen address (cluster.listen); give node-b the address in node-b's cluster.listen"),
         ]
         for (listen, peers, message) in refused {
             let node = try daemon(listen: listen, peers: peers)

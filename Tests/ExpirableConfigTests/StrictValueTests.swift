@@ -43,12 +43,32 @@ struct StrictValueTests {
         #expect(Self.refusal("[cluster]\nlisten = \"\(value)\"\n" + Self.cluster.dropFirst("[cluster]\n".count)) == message)
     }
 
-    @Test("good endpoints decode: a name, IPv4, IPv6 in brackets")
+    @Test("good endpoints decode: a name this machine resolves, IPv4, IPv6 in brackets")
     func goodEndpoints() throws {
-        for value in ["node-a.example:7400", "0.0.0.0:1", "[::1]:65535", "[fe80::1]:7400"] {
+        for value in ["localhost:7400", "0.0.0.0:1", "[::1]:65535", "[fe80::1]:7400"] {
             let config = try Configuration.parse("[cluster]\nlisten = \"\(value)\"\n" + Self.cluster.dropFirst("[cluster]\n".count), file: "F")
             #expect(config.cluster?.listen.description == value)
         }
+    }
+
+    @Test("an address to listen on that is no IP address and does not resolve is refused, as the daemon could not bind it")
+    func unresolvableListen() throws {
+        let metrics = try #require(Self.refusal("[metrics]\nlisten = \"999.0.0.1:9400\"\n"))
+        #expect(metrics.hasPrefix("F:2: metrics.listen: cannot listen on \"999.0.0.1:9400\": \"999.0.0.1\" is not an IP address, and it does not resolve ("), "\(metrics)")
+        #expect(metrics.hasSuffix("use an address of this machine, such as \"127.0.0.1:9400\" or \"0.0.0.0:9400\""), "\(metrics)")
+        let cluster = try #require(Self.refusal("[cluster]\nlisten = \"no-such-host.invalid:7400\"\n" + Self.cluster.dropFirst("[cluster]\n".count)))
+        #expect(cluster.hasPrefix("F:2: cluster.listen: cannot listen on \"no-such-host.invalid:7400\""), "\(cluster)")
+        #expect(Self.refusal("[metrics]\nlisten = \"127.0.0.1:9400\"\n") == nil)
+    }
+
+    @Test("a refusal quoting a huge key or value shows its start and how much more there was, not all of it")
+    func hugeInputCut() throws {
+        let key = String(repeating: "k", count: 1_000_000)
+        let message = try #require(Self.refusal("[server]\n\(key) = 1\n"))
+        #expect(message.utf8.count < 8192, "\(message.utf8.count) bytes")
+        #expect(message.hasPrefix("F:2: server.\(String(repeating: "k", count: 249))… ("), "\(message.prefix(300))")
+        let value = try #require(Self.refusal("[server]\nsocket_mode = \"\(String(repeating: "7", count: 100_000))\"\n"))
+        #expect(value.utf8.count < 1024 && value.hasSuffix("…\" (100000 characters)"), "\(value.suffix(200))")
     }
 
     @Test("control characters in a refused value or key are shown escaped", arguments: [
