@@ -260,6 +260,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
     /// a check-config must not hang on it. Past that the helper is killed. Throws a refusal or death naming the
     /// expirable, for the daemon's start.
     private func launch() throws(PluginError) -> HelperProcess {
+        let start = startFrame()
+        // Frame length: the kind byte and the payload.
+        guard start.payload.count + 1 <= HelperFrame.maxLength else {
+            throw PluginError("expirable.\(expirable): its params take \(start.payload.count) bytes, over the \(HelperFrame.maxLength) a plugin helper accepts at start; shorten them (a large value belongs in a file the plugin reads)")
+        }
         let helper = try HelperProcess.spawn(expirable: expirable)
         state.withLock { s in
             s.helper = helper
@@ -276,20 +281,6 @@ final class IsolatedInstance: PluginCalls, Sendable {
         defer {
             bound.cancel()
             state.withLock { $0.creating = false }
-        }
-        var start = HelperFrame(kind: .start)
-        start.append(path)
-        start.append(expirable)
-        start.append(timeout.milliseconds)
-        start.append(Int64(limits.maxMemory ?? 0))
-        start.append(Int64(limits.maxCPUSeconds ?? 0))
-        start.append(limits.uid.map(Int64.init) ?? -1)
-        start.append(limits.gid.map(Int64.init) ?? -1)
-        start.append(helperWallOffset.milliseconds)
-        start.append(UInt32(params.count))
-        for param in params {
-            start.append(param.key)
-            start.append(param.value)
         }
         let reply: HelperFrame
         do throws(HelperFrame.Failure) {
@@ -309,6 +300,25 @@ final class IsolatedInstance: PluginCalls, Sendable {
             let death = died(helper, number: nil, because: .frame(.malformed("a frame of kind \(reply.kind) where ready or refused belongs")))
             throw PluginError("expirable.\(expirable): \(death.message)")
         }
+    }
+
+    /// The frame that starts a helper: the plugin, the expirable, its limits and its params.
+    private func startFrame() -> HelperFrame {
+        var start = HelperFrame(kind: .start)
+        start.append(path)
+        start.append(expirable)
+        start.append(timeout.milliseconds)
+        start.append(Int64(limits.maxMemory ?? 0))
+        start.append(Int64(limits.maxCPUSeconds ?? 0))
+        start.append(limits.uid.map(Int64.init) ?? -1)
+        start.append(limits.gid.map(Int64.init) ?? -1)
+        start.append(helperWallOffset.milliseconds)
+        start.append(UInt32(params.count))
+        for param in params {
+            start.append(param.key)
+            start.append(param.value)
+        }
+        return start
     }
 
     /// What ended a helper (a timeout's kill shows as a close: `timedOut` tells it apart).

@@ -195,8 +195,9 @@ public final class PluginHost: Sendable {
                 )
             }
         } catch {
-            // Params a plugin refused point at [expirable.NAME.params]; anything else at its plugin key.
-            let key = error.message.contains("refused its params") ? "params" : "plugin"
+            // Params a plugin refused, or too large to hand to its helper, point at [expirable.NAME.params];
+            // anything else at its plugin key.
+            let key = error.message.contains("refused its params") || error.message.contains("its params take") ? "params" : "plugin"
             throw PluginHost.located(configuration, ["expirable", expirable.name, key], error)
         }
         logger.info("plugin loaded", metadata: [

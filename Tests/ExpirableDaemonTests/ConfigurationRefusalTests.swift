@@ -49,6 +49,19 @@ struct ConfigurationRefusalTests {
         #expect(start.contains("expirabled: " + message), "\(start)")
     }
 
+    @Test("params too large for a plugin helper's start: the line of the params table, and how to shorten them")
+    func paramsTooLarge() throws {
+        // 200,000 elements: the params' JSON is over the 1 MiB + 64 KiB a helper accepts in one frame.
+        let elements = Array(repeating: "1", count: 200_000).joined(separator: ",")
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nargv = [\"echo\", \"x\"]\nttl = \"1m\"\nextra = [\(elements)]\n")
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "[expirable.x.params]")): expirable.x: its params take "
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check.prefix(400))")
+        #expect(start.contains("expirabled: " + message), "\(start.prefix(400))")
+        #expect(check.contains("a plugin helper accepts at start; shorten them") && !check.contains("status 65"), "\(check.prefix(400))")
+    }
+
     @Test("a socket path under a file, or over the length a Unix socket allows: the line of server.socket")
     func socketPath() throws {
         let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")
