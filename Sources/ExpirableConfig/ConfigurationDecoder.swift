@@ -358,10 +358,18 @@ struct ConfigurationDecoder {
     }
 
     private func duration(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Duration {
-        if let ms = v.integer, ms >= 0 { return .milliseconds(ms) }
+        if let ms = v.integer, ms >= 0, ms <= DurationParser.maxMilliseconds { return .milliseconds(ms) }
+        try refuseTooLong(v, at: at)
         try refuseUnitless(v, at: at)
         if let s = v.string, let d = DurationParser.duration(s) { return d }
         throw error(at, "expected \(DurationParser.expected), got \(show(v))")
+    }
+
+    /// A duration longer than a clock can count, which would be cut short unseen.
+    private func refuseTooLong(_ v: TOMLValue, at: [String]) throws(ConfigurationError) {
+        let tooLong = v.integer.map { $0 > DurationParser.maxMilliseconds } ?? v.string.map { DurationParser.isTooLong($0) } ?? false
+        guard tooLong else { return }
+        throw error(at, "\(show(v)) is longer than the longest duration (\(DurationParser.longest))")
     }
 
     /// A string of digits alone: SPEC §2 writes durations as strings with a unit or integers of milliseconds, and
@@ -392,6 +400,7 @@ struct ConfigurationDecoder {
         }
         try refuseUnitless(v, at: at)
         guard let text = v.string ?? v.integer.map(String.init), let d = DurationParser.duration(text) else {
+            try refuseTooLong(v, at: at)
             throw error(at, "expected \(ConfigurationDecoder.expectedLead), got \(show(v))")
         }
         return .duration(d)

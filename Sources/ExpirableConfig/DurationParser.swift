@@ -20,6 +20,15 @@ public enum DurationParser {
     /// The duration `text` denotes in milliseconds, or nil if it is not a duration (or overflows). A bare number
     /// counts `bare` (milliseconds unless told otherwise).
     public static func milliseconds(_ text: some StringProtocol, bare: BareNumber = .milliseconds) -> Int64? {
+        uncapped(text, bare: bare).flatMap { $0 <= maxMilliseconds ? $0 : nil }
+    }
+
+    /// Whether `text` is written as a duration but longer than the longest (`maxMilliseconds`).
+    public static func isTooLong(_ text: some StringProtocol, bare: BareNumber = .milliseconds) -> Bool {
+        uncapped(text, bare: bare).map { $0 > maxMilliseconds } ?? false
+    }
+
+    private static func uncapped(_ text: some StringProtocol, bare: BareNumber) -> Int64? {
         let utf8 = Array(text.utf8)
         var digitsEnd = 0
         while digitsEnd < utf8.count, utf8[digitsEnd] >= UInt8(ascii: "0"), utf8[digitsEnd] <= UInt8(ascii: "9") {
@@ -38,8 +47,15 @@ public enum DurationParser {
         default: return nil
         }
         let (result, overflow) = number.multipliedReportingOverflow(by: scale)
-        return overflow ? nil : result
+        return overflow ? .max : result
     }
+
+    /// The longest duration: what a clock of signed 64-bit nanoseconds can count (2562047h, about 292 years).
+    /// Anything longer would be cut to it unseen, so it is no duration.
+    public static let maxMilliseconds = Int64.max / 1_000_000
+
+    /// What the longest duration is, for error messages.
+    public static let longest = "at most 2562047h, about 292 years"
 
     /// The duration `text` denotes, or nil if it is not a duration. A bare number counts `bare`.
     public static func duration(_ text: some StringProtocol, bare: BareNumber = .milliseconds) -> Duration? {

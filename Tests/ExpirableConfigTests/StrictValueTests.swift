@@ -61,6 +61,17 @@ struct StrictValueTests {
         #expect(Self.refusal("[metrics]\nlisten = \"127.0.0.1:9400\"\n") == nil)
     }
 
+    @Test("a duration longer than a clock counts (about 292 years) is refused, not cut short unseen", arguments: [
+        ("9223372036854775807", "9223372036854775807"), ("\"9223372036855ms\"", "\"9223372036855ms\""), ("\"2562048h\"", "\"2562048h\""),
+    ])
+    func tooLong(value: String, shown: String) throws {
+        for key in ["expiry_margin", "timeout", "retry_interval", "jitter"] {
+            let message = Self.refusal("[expirable.x]\nplugin = \"p\"\n\(key) = \(value)\n")
+            #expect(message == "F:3: expirable.x.\(key): \(shown) is longer than the longest duration (at most 2562047h, about 292 years)", "\(key): \(message ?? "accepted")")
+        }
+        #expect(Self.refusal("[expirable.x]\nplugin = \"p\"\ntimeout = \"2562047h\"\n") == nil, "the longest is accepted")
+    }
+
     @Test("a refusal quoting a huge key or value shows its start and how much more there was, not all of it")
     func hugeInputCut() throws {
         let key = String(repeating: "k", count: 1_000_000)
