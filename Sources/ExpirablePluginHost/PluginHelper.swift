@@ -93,6 +93,9 @@ public enum PluginHelper {
             do throws(HelperFrame.Failure) {
                 frame = try HelperFrame.receive(from: socket)
             } catch {
+                // Its socket closed under it (a plugin that closes descriptor 3, while a call runs): it ends as
+                // when its answer cannot be sent, whichever of the two it meets first.
+                if fcntl(socket, F_GETFD) == -1 && errno == EBADF { exit(0) }
                 guard case .closed = error else { exit(65) }
                 instance.destroy()
                 exit(0)
