@@ -248,10 +248,15 @@ struct AdapterError: Error, CustomStringConvertible {
 
 /// ISO 8601 / RFC 3339 times in UTC, as AWS and Kubernetes write them.
 enum Timestamp {
+    /// The last second RFC 3339 can write (four-digit years).
+    static let latest = Date(timeIntervalSince1970: 253_402_300_799)
+
+    /// A time past 9999-12-31T23:59:59Z (a plugin's expiry in microseconds, say) is written as that second:
+    /// a five-digit year is no RFC 3339 time, and kubectl and the AWS SDKs refuse the whole answer.
     static func string(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
+        return formatter.string(from: min(date, latest))
     }
 
     static func parse(_ text: String) -> Date? {

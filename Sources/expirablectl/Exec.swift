@@ -26,7 +26,9 @@ struct Exec: AsyncParsableCommand {
             reaches it once, through expirablectl; it cannot read the terminal). When the command exits, expirablectl exits \
             with its status (128 + the signal's number if a signal ended it); 126 or 127 if it cannot be run. If \
             the daemon goes away for longer than --timeout, the command keeps running with the values it has \
-            and expirablectl subscribes again every 5 s, restarting or signalling it if a value changed meanwhile.
+            and expirablectl subscribes again every 5 s, restarting or signalling it if a value changed meanwhile. \
+            The names are also fetched again just after each value's expiry (a lazy value is not kept expired) and \
+            at least every 5 s (a value stored while the daemon restarted still arrives).
 
               expirablectl exec --env GITHUB_TOKEN=github_token --env DB_PASSWORD=db -- ./server --port 8080
             """
@@ -93,9 +95,14 @@ struct Exec: AsyncParsableCommand {
             // Subscribe before fetching, so no value stored in between is missed.
             let updates = try await client.updates(of: names)
             var values: [String: [UInt8]] = [:]
-            for name in names { values[name] = try await client.fetch(name).bytes }
+            var expiries: [String: Date] = [:]
+            for name in names {
+                let fetched = try await client.fetch(name)
+                values[name] = fetched.bytes
+                expiries[name] = fetched.expiryDate
+            }
             let supervisor = Supervisor(command: command, bindings: bindings, rotation: onRotate, grace: grace.duration)
-            code = await supervisor.run(values: values, updates: updates, client: client)
+            code = await supervisor.run(values: values, expiries: expiries, updates: updates, client: client)
         }
         throw ExitCode(code)
     }
@@ -131,12 +138,14 @@ private final class Supervisor: Sendable {
     }
 
     /// Runs until the command exits on its own (or after a passed-on SIGTERM); returns the status to exit with.
-    func run(values: [String: [UInt8]], updates: ValueUpdates, client: ExpirableClient) async -> Int32 {
+    func run(values: [String: [UInt8]], expiries: [String: Date], updates: ValueUpdates, client: ExpirableClient) async -> Int32 {
         var values = values
         let signals = catchSignals()
         defer { for source in signals { source.cancel() } }
         let watcher = Task { await watch(updates, client: client, names: updates.names) }
         defer { watcher.cancel() }
+        let reconciler = Task { await reconcile(client: client, names: updates.names, expiries: expiries) }
+        defer { reconciler.cancel() }
 
         var child: pid_t
         switch spawn(values) {
@@ -151,6 +160,11 @@ private final class Supervisor: Sendable {
             switch event {
             case .update(let name, let bytes):
                 guard values[name] != bytes else { continue }
+                if let problem = unusable(name, bytes) {
+                    // The command keeps running with the value it has; a later value may do.
+                    printError("expirablectl: exec: a new value of \(name) cannot be passed on, so \(command[0]) keeps the one it has: \(problem)")
+                    continue
+                }
                 values[name] = bytes
                 guard !ending else { continue }
                 switch rotation {
@@ -210,14 +224,52 @@ private final class Supervisor: Sendable {
     }
 
     /// Starts the command with `values` in its environment and a thread that waits for its exit.
+    /// The longest string Linux passes to a new program (MAX_ARG_STRLEN, 32 pages): a variable with its name.
+    static let longestVariable = 32 * 4096 - 1
+
+    /// Why `bytes` cannot be `name`'s value in the command's environment, or nil.
+    private func unusable(_ name: String, _ bytes: [UInt8]) -> String? {
+        if bytes.contains(0) { return "the value of \(name) holds a NUL byte, which an environment variable cannot carry" }
+        for binding in bindings where binding.name == name && binding.variable.utf8.count + 1 + bytes.count > Supervisor.longestVariable {
+            return "the value of \(name) is \(bytes.count) bytes, over the \(Supervisor.longestVariable) bytes Linux passes in one environment variable (\(binding.variable)=…); use a sink file for it"
+        }
+        return nil
+    }
+
+    /// expirablectl's own environment, byte for byte: `ProcessInfo` would decode it as UTF-8 and replace what
+    /// is not.
+    private static func inheritedEnvironment() -> [(name: [UInt8], entry: [UInt8])] {
+        var inherited: [(name: [UInt8], entry: [UInt8])] = []
+        var cursor = environ
+        while let entry = cursor.pointee {
+            let bytes = Array(UnsafeRawBufferPointer(start: entry, count: strlen(entry)))
+            let name = bytes.firstIndex(of: UInt8(ascii: "=")).map { Array(bytes[..<$0]) } ?? bytes
+            inherited.append((name, bytes))
+            cursor += 1
+        }
+        return inherited
+    }
+
     private func spawn(_ values: [String: [UInt8]]) -> Result<pid_t, SpawnFailure> {
-        var environment = ProcessInfo.processInfo.environment.mapValues { Array($0.utf8) }
+        var bound: [[UInt8]: [UInt8]] = [:]
         for binding in bindings {
-            guard let bytes = values[binding.name], !bytes.contains(0) else {
-                return .failure(SpawnFailure(message: "the value of \(binding.name) holds a NUL byte, which an environment variable cannot carry", status: ExitStatus.refused.rawValue))
+            guard let bytes = values[binding.name] else { continue }
+            if let problem = unusable(binding.name, bytes) {
+                return .failure(SpawnFailure(message: problem, status: ExitStatus.refused.rawValue))
             }
             // The value's own bytes: a variable carries any byte but NUL, UTF-8 text or not.
-            environment[binding.variable] = bytes
+            bound[Array(binding.variable.utf8)] = Array("\(binding.variable)=".utf8) + bytes
+        }
+        // The inherited variables in their order, those bound replaced; then the bound ones not inherited.
+        var entries: [[UInt8]] = []
+        var placed = Set<[UInt8]>()
+        for (name, entry) in Supervisor.inheritedEnvironment() where !placed.contains(name) {
+            placed.insert(name)
+            entries.append(bound[name] ?? entry)
+        }
+        for binding in bindings where !placed.contains(Array(binding.variable.utf8)) {
+            if let entry = bound[Array(binding.variable.utf8)] { entries.append(entry) }
+            placed.insert(Array(binding.variable.utf8))
         }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -234,7 +286,7 @@ private final class Supervisor: Sendable {
         for number in Supervisor.forwarded { sigaddset(&defaults, number) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         var arguments: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
-        var variables: [UnsafeMutablePointer<CChar>?] = environment.map { Supervisor.cString(Array("\($0.key)=".utf8) + $0.value) } + [nil]
+        var variables: [UnsafeMutablePointer<CChar>?] = entries.map { Supervisor.cString($0) } + [nil]
         defer {
             for pointer in arguments { free(pointer) }
             for pointer in variables {
@@ -290,6 +342,41 @@ private final class Supervisor: Sendable {
             source.setEventHandler { sink.yield(.signal(number)) }
             source.activate()
             return source
+        }
+    }
+
+    /// What updates alone would miss: a lazy value that expires is fetched again then (no one else may read it,
+    /// and the command must not keep an expired value), and values stored while the update connection was
+    /// being reopened (a daemon restarted within --timeout) are caught by fetching every name at least every
+    /// 5 s. A fetch answered from the daemon's memory costs it a lookup; an unchanged value is not passed on.
+    private func reconcile(client: ExpirableClient, names: [String], expiries: [String: Date]) async {
+        var expiries = expiries
+        var failing = false
+        while !Task.isCancelled {
+            let soonest = expiries.values.min().map { $0.timeIntervalSinceNow } ?? 5
+            // Just past the expiry, so the daemon no longer answers the expired value from memory; a value
+            // already past it (served stale, while its plugin fails) is asked for again a second later.
+            let wait = soonest > 0 ? min(5, soonest + 0.01) : 1
+            try? await Task.sleep(for: .milliseconds(Int64(wait * 1000)))
+            guard !Task.isCancelled else { return }
+            for name in names {
+                do {
+                    let fetched = try await client.fetch(name)
+                    expiries[name] = fetched.expiryDate
+                    sink.yield(.update(name, fetched.bytes))
+                    if failing {
+                        failing = false
+                        sink.yield(.warning("fetching \(name) works again"))
+                    }
+                } catch {
+                    // Retried at the next round; said once, not every 5 s.
+                    expiries[name] = nil
+                    if !failing {
+                        failing = true
+                        sink.yield(.warning("cannot fetch \(name) (\(error)); the command keeps its values, trying again every 5 s"))
+                    }
+                }
+            }
         }
     }
 

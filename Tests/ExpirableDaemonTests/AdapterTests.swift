@@ -112,6 +112,22 @@ struct AdapterTests {
 
     // MARK: Kubernetes
 
+    @Test("an expiry past year 9999 (a plugin's microseconds read as milliseconds) is written as 9999-12-31T23:59:59Z, never a five-digit year")
+    func farExpiry() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.far]
+            plugin = "command"
+            [expirable.far.params]
+            argv = ["echo", "{\\"value\\": \\"tok\\", \\"expires_at\\": 253402300800000}"]
+            output = "json"
+            """, testPlugins: [])
+        defer { daemon.remove() }
+        let result = try runTool(try TestPaths.product("expirablectl").path, ["exec-credential", "far", "--socket", daemon.socket])
+        #expect(result.status == 0, "\(result.stderr)")
+        let status = try #require(try Self.json(result.stdout)["status"] as? [String: Any])
+        #expect(status["expirationTimestamp"] as? String == "9999-12-31T23:59:59Z", "\(result.stdout)")
+    }
+
     @Test("exec-credential prints an ExecCredential as client-go's schema has it (v1, and v1beta1 on request)")
     func execCredentialSchema() throws {
         let daemon = try Self.start()

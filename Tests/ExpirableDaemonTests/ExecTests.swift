@@ -153,6 +153,81 @@ struct ExecTests {
         #expect(!alive(last[2]), "SIGTERM passed on reaches the last run's sleep too")
     }
 
+    /// A daemon serving `lazy` (the file COUNT/lazy, ttl 1.5 s, lazy: no one refreshes it but a reader) and `long`
+    /// (COUNT/long, ttl 1 h), both through the command plugin, with the child script in place.
+    static func startLazy() throws -> DaemonProcess {
+        let daemon = try ServingTests.start("""
+            [expirable.lazy]
+            plugin = "command"
+            [expirable.lazy.params]
+            argv = ["cat", "COUNT/lazy"]
+            ttl = "1500ms"
+            [expirable.long]
+            plugin = "command"
+            [expirable.long.params]
+            argv = ["cat", "COUNT/long"]
+            ttl = "1h"
+            """, testPlugins: [])
+        try child.write(toFile: daemon.directory.appending("child.sh"), atomically: true, encoding: .utf8)
+        chmod(daemon.directory.appending("child.sh"), 0o755)
+        return daemon
+    }
+
+    @Test("a lazy value is fetched again when it expires and the command restarted with it; a new value that cannot be passed on leaves the command running", .timeLimit(.minutes(2)))
+    func lazyValues() async throws {
+        let daemon = try Self.startLazy()
+        defer { daemon.remove() }
+        try "one".write(toFile: daemon.directory.appending("lazy"), atomically: true, encoding: .utf8)
+        let log = daemon.directory.appending("lazy.log")
+        let exec = try Self.exec(daemon, ["--env", "TOKEN=lazy"], log: log)
+        _ = try await Self.lines(log) { $0.contains { $0 == ["start", $0[1], "one"] } }
+        // Nobody else reads it: only exec can see that it expired and fetch it again.
+        try "two".write(toFile: daemon.directory.appending("lazy"), atomically: true, encoding: .utf8)
+        var lines = try await Self.lines(log) { $0.contains { $0.count == 3 && $0[0] == "start" && $0[2] == "two" } }
+        // A value an environment variable cannot carry (a NUL byte): the command keeps running with "two".
+        try Data("bad\u{0}x".utf8).write(to: URL(fileURLWithPath: daemon.directory.appending("lazy")))
+        try await Task.sleep(for: .seconds(4))
+        let during = try await Self.lines(log) { _ in true }
+        #expect(during == lines, "the command was stopped for a value it could not be given: \(during)")
+        try "three".write(toFile: daemon.directory.appending("lazy"), atomically: true, encoding: .utf8)
+        lines = try await Self.lines(log) { $0.contains { $0.count == 3 && $0[0] == "start" && $0[2] == "three" } }
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("a new value of lazy cannot be passed on, so \(daemon.directory.appending("child.sh")) keeps the one it has: the value of lazy holds a NUL byte"), "\(stderr)")
+    }
+
+    @Test("a value stored while the daemon restarted, back within --timeout, reaches the command", .timeLimit(.minutes(2)))
+    func shortRestart() async throws {
+        let daemon = try Self.startLazy()
+        defer { daemon.remove() }
+        try "long-1".write(toFile: daemon.directory.appending("long"), atomically: true, encoding: .utf8)
+        let log = daemon.directory.appending("long.log")
+        let exec = try Self.exec(daemon, ["--env", "TOKEN=long"], log: log)
+        _ = try await Self.lines(log) { $0.contains { $0.count == 3 && $0[2] == "long-1" } }
+        #expect(daemon.stop() == 0)
+        try "long-2".write(toFile: daemon.directory.appending("long"), atomically: true, encoding: .utf8)
+        try daemon.start()
+        // The new daemon fetches long-2 when asked; exec must ask (its updates missed nothing it could hear).
+        let lines = try await Self.lines(log) { $0.contains { $0.count == 3 && $0[0] == "start" && $0[2] == "long-2" } }
+        #expect(lines.filter { $0[0] == "start" }.count == 2, "\(lines)")
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 0, "\(stderr)")
+    }
+
+    @Test("the command inherits expirablectl's environment byte for byte, not only UTF-8")
+    func rawEnvironment() throws {
+        let daemon = try Self.startLazy()
+        defer { daemon.remove() }
+        try "v".write(toFile: daemon.directory.appending("long"), atomically: true, encoding: .utf8)
+        let out = daemon.directory.appending("xbad")
+        // The shell sets XBAD to the bytes a, 0xFF, b for expirablectl; the command writes them back.
+        let script = "XBAD=$(printf 'a\\377b'); export XBAD; exec \(try TestPaths.product("expirablectl").path) --socket \(daemon.socket) exec --env TOKEN=long -- sh -c 'printf %s \"$XBAD\" > \(out)'"
+        let run = try runTool("/bin/sh", ["-c", script])
+        #expect(run.status == 0, "\(run.stderr)")
+        let written = try Data(contentsOf: URL(fileURLWithPath: out))
+        #expect(Array(written) == [0x61, 0xFF, 0x62], "\(Array(written))")
+    }
+
     @Test("after the daemon was away past --timeout, exec subscribes again and applies the values it finds", .timeLimit(.minutes(2)))
     func subscribesAgain() async throws {
         let daemon = try Self.start()
@@ -170,6 +245,8 @@ struct ExecTests {
         // Any run started from now on has a value of the new daemon: the old one is gone.
         let lines = try await Self.lines(log) { $0.count >= during.count + 2 }
         #expect(lines[during.count...].map { $0[0] }.prefix(2) == ["term", "start"], "\(lines)")
+        // Fetching every 5 s may bring the new value first; the updates are subscribed again within 5 s too.
+        try await Task.sleep(for: .seconds(6))
         let (status, stderr) = exec.stop(signal: SIGTERM)
         #expect(status == 0)
         #expect(stderr.contains("lost the daemon's updates"), "\(stderr)")
