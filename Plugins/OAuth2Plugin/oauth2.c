@@ -97,6 +97,18 @@ static void fail(const expirable_call *call, const char *format, ...) {
 }
 
 /* Text from the token endpoint made safe to quote: at most MAX_QUOTED bytes, control characters as spaces. */
+/* Blanks, in `text`, every copy of `secret` (at least 4 bytes): an endpoint that echoes what it was sent
+ * ("Invalid refresh token: <token>") must not put the secret in a message or the daemon's log. */
+static void redact(char *text, const oauth2_buffer *secret) {
+    if (text == NULL || secret->ptr == NULL || secret->len < 4) return;
+    size_t length = strlen(text);
+    char *at = text;
+    while ((at = memmem(at, length - (size_t)(at - text), secret->ptr, secret->len)) != NULL) {
+        memset(at, '*', secret->len);
+        at += secret->len;
+    }
+}
+
 static void quote(char out[MAX_QUOTED + 1], const char *text) {
     size_t n = 0;
     for (; text[n] != '\0' && n < MAX_QUOTED; n++) {
@@ -913,17 +925,35 @@ void expirable_fetch(const expirable_call *call) {
     /* A rotated refresh token: the old one is spent whatever else this answer says. Other grants keep no state: a
      * refresh token they are given would only be stored, never used. */
     if (success && o->grant == GRANT_REFRESH_TOKEN && token.refresh_token != NULL && token.refresh_token_len != 0) {
+        if (token.refresh_token_len > EXPIRABLE_MAX_STATE_BYTES) {
+            /* The host would refuse the whole answer, and the next call would send the spent token again. */
+            host->set_state(call->result, NULL, 0);
+            /* Held an hour, the longest the host holds: any call before an operator acts would send a spent
+             * token, which an identity provider answers by revoking the token family. */
+            fail(call, "%s rotated the refresh token to one of %zu bytes, over the %u a plugin state holds; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file and reload",
+                 o->token_url, token.refresh_token_len, (unsigned)EXPIRABLE_MAX_STATE_BYTES);
+            host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, host->now_ms() + 3600 * 1000);
+            goto done;
+        }
         host->set_state(call->result, token.refresh_token, token.refresh_token_len);
     }
 
     if (!success) {
         int temporary_status = status == 429 || status >= 500;
         int permanent = !temporary_status && parsed == 0 && token.error != NULL && is_permanent_code(token.error);
+        /* At most an hour (the host holds no longer), so the milliseconds cannot overflow. */
+        int clamped = retry_after_s > 3600;
+        if (clamped) retry_after_s = 3600;
         int64_t retry_at = temporary_status && retry_after_s > 0 ? host->now_ms() + (int64_t)retry_after_s * 1000 : 0;
-        char code_text[MAX_QUOTED + 1] = "", description[MAX_QUOTED + 1] = "", retry[64] = "", dropped[160] = "";
+        char code_text[MAX_QUOTED + 1] = "", description[MAX_QUOTED + 1] = "", retry[96] = "", dropped[160] = "";
+        const oauth2_buffer *sent[] = {&secret, &refresh, &subject, &assertion};
+        for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
+            redact(token.error, sent[i]);
+            redact(token.error_description, sent[i]);
+        }
         if (parsed == 0 && token.error != NULL) quote(code_text, token.error);
         if (parsed == 0 && token.error_description != NULL) quote(description, token.error_description);
-        if (retry_at != 0) snprintf(retry, sizeof retry, "; retry after %llds", (long long)retry_after_s);
+        if (retry_at != 0) snprintf(retry, sizeof retry, clamped ? "; retry after %llds (it asked for longer; an hour at most)" : "; retry after %llds", (long long)retry_after_s);
         if (o->grant == GRANT_REFRESH_TOKEN && refresh_from_state && parsed == 0 && token.error != NULL && strcmp(token.error, "invalid_grant") == 0) {
             /* The refresh token is dead; without it the next call falls back to refresh_token_file, where an
              * operator can put a new one. */
@@ -976,6 +1006,17 @@ void expirable_fetch(const expirable_call *call) {
         }
         host->set_value(call->result, reply.body.ptr, reply.body.len, expires_at);
     } else {
+        /* RFC 6749 A.12: an access token is printable ASCII. Anything else (a CR LF, a NUL, an escape) would go
+         * into callers' Authorization headers as it is. */
+        for (size_t i = 0; i < token.access_token_len; i++) {
+            unsigned char c = (unsigned char)token.access_token[i];
+            if (c < 0x20 || c > 0x7e) {
+                fail(call, "%s answered an \"access_token\" holding byte 0x%02x at offset %zu; RFC 6749 allows printable ASCII only, so it was refused",
+                     o->token_url, c, i);
+                host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+                goto done;
+            }
+        }
         host->set_value(call->result, token.access_token, token.access_token_len, expires_at);
     }
     goto done;

@@ -197,6 +197,49 @@ struct OAuth2PluginTests {
         #expect(try await Self.call(host, "token").result.get().text.hasPrefix("at-"), "the server answers again")
     }
 
+    @Test("an endpoint's answers the plugin must not pass on: echoed secrets are blanked, an access token with a control byte is refused, a rotated refresh token over the state limit is dropped and held, a huge Retry-After is an hour", arguments: modes)
+    func hostileAnswers(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let first = try setup.server.startRefreshTokenFamily(client: Self.postClient.id)
+        try Setup.write(first, to: setup.fixture.path("rt"))
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("rotating", client: Self.postClient, "grant = \"refresh_token\"\nrefresh_token_file = \"\(setup.fixture.path("rt"))\""), isolation: isolation
+        )
+        defer { host.shutdown() }
+
+        // An endpoint that quotes what it was sent (Spring Security OAuth: "Invalid refresh token: <token>").
+        try setup.server.answer(status: 400, body: #"{"error": "invalid_grant", "error_description": "Invalid refresh token: {refresh_token} for secret {client_secret}"}"#, count: 1)
+        let echoed = try #require(Self.error(try await Self.call(host, "rotating")))
+        #expect(!echoed.message.contains(first) && !echoed.message.contains(Self.postClient.secret), "\(echoed.message)")
+        #expect(echoed.message.contains("Invalid refresh token: \(String(repeating: "*", count: first.utf8.count)) for secret "), "\(echoed.message)")
+
+        // CR LF in an access token would go into callers' Authorization headers as it is.
+        try setup.server.answer(status: 200, body: #"{"access_token": "AT-1\r\nX-Injected: 1", "token_type": "Bearer", "expires_in": 60}"#, count: 1)
+        let injected = try #require(Self.error(try await Self.call(host, "rotating")))
+        #expect(injected.message == "oauth2 plugin: \(setup.server.tokenURL) answered an \"access_token\" holding byte 0x0d at offset 4; RFC 6749 allows printable ASCII only, so it was refused")
+        #expect(injected.errorClass == .temporary)
+
+        // A Retry-After past what a 64-bit millisecond clock adds up: an hour, the longest the engine holds.
+        try setup.server.fail(status: 429, retryAfter: "9223372036854775", count: 1)
+        let before = SystemClock().unixMillis
+        let limited = try #require(Self.error(try await Self.call(host, "rotating")))
+        #expect(limited.message.hasSuffix("retry after 3600s (it asked for longer; an hour at most)"), "\(limited.message)")
+        #expect((before + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(limited.retryAfter ?? 0), "\(String(describing: limited.retryAfter))")
+
+        // A rotated refresh token the state cannot hold: the old one is spent, so nothing is kept and no call is
+        // made for an hour (the host would refuse the whole answer, and the next call send the spent token).
+        let huge = String(repeating: "R", count: 70_000)
+        try setup.server.answer(status: 200, body: #"{"access_token": "AT-2", "token_type": "Bearer", "expires_in": 60, "refresh_token": "\#(huge)"}"#, count: 1)
+        let before2 = SystemClock().unixMillis
+        let dropped = try await Self.call(host, "rotating")
+        let tooLarge = try #require(Self.error(dropped))
+        #expect(tooLarge.message == "oauth2 plugin: \(setup.server.tokenURL) rotated the refresh token to one of 70000 bytes, over the 65536 a plugin state holds; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file and reload")
+        #expect(tooLarge.errorClass == .permanent)
+        #expect((before2 + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(tooLarge.retryAfter ?? 0))
+        if case .clear = dropped.state {} else { Issue.record("the spent refresh token should be dropped, got \(dropped.state)") }
+    }
+
     @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
     func clientAndNetworkErrors() async throws {
         let setup = try Setup()

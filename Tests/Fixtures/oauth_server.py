@@ -25,6 +25,10 @@ Control requests, on the same port:
     POST /control/fail            form status=429|503 [retry_after=VALUE] [count=N]: the next N /token requests (all
                                   of them without count) answer that status, with a Retry-After header when given;
                                   429 with {"error": "slow_down", ...}, 503 with a plain text body
+    POST /control/answer          form status=N body=TEXT [count=N]: the next N /token requests (all without count)
+                                  answer status N with TEXT as a JSON body, Authlib not asked; {refresh_token},
+                                  {client_secret} and {subject_token} in TEXT become the request's own values (an
+                                  endpoint that echoes what it was sent, or answers what no real one should)
     POST /control/ok              back to answering tokens
     POST /control/omit_expires_in form omit=1|0: token answers without expires_in
     POST /control/slow            form seconds=S: each /token request waits S seconds before it is handled
@@ -146,6 +150,7 @@ class Store:
         self.last_lists = None  # the last /token request's form, for /control/replay
         self.subject_tokens = {}  # subject token -> the subject it stands for
         self.fail = None  # (status, retry_after or None, remaining or None)
+        self.answer = None  # (status, body, remaining or None)
         self.omit_expires_in = False
         self.slow = 0.0
         self.last = {}
@@ -322,7 +327,7 @@ def handler(store, authorization_server):
 
         def form(self):
             length = int(self.headers.get("Content-Length") or 0)
-            text = self.rfile.read(length).decode() if 0 < length <= 65536 else ""
+            text = self.rfile.read(length).decode() if 0 < length <= 1 << 20 else ""
             return parse_qs(text, keep_blank_values=True)
 
         def do_GET(self):
@@ -354,6 +359,10 @@ def handler(store, authorization_server):
                     count = int(lists["count"][0]) if "count" in lists else None
                     store.fail = (status, lists.get("retry_after", [None])[0], count)
                     self.reply(200, {"fail": status})
+                elif self.path == "/control/answer":
+                    count = int(lists["count"][0]) if "count" in lists else None
+                    store.answer = (int(lists.get("status", ["200"])[0]), lists.get("body", [""])[0], count)
+                    self.reply(200, {"answer": store.answer[0]})
                 elif self.path == "/control/subject_token":
                     token = "st-" + secrets.token_urlsafe(24)
                     store.subject_tokens[token] = lists.get("subject", ["someone"])[0]
@@ -362,6 +371,7 @@ def handler(store, authorization_server):
                     self.replay()
                 elif self.path == "/control/ok":
                     store.fail = None
+                    store.answer = None
                     self.reply(200, {"fail": None})
                 elif self.path == "/control/slow":
                     store.slow = float(lists.get("seconds", ["0"])[0])
@@ -389,6 +399,15 @@ def handler(store, authorization_server):
                                [("Content-Type", "application/json")] + headers)
                 else:
                     self.reply(status, "the token service is unavailable\n", [("Content-Type", "text/plain")] + headers)
+                return
+            if store.answer is not None:
+                status, body, remaining = store.answer
+                if remaining is not None:
+                    store.answer = (status, body, remaining - 1) if remaining > 1 else None
+                for key in ("refresh_token", "client_secret", "subject_token"):
+                    body = body.replace("{" + key + "}", lists.get(key, [""])[0])
+                store.last["status"] = status
+                self.reply(status, body, [("Content-Type", "application/json")])
                 return
             request = Request(f"http://127.0.0.1:{self.server.server_address[1]}/token", self.headers, lists)
             status, body, headers = authorization_server.create_token_response(request)

@@ -137,6 +137,14 @@ public final class OAuthServer {
         let _: [String: Int?] = try control("POST", "/control/fail", form: form)
     }
 
+    /// The next `count` /token requests (all, without it) answer `status` with `body` (JSON text), Authlib not
+    /// asked; `{refresh_token}`, `{client_secret}` and `{subject_token}` in it become the request's own values.
+    public func answer(status: Int, body: String, count: Int? = nil) throws {
+        var form = "status=\(status)&body=\(body.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")"
+        if let count { form += "&count=\(count)" }
+        let _: [String: Int] = try control("POST", "/control/answer", form: form)
+    }
+
     /// Back to answering tokens.
     public func recover() throws {
         let _: [String: Int?] = try control("POST", "/control/ok")
