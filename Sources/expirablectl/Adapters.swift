@@ -2,6 +2,9 @@ import ArgumentParser
 import ExpirableClient
 import ExpirableCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // Front ends for the credential protocols of programs that cannot speak RESP (SPEC §7): each fetches one value
 // and prints it in the form its consumer runs a command for. Errors go to stderr with the exit statuses of the
@@ -143,8 +146,9 @@ struct GitCredential: AsyncParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        // Read the request whatever the action: git writes it and expects it consumed.
-        while let line = readLine(strippingNewline: true), !line.isEmpty {}
+        // Read the request whatever the action: git writes it and expects it consumed. A request is a few short
+        // lines ending in a blank one; at most 64 KiB of it is read, so endless input cannot hold this forever.
+        _ = StandardInput.read(upTo: 65_536, untilBlankLine: true)
         guard action == "get" else { return }
         try await reporting {
             let fetched = try await connection.client.fetch(name)
@@ -180,7 +184,8 @@ struct DockerCredential: AsyncParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        // The server URL (get, erase) or a small JSON object (store): at most 64 KiB is read.
+        let input = String(decoding: StandardInput.read(upTo: 65_536), as: UTF8.self)
         switch action {
         case "get":
             try await reporting {
@@ -244,6 +249,27 @@ enum Lines {
 struct AdapterError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// What a credential helper's caller writes on stdin, read with a bound.
+enum StandardInput {
+    /// Up to `limit` bytes of stdin: until its end, or with `untilBlankLine` through the first empty line (git's
+    /// request ends with one, and git may keep stdin open while it waits for the answer).
+    static func read(upTo limit: Int, untilBlankLine: Bool = false) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < limit {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(0, $0.baseAddress!, min($0.count, limit - bytes.count)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            let scanned = bytes.count
+            bytes.append(contentsOf: chunk[0..<n])
+            guard untilBlankLine else { continue }
+            // An empty line: the input's first byte a newline, or two newlines in a row.
+            if bytes[0] == 0x0A || (max(1, scanned)..<bytes.count).contains(where: { bytes[$0] == 0x0A && bytes[$0 - 1] == 0x0A }) { break }
+        }
+        return bytes
+    }
 }
 
 /// ISO 8601 / RFC 3339 times in UTC, as AWS and Kubernetes write them.

@@ -122,7 +122,8 @@ private final class Supervisor: Sendable {
         case signal(Int32)
         /// The child has exited (it is a zombie until `reap`, so its pid cannot be reused meanwhile).
         case exited(pid_t)
-        case graceOver(pid_t)
+        /// The grace given to the child after `signal` is over.
+        case graceOver(pid_t, signal: Int32)
         case warning(String)
     }
 
@@ -178,7 +179,11 @@ private final class Supervisor: Sendable {
                 }
             case .signal(let number):
                 signalGroup(child, number)
-                if Supervisor.ending.contains(number) { ending = true }
+                if Supervisor.ending.contains(number) && !ending {
+                    // A command that ignores it is killed after --grace, as on a restart: exec never hangs on it.
+                    ending = true
+                    armGrace(child, after: number)
+                }
             case .exited(let pid):
                 guard pid == child else { continue }
                 let status = reap(pid)
@@ -191,9 +196,9 @@ private final class Supervisor: Sendable {
                 case .failure(let failure):
                     return report(failure)
                 }
-            case .graceOver(let pid):
-                if pid == child && restarting {
-                    printError("expirablectl: exec: \(command[0]) (pid \(pid)) did not exit within \(grace) of SIGTERM; sending SIGKILL")
+            case .graceOver(let pid, let signal):
+                if pid == child && (restarting || ending) {
+                    printError("expirablectl: exec: \(command[0]) (pid \(pid)) did not exit within \(grace) of \(Supervisor.name(of: signal)); sending SIGKILL")
                     signalGroup(pid, SIGKILL)
                 }
             case .warning(let text):
@@ -323,12 +328,21 @@ private final class Supervisor: Sendable {
         return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 
-    private func armGrace(_ pid: pid_t) {
+    private func armGrace(_ pid: pid_t, after signal: Int32 = SIGTERM) {
         let sink = sink
         let grace = grace
         Task {
             try? await Task.sleep(for: grace)
-            sink.yield(.graceOver(pid))
+            sink.yield(.graceOver(pid, signal: signal))
+        }
+    }
+
+    /// SIGTERM, SIGINT, SIGQUIT by name.
+    static func name(of signal: Int32) -> String {
+        switch signal {
+        case SIGINT: "SIGINT"
+        case SIGQUIT: "SIGQUIT"
+        default: "SIGTERM"
         }
     }
 

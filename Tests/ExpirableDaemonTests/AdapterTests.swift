@@ -251,6 +251,12 @@ struct AdapterTests {
         // The AWS value is JSON but has no password: the whole value is the password, a one-line JSON document.
         let aws = try helper(["git-credential", "aws", "get"], input: "\n")
         #expect(aws.stdout.hasPrefix("username=x-access-token\npassword={\"Credentials\""))
+        // Endless input with no blank line: at most 64 KiB is read, then the answer comes (`yes` stops on SIGPIPE).
+        let endless = try runTool("sh", ["-c", "yes a=b | timeout 10 \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "token", "get"])
+        #expect(endless.status == 0 && endless.stdout.hasPrefix("username=x-access-token\npassword=token-1\n"), "\(endless)")
+        // git may keep stdin open while it waits for the answer: the blank line ends the request.
+        let open = try runTool("sh", ["-c", "(printf 'protocol=https\\nhost=h\\n\\n'; sleep 5) | timeout 4 \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "token", "get"])
+        #expect(open.status == 0 && open.stdout.hasPrefix("username=x-access-token\npassword=token-1\n"), "\(open)")
     }
 
     @Test("docker-credential get answers docker's JSON for the server URL on stdin; a wrapper script installs it")

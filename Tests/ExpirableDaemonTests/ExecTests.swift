@@ -131,6 +131,24 @@ struct ExecTests {
         #expect(stderr.contains("did not exit within") && stderr.contains("sending SIGKILL"), "\(stderr)")
     }
 
+    @Test("a command that ignores a passed-on SIGTERM is killed after --grace, and exec ends with it", .timeLimit(.minutes(2)))
+    func graceAfterSIGTERM() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("deaf.log")
+        let stubborn = daemon.directory.appending("deaf.sh")
+        try "#!/bin/sh\ntrap '' TERM\necho \"start $$ $TOKEN\" >> \"$1\"\nwhile :; do sleep 0.05; done\n".write(toFile: stubborn, atomically: true, encoding: .utf8)
+        chmod(stubborn, 0o755)
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "exec", "--env", "TOKEN=plain",
+                                    "--grace", "300ms", "--", stubborn, log])
+        let lines = try await Self.lines(log) { !$0.isEmpty }
+        let child = try #require(pid_t(lines[0][1]))
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 128 + SIGKILL, "\(stderr)")
+        #expect(stderr.contains("did not exit within") && stderr.contains("of SIGTERM; sending SIGKILL"), "\(stderr)")
+        #expect(kill(child, 0) != 0, "the command outlived exec")
+    }
+
     @Test("a restart stops what the command started too: signals go to its process group", .timeLimit(.minutes(2)))
     func restartStopsTheGroup() async throws {
         let daemon = try Self.start()
