@@ -347,7 +347,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
             if s.killedInCreate == helper.pid {
                 death = .fetch("plugin \(path) for \(expirable) did not return from expirable_create within \(timeout.milliseconds)ms (its timeout), so its helper (pid \(helper.pid)) was killed; \(restart)")
             } else if let number, s.timedOut == number {
-                death = .fetch("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms; \(restart)")
+                // TIMEOUT, as the call in flight got: the callers answered with it until the helper is back
+                // (a script retries on TIMEOUT, expirablectl's status 75) must not see another kind of failure.
+                death = .timeout("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms; \(restart)")
             } else {
                 switch ending {
                 case .frame(.malformed(let what)):

@@ -169,6 +169,7 @@ struct PluginClockTests {
         // Within the backoff, the death is the answer at once and no helper starts, however long real time runs.
         let death = await fetchError(engine, "slow")
         #expect(death?.message.hasPrefix("plugin for slow was killed with its helper (pid \(first)) after a call outlived its timeout of 60000ms; the first call after 1s") == true, "\(String(describing: death))")
+        #expect(death?.code == .timeout, "a caller in the backoff gets TIMEOUT, as the call that timed out did")
         #expect(Self.fact(host, "slow", "helper_pid") == "none")
         // A second hang after the first restart doubles the backoff.
         clock.advance(by: .seconds(1))
