@@ -109,11 +109,31 @@ static void redact(char *text, const oauth2_buffer *secret) {
     }
 }
 
+/* The length of the UTF-8 sequence at `p` that must not reach a terminal or a log reader: a C1 control
+ * (U+0080-009F, an 8-bit CSI among them), a zero-width or direction mark or override (U+200B-200F,
+ * U+202A-202E, U+2066-2069), a line or paragraph separator (U+2028-2029), a byte-order mark (U+FEFF); 0 if none. */
+static size_t invisible(const unsigned char *p) {
+    if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) return 2;
+    if (p[0] == 0xe2 && p[1] == 0x80 && ((p[2] >= 0x8b && p[2] <= 0x8f) || (p[2] >= 0xa8 && p[2] <= 0xae))) return 3;
+    if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9) return 3;
+    if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) return 3;
+    return 0;
+}
+
+/* `text` for a message: at most MAX_QUOTED bytes, every control character (C0, DEL, C1) and invisible
+ * formatting character above a space. */
 static void quote(char out[MAX_QUOTED + 1], const char *text) {
     size_t n = 0;
-    for (; text[n] != '\0' && n < MAX_QUOTED; n++) {
-        unsigned char c = (unsigned char)text[n];
-        out[n] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    const unsigned char *p = (const unsigned char *)text;
+    while (*p != '\0' && n < MAX_QUOTED) {
+        size_t skip = invisible(p);  /* reads past the end never: each test stops at a NUL, which no byte matches */
+        if (skip != 0) {
+            out[n++] = ' ';
+            p += skip;
+            continue;
+        }
+        out[n++] = (*p < 0x20 || *p == 0x7f) ? ' ' : (char)*p;
+        p++;
     }
     out[n] = '\0';
 }

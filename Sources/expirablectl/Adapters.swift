@@ -117,7 +117,7 @@ struct ExecCredential: AsyncParsableCommand {
         try await reporting {
             let fetched = try await connection.client.fetch(name)
             let token = try ValueText.of(fetched.bytes, name: name, carrier: "an ExecCredential's JSON")
-            var status: [String: Any] = ["token": try Lines.single(token, name: name, what: "a bearer token")]
+            var status: [String: Any] = ["token": try Lines.headerToken(token, name: name, what: "a bearer token")]
             if let expiry = fetched.expiryDate { status["expirationTimestamp"] = Timestamp.string(expiry) }
             try JSONOutput.print(["apiVersion": apiVersion.group, "kind": "ExecCredential", "status": status])
         }
@@ -144,6 +144,8 @@ struct GitCredential: AsyncParsableCommand {
     @Argument(help: "What git asks: get, store or erase.") var action: String
     @Option(help: "The username to answer (default: the value's, else x-access-token).") var username: String?
     @OptionGroup var connection: Connection
+
+    func validate() throws { try Lines.option(username) }
 
     func run() async throws {
         // Read the request whatever the action: git writes it and expects it consumed. A request is a few short
@@ -182,6 +184,8 @@ struct DockerCredential: AsyncParsableCommand {
     @Argument(help: "What docker asks: get, list, store or erase.") var action: String
     @Option(help: "The username to answer (default: the value's, else x-access-token).") var username: String?
     @OptionGroup var connection: Connection
+
+    func validate() throws { try Lines.option(username) }
 
     func run() async throws {
         // The server URL (get, erase) or a small JSON object (store): at most 64 KiB is read.
@@ -242,6 +246,23 @@ enum Lines {
             throw AdapterError("the value of \(name) is empty or holds a newline or NUL, so it cannot be \(what); have the plugin trim it")
         }
         return text
+    }
+
+    /// A token for an HTTP `Authorization` header: one line, and no control character at all (a header value
+    /// holds none; kubectl refuses the whole credential with "invalid header field value").
+    static func headerToken(_ text: String, name: String, what: String) throws(AdapterError) -> String {
+        let line = try single(text, name: name, what: what)
+        if let control = line.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+            throw AdapterError("the value of \(name) holds a control character (U+\(String(format: "%04X", control.value))), so it cannot be \(what) in an HTTP header; have the plugin send printable text")
+        }
+        return line
+    }
+
+    /// A `--username` given on the command line: one line.
+    static func option(_ username: String?) throws {
+        if let username, username.isEmpty || username.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\0" }) {
+            throw ValidationError("--username is empty or holds a newline or NUL; give the user name on one line")
+        }
     }
 }
 

@@ -67,6 +67,10 @@ struct Connection: ParsableArguments {
     var client: ExpirableClient {
         ExpirableClient(socketPath: socket, timeout: timeout.duration)
     }
+
+    func validate() throws {
+        if socket.isEmpty { throw ValidationError("--socket is empty; give the daemon's socket path, its server.socket") }
+    }
 }
 
 /// A duration on the command line, read by the configuration's `DurationParser`; what a bare number counts

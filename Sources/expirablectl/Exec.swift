@@ -84,6 +84,10 @@ struct Exec: AsyncParsableCommand {
 
     func validate() throws {
         if bindings.isEmpty { throw ValidationError("give at least one --env VAR=NAME") }
+        var seen = Set<String>()
+        for binding in bindings where !seen.insert(binding.variable).inserted {
+            throw ValidationError("--env binds \(binding.variable) more than once; give each variable one name")
+        }
         if command.isEmpty { throw ValidationError("give the command to run after --, as: exec --env VAR=NAME -- CMD ARGS") }
     }
 

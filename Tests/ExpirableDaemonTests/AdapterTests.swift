@@ -128,6 +128,28 @@ struct AdapterTests {
         #expect(status["expirationTimestamp"] as? String == "9999-12-31T23:59:59Z", "\(result.stdout)")
     }
 
+    @Test("a token with a control character is no bearer token; options that cannot be right are refused as usage errors (64)")
+    func refusedTokensAndOptions() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.esc]
+            plugin = "command"
+            [expirable.esc.params]
+            shell = 'printf "tok\\033[31m"'
+            ttl = "1h"
+            """, testPlugins: [])
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let esc = try runTool(ctl, ["exec-credential", "esc", "--socket", daemon.socket])
+        #expect(esc.status == 65 && esc.stdout.isEmpty, "\(esc)")
+        #expect(esc.stderr.contains("the value of esc holds a control character (U+001B), so it cannot be a bearer token in an HTTP header"), "\(esc.stderr)")
+        let empty = try runTool(ctl, ["ping", "--socket", ""])
+        #expect(empty.status == 64 && empty.stderr.contains("--socket is empty"), "\(empty)")
+        let user = try runTool(ctl, ["git-credential", "esc", "get", "--socket", daemon.socket, "--username", "a\nb"])
+        #expect(user.status == 64 && user.stderr.contains("--username is empty or holds a newline or NUL"), "\(user)")
+        let twice = try runTool(ctl, ["exec", "--socket", daemon.socket, "--env", "A=esc", "--env", "A=esc", "--", "true"])
+        #expect(twice.status == 64 && twice.stderr.contains("--env binds A more than once"), "\(twice)")
+    }
+
     @Test("exec-credential prints an ExecCredential as client-go's schema has it (v1, and v1beta1 on request)")
     func execCredentialSchema() throws {
         let daemon = try Self.start()

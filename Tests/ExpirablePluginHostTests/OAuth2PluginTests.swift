@@ -214,6 +214,11 @@ struct OAuth2PluginTests {
         #expect(!echoed.message.contains(first) && !echoed.message.contains(Self.postClient.secret), "\(echoed.message)")
         #expect(echoed.message.contains("Invalid refresh token: \(String(repeating: "*", count: first.utf8.count)) for secret "), "\(echoed.message)")
 
+        // A C1 CSI, a right-to-left override and a zero-width space in a description reach no terminal or log.
+        try setup.server.answer(status: 400, body: #"{"error": "invalid_request", "error_description": "a\u009b31mb\u202ec\u200bd"}"#, count: 1)
+        let invisible = try #require(Self.error(try await Self.call(host, "rotating")))
+        #expect(invisible.message.hasSuffix("with error \"invalid_request\": a 31mb c d"), "\(invisible.message.unicodeScalars.map { String($0.value, radix: 16) })")
+
         // CR LF in an access token would go into callers' Authorization headers as it is.
         try setup.server.answer(status: 200, body: #"{"access_token": "AT-1\r\nX-Injected: 1", "token_type": "Bearer", "expires_in": 60}"#, count: 1)
         let injected = try #require(Self.error(try await Self.call(host, "rotating")))
