@@ -135,8 +135,11 @@ struct OutageTests {
         // Never an error from memory: each answer came from a request that reached the endpoint after the
         // caller asked and before it was answered.
         #expect(answers.allSatisfy { answer in arrivals.contains { $0 >= answer.sentAt && $0 <= answer.receivedAt } })
+        // The daemon paces the calls' starts; an arrival at the endpoint comes after the helper has started
+        // curl and curl has connected, which takes from a few to over a hundred milliseconds on a loaded
+        // machine (a clean-clone CI run saw gaps under 970 ms). Calls not paced at all arrive milliseconds apart.
         let gaps = zip(arrivals.dropFirst(), arrivals).map { $0 - $1 }
-        #expect(gaps.allSatisfy { $0 >= 1000 - 30 }, "calls closer than retry_interval: \(gaps)")
+        #expect(gaps.allSatisfy { $0 >= 1000 - 150 }, "calls closer than retry_interval: \(gaps)")
         #expect(arrivals.count <= Int((unixMillis() - start) / 1000) + 1, "\(arrivals.count) requests")
     }
 
@@ -156,8 +159,13 @@ struct OutageTests {
         #expect(answers.allSatisfy { $0.kind == .fresh }, "\(answers.filter { $0.kind != .fresh }.prefix(3))")
         // Tokens are handed out for 600 ms of their 1 s: several pass, and readers catch each near its end.
         #expect(Set(answers.map(\.value)).count >= 4)
-        // Left at receipt, with 10 ms allowed for the reply's transit from the daemon's check to the reader.
-        let left = answers.map { Double($0.expiresAt) - $0.receivedAt }
+        // Left at receipt, with 10 ms allowed for the reply's transit from the daemon's check to the reader,
+        // judged on the answers that came back within 10 ms of being asked: the check fell inside that
+        // window. A reader the loaded machine did not run for a while after the answer arrived would count
+        // the wait against the daemon (a clean-clone CI run saw 280 ms "left" that way).
+        let prompt = answers.filter { $0.receivedAt - $0.sentAt <= 10 }
+        #expect(prompt.count >= 8, "only \(prompt.count) of \(answers.count) answers came back within 10 ms")
+        let left = prompt.map { Double($0.expiresAt) - $0.receivedAt }
         let least = left.min() ?? .infinity
         #expect(least >= 400 - 10, "a token arrived with \(least) ms left; expiry_margin is 400 ms")
         #expect(least < 400 + 100, "no answer near a token's end (least left \(least) ms): the margin was not exercised")
