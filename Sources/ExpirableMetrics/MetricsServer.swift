@@ -3,6 +3,10 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Serves `GET /metrics` over HTTP/1.1 (NIO's codec) on an event loop of its own, so scrapes never run on the
 /// loops that serve the socket. Anything else gets 404 (another path) or 405 (another method). Whatever its
@@ -38,7 +42,18 @@ public final class MetricsServer: Service, Sendable {
         self.onListening = onListening
     }
 
-    public func run() async throws {
+    /// The listening channel once `bind()` has made it.
+    private let bound = Mutex<(any Channel)?>(nil)
+
+    /// Listens, without serving yet: a daemon binds its endpoint before it says it is ready, so a port taken is
+    /// an error at start, before any READY=1. `run()` binds if this was not called.
+    public func bind() async throws {
+        if bound.withLock({ $0 }) != nil { return }
+        let channel = try await listen()
+        bound.withLock { $0 = channel }
+    }
+
+    private func listen() async throws -> any Channel {
         let collector = collector
         let logger = logger
         let maxConnections = maxConnections
@@ -64,8 +79,20 @@ public final class MetricsServer: Service, Sendable {
                 .bind(host: host, port: port).get()
         } catch {
             try? await group.shutdownGracefully()
-            throw MetricsError("[metrics] listen: cannot listen on \(host):\(port): \(error); choose a free port or another address")
+            throw MetricsError("[metrics] listen: cannot listen on \(host):\(port): \(MetricsServer.reason(error)); choose a free port or another address")
         }
+        return channel
+    }
+
+    /// An error of binding in words: the system's for an IOError ("Address already in use"), not NIO's call.
+    static func reason(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        return "\(error)"
+    }
+
+    public func run() async throws {
+        try await bind()
+        guard let channel = bound.withLock({ $0 }) else { return }
         let address = channel.localAddress
         logger.notice("metrics listening", metadata: ["address": "\(address.map { "\($0)" } ?? "\(host):\(port)")", "path": "/metrics"])
         if let address { onListening?(address) }

@@ -46,7 +46,8 @@ enum JSONOutput {
     static func clusterMember(_ fields: [String: String]) -> [String: Any] {
         var object = typed(fields.filter { $0.value != "-" || $0.key == "node" })
         for key in fields.keys where key != "node" && fields[key] == "-" { object[key] = NSNull() }
-        for key in clusterNumberKeys where object[key] is String { object[key] = NSNull() }
+        // Every member has every number key: one the daemon leaves out (this node has no queue) is null.
+        for key in clusterNumberKeys where object[key] == nil || object[key] is String { object[key] = NSNull() }
         return object
     }
 

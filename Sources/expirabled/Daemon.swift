@@ -126,7 +126,18 @@ struct Daemon {
             parts.append(Sinks(configuration, engine: engine, clock: clock, logger: Logger(label: "expirable.sinks")))
         }
         if let metrics = configuration.metrics {
-            parts.append(Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, stateFiles: stateFiles, logger: logger))
+            let endpoint = Daemon.metricsServer(metrics, engine: engine, server: server, cluster: cluster, plugins: plugins, stateFiles: stateFiles, logger: logger)
+            // Bound before anything serves or says it is ready: a port taken fails the start, not a daemon
+            // that has already told its supervisor READY=1.
+            do {
+                try await endpoint.bind()
+            } catch {
+                engine.shutdown()
+                stateFiles?.stop()
+                plugins.shutdown()
+                fail("\(configuration.refusal(["metrics", "listen"], "metrics.listen: " + String("\(error)".trimmingPrefix("[metrics] listen: "))))")
+            }
+            parts.append(endpoint)
         }
         // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
         // and the cluster last.

@@ -150,6 +150,34 @@ struct MetricsTests {
         #expect(after.value("expirable_plugin_call_duration_seconds_count", ["expirable": "token", "outcome": "success"]) == 1)
     }
 
+    @Test("a [metrics] port another program holds fails the start at metrics.listen, in words, and no READY=1 is sent")
+    func portTaken() throws {
+        // Another program's listener on a loopback port (SO_REUSEADDR does not share a port being listened on).
+        let port = try freePort(on: "127.0.0.1")
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(bound == 0 && listen(holder, 4) == 0)
+        let daemon = try DaemonProcess(expirables: ServingTests.counter(), start: false)
+        defer { daemon.remove() }
+        try (try String(contentsOfFile: daemon.configPath, encoding: .utf8) + "\n[metrics]\nlisten = \"127.0.0.1:\(port)\"\n")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let notify = try DatagramListener(daemon.directory.appending("notify.sock"))
+        var environment = ProcessInfo.processInfo.environment
+        environment["NOTIFY_SOCKET"] = notify.path
+        let result = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath], seconds: 20, environment: environment)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("metrics.listen: cannot listen on 127.0.0.1:\(port): Address already in use; choose a free port or another address"), "\(result.stderr)")
+        var messages: [String] = []
+        while let message = notify.receive(timeoutSeconds: 1) { messages.append(message) }
+        #expect(!messages.contains { $0.split(separator: "\n").contains("READY=1") }, "\(messages)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket), "the socket was served before the metrics endpoint failed")
+    }
+
     @Test("only GET /metrics: another path is 404, another method 405")
     func otherRequests() throws {
         let (daemon, url) = try Self.start()
