@@ -528,6 +528,11 @@ final class Family: Sendable {
 
     /// Takes out the least recently read of a sample (of all, up to 16 members). Returns nil when there was
     /// nothing to take, `.some(nil)` for a compact member (freed here), the entry for a whole one.
+    ///
+    /// A member with a call in flight is never taken: a reader of its key would make a new member whose call
+    /// starts from the state the one in flight was given (a refresh token used twice: the identity provider
+    /// revokes its family). A member holding a plugin state is taken only when the sample has none without
+    /// one: without `state_dir` its state goes with it. Takes the shard's lock, then entries'.
     private func evictOne(preferring preferred: KeyShard) -> Entry?? {
         let start = shards.firstIndex { $0 === preferred } ?? 0
         for step in 0..<shards.count {
@@ -536,8 +541,20 @@ final class Family: Sendable {
                 guard t.count > 0 else { return nil }
                 var random = SystemRandomNumberGenerator()
                 var oldest: (index: Int, used: UInt64)?
+                var oldestWithState: (index: Int, used: UInt64)?
                 func consider(_ index: Int) {
-                    guard let used = lastUsed(t.member(at: index)) else { return }
+                    let member = t.member(at: index)
+                    guard let used = lastUsed(member) else { return }
+                    if case .whole(let entry)? = member {
+                        let (busy, stateful) = entry.state.withLock { s in
+                            (s.flight != nil || !s.nextWaiters.isEmpty, s.pluginState != nil)
+                        }
+                        if busy { return }
+                        if stateful {
+                            if oldestWithState.map({ used < $0.used }) ?? true { oldestWithState = (index, used) }
+                            return
+                        }
+                    }
                     if oldest.map({ used < $0.used }) ?? true { oldest = (index, used) }
                 }
                 if t.count <= 16 {
@@ -552,8 +569,8 @@ final class Family: Sendable {
                         }
                     }
                 }
-                guard let oldest else { return nil }
-                return .some(take(&t, at: oldest.index))
+                guard let chosen = oldest ?? oldestWithState else { return nil }
+                return .some(take(&t, at: chosen.index))
             }
             if let out {
                 evicted.add(1, ordering: .relaxed)
@@ -818,12 +835,19 @@ extension Engine {
     }
 
     static func retireMember(_ entry: Entry, reason: String, logger: Logger) {
-        entry.state.withLock { s in
+        let hadState = entry.state.withLock { s in
             s.cancelRefresh()
             s.detached = true
+            return s.pluginState != nil
         }
         entry.family?.keepCounts(of: entry)
-        logger.debug("keyed member dropped", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
+        if hadState {
+            // Worth a line: with state_dir the key's next call reads its state back from the file; without it,
+            // the key starts over (for oauth2, from refresh_token_file).
+            logger.notice("keyed member dropped with its plugin state; without state_dir its next call starts without it", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
+        } else {
+            logger.debug("keyed member dropped", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
+        }
     }
 
     /// Starts each family's idle sweep: every quarter of `key_idle` (at least a second), members unread for

@@ -76,9 +76,36 @@ public final class StateStore: Sendable {
 
     // MARK: Reading and writing
 
-    /// The file holding `name`'s state: its name hex-encoded, so any expirable name or key is a safe file name.
+    /// The longest name whose file is named by its hex: 236 hex digits, `.state` and a temporary's `.tmp-PID`
+    /// (a PID of up to 7 digits) stay within the 255 bytes a file name may have. Every state saved before longer
+    /// names were hashed had a name this short, so their files keep their names.
+    static let longestHexName = 118
+
+    /// The file holding `name`'s state: its name hex-encoded, so any expirable name or key is a safe file name;
+    /// a longer name (a keyed family's key may have 256 bytes) by `sha256-` and the hex of its SHA-256. The
+    /// file's contents authenticate the name either way (`seal`), so no other name's state can pass for it.
     public func path(for name: String) -> String {
-        directory + "/" + name.utf8.map { String($0, radix: 16).leftPadded(to: 2) }.joined() + ".state"
+        let bytes = Array(name.utf8)
+        let hex: ([UInt8]) -> String = { $0.map { String($0, radix: 16).leftPadded(to: 2) }.joined() }
+        if bytes.count <= StateStore.longestHexName { return directory + "/" + hex(bytes) + ".state" }
+        if let digest = StateStore.sha256(bytes) { return directory + "/sha256-" + hex(digest) + ".state" }
+        // OpenSSL out of memory: a name from the first bytes and a 64-bit hash. A collision would only make one
+        // name's file replace another's; its contents still name their owner.
+        var fnv: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { fnv = (fnv ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return directory + "/long-" + hex(Array(bytes.prefix(64))) + "-" + String(fnv, radix: 16) + ".state"
+    }
+
+    /// SHA-256 through OpenSSL, which a store has loaded (`init`); nil if OpenSSL fails (out of memory).
+    static func sha256(_ bytes: [UInt8]) -> [UInt8]? {
+        var digest = [UInt8](repeating: 0, count: 32)
+        guard let context = EVP_MD_CTX_new() else { return nil }
+        defer { EVP_MD_CTX_free(context) }
+        var length: UInt32 = 0
+        guard EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1,
+              bytes.withUnsafeBytes({ EVP_DigestUpdate(context, $0.baseAddress, $0.count) }) == 1,
+              EVP_DigestFinal_ex(context, &digest, &length) == 1, length == 32 else { return nil }
+        return digest
     }
 
     /// Writes `state` for `name` atomically; nil removes the file. One save at a time per process (the temporary

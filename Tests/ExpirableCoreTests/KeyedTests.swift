@@ -29,6 +29,35 @@ final class KeyRecordingFetcher: Fetcher {
     }
 }
 
+/// Answers every key at once, but holds the calls of `held` keys until `release`; keys starting with "s" get a
+/// plugin state, the others none.
+final class HoldingFetcher: Fetcher {
+    let calls = Mutex<[(key: String, state: String?)]>([])
+    let waiting = Mutex<[@Sendable () -> Void]>([])
+    let held: Set<String>
+    let clock: ManualClock
+
+    init(holding held: Set<String>, clock: ManualClock) {
+        self.held = held
+        self.clock = clock
+    }
+
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        let key = request.key ?? "-"
+        let n = calls.withLock { c in
+            c.append((key, request.state.map { String(decoding: $0.bytes, as: UTF8.self) }))
+            return c.filter { $0.key == key }.count
+        }
+        let outcome = FetchOutcome(result: .success(Fetched(value: Secret("\(key)#\(n)"), expiry: .at(unixMillis: clock.unixMillis + 60_000))),
+                                   state: key.hasPrefix("s") ? .set(Secret("state-of-\(key)-\(n)")) : .keep)
+        if held.contains(key) { waiting.withLock { $0.append { completion(outcome) } } } else { completion(outcome) }
+    }
+
+    func release() {
+        for answer in waiting.withLock({ w in defer { w.removeAll() }; return w }) { answer() }
+    }
+}
+
 /// SPEC §3.19: a keyed family, NAME:KEY, on the injected clock.
 @Suite("Keyed families (SPEC §3.19)")
 struct KeyedTests {
@@ -150,6 +179,35 @@ struct KeyedTests {
         #expect(read("fam:d", &plan) == nil && read("fam:a", &plan) == "a#1", "past the plan, reads go on as without it")
         plan.reset()
         #expect(plan.count == 0 && read("fam:c", &plan) == "c#1")
+    }
+
+    @Test("19. max_keys never evicts a member whose call is in flight (its state would be given to a second call), and evicts one holding a plugin state only when the sample has none without")
+    func evictionSparesFlightsAndStates() async throws {
+        let clock = ManualClock()
+        let fetcher = HoldingFetcher(holding: ["s-busy"], clock: clock)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 2)
+        // s-busy's first call answers with a state; its second is held in flight.
+        let first = Task { try await engine.fetch("fam:s-busy") }
+        while fetcher.waiting.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(1)) }
+        for key in ["p1", "p2", "p3"] { _ = try await engine.fetch("fam:\(key)") }
+        #expect(engine.status("fam:s-busy")?.fetching == true, "the member in flight was evicted")
+        let second = Task { try await engine.fetch("fam:s-busy") }
+        try await Task.sleep(for: .milliseconds(50))
+        fetcher.release()
+        _ = try? await first.value
+        _ = try? await second.value
+        #expect(fetcher.calls.withLock { $0.filter { $0.key == "s-busy" }.count } == 1, "a second call of s-busy started while its first was in flight")
+
+        // Members holding a state are kept while members without one can go, however long unread.
+        let other = HoldingFetcher(holding: [], clock: clock)
+        let stateful = Self.engine(other, clock: clock, maxKeys: 2)
+        _ = try await stateful.fetch("fam:s1")
+        clock.advance(by: .seconds(1))
+        _ = try await stateful.fetch("fam:p1")
+        clock.advance(by: .seconds(1))
+        _ = try await stateful.fetch("fam:p2")
+        #expect(stateful.cachedValue("fam:s1") != nil, "the member with a state went before one without")
+        #expect(stateful.cachedValue("fam:p1") == nil && stateful.cachedValue("fam:p2") != nil)
     }
 
     @Test("19. CLEAR NAME:KEY clears one key; CLEAR NAME clears the whole family")

@@ -16,6 +16,28 @@ struct StateStoreTests {
         return try StateStore(directory: dir.appending("state"), keyFile: keyFile, environment: [:])
     }
 
+    @Test("a keyed member's name of any valid length (a 256-byte key) has a state file whose name the file system takes; each name its own")
+    func longNames() throws {
+        let dir = try TemporaryDirectory("state")
+        defer { dir.remove() }
+        let store = try Self.store(dir)
+        // Up to 118 bytes: named by their hex. Beyond: by a SHA-256 (the hex, ".state" and ".tmp-PID" must stay
+        // within 255 bytes).
+        for name in ["f:" + String(repeating: "k", count: 116), "f:" + String(repeating: "k", count: 117), "f:" + String(repeating: "k", count: 256),
+                     "family-with-a-long-name:" + String(repeating: "q", count: 256)] {
+            try store.save(Secret("state-of-\(name.count)"), for: name)
+            #expect(try store.load(name)?.bytes == Array("state-of-\(name.count)".utf8), "\(name.count) bytes")
+            let file = URL(fileURLWithPath: store.path(for: name)).lastPathComponent
+            #expect(file.utf8.count + ".tmp-4194304".utf8.count <= 255, "\(file)")
+            #expect(file.hasPrefix("sha256-") == (name.utf8.count > 118), "\(file)")
+        }
+        // Names that share their first 200 bytes are told apart.
+        let a = "f:" + String(repeating: "k", count: 200) + "a", b = "f:" + String(repeating: "k", count: 200) + "b"
+        try store.save(Secret("A"), for: a)
+        try store.save(Secret("B"), for: b)
+        #expect(try store.load(a)?.bytes == Array("A".utf8) && store.load(b)?.bytes == Array("B".utf8))
+    }
+
     @Test("a state round-trips through its file, which holds neither the state nor the name in clear")
     func roundTrip() throws {
         let dir = try TemporaryDirectory("state")
