@@ -15,9 +15,10 @@ public struct KeyedPolicy: Sendable, Hashable {
         self.keyIdle = keyIdle
     }
 
-    /// Whether `key` may follow `NAME:`: 1 to 256 bytes of printable ASCII other than space.
+    /// Whether `key` may follow `NAME:`: 1 to 256 bytes of printable ASCII other than space, and not `*` alone,
+    /// which names the whole family (`NAME:*`, as LIST shows it).
     public static func isValidKey(_ key: some Collection<UInt8>) -> Bool {
-        !key.isEmpty && key.count <= 256 && key.allSatisfy { $0 > 0x20 && $0 < 0x7f }
+        !key.isEmpty && key.count <= 256 && key.allSatisfy { $0 > 0x20 && $0 < 0x7f } && !(key.count == 1 && key.first == UInt8(ascii: "*"))
     }
 }
 
@@ -890,7 +891,7 @@ extension Engine {
             return .notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")
         }
         if let prefix = name.split(separator: ":", maxSplits: 1).first, families[String(prefix)] != nil {
-            return .notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces")
+            return .notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces, and not * alone (\(prefix):* names the family)")
         }
         return .notFound(name)
     }

@@ -254,8 +254,16 @@ public final class Engine: Sendable {
     /// way still answers its callers, but its result is not stored. Returns false if `name` is not configured.
     @discardableResult
     public func clear(_ name: String) -> Bool {
+        clear(name, logged: true)
+    }
+
+    /// `clear(_:)`; a family's members, cleared together, are logged as one line, not one a key (a family of
+    /// 100,000 keys would put every key in the log).
+    private func clear(_ name: String, logged: Bool) -> Bool {
         if let family = families[name] {
-            for key in family.keys { clear(name + ":" + key) }
+            let keys = family.keys
+            for key in keys { clear(name + ":" + key, logged: false) }
+            logger.info("cleared", metadata: ["expirable": "\(name)", "members": "\(keys.count)"])
             return true
         }
         var entry: Entry
@@ -272,7 +280,7 @@ public final class Engine: Sendable {
             case .applied:
                 if let replicator, let version { replicator.cleared(name, version: version) }
                 announceClear(name)
-                logger.info("cleared", metadata: ["expirable": "\(name)"])
+                if logged { logger.info("cleared", metadata: ["expirable": "\(name)"]) }
                 return true
             case .whole(let member): entry = member
             }
@@ -290,13 +298,13 @@ public final class Engine: Sendable {
             if let successor = outcome.successor { entry = successor }
         } while outcome.successor != nil
         // Made compact or evicted since it was looked up: clear what is there now.
-        if outcome.detached { return clear(name) }
+        if outcome.detached { return clear(name, logged: logged) }
         if let resumed = outcome.resumed { call(entry, generation: resumed) }
         // A family's member left with nothing to keep leaves the family, so its `keys` counts what is held.
         if let family = entry.family, family.removeCleared(entry) { retire(entry, reason: "cleared") }
         if let replicator, let version { replicator.cleared(name, version: version) }
         announceClear(name)
-        logger.info("cleared", metadata: ["expirable": "\(name)"])
+        if logged { logger.info("cleared", metadata: ["expirable": "\(name)"]) }
         return true
     }
 

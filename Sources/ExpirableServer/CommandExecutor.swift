@@ -174,7 +174,7 @@ final class CommandExecutor {
             for name in names { out.writeRESPBulk(engine.isKeyed(name) ? name + ":*" : name) }
         case .info(let named):
             if named {
-                let name = words.string(1)
+                let name = familyNamed(words.string(1))
                 if !CommandExecutor.redisInfoSections.contains(name.lowercased()) && !access.maySee(name, engine) {
                     return refuseRead(name, "INFO", into: &out)
                 }
@@ -256,7 +256,7 @@ final class CommandExecutor {
             out.writeRESPSimple("OK")
             return .closeAfterReply
         case .explain:
-            let name = words.string(1)
+            let name = familyNamed(words.string(1))
             guard access.maySee(name, engine) else { return refuseRead(name, "EXPLAIN", into: &out) }
             guard let text = ExplainText.expirable(name, state: state) else {
                 out.writeRESPError(engine.notFound(name).description)
@@ -308,6 +308,13 @@ final class CommandExecutor {
         session.transaction!.count += 1
         out.writeRESPSimple("QUEUED")
         return .answered
+    }
+
+    /// `NAME:*`, as LIST shows a keyed family, names the family itself (`*` is never a key).
+    private func familyNamed(_ name: String) -> String {
+        guard name.hasSuffix(":*") else { return name }
+        let family = String(name.dropLast(2))
+        return state.engine.isKeyed(family) ? family : name
     }
 
     private func isHeld(_ name: String) -> Bool {

@@ -24,11 +24,19 @@ struct KeyedFamilyTests {
         #expect(info.contains("keyed:yes") && info.contains("keys:2") && info.contains("max_keys:2"), "\(info)")
         #expect(try daemon.redis("INFO", "tenant_token:acme").contains("state:valid"))
         #expect(try daemon.redis("GET", "tenant_token").hasPrefix("NOTFOUND tenant_token is a keyed family"))
+        // NAME:*, as LIST shows the family, names the family: no member has the key "*".
+        #expect(try daemon.redis("GET", "tenant_token:*").hasPrefix("NOTFOUND tenant_token:* has no valid key"))
+        #expect(try daemon.redis("INFO", "tenant_token:*") == info)
+        #expect(try daemon.redis("EXPLAIN", "tenant_token:*") == daemon.redis("EXPLAIN", "tenant_token"))
         #expect(try daemon.redis("CLEAR", "tenant_token:acme") == "OK")
         #expect(try daemon.redis("TTL", "tenant_token:acme") == "-2")
         #expect(try daemon.redis("GET", "tenant_token:acme") == "key=acme state=s", "the key's own state went to its next call")
         #expect(try daemon.redis("CLEAR", "tenant_token") == "OK")
         #expect(try daemon.redis("TTL", "tenant_token:globex") == "-2")
+        // One line for the family, not one a member (a family of 100,000 keys would put every key in the log).
+        let cleared = daemon.log.split(separator: "\n").filter { $0.contains("] cleared") }
+        #expect(cleared.filter { $0.contains("expirable=tenant_token ") && $0.contains("members=2") }.count == 1, "\(cleared)")
+        #expect(!cleared.contains { $0.contains("expirable=tenant_token:globex") }, "\(cleared)")
         // A third key evicts the least recently read of the two (max_keys = 2).
         #expect(try daemon.redis("GET", "tenant_token:initech") == "key=initech state=")
         #expect(try daemon.redis("INFO", "tenant_token").contains("evictions:1"))
