@@ -735,6 +735,14 @@ final class Family: Sendable {
     var count: Int { held.load(ordering: .relaxed) }
     var evictions: UInt64 { evicted.load(ordering: .relaxed) }
 
+    /// A family a reload replaces hands on what it counted of members no longer held, and its evictions, so
+    /// the family's totals (INFO, metrics counters) never go back.
+    func inheritCounts(from old: Family) {
+        evicted.add(old.evictions, ordering: .relaxed)
+        let counts = old.retiredCounters
+        retired.withLock { $0.add(counts) }
+    }
+
     func keepCounts(of member: Entry) {
         let counts = member.state.withLock { $0.counters }
         retired.withLock { $0.add(counts) }

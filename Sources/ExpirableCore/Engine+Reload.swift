@@ -186,6 +186,7 @@ extension Engine {
     /// Moves a keyed family's members into `new`, not yet published: whole members as entries are moved,
     /// compact ones by their value and counts. `new` applies its own `max_keys`.
     private func move(_ old: Family, to new: Family, now: UInt64) {
+        new.inheritCounts(from: old)
         for key in old.keys {
             // The whole member, or a detached copy of a compact one.
             guard let member = old.member(key) else { continue }

@@ -210,6 +210,23 @@ struct KeyedTests {
         #expect(stateful.cachedValue("fam:p1") == nil && stateful.cachedValue("fam:p2") != nil)
     }
 
+    @Test("19. a reload that keeps a family (key_idle changed) keeps its evictions and the counts of members gone")
+    func reloadKeepsFamilyCounts() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 2)
+        for key in ["a", "b", "c", "d"] { _ = try await engine.fetch("fam:\(key)") }
+        let before = try #require(engine.familyInfo("fam"))
+        #expect(before.evictions == 2)
+        let callsBefore = try #require(engine.figures().first).counters.pluginCalls
+        _ = engine.reload([ExpirableDefinition(name: "fam", keyed: KeyedPolicy(maxKeys: 2, keyIdle: .seconds(60)), fetcher: fetcher)],
+                          unchanged: [], keepingValues: ["fam"])
+        #expect(engine.familyInfo("fam")?.evictions == 2, "evictions went back to \(String(describing: engine.familyInfo("fam")?.evictions))")
+        #expect(try #require(engine.figures().first).counters.pluginCalls == callsBefore, "the calls of evicted members are still counted")
+        _ = try await engine.fetch("fam:e")
+        #expect(engine.familyInfo("fam")?.evictions == 3)
+    }
+
     @Test("19. CLEAR NAME:KEY clears one key; CLEAR NAME clears the whole family")
     func clearing() async throws {
         let clock = ManualClock()
