@@ -87,6 +87,7 @@ struct Explain: AsyncParsableCommand {
     /// The fields as JSON: integers where the daemon sent digits, null for "none", calls as objects.
     static func object(_ lines: [(key: String, value: String)]) -> [String: Any] {
         var object: [String: Any] = [:]
+        var fields: [String: String] = [:]
         var calls: [[String: Any]] = []
         var flights: [[String: Any]] = []
         for (key, value) in lines {
@@ -104,20 +105,28 @@ struct Explain: AsyncParsableCommand {
                 }
             } else if key == "call" || key == "flight" {
                 continue
-            } else if value == "none" {
-                object[key] = NSNull()
-            } else if key == "keyed" {
-                object[key] = value == "yes"
-            } else if key.hasSuffix("_ms") || ["consecutive_failures", "keys", "max_keys", "evictions"].contains(key), let number = Int64(value) {
-                object[key] = number
-            } else {
-                object[key] = value
+            } else if object[key] == nil {
+                fields[key] = value
             }
         }
+        // Each key of one type, as in status --json: numbers as numbers, yes/no as booleans, none as null; a
+        // `_ms` field a number or null ("never", "none"); jitter as jitter_ms or jitter_percent; sentences and
+        // names as the strings they are.
+        var typed = JSONOutput.typed(fields.filter { !Explain.textKeys.contains($0.key) })
+        for key in Explain.textKeys { if let value = fields[key] { typed[key] = value } }
+        for (key, value) in typed where key.hasSuffix("_ms") && !(value is Int64 || value is Double) { typed[key] = NSNull() }
+        if let jitter = fields["jitter"] {
+            typed["jitter"] = nil
+            if jitter.hasSuffix("%") { typed["jitter_percent"] = Double(jitter.dropLast()) ?? NSNull() } else { typed["jitter_ms"] = Int64(jitter) ?? NSNull() }
+        }
+        for (key, value) in typed { object[key] = value }
         object["calls"] = calls
         object["flights"] = flights
         return object
     }
+
+    /// EXPLAIN fields that are sentences or names, kept as strings whatever they look like.
+    static let textKeys: Set<String> = JSONOutput.textKeys.union(["why", "next", "refresh_rule", "pacing", "readers", "admins", "lease", "helper_last_death", "state_error"])
 
     /// The explanation as a person reads it.
     static func words(_ lines: [(key: String, value: String)]) -> String {

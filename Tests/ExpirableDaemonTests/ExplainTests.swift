@@ -58,6 +58,11 @@ struct ExplainTests {
         #expect((object["refresh_rule"] as? String)?.hasPrefix("before_expiry 20000 ms and a jitter of ") == true)
         #expect(object["next_attempt_in_ms"] is NSNull)
         #expect(object["lifetime_ms"] as? Int ?? 0 > 55_000)
+        // Each field of one type: numbers, booleans, null; jitter as jitter_ms (5 s).
+        #expect(object["fetching"] as? Bool == false, "\(String(describing: object["fetching"]))")
+        #expect(object["helper_pid"] is Int && object["helper_restarts"] as? Int == 0, "\(object)")
+        #expect(object["jitter_ms"] as? Int == 5000 && object["jitter"] == nil, "\(object)")
+        #expect(object["consecutive_failures"] as? Int == 0 && object["stale_if_error_ms"] is Int)
     }
 
     @Test("a failing value: the failed call with its class, pacing with the next attempt and the rule behind it")
