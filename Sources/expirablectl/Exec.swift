@@ -161,15 +161,20 @@ private final class Supervisor: Sendable {
         var restarting = false
         /// A passed-on SIGTERM, SIGINT or SIGQUIT: no restart any more; the child's exit is ours.
         var ending = false
+        /// The last value of each name that could not be passed on, so it is reported once.
+        var refused: [String: [UInt8]] = [:]
         for await event in events {
             switch event {
             case .update(let name, let bytes):
                 guard values[name] != bytes else { continue }
                 if let problem = unusable(name, bytes) {
-                    // The command keeps running with the value it has; a later value may do.
-                    printError("expirablectl: exec: a new value of \(name) cannot be passed on, so \(command[0]) keeps the one it has: \(problem)")
+                    // The command keeps running with the value it has; a later value may do. Said once per value:
+                    // the fetches every 5 s bring the same one back.
+                    if refused[name] != bytes { printError("expirablectl: exec: a new value of \(name) cannot be passed on, so \(command[0]) keeps the one it has: \(problem)") }
+                    refused[name] = bytes
                     continue
                 }
+                refused[name] = nil
                 values[name] = bytes
                 guard !ending else { continue }
                 switch rotation {
