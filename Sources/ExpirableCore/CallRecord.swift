@@ -23,6 +23,8 @@ public struct CallRecord: Sendable, Hashable {
         case paced
         /// Readers who arrived after a clear, while a call from before it was still running.
         case afterClear = "after_clear"
+        /// The prefetch when the daemon starts (`prefetch = true`, and eager values), before any reader.
+        case prefetch
     }
 
     /// Where a fetch's answer came from.

@@ -338,6 +338,7 @@ final class Family: Sendable {
         case .refresh: 1
         case .paced: 2
         case .afterClear: 3
+        case .prefetch: 4
         }
     }
 
@@ -355,6 +356,7 @@ final class Family: Sendable {
         case 1: .refresh
         case 2: .paced
         case 3: .afterClear
+        case 4: .prefetch
         default: .reader
         }
     }

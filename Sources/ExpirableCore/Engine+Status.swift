@@ -111,7 +111,7 @@ extension Engine {
         guard !names.isEmpty else { return done([]) }
         let outcome = Mutex((left: names.count, failed: [String]()))
         for name in names {
-            fetch(name) { [logger] result in
+            fetch(name, trigger: .prefetch) { [logger] result in
                 if case .failure(let error) = result {
                     logger.warning("prefetch failed", metadata: ["expirable": "\(name)", "error": "\(error)"])
                 }

@@ -160,7 +160,8 @@ public final class Engine: Sendable {
     ///     call (started at once, or paced) while plain readers keep getting the current value.
     ///   - patience: how long the caller will wait for a call to start. A caller that would wait longer for a
     ///     paced attempt (§3.17) gets the last error at once, with the time of the next attempt. Nil: any time.
-    public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil,
+    ///   - trigger: what a call this fetch starts is recorded as (`explain`): a reader, or the prefetch at start.
+    public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil, trigger: CallRecord.Trigger = .reader,
                       completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         let wanted = minimumValidity.map { UInt64(max(0, $0.nanoseconds)) } ?? 0
         // A compact member of a keyed family with enough validity answers without being made whole.
@@ -172,11 +173,11 @@ public final class Engine: Sendable {
             if case .answered(let fetched) = read { return completion(.success(fetched)) }
         }
         guard let entry = entry(creating: name) else { return completion(.failure(notFound(name))) }
-        fetch(entry, name: name, wanted: wanted, minimumValidity: minimumValidity, patience: patience, completion: completion)
+        fetch(entry, name: name, wanted: wanted, minimumValidity: minimumValidity, patience: patience, trigger: trigger, completion: completion)
     }
 
     /// `fetch(_:minimumValidity:patience:completion:)` once `name`'s entry is found.
-    private func fetch(_ entry: Entry, name: String, wanted: UInt64, minimumValidity: Duration?, patience: Duration?,
+    private func fetch(_ entry: Entry, name: String, wanted: UInt64, minimumValidity: Duration?, patience: Duration?, trigger: CallRecord.Trigger = .reader,
                        completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
@@ -227,7 +228,7 @@ public final class Engine: Sendable {
                 return .wait
             }
             s.flight = Entry.Flight(waiters: [completion], generation: s.generation)
-            startingCall(&s, now: now, trigger: .reader)
+            startingCall(&s, now: now, trigger: trigger)
             return .call(s.generation)
         }
         switch action {

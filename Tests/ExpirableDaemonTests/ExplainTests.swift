@@ -29,13 +29,19 @@ struct ExplainTests {
     func validEager() throws {
         let daemon = try Self.start()
         defer { daemon.remove() }
-        // Eager values are prefetched at start: the first call is there before any reader asks.
+        // Eager values are prefetched at start: the first call is there before any reader asks, and says so.
+        var prefetched = ""
+        for _ in 0..<100 where !prefetched.contains("success  started by") {
+            prefetched = try daemon.ctl("explain", "eager").stdout
+            usleep(50_000)
+        }
+        #expect(prefetched.range(of: #"  [0-9T:.-]+Z  [0-9.]+ ms  success  started by prefetch"#, options: .regularExpression) != nil, "\(prefetched)")
         #expect(try daemon.redis("GET", "eager") == "eager-1")
         let words = try daemon.ctl("explain", "eager")
         #expect(words.status == 0, "\(words.stderr)")
         #expect(words.stdout.hasPrefix("eager is valid: a value is stored and valid, handed out for "), "\(words.stdout)")
         #expect(words.stdout.contains("Last calls, newest first:"))
-        #expect(words.stdout.range(of: #"  [0-9T:.-]+Z  [0-9.]+ ms  success  started by reader"#, options: .regularExpression) != nil, "\(words.stdout)")
+        #expect(words.stdout.range(of: #"  [0-9T:.-]+Z  [0-9.]+ ms  success  started by prefetch"#, options: .regularExpression) != nil, "\(words.stdout)")
         #expect(words.stdout.contains("before_expiry 20000 ms and a jitter of"), "\(words.stdout)")
         #expect(words.stdout.contains("Pacing: none"))
         #expect(words.stdout.contains("Stale window: none"))
@@ -49,7 +55,7 @@ struct ExplainTests {
         let calls = try #require(object["calls"] as? [[String: Any]])
         #expect(calls.count == 1)
         #expect(calls.first?["outcome"] as? String == "success")
-        #expect(calls.first?["trigger"] as? String == "reader")
+        #expect(calls.first?["trigger"] as? String == "prefetch")
         let started = try #require(calls.first?["started_at_ms"] as? Int64)
         #expect(abs(started - Int64(Date().timeIntervalSince1970 * 1000)) < 60_000)
         // 60 s lifetime less 20 s before_expiry less 0–5 s of jitter.

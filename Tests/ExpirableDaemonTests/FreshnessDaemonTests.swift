@@ -58,6 +58,11 @@ struct FreshnessDaemonTests {
         #expect(try daemon.redis("GET", "eager") == "e-1")
         let info = try daemon.redis("INFO", "eager")
         #expect(info.contains("prefetch:yes") && info.contains("before_expiry:10%") && info.contains("jitter:5000"), "\(info)")
+        // Their calls are recorded as the prefetch's, not a reader's (explain: "started by prefetch").
+        for name in ["eager", "lazy"] {
+            let explain = try daemon.ctl("explain", name).stdout
+            #expect(explain.contains("success  started by prefetch"), "\(explain)")
+        }
     }
 
     @Test("FETCH answers [value, expires_at_ms, fresh]; MINTTL refetches a value with too little left; the client and CLI ask for it")
