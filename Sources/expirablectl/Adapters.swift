@@ -75,7 +75,8 @@ struct AWSCredentials {
                 throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
             }
             expiration = date
-        case let seconds as NSNumber:
+        case let seconds as NSNumber where String(cString: seconds.objCType) != "c":
+            // A number of seconds since the epoch; `true` arrives as an NSNumber too (type "c") and is no time.
             expiration = Date(timeIntervalSince1970: seconds.doubleValue)
         default:
             throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
@@ -217,10 +218,15 @@ struct Login {
         var fromValue: String?
         var password = try ValueText.of(fetched.bytes, name: name, carrier: carrier)
         if password.first == "{",
-           let object = (try? JSONSerialization.jsonObject(with: Data(password.utf8))) as? [String: Any],
-           let secret = object["password"] as? String {
-            password = secret
-            fromValue = object["username"] as? String
+           let object = (try? JSONSerialization.jsonObject(with: Data(password.utf8))) as? [String: Any] {
+            if let secret = object["password"] as? String {
+                password = secret
+                fromValue = object["username"] as? String
+            } else if object["password"] != nil {
+                // A login object whose password is not a string is a mistake; sending the whole object as the
+                // password would hand its other fields to the server too.
+                throw AdapterError("the value of \(name) has a \"password\" that is not a string, so it cannot be sent in \(carrier); have the plugin write {\"username\": \"…\", \"password\": \"…\"}")
+            }
         }
         self.username = try Lines.single(username ?? fromValue ?? "x-access-token", name: name, what: "a username")
         self.password = try Lines.single(password, name: name, what: "a password")

@@ -71,6 +71,31 @@ struct AdapterTests {
         #expect(try daemon.ctl("credential-process", "nope").status == 66)
     }
 
+    @Test("credential-process refuses a boolean Expiration (no time); git-credential refuses a login object whose password is no string")
+    func refusedShapes() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.boolexp]
+            plugin = "command"
+            [expirable.boolexp.params]
+            argv = ["echo", "{\\"AccessKeyId\\": \\"AKIA1\\", \\"SecretAccessKey\\": \\"s\\", \\"Expiration\\": true}"]
+            ttl = "1h"
+            [expirable.numpass]
+            plugin = "command"
+            [expirable.numpass.params]
+            argv = ["echo", "{\\"username\\": \\"bot\\", \\"password\\": 123, \\"other\\": \\"private\\"}"]
+            ttl = "1h"
+            """, testPlugins: [])
+        defer { daemon.remove() }
+        let aws = try daemon.ctl("credential-process", "boolexp")
+        #expect(aws.status == 65 && aws.stdout.isEmpty, "\(aws)")
+        #expect(aws.stderr.contains("has an Expiration that is not an ISO 8601 time"), "\(aws.stderr)")
+        let ctl = try TestPaths.product("expirablectl").path
+        let git = try runTool("sh", ["-c", "printf 'protocol=https\\nhost=h\\n\\n' | \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "numpass", "get"])
+        #expect(git.status == 65 && git.stdout.isEmpty, "\(git)")
+        #expect(git.stderr.contains("has a \"password\" that is not a string"), "\(git.stderr)")
+        #expect(!git.stderr.contains("private"))
+    }
+
     @Test("the AWS CLI signs with fresh credentials across a rotation, through credential_process", .timeLimit(.minutes(3)))
     func awsCLIAcrossRotation() async throws {
         let clients = RedisClientTests.pythonClients
