@@ -852,9 +852,10 @@ extension Engine {
             return s.pluginState != nil
         }
         entry.family?.keepCounts(of: entry)
-        if hadState {
-            // Worth a line: with state_dir the key's next call reads its state back from the file; without it,
-            // the key starts over (for oauth2, from refresh_token_file).
+        if hadState && reason.hasPrefix("evicted") {
+            // Worth a line, as max_keys pressure is not what the operator planned: with state_dir the key's next
+            // call reads its state back from the file; without it, the key starts over (for oauth2, from
+            // refresh_token_file). A drop for key_idle is what was configured, and may come by the thousand.
             logger.notice("keyed member dropped with its plugin state; without state_dir its next call starts without it", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
         } else {
             logger.debug("keyed member dropped", metadata: ["expirable": "\(entry.name)", "reason": "\(reason)"])
