@@ -33,9 +33,14 @@ struct ExecTests {
             [expirable.plain.params]
             prefix = "plain-"
             """)
+        try installChild(in: daemon)
+        return daemon
+    }
+
+    /// `child` as `child.sh` in the daemon's directory, executable.
+    static func installChild(in daemon: DaemonProcess) throws {
         try child.write(toFile: daemon.directory.appending("child.sh"), atomically: true, encoding: .utf8)
         chmod(daemon.directory.appending("child.sh"), 0o755)
-        return daemon
     }
 
     static func exec(_ daemon: DaemonProcess, _ options: [String], log: String) throws -> RunningTool {
@@ -186,8 +191,7 @@ struct ExecTests {
             argv = ["cat", "COUNT/long"]
             ttl = "1h"
             """, testPlugins: [])
-        try child.write(toFile: daemon.directory.appending("child.sh"), atomically: true, encoding: .utf8)
-        chmod(daemon.directory.appending("child.sh"), 0o755)
+        try installChild(in: daemon)
         return daemon
     }
 

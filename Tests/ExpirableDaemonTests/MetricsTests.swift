@@ -154,14 +154,9 @@ struct MetricsTests {
     func portTaken() throws {
         // Another program's listener on a loopback port (SO_REUSEADDR does not share a port being listened on).
         let port = try freePort(on: "127.0.0.1")
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let holder = try #require(boundSocket("127.0.0.1", port))
         defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        try #require(bound == 0 && listen(holder, 4) == 0)
+        try #require(listen(holder, 4) == 0)
         let daemon = try DaemonProcess(expirables: ServingTests.counter(), start: false)
         defer { daemon.remove() }
         try (try String(contentsOfFile: daemon.configPath, encoding: .utf8) + "\n[metrics]\nlisten = \"127.0.0.1:\(port)\"\n")

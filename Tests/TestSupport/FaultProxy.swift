@@ -183,14 +183,25 @@ public func freePort(on host: String) throws -> Int {
             port = port >= 60_000 ? 20_000 : port + 1
             return port
         }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(candidate).bigEndian
-        inet_pton(AF_INET, host, &address.sin_addr)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        if bound == 0 { return candidate }
+        if let fd = boundSocket(host, candidate) {
+            close(fd)
+            return candidate
+        }
     }
     throw TestSupportError("no free port on \(host)")
+}
+
+/// A TCP socket bound to `host`:`port` (IPv4), or nil if the port is taken; the caller closes it.
+public func boundSocket(_ host: String, _ port: Int) -> Int32? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    inet_pton(AF_INET, host, &address.sin_addr)
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard bound == 0 else {
+        close(fd)
+        return nil
+    }
+    return fd
 }
