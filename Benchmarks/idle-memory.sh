@@ -10,7 +10,13 @@
 # The last round's private memory is broken down by mapping, largest first. "Of which dirty" is Private_Dirty: the
 # pages written (the heap, stacks, libraries' relocated data), which no other process can ever share and the kernel
 # cannot drop; the rest of the private figure is clean file pages (code, read-only data) that count as private
-# only while no other process maps them.
+# only while no other process maps them. A binary written moments ago (the release build this script makes) still
+# has dirty page-cache pages, which smaps counts as Private_Dirty too: "anonymous" is the steadier figure of pages
+# only this process holds (its heap, stacks and relocated data).
+# A fourth kind, "cluster of 3", is the same cluster node with its two peers running on this machine (linked to it,
+# each with its own helpers): what a node of a cluster tried out on one machine shows, its code pages shared with
+# the other nodes. PSS (proportional set size: private pages plus each shared page divided by the processes that
+# map it) is printed for every kind: the node's share of the memory in use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . Benchmarks/common.sh
@@ -24,26 +30,46 @@ config() {
     file_expirable file 1h "$1"
 }
 "$bin/expirablectl" cert ca --dir "$work" >/dev/null
-"$bin/expirablectl" cert node node-a --dir "$work" >/dev/null
+for node in node-a node-b node-c; do "$bin/expirablectl" cert node $node --dir "$work" >/dev/null; done
+# The [cluster] table of node $1 (default node-a) and its own socket name, for the three-node kind.
 cluster_table() {
-    printf '[cluster]\nnode = "node-a"\nlisten = "127.0.0.2:7811"\n'
-    printf 'peers = { node-b = "127.0.0.3:7811", node-c = "127.0.0.4:7811" }\n'
-    printf 'ca = "%s"\ncert = "%s"\nkey = "%s"\n' "$work/ca.pem" "$work/node-a.pem" "$work/node-a.key"
+    local node=${1:-node-a} a=127.0.0.2:7811 b=127.0.0.3:7811 c=127.0.0.4:7811
+    printf '[cluster]\nnode = "%s"\n' "$node"
+    case $node in
+        node-a) printf 'listen = "%s"\npeers = { node-b = "%s", node-c = "%s" }\n' $a $b $c ;;
+        node-b) printf 'listen = "%s"\npeers = { node-a = "%s", node-c = "%s" }\n' $b $a $c ;;
+        node-c) printf 'listen = "%s"\npeers = { node-a = "%s", node-b = "%s" }\n' $c $a $b ;;
+    esac
+    printf 'ca = "%s"\ncert = "%s"\nkey = "%s"\n' "$work/ca.pem" "$work/$node.pem" "$work/$node.key"
 }
 kb() { awk -v f="$2" '$1 == f":" {print $2}' "/proc/$1/smaps_rollup"; }
 for isolation in process inline; do config "$isolation" > "$work/$isolation.toml"; done
 { config process; cluster_table; } > "$work/cluster.toml"
-kinds="process inline cluster"
+cp "$work/cluster.toml" "$work/cluster3.toml"
+for node in node-b node-c; do { config process | sed "s|idle.sock|$node.sock|"; cluster_table $node; } > "$work/$node.toml"; done
+kinds="process inline cluster cluster3"
+# The cluster of 3's other two nodes, started before node-a and stopped after it.
+peers=()
+start_peers() {
+    for node in node-b node-c; do
+        rm -f "$work/$node.sock"
+        "$bin/expirabled" --config "$work/$node.toml" > "$work/$node.log" 2>&1 &
+        peers+=($!); pids+=($!)
+    done
+    for node in node-b node-c; do for _ in $(seq 100); do [ -S "$work/$node.sock" ] && break; sleep 0.05; done; done
+}
+stop_peers() { for pid in "${peers[@]}"; do kill "$pid"; wait "$pid" 2>/dev/null || true; done; peers=(); }
 # Private memory by mapping (file name, or [anon] etc.), kB, largest first.
 breakdown() {
     awk '/^[0-9a-f]+-[0-9a-f]+ / {n = NF >= 6 ? $6 : "[anon]"; sub(/.*\//, "", n)} /^Private_(Clean|Dirty):/ {p[n] += $2}
          END {for (k in p) if (p[k] > 0) print p[k], k}' "/proc/$1/smaps" | sort -rn | head -8 | awk '{printf "%s %s kB; ", $2, $1}'
 }
 declare -A parts
-declare -A private resident anonymous helpers dirty
+declare -A private resident anonymous helpers dirty pss
 for round in $(seq "$rounds"); do
     for isolation in $kinds; do
         rm -f "$work/idle.sock"
+        if [ "$isolation" = cluster3 ]; then start_peers; fi
         "$bin/expirabled" --config "$work/$isolation.toml" > "$work/log" 2>&1 &
         daemon=$!
         for _ in $(seq 100); do [ -S "$work/idle.sock" ] && break; sleep 0.05; done
@@ -53,17 +79,19 @@ for round in $(seq "$rounds"); do
         resident[$isolation]+="$(kb $daemon Rss) "
         anonymous[$isolation]+="$(kb $daemon Anonymous) "
         dirty[$isolation]+="$(kb $daemon Private_Dirty) "
+        pss[$isolation]+="$(kb $daemon Pss) "
         h=0; for child in $(pgrep -P $daemon || true); do h=$(( h + $(kb $child Private_Clean) + $(kb $child Private_Dirty) )); done
         helpers[$isolation]+="$h "
         parts[$isolation]=$(breakdown $daemon)
         kill $daemon; wait $daemon 2>/dev/null || true
+        if [ "$isolation" = cluster3 ]; then stop_peers; fi
     done
 done
 mb() { tr ' ' '\n' | grep . | median | awk '{printf "%.2f MB", $1/1024}'; }
 range() { tr ' ' '\n' | grep . | sort -n | awk 'NR==1 {a=$1} {b=$1} END {printf "%.2f–%.2f", a/1024, b/1024}'; }
 echo "idle daemon, 3 expirables, medians of $rounds rounds (range); targets: private < 5 MB, resident < 24 MB"
 for isolation in $kinds; do
-    echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), of which dirty $(echo "${dirty[$isolation]}" | mb), anonymous $(echo "${anonymous[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
+    echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), of which dirty $(echo "${dirty[$isolation]}" | mb), anonymous $(echo "${anonymous[$isolation]}" | mb), PSS $(echo "${pss[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
 done
 echo "private memory by mapping, last round:"
 for isolation in $kinds; do echo "  $isolation: ${parts[$isolation]}"; done
