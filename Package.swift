@@ -140,7 +140,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
+        .target(name: "CommandPlugin", dependencies: ["ExpirableABI", "CExpirableLinux"], path: "Plugins/CommandPlugin", swiftSettings: strict),
         // {key} in the C plugins' path params, linked into each.
         .target(name: "PluginSupport", dependencies: ["ExpirableABI"], path: "Plugins/Support"),
         .target(name: "FilePlugin", dependencies: ["ExpirableABI", "PluginSupport"], path: "Plugins/FilePlugin"),

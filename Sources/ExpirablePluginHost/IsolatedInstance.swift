@@ -191,7 +191,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
         guard let helper else { return }
         let outcome: FetchOutcome
         do throws(HelperFrame.Failure) {
+            // A random id, not the call's number: a stray frame (written to the socket by anything else the
+            // helper's plugin started) cannot guess it, so it is never taken for this call's answer.
+            let id = UInt64.random(in: 1...UInt64.max)
             var order = HelperFrame(kind: .fetch)
+            order.append(id)
             order.append(timeout.milliseconds)
             order.append(request.key != nil)
             if let key = request.key { order.append(key) }
@@ -202,7 +206,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             var reply = try helper.receive()
             // The reply's payload holds the value (the Secret made from it is a copy): zeroed before it is freed.
             defer { HelperFrame.wipe(&reply.payload) }
-            outcome = try result(of: reply)
+            outcome = try result(of: reply, call: id)
         } catch {
             _ = answer.fire(FetchOutcome(result: .failure(died(helper, number: number, because: .frame(error)))))
             return
@@ -213,9 +217,13 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
-    /// A result frame as a fetch result; anything else is the helper's failure.
-    private func result(of frame: HelperFrame) throws(HelperFrame.Failure) -> FetchOutcome {
+    /// A result frame for call `id` as a fetch result; anything else (another kind, an answer carrying another
+    /// id) is the helper's failure.
+    private func result(of frame: HelperFrame, call id: UInt64) throws(HelperFrame.Failure) -> FetchOutcome {
         var fields = HelperFrame.Reader(frame)
+        if frame.kind == .value || frame.kind == .error {
+            guard try fields.uint64() == id else { throw .malformed("an answer that carries another call's id (not the call in flight)") }
+        }
         switch frame.kind {
         case .value:
             let expiresAt = try fields.int64()
@@ -334,7 +342,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
     /// the next may start. The error says what happened, for the call in flight and the calls until then.
     @discardableResult
     private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending) -> ExpirableError {
-        if case .frame(.malformed) = ending { helper.killGroup() }
+        if case .frame(.malformed(let what)) = ending {
+            helper.killGroup()
+            logger.error("plugin helper killed: what it sent is not the frame due", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "sent": "\(what)"])
+        }
         let how = helper.reap(grace: .milliseconds(200))
         let now = clock.monotonicNanos
         return state.withLock { s in

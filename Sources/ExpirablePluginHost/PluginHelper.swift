@@ -33,6 +33,10 @@ public enum PluginHelper {
             // Started by hand, or the daemon died before the death signal was armed: nobody to serve.
             exit(70)  // EX_SOFTWARE
         }
+        // posix_spawn's dup2 placed the socket here without close-on-exec: set it again, so no program the
+        // plugin runs (the `command` plugin's, popen, system) holds the channel that carries other calls' keys,
+        // states and answers.
+        guard fcntl(socket, F_SETFD, FD_CLOEXEC) == 0 else { exit(70) }
         signal(SIGPIPE, SIG_IGN)  // as in the daemon: a plugin writing to a closed pipe gets EPIPE
         // Log lines share the daemon's stderr, so they take its format; the plugin's own children do not need to know.
         if let format = getenv(JSONLogHandler.environmentVariable), String(cString: format) == "json" {
@@ -107,7 +111,9 @@ public enum PluginHelper {
             // lease (SPEC §4.10) counts on this.
             var order = HelperFrame.Reader(frame)
             var request = FetchRequest()
+            let id: UInt64
             do throws(HelperFrame.Failure) {
+                id = try order.uint64()
                 let timeout = try order.int64()
                 if timeout > 0 { _ = CExpirableLinux_kill_self_after(timeout + PluginHelper.killGrace.milliseconds) }
                 if try order.flag() { request.key = try order.string() }
@@ -121,6 +127,7 @@ public enum PluginHelper {
                 switch outcome.result {
                 case .success(let fetched):
                     reply = HelperFrame(kind: .value)
+                    reply.append(id)
                     switch fetched.expiry {
                     case .never: reply.append(Int64.max)
                     case .at(let unixMillis): reply.append(unixMillis)
@@ -129,6 +136,7 @@ public enum PluginHelper {
                     fetched.value.withUnsafeBytes { reply.payload.append(contentsOf: $0) }
                 case .failure(let error):
                     reply = HelperFrame(kind: .error)
+                    reply.append(id)
                     reply.append(UInt32(error.errorClass == .permanent ? 1 : 0))
                     reply.append(error.retryAfter ?? 0)
                     reply.appendState(outcome.state)

@@ -126,6 +126,45 @@ struct IsolationTests {
         #expect(try daemon.redis("GET", "good") == "good-1")
     }
 
+    @Test("a frame that is not the answer to the call in flight is never taken for it: the helper is killed, the caller gets a FETCH error, the log says why")
+    func strayFrame() throws {
+        let daemon = try Self.start("mode = \"stray\"")
+        defer { daemon.remove() }
+        let first = try #require(Self.helper(of: daemon, for: "bad"))
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad sent its daemon an answer that carries another call's id"), "\(answer)")
+        #expect(!answer.contains("STRAY"))
+        #expect(Self.eventually(seconds: 2) { kill(first, 0) != 0 })
+        #expect(daemon.log.contains("plugin helper killed: what it sent is not the frame due"), "\(daemon.log)")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
+    @Test("a program the command plugin runs holds no descriptor but 0, 1 and 2: it cannot write forged answers to the helper's socket nor read other keys' calls")
+    func commandProgramHoldsNoSocket() throws {
+        // The forged frame is one the daemon took, before call ids, as a value for whichever call was in flight.
+        let daemon = try DaemonProcess(expirables: #"""
+            [expirable.f]
+            plugin = "command"
+            keyed = true
+            timeout = "10s"
+            [expirable.f.params]
+            shell = 'if [ "$EXPIRABLE_KEY" = evil ]; then printf "\\000\\000\\000\\020\\005\\000\\000\\002\\000\\000\\000\\000\\000\\000FORGED" >&3; fi 2>/dev/null; echo "token-for-$EXPIRABLE_KEY"'
+            ttl = "60s"
+            [expirable.fds]
+            plugin = "command"
+            [expirable.fds.params]
+            shell = 'ls /proc/$$/fd'
+            ttl = "60s"
+            """#, server: "isolation = \"process\"", testPlugins: [])
+        defer { daemon.remove() }
+        let descriptors = try daemon.redis("GET", "fds")
+        #expect(descriptors.split(separator: "\n") == ["0", "1", "2"], "\(descriptors)")
+        #expect(try daemon.redis("GET", "f:alice") == "token-for-alice")
+        #expect(try daemon.redis("GET", "f:evil") == "token-for-evil")
+        #expect(try daemon.redis("GET", "f:bob") == "token-for-bob")
+        #expect(try daemon.redis("GET", "f:carol") == "token-for-carol")
+    }
+
     @Test("a plugin that refuses its params in its helper stops the daemon at start with the plugin's words")
     func refusalAtStart() throws {
         let daemon = try DaemonProcess(expirables: """
@@ -150,6 +189,10 @@ struct IsolationTests {
         guard geteuid() == 0 else { return }
         let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).sorted()
         #expect(descriptors == [0, 1, 2, 3], "descriptors: \(descriptors)")
+        // Its socket is close-on-exec: no program its plugin runs (popen, system, the command plugin) gets it.
+        let fdinfo = try String(contentsOfFile: "/proc/\(pid)/fdinfo/3", encoding: .utf8)
+        let flags = try #require(fdinfo.split(separator: "\n").first { $0.hasPrefix("flags:") }.flatMap { Int($0.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8) })
+        #expect(flags & Int(O_CLOEXEC) != 0, "\(fdinfo)")
         let environment = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")), as: UTF8.self)
             .split(separator: "\0").map(String.init).sorted()
         #expect(environment == ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"])

@@ -5,7 +5,8 @@
  * memory 1 MiB at a time until malloc fails (then reports how much it got), "spin" burns CPU forever, "print"
  * writes to stdout and stderr then answers, "fork" starts a child that sleeps 60 s holding every descriptor and
  * writes its pid to pid_file then answers, "forksegv" does the same then writes through NULL, "close" closes
- * descriptor 3 then answers; anything else answers),
+ * descriptor 3 then answers, "stray" writes a well-formed value frame of its own ("STRAY") to descriptor 3, as a
+ * program holding the socket could, then answers; anything else answers),
  * mode_file (optional: read at each call, its first word is the mode; absent: "ok"), ttl_ms (default 60000). */
 #include "expirable.h"
 #include <stdio.h>
@@ -92,6 +93,11 @@ void expirable_fetch(const expirable_call *call) {
             if (f) { fprintf(f, "%ld\n", (long)child); fclose(f); }
         }
         if (strcmp(mode, "forksegv") == 0) *(volatile int *)NULL = 1;
+    }
+    if (strcmp(mode, "stray") == 0) {
+        /* Length 15, kind 5 (value), 8 bytes that are a far expiry (or an id), a state byte "keep", "STRAY". */
+        static const char frame[] = "\0\0\0\x0f\x05\0\0\0\x7f\xff\xff\xff\xff\0STRAY";
+        if (write(3, frame, sizeof frame - 1) < 0) abort();
     }
     if (strcmp(mode, "close") == 0) close(3);
     char value[64];
