@@ -125,12 +125,14 @@ let package = Package(
             name: "expirabled",
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
-                "ExpirableState", "CExpirableLinux", "ExpirableMetrics",
+                "ExpirableState", "CExpirableLinux", "CExpirableCloseOnExec", "ExpirableMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
+        // The daemon's descriptors close-on-exec, NIO's included (accept4, socket, epoll_create); its executable only.
+        .target(name: "CExpirableCloseOnExec"),
         .executableTarget(
             name: "expirablectl",
             dependencies: [

@@ -165,6 +165,40 @@ struct IsolationTests {
         #expect(try daemon.redis("GET", "f:carol") == "token-for-carol")
     }
 
+    @Test("inline, every descriptor of the daemon is close-on-exec (client connections, its event loops', one it inherited), and the command plugin's program holds none of them")
+    func inlineDescriptorsCloseOnExec() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fds]
+            plugin = "command"
+            [expirable.fds.params]
+            shell = 'ls /proc/$$/fd'
+            ttl = "60s"
+            """, server: "isolation = \"inline\"", testPlugins: [], start: false)
+        defer { daemon.remove() }
+        // Whoever starts the daemon may leave it a descriptor without close-on-exec: 7, here.
+        daemon.launcher = ["/bin/sh", "-c", "exec 7</dev/null; exec \"$@\"", "sh"]
+        try daemon.start()
+        // Another client's connection, open while the program runs.
+        let idle = try RawConnection(daemon.socket)
+        #expect(idle.roundTrip("*1\r\n$4\r\nPING\r\n", expecting: 1) == "+PONG\r\n")
+        let descriptors = try daemon.redis("GET", "fds")
+        #expect(descriptors.split(separator: "\n") == ["0", "1", "2"], "\(descriptors)")
+        // The daemon is not dumpable: only root reads its descriptors (CI runs as root).
+        guard geteuid() == 0 else { return }
+        let pid = try #require(daemon.process?.pid)
+        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).filter { $0 > 2 }
+        #expect(open.contains(7), "\(open)")
+        #expect(open.count > 4, "the listening socket, a connection, event loops: \(open)")
+        let inheritable = open.filter { fd in
+            // A descriptor closed meanwhile has no fdinfo: nothing to inherit.
+            guard let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8) else { return false }
+            let flags = info.split(separator: "\n").first { $0.hasPrefix("flags:") }
+                .flatMap { Int($0.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8) } ?? 0
+            return flags & Int(O_CLOEXEC) == 0
+        }.map { fd in "\(fd) -> \((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "?")" }
+        #expect(inheritable.isEmpty, "inherited by a program an inline plugin runs: \(inheritable)")
+    }
+
     @Test("a plugin that refuses its params in its helper stops the daemon at start with the plugin's words")
     func refusalAtStart() throws {
         let daemon = try DaemonProcess(expirables: """
