@@ -21,6 +21,8 @@ import Glibc
 final class IsolatedInstance: PluginCalls, Sendable {
     let expirable: String
     let path: String
+    /// The real plugin_dir `path` was resolved in: the helper checks the file against it at every start.
+    private let directory: String
     let timeout: Duration
     private let params: [Configuration.Param]
     private let limits: HelperLimits
@@ -66,14 +68,16 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
-    /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller) and creates
+    /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller in `directory`,
+    /// and checked again by every helper before it loads it) and creates
     /// its instance; a refusal or a death of the helper is thrown, naming the expirable.
     init(
-        expirable: String, path: String, params: [Configuration.Param], timeout: Duration, limits: HelperLimits,
-        clock: any EngineClock, logger: Logger
+        expirable: String, path: String, directory: String, params: [Configuration.Param], timeout: Duration,
+        limits: HelperLimits, clock: any EngineClock, logger: Logger
     ) throws(PluginError) {
         self.expirable = expirable
         self.path = path
+        self.directory = directory
         self.params = params
         self.timeout = timeout
         self.limits = limits
@@ -314,6 +318,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     private func startFrame() -> HelperFrame {
         var start = HelperFrame(kind: .start)
         start.append(path)
+        start.append(directory)
         start.append(expirable)
         start.append(timeout.milliseconds)
         start.append(Int64(limits.maxMemory ?? 0))

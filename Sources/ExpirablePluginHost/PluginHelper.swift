@@ -54,6 +54,7 @@ public enum PluginHelper {
             guard start.kind == .start else { exit(65) }  // EX_DATAERR: the daemon speaks another protocol
             var fields = HelperFrame.Reader(start)
             let path = try fields.string()
+            let directory = try fields.string()
             let name = try fields.string()
             let timeout = Duration.milliseconds(try fields.int64())
             let maxMemory = try fields.int64()
@@ -66,10 +67,13 @@ public enum PluginHelper {
                 params.append(Configuration.Param(key: try fields.string(), value: try fields.string()))
             }
             do throws(PluginError) {
+                // Checked here, at every start of a helper, a restart after a crash included, and as the daemon's
+                // user (the owner the checks allow), not only when the daemon read its configuration.
+                let real = try PluginPath.recheck(path, in: directory)
                 try confine(maxMemory: maxMemory, uid: uid, gid: gid, parent: parent)
                 let library: PluginLibrary
                 do throws(PluginError) {
-                    library = try PluginLibrary.open(path)
+                    library = try PluginLibrary.open(real)
                 } catch where uid >= 0 || gid >= 0 {
                     throw PluginError("\(error.message) (its helper runs as uid \(getuid()), gid \(getgid()) from plugin_user/plugin_group: the plugin file and plugin_dir must be readable by them)")
                 }

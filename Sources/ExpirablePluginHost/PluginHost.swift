@@ -179,7 +179,7 @@ public final class PluginHost: Sendable {
                     uid: account?.uid, gid: account?.gid
                 )
                 instance = try IsolatedInstance(
-                    expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
+                    expirable: expirable.name, path: path, directory: directory, params: expirable.params, timeout: expirable.timeout,
                     limits: limits, clock: clock, logger: logger
                 )
             case .inline:

@@ -199,6 +199,48 @@ struct IsolationTests {
         #expect(inheritable.isEmpty, "inherited by a program an inline plugin runs: \(inheritable)")
     }
 
+    @Test("a helper restarted after a crash checks the plugin file again: one made writable by others, or a link out of plugin_dir, swapped in since is refused with the start's words")
+    func restartChecksPluginFile() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.s]
+            plugin = "swap"
+            retry_interval = "10ms"
+            [expirable.s.params]
+            mode = "ok"
+            """, server: "isolation = \"process\"", testPlugins: [], start: false)
+        defer { daemon.remove() }
+        let plugin = try compileTestPlugin("crasher", into: daemon.pluginDir, as: "swap")
+        let outside = daemon.directory.appending("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        chmod(outside, 0o755)
+        let foreign = try compileTestPlugin("crasher", into: outside, as: "swap")
+        try daemon.start()
+        let real = (directory: URL(fileURLWithPath: daemon.pluginDir).resolvingSymlinksInPath().path,
+                    plugin: URL(fileURLWithPath: plugin).resolvingSymlinksInPath().path,
+                    foreign: URL(fileURLWithPath: foreign).resolvingSymlinksInPath().path)
+        let first = try #require(Self.helper(of: daemon, for: "s"))
+        #expect(try daemon.redis("GET", "s") == "pid-\(first)")
+        // Replaced by a copy anyone may write, then the helper dies.
+        let staged = daemon.pluginDir + "/staged.tmp"
+        try FileManager.default.copyItem(atPath: plugin, toPath: staged)
+        chmod(staged, 0o777)
+        #expect(rename(staged, plugin) == 0)
+        kill(first, SIGKILL)
+        var answer = ""
+        #expect(try Self.eventually(seconds: 10) {
+            _ = try daemon.redis("CLEAR", "s")
+            answer = try daemon.redis("GET", "s")
+            return !answer.hasPrefix("FETCH plugin for s crashed")
+        })
+        #expect(answer == "FETCH expirable.s: plugin \(real.plugin) is writable by others; chmod o-w \(real.plugin)", "\(answer)")
+        // Replaced by a link to a file outside plugin_dir.
+        #expect(unlink(plugin) == 0)
+        #expect(symlink(foreign, plugin) == 0)
+        #expect(try Self.eventually(seconds: 15) { answer = try daemon.redis("GET", "s"); return !answer.contains("writable by others") })
+        #expect(answer == "FETCH expirable.s: plugin \(real.plugin) resolves to \(real.foreign), outside plugin_dir \(real.directory); copy the file into plugin_dir instead of linking to it", "\(answer)")
+        #expect(Self.helper(of: daemon, for: "s") == nil, "no helper holds the refused file")
+    }
+
     @Test("a plugin that refuses its params in its helper stops the daemon at start with the plugin's words")
     func refusalAtStart() throws {
         let daemon = try DaemonProcess(expirables: """
