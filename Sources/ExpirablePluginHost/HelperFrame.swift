@@ -11,7 +11,7 @@ import Glibc
 /// trust, so whatever it sends is read as possibly hostile.
 struct HelperFrame {
     enum Kind: UInt8 {
-        /// Daemon → helper, once: plugin path and plugin_dir (real paths, checked again by the helper), expirable name, timeout in ms, max_memory and max_cpu (0: none),
+        /// Daemon → helper, once: plugin path and plugin_dir (real paths, checked again by the helper), expirable name, timeout in ms, max_memory and max_cpu (0: none), whether the hard CPU limit is set too (a flag),
         /// uid and gid (-1: keep), the host clock's wall offset in ms (the helper's clock gets it, for `now_ms`),
         /// params.
         case start = 1

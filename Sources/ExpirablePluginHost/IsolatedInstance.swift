@@ -1,3 +1,4 @@
+import CExpirableLinux
 import Dispatch
 import ExpirableABI
 import ExpirableConfig
@@ -206,6 +207,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
             order.append(request.state != nil)
             request.state?.withUnsafeBytes { order.append(bytes: $0) }
             defer { HelperFrame.wipe(&order.payload) }
+            // The helper lowers its hard CPU limit for each call, which only the daemon can raise again.
+            if raisesCPULimit { _ = CExpirableLinux_unlimit_cpu(helper.pid) }
             guard order.send(on: helper.socket) else { throw .closed }
             var reply = try helper.receive()
             // The reply's payload holds the value (the Secret made from it is a copy): zeroed before it is freed.
@@ -314,6 +317,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
+    /// Whether each call's hard RLIMIT_CPU is set as well as the soft one, so that the plugin cannot lift it:
+    /// only when the daemon can raise it again before the next call (root: CAP_SYS_RESOURCE). A daemon that is
+    /// not root runs its helpers as its own user, and their plugins can do worse than lift a limit.
+    private var raisesCPULimit: Bool { limits.maxCPUSeconds != nil && geteuid() == 0 }
+
     /// The frame that starts a helper: the plugin, the expirable, its limits and its params.
     private func startFrame() -> HelperFrame {
         var start = HelperFrame(kind: .start)
@@ -323,6 +331,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         start.append(timeout.milliseconds)
         start.append(Int64(limits.maxMemory ?? 0))
         start.append(Int64(limits.maxCPUSeconds ?? 0))
+        start.append(raisesCPULimit)
         start.append(limits.uid.map(Int64.init) ?? -1)
         start.append(limits.gid.map(Int64.init) ?? -1)
         start.append(helperWallOffset.milliseconds)
@@ -351,7 +360,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             helper.killGroup()
             logger.error("plugin helper killed: what it sent is not the frame due", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "sent": "\(what)"])
         }
-        let how = helper.reap(grace: .milliseconds(200))
+        let (how, cpuSeconds) = helper.reapWithUsage(grace: .milliseconds(200))
         let now = clock.monotonicNanos
         return state.withLock { s in
             let wait = s.backoff
@@ -375,6 +384,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 case .frame(.closed):
                     if how == "crashed (SIGXCPU)", let seconds = limits.maxCPUSeconds {
                         death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was stopped (SIGXCPU); \(restart)")
+                    } else if how == "crashed (SIGKILL)", raisesCPULimit, let seconds = limits.maxCPUSeconds, cpuSeconds >= seconds {
+                        // The hard limit, one second past the soft: a plugin that ignored SIGXCPU, or raised its soft
+                        // limit to the hard one.
+                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was killed at the hard limit (SIGKILL); \(restart)")
                     } else {
                         death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid)); \(restart)")
                     }

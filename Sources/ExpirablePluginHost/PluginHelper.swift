@@ -49,6 +49,7 @@ public enum PluginHelper {
         let writer = Writer()
         let instance: PluginInstance
         var maxCPUSeconds: Int64 = 0
+        var hardCPU = false
         do throws(HelperFrame.Failure) {
             let start = try HelperFrame.receive(from: socket)
             guard start.kind == .start else { exit(65) }  // EX_DATAERR: the daemon speaks another protocol
@@ -59,6 +60,7 @@ public enum PluginHelper {
             let timeout = Duration.milliseconds(try fields.int64())
             let maxMemory = try fields.int64()
             maxCPUSeconds = try fields.int64()
+            hardCPU = try fields.flag()
             let uid = try fields.int64()
             let gid = try fields.int64()
             let wallOffset = Duration.milliseconds(try fields.int64())
@@ -109,7 +111,8 @@ public enum PluginHelper {
                 exit(0)
             }
             guard frame.kind == .fetch else { exit(65) }
-            if maxCPUSeconds > 0 { _ = CExpirableLinux_limit_cpu_from_now(maxCPUSeconds) }
+            // With `hardCPU` the hard limit too, so the plugin cannot lift it; the daemon raised it for this call.
+            if maxCPUSeconds > 0 { _ = CExpirableLinux_limit_cpu_from_now(maxCPUSeconds, hardCPU ? 1 : 0) }
             // The daemon kills a helper whose call outlives its timeout; should the daemon be stopped (SIGSTOP, a
             // long stall) it cannot, so the kernel does it, a little later: no call runs on unbounded. A quorum
             // lease (SPEC §4.10) counts on this.

@@ -372,6 +372,40 @@ struct IsolationTests {
         #expect(daemon.count("calls") == 1, "good's value was served from memory throughout")
     }
 
+    @Test("as root with plugin_user, a plugin cannot lift its max_cpu: the hard RLIMIT_CPU is set too, and raised by the daemon between calls only")
+    func cpuLimitHard() throws {
+        guard geteuid() == 0 else { return }  // plugin_user needs root; CI runs as root
+        let daemon = try ServingTests.start("""
+            [expirable.bad]
+            plugin = "crasher"
+            max_cpu = "1s"
+            timeout = "20s"
+            retry_interval = "10ms"
+            [expirable.bad.params]
+            mode_file = "COUNT/mode"
+            """, server: "isolation = \"process\"\nplugin_user = \"nobody\"", testPlugins: ["crasher"])
+        defer { daemon.remove() }
+        // The helper, as nobody, must be able to read the plugins and the mode file: open the test directories.
+        var path = daemon.pluginDir
+        while path.count > 1 {
+            chmod(path, 0o755)
+            path = (path as NSString).deletingLastPathComponent
+            if path == "/tmp" || path == "/" { break }
+        }
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(try daemon.redis("GET", "bad") == "pid-\(helper)")
+        let limits = try String(contentsOfFile: "/proc/\(helper)/limits", encoding: .utf8)
+        let cpu = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max cpu time") })
+        #expect(!cpu.contains("unlimited"), "between calls, a background thread is bounded too: \(cpu)")
+        try "evadecpu".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        chmod(daemon.directory.appending("mode"), 0o644)
+        _ = try daemon.redis("CLEAR", "bad")
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad used more than its max_cpu of 1s of CPU in one call"), "\(answer)")
+        #expect(Date().timeIntervalSince(started) < 10, "stopped by the CPU limit, not by the 20 s timeout")
+    }
+
     @Test("a plugin that prints to stdout and stderr: stdout goes nowhere, stderr to the daemon's log, the answer is intact")
     func printing() throws {
         let daemon = try Self.start("mode = \"print\"")

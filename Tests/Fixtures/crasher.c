@@ -6,12 +6,14 @@
  * writes to stdout and stderr then answers, "fork" starts a child that sleeps 60 s holding every descriptor and
  * writes its pid to pid_file then answers, "forksegv" does the same then writes through NULL, "close" closes
  * descriptor 3 then answers, "stray" writes a well-formed value frame of its own ("STRAY") to descriptor 3, as a
- * program holding the socket could, then answers; anything else answers),
+ * program holding the socket could, then answers, "evadecpu" lifts its RLIMIT_CPU to unlimited (soft and hard) and
+ * then spins; anything else answers),
  * mode_file (optional: read at each call, its first word is the mode; absent: "ok"), ttl_ms (default 60000). */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -78,6 +80,14 @@ void expirable_fetch(const expirable_call *call) {
         int n = snprintf(message, sizeof message, "out of memory after %ld MiB", mib);
         call->host->set_error(call->result, message, (size_t)n);
         return;
+    }
+    if (strcmp(mode, "evadecpu") == 0) {
+        struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_CPU, &unlimited) != 0) {
+            struct rlimit soft;
+            if (getrlimit(RLIMIT_CPU, &soft) == 0) { soft.rlim_cur = soft.rlim_max; setrlimit(RLIMIT_CPU, &soft); }
+        }
+        for (volatile unsigned long i = 0;; i++) {}
     }
     if (strcmp(mode, "spin") == 0) for (volatile unsigned long i = 0;; i++) {}
     if (strcmp(mode, "print") == 0) {
