@@ -125,12 +125,14 @@ let package = Package(
             name: "expirabled",
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
-                "ExpirableState", "CExpirableLinux", "ExpirableMetrics",
+                "ExpirableState", "CExpirableLinux", "CExpirableCloseOnExec", "ExpirableMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
+        // The daemon's descriptors close-on-exec, NIO's included (accept4, socket, epoll_create); its executable only.
+        .target(name: "CExpirableCloseOnExec"),
         .executableTarget(
             name: "expirablectl",
             dependencies: [
@@ -140,7 +142,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "CommandPlugin", dependencies: ["ExpirableABI"], path: "Plugins/CommandPlugin", swiftSettings: strict),
+        .target(name: "CommandPlugin", dependencies: ["ExpirableABI", "CExpirableLinux"], path: "Plugins/CommandPlugin", swiftSettings: strict),
         // {key} in the C plugins' path params, linked into each.
         .target(name: "PluginSupport", dependencies: ["ExpirableABI"], path: "Plugins/Support"),
         .target(name: "FilePlugin", dependencies: ["ExpirableABI", "PluginSupport"], path: "Plugins/FilePlugin"),

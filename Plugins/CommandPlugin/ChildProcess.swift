@@ -1,8 +1,9 @@
+import CExpirableLinux
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Runs a program without a shell, stdin from /dev/null, with the daemon's environment and the call's key in
+/// Runs a program without a shell, stdin from /dev/null, no descriptor but 0, 1 and 2, with the daemon's environment and the call's key in
 /// EXPIRABLE_KEY, capturing stdout (up to a cap) and stderr, and killing its whole process group when it overruns
 /// its deadline or its output cap.
 struct ChildProcess {
@@ -32,6 +33,13 @@ struct ChildProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // Nothing else of the process that runs the plugin: not a helper's socket to its daemon (which carries
+        // other keys' calls), not an inline daemon's client connections, whether or not they are close-on-exec.
+        let closing = CExpirableLinux_spawn_close_from(&actions, 3)
+        guard closing == 0 else {
+            close(outPipe[0]); close(outPipe[1]); close(errPipe[0]); close(errPipe[1])
+            return .failedToStart("cannot have \(argv[0]) start without the plugin's descriptors: \(String(cString: strerror(closing)))")
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

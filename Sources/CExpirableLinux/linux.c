@@ -74,14 +74,20 @@ int CExpirableLinux_limit_data(long long bytes) {
     return setrlimit(RLIMIT_DATA, &limit) == 0 ? 0 : errno;
 }
 
-int CExpirableLinux_limit_cpu_from_now(long long seconds) {
+int CExpirableLinux_limit_cpu_from_now(long long seconds, int hard) {
     struct rusage usage;
     struct rlimit limit;
     if (getrusage(RUSAGE_SELF, &usage) != 0 || getrlimit(RLIMIT_CPU, &limit) != 0) return errno;
     rlim_t used = (rlim_t)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec);
     limit.rlim_cur = used + (rlim_t)seconds;
+    if (hard && (limit.rlim_max == RLIM_INFINITY || limit.rlim_cur + 1 <= limit.rlim_max)) limit.rlim_max = limit.rlim_cur + 1;
     if (limit.rlim_max != RLIM_INFINITY && limit.rlim_cur > limit.rlim_max) limit.rlim_cur = limit.rlim_max;
     return setrlimit(RLIMIT_CPU, &limit) == 0 ? 0 : errno;
+}
+
+int CExpirableLinux_unlimit_cpu(pid_t pid) {
+    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+    return prlimit(pid, RLIMIT_CPU, &unlimited, NULL) == 0 ? 0 : errno;
 }
 
 int CExpirableLinux_pidfd_open(pid_t pid) {

@@ -46,6 +46,9 @@ final class CallQueue: Sendable {
         self.refusesBehindOverdueCall = refusesBehindOverdueCall
     }
 
+    /// When the call under way started (monotonic ns), if one is.
+    var runningSince: UInt64? { state.withLock { $0.runningSince } }
+
     /// Calls `start` now if no call is under way, otherwise once the calls before it have finished; or calls
     /// `refuse` with why it will not start. `start` must lead to exactly one `finished()`. `startBy`, if given,
     /// is a monotonic time after which the call must not start (a lease that could no longer hold it).

@@ -28,24 +28,37 @@ final class CallResult: Sendable {
         self.maxValueBytes = maxValueBytes
     }
 
-    func setValue(_ bytes: UnsafeRawBufferPointer?, expiresAt: Int64) {
+    /// A length as the plugin passed it (`size_t`): a negative Int is a huge size_t, most likely a C `ssize_t`
+    /// error code such as a failed read()'s -1, and is said so.
+    static func length(_ count: Int) -> String {
+        count < 0 ? "\(UInt(bitPattern: count)) (\(count) as a signed number: an error code such as a failed read()'s, not a length)" : "\(count)"
+    }
+
+    func setValue(_ pointer: UnsafeRawPointer?, count: Int, expiresAt: Int64) {
         state.withLock { s in
             s.reports += 1
-            if bytes == nil {
+            if count < 0 || count > maxValueBytes {
+                s.problems.append("returned a value of \(CallResult.length(count)) bytes, over the limit of \(maxValueBytes)")
+            } else if pointer == nil && count > 0 {
                 s.problems.append("passed a NULL value pointer with a non-zero length")
-            } else if let bytes, bytes.count > maxValueBytes {
-                s.problems.append("returned a value of \(bytes.count) bytes, over the limit of \(maxValueBytes)")
             } else if expiresAt < 0 {
                 s.problems.append("returned a negative expires_at (\(expiresAt)); expected Unix milliseconds or EXPIRABLE_NEVER_EXPIRES")
             } else {
                 let expiry: Expiry = expiresAt == Int64.max ? .never : .at(unixMillis: expiresAt)
-                s.value = Fetched(value: Secret(copying: bytes ?? UnsafeRawBufferPointer(start: nil, count: 0)), expiry: expiry)
+                s.value = Fetched(value: Secret(copying: UnsafeRawBufferPointer(start: pointer, count: count)), expiry: expiry)
             }
         }
     }
 
-    func setError(_ bytes: UnsafeRawBufferPointer?) {
-        let message = bytes.map { CallResult.printable($0) } ?? ""
+    func setError(_ pointer: UnsafeRawPointer?, count: Int) {
+        guard count >= 0 else {
+            state.withLock { s in
+                s.reports += 1
+                s.problems.append("passed set_error a message length of \(CallResult.length(count))")
+            }
+            return
+        }
+        let message = pointer.map { CallResult.printable(UnsafeRawBufferPointer(start: $0, count: count)) } ?? ""
         state.withLock { s in
             s.reports += 1
             s.error = message.isEmpty ? "(the plugin gave no message)" : message
@@ -73,18 +86,18 @@ final class CallResult: Sendable {
     }
 
     /// The plugin's new state (ABI 1.2): empty clears it.
-    func setState(_ bytes: UnsafeRawBufferPointer?) {
+    func setState(_ pointer: UnsafeRawPointer?, count: Int) {
         state.withLock { s in
             s.stateCalls += 1
-            guard let bytes else {
+            guard count >= 0, count <= Int(EXPIRABLE_MAX_STATE_BYTES) else {
+                s.problems.append("set a state of \(CallResult.length(count)) bytes, over the limit of \(EXPIRABLE_MAX_STATE_BYTES)")
+                return
+            }
+            guard pointer != nil || count == 0 else {
                 s.problems.append("passed a NULL state pointer with a non-zero length")
                 return
             }
-            guard bytes.count <= Int(EXPIRABLE_MAX_STATE_BYTES) else {
-                s.problems.append("set a state of \(bytes.count) bytes, over the limit of \(EXPIRABLE_MAX_STATE_BYTES)")
-                return
-            }
-            s.state = bytes.isEmpty ? .clear : .set(Secret(copying: bytes))
+            s.state = count == 0 ? .clear : .set(Secret(copying: UnsafeRawBufferPointer(start: pointer, count: count)))
         }
     }
 

@@ -11,23 +11,23 @@ import Glibc
 /// trust, so whatever it sends is read as possibly hostile.
 struct HelperFrame {
     enum Kind: UInt8 {
-        /// Daemon → helper, once: plugin path, expirable name, timeout in ms, max_memory and max_cpu (0: none),
+        /// Daemon → helper, once: plugin path and plugin_dir (real paths, checked again by the helper), expirable name, timeout in ms, max_memory and max_cpu (0: none), whether the hard CPU limit is set too (a flag),
         /// uid and gid (-1: keep), the host clock's wall offset in ms (the helper's clock gets it, for `now_ms`),
         /// params.
         case start = 1
-        /// Daemon → helper: call `expirable_fetch` once. The payload: the call's timeout in ms (Int64), after
-        /// which (plus a grace) the helper has the kernel kill it; the key (a flag byte, then a string); the
-        /// state (a flag byte, then bytes).
+        /// Daemon → helper: call `expirable_fetch` once. The payload: the call's id (UInt64), which its answer
+        /// carries back; the call's timeout in ms (Int64), after which (plus a grace) the helper has the kernel
+        /// kill it; the key (a flag byte, then a string); the state (a flag byte, then bytes).
         case fetch = 2
         /// Helper → daemon: the plugin loaded and `expirable_create` accepted its params. ABI major and minor.
         case ready = 3
         /// Helper → daemon: the plugin could not be loaded or refused its params; the message says why.
         case refused = 4
-        /// Helper → daemon: a fetch gave a value. Expiry (Unix ms, Int64.max for never), the state change (see
-        /// `appendState`), then the value's bytes.
+        /// Helper → daemon: a fetch gave a value. The call's id, expiry (Unix ms, Int64.max for never), the state
+        /// change (see `appendState`), then the value's bytes.
         case value = 5
-        /// Helper → daemon: a fetch gave an error: its class (0 temporary, 1 permanent; UInt32), its retry-after
-        /// (Unix ms, 0 for none; Int64), the state change, then the message.
+        /// Helper → daemon: a fetch gave an error: the call's id, its class (0 temporary, 1 permanent; UInt32),
+        /// its retry-after (Unix ms, 0 for none; Int64), the state change, then the message.
         case error = 6
     }
 
@@ -53,6 +53,10 @@ struct HelperFrame {
     }
 
     mutating func append(_ n: Int64) {
+        withUnsafeBytes(of: n.bigEndian) { payload.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ n: UInt64) {
         withUnsafeBytes(of: n.bigEndian) { payload.append(contentsOf: $0) }
     }
 
@@ -96,6 +100,10 @@ struct HelperFrame {
 
         mutating func int64() throws(Failure) -> Int64 {
             Int64(bitPattern: try integer(8))
+        }
+
+        mutating func uint64() throws(Failure) -> UInt64 {
+            try integer(8)
         }
 
         mutating func string() throws(Failure) -> String {

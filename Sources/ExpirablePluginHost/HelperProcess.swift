@@ -96,6 +96,17 @@ struct HelperProcess {
     /// Waits for the helper to end and describes how it did: "crashed (SIGSEGV)", "exited with status 3".
     /// A helper that closed its socket but is still running gets `grace` to finish, then SIGKILL.
     func reap(grace: Duration) -> String {
+        reapWithUsage(grace: grace).how
+    }
+
+    /// `reap`, with the CPU seconds (user and system, whole) the helper used in its life.
+    func reapWithUsage(grace: Duration) -> (how: String, cpuSeconds: Int) {
+        var usage = rusage()
+        let how = reap(grace: grace, usage: &usage)
+        return (how, usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+    }
+
+    private func reap(grace: Duration, usage: inout rusage) -> String {
         var status: Int32 = 0
         defer {
             close(socket)
@@ -106,20 +117,20 @@ struct HelperProcess {
             if poll(&exited, 1, Int32(clamping: grace.milliseconds)) != 1 { kill(pid, SIGKILL) }
             // The helper is dead or dying and not reaped: its group is still its own, so its children go too.
             kill(-pid, SIGKILL)
-            while waitpid(pid, &status, 0) < 0 {
+            while wait4(pid, &status, 0, &usage) < 0 {
                 guard errno == EINTR else { return "vanished (\(String(cString: strerror(errno))))" }
             }
             return HelperProcess.describe(status)
         }
         var waited: Duration = .zero
         while true {
-            let result = waitpid(pid, &status, WNOHANG)
+            let result = wait4(pid, &status, WNOHANG, &usage)
             if result == pid { break }
             if result < 0 && errno == EINTR { continue }
             if result < 0 { return "vanished (\(String(cString: strerror(errno))))" }
             if waited >= grace {
                 kill(pid, SIGKILL)
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
                 break
             }
             usleep(1000)

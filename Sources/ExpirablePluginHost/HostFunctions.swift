@@ -14,17 +14,19 @@ enum HostFunctions {
         table.initialize(to: expirable_host(
             size: UInt32(MemoryLayout<expirable_host>.size),
             reserved: 0,
+            // Lengths arrive as `size_t`, seen here as Int: a C `ssize_t` of -1 (a failed read()) passed as one is
+            // negative. CallResult checks every length before it makes a buffer of it.
             set_value: { result, pointer, length, expiresAt in
                 guard let result else { return }
-                let bytes: UnsafeRawBufferPointer? = pointer == nil && length > 0 ? nil : UnsafeRawBufferPointer(start: pointer, count: length)
-                HostFunctions.callResult(result).setValue(bytes, expiresAt: expiresAt)
+                HostFunctions.callResult(result).setValue(pointer, count: length, expiresAt: expiresAt)
             },
             set_error: { result, pointer, length in
                 guard let result else { return }
-                HostFunctions.callResult(result).setError(pointer == nil ? nil : UnsafeRawBufferPointer(start: pointer, count: length))
+                HostFunctions.callResult(result).setError(pointer, count: length)
             },
             parse_duration_ms: { pointer, length, out in
-                guard let pointer, let out else { return -1 }
+                // No duration is longer; a longer text (or a negative length) is not read at all.
+                guard let pointer, let out, length >= 0, length <= HostFunctions.maxDurationText else { return -1 }
                 let text = String(decoding: UnsafeRawBufferPointer(start: pointer, count: length), as: UTF8.self)
                 guard let ms = DurationParser.milliseconds(text) else { return -1 }
                 out.pointee = ms
@@ -37,12 +39,14 @@ enum HostFunctions {
             },
             set_state: { result, pointer, length in
                 guard let result else { return }
-                let bytes: UnsafeRawBufferPointer? = pointer == nil && length > 0 ? nil : UnsafeRawBufferPointer(start: pointer, count: length)
-                HostFunctions.callResult(result).setState(bytes)
+                HostFunctions.callResult(result).setState(pointer, count: length)
             }
         ))
         return UnsafePointer(table)
     }()
+
+    /// The longest text `parse_duration_ms` reads: far more than any duration ("9223372036854775807ms").
+    static let maxDurationText = 256
 
     /// A host's clock, as a call's thread holds it for `now_ms`; one per plugin instance.
     final class Clock: Sendable {

@@ -1,3 +1,4 @@
+import CExpirableLinux
 import Dispatch
 import ExpirableABI
 import ExpirableConfig
@@ -21,6 +22,8 @@ import Glibc
 final class IsolatedInstance: PluginCalls, Sendable {
     let expirable: String
     let path: String
+    /// The real plugin_dir `path` was resolved in: the helper checks the file against it at every start.
+    private let directory: String
     let timeout: Duration
     private let params: [Configuration.Param]
     private let limits: HelperLimits
@@ -66,14 +69,16 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
-    /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller) and creates
+    /// Starts the helper, which loads the plugin at `path` (resolved and checked by the caller in `directory`,
+    /// and checked again by every helper before it loads it) and creates
     /// its instance; a refusal or a death of the helper is thrown, naming the expirable.
     init(
-        expirable: String, path: String, params: [Configuration.Param], timeout: Duration, limits: HelperLimits,
-        clock: any EngineClock, logger: Logger
+        expirable: String, path: String, directory: String, params: [Configuration.Param], timeout: Duration,
+        limits: HelperLimits, clock: any EngineClock, logger: Logger
     ) throws(PluginError) {
         self.expirable = expirable
         self.path = path
+        self.directory = directory
         self.params = params
         self.timeout = timeout
         self.limits = limits
@@ -191,18 +196,24 @@ final class IsolatedInstance: PluginCalls, Sendable {
         guard let helper else { return }
         let outcome: FetchOutcome
         do throws(HelperFrame.Failure) {
+            // A random id, not the call's number: a stray frame (written to the socket by anything else the
+            // helper's plugin started) cannot guess it, so it is never taken for this call's answer.
+            let id = UInt64.random(in: 1...UInt64.max)
             var order = HelperFrame(kind: .fetch)
+            order.append(id)
             order.append(timeout.milliseconds)
             order.append(request.key != nil)
             if let key = request.key { order.append(key) }
             order.append(request.state != nil)
             request.state?.withUnsafeBytes { order.append(bytes: $0) }
             defer { HelperFrame.wipe(&order.payload) }
+            // The helper lowers its hard CPU limit for each call, which only the daemon can raise again.
+            if raisesCPULimit { _ = CExpirableLinux_unlimit_cpu(helper.pid) }
             guard order.send(on: helper.socket) else { throw .closed }
             var reply = try helper.receive()
             // The reply's payload holds the value (the Secret made from it is a copy): zeroed before it is freed.
             defer { HelperFrame.wipe(&reply.payload) }
-            outcome = try result(of: reply)
+            outcome = try result(of: reply, call: id)
         } catch {
             _ = answer.fire(FetchOutcome(result: .failure(died(helper, number: number, because: .frame(error)))))
             return
@@ -213,9 +224,13 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
-    /// A result frame as a fetch result; anything else is the helper's failure.
-    private func result(of frame: HelperFrame) throws(HelperFrame.Failure) -> FetchOutcome {
+    /// A result frame for call `id` as a fetch result; anything else (another kind, an answer carrying another
+    /// id) is the helper's failure.
+    private func result(of frame: HelperFrame, call id: UInt64) throws(HelperFrame.Failure) -> FetchOutcome {
         var fields = HelperFrame.Reader(frame)
+        if frame.kind == .value || frame.kind == .error {
+            guard try fields.uint64() == id else { throw .malformed("an answer that carries another call's id (not the call in flight)") }
+        }
         switch frame.kind {
         case .value:
             let expiresAt = try fields.int64()
@@ -302,14 +317,21 @@ final class IsolatedInstance: PluginCalls, Sendable {
         }
     }
 
+    /// Whether each call's hard RLIMIT_CPU is set as well as the soft one, so that the plugin cannot lift it:
+    /// only when the daemon can raise it again before the next call (root: CAP_SYS_RESOURCE). A daemon that is
+    /// not root runs its helpers as its own user, and their plugins can do worse than lift a limit.
+    private var raisesCPULimit: Bool { limits.maxCPUSeconds != nil && geteuid() == 0 }
+
     /// The frame that starts a helper: the plugin, the expirable, its limits and its params.
     private func startFrame() -> HelperFrame {
         var start = HelperFrame(kind: .start)
         start.append(path)
+        start.append(directory)
         start.append(expirable)
         start.append(timeout.milliseconds)
         start.append(Int64(limits.maxMemory ?? 0))
         start.append(Int64(limits.maxCPUSeconds ?? 0))
+        start.append(raisesCPULimit)
         start.append(limits.uid.map(Int64.init) ?? -1)
         start.append(limits.gid.map(Int64.init) ?? -1)
         start.append(helperWallOffset.milliseconds)
@@ -334,8 +356,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
     /// the next may start. The error says what happened, for the call in flight and the calls until then.
     @discardableResult
     private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending) -> ExpirableError {
-        if case .frame(.malformed) = ending { helper.killGroup() }
-        let how = helper.reap(grace: .milliseconds(200))
+        if case .frame(.malformed(let what)) = ending {
+            helper.killGroup()
+            logger.error("plugin helper killed: what it sent is not the frame due", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "sent": "\(what)"])
+        }
+        let (how, cpuSeconds) = helper.reapWithUsage(grace: .milliseconds(200))
         let now = clock.monotonicNanos
         return state.withLock { s in
             let wait = s.backoff
@@ -359,6 +384,10 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 case .frame(.closed):
                     if how == "crashed (SIGXCPU)", let seconds = limits.maxCPUSeconds {
                         death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was stopped (SIGXCPU); \(restart)")
+                    } else if how == "crashed (SIGKILL)", raisesCPULimit, let seconds = limits.maxCPUSeconds, cpuSeconds >= seconds {
+                        // The hard limit, one second past the soft: a plugin that ignored SIGXCPU, or raised its soft
+                        // limit to the hard one.
+                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was killed at the hard limit (SIGKILL); \(restart)")
                     } else {
                         death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid)); \(restart)")
                     }

@@ -33,6 +33,10 @@ public enum PluginHelper {
             // Started by hand, or the daemon died before the death signal was armed: nobody to serve.
             exit(70)  // EX_SOFTWARE
         }
+        // posix_spawn's dup2 placed the socket here without close-on-exec: set it again, so no program the
+        // plugin runs (the `command` plugin's, popen, system) holds the channel that carries other calls' keys,
+        // states and answers.
+        guard fcntl(socket, F_SETFD, FD_CLOEXEC) == 0 else { exit(70) }
         signal(SIGPIPE, SIG_IGN)  // as in the daemon: a plugin writing to a closed pipe gets EPIPE
         // Log lines share the daemon's stderr, so they take its format; the plugin's own children do not need to know.
         if let format = getenv(JSONLogHandler.environmentVariable), String(cString: format) == "json" {
@@ -45,15 +49,18 @@ public enum PluginHelper {
         let writer = Writer()
         let instance: PluginInstance
         var maxCPUSeconds: Int64 = 0
+        var hardCPU = false
         do throws(HelperFrame.Failure) {
             let start = try HelperFrame.receive(from: socket)
             guard start.kind == .start else { exit(65) }  // EX_DATAERR: the daemon speaks another protocol
             var fields = HelperFrame.Reader(start)
             let path = try fields.string()
+            let directory = try fields.string()
             let name = try fields.string()
             let timeout = Duration.milliseconds(try fields.int64())
             let maxMemory = try fields.int64()
             maxCPUSeconds = try fields.int64()
+            hardCPU = try fields.flag()
             let uid = try fields.int64()
             let gid = try fields.int64()
             let wallOffset = Duration.milliseconds(try fields.int64())
@@ -62,10 +69,13 @@ public enum PluginHelper {
                 params.append(Configuration.Param(key: try fields.string(), value: try fields.string()))
             }
             do throws(PluginError) {
+                // Checked here, at every start of a helper, a restart after a crash included, and as the daemon's
+                // user (the owner the checks allow), not only when the daemon read its configuration.
+                let real = try PluginPath.recheck(path, in: directory)
                 try confine(maxMemory: maxMemory, uid: uid, gid: gid, parent: parent)
                 let library: PluginLibrary
                 do throws(PluginError) {
-                    library = try PluginLibrary.open(path)
+                    library = try PluginLibrary.open(real)
                 } catch where uid >= 0 || gid >= 0 {
                     throw PluginError("\(error.message) (its helper runs as uid \(getuid()), gid \(getgid()) from plugin_user/plugin_group: the plugin file and plugin_dir must be readable by them)")
                 }
@@ -101,13 +111,16 @@ public enum PluginHelper {
                 exit(0)
             }
             guard frame.kind == .fetch else { exit(65) }
-            if maxCPUSeconds > 0 { _ = CExpirableLinux_limit_cpu_from_now(maxCPUSeconds) }
+            // With `hardCPU` the hard limit too, so the plugin cannot lift it; the daemon raised it for this call.
+            if maxCPUSeconds > 0 { _ = CExpirableLinux_limit_cpu_from_now(maxCPUSeconds, hardCPU ? 1 : 0) }
             // The daemon kills a helper whose call outlives its timeout; should the daemon be stopped (SIGSTOP, a
             // long stall) it cannot, so the kernel does it, a little later: no call runs on unbounded. A quorum
             // lease (SPEC §4.10) counts on this.
             var order = HelperFrame.Reader(frame)
             var request = FetchRequest()
+            let id: UInt64
             do throws(HelperFrame.Failure) {
+                id = try order.uint64()
                 let timeout = try order.int64()
                 if timeout > 0 { _ = CExpirableLinux_kill_self_after(timeout + PluginHelper.killGrace.milliseconds) }
                 if try order.flag() { request.key = try order.string() }
@@ -121,6 +134,7 @@ public enum PluginHelper {
                 switch outcome.result {
                 case .success(let fetched):
                     reply = HelperFrame(kind: .value)
+                    reply.append(id)
                     switch fetched.expiry {
                     case .never: reply.append(Int64.max)
                     case .at(let unixMillis): reply.append(unixMillis)
@@ -129,6 +143,7 @@ public enum PluginHelper {
                     fetched.value.withUnsafeBytes { reply.payload.append(contentsOf: $0) }
                 case .failure(let error):
                     reply = HelperFrame(kind: .error)
+                    reply.append(id)
                     reply.append(UInt32(error.errorClass == .permanent ? 1 : 0))
                     reply.append(error.retryAfter ?? 0)
                     reply.appendState(outcome.state)

@@ -179,7 +179,7 @@ public final class PluginHost: Sendable {
                     uid: account?.uid, gid: account?.gid
                 )
                 instance = try IsolatedInstance(
-                    expirable: expirable.name, path: path, params: expirable.params, timeout: expirable.timeout,
+                    expirable: expirable.name, path: path, directory: directory, params: expirable.params, timeout: expirable.timeout,
                     limits: limits, clock: clock, logger: logger
                 )
             case .inline:
@@ -266,5 +266,15 @@ protocol PluginCalls: Fetcher {
 }
 
 extension PluginInstance {
-    var info: [(String, String)] { [("isolation", "inline")] }
+    /// Inline, how long the call under way has run; past its timeout, that it is stuck, in words (explain's
+    /// "next"): nothing can end it, and no other call starts until it returns.
+    var info: [(String, String)] {
+        var facts = [("isolation", "inline")]
+        guard let running = runningCallMillis else { return facts }
+        facts.append(("call_running_ms", String(running)))
+        if running >= timeout.milliseconds {
+            facts.append(("call_stuck", "a plugin call started \(running / 1000) s ago is still running, past its timeout of \(timeout.milliseconds) ms: no new call can start until it returns, and readers get TIMEOUT at once meanwhile"))
+        }
+        return facts
+    }
 }

@@ -77,6 +77,13 @@ final class PluginInstance: PluginCalls, Sendable {
         thread.stop()
     }
 
+    /// How long the call under way has run, in ms; nil when none is.
+    var runningCallMillis: Int64? {
+        guard let since = queue.runningSince else { return nil }
+        let now = clock.monotonicNanos
+        return Int64((now - min(since, now)) / 1_000_000)
+    }
+
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
         fetch(.plain) { completion($0.result) }
     }

@@ -15,6 +15,23 @@ enum PluginPath {
         guard let found = candidates.map({ realDirectory + "/" + $0 }).first(where: { exists($0) }) else {
             throw PluginError("plugin \"\(name)\" not found: none of \(candidates.joined(separator: ", ")) is in plugin_dir \(realDirectory); install the plugin there or fix the plugin name")
         }
+        return try checked(found, in: realDirectory)
+    }
+
+    /// `resolve`'s checks again, as a helper makes them at every start, right before it loads the plugin: the
+    /// file the daemon resolved (`real`, in `realDirectory`) may since have been replaced by one writable by
+    /// others, or by a link out of plugin_dir, and a helper restarted after a crash must not load that. Gives
+    /// the real path to load now.
+    static func recheck(_ real: String, in realDirectory: String) throws(PluginError) -> String {
+        guard try directory(realDirectory) == realDirectory else {
+            throw PluginError("server.plugin_dir \(realDirectory) was replaced by a link since the daemon started; restore the directory, or point plugin_dir at the new one and restart the daemon")
+        }
+        return try checked(real, in: realDirectory)
+    }
+
+    /// The real path of `found`, checked to be inside `realDirectory` and changeable only by root or the daemon's
+    /// user, as the directory holding it.
+    private static func checked(_ found: String, in realDirectory: String) throws(PluginError) -> String {
         let real = try realPath(found, what: "plugin")
         guard real.hasPrefix(realDirectory + "/") else {
             throw PluginError("plugin \(found) resolves to \(real), outside plugin_dir \(realDirectory); copy the file into plugin_dir instead of linking to it")

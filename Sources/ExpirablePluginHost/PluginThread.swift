@@ -78,7 +78,7 @@ final class PluginThread: Sendable {
 
     /// pthread_setname_np is not imported without _GNU_SOURCE; the kernel takes the name from comm as well.
     private static func setName(_ name: String) {
-        let comm = open("/proc/thread-self/comm", O_WRONLY)
+        let comm = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
         guard comm >= 0 else { return }
         let bytes = Array(name.utf8.prefix(15))
         _ = bytes.withUnsafeBytes { write(comm, $0.baseAddress, $0.count) }

@@ -11,11 +11,14 @@ enum ExplainText {
         if let family = state.engine.familyInfo(name) { return keyedFamily(name, family, state: state) }
         guard let explanation = state.engine.explanation(name) else { return nil }
         let status = explanation.status
+        let plugin = state.options.pluginInfo?(name) ?? []
+        // An inline call stuck past its timeout decides what happens next, whatever the engine would do.
+        let stuck = plugin.first { $0.0 == "call_stuck" }?.1
         var lines: [(String, String)] = [
             ("name", status.name),
             ("state", status.state.rawValue),
             ("why", explanation.why),
-            ("next", explanation.next),
+            ("next", stuck ?? explanation.next),
             ("scope", status.scope.rawValue),
             ("refresh", "\(status.refresh)"),
             ("fetching", status.fetching ? "yes" : "no"),
@@ -43,7 +46,7 @@ enum ExplainText {
             case .notCalled: lines.append(("flight", fields + " not_called"))
             }
         }
-        lines += state.options.pluginInfo?(name) ?? []
+        lines += plugin
         lines += state.options.stateInfo?(name) ?? []
         lines += state.options.expirableInfo?(name) ?? [("owner", state.options.nodeName)]
         return text(lines + access(name, state: state))

@@ -102,7 +102,7 @@ enum SocketFile {
 
     /// Whether something accepts connections on the socket at `path`.
     static func isAnswering(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         return withAddress(path) { connect(fd, $0, $1) } == 0

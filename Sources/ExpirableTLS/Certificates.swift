@@ -146,7 +146,7 @@ public enum Certificates {
     }
 
     private static func write(key: OpaquePointer, to path: String) throws(TLSError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw TLSError("cannot create \(path): \(String(cString: strerror(errno)))") }
         fchmod(fd, 0o600)
         guard let bio = BIO_new_fd(fd, BIO_CLOSE) else {

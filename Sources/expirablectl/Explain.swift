@@ -126,7 +126,7 @@ struct Explain: AsyncParsableCommand {
     }
 
     /// EXPLAIN fields that are sentences or names, kept as strings whatever they look like.
-    static let textKeys: Set<String> = JSONOutput.textKeys.union(["why", "next", "refresh_rule", "pacing", "readers", "admins", "lease", "helper_last_death", "state_error"])
+    static let textKeys: Set<String> = JSONOutput.textKeys.union(["why", "next", "refresh_rule", "pacing", "readers", "admins", "lease", "helper_last_death", "state_error", "call_stuck"])
 
     /// The explanation as a person reads it.
     static func words(_ lines: [(key: String, value: String)]) -> String {
@@ -189,7 +189,8 @@ struct Explain: AsyncParsableCommand {
             if let death = field("helper_last_death") { plugin += "; last death: \(death)" }
             return [plugin + "."]
         } else if let isolation = field("isolation") {
-            return ["Plugin: \(isolation), in the daemon's process."]
+            let running = field("call_running_ms").map { "; a call has been running for \($0) ms" } ?? ""
+            return ["Plugin: \(isolation), in the daemon's process\(running)."]
         }
         return []
     }

@@ -1,3 +1,4 @@
+import CExpirableCloseOnExec
 import CExpirableLinux
 import ExpirableCluster
 import ExpirableConfig
@@ -21,6 +22,9 @@ struct Daemon {
         if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
             PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
         }
+        // Descriptors whoever started the daemon left open (a shell's, a supervisor's) stay open, but no program
+        // an inline plugin runs gets them; those the daemon makes from now on are close-on-exec from birth.
+        _ = CExpirableCloseOnExec_mark_from(3)
         let arguments = DaemonArguments.parseOrExit(Array(CommandLine.arguments.dropFirst()))
         await Daemon(arguments: arguments).run()
     }

@@ -25,6 +25,31 @@ struct ExplainTests {
         try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
     }
 
+    @Test("inline, a call stuck past its timeout: explain says since when it runs and that no call can start, not that one may")
+    func stuckInlineCall() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.stuck]
+            plugin = "sleeper"
+            timeout = "300ms"
+            retry_interval = "10ms"
+            [expirable.stuck.params]
+            release_file = "COUNT/release"
+            """, server: "isolation = \"inline\"", testPlugins: ["sleeper"])
+        defer {
+            FileManager.default.createFile(atPath: daemon.directory.appending("release"), contents: nil)
+            daemon.remove()
+        }
+        #expect(try daemon.redis("GET", "stuck").hasPrefix("TIMEOUT"))
+        #expect(try daemon.redis("GET", "stuck").contains("is still running a call started"))
+        let words = try daemon.ctl("explain", "stuck").stdout
+        #expect(words.contains("Next: a plugin call started "), "\(words)")
+        #expect(words.contains("is still running, past its timeout of 300 ms: no new call can start until it returns"), "\(words)")
+        #expect(!words.contains("may start now"), "\(words)")
+        #expect(words.contains("Plugin: inline, in the daemon's process; a call has been running for "), "\(words)")
+        let object = try Self.json(try daemon.ctl("explain", "stuck", "--json").stdout)
+        #expect((object["call_running_ms"] as? Int64 ?? (object["call_running_ms"] as? Int).map(Int64.init) ?? 0) >= 300, "\(object)")
+    }
+
     @Test("a valid eager value: its last call, the next refresh and the rule that set it, who may read it")
     func validEager() throws {
         let daemon = try Self.start()

@@ -126,6 +126,121 @@ struct IsolationTests {
         #expect(try daemon.redis("GET", "good") == "good-1")
     }
 
+    @Test("a frame that is not the answer to the call in flight is never taken for it: the helper is killed, the caller gets a FETCH error, the log says why")
+    func strayFrame() throws {
+        let daemon = try Self.start("mode = \"stray\"")
+        defer { daemon.remove() }
+        let first = try #require(Self.helper(of: daemon, for: "bad"))
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad sent its daemon an answer that carries another call's id"), "\(answer)")
+        #expect(!answer.contains("STRAY"))
+        #expect(Self.eventually(seconds: 2) { kill(first, 0) != 0 })
+        #expect(daemon.log.contains("plugin helper killed: what it sent is not the frame due"), "\(daemon.log)")
+        #expect(try daemon.redis("GET", "good") == "good-1")
+    }
+
+    @Test("a program the command plugin runs holds no descriptor but 0, 1 and 2: it cannot write forged answers to the helper's socket nor read other keys' calls")
+    func commandProgramHoldsNoSocket() throws {
+        // The forged frame is one the daemon took, before call ids, as a value for whichever call was in flight.
+        let daemon = try DaemonProcess(expirables: #"""
+            [expirable.f]
+            plugin = "command"
+            keyed = true
+            timeout = "10s"
+            [expirable.f.params]
+            shell = 'if [ "$EXPIRABLE_KEY" = evil ]; then printf "\\000\\000\\000\\020\\005\\000\\000\\002\\000\\000\\000\\000\\000\\000FORGED" >&3; fi 2>/dev/null; echo "token-for-$EXPIRABLE_KEY"'
+            ttl = "60s"
+            [expirable.fds]
+            plugin = "command"
+            [expirable.fds.params]
+            shell = 'ls /proc/$$/fd'
+            ttl = "60s"
+            """#, server: "isolation = \"process\"", testPlugins: [])
+        defer { daemon.remove() }
+        let descriptors = try daemon.redis("GET", "fds")
+        #expect(descriptors.split(separator: "\n") == ["0", "1", "2"], "\(descriptors)")
+        #expect(try daemon.redis("GET", "f:alice") == "token-for-alice")
+        #expect(try daemon.redis("GET", "f:evil") == "token-for-evil")
+        #expect(try daemon.redis("GET", "f:bob") == "token-for-bob")
+        #expect(try daemon.redis("GET", "f:carol") == "token-for-carol")
+    }
+
+    @Test("inline, every descriptor of the daemon is close-on-exec (client connections, its event loops', one it inherited), and the command plugin's program holds none of them")
+    func inlineDescriptorsCloseOnExec() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fds]
+            plugin = "command"
+            [expirable.fds.params]
+            shell = 'ls /proc/$$/fd'
+            ttl = "60s"
+            """, server: "isolation = \"inline\"", testPlugins: [], start: false)
+        defer { daemon.remove() }
+        // Whoever starts the daemon may leave it a descriptor without close-on-exec: 7, here.
+        daemon.launcher = ["/bin/sh", "-c", "exec 7</dev/null; exec \"$@\"", "sh"]
+        try daemon.start()
+        // Another client's connection, open while the program runs.
+        let idle = try RawConnection(daemon.socket)
+        #expect(idle.roundTrip("*1\r\n$4\r\nPING\r\n", expecting: 1) == "+PONG\r\n")
+        let descriptors = try daemon.redis("GET", "fds")
+        #expect(descriptors.split(separator: "\n") == ["0", "1", "2"], "\(descriptors)")
+        // The daemon is not dumpable: only root reads its descriptors (CI runs as root).
+        guard geteuid() == 0 else { return }
+        let pid = try #require(daemon.process?.pid)
+        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).filter { $0 > 2 }
+        #expect(open.contains(7), "\(open)")
+        #expect(open.count > 4, "the listening socket, a connection, event loops: \(open)")
+        let inheritable = open.filter { fd in
+            // A descriptor closed meanwhile has no fdinfo: nothing to inherit.
+            guard let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8) else { return false }
+            let flags = info.split(separator: "\n").first { $0.hasPrefix("flags:") }
+                .flatMap { Int($0.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8) } ?? 0
+            return flags & Int(O_CLOEXEC) == 0
+        }.map { fd in "\(fd) -> \((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "?")" }
+        #expect(inheritable.isEmpty, "inherited by a program an inline plugin runs: \(inheritable)")
+    }
+
+    @Test("a helper restarted after a crash checks the plugin file again: one made writable by others, or a link out of plugin_dir, swapped in since is refused with the start's words")
+    func restartChecksPluginFile() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.s]
+            plugin = "swap"
+            retry_interval = "10ms"
+            [expirable.s.params]
+            mode = "ok"
+            """, server: "isolation = \"process\"", testPlugins: [], start: false)
+        defer { daemon.remove() }
+        let plugin = try compileTestPlugin("crasher", into: daemon.pluginDir, as: "swap")
+        let outside = daemon.directory.appending("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        chmod(outside, 0o755)
+        let foreign = try compileTestPlugin("crasher", into: outside, as: "swap")
+        try daemon.start()
+        let real = (directory: URL(fileURLWithPath: daemon.pluginDir).resolvingSymlinksInPath().path,
+                    plugin: URL(fileURLWithPath: plugin).resolvingSymlinksInPath().path,
+                    foreign: URL(fileURLWithPath: foreign).resolvingSymlinksInPath().path)
+        let first = try #require(Self.helper(of: daemon, for: "s"))
+        #expect(try daemon.redis("GET", "s") == "pid-\(first)")
+        // Replaced by a copy anyone may write, then the helper dies.
+        let staged = daemon.pluginDir + "/staged.tmp"
+        try FileManager.default.copyItem(atPath: plugin, toPath: staged)
+        chmod(staged, 0o777)
+        #expect(rename(staged, plugin) == 0)
+        kill(first, SIGKILL)
+        var answer = ""
+        #expect(try Self.eventually(seconds: 10) {
+            _ = try daemon.redis("CLEAR", "s")
+            answer = try daemon.redis("GET", "s")
+            return !answer.hasPrefix("FETCH plugin for s crashed")
+        })
+        #expect(answer == "FETCH expirable.s: plugin \(real.plugin) is writable by others; chmod o-w \(real.plugin)", "\(answer)")
+        // Replaced by a link to a file outside plugin_dir.
+        #expect(unlink(plugin) == 0)
+        #expect(symlink(foreign, plugin) == 0)
+        #expect(try Self.eventually(seconds: 15) { answer = try daemon.redis("GET", "s"); return !answer.contains("writable by others") })
+        #expect(answer == "FETCH expirable.s: plugin \(real.plugin) resolves to \(real.foreign), outside plugin_dir \(real.directory); copy the file into plugin_dir instead of linking to it", "\(answer)")
+        #expect(Self.helper(of: daemon, for: "s") == nil, "no helper holds the refused file")
+    }
+
     @Test("a plugin that refuses its params in its helper stops the daemon at start with the plugin's words")
     func refusalAtStart() throws {
         let daemon = try DaemonProcess(expirables: """
@@ -150,6 +265,10 @@ struct IsolationTests {
         guard geteuid() == 0 else { return }
         let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).sorted()
         #expect(descriptors == [0, 1, 2, 3], "descriptors: \(descriptors)")
+        // Its socket is close-on-exec: no program its plugin runs (popen, system, the command plugin) gets it.
+        let fdinfo = try String(contentsOfFile: "/proc/\(pid)/fdinfo/3", encoding: .utf8)
+        let flags = try #require(fdinfo.split(separator: "\n").first { $0.hasPrefix("flags:") }.flatMap { Int($0.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8) })
+        #expect(flags & Int(O_CLOEXEC) != 0, "\(fdinfo)")
         let environment = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")), as: UTF8.self)
             .split(separator: "\0").map(String.init).sorted()
         #expect(environment == ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"])
@@ -251,6 +370,40 @@ struct IsolationTests {
         #expect(Date().timeIntervalSince(started) < 10, "stopped by the CPU limit, not by the 20 s timeout")
         #expect(try daemon.redis("GET", "good") == "good-1")
         #expect(daemon.count("calls") == 1, "good's value was served from memory throughout")
+    }
+
+    @Test("as root with plugin_user, a plugin cannot lift its max_cpu: the hard RLIMIT_CPU is set too, and raised by the daemon between calls only")
+    func cpuLimitHard() throws {
+        guard geteuid() == 0 else { return }  // plugin_user needs root; CI runs as root
+        let daemon = try ServingTests.start("""
+            [expirable.bad]
+            plugin = "crasher"
+            max_cpu = "1s"
+            timeout = "20s"
+            retry_interval = "10ms"
+            [expirable.bad.params]
+            mode_file = "COUNT/mode"
+            """, server: "isolation = \"process\"\nplugin_user = \"nobody\"", testPlugins: ["crasher"])
+        defer { daemon.remove() }
+        // The helper, as nobody, must be able to read the plugins and the mode file: open the test directories.
+        var path = daemon.pluginDir
+        while path.count > 1 {
+            chmod(path, 0o755)
+            path = (path as NSString).deletingLastPathComponent
+            if path == "/tmp" || path == "/" { break }
+        }
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(try daemon.redis("GET", "bad") == "pid-\(helper)")
+        let limits = try String(contentsOfFile: "/proc/\(helper)/limits", encoding: .utf8)
+        let cpu = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max cpu time") })
+        #expect(!cpu.contains("unlimited"), "between calls, a background thread is bounded too: \(cpu)")
+        try "evadecpu".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        chmod(daemon.directory.appending("mode"), 0o644)
+        _ = try daemon.redis("CLEAR", "bad")
+        let started = Date()
+        let answer = try daemon.redis("GET", "bad")
+        #expect(answer.hasPrefix("FETCH plugin for bad used more than its max_cpu of 1s of CPU in one call"), "\(answer)")
+        #expect(Date().timeIntervalSince(started) < 10, "stopped by the CPU limit, not by the 20 s timeout")
     }
 
     @Test("a plugin that prints to stdout and stderr: stdout goes nowhere, stderr to the daemon's log, the answer is intact")

@@ -199,6 +199,23 @@ struct PluginModeSemanticsTests {
         #expect(try Self.info(daemon, "bad")["state"] == "empty")
     }
 
+    @Test("5: a length of (size_t)-1 given to set_value, set_error, set_state or parse_duration_ms is refused with an error naming it; the daemon serves on", arguments: modes)
+    func negativeLengths(isolation: String) throws {
+        let daemon = try Self.start(isolation, """
+            [expirable.k]
+            plugin = "malformed"
+            keyed = true
+            """, testPlugins: ["malformed"])
+        defer { daemon.remove() }
+        let real = URL(fileURLWithPath: daemon.pluginDir + "/libmalformed.so").resolvingSymlinksInPath().path
+        let minusOne = "18446744073709551615 (-1 as a signed number: an error code such as a failed read()'s, not a length)"
+        #expect(try daemon.redis("GET", "k:sizemax") == "FETCH plugin \(real) returned a value of \(minusOne) bytes, over the limit of 1048576")
+        #expect(try daemon.redis("GET", "k:errmax") == "FETCH plugin \(real) passed set_error a message length of \(minusOne)")
+        #expect(try daemon.redis("GET", "k:statemax") == "FETCH plugin \(real) set a state of \(minusOne) bytes, over the limit of 65536")
+        #expect(try daemon.redis("GET", "k:durmax") == "refused")
+        #expect(try daemon.redis("PING") == "PONG")
+    }
+
     @Test("6: a success whose expires_at has already passed is answered to its caller but not stored", arguments: modes)
     func pastExpiryNotStored(isolation: String) throws {
         let daemon = try Self.start(isolation, Self.counter("stale", ttl: "-1000"))

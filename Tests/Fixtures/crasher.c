@@ -5,12 +5,15 @@
  * memory 1 MiB at a time until malloc fails (then reports how much it got), "spin" burns CPU forever, "print"
  * writes to stdout and stderr then answers, "fork" starts a child that sleeps 60 s holding every descriptor and
  * writes its pid to pid_file then answers, "forksegv" does the same then writes through NULL, "close" closes
- * descriptor 3 then answers; anything else answers),
+ * descriptor 3 then answers, "stray" writes a well-formed value frame of its own ("STRAY") to descriptor 3, as a
+ * program holding the socket could, then answers, "evadecpu" lifts its RLIMIT_CPU to unlimited (soft and hard) and
+ * then spins; anything else answers),
  * mode_file (optional: read at each call, its first word is the mode; absent: "ok"), ttl_ms (default 60000). */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -78,6 +81,14 @@ void expirable_fetch(const expirable_call *call) {
         call->host->set_error(call->result, message, (size_t)n);
         return;
     }
+    if (strcmp(mode, "evadecpu") == 0) {
+        struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_CPU, &unlimited) != 0) {
+            struct rlimit soft;
+            if (getrlimit(RLIMIT_CPU, &soft) == 0) { soft.rlim_cur = soft.rlim_max; setrlimit(RLIMIT_CPU, &soft); }
+        }
+        for (volatile unsigned long i = 0;; i++) {}
+    }
     if (strcmp(mode, "spin") == 0) for (volatile unsigned long i = 0;; i++) {}
     if (strcmp(mode, "print") == 0) {
         for (int i = 0; i < 1000; i++) printf("crasher stdout line %d: this must not reach any client\n", i);
@@ -92,6 +103,11 @@ void expirable_fetch(const expirable_call *call) {
             if (f) { fprintf(f, "%ld\n", (long)child); fclose(f); }
         }
         if (strcmp(mode, "forksegv") == 0) *(volatile int *)NULL = 1;
+    }
+    if (strcmp(mode, "stray") == 0) {
+        /* Length 15, kind 5 (value), 8 bytes that are a far expiry (or an id), a state byte "keep", "STRAY". */
+        static const char frame[] = "\0\0\0\x0f\x05\0\0\0\x7f\xff\xff\xff\xff\0STRAY";
+        if (write(3, frame, sizeof frame - 1) < 0) abort();
     }
     if (strcmp(mode, "close") == 0) close(3);
     char value[64];

@@ -36,8 +36,14 @@ int CExpirableLinux_switch_user(long long uid, long long gid, pid_t parent, cons
 /* RLIMIT_DATA (soft and hard) to `bytes`: private writable mappings, malloc's included. 0 or an errno value. */
 int CExpirableLinux_limit_data(long long bytes);
 
-/* The soft RLIMIT_CPU to the CPU seconds used so far plus `seconds` (SIGXCPU beyond it); 0 or an errno value. */
-int CExpirableLinux_limit_cpu_from_now(long long seconds);
+/* The soft RLIMIT_CPU to the CPU seconds used so far plus `seconds` (SIGXCPU beyond it), and with `hard` the hard
+ * limit to one second more (SIGKILL beyond it), which the process cannot raise again without CAP_SYS_RESOURCE: only
+ * a parent that has it (`CExpirableLinux_unlimit_cpu`) can, before the next call. 0 or an errno value. */
+int CExpirableLinux_limit_cpu_from_now(long long seconds, int hard);
+
+/* Lifts RLIMIT_CPU of process `pid`, soft and hard, to unlimited (prlimit; needs CAP_SYS_RESOURCE): a helper's
+ * limit is raised this way, by the daemon, just before the helper sets it again for its next call. 0 or an errno. */
+int CExpirableLinux_unlimit_cpu(pid_t pid);
 
 /* Arms a one-shot CLOCK_MONOTONIC timer that sends this process SIGKILL after `ms` milliseconds (0 disarms it).
  * The kernel delivers it whatever the process or its parent is doing, a stopped parent included. 0 or an errno. */

@@ -1,0 +1,14 @@
+#ifndef CEXPIRABLE_CLOSE_ON_EXEC_H
+#define CEXPIRABLE_CLOSE_ON_EXEC_H
+
+/* Linked into the daemon's executable only. Every descriptor the daemon holds is close-on-exec, so that a program
+ * an inline plugin runs (popen, system, the `command` plugin's child) gets none of its clients' connections, its
+ * event loops or its files. SwiftNIO accepts connections (accept4 with SOCK_NONBLOCK), makes sockets and creates
+ * its epoll descriptors without close-on-exec and gives no access to a channel's descriptor; this target defines
+ * accept, accept4, socket and epoll_create for the executable's own code (hidden: neither exported to plugins nor
+ * seen by shared libraries), each the kernel's call with close-on-exec added. */
+
+/* Sets close-on-exec on every descriptor from `from` up (those the daemon was started with). 0 or an errno value. */
+int CExpirableCloseOnExec_mark_from(int from);
+
+#endif
