@@ -159,7 +159,9 @@ extension Engine {
         // by its new entry, which has no pacing yet.
         var parked: [(name: String, removed: Bool, waiters: [Entry.Completion])] = []
         for name in report.removed + report.startingEmpty {
-            for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.wholeMembers ?? [] {
+            let family = previous.families[name]
+            let entries = previous.entries[name].map { [$0] } ?? family?.wholeMembers ?? []
+            for entry in entries {
                 let waiters = entry.state.withLock { s in
                     s.cancelRefresh()
                     s.droppedByReload = true
@@ -168,6 +170,10 @@ extension Engine {
                 let member = entry.family == nil ? name : name + ":" + String(decoding: entry.memberKey, as: UTF8.self)
                 if !waiters.isEmpty { parked.append((member, report.removed.contains(name), waiters)) }
             }
+            // Read after the entries stopped, so a family's members made compact meanwhile are counted once.
+            var counted = family?.retiredCounters ?? ExpirableCounters()
+            if let family { counted.add(family.compactFigures(now: now).counters) }
+            dropped.drop(name, entries: entries, counted: counted, evictions: family?.evictions ?? 0)
         }
         for (name, removed, waiters) in parked {
             for waiter in waiters {

@@ -14,6 +14,9 @@ public final class PluginHost: Sendable {
         var expirables: [String: Configuration.Expirable] = [:]
         var instances: [String: any PluginCalls] = [:]
         var definitions: [ExpirableDefinition] = []
+        /// Helper restarts of the instances reloads retired, by expirable: INFO and the metrics count an
+        /// expirable's restarts from the daemon's start, whatever instance it has now.
+        var restartsBefore: [String: Int] = [:]
     }
     private let loaded = Mutex(Loaded())
     /// Instances a reload replaced or removed whose call under way has not ended yet, by identity: `shutdown`
@@ -115,7 +118,12 @@ public final class PluginHost: Sendable {
         return Reload(
             definitions: next.definitions, unchanged: unchanged, keepingValues: keepingValues,
             commit: { [self] in
-                loaded.withLock { $0 = made }
+                loaded.withLock { l in
+                    var before = l.restartsBefore
+                    for (name, instance) in retired { before[name, default: 0] += PluginHost.restarts(instance.info) }
+                    l = made
+                    l.restartsBefore = before
+                }
                 for (name, instance) in retired {
                     retire(instance, because: made.expirables[name] == nil
                         ? .notFound(explaining: "\(name) was removed by a reload of the configuration while this call waited for its plugin; `expirablectl list` shows the names")
@@ -244,7 +252,17 @@ public final class PluginHost: Sendable {
     /// how the last one died. Empty for a name that is not configured.
     public func info(_ name: String) -> [(String, String)] {
         let family = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
-        return loaded.withLock { $0.instances[name] ?? $0.instances[family] }?.info ?? []
+        let (instance, before) = loaded.withLock { l in
+            l.instances[name].map { ($0, l.restartsBefore[name] ?? 0) } ?? (l.instances[family], l.restartsBefore[family] ?? 0)
+        }
+        return (instance?.info ?? []).map { fact in
+            fact.0 == "helper_restarts" ? (fact.0, String(PluginHost.restarts([fact]) + before)) : fact
+        }
+    }
+
+    /// An instance's helper restarts, from its facts.
+    private static func restarts(_ info: [(String, String)]) -> Int {
+        info.first { $0.0 == "helper_restarts" }.flatMap { Int($0.1) } ?? 0
     }
 
     /// How long `shutdown` waits for the plugins' `expirable_destroy` calls before it returns without them.
