@@ -1,3 +1,5 @@
+import Synchronization
+
 /// One configured expirable's figures for the metrics: a plain expirable's own, or a keyed family's summed over
 /// its members (one series per family, whatever its number of keys), or one member's (`memberFigures`, named
 /// `NAME:KEY`). Never a value or a plugin state.
@@ -21,24 +23,30 @@ public struct ExpirableFigures: Sendable {
 }
 
 extension Engine {
-    /// Every configured expirable's figures, in name order.
+    /// Every configured expirable's figures, in name order. Their counters count from the daemon's start, for
+    /// the name: what entries that reloads dropped (removed, or replaced by an empty one) had counted included,
+    /// so a counter shown from them never goes back (INFO's counts are the current entry's).
     public func figures() -> [ExpirableFigures] {
         names.compactMap { name in
-            if let family = families[name] { return figures(of: family) }
+            let before = dropped.total(name)
+            if let family = families[name] { return figures(of: family, before: before) }
             guard let status = status(name) else { return nil }
+            var counters = before.counters
+            counters.add(status.counters)
             return ExpirableFigures(
                 name: name, scope: status.scope, family: nil, states: [status.state: 1],
                 expiresInSeconds: status.expiresInMillis.map { Double($0) / 1000 },
                 consecutiveFailures: status.consecutiveFailures,
                 nextAttemptInSeconds: status.nextAttemptInMillis.map { Double($0) / 1000 },
-                fetching: status.fetching ? 1 : 0, counters: status.counters
+                fetching: status.fetching ? 1 : 0, counters: counters
             )
         }
     }
 
-    private func figures(of family: Family) -> ExpirableFigures {
+    private func figures(of family: Family, before: (counters: ExpirableCounters, evictions: UInt64)) -> ExpirableFigures {
         var states: [ExpirableStatus.State: Int] = [:]
-        var counters = family.retiredCounters
+        var counters = before.counters
+        counters.add(family.retiredCounters)
         var soonest: Int64?
         var failures = 0
         var wait: Int64?
@@ -57,7 +65,7 @@ extension Engine {
             if status.fetching { fetching += 1 }
         }
         return ExpirableFigures(
-            name: family.name, scope: family.definition.scope, family: (family.count, family.policy.maxKeys, family.evictions),
+            name: family.name, scope: family.definition.scope, family: (family.count, family.policy.maxKeys, family.evictions &+ before.evictions),
             states: states, expiresInSeconds: soonest.map { Double($0) / 1000 }, consecutiveFailures: failures,
             nextAttemptInSeconds: wait.map { Double($0) / 1000 }, fetching: fetching, counters: counters
         )
@@ -97,5 +105,57 @@ extension Engine {
             )))
         }
         return members
+    }
+}
+
+/// What the entries reloads dropped (an expirable removed, or replaced by an empty entry with a new plugin
+/// instance) had counted, by name, kept for the daemon's life: the metrics' counters of a name go on from there
+/// (Prometheus counters never go down in a process), whether the name stays or comes back. An entry whose call
+/// was under way when it was dropped still counts that call's end: it is read again until it has none. A few
+/// words a name ever configured.
+final class DroppedCounts: Sendable {
+    private struct Dropped {
+        var counters = ExpirableCounters()
+        var evictions: UInt64 = 0
+        var draining: [Entry] = []
+    }
+
+    private let byName = Mutex<[String: Dropped]>([:])
+
+    /// Adds what `entries` (no longer in use) counted, and `counted` and `evictions` (a family's own), to `name`'s.
+    func drop(_ name: String, entries: [Entry], counted: ExpirableCounters, evictions: UInt64) {
+        byName.withLock { all in
+            var dropped = all[name] ?? Dropped()
+            dropped.counters.add(counted)
+            dropped.evictions &+= evictions
+            dropped.draining += entries
+            DroppedCounts.fold(&dropped)
+            all[name] = dropped
+        }
+    }
+
+    /// Everything `name`'s dropped entries counted.
+    func total(_ name: String) -> (counters: ExpirableCounters, evictions: UInt64) {
+        byName.withLock { all in
+            guard var dropped = all[name] else { return (ExpirableCounters(), 0) }
+            if !dropped.draining.isEmpty {
+                DroppedCounts.fold(&dropped)
+                all[name] = dropped
+            }
+            return (dropped.counters, dropped.evictions)
+        }
+    }
+
+    /// Moves what each draining entry counted into the totals (its counts are zeroed, so each event counts
+    /// once), and lets go of those whose call has ended.
+    private static func fold(_ dropped: inout Dropped) {
+        dropped.draining.removeAll { entry in
+            let (counted, busy) = entry.state.withLock { s in
+                defer { s.counters = ExpirableCounters() }
+                return (s.counters, s.flight != nil || !s.nextWaiters.isEmpty)
+            }
+            dropped.counters.add(counted)
+            return !busy
+        }
     }
 }

@@ -5,6 +5,7 @@ extension Engine {
     /// call started, nor before pacing allows. Replaces any earlier timer. Caller holds the lock.
     func scheduleRefresh(_ entry: Entry, _ s: inout Entry.State, at target: UInt64, now: UInt64) {
         s.cancelRefresh()
+        guard !s.droppedByReload else { return }
         let earliest = (s.lastCallStart ?? 0) &+ UInt64(Engine.minimumRefreshInterval.nanoseconds)
         let due = max(target, earliest, now, s.nextAttempt)
         s.refreshDue = due

@@ -125,7 +125,8 @@ extension Engine {
     /// family's members likewise); the new settings then judge the value: `expiry_margin` its freshness, an
     /// eager refresh is scheduled for it, a lazy one's timer stops. Every other name gets a new, empty entry
     /// (its plugin fetches anew), and the entries of removed or changed names stop their refresh. A call already
-    /// under way on a replaced entry still answers its callers.
+    /// under way on a replaced entry still answers its callers; callers parked on a paced call of a removed name
+    /// are told it was removed, those of a name that starts empty fetch from its new entry.
     public func reload(_ expirables: [ExpirableDefinition], unchanged: Set<String>, keepingValues: Set<String> = []) -> ReloadReport {
         let previous = tableSlot.current
         let next = ExpirableTable(expirables, keeping: (previous, unchanged))
@@ -153,9 +154,34 @@ extension Engine {
             }
         }
         tableSlot.replace(with: next, now: now)
+        // A call under way on a dropped entry still answers its callers (and stores its value there, unused);
+        // callers parked on a paced call are answered now: a removed name's with the reason, a replaced one's
+        // by its new entry, which has no pacing yet.
+        var parked: [(name: String, removed: Bool, waiters: [Entry.Completion])] = []
         for name in report.removed + report.startingEmpty {
-            for entry in previous.entries[name].map({ [$0] }) ?? previous.families[name]?.wholeMembers ?? [] {
-                entry.state.withLock { $0.cancelRefresh() }
+            let family = previous.families[name]
+            let entries = previous.entries[name].map { [$0] } ?? family?.wholeMembers ?? []
+            for entry in entries {
+                let waiters = entry.state.withLock { s in
+                    s.cancelRefresh()
+                    s.droppedByReload = true
+                    return takeScheduledWaiters(&s)
+                }
+                let member = entry.family == nil ? name : name + ":" + String(decoding: entry.memberKey, as: UTF8.self)
+                if !waiters.isEmpty { parked.append((member, report.removed.contains(name), waiters)) }
+            }
+            // Read after the entries stopped, so a family's members made compact meanwhile are counted once.
+            var counted = family?.retiredCounters ?? ExpirableCounters()
+            if let family { counted.add(family.compactFigures(now: now).counters) }
+            dropped.drop(name, entries: entries, counted: counted, evictions: family?.evictions ?? 0)
+        }
+        for (name, removed, waiters) in parked {
+            for waiter in waiters {
+                if removed {
+                    waiter(.failure(.notFound(explaining: "\(name) was removed by a reload of the configuration while this fetch waited for its paced plugin call; `expirablectl list` shows the names")))
+                } else {
+                    fetch(name, completion: waiter)
+                }
             }
         }
         for name in report.added + report.changed {

@@ -17,6 +17,8 @@ public final class Engine: Sendable {
     let tableSlot: TableSlot
     /// Turned off when the engine goes, which ends the keyed families' idle sweeps.
     let sweeping = SweepSwitch()
+    /// What the entries reloads dropped had counted, by name, for the metrics' counters.
+    let dropped = DroppedCounts()
     private var table: ExpirableTable { tableSlot.current }
     var entryTable: [String: Entry] { table.entries }
     /// Keyed families by name (SPEC §3.19); their members are made on first use.

@@ -106,6 +106,9 @@ final class Entry: Sendable {
         /// Set when a reload moved this entry's value, state and call under way to a new entry for the same plugin
         /// and params (SPEC §10): whoever still holds this one goes on with that one.
         var successor: Entry?
+        /// Set when a reload removed this entry, or replaced it with an empty one: a call still under way ends
+        /// here, and no refresh is scheduled any more.
+        var droppedByReload = false
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
 

@@ -267,19 +267,19 @@ private struct Scrape {
         written.insert(Series(.gauge, name, labels))
     }
 
-    /// Takes a series out of the registry; a counter made again later starts from zero.
+    /// Takes a series out of the registry. A counter made again later starts from zero, and from the count its
+    /// source had reached when it was last shown (kept in `counted`): it shows what happened since, no event twice.
     mutating func unregister(_ series: Series) {
         let help = MetricNames.help[series.name] ?? ""
         switch series.kind {
         case .gauge: registry.unregisterGauge(registry.makeGauge(name: series.name, labels: series.labelPairs, help: help))
-        case .counter:
-            registry.unregisterCounter(registry.makeCounter(name: series.name, labels: series.labelPairs, help: help))
-            counted.removeValue(forKey: series)
+        case .counter: registry.unregisterCounter(registry.makeCounter(name: series.name, labels: series.labelPairs, help: help))
         }
     }
 
-    /// Moves the counter on to `total`. A source that went back (a part restarted) moves it by nothing until it
-    /// passes the count shown, so the series never decreases.
+    /// Moves the counter on to `total`. Sources count from the daemon's start (the engine's across reloads, see
+    /// `Engine.figures`); one that still went back moves it by nothing until it passes the count shown, so the
+    /// series never decreases.
     mutating func counter(_ name: String, _ labels: [(String, String)], _ total: UInt64) {
         let key = Series(.counter, name, labels)
         written.insert(key)

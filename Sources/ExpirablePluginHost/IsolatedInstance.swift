@@ -32,6 +32,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
     private let clock: any EngineClock
     private let queue: CallQueue
     private let state = Mutex(State())
+    /// Signalled once the helper is gone, the instance ended (by `destroy` or `retire`).
+    private let ended = DispatchSemaphore(value: 0)
 
     static let firstBackoff: Duration = .seconds(1)
     static let maxBackoff: Duration = .seconds(30)
@@ -53,7 +55,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var lastDeath: ExpirableError?
         var restartAt: UInt64 = 0
         var backoff = IsolatedInstance.firstBackoff
-        var stopped = false
+        /// Set once the instance is ended (the daemon stops, or a reload replaced or removed it): new calls get it.
+        var stopped: ExpirableError?
         /// Helpers started after the first, for INFO.
         var restarts = -1
     }
@@ -109,7 +112,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let now = clock.monotonicNanos
         let refusal: ExpirableError? = state.withLock { s in
-            if s.stopped { return .fetch("plugin for \(expirable) is not running: the daemon is stopping") }
+            if let stopped = s.stopped { return stopped }
             if s.helper == nil, let death = s.lastDeath, now < s.restartAt { return death }
             return nil
         }
@@ -127,24 +130,48 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     /// Closes the helper's socket, so it destroys its instance and exits; kills it if a call is still under
-    /// way or it takes over a second. Waits at most two seconds.
+    /// way or it takes over a second. Waits at most two seconds. An instance a reload retired and whose call
+    /// is still under way has that call cut short here: the daemon is stopping.
     func destroy() {
-        _ = queue.close(.fetch("plugin for \(expirable) is not running: the daemon is stopping"))
-        state.withLock { s in
-            s.stopped = true
+        let stopping = ExpirableError.fetch("plugin for \(expirable) is not running: the daemon is stopping")
+        _ = queue.close(stopping)
+        let retired = state.withLock { s in
+            defer { s.stopped = s.stopped ?? stopping }
             if s.inFlight != nil, let helper = s.helper { helper.killGroup() }
+            return s.stopped != nil
         }
-        let done = DispatchSemaphore(value: 0)
+        if !retired { end(then: nil) }
+        _ = ended.wait(timeout: .now() + .seconds(2))
+    }
+
+    /// Ends the instance once a reload has replaced or removed it, without cutting short the call under way
+    /// (README, Reload: it answers its callers and its value is stored as usual): calls waiting behind it, and
+    /// any call from now on, get `reason`; the call under way runs to its end or its timeout (which kills the
+    /// helper, as ever); then the helper's socket is closed, so it destroys its instance and exits. Returns at
+    /// once; `ended` runs when the helper is gone.
+    func retire(_ reason: ExpirableError, ended: @escaping @Sendable () -> Void) {
+        _ = queue.close(reason)
+        let first = state.withLock { s in
+            defer { s.stopped = s.stopped ?? reason }
+            return s.stopped == nil
+        }
+        guard first else { return ended() }
+        end(then: ended)
+    }
+
+    /// After the call under way (the thread runs one job at a time): closes the helper's socket and reaps it,
+    /// killing it after a second; then stops the thread.
+    private func end(then done: (@Sendable () -> Void)?) {
         thread.run { [self] in
             if let helper = state.withLock({ $0.helper }) {
                 shutdown(helper.socket, Int32(SHUT_WR))
                 _ = helper.reap(grace: .seconds(1))
                 state.withLock { $0.helper = nil }
             }
-            done.signal()
+            ended.signal()
+            done?()
         }
         thread.stop()
-        _ = done.wait(timeout: .now() + .seconds(2))
     }
 
     private func timeoutError() -> ExpirableError {

@@ -14,8 +14,14 @@ public final class PluginHost: Sendable {
         var expirables: [String: Configuration.Expirable] = [:]
         var instances: [String: any PluginCalls] = [:]
         var definitions: [ExpirableDefinition] = []
+        /// Helper restarts of the instances reloads retired, by expirable: INFO and the metrics count an
+        /// expirable's restarts from the daemon's start, whatever instance it has now.
+        var restartsBefore: [String: Int] = [:]
     }
     private let loaded = Mutex(Loaded())
+    /// Instances a reload replaced or removed whose call under way has not ended yet, by identity: `shutdown`
+    /// ends them too.
+    private let retiring = Mutex<[ObjectIdentifier: any PluginCalls]>([:])
     private let clock: any EngineClock
     private let logger: Logger
     /// Whether inline expirables' plugins are loaded in a helper too (a checker's host).
@@ -57,7 +63,8 @@ public final class PluginHost: Sendable {
 
     /// What a reload would do to the plugins: new definitions for the engine, the names whose expirable is
     /// exactly as before (their instance, helper and state are kept), the changed names whose value the engine
-    /// keeps, and `commit` to call once the engine has switched, which ends the instances no longer used.
+    /// keeps, and `commit` to call once the engine has switched, which ends the instances no longer used (each once
+    /// its call under way has returned).
     /// Nothing changes until `commit`; `abandon` ends the instances made for the reload instead.
     public struct Reload: Sendable {
         public let definitions: [ExpirableDefinition]
@@ -105,17 +112,34 @@ public final class PluginHost: Sendable {
             for instance in fresh { instance.destroy() }
             throw error
         }
-        let retired = current.instances.filter { !reused.contains($0.key) }.map(\.value)
+        let retired = current.instances.filter { !reused.contains($0.key) }
         let made = next
         let madeForReload = fresh
         return Reload(
             definitions: next.definitions, unchanged: unchanged, keepingValues: keepingValues,
             commit: { [self] in
-                loaded.withLock { $0 = made }
-                for instance in retired { instance.destroy() }
+                loaded.withLock { l in
+                    var before = l.restartsBefore
+                    for (name, instance) in retired { before[name, default: 0] += PluginHost.restarts(instance.info) }
+                    l = made
+                    l.restartsBefore = before
+                }
+                for (name, instance) in retired {
+                    retire(instance, because: made.expirables[name] == nil
+                        ? .notFound(explaining: "\(name) was removed by a reload of the configuration while this call waited for its plugin; `expirablectl list` shows the names")
+                        : .fetch("the plugin instance of \(name) was replaced by a reload while this call waited for it; fetch again to call the new one"))
+                }
             },
             abandon: { for instance in madeForReload { instance.destroy() } }
         )
+    }
+
+    /// Ends an instance a reload no longer uses once its call under way, if any, has answered its callers (a
+    /// helper is not killed under it); calls waiting behind that one get `reason`.
+    private func retire(_ instance: any PluginCalls, because reason: ExpirableError) {
+        let id = ObjectIdentifier(instance)
+        retiring.withLock { $0[id] = instance }
+        instance.retire(reason) { [self] in retiring.withLock { _ = $0.removeValue(forKey: id) } }
     }
 
     /// Whether a reload keeps the value of an expirable changed from `old` to `new` (SPEC §10): its plugin and
@@ -228,7 +252,17 @@ public final class PluginHost: Sendable {
     /// how the last one died. Empty for a name that is not configured.
     public func info(_ name: String) -> [(String, String)] {
         let family = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
-        return loaded.withLock { $0.instances[name] ?? $0.instances[family] }?.info ?? []
+        let (instance, before) = loaded.withLock { l in
+            l.instances[name].map { ($0, l.restartsBefore[name] ?? 0) } ?? (l.instances[family], l.restartsBefore[family] ?? 0)
+        }
+        return (instance?.info ?? []).map { fact in
+            fact.0 == "helper_restarts" ? (fact.0, String(PluginHost.restarts([fact]) + before)) : fact
+        }
+    }
+
+    /// An instance's helper restarts, from its facts.
+    private static func restarts(_ info: [(String, String)]) -> Int {
+        info.first { $0.0 == "helper_restarts" }.flatMap { Int($0.1) } ?? 0
     }
 
     /// How long `shutdown` waits for the plugins' `expirable_destroy` calls before it returns without them.
@@ -239,7 +273,11 @@ public final class PluginHost: Sendable {
     /// (and logged, naming its expirable), so a stopping daemon is never held by a plugin. Call once, when the
     /// daemon stops.
     public func shutdown(grace: Duration = PluginHost.destroyGrace) {
-        let (instances, expirables) = loaded.withLock { ($0.instances, $0.expirables) }
+        var (instances, expirables) = loaded.withLock { ($0.instances, $0.expirables) }
+        for (index, instance) in retiring.withLock({ Array($0.values) }).enumerated() {
+            // Under a name of its own: the one it had may be its successor's.
+            instances["\(instance.expirable) (retired by a reload, \(index + 1))"] = instance
+        }
         let pending = Mutex(Set(instances.keys))
         let group = DispatchGroup()
         for (name, instance) in instances {
@@ -258,9 +296,14 @@ public final class PluginHost: Sendable {
 }
 
 /// An expirable's plugin as the host drives it, inline or in a helper process.
-protocol PluginCalls: Fetcher {
-    /// Frees the plugin instance; called once, when the daemon stops.
+protocol PluginCalls: AnyObject, Fetcher {
+    /// The expirable it serves.
+    var expirable: String { get }
+    /// Frees the plugin instance; called once, when the daemon stops (or a retired instance's call must end).
     func destroy()
+    /// Frees the plugin instance once a reload no longer uses it, after the call under way has answered its
+    /// callers; calls waiting behind that one get `reason`. Returns at once; `ended` runs once it is freed.
+    func retire(_ reason: ExpirableError, ended: @escaping @Sendable () -> Void)
     /// Facts for INFO.
     var info: [(String, String)] { get }
 }

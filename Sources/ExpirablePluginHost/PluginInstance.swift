@@ -26,6 +26,8 @@ final class PluginInstance: PluginCalls, Sendable {
     private let arguments: CallArguments
     private let thread: PluginThread
     private let queue: CallQueue
+    /// Set by the first of `destroy` and `retire`: the instance is ended once.
+    private let ending = Atomic<Bool>(false)
 
     /// Starts the thread the calls run on and calls `expirable_create`, if the plugin has it, on that thread; a
     /// refusal becomes an error naming the expirable.
@@ -69,7 +71,8 @@ final class PluginInstance: PluginCalls, Sendable {
     /// Calls `expirable_destroy` on the instance's thread and ends the thread, unless a call is still running
     /// (then both are left alone: the plugin's state is in use).
     func destroy() {
-        guard queue.close(.fetch("plugin for \(expirable) is not running: its instance was stopped (the daemon is stopping or a reload replaced it)")) else { return }
+        guard !ending.exchange(true, ordering: .relaxed) else { return }
+        guard queue.close(.fetch("plugin for \(expirable) is not running: the daemon is stopping")) else { return }
         if let destroy = library.destroy, let instance = arguments.instance {
             let address = Int(bitPattern: instance)
             thread.runAndWait { [callClock] in HostFunctions.calling(on: callClock) { destroy(UnsafeMutableRawPointer(bitPattern: address)) } }
@@ -82,6 +85,22 @@ final class PluginInstance: PluginCalls, Sendable {
         guard let since = queue.runningSince else { return nil }
         let now = clock.monotonicNanos
         return Int64((now - min(since, now)) / 1_000_000)
+    }
+
+    /// Ends the instance a reload replaced or removed: waiting calls, and any from now on, get `reason`; the
+    /// call under way returns to its callers, then `expirable_destroy` runs on the instance's thread and the
+    /// thread ends (never, if that call never returns). Returns at once; `ended` runs when it is done.
+    func retire(_ reason: ExpirableError, ended: @escaping @Sendable () -> Void) {
+        guard !ending.exchange(true, ordering: .relaxed) else { return ended() }
+        _ = queue.close(reason)
+        let instance = arguments.instance.map { Int(bitPattern: $0) }
+        thread.run { [library, callClock] in
+            if let destroy = library.destroy, let instance {
+                HostFunctions.calling(on: callClock) { destroy(UnsafeMutableRawPointer(bitPattern: instance)) }
+            }
+            ended()
+        }
+        thread.stop()
     }
 
     func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {

@@ -150,6 +150,78 @@ struct MetricsTests {
         #expect(after.value("expirable_plugin_call_duration_seconds_count", ["expirable": "token", "outcome": "success"]) == 1)
     }
 
+    @Test("counters count every event across reloads that replace an expirable's instance or remove and add it again; never down")
+    func countersAcrossReloads() throws {
+        let port = try freePort(on: "127.0.0.1")
+        let daemon = try ServingTests.start("[metrics]\nlisten = \"127.0.0.1:\(port)\"\n\n" + ReloadTests.counter("token"))
+        defer { daemon.remove() }
+        let url = URL(string: "http://127.0.0.1:\(port)/metrics")!
+        let token = ["expirable": "token"]
+        /// A miss and a plugin call each.
+        func calls(_ n: Int) throws {
+            for _ in 0..<n {
+                #expect(try daemon.redis("CLEAR", "token") == "OK")
+                #expect(try daemon.redis("GET", "token").hasPrefix("token"))
+            }
+        }
+        func expectCounts(_ n: Double, _ when: String) throws {
+            let scrape = try Self.scrape(url)
+            #expect(scrape.value("expirable_plugin_calls_total", token) == n, "\(when)")
+            #expect(scrape.value("expirable_misses_total", token) == n, "\(when)")
+            #expect(scrape.value("expirable_plugin_call_duration_seconds_count", ["expirable": "token", "outcome": "success"]) == n, "\(when): the histogram agrees")
+        }
+        try calls(2)
+        try expectCounts(2, "before any reload")
+        // One call nobody scraped, then new params: a new instance, a new entry counting from zero.
+        try calls(1)
+        try ReloadTests.rewrite(daemon, ReloadTests.counter("token", prefix: "tokenB-"))
+        #expect(try daemon.redis("RELOAD").contains("changed: token (new plugin instance, starts empty)"))
+        try calls(2)
+        try expectCounts(5, "after a reload that replaced the instance")
+        // Removed and added again between two scrapes: the series goes on.
+        try ReloadTests.rewrite(daemon, ReloadTests.counter("other"))
+        #expect(try daemon.redis("RELOAD").contains("removed: token"))
+        try ReloadTests.rewrite(daemon, ReloadTests.counter("token"))
+        #expect(try daemon.redis("RELOAD").contains("added: token"))
+        try calls(1)
+        try expectCounts(6, "after a remove and an add between two scrapes")
+        // Removed, scraped without it, added again: new series, which count from zero (docs/metrics.md).
+        try ReloadTests.rewrite(daemon, ReloadTests.counter("other"))
+        #expect(try daemon.redis("RELOAD").contains("removed: token"))
+        #expect(try Self.scrape(url).value("expirable_plugin_calls_total", token) == nil, "gone from the exposition")
+        try ReloadTests.rewrite(daemon, ReloadTests.counter("token"))
+        #expect(try daemon.redis("RELOAD").contains("added: token"))
+        try calls(1)
+        try expectCounts(1, "back after it left the exposition")
+    }
+
+    @Test("helper restarts are counted across a reload that gives the expirable a new helper")
+    func helperRestartsAcrossReload() throws {
+        let port = try freePort(on: "127.0.0.1")
+        let daemon = try ServingTests.start("[metrics]\nlisten = \"127.0.0.1:\(port)\"\n\n" + ReloadTests.counter("token"))
+        defer { daemon.remove() }
+        let url = URL(string: "http://127.0.0.1:\(port)/metrics")!
+        /// Kills the helper, and fetches until a new one answers (after the backoff of 1 s).
+        func restartHelper() throws {
+            let helper = try #require(IsolationTests.helper(of: daemon, for: "token"))
+            kill(helper, SIGKILL)
+            #expect(try IsolationTests.eventually(seconds: 10) {
+                _ = try daemon.redis("CLEAR", "token")
+                return try daemon.redis("GET", "token").hasPrefix("token")
+            }, "a new helper answers")
+        }
+        try restartHelper()
+        #expect(try Self.scrape(url).value("expirable_helper_restarts_total", ["expirable": "token"]) == 1)
+        try ReloadTests.rewrite(daemon, ReloadTests.counter("token").replacingOccurrences(of: "plugin = \"counter\"\n", with: "plugin = \"counter\"\ntimeout = \"9s\"\n"))
+        let retired = try #require(IsolationTests.helper(of: daemon, for: "token"))
+        #expect(try daemon.redis("RELOAD").contains("changed: token (value kept)"))
+        #expect(IsolationTests.eventually { kill(retired, 0) != 0 }, "the replaced helper exits")
+        try restartHelper()
+        #expect(try Self.scrape(url).value("expirable_helper_restarts_total", ["expirable": "token"]) == 2, "the new instance's restart counts too")
+        let info = try daemon.redis("INFO", "token")
+        #expect(info.contains("helper_restarts:2"), "INFO counts them for the expirable: \(info)")
+    }
+
     @Test("a [metrics] port another program holds fails the start at metrics.listen, in words, and no READY=1 is sent")
     func portTaken() throws {
         // Another program's listener on a loopback port (SO_REUSEADDR does not share a port being listened on).

@@ -85,6 +85,74 @@ struct ReloadTests {
         #expect(answer.contains("/bin/sh did not finish within 900ms"), "\(answer)")
     }
 
+    /// A command expirable whose every call appends a line to COUNT/NAME, then takes 2 s and answers `tag`.
+    static func slowCommand(_ name: String, settings: String = "", tag: String = "v") -> String {
+        "[expirable.\(name)]\nplugin = \"command\"\n\(settings)[expirable.\(name).params]\n"
+            + "shell = \"echo called >> COUNT/\(name); sleep 2; echo \(tag)\"\nttl = \"1h\"\n"
+    }
+
+    /// Starts `GET name` on another thread, and returns once its plugin call has started (COUNT/NAME has a
+    /// line), with a function that waits for the answer.
+    static func getInFlight(_ daemon: DaemonProcess, _ name: String) throws -> () -> String {
+        let answer = Mutex<String?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let reply = (try? daemon.redis("GET", name)) ?? "redis-cli failed"
+            answer.withLock { $0 = reply }
+            done.signal()
+        }
+        try #require(IsolationTests.eventually { daemon.lines(name) == 1 }, "the call for \(name) started")
+        return {
+            _ = done.wait(timeout: .now() + 30)
+            return answer.withLock { $0 } ?? "no answer within 30 s"
+        }
+    }
+
+    @Test("a reload that replaces a helper's instance lets the call under way finish: its callers get the value, stored if kept")
+    func callUnderWayOutlivesItsInstance() throws {
+        let daemon = try ServingTests.start(Self.slowCommand("timed") + Self.slowCommand("params") + Self.slowCommand("gone"))
+        defer { daemon.remove() }
+        let timed = try Self.getInFlight(daemon, "timed")
+        let params = try Self.getInFlight(daemon, "params")
+        let gone = try Self.getInFlight(daemon, "gone")
+        try Self.rewrite(daemon, Self.slowCommand("timed", settings: "timeout = \"20s\"\n") + Self.slowCommand("params", tag: "new"))
+        let reload = try daemon.redis("RELOAD")
+        #expect(reload.contains("changed: params (new plugin instance, starts empty), timed (value kept); removed: gone"), "\(reload)")
+        #expect(timed() == "v", "the call under way answers its caller")
+        #expect(params() == "v", "the old params' call answers its caller")
+        #expect(gone() == "v", "a removed expirable's call answers its caller")
+        #expect(try daemon.redis("GET", "timed") == "v", "and the kept value is stored")
+        #expect(daemon.lines("timed") == 1, "no second call")
+        #expect(try daemon.redis("GET", "params") == "new", "params changed: a call with the new ones")
+        #expect(!daemon.log.contains("plugin helper died"), "\(daemon.log.suffix(1500))")
+        #expect(try daemon.redis("INFO", "timed").contains("failures:0"))
+        #expect(IsolationTests.eventually { IsolationTests.helper(of: daemon, for: "gone") == nil }, "the removed one's helper exits once its call is over")
+    }
+
+    @Test("callers parked on a paced call of an expirable a reload removes are told so at once")
+    func removedWhilePaced() throws {
+        let failing = "[expirable.paced]\nplugin = \"command\"\nretry_interval = \"8s\"\n[expirable.paced.params]\nshell = \"echo called >> COUNT/paced; exit 1\"\nttl = \"1h\"\n"
+        let daemon = try ServingTests.start(failing + Self.counter("other"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "paced").hasPrefix("FETCH"))
+        let answer = Mutex<String?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let reply = (try? daemon.redis("GET", "paced")) ?? "redis-cli failed"
+            answer.withLock { $0 = reply }
+            done.signal()
+        }
+        #expect(IsolationTests.eventually { (try? daemon.redis("INFO", "paced"))?.contains("misses:2") ?? false }, "the second GET is parked")
+        try Self.rewrite(daemon, Self.counter("other"))
+        #expect(try daemon.redis("RELOAD").contains("removed: paced"))
+        // Well before the paced call was due (8 s after the first).
+        #expect(done.wait(timeout: .now() + 4) == .success, "the parked caller was answered at once")
+        let reply = answer.withLock { $0 } ?? ""
+        #expect(reply.contains("paced was removed by a reload"), "\(reply)")
+        #expect(!reply.contains("daemon is stopping"), "\(reply)")
+        #expect(daemon.lines("paced") == 1, "no second call")
+    }
+
     @Test("lazy to eager refreshes the kept value in the background; eager to lazy stops its refresh")
     func refreshPolicyChange() throws {
         let daemon = try ServingTests.start(Self.command("up", ttl: "6s") + Self.command("down", settings: "refresh = \"eager\"\nbefore_expiry = \"3s\"\n", ttl: "6s"))
