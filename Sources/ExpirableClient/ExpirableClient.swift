@@ -39,8 +39,9 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
 /// them and reopened after they break, a daemon restart say). The daemon answers a connection's requests in
 /// order, so a call goes to a connection with no call waiting on it, or to a new one while there are fewer than
 /// `maxConnections`; only then is it pipelined behind the connection with the fewest calls waiting. Every call has
-/// a deadline: a daemon that does not answer in time costs the caller a `.callTimeout` error, and that
-/// connection is closed (the calls pipelined on it are sent again on another, for the time they have left).
+/// a deadline: a daemon that does not answer in time costs that caller, and only that caller, a `.callTimeout`
+/// error. Its connection stays open for the calls behind it, and the late reply is dropped when it comes (a
+/// connection whose every caller gave up is closed).
 /// ``updates(of:)`` watches values for their new versions over a connection of its own.
 ///
 /// ```swift
@@ -68,11 +69,17 @@ public final class ExpirableClient: Sendable {
         case connected(any Channel)
     }
 
-    /// One of the client's connections and how many calls wait on it for their replies.
+    /// One of the client's connections, with the replies the daemon still owes on it and how many of those
+    /// their callers still wait for. A call that gave up (its timeout) leaves its reply owed: the daemon answers
+    /// a connection's requests in order, so that reply is read when it comes and dropped, and the calls behind it
+    /// get theirs.
     private struct Member: Sendable {
         let id: Int
         var connection: Connection
-        var outstanding: Int
+        /// Requests leased to this connection whose reply has not arrived (or whose connection has not failed).
+        var owed = 0
+        /// Calls leased to this connection still waiting for their reply.
+        var waiting = 0
     }
 
     private struct Pool: Sendable {
@@ -232,9 +239,8 @@ public final class ExpirableClient: Sendable {
 
     /// Sends one command and returns its reply; error replies are thrown. The call's deadline is fixed when its
     /// request is first written (time the calling task spent waiting for a thread before that is not the
-    /// daemon's), and holds across its attempts. A connection that broke before the reply (a daemon restart, or
-    /// another call's timeout closing a shared connection) is reopened and the command sent once more, for the
-    /// time the call has left: every command is idempotent.
+    /// daemon's), and holds across its attempts. A connection that broke before the reply (a daemon restart) is
+    /// reopened and the command sent once more, for the time the call has left: every command is idempotent.
     func call(_ words: [String]) async throws(ExpirableClientError) -> RESPValue {
         var deadline: NIODeadline?
         var attempt = 0
@@ -252,54 +258,74 @@ public final class ExpirableClient: Sendable {
         }
     }
 
-    /// One attempt; `deadline` is fixed by the first attempt that writes its request.
+    /// One attempt; `deadline` is fixed by the first attempt that writes its request. A timeout fails this call
+    /// only: its request stays owed on the connection, and its reply, when it comes, is dropped in its turn.
     private func send(_ words: [String], deadline: inout NIODeadline?) async throws -> RESPValue {
         let (id, connection) = lease()
-        defer { release(id) }
+        defer { leave(id) }
         let channel = try await channel(id, connection)
         let due = deadline ?? NIODeadline.now() + .nanoseconds(timeout.nanoseconds)
         deadline = due
-        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        // `reply` is the connection's: completed by the daemon's answer, or by the connection failing. `outcome`
+        // is this call's: the reply, or the timeout, whichever comes first.
+        let reply = channel.eventLoop.makePromise(of: RESPValue.self)
+        reply.futureResult.whenComplete { [weak self] _ in self?.settle(id) }
+        let outcome = channel.eventLoop.makePromise(of: RESPValue.self)
+        reply.futureResult.cascade(to: outcome)
         let timer = channel.eventLoop.scheduleTask(deadline: due) { [timeout] in
-            promise.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within \(timeout)"))
-            // Later replies could no longer be matched to their requests: start afresh.
-            channel.close(promise: nil)
+            outcome.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within \(timeout)"))
         }
         // A connection that closed a moment ago (a daemon restarting) refuses the write; without this the reply
         // promise would wait out the whole timeout instead of failing at once and being retried on a new one.
-        channel.writeAndFlush(ClientRequest(words: words, promise: promise)).whenFailure { _ in
-            promise.fail(ExpirableClientError(code: .unavailable, message: "the connection to the daemon closed before the request was sent"))
+        channel.writeAndFlush(ClientRequest(words: words, promise: reply)).whenFailure { _ in
+            reply.fail(ExpirableClientError(code: .unavailable, message: "the connection to the daemon closed before the request was sent"))
         }
         defer { timer.cancel() }
-        return try await promise.futureResult.get()
+        return try await outcome.futureResult.get()
     }
 
-    /// The connection a call goes to, counted as waiting on it until ``release(_:)``: one with no call waiting,
-    /// else a new one while below `maxConnections`, else the one with the fewest calls waiting.
+    /// The connection a call goes to, counted as waiting on it until ``leave(_:)`` and as owed a reply until
+    /// ``settle(_:)``: one owed nothing, else a new one while below `maxConnections`, else the one owed the
+    /// fewest replies.
     private func lease() -> (id: Int, connection: Connection) {
         pool.withLock { pool in
             pool.members.removeAll { member in
                 if case .connected(let channel) = member.connection { !channel.isActive } else { false }
             }
             let index: Int
-            if let idle = pool.members.firstIndex(where: { $0.outstanding == 0 }) {
+            if let idle = pool.members.firstIndex(where: { $0.owed == 0 }) {
                 index = idle
             } else if pool.members.count < maxConnections {
-                pool.members.append(Member(id: pool.nextID, connection: .connecting(connect()), outstanding: 0))
+                pool.members.append(Member(id: pool.nextID, connection: .connecting(connect())))
                 pool.nextID += 1
                 index = pool.members.count - 1
             } else {
-                index = pool.members.indices.min { pool.members[$0].outstanding < pool.members[$1].outstanding }!
+                index = pool.members.indices.min { pool.members[$0].owed < pool.members[$1].owed }!
             }
-            pool.members[index].outstanding += 1
+            pool.members[index].owed += 1
+            pool.members[index].waiting += 1
             return (pool.members[index].id, pool.members[index].connection)
         }
     }
 
-    private func release(_ id: Int) {
+    /// The reply owed on member `id` arrived (or its connection failed).
+    private func settle(_ id: Int) {
         pool.withLock { pool in
-            if let index = pool.members.firstIndex(where: { $0.id == id }) { pool.members[index].outstanding -= 1 }
+            if let index = pool.members.firstIndex(where: { $0.id == id }) { pool.members[index].owed -= 1 }
         }
+    }
+
+    /// A call leased to member `id` is done with it, answered or not. A connection owed replies that no call
+    /// waits for any more is closed: they are of no use, and a daemon that stopped answering (SIGSTOP, a hung
+    /// machine) would otherwise have them pile up for as long as it stays so.
+    private func leave(_ id: Int) {
+        let abandoned = pool.withLock { pool -> Connection? in
+            guard let index = pool.members.firstIndex(where: { $0.id == id }) else { return nil }
+            pool.members[index].waiting -= 1
+            guard pool.members[index].waiting == 0, pool.members[index].owed > 0 else { return nil }
+            return pool.members.remove(at: index).connection
+        }
+        if let abandoned { Self.close(abandoned) }
     }
 
     private func connect() -> EventLoopFuture<any Channel> {
