@@ -38,7 +38,10 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
 /// One client serves any number of tasks over a few connections (up to `maxConnections`, opened as calls need
 /// them and reopened after they break, a daemon restart say). The daemon answers a connection's requests in
 /// order, so a call goes to a connection with no call waiting on it, or to a new one while there are fewer than
-/// `maxConnections`; only then is it pipelined behind the connection with the fewest calls waiting. Every call has
+/// `maxConnections`; only then is it pipelined, behind the connection with the fewest calls waiting among those
+/// whose current call is not slow (waiting over 100 ms: a plugin call, most likely). When every connection is
+/// held by a slow call, a read of a value the daemon holds should not wait for them: the client opens another
+/// connection, up to twice `maxConnections`, and closes such extra connections once idle. Every call has
 /// a deadline: a daemon that does not answer in time costs that caller, and only that caller, a `.callTimeout`
 /// error. Its connection stays open for the calls behind it, and the late reply is dropped when it comes (a
 /// connection whose every caller gave up is closed).
@@ -60,7 +63,8 @@ public final class ExpirableClient: Sendable {
     /// The longest a call waits for its reply; a little over the daemon's default plugin timeout (30 s).
     public let timeout: Duration
 
-    /// The most connections the client's calls use at once (``updates(of:)`` has its own besides).
+    /// The connections the client's calls use at once (``updates(of:)`` has its own besides); up to twice as many
+    /// while all of them are held by slow calls.
     public let maxConnections: Int
 
     let group: any EventLoopGroup
@@ -76,11 +80,22 @@ public final class ExpirableClient: Sendable {
     private struct Member: Sendable {
         let id: Int
         var connection: Connection
-        /// Requests leased to this connection whose reply has not arrived (or whose connection has not failed).
-        var owed = 0
+        /// When each request leased to this connection and not yet answered was leased, oldest first: the daemon
+        /// answers in order, so the first is the one it works on.
+        var owed = CircularBuffer<NIODeadline>()
         /// Calls leased to this connection still waiting for their reply.
         var waiting = 0
+
+        /// Whether the request the daemon works on has been waiting longer than ``ExpirableClient/slowCall``.
+        func isSlow(at now: NIODeadline) -> Bool {
+            owed.first.map { now - $0 >= ExpirableClient.slowCall } ?? false
+        }
     }
+
+    /// A call that has waited this long for its reply counts as slow: most likely a plugin call, as the daemon
+    /// answers a value it holds in microseconds. A call is not pipelined behind a slow one while there is room for
+    /// another connection.
+    static let slowCall = TimeAmount.milliseconds(100)
 
     private struct Pool: Sendable {
         var members: [Member] = []
@@ -96,7 +111,8 @@ public final class ExpirableClient: Sendable {
     /// - Parameters:
     ///   - timeout: The longest a call takes, counted from its start, retries included.
     ///   - maxConnections: How many connections concurrent calls may open (at least 1; default 4). A call is
-    ///     pipelined behind another still waiting for its reply only when that many are busy.
+    ///     pipelined behind another still waiting for its reply only when that many are busy; while all of them
+    ///     are held by slow calls (waiting over 100 ms), up to as many again are opened, and closed once idle.
     public init(socketPath: String = ExpirableClient.defaultSocketPath, timeout: Duration = .seconds(35),
                 maxConnections: Int = 4, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         precondition(maxConnections >= 1, "ExpirableClient(maxConnections: \(maxConnections)): give at least 1")
@@ -285,47 +301,63 @@ public final class ExpirableClient: Sendable {
     }
 
     /// The connection a call goes to, counted as waiting on it until ``leave(_:)`` and as owed a reply until
-    /// ``settle(_:)``: one owed nothing, else a new one while below `maxConnections`, else the one owed the
-    /// fewest replies.
+    /// ``settle(_:)``: one owed nothing; else a new one while below `maxConnections`; else the one owed the fewest
+    /// replies among those not held by a slow call (``slowCall``); else, when every connection is held by one, a
+    /// new one while below twice `maxConnections`; else the one owed the fewest replies.
     private func lease() -> (id: Int, connection: Connection) {
         pool.withLock { pool in
             pool.members.removeAll { member in
                 if case .connected(let channel) = member.connection { !channel.isActive } else { false }
             }
+            let now = NIODeadline.now()
+            func fewestOwed(_ indices: [Int]) -> Int? {
+                indices.min { pool.members[$0].owed.count < pool.members[$1].owed.count }
+            }
             let index: Int
-            if let idle = pool.members.firstIndex(where: { $0.owed == 0 }) {
+            if let idle = pool.members.firstIndex(where: { $0.owed.isEmpty }) {
                 index = idle
             } else if pool.members.count < maxConnections {
-                pool.members.append(Member(id: pool.nextID, connection: .connecting(connect())))
-                pool.nextID += 1
-                index = pool.members.count - 1
+                index = Self.open(&pool, connect())
+            } else if let prompt = fewestOwed(pool.members.indices.filter { !pool.members[$0].isSlow(at: now) }) {
+                index = prompt
+            } else if pool.members.count < 2 * maxConnections {
+                index = Self.open(&pool, connect())
             } else {
-                index = pool.members.indices.min { pool.members[$0].owed < pool.members[$1].owed }!
+                index = fewestOwed(Array(pool.members.indices))!
             }
-            pool.members[index].owed += 1
+            pool.members[index].owed.append(now)
             pool.members[index].waiting += 1
             return (pool.members[index].id, pool.members[index].connection)
         }
     }
 
+    /// Adds a member connecting by `connection`, returning its index.
+    private static func open(_ pool: inout Pool, _ connection: EventLoopFuture<any Channel>) -> Int {
+        pool.members.append(Member(id: pool.nextID, connection: .connecting(connection)))
+        pool.nextID += 1
+        return pool.members.count - 1
+    }
+
     /// The reply owed on member `id` arrived (or its connection failed).
     private func settle(_ id: Int) {
         pool.withLock { pool in
-            if let index = pool.members.firstIndex(where: { $0.id == id }) { pool.members[index].owed -= 1 }
+            if let index = pool.members.firstIndex(where: { $0.id == id }) { _ = pool.members[index].owed.popFirst() }
         }
     }
 
     /// A call leased to member `id` is done with it, answered or not. A connection owed replies that no call
     /// waits for any more is closed: they are of no use, and a daemon that stopped answering (SIGSTOP, a hung
-    /// machine) would otherwise have them pile up for as long as it stays so.
+    /// machine) would otherwise have them pile up for as long as it stays so. So is an idle one beyond
+    /// `maxConnections`, opened while the others were held by slow calls.
     private func leave(_ id: Int) {
-        let abandoned = pool.withLock { pool -> Connection? in
+        let closing = pool.withLock { pool -> Connection? in
             guard let index = pool.members.firstIndex(where: { $0.id == id }) else { return nil }
             pool.members[index].waiting -= 1
-            guard pool.members[index].waiting == 0, pool.members[index].owed > 0 else { return nil }
+            guard pool.members[index].waiting == 0,
+                  !pool.members[index].owed.isEmpty || pool.members.count > maxConnections else { return nil }
             return pool.members.remove(at: index).connection
         }
-        if let abandoned { Self.close(abandoned) }
+        if let closing { Self.close(closing) }
     }
 
     private func connect() -> EventLoopFuture<any Channel> {

@@ -170,6 +170,38 @@ struct ClientTests {
         }
     }
 
+    @Test("a read of a held value is answered while every connection waits on a slow plugin call, and not after it; a single-connection client too")
+    func readNotBehindSlowCalls() async throws {
+        // The plugin call of `slow` lasts until the test creates the release file.
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let release = daemon.directory.appending("release")
+        defer {
+            FileManager.default.createFile(atPath: release, contents: nil)
+            daemon.remove()
+        }
+        for maxConnections in [4, 1] {
+            let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(30), maxConnections: maxConnections)
+            #expect(try await client.value("token") == "token-1")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<maxConnections { group.addTask { _ = try await client.value("slow") } }
+                try await Self.waitUntil { FileManager.default.fileExists(atPath: daemon.directory.appending("started")) }
+                // Long enough for every slow call to count as slow.
+                try await Task.sleep(for: .milliseconds(500))
+                // Were it pipelined behind a slow call, it would wait until the plugin call is released, after it.
+                let read = try await client.value("token")
+                #expect(read == "token-1")
+                #expect(!FileManager.default.fileExists(atPath: release))
+                FileManager.default.createFile(atPath: release, contents: nil)
+                try await group.waitForAll()
+            }
+            // The next round's slow calls call the plugin again, and wait for the release file again.
+            try await client.clear("slow")
+            try FileManager.default.removeItem(atPath: release)
+            try FileManager.default.removeItem(atPath: daemon.directory.appending("started"))
+            await client.close()
+        }
+    }
+
     /// Waits (at most 20 s, polling) until `condition` holds.
     static func waitUntil(_ condition: () -> Bool) async throws {
         for _ in 0..<2000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
