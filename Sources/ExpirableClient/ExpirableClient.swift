@@ -43,7 +43,7 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
 /// held by a slow call, a read of a value the daemon holds should not wait for them: the client opens another
 /// connection, up to twice `maxConnections`, and closes such extra connections once idle. Every call has
 /// a deadline: a daemon that does not answer in time costs that caller, and only that caller, a `.callTimeout`
-/// error. Its connection stays open for the calls behind it, and the late reply is dropped when it comes (a
+/// error; cancelling the calling task ends the call at once with `.cancelled`, the same way. Its connection stays open for the calls behind it, and the late reply is dropped when it comes (a
 /// connection whose every caller gave up is closed).
 /// ``updates(of:)`` watches values for their new versions over a connection of its own.
 ///
@@ -277,6 +277,7 @@ public final class ExpirableClient: Sendable {
     /// One attempt; `deadline` is fixed by the first attempt that writes its request. A timeout fails this call
     /// only: its request stays owed on the connection, and its reply, when it comes, is dropped in its turn.
     private func send(_ words: [String], deadline: inout NIODeadline?) async throws -> RESPValue {
+        guard !Task.isCancelled else { throw ExpirableClientError.cancelled }
         let (id, connection) = lease()
         defer { leave(id) }
         let channel = try await channel(id, connection)
@@ -297,7 +298,12 @@ public final class ExpirableClient: Sendable {
             reply.fail(ExpirableClientError(code: .unavailable, message: "the connection to the daemon closed before the request was sent"))
         }
         defer { timer.cancel() }
-        return try await outcome.futureResult.get()
+        // A cancelled call gives up as a timed-out one does: its reply stays owed, and is dropped when it comes.
+        return try await withTaskCancellationHandler {
+            try await outcome.futureResult.get()
+        } onCancel: {
+            outcome.fail(ExpirableClientError.cancelled)
+        }
     }
 
     /// The connection a call goes to, counted as waiting on it until ``leave(_:)`` and as owed a reply until

@@ -202,6 +202,52 @@ struct ClientTests {
         }
     }
 
+    @Test("cancelling the task of a call, or of updates(of:) waiting for its confirmation, ends it at once with .cancelled; the client's other calls go on")
+    func cancellation() async throws {
+        // The plugin call of `slow` lasts until the test creates the release file.
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let release = daemon.directory.appending("release")
+        defer {
+            FileManager.default.createFile(atPath: release, contents: nil)
+            daemon.remove()
+        }
+        // A timeout longer than the test's own waits: a call that ignored its cancellation would end with it.
+        let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(20), maxConnections: 1)
+        #expect(try await client.value("token") == "token-1")
+        func code(_ result: Result<some Any, any Error>) -> ExpirableClientError.Code? {
+            guard case .failure(let error) = result else { return nil }
+            return (error as? ExpirableClientError)?.code
+        }
+
+        let slow = Task { try await client.value("slow") }
+        try await Self.waitUntil { FileManager.default.fileExists(atPath: daemon.directory.appending("started")) }
+        slow.cancel()
+        #expect(code(await slow.result) == .cancelled)
+        // The connection it leaves still owes the slow reply; this read goes on another and gets its own answer.
+        #expect(try await client.value("token") == "token-1")
+
+        // A call from a task cancelled before it starts is not sent.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.value("token")
+        }
+        #expect(code(await early.result) == .cancelled)
+
+        // A daemon stopped with SIGSTOP accepts the connection and never confirms the subscription.
+        let pid = try #require(daemon.process?.pid)
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // The signal is delivered asynchronously: until then the daemon could still confirm.
+        try await Self.waitUntil {
+            ((try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? "").contains("State:\tT")
+        }
+        let watch = Task { try await client.updates(of: ["token"]) }
+        try await Task.sleep(for: .milliseconds(300))
+        watch.cancel()
+        let watched = await watch.result
+        #expect(code(watched) == .cancelled, "\(watched)")
+    }
+
     /// Waits (at most 20 s, polling) until `condition` holds.
     static func waitUntil(_ condition: () -> Bool) async throws {
         for _ in 0..<2000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
