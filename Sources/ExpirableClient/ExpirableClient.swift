@@ -140,7 +140,7 @@ public final class ExpirableClient: Sendable {
         let reply = try await call(words)
         // [value, expires_at_ms] from a first-version daemon; [value, expires_at_ms, "fresh"|"stale"] since.
         guard case .array(let parts) = reply, parts.count >= 2, case .bulkString(let value) = parts[0], case .integer(let expiresAt) = parts[1] else {
-            throw unexpected(reply, "FETCH")
+            throw unexpected(reply, "FETCH", expected: "[value, expiry]")
         }
         let stale = parts.count >= 3 && parts[2].string == "stale"
         return FetchedValue(bytes: Array(value.readableBytesView), expiry: expiresAt == -1 ? .never : .at(unixMillis: expiresAt), isStale: stale)
@@ -149,28 +149,28 @@ public final class ExpirableClient: Sendable {
     /// The value of `name` as text.
     public func value(_ name: String) async throws(ExpirableClientError) -> String {
         let reply = try await call(["GET", name])
-        guard case .bulkString(let value) = reply else { throw unexpected(reply, "GET") }
+        guard case .bulkString(let value) = reply else { throw unexpected(reply, "GET", expected: "the value (a bulk string)") }
         return String(buffer: value)
     }
 
     /// Drops the stored value of `name`; the next fetch calls its plugin.
     public func clear(_ name: String) async throws(ExpirableClientError) {
         let reply = try await call(["CLEAR", name])
-        guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEAR") }
+        guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEAR", expected: "OK") }
     }
 
     /// Makes the daemon read its configuration file again (admin only). Returns what it applied; a refusal
     /// (nothing changed) is an `ERR` error saying why.
     public func reload() async throws(ExpirableClientError) -> String {
         let reply = try await call(["RELOAD"])
-        guard case .bulkString(let text) = reply else { throw unexpected(reply, "RELOAD") }
+        guard case .bulkString(let text) = reply else { throw unexpected(reply, "RELOAD", expected: "a text (a bulk string)") }
         return String(buffer: text)
     }
 
     /// Drops every stored value.
     public func clearAll() async throws(ExpirableClientError) {
         let reply = try await call(["CLEARALL"])
-        guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEARALL") }
+        guard reply == .simpleString("OK") else { throw unexpected(reply, "CLEARALL", expected: "OK") }
     }
 
     /// How long the value stored for `name` stays valid, to the millisecond (the daemon's `PTTL`).
@@ -178,7 +178,7 @@ public final class ExpirableClient: Sendable {
     /// Unlike ``fetch(_:)`` this never calls the plugin: it only looks at what the daemon holds.
     public func timeToLive(_ name: String) async throws(ExpirableClientError) -> TimeToLive {
         let reply = try await call(["PTTL", name])
-        guard case .integer(let ms) = reply, ms >= -2 else { throw unexpected(reply, "PTTL") }
+        guard case .integer(let ms) = reply, ms >= -2 else { throw unexpected(reply, "PTTL", expected: "milliseconds (an integer)") }
         switch ms {
         case -2: return .notStored
         case -1: return .never
@@ -189,14 +189,14 @@ public final class ExpirableClient: Sendable {
     /// The configured names.
     public func list() async throws(ExpirableClientError) -> [String] {
         let reply = try await call(["LIST"])
-        guard case .array(let names) = reply else { throw unexpected(reply, "LIST") }
+        guard case .array(let names) = reply else { throw unexpected(reply, "LIST", expected: "the names (an array)") }
         return names.compactMap(\.string)
     }
 
     /// INFO for `name` (or for the daemon, without a name) as key/value pairs.
     public func info(_ name: String? = nil) async throws(ExpirableClientError) -> [String: String] {
         let reply = try await call(name.map { ["INFO", $0] } ?? ["INFO"])
-        guard let text = reply.string else { throw unexpected(reply, "INFO") }
+        guard let text = reply.string else { throw unexpected(reply, "INFO", expected: "a text") }
         var pairs: [String: String] = [:]
         for line in text.split(separator: "\r\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
@@ -209,7 +209,7 @@ public final class ExpirableClient: Sendable {
     /// order (`call` repeats, once per past plugin call, newest first). Never the value.
     public func explain(_ name: String) async throws(ExpirableClientError) -> [(key: String, value: String)] {
         let reply = try await call(["EXPLAIN", name])
-        guard let text = reply.string else { throw unexpected(reply, "EXPLAIN") }
+        guard let text = reply.string else { throw unexpected(reply, "EXPLAIN", expected: "a text") }
         var lines: [(key: String, value: String)] = []
         for line in text.split(separator: "\r\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
@@ -222,7 +222,7 @@ public final class ExpirableClient: Sendable {
     /// `certificate`, `last_heard_ms`, `tls`, and `config`/`error` when there is something to report).
     public func cluster() async throws(ExpirableClientError) -> [[String: String]] {
         let reply = try await call(["CLUSTER"])
-        guard let text = reply.string else { throw unexpected(reply, "CLUSTER") }
+        guard let text = reply.string else { throw unexpected(reply, "CLUSTER", expected: "a text") }
         return text.split(separator: "\r\n").map { line in
             var member: [String: String] = [:]
             for field in line.split(separator: "\t") {
@@ -237,7 +237,7 @@ public final class ExpirableClient: Sendable {
     /// Checks that the daemon answers.
     public func ping() async throws(ExpirableClientError) {
         let reply = try await call(["PING"])
-        guard reply == .simpleString("PONG") else { throw unexpected(reply, "PING") }
+        guard reply == .simpleString("PONG") else { throw unexpected(reply, "PING", expected: "PONG") }
     }
 
     /// Closes the connections; a later call opens a new one.
@@ -412,8 +412,10 @@ public final class ExpirableClient: Sendable {
         }
     }
 
-    private func unexpected(_ reply: RESPValue, _ command: String) -> ExpirableClientError {
-        ExpirableClientError(code: .unexpectedReply, message: "unexpected reply to \(command): \(reply)")
+    /// The error for a reply to `command` not of the `expected` form. It gives the reply's type and size only: a
+    /// reply of the wrong form may still hold a value.
+    private func unexpected(_ reply: RESPValue, _ command: String, expected: String) -> ExpirableClientError {
+        ExpirableClientError(code: .unexpectedReply, message: "unexpected reply to \(command) from \(socketPath): \(reply.shape), not \(expected); is that the socket of expirabled, of a version this client knows?")
     }
 }
 
