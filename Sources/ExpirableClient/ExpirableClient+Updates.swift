@@ -5,7 +5,7 @@ extension ExpirableClient {
     /// Returns once the daemon has confirmed the subscription, so any value stored after that is delivered;
     /// subscribing does not deliver the current value (``fetch(_:)`` it after subscribing to start from it).
     /// Throws `.notFound` if a name is not configured (and nothing is subscribed), `.unavailable` if the daemon
-    /// cannot be reached.
+    /// cannot be reached, `.cancelled` at once if the calling task is cancelled before the confirmation.
     ///
     /// The updates come over a connection of their own (the client's calls go on over its usual one). If that
     /// connection breaks, a daemon restart say, it is reopened and the names subscribed again: a first attempt

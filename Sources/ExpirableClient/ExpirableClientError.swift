@@ -23,6 +23,9 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
         case callTimeout = "CALLTIMEOUT"
         /// The daemon's reply did not have the expected form.
         case unexpectedReply = "UNEXPECTED"
+        /// The calling task was cancelled: the call ended at once, without its answer. (The library's errors are
+        /// typed, so this stands where untyped code throws `CancellationError`.)
+        case cancelled = "CANCELLED"
     }
 
     /// What kind of failure.
@@ -40,7 +43,7 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
     init(reply: String) {
         let word = reply.prefix { $0 != " " }
         let rest = reply.dropFirst(word.count).drop { $0 == " " }
-        if let code = Code(rawValue: String(word)), ![Code.unavailable, .callTimeout, .unexpectedReply].contains(code) {
+        if let code = Code(rawValue: String(word)), ![Code.unavailable, .callTimeout, .unexpectedReply, .cancelled].contains(code) {
             self.init(code: code, message: String(rest))
         } else {
             self.init(code: .badRequest, message: reply)
@@ -51,6 +54,9 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
 }
 
 extension ExpirableClientError {
+    /// The calling task was cancelled.
+    static let cancelled = ExpirableClientError(code: .cancelled, message: "the calling task was cancelled; the call was given up without its answer")
+
     /// Why connecting to the socket at `path` failed, naming the cause and the fix: a permission problem is
     /// `.noPermission` (retrying cannot help), every other failure `.unavailable`.
     static func cannotConnect(to path: String, _ error: any Error) -> ExpirableClientError {

@@ -49,7 +49,7 @@ final class SubscriberHandler: ChannelDuplexHandler {
         if case .error(let text) = reply { return ExpirableClientError(reply: text) }
         guard case .array(let parts) = reply, parts.count == 3, case .bulkString(let kind) = parts[0],
               case .bulkString(let name) = parts[1] else {
-            return ExpirableClientError(code: .unexpectedReply, message: "unexpected message from the daemon: \(reply)")
+            return ExpirableClientError(code: .unexpectedReply, message: "unexpected message from the daemon: \(reply.shape), not a pub/sub message or confirmation; is that the socket of expirabled, of a version this client knows?")
         }
         switch (kind.readableBytesView.elementsEqual("message".utf8), parts[2]) {
         case (true, .bulkString(let value)):
@@ -66,7 +66,7 @@ final class SubscriberHandler: ChannelDuplexHandler {
             }
             return nil
         default:
-            return ExpirableClientError(code: .unexpectedReply, message: "unexpected message from the daemon: \(reply)")
+            return ExpirableClientError(code: .unexpectedReply, message: "unexpected message from the daemon: \(reply.shape), not a pub/sub message or confirmation; is that the socket of expirabled, of a version this client knows?")
         }
     }
 

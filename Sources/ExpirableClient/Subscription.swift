@@ -18,6 +18,8 @@ final class Subscription: Sendable {
         var buffer = UpdateBuffer()
         var waiter: CheckedContinuation<Result<ValueUpdate?, ExpirableClientError>, Never>?
         var channel: (any Channel)?
+        /// A connection sending SUBSCRIBE, not yet confirmed.
+        var subscribing: (any Channel)?
         var retry: Scheduled<Void>?
         var ending: Ending?
         /// While reconnecting: when the connection broke, and how many attempts have failed since.
@@ -53,10 +55,32 @@ final class Subscription: Sendable {
         }
     }
 
-    /// Connects and subscribes, returning once the daemon confirmed every name.
+    /// Connects and subscribes, returning once the daemon confirmed every name. A cancelled task ends it at once
+    /// with `.cancelled`, closing the connection.
     func start() async throws(ExpirableClientError) {
+        guard !Task.isCancelled else {
+            cancel()
+            throw .cancelled
+        }
+        let subscribed = subscribe()
+        let outcome = subscribed.eventLoop.makePromise(of: Void.self)
+        subscribed.whenComplete { [weak self] result in
+            switch result {
+            case .success(let channel):
+                if let self { adopt(channel) } else { channel.close(promise: nil) }
+                outcome.succeed()
+            case .failure(let error):
+                outcome.fail(error)
+            }
+        }
         do {
-            adopt(try await subscribe().get())
+            try await withTaskCancellationHandler {
+                try await outcome.futureResult.get()
+            } onCancel: {
+                // Failed first: closing the connection fails the subscription with `.unavailable`.
+                outcome.fail(ExpirableClientError.cancelled)
+                cancel()
+            }
         } catch let error as ExpirableClientError {
             throw error
         } catch {
@@ -124,8 +148,8 @@ final class Subscription: Sendable {
             if case .cancelled = ending { state.buffer.removeAll() }
             state.retry?.cancel()
             state.retry = nil
-            defer { state.waiter = nil; state.channel = nil }
-            return (state.waiter, state.channel)
+            defer { state.waiter = nil; state.channel = nil; state.subscribing = nil }
+            return (state.waiter, state.channel ?? state.subscribing)
         }
         channel?.close(promise: nil)
         guard let waiter else { return }
@@ -151,7 +175,8 @@ final class Subscription: Sendable {
             }
             .connect(unixDomainSocketPath: socketPath)
             .flatMapErrorThrowing { [socketPath] error in throw ExpirableClientError.cannotConnect(to: socketPath, error) }
-            .flatMap { channel in
+            .flatMap { [weak self] channel in
+                self?.subscribing(channel)
                 let confirmed = channel.eventLoop.makePromise(of: Void.self)
                 let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
                     confirmed.fail(ExpirableClientError(code: .callTimeout, message: "the daemon did not confirm the subscription within \(timeout)"))
@@ -170,9 +195,21 @@ final class Subscription: Sendable {
             }
     }
 
+    /// Notes `channel`, connected and about to send SUBSCRIBE, so that ending the subscription closes it; closes
+    /// it if the subscription already ended.
+    private func subscribing(_ channel: any Channel) {
+        let ended = state.withLock { state -> Bool in
+            guard state.ending == nil else { return true }
+            state.subscribing = channel
+            return false
+        }
+        if ended { channel.close(promise: nil) }
+    }
+
     /// Makes `channel` the subscription's connection, and arranges to reconnect when it closes.
     private func adopt(_ channel: any Channel) {
         let current = state.withLock { state -> Bool in
+            if state.subscribing === channel { state.subscribing = nil }
             guard state.ending == nil else { return false }
             state.channel = channel
             state.brokenAt = nil

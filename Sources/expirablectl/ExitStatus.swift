@@ -37,6 +37,8 @@ enum ExitStatus: Int32, CaseIterable {
         case .badRequest: self = .refused
         case .unavailable: self = .unavailable
         case .unexpectedReply: self = .protocolError
+        // expirablectl cancels no call it waits for; were one cancelled, trying again is what to do.
+        case .cancelled: self = .timeout
         }
     }
 

@@ -112,8 +112,8 @@ struct ClientTests {
         #expect(try await client.value("token") == "token-1")
     }
 
-    @Test("a call's deadline is fixed when its request is first written: one that loses its connection to another call's timeout is retried only for the time it has left")
-    func deadlineAcrossRetry() async throws {
+    @Test("a call's deadline is fixed when its request is first written: one sent behind a slow call that times out gets its own timeout, counted from its own start")
+    func deadlineFromOwnStart() async throws {
         // The plugin call (8 s) outlives every call below; the daemon keeps it going after their connections close.
         let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 8000\n", testPlugins: ["counter", "sleeper"])
         defer { daemon.remove() }
@@ -127,23 +127,131 @@ struct ClientTests {
         }
         #expect(try await client.value("token") == "token-1")
 
-        // A times out at 2 s and its connection is closed under B, sent 1 s later behind it: B has 1 s left, not 2.
+        // A times out at 2 s; B, sent 1 s later behind it, still waits for its own reply and times out 2 s after it
+        // was sent, not later.
         async let a = outcome("slow")
         try await Task.sleep(for: .seconds(1))
         let (b, bTook) = await outcome("slow")
         #expect(try #require(b.failure) == ExpirableClientError(code: .callTimeout, message: "the daemon did not answer within 2.0 seconds"))
         #expect(bTook < .milliseconds(2500))
         #expect(await a.0.failure?.code == .callTimeout)
-
-        // A read of a held value sent behind a slow call fails `.unavailable` when that call's timeout closes the
-        // connection, and is retried on a new one within its own deadline.
-        async let c = outcome("slow")
-        try await Task.sleep(for: .seconds(1))
-        let (d, dTook) = await outcome("token")
-        #expect(d.success == "token-1")
-        #expect(dTook < .milliseconds(2500))
-        #expect(await c.0.failure?.code == .callTimeout)
         }
+    }
+
+    @Test("a call that times out fails alone: a call pipelined behind two that time out gets its own answer, not .unavailable")
+    func timeoutFailsOnlyItsCall() async throws {
+        // The plugin call of `slow` lasts until the test creates the release file.
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let release = daemon.directory.appending("release")
+        defer {
+            FileManager.default.createFile(atPath: release, contents: nil)
+            daemon.remove()
+        }
+        try await withTaskExecutorPreference(OwnQueueExecutor.shared) {
+        // One connection, so that the three calls share it.
+        let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(4), maxConnections: 1)
+        let clock = ContinuousClock()
+        func outcome(_ name: String) async -> Result<String, ExpirableClientError> {
+            do { return .success(try await client.value(name)) } catch { return .failure(error) }
+        }
+        #expect(try await client.value("token") == "token-1")
+        async let a = outcome("slow")
+        try await Self.waitUntil { FileManager.default.fileExists(atPath: daemon.directory.appending("started")) }
+        async let c = outcome("slow")
+        // B is sent 2 s after C, so it has 2 s left when C's deadline passes and the plugin call is released.
+        try await Task.sleep(for: .seconds(2))
+        let bSent = clock.now
+        async let b = outcome("token")
+        #expect(await a.failure?.code == .callTimeout)
+        #expect(await c.failure?.code == .callTimeout)
+        FileManager.default.createFile(atPath: release, contents: nil)
+        let answer = await b
+        #expect(answer.success == "token-1", "B got \(answer) \(clock.now - bSent) after it was sent")
+        }
+    }
+
+    @Test("a read of a held value is answered while every connection waits on a slow plugin call, and not after it; a single-connection client too")
+    func readNotBehindSlowCalls() async throws {
+        // The plugin call of `slow` lasts until the test creates the release file.
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let release = daemon.directory.appending("release")
+        defer {
+            FileManager.default.createFile(atPath: release, contents: nil)
+            daemon.remove()
+        }
+        for maxConnections in [4, 1] {
+            let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(30), maxConnections: maxConnections)
+            #expect(try await client.value("token") == "token-1")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<maxConnections { group.addTask { _ = try await client.value("slow") } }
+                try await Self.waitUntil { FileManager.default.fileExists(atPath: daemon.directory.appending("started")) }
+                // Long enough for every slow call to count as slow.
+                try await Task.sleep(for: .milliseconds(500))
+                // Were it pipelined behind a slow call, it would wait until the plugin call is released, after it.
+                let read = try await client.value("token")
+                #expect(read == "token-1")
+                #expect(!FileManager.default.fileExists(atPath: release))
+                FileManager.default.createFile(atPath: release, contents: nil)
+                try await group.waitForAll()
+            }
+            // The next round's slow calls call the plugin again, and wait for the release file again.
+            try await client.clear("slow")
+            try FileManager.default.removeItem(atPath: release)
+            try FileManager.default.removeItem(atPath: daemon.directory.appending("started"))
+            await client.close()
+        }
+    }
+
+    @Test("cancelling the task of a call, or of updates(of:) waiting for its confirmation, ends it at once with .cancelled; the client's other calls go on")
+    func cancellation() async throws {
+        // The plugin call of `slow` lasts until the test creates the release file.
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let release = daemon.directory.appending("release")
+        defer {
+            FileManager.default.createFile(atPath: release, contents: nil)
+            daemon.remove()
+        }
+        // A timeout longer than the test's own waits: a call that ignored its cancellation would end with it.
+        let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(20), maxConnections: 1)
+        #expect(try await client.value("token") == "token-1")
+        func code(_ result: Result<some Any, any Error>) -> ExpirableClientError.Code? {
+            guard case .failure(let error) = result else { return nil }
+            return (error as? ExpirableClientError)?.code
+        }
+
+        let slow = Task { try await client.value("slow") }
+        try await Self.waitUntil { FileManager.default.fileExists(atPath: daemon.directory.appending("started")) }
+        slow.cancel()
+        #expect(code(await slow.result) == .cancelled)
+        // The connection it leaves still owes the slow reply; this read goes on another and gets its own answer.
+        #expect(try await client.value("token") == "token-1")
+
+        // A call from a task cancelled before it starts is not sent.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.value("token")
+        }
+        #expect(code(await early.result) == .cancelled)
+
+        // A daemon stopped with SIGSTOP accepts the connection and never confirms the subscription.
+        let pid = try #require(daemon.process?.pid)
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // The signal is delivered asynchronously: until then the daemon could still confirm.
+        try await Self.waitUntil {
+            ((try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? "").contains("State:\tT")
+        }
+        let watch = Task { try await client.updates(of: ["token"]) }
+        try await Task.sleep(for: .milliseconds(300))
+        watch.cancel()
+        let watched = await watch.result
+        #expect(code(watched) == .cancelled, "\(watched)")
+    }
+
+    /// Waits (at most 20 s, polling) until `condition` holds.
+    static func waitUntil(_ condition: () -> Bool) async throws {
+        for _ in 0..<2000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(condition())
     }
 
     @Test("a slow plugin call on one task holds up no other task's calls on the same client; 200 concurrent fetches meanwhile all answer")
