@@ -18,7 +18,9 @@ struct Watch: AsyncParsableCommand {
             between attempts; values stored meanwhile are not printed. It exits with the error on stderr if a name \
             is not configured (status 66), if the daemon cannot be reached (69), or if it is not back within \
             --timeout (69). If the output cannot keep up, intermediate values of a name are skipped: the \
-            newest is always printed.
+            newest is always printed. When the reader of its output goes away (`watch NAME | head -1`), watch \
+            ends as Unix filters do, by SIGPIPE (status 141 in a shell), within a quarter of a second and \
+            without waiting for the next value.
             """
     )
 
@@ -27,16 +29,32 @@ struct Watch: AsyncParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() async throws {
+        let names = names, json = json
         try await reporting {
-            for try await update in try await connection.client.updates(of: names) {
-                let value = update.value.bytes
-                if json {
-                    try JSONOutput.print(["name": update.name, "value": try ValueText.of(value, name: update.name, carrier: "JSON")])
-                } else if names.count == 1 {
-                    printOut(value + [UInt8(ascii: "\n")])
-                } else {
-                    printOut(Array("\(update.name) ".utf8) + value + [UInt8(ascii: "\n")])
+            let updates = try await connection.client.updates(of: names)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await update in updates {
+                        let value = update.value.bytes
+                        if json {
+                            try JSONOutput.print(["name": update.name, "value": try ValueText.of(value, name: update.name, carrier: "JSON")])
+                        } else if names.count == 1 {
+                            printOut(value + [UInt8(ascii: "\n")])
+                        } else {
+                            printOut(Array("\(update.name) ".utf8) + value + [UInt8(ascii: "\n")])
+                        }
+                    }
                 }
+                // A name may rotate once a day: a reader that went away (`watch NAME | head -1`) is noticed
+                // without waiting for the next write to fail.
+                group.addTask {
+                    while !Task.isCancelled {
+                        if StandardOutput.readerIsGone { StandardOutput.diedOfSIGPIPE() }
+                        try await Task.sleep(for: .milliseconds(250))
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
             }
         }
     }
