@@ -16,7 +16,7 @@ struct Watch: AsyncParsableCommand {
 
             If the connection breaks (a daemon restart), watch connects and subscribes again, backing off up to 2 s \
             between attempts; values stored meanwhile are not printed. It exits with the error on stderr if a name \
-            is not configured (status 66), if the daemon cannot be reached (69), or if it is not back within \
+            is not configured (status 66), including one a reload removes while watched, if the daemon cannot be reached (69), or if it is not back within \
             --timeout (69). If the output cannot keep up, intermediate values of a name are skipped: the \
             newest is always printed. When the reader of its output goes away (`watch NAME | head -1`), watch \
             ends as Unix filters do, by SIGPIPE (status 141 in a shell), within a quarter of a second and \
