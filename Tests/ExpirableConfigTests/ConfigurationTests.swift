@@ -170,6 +170,11 @@ struct ConfigurationTests {
     }
 
     static let refusals: [(String, String)] = [
+        // The first ':' of NAME:KEY splits a keyed family's name from the key, and list shows a family as NAME:*.
+        ("[expirable.\"a:b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a:b: a name may not hold ':' or '*': NAME:KEY reads a keyed family's member and NAME:* names the family; rename it, \"a_b\" say"),
+        ("[expirable.\"x*\"]\nplugin = \"file\"\n",
+         "F:1: expirable.x*: a name may not hold ':' or '*': NAME:KEY reads a keyed family's member and NAME:* names the family; rename it, \"x_\" say"),
         ("[expirable.a]\nplugin = \"file\"\ntimeout = \"10\"\n",
          "F:3: expirable.a.timeout: \"10\" has no unit; write \"10s\" or \"10ms\", or the integer 10 for milliseconds"),
         ("[server]\nidle_timeout = \"300\"\n",
