@@ -458,10 +458,7 @@ struct ConfigurationDecoder {
 
     @discardableResult
     private func nodeName(_ s: String, at: [String]) throws(ConfigurationError) -> String {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-        guard !s.isEmpty, s.count <= 64, s.allSatisfy(allowed.contains) else {
-            throw error(at, "expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \(ConfigurationError.quoted(s))")
-        }
+        if let problem = NodeName.problem(s) { throw error(at, problem) }
         return s
     }
 
