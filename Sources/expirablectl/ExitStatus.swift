@@ -10,7 +10,7 @@ enum ExitStatus: Int32, CaseIterable {
     case usage = 64
     /// EX_DATAERR: the daemon refused the request (ERR), such as a reload of a configuration it cannot apply; or
     /// a value is not in the form an adapter needs (credential-process without STS JSON, a newline in a token,
-    /// a value that is not UTF-8 text for --json or an adapter).
+    /// a value that is not UTF-8 text for --json or an adapter, a newline in a value `watch` prints as NAME VALUE).
     case refused = 65
     /// EX_NOINPUT: no expirable of that name is configured (NOTFOUND).
     case notFound = 66

@@ -8,8 +8,10 @@ struct Watch: AsyncParsableCommand {
         discussion: """
             Subscribes to the names (the daemon's SUBSCRIBE) and prints one line per new value, whatever stored \
             it: a fetch, an eager refresh, a value from a cluster peer. Watching one name prints just the value; \
-            watching several prints the name, a space and the value. With --json every line is {"name", "value"}, \
-            which also keeps values holding newlines on one line; a value that is not UTF-8 text, which JSON \
+            watching several prints the name, a space and the value, one line each: a value holding a newline or \
+            carriage return, which would start a line reading as another name's value, ends such a watch with the \
+            error on stderr and status 65 (one name's value is printed as it is). With --json every line is \
+            {"name", "value"}, which keeps values holding newlines on one line; a value that is not UTF-8 text, which JSON \
             cannot carry, ends watch --json with the error on stderr and status 65 rather than print other bytes \
             (without --json values are printed as the bytes they are). A clear prints nothing, and the value stored \
             when watch starts is not printed: only the ones after it.
@@ -41,6 +43,10 @@ struct Watch: AsyncParsableCommand {
                         } else if names.count == 1 {
                             printOut(value + [UInt8(ascii: "\n")])
                         } else {
+                            // A line break inside would start a line that reads as another name's value.
+                            if value.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {
+                                throw AdapterError("the value of \(update.name) holds a newline or carriage return, which would end its NAME VALUE line early; watch --json carries it on one line")
+                            }
                             printOut(Array("\(update.name) ".utf8) + value + [UInt8(ascii: "\n")])
                         }
                     }
