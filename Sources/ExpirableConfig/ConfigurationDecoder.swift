@@ -224,6 +224,12 @@ struct ConfigurationDecoder {
         guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
             throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
         }
+        // The first ':' of NAME:KEY splits a keyed family's name from the key, and LIST shows a family as
+        // NAME:*: a plain name holding either would make one address mean two things.
+        if name.contains(where: { $0 == ":" || $0 == "*" }) {
+            let renamed = String(name.map { $0 == ":" || $0 == "*" ? "_" : $0 })
+            throw error(at, "a name may not hold ':' or '*': NAME:KEY reads a keyed family's member and NAME:* names the family; rename it, \"\(renamed)\" say")
+        }
         try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle", "allow",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
         let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
@@ -452,10 +458,7 @@ struct ConfigurationDecoder {
 
     @discardableResult
     private func nodeName(_ s: String, at: [String]) throws(ConfigurationError) -> String {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-        guard !s.isEmpty, s.count <= 64, s.allSatisfy(allowed.contains) else {
-            throw error(at, "expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \(ConfigurationError.quoted(s))")
-        }
+        if let problem = NodeName.problem(s) { throw error(at, problem) }
         return s
     }
 

@@ -187,6 +187,7 @@ extension Engine {
         for name in report.added + report.changed {
             if let family = next.families[name] { sweepIdleMembers(family) }
         }
+        announceReload(report)
         return report
     }
 

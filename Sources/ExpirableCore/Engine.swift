@@ -11,6 +11,7 @@ public final class Engine: Sendable {
     private let replicatorBox = Mutex<(any Replicator)?>(nil)
     private let observerBox = Mutex<[NewValueObserver]>([])
     private let clearObserverBox = Mutex<[ClearObserver]>([])
+    private let reloadObserverBox = Mutex<[ReloadObserver]>([])
     private let callObserverBox = Mutex<CallObserver?>(nil)
     let stateKeeperBox = Mutex<(any StateKeeper)?>(nil)
     /// The configured expirables: replaced whole by a reload, read without a lock (see `ExpirableTable`).
@@ -71,6 +72,12 @@ public final class Engine: Sendable {
         clearObserverBox.withLock { $0.append(ClearObserver(call: observer)) }
     }
 
+    /// Calls `observer` after every reload, once the new expirables are in place, with what the reload did; it
+    /// must not block. (The server ends the subscriptions to names a reload removed.)
+    public func observeReloads(_ observer: @escaping @Sendable (ReloadReport) -> Void) {
+        reloadObserverBox.withLock { $0.append(ReloadObserver(call: observer)) }
+    }
+
     /// Calls `observer` with every call of this node's plugin that ends from now on (not a fetch a peer answered:
     /// `CallRecord.Route`), under the configured name (a keyed family's, for its members), after the entry's lock
     /// is released; it must not block. One observer; call once.
@@ -84,6 +91,10 @@ public final class Engine: Sendable {
 
     func announceClear(_ name: String) {
         for observer in clearObserverBox.withLock({ $0 }) { observer.call(name) }
+    }
+
+    func announceReload(_ report: ReloadReport) {
+        for observer in reloadObserverBox.withLock({ $0 }) { observer.call(report) }
     }
 
     /// The replicator, for cluster-scoped entries only.
@@ -574,6 +585,11 @@ struct NewValueObserver: Sendable {
 /// The clear observer, wrapped for the same reason as `NewValueObserver`.
 struct ClearObserver: Sendable {
     let call: @Sendable (String) -> Void
+}
+
+/// The reload observer, wrapped for the same reason as `NewValueObserver`.
+struct ReloadObserver: Sendable {
+    let call: @Sendable (ReloadReport) -> Void
 }
 
 /// The call observer, wrapped for the same reason as `NewValueObserver`.

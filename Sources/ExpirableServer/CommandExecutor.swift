@@ -395,6 +395,17 @@ final class CommandExecutor {
         }
     }
 
+    /// A subscription the daemon ended (a reload removed the name): dropped from the session and announced as
+    /// Redis announces an unsubscription, `unsubscribe NAME COUNT`, COUNT the subscriptions left. Returns false
+    /// if the connection was not subscribed to it (any more).
+    func endSubscription(_ name: String, _ session: inout Session, into out: inout ByteBuffer) -> Bool {
+        guard let index = session.subscriptions.firstIndex(of: name) else { return false }
+        session.subscriptions.remove(at: index)
+        state.subscriptions.remove(name, subscriber)
+        writeSubscription("unsubscribe", name, count: session.subscriptions.count, session.version, into: &out)
+        return true
+    }
+
     private func unsubscribeAll(_ session: inout Session) {
         for name in session.subscriptions { state.subscriptions.remove(name, subscriber) }
         session.subscriptions = []

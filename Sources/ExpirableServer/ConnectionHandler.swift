@@ -88,7 +88,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         session = Session(id: id)
         let box = SubscriberBox()
         subscriberBox = box
-        executor = CommandExecutor(state: serverState, subscriber: Subscriber(id: id) { box.deliver($0, $1) })
+        executor = CommandExecutor(state: serverState, subscriber: Subscriber(id: id, deliver: { box.deliver($0, $1) }, ended: { box.ended($0) }))
         flushBytes = max(4096, min(64 * 1024, options.maxOutputBytes / 4))
     }
 
@@ -105,6 +105,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
             eventLoop?.execute { [self] in
                 guard let handler, let context else { return }
                 handler.push(name, fetched, context: context)
+            }
+        }
+
+        func ended(_ name: String) {
+            eventLoop?.execute { [self] in
+                guard let handler, let context else { return }
+                handler.subscriptionEnded(name, context: context)
             }
         }
     }
@@ -396,6 +403,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
             state.phase = .closed
             context.close(promise: nil)
         }
+    }
+
+    /// The daemon ended a subscription (a reload removed its name): the client gets Redis's `unsubscribe`
+    /// message for it, in order with the pushes (after a transaction's array, if one is half written).
+    private func subscriptionEnded(_ name: String, context: ChannelHandlerContext) {
+        guard state.phase != .closed else { return }
+        var out = context.channel.allocator.buffer(capacity: 64 + name.utf8.count)
+        guard executor.endSubscription(name, &session, into: &out) else { return }
+        guard state.transactionLeft == 0 else {
+            deferredPushes.accumulate(out)
+            return
+        }
+        sendReplies(context: context)
+        write(consume out, context: context)
     }
 
     /// One of a transaction's requests is answered; after the last, the pushes held back go out.

@@ -30,6 +30,11 @@ public final class ExpirableServer: Service, Sendable {
         self.group = group
         // New values reach their subscribers; the engine has one observer, and it is the server.
         engine.observeNewValues { name, fetched in state.subscriptions.publish(name, fetched) }
+        // A name a reload removed ends its subscriptions, as a restart would: SUBSCRIBE would now refuse it.
+        engine.observeReloads { [weak engine] _ in
+            guard let engine else { return }
+            state.subscriptions.end { engine.scope(of: $0) == nil || engine.isKeyed($0) }
+        }
     }
 
     public func run() async throws {

@@ -107,7 +107,8 @@ public enum Certificates {
         X509_gmtime_adj(X509_getm_notAfter(certificate), (notBeforeDays + days) * 86_400)
         X509_set_pubkey(certificate, publicKey)
         let subject = X509_get_subject_name(certificate)
-        X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, commonName, -1, -1, 0)
+        // UTF-8, so a CA name outside ASCII is stored as its characters (MBSTRING_ASC took each byte for one).
+        X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, commonName, -1, -1, 0)
         return certificate
     }
 

@@ -64,10 +64,10 @@ struct Reload: AsyncParsableCommand {
 struct Clear: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drop a stored value (or all of them); the next fetch calls the plugin.",
-        discussion: "Allowed to root, the daemon's user and its group; the daemon logs who cleared what."
+        discussion: "A keyed family is cleared whole as NAME or as NAME:*, as list shows it; one member as NAME:KEY. Allowed to root, the daemon's user and its group; the daemon logs who cleared what."
     )
 
-    @Argument(help: "The expirable's name.") var name: String?
+    @Argument(help: "The expirable's name (a keyed family as NAME or NAME:*, one member as NAME:KEY).") var name: String?
     @Flag(help: "Clear every expirable.") var all = false
     @OptionGroup var connection: Connection
 
@@ -78,7 +78,8 @@ struct Clear: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             if let name {
-                try await connection.client.clear(name)
+                let client = connection.client
+                try await client.clear(await Status.addressed(name, client))
                 printOut("cleared \(name)")
             } else {
                 try await connection.client.clearAll()
@@ -170,8 +171,14 @@ struct Status: AsyncParsableCommand {
         listed.hasSuffix(":*") && listed.count > 2 ? String(listed.dropLast(2)) : nil
     }
 
-    /// INFO for a name as LIST gives it: a keyed family, listed as NAME:*, answers INFO NAME (an expirable
-    /// whose own name ends in ":*" is asked as it is).
+    /// The name the daemon knows `listed` by: NAME for a keyed family given as NAME:*, as LIST shows it (no
+    /// expirable's own name holds ':' or '*'); otherwise `listed` itself.
+    static func addressed(_ listed: String, _ client: ExpirableClient) async -> String {
+        if let family = family(listed), let info = try? await client.info(family), info["keyed"] == "yes" { return family }
+        return listed
+    }
+
+    /// INFO for a name as LIST gives it: a keyed family, listed as NAME:*, answers INFO NAME.
     static func info(_ listed: String, _ client: ExpirableClient) async throws(ExpirableClientError) -> [String: String] {
         if let family = family(listed), let info = try? await client.info(family), info["keyed"] == "yes" {
             return info

@@ -10,7 +10,7 @@ enum ExitStatus: Int32, CaseIterable {
     case usage = 64
     /// EX_DATAERR: the daemon refused the request (ERR), such as a reload of a configuration it cannot apply; or
     /// a value is not in the form an adapter needs (credential-process without STS JSON, a newline in a token,
-    /// a value that is not UTF-8 text for --json or an adapter).
+    /// a value that is not UTF-8 text for --json or an adapter, a newline in a value `watch` prints as NAME VALUE).
     case refused = 65
     /// EX_NOINPUT: no expirable of that name is configured (NOTFOUND).
     case notFound = 66
@@ -18,6 +18,9 @@ enum ExitStatus: Int32, CaseIterable {
     case unavailable = 69
     /// EX_CANTCREAT: `cert` could not write a certificate or key.
     case cannotCreate = 73
+    /// EX_IOERR: what was to be printed could not be written to stdout (a full disk, a closed stdout). A pipe
+    /// whose reader has gone (`watch NAME | head -1`) is not an error: expirablectl ends as filters do, by SIGPIPE.
+    case outputError = 74
     /// EX_TEMPFAIL: a timeout: the plugin's (TIMEOUT) or the daemon's answer (--timeout); try again.
     case timeout = 75
     /// EX_PROTOCOL: the daemon answered something this expirablectl does not understand.
@@ -52,6 +55,7 @@ enum ExitStatus: Int32, CaseIterable {
         case .notFound: "no expirable of that name (NOTFOUND)"
         case .unavailable: "the daemon cannot be reached: no socket, stale socket, not a socket"
         case .cannotCreate: "cert could not write a file"
+        case .outputError: "stdout could not be written (full disk, closed stdout); a closed pipe ends it by SIGPIPE (141) instead"
         case .timeout: "timed out: the plugin (TIMEOUT) or the daemon (--timeout); try again"
         case .protocolError: "the daemon's answer was not understood"
         case .noPermission: "permission denied: on the socket, or by the daemon (NOPERM)"

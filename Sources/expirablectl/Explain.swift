@@ -120,6 +120,8 @@ struct Explain: AsyncParsableCommand {
             if jitter.hasSuffix("%") { typed["jitter_percent"] = Double(jitter.dropLast()) ?? NSNull() } else { typed["jitter_ms"] = Int64(jitter) ?? NSNull() }
         }
         for (key, value) in typed { object[key] = value }
+        // A family is named as list and status --json name it, whether asked as NAME or NAME:*.
+        if fields["keyed"] == "yes", let name = fields["name"] { object["name"] = name + ":*" }
         object["calls"] = calls
         object["flights"] = flights
         return object

@@ -170,6 +170,11 @@ struct ConfigurationTests {
     }
 
     static let refusals: [(String, String)] = [
+        // The first ':' of NAME:KEY splits a keyed family's name from the key, and list shows a family as NAME:*.
+        ("[expirable.\"a:b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a:b: a name may not hold ':' or '*': NAME:KEY reads a keyed family's member and NAME:* names the family; rename it, \"a_b\" say"),
+        ("[expirable.\"x*\"]\nplugin = \"file\"\n",
+         "F:1: expirable.x*: a name may not hold ':' or '*': NAME:KEY reads a keyed family's member and NAME:* names the family; rename it, \"x_\" say"),
         ("[expirable.a]\nplugin = \"file\"\ntimeout = \"10\"\n",
          "F:3: expirable.a.timeout: \"10\" has no unit; write \"10s\" or \"10ms\", or the integer 10 for milliseconds"),
         ("[server]\nidle_timeout = \"300\"\n",
@@ -257,7 +262,7 @@ struct ConfigurationTests {
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\n",
          "F:1: cluster.key: is missing; expected a path to a PEM file"),
         ("[cluster]\nnode = \"node a\"\n",
-         "F:2: cluster.node: expected a node name of letters, digits, '-', '_' or '.' (at most 64), got \"node a\""),
+         "F:2: cluster.node: expected a node name of 1 to 64 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit, no '..', got \"node a\""),
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = {}\n",
          "F:4: cluster.peers: expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone"),
         ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\npeers = { b = \"127.0.0.2:7400\" }\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\nheartbeat = \"10ms\"\n",

@@ -178,4 +178,25 @@ struct ControlKeyedFamilyTests {
         // A member is still explained as itself.
         #expect(try daemon.ctl("explain", "fam:a").stdout.hasPrefix("fam:a is valid"))
     }
+
+    @Test("a keyed family is NAME:* in every command: clear 'fam:*' clears it as clear fam does, explain --json names it fam:* as status --json does")
+    func familyNamedAsListed() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        _ = try daemon.redis("GET", "fam:a")
+        #expect(try daemon.ctl("list").stdout.contains("fam:*\n"))
+        let cleared = try daemon.ctl("clear", "fam:*")
+        #expect(cleared.status == 0, "\(cleared.stderr)")
+        #expect(cleared.stdout == "cleared fam:*\n")
+        #expect(try daemon.redis("INFO", "fam").contains("keys:0"), "every key dropped")
+        for name in ["fam", "fam:*"] {
+            let json = try daemon.ctl("explain", name, "--json")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any], "\(json.stderr)")
+            #expect(object["name"] as? String == "fam:*", "explain \(name) --json")
+        }
+        // A member keeps its own name.
+        _ = try daemon.redis("GET", "fam:a")
+        let member = try daemon.ctl("explain", "fam:a", "--json")
+        #expect((try JSONSerialization.jsonObject(with: Data(member.stdout.utf8)) as? [String: Any])?["name"] as? String == "fam:a")
+    }
 }

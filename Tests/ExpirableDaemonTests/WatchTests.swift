@@ -112,6 +112,49 @@ struct WatchTests {
         #expect(result.stderr == "expirablectl: UNAVAILABLE no socket \(socket): is expirabled running, and is that its server.socket?\n")
     }
 
+    @Test("a name a reload removes: its subscribers get Redis's unsubscribe message for it, and watch ends with NOTFOUND, 66")
+    func removedByReload() throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + ServingTests.counter("other", count: "other"))
+        defer { daemon.remove() }
+        let watch = try RunningTool([try TestPaths.product("expirablectl").path, "watch", "token", "--socket", daemon.socket])
+        #expect(try Self.firstLine(of: watch, rotating: daemon)?.hasPrefix("token-") == true, "subscribed")
+        // A plain Redis subscriber (what redis-cli SUBSCRIBE sees), to the removed name and to one that stays.
+        let raw = try RawConnection(daemon.socket)
+        #expect(raw.roundTrip("*3\r\n$9\r\nSUBSCRIBE\r\n$5\r\ntoken\r\n$5\r\nother\r\n", expecting: 2)
+            == "*3\r\n$9\r\nsubscribe\r\n$5\r\ntoken\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$5\r\nother\r\n:2\r\n")
+        try ReloadTests.rewrite(daemon, ServingTests.counter("other", count: "other"))
+        #expect(try daemon.redis("RELOAD").contains("removed: token"))
+        #expect(raw.receive(replies: 1) == "*3\r\n$11\r\nunsubscribe\r\n$5\r\ntoken\r\n:1\r\n", "told, with the count left")
+        let ended = watch.finish(within: 20)
+        #expect(ended.status == 66, "\(ended.stderr)")
+        #expect(ended.stderr.hasPrefix("expirablectl: NOTFOUND no expirable named 'token' is configured"), "\(ended.stderr)")
+        // The name that stays is still watched on that connection.
+        _ = try daemon.redis("GET", "other")
+        #expect(raw.receive(replies: 1) == "*3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$7\r\nother-1\r\n")
+    }
+
+    @Test("watch with several names refuses a value holding a newline (65, pointing at --json) rather than print a line that reads as another name's")
+    func newlineCannotForgeALine() throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + """
+            [expirable.nl]
+            plugin = "command"
+            scope = "local"
+            [expirable.nl.params]
+            shell = "printf 'x\\ntoken forged'"
+            trim = false
+            ttl = "1h"
+
+            """)
+        defer { daemon.remove() }
+        let watch = try RunningTool([try TestPaths.product("expirablectl").path, "watch", "nl", "token", "--socket", daemon.socket])
+        #expect(try Self.firstLine(of: watch, rotating: daemon)?.hasPrefix("token token-") == true, "subscribed")
+        _ = try daemon.redis("GET", "nl")
+        let ended = watch.finish(within: 20)
+        #expect(ended.status == 65, "\(ended.stderr)")
+        #expect(ended.stderr == "expirablectl: the value of nl holds a newline or carriage return, which would end its NAME VALUE line early; watch --json carries it on one line\n")
+        #expect(watch.nextLine(within: 1) == nil, "nothing of it was printed")
+    }
+
     /// Runs `body` while clearing and fetching `token` every 100 ms, so a subscriber whose subscription is
     /// not known to be in place yet still sees a new value; gives up after 30 s.
     static func whileRotating<T: Sendable>(_ daemon: DaemonProcess, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
