@@ -273,6 +273,9 @@ struct ClusterState {
         let local: any Fetcher
         let request: FetchRequest
         let timeout: Duration
+        /// 1 for a caller's first attempt, then 2… after refusals as not newer; `firstSentAt` is the first's.
+        let ordinal: Int
+        let firstSentAt: UInt64
         let completion: @Sendable (FetchOutcome) -> Void
     }
     var grants: LeaseGrants

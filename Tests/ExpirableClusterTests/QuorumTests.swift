@@ -109,6 +109,37 @@ struct QuorumTests {
         #expect(Self.calls(in: log).isEmpty)
     }
 
+    @Test("the owner restarted while the others took leases: its first fetch learns the newer lease number from the refusals and asks again, not 'no quorum'")
+    func restartedOwnerCatchesUpOnLeaseNumbers() throws {
+        let shared = try TemporaryDirectory("quorum")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        let cluster = try TestCluster(expirables: Self.recorder(log), testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        var first = ""
+        #expect(try TestCluster.eventually(seconds: 15) { first = try cluster["node-a"].redis("GET", "token"); return first.hasPrefix("rec-") }, "\(first)")
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        cluster[owner].kill9()
+        #expect(TestCluster.eventually { cluster.live(others[0]) == Set(others) })
+        // The other two take leases with higher and higher numbers while the owner is away.
+        for round in 0..<4 {
+            #expect(try cluster[others[0]].redis("CLEAR", "token") == "OK")
+            // The last node started may still be in its quiet time (it grants no lease for the longest one).
+            var value = ""
+            #expect(try TestCluster.eventually(seconds: 10) { value = try cluster[others[round % 2]].redis("GET", "token"); return value.hasPrefix("rec-") },
+                    "the majority calls: \(value)")
+        }
+        try cluster[owner].start()
+        try cluster.waitUntilLinked()
+        #expect(try cluster.owner(on: owner) == owner)
+        #expect(try cluster[owner].redis("CLEAR", "token") == "OK")
+        // Its lease numbers start again from 1: the others refuse them as not newer, and name their newest.
+        let value = try cluster[owner].redis("GET", "token")
+        #expect(value.hasPrefix("rec-"), "the first fetch on a healthy cluster gets a value: \(value)")
+        #expect(try cluster[others[1]].redis("GET", "token") == value)
+    }
+
     @Test("INFO of an expirable without quorum names the setting's value: single_flight is \"available\"")
     func leaseLineNamesTheSetting() throws {
         let cluster = try TestCluster(2, expirables: counters())
