@@ -300,8 +300,15 @@ extension ByteBuffer {
         writeShortString(number.node)
     }
 
+    /// A round beyond `LeaseNumber.maxRound` is refused (the link is closed as for any malformed frame): no node
+    /// gets there by asking, and one such number would spread through the answers and stop every node's leases.
     private mutating func readLeaseBody() throws(PeerError) -> LeaseNumber {
-        LeaseNumber(round: try readChecked(UInt64.self), node: try readShortString())
+        let round = try readChecked(UInt64.self)
+        let node = try readShortString()
+        guard round <= LeaseNumber.maxRound else {
+            throw PeerError.malformedFrame("lease number \(round)@\(node) is beyond the largest round a node can reach (\(LeaseNumber.maxRound)); the sender is broken or forged")
+        }
+        return LeaseNumber(round: round, node: node)
     }
 
     /// A lease answer's refusal: a code byte (0: granted, none) and the code's numbers. Durations are whole
