@@ -8,7 +8,7 @@ extension Cluster {
         noticePause()
         state.withLock { $0.peers[peer]?.lastHeard = clock.monotonicNanos }
         switch message {
-        case .hello(_, _, let digests):
+        case .hello(_, _, _, let digests):
             compare(digests, from: peer)
             leaseGreetingBegan(from: peer)
         case .heartbeat(let wall, let echo, let hold):
@@ -30,6 +30,8 @@ extension Cluster {
             leaseUnderWay(name, number: number, from: peer)
         case .leaseRelease(let name, let number):
             leaseReleased(name, number: number)
+        case .linkRefused:
+            break  // only ever sent on a link the refusing node accepted, which is one this node dialed
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
             let error: ExpirableError = code == ExpirableError.Code.timeout.rawValue
                 ? .timeout(message)

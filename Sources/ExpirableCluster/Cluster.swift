@@ -26,6 +26,9 @@ public final class Cluster: Service, Replicator, Sendable {
     let admission = Mutex(Admission())
     /// Refused connections counted for the log (`Cluster+Refusals.swift`).
     let refusals = Mutex(Refusals())
+    /// Drawn when the daemon starts, sent in every hello: a peer tells a second daemon with this node's name
+    /// from this one redialing.
+    let incarnation = UInt64.random(in: 1...UInt64.max)
 
     /// Every buffer of a peer link comes from it (TLS plaintext, frames being read and written). Values cross
     /// the links in plain bytes inside TLS; the daemon passes an allocator that zeroes memory as it frees it.
@@ -192,7 +195,7 @@ public final class Cluster: Service, Replicator, Sendable {
     /// so a node that (re)starts learns the cluster's state without calling any plugin, then a heartbeat,
     /// which tells the peer the greeting is complete (it ends the peer's wait to join, SPEC §4.11).
     func greeting() -> [ClusterMessage] {
-        var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
+        var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, incarnation: incarnation, expirables: options.digests)]
         messages += everyChange()
         // After the states: which of this node's leases are not over (the peer takes the others for over).
         messages += leasesUnderWay()
@@ -215,8 +218,9 @@ struct ClusterState {
         var lastAcked: UInt64 = 0
         /// The peer's greeting has arrived on `inbound` (the heartbeat after its values).
         var greeted = false
-        /// The link the peer dialed, once its hello arrived.
+        /// The link the peer dialed, once its hello arrived, and the incarnation that hello named.
         var inbound: (any Channel)?
+        var incarnation: UInt64 = 0
         /// A queue on `inbound`, for changes while `outbound` does not deliver (SPEC §4.14).
         var reverse: LinkSender?
         /// Changes go on `reverse`, which has been sent everything this node holds.

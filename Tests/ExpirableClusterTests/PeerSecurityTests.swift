@@ -71,6 +71,37 @@ struct PeerSecurityTests {
         #expect(try TestCluster.eventually { try cluster["node-a"].redis("TTL", "token") != "-2" })
     }
 
+    @Test("a second daemon with node-b's name and certificate: node-a keeps the established link, says why in a warning naming both addresses, and the duplicate is told")
+    func duplicateNodeName() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        // A copy of node-b's configuration on another address: a cloned machine, or a second daemon started by
+        // mistake.
+        let original = try String(contentsOfFile: cluster["node-b"].configPath, encoding: .utf8)
+        let lines = original.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let start = try #require(lines.firstIndex(of: "[cluster]"))
+        var table: [String] = []
+        for line in lines[start...] {
+            if line.hasPrefix("[") && line != "[cluster]" { break }
+            table.append(line.hasPrefix("listen = ") ? "listen = \"127.0.0.9:\(try freePort(on: "127.0.0.9"))\"" : line)
+        }
+        let duplicate = try DaemonProcess(expirables: counters()("node-b"), cluster: table.joined(separator: "\n"))
+        defer { duplicate.remove() }
+        let deadBefore = cluster["node-b"].log.components(separatedBy: "peer dead").count
+        // The duplicate dials node-a every heartbeat for a while.
+        #expect(TestCluster.eventually { cluster["node-a"].log.contains("is linked from") })
+        let warning = cluster["node-a"].log.split(separator: "\n").first { $0.contains("is linked from") }.map(String.init) ?? ""
+        #expect(warning.contains(" warning ") && warning.contains("node-b") && warning.contains("Two daemons"), "\(warning)")
+        usleep(3_000_000)
+        #expect(cluster["node-b"].log.components(separatedBy: "peer dead").count == deadBefore, "the real node-b's links do not flap: \(cluster["node-b"].log.split(separator: "\n").suffix(6))")
+        #expect(cluster.live("node-a") == Set(cluster.names))
+        #expect(cluster.live("node-b") == Set(cluster.names))
+        let view = try duplicate.redis("CLUSTER")
+        #expect(view.contains("another daemon named node-b"), "the duplicate shows why node-a refuses it: \(view)")
+        let refusals = cluster["node-a"].log.split(separator: "\n").filter { $0.contains("is linked from") && $0.contains(" warning ") }
+        #expect(refusals.count == 1, "one warning, then a count: \(refusals)")
+    }
+
     @Test("peers whose configurations disagree on a cluster-scoped expirable are reported")
     func configurationDisagreement() throws {
         let cluster = try TestCluster(expirables: { node in
