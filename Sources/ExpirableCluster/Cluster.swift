@@ -26,6 +26,8 @@ public final class Cluster: Service, Replicator, Sendable {
     let admission = Mutex(Admission())
     /// Refused connections counted for the log (`Cluster+Refusals.swift`).
     let refusals = Mutex(Refusals())
+    /// `options.digests` by name.
+    let digestsByName: [String: ExpirableDigest]
     /// Drawn when the daemon starts, sent in every hello: a peer tells a second daemon with this node's name
     /// from this one redialing.
     let incarnation = UInt64.random(in: 1...UInt64.max)
@@ -37,6 +39,7 @@ public final class Cluster: Service, Replicator, Sendable {
     public init(options: ClusterOptions, tls: TLSContext, logger: Logger, clock: any EngineClock,
                 allocator: ByteBufferAllocator = ByteBufferAllocator(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.options = options
+        digestsByName = Dictionary(options.digests.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.allocator = allocator
         self.clock = clock
         self.tls = tls
@@ -70,9 +73,32 @@ public final class Cluster: Service, Replicator, Sendable {
         return ([options.node] + state.withLock { s in s.peers.values.filter { $0.isAlive(now: now, deadAfter: options.deadAfter) }.map(\.peer.name) }).sorted()
     }
 
-    /// The live node that owns `name`.
+    /// The live node that owns `name`: among the live nodes whose hello lists its expirable (for a keyed
+    /// family's member NAME:KEY, the family) as cluster-scoped and, like here, keyed or plain (SPEC §4). A node
+    /// without it could only answer a forwarded fetch with "no such expirable": during a rolling restart that
+    /// adds one, the nodes that have it own it among themselves.
     public func owner(of name: String) -> String {
-        Ownership.owner(of: name, among: liveNodes()) ?? options.node
+        Ownership.owner(of: name, among: owners(for: name)) ?? options.node
+    }
+
+    /// The live nodes, this one included, that may own `name` (`owner(of:)`), sorted.
+    func owners(for name: String) -> [String] {
+        guard let mine = digest(covering: name) else { return liveNodes() }
+        let now = clock.monotonicNanos
+        return ([options.node] + state.withLock { s in
+            s.peers.values.filter { $0.isAlive(now: now, deadAfter: options.deadAfter) && $0.digests[mine.name]?.keyed == mine.keyed }.map(\.peer.name)
+        }).sorted()
+    }
+
+    /// This node's digest of `name`'s expirable: `name` itself, or the keyed family NAME of a member NAME:KEY.
+    func digest(covering name: String) -> ExpirableDigest? {
+        if let digest = digestsByName[name] { return digest }
+        var index = name.startIndex
+        while let colon = name[index...].firstIndex(of: ":") {
+            if let digest = digestsByName[String(name[..<colon])], digest.keyed { return digest }
+            index = name.index(after: colon)
+        }
+        return nil
     }
 
     /// Whether this node owns `name` now.
@@ -230,6 +256,8 @@ struct ClusterState {
         var certificate: String?
         var tls: String?
         var disagreements: [String] = []
+        /// The peer's cluster-scoped expirables, from its last hello: it may own only those (`owner(of:)`).
+        var digests: [String: ExpirableDigest] = [:]
         var lastError: String?
         /// Whether the last membership report said alive, to log changes once.
         var reportedAlive = false
