@@ -54,8 +54,7 @@ extension Cluster {
     public func figures(names: [String]) -> ClusterFigures {
         let members = members()
         let (counters, held) = state.withLock { ($0.counters, Set($0.held.keys)) }
-        let live = liveNodes()
-        let owned = Set(names.filter { Ownership.owner(of: $0, among: live) == options.node })
+        let owned = Set(names.filter { owner(of: $0) == options.node })
         return ClusterFigures(
             node: options.node,
             peers: members.filter { $0.state != .this }.map { member in

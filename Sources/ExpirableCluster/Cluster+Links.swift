@@ -53,11 +53,12 @@ extension Cluster {
         // Queued before the link is published, so the greeting comes first and hello before everything.
         for message in greeting() { sender.send(message) }
         let now = clock.monotonicNanos
+        // The last error stays until the peer acknowledges a heartbeat on this link (`acknowledged`): a peer that
+        // refuses the link after TLS (a `linkRefused` frame) is logged once, not at every redial.
         state.withLock { s in
             s.peers[name]?.outbound = channel
             s.peers[name]?.sender = sender
             s.peers[name]?.lastAcked = now
-            s.peers[name]?.lastError = nil
         }
         logger.info("linked to peer", metadata: ["peer": "\(name)"])
         reportMembership()
@@ -78,10 +79,11 @@ extension Cluster {
 
     /// A peer's link to us said hello. Without a link of ours to it, it is dialed at once rather than at the
     /// next retry: a peer that (re)starts is waiting for this node's greeting to join (SPEC §4.11).
-    func inboundReady(_ name: String, channel: any Channel, tls: String, reverse: LinkSender) {
+    func inboundReady(_ name: String, channel: any Channel, tls: String, incarnation: UInt64 = 0, reverse: LinkSender) {
         let (previous, dialBack): ((any Channel)?, Bool) = state.withLock { s in
             let previous = s.peers[name]?.inbound
             s.peers[name]?.inbound = channel
+            s.peers[name]?.incarnation = incarnation
             s.peers[name]?.reverse = reverse
             s.peers[name]?.reverseActive = false
             s.peers[name]?.greeted = false
@@ -99,8 +101,45 @@ extension Cluster {
     func acknowledged(_ peer: String, channel: any Channel) {
         let now = clock.monotonicNanos
         state.withLock { s in
-            if let current = s.peers[peer]?.outbound, current === channel { s.peers[peer]?.lastAcked = now }
+            if let current = s.peers[peer]?.outbound, current === channel {
+                s.peers[peer]?.lastAcked = now
+                s.peers[peer]?.lastError = nil
+            }
         }
+    }
+
+    /// A hello on a new link from `name` (its certificate verified), naming `incarnation`: the address of the
+    /// link already established from another daemon with that name, if that link is open and the peer was heard
+    /// on it within the dead time. Two daemons with one name would otherwise take the link from each other at
+    /// every redial, and the real node would flap dead and alive with nothing saying why. A daemon that restarted
+    /// has a new incarnation too, but its old link closed with the process, or has gone silent.
+    func duplicateInbound(_ name: String, incarnation: UInt64, channel: any Channel) -> String? {
+        let now = clock.monotonicNanos
+        let established: (any Channel)? = state.withLock { s in
+            guard let record = s.peers[name], let inbound = record.inbound, inbound !== channel, record.incarnation != incarnation,
+                  now - min(now, record.lastHeard) < UInt64(options.deadAfter.nanoseconds) else { return nil }
+            return inbound
+        }
+        guard let established, established.isActive else { return nil }
+        return Cluster.address(of: established)
+    }
+
+    /// "host:port" of the far end of `channel`.
+    static func address(of channel: any Channel) -> String {
+        guard let remote = channel.remoteAddress else { return "an unknown address" }
+        guard let ip = remote.ipAddress, let port = remote.port else { return "\(remote)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+
+    /// `peer` refused the link this node dialed, and said why (a `linkRefused` frame): shown in `cluster` and
+    /// logged once for each new reason, not at every redial.
+    func refusedByPeer(_ peer: String, _ refusal: LinkRefusal) {
+        let reason = refusal.text(node: options.node, peer: peer)
+        let changed: Bool = state.withLock { s in
+            defer { s.peers[peer]?.lastError = reason }
+            return s.peers[peer]?.lastError != reason
+        }
+        if changed { logger.error("peer refuses this node's link", metadata: ["peer": "\(peer)", "reason": "\(reason)"]) }
     }
 
     func inboundLost(_ name: String, channel: any Channel) {
@@ -187,6 +226,8 @@ final class OutboundLink: ChannelInboundHandler {
             cluster.acknowledged(peer, channel: context.channel)
         case .value, .clear, .state, .leaseRelease:
             cluster.receivedReverse(message, from: peer)
+        case .linkRefused(let refusal):
+            cluster.refusedByPeer(peer, refusal)  // the peer closes the link next
         default:
             errorCaught(context: context, error: PeerError.unexpectedFrame(kind: message.kind, link: "a link this node dialed"))
         }
@@ -274,17 +315,26 @@ final class InboundLink: ChannelInboundHandler {
         case .linked(let linked, _):
             peer = linked
         case .verified(let verified, let tls):
+            let incarnation: UInt64
             do {
-                try checkHello(message, peer: verified)
+                incarnation = try checkHello(message, peer: verified)
             } catch {
                 return errorCaught(context: context, error: error)
+            }
+            if let established = cluster.duplicateInbound(verified, incarnation: incarnation, channel: context.channel) {
+                // The established link is kept; the newcomer is told why before it is closed.
+                context.writeAndFlush(wrapOutboundOut(.linkRefused(.duplicateNode(established: established))), promise: nil)
+                let error = PeerError.duplicateNode(node: verified, from: Cluster.address(of: context.channel), established: established)
+                cluster.refusedVerified(verified, from: context.channel.remoteAddress?.ipAddress ?? "unknown", reason: "\(error)")
+                context.close(promise: nil)
+                return
             }
             let reverse = LinkSender(channel: context.channel)
             state = .linked(peer: verified, reverse: reverse)
             handshakeDeadline?.cancel()
             handshakeDeadline = nil
             cluster.releaseUnauthenticated()
-            cluster.inboundReady(verified, channel: context.channel, tls: tls, reverse: reverse)
+            cluster.inboundReady(verified, channel: context.channel, tls: tls, incarnation: incarnation, reverse: reverse)
             peer = verified
         case .handshaking, .closed:
             return
@@ -296,10 +346,12 @@ final class InboundLink: ChannelInboundHandler {
         cluster.received(message, from: peer)
     }
 
-    private func checkHello(_ message: ClusterMessage, peer: String) throws(PeerError) {
-        guard case .hello(let node, let version, _) = message else { throw .notHello }
+    /// The hello's incarnation, once it confirms the certificate and speaks this node's protocol.
+    private func checkHello(_ message: ClusterMessage, peer: String) throws(PeerError) -> UInt64 {
+        guard case .hello(let node, let version, let incarnation, _) = message else { throw .notHello }
         guard node == peer else { throw .wrongNode(claimed: node, verified: peer) }
         guard version == ClusterMessage.protocolVersion else { throw .badVersion(theirs: version, ours: ClusterMessage.protocolVersion) }
+        return incarnation
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -18,8 +18,15 @@ extension Cluster {
     /// How long to wait for a majority's answers before giving up: a few heartbeats, at least 1 s.
     var leaseAnswerWait: Duration { max(options.heartbeat * 4, .seconds(1)) }
 
+    /// How many attempts one caller's fetch makes when its lease numbers are refused as not newer (the node
+    /// restarted, or was away while others took leases): the refusals name the newest number, so the next
+    /// attempt is past it. Only within `leaseAnswerWait` of the first: a caller waits no longer than for one.
+    static let leaseAttemptsPerFetch = 3
+
     /// Calls `local` for `name` under a lease, or fails its caller without calling when no majority grants one.
-    func callUnderLease(_ name: String, local: any Fetcher, request: FetchRequest, timeout: Duration, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+    /// `attempt` and `firstSentAt` are for the attempts after a refusal as not newer (`retryable`).
+    func callUnderLease(_ name: String, local: any Fetcher, request: FetchRequest, timeout: Duration, attempt ordinal: Int = 1,
+                        firstSentAt: UInt64? = nil, completion: @escaping @Sendable (FetchOutcome) -> Void) {
         let duration = Cluster.leaseDuration(forTimeout: timeout)
         let now = clock.monotonicNanos
         let voters = options.peers.count + 1
@@ -35,7 +42,8 @@ extension Cluster {
             case .refused(let refusal): attempt.refusal(from: options.node, refusal)
             }
             attempt.learn(from: options.node, unfinished: s.grants.unfinished(name, besides: number), stateVersion: stateVersion)
-            s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, request: request, timeout: timeout, completion: completion)
+            s.leases[name] = ClusterState.PendingLease(attempt: attempt, local: local, request: request, timeout: timeout, ordinal: ordinal,
+                                                       firstSentAt: firstSentAt ?? now, completion: completion)
             s.underWay[name] = number
             return number
         }
@@ -67,6 +75,7 @@ extension Cluster {
                      unfinished: LeaseNumber?, stateVersion: Version?, from peer: String) {
         state.withLock { s in
             if let newest { s.grants.observe(name, number: newest) }
+            if case .notNewer(let seen)? = refusal { s.grants.observe(name, number: seen) }
             guard s.leases[name]?.attempt.number == number else { return }
             if let refusal { s.leases[name]!.attempt.refusal(from: peer, refusal) } else { s.leases[name]!.attempt.grant(from: peer) }
             s.leases[name]!.attempt.learn(from: peer, unfinished: unfinished, stateVersion: stateVersion)
@@ -131,6 +140,14 @@ extension Cluster {
         switch outcome {
         case .lost(let reasons):
             release(name, number)
+            if retryable(pending, reasons: reasons, now: now) {
+                // The refusals named a newer number (now observed): the next proposal is past it.
+                logger.info("lease refused as not newer than one the others saw; asking again with a newer number", metadata: [
+                    "expirable": "\(name)", "lease": "\(number)", "attempt": "\(pending.ordinal + 1)",
+                ])
+                return callUnderLease(name, local: pending.local, request: pending.request, timeout: pending.timeout, attempt: pending.ordinal + 1,
+                                      firstSentAt: pending.firstSentAt, completion: pending.completion)
+            }
             pending.completion(FetchOutcome(result: .failure(.fetch(noQuorum(name, pending.attempt, refusals: reasons).description)), route: .notCalled))
         case .held(let until):
             // The call must end (its timeout kills a helper) before the lease does, on this node's clock.
@@ -171,6 +188,19 @@ extension Cluster {
                 release(name, number)
             }
         }
+    }
+
+    /// Whether a lost attempt is worth another at once: some nodes refused its number only as not newer than one
+    /// they saw, and with them, the grants and the nodes alive in this node's view that have not answered yet, a
+    /// majority is possible, so a newer number can win; attempts and time are left.
+    private func retryable(_ pending: ClusterState.PendingLease, reasons: [String: LeaseRefusal], now: UInt64) -> Bool {
+        guard pending.ordinal < Cluster.leaseAttemptsPerFetch,
+              now - min(now, pending.firstSentAt) < UInt64(leaseAnswerWait.nanoseconds) else { return false }
+        let attempt = pending.attempt
+        let notNewer = reasons.values.filter { if case .notNewer = $0 { true } else { false } }.count
+        let all = [options.node] + options.peers.map(\.name)
+        let waiting = all.filter { !attempt.granted.contains($0) && reasons[$0] == nil && !attempt.dead.contains($0) }.count
+        return notNewer > 0 && attempt.granted.count + notNewer + waiting >= LeaseAttempt.majority(of: attempt.voters)
     }
 
     private func release(_ name: String, _ number: LeaseNumber) {

@@ -8,7 +8,7 @@ extension Cluster {
         noticePause()
         state.withLock { $0.peers[peer]?.lastHeard = clock.monotonicNanos }
         switch message {
-        case .hello(_, _, let digests):
+        case .hello(_, _, _, let digests):
             compare(digests, from: peer)
             leaseGreetingBegan(from: peer)
         case .heartbeat(let wall, let echo, let hold):
@@ -30,6 +30,8 @@ extension Cluster {
             leaseUnderWay(name, number: number, from: peer)
         case .leaseRelease(let name, let number):
             leaseReleased(name, number: number)
+        case .linkRefused:
+            break  // only ever sent on a link the refusing node accepted, which is one this node dialed
         case .fetchFailed(let id, let code, let message, let permanent, let retryAfter):
             let error: ExpirableError = code == ExpirableError.Code.timeout.rawValue
                 ? .timeout(message)
@@ -86,24 +88,35 @@ extension Cluster {
         state.withLock { $0.hlc.observe(version.time) }
     }
 
-    /// Reports cluster-scoped expirables that `peer` configures differently (plugin or refresh).
+    /// Remembers `peer`'s cluster-scoped expirables (they decide which nodes may own a name) and reports those
+    /// configured differently here and there, both sides named: plugin, refresh, single_flight, keyed, and the
+    /// expirables only one of the two has as cluster-scoped.
     private func compare(_ theirs: [ExpirableDigest], from peer: String) {
-        let mine = Dictionary(uniqueKeysWithValues: options.digests.map { ($0.name, $0) })
+        let mine = digestsByName
+        let theirsByName = Dictionary(theirs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var disagreements: [String] = []
-        for digest in theirs {
-            guard let local = mine[digest.name] else { continue }
-            if local.plugin != digest.plugin {
-                disagreements.append("\(digest.name): plugin \(local.plugin) here, \(digest.plugin) on \(peer)")
-            }
-            if local.refresh != digest.refresh {
-                disagreements.append("\(digest.name): refresh \(local.refresh) here, \(digest.refresh) on \(peer)")
+        for name in Set(mine.keys).union(theirsByName.keys).sorted() {
+            switch (mine[name], theirsByName[name]) {
+            case (let here?, let there?):
+                let differences = [
+                    ("plugin", here.plugin, there.plugin), ("refresh", here.refresh, there.refresh),
+                    ("single_flight", here.singleFlight, there.singleFlight), ("keyed", "\(here.keyed)", "\(there.keyed)"),
+                ].filter { $0.1 != $0.2 }
+                guard !differences.isEmpty else { continue }
+                let text = "\(name): here \(differences.map { "\($0.0)=\($0.1)" }.joined(separator: ", ")); on \(peer) \(differences.map { "\($0.0)=\($0.2)" }.joined(separator: ", "))"
+                disagreements.append(text + (here.keyed != there.keyed ? " (keyed and plain are owned apart, each among the nodes that define it so)" : ""))
+            case (.some, nil):
+                disagreements.append("\(name): here cluster-scoped; on \(peer) not configured as cluster-scoped (owned among the nodes that have it)")
+            case (nil, .some):
+                disagreements.append("\(name): here not configured as cluster-scoped; on \(peer) cluster-scoped")
+            case (nil, nil):
+                break
             }
         }
-        let theirNames = Set(theirs.map(\.name))
-        for name in mine.keys.sorted() where !theirNames.contains(name) {
-            disagreements.append("\(name): cluster-scoped here, not configured as cluster-scoped on \(peer)")
+        state.withLock { s in
+            s.peers[peer]?.disagreements = disagreements
+            s.peers[peer]?.digests = theirsByName
         }
-        state.withLock { $0.peers[peer]?.disagreements = disagreements }
         for disagreement in disagreements {
             logger.error("peer configuration disagrees", metadata: ["peer": "\(peer)", "difference": "\(disagreement)"])
         }

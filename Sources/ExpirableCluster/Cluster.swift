@@ -26,6 +26,11 @@ public final class Cluster: Service, Replicator, Sendable {
     let admission = Mutex(Admission())
     /// Refused connections counted for the log (`Cluster+Refusals.swift`).
     let refusals = Mutex(Refusals())
+    /// `options.digests` by name.
+    let digestsByName: [String: ExpirableDigest]
+    /// Drawn when the daemon starts, sent in every hello: a peer tells a second daemon with this node's name
+    /// from this one redialing.
+    let incarnation = UInt64.random(in: 1...UInt64.max)
 
     /// Every buffer of a peer link comes from it (TLS plaintext, frames being read and written). Values cross
     /// the links in plain bytes inside TLS; the daemon passes an allocator that zeroes memory as it frees it.
@@ -34,6 +39,7 @@ public final class Cluster: Service, Replicator, Sendable {
     public init(options: ClusterOptions, tls: TLSContext, logger: Logger, clock: any EngineClock,
                 allocator: ByteBufferAllocator = ByteBufferAllocator(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.options = options
+        digestsByName = Dictionary(options.digests.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.allocator = allocator
         self.clock = clock
         self.tls = tls
@@ -67,9 +73,32 @@ public final class Cluster: Service, Replicator, Sendable {
         return ([options.node] + state.withLock { s in s.peers.values.filter { $0.isAlive(now: now, deadAfter: options.deadAfter) }.map(\.peer.name) }).sorted()
     }
 
-    /// The live node that owns `name`.
+    /// The live node that owns `name`: among the live nodes whose hello lists its expirable (for a keyed
+    /// family's member NAME:KEY, the family) as cluster-scoped and, like here, keyed or plain (SPEC §4). A node
+    /// without it could only answer a forwarded fetch with "no such expirable": during a rolling restart that
+    /// adds one, the nodes that have it own it among themselves.
     public func owner(of name: String) -> String {
-        Ownership.owner(of: name, among: liveNodes()) ?? options.node
+        Ownership.owner(of: name, among: owners(for: name)) ?? options.node
+    }
+
+    /// The live nodes, this one included, that may own `name` (`owner(of:)`), sorted.
+    func owners(for name: String) -> [String] {
+        guard let mine = digest(covering: name) else { return liveNodes() }
+        let now = clock.monotonicNanos
+        return ([options.node] + state.withLock { s in
+            s.peers.values.filter { $0.isAlive(now: now, deadAfter: options.deadAfter) && $0.digests[mine.name]?.keyed == mine.keyed }.map(\.peer.name)
+        }).sorted()
+    }
+
+    /// This node's digest of `name`'s expirable: `name` itself, or the keyed family NAME of a member NAME:KEY.
+    func digest(covering name: String) -> ExpirableDigest? {
+        if let digest = digestsByName[name] { return digest }
+        var index = name.startIndex
+        while let colon = name[index...].firstIndex(of: ":") {
+            if let digest = digestsByName[String(name[..<colon])], digest.keyed { return digest }
+            index = name.index(after: colon)
+        }
+        return nil
     }
 
     /// Whether this node owns `name` now.
@@ -192,7 +221,7 @@ public final class Cluster: Service, Replicator, Sendable {
     /// so a node that (re)starts learns the cluster's state without calling any plugin, then a heartbeat,
     /// which tells the peer the greeting is complete (it ends the peer's wait to join, SPEC §4.11).
     func greeting() -> [ClusterMessage] {
-        var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, expirables: options.digests)]
+        var messages: [ClusterMessage] = [.hello(node: options.node, protocolVersion: ClusterMessage.protocolVersion, incarnation: incarnation, expirables: options.digests)]
         messages += everyChange()
         // After the states: which of this node's leases are not over (the peer takes the others for over).
         messages += leasesUnderWay()
@@ -215,8 +244,9 @@ struct ClusterState {
         var lastAcked: UInt64 = 0
         /// The peer's greeting has arrived on `inbound` (the heartbeat after its values).
         var greeted = false
-        /// The link the peer dialed, once its hello arrived.
+        /// The link the peer dialed, once its hello arrived, and the incarnation that hello named.
         var inbound: (any Channel)?
+        var incarnation: UInt64 = 0
         /// A queue on `inbound`, for changes while `outbound` does not deliver (SPEC §4.14).
         var reverse: LinkSender?
         /// Changes go on `reverse`, which has been sent everything this node holds.
@@ -226,6 +256,8 @@ struct ClusterState {
         var certificate: String?
         var tls: String?
         var disagreements: [String] = []
+        /// The peer's cluster-scoped expirables, from its last hello: it may own only those (`owner(of:)`).
+        var digests: [String: ExpirableDigest] = [:]
         var lastError: String?
         /// Whether the last membership report said alive, to log changes once.
         var reportedAlive = false
@@ -273,6 +305,9 @@ struct ClusterState {
         let local: any Fetcher
         let request: FetchRequest
         let timeout: Duration
+        /// 1 for a caller's first attempt, then 2… after refusals as not newer; `firstSentAt` is the first's.
+        let ordinal: Int
+        let firstSentAt: UInt64
         let completion: @Sendable (FetchOutcome) -> Void
     }
     var grants: LeaseGrants

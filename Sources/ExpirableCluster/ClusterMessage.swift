@@ -7,11 +7,39 @@ public struct ExpirableDigest: Sendable, Hashable {
     public let plugin: String
     /// "lazy", or "eager:<before_expiry ms>".
     public let refresh: String
+    /// "available" or "quorum".
+    public let singleFlight: String
+    /// A keyed family (NAME:KEY) rather than one value.
+    public let keyed: Bool
 
-    public init(name: String, plugin: String, refresh: String) {
+    public init(name: String, plugin: String, refresh: String, singleFlight: String = "available", keyed: Bool = false) {
         self.name = name
         self.plugin = plugin
         self.refresh = refresh
+        self.singleFlight = singleFlight
+        self.keyed = keyed
+    }
+}
+
+/// Why a node does not take a link a peer dialed (the `linkRefused` frame). A code on the wire; the words are made
+/// where they are shown, on the node that dialed (`text`).
+enum LinkRefusal: Sendable, Hashable {
+    /// Another connection that says it is the dialing node is linked and alive, from `established` (an address),
+    /// with another incarnation: two daemons run with one node name.
+    case duplicateNode(established: String)
+    /// The dialer's certificate names no configured peer of the refusing node.
+    case notAPeer
+
+    /// In words, on `node`, which dialed `peer`, which refused.
+    func text(node: String, peer: String) -> String {
+        switch self {
+        case .duplicateNode(let established):
+            "\(peer) refuses this link: another daemon named \(node) is linked to it from \(established). Two daemons run with node = \"\(node)\" "
+                + "(a cloned machine or configuration?); stop the one that should not run"
+        case .notAPeer:
+            "\(peer) refuses this node: \(node) is not among the peers of its [cluster] configuration; add \(node) to \(peer)'s peers, "
+                + "or remove \(peer) from this node's"
+        }
     }
 }
 
@@ -19,7 +47,9 @@ public struct ExpirableDigest: Sendable, Hashable {
 /// dialed and receives on the connections it accepted.
 enum ClusterMessage: Sendable, Equatable {
     /// First on every link: who is speaking, and how its cluster-scoped expirables are configured.
-    case hello(node: String, protocolVersion: UInt16, expirables: [ExpirableDigest])
+    /// `incarnation` is drawn at random when the daemon starts: two connections that claim one node name with
+    /// different incarnations come from two daemons (a restart's old link closes before its new one says hello).
+    case hello(node: String, protocolVersion: UInt16, incarnation: UInt64 = 0, expirables: [ExpirableDigest])
     /// The sender's wall clock (ms), the wall time of the last heartbeat it received from the receiver (0: none)
     /// and how long ago that one arrived (ms): one NTP round trip for the receiver's clock offsets (§4.15).
     case heartbeat(wallMillis: Int64, echoMillis: Int64, holdMillis: Int64)
@@ -57,6 +87,9 @@ enum ClusterMessage: Sendable, Equatable {
     /// In a greeting, after the states: the sender's attempt or call under `number` is not over yet (its
     /// release follows). A lease of the sender that its greeting does not name is over.
     case leaseUnderWay(name: String, number: LeaseNumber)
+    /// Last on a link this node accepted, before it closes it: why it does not take the link, so the node that
+    /// dialed can show it (it cannot see this node's log).
+    case linkRefused(LinkRefusal)
 
     /// 2: `fetched` carries the stale mark, `fetchFailed` the error's class and retry-after (ABI 1.1), `value`
     /// its lease, and the lease frames exist.
@@ -68,7 +101,9 @@ enum ClusterMessage: Sendable, Equatable {
     /// link to this node does not deliver (a one-way cut, §4.14).
     /// 7: lease requests and answers carry state versions and unfinished leases, and `leaseUnderWay` exists.
     /// 8: a lease answer's refusal is a code and its numbers (`LeaseRefusal`), no longer a sentence.
-    static let protocolVersion: UInt16 = 8
+    /// 9: hello carries the daemon's incarnation, and each expirable's single_flight and keyed; the
+    /// `linkRefused` frame.
+    static let protocolVersion: UInt16 = 9
 
     /// The frame's kind, for errors.
     var kind: String {
@@ -85,6 +120,7 @@ enum ClusterMessage: Sendable, Equatable {
         case .leaseRelease: "lease-release"
         case .state: "state"
         case .leaseUnderWay: "lease-under-way"
+        case .linkRefused: "link-refused"
         }
     }
 }
@@ -97,22 +133,34 @@ enum ClusterFrame {
     static let maxDigests = 10_000
 
     private enum Kind: UInt8 {
-        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease, state, leaseUnderWay
+        case hello = 1, heartbeat, value, clear, fetch, fetched, fetchFailed, leaseRequest, leaseAnswer, leaseRelease, state, leaseUnderWay, linkRefused
     }
 
     static func encode(_ message: ClusterMessage, into out: inout ByteBuffer) {
         let start = out.writerIndex
         out.writeInteger(UInt32(0))
         switch message {
-        case .hello(let node, let version, let expirables):
+        case .hello(let node, let version, let incarnation, let expirables):
             out.writeInteger(Kind.hello.rawValue)
             out.writeShortString(node)
             out.writeInteger(version)
+            out.writeInteger(incarnation)
             out.writeInteger(UInt32(expirables.count))
             for digest in expirables {
                 out.writeShortString(digest.name)
                 out.writeShortString(digest.plugin)
                 out.writeShortString(digest.refresh)
+                out.writeShortString(digest.singleFlight)
+                out.writeInteger(UInt8(digest.keyed ? 1 : 0))
+            }
+        case .linkRefused(let refusal):
+            out.writeInteger(Kind.linkRefused.rawValue)
+            switch refusal {
+            case .duplicateNode(let established):
+                out.writeInteger(UInt8(1))
+                out.writeShortString(established)
+            case .notAPeer:
+                out.writeInteger(UInt8(2))
             }
         case .heartbeat(let wall, let echo, let hold):
             out.writeInteger(Kind.heartbeat.rawValue)
@@ -203,13 +251,20 @@ enum ClusterFrame {
         case .hello:
             let node = try frame.readShortString()
             let version = try frame.readChecked(UInt16.self)
+            guard version == ClusterMessage.protocolVersion else {
+                // Another version's hello may be laid out differently: what matters is that it is refused, by name.
+                frame.moveReaderIndex(forwardBy: frame.readableBytes)
+                return .hello(node: node, protocolVersion: version, expirables: [])
+            }
+            let incarnation = try frame.readChecked(UInt64.self)
             let count = try frame.readChecked(UInt32.self)
             guard count <= maxDigests else { throw PeerError.malformedFrame("hello lists \(count) expirables") }
             var digests: [ExpirableDigest] = []
             for _ in 0..<count {
-                digests.append(ExpirableDigest(name: try frame.readShortString(), plugin: try frame.readShortString(), refresh: try frame.readShortString()))
+                digests.append(ExpirableDigest(name: try frame.readShortString(), plugin: try frame.readShortString(), refresh: try frame.readShortString(),
+                                               singleFlight: try frame.readShortString(), keyed: try frame.readFlag()))
             }
-            return .hello(node: node, protocolVersion: version, expirables: digests)
+            return .hello(node: node, protocolVersion: version, incarnation: incarnation, expirables: digests)
         case .heartbeat:
             let wall = try frame.readChecked(Int64.self)
             let echo = try frame.readChecked(Int64.self)
@@ -267,6 +322,12 @@ enum ClusterFrame {
             return .state(name: name, version: version, state: state, lease: try frame.readOptionalLease())
         case .leaseRelease:
             return .leaseRelease(name: try frame.readShortString(), number: try frame.readLease())
+        case .linkRefused:
+            switch try frame.readChecked(UInt8.self) {
+            case 1: return .linkRefused(.duplicateNode(established: try frame.readShortString()))
+            case 2: return .linkRefused(.notAPeer)
+            case let code: throw PeerError.malformedFrame("a link refusal with code \(code), which this node does not know")
+            }
         }
     }
 }
@@ -300,8 +361,15 @@ extension ByteBuffer {
         writeShortString(number.node)
     }
 
+    /// A round beyond `LeaseNumber.maxRound` is refused (the link is closed as for any malformed frame): no node
+    /// gets there by asking, and one such number would spread through the answers and stop every node's leases.
     private mutating func readLeaseBody() throws(PeerError) -> LeaseNumber {
-        LeaseNumber(round: try readChecked(UInt64.self), node: try readShortString())
+        let round = try readChecked(UInt64.self)
+        let node = try readShortString()
+        guard round <= LeaseNumber.maxRound else {
+            throw PeerError.malformedFrame("lease number \(round)@\(node) is beyond the largest round a node can reach (\(LeaseNumber.maxRound)); the sender is broken or forged")
+        }
+        return LeaseNumber(round: round, node: node)
     }
 
     /// A lease answer's refusal: a code byte (0: granted, none) and the code's numbers. Durations are whole

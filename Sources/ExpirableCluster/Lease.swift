@@ -37,6 +37,11 @@ public struct LeaseNumber: Sendable, Hashable, Comparable, CustomStringConvertib
     }
 
     public var description: String { "\(round)@\(node)" }
+
+    /// The largest round a frame may carry (2^48): a node's rounds grow by one per attempt, so a cluster asking a
+    /// thousand times a second would need thousands of years to get here, and a round past it is broken input.
+    /// Far below UInt64's end, so no round ever wraps to 0 (which every node would refuse as not newer).
+    public static let maxRound: UInt64 = 1 << 48
 }
 
 /// Why a node refused a lease. It crosses the wire as a code and its numbers (`ClusterFrame`), never as text; the
@@ -165,7 +170,9 @@ struct LeaseGrants {
 
     /// The round for this node's next request on `name`: past every number seen and every one it asked for.
     func nextRound(_ name: String) -> UInt64 {
-        max(newest[name]?.round ?? 0, proposed[name] ?? 0) &+ 1
+        // Saturating: rounds from peers are at most `LeaseNumber.maxRound`, so this never reaches UInt64's end.
+        let round = max(newest[name]?.round ?? 0, proposed[name] ?? 0)
+        return round < UInt64.max ? round + 1 : round
     }
 
     /// The number for this node's next request on `name`. Never one it asked for before: a late grant of an

@@ -111,7 +111,7 @@ final class LinkSender: Sendable {
         case .state(let name, _, _, _): .state(name)
         case .fetch(let id, _, _, _): .request(id)
         case .fetched(let id, _, _, _, _), .fetchFailed(let id, _, _, _, _): .answer(id)
-        case .leaseRequest, .leaseAnswer, .leaseRelease, .leaseUnderWay: nil
+        case .leaseRequest, .leaseAnswer, .leaseRelease, .leaseUnderWay, .linkRefused: nil
         }
     }
 

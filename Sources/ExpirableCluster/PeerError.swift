@@ -29,6 +29,9 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
     /// An accepted connection did not finish TLS (`verified` nil) or did not say hello within the handshake
     /// deadline.
     case handshakeTimeout(millis: Int64, verified: String?)
+    /// A second daemon says it is `node`, from `from`, while another daemon with that name is linked from
+    /// `established` and alive: the established link is kept.
+    case duplicateNode(node: String, from: String, established: String)
     /// An accepted connection beyond the budget of unauthenticated connections.
     case unauthenticatedOverBudget(limit: Int)
 
@@ -72,6 +75,9 @@ enum PeerError: Error, Hashable, CustomStringConvertible {
         case .unexpectedFrame(let kind, let link): "a \(kind) frame on \(link)"
         case .handshakeTimeout(let millis, nil): "no TLS handshake within \(millis) ms"
         case .handshakeTimeout(let millis, let verified?): "verified as \(verified): no hello within \(millis) ms of connecting"
+        case .duplicateNode(let node, let from, let established):
+            "a second daemon says it is \(node), from \(from), while \(node) is linked from \(established) and alive; the established link is kept. "
+                + "Two daemons run with node = \"\(node)\" and its certificate (a cloned machine or configuration?): stop the one that should not run"
         case .unauthenticatedOverBudget(let limit): "over the budget of \(limit) unauthenticated connections"
         case .linkClosed(let peer): "the link to \(peer) closed before it answered"
         case .ownerGone(let owner): "\(owner), the owner, went away before it answered"

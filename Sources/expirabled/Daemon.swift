@@ -189,9 +189,10 @@ struct Daemon {
                 case .lazy: refresh = "lazy"
                 case .eager(let before): refresh = "eager:\(before)"
                 }
-                // Nodes that disagree on single_flight are reported like any other difference.
-                let mode = expirable.singleFlight == .quorum ? ", single_flight=quorum" : ""
-                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh + mode)
+                // Nodes that disagree on any of these are reported; the owner of a name is chosen among the nodes
+                // that have it, keyed or plain as here.
+                return ExpirableDigest(name: expirable.name, plugin: expirable.plugin, refresh: refresh,
+                                       singleFlight: expirable.singleFlight == .quorum ? "quorum" : "available", keyed: expirable.keyed != nil)
             }
         )
         options.maxClockOffset = settings.maxClockOffset

@@ -66,8 +66,8 @@ struct ClusterPortTests {
         let client = try TLSClient(host: host, port: port, as: "node-b", pki: cluster.pki)
         defer { client.stop() }
         // hello (node-b, this protocol version, token as node-a configures it), then 1 byte of a 16-byte frame.
-        var hello: [UInt8] = [0x01] + shortString("node-b") + bigEndian(ClusterMessage.protocolVersion) + [0x00, 0x00, 0x00, 0x01]
-        hello += shortString("token") + shortString("counter") + shortString("lazy")
+        var hello: [UInt8] = [0x01] + shortString("node-b") + bigEndian(ClusterMessage.protocolVersion) + bigEndian(UInt64(1)) + [0x00, 0x00, 0x00, 0x01]
+        hello += shortString("token") + shortString("counter") + shortString("lazy") + shortString("available") + [0x00]
         client.send(bigEndian(UInt32(hello.count)) + hello + bigEndian(UInt32(16)) + [0x03])
         // The dead time is 3 heartbeats (900 ms); 10 s is far beyond it.
         #expect(TestCluster.eventually(seconds: 10) { !client.isRunning }, "the link is still open; node-a's log ends: \(cluster["node-a"].log.suffix(1500))")
@@ -118,7 +118,9 @@ struct ClusterPortTests {
         defer { cluster.remove() }
         let (host, port) = try PeerSecurityTests.listenAddress(cluster)
         func hello(node: String, version: UInt16) -> [UInt8] {
-            let frame: [UInt8] = [0x01] + shortString(node) + bigEndian(version) + [0x00, 0x00, 0x00, 0x00]
+            // This protocol's hello has the daemon's incarnation next; another version's is refused by its number.
+            let incarnation = version == ClusterMessage.protocolVersion ? bigEndian(UInt64(1)) : []
+            let frame: [UInt8] = [0x01] + shortString(node) + bigEndian(version) + incarnation + [0x00, 0x00, 0x00, 0x00]
             return bigEndian(UInt32(frame.count)) + frame
         }
         // A node with node-b's certificate, set up wrong, dials again and again.

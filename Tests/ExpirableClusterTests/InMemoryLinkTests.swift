@@ -163,7 +163,7 @@ struct InMemoryLinkTests {
     func olderProtocolRefused() throws {
         let node = try ClusterTimeTests.Node()
         defer { node.remove() }
-        #expect(ClusterMessage.protocolVersion == 8)
+        #expect(ClusterMessage.protocolVersion == 9)
         #expect(node.cluster.admitUnauthenticated(), "as the accept does")
         let inbound = EmbeddedChannel(handler: InboundLink(cluster: node.cluster))
         try inbound.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7400)).wait()
@@ -171,7 +171,7 @@ struct InMemoryLinkTests {
         try inbound.writeInbound(ClusterMessage.hello(node: "node-a", protocolVersion: 7, expirables: []))
         #expect(!inbound.isActive, "the link is closed")
         #expect(node.cluster.state.withLock { $0.peers["node-a"]?.inbound == nil })
-        #expect(PeerError.badVersion(theirs: 7, ours: ClusterMessage.protocolVersion).description == "cluster protocol 7, this node speaks 8")
+        #expect(PeerError.badVersion(theirs: 7, ours: ClusterMessage.protocolVersion).description == "cluster protocol 7, this node speaks 9")
         _ = try? inbound.finish()
     }
 

@@ -175,7 +175,7 @@ struct LeaseTests {
             .quiet(remaining: .milliseconds(4112)),
             .quiet(remaining: .zero),
             .notNewer(seen: LeaseNumber(round: 9, node: "node-b")),
-            .promised(LeaseNumber(round: UInt64.max, node: "node-ç"), remaining: .milliseconds(86_400_000)),
+            .promised(LeaseNumber(round: LeaseNumber.maxRound, node: "node-ç"), remaining: .milliseconds(86_400_000)),
         ]
         for refusal in refusals {
             let message = ClusterMessage.leaseAnswer(name: "api", number: number, refusal: refusal, newest: number, unfinished: nil, stateVersion: nil)
@@ -185,6 +185,27 @@ struct LeaseTests {
             #expect(try ClusterFrame.decode(&buffer) == message)
             #expect(buffer.readableBytes == 0)
         }
+    }
+
+    @Test("a lease number beyond the largest round is a malformed frame wherever it appears, and a node's own rounds never wrap to 0")
+    func absurdRounds() {
+        let absurd = LeaseNumber(round: UInt64.max, node: "node-b")
+        let fine = LeaseNumber(round: 3, node: "node-a")
+        let messages: [ClusterMessage] = [
+            .leaseRequest(name: "api", number: absurd, durationMillis: 1, stateVersion: nil),
+            .leaseAnswer(name: "api", number: fine, refusal: .notNewer(seen: absurd), newest: nil, unfinished: nil, stateVersion: nil),
+            .leaseAnswer(name: "api", number: fine, refusal: nil, newest: absurd, unfinished: nil, stateVersion: nil),
+            .leaseRelease(name: "api", number: LeaseNumber(round: LeaseNumber.maxRound + 1, node: "node-b")),
+            .leaseUnderWay(name: "api", number: absurd),
+        ]
+        for message in messages {
+            var buffer = ByteBuffer()
+            ClusterFrame.encode(message, into: &buffer)
+            #expect(throws: PeerError.self, "\(message.kind)") { _ = try ClusterFrame.decode(&buffer) }
+        }
+        var grants = LeaseGrants(startedAt: 0, longestLease: .zero)
+        grants.observe("x", number: absurd)  // only reachable without the frame check
+        #expect(grants.nextRound("x") == UInt64.max, "saturates instead of wrapping to 0")
     }
 
     @Test("a refusal code this node does not know, or a negative time in one, is a malformed frame, not a crash")

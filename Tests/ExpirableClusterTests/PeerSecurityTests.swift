@@ -1,3 +1,4 @@
+@testable import ExpirableCluster
 import ExpirableTestSupport
 import Foundation
 import Testing
@@ -71,6 +72,37 @@ struct PeerSecurityTests {
         #expect(try TestCluster.eventually { try cluster["node-a"].redis("TTL", "token") != "-2" })
     }
 
+    @Test("a second daemon with node-b's name and certificate: node-a keeps the established link, says why in a warning naming both addresses, and the duplicate is told")
+    func duplicateNodeName() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        // A copy of node-b's configuration on another address: a cloned machine, or a second daemon started by
+        // mistake.
+        let original = try String(contentsOfFile: cluster["node-b"].configPath, encoding: .utf8)
+        let lines = original.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let start = try #require(lines.firstIndex(of: "[cluster]"))
+        var table: [String] = []
+        for line in lines[start...] {
+            if line.hasPrefix("[") && line != "[cluster]" { break }
+            table.append(line.hasPrefix("listen = ") ? "listen = \"127.0.0.9:\(try freePort(on: "127.0.0.9"))\"" : line)
+        }
+        let duplicate = try DaemonProcess(expirables: counters()("node-b"), cluster: table.joined(separator: "\n"))
+        defer { duplicate.remove() }
+        let deadBefore = cluster["node-b"].log.components(separatedBy: "peer dead").count
+        // The duplicate dials node-a every heartbeat for a while.
+        #expect(TestCluster.eventually { cluster["node-a"].log.contains("is linked from") })
+        let warning = cluster["node-a"].log.split(separator: "\n").first { $0.contains("is linked from") }.map(String.init) ?? ""
+        #expect(warning.contains(" warning ") && warning.contains("node-b") && warning.contains("Two daemons"), "\(warning)")
+        usleep(3_000_000)
+        #expect(cluster["node-b"].log.components(separatedBy: "peer dead").count == deadBefore, "the real node-b's links do not flap: \(cluster["node-b"].log.split(separator: "\n").suffix(6))")
+        #expect(cluster.live("node-a") == Set(cluster.names))
+        #expect(cluster.live("node-b") == Set(cluster.names))
+        let view = try duplicate.redis("CLUSTER")
+        #expect(view.contains("another daemon named node-b"), "the duplicate shows why node-a refuses it: \(view)")
+        let refusals = cluster["node-a"].log.split(separator: "\n").filter { $0.contains("is linked from") && $0.contains(" warning ") }
+        #expect(refusals.count == 1, "one warning, then a count: \(refusals)")
+    }
+
     @Test("peers whose configurations disagree on a cluster-scoped expirable are reported")
     func configurationDisagreement() throws {
         let cluster = try TestCluster(expirables: { node in
@@ -78,16 +110,62 @@ struct PeerSecurityTests {
         })
         defer { cluster.remove() }
         let view = try cluster["node-a"].redis("CLUSTER")
-        #expect(view.contains("config:shared: refresh lazy here, eager:5000 on node-c"), "\(view)")
+        #expect(view.contains("config:shared: here refresh=lazy; on node-c refresh=eager:5000"), "\(view)")
         #expect(cluster["node-a"].log.contains("peer configuration disagrees"))
         let table = try cluster["node-a"].ctl("cluster").stdout
-        #expect(table.contains("node-c") && table.contains("shared: refresh lazy here, eager:5000 on node-c"))
+        #expect(table.contains("node-c") && table.contains("shared: here refresh=lazy; on node-c refresh=eager:5000"))
         #expect(table.hasPrefix("NODE    STATE  ADDRESS"))
     }
 }
 
 @Suite("Cluster configuration checks")
 struct ClusterConfigurationTests {
+    @Test("an expirable only some nodes have as cluster-scoped, or keyed on some and plain on others, is owned among the nodes that define it so; each difference is reported on both sides, both named")
+    func partialDefinitions() throws {
+        let all = ["node-a", "node-b", "node-c"]
+        // Names that rendezvous hashing over all three nodes gives to node-a or node-b, which lack them (or have them
+        // keyed, or local).
+        func notOnC(_ prefix: String, _ count: Int) -> [String] {
+            Array((0..<500).map { "\(prefix)\($0)" }.filter { Ownership.owner(of: $0, among: all) != "node-c" }.prefix(count))
+        }
+        let only = notOnC("only", 2)
+        let local = notOnC("loc", 1)[0]
+        let family = notOnC("fam", 1)[0]
+        let cluster = try TestCluster(expirables: { node in
+            var text = counters()(node)
+            if node == "node-c" {
+                for name in only { text += "\n[expirable.\(name)]\nplugin = \"counter\"\n[expirable.\(name).params]\nprefix = \"\(name)-\"\n" }
+            }
+            text += "\n[expirable.\(local)]\nplugin = \"counter\"\nscope = \"\(node == "node-c" ? "cluster" : "local")\"\n"
+            text += "\n[expirable.\(family)]\nplugin = \"counter\"\n" + (node == "node-c" ? "" : "keyed = true\n")
+            text += "\n[expirable.sf]\nplugin = \"counter\"\nsingle_flight = \"\(node == "node-c" ? "available" : "quorum")\"\n"
+            return text
+        })
+        defer { cluster.remove() }
+        for name in only {
+            let value = try cluster["node-c"].redis("GET", name)
+            #expect(value.hasPrefix("\(name)-"), "node-c, the only node with \(name), fetches it: \(value)")
+            #expect(try cluster.owner(of: name, on: "node-c") == "node-c")
+        }
+        let localValue = try cluster["node-c"].redis("GET", local)
+        #expect(!localValue.isEmpty && !localValue.hasPrefix("FETCH") && !localValue.hasPrefix("NOTFOUND"), "cluster-scoped on node-c only: \(localValue)")
+        let plain = try cluster["node-c"].redis("GET", family)
+        #expect(!plain.isEmpty && !plain.hasPrefix("FETCH") && !plain.hasPrefix("NOTFOUND"), "plain on node-c, owned there: \(plain)")
+        let member = try cluster["node-a"].redis("GET", "\(family):k1")
+        #expect(!member.isEmpty && !member.hasPrefix("FETCH") && !member.hasPrefix("NOTFOUND"), "keyed on node-a and node-b, owned between them: \(member)")
+
+        let viewA = try cluster["node-a"].redis("CLUSTER")
+        let viewC = try cluster["node-c"].redis("CLUSTER")
+        #expect(viewA.contains("\(family): here keyed=true; on node-c keyed=false"), "\(viewA)")
+        #expect(viewC.contains("\(family): here keyed=false; on node-a keyed=true"), "\(viewC)")
+        #expect(viewA.contains("sf: here single_flight=quorum; on node-c single_flight=available"), "\(viewA)")
+        #expect(viewC.contains("sf: here single_flight=available; on node-b single_flight=quorum"), "\(viewC)")
+        #expect(viewA.contains("\(only[0]): here not configured as cluster-scoped; on node-c cluster-scoped"), "\(viewA)")
+        #expect(viewC.contains("\(local): here cluster-scoped; on node-a not configured as cluster-scoped"), "\(viewC)")
+        #expect(try cluster["node-b"].ctl("cluster").stdout.contains("\(family): here keyed=true; on node-c keyed=false"))
+        #expect(cluster["node-a"].log.contains("difference=\(family): here keyed=true; on node-c keyed=false"))
+    }
+
     @Test("check-config and the daemon refuse a certificate that names another node, and warn about a readable key")
     func certificateMustNameNode() throws {
         let pki = try TemporaryDirectory("expirable-pki")

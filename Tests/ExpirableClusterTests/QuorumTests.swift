@@ -1,5 +1,7 @@
+@testable import ExpirableCluster
 import ExpirableTestSupport
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 
@@ -107,6 +109,73 @@ struct QuorumTests {
         // The wait for answers is max(4 × heartbeat, 1 s), 1.2 s here; nothing is waited for, so it takes milliseconds.
         #expect(elapsed < 0.6, "the error took \(Int(elapsed * 1000)) ms")
         #expect(Self.calls(in: log).isEmpty)
+    }
+
+    @Test("the owner restarted while the others took leases: its first fetch learns the newer lease number from the refusals and asks again, not 'no quorum'")
+    func restartedOwnerCatchesUpOnLeaseNumbers() throws {
+        let shared = try TemporaryDirectory("quorum")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        let cluster = try TestCluster(expirables: Self.recorder(log), testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        var first = ""
+        #expect(try TestCluster.eventually(seconds: 15) { first = try cluster["node-a"].redis("GET", "token"); return first.hasPrefix("rec-") }, "\(first)")
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        cluster[owner].kill9()
+        #expect(TestCluster.eventually { cluster.live(others[0]) == Set(others) })
+        // The other two take leases with higher and higher numbers while the owner is away.
+        for round in 0..<4 {
+            #expect(try cluster[others[0]].redis("CLEAR", "token") == "OK")
+            // The last node started may still be in its quiet time (it grants no lease for the longest one).
+            var value = ""
+            #expect(try TestCluster.eventually(seconds: 10) { value = try cluster[others[round % 2]].redis("GET", "token"); return value.hasPrefix("rec-") },
+                    "the majority calls: \(value)")
+        }
+        try cluster[owner].start()
+        try cluster.waitUntilLinked()
+        #expect(try cluster.owner(on: owner) == owner)
+        #expect(try cluster[owner].redis("CLEAR", "token") == "OK")
+        // Its lease numbers start again from 1: the others refuse them as not newer, and name their newest.
+        let value = try cluster[owner].redis("GET", "token")
+        #expect(value.hasPrefix("rec-"), "the first fetch on a healthy cluster gets a value: \(value)")
+        #expect(try cluster[others[1]].redis("GET", "token") == value)
+    }
+
+    @Test("a lease request with round 2^64-1 from a holder of a peer's certificate is refused as malformed and logged; it does not wedge the leases of the cluster")
+    func absurdLeaseRoundRefused() throws {
+        let shared = try TemporaryDirectory("quorum")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        let cluster = try TestCluster(expirables: Self.recorder(log), testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        var first = ""
+        #expect(try TestCluster.eventually(seconds: 15) { first = try cluster["node-a"].redis("GET", "token"); return first.hasPrefix("rec-") }, "\(first)")
+        // node-b is down; someone with its certificate says hello as node-b and asks node-a and node-c for a lease
+        // numbered 2^64-1 (a buggy or forged peer).
+        cluster["node-b"].kill9()
+        #expect(TestCluster.eventually { cluster.live("node-a") == ["node-a", "node-c"] && cluster.live("node-c") == ["node-a", "node-c"] })
+        var bytes = ByteBuffer()
+        ClusterFrame.encode(.hello(node: "node-b", protocolVersion: ClusterMessage.protocolVersion, expirables: []), into: &bytes)
+        ClusterFrame.encode(.leaseRequest(name: "token", number: LeaseNumber(round: UInt64.max, node: "node-b"), durationMillis: 1, stateVersion: nil), into: &bytes)
+        let payload = shared.appending("forged")
+        try Data(bytes.readableBytesView).write(to: URL(fileURLWithPath: payload))
+        for node in ["node-a", "node-c"] {
+            let config = try String(contentsOfFile: cluster[node].configPath, encoding: .utf8)
+            let listen = try #require(config.split(separator: "\n").first { $0.hasPrefix("listen = ") }).dropFirst("listen = \"".count).dropLast()
+            let script = "(cat \(payload); sleep 1) | timeout 5 openssl s_client -quiet -connect \(listen) -cert \(cluster.pki.appending("node-b.pem")) "
+                + "-key \(cluster.pki.appending("node-b.key")) -CAfile \(cluster.pki.appending("ca.pem"))"
+            _ = try runTool("sh", ["-c", script], seconds: 15)
+            #expect(TestCluster.eventually { cluster[node].log.contains("lease number 18446744073709551615@node-b is beyond the largest round") },
+                    "\(node) logs the refusal: \(cluster[node].log.split(separator: "\n").suffix(5))")
+        }
+        try cluster["node-b"].start()
+        try cluster.waitUntilLinked()
+        for node in cluster.names {
+            #expect(try cluster[node].redis("CLEAR", "token") == "OK")
+            let value = try cluster[node].redis("GET", "token")
+            #expect(value.hasPrefix("rec-"), "\(node) still fetches under a lease: \(value)")
+        }
     }
 
     @Test("INFO of an expirable without quorum names the setting's value: single_flight is \"available\"")
