@@ -69,6 +69,8 @@ final class CommandExecutor {
         case await(PendingReply)
         /// EXEC: the array header is written; these queued requests run next, their replies its elements.
         case runTransaction(ByteBuffer, count: Int)
+        /// A reply of one element per name asked for: written element by element, under the output bound.
+        case long(LongReply)
     }
 
     /// Runs `command`, whose words are `words`; a transaction queues it instead.
@@ -251,7 +253,7 @@ final class CommandExecutor {
             out.writeRESPArrayHeader(transaction.count)
             return transaction.count == 0 ? .answered : .runTransaction(transaction.requests, count: transaction.count)
         case .command:
-            commandInfo(words, session.version, into: &out)
+            return commandInfo(words, session.version, into: &out)
         case .quit:
             out.writeRESPSimple("OK")
             return .closeAfterReply
@@ -491,8 +493,9 @@ final class CommandExecutor {
         return text
     }
 
-    /// `COMMAND`, `COMMAND COUNT|LIST|INFO [name …]|DOCS [name …]`.
-    private func commandInfo(_ words: RESPCommandWords, _ version: RESPVersion, into out: inout ByteBuffer) {
+    /// `COMMAND`, `COMMAND COUNT|LIST|INFO [name …]|DOCS [name …]`. INFO and DOCS answer one element per name
+    /// given, as Redis does, so their size is the request's to choose: they are long replies.
+    private func commandInfo(_ words: RESPCommandWords, _ version: RESPVersion, into out: inout ByteBuffer) -> Outcome {
         let asked = words.count > 2 ? (2..<words.count).map { words.string($0) } : nil
         if words.count == 1 {
             out.writeRESPArrayHeader(CommandTable.entries.count)
@@ -504,16 +507,17 @@ final class CommandExecutor {
             for entry in CommandTable.entries { out.writeRESPBulk(entry.name) }
         } else if words.word(1, is: "INFO") {
             let entries = asked.map { $0.map(CommandTable.entry(named:)) } ?? CommandTable.entries.map { $0 }
-            out.writeRESPArrayHeader(entries.count)
-            for entry in entries {
-                if let entry { CommandTable.writeInfo(entry, to: &out, version) } else { out.writeRESPNull(version) }
-            }
+            return .long(LongReply(count: entries.count, header: { $0.writeRESPArrayHeader(entries.count) }) { index, out in
+                if let entry = entries[index] { CommandTable.writeInfo(entry, to: &out, version) } else { out.writeRESPNull(version) }
+            })
         } else if words.word(1, is: "DOCS") {
             let entries = asked.map { $0.compactMap(CommandTable.entry(named:)) } ?? CommandTable.entries
-            out.writeRESPMapHeader(entries.count, version)
-            for entry in entries { CommandTable.writeDocs(entry, to: &out, version) }
+            return .long(LongReply(count: entries.count, header: { $0.writeRESPMapHeader(entries.count, version) }) { index, out in
+                CommandTable.writeDocs(entries[index], to: &out, version)
+            })
         } else {
             out.writeRESPError("ERR unknown COMMAND subcommand '\(words.string(1).prefix(32))'; expected COMMAND [COUNT | LIST | INFO [name …] | DOCS [name …]]")
         }
+        return .answered
     }
 }

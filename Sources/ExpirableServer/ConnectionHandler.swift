@@ -12,7 +12,8 @@ import Glibc
 /// the replies in order. A GET or FETCH of a valid value is answered inline on the event loop. The connection
 /// is in one `Phase` at a time; no client can make the daemon buffer without bound:
 /// - a request waiting on the engine holds the requests behind it, read up to `maxRequestBytes`;
-/// - unsent replies past `maxOutputBytes` stop both answering and reading until the client has read half;
+/// - unsent replies past `maxOutputBytes` stop both answering and reading until the client has read half, also
+///   in the middle of a reply of one element per name (`LongReply`: MGET, COMMAND INFO/DOCS);
 /// - a half-sent request is given `requestTimeout`, an idle connection `idleTimeout`;
 /// - a refused request's error is readable: what follows it is dropped for at most `discardTime`, not let pile up;
 /// - a client that shuts down its writing side gets every reply owed before the connection closes.
@@ -56,6 +57,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var deferred = false
         /// Discarding: the refusal is out and the writing side shut down.
         var refusalSent = false
+        /// Throttled in the middle of a long reply: the rest of it, written before anything else once the client
+        /// reads. Pushes wait behind it, as they wait behind a transaction's array.
+        var unfinished: LongReply?
     }
 
     private let options: ServerOptions
@@ -127,6 +131,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         outbound = nil  // zeroed as it is freed (WipingAllocator)
+        state.unfinished = nil
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
@@ -195,7 +200,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if context.channel.isWritable && state.phase == .throttled {
             executor.state.throttledConnections.subtract(1, ordering: .relaxed)
             state.phase = .serving
-            resume(context: context)
+            if let unfinished = state.unfinished {
+                state.unfinished = nil
+                if writeLong(unfinished, context: context) { longReplyDone(context: context) }
+            } else {
+                resume(context: context)
+            }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -262,15 +272,18 @@ final class ConnectionHandler: ChannelDuplexHandler {
                         outcome = .answered
                     }
                     let inTransaction = state.transactionLeft > 0
+                    var complete = true
                     switch outcome {
                     case .answered: break
                     case .closeAfterReply: close(context: context)
                     case .await(let pending): wait(for: pending, context: context)
+                    case .long(let reply): complete = writeLong(reply, context: context)
                     case .runTransaction(let requests, let count):
                         transaction = (requests, count)
                         return false
                     }
-                    if inTransaction && state.phase != .waiting { transactionStepDone() }
+                    // A long reply left unfinished counts when it is complete (`longReplyDone`).
+                    if inTransaction && state.phase != .waiting && complete { transactionStepDone() }
                     if (outbound?.readableBytes ?? 0) >= flushBytes { flushAndCheckOutput(context: context) }
                     return state.phase == .serving
                 }
@@ -313,15 +326,40 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func answer(_ pending: PendingReply, context: ChannelHandlerContext) {
         guard state.phase == .waiting else { return }
         state.phase = .serving
-        if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }
-        pending.write(to: &outbound!, session.version)
-        // Nothing runs while a request waits, so a transaction still counting owes this reply in its array.
-        if state.transactionLeft > 0 { transactionStepDone() }
+        if writeLong(pending.reply(session.version), context: context) { longReplyDone(context: context) }
+    }
+
+    /// Writes `reply` in pieces of `flushBytes`, handing each to the channel: true once it is complete; false
+    /// when the client stopped reading in the middle (the connection is throttled and keeps the rest in
+    /// `state.unfinished`, or it closed).
+    private func writeLong(_ reply: LongReply, context: ChannelHandlerContext) -> Bool {
+        var reply = reply
+        while true {
+            if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }
+            if reply.write(to: &outbound!, limit: flushBytes) { return true }
+            flushAndCheckOutput(context: context)
+            guard state.phase == .serving else {
+                if state.phase == .throttled { state.unfinished = reply }
+                return false
+            }
+        }
+    }
+
+    /// A reply waited for, or written in pieces across a throttle, is complete: a transaction counts it as one
+    /// of its array's elements (nothing else ran meanwhile), pushes held behind it go out, and the requests
+    /// behind it are answered.
+    private func longReplyDone(context: ChannelHandlerContext) {
+        if state.transactionLeft > 0 {
+            transactionStepDone()
+        } else if let pushes = deferredPushes {
+            deferredPushes = nil
+            outbound.accumulate(pushes)
+        }
         if state.quiescing {
             close(context: context)
             return
         }
-        if outbound!.readableBytes >= flushBytes { flushAndCheckOutput(context: context) }
+        if (outbound?.readableBytes ?? 0) >= flushBytes { flushAndCheckOutput(context: context) }
         resume(context: context)
     }
 
@@ -372,8 +410,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A new value for a subscription: pushed at once (after a transaction's array, if one is half written).
-    /// A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
+    /// A new value for a subscription: pushed at once (after a transaction's array or a long reply, if one is
+    /// half written). A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
     private func push(_ name: String, _ fetched: Fetched, context: ChannelHandlerContext) {
         guard state.phase != .closed, session.subscriptions.contains(name), executor.mayReceive(name) else { return }
         var out = WipingAllocator.shared.buffer(capacity: 64 + fetched.value.count + name.utf8.count)
@@ -381,21 +419,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
         out.writeRESPBulk("message")
         out.writeRESPBulk(name)
         fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
-        guard state.transactionLeft == 0 else {
+        guard state.transactionLeft == 0 && state.unfinished == nil else {
             deferredPushes.accumulate(out)
+            if state.unfinished != nil && (deferredPushes?.readableBytes ?? 0) > options.maxOutputBytes { closeSlowSubscriber(context: context) }
             return
         }
         sendReplies(context: context)
         write(consume out, context: context)
-        if !context.channel.isWritable {
-            logger.warning("subscriber closed: it does not read its messages", metadata: [
-                "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
-                "peer": "\(executor.peer.map(\.description) ?? "unknown")",
-            ])
-            executor.state.slowSubscribersClosed.add(1, ordering: .relaxed)
-            state.phase = .closed
-            context.close(promise: nil)
-        }
+        if !context.channel.isWritable { closeSlowSubscriber(context: context) }
+    }
+
+    /// A subscriber that does not read its messages: disconnected, with a warning.
+    private func closeSlowSubscriber(context: ChannelHandlerContext) {
+        logger.warning("subscriber closed: it does not read its messages", metadata: [
+            "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
+            "peer": "\(executor.peer.map(\.description) ?? "unknown")",
+        ])
+        executor.state.slowSubscribersClosed.add(1, ordering: .relaxed)
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
+        state.phase = .closed
+        context.close(promise: nil)
     }
 
     /// One of a transaction's requests is answered; after the last, the pushes held back go out.
@@ -453,6 +496,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.phase != .closed else { return }
         let out = outbound ?? WipingAllocator.shared.buffer(capacity: 0)
         outbound = nil
+        state.unfinished = nil
         if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         state.quietTicks = 0

@@ -216,6 +216,36 @@ struct ConnectionHandlerTests {
         #expect(rest.occurrences(of: "$40000\r\n") == 8)
     }
 
+    @Test("one MGET or COMMAND INFO of many names is written element by element under the output bound; the rest follows once the client reads")
+    func longRepliesAreBounded() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send("MGET" + String(repeating: " a", count: 100) + "\r\nPING\r\n")
+        // 4 MB of reply: no more than a few 64 KiB pieces are written before the connection is throttled.
+        let first = try h.received()
+        #expect(first.utf8.count < 200_000, "\(first.utf8.count) bytes written for a client that does not read")
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        let rest = first + (try h.received())
+        #expect(rest.hasPrefix("*100\r\n$40000\r\n"))
+        #expect(rest.occurrences(of: "$40000\r\n") == 100)
+        #expect(rest.hasSuffix("\r\n+PONG\r\n"), "PING is answered after the whole MGET")
+
+        // COMMAND INFO and DOCS answer one element per name given, as Redis does.
+        let c = try Harness()
+        c.channel.isWritable = false
+        try c.send("COMMAND INFO" + String(repeating: " get", count: 5_000) + "\r\nPING\r\n")
+        let info = try c.received()
+        #expect(info.utf8.count < 200_000, "\(info.utf8.count) bytes written for a client that does not read")
+        c.channel.isWritable = true
+        c.channel.pipeline.fireChannelWritabilityChanged()
+        let all = info + (try c.received())
+        #expect(all.hasPrefix("*5000\r\n*10\r\n$3\r\nget\r\n"))
+        #expect(all.occurrences(of: "*10\r\n$3\r\nget\r\n") == 5_000)
+        #expect(all.hasSuffix("+PONG\r\n"))
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
