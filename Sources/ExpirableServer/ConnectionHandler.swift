@@ -43,7 +43,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var phase = Phase.serving
         /// The client shut down its writing side: once every request read is answered, close.
         var inputClosed = false
-        /// The daemon is stopping: once the reply owed is out, close.
+        /// The daemon is stopping: nothing more is read; once every request read is answered, close (after at
+        /// most `drainTimeout`, what is still owed gets an error).
         var quiescing = false
         /// NIO asked for a read while reading was held back.
         var readPending = false
@@ -215,12 +216,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
             state.quiescing = true
             // A batch read and waiting for its read-ahead round is answered, as it would have been when read.
             if state.deferred { runReadAhead(context: context) }
-            if state.phase == .waiting {
+            switch state.phase {
+            case .waiting, .throttled:
+                // Requests read behind the one waiting on a plugin, or behind replies the client has not read yet,
+                // are owed: answered as the plugin answers and the client reads, for at most drainTimeout.
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.scheduleTask(in: .nanoseconds(options.drainTimeout.nanoseconds)) {
-                    loopBound.value.0.close(context: loopBound.value.1)
+                    loopBound.value.0.drainTimeUp(context: loopBound.value.1)
                 }
-            } else {
+            case .serving, .discarding, .closed:
                 close(context: context)
             }
         } else if case ChannelEvent.inputClosed = event {
@@ -243,9 +247,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// While a request waits on the engine, later requests are read and kept, up to the request size limit;
     /// pausing on every wait would cost two epoll_ctl calls per waiting connection. While throttled, or
-    /// closing, nothing is read.
+    /// closing, or once the daemon is stopping, nothing is read.
     private var mayRead: Bool {
-        switch state.phase {
+        if state.quiescing && state.phase != .discarding { return false }
+        return switch state.phase {
         case .serving: true
         case .waiting: (inbound?.readableBytes ?? 0) < options.maxRequestBytes
         case .discarding: true
@@ -355,10 +360,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
             deferredPushes = nil
             outbound.accumulate(pushes)
         }
-        if state.quiescing {
-            close(context: context)
-            return
-        }
         if (outbound?.readableBytes ?? 0) >= flushBytes { flushAndCheckOutput(context: context) }
         resume(context: context)
     }
@@ -373,12 +374,42 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// After the client's writing side closed: once nothing is owed, close (what is left in `inbound` is a
-    /// request that can never be completed).
+    /// After the client's writing side closed, or once the daemon is stopping: once nothing is owed, close
+    /// (what is left in `inbound` is a request that will never be completed).
     private func finishIfDone(context: ChannelHandlerContext) {
         // A batch waiting for its read-ahead round is still owed: the round's `process` comes back here.
-        guard state.inputClosed, state.phase == .serving, state.transactionLeft == 0, !state.deferred else { return }
+        guard state.inputClosed || state.quiescing, state.phase == .serving, state.transactionLeft == 0, !state.deferred,
+              state.unfinished == nil else { return }
         close(context: context)
+    }
+
+    /// The daemon is stopping and `drainTimeout` has passed: every request still owed (one waiting on a plugin,
+    /// those read behind it) gets an error saying so, then the connection closes. A client that has not read
+    /// its replies for all that time is closed at once.
+    private func drainTimeUp(context: ChannelHandlerContext) {
+        switch state.phase {
+        case .closed, .discarding:
+            return
+        case .throttled:
+            executor.state.throttledConnections.subtract(1, ordering: .relaxed)
+            state.phase = .closed
+            state.unfinished = nil
+            context.close(promise: nil)
+        case .waiting, .serving:
+            let error = "ERR the daemon is stopping and did not answer within its drain time (\(options.drainTimeout.milliseconds) ms); send the request again once it is back"
+            if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 256) }
+            if state.phase == .waiting { outbound!.writeRESPError(error) }
+            if var requests = inbound {
+                inbound = nil
+                // A request cut short, or not RESP, is not owed: the ones before it are.
+                try? parser.scanCommands(&requests) { _ in
+                    outbound!.writeRESPError(error)
+                    return true
+                }
+            }
+            state.phase = .serving
+            close(context: context)
+        }
     }
 
     // MARK: Replies

@@ -246,6 +246,32 @@ struct ConnectionHandlerTests {
         #expect(all.hasSuffix("+PONG\r\n"))
     }
 
+    @Test("draining answers every request already read: those behind a waiting one once it is answered, then closes")
+    func drainingAnswersWhatWasRead() throws {
+        let h = try Harness()
+        try h.store("b", "beta")
+        try h.send("GET a\r\nGET b\r\nPING\r\n")
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(h.channel.isActive, "closed while a reply was owed")
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "$5\r\nalpha\r\n$4\r\nbeta\r\n+PONG\r\n")
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("draining past the drain time: every request still owed, the waiting one and those behind it, gets an error before the close")
+    func drainingPastItsTime() throws {
+        let h = try Harness(options: ServerOptions(socketPath: "/unused", drainTimeout: .seconds(2)))
+        try h.send("GET a\r\nPING\r\nGET b\r\n")
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let error = "-ERR the daemon is stopping and did not answer within its drain time (2000 ms); send the request again once it is back\r\n"
+        #expect(try h.received() == String(repeating: error, count: 3))
+        #expect(!h.channel.isActive)
+        // The plugin's late answer goes nowhere.
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "")
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
