@@ -272,6 +272,18 @@ struct ConnectionHandlerTests {
         #expect(try h.received() == "")
     }
 
+    @Test("inline commands take quoted words as redis-server does; unbalanced quotes are a protocol error")
+    func inlineQuoting() throws {
+        let h = try Harness()
+        try h.send("ECHO \"hello world\"\r\nECHO 'x y'\r\nECHO \"\\x41\"\r\nCLIENT SETNAME app\r\nCLIENT SETNAME \"\"\r\nCLIENT GETNAME\r\nPING\tx\r\n")
+        #expect(try h.received() == "$11\r\nhello world\r\n$3\r\nx y\r\n$1\r\nA\r\n+OK\r\n+OK\r\n$-1\r\n$1\r\nx\r\n")
+        // Queued inside MULTI, a quoted word is run as it was sent.
+        try h.send("MULTI\r\nECHO \"a b\"\r\nEXEC\r\n")
+        #expect(try h.received() == "+OK\r\n+QUEUED\r\n*1\r\n$3\r\na b\r\n")
+        try h.send("ECHO \"a\r\n")
+        #expect(try h.received() == "-ERR Protocol error: unbalanced quotes in inline request; closing the connection\r\n")
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
