@@ -175,22 +175,32 @@ final class CommandExecutor {
             // A keyed family shows once, as NAME:* (its members are addressed as NAME:KEY).
             for name in names { out.writeRESPBulk(engine.isKeyed(name) ? name + ":*" : name) }
         case .info(let named):
-            if named {
-                let name = familyNamed(words.string(1))
-                if !CommandExecutor.redisInfoSections.contains(name.lowercased()) && !access.maySee(name, engine) {
-                    return refuseRead(name, "INFO", into: &out)
-                }
+            guard named else {
+                out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
+                break
+            }
+            guard words.count - 1 <= CommandExecutor.maxInfoNames else {
+                out.writeRESPError("ERR INFO takes at most \(CommandExecutor.maxInfoNames) names at once, got \(words.count - 1); ask in several requests")
+                break
+            }
+            // As Redis 7 answers several sections: one reply, each section once, in the order asked.
+            var sections: [String] = []
+            var shown: Set<String> = []
+            for index in 1..<words.count {
+                let name = familyNamed(words.string(index))
+                let isRedisSection = CommandExecutor.redisInfoSections.contains(name.lowercased())
+                if !isRedisSection && !access.maySee(name, engine) { return refuseRead(name, "INFO", into: &out) }
                 if access.maySee(name, engine), let text = InfoText.expirable(name, state: state) {
-                    out.writeRESPBulk(text)
-                } else if CommandExecutor.redisInfoSections.contains(name.lowercased()) {
+                    if shown.insert(name).inserted { sections.append(text) }
+                } else if isRedisSection {
                     // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
-                    out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
+                    if shown.insert("# server").inserted { sections.append(InfoText.server(state: state, names: access.visibleNames(engine))) }
                 } else {
                     out.writeRESPError(engine.notFound(name).description)
+                    return .answered
                 }
-            } else {
-                out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
             }
+            out.writeRESPBulk(sections.joined(separator: "\r\n"))
         case .ping(let echo):
             if session.restrictedToPubSub {
                 // Redis's form in subscribed mode, which clients' pub/sub readers expect.
@@ -478,6 +488,9 @@ final class CommandExecutor {
             out.writeRESPError("ERR unknown CLIENT subcommand or wrong number of arguments for '\(words.string(1).prefix(32))'; expirabled answers CLIENT SETNAME name, GETNAME, SETINFO LIB-NAME|LIB-VER value, ID, INFO")
         }
     }
+
+    /// The most names one INFO answers: a reply of some KB each, bounded whatever the request's size.
+    static let maxInfoNames = 64
 
     /// Redis's INFO sections; an expirable of the same name is answered first.
     static let redisInfoSections: Set<String> = [

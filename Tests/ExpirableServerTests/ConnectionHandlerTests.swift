@@ -284,6 +284,27 @@ struct ConnectionHandlerTests {
         #expect(try h.received() == "-ERR Protocol error: unbalanced quotes in inline request; closing the connection\r\n")
     }
 
+    @Test("INFO is in Redis's form, a '# Section' line before its fields; several sections or names are answered in one reply")
+    func infoSections() throws {
+        let h = try Harness()
+        func text(_ reply: String) -> String { reply.firstRange(of: "\r\n").map { String(reply[$0.upperBound...]) } ?? reply }
+        try h.send("INFO\r\n")
+        let server = text(try h.received())
+        #expect(server.hasPrefix("# Server\r\ndaemon:expirabled\r\n"))
+        try h.send("INFO a\r\n")
+        #expect(text(try h.received()).hasPrefix("# Expirable\r\nname:a\r\n"))
+        try h.send("INFO server clients\r\n")
+        let two = text(try h.received())
+        #expect(two.hasPrefix("# Server\r\n") && two.occurrences(of: "# Server") == 1, "\(two)")
+        try h.send("INFO a server b\r\n")
+        let three = text(try h.received())
+        #expect(three.hasPrefix("# Expirable\r\nname:a\r\n"))
+        #expect(three.contains("\r\n\r\n# Server\r\ndaemon:expirabled\r\n"))
+        #expect(three.contains("\r\n\r\n# Expirable\r\nname:b\r\n"))
+        try h.send("INFO a nope\r\n")
+        #expect(try h.received().hasPrefix("-NOTFOUND no expirable named 'nope'"))
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
