@@ -5,7 +5,13 @@ import NIOCore
 /// A value is valid only inside the `scanCommands` call that produced it.
 public struct RESPCommandWords {
     public private(set) var count = 0
+    /// The receive buffer's memory.
     private let base: UnsafeRawPointer?
+    /// Where the words lie: `base`, or `unquoted`'s memory for an inline command with quoted words.
+    private var wordBase: UnsafeRawPointer?
+    /// An inline command's words once quotes are taken off and escapes replaced: no longer bytes of the
+    /// receive buffer, so kept here for as long as the words are.
+    private var unquoted: UnquotedWords?
     // (offset, length) pairs of the first three words; every daemon command fits in three.
     private var inline: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
     private var rest: [(Int, Int)] = []
@@ -15,6 +21,17 @@ public struct RESPCommandWords {
 
     init(base: UnsafeRawPointer?) {
         self.base = base
+        wordBase = base
+    }
+
+    /// Words made of `bytes` rather than of the receive buffer: `ranges` are positions in `bytes`.
+    mutating func setUnquoted(_ bytes: [UInt8], _ ranges: [(Int, Int)]) {
+        let words = UnquotedWords(bytes)
+        unquoted = words
+        wordBase = UnsafeRawPointer(words.storage.baseAddress)
+        count = 0
+        rest = []
+        for (offset, length) in ranges { append(at: offset, length: length) }
     }
 
     /// The bytes of the whole request as it arrived (its framing included), for a server that keeps a request
@@ -42,8 +59,8 @@ public struct RESPCommandWords {
         case 2: (inline.4, inline.5)
         default: rest[word - 3]
         }
-        guard let base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return UnsafeRawBufferPointer(start: base + offset, count: length)
+        guard let wordBase else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: wordBase + offset, count: length)
     }
 
     /// Word `word` as text (invalid UTF-8 repaired).
@@ -63,6 +80,18 @@ public struct RESPCommandWords {
         }
         return true
     }
+}
+
+/// Memory of its own for words that are not bytes of the receive buffer, freed with the last words using it.
+private final class UnquotedWords {
+    let storage: UnsafeMutableRawBufferPointer
+
+    init(_ bytes: [UInt8]) {
+        storage = .allocate(byteCount: max(bytes.count, 1), alignment: 1)
+        storage.copyBytes(from: bytes)
+    }
+
+    deinit { storage.deallocate() }
 }
 
 extension RESPParser {
@@ -139,7 +168,10 @@ extension RESPParser {
         return (words, cursor)
     }
 
-    /// An inline command: one line split on spaces.
+    /// An inline command: one line split into words as redis-server's `sdssplitargs` splits it. Words are
+    /// separated by whitespace (space, tab, CR, …); `"…"` holds a word with spaces and the escapes `\n`, `\r`,
+    /// `\t`, `\b`, `\a`, `\xHH` and `\` before any other byte, `'…'` one with `\'` only. A closing quote must end
+    /// its word; a quote left open is a protocol error.
     private func inlineCommand(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RESPError) -> (words: RESPCommandWords, end: Int)? {
         guard let lf = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) else {
             if bytes.count - start > limits.maxValueBytes { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
@@ -147,16 +179,95 @@ extension RESPParser {
         }
         // A line's words are bounded by its bytes: checked before it is split.
         guard lf + 1 - start <= limits.maxValueBytes else { throw .tooLarge("inline command over \(limits.maxValueBytes) bytes") }
-        var end = lf
-        if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
         var words = RESPCommandWords(base: bytes.baseAddress)
         words.requestStart = start
         words.requestEnd = lf + 1
+        let line = start..<lf
+        if line.contains(where: { bytes[$0] == UInt8(ascii: "\"") || bytes[$0] == UInt8(ascii: "'") }) {
+            let (unquoted, ranges) = try RESPParser.splitQuoted(bytes, line)
+            words.setUnquoted(unquoted, ranges)
+            return (words, lf + 1)
+        }
+        // Without quotes every word is a run of the line's bytes: no copy.
         var wordStart = start
-        for index in start...end where index == end || bytes[index] == UInt8(ascii: " ") {
+        for index in start...lf where index == lf || RESPParser.isInlineSpace(bytes[index]) {
             if index > wordStart { words.append(at: wordStart, length: index - wordStart) }
             wordStart = index + 1
         }
         return (words, lf + 1)
+    }
+
+    /// What separates an inline command's words: C's isspace, and NUL.
+    static func isInlineSpace(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || (byte >= 0x09 && byte <= 0x0D) || byte == 0
+    }
+
+    /// The words of an inline line with quotes, unquoted and unescaped into one array, and where each lies in it.
+    static func splitQuoted(_ bytes: UnsafeRawBufferPointer, _ line: Range<Int>) throws(RESPError) -> ([UInt8], [(Int, Int)]) {
+        let unbalanced = RESPError.malformed("unbalanced quotes in inline request")
+        func hex(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        func at(_ index: Int) -> UInt8? { index < line.upperBound ? bytes[index] : nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(line.count)
+        var ranges: [(Int, Int)] = []
+        var index = line.lowerBound
+        while true {
+            while let byte = at(index), isInlineSpace(byte) { index += 1 }
+            guard index < line.upperBound else { break }
+            let wordStart = out.count
+            var quote: UInt8?
+            wordLoop: while true {
+                let byte = at(index)
+                if quote == UInt8(ascii: "\"") {
+                    guard let byte else { throw unbalanced }
+                    if byte == UInt8(ascii: "\\"), at(index + 1) == UInt8(ascii: "x"),
+                       let high = at(index + 2).flatMap(hex), let low = at(index + 3).flatMap(hex) {
+                        out.append(high << 4 | low)
+                        index += 3
+                    } else if byte == UInt8(ascii: "\\"), let escaped = at(index + 1) {
+                        switch escaped {
+                        case UInt8(ascii: "n"): out.append(0x0A)
+                        case UInt8(ascii: "r"): out.append(0x0D)
+                        case UInt8(ascii: "t"): out.append(0x09)
+                        case UInt8(ascii: "b"): out.append(0x08)
+                        case UInt8(ascii: "a"): out.append(0x07)
+                        default: out.append(escaped)
+                        }
+                        index += 1
+                    } else if byte == UInt8(ascii: "\"") {
+                        if let next = at(index + 1), !isInlineSpace(next) { throw unbalanced }
+                        index += 1
+                        break wordLoop
+                    } else {
+                        out.append(byte)
+                    }
+                } else if quote == UInt8(ascii: "'") {
+                    guard let byte else { throw unbalanced }
+                    if byte == UInt8(ascii: "\\"), at(index + 1) == UInt8(ascii: "'") {
+                        out.append(UInt8(ascii: "'"))
+                        index += 1
+                    } else if byte == UInt8(ascii: "'") {
+                        if let next = at(index + 1), !isInlineSpace(next) { throw unbalanced }
+                        index += 1
+                        break wordLoop
+                    } else {
+                        out.append(byte)
+                    }
+                } else {
+                    guard let byte, !isInlineSpace(byte) else { break wordLoop }
+                    if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") { quote = byte } else { out.append(byte) }
+                }
+                index += 1
+            }
+            ranges.append((wordStart, out.count - wordStart))
+        }
+        return (out, ranges)
     }
 }

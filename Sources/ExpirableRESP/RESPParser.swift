@@ -2,8 +2,9 @@ import NIOCore
 
 /// An incremental RESP2 parser: feed it the bytes received so far, take complete values off the front.
 /// `next` reads any value (what clients do with replies); `scanCommands` reads requests (what servers do), and
-/// with `inlineCommands` also accepts a line that does not start with a RESP type byte as a space-separated
-/// command, as Redis does for `telnet` users. Bulk strings are never copied.
+/// with `inlineCommands` also accepts a line that does not start with a RESP type byte as a command split into
+/// words as redis-server splits it (quotes and escapes included), for `telnet` users. Bulk strings are never
+/// copied.
 public struct RESPParser: Sendable {
     public let limits: RESPLimits
     public let inlineCommands: Bool

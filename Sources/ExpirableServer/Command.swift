@@ -11,7 +11,7 @@ enum Command: Equatable {
     /// Re-reads the configuration file (SPEC §10): admin only.
     case reload
     case list
-    /// INFO, about the expirable named by word 1 if there is one.
+    /// INFO, about the expirables (or Redis sections) named from word 1 on if there are any.
     case info(named: Bool)
     case quit
     /// The cluster's members, one line each.
@@ -54,7 +54,7 @@ enum Command: Equatable {
         if words.word(0, is: "CLEARALL") { return none(.clearAll, "CLEARALL") }
         if words.word(0, is: "RELOAD") { return none(.reload, "RELOAD") }
         if words.word(0, is: "LIST") { return none(.list, "LIST") }
-        if words.word(0, is: "INFO") { return arguments <= 1 ? .success(.info(named: arguments == 1)) : arity("INFO", "INFO [name]") }
+        if words.word(0, is: "INFO") { return .success(.info(named: arguments >= 1)) }
         if words.word(0, is: "EXPLAIN") { return named(.explain, "EXPLAIN") }
         if words.word(0, is: "EXISTS") { return names(.exists, "EXISTS") }
         if words.word(0, is: "TYPE") { return named(.type, "TYPE") }

@@ -69,6 +69,8 @@ final class CommandExecutor {
         case await(PendingReply)
         /// EXEC: the array header is written; these queued requests run next, their replies its elements.
         case runTransaction(ByteBuffer, count: Int)
+        /// A reply of one element per name asked for: written element by element, under the output bound.
+        case long(LongReply)
     }
 
     /// Runs `command`, whose words are `words`; a transaction queues it instead.
@@ -173,22 +175,32 @@ final class CommandExecutor {
             // A keyed family shows once, as NAME:* (its members are addressed as NAME:KEY).
             for name in names { out.writeRESPBulk(engine.isKeyed(name) ? name + ":*" : name) }
         case .info(let named):
-            if named {
-                let name = familyNamed(words.string(1))
-                if !CommandExecutor.redisInfoSections.contains(name.lowercased()) && !access.maySee(name, engine) {
-                    return refuseRead(name, "INFO", into: &out)
-                }
+            guard named else {
+                out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
+                break
+            }
+            guard words.count - 1 <= CommandExecutor.maxInfoNames else {
+                out.writeRESPError("ERR INFO takes at most \(CommandExecutor.maxInfoNames) names at once, got \(words.count - 1); ask in several requests")
+                break
+            }
+            // As Redis 7 answers several sections: one reply, each section once, in the order asked.
+            var sections: [String] = []
+            var shown: Set<String> = []
+            for index in 1..<words.count {
+                let name = familyNamed(words.string(index))
+                let isRedisSection = CommandExecutor.redisInfoSections.contains(name.lowercased())
+                if !isRedisSection && !access.maySee(name, engine) { return refuseRead(name, "INFO", into: &out) }
                 if access.maySee(name, engine), let text = InfoText.expirable(name, state: state) {
-                    out.writeRESPBulk(text)
-                } else if CommandExecutor.redisInfoSections.contains(name.lowercased()) {
+                    if shown.insert(name).inserted { sections.append(text) }
+                } else if isRedisSection {
                     // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
-                    out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
+                    if shown.insert("# server").inserted { sections.append(InfoText.server(state: state, names: access.visibleNames(engine))) }
                 } else {
                     out.writeRESPError(engine.notFound(name).description)
+                    return .answered
                 }
-            } else {
-                out.writeRESPBulk(InfoText.server(state: state, names: access.visibleNames(engine)))
             }
+            out.writeRESPBulk(sections.joined(separator: "\r\n"))
         case .ping(let echo):
             if session.restrictedToPubSub {
                 // Redis's form in subscribed mode, which clients' pub/sub readers expect.
@@ -251,7 +263,7 @@ final class CommandExecutor {
             out.writeRESPArrayHeader(transaction.count)
             return transaction.count == 0 ? .answered : .runTransaction(transaction.requests, count: transaction.count)
         case .command:
-            commandInfo(words, session.version, into: &out)
+            return commandInfo(words, session.version, into: &out)
         case .quit:
             out.writeRESPSimple("OK")
             return .closeAfterReply
@@ -488,6 +500,9 @@ final class CommandExecutor {
         }
     }
 
+    /// The most names one INFO answers: a reply of some KB each, bounded whatever the request's size.
+    static let maxInfoNames = 64
+
     /// Redis's INFO sections; an expirable of the same name is answered first.
     static let redisInfoSections: Set<String> = [
         "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "keyspace",
@@ -502,8 +517,9 @@ final class CommandExecutor {
         return text
     }
 
-    /// `COMMAND`, `COMMAND COUNT|LIST|INFO [name …]|DOCS [name …]`.
-    private func commandInfo(_ words: RESPCommandWords, _ version: RESPVersion, into out: inout ByteBuffer) {
+    /// `COMMAND`, `COMMAND COUNT|LIST|INFO [name …]|DOCS [name …]`. INFO and DOCS answer one element per name
+    /// given, as Redis does, so their size is the request's to choose: they are long replies.
+    private func commandInfo(_ words: RESPCommandWords, _ version: RESPVersion, into out: inout ByteBuffer) -> Outcome {
         let asked = words.count > 2 ? (2..<words.count).map { words.string($0) } : nil
         if words.count == 1 {
             out.writeRESPArrayHeader(CommandTable.entries.count)
@@ -515,16 +531,17 @@ final class CommandExecutor {
             for entry in CommandTable.entries { out.writeRESPBulk(entry.name) }
         } else if words.word(1, is: "INFO") {
             let entries = asked.map { $0.map(CommandTable.entry(named:)) } ?? CommandTable.entries.map { $0 }
-            out.writeRESPArrayHeader(entries.count)
-            for entry in entries {
-                if let entry { CommandTable.writeInfo(entry, to: &out, version) } else { out.writeRESPNull(version) }
-            }
+            return .long(LongReply(count: entries.count, header: { $0.writeRESPArrayHeader(entries.count) }) { index, out in
+                if let entry = entries[index] { CommandTable.writeInfo(entry, to: &out, version) } else { out.writeRESPNull(version) }
+            })
         } else if words.word(1, is: "DOCS") {
             let entries = asked.map { $0.compactMap(CommandTable.entry(named:)) } ?? CommandTable.entries
-            out.writeRESPMapHeader(entries.count, version)
-            for entry in entries { CommandTable.writeDocs(entry, to: &out, version) }
+            return .long(LongReply(count: entries.count, header: { $0.writeRESPMapHeader(entries.count, version) }) { index, out in
+                CommandTable.writeDocs(entries[index], to: &out, version)
+            })
         } else {
             out.writeRESPError("ERR unknown COMMAND subcommand '\(words.string(1).prefix(32))'; expected COMMAND [COUNT | LIST | INFO [name …] | DOCS [name …]]")
         }
+        return .answered
     }
 }

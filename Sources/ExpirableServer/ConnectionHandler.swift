@@ -12,7 +12,8 @@ import Glibc
 /// the replies in order. A GET or FETCH of a valid value is answered inline on the event loop. The connection
 /// is in one `Phase` at a time; no client can make the daemon buffer without bound:
 /// - a request waiting on the engine holds the requests behind it, read up to `maxRequestBytes`;
-/// - unsent replies past `maxOutputBytes` stop both answering and reading until the client has read half;
+/// - unsent replies past `maxOutputBytes` stop both answering and reading until the client has read half, also
+///   in the middle of a reply of one element per name (`LongReply`: MGET, COMMAND INFO/DOCS);
 /// - a half-sent request is given `requestTimeout`, an idle connection `idleTimeout`;
 /// - a refused request's error is readable: what follows it is dropped for at most `discardTime`, not let pile up;
 /// - a client that shuts down its writing side gets every reply owed before the connection closes.
@@ -42,7 +43,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var phase = Phase.serving
         /// The client shut down its writing side: once every request read is answered, close.
         var inputClosed = false
-        /// The daemon is stopping: once the reply owed is out, close.
+        /// The daemon is stopping: nothing more is read; once every request read is answered, close (after at
+        /// most `drainTimeout`, what is still owed gets an error).
         var quiescing = false
         /// NIO asked for a read while reading was held back.
         var readPending = false
@@ -56,6 +58,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var deferred = false
         /// Discarding: the refusal is out and the writing side shut down.
         var refusalSent = false
+        /// Throttled in the middle of a long reply: the rest of it, written before anything else once the client
+        /// reads. Pushes wait behind it, as they wait behind a transaction's array.
+        var unfinished: LongReply?
     }
 
     private let options: ServerOptions
@@ -134,6 +139,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         outbound = nil  // zeroed as it is freed (WipingAllocator)
+        state.unfinished = nil
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
@@ -202,7 +208,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if context.channel.isWritable && state.phase == .throttled {
             executor.state.throttledConnections.subtract(1, ordering: .relaxed)
             state.phase = .serving
-            resume(context: context)
+            if let unfinished = state.unfinished {
+                state.unfinished = nil
+                if writeLong(unfinished, context: context) { longReplyDone(context: context) }
+            } else {
+                resume(context: context)
+            }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -212,12 +223,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
             state.quiescing = true
             // A batch read and waiting for its read-ahead round is answered, as it would have been when read.
             if state.deferred { runReadAhead(context: context) }
-            if state.phase == .waiting {
+            switch state.phase {
+            case .waiting, .throttled:
+                // Requests read behind the one waiting on a plugin, or behind replies the client has not read yet,
+                // are owed: answered as the plugin answers and the client reads, for at most drainTimeout.
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.scheduleTask(in: .nanoseconds(options.drainTimeout.nanoseconds)) {
-                    loopBound.value.0.close(context: loopBound.value.1)
+                    loopBound.value.0.drainTimeUp(context: loopBound.value.1)
                 }
-            } else {
+            case .serving, .discarding, .closed:
                 close(context: context)
             }
         } else if case ChannelEvent.inputClosed = event {
@@ -240,9 +254,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// While a request waits on the engine, later requests are read and kept, up to the request size limit;
     /// pausing on every wait would cost two epoll_ctl calls per waiting connection. While throttled, or
-    /// closing, nothing is read.
+    /// closing, or once the daemon is stopping, nothing is read.
     private var mayRead: Bool {
-        switch state.phase {
+        if state.quiescing && state.phase != .discarding { return false }
+        return switch state.phase {
         case .serving: true
         case .waiting: (inbound?.readableBytes ?? 0) < options.maxRequestBytes
         case .discarding: true
@@ -269,15 +284,18 @@ final class ConnectionHandler: ChannelDuplexHandler {
                         outcome = .answered
                     }
                     let inTransaction = state.transactionLeft > 0
+                    var complete = true
                     switch outcome {
                     case .answered: break
                     case .closeAfterReply: close(context: context)
                     case .await(let pending): wait(for: pending, context: context)
+                    case .long(let reply): complete = writeLong(reply, context: context)
                     case .runTransaction(let requests, let count):
                         transaction = (requests, count)
                         return false
                     }
-                    if inTransaction && state.phase != .waiting { transactionStepDone() }
+                    // A long reply left unfinished counts when it is complete (`longReplyDone`).
+                    if inTransaction && state.phase != .waiting && complete { transactionStepDone() }
                     if (outbound?.readableBytes ?? 0) >= flushBytes { flushAndCheckOutput(context: context) }
                     return state.phase == .serving
                 }
@@ -320,15 +338,36 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func answer(_ pending: PendingReply, context: ChannelHandlerContext) {
         guard state.phase == .waiting else { return }
         state.phase = .serving
-        if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }
-        pending.write(to: &outbound!, session.version)
-        // Nothing runs while a request waits, so a transaction still counting owes this reply in its array.
-        if state.transactionLeft > 0 { transactionStepDone() }
-        if state.quiescing {
-            close(context: context)
-            return
+        if writeLong(pending.reply(session.version), context: context) { longReplyDone(context: context) }
+    }
+
+    /// Writes `reply` in pieces of `flushBytes`, handing each to the channel: true once it is complete; false
+    /// when the client stopped reading in the middle (the connection is throttled and keeps the rest in
+    /// `state.unfinished`, or it closed).
+    private func writeLong(_ reply: LongReply, context: ChannelHandlerContext) -> Bool {
+        var reply = reply
+        while true {
+            if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 4096) }
+            if reply.write(to: &outbound!, limit: flushBytes) { return true }
+            flushAndCheckOutput(context: context)
+            guard state.phase == .serving else {
+                if state.phase == .throttled { state.unfinished = reply }
+                return false
+            }
         }
-        if outbound!.readableBytes >= flushBytes { flushAndCheckOutput(context: context) }
+    }
+
+    /// A reply waited for, or written in pieces across a throttle, is complete: a transaction counts it as one
+    /// of its array's elements (nothing else ran meanwhile), pushes held behind it go out, and the requests
+    /// behind it are answered.
+    private func longReplyDone(context: ChannelHandlerContext) {
+        if state.transactionLeft > 0 {
+            transactionStepDone()
+        } else if let pushes = deferredPushes {
+            deferredPushes = nil
+            outbound.accumulate(pushes)
+        }
+        if (outbound?.readableBytes ?? 0) >= flushBytes { flushAndCheckOutput(context: context) }
         resume(context: context)
     }
 
@@ -342,12 +381,42 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// After the client's writing side closed: once nothing is owed, close (what is left in `inbound` is a
-    /// request that can never be completed).
+    /// After the client's writing side closed, or once the daemon is stopping: once nothing is owed, close
+    /// (what is left in `inbound` is a request that will never be completed).
     private func finishIfDone(context: ChannelHandlerContext) {
         // A batch waiting for its read-ahead round is still owed: the round's `process` comes back here.
-        guard state.inputClosed, state.phase == .serving, state.transactionLeft == 0, !state.deferred else { return }
+        guard state.inputClosed || state.quiescing, state.phase == .serving, state.transactionLeft == 0, !state.deferred,
+              state.unfinished == nil else { return }
         close(context: context)
+    }
+
+    /// The daemon is stopping and `drainTimeout` has passed: every request still owed (one waiting on a plugin,
+    /// those read behind it) gets an error saying so, then the connection closes. A client that has not read
+    /// its replies for all that time is closed at once.
+    private func drainTimeUp(context: ChannelHandlerContext) {
+        switch state.phase {
+        case .closed, .discarding:
+            return
+        case .throttled:
+            executor.state.throttledConnections.subtract(1, ordering: .relaxed)
+            state.phase = .closed
+            state.unfinished = nil
+            context.close(promise: nil)
+        case .waiting, .serving:
+            let error = "ERR the daemon is stopping and did not answer within its drain time (\(options.drainTimeout.milliseconds) ms); send the request again once it is back"
+            if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 256) }
+            if state.phase == .waiting { outbound!.writeRESPError(error) }
+            if var requests = inbound {
+                inbound = nil
+                // A request cut short, or not RESP, is not owed: the ones before it are.
+                try? parser.scanCommands(&requests) { _ in
+                    outbound!.writeRESPError(error)
+                    return true
+                }
+            }
+            state.phase = .serving
+            close(context: context)
+        }
     }
 
     // MARK: Replies
@@ -379,8 +448,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A new value for a subscription: pushed at once (after a transaction's array, if one is half written).
-    /// A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
+    /// A new value for a subscription: pushed at once (after a transaction's array or a long reply, if one is
+    /// half written). A subscriber that lets `maxOutputBytes` of pushes pile up is disconnected, as Redis does.
     private func push(_ name: String, _ fetched: Fetched, context: ChannelHandlerContext) {
         guard state.phase != .closed, session.subscriptions.contains(name), executor.mayReceive(name) else { return }
         var out = WipingAllocator.shared.buffer(capacity: 64 + fetched.value.count + name.utf8.count)
@@ -388,21 +457,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
         out.writeRESPBulk("message")
         out.writeRESPBulk(name)
         fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
-        guard state.transactionLeft == 0 else {
+        guard state.transactionLeft == 0 && state.unfinished == nil else {
             deferredPushes.accumulate(out)
+            if state.unfinished != nil && (deferredPushes?.readableBytes ?? 0) > options.maxOutputBytes { closeSlowSubscriber(context: context) }
             return
         }
         sendReplies(context: context)
         write(consume out, context: context)
-        if !context.channel.isWritable {
-            logger.warning("subscriber closed: it does not read its messages", metadata: [
-                "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
-                "peer": "\(executor.peer.map(\.description) ?? "unknown")",
-            ])
-            executor.state.slowSubscribersClosed.add(1, ordering: .relaxed)
-            state.phase = .closed
-            context.close(promise: nil)
-        }
+        if !context.channel.isWritable { closeSlowSubscriber(context: context) }
+    }
+
+    /// A subscriber that does not read its messages: disconnected, with a warning.
+    private func closeSlowSubscriber(context: ChannelHandlerContext) {
+        logger.warning("subscriber closed: it does not read its messages", metadata: [
+            "client": "\(session.id)", "max_output_bytes": "\(options.maxOutputBytes)",
+            "peer": "\(executor.peer.map(\.description) ?? "unknown")",
+        ])
+        executor.state.slowSubscribersClosed.add(1, ordering: .relaxed)
+        if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
+        state.phase = .closed
+        context.close(promise: nil)
     }
 
     /// The daemon ended a subscription (a reload removed its name): the client gets Redis's `unsubscribe`
@@ -474,6 +548,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard state.phase != .closed else { return }
         let out = outbound ?? WipingAllocator.shared.buffer(capacity: 0)
         outbound = nil
+        state.unfinished = nil
         if state.phase == .throttled { executor.state.throttledConnections.subtract(1, ordering: .relaxed) }
         state.phase = .closed
         state.quietTicks = 0

@@ -1,18 +1,20 @@
 import ExpirableCore
 
-/// The text of INFO replies: `key:value` lines, one fact each, never a value.
+/// The text of INFO replies in Redis's form: a `# Section` line, then `key:value` lines, one fact each, never a
+/// value. Clients such as coredis read only the fields that follow a section line.
 enum InfoText {
     static func expirable(_ name: String, state: ServerState) -> String? {
         if let family = state.engine.familyInfo(name) {
             // A keyed family: its settings, counts and plugin; each member answers INFO NAME:KEY.
             return ([
-                "name:\(name)", "keyed:yes", "scope:\(state.engine.scope(of: name)?.rawValue ?? "")", "refresh:\(family.refresh)",
+                "# Expirable", "name:\(name)", "keyed:yes", "scope:\(state.engine.scope(of: name)?.rawValue ?? "")", "refresh:\(family.refresh)",
                 "keys:\(family.keys)", "max_keys:\(family.maxKeys)", "key_idle_ms:\(family.keyIdle.milliseconds)",
                 "evictions:\(family.evictions)",
             ] + (state.options.pluginInfo?(name) ?? []).map { "\($0.0):\($0.1)" }).joined(separator: "\r\n") + "\r\n"
         }
         guard let status = state.engine.reportedStatus(name) else { return nil }
         var lines = [
+            "# Expirable",
             "name:\(status.name)",
             "state:\(status.state.rawValue)",
             "scope:\(status.scope.rawValue)",
@@ -66,6 +68,7 @@ enum InfoText {
     static func server(state: ServerState, names: [String]) -> String {
         let uptime = (SystemClock().monotonicNanos - state.startedAt) / 1_000_000_000
         return ([
+            "# Server",
             "daemon:expirabled",
             "version:\(ExpirableServer.version)",
             "uptime_s:\(uptime)",

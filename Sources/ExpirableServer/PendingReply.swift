@@ -38,25 +38,30 @@ final class PendingReply: Sendable {
         }
     }
 
-    func write(to out: inout ByteBuffer, _ version: RESPVersion) {
+    /// The reply, once every answer is in: one element for GET and FETCH, MGET's array otherwise (written
+    /// element by element, so its size is bounded by the connection's output bound, not by the request).
+    func reply(_ version: RESPVersion) -> LongReply {
         let answers = results.withLock { $0.answers }
         switch kind {
         case .get:
-            switch answers[0] {
-            case .success(let fetched)?: fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
-            case .failure(let error)?: out.writeRESPError(error.description)
-            case nil: out.writeRESPError("ERR no answer")
+            return LongReply(count: 1, header: { _ in }) { _, out in
+                switch answers[0] {
+                case .success(let fetched)?: fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
+                case .failure(let error)?: out.writeRESPError(error.description)
+                case nil: out.writeRESPError("ERR no answer")
+                }
             }
         case .fetch:
-            switch answers[0] {
-            case .success(let fetched)?: PendingReply.writeFetched(fetched, to: &out)
-            case .failure(let error)?: out.writeRESPError(error.description)
-            case nil: out.writeRESPError("ERR no answer")
+            return LongReply(count: 1, header: { _ in }) { _, out in
+                switch answers[0] {
+                case .success(let fetched)?: PendingReply.writeFetched(fetched, to: &out)
+                case .failure(let error)?: out.writeRESPError(error.description)
+                case nil: out.writeRESPError("ERR no answer")
+                }
             }
         case .mget:
-            out.writeRESPArrayHeader(answers.count)
-            for answer in answers {
-                switch answer {
+            return LongReply(count: answers.count, header: { $0.writeRESPArrayHeader(answers.count) }) { index, out in
+                switch answers[index] {
                 case .success(let fetched)?: fetched.value.withUnsafeBytes { out.writeRESPBulk($0) }
                 case .failure(let error)? where error.code == .notFound: out.writeRESPNull(version)
                 case .failure(let error)?: out.writeRESPError(error.description)

@@ -37,6 +37,8 @@ async def check(c, args):
         c.equal("PING", await client.ping(), b"PONG")
         c.equal("CLIENT GETNAME (client_name= sent CLIENT SETNAME after HELLO 3)", await client.client_getname(),
                 CLIENT_NAME.encode())
+        info = await client.info()
+        c.true("INFO: fields coredis reads (those after a '# Section' line)", len(info) > 0, "some fields", info)
         version = client.server_version
         c.true("HELLO 3 reply: a server version coredis can parse", version is not None, "a version", str(version))
 

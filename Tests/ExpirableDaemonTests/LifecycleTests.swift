@@ -14,6 +14,22 @@ struct LifecycleTests {
         #expect(daemon.log.contains("stopped"))
     }
 
+    @Test("SIGTERM answers the requests a connection already sent behind one waiting on a plugin before it closes")
+    func drainAnswersPipelinedRequests() throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"10s\"\n[expirable.slow.params]\nsleep_ms = 1000\n", testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "token") == "token-1")
+        let client = try RawConnection(daemon.socket)
+        client.send("GET slow\r\nGET token\r\nPING\r\n")
+        // The daemon has read the three requests once the plugin call for the first is under way.
+        #expect(waitUntil(seconds: 10) { (try? daemon.redis("INFO", "slow").contains("fetching:yes")) == true })
+        let pid = try #require(daemon.process?.pid)
+        kill(pid, SIGTERM)
+        #expect(client.receive(replies: 3) == "$16\r\nmax_concurrent=1\r\n$7\r\ntoken-1\r\n+PONG\r\n")
+        #expect(client.isClosedByPeer())
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("the socket file gets socket_mode")
     func socketMode() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")

@@ -51,6 +51,30 @@ struct MisbehavingClientTests {
         #expect(first.hasPrefix("$65536\r\nvvvv"))
     }
 
+    @Test("one MGET of 1,000 names of a 64 KiB value, never read, grows memory by less than 24 MB (a 64 MB reply); it arrives as the client reads")
+    func unreadMGETIsBounded() throws {
+        let daemon = try Self.bigValueDaemon()
+        defer { daemon.remove() }
+        let pid = try #require(daemon.process?.pid)
+        #expect(try daemon.redis("GET", "big").count == 64 * 1024)
+        let before = try #require(ProcessFigures.residentKB(pid))
+
+        let client = try RawConnection(daemon.socket)
+        client.send("MGET" + String(repeating: " big", count: 1_000) + "\r\n")
+        // The daemon writes what the socket takes, then stops; give it time to do all it would do.
+        usleep(1_500_000)
+        let during = try #require(ProcessFigures.residentKB(pid))
+        #expect(during - before < 24 * 1024, "resident memory grew from \(before) KB to \(during) KB")
+        var head = [UInt8](repeating: 0, count: 64)
+        var got = 0
+        while got < head.count {
+            let n = head[got...].withUnsafeMutableBytes { read(client.fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            got += n
+        }
+        #expect(String(decoding: head, as: UTF8.self).hasPrefix("*1000\r\n$65536\r\nvvvv"))
+    }
+
     @Test("out of file descriptors, the daemon does not spin: it refuses new clients with an error, logs once, and serves again once descriptors free up")
     func outOfDescriptorsDoesNotSpin() throws {
         // max_connections above what 64 descriptors allow, so accept itself fails with EMFILE.

@@ -123,6 +123,27 @@ struct RESPTests {
         #expect(try words(&buffer) == ["PING"])
     }
 
+    @Test("inline commands split on any whitespace and take quoted words as redis-server's sdssplitargs does")
+    func inlineQuoting() throws {
+        func split(_ text: String) throws -> [String]? {
+            var buffer = ByteBuffer(string: text)
+            return try words(&buffer)
+        }
+        #expect(try split("ECHO \"hello world\"\r\n") == ["ECHO", "hello world"])
+        #expect(try split("ECHO 'x y'\r\n") == ["ECHO", "x y"])
+        #expect(try split("ECHO \"\\x41\\n\\t\\\"q\\\\\\z\"\r\n") == ["ECHO", "A\n\t\"q\\z"])
+        #expect(try split("ECHO 'it\\'s \\n'\r\n") == ["ECHO", "it's \\n"])
+        #expect(try split("CLIENT SETNAME \"\" x\r\n") == ["CLIENT", "SETNAME", "", "x"])
+        #expect(try split("ab\"c d\" 'e'\r\n") == ["abc d", "e"])
+        #expect(try split("PING\tx\r\n") == ["PING", "x"])
+        #expect(try split("GET tok\rPING\r\n") == ["GET", "tok", "PING"])
+        #expect(try split("MGET a \"b c\" d e f\n") == ["MGET", "a", "b c", "d", "e", "f"])
+        for bad in ["ECHO \"a\r\n", "ECHO 'a\n", "ECHO \"a\"b\r\n", "ECHO 'a'b\r\n"] {
+            var buffer = ByteBuffer(string: bad)
+            #expect(throws: RESPError.malformed("unbalanced quotes in inline request")) { try requests.scanCommands(&buffer) { _ in true } }
+        }
+    }
+
     @Test("command words match keywords regardless of case")
     func keywords() throws {
         var buffer = ByteBuffer(string: "*2\r\n$3\r\ngEt\r\n$1\r\nx\r\n")

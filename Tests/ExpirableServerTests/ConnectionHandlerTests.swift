@@ -216,6 +216,95 @@ struct ConnectionHandlerTests {
         #expect(rest.occurrences(of: "$40000\r\n") == 8)
     }
 
+    @Test("one MGET or COMMAND INFO of many names is written element by element under the output bound; the rest follows once the client reads")
+    func longRepliesAreBounded() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send("MGET" + String(repeating: " a", count: 100) + "\r\nPING\r\n")
+        // 4 MB of reply: no more than a few 64 KiB pieces are written before the connection is throttled.
+        let first = try h.received()
+        #expect(first.utf8.count < 200_000, "\(first.utf8.count) bytes written for a client that does not read")
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        let rest = first + (try h.received())
+        #expect(rest.hasPrefix("*100\r\n$40000\r\n"))
+        #expect(rest.occurrences(of: "$40000\r\n") == 100)
+        #expect(rest.hasSuffix("\r\n+PONG\r\n"), "PING is answered after the whole MGET")
+
+        // COMMAND INFO and DOCS answer one element per name given, as Redis does.
+        let c = try Harness()
+        c.channel.isWritable = false
+        try c.send("COMMAND INFO" + String(repeating: " get", count: 5_000) + "\r\nPING\r\n")
+        let info = try c.received()
+        #expect(info.utf8.count < 200_000, "\(info.utf8.count) bytes written for a client that does not read")
+        c.channel.isWritable = true
+        c.channel.pipeline.fireChannelWritabilityChanged()
+        let all = info + (try c.received())
+        #expect(all.hasPrefix("*5000\r\n*10\r\n$3\r\nget\r\n"))
+        #expect(all.occurrences(of: "*10\r\n$3\r\nget\r\n") == 5_000)
+        #expect(all.hasSuffix("+PONG\r\n"))
+    }
+
+    @Test("draining answers every request already read: those behind a waiting one once it is answered, then closes")
+    func drainingAnswersWhatWasRead() throws {
+        let h = try Harness()
+        try h.store("b", "beta")
+        try h.send("GET a\r\nGET b\r\nPING\r\n")
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(h.channel.isActive, "closed while a reply was owed")
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "$5\r\nalpha\r\n$4\r\nbeta\r\n+PONG\r\n")
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("draining past the drain time: every request still owed, the waiting one and those behind it, gets an error before the close")
+    func drainingPastItsTime() throws {
+        let h = try Harness(options: ServerOptions(socketPath: "/unused", drainTimeout: .seconds(2)))
+        try h.send("GET a\r\nPING\r\nGET b\r\n")
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let error = "-ERR the daemon is stopping and did not answer within its drain time (2000 ms); send the request again once it is back\r\n"
+        #expect(try h.received() == String(repeating: error, count: 3))
+        #expect(!h.channel.isActive)
+        // The plugin's late answer goes nowhere.
+        h.fetchers["a"]!.release("alpha")
+        #expect(try h.received() == "")
+    }
+
+    @Test("inline commands take quoted words as redis-server does; unbalanced quotes are a protocol error")
+    func inlineQuoting() throws {
+        let h = try Harness()
+        try h.send("ECHO \"hello world\"\r\nECHO 'x y'\r\nECHO \"\\x41\"\r\nCLIENT SETNAME app\r\nCLIENT SETNAME \"\"\r\nCLIENT GETNAME\r\nPING\tx\r\n")
+        #expect(try h.received() == "$11\r\nhello world\r\n$3\r\nx y\r\n$1\r\nA\r\n+OK\r\n+OK\r\n$-1\r\n$1\r\nx\r\n")
+        // Queued inside MULTI, a quoted word is run as it was sent.
+        try h.send("MULTI\r\nECHO \"a b\"\r\nEXEC\r\n")
+        #expect(try h.received() == "+OK\r\n+QUEUED\r\n*1\r\n$3\r\na b\r\n")
+        try h.send("ECHO \"a\r\n")
+        #expect(try h.received() == "-ERR Protocol error: unbalanced quotes in inline request; closing the connection\r\n")
+    }
+
+    @Test("INFO is in Redis's form, a '# Section' line before its fields; several sections or names are answered in one reply")
+    func infoSections() throws {
+        let h = try Harness()
+        func text(_ reply: String) -> String { reply.firstRange(of: "\r\n").map { String(reply[$0.upperBound...]) } ?? reply }
+        try h.send("INFO\r\n")
+        let server = text(try h.received())
+        #expect(server.hasPrefix("# Server\r\ndaemon:expirabled\r\n"))
+        try h.send("INFO a\r\n")
+        #expect(text(try h.received()).hasPrefix("# Expirable\r\nname:a\r\n"))
+        try h.send("INFO server clients\r\n")
+        let two = text(try h.received())
+        #expect(two.hasPrefix("# Server\r\n") && two.occurrences(of: "# Server") == 1, "\(two)")
+        try h.send("INFO a server b\r\n")
+        let three = text(try h.received())
+        #expect(three.hasPrefix("# Expirable\r\nname:a\r\n"))
+        #expect(three.contains("\r\n\r\n# Server\r\ndaemon:expirabled\r\n"))
+        #expect(three.contains("\r\n\r\n# Expirable\r\nname:b\r\n"))
+        try h.send("INFO a nope\r\n")
+        #expect(try h.received().hasPrefix("-NOTFOUND no expirable named 'nope'"))
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
