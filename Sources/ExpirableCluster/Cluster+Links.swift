@@ -55,23 +55,32 @@ extension Cluster {
         let now = clock.monotonicNanos
         // The last error stays until the peer acknowledges a heartbeat on this link (`acknowledged`): a peer that
         // refuses the link after TLS (a `linkRefused` frame) is logged once, not at every redial.
-        state.withLock { s in
+        let brokeEarly: Bool = state.withLock { s in
             s.peers[name]?.outbound = channel
             s.peers[name]?.sender = sender
             s.peers[name]?.lastAcked = now
+            s.peers[name]?.outboundAcknowledged = false
+            return s.peers[name]?.brokeEarly ?? false
         }
-        logger.info("linked to peer", metadata: ["peer": "\(name)"])
+        // A peer that refuses this node right after TLS is redialed every heartbeat: its reason is logged once
+        // (`linkFailed`, `refusedByPeer`), the links that come and go only at debug until one works.
+        logger.log(level: brokeEarly ? .debug : .info, "linked to peer", metadata: ["peer": "\(name)"])
         reportMembership()
     }
 
     func outboundLost(_ name: String, channel: any Channel) {
-        let wasCurrent: Bool = state.withLock { s in
-            guard let current = s.peers[name]?.outbound, current === channel else { return false }
+        let (wasCurrent, acknowledged, failing, brokeEarly): (Bool, Bool, Bool, Bool) = state.withLock { s in
+            guard let record = s.peers[name], let current = record.outbound, current === channel else { return (false, false, false, false) }
             s.peers[name]?.outbound = nil
             s.peers[name]?.sender = nil
-            return true
+            if !record.outboundAcknowledged { s.peers[name]?.brokeEarly = true }
+            return (true, record.outboundAcknowledged, record.lastError != nil, record.brokeEarly)
         }
-        if wasCurrent { logger.info("link to peer closed", metadata: ["peer": "\(name)"]) }
+        if wasCurrent {
+            logger.log(level: !acknowledged && brokeEarly ? .debug : .info, "link to peer closed", metadata: ["peer": "\(name)"])
+            // Closed before a heartbeat came back, with no reason given: what the peer most likely did.
+            if !acknowledged && !failing { linkFailed(name, reason: unacknowledged(name, "\(name) closed the link"), afterHandshake: true) }
+        }
         failPending(to: name, because: .linkClosed(peer: name))
         reportMembership()
         redialLater(name)
@@ -100,12 +109,16 @@ extension Cluster {
     /// `peer` acknowledged a heartbeat on `channel`: what this node sends on it arrives.
     func acknowledged(_ peer: String, channel: any Channel) {
         let now = clock.monotonicNanos
-        state.withLock { s in
-            if let current = s.peers[peer]?.outbound, current === channel {
-                s.peers[peer]?.lastAcked = now
-                s.peers[peer]?.lastError = nil
-            }
+        let recovered: Bool = state.withLock { s in
+            guard let record = s.peers[peer], let current = record.outbound, current === channel else { return false }
+            s.peers[peer]?.lastAcked = now
+            s.peers[peer]?.lastError = nil
+            s.peers[peer]?.refusal = nil
+            s.peers[peer]?.outboundAcknowledged = true
+            s.peers[peer]?.brokeEarly = false
+            return record.brokeEarly
         }
+        if recovered { logger.info("linked to peer", metadata: ["peer": "\(peer)", "note": "the peer acknowledges this node's link again"]) }
     }
 
     /// A hello on a new link from `name` (its certificate verified), naming `incarnation`: the address of the
@@ -136,8 +149,11 @@ extension Cluster {
     func refusedByPeer(_ peer: String, _ refusal: LinkRefusal) {
         let reason = refusal.text(node: options.node, peer: peer)
         let changed: Bool = state.withLock { s in
-            defer { s.peers[peer]?.lastError = reason }
-            return s.peers[peer]?.lastError != reason
+            defer {
+                s.peers[peer]?.lastError = reason
+                s.peers[peer]?.refusal = reason
+            }
+            return s.peers[peer]?.refusal != reason
         }
         if changed { logger.error("peer refuses this node's link", metadata: ["peer": "\(peer)", "reason": "\(reason)"]) }
     }
@@ -153,13 +169,38 @@ extension Cluster {
         reportMembership()
     }
 
-    func linkFailed(_ name: String, reason: String) {
-        let changed: Bool = state.withLock { s in
+    /// A link to `name` failed: `afterHandshake` when it had passed TLS, so the peer's stated refusal, if any,
+    /// is the better reason (a dial that fails says the peer is not even reachable now).
+    func linkFailed(_ name: String, reason: String, afterHandshake: Bool = false) {
+        let changed: Bool? = state.withLock { s in
+            // The peer said why it refuses this node: the reset or close that follows says less.
+            if afterHandshake, s.peers[name]?.refusal != nil { return nil }
+            s.peers[name]?.refusal = nil
             defer { s.peers[name]?.lastError = reason }
             return s.peers[name]?.lastError != reason
         }
         // Dialing a dead peer fails every heartbeat: log each new reason once.
-        if changed { logger.warning("peer unreachable", metadata: ["peer": "\(name)", "reason": "\(reason)"]) }
+        if changed == true {
+            logger.warning("peer unreachable", metadata: ["peer": "\(name)", "reason": "\(reason)"])
+        } else {
+            logger.debug("peer unreachable", metadata: ["peer": "\(name)", "reason": "\(reason)"])
+        }
+    }
+
+    /// Why the link this node dialed to `name` on `channel`, through TLS, failed: `reason`, and, if the peer had
+    /// not acknowledged anything on it yet, what the peer most likely did (a peer of an older version, or one
+    /// whose refusal did not arrive, closes without saying why).
+    func failureAfterHandshake(_ name: String, channel: any Channel, _ reason: String) -> String {
+        let acknowledged = state.withLock { s in
+            guard let record = s.peers[name], let current = record.outbound, current === channel else { return true }
+            return record.outboundAcknowledged
+        }
+        return acknowledged ? reason : unacknowledged(name, reason)
+    }
+
+    private func unacknowledged(_ name: String, _ reason: String) -> String {
+        "\(reason) right after the TLS handshake, before acknowledging anything: \(name) may not list \(options.node) "
+            + "among its peers, or refuses it for another reason (its log says why, as a refused peer connection)"
     }
 
     /// Logs peers that became alive or dead since the last report; fails forwarded fetches to the dead.
@@ -248,7 +289,12 @@ final class OutboundLink: ChannelInboundHandler {
         } else if error is ByteToMessageDecoderError {
             return  // bytes after a frame error, on a link already closing
         }
-        cluster.linkFailed(peer, reason: LinkFailure.link(error))
+        let reason = LinkFailure.link(error)
+        if sender == nil {
+            cluster.linkFailed(peer, reason: reason)
+        } else {
+            cluster.linkFailed(peer, reason: cluster.failureAfterHandshake(peer, channel: context.channel, reason), afterHandshake: true)
+        }
         context.close(promise: nil)
     }
 }

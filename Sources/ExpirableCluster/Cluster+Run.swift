@@ -8,6 +8,9 @@ extension Cluster {
     /// Listens for peers, dials them, sends heartbeats and watches liveness until graceful shutdown.
     public func run() async throws {
         let allowed = Set(options.peers.map(\.name))
+        // What a node whose certificate is valid but names none of the peers is told before its link is closed.
+        var notAPeer = ByteBuffer()
+        ClusterFrame.encode(.linkRefused(.notAPeer), into: &notAPeer)
         let tls = self.tls
         let listener: any Channel
         do {
@@ -25,7 +28,7 @@ extension Cluster {
                             // The link bounds the TLS handshake and hello together, so TLS gets no timeout of its own.
                             // A frame begun must be complete within the dead time (the decoder closes the link).
                             try channel.pipeline.syncOperations.addHandlers([
-                                TLSHandler(context: tls, role: .server(allowedPeers: allowed), handshakeTimeout: nil),
+                                TLSHandler(context: tls, role: .server(allowedPeers: allowed, refusal: notAPeer), handshakeTimeout: nil),
                                 ClusterFrameEncoder(),
                                 ByteToMessageHandler(ClusterFrameDecoder(stall: (options.deadAfter, clock))),
                                 InboundLink(cluster: self),

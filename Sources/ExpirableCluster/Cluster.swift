@@ -259,6 +259,14 @@ struct ClusterState {
         /// The peer's cluster-scoped expirables, from its last hello: it may own only those (`owner(of:)`).
         var digests: [String: ExpirableDigest] = [:]
         var lastError: String?
+        /// The peer acknowledged a heartbeat on `outbound`: the link works (not only its TLS handshake).
+        var outboundAcknowledged = false
+        /// Why the peer said it refuses this node's link (a `linkRefused` frame), until a link to it works: the
+        /// connection errors that follow such a refusal do not replace it.
+        var refusal: String?
+        /// The last link this node dialed to the peer closed before the peer acknowledged anything: the links
+        /// that come and go after it (a redial every heartbeat) are logged at debug until one works.
+        var brokeEarly = false
         /// Whether the last membership report said alive, to log changes once.
         var reportedAlive = false
         /// A dial is under way or scheduled.

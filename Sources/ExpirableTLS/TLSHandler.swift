@@ -18,7 +18,9 @@ public enum TLSRole: Sendable {
     /// We dialed `expectedPeer`: its certificate must name it (CN or a DNS subjectAltName).
     case client(expectedPeer: String)
     /// We accepted: the certificate must name exactly one of `allowedPeers`, which becomes the peer's identity.
-    case server(allowedPeers: Set<String>)
+    /// A client whose certificate the CA verified but that names none of them is sent `refusal` (plaintext, such
+    /// as a frame saying why) before the connection is closed, so it can show why it was refused.
+    case server(allowedPeers: Set<String>, refusal: ByteBuffer? = nil)
 }
 
 /// TLS on a NIO channel through OpenSSL memory BIOs, as a small state machine:
@@ -144,9 +146,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     return fail(context: context, TLSError("the certificate of the peer dialed as \(expected) names \(names.isEmpty ? "nothing" : names.joined(separator: ", ")), not \(expected)"))
                 }
                 identity = expected
-            case .server(let allowed):
+            case .server(let allowed, let refusal):
                 let matches = Set(names).intersection(allowed)
                 guard matches.count == 1, let node = matches.first else {
+                    // Sent inside the session just made: the client verified this node, so it can trust the words.
+                    if let refusal, connection.write(refusal) == nil { sendOutput(context: context, promise: nil, flush: true) }
                     return fail(context: context, TLSError("the client certificate names \(names.isEmpty ? "nothing" : names.joined(separator: ", ")), \(matches.isEmpty ? "none" : "more than one") of which is a configured peer"))
                 }
                 identity = node

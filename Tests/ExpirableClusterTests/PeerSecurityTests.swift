@@ -103,6 +103,30 @@ struct PeerSecurityTests {
         #expect(refusals.count == 1, "one warning, then a count: \(refusals)")
     }
 
+    @Test("node-a does not list node-c as a peer: node-c shows and logs once that node-a refuses it and why, and its redials are not logged at info each heartbeat")
+    func notListedAsPeer() throws {
+        let cluster = try TestCluster(expirables: counters())
+        defer { cluster.remove() }
+        // node-a is restarted without node-c among its peers; node-b and node-c still list node-a.
+        _ = cluster["node-a"].stop()
+        let config = try String(contentsOfFile: cluster["node-a"].configPath, encoding: .utf8)
+        let edited = config.replacingOccurrences(of: #", node-c = "[^"]*""#, with: "", options: .regularExpression)
+        #expect(edited != config)
+        try edited.write(toFile: cluster["node-a"].configPath, atomically: true, encoding: .utf8)
+        try cluster["node-a"].start()
+        #expect(TestCluster.eventually(seconds: 15) { cluster.live("node-a") == ["node-a", "node-b"] && cluster.live("node-b") == Set(cluster.names) })
+        var view = ""
+        #expect(try TestCluster.eventually { view = try cluster["node-c"].redis("CLUSTER"); return view.contains("error:node-a refuses this node: node-c is not among the peers") },
+                "node-c's view of node-a says why: \(view)")
+        let mark = cluster["node-c"].log.count
+        usleep(3_000_000)  // ten heartbeats, each a redial refused
+        let later = cluster["node-c"].log.dropFirst(mark).split(separator: "\n")
+        let info = later.filter { ($0.contains(" info ") || $0.contains(" warning ") || $0.contains(" error ")) && $0.contains("peer=node-a") }
+        #expect(info.count <= 1, "no line at info or above per redial: \(info.prefix(6))")
+        #expect(cluster["node-c"].log.components(separatedBy: "peer refuses this node's link").count == 2, "logged once")
+        #expect(try cluster["node-c"].ctl("cluster").stdout.contains("node-a refuses this node"))
+    }
+
     @Test("peers whose configurations disagree on a cluster-scoped expirable are reported")
     func configurationDisagreement() throws {
         let cluster = try TestCluster(expirables: { node in
