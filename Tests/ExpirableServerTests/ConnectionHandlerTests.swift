@@ -305,6 +305,23 @@ struct ConnectionHandlerTests {
         #expect(try h.received().hasPrefix("-NOTFOUND no expirable named 'nope'"))
     }
 
+    @Test("COMMAND describes every command answered, RELOAD, CONFIG and AUTH included; FETCH's MINTTL is a token with its ms")
+    func commandTable() throws {
+        let h = try Harness()
+        try h.send("COMMAND LIST\r\n")
+        let list = try h.received()
+        for name in ["reload", "config", "auth", "get", "fetch", "command"] {
+            #expect(list.contains("$\(name.count)\r\n\(name)\r\n"), "COMMAND LIST lacks \(name)")
+        }
+        try h.send("COMMAND COUNT\r\n")
+        #expect(try h.received() == ":\(list.occurrences(of: "$") )\r\n")
+        try h.send("COMMAND DOCS fetch\r\n")
+        let docs = try h.received()
+        #expect(docs.contains("$5\r\ntoken\r\n$6\r\nMINTTL\r\n"), "\(docs)")
+        #expect(docs.contains("$12\r\ndisplay_text\r\n$2\r\nms\r\n"), "\(docs)")
+        #expect(!docs.contains("pure-token"), "\(docs)")
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
