@@ -342,9 +342,14 @@ struct ConnectionHandlerTests {
         idle.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         #expect(!idle.channel.isActive)
 
+        // request_timeout counts from the last read of a request left half sent, within a tenth of a second.
         let partial = try Harness(options: options)
         try partial.send("*2\r\n$3\r\nGET")
-        partial.channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_500))
+        try partial.send("\r\n$1")
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_900))
+        #expect(partial.channel.isActive, "closed before request_timeout passed since the last read")
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
         #expect(try partial.received().hasPrefix("-ERR request incomplete after 2000 ms (request_timeout)"))
         #expect(!partial.channel.isActive)
     }
