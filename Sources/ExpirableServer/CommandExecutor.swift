@@ -76,7 +76,7 @@ final class CommandExecutor {
     /// Runs `command`, whose words are `words`; a transaction queues it instead.
     func execute(_ command: Command, _ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) -> Outcome {
         if session.restrictedToPubSub && !command.allowedWhileSubscribed {
-            out.writeRESPError("ERR Can't execute '\(words.string(0).lowercased().prefix(32))': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT / RESET are allowed while subscribed (RESP2); HELLO 3 lifts this")
+            out.writeRESPError("ERR Can't execute '\(words.string(0).lowercased().prefix(32))': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT / RESET are allowed while subscribed (RESP2); UNSUBSCRIBE or RESET first (a connection that sends HELLO 3 before it subscribes may send any command)")
             return .answered
         }
         if session.transaction != nil {

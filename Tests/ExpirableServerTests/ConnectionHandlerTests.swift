@@ -322,6 +322,16 @@ struct ConnectionHandlerTests {
         #expect(!docs.contains("pure-token"), "\(docs)")
     }
 
+    @Test("HELLO while subscribed in RESP2 is refused with what to do instead")
+    func helloWhileSubscribed() throws {
+        let h = try Harness()
+        try h.send("SUBSCRIBE a\r\nHELLO 3\r\n")
+        let reply = try h.received()
+        #expect(reply.contains("-ERR Can't execute 'hello'"))
+        #expect(!reply.contains("HELLO 3 lifts this"), "\(reply)")
+        #expect(reply.contains("UNSUBSCRIBE or RESET first"), "\(reply)")
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
