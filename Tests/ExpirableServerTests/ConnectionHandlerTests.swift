@@ -332,6 +332,21 @@ struct ConnectionHandlerTests {
         #expect(reply.contains("UNSUBSCRIBE or RESET first"), "\(reply)")
     }
 
+    @Test("Redis compatibility: CONFIG GET save/appendonly as a Redis without persistence, *-1 skipped, a long client name's error, short ASCII unknown-command errors")
+    func redisCompatibility() throws {
+        let h = try Harness()
+        try h.send("CONFIG GET save\r\nCONFIG GET appendonly\r\nCONFIG GET nope\r\n")
+        #expect(try h.received() == "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*0\r\n")
+        try h.send("*-1\r\nPING\r\n")
+        #expect(try h.received() == "+PONG\r\n")
+        try h.send("CLIENT SETNAME \(String(repeating: "n", count: 257))\r\nCLIENT SETNAME a\u{1}b\r\n")
+        #expect(try h.received() == "-ERR client name of 257 bytes; names are at most 256 bytes\r\n-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+        try h.send("NOSUCH x\r\n")
+        let unknown = try h.received()
+        #expect(unknown.hasPrefix("-ERR unknown command 'NOSUCH'"))
+        #expect(unknown.utf8.count < 120 && unknown.utf8.allSatisfy { $0 < 0x80 }, "\(unknown)")
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
