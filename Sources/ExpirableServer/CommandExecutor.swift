@@ -186,6 +186,7 @@ final class CommandExecutor {
             // As Redis 7 answers several sections: one reply, each section once, in the order asked.
             var sections: [String] = []
             var shown: Set<String> = []
+            var serverShown = false
             for index in 1..<words.count {
                 let name = familyNamed(words.string(index))
                 let isRedisSection = CommandExecutor.redisInfoSections.contains(name.lowercased())
@@ -194,7 +195,8 @@ final class CommandExecutor {
                     if shown.insert(name).inserted { sections.append(text) }
                 } else if isRedisSection {
                     // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
-                    if shown.insert("# server").inserted { sections.append(InfoText.server(state: state, names: access.visibleNames(engine))) }
+                    if !serverShown { sections.append(InfoText.server(state: state, names: access.visibleNames(engine))) }
+                    serverShown = true
                 } else {
                     out.writeRESPError(engine.notFound(name).description)
                     return .answered
