@@ -246,6 +246,40 @@ struct ConnectionHandlerTests {
         #expect(all.hasSuffix("+PONG\r\n"))
     }
 
+    @Test("a long reply the client stops reading in the middle keeps its place: in a transaction's array, and ahead of pushes")
+    func longReplyKeepsItsPlace() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send("MULTI\r\nMGET" + String(repeating: " a", count: 100) + "\r\nPING\r\nEXEC\r\nECHO after\r\n")
+        var all = try h.received()
+        #expect(all.utf8.count < 200_000)
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        all += try h.received()
+        #expect(all.hasPrefix("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n*100\r\n$40000\r\n"))
+        #expect(all.occurrences(of: "$40000\r\n") == 100)
+        #expect(all.hasSuffix("$40000\r\n" + String(repeating: "v", count: 40_000) + "\r\n+PONG\r\n$5\r\nafter\r\n"))
+
+        // RESP3: a new value for a subscription arrives while the MGET waits for the client; it follows the MGET.
+        let p = try Harness()
+        try p.store("a", String(repeating: "v", count: 40_000))
+        try p.send("HELLO 3\r\nSUBSCRIBE b\r\n")
+        _ = try p.received()
+        p.channel.isWritable = false
+        try p.send("MGET" + String(repeating: " a", count: 100) + "\r\n")
+        var reply = try p.received()
+        p.engine.fetch("b") { _ in }
+        p.fetchers["b"]!.release("beta")
+        reply += try p.received()
+        #expect(!reply.contains(">3\r\n"), "a push went out in the middle of the MGET's array")
+        p.channel.isWritable = true
+        p.channel.pipeline.fireChannelWritabilityChanged()
+        reply += try p.received()
+        #expect(reply.occurrences(of: "$40000\r\n") == 100)
+        #expect(reply.hasSuffix(String(repeating: "v", count: 40_000) + "\r\n>3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$4\r\nbeta\r\n"))
+    }
+
     @Test("draining answers every request already read: those behind a waiting one once it is answered, then closes")
     func drainingAnswersWhatWasRead() throws {
         let h = try Harness()
