@@ -292,6 +292,33 @@ struct ConnectionHandlerTests {
         #expect(!h.channel.isActive)
     }
 
+    @Test("draining a client that is not reading: what it sent is answered once it reads; if it never does, it is closed at the drain time")
+    func drainingAnUnreadConnection() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send("MGET" + String(repeating: " a", count: 100) + "\r\nPING\r\n")
+        var all = try h.received()
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(h.channel.isActive, "closed in the middle of an MGET its client may still read")
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        all += try h.received()
+        #expect(all.occurrences(of: "$40000\r\n") == 100)
+        #expect(all.hasSuffix("\r\n+PONG\r\n"))
+        #expect(!h.channel.isActive)
+
+        let stuck = try Harness()
+        try stuck.store("a", String(repeating: "v", count: 40_000))
+        stuck.channel.isWritable = false
+        try stuck.send("MGET" + String(repeating: " a", count: 100) + "\r\n")
+        stuck.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        stuck.channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        #expect(stuck.channel.isActive)
+        stuck.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!stuck.channel.isActive)
+    }
+
     @Test("draining past the drain time: every request still owed, the waiting one and those behind it, gets an error before the close")
     func drainingPastItsTime() throws {
         let h = try Harness(options: ServerOptions(socketPath: "/unused", drainTimeout: .seconds(2)))
