@@ -146,9 +146,10 @@ extension RESPParser {
 
     private func commandArray(_ bytes: UnsafeRawBufferPointer, from start: Int) throws(RESPError) -> (words: RESPCommandWords, end: Int)? {
         guard let (count, afterCount) = try decimalLine(bytes, from: start) else { return nil }
-        guard count >= 0 else { throw .malformed("invalid multibulk length") }
-        guard count <= limits.maxArrayCount else { throw .tooLarge("array of \(count) elements, over the limit of \(limits.maxArrayCount)") }
         var words = RESPCommandWords(base: bytes.baseAddress)
+        // A negative count is an empty request, skipped as Redis skips it.
+        guard count >= 0 else { return (words, afterCount) }
+        guard count <= limits.maxArrayCount else { throw .tooLarge("array of \(count) elements, over the limit of \(limits.maxArrayCount)") }
         words.requestStart = start - 1
         var cursor = afterCount
         for _ in 0..<count {

@@ -16,7 +16,7 @@ enum Command: Equatable {
     case quit
     /// The cluster's members, one line each.
     case cluster
-    /// redis-benchmark and some clients ask for server settings first; the daemon has none to give.
+    /// CONFIG GET parameter…: redis-benchmark and some clients ask for server settings first.
     case configGet
     /// Names from word 1 on.
     case mget, exists, subscribe, unsubscribe
@@ -24,8 +24,6 @@ enum Command: Equatable {
     case multi, exec, discard
     /// Why `name` (word 1) is in its state and what happens next.
     case explain
-
-    static let usage = "PING, GET name, FETCH name [MINTTL ms], TTL name, PTTL name, MGET name…, CLEAR name, CLEARALL, RELOAD, LIST, INFO [name], EXPLAIN name, SUBSCRIBE name…, CLUSTER (and HELLO, CLIENT, SELECT 0, MULTI/EXEC, EXISTS, TYPE, DBSIZE, COMMAND, ECHO, RESET, QUIT)"
 
     /// The command `words` spell, or the error reply to send. `words` is not empty (`scanCommands` skips empty
     /// requests).
@@ -35,7 +33,7 @@ enum Command: Equatable {
             arguments == 1 ? .success(command) : arity(spelled, "\(spelled) name")
         }
         func names(_ command: Command, _ spelled: String, least: Int = 1) -> Result<Command, ReplyError> {
-            arguments >= least ? .success(command) : arity(spelled, "\(spelled) name [name …]")
+            arguments >= least ? .success(command) : arity(spelled, "\(spelled) name [name ...]")
         }
         func none(_ command: Command, _ spelled: String) -> Result<Command, ReplyError> {
             arguments == 0 ? .success(command) : arity(spelled, spelled)
@@ -62,7 +60,7 @@ enum Command: Equatable {
         if words.word(0, is: "SUBSCRIBE") { return names(.subscribe, "SUBSCRIBE") }
         if words.word(0, is: "UNSUBSCRIBE") { return .success(.unsubscribe) }
         if words.word(0, is: "HELLO") { return .success(.hello) }
-        if words.word(0, is: "CLIENT") { return arguments >= 1 ? .success(.client) : arity("CLIENT", "CLIENT SETNAME|GETNAME|SETINFO|ID|INFO …") }
+        if words.word(0, is: "CLIENT") { return arguments >= 1 ? .success(.client) : arity("CLIENT", "CLIENT SETNAME|GETNAME|SETINFO|ID|INFO ...") }
         if words.word(0, is: "SELECT") { return named(.select, "SELECT") }
         if words.word(0, is: "ECHO") { return arguments == 1 ? .success(.echo) : arity("ECHO", "ECHO message") }
         if words.word(0, is: "MULTI") { return none(.multi, "MULTI") }
@@ -73,8 +71,12 @@ enum Command: Equatable {
         if words.word(0, is: "COMMAND") { return .success(.command) }
         if words.word(0, is: "AUTH") { return .success(.auth) }
         if words.word(0, is: "CLUSTER") { return none(.cluster, "CLUSTER") }
-        if words.word(0, is: "CONFIG"), arguments >= 1, words.word(1, is: "GET") { return .success(.configGet) }
-        return .failure(.init("ERR unknown command '\(String(words.string(0).prefix(64)))'; expected \(usage)"))
+        if words.word(0, is: "CONFIG") {
+            guard arguments >= 1, words.word(1, is: "GET") else { return .failure(.init("ERR expirabled answers CONFIG GET only")) }
+            return arguments >= 2 ? .success(.configGet) : arity("CONFIG GET", "CONFIG GET parameter [parameter ...]")
+        }
+        // Short and ASCII, as Redis's: the commands are one COMMAND LIST away.
+        return .failure(.init("ERR unknown command '\(String(words.string(0).prefix(64)))'; COMMAND LIST names the commands expirabled answers"))
     }
 
     private static func arity(_ name: String, _ form: String) -> Result<Command, ReplyError> {

@@ -76,7 +76,7 @@ final class CommandExecutor {
     /// Runs `command`, whose words are `words`; a transaction queues it instead.
     func execute(_ command: Command, _ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) -> Outcome {
         if session.restrictedToPubSub && !command.allowedWhileSubscribed {
-            out.writeRESPError("ERR Can't execute '\(words.string(0).lowercased().prefix(32))': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT / RESET are allowed while subscribed (RESP2); HELLO 3 lifts this")
+            out.writeRESPError("ERR Can't execute '\(words.string(0).lowercased().prefix(32))': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT / RESET are allowed while subscribed (RESP2); UNSUBSCRIBE or RESET first (a connection that sends HELLO 3 before it subscribes may send any command)")
             return .answered
         }
         if session.transaction != nil {
@@ -186,6 +186,7 @@ final class CommandExecutor {
             // As Redis 7 answers several sections: one reply, each section once, in the order asked.
             var sections: [String] = []
             var shown: Set<String> = []
+            var serverShown = false
             for index in 1..<words.count {
                 let name = familyNamed(words.string(index))
                 let isRedisSection = CommandExecutor.redisInfoSections.contains(name.lowercased())
@@ -194,7 +195,8 @@ final class CommandExecutor {
                     if shown.insert(name).inserted { sections.append(text) }
                 } else if isRedisSection {
                     // Monitoring tools ask Redis for `INFO server`, `INFO all` …: they get the daemon's own.
-                    if shown.insert("# server").inserted { sections.append(InfoText.server(state: state, names: access.visibleNames(engine))) }
+                    if !serverShown { sections.append(InfoText.server(state: state, names: access.visibleNames(engine))) }
+                    serverShown = true
                 } else {
                     out.writeRESPError(engine.notFound(name).description)
                     return .answered
@@ -279,7 +281,7 @@ final class CommandExecutor {
             let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
             out.writeRESPBulk(text)
         case .configGet:
-            out.writeRESPMapHeader(0, session.version)
+            configGet(words, session.version, into: &out)
         }
         return .answered
     }
@@ -444,7 +446,7 @@ final class CommandExecutor {
             while index < words.count {
                 if words.word(index, is: "SETNAME"), index + 1 < words.count {
                     guard let valid = CommandExecutor.clientName(words.string(index + 1)) else {
-                        out.writeRESPError(CommandExecutor.badClientName)
+                        out.writeRESPError(CommandExecutor.badClientName(words.string(index + 1)))
                         return
                     }
                     name = valid
@@ -480,7 +482,7 @@ final class CommandExecutor {
     private func client(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
         let arguments = words.count - 2
         if words.word(1, is: "SETNAME"), arguments == 1 {
-            guard let name = CommandExecutor.clientName(words.string(2)) else { return out.writeRESPError(CommandExecutor.badClientName) }
+            guard let name = CommandExecutor.clientName(words.string(2)) else { return out.writeRESPError(CommandExecutor.badClientName(words.string(2))) }
             session.name = name.isEmpty ? nil : name
             out.writeRESPSimple("OK")
         } else if words.word(1, is: "GETNAME"), arguments == 0 {
@@ -509,7 +511,53 @@ final class CommandExecutor {
         "errorstats", "commandstats", "latencystats", "cluster", "all", "default", "everything",
     ]
 
-    static let badClientName = "ERR Client names cannot contain spaces, newlines or special characters."
+    /// Why `text` is no client name: too long, or Redis's error for what it may not contain.
+    static func badClientName(_ text: String) -> String {
+        text.utf8.count > 256
+            ? "ERR client name of \(text.utf8.count) bytes; names are at most 256 bytes"
+            : "ERR Client names cannot contain spaces, newlines or special characters."
+    }
+
+    /// What `CONFIG GET` answers: a Redis that persists nothing, which is what the daemon is. redis-benchmark
+    /// asks for these two and warns without them.
+    static let redisSettings = [("save", ""), ("appendonly", "no")]
+
+    /// `CONFIG GET parameter …`: the settings any parameter (a glob pattern, as in Redis) matches, as a map.
+    private func configGet(_ words: RESPCommandWords, _ version: RESPVersion, into out: inout ByteBuffer) {
+        let patterns = (2..<words.count).map { Array(words.string($0).lowercased().utf8) }
+        let matched = CommandExecutor.redisSettings.filter { setting in
+            patterns.contains { CommandExecutor.glob($0, matches: Array(setting.0.utf8)) }
+        }
+        out.writeRESPMapHeader(matched.count, version)
+        for (name, value) in matched {
+            out.writeRESPBulk(name)
+            out.writeRESPBulk(value)
+        }
+    }
+
+    /// Whether `pattern` (`*` and `?` as wildcards) matches the whole of `text`; in time proportional to the
+    /// product of their lengths, whatever the pattern (one step back to the last `*`, never a search tree).
+    static func glob(_ pattern: [UInt8], matches text: [UInt8]) -> Bool {
+        var p = 0, t = 0, star = -1, resume = 0
+        while t < text.count {
+            if p < pattern.count && (pattern[p] == UInt8(ascii: "?") || pattern[p] == text[t]) {
+                p += 1
+                t += 1
+            } else if p < pattern.count && pattern[p] == UInt8(ascii: "*") {
+                star = p
+                resume = t
+                p += 1
+            } else if star >= 0 {
+                p = star + 1
+                resume += 1
+                t = resume
+            } else {
+                return false
+            }
+        }
+        while p < pattern.count && pattern[p] == UInt8(ascii: "*") { p += 1 }
+        return p == pattern.count
+    }
 
     /// A name as Redis allows it: printable ASCII without spaces, at most 256 bytes.
     static func clientName(_ text: String) -> String? {
@@ -540,7 +588,7 @@ final class CommandExecutor {
                 CommandTable.writeDocs(entries[index], to: &out, version)
             })
         } else {
-            out.writeRESPError("ERR unknown COMMAND subcommand '\(words.string(1).prefix(32))'; expected COMMAND [COUNT | LIST | INFO [name …] | DOCS [name …]]")
+            out.writeRESPError("ERR unknown COMMAND subcommand '\(words.string(1).prefix(32))'; expected COMMAND [COUNT | LIST | INFO [name ...] | DOCS [name ...]]")
         }
         return .answered
     }

@@ -7,11 +7,18 @@ enum CommandTable {
     struct Argument {
         let name: String
         let type: String
+        /// The keyword written before the argument's value (`MINTTL ms`), or that is the whole argument
+        /// (type `pure-token`).
+        let token: String?
+        /// What redis-cli's hint shows for the value (the name when nil).
+        let displayText: String?
         let optional: Bool
         let multiple: Bool
-        init(_ name: String, _ type: String = "string", optional: Bool = false, multiple: Bool = false) {
+        init(_ name: String, _ type: String = "string", token: String? = nil, display: String? = nil, optional: Bool = false, multiple: Bool = false) {
             self.name = name
             self.type = type
+            self.token = token
+            self.displayText = display
             self.optional = optional
             self.multiple = multiple
         }
@@ -35,7 +42,7 @@ enum CommandTable {
               arguments: [Argument("name", "key")], keys: (1, 1, 1)),
         Entry(name: "fetch", arity: -2, flags: ["readonly", "fast"], group: "string",
               summary: "The value of an expirable, its expiry in Unix milliseconds (-1: never) and \"fresh\" or \"stale\"; with MINTTL, refetched when less than ms is left.",
-              arguments: [Argument("name", "key"), Argument("minttl", "pure-token", optional: true), Argument("ms", "integer", optional: true)], keys: (1, 1, 1)),
+              arguments: [Argument("name", "key"), Argument("ms", "integer", token: "MINTTL", optional: true)], keys: (1, 1, 1)),
         Entry(name: "mget", arity: -2, flags: ["readonly", "fast"], group: "string",
               summary: "The values of several expirables; nil for names not configured.",
               arguments: [Argument("name", "key", multiple: true)], keys: (1, -1, 1)),
@@ -58,11 +65,14 @@ enum CommandTable {
               arguments: [Argument("name", "key")], keys: (1, 1, 1)),
         Entry(name: "clearall", arity: 1, flags: ["write"], group: "generic",
               summary: "Drops every expirable's value.", arguments: []),
+        Entry(name: "reload", arity: 1, flags: ["admin", "noscript"], group: "server",
+              summary: "Re-reads the configuration file and applies what changed, as SIGHUP does; answers what was added, removed and changed. Admins only.",
+              arguments: []),
         Entry(name: "list", arity: 1, flags: ["readonly"], group: "generic",
               summary: "The configured names.", arguments: []),
         Entry(name: "info", arity: -1, flags: ["readonly"], group: "server",
-              summary: "key:value lines about the daemon, or about one expirable (never its value).",
-              arguments: [Argument("name", optional: true)]),
+              summary: "key:value lines about the daemon, or about expirables (never their values).",
+              arguments: [Argument("name", optional: true, multiple: true)]),
         Entry(name: "explain", arity: 2, flags: ["readonly"], group: "server",
               summary: "key:value lines on why an expirable is in its state and what happens next: last calls, next refresh and its rule, pacing, owner (never its value).",
               arguments: [Argument("name", "key")], keys: (1, 1, 1)),
@@ -84,6 +94,9 @@ enum CommandTable {
         Entry(name: "client", arity: -2, flags: [], group: "connection",
               summary: "SETNAME, GETNAME, SETINFO, ID or INFO of this connection.",
               arguments: [Argument("subcommand"), Argument("argument", optional: true, multiple: true)]),
+        Entry(name: "auth", arity: -2, flags: ["fast", "no-auth", "noscript"], group: "connection",
+              summary: "Refused: expirabled has no passwords. Who may connect is the socket's mode; who may clear, the caller's user and group.",
+              arguments: [Argument("username", optional: true), Argument("password")]),
         Entry(name: "select", arity: 2, flags: ["fast"], group: "connection",
               summary: "Database 0 is the only one.", arguments: [Argument("index", "integer")]),
         Entry(name: "reset", arity: 1, flags: ["fast", "no-auth"], group: "connection",
@@ -96,8 +109,11 @@ enum CommandTable {
               summary: "Runs the queued commands and answers them in one array.", arguments: []),
         Entry(name: "discard", arity: 1, flags: ["fast"], group: "transactions",
               summary: "Drops the queued commands.", arguments: []),
+        Entry(name: "config", arity: -3, flags: ["admin", "noscript", "loading", "stale"], group: "server",
+              summary: "CONFIG GET parameter ...: save and appendonly, answered as a Redis that persists nothing (redis-benchmark asks); no other Redis setting exists.",
+              arguments: [Argument("get", "pure-token", token: "GET"), Argument("parameter", multiple: true)]),
         Entry(name: "command", arity: -1, flags: [], group: "server",
-              summary: "Describes the commands: COUNT, LIST, INFO [name …], DOCS [name …].",
+              summary: "Describes the commands: COUNT, LIST, INFO [name ...], DOCS [name ...].",
               arguments: [Argument("subcommand", optional: true)]),
     ]
 
@@ -136,13 +152,21 @@ enum CommandTable {
         out.writeRESPArrayHeader(entry.arguments.count)
         for argument in entry.arguments {
             let flags = (argument.optional ? ["optional"] : []) + (argument.multiple ? ["multiple"] : [])
-            out.writeRESPMapHeader(flags.isEmpty ? 3 : 4, version)
+            // As Redis gives them: a pure token has no display text, only its token.
+            let pureToken = argument.type == "pure-token"
+            out.writeRESPMapHeader(2 + (pureToken ? 0 : 1) + (argument.token == nil ? 0 : 1) + (flags.isEmpty ? 0 : 1), version)
             out.writeRESPBulk("name")
             out.writeRESPBulk(argument.name)
             out.writeRESPBulk("type")
             out.writeRESPBulk(argument.type)
-            out.writeRESPBulk("display_text")
-            out.writeRESPBulk(argument.name)
+            if !pureToken {
+                out.writeRESPBulk("display_text")
+                out.writeRESPBulk(argument.displayText ?? argument.name)
+            }
+            if let token = argument.token {
+                out.writeRESPBulk("token")
+                out.writeRESPBulk(token)
+            }
             if !flags.isEmpty {
                 out.writeRESPBulk("flags")
                 out.writeRESPSetHeader(flags.count, version)

@@ -50,9 +50,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var readPending = false
         /// Requests of an EXEC still to run; their replies are elements of its array.
         var transactionLeft = 0
-        /// Reads since the last tick, and ticks in a row without one: the clock of both timeouts.
+        /// Reads since the last tick, and ticks in a row without one: the clock of the idle timeout.
         var reads = 0
         var quietTicks = 0
+        /// When the last read left a request half sent; nil when none is. The clock is read only then, so
+        /// answering whole requests takes no clock reading.
+        var halfSentSince: NIODeadline?
         /// A pipelined batch of keyed GETs is being read ahead: it runs from the event loop's task queue, after
         /// the other connections' reads of this wake-up, and later reads wait for it.
         var deferred = false
@@ -79,6 +82,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// New values for subscriptions that arrive while a transaction's array is half written.
     private var deferredPushes: ByteBuffer?
     private var ticker: RepeatedTask?
+    /// Fires `requestTimeout` after a request was first left half sent, and again at the deadline of the last
+    /// read while one still is.
+    private var requestTimer: Scheduled<Void>?
     private let subscriberBox: SubscriberBox
     /// Replies are handed to the channel in pieces of this size, so back-pressure is noticed inside one read.
     private let flushBytes: Int
@@ -143,6 +149,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         state.phase = .closed
         ticker?.cancel()
         ticker = nil
+        requestTimer?.cancel()
+        requestTimer = nil
         executor.connectionClosed(&session)
         subscriberBox.handler = nil
         subscriberBox.context = nil
@@ -315,6 +323,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             inbound = requests
         }
         executor.readAheadDone()
+        if state.phase == .serving && (inbound?.readableBytes ?? 0) > 0 {
+            halfSent(context: context)
+        } else {
+            state.halfSentSince = nil
+        }
         finishIfDone(context: context)
     }
 
@@ -558,6 +571,36 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Timeouts
 
+    /// The requests read so far end in one half sent: it has `requestTimeout` from now to be completed.
+    private func halfSent(context: ChannelHandlerContext) {
+        let now = context.eventLoop.now
+        state.halfSentSince = now
+        if requestTimer == nil { scheduleRequestTimer(at: now + .nanoseconds(options.requestTimeout.nanoseconds), context: context) }
+    }
+
+    private func scheduleRequestTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        requestTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = loopBound.value
+            handler.requestTimer = nil
+            handler.checkHalfSent(context: context)
+        }
+    }
+
+    /// A half-sent request's deadline: the connection is closed with an error if no read came since, or the
+    /// timer is set again for the deadline of the last read.
+    private func checkHalfSent(context: ChannelHandlerContext) {
+        guard state.phase == .serving, (inbound?.readableBytes ?? 0) > 0, let since = state.halfSentSince else { return }
+        let deadline = since + .nanoseconds(options.requestTimeout.nanoseconds)
+        guard context.eventLoop.now >= deadline else { return scheduleRequestTimer(at: deadline, context: context) }
+        logger.info("half-sent request timed out, connection closed", metadata: [
+            "after_ms": "\(options.requestTimeout.milliseconds)", "peer": "\(executor.peer.map(\.description) ?? "unknown")",
+        ])
+        if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 128) }
+        outbound!.writeRESPError("ERR request incomplete after \(options.requestTimeout.milliseconds) ms (request_timeout); closing the connection")
+        close(context: context)
+    }
+
     /// One timer per connection ticks at half the shorter timeout; reads in between reset the count.
     private func startTicker(context: ChannelHandlerContext) {
         let idle = options.idleTimeout > .zero ? options.idleTimeout : options.requestTimeout
@@ -581,13 +624,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case .closed:
             // Replies owed at close that the client never reads.
             if quiet >= options.requestTimeout { context.close(promise: nil) }
-        case .serving where (inbound?.readableBytes ?? 0) > 0 && quiet >= options.requestTimeout:
-            logger.info("half-sent request timed out, connection closed", metadata: [
-                "after_ms": "\(quiet.milliseconds)", "peer": "\(executor.peer.map(\.description) ?? "unknown")",
-            ])
-            if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 128) }
-            outbound!.writeRESPError("ERR request incomplete after \(options.requestTimeout.milliseconds) ms (request_timeout); closing the connection")
-            close(context: context)
+        case .serving where (inbound?.readableBytes ?? 0) > 0:
+            break  // a half-sent request has its own timer
         case .serving, .throttled:
             guard options.idleTimeout > .zero, quiet >= options.idleTimeout, session.subscriptions.isEmpty else { return }
             logger.debug("idle connection closed", metadata: ["after_ms": "\(quiet.milliseconds)", "client": "\(session.id)"])

@@ -65,5 +65,11 @@ struct RedisCliInteractiveTests {
         #expect(terminal.shows("MGET name [name ...]"), "the hint for MGET's arguments; screen:\n\(terminal.screen)")
         try terminal.type("token nope")
         #expect(terminal.shows("2) (nil)"), "MGET gives nil for a name not configured; screen:\n\(terminal.screen)")
+        try terminal.type("FETCH ", enter: false)
+        #expect(terminal.shows("FETCH name [MINTTL ms]"), "the hint for FETCH's arguments; screen:\n\(terminal.screen)")
+        try terminal.type("token")
+        #expect(terminal.shows("3) \"fresh\""), "screen:\n\(terminal.screen)")
+        try terminal.type("help RELOAD")
+        #expect(terminal.shows("summary: Re-reads the configuration file"), "screen:\n\(terminal.screen)")
     }
 }

@@ -96,6 +96,15 @@ struct ServingTests {
         #expect(daemon.count("calls") == 0)
     }
 
+    @Test("redis-benchmark gets the settings it asks for (CONFIG GET save, appendonly) and warns of nothing, RESP2 and RESP3", arguments: [[], ["-3"]])
+    func redisBenchmark(flags: [String]) throws {
+        let daemon = try Self.start(Self.counter())
+        defer { daemon.remove() }
+        let result = try runTool("redis-benchmark", ["-s", daemon.socket, "-n", "20", "-c", "1"] + flags + ["GET", "token"], seconds: 60)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(!(result.stdout + result.stderr).contains("Could not fetch server CONFIG"), "\(result.stdout)\(result.stderr)")
+    }
+
     @Test("RESET and QUIT inside MULTI run at once, as in Redis: RESET drops the transaction, QUIT answers +OK and closes")
     func resetAndQuitInTransaction() throws {
         let daemon = try Self.start(Self.counter())

@@ -144,6 +144,12 @@ struct RESPTests {
         }
     }
 
+    @Test("an array header of -1 or less is skipped unanswered, as Redis does with *0")
+    func negativeArrayHeader() throws {
+        var buffer = ByteBuffer(string: "*-1\r\n*-5\r\n*1\r\n$4\r\nPING\r\n")
+        #expect(try words(&buffer) == ["PING"])
+    }
+
     @Test("command words match keywords regardless of case")
     func keywords() throws {
         var buffer = ByteBuffer(string: "*2\r\n$3\r\ngEt\r\n$1\r\nx\r\n")
@@ -158,7 +164,7 @@ struct RESPTests {
         #expect(checked)
     }
 
-    @Test("malformed requests are refused", arguments: ["*2\r\n$3\r\nGET\r\n$x\r\n", "*1\r\n$3\r\nGETX\r\n", "*1\r\n%3\r\n", "*-5\r\n", ":12\r\n", "*1\r\n*1\r\n$1\r\nx\r\n", "$3\r\nGET\r\n"])
+    @Test("malformed requests are refused", arguments: ["*2\r\n$3\r\nGET\r\n$x\r\n", "*1\r\n$3\r\nGETX\r\n", "*1\r\n%3\r\n", ":12\r\n", "*1\r\n*1\r\n$1\r\nx\r\n", "$3\r\nGET\r\n"])
     func malformed(input: String) {
         var buffer = ByteBuffer(string: input)
         do {

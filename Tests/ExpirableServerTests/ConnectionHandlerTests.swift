@@ -246,6 +246,40 @@ struct ConnectionHandlerTests {
         #expect(all.hasSuffix("+PONG\r\n"))
     }
 
+    @Test("a long reply the client stops reading in the middle keeps its place: in a transaction's array, and ahead of pushes")
+    func longReplyKeepsItsPlace() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send("MULTI\r\nMGET" + String(repeating: " a", count: 100) + "\r\nPING\r\nEXEC\r\nECHO after\r\n")
+        var all = try h.received()
+        #expect(all.utf8.count < 200_000)
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        all += try h.received()
+        #expect(all.hasPrefix("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n*100\r\n$40000\r\n"))
+        #expect(all.occurrences(of: "$40000\r\n") == 100)
+        #expect(all.hasSuffix("$40000\r\n" + String(repeating: "v", count: 40_000) + "\r\n+PONG\r\n$5\r\nafter\r\n"))
+
+        // RESP3: a new value for a subscription arrives while the MGET waits for the client; it follows the MGET.
+        let p = try Harness()
+        try p.store("a", String(repeating: "v", count: 40_000))
+        try p.send("HELLO 3\r\nSUBSCRIBE b\r\n")
+        _ = try p.received()
+        p.channel.isWritable = false
+        try p.send("MGET" + String(repeating: " a", count: 100) + "\r\n")
+        var reply = try p.received()
+        p.engine.fetch("b") { _ in }
+        p.fetchers["b"]!.release("beta")
+        reply += try p.received()
+        #expect(!reply.contains(">3\r\n"), "a push went out in the middle of the MGET's array")
+        p.channel.isWritable = true
+        p.channel.pipeline.fireChannelWritabilityChanged()
+        reply += try p.received()
+        #expect(reply.occurrences(of: "$40000\r\n") == 100)
+        #expect(reply.hasSuffix(String(repeating: "v", count: 40_000) + "\r\n>3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$4\r\nbeta\r\n"))
+    }
+
     @Test("draining answers every request already read: those behind a waiting one once it is answered, then closes")
     func drainingAnswersWhatWasRead() throws {
         let h = try Harness()
@@ -256,6 +290,33 @@ struct ConnectionHandlerTests {
         h.fetchers["a"]!.release("alpha")
         #expect(try h.received() == "$5\r\nalpha\r\n$4\r\nbeta\r\n+PONG\r\n")
         #expect(!h.channel.isActive)
+    }
+
+    @Test("draining a client that is not reading: what it sent is answered once it reads; if it never does, it is closed at the drain time")
+    func drainingAnUnreadConnection() throws {
+        let h = try Harness()
+        try h.store("a", String(repeating: "v", count: 40_000))
+        h.channel.isWritable = false
+        try h.send("MGET" + String(repeating: " a", count: 100) + "\r\nPING\r\n")
+        var all = try h.received()
+        h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(h.channel.isActive, "closed in the middle of an MGET its client may still read")
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        all += try h.received()
+        #expect(all.occurrences(of: "$40000\r\n") == 100)
+        #expect(all.hasSuffix("\r\n+PONG\r\n"))
+        #expect(!h.channel.isActive)
+
+        let stuck = try Harness()
+        try stuck.store("a", String(repeating: "v", count: 40_000))
+        stuck.channel.isWritable = false
+        try stuck.send("MGET" + String(repeating: " a", count: 100) + "\r\n")
+        stuck.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        stuck.channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        #expect(stuck.channel.isActive)
+        stuck.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!stuck.channel.isActive)
     }
 
     @Test("draining past the drain time: every request still owed, the waiting one and those behind it, gets an error before the close")
@@ -305,6 +366,48 @@ struct ConnectionHandlerTests {
         #expect(try h.received().hasPrefix("-NOTFOUND no expirable named 'nope'"))
     }
 
+    @Test("COMMAND describes every command answered, RELOAD, CONFIG and AUTH included; FETCH's MINTTL is a token with its ms")
+    func commandTable() throws {
+        let h = try Harness()
+        try h.send("COMMAND LIST\r\n")
+        let list = try h.received()
+        for name in ["reload", "config", "auth", "get", "fetch", "command"] {
+            #expect(list.contains("$\(name.count)\r\n\(name)\r\n"), "COMMAND LIST lacks \(name)")
+        }
+        try h.send("COMMAND COUNT\r\n")
+        #expect(try h.received() == ":\(list.occurrences(of: "$") )\r\n")
+        try h.send("COMMAND DOCS fetch\r\n")
+        let docs = try h.received()
+        #expect(docs.contains("$5\r\ntoken\r\n$6\r\nMINTTL\r\n"), "\(docs)")
+        #expect(docs.contains("$12\r\ndisplay_text\r\n$2\r\nms\r\n"), "\(docs)")
+        #expect(!docs.contains("pure-token"), "\(docs)")
+    }
+
+    @Test("HELLO while subscribed in RESP2 is refused with what to do instead")
+    func helloWhileSubscribed() throws {
+        let h = try Harness()
+        try h.send("SUBSCRIBE a\r\nHELLO 3\r\n")
+        let reply = try h.received()
+        #expect(reply.contains("-ERR Can't execute 'hello'"))
+        #expect(!reply.contains("HELLO 3 lifts this"), "\(reply)")
+        #expect(reply.contains("UNSUBSCRIBE or RESET first"), "\(reply)")
+    }
+
+    @Test("Redis compatibility: CONFIG GET save/appendonly as a Redis without persistence, *-1 skipped, a long client name's error, short ASCII unknown-command errors")
+    func redisCompatibility() throws {
+        let h = try Harness()
+        try h.send("CONFIG GET save\r\nCONFIG GET appendonly\r\nCONFIG GET nope\r\n")
+        #expect(try h.received() == "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*0\r\n")
+        try h.send("*-1\r\nPING\r\n")
+        #expect(try h.received() == "+PONG\r\n")
+        try h.send("CLIENT SETNAME \(String(repeating: "n", count: 257))\r\nCLIENT SETNAME a\u{1}b\r\n")
+        #expect(try h.received() == "-ERR client name of 257 bytes; names are at most 256 bytes\r\n-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+        try h.send("NOSUCH x\r\n")
+        let unknown = try h.received()
+        #expect(unknown.hasPrefix("-ERR unknown command 'NOSUCH'"))
+        #expect(unknown.utf8.count < 120 && unknown.utf8.allSatisfy { $0 < 0x80 }, "\(unknown)")
+    }
+
     @Test("after a half-close every request read is answered, then the connection closes")
     func halfClose() throws {
         let h = try Harness()
@@ -325,9 +428,14 @@ struct ConnectionHandlerTests {
         idle.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         #expect(!idle.channel.isActive)
 
+        // request_timeout counts from the last read of a request left half sent, within a tenth of a second.
         let partial = try Harness(options: options)
         try partial.send("*2\r\n$3\r\nGET")
-        partial.channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_500))
+        try partial.send("\r\n$1")
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_900))
+        #expect(partial.channel.isActive, "closed before request_timeout passed since the last read")
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
         #expect(try partial.received().hasPrefix("-ERR request incomplete after 2000 ms (request_timeout)"))
         #expect(!partial.channel.isActive)
     }
