@@ -10,7 +10,8 @@ import Glibc
 /// A value and its expiry, as the daemon answered them. It prints as `<secret, N bytes>` (in `print`, string
 /// interpolation, `dump`, a debugger's `po` and test failure messages alike): read ``bytes`` or ``string`` to use it.
 public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    /// The value's bytes.
+    /// The value's bytes. A plain array: unlike the `Secret` of ``ValueUpdate``, it is not wiped from memory when
+    /// dropped.
     public let bytes: [UInt8]
     /// When it expires.
     public let expiry: Expiry
@@ -18,7 +19,8 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
     /// (`stale_if_error`). A daemon of the first version never says so.
     public let isStale: Bool
 
-    /// The value as UTF-8 text (invalid sequences replaced).
+    /// The value as UTF-8 text, with every invalid sequence replaced by U+FFFD: for a value that may not be
+    /// text, read ``bytes`` (or use ``ExpirableClient/value(_:)``, which refuses such a value).
     public var string: String { String(decoding: bytes, as: UTF8.self) }
 
     /// `<secret, N bytes>`: never the value.
@@ -146,11 +148,15 @@ public final class ExpirableClient: Sendable {
         return FetchedValue(bytes: Array(value.readableBytesView), expiry: expiresAt == -1 ? .never : .at(unixMillis: expiresAt), isStale: stale)
     }
 
-    /// The value of `name` as text.
+    /// The value of `name` as text. A value that is not valid UTF-8 is refused (`.unexpectedReply`), not altered:
+    /// ``fetch(_:minimumValidity:)`` gives any value's bytes.
     public func value(_ name: String) async throws(ExpirableClientError) -> String {
         let reply = try await call(["GET", name])
         guard case .bulkString(let value) = reply else { throw unexpected(reply, "GET", expected: "the value (a bulk string)") }
-        return String(buffer: value)
+        guard let text = String(validating: value.readableBytesView, as: UTF8.self) else {
+            throw ExpirableClientError(code: .unexpectedReply, message: "the value of \(name) is not UTF-8 text (\(value.readableBytes) bytes); fetch(_:) gives its bytes")
+        }
+        return text
     }
 
     /// Drops the stored value of `name`; the next fetch calls its plugin.

@@ -40,6 +40,23 @@ struct ClientTests {
         await client.close()
     }
 
+    @Test("value(_:) refuses a value that is not UTF-8 text instead of altering it; fetch(_:) gives its bytes")
+    func valueNotText() async throws {
+        let daemon = try ServingTests.start("""
+            [expirable.binary]
+            plugin = "command"
+            [expirable.binary.params]
+            shell = 'printf "\\377\\376abc"'
+            ttl = "1m"
+            """)
+        defer { daemon.remove() }
+        let client = daemon.client
+        #expect(try await client.fetch("binary").bytes == [0xFF, 0xFE, 0x61, 0x62, 0x63])
+        await #expect(throws: ExpirableClientError(code: .unexpectedReply, message: "the value of binary is not UTF-8 text (5 bytes); fetch(_:) gives its bytes")) {
+            try await client.value("binary")
+        }
+    }
+
     @Test("daemon errors arrive typed: NOTFOUND, FETCH with the plugin's message, TIMEOUT")
     func typedErrors() async throws {
         let daemon = try ServingTests.start("""
