@@ -43,10 +43,13 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
 /// `maxConnections`; only then is it pipelined, behind the connection with the fewest calls waiting among those
 /// whose current call is not slow (waiting over 100 ms: a plugin call, most likely). When every connection is
 /// held by a slow call, a read of a value the daemon holds should not wait for them: the client opens another
-/// connection, up to twice `maxConnections`, and closes such extra connections once idle. Every call has
-/// a deadline: a daemon that does not answer in time costs that caller, and only that caller, a `.callTimeout`
-/// error; cancelling the calling task ends the call at once with `.cancelled`, the same way. Its connection stays open for the calls behind it, and the late reply is dropped when it comes (a
-/// connection whose every caller gave up is closed).
+/// connection, up to twice `maxConnections`, and closes such extra connections once idle. A call pipelined
+/// behind one that turns slow only later still waits for it.
+///
+/// Every call has a deadline: a daemon that does not answer in time costs that caller, and only that caller, a
+/// `.callTimeout` error; cancelling the calling task ends the call at once with `.cancelled`, the same way. Its
+/// connection stays open for the calls behind it, and the late reply is dropped when it comes (a connection whose
+/// every caller gave up is closed).
 /// ``updates(of:)`` watches values for their new versions over a connection of its own.
 ///
 /// ```swift
