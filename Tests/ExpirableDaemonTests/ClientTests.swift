@@ -155,7 +155,7 @@ struct ClientTests {
         }
     }
 
-    @Test("a call that times out fails alone: a call pipelined behind two that time out gets its own answer, not .unavailable")
+    @Test("a call that times out fails alone: a call pipelined behind calls that time out gets its own answer, not .unavailable")
     func timeoutFailsOnlyItsCall() async throws {
         // The plugin call of `slow` lasts until the test creates the release file.
         let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
@@ -165,7 +165,7 @@ struct ClientTests {
             daemon.remove()
         }
         try await withTaskExecutorPreference(OwnQueueExecutor.shared) {
-        // One connection, so that the three calls share it.
+        // One connection (two while both are held by slow calls), so that B is pipelined behind a slow call.
         let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(4), maxConnections: 1)
         let clock = ContinuousClock()
         func outcome(_ name: String) async -> Result<String, ExpirableClientError> {
