@@ -10,7 +10,8 @@ import Glibc
 /// A value and its expiry, as the daemon answered them. It prints as `<secret, N bytes>` (in `print`, string
 /// interpolation, `dump`, a debugger's `po` and test failure messages alike): read ``bytes`` or ``string`` to use it.
 public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    /// The value's bytes.
+    /// The value's bytes. A plain array: unlike the `Secret` of ``ValueUpdate``, it is not wiped from memory when
+    /// dropped.
     public let bytes: [UInt8]
     /// When it expires.
     public let expiry: Expiry
@@ -18,7 +19,8 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
     /// (`stale_if_error`). A daemon of the first version never says so.
     public let isStale: Bool
 
-    /// The value as UTF-8 text (invalid sequences replaced).
+    /// The value as UTF-8 text, with every invalid sequence replaced by U+FFFD: for a value that may not be
+    /// text, read ``bytes`` (or use ``ExpirableClient/value(_:)``, which refuses such a value).
     public var string: String { String(decoding: bytes, as: UTF8.self) }
 
     /// `<secret, N bytes>`: never the value.
@@ -41,10 +43,13 @@ public struct FetchedValue: Sendable, Hashable, CustomStringConvertible, CustomD
 /// `maxConnections`; only then is it pipelined, behind the connection with the fewest calls waiting among those
 /// whose current call is not slow (waiting over 100 ms: a plugin call, most likely). When every connection is
 /// held by a slow call, a read of a value the daemon holds should not wait for them: the client opens another
-/// connection, up to twice `maxConnections`, and closes such extra connections once idle. Every call has
-/// a deadline: a daemon that does not answer in time costs that caller, and only that caller, a `.callTimeout`
-/// error; cancelling the calling task ends the call at once with `.cancelled`, the same way. Its connection stays open for the calls behind it, and the late reply is dropped when it comes (a
-/// connection whose every caller gave up is closed).
+/// connection, up to twice `maxConnections`, and closes such extra connections once idle. A call pipelined
+/// behind one that turns slow only later still waits for it.
+///
+/// Every call has a deadline: a daemon that does not answer in time costs that caller, and only that caller, a
+/// `.callTimeout` error; cancelling the calling task ends the call at once with `.cancelled`, the same way. Its
+/// connection stays open for the calls behind it, and the late reply is dropped when it comes (a connection whose
+/// every caller gave up is closed).
 /// ``updates(of:)`` watches values for their new versions over a connection of its own.
 ///
 /// ```swift
@@ -146,11 +151,15 @@ public final class ExpirableClient: Sendable {
         return FetchedValue(bytes: Array(value.readableBytesView), expiry: expiresAt == -1 ? .never : .at(unixMillis: expiresAt), isStale: stale)
     }
 
-    /// The value of `name` as text.
+    /// The value of `name` as text. A value that is not valid UTF-8 is refused (`.unexpectedReply`), not altered:
+    /// ``fetch(_:minimumValidity:)`` gives any value's bytes.
     public func value(_ name: String) async throws(ExpirableClientError) -> String {
         let reply = try await call(["GET", name])
         guard case .bulkString(let value) = reply else { throw unexpected(reply, "GET", expected: "the value (a bulk string)") }
-        return String(buffer: value)
+        guard let text = String(validating: value.readableBytesView, as: UTF8.self) else {
+            throw ExpirableClientError(code: .unexpectedReply, message: "the value of \(name) is not UTF-8 text (\(value.readableBytes) bytes); fetch(_:) gives its bytes")
+        }
+        return text
     }
 
     /// Drops the stored value of `name`; the next fetch calls its plugin.

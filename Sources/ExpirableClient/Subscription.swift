@@ -188,7 +188,10 @@ final class Subscription: Sendable {
                 return confirmed.futureResult
                     .always { _ in deadline.cancel() }
                     .map { channel }
-                    .flatMapErrorThrowing { error in
+                    .flatMapErrorThrowing { [weak self] error in
+                        self?.state.withLock { state in
+                            if state.subscribing === channel { state.subscribing = nil }
+                        }
                         channel.close(promise: nil)
                         throw error
                     }

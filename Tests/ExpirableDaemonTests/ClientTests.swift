@@ -40,6 +40,23 @@ struct ClientTests {
         await client.close()
     }
 
+    @Test("value(_:) refuses a value that is not UTF-8 text instead of altering it; fetch(_:) gives its bytes")
+    func valueNotText() async throws {
+        let daemon = try ServingTests.start("""
+            [expirable.binary]
+            plugin = "command"
+            [expirable.binary.params]
+            shell = 'printf "\\377\\376abc"'
+            ttl = "1m"
+            """)
+        defer { daemon.remove() }
+        let client = daemon.client
+        #expect(try await client.fetch("binary").bytes == [0xFF, 0xFE, 0x61, 0x62, 0x63])
+        await #expect(throws: ExpirableClientError(code: .unexpectedReply, message: "the value of binary is not UTF-8 text (5 bytes); fetch(_:) gives its bytes")) {
+            try await client.value("binary")
+        }
+    }
+
     @Test("daemon errors arrive typed: NOTFOUND, FETCH with the plugin's message, TIMEOUT")
     func typedErrors() async throws {
         let daemon = try ServingTests.start("""
@@ -138,7 +155,7 @@ struct ClientTests {
         }
     }
 
-    @Test("a call that times out fails alone: a call pipelined behind two that time out gets its own answer, not .unavailable")
+    @Test("a call that times out fails alone: a call pipelined behind calls that time out gets its own answer, not .unavailable")
     func timeoutFailsOnlyItsCall() async throws {
         // The plugin call of `slow` lasts until the test creates the release file.
         let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
@@ -148,7 +165,7 @@ struct ClientTests {
             daemon.remove()
         }
         try await withTaskExecutorPreference(OwnQueueExecutor.shared) {
-        // One connection, so that the three calls share it.
+        // One connection (two while both are held by slow calls), so that B is pipelined behind a slow call.
         let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(4), maxConnections: 1)
         let clock = ContinuousClock()
         func outcome(_ name: String) async -> Result<String, ExpirableClientError> {
