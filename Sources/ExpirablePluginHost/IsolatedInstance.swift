@@ -40,6 +40,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var calls: UInt64 = 0
         /// The call the helper is working on (including starting the helper for it).
         var inFlight: UInt64?
+        /// When the call in flight started (monotonic ns).
+        var inFlightSince: UInt64 = 0
         /// The call whose timeout killed the helper.
         var timedOut: UInt64?
         /// Whether the helper is between its spawn and its answer to the start order (`expirable_create`).
@@ -152,6 +154,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         let (running, number) = state.withLock { s -> (HelperProcess?, UInt64) in
             s.calls += 1
             s.inFlight = s.calls
+            s.inFlightSince = clock.monotonicNanos
             return (s.helper, s.calls)
         }
         var helper = running
@@ -381,6 +384,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
         let how = helper.reap(grace: .milliseconds(200))
         let now = clock.monotonicNanos
         return state.withLock { s in
+            // SIGKILL once its call had outlived its timeout: the helper's own timer (the daemon was stopped and
+            // could not kill it), not a crash.
+            if let number, s.inFlight == number, how == "crashed (SIGKILL)", now - min(now, s.inFlightSince) >= UInt64(timeout.nanoseconds) {
+                s.timedOut = number
+            }
             let wait = s.backoff
             s.backoff = min(s.backoff * 2, IsolatedInstance.maxBackoff)
             s.helper = nil
@@ -408,7 +416,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 }
             }
             s.lastDeath = death
-            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(how)", "restart_after_ms": "\(wait.milliseconds)"])
+            let killed = number.map { s.timedOut == $0 } ?? false
+            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(killed ? "killed after its call's timeout" : how)",
+                                                           "restart_after_ms": "\(wait.milliseconds)"])
             return death
         }
     }
