@@ -6,7 +6,8 @@ import Synchronization
 public struct ExpirableFigures: Sendable {
     public let name: String
     public let scope: Scope
-    /// Set for a keyed family: members held, the limit, evictions so far.
+    /// Set for a keyed family: keys holding a value (members kept without one, for a plugin state or a cluster
+    /// clear's version, are not counted), the limit, evictions so far.
     public let family: (keys: Int, maxKeys: Int, evictions: UInt64)?
     /// How many entries are in each state: 1 for a plain expirable's state, the members' spread for a family.
     public let states: [ExpirableStatus.State: Int]
@@ -65,7 +66,7 @@ extension Engine {
             if status.fetching { fetching += 1 }
         }
         return ExpirableFigures(
-            name: family.name, scope: family.definition.scope, family: (family.count, family.policy.maxKeys, family.evictions &+ before.evictions),
+            name: family.name, scope: family.definition.scope, family: (states.values.reduce(0, +) - (states[.empty] ?? 0), family.policy.maxKeys, family.evictions &+ before.evictions),
             states: states, expiresInSeconds: soonest.map { Double($0) / 1000 }, consecutiveFailures: failures,
             nextAttemptInSeconds: wait.map { Double($0) / 1000 }, fetching: fetching, counters: counters
         )

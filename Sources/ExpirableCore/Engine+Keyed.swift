@@ -735,6 +735,20 @@ final class Family: Sendable {
     }
 
     var count: Int { held.load(ordering: .relaxed) }
+
+    /// The members that hold a value (valid, expired or stale): the keys INFO, EXPLAIN and status say the family
+    /// holds. Members with none are left out: the ones a clear keeps for their plugin state or a cluster clear's
+    /// version, and keys whose first fetch failed. Reads every member (INFO, not the read path).
+    var keysHeld: Int {
+        var held = 0
+        forEachMember { member in
+            switch member {
+            case .compact(let block): if block.header.pointee.hasValue { held += 1 }
+            case .whole(let entry): if entry.state.withLock({ $0.value != nil }) { held += 1 }
+            }
+        }
+        return held
+    }
     var evictions: UInt64 { evicted.load(ordering: .relaxed) }
 
     /// A family a reload replaces hands on what it counted of members no longer held, and its evictions, so
@@ -886,10 +900,10 @@ extension Engine {
         }
     }
 
-    /// A keyed family's settings and counts for INFO and EXPLAIN: members held, the limit, evictions so far.
+    /// A keyed family's settings and counts for INFO and EXPLAIN: keys holding a value, the limit, evictions so far.
     public func familyInfo(_ name: String) -> (keys: Int, maxKeys: Int, keyIdle: Duration, evictions: UInt64, refresh: RefreshPolicy)? {
         guard let family = families[name] else { return nil }
-        return (family.count, family.policy.maxKeys, family.policy.keyIdle, family.evictions, family.definition.refresh)
+        return (family.keysHeld, family.policy.maxKeys, family.policy.keyIdle, family.evictions, family.definition.refresh)
     }
 
     /// Whether `name` is a keyed family.

@@ -400,7 +400,9 @@ public final class Engine: Sendable {
             complete(entry, generation: generation, result: .failure(refusal), route: .notCalled)
             return
         }
-        entry.fetcher.fetch(FetchRequest(state: state)) { [self] outcome in
+        // A result that comes after its caller was answered TIMEOUT still brings the state the call set (§3.20).
+        let request = FetchRequest(state: state, lateState: { [self] in applyStateChange($0, to: entry) })
+        entry.fetcher.fetch(request) { [self] outcome in
             applyStateChange(outcome.state, to: entry)
             complete(entry, generation: generation, result: outcome.result, route: outcome.route)
         }

@@ -34,11 +34,24 @@ public struct FetchRequest: Sendable {
     /// A time on the engine's monotonic clock (ns) after which the call must not start, if it has to wait for
     /// the instance's call under way: a quorum lease (SPEC §4.10) that could no longer hold a whole call.
     public var startBy: UInt64?
+    /// Where what a call did to the state goes when its result comes too late to be the answer (its caller was
+    /// answered TIMEOUT meanwhile): the plugin may have spent the old state (a rotated refresh token), so the new
+    /// one is kept all the same. Nil: no one keeps it.
+    public var lateState: (@Sendable (StateChange) -> Void)?
 
-    public init(key: String? = nil, state: Secret? = nil, startBy: UInt64? = nil) {
+    public init(key: String? = nil, state: Secret? = nil, startBy: UInt64? = nil, lateState: (@Sendable (StateChange) -> Void)? = nil) {
         self.key = key
         self.state = state
         self.startBy = startBy
+        self.lateState = lateState
+    }
+
+    /// Hands a late result's state change to `lateState`; true when there was one to keep.
+    @discardableResult
+    public func keepLate(_ change: StateChange) -> Bool {
+        if case .keep = change { return false }
+        lateState?(change)
+        return true
     }
 
     /// No key, no state.

@@ -22,7 +22,7 @@ enum MetricNames {
         ("expirable_helper_up", .gauge, "Whether the plugin's helper process runs (isolation = \"process\")."),
         ("expirable_helper_restarts_total", .counter, "Helper processes started again after the first."),
         ("expirable_helper_private_memory_bytes", .gauge, "Private memory of the plugin's helper process."),
-        ("expirable_family_keys", .gauge, "Members a keyed family holds."),
+        ("expirable_family_keys", .gauge, "Keys a keyed family holds a value for."),
         ("expirable_family_max_keys", .gauge, "The most members a keyed family keeps (max_keys)."),
         ("expirable_family_evictions_total", .counter, "Members evicted to stay within max_keys."),
         ("expirable_owned", .gauge, "1 when this node owns the cluster-scoped expirable (it calls the plugin), else 0."),

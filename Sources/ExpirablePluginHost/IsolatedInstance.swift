@@ -45,6 +45,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var calls: UInt64 = 0
         /// The call the helper is working on (including starting the helper for it).
         var inFlight: UInt64?
+        /// When the call in flight started (monotonic ns).
+        var inFlightSince: UInt64 = 0
         /// The call whose timeout killed the helper.
         var timedOut: UInt64?
         /// Whether the helper is between its spawn and its answer to the start order (`expirable_create`).
@@ -184,27 +186,19 @@ final class IsolatedInstance: PluginCalls, Sendable {
         let (running, number) = state.withLock { s -> (HelperProcess?, UInt64) in
             s.calls += 1
             s.inFlight = s.calls
+            s.inFlightSince = clock.monotonicNanos
             return (s.helper, s.calls)
         }
         var helper = running
         defer { state.withLock { $0.inFlight = nil } }
         // The timeout timer is cancelled before the answer goes out, so nothing of a finished call stays pending.
-        let timerBox = Mutex<(any Cancellable)?>(nil)
+        let timerBox = TimerSlot()
         let answer = Once<FetchOutcome> { outcome in
-            timerBox.withLock { $0?.cancel(); $0 = nil }
+            timerBox.timer.withLock { $0?.cancel(); $0 = nil }
             _ = delivered.fire(outcome)
         }
-        let timer = clock.schedule(after: timeout) { [self] in
-            guard answer.fire(FetchOutcome(result: .failure(timeoutError()))) else { return }
-            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
-            state.withLock { s in
-                guard s.inFlight == number, let helper = s.helper else { return }
-                s.timedOut = number
-                if s.creating { s.killedInCreate = helper.pid }
-                helper.killGroup()
-            }
-        }
-        timerBox.withLock { $0 = timer }
+        let timer = clock.schedule(after: timeout) { [self] in overdue(number, answer, timerBox, recheck: true) }
+        timerBox.timer.withLock { $0 = timer }
         if answer.fired { timer.cancel() }
         if helper == nil {
             if let death = state.withLock({ s in clock.monotonicNanos < s.restartAt ? s.lastDeath : nil }) {
@@ -242,13 +236,65 @@ final class IsolatedInstance: PluginCalls, Sendable {
             defer { HelperFrame.wipe(&reply.payload) }
             outcome = try result(of: reply, call: id)
         } catch {
-            _ = answer.fire(FetchOutcome(result: .failure(died(helper, number: number, because: .frame(error)))))
+            let death = died(helper, number: number, because: .frame(error))
+            // Killed for this call's timeout: its callers get the timeout, as when the timer answers them.
+            let killed = state.withLock { $0.timedOut == number }
+            _ = answer.fire(FetchOutcome(result: .failure(killed ? timeoutError() : death)))
             return
         }
-        state.withLock { $0.backoff = IsolatedInstance.firstBackoff }
-        if !answer.fire(outcome) {
-            logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
+        let killed = state.withLock { s in
+            s.backoff = IsolatedInstance.firstBackoff
+            return s.timedOut == number
         }
+        if killed {
+            // The answer came in as the timeout killed its helper: reaped now, so the next call starts a new one
+            // at once instead of finding this one dead (and calling that a crash).
+            _ = helper.reap(grace: .milliseconds(200))
+            state.withLock { $0.helper = nil }
+        }
+        if !answer.fire(outcome) {
+            let kept = request.keepLate(outcome.state)
+            logger.info(kept ? "late plugin result discarded after timeout; the plugin state it set is kept" : "late plugin result discarded after timeout",
+                        metadata: ["expirable": "\(expirable)"])
+        }
+    }
+
+    /// Call `number` has run its `timeout`. A reply that is in already (the daemon was paused while the helper
+    /// answered, and this timer came due with it on resume) is the answer: the thread reads it at once, and this
+    /// looks again once after a moment. Otherwise the helper is killed, and the thread answers TIMEOUT when it
+    /// sees it go, or the answer the helper had sent just before (with its state: the plugin may have spent the
+    /// old one), never lost. This timer answers TIMEOUT itself while no helper is up for the call (one being
+    /// started), or if the thread has not answered a second after the kill.
+    private func overdue(_ number: UInt64, _ answer: Once<FetchOutcome>, _ timerBox: TimerSlot, recheck: Bool) {
+        enum Step { case over, reply, killed, answer }
+        let step: Step = state.withLock { s in
+            guard s.inFlight == number, !answer.fired else { return .over }
+            guard let helper = s.helper else { return .answer }
+            var waiting = pollfd(fd: helper.socket, events: Int16(POLLIN), revents: 0)
+            if recheck, !s.creating, poll(&waiting, 1, 0) == 1 { return .reply }
+            s.timedOut = number
+            if s.creating { s.killedInCreate = helper.pid }
+            helper.killGroup()
+            return s.creating ? .answer : .killed
+        }
+        let then: (Duration, @Sendable () -> Void)
+        switch step {
+        case .over:
+            return
+        case .reply:
+            then = (min(timeout, .seconds(1)), { [self] in overdue(number, answer, timerBox, recheck: false) })
+        case .killed:
+            logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
+            then = (.seconds(1), { [self] in _ = answer.fire(FetchOutcome(result: .failure(timeoutError()))) })
+        case .answer:
+            if answer.fire(FetchOutcome(result: .failure(timeoutError()))) {
+                logger.warning("plugin call timed out; its helper is killed", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
+            }
+            return
+        }
+        let next = clock.schedule(after: then.0, then.1)
+        timerBox.timer.withLock { $0 = next }
+        if answer.fired { next.cancel() }
     }
 
     /// A result frame for call `id` as a fetch result; anything else (another kind, an answer carrying another
@@ -390,6 +436,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
         let (how, cpuSeconds) = helper.reapWithUsage(grace: .milliseconds(200))
         let now = clock.monotonicNanos
         return state.withLock { s in
+            // SIGKILL once its call had outlived its timeout: the helper's own timer (the daemon was stopped and
+            // could not kill it), not a crash.
+            if let number, s.inFlight == number, how == "crashed (SIGKILL)", now - min(now, s.inFlightSince) >= UInt64(timeout.nanoseconds) {
+                s.timedOut = number
+            }
             let wait = s.backoff
             s.backoff = min(s.backoff * 2, IsolatedInstance.maxBackoff)
             s.helper = nil
@@ -421,10 +472,17 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 }
             }
             s.lastDeath = death
-            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(how)", "restart_after_ms": "\(wait.milliseconds)"])
+            let killed = number.map { s.timedOut == $0 } ?? false
+            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(killed ? "killed after its call's timeout" : how)",
+                                                           "restart_after_ms": "\(wait.milliseconds)"])
             return death
         }
     }
+}
+
+/// The timer of a call in flight, which its answer cancels.
+private final class TimerSlot: Sendable {
+    let timer = Mutex<(any Cancellable)?>(nil)
 }
 
 /// What a helper is confined to before it loads its plugin.

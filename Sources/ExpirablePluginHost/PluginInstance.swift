@@ -130,13 +130,23 @@ final class PluginInstance: PluginCalls, Sendable {
                 }
             }
             timer?.cancel()
+            let outcome = result.fetchOutcome(plugin: library.path)
+            // A call that outlived its timeout (its callers got TIMEOUT; the daemon may have been paused while it
+            // ran) keeps the state it set before the next call is let in, which starts from it.
+            let late = answer.fired
+            if late { keepLate(outcome, request) }
             // The next call is let in first, as a job after this one: a caller that fetches again as soon as it
             // has its answer queues behind nothing that is over.
             queue.finished()
-            if !answer.fire(result.fetchOutcome(plugin: library.path)) {
-                logger.info("late plugin result discarded after timeout", metadata: ["expirable": "\(expirable)"])
-            }
+            if !late, !answer.fire(outcome) { keepLate(outcome, request) }
         }
+    }
+
+    /// A result whose callers were answered TIMEOUT already: its value is dropped, its state kept.
+    private func keepLate(_ outcome: FetchOutcome, _ request: FetchRequest) {
+        let kept = request.keepLate(outcome.state)
+        logger.info(kept ? "late plugin result discarded after timeout; the plugin state it set is kept" : "late plugin result discarded after timeout",
+                    metadata: ["expirable": "\(expirable)"])
     }
 }
 

@@ -20,4 +20,38 @@ struct StateReplicationTests {
         #expect(TestCluster.eventually { cluster.live(survivor) == [survivor] })
         #expect(try cluster[survivor].redis("GET", "rt") == "key= state=s", "the next owner continued from the state its peer set")
     }
+
+    @Test("a quorum holder paused (SIGSTOP) during its call until its lease ran out keeps the state its late call got and sends it: the next call starts from it")
+    func pausedHolderKeepsState() throws {
+        let cluster = try TestCluster(3, expirables: { _ in
+            "[expirable.rt]\nplugin = \"stateful\"\ntimeout = \"1s\"\n[expirable.rt.params]\nsleep_ms = \"500\"\n"
+        }, testPlugins: ["stateful"])
+        defer { cluster.remove() }
+        try cluster.waitUntilLinked()
+        let owner = try cluster.owner(of: "rt", on: "node-a")
+        let other = try #require(cluster.names.first { $0 != owner })
+        // A cluster that just started makes no quorum call for a lease's length.
+        var answer = ""
+        #expect(TestCluster.eventually(seconds: 20) { answer = (try? cluster[owner].redis("GET", "rt")) ?? ""; return answer.hasPrefix("key=") })
+        #expect(answer == "key= state=")
+        #expect(try cluster[owner].redis("CLEAR", "rt") == "OK")
+        let pid = try #require(cluster[owner].process?.pid)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var paused = ""
+        DispatchQueue(label: "paused-get").async {
+            paused = (try? cluster[owner].redis("GET", "rt")) ?? "the GET failed"
+            done.signal()
+        }
+        usleep(200_000)  // the call (from state "s") is under way; it sets "s+" 0.5 s after it began
+        kill(pid, SIGSTOP)
+        usleep(5_000_000)  // past the lease (1 s × 10/9 + 3 s) on the holder's clock
+        kill(pid, SIGCONT)
+        #expect(done.wait(timeout: .now() + 20) == .success)
+        #expect(paused.contains("outlived its lease") || paused == "key= state=s", "\(paused)")
+        // The next call, on another node, starts from "s+": not from the spent "s" a second time.
+        #expect(try cluster[other].redis("CLEAR", "rt") == "OK")
+        answer = ""
+        #expect(TestCluster.eventually(seconds: 30) { answer = (try? cluster[other].redis("GET", "rt")) ?? ""; return answer.hasPrefix("key=") })
+        #expect(answer == "key= state=s+", "\(answer)")
+    }
 }

@@ -298,6 +298,40 @@ struct IsolationTests {
         #expect(try daemon.redis("GET", "good") == "good-1")
     }
 
+    @Test("after a pause (SIGSTOP) past a call's timeout, a later caller is not told the plugin crashed: a new helper answers", arguments: [500, 2000])
+    func laterCallerAfterPause(sleepMillis: Int) throws {
+        let daemon = try ServingTests.start("""
+            [expirable.slow]
+            plugin = "sleeper"
+            timeout = "1s"
+            retry_interval = "10ms"
+            [expirable.slow.params]
+            sleep_ms = \(sleepMillis)
+            """, server: "isolation = \"process\"", testPlugins: ["sleeper"])
+        defer { daemon.remove() }
+        let daemonPid = try #require(daemon.process?.pid)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var answer = ""
+        DispatchQueue(label: "paused-get").async {
+            answer = (try? daemon.redis("GET", "slow")) ?? "the GET failed"
+            done.signal()
+        }
+        usleep(200_000)  // the call is under way in the helper
+        kill(daemonPid, SIGSTOP)
+        usleep(3_000_000)  // the helper answers (500 ms) or its own timer kills it (1 s + 250 ms) meanwhile
+        kill(daemonPid, SIGCONT)
+        #expect(done.wait(timeout: .now() + 20) == .success)
+        #expect(!answer.contains("crashed"), "\(answer)")
+        let timedOut = { (reply: String) in reply.hasPrefix("TIMEOUT plugin ") && reply.hasSuffix("libsleeper.so for slow did not answer within 1000ms") }
+        #expect(answer == "max_concurrent=1" || timedOut(answer), "\(answer)")
+        // Past the restart backoff (1 s) a later caller gets a value from a new (or the same) helper, or, from a
+        // plugin that always outlives its timeout, that timeout.
+        usleep(1_500_000)
+        let later = try daemon.redis("GET", "slow")
+        #expect(sleepMillis < 1000 ? later == "max_concurrent=1" : timedOut(later), "\(later)")
+        #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
+    }
+
     /// Whether `pid` is a running process: listed in /proc and not a zombie waiting for its parent's wait.
     static func running(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),

@@ -81,7 +81,7 @@ struct KeyedFamilyTests {
         #expect(try daemon.redis("TYPE", "fam:never") == "string")
     }
 
-    @Test("CLEAR NAME:KEY and CLEAR NAME drop the members from the family, so INFO counts only the keys held; a member carrying plugin state stays")
+    @Test("CLEAR NAME:KEY and CLEAR NAME drop the members from the family, so INFO, EXPLAIN and status count only the keys held; a member carrying plugin state stays, holding no value")
     func clearDropsMembers() throws {
         let daemon = try DaemonProcess(expirables: """
             [expirable.fam]
@@ -113,8 +113,18 @@ struct KeyedFamilyTests {
         }
         #expect(try keys("fam") == "2", "a compact member")
         #expect(try keys("eager") == "2", "a whole member, its refresh stopped")
-        #expect(try keys("kept") == "3", "a member with plugin state keeps it")
+        #expect(try keys("kept") == "2", "a member kept for its plugin state holds no value: not a key held")
         #expect(try daemon.redis("GET", "kept:a") == "key=a state=s", "the state went to its next call")
+        #expect(try keys("kept") == "3")
+        // CLEAR of the whole family: its members stay for their states, but no key is held.
+        #expect(try daemon.redis("CLEAR", "kept") == "OK")
+        #expect(try keys("kept") == "0")
+        #expect(try daemon.redis("EXPLAIN", "kept").contains("\nkeys:0"))
+        let explained = try daemon.ctl("explain", "kept").stdout
+        #expect(explained.contains("0 keys held"), "\(explained)")
+        let status = try daemon.ctl("status").stdout
+        #expect(status.contains("keyed, 0 keys"), "\(status)")
+        #expect(try daemon.redis("GET", "kept:b") == "key=b state=s", "the state went to its next call")
         for family in ["fam", "eager"] {
             #expect(try daemon.redis("CLEAR", family) == "OK")
             #expect(try keys(family) == "0")

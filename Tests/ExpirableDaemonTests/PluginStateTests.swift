@@ -8,7 +8,7 @@ import Testing
 struct PluginStateTests {
     /// A daemon with the `stateful` fixture (its value shows the state it received; it appends "+" to it) and
     /// a state_dir with a 0600 key.
-    static func start(_ directory: TemporaryDirectory, isolation: String = "process", launcher: [String] = []) throws -> DaemonProcess {
+    static func start(_ directory: TemporaryDirectory, isolation: String = "process", settings: String = "", launcher: [String] = []) throws -> DaemonProcess {
         let keyFile = directory.appending("state.key")
         if !FileManager.default.fileExists(atPath: keyFile) {
             FileManager.default.createFile(atPath: keyFile, contents: Data((0..<32).map { UInt8($0) }))
@@ -17,6 +17,7 @@ struct PluginStateTests {
         let daemon = try DaemonProcess(expirables: """
             [expirable.rt]
             plugin = "stateful"
+            \(settings)
             """, server: "isolation = \"\(isolation)\"\nstate_dir = \"\(directory.appending("state"))\"\nstate_key_file = \"\(keyFile)\"",
             testPlugins: ["stateful"], start: false)
         daemon.launcher = launcher
@@ -66,6 +67,34 @@ struct PluginStateTests {
         defer { second.remove() }
         #expect(try second.redis("GET", "rt") == "key= state=s++", "the restarted daemon continued from the saved state")
         #expect(!second.log.contains("s++"), "states are never logged")
+    }
+
+    @Test("a call during which the daemon is paused (SIGSTOP) past its timeout keeps the state it set: the next call, after a restart too, starts from it", arguments: ["process", "inline"])
+    func pausedCallKeepsState(isolation: String) throws {
+        let directory = try TemporaryDirectory("state")
+        defer { directory.remove() }
+        let daemon = try Self.start(directory, isolation: isolation, settings: "timeout = \"1s\"\n[expirable.rt.params]\nsleep_ms = \"500\"")
+        defer { daemon.remove() }
+        let pid = try #require(daemon.process?.pid)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var answer = ""
+        DispatchQueue(label: "paused-get").async {
+            answer = (try? daemon.redis("GET", "rt")) ?? "the GET failed"
+            done.signal()
+        }
+        usleep(200_000)  // the call is under way: it got no state, and sets "s" 0.5 s after it began
+        kill(pid, SIGSTOP)
+        usleep(2_500_000)  // past the 1 s timeout on the daemon's clock
+        kill(pid, SIGCONT)
+        #expect(done.wait(timeout: .now() + 20) == .success, "the paused GET was answered")
+        // In a helper the answer was in when the daemon resumed, and is the answer; inline the call was stopped
+        // with the daemon, and the timeout may come first.
+        #expect(answer == "key= state=" || answer.hasPrefix("TIMEOUT"), "\(answer)")
+        #expect(try daemon.redis("PING") == "PONG")
+        #expect(daemon.stop() == 0)
+        try daemon.start()
+        #expect(try daemon.redis("GET", "rt") == "key= state=s", "the state the paused call set was kept and saved, not the spent empty one used twice")
+        #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
     }
 
     @Test("a state file that does not decrypt stops its expirable's calls with an error naming the file")

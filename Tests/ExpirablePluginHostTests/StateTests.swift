@@ -60,6 +60,35 @@ struct StateTests {
         #expect(Self.text(cleared.state) == "clear")
     }
 
+    @Test("inline, a call that outlives its timeout keeps the state it set though its callers got TIMEOUT: the next call starts from it")
+    func lateStateKept() async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.compile("stateful")
+        let clock = ManualClock()
+        let (engine, host) = try fixture.engine("""
+            [expirable.rt]
+            plugin = "stateful"
+            timeout = "5s"
+            retry_interval = "10ms"
+            [expirable.rt.params]
+            sleep_ms = "1000"
+            """, clock: clock)
+        defer { host.shutdown() }
+        let first = Task { await fetchError(engine, "rt") }
+        // The call is under way once its timeout timer is set; the clock then passes it while the plugin sleeps.
+        #expect(try await PluginClockTests.soon { clock.pendingTimers == 1 })
+        clock.advance(by: .seconds(5))
+        let error = await first.value
+        // Until the late call returns, fetches get TIMEOUT at once; then one starts from the state it set.
+        var answer = ""
+        for _ in 0..<400 where answer.isEmpty {
+            clock.advance(by: .seconds(1))
+            if let value = try? await engine.fetch("rt") { answer = value.text } else { try await Task.sleep(for: .milliseconds(25)) }
+        }
+        #expect(answer == "key= state=s", "first call: \(String(describing: error))")
+    }
+
     @Test("a state over the limit, or set twice, is a malformed result that leaves the state as it was", arguments: modes)
     func malformedState(isolation: String) async throws {
         let fixture = try PluginFixture()
