@@ -137,9 +137,10 @@ final class CallResult: Sendable {
     }
 
     /// The plugin's error message made safe for a log line or a RESP error: at most 1,000 bytes of valid UTF-8,
-    /// control characters replaced by spaces.
+    /// control characters (C0, DEL, C1) and invisible ones (direction overrides, zero-width marks, line separators)
+    /// replaced by spaces, so that no message hides or reorders text on a caller's terminal.
     static func printable(_ bytes: UnsafeRawBufferPointer) -> String {
         let text = String(decoding: bytes.prefix(1000), as: UTF8.self)
-        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 }))
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0.isControlOrInvisible ? " " : $0 }))
     }
 }
