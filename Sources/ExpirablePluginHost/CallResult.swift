@@ -61,7 +61,13 @@ final class CallResult: Sendable {
         let message = pointer.map { CallResult.printable(UnsafeRawBufferPointer(start: $0, count: count)) } ?? ""
         state.withLock { s in
             s.reports += 1
-            s.error = message.isEmpty ? "(the plugin gave no message)" : message
+            if pointer == nil && count > 0 {
+                s.problems.append("passed a NULL message pointer with a non-zero length to set_error")
+            } else if message.allSatisfy({ $0 == " " }) {
+                s.problems.append("reported an error without a message (set_error with an empty one); it must say what failed")
+            } else {
+                s.error = message
+            }
         }
     }
 
