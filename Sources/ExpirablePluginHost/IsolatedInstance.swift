@@ -393,6 +393,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
                         // The hard limit, one second past the soft: a plugin that ignored SIGXCPU, or raised its soft
                         // limit to the hard one.
                         death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was killed at the hard limit (SIGKILL)\(restart)")
+                    } else if how == "exited with status \(PluginHelper.socketLostStatus)" {
+                        death = .fetch("plugin for \(expirable) closed or replaced descriptor 3, its helper's socket to the daemon, so its helper (pid \(helper.pid)) ended\(restart)")
                     } else {
                         death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid))\(during)\(restart)")
                     }
