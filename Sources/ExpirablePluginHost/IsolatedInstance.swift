@@ -59,13 +59,21 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     var info: [(String, String)] {
-        state.withLock { s in
-            [
+        let now = clock.monotonicNanos
+        return state.withLock { s in
+            var facts = [
                 ("isolation", "process"),
                 ("helper_pid", s.helper.map { String($0.pid) } ?? "none"),
                 ("helper_restarts", String(max(0, s.restarts))),
                 ("helper_last_death", s.lastDeath?.message ?? ""),
             ]
+            // Within the backoff after a death, what happens next is the helper's, whatever the engine would do.
+            if s.helper == nil, !s.stopped, s.lastDeath != nil, now < s.restartAt {
+                let wait = (s.restartAt - now + 999_999) / 1_000_000
+                facts.append(("helper_restart_in_ms", String(wait)))
+                facts.append(("helper_down", "its plugin's helper is down after its last death; calls get that death's error at once until the first call in \(wait) ms starts a new one"))
+            }
+            return facts
         }
     }
 
@@ -360,11 +368,15 @@ final class IsolatedInstance: PluginCalls, Sendable {
     /// whose end refuses the expirable (no restart is promised, and the refusal is the daemon's to log).
     @discardableResult
     private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending, loading: Bool = false, final: Bool = false) -> ExpirableError {
+        // A helper that refused exits by itself, with status 0: the log says it refused, not how it exited.
+        var refused = false
+        if case .refused = ending { refused = true }
         if case .frame(.malformed(let what)) = ending {
             helper.killGroup()
             logger.error("plugin helper killed: what it sent is not the frame due", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "sent": "\(what)"])
         }
         let (how, cpuSeconds) = helper.reapWithUsage(grace: .milliseconds(200))
+        let loggedHow = refused ? "refused to load the plugin or create its instance" : how
         let now = clock.monotonicNanos
         return state.withLock { s in
             let wait = s.backoff
@@ -402,7 +414,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             }
             s.lastDeath = death
             guard !final else { return death }
-            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(how)", "restart_after_ms": "\(wait.milliseconds)"])
+            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(loggedHow)", "restart_after_ms": "\(wait.milliseconds)"])
             return death
         }
     }
