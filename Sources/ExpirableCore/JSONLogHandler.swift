@@ -53,8 +53,9 @@ public struct JSONLogHandler: LogHandler {
         return line
     }
 
-    /// `text` as a JSON string: quotes and backslashes escaped, and every control character (C0, DEL, C1 and the
-    /// line and paragraph separators) as an escape, never raw.
+    /// `text` as a JSON string: quotes and backslashes escaped, and every control character (C0, DEL, C1) and
+    /// invisible formatting character (direction overrides, zero-width marks, the line and paragraph separators:
+    /// `isControlOrInvisible`) as an escape, never raw.
     static func appendString(_ text: String, to line: inout String) {
         line += "\""
         for scalar in text.unicodeScalars {
@@ -64,7 +65,7 @@ public struct JSONLogHandler: LogHandler {
             case "\n": line += "\\n"
             case "\r": line += "\\r"
             case "\t": line += "\\t"
-            case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029:
+            case _ where scalar.isControlOrInvisible:
                 let hex = String(scalar.value, radix: 16)
                 line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default:

@@ -65,8 +65,9 @@ public struct TextLogHandler: LogHandler {
     }
 
     /// `text` with every control character escaped, so that it cannot end the line or drive a terminal: `\n`,
-    /// `\r`, `\t`, other C0 controls and DEL as `\xNN`, C1 controls and the line and paragraph separators as
-    /// `\uNNNN`, and the backslash itself as `\\`, so an escape in the log always stands for the character.
+    /// `\r`, `\t`, other C0 controls and DEL as `\xNN`, C1 controls and invisible formatting characters (direction
+    /// overrides, zero-width marks, the line and paragraph separators: `isControlOrInvisible`) as `\uNNNN`, and the
+    /// backslash itself as `\\`, so an escape in the log always stands for the character.
     /// Everything else, whatever the script, is written as it is.
     static func appendEscaped(_ text: String, to line: inout String) {
         guard text.unicodeScalars.contains(where: needsEscape) else {
@@ -90,7 +91,7 @@ public struct TextLogHandler: LogHandler {
     }
 
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || scalar == "\\" || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+        scalar == "\\" || scalar.isControlOrInvisible
     }
 
     private static func hex(_ value: UInt32, digits: Int) -> String {

@@ -61,7 +61,13 @@ final class CallResult: Sendable {
         let message = pointer.map { CallResult.printable(UnsafeRawBufferPointer(start: $0, count: count)) } ?? ""
         state.withLock { s in
             s.reports += 1
-            s.error = message.isEmpty ? "(the plugin gave no message)" : message
+            if pointer == nil && count > 0 {
+                s.problems.append("passed a NULL message pointer with a non-zero length to set_error")
+            } else if message.allSatisfy({ $0 == " " }) {
+                s.problems.append("reported an error without a message (set_error with an empty one); it must say what failed")
+            } else {
+                s.error = message
+            }
         }
     }
 
@@ -137,9 +143,10 @@ final class CallResult: Sendable {
     }
 
     /// The plugin's error message made safe for a log line or a RESP error: at most 1,000 bytes of valid UTF-8,
-    /// control characters replaced by spaces.
+    /// control characters (C0, DEL, C1) and invisible ones (direction overrides, zero-width marks, line separators)
+    /// replaced by spaces, so that no message hides or reorders text on a caller's terminal.
     static func printable(_ bytes: UnsafeRawBufferPointer) -> String {
         let text = String(decoding: bytes.prefix(1000), as: UTF8.self)
-        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : $0 }))
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0.isControlOrInvisible ? " " : $0 }))
     }
 }

@@ -64,13 +64,21 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     var info: [(String, String)] {
-        state.withLock { s in
-            [
+        let now = clock.monotonicNanos
+        return state.withLock { s in
+            var facts = [
                 ("isolation", "process"),
                 ("helper_pid", s.helper.map { String($0.pid) } ?? "none"),
                 ("helper_restarts", String(max(0, s.restarts))),
                 ("helper_last_death", s.lastDeath?.message ?? ""),
             ]
+            // Within the backoff after a death, what happens next is the helper's, whatever the engine would do.
+            if s.helper == nil, !s.stopped, s.lastDeath != nil, now < s.restartAt {
+                let wait = (s.restartAt - now + 999_999) / 1_000_000
+                facts.append(("helper_restart_in_ms", String(wait)))
+                facts.append(("helper_down", "its plugin's helper is down after its last death; calls get that death's error at once until the first call in \(wait) ms starts a new one"))
+            }
+            return facts
         }
     }
 
@@ -97,7 +105,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         // Spawned from the instance's own thread, as every restart is: Linux sends a helper its parent-death
         // signal when the *thread* that spawned it ends, and the caller's thread (a pool thread of the daemon's
         // start-up task) may end long before the daemon does.
-        let launched = thread.runAndWait { [self] in Result { () throws(PluginError) in try launch() } }
+        let launched = thread.runAndWait { [self] in Result { () throws(PluginError) in try launch(first: true) } }
         do {
             let helper = try launched.get()
             logger.info("plugin helper started", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)"])
@@ -206,7 +214,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 return
             }
             do {
-                helper = try launch()
+                helper = try launch(first: false)
                 logger.notice("plugin helper restarted", metadata: ["expirable": "\(expirable)", "pid": "\(helper!.pid)"])
             } catch {
                 // launch() recorded how the helper ended, in the words calls get.
@@ -347,7 +355,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
     /// `timeout`: a plugin's `expirable_create` may block (a secret file that is a FIFO), and a daemon's start or
     /// a check-config must not hang on it. Past that the helper is killed. Throws a refusal or death naming the
     /// expirable, for the daemon's start.
-    private func launch() throws(PluginError) -> HelperProcess {
+    /// The `first` helper's failure refuses the expirable (the daemon does not start, check-config refuses), so
+    /// its words promise no restart.
+    private func launch(first: Bool) throws(PluginError) -> HelperProcess {
         let start = startFrame()
         // Frame length: the kind byte and the payload.
         guard start.payload.count + 1 <= HelperFrame.maxLength else {
@@ -375,7 +385,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
             guard start.send(on: helper.socket) else { throw .closed }
             reply = try helper.receive()
         } catch {
-            throw PluginError("expirable.\(expirable): \(died(helper, number: nil, because: .frame(error)).message)")
+            throw PluginError("expirable.\(expirable): \(died(helper, number: nil, because: .frame(error), loading: true, final: first).message)")
         }
         switch reply.kind {
         case .ready:
@@ -383,9 +393,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
         case .refused:
             var fields = HelperFrame.Reader(reply)
             let message = fields.rest().withUnsafeBytes { CallResult.printable($0) }
-            throw PluginError(died(helper, number: nil, because: .refused(message)).message)
+            throw PluginError(died(helper, number: nil, because: .refused(message), loading: true, final: first).message)
         default:
-            let death = died(helper, number: nil, because: .frame(.malformed("a frame of kind \(reply.kind) where ready or refused belongs")))
+            let death = died(helper, number: nil, because: .frame(.malformed("a frame of kind \(reply.kind) where ready or refused belongs")), loading: true, final: first)
             throw PluginError("expirable.\(expirable): \(death.message)")
         }
     }
@@ -426,14 +436,20 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     /// Reaps a helper that died, was killed, or broke the protocol (then it is killed first), and sets when
-    /// the next may start. The error says what happened, for the call in flight and the calls until then.
+    /// the next may start. The error says what happened, for the call in flight and the calls until then:
+    /// `loading`, while the helper loaded the plugin and created its instance; `final`, for a first helper,
+    /// whose end refuses the expirable (no restart is promised, and the refusal is the daemon's to log).
     @discardableResult
-    private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending) -> ExpirableError {
+    private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending, loading: Bool = false, final: Bool = false) -> ExpirableError {
+        // A helper that refused exits by itself, with status 0: the log says it refused, not how it exited.
+        var refused = false
+        if case .refused = ending { refused = true }
         if case .frame(.malformed(let what)) = ending {
             helper.killGroup()
             logger.error("plugin helper killed: what it sent is not the frame due", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "sent": "\(what)"])
         }
         let (how, cpuSeconds) = helper.reapWithUsage(grace: .milliseconds(200))
+        let loggedHow = refused ? "refused to load the plugin or create its instance" : how
         let now = clock.monotonicNanos
         return state.withLock { s in
             // SIGKILL once its call had outlived its timeout: the helper's own timer (the daemon was stopped and
@@ -445,35 +461,39 @@ final class IsolatedInstance: PluginCalls, Sendable {
             s.backoff = min(s.backoff * 2, IsolatedInstance.maxBackoff)
             s.helper = nil
             s.restartAt = now + UInt64(wait.milliseconds) * 1_000_000
-            let restart = "the first call after \(wait.milliseconds / 1000)s starts its helper again"
+            let restart = final ? "" : "; the first call after \(wait.milliseconds / 1000)s starts its helper again"
+            let during = loading ? " while it loaded the plugin or created its instance (its constructors, expirable_abi or expirable_create)" : ""
             let death: ExpirableError
             if s.killedInCreate == helper.pid {
-                death = .fetch("plugin \(path) for \(expirable) did not return from expirable_create within \(timeout.milliseconds)ms (its timeout), so its helper (pid \(helper.pid)) was killed; \(restart)")
+                death = .fetch("plugin \(path) for \(expirable) did not finish loading and creating its instance (its constructors, expirable_abi and expirable_create) within \(timeout.milliseconds)ms (its timeout), so its helper (pid \(helper.pid)) was killed\(restart)")
             } else if let number, s.timedOut == number {
                 // TIMEOUT, as the call in flight got: the callers answered with it until the helper is back
                 // (a script retries on TIMEOUT, expirablectl's status 75) must not see another kind of failure.
-                death = .timeout("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms; \(restart)")
+                death = .timeout("plugin for \(expirable) was killed with its helper (pid \(helper.pid)) after a call outlived its timeout of \(timeout.milliseconds)ms\(restart)")
             } else {
                 switch ending {
                 case .frame(.malformed(let what)):
-                    death = .fetch("plugin for \(expirable) sent its daemon \(what), so its helper (pid \(helper.pid)) was killed; \(restart)")
+                    death = .fetch("plugin for \(expirable) sent its daemon \(what), so its helper (pid \(helper.pid)) was killed\(restart)")
                 case .refused(let message):
                     death = .fetch(message)
                 case .frame(.closed):
                     if how == "crashed (SIGXCPU)", let seconds = limits.maxCPUSeconds {
-                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was stopped (SIGXCPU); \(restart)")
+                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was stopped (SIGXCPU)\(restart)")
                     } else if how == "crashed (SIGKILL)", raisesCPULimit, let seconds = limits.maxCPUSeconds, cpuSeconds >= seconds {
                         // The hard limit, one second past the soft: a plugin that ignored SIGXCPU, or raised its soft
                         // limit to the hard one.
-                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was killed at the hard limit (SIGKILL); \(restart)")
+                        death = .fetch("plugin for \(expirable) used more than its max_cpu of \(seconds)s of CPU in one call, so its helper (pid \(helper.pid)) was killed at the hard limit (SIGKILL)\(restart)")
+                    } else if how == "exited with status \(PluginHelper.socketLostStatus)" {
+                        death = .fetch("plugin for \(expirable) closed or replaced descriptor 3, its helper's socket to the daemon, so its helper (pid \(helper.pid)) ended\(restart)")
                     } else {
-                        death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid)); \(restart)")
+                        death = .fetch("plugin for \(expirable) \(how) in its helper (pid \(helper.pid))\(during)\(restart)")
                     }
                 }
             }
             s.lastDeath = death
+            guard !final else { return death }
             let killed = number.map { s.timedOut == $0 } ?? false
-            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(killed ? "killed after its call's timeout" : how)",
+            logger.warning("plugin helper died", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "\(killed ? "killed after its call's timeout" : loggedHow)",
                                                            "restart_after_ms": "\(wait.milliseconds)"])
             return death
         }

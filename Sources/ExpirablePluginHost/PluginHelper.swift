@@ -27,6 +27,17 @@ public enum PluginHelper {
     /// The descriptor of the helper's end of the socket pair.
     static let socket: Int32 = 3
 
+    /// The helper's exit status when its plugin closed descriptor 3 or put another file there (EX_IOERR): the
+    /// daemon says so rather than "exited with status 0".
+    static let socketLostStatus: Int32 = 74
+
+    /// Whether descriptor 3 is no longer the socket `original` (its device and inode) identified.
+    private static func socketLost(_ original: stat) -> Bool {
+        var now = stat()
+        guard fstat(socket, &now) == 0 else { return true }
+        return now.st_dev != original.st_dev || now.st_ino != original.st_ino
+    }
+
     /// Runs the helper with the arguments after `flag`, and exits when the daemon closes the socket.
     public static func run(_ arguments: [String]) -> Never {
         guard let parent = arguments.first.flatMap({ pid_t($0) }), CExpirableLinux_become_helper(parent) == 0 else {
@@ -37,6 +48,8 @@ public enum PluginHelper {
         // plugin runs (the `command` plugin's, popen, system) holds the channel that carries other calls' keys,
         // states and answers.
         guard fcntl(socket, F_SETFD, FD_CLOEXEC) == 0 else { exit(70) }
+        var original = stat()
+        guard fstat(socket, &original) == 0 else { exit(70) }
         signal(SIGPIPE, SIG_IGN)  // as in the daemon: a plugin writing to a closed pipe gets EPIPE
         // Log lines share the daemon's stderr, so they take its format; the plugin's own children do not need to know.
         if let format = getenv(JSONLogHandler.environmentVariable), String(cString: format) == "json" {
@@ -46,7 +59,7 @@ public enum PluginHelper {
         }
         unsetenv(JSONLogHandler.environmentVariable)
         let logger = Logger(label: "expirable.plugin-helper")
-        let writer = Writer()
+        let writer = Writer(original)
         let instance: PluginInstance
         var maxCPUSeconds: Int64 = 0
         var hardCPU = false
@@ -103,9 +116,9 @@ public enum PluginHelper {
             do throws(HelperFrame.Failure) {
                 frame = try HelperFrame.receive(from: socket)
             } catch {
-                // Its socket closed under it (a plugin that closes descriptor 3, while a call runs): it ends as
-                // when its answer cannot be sent, whichever of the two it meets first.
-                if fcntl(socket, F_GETFD) == -1 && errno == EBADF { exit(0) }
+                // Its socket closed or replaced under it (a plugin that closes or dup2s over descriptor 3, while a
+                // call runs): it ends as when its answer cannot be sent, whichever of the two it meets first.
+                if socketLost(original) { exit(socketLostStatus) }
                 guard case .closed = error else { exit(65) }
                 instance.destroy()
                 exit(0)
@@ -174,10 +187,16 @@ public enum PluginHelper {
     /// Frames go out from the main thread (ready, refused) and the plugin's thread (results): one at a time.
     private final class Writer: Sendable {
         private let lock = Mutex(())
+        private let original: stat
+
+        init(_ original: stat) { self.original = original }
 
         func send(_ frame: HelperFrame) {
-            // A daemon that stopped listening has died or is killing this helper: nothing left to do.
-            guard lock.withLock({ _ in frame.send(on: PluginHelper.socket) }) else { exit(0) }
+            guard lock.withLock({ _ in frame.send(on: PluginHelper.socket) }) else {
+                if PluginHelper.socketLost(original) { exit(PluginHelper.socketLostStatus) }
+                // A daemon that stopped listening has died or is killing this helper: nothing left to do.
+                exit(0)
+            }
         }
     }
 }

@@ -12,8 +12,9 @@ enum ExplainText {
         guard let explanation = state.engine.explanation(name) else { return nil }
         let status = explanation.status
         let plugin = state.options.pluginInfo?(name) ?? []
-        // An inline call stuck past its timeout decides what happens next, whatever the engine would do.
-        let stuck = plugin.first { $0.0 == "call_stuck" }?.1
+        // An inline call stuck past its timeout, or a helper down after a death, decides what happens next,
+        // whatever the engine would do.
+        let stuck = plugin.first { $0.0 == "call_stuck" || $0.0 == "helper_down" }?.1
         var lines: [(String, String)] = [
             ("name", status.name),
             ("state", status.state.rawValue),

@@ -128,7 +128,7 @@ struct Explain: AsyncParsableCommand {
     }
 
     /// EXPLAIN fields that are sentences or names, kept as strings whatever they look like.
-    static let textKeys: Set<String> = JSONOutput.textKeys.union(["why", "next", "refresh_rule", "pacing", "readers", "admins", "lease", "helper_last_death", "state_error", "call_stuck"])
+    static let textKeys: Set<String> = JSONOutput.textKeys.union(["why", "next", "refresh_rule", "pacing", "readers", "admins", "lease", "helper_last_death", "state_error", "call_stuck", "helper_down"])
 
     /// The explanation as a person reads it.
     static func words(_ lines: [(key: String, value: String)]) -> String {
@@ -187,7 +187,8 @@ struct Explain: AsyncParsableCommand {
     private static func plugin(_ fields: [String: String], _ field: (String) -> String?) -> [String] {
         if fields["isolation"] == "process" {
             let pid = field("helper_pid").map { "pid \($0)" } ?? "down"
-            var plugin = "Plugin: in a helper process (\(pid), \(fields["helper_restarts"] ?? "0") restarts)"
+            let restart = field("helper_restart_in_ms").map { "; the next starts in \($0) ms at the earliest" } ?? ""
+            var plugin = "Plugin: in a helper process (\(pid), \(fields["helper_restarts"] ?? "0") restarts\(restart))"
             if let death = field("helper_last_death") { plugin += "; last death: \(death)" }
             return [plugin + "."]
         } else if let isolation = field("isolation") {

@@ -103,7 +103,7 @@ struct Daemon {
         options.pluginInfo = { plugins.info($0) }
         if let stateFiles { options.stateInfo = { stateFiles.info($0) } }
         options.admins = configuration.server.admins
-        let reloader = Reloader(path: arguments.config, configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
+        let reloader = Reloader(path: Daemon.absolute(arguments.config), configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
         options.reload = { reloader.reload() }
         reloader.reloadOnHangup()
         // In a cluster, prefetch waits for the join and cluster-scoped values are prefetched by their owners
@@ -226,6 +226,14 @@ struct Daemon {
             : "expirabled: \(message)\n"
         text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
         Glibc.exit(1)
+    }
+
+    /// `path` made absolute against the working directory at start: an inline plugin may change the daemon's
+    /// working directory (chdir), and RELOAD must still find the file --config named.
+    static func absolute(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        return String(cString: cwd) + "/" + path
     }
 
     /// Values are never written to disk, so neither is a core file holding them; and no process of the daemon's

@@ -109,6 +109,13 @@ struct ControlTests {
         #expect(lines.count == 1, "stderr: \(check.stderr)")
         #expect(check.stderr.hasPrefix("expirablectl: \(daemon.configPath):"), "stderr: \(check.stderr)")
         #expect(check.stderr.contains(": expirable.x: plugin for x crashed (SIGABRT) in its helper"), "stderr: \(check.stderr)")
+        #expect(check.stderr.contains("while it loaded the plugin or created its instance (its constructors, expirable_abi or expirable_create)"), "stderr: \(check.stderr)")
+        #expect(!check.stderr.contains("starts its helper again"), "check-config refuses: no restart follows")
+        guard isolation == "process" else { return }
+        #expect(throws: (any Error).self) { try daemon.start() }
+        #expect(daemon.log.contains("crashed (SIGABRT) in its helper"), "\(daemon.log)")
+        #expect(!daemon.log.contains("starts its helper again"), "the daemon refuses to start: no restart follows: \(daemon.log)")
+        #expect(!daemon.log.contains("plugin helper died"), "the refusal alone is logged: \(daemon.log)")
     }
 }
 

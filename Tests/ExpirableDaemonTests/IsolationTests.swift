@@ -57,6 +57,11 @@ struct IsolationTests {
         #expect(Date().timeIntervalSince(started) < 1)
         #expect(try daemon.redis("GET", "good") == "good-1")
         #expect(kill(first, 0) != 0, "the dead helper was reaped")
+        // explain says the helper is down and when a call may start one, not that a call may start now.
+        let words = try daemon.ctl("explain", "bad").stdout
+        #expect(words.contains("Next: its plugin's helper is down after its last death; calls get that death's error at once until the first call in "), "\(words)")
+        #expect(!words.contains("may start now"), "\(words)")
+        #expect(words.contains("Plugin: in a helper process (down, 0 restarts; the next starts in "), "\(words)")
         // Within the backoff the last death is the answer at once, without a new helper.
         let again = Date()
         #expect(try daemon.redis("GET", "bad").hasPrefix(error))
@@ -485,7 +490,7 @@ struct IsolationTests {
         let first = try #require(Self.helper(of: daemon, for: "bad"))
         let started = Date()
         let answer = try daemon.redis("GET", "bad")
-        #expect(answer.hasPrefix("FETCH plugin for bad exited with status 0 in its helper (pid \(first))"), "\(answer)")
+        #expect(answer.hasPrefix("FETCH plugin for bad closed or replaced descriptor 3, its helper's socket to the daemon, so its helper (pid \(first)) ended"), "\(answer)")
         #expect(Date().timeIntervalSince(started) < 1)
         #expect(try daemon.redis("GET", "good") == "good-1")
         try FileManager.default.removeItem(atPath: daemon.directory.appending("mode"))

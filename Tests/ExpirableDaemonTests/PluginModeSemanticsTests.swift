@@ -216,6 +216,21 @@ struct PluginModeSemanticsTests {
         #expect(try daemon.redis("PING") == "PONG")
     }
 
+    @Test("5: a plugin's error message reaches callers and the log without C1 controls, direction overrides or other invisible characters", arguments: modes)
+    func invisibleCharactersInMessages(isolation: String) throws {
+        let daemon = try Self.start(isolation, """
+            [expirable.x]
+            plugin = "failing"
+            [expirable.x.params]
+            message = "safe \\u202E txt.exe \\u0085 nel \\u2028 ls \\u009B31m c1 \\u200B zw \\u2066 iso \\uFEFF bom"
+            """, testPlugins: ["failing"])
+        defer { daemon.remove() }
+        let answer = try daemon.redis("GET", "x")
+        #expect(answer == "FETCH safe   txt.exe   nel   ls  31m c1   zw   iso   bom", "\(answer.unicodeScalars.map { String($0.value, radix: 16) })")
+        let hidden: [Unicode.Scalar] = ["\u{202E}", "\u{85}", "\u{2028}", "\u{9B}", "\u{200B}", "\u{2066}", "\u{FEFF}"]
+        #expect(!daemon.log.unicodeScalars.contains { hidden.contains($0) }, "the log shows none of them raw")
+    }
+
     @Test("6: a success whose expires_at has already passed is answered to its caller but not stored", arguments: modes)
     func pastExpiryNotStored(isolation: String) throws {
         let daemon = try Self.start(isolation, Self.counter("stale", ttl: "-1000"))

@@ -128,7 +128,7 @@ struct PluginQueueTests {
         defer { daemon.remove() }
         #expect(mkfifo(daemon.directory.appending("fifo"), 0o600) == 0)
         let real = URL(fileURLWithPath: daemon.pluginDir + "/libkeylog.so").resolvingSymlinksInPath().path
-        let refusal = "expirable.x: plugin \(real) for x did not return from expirable_create within 1000ms (its timeout), so its helper (pid "
+        let refusal = "expirable.x: plugin \(real) for x did not finish loading and creating its instance (its constructors, expirable_abi and expirable_create) within 1000ms (its timeout), so its helper (pid "
         let check = try runTool(TestPaths.product("expirablectl").path, ["check-config", daemon.configPath], seconds: 15)
         #expect(check.status == 78, "status \(check.status), stderr: \(check.stderr)")
         #expect(check.stderr.contains(refusal), "stderr: \(check.stderr)")

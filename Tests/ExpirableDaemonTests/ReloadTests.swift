@@ -18,6 +18,25 @@ struct ReloadTests {
             .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
     }
 
+    @Test("a daemon started with a relative --config reloads it after an inline plugin changed the working directory")
+    func relativeConfigAfterChdir() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.wanderer]
+            plugin = "crasher"
+            [expirable.wanderer.params]
+            mode = "chdir"
+            """, server: "isolation = \"inline\"", testPlugins: ["crasher"], start: false)
+        defer { daemon.remove() }
+        // From the configuration's directory, as `expirabled --config expirable.toml`.
+        daemon.launcher = ["/bin/sh", "-c", "cd \"$(dirname \"$3\")\" && program=$1 && shift 3 && exec \"$program\" --config expirable.toml \"$@\"", "sh"]
+        try daemon.start()
+        let real = URL(fileURLWithPath: daemon.configPath).resolvingSymlinksInPath().path
+        #expect(try daemon.redis("RELOAD").hasPrefix("reloaded \(real)"))
+        #expect(try daemon.redis("GET", "wanderer").hasPrefix("pid-"))
+        let answer = try daemon.redis("RELOAD")
+        #expect(answer.hasPrefix("reloaded \(real)"), "\(answer)")
+    }
+
     @Test("SIGHUP applies added, changed and removed expirables; an unchanged one keeps its value, its helper and makes no call")
     func hangup() throws {
         let daemon = try ServingTests.start(Self.counter("kept") + Self.counter("changed") + Self.counter("removed"))

@@ -22,6 +22,8 @@ struct PluginCallTests {
         ("negative", "returned a negative expires_at (-5); expected Unix milliseconds or EXPIRABLE_NEVER_EXPIRES"),
         ("huge", "returned a value of 1048577 bytes, over the limit of 1048576"),
         ("nullptr", "passed a NULL value pointer with a non-zero length"),
+        ("errnull", "passed a NULL message pointer with a non-zero length to set_error"),
+        ("errempty", "reported an error without a message (set_error with an empty one); it must say what failed"),
     ])
     func malformed(mode: String, reason: String) async throws {
         let fixture = try PluginFixture()

@@ -7,7 +7,7 @@
  * writes its pid to pid_file then answers, "forksegv" does the same then writes through NULL, "close" closes
  * descriptor 3 then answers, "stray" writes a well-formed value frame of its own ("STRAY") to descriptor 3, as a
  * program holding the socket could, then answers, "evadecpu" lifts its RLIMIT_CPU to unlimited (soft and hard) and
- * then spins; anything else answers),
+ * then spins, "chdir" changes the process's working directory to / then answers; anything else answers),
  * mode_file (optional: read at each call, its first word is the mode; absent: "ok"), ttl_ms (default 60000). */
 #include "expirable.h"
 #include <stdio.h>
@@ -110,6 +110,7 @@ void expirable_fetch(const expirable_call *call) {
         if (write(3, frame, sizeof frame - 1) < 0) abort();
     }
     if (strcmp(mode, "close") == 0) close(3);
+    if (strcmp(mode, "chdir") == 0 && chdir("/") != 0) abort();
     char value[64];
     int n = snprintf(value, sizeof value, "pid-%ld", (long)getpid());
     call->host->set_value(call->result, value, (size_t)n, call->host->now_ms() + c->ttl_ms);

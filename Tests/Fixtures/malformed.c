@@ -1,5 +1,5 @@
 /* Test plugin: returns a malformed result chosen by param "mode" (or, keyed, by the key): both, none, negative,
- * huge, nullptr; or passes (size_t)-1, a failed read()'s -1, as the length to set_value ("sizemax"), set_error
+ * huge, nullptr, errnull (set_error with NULL and a length), errempty (set_error with ""); or passes (size_t)-1, a failed read()'s -1, as the length to set_value ("sizemax"), set_error
  * ("errmax"), set_state ("statemax", then a value), parse_duration_ms ("durmax", then a value saying what it
  * returned). */
 #include "expirable.h"
@@ -35,6 +35,10 @@ void expirable_fetch(const expirable_call *call) {
         free(big);
     } else if (mode_is(call, "nullptr")) {
         h->set_value(call->result, NULL, 5, h->now_ms() + 1000);
+    } else if (mode_is(call, "errnull")) {
+        h->set_error(call->result, NULL, 5);
+    } else if (mode_is(call, "errempty")) {
+        h->set_error(call->result, "", 0);
     } else if (mode_is(call, "sizemax")) {
         h->set_value(call->result, "x", (size_t)-1, h->now_ms() + 1000);
     } else if (mode_is(call, "errmax")) {
