@@ -73,7 +73,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
                 ("helper_last_death", s.lastDeath?.message ?? ""),
             ]
             // Within the backoff after a death, what happens next is the helper's, whatever the engine would do.
-            if s.helper == nil, !s.stopped, s.lastDeath != nil, now < s.restartAt {
+            if s.helper == nil, s.stopped == nil, s.lastDeath != nil, now < s.restartAt {
                 let wait = (s.restartAt - now + 999_999) / 1_000_000
                 facts.append(("helper_restart_in_ms", String(wait)))
                 facts.append(("helper_down", "its plugin's helper is down after its last death; calls get that death's error at once until the first call in \(wait) ms starts a new one"))
