@@ -21,6 +21,8 @@ struct Daemon {
         if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == PluginHelper.flag {
             PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
         }
+        // Before anything slow (the configuration, the plugins' helpers): a SIGHUP from now on never kills.
+        Reloader.noteHangupsUntilReady()
         let arguments = DaemonArguments.parseOrExit(Array(CommandLine.arguments.dropFirst()))
         await Daemon(arguments: arguments).run()
     }
