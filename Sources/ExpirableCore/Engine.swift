@@ -27,6 +27,21 @@ public final class Engine: Sendable {
     /// The configured names, sorted.
     public var names: [String] { table.names }
 
+    /// The least a plugin's value must have left to live when it arrives to be stored: one with less (an
+    /// `expires_at` in the past, an `expires_in` of a millisecond) is answered to its call's callers only (SPEC
+    /// §3.6), and the next call is paced as after a failure (§3.9, §3.17).
+    static let minimumUsableLifetime: UInt64 = 10_000_000
+
+    /// Why a value with less than `minimumUsableLifetime` left was refused, naming what the plugin returned.
+    static func unusableLifetime(_ name: String, fetched: Fetched, deadline: UInt64, now: UInt64, wall: Int64) -> String {
+        let fix = "check the clock of the plugin's host and of its issuer, or have the issuer grant longer lifetimes"
+        if deadline <= now, case .at(let unixMillis) = fetched.expiry {
+            return "\(name): the plugin's value expired \(wall - min(wall, unixMillis)) ms before it arrived (expires_at \(unixMillis) Unix ms), so it was not stored and the next call waits retry_interval; \(fix)"
+        }
+        let left = (deadline - min(deadline, now)) / 1_000_000
+        return "\(name): the plugin's value has \(left) ms left, too little to keep (under \(minimumUsableLifetime / 1_000_000) ms), so it was not stored and the next call waits retry_interval; \(fix)"
+    }
+
     /// The shortest interval between two plugin calls started by eager refresh for one expirable.
     public static let minimumRefreshInterval: Duration = .seconds(1)
     /// The longest wait between retries of a failing eager refresh.
@@ -442,6 +457,8 @@ public final class Engine: Sendable {
         var stored = false
         var finished: CallRecord?
         var movedTo: Entry?
+        /// Why a success is not stored and paces the next call: its value had (next to) no life left.
+        var unusable: ExpirableError?
         let (waiters, answer, followUp): ([Entry.Completion], Result<Fetched, ExpirableError>, UInt64?) = entry.state.withLock { s in
             // A reload moved the call and its callers to a new entry for the same plugin and params.
             if let successor = s.successor {
@@ -463,6 +480,10 @@ public final class Engine: Sendable {
                     result = .failure(.fetch(
                         "\(entry.name): the plugin's value has \(left) ms left, less than expiry_margin (\(entry.freshness.expiryMargin.milliseconds) ms); lower expiry_margin or have the issuer grant longer lifetimes"
                     ))
+                } else if freshUntil < now &+ Engine.minimumUsableLifetime {
+                    // Expired on arrival, or about to be: answered to this call's callers but not stored (§3.6), and
+                    // the next call paced as after a failure (§3.9, §3.17), or every reader would call at once.
+                    unusable = .fetch(Engine.unusableLifetime(entry.name, fetched: fetched, deadline: deadline, now: now, wall: wall))
                 } else {
                     s.lastError = nil
                     s.failures = 0
@@ -487,6 +508,10 @@ public final class Engine: Sendable {
             }
             var answer = result
             finished = recordCall(entry, &s, result: result, route: route, now: now, wall: wall)
+            if let unusable {
+                s.lastError = unusable.description
+                failed(entry, &s, error: unusable, generation: generation, now: now, wall: wall)
+            }
             if case .failure(let error) = result {
                 s.lastError = error.description
                 s.counters.failures &+= 1
@@ -504,6 +529,9 @@ public final class Engine: Sendable {
             return (waiters, answer, s.generation)
         }
         if let movedTo { return complete(movedTo, generation: generation, result: fetchedResult, route: route) }
+        if let unusable {
+            logger.warning("plugin value unusable; not stored, next call paced", metadata: ["expirable": "\(entry.name)", "error": "\(unusable)"])
+        }
         if case .failure(let error) = result {
             logger.warning("fetch failed", metadata: [
                 "expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)",

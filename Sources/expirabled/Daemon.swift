@@ -25,6 +25,8 @@ struct Daemon {
         // Descriptors whoever started the daemon left open (a shell's, a supervisor's) stay open, but no program
         // an inline plugin runs gets them; those the daemon makes from now on are close-on-exec from birth.
         _ = CExpirableCloseOnExec_mark_from(3)
+        // Before anything slow (the configuration, the plugins' helpers): a SIGHUP from now on never kills.
+        Reloader.noteHangupsUntilReady()
         let arguments = DaemonArguments.parseOrExit(Array(CommandLine.arguments.dropFirst()))
         await Daemon(arguments: arguments).run()
     }

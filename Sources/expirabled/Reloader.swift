@@ -37,7 +37,18 @@ final class Reloader: Sendable {
         current = Mutex(configuration)
     }
 
-    /// Reloads on every SIGHUP (instead of dying of it, the signal's default).
+    /// Whether a SIGHUP came before `reloadOnHangup`, while the daemon was starting.
+    private static let hangupWhileStarting = Atomic<Bool>(false)
+
+    /// Makes a SIGHUP, from now until `reloadOnHangup`, only noted (SIGHUP's default is to end the process): the
+    /// daemon reloads once for it when ready, since the file may have changed after it was read. Called first
+    /// thing in `main`. Helpers get every signal's default back when spawned.
+    static func noteHangupsUntilReady() {
+        signal(SIGHUP) { _ in Reloader.hangupWhileStarting.store(true, ordering: .relaxed) }
+    }
+
+    /// Reloads on every SIGHUP (instead of dying of it, the signal's default), and once now for a SIGHUP that came
+    /// while the daemon was starting.
     func reloadOnHangup() {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
@@ -47,6 +58,10 @@ final class Reloader: Sendable {
             _ = reload()  // logged either way
         }
         source.activate()
+        if Reloader.hangupWhileStarting.exchange(false, ordering: .relaxed) {
+            logger.notice("SIGHUP received while starting; reloading now")
+            DispatchQueue.global().async { [self] in _ = reload() }
+        }
     }
 
     func reload() -> Result<String, ServerError> {

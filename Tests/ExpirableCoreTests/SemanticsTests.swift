@@ -117,16 +117,42 @@ struct SemanticsTests {
         #expect(h.fetcher.calls == 3)
     }
 
-    @Test("6. a success whose expires_at is already past is answered but not stored")
+    @Test("6, 17. a success whose expires_at is already past is answered but not stored; the next call is paced as after a failure")
     func pastExpiryNotStored() {
         let h = Harness()
         let first = h.startFetch()
         h.fetcher.complete(value("stale", expiresIn: -5, clock: h.clock))
         #expect(string(try? first.all.first?.get()) == "stale")
         #expect(h.engine.cachedValue("token") == nil)
-        #expect(h.engine.status("token")?.state == .empty)
-        _ = h.startFetch()
+        let status = h.engine.status("token")
+        #expect(status?.state == .empty)
+        #expect(status?.consecutiveFailures == 1)
+        #expect(status?.lastError?.contains("the plugin's value expired 5 ms before it arrived") == true, "\(String(describing: status?.lastError))")
+        // Readers meanwhile wait for the next call, one retry_interval after the first started (SPEC §3.17).
+        let second = h.startFetch()
+        #expect(h.fetcher.calls == 1)
+        #expect(second.count == 0)
+        // One who will not wait that long is told why, with the time of the next call.
+        let impatient = h.startFetch(patience: .milliseconds(10))
+        #expect(impatient.error?.message.contains("the plugin's value expired 5 ms before it arrived") == true)
+        h.clock.advance(by: FreshnessPolicy.defaultRetryInterval)
         #expect(h.fetcher.calls == 2)
+    }
+
+    @Test("6, 17. a success with a few milliseconds to live is not stored, and paced: the plugin is not called for every reader")
+    func nearZeroLifetimePaced() {
+        let h = Harness()
+        let first = h.startFetch()
+        h.fetcher.complete(value("brief", expiresIn: 1, clock: h.clock))
+        #expect(string(try? first.all.first?.get()) == "brief")
+        #expect(h.engine.status("token")?.lastError?.contains("the plugin's value has 1 ms left") == true)
+        for _ in 0..<50 { _ = h.startFetch() }
+        #expect(h.fetcher.calls == 1, "fifty readers wait for one paced call")
+        h.clock.advance(by: FreshnessPolicy.defaultRetryInterval)
+        #expect(h.fetcher.calls == 2)
+        h.fetcher.complete(value("good", expiresIn: 60_000, clock: h.clock))
+        #expect(string(h.engine.cachedValue("token")) == "good")
+        #expect(h.engine.status("token")?.consecutiveFailures == 0)
     }
 
     @Test("7. a value that never expires is kept until cleared and never refreshed")

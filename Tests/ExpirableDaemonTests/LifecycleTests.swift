@@ -30,6 +30,34 @@ struct LifecycleTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a SIGHUP while the daemon starts (its plugins being created) neither kills it nor is lost: it reloads once ready")
+    func hangupDuringStart() throws {
+        let daemon = try DaemonProcess(expirables: "", start: false)
+        defer { daemon.remove() }
+        let wait = daemon.directory.appending("create-wait")
+        try (String(contentsOfFile: daemon.configPath, encoding: .utf8)
+            + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let process = try daemon.launch()
+        defer {
+            if process.isRunning {
+                kill(process.pid, SIGKILL)
+                _ = process.wait()
+            }
+        }
+        // The plugin is being created in its helper: the daemon has parsed its configuration and waits for it.
+        #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") })
+        kill(process.pid, SIGHUP)
+        #expect(!IsolationTests.eventually(seconds: 0.5) { !process.isRunning }, "SIGHUP killed the starting daemon: \(process.exitStatus.map(String.init) ?? "")")
+        _ = FileManager.default.createFile(atPath: wait, contents: nil)
+        #expect(IsolationTests.eventually(seconds: 10) { daemon.answers() }, "\(daemon.log.suffix(1000))")
+        #expect(IsolationTests.eventually(seconds: 5) { daemon.log.contains("configuration reloaded") }, "the SIGHUP reloads once ready: \(daemon.log.suffix(1000))")
+        #expect(try daemon.redis("GET", "slow") == "v1")
+        kill(process.pid, SIGTERM)
+        _ = process.wait()
+        #expect(process.exitStatus == 0)
+    }
+
     @Test("the socket file gets socket_mode")
     func socketMode() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")

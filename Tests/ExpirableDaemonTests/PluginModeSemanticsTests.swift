@@ -352,6 +352,29 @@ struct PluginModeSemanticsTests {
         #expect(try Self.info(daemon, "token")["plugin_calls"] == "0")
     }
 
+    @Test("6, 17: values already expired, or with 1 ms to live, do not make readers call the plugin in a stampede", arguments: modes)
+    func unusableLifetimesPaced(isolation: String) throws {
+        let daemon = try Self.start(isolation, Self.counter("past", ttl: "-1000") + Self.counter("brief", ttl: "1"))
+        defer { daemon.remove() }
+        for name in ["past", "brief"] {
+            // Twenty readers for two seconds: one call, then one each retry_interval (1 s); readers wait for it.
+            let started = Date()
+            let group = DispatchGroup()
+            for _ in 0..<20 {
+                DispatchQueue.global().async(group: group) {
+                    guard let connection = try? RawConnection(daemon.socket) else { return }
+                    let command = "*2\r\n$3\r\nGET\r\n$\(name.utf8.count)\r\n\(name)\r\n"
+                    while Date().timeIntervalSince(started) < 2 { _ = connection.roundTrip(command, expecting: 1) }
+                }
+            }
+            group.wait()
+            let seconds = Date().timeIntervalSince(started)
+            #expect(Double(daemon.count(name)) <= seconds + 1, "\(name): \(daemon.count(name)) plugin calls in \(seconds) s")
+            let info = try Self.info(daemon, name)
+            #expect(info["last_error"]?.contains("the plugin's value") == true, "\(info)")
+        }
+    }
+
     @Test("12: fetched values never reach the daemon's log or its directory", arguments: modes)
     func valuesAreSecret(isolation: String) throws {
         let daemon = try Self.start(isolation, Self.counter("s3cr3t", ttl: "1500", settings: "refresh = \"eager\"\nbefore_expiry = \"1s\"") + Self.counter("gone", ttl: "-1"))

@@ -2,12 +2,15 @@
  * params: prefix (default "v"), ttl_ms (default 60000; "never" for EXPIRABLE_NEVER_EXPIRES; may be negative
  * for a value already expired), count_file (optional: the call count is written there after each call),
  * destroy_file (optional: "destroyed" is written there by expirable_destroy), sleep_ms (optional: how long
- * each call takes), value_bytes (optional: the value is padded with 'x' to that many bytes, at most 4 MiB). */
+ * each call takes), value_bytes (optional: the value is padded with 'x' to that many bytes, at most 4 MiB),
+ * create_wait_file (optional: expirable_create writes "<path>.started", then waits, at most 20 s, until the file
+ * exists). */
 #include "expirable.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct counter { long calls; long sleep_ms; long value_bytes; char prefix[64]; long long ttl_ms; int never; char count_file[512]; char destroy_file[512]; } counter;
 
@@ -39,6 +42,15 @@ void *expirable_create(const expirable_call *call) {
         if (k.len == 11 && memcmp(k.ptr, "value_bytes", 11) == 0) { copy(buf, sizeof buf, v); c->value_bytes = atol(buf); }
         if (k.len == 10 && memcmp(k.ptr, "count_file", 10) == 0) copy(c->count_file, sizeof c->count_file, v);
         if (k.len == 12 && memcmp(k.ptr, "destroy_file", 12) == 0) copy(c->destroy_file, sizeof c->destroy_file, v);
+        if (k.len == 16 && memcmp(k.ptr, "create_wait_file", 16) == 0) {
+            char wait[512], started[520];
+            copy(wait, sizeof wait, v);
+            snprintf(started, sizeof started, "%s.started", wait);
+            FILE *f = fopen(started, "w");
+            if (f) fclose(f);
+            struct timespec tick = { 0, 10000000L };
+            for (int waited = 0; waited < 2000 && access(wait, F_OK) != 0; waited++) nanosleep(&tick, NULL);
+        }
     }
     return c;
 }
