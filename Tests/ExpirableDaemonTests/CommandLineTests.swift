@@ -176,6 +176,24 @@ struct CommandLineTests {
         #expect(try runTool(Self.ctl, ["cert", "ca", "--socket", daemon.socket, "--dir", daemon.directory.path]).status == 0)
     }
 
+    @Test("a command the command plugin kills at its deadline is a TIMEOUT (75, try again), not a FETCH failure")
+    func commandPluginTimeout() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.slow]
+            plugin = "command"
+            scope = "local"
+            timeout = "1s"
+            [expirable.slow.params]
+            shell = "sleep 5; echo late"
+            ttl = "1m"
+
+            """)
+        defer { daemon.remove() }
+        let result = try daemon.ctl("fetch", "slow")
+        #expect(result.status == 75, "\(result.stderr)")
+        #expect(result.stderr == "expirablectl: TIMEOUT command plugin: /bin/sh did not finish within 900ms and was killed\n")
+    }
+
     @Test("connection errors name the cause: no socket, a stale socket file, not a socket; each exits 69")
     func connectionErrors() throws {
         let directory = try TemporaryDirectory()
