@@ -284,6 +284,24 @@ struct CommandLineTests {
         #expect(try runTool(Self.ctl, ["help", "cert", "node"]).status == 0)
     }
 
+    @Test("a param a plugin refuses is reported at the param's own line, by check-config and by reload, not at its [params] table")
+    func paramRefusalLine() throws {
+        let good = "[expirable.a]\nplugin = \"command\"\nscope = \"local\"\n[expirable.a.params]\nshell = \"echo a\"\nttl = \"1m\"\n"
+        let daemon = try ServingTests.start(good)
+        defer { daemon.remove() }
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try (text + "extra = 5\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let lines = try String(contentsOfFile: daemon.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let line = try #require(lines.firstIndex(of: "extra = 5")) + 1
+        let check = try runTool(Self.ctl, ["check-config", daemon.configPath])
+        #expect(check.status == 78)
+        #expect(check.stderr.hasPrefix("expirablectl: \(daemon.configPath):\(line): expirable.a: plugin "), "\(check.stderr)")
+        #expect(check.stderr.contains("unknown param 'extra'"), "\(check.stderr)")
+        let reload = try daemon.ctl("reload")
+        #expect(reload.status == 65)
+        #expect(reload.stderr.contains("\(daemon.configPath):\(line): expirable.a: plugin "), "\(reload.stderr)")
+    }
+
     @Test("a user who may connect but not clear gets NOPERM from the daemon, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))
     func noPermissionFromTheDaemon() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0666\"\n")
