@@ -38,14 +38,17 @@ public func expirableFetch(_ call: UnsafePointer<expirable_call>?) {
     Unmanaged<Command>.fromOpaque(instance).takeUnretainedValue().fetch(call)
 }
 
-/// Reports an error, classified (ABI 1.1) when it is permanent or names a retry-after (Unix ms).
-private func report(_ call: UnsafePointer<expirable_call>, error message: String, permanent: Bool = false, retryAfter: Int64 = 0) {
+/// Reports an error, classified (ABI 1.1) when it is permanent or names a retry-after (Unix ms), or (ABI 1.3)
+/// when it is the plugin's own deadline: a TIMEOUT for the callers, as when the call overruns.
+private func report(_ call: UnsafePointer<expirable_call>, error message: String, permanent: Bool = false, retryAfter: Int64 = 0, timedOut: Bool = false) {
     var message = message
     let host = call.pointee.host.pointee
     message.withUTF8 { bytes in
         bytes.withMemoryRebound(to: CChar.self) { host.set_error(call.pointee.result, $0.baseAddress, $0.count) }
     }
-    if permanent || retryAfter > 0 {
+    if timedOut {
+        host.classify_error(call.pointee.result, EXPIRABLE_ERROR_TIMEOUT, 0)
+    } else if permanent || retryAfter > 0 {
         host.classify_error(call.pointee.result, permanent ? EXPIRABLE_ERROR_PERMANENT : EXPIRABLE_ERROR_TEMPORARY, retryAfter)
     }
 }
@@ -87,7 +90,7 @@ final class Command {
         case .failedToStart(let reason):
             report(call, error: "command plugin: \(reason)")
         case .timedOut:
-            report(call, error: "command plugin: \(options.argv[0]) did not finish within \(options.timeoutMillis)ms and was killed")
+            report(call, error: "command plugin: \(options.argv[0]) did not finish within \(options.timeoutMillis)ms and was killed", timedOut: true)
         case .outputTooLarge:
             report(call, error: "command plugin: \(options.argv[0]) printed more than max_output (\(options.maxOutput) bytes) and was killed")
         case .signalled(let signal, let stderr):

@@ -59,6 +59,24 @@ extension ExpirableClientError {
 
     /// Why connecting to the socket at `path` failed, naming the cause and the fix: a permission problem is
     /// `.noPermission` (retrying cannot help), every other failure `.unavailable`.
+    /// Why connecting to `path` (whose `stat`, when it could be read) was denied, with the fix: a directory on
+    /// the way this user may not enter, a socket only its owner may open, or else its group.
+    private static func permissionCause(_ path: String, _ status: stat?) -> String {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+        var directory = ""
+        for (index, part) in parts.enumerated() {
+            directory += (index == 0 ? "" : "/") + part
+            let checked = directory.isEmpty ? "/" : directory
+            if access(checked, X_OK) != 0 && errno == EACCES {
+                return "you may not enter the directory \(checked) (ls -ld \(checked): search permission, x, is missing); ask for it, or run as a user who has it"
+            }
+        }
+        if let status, status.st_mode & 0o077 == 0, status.st_uid != geteuid() {
+            return "only its owner may connect (mode 0\(String(status.st_mode & 0o777, radix: 8)); ls -l \(path)); run as that user, or widen server.socket_mode"
+        }
+        return "you are not in the group that owns it (ls -l \(path)), or run as that user"
+    }
+
     static func cannotConnect(to path: String, _ error: any Error) -> ExpirableClientError {
         if case .unixDomainSocketPathTooLong = error as? SocketAddressError {
             return ExpirableClientError(code: .unavailable, message: "the socket path \(path) is too long for a Unix socket (at most 107 bytes); use a shorter one")
@@ -74,7 +92,7 @@ extension ExpirableClientError {
         }
         switch errnoCode {
         case EACCES, EPERM:
-            return ExpirableClientError(code: .noPermission, message: "permission denied on \(path): you are not in the group that owns it (ls -l \(path)), or run as that user")
+            return ExpirableClientError(code: .noPermission, message: "permission denied on \(path): \(permissionCause(path, exists ? status : nil))")
         case ENOENT:
             return ExpirableClientError(code: .unavailable, message: "no socket \(path): is expirabled running, and is that its server.socket?")
         case ECONNREFUSED:

@@ -13,7 +13,7 @@ extension Configuration {
         } catch {
             throw ConfigurationError(
                 file: path, line: nil, key: nil,
-                message: "cannot read the configuration (\(error.reason)); check the path given to --config"
+                message: "cannot read the configuration (\(error.reason)); check the path"
             )
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {

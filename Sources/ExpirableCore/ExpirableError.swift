@@ -55,9 +55,10 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         .init(code: .fetch, message: message, errorClass: errorClass, retryAfter: retryAfter)
     }
 
-    /// A plugin call that outlived its timeout.
-    public static func timeout(_ message: String) -> ExpirableError {
-        .init(code: .timeout, message: message)
+    /// A plugin call that outlived its timeout, or (ABI 1.3) one whose plugin gave up on its own deadline,
+    /// with what the plugin said about trying again.
+    public static func timeout(_ message: String, retryAfter: Int64? = nil) -> ExpirableError {
+        .init(code: .timeout, message: message, retryAfter: retryAfter)
     }
 
     /// This error as answered to a caller who will not wait for the next attempt, `inMillis` from now at

@@ -12,6 +12,8 @@ final class CallResult: Sendable {
         var problems: [String] = []
         var reports = 0
         var errorClass: ExpirableError.Class = .temporary
+        /// Classified EXPIRABLE_ERROR_TIMEOUT: the error is a TIMEOUT.
+        var timedOut = false
         var retryAfter: Int64?
         var classified = 0
         var state: StateChange = .keep
@@ -80,8 +82,9 @@ final class CallResult: Sendable {
             switch errorClass {
             case Int32(EXPIRABLE_ERROR_TEMPORARY): s.errorClass = .temporary
             case Int32(EXPIRABLE_ERROR_PERMANENT): s.errorClass = .permanent
+            case Int32(EXPIRABLE_ERROR_TIMEOUT): s.timedOut = true
             default:
-                s.problems.append("classified its error as \(errorClass); expected EXPIRABLE_ERROR_TEMPORARY (0) or EXPIRABLE_ERROR_PERMANENT (1)")
+                s.problems.append("classified its error as \(errorClass); expected EXPIRABLE_ERROR_TEMPORARY (0), EXPIRABLE_ERROR_PERMANENT (1) or EXPIRABLE_ERROR_TIMEOUT (2)")
             }
             if retryAfter < 0 {
                 s.problems.append("gave a negative retry_after_ms (\(retryAfter)); expected Unix milliseconds, or 0 for none")
@@ -136,6 +139,7 @@ final class CallResult: Sendable {
                 return .failure(.fetch("plugin \(plugin) reported \(s.reports) results (a value and an error, or several of either); it must call set_value or set_error exactly once"))
             }
             if let problem = s.problems.first { return .failure(.fetch("plugin \(plugin) \(problem)")) }
+            if let error = s.error, s.timedOut { return .failure(.timeout(error, retryAfter: s.retryAfter)) }
             if let error = s.error { return .failure(.fetch(error, class: s.errorClass, retryAfter: s.retryAfter)) }
             if let value = s.value { return .success(value) }
             return .failure(.fetch("plugin \(plugin) returned neither a value nor an error; it must call set_value or set_error"))

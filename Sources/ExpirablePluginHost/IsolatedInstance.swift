@@ -325,9 +325,11 @@ final class IsolatedInstance: PluginCalls, Sendable {
             let expiry: Expiry = expiresAt == Int64.max ? .never : .at(unixMillis: expiresAt)
             return FetchOutcome(result: .success(Fetched(value: bytes.withUnsafeBytes { Secret(copying: $0) }, expiry: expiry)), state: state)
         case .error:
+            // The helper sends the ABI's classes: 0 temporary, 1 permanent, 2 a timeout (TIMEOUT, temporary).
             let errorClass: ExpirableError.Class
-            switch try fields.uint32() {
-            case 0: errorClass = .temporary
+            let wireClass = try fields.uint32()
+            switch wireClass {
+            case 0, 2: errorClass = .temporary
             case 1: errorClass = .permanent
             case let other: throw .malformed("an error of class \(other)")
             }
@@ -337,7 +339,9 @@ final class IsolatedInstance: PluginCalls, Sendable {
             guard retryAfter >= 0 else { throw .malformed("a negative retry-after (\(retryAfter))") }
             let state = try fields.state()
             let message = fields.rest().withUnsafeBytes { CallResult.printable($0) }
-            return FetchOutcome(result: .failure(.fetch(message, class: errorClass, retryAfter: retryAfter == 0 ? nil : min(retryAfter, latest))), state: state)
+            let held = retryAfter == 0 ? nil : min(retryAfter, latest)
+            if wireClass == 2 { return FetchOutcome(result: .failure(.timeout(message, retryAfter: held)), state: state) }
+            return FetchOutcome(result: .failure(.fetch(message, class: errorClass, retryAfter: held)), state: state)
         default:
             throw .malformed("a frame of kind \(frame.kind) where a fetch result belongs")
         }

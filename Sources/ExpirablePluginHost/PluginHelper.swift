@@ -157,7 +157,7 @@ public enum PluginHelper {
                 case .failure(let error):
                     reply = HelperFrame(kind: .error)
                     reply.append(id)
-                    reply.append(UInt32(error.errorClass == .permanent ? 1 : 0))
+                    reply.append(UInt32(error.code == .timeout ? EXPIRABLE_ERROR_TIMEOUT : error.errorClass == .permanent ? EXPIRABLE_ERROR_PERMANENT : EXPIRABLE_ERROR_TEMPORARY))
                     reply.append(error.retryAfter ?? 0)
                     reply.appendState(outcome.state)
                     reply.payload += Array(error.message.utf8)

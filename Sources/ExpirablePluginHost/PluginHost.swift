@@ -158,6 +158,17 @@ public final class PluginHost: Sendable {
     }
 
     /// `error` naming the configuration file and the line of the key at `path` (every refusal does).
+    /// The first of `keys` that `message` names as `param 'KEY'`.
+    static func namedParam(_ message: String, among keys: Set<String>) -> String? {
+        var rest = message[...]
+        while let start = rest.firstRange(of: "param '") {
+            rest = rest[start.upperBound...]
+            guard let end = rest.firstIndex(of: "'") else { return nil }
+            if keys.contains(String(rest[..<end])) { return String(rest[..<end]) }
+        }
+        return nil
+    }
+
     private static func located(_ configuration: Configuration, _ path: [String], _ error: PluginError) -> PluginError {
         PluginError(configuration.refusal(path, error.message).description)
     }
@@ -219,10 +230,14 @@ public final class PluginHost: Sendable {
                 )
             }
         } catch {
-            // Params a plugin refused, or too large to hand to its helper, point at [expirable.NAME.params];
-            // anything else at its plugin key.
-            let key = error.message.contains("refused its params") || error.message.contains("its params take") ? "params" : "plugin"
-            throw PluginHost.located(configuration, ["expirable", expirable.name, key], error)
+            // Params a plugin refused, or too large to hand to its helper, point at the param the plugin names
+            // (`param 'KEY'`, as the shipped plugins word it) or else at [expirable.NAME.params]; anything else
+            // at its plugin key.
+            guard error.message.contains("refused its params") || error.message.contains("its params take") else {
+                throw PluginHost.located(configuration, ["expirable", expirable.name, "plugin"], error)
+            }
+            let named = PluginHost.namedParam(error.message, among: Set(expirable.params.map(\.key)))
+            throw PluginHost.located(configuration, ["expirable", expirable.name, "params"] + (named.map { [$0] } ?? []), error)
         }
         logger.info("plugin loaded", metadata: [
             "expirable": "\(expirable.name)", "plugin": "\(path)", "isolation": "\(expirable.isolation.rawValue)",

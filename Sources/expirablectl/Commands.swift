@@ -17,7 +17,7 @@ struct Fetch: AsyncParsableCommand {
 
     @Argument(help: "The expirable's name.") var name: String
     @Flag(help: "Print the value with its expiry as JSON.") var json = false
-    @Option(name: .customLong("min-ttl"), help: ArgumentHelp("Refetch the value if less than this is left (\"30s\", \"5m\", or milliseconds).", valueName: "duration"))
+    @Option(name: .customLong("min-ttl"), parsing: .unconditional, help: ArgumentHelp("Refetch the value if less than this is left (\"30s\", \"5m\", or milliseconds).", valueName: "duration"))
     var minTTL: String?
     @OptionGroup var connection: Connection
 

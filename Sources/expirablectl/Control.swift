@@ -41,6 +41,13 @@ struct Control: AsyncParsableCommand {
             PluginHelper.run(Array(CommandLine.arguments.dropFirst(2)))
         }
         StandardOutput.prepare()
+        // argument-parser's `help NAME` prints the general help and succeeds for a NAME that is no command.
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.count > 1, arguments[0] == "help", !arguments[1].hasPrefix("-"),
+           !configuration.subcommands.contains(where: { $0._commandName == arguments[1] }) {
+            printError("Error: no command '\(arguments[1])'; `expirablectl --help` lists the commands")
+            Glibc.exit(ExitStatus.usage.rawValue)
+        }
         do {
             var command = try parseAsRoot()
             if var asynchronous = command as? any AsyncParsableCommand {
@@ -59,18 +66,26 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The daemon's Unix socket; $EXPIRABLE_SOCKET sets the default.", valueName: "path"))
     var socket: String = ExpirableClient.defaultSocketPath
 
-    @Option(name: .long, help: ArgumentHelp(
-        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is seconds.",
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
+        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is seconds; from 1ms to 7 days.",
         valueName: "duration"
-    ))
+    ), transform: { try CommandLineDuration.parse($0, allowing: .milliseconds(1)...CommandLineDuration.longest) })
     var timeout: CommandLineDuration = CommandLineDuration(.seconds(35))
 
+    /// The socket of the last client made, for messages that name it (CALLTIMEOUT).
+    nonisolated(unsafe) static var socketInUse: String?
+
     var client: ExpirableClient {
-        ExpirableClient(socketPath: socket, timeout: timeout.duration)
+        Connection.socketInUse = socket
+        return ExpirableClient(socketPath: socket, timeout: timeout.duration)
     }
 
     func validate() throws {
-        if socket.isEmpty { throw ValidationError("--socket is empty; give the daemon's socket path, its server.socket") }
+        guard socket.isEmpty else { return }
+        if let variable = getenv("EXPIRABLE_SOCKET"), variable.pointee == 0 {
+            throw ValidationError("$EXPIRABLE_SOCKET is set but empty; unset it, set it to the daemon's socket (its server.socket), or give --socket")
+        }
+        throw ValidationError("--socket is empty; give the daemon's socket path, its server.socket")
     }
 }
 
@@ -87,6 +102,20 @@ struct CommandLineDuration: ExpressibleByArgument {
     }
 
     var defaultValueDescription: String { "\(duration.components.seconds)s" }
+
+    /// The longest duration an option takes: beyond it a typo (a number of milliseconds given as seconds)
+    /// rather than a wish.
+    static let longest = Duration.seconds(7 * 86_400)
+
+    /// `argument` read as `init(argument:)` reads it, refused with the range and the form when it is not one
+    /// or is outside `range` (an option's transform: argument-parser shows the reason after the value).
+    static func parse(_ argument: String, allowing range: ClosedRange<Duration>) throws -> CommandLineDuration {
+        guard let parsed = CommandLineDuration(argument: argument), range.contains(parsed.duration) else {
+            let low = range.lowerBound == .zero ? "0" : "1ms"
+            throw ValidationError("expected a duration from \(low) to 7 days such as \"250ms\", \"5s\", \"2m\", or a bare number of seconds")
+        }
+        return parsed
+    }
 }
 
 /// Runs `body`, turning a failure into its message on stderr and the exit status of its kind.
@@ -94,6 +123,10 @@ func reporting(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let error as ExpirableClientError {
+        if error.code == .callTimeout, let socket = Connection.socketInUse {
+            printError("expirablectl: \(error) on \(socket); if it is busy (a slow plugin call), raise --timeout")
+            throw ExitCode(ExitStatus(error.code).rawValue)
+        }
         printError("expirablectl: \(error)")
         throw ExitCode(ExitStatus(error.code).rawValue)
     } catch let error as AdapterError {

@@ -426,7 +426,7 @@ struct ConfigurationTests {
                 _ = try Configuration.load(path: path)
                 Issue.record("expected an error for \(path)")
             } catch {
-                #expect(error.description == "\(path): cannot read the configuration (\(reason)); check the path given to --config")
+                #expect(error.description == "\(path): cannot read the configuration (\(reason)); check the path")
             }
         }
         // A file that is read but is not UTF-8 text: the line and column of the first bad byte.

@@ -176,6 +176,24 @@ struct CommandLineTests {
         #expect(try runTool(Self.ctl, ["cert", "ca", "--socket", daemon.socket, "--dir", daemon.directory.path]).status == 0)
     }
 
+    @Test("a command the command plugin kills at its deadline is a TIMEOUT (75, try again), not a FETCH failure")
+    func commandPluginTimeout() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.slow]
+            plugin = "command"
+            scope = "local"
+            timeout = "1s"
+            [expirable.slow.params]
+            shell = "sleep 5; echo late"
+            ttl = "1m"
+
+            """)
+        defer { daemon.remove() }
+        let result = try daemon.ctl("fetch", "slow")
+        #expect(result.status == 75, "\(result.stderr)")
+        #expect(result.stderr == "expirablectl: TIMEOUT command plugin: /bin/sh did not finish within 900ms and was killed\n")
+    }
+
     @Test("connection errors name the cause: no socket, a stale socket file, not a socket; each exits 69")
     func connectionErrors() throws {
         let directory = try TemporaryDirectory()
@@ -209,6 +227,79 @@ struct CommandLineTests {
         #expect(result.stderr == "expirablectl: NOPERM permission denied on \(daemon.socket): you are not in the group that owns it (ls -l \(daemon.socket)), or run as that user\n")
         #expect(!result.stderr.contains("is expirabled running"))
         #expect(!result.stderr.contains(")\n") || result.stderr.hasSuffix("that user\n"))
+    }
+
+    @Test("permission denied names the real cause: a directory on the way the user cannot enter, a socket only its owner may open", .enabled(if: canDropPrivileges, "needs root and setpriv"))
+    func permissionDeniedCauses() throws {
+        let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0666\"\n")
+        defer { daemon.remove() }
+        let nobody = ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", try Self.ctl, "ping", "--socket", daemon.socket]
+        chmod(daemon.directory.path, 0o700)
+        let directory = try runTool(nobody[0], Array(nobody.dropFirst()))
+        chmod(daemon.directory.path, 0o755)
+        #expect(directory.status == 77)
+        #expect(directory.stderr == "expirablectl: NOPERM permission denied on \(daemon.socket): you may not enter the directory \(daemon.directory.path) (ls -ld \(daemon.directory.path): search permission, x, is missing); ask for it, or run as a user who has it\n")
+        let owner = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"\n")
+        defer { owner.remove() }
+        let own = try runTool(nobody[0], Array(nobody.dropFirst().dropLast()) + [owner.socket])
+        #expect(own.status == 77)
+        #expect(own.stderr == "expirablectl: NOPERM permission denied on \(owner.socket): only its owner may connect (mode 0600; ls -l \(owner.socket)); run as that user, or widen server.socket_mode\n")
+    }
+
+    @Test("messages that name what the user gave and the fix: an empty $EXPIRABLE_SOCKET, check-config's path, --timeout out of range, negative durations, CALLTIMEOUT, help for no such command")
+    func messagesNameTheCause() throws {
+        let daemon = try ServingTests.start("""
+            [expirable.patient]
+            plugin = "command"
+            scope = "local"
+            timeout = "10s"
+            [expirable.patient.params]
+            shell = "sleep 3; echo late"
+            ttl = "1m"
+
+            """)
+        defer { daemon.remove() }
+        let empty = try runTool(Self.ctl, ["ping"], environment: ProcessInfo.processInfo.environment.merging(["EXPIRABLE_SOCKET": ""]) { $1 })
+        #expect(empty.status == 64)
+        #expect(empty.stderr.contains("$EXPIRABLE_SOCKET is set but empty"), "\(empty.stderr)")
+        #expect(!empty.stderr.contains("--socket is empty"), "\(empty.stderr)")
+        let check = try runTool(Self.ctl, ["check-config", "/nonexistent.toml"])
+        #expect(check.status == 78)
+        #expect(check.stderr == "expirablectl: /nonexistent.toml: cannot read the configuration (no such file); check the path\n", "\(check.stderr)")
+        for value in ["-1", "0", "0ms", "99999999999999"] {
+            let result = try runTool(Self.ctl, ["ping", "--socket", daemon.socket, "--timeout", value])
+            #expect(result.status == 64, "--timeout \(value): \(result.stderr)")
+            #expect(result.stderr.contains("'\(value)' is invalid for '--timeout <duration>': expected a duration from 1ms to 7 days"), "\(result.stderr)")
+        }
+        let minTTL = try runTool(Self.ctl, ["fetch", "patient", "--socket", daemon.socket, "--min-ttl", "-5"])
+        #expect(minTTL.status == 64)
+        #expect(minTTL.stderr.contains("--min-ttl expects"), "\(minTTL.stderr)")
+        let calltimeout = try daemon.ctl("fetch", "patient", "--timeout", "300ms")
+        #expect(calltimeout.status == 75)
+        #expect(calltimeout.stderr == "expirablectl: CALLTIMEOUT the daemon did not answer within 0.3 seconds on \(daemon.socket); if it is busy (a slow plugin call), raise --timeout\n", "\(calltimeout.stderr)")
+        let help = try runTool(Self.ctl, ["help", "nosuch"])
+        #expect(help.status == 64)
+        #expect(help.stderr.contains("no command 'nosuch'"), "\(help.stderr)")
+        #expect(try runTool(Self.ctl, ["help", "fetch"]).status == 0)
+        #expect(try runTool(Self.ctl, ["help", "cert", "node"]).status == 0)
+    }
+
+    @Test("a param a plugin refuses is reported at the param's own line, by check-config and by reload, not at its [params] table")
+    func paramRefusalLine() throws {
+        let good = "[expirable.a]\nplugin = \"command\"\nscope = \"local\"\n[expirable.a.params]\nshell = \"echo a\"\nttl = \"1m\"\n"
+        let daemon = try ServingTests.start(good)
+        defer { daemon.remove() }
+        let text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try (text + "extra = 5\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let lines = try String(contentsOfFile: daemon.configPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let line = try #require(lines.firstIndex(of: "extra = 5")) + 1
+        let check = try runTool(Self.ctl, ["check-config", daemon.configPath])
+        #expect(check.status == 78)
+        #expect(check.stderr.hasPrefix("expirablectl: \(daemon.configPath):\(line): expirable.a: plugin "), "\(check.stderr)")
+        #expect(check.stderr.contains("unknown param 'extra'"), "\(check.stderr)")
+        let reload = try daemon.ctl("reload")
+        #expect(reload.status == 65)
+        #expect(reload.stderr.contains("\(daemon.configPath):\(line): expirable.a: plugin "), "\(reload.stderr)")
     }
 
     @Test("a user who may connect but not clear gets NOPERM from the daemon, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))

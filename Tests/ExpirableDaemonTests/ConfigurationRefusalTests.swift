@@ -39,12 +39,12 @@ struct ConfigurationRefusalTests {
         #expect(start.contains("expirabled: " + message), "\(start)")
     }
 
-    @Test("params the plugin refuses: the line of the params table", arguments: ["process", "inline"])
+    @Test("a param the plugin refuses: the line of that param", arguments: ["process", "inline"])
     func refusedParams(isolation: String) throws {
         let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\nisolation = \"\(isolation)\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\ncolour = \"red\"\n")
         defer { daemon.remove() }
         let (check, start) = try Self.refusals(daemon)
-        let message = "\(try Self.place(daemon, "[expirable.x.params]")): expirable.x: plugin \(daemon.pluginDir)/libcommand.so refused its params: command plugin: unknown param 'colour'"
+        let message = "\(try Self.place(daemon, "colour = \"red\"")): expirable.x: plugin \(daemon.pluginDir)/libcommand.so refused its params: command plugin: unknown param 'colour'"
         #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
         #expect(start.contains("expirabled: " + message), "\(start)")
     }

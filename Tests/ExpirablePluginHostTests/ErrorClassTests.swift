@@ -31,6 +31,19 @@ struct ErrorClassTests {
         #expect(engine.status("x")?.lastErrorClass == .permanent)
     }
 
+    @Test("an error classified EXPIRABLE_ERROR_TIMEOUT (ABI 1.3: the plugin gave up on its own deadline) is a TIMEOUT with the plugin's message, in either mode", arguments: modes)
+    func timeoutClass(isolation: String) async throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.compile("classified")
+        let (engine, host) = try fixture.engine(Self.expirable("x", "class = 2"), isolation: isolation)
+        defer { host.shutdown() }
+        let error = try #require(await fetchError(engine, "x"))
+        #expect(error.code == .timeout)
+        #expect(error.message == "classified failure")
+        #expect(error.errorClass == .temporary)
+    }
+
     @Test("a retry-after is held to one hour from now", arguments: modes)
     func retryAfterBounded(isolation: String) async throws {
         let fixture = try PluginFixture()
@@ -55,7 +68,7 @@ struct ErrorClassTests {
             Self.expirable("unknown", "class = 7") + Self.expirable("twice", "class = 1\ntwice = true"), isolation: isolation
         )
         defer { host.shutdown() }
-        #expect(await fetchError(engine, "unknown")?.message == "plugin \(real) classified its error as 7; expected EXPIRABLE_ERROR_TEMPORARY (0) or EXPIRABLE_ERROR_PERMANENT (1)")
+        #expect(await fetchError(engine, "unknown")?.message == "plugin \(real) classified its error as 7; expected EXPIRABLE_ERROR_TEMPORARY (0), EXPIRABLE_ERROR_PERMANENT (1) or EXPIRABLE_ERROR_TIMEOUT (2)")
         #expect(await fetchError(engine, "twice")?.message == "plugin \(real) classified its error 2 times; call classify_error at most once")
     }
 

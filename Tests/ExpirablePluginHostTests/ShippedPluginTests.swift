@@ -186,7 +186,7 @@ struct ShippedPluginTests {
             ttl = "1m"
             """)
         #expect(await fetchError(engine, "exit") == .fetch("command plugin: /bin/sh exited with status 3: invalid_client"))
-        #expect(await fetchError(engine, "slow") == .fetch("command plugin: sleep did not finish within 200ms and was killed"))
+        #expect(await fetchError(engine, "slow") == .timeout("command plugin: sleep did not finish within 200ms and was killed"), "its own deadline is a TIMEOUT (ABI 1.3)")
         #expect(await fetchError(engine, "chatty") == .fetch("command plugin: head printed more than max_output (1000 bytes) and was killed"))
         #expect(await fetchError(engine, "json") == .fetch("command plugin: output is not a JSON object; print {\"value\": \"...\", \"expires_in\": seconds}"))
         #expect(await fetchError(engine, "missing") == .fetch("command plugin: cannot run /nonexistent/tool: No such file or directory"))

@@ -1,5 +1,5 @@
 /*
- * expirable.h — the Expirable fetcher plugin ABI, version 1.2.
+ * expirable.h — the Expirable fetcher plugin ABI, version 1.3.
  *
  * This is the only file a plugin needs. A plugin is a shared object that the daemon loads with
  * dlopen(RTLD_NOW | RTLD_LOCAL) from its plugin_dir and never unloads. It exports function symbols only
@@ -55,7 +55,7 @@ extern "C" {
 /** "EXPR": identifies an Expirable plugin. */
 #define EXPIRABLE_ABI_MAGIC 0x45585052u
 #define EXPIRABLE_ABI_MAJOR 1u
-#define EXPIRABLE_ABI_MINOR 2u
+#define EXPIRABLE_ABI_MINOR 3u
 
 /** `expires_at_ms` value meaning "never expires": kept until cleared, never refreshed. */
 #define EXPIRABLE_NEVER_EXPIRES INT64_MAX
@@ -72,6 +72,10 @@ extern "C" {
 /** The configuration or the grant is broken (a revoked client, `invalid_grant`): no eager retry until the value
  *  is cleared or the configuration changes; callers still get a new call each retry_interval. */
 #define EXPIRABLE_ERROR_PERMANENT 1
+/** ABI 1.3: the plugin gave up on its own deadline (a program it ran, a request it sent, did not finish within
+ *  the time it allows itself, which is below call->timeout_ms): the host answers TIMEOUT, as when the call itself
+ *  overruns, rather than FETCH. Temporary. */
+#define EXPIRABLE_ERROR_TIMEOUT 2
 
 /** A byte string view: `len` bytes at `ptr`, not NUL-terminated. Owned by whoever passed it. */
 typedef struct expirable_str {
@@ -134,7 +138,7 @@ typedef struct expirable_host {
 
     /**
      * Classify the error this call reports with set_error (before or after it; at most once): `error_class`
-     * EXPIRABLE_ERROR_TEMPORARY or EXPIRABLE_ERROR_PERMANENT, and `retry_after_ms`, a Unix time in milliseconds
+     * EXPIRABLE_ERROR_TEMPORARY, EXPIRABLE_ERROR_PERMANENT or (ABI 1.3) EXPIRABLE_ERROR_TIMEOUT, and `retry_after_ms`, a Unix time in milliseconds
      * before which the host makes no call for this expirable (an HTTP 429/503 `Retry-After`), or 0 for none.
      * The host holds a retry-after to at most one hour from now. An unknown class or a negative time is a
      * malformed result; with set_value the classification is ignored. Without this call an error is temporary
