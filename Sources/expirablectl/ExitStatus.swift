@@ -51,7 +51,7 @@ enum ExitStatus: Int32, CaseIterable {
         case .ok: "success"
         case .fetchFailed: "the plugin failed to fetch the value (FETCH)"
         case .usage: "bad command line: unknown option, missing argument, bad duration"
-        case .refused: "the daemon refused the request (ERR), such as a reload; or a value is not in the form an adapter or --json needs"
+        case .refused: "the daemon refused the request (ERR), such as a reload; or a value is not in the form an adapter, --json or watch needs"
         case .notFound: "no expirable of that name (NOTFOUND)"
         case .unavailable: "the daemon cannot be reached: no socket, stale socket, not a socket"
         case .cannotCreate: "cert could not write a file"
