@@ -1,43 +1,81 @@
 import ExpirableClient
 import ExpirableTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("ExpirableClient and replies it does not expect")
 struct ClientReplyTests {
-    /// A server on a Unix socket in a temporary directory that answers the first request of its first connection
-    /// with `reply`, then waits (at most 10 s) for the client to close.
-    final class FakeServer {
+    /// A server on a Unix socket in a temporary directory that answers the first request of each connection
+    /// with `reply`, then waits for the client to close it.
+    ///
+    /// It accepts every connection, and waits up to 60 s for each request. The client writes its request only
+    /// once the calling task runs again after its connect completed, and in a busy test run (the synchronous
+    /// tests of other suites holding the cooperative threads, on 2 loaded cores) that took over 10 s: a server
+    /// that served one connection and gave up on it after 10 s had it closed before the request came, and the
+    /// call ended as `.unavailable`, its retry refused.
+    final class FakeServer: Sendable {
+        /// The listening socket, closed by the accept thread only (under the lock, so that `deinit` never shuts
+        /// down a descriptor reused meanwhile).
+        final class Listener: Sendable {
+            let descriptor: Mutex<Int32?>
+            init(_ fd: Int32) { descriptor = Mutex(fd) }
+
+            /// Wakes the accept thread, which then closes the socket.
+            func stop() {
+                descriptor.withLock { fd in if let fd { _ = shutdown(fd, Int32(SHUT_RDWR)) } }
+            }
+        }
+
         let directory: TemporaryDirectory
         let socket: String
+        let listener: Listener
 
         init(reply: String) throws {
             directory = try TemporaryDirectory("expfake")
             socket = directory.appending("f.sock")
-            let listener = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var limit = timeval(tv_sec: 10, tv_usec: 0)
-            setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-            guard withUnixAddress(socket, { bind(listener, $0, $1) }) == 0, listen(listener, 4) == 0 else {
-                close(listener)
+            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            // accept gives up after 60 s without a new connection, if the server is not stopped before.
+            var limit = timeval(tv_sec: 60, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            guard withUnixAddress(socket, { bind(fd, $0, $1) }) == 0, listen(fd, 8) == 0 else {
+                close(fd)
                 directory.remove()
                 throw TestSupportError("cannot listen on \(socket)")
             }
-            let thread = Thread {
-                var limit = timeval(tv_sec: 10, tv_usec: 0)
-                defer { close(listener) }
-                let connection = accept(listener, nil, nil)
-                guard connection >= 0 else { return }
-                defer { close(connection) }
-                setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                guard read(connection, &buffer, buffer.count) > 0 else { return }
-                _ = reply.utf8CString.withUnsafeBufferPointer { write(connection, $0.baseAddress, $0.count - 1) }
-                _ = read(connection, &buffer, buffer.count)
+            let listener = Listener(fd)
+            self.listener = listener
+            Thread.detachNewThread {
+                for _ in 0..<16 {
+                    let connection = accept(fd, nil, nil)
+                    if connection < 0 && errno == EINTR { continue }
+                    guard connection >= 0 else { break }
+                    _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
+                    Thread.detachNewThread { Self.serve(connection, reply) }
+                }
+                listener.descriptor.withLock { descriptor in
+                    descriptor = nil
+                    close(fd)
+                }
             }
-            thread.start()
         }
 
-        deinit { directory.remove() }
+        /// Answers the first request on `connection` with `reply`, waits (at most 60 s) for the client to close
+        /// it, and closes it.
+        private static func serve(_ connection: Int32, _ reply: String) {
+            defer { close(connection) }
+            var limit = timeval(tv_sec: 60, tv_usec: 0)
+            setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            guard read(connection, &buffer, buffer.count) > 0 else { return }
+            _ = Array(reply.utf8).withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            _ = read(connection, &buffer, buffer.count)
+        }
+
+        deinit {
+            listener.stop()
+            directory.remove()
+        }
     }
 
     static let secret = "s3cr3t-value"
@@ -70,11 +108,13 @@ struct ClientReplyTests {
                 #expect(error.message.contains(command) && error.message.contains("bytes"), "\(error.message)")
             }
             await client.close()
+            withExtendedLifetime(server) {}
         }
         let server = try FakeServer(reply: "*3\r\n\(bulk)$2\r\n12\r\n$5\r\nfresh\r\n")
         await #expect(throws: ExpirableClientError(code: .unexpectedReply, message: "unexpected reply to FETCH from \(server.socket): an array of 3 (a bulk string of 12 bytes, a bulk string of 2 bytes, a bulk string of 5 bytes), not [value, expiry]; is that the socket of expirabled, of a version this client knows?")) {
             try await ExpirableClient(socketPath: server.socket, timeout: .seconds(10)).fetch("x")
         }
+        withExtendedLifetime(server) {}
     }
 
     @Test("a subscription message of an unexpected shape is described by its type and size, never its bytes")
@@ -87,5 +127,6 @@ struct ClientReplyTests {
         } catch {
             Self.expectNoValue(error, "SUBSCRIBE")
         }
+        withExtendedLifetime(server) {}
     }
 }
