@@ -51,7 +51,7 @@ extension Engine {
             func millis(_ instant: UInt64) -> Int64 { instant == .max ? .max : Int64((instant - min(instant, now)) / 1_000_000) }
             let lifetime: UInt64? = s.value == nil || s.deadline == .max ? nil : s.deadline - min(s.deadline, s.storedAt)
             var refresh: Explanation.Refresh?
-            if let due = s.refreshDue {
+            if let due = s.comingRefresh {
                 refresh = Explanation.Refresh(inMillis: millis(due), rule: refreshRule(entry, s, due: due, lifetime: lifetime ?? 0, mayRefresh: mayRefresh))
             }
             var pacing: Explanation.Pacing?
@@ -149,7 +149,13 @@ extension Engine {
         if let refresh {
             next.append("eager refresh in \(refresh.inMillis) ms: \(refresh.rule)")
         } else if case .eager = entry.refresh, status.state == .valid, s.deadline != .max {
-            next.append(s.permanentFailure ? "no eager refresh: the last failure was permanent" : "no eager refresh is scheduled")
+            if s.permanentFailure {
+                next.append("no eager refresh: the last failure was permanent")
+            } else if s.refreshDue != nil {
+                next.append("no eager refresh before it expires: the earliest one allowed (at most one call a second, and pacing after failures) falls after its expiry, so the first read after it expires calls the plugin")
+            } else {
+                next.append("no eager refresh is scheduled")
+            }
         } else if case .lazy = entry.refresh, status.state == .valid {
             next.append("refresh is lazy: the first read after it expires calls the plugin")
         }

@@ -53,6 +53,8 @@ extension Engine {
             guard s.timerSerial == serial, s.generation == generation else { return false }
             s.refreshTimer?.cancel()
             s.refreshTimer = nil
+            // Scheduled again below if it is only put off; otherwise, none is pending (INFO, explain).
+            s.refreshDue = nil
             guard s.flight == nil, s.value != nil, !s.permanentFailure else { return false }
             // An expired value is no longer refreshed in the background (the next fetch calls the plugin), unless
             // its refresh was another node's duty that fell here, less than a lifetime ago.

@@ -69,7 +69,7 @@ extension Engine {
                 name: entry.name, scope: entry.scope, refresh: entry.refresh, freshness: entry.freshness, state: state,
                 fetching: s.flight != nil && s.flight?.scheduled == nil, expiry: s.value?.expiry,
                 expiresInMillis: s.value == nil || s.freshUntil == .max ? nil : millis(until: s.freshUntil),
-                nextRefreshInMillis: s.refreshDue.map(millis(until:)),
+                nextRefreshInMillis: s.comingRefresh.map(millis(until:)),
                 nextAttemptInMillis: s.failures > 0 ? millis(until: s.nextAttempt) : nil,
                 consecutiveFailures: s.failures, lastErrorClass: s.failures > 0 ? s.lastFailure?.errorClass : nil,
                 lastError: s.lastError, counters: s.counters

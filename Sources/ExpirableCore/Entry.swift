@@ -112,6 +112,14 @@ final class Entry: Sendable {
 
         func isValid(at now: UInt64) -> Bool { value != nil && now < freshUntil }
 
+        /// When the pending eager refresh will run (monotonic): `refreshDue`, unless it falls at or after the
+        /// value's expiry, when it will not run (a refresh held by the one-call-a-second rule or by pacing past a
+        /// short lifetime; the next read calls the plugin instead). A deferred one (another node's duty) may still.
+        var comingRefresh: UInt64? {
+            guard let due = refreshDue, refreshDeferred || due < freshUntil else { return nil }
+            return due
+        }
+
         /// Whether `value` may be answered stale now: it is no longer valid, the call that should have
         /// replaced it failed, and it is less than `staleIfError` past its expiry.
         func isStaleServable(at now: UInt64, staleIfError: UInt64) -> Bool {

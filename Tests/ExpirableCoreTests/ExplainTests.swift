@@ -29,6 +29,25 @@ struct EngineExplainTests {
         #expect(h.engine.status("token")?.counters.permanentFailures == 1)
     }
 
+    @Test("an eager refresh the one-call-a-second rule puts after the expiry is not announced: none is coming")
+    func refreshAfterExpiryNotAnnounced() {
+        let h = Harness(refresh: .eager(beforeExpiry: .seconds(2)))
+        _ = h.startFetch()
+        h.fetcher.complete(value("v", expiresIn: 300, clock: h.clock))
+        #expect(h.engine.status("token")?.nextRefreshInMillis == nil)
+        var explanation = h.engine.explanation("token")
+        #expect(explanation?.refresh == nil)
+        #expect(explanation?.next.contains("no eager refresh before it expires") == true, "\(explanation?.next ?? "")")
+        h.clock.advance(by: .seconds(3))
+        #expect(h.fetcher.calls == 1, "no refresh ran")
+        let status = h.engine.status("token")
+        #expect(status?.state == .expired)
+        #expect(status?.nextRefreshInMillis == nil, "INFO says next_refresh_in_ms:none")
+        explanation = h.engine.explanation("token")
+        #expect(explanation?.refresh == nil)
+        #expect(explanation?.next == "the next reader's fetch calls the plugin", "\(explanation?.next ?? "")")
+    }
+
     @Test("the next refresh names before_expiry, the jitter drawn and expiry_margin")
     func refreshRule() {
         let h = Harness(refresh: .eager(beforeExpiry: .seconds(10)),
