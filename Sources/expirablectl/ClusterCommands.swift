@@ -68,7 +68,7 @@ struct Cert: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "ca", abstract: "Create a cluster CA: DIR/ca.pem and DIR/ca.key.")
         @Option(help: "Where to write the files (an existing directory).") var dir: String = "."
         @Option(help: "The CA's common name: 1 to 64 characters, no control characters (UTF-8 text).") var name: String = "Expirable cluster CA"
-        @Option(help: "Days of validity, 1 to 36500.") var days: Int = 3650
+        @Option(parsing: .unconditional, help: "Days of validity, 1 to 36500.") var days: Int = 3650
 
         func validate() throws {
             try Cert.check(days: days)
@@ -93,7 +93,7 @@ struct Cert: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a node certificate: DIR/NAME.pem and DIR/NAME.key, signed by DIR/ca.pem and DIR/ca.key.")
         @Argument(help: ArgumentHelp("The node's name, as in its cluster.node: \(NodeName.rule).", valueName: "name")) var name: String
         @Option(help: "Where ca.pem and ca.key are, and where to write the files.") var dir: String = "."
-        @Option(help: "Days of validity, 1 to 36500.") var days: Int = 825
+        @Option(parsing: .unconditional, help: "Days of validity, 1 to 36500.") var days: Int = 825
         @Option(name: .long, help: ArgumentHelp("Start of validity, in days from now (negative: in the past; tests use it for expired certificates).", visibility: .hidden))
         var notBeforeDays: Int = 0
 

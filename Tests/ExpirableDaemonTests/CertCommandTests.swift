@@ -20,6 +20,11 @@ struct CertCommandTests {
                 #expect(result.stderr.contains("--days must be from 1 to 36500 (100 years), got \(days)"), "\(result.stderr)")
             }
         }
+        // A negative number as its own argument, as people type it, gets the same reason (not "Missing value").
+        for command in [["cert", "ca"], ["cert", "node", "n1"]] {
+            let result = try runTool(Self.ctl, command + ["--dir", directory.appending(command.count == 2 ? "elsewhere" : ""), "--days", "-1"])
+            #expect(result.status == 64 && result.stderr.contains("--days must be from 1 to 36500 (100 years), got -1"), "\(command) --days -1: \(result.stderr)")
+        }
         #expect(!FileManager.default.fileExists(atPath: directory.appending("n1.pem")))
     }
 
