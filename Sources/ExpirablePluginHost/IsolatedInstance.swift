@@ -447,13 +447,16 @@ final class IsolatedInstance: PluginCalls, Sendable {
     private func died(_ helper: HelperProcess, number: UInt64?, because ending: Ending, loading: Bool = false, final: Bool = false) -> ExpirableError {
         // A helper that refused exits by itself, with status 0: the log says it refused, not how it exited.
         var refused = false
+        var malformed = false
         if case .refused = ending { refused = true }
         if case .frame(.malformed(let what)) = ending {
+            malformed = true
             helper.killGroup()
             logger.error("plugin helper killed: what it sent is not the frame due", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "sent": "\(what)"])
         }
         let (how, cpuSeconds) = helper.reapWithUsage(grace: .milliseconds(200))
-        let loggedHow = refused ? "refused to load the plugin or create its instance" : how
+        // The daemon's own kill of a helper that sent what is not the frame due is no crash of the plugin's.
+        let loggedHow = refused ? "refused to load the plugin or create its instance" : malformed ? "killed by the daemon for what it sent" : how
         let now = clock.monotonicNanos
         return state.withLock { s in
             // SIGKILL once its call had outlived its timeout: the helper's own timer (the daemon was stopped and

@@ -141,6 +141,9 @@ struct IsolationTests {
         #expect(!answer.contains("STRAY"))
         #expect(Self.eventually(seconds: 2) { kill(first, 0) != 0 })
         #expect(daemon.log.contains("plugin helper killed: what it sent is not the frame due"), "\(daemon.log)")
+        // The daemon killed it: its death is logged as that, not as a crash of the plugin's.
+        #expect(Self.eventually(seconds: 2) { daemon.log.contains("killed by the daemon for what it sent") }, "\(daemon.log)")
+        #expect(!daemon.log.contains("crashed (SIGKILL)"), "\(daemon.log)")
         #expect(try daemon.redis("GET", "good") == "good-1")
     }
 
