@@ -9,7 +9,7 @@ struct ClientReplyTests {
     /// A server on a Unix socket in a temporary directory that answers the first request of each connection
     /// with `reply`, then waits for the client to close it.
     ///
-    /// It accepts every connection, and waits up to 60 s for each request. The client writes its request only
+    /// It accepts every connection until it is released, and waits up to 600 s for each request. The client writes its request only
     /// once the calling task runs again after its connect completed, and in a busy test run (the synchronous
     /// tests of other suites holding the cooperative threads, on 2 loaded cores) that took over 10 s: a server
     /// that served one connection and gave up on it after 10 s had it closed before the request came, and the
@@ -34,10 +34,9 @@ struct ClientReplyTests {
         init(reply: String) throws {
             directory = try TemporaryDirectory("expfake")
             socket = directory.appending("f.sock")
+            // accept waits until the server is stopped (deinit): in a clean-clone CI run a calling task was held
+            // for over 60 s, and a listener that gave up after 60 s refused its connect.
             let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            // accept gives up after 60 s without a new connection, if the server is not stopped before.
-            var limit = timeval(tv_sec: 60, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
             guard withUnixAddress(socket, { bind(fd, $0, $1) }) == 0, listen(fd, 8) == 0 else {
                 close(fd)
                 directory.remove()
@@ -60,11 +59,11 @@ struct ClientReplyTests {
             }
         }
 
-        /// Answers the first request on `connection` with `reply`, waits (at most 60 s) for the client to close
+        /// Answers the first request on `connection` with `reply`, waits (at most 600 s) for the client to close
         /// it, and closes it.
         private static func serve(_ connection: Int32, _ reply: String) {
             defer { close(connection) }
-            var limit = timeval(tv_sec: 60, tv_usec: 0)
+            var limit = timeval(tv_sec: 600, tv_usec: 0)
             setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
             var buffer = [UInt8](repeating: 0, count: 4096)
             guard read(connection, &buffer, buffer.count) > 0 else { return }
@@ -98,7 +97,7 @@ struct ClientReplyTests {
         ]
         for (reply, call, command) in cases {
             let server = try FakeServer(reply: reply)
-            let client = ExpirableClient(socketPath: server.socket, timeout: .seconds(10))
+            let client = ExpirableClient(socketPath: server.socket, timeout: .seconds(120))
             do {
                 try await call(client)
                 Issue.record("\(command): expected unexpectedReply")
@@ -112,7 +111,7 @@ struct ClientReplyTests {
         }
         let server = try FakeServer(reply: "*3\r\n\(bulk)$2\r\n12\r\n$5\r\nfresh\r\n")
         await #expect(throws: ExpirableClientError(code: .unexpectedReply, message: "unexpected reply to FETCH from \(server.socket): an array of 3 (a bulk string of 12 bytes, a bulk string of 2 bytes, a bulk string of 5 bytes), not [value, expiry]; is that the socket of expirabled, of a version this client knows?")) {
-            try await ExpirableClient(socketPath: server.socket, timeout: .seconds(10)).fetch("x")
+            try await ExpirableClient(socketPath: server.socket, timeout: .seconds(120)).fetch("x")
         }
         withExtendedLifetime(server) {}
     }
@@ -120,7 +119,7 @@ struct ClientReplyTests {
     @Test("a subscription message of an unexpected shape is described by its type and size, never its bytes")
     func subscriptionShapeNotBytes() async throws {
         let server = try FakeServer(reply: "*2\r\n$7\r\nmessage\r\n$\(Self.secret.utf8.count)\r\n\(Self.secret)\r\n")
-        let client = ExpirableClient(socketPath: server.socket, timeout: .seconds(10))
+        let client = ExpirableClient(socketPath: server.socket, timeout: .seconds(120))
         do {
             _ = try await client.updates(of: ["x"])
             Issue.record("expected unexpectedReply")
