@@ -42,6 +42,9 @@ final class Family: Sendable {
     /// `expiry_margin` in nanoseconds.
     let marginNanos: UInt64
     private let shards: [KeyShard]
+    /// Where the shards' slots and compact blocks come from, for a family of `HugePageArena.minimumKeys` or more;
+    /// nil: malloc. Each shard's table holds it too, so it outlives them.
+    let arena: HugePageArena?
     /// Members held, counting those being made; never more than `maxKeys` (see `reserve`).
     private let held = Atomic<Int>(0)
     private let evicted = Atomic<UInt64>(0)
@@ -60,7 +63,9 @@ final class Family: Sendable {
         // keeps one (and is scanned whole up to 16 members).
         var count = 1
         while count < 64 && count * 1024 < policy.maxKeys { count *= 2 }
-        shards = (0..<count).map { _ in KeyShard() }
+        // A large family's members and slots come from an arena of huge pages (fewer TLB misses on random keys).
+        arena = policy.maxKeys >= HugePageArena.minimumKeys ? HugePageArena() : nil
+        shards = (0..<count).map { [arena] _ in KeyShard(arena: arena) }
     }
 
     var name: String { definition.name }
@@ -217,8 +222,8 @@ final class Family: Sendable {
                 guard let index = t.find(key, hash: hash), case .whole(let current)? = t.member(at: index), current === entry else { return }
                 let block: CompactBlock? = entry.state.withLock { s in
                     guard Family.isSettled(s), let header = header(of: s, lastUsed: entry.lastUsed.load(ordering: .relaxed)) else { return nil }
-                    let block = s.value.map { v in v.value.withUnsafeBytes { CompactBlock.make(header, key: key, value: $0) } }
-                        ?? CompactBlock.make(header, key: key, value: nil)
+                    let block = s.value.map { v in v.value.withUnsafeBytes { t.makeBlock(header, key: key, value: $0) } }
+                        ?? t.makeBlock(header, key: key, value: nil)
                     s.detached = true
                     s.value = nil
                     return block
@@ -460,7 +465,8 @@ final class Family: Sendable {
                         var h = CompactHeader()
                         h.lastUsed = now
                         _ = stored(&h)
-                        t.insert(.compact(value.withUnsafeBytes { CompactBlock.make(h, key: key, value: live ? $0 : nil) }), hash: hash)
+                        let block = value.withUnsafeBytes { t.makeBlock(h, key: key, value: live ? $0 : nil) }
+                        t.insert(.compact(block), hash: hash)
                         reserved = false
                         return .applied(stored: live)
                     }
@@ -470,7 +476,7 @@ final class Family: Sendable {
                     }
                     var h = block.header.pointee
                     if let refused = stored(&h) { return refused }
-                    let replacement = value.withUnsafeBytes { CompactBlock.make(h, key: key, value: live ? $0 : nil) }
+                    let replacement = value.withUnsafeBytes { t.makeBlock(h, key: key, value: live ? $0 : nil) }
                     t.replace(at: index, with: .compact(replacement))
                     return .applied(stored: live)
                 }
@@ -498,7 +504,8 @@ final class Family: Sendable {
                     var h = block.header.pointee
                     if let refused = body(&h) { return refused }
                     h.deadline = 0
-                    t.replace(at: index, with: .compact(CompactBlock.make(h, key: key, value: nil)))
+                    let emptied = t.makeBlock(h, key: key, value: nil)
+                    t.replace(at: index, with: .compact(emptied))
                     return .applied(stored: false)
                 }
             }
@@ -773,13 +780,16 @@ final class Family: Sendable {
 /// bytes a reader's closure is given.
 final class KeyShard: @unchecked Sendable {
     private let lock = Mutex(())
-    @exclusivity(unchecked) private var table = KeyTable()
+    @exclusivity(unchecked) private var table: KeyTable
     /// Where the table's slots are and their mask, published after every change for `prefetchSlot`, which
     /// reads them without the lock: a stale pair only makes the hint touch a line for nothing.
     private let slotsAddress = Atomic<UInt>(0)
     private let slotsMask = Atomic<Int>(0)
 
-    init() { publish() }
+    init(arena: HugePageArena?) {
+        table = KeyTable(arena: arena)
+        publish()
+    }
 
     func withTable<R>(_ body: (inout KeyTable) -> R) -> R {
         var result: R?

@@ -45,10 +45,12 @@ struct CompactBlock: @unchecked Sendable {
 
     static let headerSize = (MemoryLayout<CompactHeader>.size + 7) & ~7
 
-    /// A new block holding `header` (its counts are set here), `key` and `value` (none: an empty member).
-    static func make(_ header: CompactHeader, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> CompactBlock {
+    /// A new block holding `header` (its counts are set here), `key` and `value` (none: an empty member), from
+    /// `arena` if given (a large family's), else from malloc.
+    static func make(_ header: CompactHeader, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?, arena: HugePageArena?) -> CompactBlock {
         let valueCount = value?.count ?? 0
-        let base = UnsafeMutableRawPointer.allocate(byteCount: headerSize + key.count + valueCount, alignment: 8)
+        let byteCount = headerSize + key.count + valueCount
+        let base = arena?.allocate(byteCount: byteCount) ?? UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 8)
         var header = header
         header.keyCount = UInt16(key.count)
         header.valueCount = UInt32(valueCount)
@@ -70,11 +72,12 @@ struct CompactBlock: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + CompactBlock.headerSize + Int(h.keyCount), count: Int(h.valueCount))
     }
 
-    /// Wipes the key and the value, then frees the block.
-    func free() {
+    /// Wipes the key and the value, then frees the block (to `arena`, if it came from there).
+    func free(arena: HugePageArena?) {
         let h = header.pointee
-        Secret.wipe(UnsafeMutableRawBufferPointer(start: base, count: CompactBlock.headerSize + Int(h.keyCount) + Int(h.valueCount)))
-        base.deallocate()
+        let byteCount = CompactBlock.headerSize + Int(h.keyCount) + Int(h.valueCount)
+        Secret.wipe(UnsafeMutableRawBufferPointer(start: base, count: byteCount))
+        if let arena { arena.deallocate(base, byteCount: byteCount) } else { base.deallocate() }
     }
 }
 
@@ -102,22 +105,44 @@ struct KeyTable: ~Copyable {
     private(set) var slots: UnsafeMutablePointer<Slot>
     private(set) var capacity: Int
     private(set) var count = 0
+    /// Where the slots and the compact blocks come from: a large family's arena (shared by its shards), or malloc.
+    let arena: HugePageArena?
 
-    init() {
+    init(arena: HugePageArena? = nil) {
+        self.arena = arena
         capacity = 8
-        slots = .allocate(capacity: capacity)
-        slots.initialize(repeating: Slot(hash: 0, kind: .empty, pointer: nil), count: capacity)
+        slots = KeyTable.allocateSlots(capacity, arena: arena)
     }
 
     deinit {
-        for index in 0..<capacity { KeyTable.dispose(slots[index]) }
-        slots.deallocate()
+        for index in 0..<capacity { KeyTable.dispose(slots[index], arena: arena) }
+        KeyTable.deallocateSlots(slots, capacity, arena: arena)
     }
 
-    private static func dispose(_ slot: Slot) {
+    private static func allocateSlots(_ capacity: Int, arena: HugePageArena?) -> UnsafeMutablePointer<Slot> {
+        let slots: UnsafeMutablePointer<Slot>
+        if let arena {
+            slots = arena.allocate(byteCount: capacity * MemoryLayout<Slot>.stride).bindMemory(to: Slot.self, capacity: capacity)
+        } else {
+            slots = .allocate(capacity: capacity)
+        }
+        slots.initialize(repeating: Slot(hash: 0, kind: .empty, pointer: nil), count: capacity)
+        return slots
+    }
+
+    private static func deallocateSlots(_ slots: UnsafeMutablePointer<Slot>, _ capacity: Int, arena: HugePageArena?) {
+        if let arena { arena.deallocate(UnsafeMutableRawPointer(slots), byteCount: capacity * MemoryLayout<Slot>.stride) } else { slots.deallocate() }
+    }
+
+    /// A new compact block from this table's memory (see `CompactBlock.make`).
+    func makeBlock(_ header: CompactHeader, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) -> CompactBlock {
+        CompactBlock.make(header, key: key, value: value, arena: arena)
+    }
+
+    private static func dispose(_ slot: Slot, arena: HugePageArena?) {
         switch slot.kind {
         case .empty: break
-        case .compact: CompactBlock(base: slot.pointer!).free()
+        case .compact: CompactBlock(base: slot.pointer!).free(arena: arena)
         case .whole: Unmanaged<Entry>.fromOpaque(slot.pointer!).release()
         }
     }
@@ -176,12 +201,12 @@ struct KeyTable: ~Copyable {
     mutating func replace(at index: Int, with member: Member) {
         let old = slots[index]
         slots[index] = KeyTable.slot(member, hash: old.hash)
-        KeyTable.dispose(old)
+        KeyTable.dispose(old, arena: arena)
     }
 
     /// Takes the member out of slot `index`, disposing of it (an entry is released: the caller holds its own).
     mutating func remove(at index: Int) {
-        KeyTable.dispose(slots[index])
+        KeyTable.dispose(slots[index], arena: arena)
         let mask = capacity - 1
         var hole = index
         var next = (hole + 1) & mask
@@ -215,9 +240,8 @@ struct KeyTable: ~Copyable {
     private mutating func grow() {
         let old = slots, oldCapacity = capacity
         capacity *= 2
-        slots = .allocate(capacity: capacity)
-        slots.initialize(repeating: Slot(hash: 0, kind: .empty, pointer: nil), count: capacity)
+        slots = KeyTable.allocateSlots(capacity, arena: arena)
         for index in 0..<oldCapacity where old[index].kind != .empty { place(old[index]) }
-        old.deallocate()
+        KeyTable.deallocateSlots(old, oldCapacity, arena: arena)
     }
 }
