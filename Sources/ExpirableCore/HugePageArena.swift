@@ -15,8 +15,9 @@ import Synchronization
 /// Allocation is by size class: sizes rounded up to 16 bytes to 4 KB, then to a power of two up to 1 MB, each
 /// class a free list threaded through its freed blocks; a new block comes from the free list or from the end of
 /// the current region. A request over 1 MB (a slot array of a shard over 65,536 slots) gets a region of its
-/// own, returned to the system when it is freed. Freed blocks are kept for reuse, never returned: a family that
-/// shrinks keeps the high-water mark of its memory until it is removed, when every region goes.
+/// own, returned to the system when it is freed. Freed blocks are kept for reuse; those of 64 KB or more (slot
+/// arrays a shard has outgrown) give their pages back meanwhile, smaller ones do not: a family that shrinks
+/// keeps the high-water mark of its members' memory until it is removed, when every region goes.
 ///
 /// Thread-safe (one lock; blocks are made on stores, not on reads). Blocks are 16-byte aligned.
 final class HugePageArena: @unchecked Sendable {
@@ -93,13 +94,28 @@ final class HugePageArena: @unchecked Sendable {
             munmap(block, HugePageArena.ownSize(byteCount))
             return
         }
-        let index = HugePageArena.sizeClass(byteCount).index
+        let (index, size) = HugePageArena.sizeClass(byteCount)
+        if size >= HugePageArena.releasedSize { HugePageArena.release(block, size) }
         let address = UInt(bitPattern: block)  // a raw pointer is not Sendable into the lock's region
         state.withLock { s in
             let block = UnsafeMutableRawPointer(bitPattern: address)!
             block.storeBytes(of: s.free[index], as: UnsafeMutableRawPointer?.self)
             s.free[index] = block
         }
+    }
+
+    /// Freed blocks of this size or more (a shard's slot arrays it has outgrown) give their pages back.
+    static let releasedSize = 64 << 10
+
+    /// Gives the whole pages inside a freed block back to the system, keeping the first (it holds the free
+    /// list's link): they come back as zero pages when the block is reused. A family of a million keys outgrows
+    /// some 32 MB of slot arrays on its way there, which would otherwise stay resident in the free lists.
+    private static func release(_ block: UnsafeMutableRawPointer, _ size: Int) {
+        let page = UInt(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (UInt(bitPattern: block) + UInt(MemoryLayout<UnsafeMutableRawPointer?>.size) + page - 1) & ~(page - 1)
+        let end = (UInt(bitPattern: block) + UInt(size)) & ~(page - 1)
+        guard end > start, let first = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(first, Int(end - start), MADV_DONTNEED)
     }
 
     /// How many bytes of regions the arena has mapped, for tests.

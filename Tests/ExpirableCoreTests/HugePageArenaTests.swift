@@ -63,6 +63,34 @@ struct HugePageArenaTests {
         for block in second { arena.deallocate(block, byteCount: 170) }
     }
 
+    @Test("a freed block of 64 KB or more (a slot array outgrown) gives its pages back, but for the first; one smaller keeps them")
+    func largeFreedBlocksReleasePages() throws {
+        let arena = HugePageArena()
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        func residentPages(_ block: UnsafeMutableRawPointer, _ size: Int) -> Int {
+            // mincore wants a page-aligned start: the pages wholly inside the block.
+            let start = (UInt(bitPattern: block) + UInt(page) - 1) & ~UInt(page - 1)
+            let count = (Int(UInt(bitPattern: block) + UInt(size) - start)) / page
+            var vector = [UInt8](repeating: 0, count: count)
+            #expect(mincore(UnsafeMutableRawPointer(bitPattern: start), count * page, &vector) == 0)
+            return vector.filter { $0 & 1 == 1 }.count
+        }
+        let large = arena.allocate(byteCount: 256 << 10), small = arena.allocate(byteCount: 32 << 10)
+        large.initializeMemory(as: UInt8.self, repeating: 0xA5, count: 256 << 10)
+        small.initializeMemory(as: UInt8.self, repeating: 0xA5, count: 32 << 10)
+        let before = residentPages(large, 256 << 10)
+        #expect(before >= (256 << 10) / page - 1, "written pages are resident: \(before)")
+        arena.deallocate(large, byteCount: 256 << 10)
+        arena.deallocate(small, byteCount: 32 << 10)
+        #expect(residentPages(large, 256 << 10) <= 1, "a freed slot array keeps at most its first page")
+        #expect(residentPages(small, 32 << 10) >= (32 << 10) / page - 1, "a freed small block keeps its pages for reuse")
+        // Reused, it is memory as any other: written and read back whole.
+        let again = arena.allocate(byteCount: 256 << 10)
+        #expect(again == large)
+        again.initializeMemory(as: UInt8.self, repeating: 0x5A, count: 256 << 10)
+        #expect(UnsafeRawBufferPointer(start: again, count: 256 << 10).allSatisfy { $0 == 0x5A })
+    }
+
     @Test("its regions, shared or a large block's own, are 2 MB-aligned and advised for huge pages (VmFlags hg)")
     func regionsAdvisedForHugePages() throws {
         let arena = HugePageArena()
