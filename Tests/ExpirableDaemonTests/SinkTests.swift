@@ -126,4 +126,46 @@ struct SinkTests {
         #expect(reload.stderr.contains("[[sink]] changed, and only a restart applies it"), "\(reload.stderr)")
         #expect(try String(contentsOfFile: shm + "/token", encoding: .utf8) == "token-1")
     }
+
+    /// Another local user (nobody): what an attacker on the machine would own.
+    static var nobody: uid_t { getpwnam("nobody").pointee.pw_uid }
+
+    static func sink(_ path: String, owner: String? = nil) -> String {
+        "\n[[sink]]\nexpirable = \"token\"\npath = \"\(path)\"\n" + (owner.map { "owner = \"\($0)\"\n" } ?? "")
+    }
+
+    @Test("a sink directory another user owns is refused by check-config, at start and at reload, and not touched after", .timeLimit(.minutes(2)))
+    func refusesDirectoryOwnedByAnotherUser() async throws {
+        guard geteuid() == 0 else { return }  // giving a directory to another user needs root
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        // Another user made /dev/shm/.../app first, mode 0755: `install -d -m 0755` by the admin keeps them its owner.
+        #expect(mkdir(shm + "/app", 0o755) == 0 && chown(shm + "/app", Self.nobody, Self.nobody) == 0)
+        let refused = try DaemonProcess(expirables: ServingTests.counter("token") + Self.sink(shm + "/app/token"), start: false)
+        defer { refused.remove() }
+        let check = try runTool(try TestPaths.product("expirablectl").path, ["check-config", refused.configPath])
+        let expected = "sink[1].path: \(shm)/app is owned by uid \(Self.nobody) (nobody), not by root, the daemon's user or the sink's owner"
+        #expect(check.status == 78)
+        #expect(check.stderr.contains(expected), "\(check.stderr)")
+        #expect(throws: (any Error).self) { try refused.start() }
+        #expect(refused.log.contains(expected), "\(refused.log)")
+        #expect(!FileManager.default.fileExists(atPath: shm + "/app/token"))
+        // The user the sink is written for may own it.
+        let theirs = try DaemonProcess(expirables: ServingTests.counter("token") + Self.sink(shm + "/app/token", owner: "nobody"), start: false)
+        defer { theirs.remove() }
+        #expect(try runTool(try TestPaths.product("expirablectl").path, ["check-config", theirs.configPath]).status == 0)
+
+        // A directory given away after start: a reload is refused, and the daemon no longer touches the file.
+        #expect(mkdir(shm + "/mine", 0o755) == 0)
+        let daemon = try ServingTests.start(ServingTests.counter("token") + Self.sink(shm + "/mine/token"))
+        defer { daemon.remove() }
+        #expect(try await fileContent(shm + "/mine/token") { $0 != nil } == "token-1")
+        #expect(chown(shm + "/mine", Self.nobody, Self.nobody) == 0)
+        let reload = try daemon.ctl("reload")
+        #expect(reload.status != 0)
+        #expect(reload.stderr.contains("\(shm)/mine is owned by uid \(Self.nobody) (nobody)"), "\(reload.stderr)")
+        #expect(try daemon.redis("CLEAR", "token") == "OK")
+        #expect(waitUntil(seconds: 30) { daemon.log.contains("cannot remove a sink") }, "\(daemon.log)")
+        #expect(daemon.log.contains("\(shm)/mine is owned by uid \(Self.nobody) (nobody)"), "\(daemon.log)")
+    }
 }
