@@ -28,7 +28,7 @@ extension Configuration.Sink {
     /// the directory itself writable by its group or others (they could put a file of their own at the path
     /// while it is absent, before start or after a clear, or replace it). A symbolic link on the way (such as
     /// `/var/run`) is followed only when root, the daemon's user or the sink's owner owns it. Checked when the
-    /// configuration is read.
+    /// configuration is read and again before every write and removal.
     public func openDirectory() throws(UnsafeDirectory) -> Int32 {
         var trusted: Set<uid_t> = [0, geteuid()]
         if let uid { trusted.insert(uid) }

@@ -168,4 +168,39 @@ struct SinkTests {
         #expect(waitUntil(seconds: 30) { daemon.log.contains("cannot remove a sink") }, "\(daemon.log)")
         #expect(daemon.log.contains("\(shm)/mine is owned by uid \(Self.nobody) (nobody)"), "\(daemon.log)")
     }
+
+    @Test("a sink path through a symbolic link another user owns is refused; a link put in the directory's place after start is never followed", .timeLimit(.minutes(2)))
+    func neverFollowsOthersLinks() async throws {
+        guard geteuid() == 0 else { return }  // giving a link to another user needs root
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        // A root-only directory holding a file of the same name as the sink's: what an attacker would aim at.
+        #expect(mkdir(shm + "/real", 0o755) == 0 && mkdir(shm + "/victim", 0o700) == 0)
+        try "precious".write(toFile: shm + "/victim/token", atomically: false, encoding: .utf8)
+        #expect(symlink(shm + "/real", shm + "/app") == 0 && lchown(shm + "/app", Self.nobody, Self.nobody) == 0)
+        let refused = try DaemonProcess(expirables: ServingTests.counter("token") + Self.sink(shm + "/app/token"), start: false)
+        defer { refused.remove() }
+        let check = try runTool(try TestPaths.product("expirablectl").path, ["check-config", refused.configPath])
+        #expect(check.status == 78)
+        #expect(check.stderr.contains("sink[1].path: \(shm)/app is a symbolic link owned by uid \(Self.nobody) (nobody)"), "\(check.stderr)")
+        #expect(throws: (any Error).self) { try refused.start() }
+        #expect(!FileManager.default.fileExists(atPath: shm + "/real/token"))
+
+        // Started on a real directory, which is then swapped for another user's link to the victim's directory.
+        #expect(mkdir(shm + "/swapped", 0o755) == 0)
+        let daemon = try ServingTests.start(ServingTests.counter("token") + Self.sink(shm + "/swapped/token"))
+        defer { daemon.remove() }
+        #expect(try await fileContent(shm + "/swapped/token") { $0 != nil } == "token-1")
+        #expect(rename(shm + "/swapped", shm + "/moved") == 0)
+        #expect(symlink(shm + "/victim", shm + "/swapped") == 0 && lchown(shm + "/swapped", Self.nobody, Self.nobody) == 0)
+        #expect(try daemon.redis("CLEAR", "token") == "OK")
+        #expect(waitUntil(seconds: 30) { daemon.log.contains("cannot remove a sink") }, "\(daemon.log)")
+        let fetched = try daemon.redis("GET", "token")
+        #expect(fetched == "token-2")
+        #expect(waitUntil(seconds: 30) { daemon.log.contains("cannot write a sink") }, "\(daemon.log)")
+        #expect(daemon.log.contains("\(shm)/swapped is a symbolic link owned by uid \(Self.nobody) (nobody)"), "\(daemon.log)")
+        #expect(try String(contentsOfFile: shm + "/victim/token", encoding: .utf8) == "precious", "never removed through the link")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: shm + "/victim") == ["token"], "never written through the link")
+    }
 }
+
