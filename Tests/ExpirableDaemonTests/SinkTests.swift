@@ -127,6 +127,24 @@ struct SinkTests {
         #expect(try String(contentsOfFile: shm + "/token", encoding: .utf8) == "token-1")
     }
 
+    @Test("a reload that gives a sink's expirable a new plugin instance drops the old value from the file and writes the new one", .timeLimit(.minutes(2)))
+    func reloadStartingEmptyRewritesTheFile() async throws {
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let daemon = try ServingTests.start(ServingTests.counter("token") + Self.sink(shm + "/token"))
+        defer { daemon.remove() }
+        #expect(try await fileContent(shm + "/token") { $0 != nil } == "token-1")
+        // New params (another account, say): the value is dropped, and the file must not keep it.
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "prefix = \"token-\"", with: "prefix = \"renewed-\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let reload = try daemon.ctl("reload")
+        #expect(reload.status == 0, "\(reload.stderr)")
+        #expect(reload.stdout.contains("changed: token (new plugin instance, starts empty)"), "\(reload.stdout)")
+        // No socket reader asks: the sink itself fetches from the new instance.
+        #expect(try await fileContent(shm + "/token") { $0 != "token-1" && $0 != nil } == "renewed-1")
+        #expect(!daemon.log.contains("renewed-1"), "the value is never logged")
+    }
+
     /// Another local user (nobody): what an attacker on the machine would own.
     static var nobody: uid_t { getpwnam("nobody").pointee.pw_uid }
 
