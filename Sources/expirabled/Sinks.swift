@@ -5,11 +5,11 @@ import Synchronization
 
 /// The configured `[[sink]]`s (SPEC §7): files that hold a value for programs that read a file. Each is written
 /// when the daemon starts and again on every new value the engine stores, whoever stored it (a caller's fetch,
-/// an eager refresh, a cluster peer); removed on a clear (here or on a peer) and at shutdown. A value that
-/// expires with nothing to replace it is fetched again when it expires, as a reader would; if that fails the file
-/// is removed (a sink never holds a value past its expiry, save a stale one that `stale_if_error` answers too) and
-/// the fetch is retried, 1 s doubling to 30 s apart. A reload that gives its expirable a new plugin instance drops
-/// the file's value too, and the sink fetches anew. Never logs a value.
+/// an eager refresh, a cluster peer); removed on a clear (here or on a peer), then fetched again at once, and
+/// removed at shutdown. A value that expires with nothing to replace it is fetched again when it expires, as a
+/// reader would; if that fails the file is removed (a sink never holds a value past its expiry, save a stale one
+/// that `stale_if_error` answers too) and the fetch is retried, 1 s doubling to 30 s apart. A reload that gives
+/// its expirable a new plugin instance drops the file's value too, and the sink fetches anew. Never logs a value.
 final class Sinks: Service, Sendable {
     private let sinks: [Sink]
     private let engine: Engine
@@ -110,8 +110,12 @@ final class Sinks: Service, Sendable {
         }
     }
 
+    /// A clear dropped `name`'s value: the file goes with it, and the sink fetches a new value at once, as the
+    /// reader it stands for would; a program that reads only the file has no other way to ask for one, and a
+    /// clear is how an operator forces a new value (an eager one's refresh stops with the clear, too).
     private func cleared(_ name: String) {
-        _ = drop(name)
+        // Outside the sink's lock: a fetch may answer (and write the file) on this thread.
+        if drop(name) { refresh(name) }
     }
 
     /// A reload gave these expirables a new plugin instance, which starts empty: the value in their sinks' files

@@ -13,7 +13,7 @@ struct SinkTests {
         return path
     }
 
-    @Test("a sink is written at start with its owner, group and mode, rewritten on rotation, removed on clear and at SIGTERM", .timeLimit(.minutes(2)))
+    @Test("a sink is written at start with its owner, group and mode, rewritten on rotation and after a clear, removed at SIGTERM", .timeLimit(.minutes(2)))
     func lifecycle() async throws {
         let shm = try Self.tmpfsDirectory()
         defer { try? FileManager.default.removeItem(atPath: shm) }
@@ -49,8 +49,8 @@ struct SinkTests {
         // No temporary file is left behind.
         #expect(try FileManager.default.contentsOfDirectory(atPath: shm) == ["token"])
 
+        // A clear removes the file and the sink fetches again at once (refetchedAfterClear).
         try await daemon.client.clear("token")
-        #expect(try await fileContent(path) { $0 == nil } == nil)
         let fetched = try await daemon.client.value("token")
         #expect(try await fileContent(path) { $0 != nil }.map { $0.hasPrefix("token-") } == true, "fetched \(fetched)")
 
@@ -59,7 +59,7 @@ struct SinkTests {
         #expect(!daemon.log.contains(fetched), "the value is never logged")
     }
 
-    @Test("a lazy value's sink is fetched again when it expires, and removed by CLEARALL")
+    @Test("a lazy value's sink is fetched again when it expires")
     func lazyValueRefetchedAtExpiry() async throws {
         let shm = try Self.tmpfsDirectory()
         defer { try? FileManager.default.removeItem(atPath: shm) }
@@ -77,9 +77,6 @@ struct SinkTests {
         #expect(later?.hasPrefix("token-") == true)
         var info = stat()
         #expect(stat(shm + "/token", &info) == 0 && info.st_mode & 0o7777 == 0o600, "the default mode is 0600")
-        let cleared = try daemon.redis("CLEARALL")
-        #expect(cleared == "OK")
-        #expect(try await fileContent(shm + "/token") { $0 == nil } == nil)
     }
 
     @Test("a sink outside a tmpfs is refused at start and by check-config, with the file, the line and why")
@@ -143,6 +140,41 @@ struct SinkTests {
         // No socket reader asks: the sink itself fetches from the new instance.
         #expect(try await fileContent(shm + "/token") { $0 != "token-1" && $0 != nil } == "renewed-1")
         #expect(!daemon.log.contains("renewed-1"), "the value is never logged")
+    }
+
+    @Test("after CLEAR or CLEARALL a sink's file is removed and the sink fetches a new value at once, as the standing reader it is, lazy or eager", .timeLimit(.minutes(2)))
+    func refetchedAfterClear() async throws {
+        let shm = try Self.tmpfsDirectory()
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        // Each call of the lazy value takes 3 s, so the file is seen absent while the new value is fetched; the
+        // eager value's refresh is far off, so only the clear brings a new value within the test.
+        let daemon = try ServingTests.start(ServingTests.counter("token") + "sleep_ms = 3000\n" + Self.sink(shm + "/token") + """
+
+            [expirable.eager]
+            plugin = "counter"
+            refresh = "eager"
+            before_expiry = "10s"
+            [expirable.eager.params]
+            prefix = "eager-"
+            ttl_ms = 600000
+            count_file = "COUNT/eager-calls"
+
+            [[sink]]
+            expirable = "eager"
+            path = "\(shm)/eager"
+            """)
+        defer { daemon.remove() }
+        #expect(try await fileContent(shm + "/token") { $0 != nil } == "token-1")
+        #expect(try await fileContent(shm + "/eager") { $0 != nil } == "eager-1")
+        // No socket reader asks for either value after the clear.
+        #expect(try daemon.redis("CLEAR", "token") == "OK")
+        #expect(try await fileContent(shm + "/token") { $0 == nil } == nil, "the cleared value leaves the file")
+        #expect(try await fileContent(shm + "/token") { $0 == "token-2" } == "token-2")
+        #expect(try daemon.redis("CLEARALL") == "OK")
+        #expect(try await fileContent(shm + "/token") { $0 == nil } == nil)
+        #expect(try await fileContent(shm + "/token") { $0 == "token-3" } == "token-3")
+        #expect(try await fileContent(shm + "/eager") { $0 == "eager-2" } == "eager-2")
+        #expect(daemon.count("calls") == 3 && daemon.count("eager-calls") == 2, "one call per clear")
     }
 
     /// Another local user (nobody): what an attacker on the machine would own.
