@@ -46,14 +46,15 @@ private struct DirectoryWalk {
     var links = 0
 
     static let maximumLinks = 40
-    static let path = CExpirableLinux_o_path()
+    /// O_PATH: the walk needs search permission only, not read permission, on each directory.
+    static let oPath = CExpirableLinux_o_path()
 
     mutating func run(_ start: [String]) throws(Configuration.Sink.UnsafeDirectory) -> Int32 {
         var remaining = start
         do throws(Configuration.Sink.UnsafeDirectory) {
             try openRoot(last: remaining.isEmpty)
             while let name = remaining.popLast() {
-                let next = openat(fd, name, DirectoryWalk.path | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                let next = openat(fd, name, DirectoryWalk.oPath | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 let nextPath = name == ".." ? parent(of: at) : (at == "/" ? "/" : at + "/") + name
                 guard next >= 0 else {
                     let code = errno
@@ -85,7 +86,7 @@ private struct DirectoryWalk {
     }
 
     private mutating func openRoot(last: Bool) throws(Configuration.Sink.UnsafeDirectory) {
-        fd = open("/", DirectoryWalk.path | O_DIRECTORY | O_CLOEXEC)
+        fd = open("/", DirectoryWalk.oPath | O_DIRECTORY | O_CLOEXEC)
         at = "/"
         guard fd >= 0 else { throw refusal("cannot open /: \(String(cString: strerror(errno)))") }
         try check(last: last)
