@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <link.h>
 #include <signal.h>
@@ -125,3 +126,5 @@ long long CExpirableLinux_filesystem_type_fd(int fd) {
     if (fstatfs(fd, &info) != 0) return -1;
     return (long long)info.f_type;
 }
+
+int CExpirableLinux_o_path(void) { return O_PATH; }

@@ -41,29 +41,6 @@ extension Configuration {
             if type == 0x0102_1994 || type == 0x8584_58f6 { return nil }
             return "is not on a tmpfs or ramfs (file system type 0x\(String(type, radix: 16))), and values never touch a disk"
         }
-
-        /// Why `directory` (absolute) cannot hold a sink: writable by its group or others, anyone who may write
-        /// there could put a file of their own at the sink's path while it is absent (before start, after a
-        /// clear) or replace it; or an ancestor writable by others without the sticky bit, whose writers could
-        /// swap the directory itself. Nil when it is safe.
-        public static func writableDirectoryProblem(_ directory: String) -> String? {
-            var info = stat()
-            guard stat(directory, &info) == 0 else { return nil }  // reported by the caller's own checks
-            if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
-                let mode = String(info.st_mode & 0o7777, radix: 8)
-                return "\(directory) is writable by \(info.st_mode & S_IWOTH != 0 ? "others" : "its group") (mode \(mode)): they could put a file of their own at this path while it is absent (before start, after a clear) or replace it; use a directory of its own that only its owner may write, such as one made with `install -d -m 0755 /dev/shm/app`"
-            }
-            var ancestor = directory
-            while let slash = ancestor.lastIndex(of: "/"), ancestor != "/" {
-                ancestor = slash == ancestor.startIndex ? "/" : String(ancestor[..<slash])
-                guard stat(ancestor, &info) == 0 else { return nil }
-                if info.st_mode & (S_IWGRP | S_IWOTH) != 0 && info.st_mode & S_ISVTX == 0 {
-                    let mode = String(info.st_mode & 0o7777, radix: 8)
-                    return "\(ancestor), above \(directory), is writable by \(info.st_mode & S_IWOTH != 0 ? "others" : "its group") without the sticky bit (mode \(mode)): they could replace \(directory) and the file in it; make it writable by its owner only (chmod go-w), or the sticky bit (chmod +t)"
-                }
-            }
-            return nil
-        }
     }
 }
 
@@ -128,9 +105,6 @@ extension ConfigurationDecoder {
         if let problem = Configuration.Sink.memoryOnlyProblem(statfsType: Int(type)) {
             throw sinkError(t, "path", number: number, "\(directory) \(problem); use a directory under /run or /dev/shm")
         }
-        if let problem = Configuration.Sink.writableDirectoryProblem(directory) {
-            throw sinkError(t, "path", number: number, problem)
-        }
         if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
             throw sinkError(t, "path", number: number, "\(path) is a directory; name the file to write")
         }
@@ -140,6 +114,13 @@ extension ConfigurationDecoder {
                 throw sinkError(t, "owner", number: number, "no user \(ConfigurationError.quoted(owner)) on this machine; name an existing user or a numeric uid")
             }
             uid = entry.pointee.pw_uid
+        }
+        // Who owns the directory and every one above it counts as much as its mode: the owner of a directory may
+        // swap what is in it, whatever the sticky bit. Checked as the daemon will walk it before every write.
+        do throws(Configuration.Sink.UnsafeDirectory) {
+            close(try Configuration.Sink(expirable: name, path: path, uid: uid, gid: nil, mode: 0, line: nil).openDirectory())
+        } catch {
+            throw sinkError(t, "path", number: number, error.description)
         }
         var gid: UInt32?
         if let group = try text("group") {

@@ -5,10 +5,11 @@ import Synchronization
 
 /// The configured `[[sink]]`s (SPEC §7): files that hold a value for programs that read a file. Each is written
 /// when the daemon starts and again on every new value the engine stores, whoever stored it (a caller's fetch,
-/// an eager refresh, a cluster peer); removed on a clear (here or on a peer) and at shutdown. A value that
-/// expires with nothing to replace it is fetched again when it expires, as a reader would; if that fails the file
-/// is removed (a sink never holds a value past its expiry, save a stale one that `stale_if_error` answers too) and
-/// the fetch is retried, 1 s doubling to 30 s apart. Never logs a value.
+/// an eager refresh, a cluster peer); removed on a clear (here or on a peer), then fetched again at once, and
+/// removed at shutdown. A value that expires with nothing to replace it is fetched again when it expires, as a
+/// reader would; if that fails the file is removed (a sink never holds a value past its expiry, save a stale one
+/// that `stale_if_error` answers too) and the fetch is retried, 1 s doubling to 30 s apart. A reload that gives
+/// its expirable a new plugin instance drops the file's value too, and the sink fetches anew. Never logs a value.
 final class Sinks: Service, Sendable {
     private let sinks: [Sink]
     private let engine: Engine
@@ -46,6 +47,7 @@ final class Sinks: Service, Sendable {
         self.logger = logger
         engine.observeNewValues { [weak self] name, fetched in self?.stored(name, fetched) }
         engine.observeClears { [weak self] name in self?.cleared(name) }
+        engine.observeReloads { [weak self] report in self?.reloaded(report) }
     }
 
     /// Writes every sink (fetching values not in memory yet), then keeps them until the daemon shuts down, and
@@ -87,8 +89,7 @@ final class Sinks: Service, Sendable {
                 state.timer?.cancel()
                 state.timer = nil
                 guard case .at(let expiresAt) = fetched.expiry else { return }
-                let family = String(name.split(separator: ":", maxSplits: 1).first ?? Substring(name))
-                let left = expiresAt - (margins[family] ?? .zero).milliseconds - clock.unixMillis
+                let left = expiresAt - (margins[Sinks.family(of: name)] ?? .zero).milliseconds - clock.unixMillis
                 // Asked a little after the expiry, so the engine no longer answers the old value. A stale value is
                 // already past its expiry: ask again after the retry delay, not at once.
                 let delay = left > 0 ? Duration.milliseconds(left) + Sinks.afterExpiry : state.retryDelay
@@ -109,15 +110,45 @@ final class Sinks: Service, Sendable {
         }
     }
 
+    /// A clear dropped `name`'s value: the file goes with it, and the sink fetches a new value at once, as the
+    /// reader it stands for would; a program that reads only the file has no other way to ask for one, and a
+    /// clear is how an operator forces a new value (an eager one's refresh stops with the clear, too).
     private func cleared(_ name: String) {
+        // Outside the sink's lock: a fetch may answer (and write the file) on this thread.
+        if drop(name) { refresh(name) }
+    }
+
+    /// A reload gave these expirables a new plugin instance, which starts empty: the value in their sinks' files
+    /// went with the old one, and a file must not hold a value the daemon no longer has (a rotated-away or
+    /// revoked credential, kept until its expiry). The file is removed, and the sink fetches from the new
+    /// instance at once, as the reader it stands for would.
+    private func reloaded(_ report: ReloadReport) {
+        let startingEmpty = Set(report.startingEmpty)
+        for name in Set(sinks.map(\.name)) where startingEmpty.contains(Sinks.family(of: name)) {
+            // Outside the sink's lock: a fetch may answer (and write the file) on this thread.
+            if drop(name) { refresh(name) }
+        }
+    }
+
+    /// Removes `name`'s files and stops their timers; whether any sink is still running (not after shutdown).
+    private func drop(_ name: String) -> Bool {
+        var running = false
         for sink in sinks where sink.name == name {
             sink.state.withLock { state in
+                guard !state.stopped else { return }
                 state.timer?.cancel()
                 state.timer = nil
                 state.retryDelay = Sinks.firstRetry
                 remove(sink)
+                running = true
             }
         }
+        return running
+    }
+
+    /// The configured expirable `name` belongs to: itself, or the keyed family of `NAME:KEY`.
+    private static func family(of name: String) -> String {
+        String(name.split(separator: ":", maxSplits: 1).first ?? Substring(name))
     }
 
     private func stop() {

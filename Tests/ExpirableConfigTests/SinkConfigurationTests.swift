@@ -82,6 +82,43 @@ struct SinkConfigurationTests {
         #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\"\nmode = \"0644\"") == nil)
     } }
 
+    @Test("a sink whose directory, or one above it, another user owns is refused; the sink's own owner may own them")
+    func refusesOthersDirectories() throws { try Self.withDirectory { dir in
+        guard geteuid() == 0 else { return }  // giving a directory to another user needs root
+        let nobody = getpwnam("nobody").pointee.pw_uid
+        #expect(chown(dir + "/d", nobody, nobody) == 0)
+        var error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\""))
+        #expect(error.key == "sink[1].path")
+        #expect(error.message.hasPrefix("\(dir)/d is owned by uid \(nobody) (nobody), not by root, the daemon's user or the sink's owner: they could replace the file"), "\(error)")
+        #expect(error.message.contains("install -d leaves the owner of a directory that exists as it is"), "\(error)")
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\"\nowner = \"nobody\"") == nil)
+        #expect(chown(dir + "/d", 0, 0) == 0 && chown(dir, nobody, nobody) == 0)
+        error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\""))
+        #expect(error.message.hasPrefix("\(dir), above \(dir)/d, is owned by uid \(nobody) (nobody)"), "\(error)")
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/d/x\"\nowner = \"\(nobody)\"") == nil)
+        #expect(chown(dir, 0, 0) == 0)
+    } }
+
+    @Test("a symbolic link on a sink's path is followed only when root, the daemon's user or the sink's owner owns it, and judged by where it leads")
+    func linksOnThePath() throws { try Self.withDirectory { dir in
+        guard geteuid() == 0 else { return }  // giving a link to another user needs root
+        let nobody = getpwnam("nobody").pointee.pw_uid
+        #expect(symlink(dir + "/d", dir + "/absolute") == 0 && symlink("d", dir + "/relative") == 0 && symlink("/dev/shm", dir + "/shared") == 0)
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/absolute/x\"") == nil)
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/relative/x\"") == nil)
+        var error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/shared/x\""))
+        #expect(error.message.hasPrefix("/dev/shm is writable by others (mode 1777)"), "\(error)")
+        #expect(lchown(dir + "/absolute", nobody, nobody) == 0)
+        error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/absolute/x\""))
+        #expect(error.key == "sink[1].path")
+        #expect(error.message.hasPrefix("\(dir)/absolute is a symbolic link owned by uid \(nobody) (nobody), not by root, the daemon's user or the sink's owner: its owner could point it at another directory at any time"), "\(error)")
+        #expect(error.message.contains("use the real directory's path"))
+        #expect(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/absolute/x\"\nowner = \"nobody\"") == nil)
+        #expect(symlink("loop", dir + "/loop") == 0)
+        error = try #require(Self.refusal("[[sink]]\nexpirable = \"token\"\npath = \"\(dir)/loop/x\""))
+        #expect(error.message.contains("is not a directory") || error.message.contains("symbolic links"), "\(error)")
+    } }
+
     @Test("a sink on a disk file system is refused: values never touch a disk")
     func refusesDisk() throws {
         guard try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").contains(where: { $0.split(separator: " ")[1] == "/" && $0.split(separator: " ")[2] != "tmpfs" }) else { return }

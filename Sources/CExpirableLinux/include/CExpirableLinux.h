@@ -57,4 +57,8 @@ int CExpirableLinux_pidfd_open(pid_t pid);
 long long CExpirableLinux_filesystem_type(const char *path);
 long long CExpirableLinux_filesystem_type_fd(int fd);
 
+/* O_PATH (a descriptor that only names a directory, for openat and friends; needs search permission only): a
+ * sink's directory is walked with it, one component at a time, without following links. */
+int CExpirableLinux_o_path(void);
+
 #endif
