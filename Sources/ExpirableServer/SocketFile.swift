@@ -31,8 +31,13 @@ enum SocketFile {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw ServerError("server.socket \(path) exists and is not a socket; remove it or choose another path")
         }
-        if isAnswering(path) {
+        switch probe(path) {
+        case .answering:
             throw ServerError("another daemon is already serving \(path) (a connection to it succeeded); stop it first or choose another server.socket")
+        case .unknown(let code):
+            throw ServerError("server.socket \(path) exists and a connection to it failed with \(String(cString: strerror(code))), so a daemon may still be serving there (one this user may not connect to); stop that daemon or remove the file if none runs, or choose another server.socket")
+        case .stale:
+            break
         }
         guard unlink(path) == 0 || errno == ENOENT else {
             throw ServerError("stale socket file \(path) cannot be removed: \(String(cString: strerror(errno)))")
@@ -100,12 +105,26 @@ enum SocketFile {
         return unlink(path) == 0
     }
 
-    /// Whether something accepts connections on the socket at `path`.
-    static func isAnswering(_ path: String) -> Bool {
+    /// What a connection to the socket file at `path` shows.
+    enum Probe: Equatable {
+        /// Something accepted the connection: a live daemon.
+        case answering
+        /// Nobody listens there (ECONNREFUSED), or the file has just gone: a file left by a daemon that died.
+        case stale
+        /// The connection failed otherwise (EACCES, EPERM, …): a live daemon of another user, or a socket of
+        /// mode 0600, refuses this user just as a stale file would, so the file must not be taken for stale.
+        case unknown(errno: Int32)
+    }
+
+    /// Tries to connect to the socket at `path`. Only ECONNREFUSED (and ENOENT) proves the file stale: taking
+    /// any failure for it would unlink a live daemon's socket this user merely may not open.
+    static func probe(_ path: String) -> Probe {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return .unknown(errno: errno) }
         defer { close(fd) }
-        return withAddress(path) { connect(fd, $0, $1) } == 0
+        if withAddress(path) { connect(fd, $0, $1) } == 0 { return .answering }
+        let code = errno
+        return code == ECONNREFUSED || code == ENOENT ? .stale : .unknown(errno: code)
     }
 
     /// Calls `call` (`bind` or `connect`) with the address of the Unix socket at `path`, and returns its result.

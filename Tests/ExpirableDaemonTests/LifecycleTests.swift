@@ -88,6 +88,25 @@ struct LifecycleTests {
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
 
+    @Test("a second daemon that may not connect to a live daemon's socket (EACCES) refuses to start and leaves that socket in place",
+          .enabled(if: CommandLineTests.canDropPrivileges, "needs root and setpriv"))
+    func liveDaemonOfAnotherUser() throws {
+        let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
+        defer { daemon.remove() }
+        let before = try #require(try FileManager.default.attributesOfItem(atPath: daemon.socket)[.systemFileNumber] as? Int)
+        // A directory both users may write (as a shared runtime directory), so that nothing else stops the second.
+        chmod(daemon.directory.path, 0o777)
+        // As nobody, connect() to root's 0600 socket fails with EACCES: that is not a stale file.
+        let second = try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups",
+                                             TestPaths.product("expirabled").path, "--config", daemon.configPath], seconds: 20)
+        #expect(second.status == 1, "\(second.stderr)")
+        #expect(second.stderr.contains("server.socket \(daemon.socket) exists and a connection to it failed with Permission denied, so a daemon may still be serving there"), "\(second.stderr)")
+        #expect(!second.stderr.contains("replaced a stale socket file"))
+        let after = try #require(try FileManager.default.attributesOfItem(atPath: daemon.socket)[.systemFileNumber] as? Int)
+        #expect(after == before, "the live daemon's socket file was replaced")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
+
     @Test("the command line: --help prints the usage, --version the version; a bad option exits 64 naming it", arguments: [
         (["--help"], 0, "OVERVIEW: Keeps short-lived values"),
         (["--version"], 0, "0."),
