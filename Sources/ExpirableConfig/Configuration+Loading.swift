@@ -8,13 +8,17 @@ extension Configuration {
     /// Reads and validates the file at `path`.
     public static func load(path: String) throws(ConfigurationError) -> Configuration {
         let bytes: [UInt8]
+        let status: stat
         do {
-            bytes = try readFile(path)
+            (bytes, status) = try readFile(path)
         } catch {
             throw ConfigurationError(
                 file: path, line: nil, key: nil,
                 message: "cannot read the configuration (\(error.reason)); check the path"
             )
+        }
+        if let problem = writableByOthers(path, status) {
+            throw ConfigurationError(file: path, line: nil, key: nil, message: problem)
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             let (line, column, byte) = firstInvalidUTF8(bytes)
@@ -64,14 +68,38 @@ extension Configuration {
         return try decoder.decode(root)
     }
 
+    /// Why the file read from `path` (its `fstat`) may not configure this daemon, or nil. The configuration chooses
+    /// the code the daemon runs (the `command` plugin's argv, which plugin of plugin_dir gets which params), so,
+    /// like plugin_dir and its plugins (SPEC §5), it must be a file no other user could change: owned by root or
+    /// the daemon's user, and not writable by its group or others. Otherwise a local user could write it and have
+    /// the next reload run their command as the daemon's user.
+    private static func writableByOthers(_ path: String, _ st: stat) -> String? {
+        let why = "whoever can change it chooses the commands and plugins the daemon runs"
+        let mode = "0" + String(st.st_mode & 0o777, radix: 8)
+        let euid = geteuid()
+        if st.st_uid != 0 && st.st_uid != euid {
+            return "the configuration is owned by uid \(st.st_uid), not by root or the daemon's user (uid \(euid)); \(why); chown root \(path)"
+        }
+        if st.st_mode & S_IWOTH != 0 {
+            return "the configuration is writable by others (mode \(mode)); \(why); chmod go-w \(path)"
+        }
+        if st.st_mode & S_IWGRP != 0 {
+            return "the configuration is writable by its group (mode \(mode)); \(why); chmod go-w \(path)"
+        }
+        return nil
+    }
+
     private struct ReadError: Error {
         let reason: String
     }
 
-    private static func readFile(_ path: String) throws(ReadError) -> [UInt8] {
+    /// The file's bytes, and its status as opened (the file read, not what the path names a moment later).
+    private static func readFile(_ path: String) throws(ReadError) -> ([UInt8], stat) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ReadError(reason: errorText(errno)) }
         defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { throw ReadError(reason: errorText(errno)) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -80,7 +108,7 @@ extension Configuration {
                 if errno == EINTR { continue }
                 throw ReadError(reason: errorText(errno))
             }
-            if n == 0 { return bytes }
+            if n == 0 { return (bytes, status) }
             bytes.append(contentsOf: chunk[..<n])
             // Stop reading at the parser's limit: a mistaken path (a log, /dev/zero) is not read whole.
             guard bytes.count <= TOML.maximumBytes else { throw ReadError(reason: "larger than 1 MiB") }

@@ -172,4 +172,33 @@ struct ConfigurationRefusalTests {
         #expect(check == "expirablectl: \(message)\n", "\(check)")
         #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
     }
+
+    @Test("a configuration file its group or others may write, or another user owns, is refused by check-config, at start and at reload")
+    func writableConfiguration() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let path = daemon.configPath
+        let why = "whoever can change it chooses the commands and plugins the daemon runs"
+        for (mode, message) in [
+            (0o666 as mode_t, "\(path): the configuration is writable by others (mode 0666); \(why); chmod go-w \(path)"),
+            (0o664, "\(path): the configuration is writable by its group (mode 0664); \(why); chmod go-w \(path)"),
+        ] {
+            chmod(path, mode)
+            let (check, start) = try Self.refusals(daemon)
+            #expect(check == "expirablectl: \(message)\n", "\(check)")
+            #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+            #expect(try daemon.redis("RELOAD") == "ERR reload refused, nothing changed: \(message)")
+        }
+        chmod(path, 0o644)
+        #expect(chown(path, 65534, 65534) == 0)
+        let message = "\(path): the configuration is owned by uid 65534, not by root or the daemon's user (uid \(geteuid())); \(why); chown root \(path)"
+        let (check, start) = try Self.refusals(daemon)
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+        #expect(try daemon.redis("RELOAD") == "ERR reload refused, nothing changed: \(message)")
+        // Owned by root and 0644 (what a default umask writes): accepted.
+        #expect(chown(path, 0, 0) == 0)
+        #expect(try daemon.redis("RELOAD").hasPrefix("reloaded"), "a 0644 file of root's")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
 }
