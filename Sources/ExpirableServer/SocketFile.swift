@@ -46,10 +46,11 @@ enum SocketFile {
     }
 
     /// What would stop a daemon from serving at `path` (too long, a directory it cannot create or write, another
-    /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing. Without
-    /// `checkingAccess`, whether this user may write the directory is not judged (see `unwritableDirectory`).
-    static func problem(_ path: String, checkingAccess: Bool = true) -> String? {
-        guard path.utf8.count <= maxPathBytes else { return tooLong(path) }
+    /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing.
+    static func problem(_ path: String) -> String? {
+        guard path.utf8.count <= maxPathBytes else {
+            return "server.socket \(path) is \(path.utf8.count) bytes long; Unix sockets allow \(maxPathBytes); choose a shorter path"
+        }
         var st = stat()
         if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
             return "server.socket \(path) exists and is not a socket; remove it or choose another path"
@@ -67,7 +68,7 @@ enum SocketFile {
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
             return "the socket's directory \(directory) is not a directory; fix server.socket"
         }
-        guard !checkingAccess || access(directory, W_OK | X_OK) == 0 else {
+        guard access(directory, W_OK | X_OK) == 0 else {
             return "the socket's directory \(directory) is not writable by this user (uid \(geteuid())); the daemon creates \(path) there: fix its owner or mode, or choose another server.socket"
         }
         return nil
