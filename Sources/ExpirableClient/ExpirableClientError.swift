@@ -79,7 +79,9 @@ extension ExpirableClientError {
 
     static func cannotConnect(to path: String, _ error: any Error) -> ExpirableClientError {
         if case .unixDomainSocketPathTooLong = error as? SocketAddressError {
-            return ExpirableClientError(code: .unavailable, message: "the socket path \(path) is too long for a Unix socket (at most 107 bytes); use a shorter one")
+            // NIO's limit (SocketAddress(unixDomainSocketPath:)), below the 107 bytes a sockaddr_un holds; the
+            // daemon refuses to serve a longer server.socket for that reason.
+            return ExpirableClientError(code: .unavailable, message: "the socket path \(path) is \(path.utf8.count) bytes long; this client connects to Unix socket paths of at most 103 bytes; use a shorter server.socket")
         }
         guard let errnoCode = (error as? IOError)?.errnoCode else {
             return ExpirableClientError(code: .unavailable, message: "cannot connect to \(path): \(error)")

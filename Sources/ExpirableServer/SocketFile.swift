@@ -10,16 +10,22 @@ enum SocketFile {
         var device: UInt64
         var inode: UInt64
     }
-    /// The longest path a Unix socket address holds.
-    static let maxPathBytes = 107
+    /// The longest socket path served: what the daemon's own clients connect to. A `sockaddr_un` holds 107
+    /// bytes, and redis-cli could reach such a path, but expirablectl and ExpirableClient connect through NIO's
+    /// `SocketAddress(unixDomainSocketPath:)`, which takes at most 103; a daemon on a longer path would serve
+    /// everyone but its own tools.
+    static let maxPathBytes = 103
+
+    /// Why `path` is too long to serve.
+    private static func tooLong(_ path: String) -> String {
+        "server.socket \(path) is \(path.utf8.count) bytes long; its clients (expirablectl, ExpirableClient) connect to Unix socket paths of at most \(maxPathBytes) bytes; choose a shorter path"
+    }
 
     /// Makes `path` free to bind: creates its directory if needed, removes a stale socket file left by a daemon
     /// that died, and refuses if a daemon is still answering there or the path is some other kind of file.
     /// Returns true if a stale file was replaced.
     static func claim(_ path: String) throws(ServerError) -> Bool {
-        guard path.utf8.count <= maxPathBytes else {
-            throw ServerError("server.socket \(path) is \(path.utf8.count) bytes long; Unix sockets allow \(maxPathBytes); choose a shorter path")
-        }
+        guard path.utf8.count <= maxPathBytes else { throw ServerError(tooLong(path)) }
         if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
             try makeDirectories(String(path[..<slash]))
         }
@@ -48,9 +54,7 @@ enum SocketFile {
     /// What would stop a daemon from serving at `path` (too long, a directory it cannot create or write, another
     /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing.
     static func problem(_ path: String) -> String? {
-        guard path.utf8.count <= maxPathBytes else {
-            return "server.socket \(path) is \(path.utf8.count) bytes long; Unix sockets allow \(maxPathBytes); choose a shorter path"
-        }
+        guard path.utf8.count <= maxPathBytes else { return tooLong(path) }
         var st = stat()
         if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
             return "server.socket \(path) exists and is not a socket; remove it or choose another path"

@@ -77,9 +77,19 @@ struct ConfigurationRefusalTests {
         let long = "/tmp/" + String(repeating: "s", count: 120) + ".sock"
         try config.replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(long)\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         (check, start) = try Self.refusals(daemon)
-        message = "\(try Self.place(daemon, "socket = ")): server.socket \(long) is 130 bytes long; Unix sockets allow 107; choose a shorter path"
+        message = "\(try Self.place(daemon, "socket = ")): server.socket \(long) is 130 bytes long; its clients (expirablectl, ExpirableClient) connect to Unix socket paths of at most 103 bytes; choose a shorter path"
         #expect(check == "expirablectl: \(message)\n")
         #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+
+        // 104 to 107 bytes fit a sockaddr_un, and redis-cli could connect, but expirablectl and ExpirableClient
+        // cannot: the daemon refuses what its own clients could not reach.
+        let justOver = "/tmp/" + String(repeating: "s", count: 104 - 10) + ".sock"
+        try config.replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(justOver)\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        (check, start) = try Self.refusals(daemon)
+        message = "\(try Self.place(daemon, "socket = ")): server.socket \(justOver) is 104 bytes long; its clients (expirablectl, ExpirableClient) connect to Unix socket paths of at most 103 bytes; choose a shorter path"
+        #expect(check == "expirablectl: \(message)\n")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+        #expect(!FileManager.default.fileExists(atPath: justOver))
 
         // A file of another kind where the socket goes: the daemon would refuse to replace it.
         try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
