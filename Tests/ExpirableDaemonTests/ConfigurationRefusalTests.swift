@@ -211,4 +211,20 @@ struct ConfigurationRefusalTests {
         #expect(try daemon.redis("RELOAD").hasPrefix("reloaded"), "a 0644 file of root's")
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
+
+    @Test("a token file given as the configuration by mistake: check-config and the daemon name its line and column, never its text")
+    func tokenFileAsConfiguration() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.appending("token.txt")
+        try "ghp_S3CRETt0ken1234567890\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let message = "\(path):1: TOML syntax error at column 26: expected '=' after the key that starts at column 1, found the end of the line; its text is not shown"
+        let check = try runTool(TestPaths.product("expirablectl").path, ["check-config", path])
+        #expect(check.status == 78)
+        #expect(check.stderr.hasPrefix("expirablectl: \(message)"), "\(check.stderr)")
+        let start = try runTool(TestPaths.product("expirabled").path, ["--config", path])
+        #expect(start.status == 1)
+        #expect(start.stderr.contains("expirabled: \(message)"), "\(start.stderr)")
+        #expect(!(check.stdout + check.stderr + start.stdout + start.stderr).contains("S3CRET"))
+    }
 }
