@@ -392,8 +392,13 @@ struct ConfigurationDecoder {
     private func lead(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Lead {
         if let text = v.string, text.hasSuffix("%") {
             let number = text.dropLast()
+            // No sign: a share already counts back from the expiry, and Int() would take "+20" as 20 and "-0" as 0,
+            // so "-0.5%" would have become 0.5 % unseen.
+            if let sign = number.first, sign == "+" || sign == "-" {
+                throw error(at, "expected a share without a sign, such as \"\(number.dropFirst())%\", got \(show(v))")
+            }
             let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let whole = parts.first.flatMap({ Int($0) }), parts[0].allSatisfy(\.isASCII), whole >= 0, whole <= 100,
+            guard let whole = parts.first.flatMap({ Int($0) }), parts[0].allSatisfy({ $0.isASCII && $0.isNumber }), whole >= 0, whole <= 100,
                   parts.count == 1 || (1...2).contains(parts[1].count) && parts[1].allSatisfy({ $0.isASCII && $0.isNumber }) else {
                 throw error(at, "expected a share such as \"20%\" or \"12.5%\", got \(show(v))")
             }

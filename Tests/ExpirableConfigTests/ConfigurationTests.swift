@@ -324,6 +324,13 @@ struct ConfigurationTests {
     }
 
     static let freshnessRefusals: [(String, String)] = [
+        // A share takes no sign: "+20%" is not 20 % written otherwise, and "-0.5%" is not 0.5 %.
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"+20%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share without a sign, such as \"20%\", got \"+20%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"1s\"\njitter = \"-0.5%\"\n",
+         "F:5: expirable.a.jitter: expected a share without a sign, such as \"0.5%\", got \"-0.5%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"-5%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share without a sign, such as \"5%\", got \"-5%\""),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"100%\"\n",
          "F:4: expirable.a.before_expiry: expected a share above 0% and below 100% of the value's lifetime, got \"100%\""),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"0%\"\n",
