@@ -221,8 +221,12 @@ struct ConfigurationDecoder {
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {
         let at = ["expirable", name]
-        guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
-            throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
+        let expectedName = "expected a name of 1 to 200 characters without spaces, invisible or control characters"
+        guard !name.isEmpty, name.utf8.count <= 200 else { throw error(at, expectedName) }
+        if let (offset, scalar) = name.unicodeScalars.enumerated().first(where: { ConfigurationDecoder.isUnseen($0.element) }) {
+            let hex = String(scalar.value, radix: 16, uppercase: true)
+            let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            throw error(at, "\(expectedName); it holds \(code) at character \(offset + 1); rename it")
         }
         // The first ':' of NAME:KEY splits a keyed family's name from the key, and LIST shows a family as
         // NAME:*: a plain name holding either would make one address mean two things.
@@ -310,6 +314,18 @@ struct ConfigurationDecoder {
         }
         return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
                      singleFlight: singleFlight, keyed: try keyedPolicy(t, at: at), maxMemory: maxMemory, maxCPU: maxCPU, params: params)
+    }
+
+    /// A character a name may not hold because it does not show as itself: any Unicode space (U+0020, NO-BREAK
+    /// SPACE, IDEOGRAPHIC SPACE, line separators), control characters (C0, DEL, C1) and format characters (zero
+    /// width spaces and joiners, bidirectional overrides, the BOM). Names are shown by check-config, LIST,
+    /// status and the logs; with these, "a b" and "ab" could name different expirables, or a name read reordered.
+    static func isUnseen(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar.properties.isWhitespace { return true }
+        switch scalar.properties.generalCategory {
+        case .control, .format, .spaceSeparator, .lineSeparator, .paragraphSeparator: return true
+        default: return false
+        }
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {

@@ -273,6 +273,19 @@ struct ConfigurationTests {
          "F:3: metrics.metrics_keys: expected true or false, got \"yes\""),
         ("[metrics]\nlisten = \"127.0.0.1:9477\"\nmetric_keys = true\n",
          "F:3: metrics.metric_keys: unknown key in [metrics]; expected one of: listen, metrics_keys"),
+        // Names: no Unicode space, invisible (format) or control character, which would show as another name.
+        ("[expirable.\"a\u{00A0}b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a\u{00A0}b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+00A0 at character 2; rename it"),
+        ("[expirable.\"a\u{3000}b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a\u{3000}b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+3000 at character 2; rename it"),
+        ("[expirable.\"ab\u{200B}\"]\nplugin = \"file\"\n",
+         "F:1: expirable.ab\u{200B}: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+200B at character 3; rename it"),
+        ("[expirable.\"\u{202E}ab\"]\nplugin = \"file\"\n",
+         "F:1: expirable.\u{202E}ab: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+202E at character 1; rename it"),
+        ("[expirable.\"a\u{0085}b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a\\u0085b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+0085 at character 2; rename it"),
+        ("[expirable.\"a b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+0020 at character 2; rename it"),
     ]
 
     @Test("freshness keys (SPEC §3 items 13–17) decode, with before_expiry and jitter as durations or shares")
