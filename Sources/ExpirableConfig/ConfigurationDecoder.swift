@@ -51,7 +51,9 @@ struct ConfigurationDecoder {
     private func decodeMetrics(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Metrics {
         let at = ["metrics"]
         try allowOnly(["listen", "metrics_keys"], in: t, at: at)
-        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try listenAddress(v, at: at + ["listen"]) }
+        let listen = try required(t, "listen", at: at, expecting: "\"host:port\" to serve metrics on, as listen = \"127.0.0.1:9477\"; or remove [metrics]") { v throws(ConfigurationError) in
+            try listenAddress(v, at: at + ["listen"])
+        }
         var keys = false
         if let v = t["metrics_keys"] {
             guard let flag = v.boolean else { throw error(at + ["metrics_keys"], "expected true or false, got \(show(v))") }
@@ -77,7 +79,9 @@ struct ConfigurationDecoder {
             guard let text, value.integer != nil || (3...4).contains(text.utf8.count),
                   text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }),
                   let parsed = UInt32(text, radix: 8), parsed <= 0o777 else {
-                throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(show(value))")
+                // An integer is shown as written, in octal: 0o7777 is "got 0o7777", not its decimal 4095.
+                let shown = value.integer.map { $0 >= 0 ? "0o" + String($0, radix: 8) : String($0) } ?? show(value)
+                throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(shown)")
             }
             mode = parsed
         }
@@ -122,6 +126,10 @@ struct ConfigurationDecoder {
         if let userText {
             let entry = UInt32(userText).map { getpwuid($0) } ?? getpwnam(userText)
             guard let entry else {
+                // useradd refuses a numeric name, so a missing uid gets no advice to create it.
+                if UInt32(userText) != nil {
+                    throw error(at + ["plugin_user"], "no user has uid \(userText) on this machine; name an existing user or uid (getent passwd lists them)")
+                }
                 throw error(at + ["plugin_user"], "no user \(userText.debugDescription) on this machine; create it (useradd --system --no-create-home \(userText)) or name an existing user")
             }
             user = (String(cString: entry.pointee.pw_name), entry.pointee.pw_uid, entry.pointee.pw_gid)
@@ -130,6 +138,9 @@ struct ConfigurationDecoder {
         if let groupText {
             let entry = UInt32(groupText).map { getgrgid($0) } ?? getgrnam(groupText)
             guard let entry else {
+                if UInt32(groupText) != nil {
+                    throw error(at + ["plugin_group"], "no group has gid \(groupText) on this machine; name an existing group or gid (getent group lists them)")
+                }
                 throw error(at + ["plugin_group"], "no group \(groupText.debugDescription) on this machine; create it (groupadd --system \(groupText)) or name an existing group")
             }
             group = (String(cString: entry.pointee.gr_name), entry.pointee.gr_gid)
@@ -144,9 +155,15 @@ struct ConfigurationDecoder {
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
         try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset", "join_timeout"], in: t, at: at)
-        let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
-        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try listenAddress(v, at: at + ["listen"]) }
-        let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
+        let node = try required(t, "node", at: at, expecting: "this node's name, as node = \"node-a\" (the name its peers give it)") { v throws(ConfigurationError) in
+            try nodeName(v, at: at + ["node"])
+        }
+        let listen = try required(t, "listen", at: at, expecting: "\"host:port\" where this node listens for its peers, as listen = \"0.0.0.0:7400\"") { v throws(ConfigurationError) in
+            try listenAddress(v, at: at + ["listen"])
+        }
+        let peerTable = try required(t, "peers", at: at, expecting: "the other nodes' names and addresses, as peers = { node-b = \"10.0.0.2:7400\" }") { v throws(ConfigurationError) in
+            try table(v, at: at + ["peers"])
+        }
         guard !peerTable.isEmpty else {
             throw error(at + ["peers"], "expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone")
         }
@@ -236,7 +253,9 @@ struct ConfigurationDecoder {
         }
         try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle", "allow",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
-        let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
+        let plugin = try required(t, "plugin", at: at, expecting: "the name of a plugin in plugin_dir, as plugin = \"command\"") { v throws(ConfigurationError) in
+            try string(v, at: at + ["plugin"])
+        }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
         guard !plugin.isEmpty, !plugin.contains("/"), !plugin.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             throw error(at + ["plugin"], "expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \(plugin.debugDescription)")
@@ -370,7 +389,13 @@ struct ConfigurationDecoder {
     }
 
     private func table(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> TOMLTable {
-        guard let t = v.table else { throw error(at, "expected a table, got \(show(v))") }
+        guard let t = v.table else {
+            // [[expirable]] for [expirable.NAME]: a slip worth naming, since TOML reads it as an array of tables.
+            if at.count == 1, let array = v.array, !array.isEmpty, array.allSatisfy({ $0.table != nil }) {
+                throw error(at, "expected a table, got an array of tables; write each \(at[0]) as [\(at[0]).NAME], not [[\(at[0])]]")
+            }
+            throw error(at, "expected a table, got \(show(v))")
+        }
         return t
     }
 
@@ -530,7 +555,8 @@ struct ConfigurationDecoder {
     private func path(_ t: TOMLTable, _ key: String, at: [String]) throws(ConfigurationError) -> String? {
         guard let v = t[key] else { return nil }
         let s = try string(v, at: at + [key])
-        guard !s.isEmpty, !s.contains("\0") else { throw error(at + [key], "expected a non-empty path") }
+        guard !s.isEmpty else { throw error(at + [key], "expected a non-empty path") }
+        guard !s.contains("\0") else { throw error(at + [key], "a path may not hold a NUL character (\\0); remove it") }
         return ConfigurationDecoder.normalized(s.hasPrefix("/") ? s : baseDirectory + "/" + s)
     }
 
@@ -553,8 +579,9 @@ struct ConfigurationDecoder {
         return String(cString: cwd)
     }
 
-    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], _ convert: (TOMLValue) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
-        guard let v = t[key] else { throw missing(at + [key], "a value") }
+    /// The value of `key`, converted; when it is missing, an error saying what to write (`expecting`).
+    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], expecting: String, _ convert: (TOMLValue) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
+        guard let v = t[key] else { throw missing(at + [key], expecting) }
         return try convert(v)
     }
 
@@ -572,7 +599,7 @@ struct ConfigurationDecoder {
         switch v {
         case .string(let s): ConfigurationError.quoted(s)
         case .integer(let i): "\(i)"
-        default: "a \(v.typeName)"
+        default: (v.typeName.first.map { "aeiou".contains($0) } == true ? "an " : "a ") + v.typeName
         }
     }
 
