@@ -89,6 +89,44 @@ extension Configuration {
         return nil
     }
 
+    /// The refusal of a `[metrics]` or `[cluster]` listen address that is an IP address this machine does not
+    /// have (EADDRNOTAVAIL on a trial bind to port 0), or nil. Run by check-config and at start, before anything
+    /// binds, so that the two agree: the decoder only resolves names, and the daemon found such an address only
+    /// when it bound the port, after check-config had passed the file.
+    public func unassignedListenAddress() -> ConfigurationError? {
+        let listens = [(["metrics", "listen"], metrics?.listen), (["cluster", "listen"], cluster?.listen)]
+        for case let (path, endpoint?) in listens {
+            guard let reason = Configuration.unassigned(endpoint.host) else { continue }
+            return refusal(path, "\(path.joined(separator: ".")): cannot listen on \(endpoint): \(reason); this machine has no such address: use one of its own, such as \"127.0.0.1:\(endpoint.port)\", or \"0.0.0.0:\(endpoint.port)\" for all of them")
+        }
+        return nil
+    }
+
+    /// Why `host`, an IP address, cannot be bound on this machine (EADDRNOTAVAIL), or nil (a name, or an address
+    /// it has).
+    private static func unassigned(_ host: String) -> String? {
+        var address4 = sockaddr_in()
+        var address6 = sockaddr_in6()
+        let family: Int32
+        if inet_pton(AF_INET, host, &address4.sin_addr) == 1 {
+            family = AF_INET
+            address4.sin_family = sa_family_t(AF_INET)
+        } else if inet_pton(AF_INET6, host, &address6.sin6_addr) == 1 {
+            family = AF_INET6
+            address6.sin6_family = sa_family_t(AF_INET6)
+        } else {
+            return nil
+        }
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let bound = family == AF_INET
+            ? withUnsafePointer(to: &address4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            : withUnsafePointer(to: &address6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        guard bound != 0, errno == EADDRNOTAVAIL else { return nil }
+        return String(cString: strerror(EADDRNOTAVAIL))
+    }
+
     private struct ReadError: Error {
         let reason: String
     }

@@ -52,8 +52,9 @@ enum SocketFile {
     }
 
     /// What would stop a daemon from serving at `path` (too long, a directory it cannot create or write, another
-    /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing.
-    static func problem(_ path: String) -> String? {
+    /// kind of file there), or nil; a daemon answering there is not counted. Creates nothing. Without
+    /// `checkingAccess`, whether this user may write the directory is not judged (see `unwritableDirectory`).
+    static func problem(_ path: String, checkingAccess: Bool = true) -> String? {
         guard path.utf8.count <= maxPathBytes else { return tooLong(path) }
         var st = stat()
         if lstat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK {
@@ -72,10 +73,23 @@ enum SocketFile {
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
             return "the socket's directory \(directory) is not a directory; fix server.socket"
         }
-        guard access(directory, W_OK | X_OK) == 0 else {
+        guard !checkingAccess || access(directory, W_OK | X_OK) == 0 else {
             return "the socket's directory \(directory) is not writable by this user (uid \(geteuid())); the daemon creates \(path) there: fix its owner or mode, or choose another server.socket"
         }
         return nil
+    }
+
+    /// The nearest existing directory of `path` when this user may not write it (nil when it may, or when it
+    /// cannot be told). A checker run by another user than the daemon's (an admin) judges only itself with it.
+    static func unwritableDirectory(_ path: String) -> String? {
+        var st = stat()
+        var directory = path
+        repeat {
+            guard let slash = directory.lastIndex(of: "/") else { directory = "."; break }
+            directory = slash == directory.startIndex ? "/" : String(directory[..<slash])
+        } while stat(directory, &st) != 0 && (errno == ENOENT || errno == ENOTDIR) && directory != "/"
+        guard stat(directory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        return access(directory, W_OK | X_OK) == 0 ? nil : directory
     }
 
     /// A listening socket bound to `path`, for `ServerBootstrap.withBoundSocket`. Bound here rather than by NIO,

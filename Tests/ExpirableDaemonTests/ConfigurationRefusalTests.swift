@@ -227,4 +227,27 @@ struct ConfigurationRefusalTests {
         #expect(start.stderr.contains("expirabled: \(message)"), "\(start.stderr)")
         #expect(!(check.stdout + check.stderr + start.stdout + start.stderr).contains("S3CRET"))
     }
+
+    @Test("a metrics or cluster listen address that is not this machine's is refused by check-config as by the daemon")
+    func listenAddressNotHere() throws {
+        // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no machine's interfaces.
+        let daemon = try Self.setUp("", cluster: "[metrics]\nlisten = \"192.0.2.1:24021\"\n")
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "listen = ")): metrics.listen: cannot listen on 192.0.2.1:24021: Cannot assign requested address; this machine has no such address: use one of its own, such as \"127.0.0.1:24021\", or \"0.0.0.0:24021\" for all of them"
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.contains("expirabled: \(message)"), "\(start)")
+    }
+
+    @Test("check-config run by another user than the daemon's (an admin) does not refuse a socket directory only the daemon's user may write",
+          .enabled(if: CommandLineTests.canDropPrivileges, "needs root and setpriv"))
+    func checkConfigAsAnotherUser() throws {
+        let daemon = try Self.setUp("")
+        defer { daemon.remove() }
+        let check = try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups",
+                                                     TestPaths.product("expirablectl").path, "check-config", daemon.configPath])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.hasPrefix("\(daemon.configPath): ok: 0 expirables"), "\(check.stdout)")
+        #expect(check.stderr == "expirablectl: warning: the socket's directory \(daemon.directory.path) is not writable by this user (uid 65534), who runs this check; the daemon's user must be able to write it, or the daemon refuses to start\n", "\(check.stderr)")
+    }
 }
