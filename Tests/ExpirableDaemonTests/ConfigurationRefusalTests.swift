@@ -228,6 +228,19 @@ struct ConfigurationRefusalTests {
         #expect(!(check.stdout + check.stderr + start.stdout + start.stderr).contains("S3CRET"))
     }
 
+    @Test("a plugin_dir that does not exist is refused at its line even when no expirable uses it yet")
+    func missingPluginDirectoryWithoutExpirables() throws {
+        let daemon = try Self.setUp("")
+        defer { daemon.remove() }
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "plugin_dir = \"\(daemon.pluginDir)\"", with: "plugin_dir = \"/nonexistent-expirable-plugins\"")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "plugin_dir = ")): server.plugin_dir /nonexistent-expirable-plugins cannot be resolved: No such file or directory"
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
+        #expect(start.contains("expirabled: " + message), "\(start)")
+    }
+
     @Test("a metrics or cluster listen address that is not this machine's is refused by check-config as by the daemon")
     func listenAddressNotHere() throws {
         // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no machine's interfaces.
