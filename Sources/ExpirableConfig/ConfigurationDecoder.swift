@@ -286,12 +286,18 @@ struct ConfigurationDecoder {
         func optionalDuration(_ key: String) throws(ConfigurationError) -> Duration? {
             try t[key].map { v throws(ConfigurationError) in try duration(v, at: at + [key]) }
         }
+        // A keyed family holds no value of its own: each member is fetched when NAME:KEY is first asked for, so
+        // there is nothing to prefetch, and prefetch = true would be a setting that silently does nothing.
+        let keyed = t["keyed"]?.boolean == true
         let prefetch: Bool
         if let value = t["prefetch"] {
             guard case .boolean(let flag) = value else { throw error(at + ["prefetch"], "expected true or false, got \(show(value))") }
+            if flag && keyed {
+                throw error(at + ["prefetch"], "a keyed family has nothing to prefetch: its values are fetched per key, when NAME:KEY is first asked for; remove prefetch")
+            }
             prefetch = flag
         } else {
-            prefetch = refreshWord == "eager"
+            prefetch = refreshWord == "eager" && !keyed
         }
         let retryInterval = try optionalDuration("retry_interval") ?? FreshnessPolicy.defaultRetryInterval
         guard retryInterval > .zero else {

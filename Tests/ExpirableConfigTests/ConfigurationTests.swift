@@ -286,6 +286,9 @@ struct ConfigurationTests {
          "F:1: expirable.a\\u0085b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+0085 at character 2; rename it"),
         ("[expirable.\"a b\"]\nplugin = \"file\"\n",
          "F:1: expirable.a b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+0020 at character 2; rename it"),
+        // prefetch on a keyed family: no value to fetch before a key is asked for.
+        ("[expirable.f]\nplugin = \"file\"\nkeyed = true\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\nprefetch = true\n",
+         "F:6: expirable.f.prefetch: a keyed family has nothing to prefetch: its values are fetched per key, when NAME:KEY is first asked for; remove prefetch"),
         // Errors that say what to write.
         ("[cluster]\nnode = \"a\"\n",
          "F:1: cluster.listen: is missing; expected \"host:port\" where this node listens for its peers, as listen = \"0.0.0.0:7400\""),
@@ -361,6 +364,14 @@ struct ConfigurationTests {
         #expect(lazy.freshness.prefetch == false)
         #expect(eager.freshness.prefetch == true)
         #expect(eager.freshness.expiryMargin == .zero && eager.freshness.staleIfError == .zero && eager.freshness.jitter.isZero)
+    }
+
+    @Test("an eager keyed family is not prefetched by default: it has no value before a key is asked for")
+    func keyedFamilyNotPrefetched() throws {
+        let config = try Configuration.parse("[expirable.f]\nplugin = \"file\"\nkeyed = true\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\n", file: Self.file)
+        #expect(config.expirables[0].freshness.prefetch == false)
+        let explicit = try Configuration.parse("[expirable.f]\nplugin = \"file\"\nkeyed = true\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\nprefetch = false\n", file: Self.file)
+        #expect(explicit.expirables[0].freshness.prefetch == false)
     }
 
     static let freshnessRefusals: [(String, String)] = [
