@@ -17,6 +17,9 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
         case noPermission = "NOPERM"
         /// `ERR`: the daemon refused the request itself.
         case badRequest = "ERR"
+        /// `TRYAGAIN`: the daemon could not answer now, though nothing was wrong with the request (it stopped
+        /// before the answer was ready: its drain time ended); send it again once the daemon is back.
+        case tryAgain = "TRYAGAIN"
         /// The daemon could not be reached, or the connection broke before it answered.
         case unavailable = "UNAVAILABLE"
         /// The daemon did not answer within the client's per-call timeout.

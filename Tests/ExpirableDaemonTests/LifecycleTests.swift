@@ -58,6 +58,24 @@ struct LifecycleTests {
         #expect(process.exitStatus == 0)
     }
 
+    @Test("a request still waiting when the drain time ends is told to try again (TRYAGAIN, expirablectl exit 75), and the helper's kill is logged as the stop, not a crash")
+    func drainCutsAWaitingRequest() throws {
+        let daemon = try ServingTests.start("[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"30s\"\n[expirable.slow.params]\nsleep_ms = 20000\n", testPlugins: ["sleeper"])
+        defer { daemon.remove() }
+        let fetch = try Spawned([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "--timeout", "60s", "fetch", "slow"],
+                                stdout: .file(daemon.directory.appending("fetch.out")), stderr: .file(daemon.directory.appending("fetch.out")))
+        defer { if fetch.isRunning { kill(fetch.pid, SIGKILL); fetch.wait() } }
+        #expect(waitUntil(seconds: 30) { (try? daemon.redis("INFO", "slow").contains("fetching:yes")) == true })
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+        fetch.wait()
+        let output = (try? String(contentsOfFile: daemon.directory.appending("fetch.out"), encoding: .utf8)) ?? ""
+        #expect(fetch.exitStatus == 75, "\(output)")
+        #expect(output == "expirablectl: TRYAGAIN the daemon is stopping and did not answer within its drain time (5000 ms); send the request again once it is back\n", "\(output)")
+        #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
+        #expect(!daemon.log.contains("starts its helper again"), "\(daemon.log)")
+        #expect(daemon.log.contains("plugin helper stopped with the daemon"), "\(daemon.log)")
+    }
+
     @Test("the socket file gets socket_mode")
     func socketMode() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
