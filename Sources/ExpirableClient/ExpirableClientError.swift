@@ -17,6 +17,9 @@ public struct ExpirableClientError: Error, Sendable, Hashable, CustomStringConve
         case noPermission = "NOPERM"
         /// `ERR`: the daemon refused the request itself.
         case badRequest = "ERR"
+        /// `TRYAGAIN`: the daemon could not answer now, though nothing was wrong with the request (it stopped
+        /// before the answer was ready: its drain time ended); send it again once the daemon is back.
+        case tryAgain = "TRYAGAIN"
         /// The daemon could not be reached, or the connection broke before it answered.
         case unavailable = "UNAVAILABLE"
         /// The daemon did not answer within the client's per-call timeout.
@@ -79,7 +82,9 @@ extension ExpirableClientError {
 
     static func cannotConnect(to path: String, _ error: any Error) -> ExpirableClientError {
         if case .unixDomainSocketPathTooLong = error as? SocketAddressError {
-            return ExpirableClientError(code: .unavailable, message: "the socket path \(path) is too long for a Unix socket (at most 107 bytes); use a shorter one")
+            // NIO's limit (SocketAddress(unixDomainSocketPath:)), below the 107 bytes a sockaddr_un holds; the
+            // daemon refuses to serve a longer server.socket for that reason.
+            return ExpirableClientError(code: .unavailable, message: "the socket path \(path) is \(path.utf8.count) bytes long; this client connects to Unix socket paths of at most 103 bytes; use a shorter server.socket")
         }
         guard let errnoCode = (error as? IOError)?.errnoCode else {
             return ExpirableClientError(code: .unavailable, message: "cannot connect to \(path): \(error)")

@@ -51,7 +51,9 @@ struct ConfigurationDecoder {
     private func decodeMetrics(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Metrics {
         let at = ["metrics"]
         try allowOnly(["listen", "metrics_keys"], in: t, at: at)
-        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try listenAddress(v, at: at + ["listen"]) }
+        let listen = try required(t, "listen", at: at, expecting: "\"host:port\" to serve metrics on, as listen = \"127.0.0.1:9477\"; or remove [metrics]") { v throws(ConfigurationError) in
+            try listenAddress(v, at: at + ["listen"])
+        }
         var keys = false
         if let v = t["metrics_keys"] {
             guard let flag = v.boolean else { throw error(at + ["metrics_keys"], "expected true or false, got \(show(v))") }
@@ -77,7 +79,9 @@ struct ConfigurationDecoder {
             guard let text, value.integer != nil || (3...4).contains(text.utf8.count),
                   text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }),
                   let parsed = UInt32(text, radix: 8), parsed <= 0o777 else {
-                throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(show(value))")
+                // An integer is shown as written, in octal: 0o7777 is "got 0o7777", not its decimal 4095.
+                let shown = value.integer.map { $0 >= 0 ? "0o" + String($0, radix: 8) : String($0) } ?? show(value)
+                throw error(at + ["socket_mode"], "expected an octal file mode string such as \"0660\", got \(shown)")
             }
             mode = parsed
         }
@@ -122,6 +126,10 @@ struct ConfigurationDecoder {
         if let userText {
             let entry = UInt32(userText).map { getpwuid($0) } ?? getpwnam(userText)
             guard let entry else {
+                // useradd refuses a numeric name, so a missing uid gets no advice to create it.
+                if UInt32(userText) != nil {
+                    throw error(at + ["plugin_user"], "no user has uid \(userText) on this machine; name an existing user or uid (getent passwd lists them)")
+                }
                 throw error(at + ["plugin_user"], "no user \(userText.debugDescription) on this machine; create it (useradd --system --no-create-home \(userText)) or name an existing user")
             }
             user = (String(cString: entry.pointee.pw_name), entry.pointee.pw_uid, entry.pointee.pw_gid)
@@ -130,6 +138,9 @@ struct ConfigurationDecoder {
         if let groupText {
             let entry = UInt32(groupText).map { getgrgid($0) } ?? getgrnam(groupText)
             guard let entry else {
+                if UInt32(groupText) != nil {
+                    throw error(at + ["plugin_group"], "no group has gid \(groupText) on this machine; name an existing group or gid (getent group lists them)")
+                }
                 throw error(at + ["plugin_group"], "no group \(groupText.debugDescription) on this machine; create it (groupadd --system \(groupText)) or name an existing group")
             }
             group = (String(cString: entry.pointee.gr_name), entry.pointee.gr_gid)
@@ -144,9 +155,15 @@ struct ConfigurationDecoder {
     private func decodeCluster(_ t: TOMLTable) throws(ConfigurationError) -> Configuration.Cluster {
         let at = ["cluster"]
         try allowOnly(["node", "listen", "peers", "ca", "cert", "key", "heartbeat", "max_clock_offset", "join_timeout"], in: t, at: at)
-        let node = try required(t, "node", at: at) { v throws(ConfigurationError) in try nodeName(v, at: at + ["node"]) }
-        let listen = try required(t, "listen", at: at) { v throws(ConfigurationError) in try listenAddress(v, at: at + ["listen"]) }
-        let peerTable = try required(t, "peers", at: at) { v throws(ConfigurationError) in try table(v, at: at + ["peers"]) }
+        let node = try required(t, "node", at: at, expecting: "this node's name, as node = \"node-a\" (the name its peers give it)") { v throws(ConfigurationError) in
+            try nodeName(v, at: at + ["node"])
+        }
+        let listen = try required(t, "listen", at: at, expecting: "\"host:port\" where this node listens for its peers, as listen = \"0.0.0.0:7400\"") { v throws(ConfigurationError) in
+            try listenAddress(v, at: at + ["listen"])
+        }
+        let peerTable = try required(t, "peers", at: at, expecting: "the other nodes' names and addresses, as peers = { node-b = \"10.0.0.2:7400\" }") { v throws(ConfigurationError) in
+            try table(v, at: at + ["peers"])
+        }
         guard !peerTable.isEmpty else {
             throw error(at + ["peers"], "expected at least one peer, as peers = { node-b = \"10.0.0.2:7400\" }; remove [cluster] to run alone")
         }
@@ -221,8 +238,12 @@ struct ConfigurationDecoder {
 
     private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {
         let at = ["expirable", name]
-        guard !name.isEmpty, name.utf8.count <= 200, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else {
-            throw error(at, "expected a name of 1 to 200 characters without spaces or control characters")
+        let expectedName = "expected a name of 1 to 200 characters without spaces, invisible or control characters"
+        guard !name.isEmpty, name.utf8.count <= 200 else { throw error(at, expectedName) }
+        if let (offset, scalar) = name.unicodeScalars.enumerated().first(where: { ConfigurationDecoder.isUnseen($0.element) }) {
+            let hex = String(scalar.value, radix: 16, uppercase: true)
+            let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            throw error(at, "\(expectedName); it holds \(code) at character \(offset + 1); rename it")
         }
         // The first ':' of NAME:KEY splits a keyed family's name from the key, and LIST shows a family as
         // NAME:*: a plain name holding either would make one address mean two things.
@@ -232,7 +253,9 @@ struct ConfigurationDecoder {
         }
         try allowOnly(["plugin", "scope", "refresh", "before_expiry", "timeout", "params", "isolation", "max_memory", "max_cpu", "single_flight", "keyed", "max_keys", "key_idle", "allow",
                        "expiry_margin", "jitter", "prefetch", "stale_if_error", "retry_interval", "retry_backoff"], in: t, at: at)
-        let plugin = try required(t, "plugin", at: at) { v throws(ConfigurationError) in try string(v, at: at + ["plugin"]) }
+        let plugin = try required(t, "plugin", at: at, expecting: "the name of a plugin in plugin_dir, as plugin = \"command\"") { v throws(ConfigurationError) in
+            try string(v, at: at + ["plugin"])
+        }
         // The name becomes part of a file path (plugin_dir/libNAME.so); a NUL would end that path early in C.
         guard !plugin.isEmpty, !plugin.contains("/"), !plugin.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             throw error(at + ["plugin"], "expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \(plugin.debugDescription)")
@@ -263,12 +286,18 @@ struct ConfigurationDecoder {
         func optionalDuration(_ key: String) throws(ConfigurationError) -> Duration? {
             try t[key].map { v throws(ConfigurationError) in try duration(v, at: at + [key]) }
         }
+        // A keyed family holds no value of its own: each member is fetched when NAME:KEY is first asked for, so
+        // there is nothing to prefetch, and prefetch = true would be a setting that silently does nothing.
+        let keyed = t["keyed"]?.boolean == true
         let prefetch: Bool
         if let value = t["prefetch"] {
             guard case .boolean(let flag) = value else { throw error(at + ["prefetch"], "expected true or false, got \(show(value))") }
+            if flag && keyed {
+                throw error(at + ["prefetch"], "a keyed family has nothing to prefetch: its values are fetched per key, when NAME:KEY is first asked for; remove prefetch")
+            }
             prefetch = flag
         } else {
-            prefetch = refreshWord == "eager"
+            prefetch = refreshWord == "eager" && !keyed
         }
         let retryInterval = try optionalDuration("retry_interval") ?? FreshnessPolicy.defaultRetryInterval
         guard retryInterval > .zero else {
@@ -310,6 +339,18 @@ struct ConfigurationDecoder {
         }
         return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
                      singleFlight: singleFlight, keyed: try keyedPolicy(t, at: at), maxMemory: maxMemory, maxCPU: maxCPU, params: params)
+    }
+
+    /// A character a name may not hold because it does not show as itself: any Unicode space (U+0020, NO-BREAK
+    /// SPACE, IDEOGRAPHIC SPACE, line separators), control characters (C0, DEL, C1) and format characters (zero
+    /// width spaces and joiners, bidirectional overrides, the BOM). Names are shown by check-config, LIST,
+    /// status and the logs; with these, "a b" and "ab" could name different expirables, or a name read reordered.
+    static func isUnseen(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar.properties.isWhitespace { return true }
+        switch scalar.properties.generalCategory {
+        case .control, .format, .spaceSeparator, .lineSeparator, .paragraphSeparator: return true
+        default: return false
+        }
     }
 
     private func decodeParams(_ t: TOMLTable, at: [String]) throws(ConfigurationError) -> [Configuration.Param] {
@@ -354,7 +395,13 @@ struct ConfigurationDecoder {
     }
 
     private func table(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> TOMLTable {
-        guard let t = v.table else { throw error(at, "expected a table, got \(show(v))") }
+        guard let t = v.table else {
+            // [[expirable]] for [expirable.NAME]: a slip worth naming, since TOML reads it as an array of tables.
+            if at.count == 1, let array = v.array, !array.isEmpty, array.allSatisfy({ $0.table != nil }) {
+                throw error(at, "expected a table, got an array of tables; write each \(at[0]) as [\(at[0]).NAME], not [[\(at[0])]]")
+            }
+            throw error(at, "expected a table, got \(show(v))")
+        }
         return t
     }
 
@@ -392,8 +439,13 @@ struct ConfigurationDecoder {
     private func lead(_ v: TOMLValue, at: [String]) throws(ConfigurationError) -> Lead {
         if let text = v.string, text.hasSuffix("%") {
             let number = text.dropLast()
+            // No sign: a share already counts back from the expiry, and Int() would take "+20" as 20 and "-0" as 0,
+            // so "-0.5%" would have become 0.5 % unseen.
+            if let sign = number.first, sign == "+" || sign == "-" {
+                throw error(at, "expected a share without a sign, such as \"\(number.dropFirst())%\", got \(show(v))")
+            }
             let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let whole = parts.first.flatMap({ Int($0) }), parts[0].allSatisfy(\.isASCII), whole >= 0, whole <= 100,
+            guard let whole = parts.first.flatMap({ Int($0) }), parts[0].allSatisfy({ $0.isASCII && $0.isNumber }), whole >= 0, whole <= 100,
                   parts.count == 1 || (1...2).contains(parts[1].count) && parts[1].allSatisfy({ $0.isASCII && $0.isNumber }) else {
                 throw error(at, "expected a share such as \"20%\" or \"12.5%\", got \(show(v))")
             }
@@ -509,7 +561,8 @@ struct ConfigurationDecoder {
     private func path(_ t: TOMLTable, _ key: String, at: [String]) throws(ConfigurationError) -> String? {
         guard let v = t[key] else { return nil }
         let s = try string(v, at: at + [key])
-        guard !s.isEmpty, !s.contains("\0") else { throw error(at + [key], "expected a non-empty path") }
+        guard !s.isEmpty else { throw error(at + [key], "expected a non-empty path") }
+        guard !s.contains("\0") else { throw error(at + [key], "a path may not hold a NUL character (\\0); remove it") }
         return ConfigurationDecoder.normalized(s.hasPrefix("/") ? s : baseDirectory + "/" + s)
     }
 
@@ -532,8 +585,9 @@ struct ConfigurationDecoder {
         return String(cString: cwd)
     }
 
-    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], _ convert: (TOMLValue) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
-        guard let v = t[key] else { throw missing(at + [key], "a value") }
+    /// The value of `key`, converted; when it is missing, an error saying what to write (`expecting`).
+    private func required<T>(_ t: TOMLTable, _ key: String, at: [String], expecting: String, _ convert: (TOMLValue) throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
+        guard let v = t[key] else { throw missing(at + [key], expecting) }
         return try convert(v)
     }
 
@@ -551,7 +605,7 @@ struct ConfigurationDecoder {
         switch v {
         case .string(let s): ConfigurationError.quoted(s)
         case .integer(let i): "\(i)"
-        default: "a \(v.typeName)"
+        default: (v.typeName.first.map { "aeiou".contains($0) } == true ? "an " : "a ") + v.typeName
         }
     }
 

@@ -34,9 +34,14 @@ public enum DurationParser {
         while digitsEnd < utf8.count, utf8[digitsEnd] >= UInt8(ascii: "0"), utf8[digitsEnd] <= UInt8(ascii: "9") {
             digitsEnd += 1
         }
-        guard digitsEnd > 0, digitsEnd <= 18 else { return nil }
+        guard digitsEnd > 0 else { return nil }
+        // Past 18 significant digits the number does not fit: it is a duration, and longer than any (`.max`), so
+        // that "9999999999999999999h" is "too long" as one digit fewer is, not "not a duration".
+        let significant = utf8[0..<digitsEnd].drop { $0 == UInt8(ascii: "0") }
         var number: Int64 = 0
-        for digit in utf8[0..<digitsEnd] { number = number * 10 + Int64(digit - UInt8(ascii: "0")) }
+        if significant.count <= 18 {
+            for digit in significant { number = number * 10 + Int64(digit - UInt8(ascii: "0")) }
+        }
         let scale: Int64
         switch String(decoding: utf8[digitsEnd...], as: UTF8.self) {
         case "": scale = bare == .seconds ? 1000 : 1
@@ -46,6 +51,7 @@ public enum DurationParser {
         case "h": scale = 3_600_000
         default: return nil
         }
+        if significant.count > 18 { return .max }
         let (result, overflow) = number.multipliedReportingOverflow(by: scale)
         return overflow ? .max : result
     }

@@ -59,6 +59,8 @@ final class IsolatedInstance: PluginCalls, Sendable {
         var backoff = IsolatedInstance.firstBackoff
         /// Set once the instance is ended (the daemon stops, or a reload replaced or removed it): new calls get it.
         var stopped: ExpirableError?
+        /// Set by `destroy` (the daemon stops): a helper killed from then on was killed by the daemon, not crashed.
+        var destroying = false
         /// Helpers started after the first, for INFO.
         var restarts = -1
     }
@@ -147,6 +149,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         _ = queue.close(stopping)
         let retired = state.withLock { s in
             defer { s.stopped = s.stopped ?? stopping }
+            s.destroying = true
             if s.inFlight != nil, let helper = s.helper { helper.killGroup() }
             return s.stopped != nil
         }
@@ -471,6 +474,15 @@ final class IsolatedInstance: PluginCalls, Sendable {
             let restart = final ? "" : "; the first call after \(wait.milliseconds / 1000)s starts its helper again"
             let during = loading ? " while it loaded the plugin or created its instance (its constructors, expirable_abi or expirable_create)" : ""
             let death: ExpirableError
+            // Killed by the daemon as it stops (`destroy` kills a helper whose call is under way): the call is cut
+            // short by the shutdown, not by a crash of the plugin, and no helper will start again.
+            let stoppedByDaemon = s.destroying && how == "crashed (SIGKILL)" && !(number != nil && s.timedOut == number)
+            if stoppedByDaemon {
+                death = .fetch("plugin for \(expirable) was stopped with its helper (pid \(helper.pid)) in its call: the daemon is stopping")
+                s.lastDeath = death
+                logger.info("plugin helper stopped with the daemon", metadata: ["expirable": "\(expirable)", "pid": "\(helper.pid)", "how": "killed in its call, as the daemon stops"])
+                return death
+            }
             if s.killedInCreate == helper.pid {
                 death = .fetch("plugin \(path) for \(expirable) did not finish loading and creating its instance (its constructors, expirable_abi and expirable_create) within \(timeout.milliseconds)ms (its timeout), so its helper (pid \(helper.pid)) was killed\(restart)")
             } else if let number, s.timedOut == number {

@@ -43,6 +43,16 @@ public final class PluginHost: Sendable {
         self.logger = logger
         self.isolatesInline = isolatingInline
         let account = try PluginHost.account(of: configuration)
+        // plugin_dir is checked even when no expirable uses it yet: only a restart changes it, so one that does not
+        // exist would otherwise pass check-config and the start, and refuse the first reload that adds an expirable.
+        do throws(PluginError) {
+            _ = try PluginPath.directory(configuration.server.pluginDir)
+        } catch {
+            // At plugin_dir's line; a file that leaves it to its default has none, and the first plugin key needing it has one.
+            let key = configuration.line(of: ["server", "plugin_dir"]) != nil || configuration.expirables.isEmpty
+                ? ["server", "plugin_dir"] : ["expirable", configuration.expirables[0].name, "plugin"]
+            throw PluginHost.located(configuration, key, error)
+        }
         if geteuid() == 0, account == nil, configuration.expirables.contains(where: { $0.isolation == .process }) {
             logger.warning("plugin helpers run as root; set plugin_user in [server] to run them as an unprivileged user")
         }

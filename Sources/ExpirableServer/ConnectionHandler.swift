@@ -416,7 +416,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
             state.unfinished = nil
             context.close(promise: nil)
         case .waiting, .serving:
-            let error = "ERR the daemon is stopping and did not answer within its drain time (\(options.drainTimeout.milliseconds) ms); send the request again once it is back"
+            // TRYAGAIN (Redis's word for "retry later"), not ERR: nothing was wrong with the request, and a script
+            // that retries on a temporary failure (expirablectl's 75) must not take it for a refusal (65).
+            let error = "TRYAGAIN the daemon is stopping and did not answer within its drain time (\(options.drainTimeout.milliseconds) ms); send the request again once it is back"
             if outbound == nil { outbound = WipingAllocator.shared.buffer(capacity: 256) }
             if state.phase == .waiting { outbound!.writeRESPError(error) }
             if var requests = inbound {

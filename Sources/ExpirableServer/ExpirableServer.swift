@@ -20,8 +20,13 @@ public final class ExpirableServer: Service, Sendable {
     /// What would stop a server from listening at `path` (the path too long, its directory missing and not
     /// creatable, or not writable, another kind of file in the way), in words naming server.socket; nil when
     /// nothing would. A daemon already answering there is not reported. Creates nothing.
-    public static func socketPathProblem(_ path: String) -> String? {
-        SocketFile.problem(path)
+    public static func socketPathProblem(_ path: String, checkingAccess: Bool = true) -> String? {
+        SocketFile.problem(path, checkingAccess: checkingAccess)
+    }
+
+    /// The nearest existing directory of the socket `path` if this process's user may not write it, else nil.
+    public static func socketDirectoryNotWritable(_ path: String) -> String? {
+        SocketFile.unwritableDirectory(path)
     }
 
     public init(engine: Engine, options: ServerOptions, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {

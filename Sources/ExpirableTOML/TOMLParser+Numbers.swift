@@ -5,7 +5,11 @@ extension TOMLParser {
     func parseNumber(_ word: ArraySlice<UInt8>, text: String, at start: TOMLMark) throws(TOMLSyntaxError) -> TOMLValue {
         let end = word.endIndex
         func fail(_ reason: String, at index: Int) -> TOMLSyntaxError {
-            scanner.error("invalid number '\(text)': \(reason)", at: start.advanced(by: index - word.startIndex))
+            guard quotesWords else {
+                return scanner.error("invalid number of \(text.unicodeScalars.count) characters: \(reason)" + TOMLParser.unquotedNote,
+                                     at: start.advanced(by: index - word.startIndex))
+            }
+            return scanner.error("invalid number '\(text)': \(reason)", at: start.advanced(by: index - word.startIndex))
         }
         /// Skips digits of `radix` from `index`, where the caller has seen one, with `_` allowed only between two.
         func digitRun(from index: Int, radix: Int) throws(TOMLSyntaxError) -> Int {
@@ -39,6 +43,9 @@ extension TOMLParser {
             }
             if hasSign {
                 throw fail("expected a digit after the sign, found \(found(index))", at: index)
+            }
+            guard quotesWords else {
+                throw scanner.error("expected a value, found a bare word of \(text.unicodeScalars.count) characters; a string must be in quotes" + TOMLParser.unquotedNote, at: start)
             }
             throw scanner.error("expected a value, found '\(text)'; a string must be in quotes, as in \"\(text)\"", at: start)
         }

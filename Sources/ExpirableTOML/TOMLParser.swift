@@ -16,6 +16,11 @@ struct TOMLParser {
     let root = TOMLTableNode(depth: 0, origin: .header(line: 1))
     /// The table that the latest header opened, where the following `key = value` lines go.
     var current: TOMLTableNode
+    /// Whether errors may quote the document's words (a key with no '=', a bare value, a malformed number): only
+    /// once a line of it has read as TOML (a table header or a whole `key = value`). Before that the file may not
+    /// be TOML at all (a token file given to --config by mistake), and its first word may be a secret, which the
+    /// error would carry to a terminal or the journal. Such errors give the word's length and position instead.
+    var quotesWords = false
 
     init(_ bytes: [UInt8]) {
         scanner = TOMLScanner(bytes)
@@ -32,9 +37,11 @@ struct TOMLParser {
                 try scanner.skipComment()
             } else if byte == UInt8(ascii: "[") {
                 try parseTableHeader()
+                quotesWords = true
             } else {
                 let key = try parseKeyValue(into: current)
                 try scanner.expectEndOfLine(after: "the value of \(TOMLParser.phrase(key))")
+                quotesWords = true
             }
         }
     }
@@ -45,6 +52,9 @@ struct TOMLParser {
         let key = try parseKey()
         scanner.skipWhitespace()
         guard scanner.take(UInt8(ascii: "=")) else {
+            guard quotesWords else {
+                throw scanner.error("expected '=' after the key that starts at column \(scanner.column(of: key[0].mark)), found \(scanner.found())" + TOMLParser.unquotedNote)
+            }
             throw scanner.error("expected '=' after the key \(TOMLParser.phrase(key)), found \(scanner.found())")
         }
         scanner.skipWhitespace()
@@ -54,6 +64,9 @@ struct TOMLParser {
         target.add(last.name, .value(value), line: last.mark.line)
         return key
     }
+
+    /// Ends an error that left out the document's word (`quotesWords`), saying why.
+    static let unquotedNote = "; its text is not shown, since no line before it reads as TOML: is this the configuration file? (a file given by mistake may hold a secret)"
 
     // MARK: Keys
 

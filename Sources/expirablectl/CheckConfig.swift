@@ -6,12 +6,15 @@ import ExpirableServer
 import ExpirableState
 import ExpirableTLS
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct CheckConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-config",
         abstract: "Validate a configuration file and load its plugins, without serving.",
-        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create, in a helper process for every plugin, inline ones too, so a plugin that crashes is reported, never fatal to the check), the socket path (its directory must exist or be creatable, and be writable), state_dir and its key, and for a cluster the CA, certificate and key (the key must match; the certificate must verify against the CA, within its dates, and name the node) and the peers' addresses (none at listen's, no two alike). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). Then says whether a daemon answers on the file's own server.socket, and if one does, that `expirablectl reload` applies the file to it, except the keys only a restart applies (the socket, the connection limits and timeouts, admins, plugin_dir, plugin_user, plugin_group, state_dir, state_key_file, [metrics], the cluster, sinks)."
+        discussion: "Runs every check the daemon runs at start: the TOML, every key, the plugin files' paths, owners and modes, their ABI versions and their params (expirable_create, in a helper process for every plugin, inline ones too, so a plugin that crashes is reported, never fatal to the check), the socket path (its directory must exist or be creatable; one this user may not write is a warning, since the daemon's user may differ), the listen addresses of [metrics] and [cluster] (an IP address must be this machine's), state_dir and its key, and for a cluster the CA, certificate and key (the key must match; the certificate must verify against the CA, within its dates, and name the node) and the peers' addresses (none at listen's, no two alike). Every refusal names the file and the line of the key behind it. Prints a summary, or the first error on stderr with exit status 78 (EX_CONFIG). Then says whether a daemon answers on the file's own server.socket, and if one does, that `expirablectl reload` applies the file to it, except the keys only a restart applies (the socket, the connection limits and timeouts, admins, plugin_dir, plugin_user, plugin_group, state_dir, state_key_file, [metrics], the cluster, sinks)."
     )
 
     @Argument(help: "The configuration file.") var file: String
@@ -29,9 +32,15 @@ struct CheckConfig: AsyncParsableCommand {
         }
         // What the daemon would refuse at start, in its order, each naming the file and the key's line.
         do {
-            if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
+            // Whether the socket's directory is writable is the daemon's user's to judge: this check may be run by
+            // another (an admin), so for it that is a warning, and the daemon refuses at start if it must.
+            if let problem = ExpirableServer.socketPathProblem(configuration.server.socket, checkingAccess: false) {
                 throw configuration.refusal(["server", "socket"], problem)
             }
+            if let directory = ExpirableServer.socketDirectoryNotWritable(configuration.server.socket) {
+                warnings.append("the socket's directory \(directory) is not writable by this user (uid \(geteuid())), who runs this check; the daemon's user must be able to write it, or the daemon refuses to start")
+            }
+            if let refusal = configuration.unassignedListenAddress() { throw refusal }
             // Every plugin in a helper, inline ones too: a plugin that aborts while loading must not take the checker with it.
             host = try PluginHost(
                 configuration: configuration, logger: Logger(label: "expirablectl", factory: { _ in SwiftLogNoOpLogHandler() }), isolatingInline: true
@@ -43,7 +52,7 @@ struct CheckConfig: AsyncParsableCommand {
         do {
             if let cluster = configuration.cluster {
                 do throws(TLSError) {
-                    warnings = try TLSContext(node: cluster.node, caPath: cluster.ca, certificatePath: cluster.cert, keyPath: cluster.key).warnings
+                    warnings += try TLSContext(node: cluster.node, caPath: cluster.ca, certificatePath: cluster.cert, keyPath: cluster.key).warnings
                 } catch {
                     throw configuration.refusal(["cluster"] + (error.key.map { [$0] } ?? []), error.message)
                 }

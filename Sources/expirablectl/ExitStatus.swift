@@ -21,7 +21,8 @@ enum ExitStatus: Int32, CaseIterable {
     /// EX_IOERR: what was to be printed could not be written to stdout (a full disk, a closed stdout). A pipe
     /// whose reader has gone (`watch NAME | head -1`) is not an error: expirablectl ends as filters do, by SIGPIPE.
     case outputError = 74
-    /// EX_TEMPFAIL: a timeout: the plugin's (TIMEOUT) or the daemon's answer (--timeout); try again.
+    /// EX_TEMPFAIL: a timeout: the plugin's (TIMEOUT) or the daemon's answer (--timeout), or a request the
+    /// stopping daemon could not answer within its drain time (TRYAGAIN); try again.
     case timeout = 75
     /// EX_PROTOCOL: the daemon answered something this expirablectl does not understand.
     case protocolError = 76
@@ -35,7 +36,7 @@ enum ExitStatus: Int32, CaseIterable {
         switch code {
         case .fetch: self = .fetchFailed
         case .notFound: self = .notFound
-        case .timeout, .callTimeout: self = .timeout
+        case .timeout, .callTimeout, .tryAgain: self = .timeout
         case .noPermission: self = .noPermission
         case .badRequest: self = .refused
         case .unavailable: self = .unavailable
@@ -56,7 +57,7 @@ enum ExitStatus: Int32, CaseIterable {
         case .unavailable: "the daemon cannot be reached: no socket, stale socket, not a socket"
         case .cannotCreate: "cert could not write a file"
         case .outputError: "stdout could not be written (full disk, closed stdout); a closed pipe ends it by SIGPIPE (141) instead"
-        case .timeout: "timed out: the plugin (TIMEOUT) or the daemon (--timeout); try again"
+        case .timeout: "timed out: the plugin (TIMEOUT) or the daemon (--timeout), or the daemon stopped before it answered (TRYAGAIN); try again"
         case .protocolError: "the daemon's answer was not understood"
         case .noPermission: "permission denied: on the socket, or by the daemon (NOPERM)"
         case .badConfiguration: "check-config refused the configuration"

@@ -55,6 +55,7 @@ struct Daemon {
             if let problem = ExpirableServer.socketPathProblem(configuration.server.socket) {
                 throw configuration.refusal(["server", "socket"], problem)
             }
+            if let refusal = configuration.unassignedListenAddress() { throw refusal }
             plugins = try PluginHost(configuration: configuration, clock: clock, logger: Logger(label: "expirable.plugins"))
         } catch {
             fail("\(error)")

@@ -244,7 +244,7 @@ struct ConfigurationTests {
         ("[expirable.a]\nplugin = \"file\"\nscope = \"global\"\n",
          "F:3: expirable.a.scope: expected \"cluster\" or \"local\", got \"global\""),
         ("[expirable.a]\nscope = \"local\"\n",
-         "F:1: expirable.a.plugin: is missing; expected a value"),
+         "F:1: expirable.a.plugin: is missing; expected the name of a plugin in plugin_dir, as plugin = \"command\""),
         ("[expirable.a]\nplugin = \"../../tmp/evil\"\n",
          "F:2: expirable.a.plugin: expected a plugin name inside plugin_dir such as \"command\", without \"/\" or control characters, got \"../../tmp/evil\""),
         ("[expirable.a]\nplugin = \"file\"\ncolour = \"blue\"\n",
@@ -273,6 +273,49 @@ struct ConfigurationTests {
          "F:3: metrics.metrics_keys: expected true or false, got \"yes\""),
         ("[metrics]\nlisten = \"127.0.0.1:9477\"\nmetric_keys = true\n",
          "F:3: metrics.metric_keys: unknown key in [metrics]; expected one of: listen, metrics_keys"),
+        // Names: no Unicode space, invisible (format) or control character, which would show as another name.
+        ("[expirable.\"a\u{00A0}b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a\u{00A0}b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+00A0 at character 2; rename it"),
+        ("[expirable.\"a\u{3000}b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a\u{3000}b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+3000 at character 2; rename it"),
+        ("[expirable.\"ab\u{200B}\"]\nplugin = \"file\"\n",
+         "F:1: expirable.ab\u{200B}: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+200B at character 3; rename it"),
+        ("[expirable.\"\u{202E}ab\"]\nplugin = \"file\"\n",
+         "F:1: expirable.\u{202E}ab: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+202E at character 1; rename it"),
+        ("[expirable.\"a\u{0085}b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a\\u0085b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+0085 at character 2; rename it"),
+        ("[expirable.\"a b\"]\nplugin = \"file\"\n",
+         "F:1: expirable.a b: expected a name of 1 to 200 characters without spaces, invisible or control characters; it holds U+0020 at character 2; rename it"),
+        // prefetch on a keyed family: no value to fetch before a key is asked for.
+        ("[expirable.f]\nplugin = \"file\"\nkeyed = true\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\nprefetch = true\n",
+         "F:6: expirable.f.prefetch: a keyed family has nothing to prefetch: its values are fetched per key, when NAME:KEY is first asked for; remove prefetch"),
+        // Errors that say what to write.
+        ("[cluster]\nnode = \"a\"\n",
+         "F:1: cluster.listen: is missing; expected \"host:port\" where this node listens for its peers, as listen = \"0.0.0.0:7400\""),
+        ("[cluster]\nlisten = \"0.0.0.0:7400\"\n",
+         "F:1: cluster.node: is missing; expected this node's name, as node = \"node-a\" (the name its peers give it)"),
+        ("[cluster]\nnode = \"a\"\nlisten = \"0.0.0.0:7400\"\n",
+         "F:1: cluster.peers: is missing; expected the other nodes' names and addresses, as peers = { node-b = \"10.0.0.2:7400\" }"),
+        ("[metrics]\n",
+         "F:1: metrics.listen: is missing; expected \"host:port\" to serve metrics on, as listen = \"127.0.0.1:9477\"; or remove [metrics]"),
+        ("[[expirable]]\nplugin = \"command\"\n",
+         "F:1: expirable: expected a table, got an array of tables; write each expirable as [expirable.NAME], not [[expirable]]"),
+        ("[server]\nplugin_dir = []\n",
+         "F:2: server.plugin_dir: expected a string, got an array"),
+        ("[server]\nsocket_mode = 0o7777\n",
+         "F:2: server.socket_mode: expected an octal file mode string such as \"0660\", got 0o7777"),
+        ("[expirable.a]\nplugin = \"file\"\ntimeout = \"9999999999999999999h\"\n",
+         "F:3: expirable.a.timeout: \"9999999999999999999h\" is longer than the longest duration (at most 2562047h, about 292 years)"),
+        ("[expirable.a]\nplugin = \"file\"\ntimeout = \"99999999999999999999999ms\"\n",
+         "F:3: expirable.a.timeout: \"99999999999999999999999ms\" is longer than the longest duration (at most 2562047h, about 292 years)"),
+        ("[server]\nsocket = \"/tmp/a\\u0000b.sock\"\n",
+         "F:2: server.socket: a path may not hold a NUL character (\\0); remove it"),
+        ("[server]\nsocket = \"\"\n",
+         "F:2: server.socket: expected a non-empty path"),
+        ("[server]\nplugin_user = 99999\n",
+         "F:2: server.plugin_user: no user has uid 99999 on this machine; name an existing user or uid (getent passwd lists them)"),
+        ("[server]\nplugin_group = 99999\n",
+         "F:2: server.plugin_group: no group has gid 99999 on this machine; name an existing group or gid (getent group lists them)"),
     ]
 
     @Test("freshness keys (SPEC §3 items 13–17) decode, with before_expiry and jitter as durations or shares")
@@ -323,7 +366,22 @@ struct ConfigurationTests {
         #expect(eager.freshness.expiryMargin == .zero && eager.freshness.staleIfError == .zero && eager.freshness.jitter.isZero)
     }
 
+    @Test("an eager keyed family is not prefetched by default: it has no value before a key is asked for")
+    func keyedFamilyNotPrefetched() throws {
+        let config = try Configuration.parse("[expirable.f]\nplugin = \"file\"\nkeyed = true\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\n", file: Self.file)
+        #expect(config.expirables[0].freshness.prefetch == false)
+        let explicit = try Configuration.parse("[expirable.f]\nplugin = \"file\"\nkeyed = true\nrefresh = \"eager\"\nbefore_expiry = \"5s\"\nprefetch = false\n", file: Self.file)
+        #expect(explicit.expirables[0].freshness.prefetch == false)
+    }
+
     static let freshnessRefusals: [(String, String)] = [
+        // A share takes no sign: "+20%" is not 20 % written otherwise, and "-0.5%" is not 0.5 %.
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"+20%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share without a sign, such as \"20%\", got \"+20%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"1s\"\njitter = \"-0.5%\"\n",
+         "F:5: expirable.a.jitter: expected a share without a sign, such as \"0.5%\", got \"-0.5%\""),
+        ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"-5%\"\n",
+         "F:4: expirable.a.before_expiry: expected a share without a sign, such as \"5%\", got \"-5%\""),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"100%\"\n",
          "F:4: expirable.a.before_expiry: expected a share above 0% and below 100% of the value's lifetime, got \"100%\""),
         ("[expirable.a]\nplugin = \"file\"\nrefresh = \"eager\"\nbefore_expiry = \"0%\"\n",

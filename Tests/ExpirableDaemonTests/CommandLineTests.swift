@@ -216,6 +216,17 @@ struct CommandLineTests {
         #expect(!file.stderr.contains("refused"))
     }
 
+    @Test("a socket path longer than the client connects to (103 bytes) is refused with the real limit, exit 69")
+    func socketPathTooLong() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.path + "/" + String(repeating: "q", count: 104 - directory.path.utf8.count - 6) + ".sock"
+        #expect(path.utf8.count == 104)
+        let result = try runTool(Self.ctl, ["ping", "--socket", path])
+        #expect(result.status == 69)
+        #expect(result.stderr == "expirablectl: UNAVAILABLE the socket path \(path) is 104 bytes long; this client connects to Unix socket paths of at most 103 bytes; use a shorter server.socket\n", "\(result.stderr)")
+    }
+
     static let canDropPrivileges = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
 
     @Test("as a user outside the socket's group: permission denied, with the fix, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))

@@ -77,9 +77,19 @@ struct ConfigurationRefusalTests {
         let long = "/tmp/" + String(repeating: "s", count: 120) + ".sock"
         try config.replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(long)\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         (check, start) = try Self.refusals(daemon)
-        message = "\(try Self.place(daemon, "socket = ")): server.socket \(long) is 130 bytes long; Unix sockets allow 107; choose a shorter path"
+        message = "\(try Self.place(daemon, "socket = ")): server.socket \(long) is 130 bytes long; its clients (expirablectl, ExpirableClient) connect to Unix socket paths of at most 103 bytes; choose a shorter path"
         #expect(check == "expirablectl: \(message)\n")
         #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+
+        // 104 to 107 bytes fit a sockaddr_un, and redis-cli could connect, but expirablectl and ExpirableClient
+        // cannot: the daemon refuses what its own clients could not reach.
+        let justOver = "/tmp/" + String(repeating: "s", count: 104 - 10) + ".sock"
+        try config.replacingOccurrences(of: "socket = \"\(daemon.socket)\"", with: "socket = \"\(justOver)\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        (check, start) = try Self.refusals(daemon)
+        message = "\(try Self.place(daemon, "socket = ")): server.socket \(justOver) is 104 bytes long; its clients (expirablectl, ExpirableClient) connect to Unix socket paths of at most 103 bytes; choose a shorter path"
+        #expect(check == "expirablectl: \(message)\n")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+        #expect(!FileManager.default.fileExists(atPath: justOver))
 
         // A file of another kind where the socket goes: the daemon would refuse to replace it.
         try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
@@ -171,5 +181,86 @@ struct ConfigurationRefusalTests {
         let message = "\(place): not UTF-8 text: the byte 0xE9 at column 6 is not valid UTF-8; save the file as UTF-8"
         #expect(check == "expirablectl: \(message)\n", "\(check)")
         #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+    }
+
+    @Test("a configuration file its group or others may write, or another user owns, is refused by check-config, at start and at reload")
+    func writableConfiguration() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let path = daemon.configPath
+        let why = "whoever can change it chooses the commands and plugins the daemon runs"
+        for (mode, message) in [
+            (0o666 as mode_t, "\(path): the configuration is writable by others (mode 0666); \(why); chmod go-w \(path)"),
+            (0o664, "\(path): the configuration is writable by its group (mode 0664); \(why); chmod go-w \(path)"),
+        ] {
+            chmod(path, mode)
+            let (check, start) = try Self.refusals(daemon)
+            #expect(check == "expirablectl: \(message)\n", "\(check)")
+            #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+            #expect(try daemon.redis("RELOAD") == "ERR reload refused, nothing changed: \(message)")
+        }
+        chmod(path, 0o644)
+        #expect(chown(path, 65534, 65534) == 0)
+        let message = "\(path): the configuration is owned by uid 65534, not by root or the daemon's user (uid \(geteuid())); \(why); chown root \(path)"
+        let (check, start) = try Self.refusals(daemon)
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+        #expect(try daemon.redis("RELOAD") == "ERR reload refused, nothing changed: \(message)")
+        // Owned by root and 0644 (what a default umask writes): accepted.
+        #expect(chown(path, 0, 0) == 0)
+        #expect(try daemon.redis("RELOAD").hasPrefix("reloaded"), "a 0644 file of root's")
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
+
+    @Test("a token file given as the configuration by mistake: check-config and the daemon name its line and column, never its text")
+    func tokenFileAsConfiguration() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.appending("token.txt")
+        try "ghp_S3CRETt0ken1234567890\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let message = "\(path):1: TOML syntax error at column 26: expected '=' after the key that starts at column 1, found the end of the line; its text is not shown"
+        let check = try runTool(TestPaths.product("expirablectl").path, ["check-config", path])
+        #expect(check.status == 78)
+        #expect(check.stderr.hasPrefix("expirablectl: \(message)"), "\(check.stderr)")
+        let start = try runTool(TestPaths.product("expirabled").path, ["--config", path])
+        #expect(start.status == 1)
+        #expect(start.stderr.contains("expirabled: \(message)"), "\(start.stderr)")
+        #expect(!(check.stdout + check.stderr + start.stdout + start.stderr).contains("S3CRET"))
+    }
+
+    @Test("a plugin_dir that does not exist is refused at its line even when no expirable uses it yet")
+    func missingPluginDirectoryWithoutExpirables() throws {
+        let daemon = try Self.setUp("")
+        defer { daemon.remove() }
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "plugin_dir = \"\(daemon.pluginDir)\"", with: "plugin_dir = \"/nonexistent-expirable-plugins\"")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "plugin_dir = ")): server.plugin_dir /nonexistent-expirable-plugins cannot be resolved: No such file or directory"
+        #expect(check.hasPrefix("expirablectl: " + message), "\(check)")
+        #expect(start.contains("expirabled: " + message), "\(start)")
+    }
+
+    @Test("a metrics or cluster listen address that is not this machine's is refused by check-config as by the daemon")
+    func listenAddressNotHere() throws {
+        // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no machine's interfaces.
+        let daemon = try Self.setUp("", cluster: "[metrics]\nlisten = \"192.0.2.1:24021\"\n")
+        defer { daemon.remove() }
+        let (check, start) = try Self.refusals(daemon)
+        let message = "\(try Self.place(daemon, "listen = ")): metrics.listen: cannot listen on 192.0.2.1:24021: Cannot assign requested address; this machine has no such address: use one of its own, such as \"127.0.0.1:24021\", or \"0.0.0.0:24021\" for all of them"
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.contains("expirabled: \(message)"), "\(start)")
+    }
+
+    @Test("check-config run by another user than the daemon's (an admin) does not refuse a socket directory only the daemon's user may write",
+          .enabled(if: CommandLineTests.canDropPrivileges, "needs root and setpriv"))
+    func checkConfigAsAnotherUser() throws {
+        let daemon = try Self.setUp("")
+        defer { daemon.remove() }
+        let check = try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups",
+                                                     TestPaths.product("expirablectl").path, "check-config", daemon.configPath])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.hasPrefix("\(daemon.configPath): ok: 0 expirables"), "\(check.stdout)")
+        #expect(check.stderr == "expirablectl: warning: the socket's directory \(daemon.directory.path) is not writable by this user (uid 65534), who runs this check; the daemon's user must be able to write it, or the daemon refuses to start\n", "\(check.stderr)")
     }
 }

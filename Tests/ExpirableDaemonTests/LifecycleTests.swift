@@ -58,6 +58,24 @@ struct LifecycleTests {
         #expect(process.exitStatus == 0)
     }
 
+    @Test("a request still waiting when the drain time ends is told to try again (TRYAGAIN, expirablectl exit 75), and the helper's kill is logged as the stop, not a crash")
+    func drainCutsAWaitingRequest() throws {
+        let daemon = try ServingTests.start("[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"30s\"\n[expirable.slow.params]\nsleep_ms = 20000\n", testPlugins: ["sleeper"])
+        defer { daemon.remove() }
+        let fetch = try Spawned([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "--timeout", "60s", "fetch", "slow"],
+                                stdout: .file(daemon.directory.appending("fetch.out")), stderr: .file(daemon.directory.appending("fetch.out")))
+        defer { if fetch.isRunning { kill(fetch.pid, SIGKILL); fetch.wait() } }
+        #expect(waitUntil(seconds: 30) { (try? daemon.redis("INFO", "slow").contains("fetching:yes")) == true })
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+        fetch.wait()
+        let output = (try? String(contentsOfFile: daemon.directory.appending("fetch.out"), encoding: .utf8)) ?? ""
+        #expect(fetch.exitStatus == 75, "\(output)")
+        #expect(output == "expirablectl: TRYAGAIN the daemon is stopping and did not answer within its drain time (5000 ms); send the request again once it is back\n", "\(output)")
+        #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
+        #expect(!daemon.log.contains("starts its helper again"), "\(daemon.log)")
+        #expect(daemon.log.contains("plugin helper stopped with the daemon"), "\(daemon.log)")
+    }
+
     @Test("the socket file gets socket_mode")
     func socketMode() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
@@ -85,6 +103,25 @@ struct LifecycleTests {
         let second = try runTool(TestPaths.product("expirabled").path, ["--config", daemon.configPath])
         #expect(second.status == 1)
         #expect(second.stderr.contains("expirabled: another daemon is already serving \(daemon.socket) (a connection to it succeeded); stop it first or choose another server.socket"))
+        #expect(try daemon.redis("GET", "token") == "token-1")
+    }
+
+    @Test("a second daemon that may not connect to a live daemon's socket (EACCES) refuses to start and leaves that socket in place",
+          .enabled(if: CommandLineTests.canDropPrivileges, "needs root and setpriv"))
+    func liveDaemonOfAnotherUser() throws {
+        let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
+        defer { daemon.remove() }
+        let before = try #require(try FileManager.default.attributesOfItem(atPath: daemon.socket)[.systemFileNumber] as? Int)
+        // A directory both users may write (as a shared runtime directory), so that nothing else stops the second.
+        chmod(daemon.directory.path, 0o777)
+        // As nobody, connect() to root's 0600 socket fails with EACCES: that is not a stale file.
+        let second = try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups",
+                                             TestPaths.product("expirabled").path, "--config", daemon.configPath], seconds: 20)
+        #expect(second.status == 1, "\(second.stderr)")
+        #expect(second.stderr.contains("server.socket \(daemon.socket) exists and a connection to it failed with Permission denied, so a daemon may still be serving there"), "\(second.stderr)")
+        #expect(!second.stderr.contains("replaced a stale socket file"))
+        let after = try #require(try FileManager.default.attributesOfItem(atPath: daemon.socket)[.systemFileNumber] as? Int)
+        #expect(after == before, "the live daemon's socket file was replaced")
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
 

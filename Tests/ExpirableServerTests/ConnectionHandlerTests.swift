@@ -325,7 +325,7 @@ struct ConnectionHandlerTests {
         try h.send("GET a\r\nPING\r\nGET b\r\n")
         h.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
-        let error = "-ERR the daemon is stopping and did not answer within its drain time (2000 ms); send the request again once it is back\r\n"
+        let error = "-TRYAGAIN the daemon is stopping and did not answer within its drain time (2000 ms); send the request again once it is back\r\n"
         #expect(try h.received() == String(repeating: error, count: 3))
         #expect(!h.channel.isActive)
         // The plugin's late answer goes nowhere.

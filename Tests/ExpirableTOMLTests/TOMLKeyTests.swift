@@ -45,8 +45,11 @@ struct TOMLKeyTests {
     }
 
     @Test("malformed keys and key/value lines are refused", arguments: [
-        ("plugin x", 1, "expected '=' after the key \"plugin\", found 'x'"),
-        ("plugin", 1, "expected '=' after the key \"plugin\", found the end of the document"),
+        // On the first line, before any line read as TOML, the key's text is not quoted (the file may be a token).
+        ("plugin x", 1, "expected '=' after the key that starts at column 1, found 'x'; its text is not shown"),
+        ("plugin", 1, "expected '=' after the key that starts at column 1, found the end of the document"),
+        ("[t]\nplugin x", 2, "expected '=' after the key \"plugin\", found 'x'"),
+        ("a = 1\nplugin", 2, "expected '=' after the key \"plugin\", found the end of the document"),
         ("= 1", 1, "expected a key (letters, digits, '_', '-' or a quoted string), found '='"),
         ("a = ", 1, "expected a value (a string, number, boolean, date-time, array or inline table), found the end of the document"),
         ("a =\nb = 1", 1, "expected a value"),
@@ -55,12 +58,14 @@ struct TOMLKeyTests {
         ("a..b = 1", 1, "expected a key"),
         ("a. = 1", 1, "expected a key"),
         (".a = 1", 1, "expected a key"),
-        ("a b = 1", 1, "expected '=' after the key \"a\", found 'b'"),
+        ("a b = 1", 1, "expected '=' after the key that starts at column 1, found 'b'"),
+        ("x = 1\na b = 1", 2, "expected '=' after the key \"a\", found 'b'"),
         ("ключ = 1", 1, "expected a key (letters, digits, '_', '-' or a quoted string), found 'к'"),
         ("\"\"\"a\"\"\" = 1", 1, "a multi-line string cannot be a key"),
         ("'''a''' = 1", 1, "a multi-line string cannot be a key"),
         ("\"a\nb\" = 1", 1, "expected the closing '\"'"),
-        ("a = command", 1, "expected a value, found 'command'; a string must be in quotes, as in \"command\""),
+        ("a = command", 1, "expected a value, found a bare word of 7 characters; a string must be in quotes; its text is not shown"),
+        ("x = 1\na = command", 2, "expected a value, found 'command'; a string must be in quotes, as in \"command\""),
         ("a = tru", 1, "a string must be in quotes"),
         ("a = True", 1, "a string must be in quotes"),
         ("a = 1\n\"a b\".c = 1\n\"a b\".c = 2", 3, #"duplicate key "a b".c (first defined on line 2)"#),
@@ -83,5 +88,23 @@ struct TOMLKeyTests {
         let error = try #require(syntaxError("[expirable.token]\nplugin x"))
         #expect(error == TOMLSyntaxError(line: 2, column: 8, message: "expected '=' after the key \"plugin\", found 'x'"))
         #expect(error.description == "line 2, column 8: expected '=' after the key \"plugin\", found 'x'")
+    }
+
+    @Test("a file that is not TOML at all (a token given to --config by mistake): the error gives the line and column, not the text")
+    func tokenFileNotQuoted() throws {
+        for (text, fragment) in [
+            ("ghp_S3CRETt0ken1234567890\n", "expected '=' after the key that starts at column 1, found the end of the line"),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\n", "expected '=' after the key that starts at column 1, found the end of the line"),
+            ("API_TOKEN=s3cretvalue\n", "expected a value, found a bare word of 11 characters"),
+            ("API_TOKEN=12345abcdef\n", "invalid number of 11 characters: unexpected 'a'"),
+        ] {
+            let error = try #require(syntaxError(text))
+            #expect(error.line == 1)
+            #expect(error.message.contains(fragment), "\(error)")
+            #expect(error.message.contains("is this the configuration file?"), "\(error)")
+            for secret in ["S3CRET", "eyJzdWIiOiJ4In0", "s3cretvalue", "12345abcdef"] {
+                #expect(!error.message.contains(secret), "\(error)")
+            }
+        }
     }
 }
