@@ -96,17 +96,29 @@ static void fail(const expirable_call *call, const char *format, ...) {
     call->host->set_error(call->result, message, len);
 }
 
-/* Text from the token endpoint made safe to quote: at most MAX_QUOTED bytes, control characters as spaces. */
-/* Blanks, in `text`, every copy of `secret` (at least 4 bytes): an endpoint that echoes what it was sent
- * ("Invalid refresh token: <token>") must not put the secret in a message or the daemon's log. */
-static void redact(char *text, const oauth2_buffer *secret) {
-    if (text == NULL || secret->ptr == NULL || secret->len < 4) return;
+/* Blanks, in `text`, every copy of the `len` bytes at `secret` (at least 4 of them). */
+static void redact_bytes(char *text, const char *secret, size_t len) {
+    if (text == NULL || secret == NULL || len < 4) return;
     size_t length = strlen(text);
     char *at = text;
-    while ((at = memmem(at, length - (size_t)(at - text), secret->ptr, secret->len)) != NULL) {
-        memset(at, '*', secret->len);
-        at += secret->len;
+    while ((at = memmem(at, length - (size_t)(at - text), secret, len)) != NULL) {
+        memset(at, '*', len);
+        at += len;
     }
+}
+
+/* Blanks, in `text`, every copy of `secret` as it was sent: its bytes, and its form encoding (the form and the
+ * Basic credentials percent-encode it, so "s3cr&t" went out as "s3cr%26t"): an endpoint that echoes what it was
+ * sent ("Invalid refresh token: <token>", or the raw form) must not put the secret in a message or the daemon's
+ * log. */
+static void redact(char *text, const oauth2_buffer *secret) {
+    if (text == NULL || secret->ptr == NULL) return;
+    redact_bytes(text, secret->ptr, secret->len);
+    oauth2_buffer encoded = {0};
+    if (oauth2_buffer_append_escaped(&encoded, secret->ptr, secret->len) == 0 && encoded.len != secret->len) {
+        redact_bytes(text, encoded.ptr, encoded.len);
+    }
+    oauth2_buffer_wipe(&encoded);
 }
 
 /* The length of the UTF-8 sequence at `p` that must not reach a terminal or a log reader: a C1 control
@@ -970,6 +982,13 @@ void expirable_fetch(const expirable_call *call) {
         for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
             redact(token.error, sent[i]);
             redact(token.error_description, sent[i]);
+        }
+        /* The Basic header's base64 of the encoded "id:secret", which an endpoint may quote as well. */
+        static const char basic_prefix[] = "Authorization: Basic ";
+        if (authorization.len > sizeof basic_prefix - 1) {
+            const char *basic = authorization.ptr + sizeof basic_prefix - 1;
+            redact_bytes(token.error, basic, strlen(basic));
+            redact_bytes(token.error_description, basic, strlen(basic));
         }
         if (parsed == 0 && token.error != NULL) quote(code_text, token.error);
         if (parsed == 0 && token.error_description != NULL) quote(description, token.error_description);

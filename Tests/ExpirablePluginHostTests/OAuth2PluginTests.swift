@@ -245,6 +245,35 @@ struct OAuth2PluginTests {
         if case .clear = dropped.state {} else { Issue.record("the spent refresh token should be dropped, got \(dropped.state)") }
     }
 
+    /// `text` percent-encoded as the plugin sends a form field: every byte but A-Z a-z 0-9 - . _ ~ as %XX.
+    static func formEncoded(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? text
+    }
+
+    @Test("secrets an endpoint echoes as it received them, form-encoded or as the Basic header's base64, are blanked too", arguments: modes)
+    func echoedEncodedSecrets(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("post", client: Self.postClient, "grant = \"refresh_token\"") + setup.expirable("basic", "grant = \"refresh_token\""), isolation: isolation
+        )
+        defer { host.shutdown() }
+        let refresh = "RT+a/b=c&d%x"
+
+        // An endpoint that quotes the form it was sent, still encoded.
+        try setup.server.answer(status: 400, body: #"{"error": "invalid_request", "error_description": "got {form}"}"#, count: 1)
+        let form = try #require(Self.error(try await Self.call(host, "post", FetchRequest(state: Secret(refresh)))))
+        #expect(!form.message.contains(Self.formEncoded(refresh)) && !form.message.contains(Self.formEncoded(Self.postClient.secret)), "\(form.message)")
+        #expect(form.message.contains("got grant_type=refresh_token&refresh_token=\(String(repeating: "*", count: Self.formEncoded(refresh).utf8.count))&client_id=post-client&client_secret=*"), "\(form.message)")
+
+        // One that quotes the Authorization header: the base64 of the encoded id and secret.
+        try setup.server.answer(status: 400, body: #"{"error": "invalid_request", "error_description": "got {authorization}"}"#, count: 1)
+        let basic = try #require(Self.error(try await Self.call(host, "basic", FetchRequest(state: Secret(refresh)))))
+        let credentials = Data("\(Self.formEncoded(Self.basicClient.id)):\(Self.formEncoded(Self.basicClient.secret))".utf8).base64EncodedString()
+        #expect(!basic.message.contains(credentials), "\(basic.message)")
+        #expect(basic.message.hasSuffix("with error \"invalid_request\": got Basic \(String(repeating: "*", count: credentials.utf8.count))"), "\(basic.message)")
+    }
+
     @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
     func clientAndNetworkErrors() async throws {
         let setup = try Setup()
