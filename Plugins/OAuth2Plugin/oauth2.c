@@ -783,10 +783,15 @@ void expirable_fetch(const expirable_call *call) {
         }
     }
 
-    /* curl opens ca_file itself, blocking: a file replaced by a FIFO since the start would hang the call. */
+    /* curl opens ca_file itself, blocking: a file replaced by a FIFO since the start would hang the call; one made
+     * writable by others since would let them choose whom the credentials go to. */
     if (o->ca_file != NULL) {
         struct stat st;
         int fd = oauth2_open_regular_file("ca_file", o->ca_file, &st, why, sizeof why);
+        if (fd >= 0 && oauth2_check_ca_file_mode(o->ca_file, &st, why, sizeof why) != 0) {
+            close(fd);
+            fd = -1;
+        }
         if (fd < 0) {
             fail(call, "%s", why);
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);

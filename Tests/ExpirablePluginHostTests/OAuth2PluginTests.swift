@@ -427,16 +427,22 @@ struct OAuth2ParamTests {
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"DIR\"", "param 'ca_file': DIR is not a regular file"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"SECRET\"", "param 'ca_file': SECRET holds no PEM certificate; expected the CA certificates that may sign the endpoint's, each from \"-----BEGIN CERTIFICATE-----\""),
         ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"DIR/../{key}\"", "param 'refresh_token_file' is \"DIR/../{key}\", with {key} and a \".\" or \"..\" component; write the path without them, so that a key cannot name a file outside its directory"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"WWCA\"", "param 'ca_file': WWCA is writable by others (mode 0666), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w WWCA"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"GWCA\"", "param 'ca_file': GWCA is writable by its group (mode 0664), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w GWCA"),
     ])
     func refuses(params: String, reason: String) throws {
         let fixture = try PluginFixture()
         defer { fixture.remove() }
         try fixture.install(shipped: "oauth2")
         let files = ["SECRET": fixture.path("secret"), "MISSING": fixture.path("missing"), "DIR": fixture.path("dir"),
-                     "OPEN": fixture.path("open"), "EMPTY": fixture.path("empty")]
+                     "OPEN": fixture.path("open"), "EMPTY": fixture.path("empty"),
+                     "WWCA": fixture.path("ww-ca.pem"), "GWCA": fixture.path("gw-ca.pem")]
         try OAuth2PluginTests.Setup.write("s3cret\n", to: files["SECRET"]!)
         try OAuth2PluginTests.Setup.write("s3cret\n", to: files["OPEN"]!, mode: 0o644)
         try OAuth2PluginTests.Setup.write("\n", to: files["EMPTY"]!)
+        // The CA files' mode is checked before their content.
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: files["WWCA"]!, mode: 0o666)
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: files["GWCA"]!, mode: 0o664)
         try FileManager.default.createDirectory(atPath: files["DIR"]!, withIntermediateDirectories: true)
         var params = params, reason = reason
         for (placeholder, path) in files {
