@@ -82,9 +82,13 @@ void expirable_abi(expirable_abi_info *info) {
 
 /* ---- messages ---- */
 
+/* What every error of the call under way on this thread adds at its end (NULL: nothing): why it did not do what
+ * its state would have it do. */
+static __thread const char *fail_note;
+
 static void fail(const expirable_call *call, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static void fail(const expirable_call *call, const char *format, ...) {
-    char message[1024] = "oauth2 plugin: ";
+    char message[1280] = "oauth2 plugin: ";
     size_t prefix = strlen(message);
     va_list args;
     va_start(args, format);
@@ -93,6 +97,11 @@ static void fail(const expirable_call *call, const char *format, ...) {
     if (n < 0) n = 0;
     size_t len = prefix + (size_t)n;
     if (len >= sizeof message) len = sizeof message - 1;
+    if (fail_note != NULL && len < sizeof message - 1) {
+        int more = snprintf(message + len, sizeof message - len, "%s", fail_note);
+        if (more > 0) len += (size_t)more;
+        if (len >= sizeof message) len = sizeof message - 1;
+    }
     call->host->set_error(call->result, message, len);
 }
 
@@ -748,6 +757,57 @@ static int read_refresh_token_file(const expirable_call *call, const oauth2 *o, 
     return rc;
 }
 
+/* The state of grant = refresh_token: the refresh token bound to the token_url and client_id it was issued for,
+ * STATE_MAGIC, token_url, NUL, client_id, NUL, then the token. A state saved for another endpoint (the
+ * configuration changed since, across a restart or a reload that kept the state) is never sent to this one: it
+ * would hand one identity provider's live token, with the client's credentials, to another. token_url and
+ * client_id hold no NUL (refused at create); the earlier format, the bare token, starts with none. */
+#define STATE_MAGIC "\0expirable-oauth2-state-1\0"
+#define STATE_MAGIC_LEN (sizeof STATE_MAGIC - 1)
+
+/* The bytes a state takes beside its token. */
+static size_t state_overhead(const oauth2 *o) {
+    return STATE_MAGIC_LEN + strlen(o->token_url) + 1 + strlen(o->client_id) + 1;
+}
+
+/* Sets the state to `token` (`len` bytes) bound to this expirable's token_url and client_id. 0; -2 when out of
+ * memory. */
+static int set_bound_state(const expirable_call *call, const oauth2 *o, const char *token, size_t len) {
+    oauth2_buffer state = {0};
+    int rc = oauth2_buffer_append(&state, STATE_MAGIC, STATE_MAGIC_LEN, 0) != 0 || oauth2_buffer_append(&state, o->token_url, strlen(o->token_url) + 1, 0) != 0
+             || oauth2_buffer_append(&state, o->client_id, strlen(o->client_id) + 1, 0) != 0 || oauth2_buffer_append(&state, token, len, 0) != 0
+             ? -2 : 0;
+    if (rc == 0) call->host->set_state(call->result, state.ptr, state.len);
+    oauth2_buffer_wipe(&state);
+    return rc;
+}
+
+/* Reads the call's state (not empty). 1: bound to this token_url and client_id, its token in `*token`; 0: the
+ * earlier format, the whole state the token; -1: bound to another endpoint or client, `*issuer_url` and
+ * `*issuer_client` (NUL-terminated, in the state) name them, or are "?" in a state that cannot be read. */
+static int read_state(const oauth2 *o, expirable_str state, expirable_str *token, const char **issuer_url, const char **issuer_client) {
+    if (state.len < STATE_MAGIC_LEN || memcmp(state.ptr, STATE_MAGIC, STATE_MAGIC_LEN) != 0) {
+        *token = state;
+        return 0;
+    }
+    const char *url = state.ptr + STATE_MAGIC_LEN, *end = state.ptr + state.len;
+    const char *url_end = memchr(url, '\0', (size_t)(end - url));
+    const char *client = url_end != NULL ? url_end + 1 : NULL;
+    const char *client_end = client != NULL ? memchr(client, '\0', (size_t)(end - client)) : NULL;
+    if (client_end == NULL || client_end + 1 == end) {
+        *issuer_url = "?";
+        *issuer_client = "?";
+        return -1;
+    }
+    if (strcmp(url, o->token_url) != 0 || strcmp(client, o->client_id) != 0) {
+        *issuer_url = url;
+        *issuer_client = client;
+        return -1;
+    }
+    *token = (expirable_str){client_end + 1, (size_t)(end - client_end - 1)};
+    return 1;
+}
+
 void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
@@ -759,6 +819,9 @@ void expirable_fetch(const expirable_call *call) {
     CURL *curl = NULL;
     char why[768];
     int refresh_from_state = 0;
+    int state_unbound = 0;     /* the state is of the earlier format: bound once this call succeeds */
+    char note[1024] = "";
+    fail_note = NULL;
 
     if (o->client_secret_file != NULL && oauth2_read_secret_file("client_secret_file", o->client_secret_file, &secret, why, sizeof why) != 0) {
         fail(call, "%s", why);
@@ -766,14 +829,32 @@ void expirable_fetch(const expirable_call *call) {
         goto done;
     }
     if (o->grant == GRANT_REFRESH_TOKEN) {
-        if (call->state.len != 0) {
+        expirable_str kept = {NULL, 0};
+        const char *issuer_url = NULL, *issuer_client = NULL;
+        int bound = call->state.len != 0 ? read_state(o, call->state, &kept, &issuer_url, &issuer_client) : -1;
+        if (issuer_url != NULL) {
+            snprintf(note, sizeof note, "; the refresh token in the state was issued by %s to client_id %s, and the expirable now has token_url %s and "
+                     "client_id %s, so it was not sent", issuer_url, issuer_client, o->token_url, o->client_id);
+        }
+        if (bound >= 0) {
             refresh_from_state = 1;
-            if (oauth2_buffer_append(&refresh, call->state.ptr, call->state.len, 0) != 0) goto out_of_memory;
+            state_unbound = bound == 0;
+            if (oauth2_buffer_append(&refresh, kept.ptr, kept.len, 0) != 0) goto out_of_memory;
         } else if (o->refresh_token_file == NULL) {
-            fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
+            if (issuer_url != NULL) {
+                fail(call, "%s; param 'refresh_token_file' is not set: put a refresh token of the new endpoint in a file (chmod 600) and set "
+                     "refresh_token_file to its path", note + 2);
+            } else {
+                fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
+            }
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
             goto done;
         } else {
+            /* Any error of this call says why it used refresh_token_file rather than the state. */
+            if (issuer_url != NULL) {
+                strncat(note, ", and refresh_token_file was read instead", sizeof note - strlen(note) - 1);
+                fail_note = note;
+            }
             int rc = read_refresh_token_file(call, o, &refresh);
             if (rc == -2) goto out_of_memory;
             if (rc != 0) {
@@ -962,17 +1043,25 @@ void expirable_fetch(const expirable_call *call) {
     /* A rotated refresh token: the old one is spent whatever else this answer says. Other grants keep no state: a
      * refresh token they are given would only be stored, never used. */
     if (success && o->grant == GRANT_REFRESH_TOKEN && token.refresh_token != NULL && token.refresh_token_len != 0) {
-        if (token.refresh_token_len > EXPIRABLE_MAX_STATE_BYTES) {
+        size_t room = EXPIRABLE_MAX_STATE_BYTES > state_overhead(o) ? EXPIRABLE_MAX_STATE_BYTES - state_overhead(o) : 0;
+        if (token.refresh_token_len > room) {
             /* The host would refuse the whole answer, and the next call would send the spent token again. */
             host->set_state(call->result, NULL, 0);
             /* Held an hour, the longest the host holds: any call before an operator acts would send a spent
-             * token, which an identity provider answers by revoking the token family. */
-            fail(call, "%s rotated the refresh token to one of %zu bytes, over the %u a plugin state holds; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file and reload",
-                 o->token_url, token.refresh_token_len, (unsigned)EXPIRABLE_MAX_STATE_BYTES);
+             * token, which an identity provider answers by revoking the token family. A reload keeps the hold
+             * (the state is gone, not the retry-after); a clear lifts it. */
+            fail(call, "%s rotated the refresh token to one of %zu bytes, over the %zu a plugin state holds beside token_url and client_id; the old one "
+                 "is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file, then lift the hold "
+                 "with `expirablectl clear %.*s%s%.*s` (a reload does not)",
+                 o->token_url, token.refresh_token_len, room, (int)call->name.len, call->name.ptr, call->key.len != 0 ? ":" : "",
+                 (int)call->key.len, call->key.ptr);
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, host->now_ms() + 3600 * 1000);
             goto done;
         }
-        host->set_state(call->result, token.refresh_token, token.refresh_token_len);
+        if (set_bound_state(call, o, token.refresh_token, token.refresh_token_len) != 0) goto out_of_memory;
+    } else if (success && o->grant == GRANT_REFRESH_TOKEN && state_unbound) {
+        /* No rotation: the state of the earlier format is written again, bound. */
+        if (set_bound_state(call, o, refresh.ptr, refresh.len) != 0) goto out_of_memory;
     }
 
     if (!success) {
@@ -1068,6 +1157,8 @@ void expirable_fetch(const expirable_call *call) {
 out_of_memory:
     fail(call, "out of memory");
 done:
+    fail_note = NULL;
+    explicit_bzero(note, sizeof note);
     if (curl != NULL) curl_easy_cleanup(curl);
     wipe_headers(headers);
     oauth2_token_response_free(&token);

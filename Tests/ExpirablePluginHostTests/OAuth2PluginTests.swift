@@ -239,7 +239,9 @@ struct OAuth2PluginTests {
         let before2 = SystemClock().unixMillis
         let dropped = try await Self.call(host, "rotating")
         let tooLarge = try #require(Self.error(dropped))
-        #expect(tooLarge.message == "oauth2 plugin: \(setup.server.tokenURL) rotated the refresh token to one of 70000 bytes, over the 65536 a plugin state holds; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file and reload")
+        // The state holds the token with the token_url and client_id it is bound to (and a 26-byte header).
+        let room = 65536 - 26 - setup.server.tokenURL.utf8.count - 1 - Self.postClient.id.utf8.count - 1
+        #expect(tooLarge.message == "oauth2 plugin: \(setup.server.tokenURL) rotated the refresh token to one of 70000 bytes, over the \(room) a plugin state holds beside token_url and client_id; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file, then lift the hold with `expirablectl clear rotating` (a reload does not)")
         #expect(tooLarge.errorClass == .permanent)
         #expect((before2 + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(tooLarge.retryAfter ?? 0))
         if case .clear = dropped.state {} else { Issue.record("the spent refresh token should be dropped, got \(dropped.state)") }
@@ -272,6 +274,51 @@ struct OAuth2PluginTests {
         let credentials = Data("\(Self.formEncoded(Self.basicClient.id)):\(Self.formEncoded(Self.basicClient.secret))".utf8).base64EncodedString()
         #expect(!basic.message.contains(credentials), "\(basic.message)")
         #expect(basic.message.hasSuffix("with error \"invalid_request\": got Basic \(String(repeating: "*", count: credentials.utf8.count))"), "\(basic.message)")
+    }
+
+    @Test("a refresh token kept as state is bound to its token_url and client_id: another endpoint gets refresh_token_file's token, or an error, never it; a state of the earlier format is used once and bound", arguments: modes)
+    func stateBoundToEndpoint(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let first = try setup.server.startRefreshTokenFamily(client: Self.basicClient.id)
+        try Setup.write(try setup.server.startRefreshTokenFamily(client: Self.basicClient.id), to: setup.fixture.path("other.rt"))
+        // The same server under another name: what a token_url edited between two runs (or reloads) looks like.
+        let moved = setup.server.tokenURL.replacingOccurrences(of: "127.0.0.1", with: "localhost")
+        let elsewhere = { (name: String, extra: String) in
+            "[expirable.\(name)]\nplugin = \"oauth2\"\ntimeout = \"10s\"\n[expirable.\(name).params]\ntoken_url = \"\(moved)\"\nclient_id = \"basic-client\"\n"
+                + "client_secret_file = \"\(setup.fixture.path("basic-client.secret"))\"\ngrant = \"refresh_token\"\n\(extra)\n"
+        }
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("a", "grant = \"refresh_token\"") + elsewhere("b", "refresh_token_file = \"\(setup.fixture.path("other.rt"))\"") + elsewhere("c", ""),
+            isolation: isolation
+        )
+        defer { host.shutdown() }
+
+        // A state saved by the earlier format (the bare token) is used, and the rotated token comes back bound.
+        let rotated = try await Self.call(host, "a", FetchRequest(state: Secret(first)))
+        #expect(try rotated.result.get().text.hasPrefix("at-"))
+        let bound = try #require(Self.newState(rotated))
+        // Without a rotation, the earlier format's token is written back bound.
+        try setup.server.answer(status: 200, body: #"{"access_token": "AT-1", "token_type": "Bearer", "expires_in": 60}"#, count: 1)
+        let kept = try await Self.call(host, "a", FetchRequest(state: Secret("RT-earlier")))
+        #expect(try kept.result.get().text == "AT-1")
+        let rebound = try #require(Self.newState(kept), "an earlier-format state is rewritten with its binding")
+        #expect(rebound != "RT-earlier" && rebound.hasSuffix("RT-earlier"))
+
+        // The state moved to another token_url: refresh_token_file's token is sent there, not the state's.
+        let moved1 = try await Self.call(host, "b", FetchRequest(state: Secret(bound)))
+        #expect(try moved1.result.get().text.hasPrefix("at-"))
+        #expect(try setup.server.counters().reuses == 0)
+        // The state's token was not spent: its own endpoint still takes it.
+        #expect(try await Self.call(host, "a", FetchRequest(state: Secret(bound))).result.get().text.hasPrefix("at-"))
+        #expect(try setup.server.counters().reuses == 0)
+
+        // Without refresh_token_file: an error that says why, and no request.
+        let requests = try setup.server.counters().requests
+        let refused = try #require(Self.error(try await Self.call(host, "c", FetchRequest(state: Secret(rebound)))))
+        #expect(refused.message == "oauth2 plugin: the refresh token in the state was issued by \(setup.server.tokenURL) to client_id basic-client, and the expirable now has token_url \(moved) and client_id basic-client, so it was not sent; param 'refresh_token_file' is not set: put a refresh token of the new endpoint in a file (chmod 600) and set refresh_token_file to its path")
+        #expect(refused.errorClass == .permanent)
+        #expect(try setup.server.counters().requests == requests)
     }
 
     @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
