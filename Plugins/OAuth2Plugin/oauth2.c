@@ -1011,15 +1011,17 @@ void expirable_fetch(const expirable_call *call) {
     CURLcode code = curl_easy_perform(curl);
 
     if (code != CURLE_OK) {
+        int timed_out = !reply.too_large && code == CURLE_OPERATION_TIMEDOUT;
         if (reply.too_large) {
             fail(call, "%s answered more than %u bytes; refused", o->token_url, MAX_RESPONSE_BYTES);
-        } else if (code == CURLE_OPERATION_TIMEDOUT) {
+        } else if (timed_out) {
             fail(call, "%s did not answer within %lld ms (%s)", o->token_url, (long long)timeout_ms,
                  o->timeout_ms != 0 ? "param timeout" : "90% of the expirable's timeout");
         } else {
             fail(call, "cannot reach %s: %s", o->token_url, curl_error[0] != '\0' ? curl_error : curl_easy_strerror(code));
         }
-        host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+        /* The plugin's own deadline, kept below the call's: a TIMEOUT for callers (ABI 1.3), as the call's is. */
+        host->classify_error(call->result, timed_out ? EXPIRABLE_ERROR_TIMEOUT : EXPIRABLE_ERROR_TEMPORARY, 0);
         goto done;
     }
     long status = 0;

@@ -358,6 +358,7 @@ struct OAuth2PluginTests {
         let slow = try #require(Self.error(outcome))
         #expect(elapsed < .seconds(8), "the plugin's own 300 ms, well before the expirable's 10 s")
         #expect(slow.message == "oauth2 plugin: \(setup.server.tokenURL) did not answer within 300 ms (param timeout)")
+        #expect(slow.code == .timeout, "the plugin's own deadline is a TIMEOUT, as the call's is")
         #expect(slow.errorClass == .temporary)
     }
 
