@@ -661,7 +661,23 @@ void expirable_destroy(void *instance) {
 typedef struct answer {
     oauth2_buffer body;
     int too_large;
+    int retry_after_number; /* a Retry-After of digits, not all zeros: curl reads 0 for one that overflows it */
 } answer;
+
+/* Notes a Retry-After that is a number of seconds (RFC 9110 §10.2.3) above zero, however long. */
+static size_t on_header(char *data, size_t size, size_t count, void *user) {
+    answer *a = user;
+    size_t n = size * count;
+    static const char name[] = "retry-after:";
+    if (n < sizeof name - 1 || strncasecmp(data, name, sizeof name - 1) != 0) return n;
+    const char *p = data + sizeof name - 1, *end = data + n;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    int digits = 0, nonzero = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++, digits = 1) nonzero |= *p != '0';
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+    a->retry_after_number = digits && nonzero && p == end;
+    return n;
+}
 
 static size_t on_body(char *data, size_t size, size_t count, void *user) {
     answer *a = user;
@@ -812,7 +828,7 @@ void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
     oauth2_buffer secret = {0}, refresh = {0}, subject = {0}, body = {0}, credentials = {0}, authorization = {0}, assertion = {0};
-    answer reply = {{0}, 0};
+    answer reply = {{0}, 0, 0};
     oauth2_token_response token;
     memset(&token, 0, sizeof token);
     struct curl_slist *headers = NULL;
@@ -1008,6 +1024,8 @@ void expirable_fetch(const expirable_call *call) {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply);
     CURLcode code = curl_easy_perform(curl);
 
     if (code != CURLE_OK) {
@@ -1028,6 +1046,8 @@ void expirable_fetch(const expirable_call *call) {
     curl_off_t retry_after_s = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(curl, CURLINFO_RETRY_AFTER, &retry_after_s);
+    /* A number of seconds too long for curl (20 digits or more) asks for longer than any: the hour below. */
+    if (retry_after_s <= 0 && reply.retry_after_number) retry_after_s = 3600 + 1;
 
     if (status >= 300 && status < 400) {
         char *location = NULL;

@@ -231,6 +231,12 @@ struct OAuth2PluginTests {
         let limited = try #require(Self.error(try await Self.call(host, "rotating")))
         #expect(limited.message.hasSuffix("retry after 3600s (it asked for longer; an hour at most)"), "\(limited.message)")
         #expect((before + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(limited.retryAfter ?? 0), "\(String(describing: limited.retryAfter))")
+        // One past what curl reads (it answers 0 for a number that overflows): an hour too, not none.
+        try setup.server.fail(status: 429, retryAfter: "99999999999999999999", count: 1)
+        let before1 = SystemClock().unixMillis
+        let overflowing = try #require(Self.error(try await Self.call(host, "rotating")))
+        #expect(overflowing.message.hasSuffix("retry after 3600s (it asked for longer; an hour at most)"), "\(overflowing.message)")
+        #expect((before1 + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(overflowing.retryAfter ?? 0), "\(String(describing: overflowing.retryAfter))")
 
         // A rotated refresh token the state cannot hold: the old one is spent, so nothing is kept and no call is
         // made for an hour (the host would refuse the whole answer, and the next call send the spent token).
