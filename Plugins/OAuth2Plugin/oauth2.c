@@ -565,6 +565,12 @@ void *expirable_create(const expirable_call *call) {
                 goto refuse;
             }
             expirable_str name = {v.ptr, (size_t)(equals - v.ptr)};
+            /* Only values are expanded: a key that names a field could set one the plugin sets itself. */
+            if (memmem(name.ptr, name.len, "{key}", 5) != NULL) {
+                fail(call, "param 'form' has \"%.*s\", with {key} in the field's name; {key} is replaced in values only: write the name itself, "
+                     "such as form = [\"tenant={key}\"]", (int)v.len, v.ptr);
+                goto refuse;
+            }
             if (is_one_of(name, reserved_fields, COUNT(reserved_fields))) {
                 fail(call, "param 'form' sets '%.*s', which the plugin sets itself or which would put a secret in the configuration; "
                      "use the params scope, audience, resource, client_secret_file or refresh_token_file", (int)name.len, name.ptr);

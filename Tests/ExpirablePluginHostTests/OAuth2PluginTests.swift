@@ -483,6 +483,7 @@ struct OAuth2ParamTests {
         ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"DIR/../{key}\"", "param 'refresh_token_file' is \"DIR/../{key}\", with {key} and a \".\" or \"..\" component; write the path without them, so that a key cannot name a file outside its directory"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"WWCA\"", "param 'ca_file': WWCA is writable by others (mode 0666), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w WWCA"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"GWCA\"", "param 'ca_file': GWCA is writable by its group (mode 0664), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w GWCA"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"{key}=x\"]", "param 'form' has \"{key}=x\", with {key} in the field's name; {key} is replaced in values only: write the name itself, such as form = [\"tenant={key}\"]"),
     ])
     func refuses(params: String, reason: String) throws {
         let fixture = try PluginFixture()
