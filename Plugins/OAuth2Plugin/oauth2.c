@@ -779,6 +779,38 @@ static int read_refresh_token_file(const expirable_call *call, const oauth2 *o, 
     return rc;
 }
 
+/* The length of the longest prefix of `p` (`len` bytes) that is well-formed UTF-8 (RFC 3629: no overlong form, no
+ * surrogate, nothing above U+10FFFF); `len` when it all is. */
+static size_t utf8_prefix(const unsigned char *p, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n;
+        unsigned least;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            n = 1, least = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2, least = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3, least = 0x10000;
+        } else {
+            return i;
+        }
+        if (len - i <= n) return i;
+        unsigned cp = c & (0x3fu >> n);
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return i;
+            cp = cp << 6 | (p[i + k] & 0x3fu);
+        }
+        if (cp < least || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 /* The state of grant = refresh_token: the refresh token bound to the token_url and client_id it was issued for,
  * STATE_MAGIC, token_url, NUL, client_id, NUL, then the token. A state saved for another endpoint (the
  * configuration changed since, across a restart or a reload that kept the state) is never sent to this one: it
@@ -1158,6 +1190,15 @@ void expirable_fetch(const expirable_call *call) {
     }
 
     if (o->value_response) {
+        /* Callers, `expirablectl fetch --json` and the adapters take a value as text: bytes that are not UTF-8
+         * (which RFC 8259 §8.1 requires of JSON) are refused here, naming the endpoint, not later by each. */
+        size_t valid = utf8_prefix((const unsigned char *)reply.body.ptr, reply.body.len);
+        if (valid != reply.body.len) {
+            fail(call, "%s answered a body that is not UTF-8 (byte 0x%02x at offset %zu); value = \"response\" hands the whole answer to callers "
+                 "as text, so it was refused", o->token_url, (unsigned char)reply.body.ptr[valid], valid);
+            host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+            goto done;
+        }
         /* The whole answer but its refresh token, which is the plugin's state and never reaches callers. */
         if (token.cut_end > token.cut_start) {
             memmove(reply.body.ptr + token.cut_start, reply.body.ptr + token.cut_end, reply.body.len - token.cut_end);

@@ -327,6 +327,18 @@ struct OAuth2PluginTests {
         #expect(try setup.server.counters().requests == requests)
     }
 
+    @Test("value = \"response\" refuses an answer that is not UTF-8, which callers could not read as text", arguments: modes)
+    func responseNotUTF8(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(setup.expirable("whole", "value = \"response\""), isolation: isolation)
+        defer { host.shutdown() }
+        try setup.server.answer(status: 200, body: #"{"access_token": "abc", "expires_in": 60, "x": "{invalid_utf8}"}"#, count: 1)
+        let refused = try #require(Self.error(try await Self.call(host, "whole")))
+        #expect(refused.message == "oauth2 plugin: \(setup.server.tokenURL) answered a body that is not UTF-8 (byte 0xff at offset 48); value = \"response\" hands the whole answer to callers as text, so it was refused")
+        #expect(refused.errorClass == .temporary)
+    }
+
     @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
     func clientAndNetworkErrors() async throws {
         let setup = try Setup()
