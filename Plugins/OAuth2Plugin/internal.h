@@ -111,10 +111,13 @@ typedef struct oauth2_token_response {
     /* The bytes to cut from the body to leave it without its refresh_token member: [cut_start, cut_end). */
     size_t cut_start;
     size_t cut_end;
+    /* With -3 from the parse: the name of the member that appears twice. */
+    const char *duplicate;
 } oauth2_token_response;
 
-/* Parses `body` as one JSON object (RFC 8259) and fills `out`. Returns 0; -1 if it is not one JSON object (or a
- * member the plugin reads appears twice); -2 when out of memory. `out` must be freed either way. */
+/* Parses `body` as one JSON object (RFC 8259) and fills `out`. Returns 0; -1 if it is not one JSON object; -2 when
+ * out of memory; -3 when a member the plugin reads appears twice (`duplicate` names it: which one the endpoint
+ * means is unknown). `out` must be freed either way. */
 OAUTH2_HIDDEN int oauth2_token_response_parse(const char *body, size_t len, oauth2_token_response *out);
 OAUTH2_HIDDEN void oauth2_token_response_free(oauth2_token_response *r);
 

@@ -257,8 +257,17 @@ static int check_url(const char *url, int *loopback, char *why, size_t why_size)
     }
     int ok = -1;
     char *scheme = NULL, *host = NULL, *user = NULL, *password = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
-        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    CURLUcode parsed = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (parsed == CURLUE_BAD_PORT_NUMBER) {
+        snprintf(why, why_size, "is \"%s\", whose port is not a number from 1 to 65535", url);
+        goto out;
+    }
+    if (parsed != CURLUE_OK) {
+        snprintf(why, why_size, "is \"%s\", which curl cannot parse as a URL (%s); write it without spaces, such as \"https://idp.example/oauth2/token\"",
+                 url, curl_url_strerror(parsed));
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
         snprintf(why, why_size, "is \"%s\"; expected an https:// URL", url);
         goto out;
     }
@@ -477,6 +486,11 @@ void *expirable_create(const expirable_call *call) {
             expirable_str path = call->params[i].value;
             if (path.len == 0) {
                 fail(call, "param '%.*s' is empty; set it to a file's absolute path, or remove it", (int)key.len, key.ptr);
+                return NULL;
+            }
+            if (!str_is(key, "refresh_token_file") && memmem(path.ptr, path.len, "{key}", 5) != NULL) {
+                fail(call, "param '%.*s' is \"%.*s\", with {key}, which only refresh_token_file replaces (each key's first refresh token); name the "
+                     "one file every key uses", (int)key.len, key.ptr, (int)path.len, path.ptr);
                 return NULL;
             }
             if (path.ptr[0] != '/') {
@@ -1155,7 +1169,10 @@ void expirable_fetch(const expirable_call *call) {
                      ? "; the refresh token was dropped, so the next call reads refresh_token_file"
                      : "; the refresh token was dropped");
         }
-        if (code_text[0] != '\0') {
+        if (parsed == -3) {
+            fail(call, "%s answered HTTP %ld with the member \"%s\" twice, so which one it means is unknown; the answer was refused", o->token_url,
+                 status, token.duplicate);
+        } else if (code_text[0] != '\0') {
             fail(call, "%s answered HTTP %ld with error \"%s\"%s%s%s%s", o->token_url, status, code_text, description[0] != '\0' ? ": " : "",
                  description, retry, dropped);
         } else if (status >= 200 && status < 300) {

@@ -339,6 +339,17 @@ struct OAuth2PluginTests {
         #expect(refused.errorClass == .temporary)
     }
 
+    @Test("an answer with a member twice is refused saying so, not as a body that is not JSON", arguments: modes)
+    func duplicateMember(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(setup.expirable("rt", "grant = \"refresh_token\""), isolation: isolation)
+        defer { host.shutdown() }
+        try setup.server.answer(status: 200, body: #"{"access_token": "t", "expires_in": 60, "refresh_token": "RT-A", "refresh_token": "RT-B"}"#, count: 1)
+        let refused = try #require(Self.error(try await Self.call(host, "rt", FetchRequest(state: Secret("RT-0")))))
+        #expect(refused.message == "oauth2 plugin: \(setup.server.tokenURL) answered HTTP 200 with the member \"refresh_token\" twice, so which one it means is unknown; the answer was refused")
+    }
+
     @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
     func clientAndNetworkErrors() async throws {
         let setup = try Setup()
@@ -496,6 +507,9 @@ struct OAuth2ParamTests {
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"WWCA\"", "param 'ca_file': WWCA is writable by others (mode 0666), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w WWCA"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"GWCA\"", "param 'ca_file': GWCA is writable by its group (mode 0664), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w GWCA"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"{key}=x\"]", "param 'form' has \"{key}=x\", with {key} in the field's name; {key} is replaced in values only: write the name itself, such as form = [\"tenant={key}\"]"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"DIR/{key}.secret\"", "param 'client_secret_file' is \"DIR/{key}.secret\", with {key}, which only refresh_token_file replaces (each key's first refresh token); name the one file every key uses"),
+        ("\(url)\ngrant = \"token_exchange\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nsubject_token_file = \"DIR/{key}\"", "param 'subject_token_file' is \"DIR/{key}\", with {key}, which only refresh_token_file replaces (each key's first refresh token); name the one file every key uses"),
+        ("token_url = \"http://127.0.0.1:99999/token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"", "param 'token_url' is \"http://127.0.0.1:99999/token\", whose port is not a number from 1 to 65535"),
     ])
     func refuses(params: String, reason: String) throws {
         let fixture = try PluginFixture()
@@ -518,5 +532,16 @@ struct OAuth2ParamTests {
         }
         let message = try fixture.refusal("[expirable.k]\nplugin = \"oauth2\"\n[expirable.k.params]\n\(params)\n")
         #expect(message?.hasSuffix("refused its params: oauth2 plugin: \(reason)") == true, "\(message ?? "loaded")")
+    }
+
+    @Test("a token_url curl cannot parse is refused as such, not as a URL that is not https")
+    func unparsableURL() throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "oauth2")
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: fixture.path("secret"))
+        let message = try fixture.refusal("[expirable.k]\nplugin = \"oauth2\"\n[expirable.k.params]\ntoken_url = \"http://127.0.0.1:8080/token \"\nclient_id = \"c\"\nclient_secret_file = \"\(fixture.path("secret"))\"\n")
+        #expect(message?.contains("refused its params: oauth2 plugin: param 'token_url' is \"http://127.0.0.1:8080/token \", which curl cannot parse as a URL (") == true, "\(message ?? "loaded")")
+        #expect(message?.hasSuffix("); write it without spaces, such as \"https://idp.example/oauth2/token\"") == true, "\(message ?? "loaded")")
     }
 }
