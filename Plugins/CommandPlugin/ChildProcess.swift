@@ -5,7 +5,7 @@ import Glibc
 
 /// Runs a program without a shell, stdin from /dev/null, no descriptor but 0, 1 and 2, with the daemon's environment and the call's key in
 /// EXPIRABLE_KEY, capturing stdout (up to a cap) and stderr, and killing its whole process group when it overruns
-/// its deadline or its output cap.
+/// its deadline or its output cap, or when the process that runs the plugin ends (CExpirableLinux_spawn_guarded).
 struct ChildProcess {
     /// The variable that holds the key of a keyed family's member; never set (nor inherited) for other calls.
     static let keyVariable = "EXPIRABLE_KEY"
@@ -27,32 +27,6 @@ struct ChildProcess {
             close(outPipe[0]); close(outPipe[1])
             return .failedToStart(String(cString: strerror(errno)))
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        // Nothing else of the process that runs the plugin: not a helper's socket to its daemon (which carries
-        // other keys' calls), not an inline daemon's client connections, whether or not they are close-on-exec.
-        let closing = CExpirableLinux_spawn_close_from(&actions, 3)
-        guard closing == 0 else {
-            close(outPipe[0]); close(outPipe[1]); close(errPipe[0]); close(errPipe[1])
-            return .failedToStart("cannot have \(argv[0]) start without the plugin's descriptors: \(String(cString: strerror(closing)))")
-        }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Its own process group, so a timeout can kill what the program started as well.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for arg in cArgs { free(arg) } }
         // The daemon's environment as it is, but for its own EXPIRABLE_KEY, if any: only a keyed call sets one.
@@ -66,8 +40,11 @@ struct ChildProcess {
         }
         if let keyEntry { cEnvironment.append(keyEntry) }
         cEnvironment.append(nil)
+        // Its own process group, so a timeout can kill what the program started as well, led by a guard that
+        // kills that group when this thread's process ends (a helper killed for a timeout, a daemon stopped or
+        // killed with SIGKILL): the daemon kills a helper's group, which the program's is not.
         var pid: pid_t = 0
-        let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, &cEnvironment)
+        let spawned = CExpirableLinux_spawn_guarded(&pid, argv[0], &cArgs, &cEnvironment, outPipe[1], errPipe[1])
         close(outPipe[1])
         close(errPipe[1])
         defer { close(outPipe[0]); close(errPipe[0]) }

@@ -13,10 +13,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int oauth2_check_ca_file_mode(const char *path, const struct stat *st, char *error, size_t error_size) {
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) == 0) return 0;
+    snprintf(error, error_size, "param 'ca_file': %s is writable by %s (mode %04o), and whoever can write it chooses the servers trusted with "
+             "the client's credentials; chmod go-w %s", path, (st->st_mode & S_IWOTH) ? "others" : "its group", (unsigned)(st->st_mode & 07777), path);
+    return -1;
+}
+
 int oauth2_check_ca_file(const char *path, char *error, size_t error_size) {
     struct stat st;
     int fd = oauth2_open_regular_file("ca_file", path, &st, error, error_size);
     if (fd < 0) return -1;
+    if (oauth2_check_ca_file_mode(path, &st, error, error_size) != 0) {
+        close(fd);
+        return -1;
+    }
     oauth2_buffer pem = {0};
     char chunk[16384];
     int rc = -1;

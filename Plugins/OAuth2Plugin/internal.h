@@ -52,9 +52,13 @@ OAUTH2_HIDDEN int oauth2_read_secret_file(const char *param, const char *path, o
 /* Largest ca_file accepted (a system bundle is about 200 KiB). */
 #define OAUTH2_MAX_CA_FILE (4 * 1024 * 1024)
 
-/* Whether `path` (param ca_file) is a regular file, readable, of at most OAUTH2_MAX_CA_FILE bytes, holding at least
- * one PEM certificate. Returns 0, or -1 with the reason in `error`. */
+/* Whether `path` (param ca_file) is a regular file, readable, not writable by its group or others, of at most
+ * OAUTH2_MAX_CA_FILE bytes, holding at least one PEM certificate. Returns 0, or -1 with the reason in `error`. */
 OAUTH2_HIDDEN int oauth2_check_ca_file(const char *path, char *error, size_t error_size);
+/* Whether ca_file `path`, of status `st`, is writable by its owner alone: whoever can add a CA to it can
+ * impersonate the token endpoint and receive the client secret or the refresh token, as whoever can read a secret
+ * file has it. Returns 0, or -1 with the reason in `error`. */
+OAUTH2_HIDDEN int oauth2_check_ca_file_mode(const char *path, const struct stat *st, char *error, size_t error_size);
 
 /* ---- client_assertion.c ---- */
 
@@ -107,10 +111,13 @@ typedef struct oauth2_token_response {
     /* The bytes to cut from the body to leave it without its refresh_token member: [cut_start, cut_end). */
     size_t cut_start;
     size_t cut_end;
+    /* With -3 from the parse: the name of the member that appears twice. */
+    const char *duplicate;
 } oauth2_token_response;
 
-/* Parses `body` as one JSON object (RFC 8259) and fills `out`. Returns 0; -1 if it is not one JSON object (or a
- * member the plugin reads appears twice); -2 when out of memory. `out` must be freed either way. */
+/* Parses `body` as one JSON object (RFC 8259) and fills `out`. Returns 0; -1 if it is not one JSON object; -2 when
+ * out of memory; -3 when a member the plugin reads appears twice (`duplicate` names it: which one the endpoint
+ * means is unknown). `out` must be freed either way. */
 OAUTH2_HIDDEN int oauth2_token_response_parse(const char *body, size_t len, oauth2_token_response *out);
 OAUTH2_HIDDEN void oauth2_token_response_free(oauth2_token_response *r);
 

@@ -82,9 +82,13 @@ void expirable_abi(expirable_abi_info *info) {
 
 /* ---- messages ---- */
 
+/* What every error of the call under way on this thread adds at its end (NULL: nothing): why it did not do what
+ * its state would have it do. */
+static __thread const char *fail_note;
+
 static void fail(const expirable_call *call, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static void fail(const expirable_call *call, const char *format, ...) {
-    char message[1024] = "oauth2 plugin: ";
+    char message[1280] = "oauth2 plugin: ";
     size_t prefix = strlen(message);
     va_list args;
     va_start(args, format);
@@ -93,20 +97,37 @@ static void fail(const expirable_call *call, const char *format, ...) {
     if (n < 0) n = 0;
     size_t len = prefix + (size_t)n;
     if (len >= sizeof message) len = sizeof message - 1;
+    if (fail_note != NULL && len < sizeof message - 1) {
+        int more = snprintf(message + len, sizeof message - len, "%s", fail_note);
+        if (more > 0) len += (size_t)more;
+        if (len >= sizeof message) len = sizeof message - 1;
+    }
     call->host->set_error(call->result, message, len);
 }
 
-/* Text from the token endpoint made safe to quote: at most MAX_QUOTED bytes, control characters as spaces. */
-/* Blanks, in `text`, every copy of `secret` (at least 4 bytes): an endpoint that echoes what it was sent
- * ("Invalid refresh token: <token>") must not put the secret in a message or the daemon's log. */
-static void redact(char *text, const oauth2_buffer *secret) {
-    if (text == NULL || secret->ptr == NULL || secret->len < 4) return;
+/* Blanks, in `text`, every copy of the `len` bytes at `secret` (at least 4 of them). */
+static void redact_bytes(char *text, const char *secret, size_t len) {
+    if (text == NULL || secret == NULL || len < 4) return;
     size_t length = strlen(text);
     char *at = text;
-    while ((at = memmem(at, length - (size_t)(at - text), secret->ptr, secret->len)) != NULL) {
-        memset(at, '*', secret->len);
-        at += secret->len;
+    while ((at = memmem(at, length - (size_t)(at - text), secret, len)) != NULL) {
+        memset(at, '*', len);
+        at += len;
     }
+}
+
+/* Blanks, in `text`, every copy of `secret` as it was sent: its bytes, and its form encoding (the form and the
+ * Basic credentials percent-encode it, so "s3cr&t" went out as "s3cr%26t"): an endpoint that echoes what it was
+ * sent ("Invalid refresh token: <token>", or the raw form) must not put the secret in a message or the daemon's
+ * log. */
+static void redact(char *text, const oauth2_buffer *secret) {
+    if (text == NULL || secret->ptr == NULL) return;
+    redact_bytes(text, secret->ptr, secret->len);
+    oauth2_buffer encoded = {0};
+    if (oauth2_buffer_append_escaped(&encoded, secret->ptr, secret->len) == 0 && encoded.len != secret->len) {
+        redact_bytes(text, encoded.ptr, encoded.len);
+    }
+    oauth2_buffer_wipe(&encoded);
 }
 
 /* The length of the UTF-8 sequence at `p` that must not reach a terminal or a log reader: a C1 control
@@ -236,8 +257,17 @@ static int check_url(const char *url, int *loopback, char *why, size_t why_size)
     }
     int ok = -1;
     char *scheme = NULL, *host = NULL, *user = NULL, *password = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
-        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    CURLUcode parsed = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (parsed == CURLUE_BAD_PORT_NUMBER) {
+        snprintf(why, why_size, "is \"%s\", whose port is not a number from 1 to 65535", url);
+        goto out;
+    }
+    if (parsed != CURLUE_OK) {
+        snprintf(why, why_size, "is \"%s\", which curl cannot parse as a URL (%s); write it without spaces, such as \"https://idp.example/oauth2/token\"",
+                 url, curl_url_strerror(parsed));
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
         snprintf(why, why_size, "is \"%s\"; expected an https:// URL", url);
         goto out;
     }
@@ -458,6 +488,11 @@ void *expirable_create(const expirable_call *call) {
                 fail(call, "param '%.*s' is empty; set it to a file's absolute path, or remove it", (int)key.len, key.ptr);
                 return NULL;
             }
+            if (!str_is(key, "refresh_token_file") && memmem(path.ptr, path.len, "{key}", 5) != NULL) {
+                fail(call, "param '%.*s' is \"%.*s\", with {key}, which only refresh_token_file replaces (each key's first refresh token); name the "
+                     "one file every key uses", (int)key.len, key.ptr, (int)path.len, path.ptr);
+                return NULL;
+            }
             if (path.ptr[0] != '/') {
                 fail(call, "param '%.*s' is \"%.*s\", a relative path, which would depend on the daemon's working directory; write its "
                      "absolute path (the plugin does not know where the configuration file is)", (int)key.len, key.ptr, (int)path.len, path.ptr);
@@ -544,6 +579,12 @@ void *expirable_create(const expirable_call *call) {
                 goto refuse;
             }
             expirable_str name = {v.ptr, (size_t)(equals - v.ptr)};
+            /* Only values are expanded: a key that names a field could set one the plugin sets itself. */
+            if (memmem(name.ptr, name.len, "{key}", 5) != NULL) {
+                fail(call, "param 'form' has \"%.*s\", with {key} in the field's name; {key} is replaced in values only: write the name itself, "
+                     "such as form = [\"tenant={key}\"]", (int)v.len, v.ptr);
+                goto refuse;
+            }
             if (is_one_of(name, reserved_fields, COUNT(reserved_fields))) {
                 fail(call, "param 'form' sets '%.*s', which the plugin sets itself or which would put a secret in the configuration; "
                      "use the params scope, audience, resource, client_secret_file or refresh_token_file", (int)name.len, name.ptr);
@@ -640,7 +681,23 @@ void expirable_destroy(void *instance) {
 typedef struct answer {
     oauth2_buffer body;
     int too_large;
+    int retry_after_number; /* a Retry-After of digits, not all zeros: curl reads 0 for one that overflows it */
 } answer;
+
+/* Notes a Retry-After that is a number of seconds (RFC 9110 §10.2.3) above zero, however long. */
+static size_t on_header(char *data, size_t size, size_t count, void *user) {
+    answer *a = user;
+    size_t n = size * count;
+    static const char name[] = "retry-after:";
+    if (n < sizeof name - 1 || strncasecmp(data, name, sizeof name - 1) != 0) return n;
+    const char *p = data + sizeof name - 1, *end = data + n;
+    while (p < end && (*p == ' ' || *p == '\t')) p++;
+    int digits = 0, nonzero = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++, digits = 1) nonzero |= *p != '0';
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+    a->retry_after_number = digits && nonzero && p == end;
+    return n;
+}
 
 static size_t on_body(char *data, size_t size, size_t count, void *user) {
     answer *a = user;
@@ -736,17 +793,103 @@ static int read_refresh_token_file(const expirable_call *call, const oauth2 *o, 
     return rc;
 }
 
+/* The length of the longest prefix of `p` (`len` bytes) that is well-formed UTF-8 (RFC 3629: no overlong form, no
+ * surrogate, nothing above U+10FFFF); `len` when it all is. */
+static size_t utf8_prefix(const unsigned char *p, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n;
+        unsigned least;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            n = 1, least = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2, least = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3, least = 0x10000;
+        } else {
+            return i;
+        }
+        if (len - i <= n) return i;
+        unsigned cp = c & (0x3fu >> n);
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return i;
+            cp = cp << 6 | (p[i + k] & 0x3fu);
+        }
+        if (cp < least || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+/* The state of grant = refresh_token: the refresh token bound to the token_url and client_id it was issued for,
+ * STATE_MAGIC, token_url, NUL, client_id, NUL, then the token. A state saved for another endpoint (the
+ * configuration changed since, across a restart or a reload that kept the state) is never sent to this one: it
+ * would hand one identity provider's live token, with the client's credentials, to another. token_url and
+ * client_id hold no NUL (refused at create); the earlier format, the bare token, starts with none. */
+#define STATE_MAGIC "\0expirable-oauth2-state-1\0"
+#define STATE_MAGIC_LEN (sizeof STATE_MAGIC - 1)
+
+/* The bytes a state takes beside its token. */
+static size_t state_overhead(const oauth2 *o) {
+    return STATE_MAGIC_LEN + strlen(o->token_url) + 1 + strlen(o->client_id) + 1;
+}
+
+/* Sets the state to `token` (`len` bytes) bound to this expirable's token_url and client_id. 0; -2 when out of
+ * memory. */
+static int set_bound_state(const expirable_call *call, const oauth2 *o, const char *token, size_t len) {
+    oauth2_buffer state = {0};
+    int rc = oauth2_buffer_append(&state, STATE_MAGIC, STATE_MAGIC_LEN, 0) != 0 || oauth2_buffer_append(&state, o->token_url, strlen(o->token_url) + 1, 0) != 0
+             || oauth2_buffer_append(&state, o->client_id, strlen(o->client_id) + 1, 0) != 0 || oauth2_buffer_append(&state, token, len, 0) != 0
+             ? -2 : 0;
+    if (rc == 0) call->host->set_state(call->result, state.ptr, state.len);
+    oauth2_buffer_wipe(&state);
+    return rc;
+}
+
+/* Reads the call's state (not empty). 1: bound to this token_url and client_id, its token in `*token`; 0: the
+ * earlier format, the whole state the token; -1: bound to another endpoint or client, `*issuer_url` and
+ * `*issuer_client` (NUL-terminated, in the state) name them, or are "?" in a state that cannot be read. */
+static int read_state(const oauth2 *o, expirable_str state, expirable_str *token, const char **issuer_url, const char **issuer_client) {
+    if (state.len < STATE_MAGIC_LEN || memcmp(state.ptr, STATE_MAGIC, STATE_MAGIC_LEN) != 0) {
+        *token = state;
+        return 0;
+    }
+    const char *url = state.ptr + STATE_MAGIC_LEN, *end = state.ptr + state.len;
+    const char *url_end = memchr(url, '\0', (size_t)(end - url));
+    const char *client = url_end != NULL ? url_end + 1 : NULL;
+    const char *client_end = client != NULL ? memchr(client, '\0', (size_t)(end - client)) : NULL;
+    if (client_end == NULL || client_end + 1 == end) {
+        *issuer_url = "?";
+        *issuer_client = "?";
+        return -1;
+    }
+    if (strcmp(url, o->token_url) != 0 || strcmp(client, o->client_id) != 0) {
+        *issuer_url = url;
+        *issuer_client = client;
+        return -1;
+    }
+    *token = (expirable_str){client_end + 1, (size_t)(end - client_end - 1)};
+    return 1;
+}
+
 void expirable_fetch(const expirable_call *call) {
     const oauth2 *o = call->instance;
     const expirable_host *host = call->host;
     oauth2_buffer secret = {0}, refresh = {0}, subject = {0}, body = {0}, credentials = {0}, authorization = {0}, assertion = {0};
-    answer reply = {{0}, 0};
+    answer reply = {{0}, 0, 0};
     oauth2_token_response token;
     memset(&token, 0, sizeof token);
     struct curl_slist *headers = NULL;
     CURL *curl = NULL;
     char why[768];
     int refresh_from_state = 0;
+    int state_unbound = 0;     /* the state is of the earlier format: bound once this call succeeds */
+    char note[1024] = "";
+    fail_note = NULL;
 
     if (o->client_secret_file != NULL && oauth2_read_secret_file("client_secret_file", o->client_secret_file, &secret, why, sizeof why) != 0) {
         fail(call, "%s", why);
@@ -754,14 +897,32 @@ void expirable_fetch(const expirable_call *call) {
         goto done;
     }
     if (o->grant == GRANT_REFRESH_TOKEN) {
-        if (call->state.len != 0) {
+        expirable_str kept = {NULL, 0};
+        const char *issuer_url = NULL, *issuer_client = NULL;
+        int bound = call->state.len != 0 ? read_state(o, call->state, &kept, &issuer_url, &issuer_client) : -1;
+        if (issuer_url != NULL) {
+            snprintf(note, sizeof note, "; the refresh token in the state was issued by %s to client_id %s, and the expirable now has token_url %s and "
+                     "client_id %s, so it was not sent", issuer_url, issuer_client, o->token_url, o->client_id);
+        }
+        if (bound >= 0) {
             refresh_from_state = 1;
-            if (oauth2_buffer_append(&refresh, call->state.ptr, call->state.len, 0) != 0) goto out_of_memory;
+            state_unbound = bound == 0;
+            if (oauth2_buffer_append(&refresh, kept.ptr, kept.len, 0) != 0) goto out_of_memory;
         } else if (o->refresh_token_file == NULL) {
-            fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
+            if (issuer_url != NULL) {
+                fail(call, "%s; param 'refresh_token_file' is not set: put a refresh token of the new endpoint in a file (chmod 600) and set "
+                     "refresh_token_file to its path", note + 2);
+            } else {
+                fail(call, "no refresh token: the expirable has no state yet and param 'refresh_token_file' is not set");
+            }
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
             goto done;
         } else {
+            /* Any error of this call says why it used refresh_token_file rather than the state. */
+            if (issuer_url != NULL) {
+                strncat(note, ", and refresh_token_file was read instead", sizeof note - strlen(note) - 1);
+                fail_note = note;
+            }
             int rc = read_refresh_token_file(call, o, &refresh);
             if (rc == -2) goto out_of_memory;
             if (rc != 0) {
@@ -771,10 +932,15 @@ void expirable_fetch(const expirable_call *call) {
         }
     }
 
-    /* curl opens ca_file itself, blocking: a file replaced by a FIFO since the start would hang the call. */
+    /* curl opens ca_file itself, blocking: a file replaced by a FIFO since the start would hang the call; one made
+     * writable by others since would let them choose whom the credentials go to. */
     if (o->ca_file != NULL) {
         struct stat st;
         int fd = oauth2_open_regular_file("ca_file", o->ca_file, &st, why, sizeof why);
+        if (fd >= 0 && oauth2_check_ca_file_mode(o->ca_file, &st, why, sizeof why) != 0) {
+            close(fd);
+            fd = -1;
+        }
         if (fd < 0) {
             fail(call, "%s", why);
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, 0);
@@ -910,24 +1076,30 @@ void expirable_fetch(const expirable_call *call) {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply);
     CURLcode code = curl_easy_perform(curl);
 
     if (code != CURLE_OK) {
+        int timed_out = !reply.too_large && code == CURLE_OPERATION_TIMEDOUT;
         if (reply.too_large) {
             fail(call, "%s answered more than %u bytes; refused", o->token_url, MAX_RESPONSE_BYTES);
-        } else if (code == CURLE_OPERATION_TIMEDOUT) {
+        } else if (timed_out) {
             fail(call, "%s did not answer within %lld ms (%s)", o->token_url, (long long)timeout_ms,
                  o->timeout_ms != 0 ? "param timeout" : "90% of the expirable's timeout");
         } else {
             fail(call, "cannot reach %s: %s", o->token_url, curl_error[0] != '\0' ? curl_error : curl_easy_strerror(code));
         }
-        host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+        /* The plugin's own deadline, kept below the call's: a TIMEOUT for callers (ABI 1.3), as the call's is. */
+        host->classify_error(call->result, timed_out ? EXPIRABLE_ERROR_TIMEOUT : EXPIRABLE_ERROR_TEMPORARY, 0);
         goto done;
     }
     long status = 0;
     curl_off_t retry_after_s = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(curl, CURLINFO_RETRY_AFTER, &retry_after_s);
+    /* A number of seconds too long for curl (20 digits or more) asks for longer than any: the hour below. */
+    if (retry_after_s <= 0 && reply.retry_after_number) retry_after_s = 3600 + 1;
 
     if (status >= 300 && status < 400) {
         char *location = NULL;
@@ -945,17 +1117,25 @@ void expirable_fetch(const expirable_call *call) {
     /* A rotated refresh token: the old one is spent whatever else this answer says. Other grants keep no state: a
      * refresh token they are given would only be stored, never used. */
     if (success && o->grant == GRANT_REFRESH_TOKEN && token.refresh_token != NULL && token.refresh_token_len != 0) {
-        if (token.refresh_token_len > EXPIRABLE_MAX_STATE_BYTES) {
+        size_t room = EXPIRABLE_MAX_STATE_BYTES > state_overhead(o) ? EXPIRABLE_MAX_STATE_BYTES - state_overhead(o) : 0;
+        if (token.refresh_token_len > room) {
             /* The host would refuse the whole answer, and the next call would send the spent token again. */
             host->set_state(call->result, NULL, 0);
             /* Held an hour, the longest the host holds: any call before an operator acts would send a spent
-             * token, which an identity provider answers by revoking the token family. */
-            fail(call, "%s rotated the refresh token to one of %zu bytes, over the %u a plugin state holds; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file and reload",
-                 o->token_url, token.refresh_token_len, (unsigned)EXPIRABLE_MAX_STATE_BYTES);
+             * token, which an identity provider answers by revoking the token family. A reload keeps the hold
+             * (the state is gone, not the retry-after); a clear lifts it. */
+            fail(call, "%s rotated the refresh token to one of %zu bytes, over the %zu a plugin state holds beside token_url and client_id; the old one "
+                 "is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file, then lift the hold "
+                 "with `expirablectl clear %.*s%s%.*s` (a reload does not)",
+                 o->token_url, token.refresh_token_len, room, (int)call->name.len, call->name.ptr, call->key.len != 0 ? ":" : "",
+                 (int)call->key.len, call->key.ptr);
             host->classify_error(call->result, EXPIRABLE_ERROR_PERMANENT, host->now_ms() + 3600 * 1000);
             goto done;
         }
-        host->set_state(call->result, token.refresh_token, token.refresh_token_len);
+        if (set_bound_state(call, o, token.refresh_token, token.refresh_token_len) != 0) goto out_of_memory;
+    } else if (success && o->grant == GRANT_REFRESH_TOKEN && state_unbound) {
+        /* No rotation: the state of the earlier format is written again, bound. */
+        if (set_bound_state(call, o, refresh.ptr, refresh.len) != 0) goto out_of_memory;
     }
 
     if (!success) {
@@ -971,6 +1151,13 @@ void expirable_fetch(const expirable_call *call) {
             redact(token.error, sent[i]);
             redact(token.error_description, sent[i]);
         }
+        /* The Basic header's base64 of the encoded "id:secret", which an endpoint may quote as well. */
+        static const char basic_prefix[] = "Authorization: Basic ";
+        if (authorization.len > sizeof basic_prefix - 1) {
+            const char *basic = authorization.ptr + sizeof basic_prefix - 1;
+            redact_bytes(token.error, basic, strlen(basic));
+            redact_bytes(token.error_description, basic, strlen(basic));
+        }
         if (parsed == 0 && token.error != NULL) quote(code_text, token.error);
         if (parsed == 0 && token.error_description != NULL) quote(description, token.error_description);
         if (retry_at != 0) snprintf(retry, sizeof retry, clamped ? "; retry after %llds (it asked for longer; an hour at most)" : "; retry after %llds", (long long)retry_after_s);
@@ -982,7 +1169,10 @@ void expirable_fetch(const expirable_call *call) {
                      ? "; the refresh token was dropped, so the next call reads refresh_token_file"
                      : "; the refresh token was dropped");
         }
-        if (code_text[0] != '\0') {
+        if (parsed == -3) {
+            fail(call, "%s answered HTTP %ld with the member \"%s\" twice, so which one it means is unknown; the answer was refused", o->token_url,
+                 status, token.duplicate);
+        } else if (code_text[0] != '\0') {
             fail(call, "%s answered HTTP %ld with error \"%s\"%s%s%s%s", o->token_url, status, code_text, description[0] != '\0' ? ": " : "",
                  description, retry, dropped);
         } else if (status >= 200 && status < 300) {
@@ -1017,6 +1207,15 @@ void expirable_fetch(const expirable_call *call) {
     }
 
     if (o->value_response) {
+        /* Callers, `expirablectl fetch --json` and the adapters take a value as text: bytes that are not UTF-8
+         * (which RFC 8259 §8.1 requires of JSON) are refused here, naming the endpoint, not later by each. */
+        size_t valid = utf8_prefix((const unsigned char *)reply.body.ptr, reply.body.len);
+        if (valid != reply.body.len) {
+            fail(call, "%s answered a body that is not UTF-8 (byte 0x%02x at offset %zu); value = \"response\" hands the whole answer to callers "
+                 "as text, so it was refused", o->token_url, (unsigned char)reply.body.ptr[valid], valid);
+            host->classify_error(call->result, EXPIRABLE_ERROR_TEMPORARY, 0);
+            goto done;
+        }
         /* The whole answer but its refresh token, which is the plugin's state and never reaches callers. */
         if (token.cut_end > token.cut_start) {
             memmove(reply.body.ptr + token.cut_start, reply.body.ptr + token.cut_end, reply.body.len - token.cut_end);
@@ -1044,6 +1243,8 @@ void expirable_fetch(const expirable_call *call) {
 out_of_memory:
     fail(call, "out of memory");
 done:
+    fail_note = NULL;
+    explicit_bzero(note, sizeof note);
     if (curl != NULL) curl_easy_cleanup(curl);
     wipe_headers(headers);
     oauth2_token_response_free(&token);

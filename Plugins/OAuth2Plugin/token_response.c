@@ -172,10 +172,11 @@ static int value(reader *r, int depth) {
 
 enum { M_OTHER, M_ACCESS, M_REFRESH, M_EXPIRES, M_ERROR, M_DESCRIPTION };
 
+static const char *const member_names[] = {"", "access_token", "refresh_token", "expires_in", "error", "error_description"};
+
 static int member_kind(const oauth2_buffer *key) {
-    static const char *names[] = {"", "access_token", "refresh_token", "expires_in", "error", "error_description"};
     for (int i = 1; i < 6; i++) {
-        if (key->len == strlen(names[i]) && memcmp(key->ptr, names[i], key->len) == 0) return i;
+        if (key->len == strlen(member_names[i]) && memcmp(key->ptr, member_names[i], key->len) == 0) return i;
     }
     return M_OTHER;
 }
@@ -206,6 +207,7 @@ static int top_level(reader *r, oauth2_token_response *out) {
     size_t previous_end = 0; /* end of the previous member's value; 0 before the first */
     int cutting_last = 0;    /* the refresh_token member was the last one seen so far */
     size_t refresh_start = 0;
+    unsigned seen = 0;       /* the kinds of member read so far, one bit each */
     for (;;) {
         skip_space(r);
         size_t key_start = r->at;
@@ -219,6 +221,13 @@ static int top_level(reader *r, oauth2_token_response *out) {
         int kind = rc == 0 ? member_kind(&key) : M_OTHER;
         oauth2_buffer_wipe(&key);
         if (rc != 0) return rc;
+        if (kind != M_OTHER) {
+            if (seen & (1u << kind)) {
+                out->duplicate = member_names[kind];
+                return -3;
+            }
+            seen |= 1u << kind;
+        }
         skip_space(r);
         if (r->at >= r->len || r->p[r->at] != ':') return -1;
         r->at++;

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <grp.h>
 #include <link.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "CExpirableLinux.h"
@@ -128,3 +130,119 @@ long long CExpirableLinux_filesystem_type_fd(int fd) {
 }
 
 int CExpirableLinux_o_path(void) { return O_PATH; }
+
+/* Closes every descriptor from `from` up but `keep` (-1: none). */
+static void close_from_but(int from, int keep) {
+    if (keep >= from) {
+        if (keep > from && close_range((unsigned)from, (unsigned)keep - 1, 0) != 0) {
+            for (int fd = from; fd < keep; fd++) close(fd);
+        }
+        from = keep + 1;
+    }
+    if (close_range((unsigned)from, ~0u, 0) != 0) {
+        struct rlimit limit;
+        int top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < 1048576 ? (int)limit.rlim_cur : 1048576;
+        for (int fd = from; fd < top; fd++) close(fd);
+    }
+}
+
+/* Every signal at its default action (kept blocked: the caller sets the mask). */
+static void default_signals(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &action, NULL);
+}
+
+int CExpirableLinux_spawn_guarded(pid_t *pid, const char *file, char *const argv[], char *const envp[], int out_fd, int err_fd) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    /* No handler of the caller's runs in the children before they reset them: every signal blocked across fork. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t guard = fork();
+    if (guard == 0) {
+        /* The guard: only async-signal-safe calls from here, as after any fork of a threaded process. */
+        close(report[0]);
+        setpgid(0, 0);
+        default_signals();
+        /* Told when the thread that started it ends (its helper or daemon killed, or exiting); the parent check
+         * after arming catches a parent that died before. */
+        int failed = prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) != 0 ? errno : 0;
+        if (failed == 0 && getppid() != parent) failed = ESRCH;
+        pid_t program = failed == 0 ? fork() : -1;
+        if (program < 0 && failed == 0) failed = errno;
+        if (program == 0) {
+            /* The program: killed if its guard is (the guard kills the group on its way out otherwise). */
+            prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (null < 0 || dup2(null, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) {
+                failed = errno;
+            } else {
+                /* Nothing else of the process that runs the plugin: not a helper's socket to its daemon, not an
+                 * inline daemon's client connections, whether or not they are close-on-exec. */
+                close_from_but(3, report[1]);
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                execvpe(file, argv, envp);
+                failed = errno;
+            }
+            while (write(report[1], &failed, sizeof failed) < 0 && errno == EINTR) {}
+            _exit(127);
+        }
+        if (failed != 0) {
+            while (write(report[1], &failed, sizeof failed) < 0 && errno == EINTR) {}
+            kill(0, SIGKILL);
+            _exit(127);
+        }
+        close_from_but(3, -1);
+        sigset_t waited;
+        sigemptyset(&waited);
+        sigaddset(&waited, SIGCHLD);
+        sigaddset(&waited, SIGTERM);
+        sigaddset(&waited, SIGHUP);
+        sigaddset(&waited, SIGINT);
+        for (;;) {
+            int sig = sigwaitinfo(&waited, NULL);
+            if (sig < 0) continue;
+            if (sig != SIGCHLD) {
+                /* The one that started it is gone (or it was told to stop): the program and all it started go too. */
+                kill(0, SIGKILL);
+                _exit(128 + SIGKILL);
+            }
+            int status;
+            if (waitpid(program, &status, WNOHANG) != program) continue;
+            if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+            /* Ends as the program did, for its parent to see, without a core file of its own. */
+            struct rlimit none = {0, 0};
+            setrlimit(RLIMIT_CORE, &none);
+            int ended = WTERMSIG(status);
+            sigset_t just;
+            sigemptyset(&just);
+            sigaddset(&just, ended);
+            sigprocmask(SIG_UNBLOCK, &just, NULL);
+            kill(getpid(), ended);
+            _exit(128 + ended);
+        }
+    }
+    int failed = guard < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(report[1]);
+    if (guard > 0) {
+        /* Also here, so that a kill of the group that comes at once reaches it. */
+        setpgid(guard, guard);
+        ssize_t n;
+        while ((n = read(report[0], &failed, sizeof failed)) < 0 && errno == EINTR) {}
+        if (n != (ssize_t)sizeof failed) failed = 0;
+        if (failed != 0) {
+            int status;
+            while (waitpid(guard, &status, 0) < 0 && errno == EINTR) {}
+        }
+    }
+    close(report[0]);
+    if (failed == 0) *pid = guard;
+    return failed;
+}

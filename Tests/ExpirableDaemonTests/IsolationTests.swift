@@ -147,6 +147,46 @@ struct IsolationTests {
         #expect(try daemon.redis("GET", "good") == "good-1")
     }
 
+    static let programEndings: [(isolation: String, ending: String)] = [
+        ("process", "timeout"), ("process", "SIGTERM"), ("process", "SIGKILL"), ("inline", "SIGTERM"), ("inline", "SIGKILL"),
+    ]
+
+    @Test("the command plugin's program, and what it started, end with its call: when the helper is killed for a timeout, when the daemon stops, when it is killed", arguments: programEndings)
+    func commandProgramEndsWithItsCall(isolation: String, ending: String) throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.h]
+            plugin = "command"
+            timeout = "\(ending == "timeout" ? "2s" : "60s")"
+            [expirable.h.params]
+            shell = 'sleep 300 & echo $! > DIR/child.pid; echo $$ > DIR/program.pid; wait'
+            ttl = "60s"
+            timeout = "55s"
+            """, server: "isolation = \"\(isolation)\"", testPlugins: [])
+        defer { daemon.remove() }
+        let connection = try RawConnection(daemon.socket)
+        connection.setReceiveTimeout(seconds: 60)
+        connection.send("*2\r\n$3\r\nGET\r\n$1\r\nh\r\n")
+        var pids: [pid_t] = []
+        let started = Self.eventually(seconds: 30) {
+            pids = ["program.pid", "child.pid"].compactMap { file in
+                (try? String(contentsOfFile: daemon.directory.appending(file), encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+            return pids.count == 2
+        }
+        // Whatever this test finds, the two it started do not outlive it.
+        defer { for pid in pids where Self.running(pid) { kill(pid, SIGKILL) } }
+        try #require(started, "the program started and wrote its pids")
+        switch ending {
+        case "timeout":
+            #expect(connection.receive(replies: 1).hasPrefix("-TIMEOUT "))
+        case "SIGTERM":
+            daemon.stop()
+        default:
+            daemon.kill9()
+        }
+        #expect(Self.eventually(seconds: 30) { !pids.contains(where: Self.running) }, "still running: \(pids.filter(Self.running))")
+    }
+
     @Test("a program the command plugin runs holds no descriptor but 0, 1 and 2: it cannot write forged answers to the helper's socket nor read other keys' calls")
     func commandProgramHoldsNoSocket() throws {
         // The forged frame is one the daemon took, before call ids, as a value for whichever call was in flight.

@@ -231,6 +231,12 @@ struct OAuth2PluginTests {
         let limited = try #require(Self.error(try await Self.call(host, "rotating")))
         #expect(limited.message.hasSuffix("retry after 3600s (it asked for longer; an hour at most)"), "\(limited.message)")
         #expect((before + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(limited.retryAfter ?? 0), "\(String(describing: limited.retryAfter))")
+        // One past what curl reads (it answers 0 for a number that overflows): an hour too, not none.
+        try setup.server.fail(status: 429, retryAfter: "99999999999999999999", count: 1)
+        let before1 = SystemClock().unixMillis
+        let overflowing = try #require(Self.error(try await Self.call(host, "rotating")))
+        #expect(overflowing.message.hasSuffix("retry after 3600s (it asked for longer; an hour at most)"), "\(overflowing.message)")
+        #expect((before1 + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(overflowing.retryAfter ?? 0), "\(String(describing: overflowing.retryAfter))")
 
         // A rotated refresh token the state cannot hold: the old one is spent, so nothing is kept and no call is
         // made for an hour (the host would refuse the whole answer, and the next call send the spent token).
@@ -239,10 +245,109 @@ struct OAuth2PluginTests {
         let before2 = SystemClock().unixMillis
         let dropped = try await Self.call(host, "rotating")
         let tooLarge = try #require(Self.error(dropped))
-        #expect(tooLarge.message == "oauth2 plugin: \(setup.server.tokenURL) rotated the refresh token to one of 70000 bytes, over the 65536 a plugin state holds; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file and reload")
+        // The state holds the token with the token_url and client_id it is bound to (and a 26-byte header).
+        let room = 65536 - 26 - setup.server.tokenURL.utf8.count - 1 - Self.postClient.id.utf8.count - 1
+        #expect(tooLarge.message == "oauth2 plugin: \(setup.server.tokenURL) rotated the refresh token to one of 70000 bytes, over the \(room) a plugin state holds beside token_url and client_id; the old one is spent, so it was dropped and no call is made for an hour: put a new refresh token in refresh_token_file, then lift the hold with `expirablectl clear rotating` (a reload does not)")
         #expect(tooLarge.errorClass == .permanent)
         #expect((before2 + 3_600_000 - 1_000...SystemClock().unixMillis + 3_600_000 + 1_000).contains(tooLarge.retryAfter ?? 0))
         if case .clear = dropped.state {} else { Issue.record("the spent refresh token should be dropped, got \(dropped.state)") }
+    }
+
+    /// `text` percent-encoded as the plugin sends a form field: every byte but A-Z a-z 0-9 - . _ ~ as %XX.
+    static func formEncoded(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? text
+    }
+
+    @Test("secrets an endpoint echoes as it received them, form-encoded or as the Basic header's base64, are blanked too", arguments: modes)
+    func echoedEncodedSecrets(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("post", client: Self.postClient, "grant = \"refresh_token\"") + setup.expirable("basic", "grant = \"refresh_token\""), isolation: isolation
+        )
+        defer { host.shutdown() }
+        let refresh = "RT+a/b=c&d%x"
+
+        // An endpoint that quotes the form it was sent, still encoded.
+        try setup.server.answer(status: 400, body: #"{"error": "invalid_request", "error_description": "got {form}"}"#, count: 1)
+        let form = try #require(Self.error(try await Self.call(host, "post", FetchRequest(state: Secret(refresh)))))
+        #expect(!form.message.contains(Self.formEncoded(refresh)) && !form.message.contains(Self.formEncoded(Self.postClient.secret)), "\(form.message)")
+        #expect(form.message.contains("got grant_type=refresh_token&refresh_token=\(String(repeating: "*", count: Self.formEncoded(refresh).utf8.count))&client_id=post-client&client_secret=*"), "\(form.message)")
+
+        // One that quotes the Authorization header: the base64 of the encoded id and secret.
+        try setup.server.answer(status: 400, body: #"{"error": "invalid_request", "error_description": "got {authorization}"}"#, count: 1)
+        let basic = try #require(Self.error(try await Self.call(host, "basic", FetchRequest(state: Secret(refresh)))))
+        let credentials = Data("\(Self.formEncoded(Self.basicClient.id)):\(Self.formEncoded(Self.basicClient.secret))".utf8).base64EncodedString()
+        #expect(!basic.message.contains(credentials), "\(basic.message)")
+        #expect(basic.message.hasSuffix("with error \"invalid_request\": got Basic \(String(repeating: "*", count: credentials.utf8.count))"), "\(basic.message)")
+    }
+
+    @Test("a refresh token kept as state is bound to its token_url and client_id: another endpoint gets refresh_token_file's token, or an error, never it; a state of the earlier format is used once and bound", arguments: modes)
+    func stateBoundToEndpoint(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let first = try setup.server.startRefreshTokenFamily(client: Self.basicClient.id)
+        try Setup.write(try setup.server.startRefreshTokenFamily(client: Self.basicClient.id), to: setup.fixture.path("other.rt"))
+        // The same server under another name: what a token_url edited between two runs (or reloads) looks like.
+        let moved = setup.server.tokenURL.replacingOccurrences(of: "127.0.0.1", with: "localhost")
+        let elsewhere = { (name: String, extra: String) in
+            "[expirable.\(name)]\nplugin = \"oauth2\"\ntimeout = \"10s\"\n[expirable.\(name).params]\ntoken_url = \"\(moved)\"\nclient_id = \"basic-client\"\n"
+                + "client_secret_file = \"\(setup.fixture.path("basic-client.secret"))\"\ngrant = \"refresh_token\"\n\(extra)\n"
+        }
+        let (_, host) = try setup.fixture.engine(
+            setup.expirable("a", "grant = \"refresh_token\"") + elsewhere("b", "refresh_token_file = \"\(setup.fixture.path("other.rt"))\"") + elsewhere("c", ""),
+            isolation: isolation
+        )
+        defer { host.shutdown() }
+
+        // A state saved by the earlier format (the bare token) is used, and the rotated token comes back bound.
+        let rotated = try await Self.call(host, "a", FetchRequest(state: Secret(first)))
+        #expect(try rotated.result.get().text.hasPrefix("at-"))
+        let bound = try #require(Self.newState(rotated))
+        // Without a rotation, the earlier format's token is written back bound.
+        try setup.server.answer(status: 200, body: #"{"access_token": "AT-1", "token_type": "Bearer", "expires_in": 60}"#, count: 1)
+        let kept = try await Self.call(host, "a", FetchRequest(state: Secret("RT-earlier")))
+        #expect(try kept.result.get().text == "AT-1")
+        let rebound = try #require(Self.newState(kept), "an earlier-format state is rewritten with its binding")
+        #expect(rebound != "RT-earlier" && rebound.hasSuffix("RT-earlier"))
+
+        // The state moved to another token_url: refresh_token_file's token is sent there, not the state's.
+        let moved1 = try await Self.call(host, "b", FetchRequest(state: Secret(bound)))
+        #expect(try moved1.result.get().text.hasPrefix("at-"))
+        #expect(try setup.server.counters().reuses == 0)
+        // The state's token was not spent: its own endpoint still takes it.
+        #expect(try await Self.call(host, "a", FetchRequest(state: Secret(bound))).result.get().text.hasPrefix("at-"))
+        #expect(try setup.server.counters().reuses == 0)
+
+        // Without refresh_token_file: an error that says why, and no request.
+        let requests = try setup.server.counters().requests
+        let refused = try #require(Self.error(try await Self.call(host, "c", FetchRequest(state: Secret(rebound)))))
+        #expect(refused.message == "oauth2 plugin: the refresh token in the state was issued by \(setup.server.tokenURL) to client_id basic-client, and the expirable now has token_url \(moved) and client_id basic-client, so it was not sent; param 'refresh_token_file' is not set: put a refresh token of the new endpoint in a file (chmod 600) and set refresh_token_file to its path")
+        #expect(refused.errorClass == .permanent)
+        #expect(try setup.server.counters().requests == requests)
+    }
+
+    @Test("value = \"response\" refuses an answer that is not UTF-8, which callers could not read as text", arguments: modes)
+    func responseNotUTF8(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(setup.expirable("whole", "value = \"response\""), isolation: isolation)
+        defer { host.shutdown() }
+        try setup.server.answer(status: 200, body: #"{"access_token": "abc", "expires_in": 60, "x": "{invalid_utf8}"}"#, count: 1)
+        let refused = try #require(Self.error(try await Self.call(host, "whole")))
+        #expect(refused.message == "oauth2 plugin: \(setup.server.tokenURL) answered a body that is not UTF-8 (byte 0xff at offset 48); value = \"response\" hands the whole answer to callers as text, so it was refused")
+        #expect(refused.errorClass == .temporary)
+    }
+
+    @Test("an answer with a member twice is refused saying so, not as a body that is not JSON", arguments: modes)
+    func duplicateMember(isolation: String) async throws {
+        let setup = try Setup()
+        defer { setup.remove() }
+        let (_, host) = try setup.fixture.engine(setup.expirable("rt", "grant = \"refresh_token\""), isolation: isolation)
+        defer { host.shutdown() }
+        try setup.server.answer(status: 200, body: #"{"access_token": "t", "expires_in": 60, "refresh_token": "RT-A", "refresh_token": "RT-B"}"#, count: 1)
+        let refused = try #require(Self.error(try await Self.call(host, "rt", FetchRequest(state: Secret("RT-0")))))
+        #expect(refused.message == "oauth2 plugin: \(setup.server.tokenURL) answered HTTP 200 with the member \"refresh_token\" twice, so which one it means is unknown; the answer was refused")
     }
 
     @Test("a wrong client secret is invalid_client, permanent; an endpoint that refuses connections is a temporary error")
@@ -282,6 +387,7 @@ struct OAuth2PluginTests {
         let slow = try #require(Self.error(outcome))
         #expect(elapsed < .seconds(8), "the plugin's own 300 ms, well before the expirable's 10 s")
         #expect(slow.message == "oauth2 plugin: \(setup.server.tokenURL) did not answer within 300 ms (param timeout)")
+        #expect(slow.code == .timeout, "the plugin's own deadline is a TIMEOUT, as the call's is")
         #expect(slow.errorClass == .temporary)
     }
 
@@ -398,16 +504,26 @@ struct OAuth2ParamTests {
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"DIR\"", "param 'ca_file': DIR is not a regular file"),
         ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"SECRET\"", "param 'ca_file': SECRET holds no PEM certificate; expected the CA certificates that may sign the endpoint's, each from \"-----BEGIN CERTIFICATE-----\""),
         ("\(url)\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nrefresh_token_file = \"DIR/../{key}\"", "param 'refresh_token_file' is \"DIR/../{key}\", with {key} and a \".\" or \"..\" component; write the path without them, so that a key cannot name a file outside its directory"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"WWCA\"", "param 'ca_file': WWCA is writable by others (mode 0666), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w WWCA"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nca_file = \"GWCA\"", "param 'ca_file': GWCA is writable by its group (mode 0664), and whoever can write it chooses the servers trusted with the client's credentials; chmod go-w GWCA"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nform = [\"{key}=x\"]", "param 'form' has \"{key}=x\", with {key} in the field's name; {key} is replaced in values only: write the name itself, such as form = [\"tenant={key}\"]"),
+        ("\(url)\nclient_id = \"c\"\nclient_secret_file = \"DIR/{key}.secret\"", "param 'client_secret_file' is \"DIR/{key}.secret\", with {key}, which only refresh_token_file replaces (each key's first refresh token); name the one file every key uses"),
+        ("\(url)\ngrant = \"token_exchange\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"\nsubject_token_file = \"DIR/{key}\"", "param 'subject_token_file' is \"DIR/{key}\", with {key}, which only refresh_token_file replaces (each key's first refresh token); name the one file every key uses"),
+        ("token_url = \"http://127.0.0.1:99999/token\"\nclient_id = \"c\"\nclient_secret_file = \"SECRET\"", "param 'token_url' is \"http://127.0.0.1:99999/token\", whose port is not a number from 1 to 65535"),
     ])
     func refuses(params: String, reason: String) throws {
         let fixture = try PluginFixture()
         defer { fixture.remove() }
         try fixture.install(shipped: "oauth2")
         let files = ["SECRET": fixture.path("secret"), "MISSING": fixture.path("missing"), "DIR": fixture.path("dir"),
-                     "OPEN": fixture.path("open"), "EMPTY": fixture.path("empty")]
+                     "OPEN": fixture.path("open"), "EMPTY": fixture.path("empty"),
+                     "WWCA": fixture.path("ww-ca.pem"), "GWCA": fixture.path("gw-ca.pem")]
         try OAuth2PluginTests.Setup.write("s3cret\n", to: files["SECRET"]!)
         try OAuth2PluginTests.Setup.write("s3cret\n", to: files["OPEN"]!, mode: 0o644)
         try OAuth2PluginTests.Setup.write("\n", to: files["EMPTY"]!)
+        // The CA files' mode is checked before their content.
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: files["WWCA"]!, mode: 0o666)
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: files["GWCA"]!, mode: 0o664)
         try FileManager.default.createDirectory(atPath: files["DIR"]!, withIntermediateDirectories: true)
         var params = params, reason = reason
         for (placeholder, path) in files {
@@ -416,5 +532,16 @@ struct OAuth2ParamTests {
         }
         let message = try fixture.refusal("[expirable.k]\nplugin = \"oauth2\"\n[expirable.k.params]\n\(params)\n")
         #expect(message?.hasSuffix("refused its params: oauth2 plugin: \(reason)") == true, "\(message ?? "loaded")")
+    }
+
+    @Test("a token_url curl cannot parse is refused as such, not as a URL that is not https")
+    func unparsableURL() throws {
+        let fixture = try PluginFixture()
+        defer { fixture.remove() }
+        try fixture.install(shipped: "oauth2")
+        try OAuth2PluginTests.Setup.write("s3cret\n", to: fixture.path("secret"))
+        let message = try fixture.refusal("[expirable.k]\nplugin = \"oauth2\"\n[expirable.k.params]\ntoken_url = \"http://127.0.0.1:8080/token \"\nclient_id = \"c\"\nclient_secret_file = \"\(fixture.path("secret"))\"\n")
+        #expect(message?.contains("refused its params: oauth2 plugin: param 'token_url' is \"http://127.0.0.1:8080/token \", which curl cannot parse as a URL (") == true, "\(message ?? "loaded")")
+        #expect(message?.hasSuffix("); write it without spaces, such as \"https://idp.example/oauth2/token\"") == true, "\(message ?? "loaded")")
     }
 }

@@ -27,8 +27,10 @@ Control requests, on the same port:
                                   429 with {"error": "slow_down", ...}, 503 with a plain text body
     POST /control/answer          form status=N body=TEXT [count=N]: the next N /token requests (all without count)
                                   answer status N with TEXT as a JSON body, Authlib not asked; {refresh_token},
-                                  {client_secret} and {subject_token} in TEXT become the request's own values (an
-                                  endpoint that echoes what it was sent, or answers what no real one should)
+                                  {client_secret} and {subject_token} in TEXT become the request's own values, {form}
+                                  its raw (form-encoded) body and {authorization} its Authorization header (an
+                                  endpoint that echoes what it was sent, or answers what no real one should);
+                                  {invalid_utf8} becomes the bytes FF FE, which no UTF-8 text holds
     POST /control/ok              back to answering tokens
     POST /control/omit_expires_in form omit=1|0: token answers without expires_in
     POST /control/slow            form seconds=S: each /token request waits S seconds before it is handled
@@ -313,7 +315,7 @@ def handler(store, authorization_server):
             pass
 
         def reply(self, status, body, headers=(("Content-Type", "application/json"),)):
-            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else json.dumps(body).encode()
             try:
                 self.send_response(status)
                 for name, value in headers:
@@ -328,6 +330,7 @@ def handler(store, authorization_server):
         def form(self):
             length = int(self.headers.get("Content-Length") or 0)
             text = self.rfile.read(length).decode() if 0 < length <= 1 << 20 else ""
+            self.raw_form = text
             return parse_qs(text, keep_blank_values=True)
 
         def do_GET(self):
@@ -406,8 +409,9 @@ def handler(store, authorization_server):
                     store.answer = (status, body, remaining - 1) if remaining > 1 else None
                 for key in ("refresh_token", "client_secret", "subject_token"):
                     body = body.replace("{" + key + "}", lists.get(key, [""])[0])
+                body = body.replace("{form}", self.raw_form).replace("{authorization}", self.headers.get("Authorization", ""))
                 store.last["status"] = status
-                self.reply(status, body, [("Content-Type", "application/json")])
+                self.reply(status, body.encode().replace(b"{invalid_utf8}", b"\xff\xfe"), [("Content-Type", "application/json")])
                 return
             request = Request(f"http://127.0.0.1:{self.server.server_address[1]}/token", self.headers, lists)
             status, body, headers = authorization_server.create_token_response(request)

@@ -138,7 +138,9 @@ public final class OAuthServer {
     }
 
     /// The next `count` /token requests (all, without it) answer `status` with `body` (JSON text), Authlib not
-    /// asked; `{refresh_token}`, `{client_secret}` and `{subject_token}` in it become the request's own values.
+    /// asked; `{refresh_token}`, `{client_secret}` and `{subject_token}` in it become the request's own values,
+    /// `{form}` its raw form-encoded body, `{authorization}` its Authorization header, and `{invalid_utf8}` the bytes
+    /// FF FE.
     public func answer(status: Int, body: String, count: Int? = nil) throws {
         var form = "status=\(status)&body=\(body.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")"
         if let count { form += "&count=\(count)" }

@@ -14,6 +14,15 @@ int CExpirableLinux_symbol_is_function(const void *address);
  * 0 on success, else an errno value. */
 int CExpirableLinux_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 
+/* Runs `file` (looked up in PATH as execvp does) with `argv` and `envp`, stdin on /dev/null, stdout on `out_fd`,
+ * stderr on `err_fd`, no other descriptor, every signal at its default and unblocked, in a new process group led by a
+ * guard process, whose pid goes to *pid: kill(-*pid) kills the program and whatever it started. The guard waits
+ * for the program and exits as it did (its status, or its signal); when the thread that called this ends (the
+ * helper or daemon that runs the plugin dies, even by SIGKILL: PR_SET_PDEATHSIG), it kills the whole group, so
+ * the program cannot outlive the process that runs it. 0, or an errno value (from the exec, with nothing left
+ * running). The calling thread must stay until the guard is reaped. */
+int CExpirableLinux_spawn_guarded(pid_t *pid, const char *file, char *const argv[], char *const envp[], int out_fd, int err_fd);
+
 /* Makes the calling process a plugin helper of `parent`: killed (SIGKILL) when its parent dies, not dumpable
  * (no core file, no ptrace by other users, /proc/PID/mem closed), no core dumps, no new privileges (no_new_privs:
  * set-user-ID programs it runs gain nothing). Returns 0, or -1 when the
