@@ -278,7 +278,8 @@ final class CommandExecutor {
             }
             out.writeRESPBulk(text)
         case .cluster:
-            let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
+            // Configuration differences name expirables: only those the caller may see (SPEC §9), as LIST.
+            let text = state.options.clusterInfo?({ access.mayLearnOfClusterName($0, engine) }) ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
             out.writeRESPBulk(text)
         case .configGet:
             configGet(words, session.version, into: &out)
