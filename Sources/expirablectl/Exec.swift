@@ -309,6 +309,8 @@ private final class Supervisor: Sendable {
                 free(pointer)
             }
         }
+        // No file actions: the command gets the descriptors expirablectl was started with; its own (the daemon
+        // connections, NIO's epoll descriptors) are close-on-exec (CExpirableCloseOnExec, linked in).
         var pid: pid_t = 0
         let result = posix_spawnp(&pid, command[0], nil, &attributes, &arguments, &variables)
         guard result == 0 else {

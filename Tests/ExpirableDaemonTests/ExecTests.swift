@@ -176,6 +176,22 @@ struct ExecTests {
         #expect(!alive(last[2]), "SIGTERM passed on reaches the last run's sleep too")
     }
 
+    @Test("the command gets none of expirablectl's own descriptors (its daemon connections, its event loops); those expirablectl was given pass on")
+    func noDescriptorsLeak() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        // Descriptor 5 is given to expirablectl, as a supervisor passes one on; the command lists what it holds.
+        let script = #"exec 5</dev/null; exec "$1" --socket "$2" exec --env P=plain -- sh -c 'for fd in /proc/$$/fd/*; do echo "${fd##*/} $(readlink "$fd")"; done'"#
+        let result = try runTool("/bin/sh", ["-c", script, "sh", ctl, daemon.socket])
+        #expect(result.status == 0, "\(result.stderr)")
+        let held = result.stdout.split(separator: "\n").map(String.init)
+        #expect(held.contains("5 /dev/null"), "\(held)")
+        // 0, 1 and 2 are the test's (sockets here); 3 is the shell's own pipe for $(readlink).
+        let others = held.filter { Int($0.prefix { $0 != " " }).map { $0 > 2 } ?? true }
+        #expect(!others.contains { $0.contains("socket:") || $0.contains("anon_inode:") }, "the command holds expirablectl's descriptors: \(held)")
+    }
+
     /// A daemon serving `lazy` (the file COUNT/lazy, ttl 1.5 s, lazy: no one refreshes it but a reader) and `long`
     /// (COUNT/long, ttl 1 h), both through the command plugin, with the child script in place.
     static func startLazy() throws -> DaemonProcess {
