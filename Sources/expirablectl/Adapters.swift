@@ -21,7 +21,9 @@ struct CredentialProcess: AsyncParsableCommand {
             "Expiration"}, ...}, or the Credentials object alone: one value, so the three parts never rotate out of \
             step. Prints {"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}, Expiration \
             in ISO 8601 UTC: the credentials' own if the JSON has it, else the value's expiry (none for a value that \
-            never expires). In ~/.aws/config:
+            never expires). The JSON's Expiration is an ISO 8601 time, as STS writes it, or a number of seconds \
+            since the epoch, or of milliseconds (Expirable's own unit, as expires_at) when over 100000000000. In \
+            ~/.aws/config:
 
               [profile app]
               credential_process = expirablectl --socket /run/expirable/expirable.sock credential-process aws_app
@@ -49,6 +51,9 @@ struct CredentialProcess: AsyncParsableCommand {
 
 /// The parts of STS credentials that `credential_process` passes on.
 struct AWSCredentials {
+    /// A numeric Expiration above this is in milliseconds since the epoch, below it in seconds.
+    static let millisecondsAbove = 100_000_000_000.0
+
     let accessKeyId: String
     let secretAccessKey: String
     let sessionToken: String?
@@ -75,9 +80,13 @@ struct AWSCredentials {
                 throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
             }
             expiration = date
-        case let seconds as NSNumber where String(cString: seconds.objCType) != "c":
-            // A number of seconds since the epoch; `true` arrives as an NSNumber too (type "c") and is no time.
-            expiration = Date(timeIntervalSince1970: seconds.doubleValue)
+        case let number as NSNumber where String(cString: number.objCType) != "c":
+            // Seconds since the epoch, or milliseconds, the unit of Expirable's own times (expires_at, FETCH), which
+            // read as seconds would be year 58000 and keep the SDK from ever asking again. Over 1e11 is
+            // milliseconds: as seconds, year 5138; as milliseconds, 1973. `true` arrives as an NSNumber too (type
+            // "c") and is no time.
+            let value = number.doubleValue
+            expiration = Date(timeIntervalSince1970: value > AWSCredentials.millisecondsAbove ? value / 1000 : value)
         default:
             throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
         }

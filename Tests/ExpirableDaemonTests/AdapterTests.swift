@@ -96,6 +96,36 @@ struct AdapterTests {
         #expect(!git.stderr.contains("private"))
     }
 
+    @Test("credential-process reads a numeric Expiration of Unix milliseconds as milliseconds, one of seconds as seconds")
+    func numericExpiration() throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        func sts(_ name: String, expiration: String, ttl: String) -> String {
+            """
+            [expirable.\(name)]
+            plugin = "command"
+            [expirable.\(name).params]
+            argv = ["echo", "{\\"AccessKeyId\\": \\"AKIA1\\", \\"SecretAccessKey\\": \\"s\\", \\"Expiration\\": \(expiration)}"]
+            ttl = "\(ttl)"
+
+            """
+        }
+        // Expirable's own times (expires_at, FETCH) are milliseconds; the adapter must not take them for seconds.
+        let daemon = try DaemonProcess(expirables: sts("millis", expiration: "\((now + 1800) * 1000)", ttl: "1h")
+                                       + sts("seconds", expiration: "\(now + 1200)", ttl: "1h"), testPlugins: [])
+        defer { daemon.remove() }
+        func expiration(_ name: String) throws -> Double {
+            let result = try daemon.ctl("credential-process", name)
+            #expect(result.status == 0, "\(result.stderr)")
+            let text = try #require(try Self.json(result.stdout)["Expiration"] as? String, "\(result.stdout)")
+            let formatter = ISO8601DateFormatter()
+            return try #require(formatter.date(from: text), "\(text)").timeIntervalSince1970 - Double(now)
+        }
+        let millis = try expiration("millis")
+        #expect(abs(millis - 1800) < 5, "milliseconds read as \(millis) s from now")
+        let seconds = try expiration("seconds")
+        #expect(abs(seconds - 1200) < 5, "seconds read as \(seconds) s from now")
+    }
+
     @Test("the AWS CLI signs with fresh credentials across a rotation, through credential_process", .timeLimit(.minutes(3)))
     func awsCLIAcrossRotation() async throws {
         let clients = RedisClientTests.pythonClients
