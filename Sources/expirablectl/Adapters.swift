@@ -141,7 +141,8 @@ struct GitCredential: AsyncParsableCommand {
         discussion: """
             Reads git's request (key=value lines up to a blank line) and answers username, password and \
             password_expiry_utc (so git does not keep an expired password). The password is the value; a value that \
-            is a JSON object {"username", "password"} gives both. The username is --username if given, else the \
+            is a JSON object {"username", "password"} gives both, and one without a "password" string is refused \
+            (65), never sent whole. The username is --username if given, else the \
             JSON's, else x-access-token (what GitHub and Gitea accept with a token). `store` and `erase` are \
             accepted and ignored: the daemon owns the value. In ~/.gitconfig (or `git config`):
 
@@ -179,7 +180,8 @@ struct DockerCredential: AsyncParsableCommand {
         discussion: """
             Speaks the docker-credential-helpers protocol: `get` reads the registry's server URL on stdin and \
             prints {"ServerURL", "Username", "Secret"}; `list` prints {}; `store` and `erase` are accepted and \
-            ignored. The secret is the value, or a value's JSON {"username", "password"}; the username is \
+            ignored. The secret is the value, or a value's JSON {"username", "password"} (a JSON object without a \
+            "password" string is refused, 65, never sent whole); the username is \
             --username, else the JSON's, else x-access-token (use --username AWS for ECR). Docker runs \
             docker-credential-SUFFIX, so install a wrapper as /usr/local/bin/docker-credential-expirable:
 
@@ -235,6 +237,10 @@ struct Login {
                 // A login object whose password is not a string is a mistake; sending the whole object as the
                 // password would hand its other fields to the server too.
                 throw AdapterError("the value of \(name) has a \"password\" that is not a string, so it cannot be sent in \(carrier); have the plugin write {\"username\": \"…\", \"password\": \"…\"}")
+            } else {
+                // Nor is an object without a password one (an OAuth token response whose value_key was left out,
+                // say): sent whole, its refresh token and any other field would go to the server with it.
+                throw AdapterError("the value of \(name) is a JSON object without a \"password\" string, so it is not sent in \(carrier): its other fields would go with it; have the plugin write {\"username\": \"…\", \"password\": \"…\"}, or keep only the token (for a token response, value_key = \"access_token\")")
             }
         }
         self.username = try Lines.single(username ?? fromValue ?? "x-access-token", name: name, what: "a username")

@@ -126,6 +126,27 @@ struct AdapterTests {
         #expect(abs(seconds - 1200) < 5, "seconds read as \(seconds) s from now")
     }
 
+    @Test("git-credential and docker-credential refuse a JSON object without a \"password\" string (an OAuth token response, say) instead of sending it whole")
+    func loginObjectWithoutPassword() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.tokenjson]
+            plugin = "command"
+            [expirable.tokenjson.params]
+            argv = ["echo", "{\\"access_token\\": \\"AT\\", \\"refresh_token\\": \\"RT-private\\", \\"token_type\\": \\"bearer\\"}"]
+            ttl = "10m"
+            """, testPlugins: [])
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let git = try runTool("sh", ["-c", "printf 'protocol=https\\nhost=h\\n\\n' | \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "tokenjson", "get"])
+        #expect(git.status == 65 && git.stdout.isEmpty, "\(git)")
+        #expect(git.stderr.contains("is a JSON object without a \"password\""), "\(git.stderr)")
+        #expect(git.stderr.contains("value_key"), "the refusal says how to pick the token: \(git.stderr)")
+        #expect(!git.stderr.contains("RT-private") && !git.stderr.contains("AT\""))
+        let docker = try runTool("sh", ["-c", "printf 'registry.example.com' | \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "docker-credential", "tokenjson", "get"])
+        #expect(docker.status == 65 && docker.stdout.isEmpty, "\(docker)")
+        #expect(!docker.stdout.contains("RT-private") && !docker.stderr.contains("RT-private"))
+    }
+
     @Test("the AWS CLI signs with fresh credentials across a rotation, through credential_process", .timeLimit(.minutes(3)))
     func awsCLIAcrossRotation() async throws {
         let clients = RedisClientTests.pythonClients
@@ -325,9 +346,9 @@ struct AdapterTests {
             let ignored = try helper(["git-credential", "token", action], input: "protocol=https\nhost=h\nusername=u\npassword=p\n\n")
             #expect(ignored.status == 0 && ignored.stdout.isEmpty)
         }
-        // The AWS value is JSON but has no password: the whole value is the password, a one-line JSON document.
+        // The AWS value is JSON but has no password: refused, never sent whole (its other fields would go too).
         let aws = try helper(["git-credential", "aws", "get"], input: "\n")
-        #expect(aws.stdout.hasPrefix("username=x-access-token\npassword={\"Credentials\""))
+        #expect(aws.status == 65 && aws.stdout.isEmpty, "\(aws)")
         // Endless input with no blank line: at most 64 KiB is read, then the answer comes (`yes` stops on SIGPIPE).
         let endless = try runTool("sh", ["-c", "yes a=b | timeout 10 \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "token", "get"])
         #expect(endless.status == 0 && endless.stdout.hasPrefix("username=x-access-token\npassword=token-1\n"), "\(endless)")
