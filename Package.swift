@@ -131,12 +131,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The daemon's descriptors close-on-exec, NIO's included (accept4, socket, epoll_create); its executable only.
+        // The executables' descriptors close-on-exec, NIO's included (accept4, socket, epoll_create): the daemon's,
+        // and expirablectl's, whose `exec` must not hand its connections to the daemon to the command it runs.
         .target(name: "CExpirableCloseOnExec"),
         .executableTarget(
             name: "expirablectl",
             dependencies: [
                 "ExpirableClient", "ExpirableConfig", "ExpirablePluginHost", "ExpirableTLS", "ExpirableServer", "ExpirableState",
+                "CExpirableCloseOnExec",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

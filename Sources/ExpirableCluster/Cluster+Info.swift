@@ -20,8 +20,9 @@ extension Cluster {
     /// certificate, last heard, TLS version, clock offset (for this node, its correction to cluster time) and the
     /// round trip that measured it, a clock beyond `max_clock_offset`, messages queued on the link to it (SPEC
     /// §4.16), configuration differences and the last
-    /// link error.
-    public func describe() -> String {
+    /// link error. Differences name expirables, so only those `visible` lets the caller learn of are shown
+    /// (SPEC §9: who cannot read a value cannot learn that it exists).
+    public func describe(visible: (String) -> Bool = { _ in true }) -> String {
         members().map { member in
             var fields = [
                 "node:\(member.node)",
@@ -35,7 +36,8 @@ extension Cluster {
             ]
             if let problem = member.clockError { fields.append("clock_error:\(problem)") }
             if let queued = member.queued { fields.append("queue:\(queued)") }
-            if !member.disagreements.isEmpty { fields.append("config:\(member.disagreements.joined(separator: "; "))") }
+            let disagreements = member.disagreements.filter { visible($0.name) }
+            if !disagreements.isEmpty { fields.append("config:\(disagreements.map(\.text).joined(separator: "; "))") }
             if let error = member.lastError, member.state != .alive { fields.append("error:\(error)") }
             return fields.map { String($0.map { $0 == "\t" || $0 == "\r" || $0 == "\n" ? " " : $0 }) }.joined(separator: "\t")
         }.joined(separator: "\r\n") + "\r\n"

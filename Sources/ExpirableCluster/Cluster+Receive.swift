@@ -94,7 +94,7 @@ extension Cluster {
     private func compare(_ theirs: [ExpirableDigest], from peer: String) {
         let mine = digestsByName
         let theirsByName = Dictionary(theirs.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        var disagreements: [String] = []
+        var disagreements: [ConfigDisagreement] = []
         for name in Set(mine.keys).union(theirsByName.keys).sorted() {
             switch (mine[name], theirsByName[name]) {
             case (let here?, let there?):
@@ -104,11 +104,11 @@ extension Cluster {
                 ].filter { $0.1 != $0.2 }
                 guard !differences.isEmpty else { continue }
                 let text = "\(name): here \(differences.map { "\($0.0)=\($0.1)" }.joined(separator: ", ")); on \(peer) \(differences.map { "\($0.0)=\($0.2)" }.joined(separator: ", "))"
-                disagreements.append(text + (here.keyed != there.keyed ? " (keyed and plain are owned apart, each among the nodes that define it so)" : ""))
+                disagreements.append(ConfigDisagreement(name: name, text: text + (here.keyed != there.keyed ? " (keyed and plain are owned apart, each among the nodes that define it so)" : "")))
             case (.some, nil):
-                disagreements.append("\(name): here cluster-scoped; on \(peer) not configured as cluster-scoped (owned among the nodes that have it)")
+                disagreements.append(ConfigDisagreement(name: name, text: "\(name): here cluster-scoped; on \(peer) not configured as cluster-scoped (owned among the nodes that have it)"))
             case (nil, .some):
-                disagreements.append("\(name): here not configured as cluster-scoped; on \(peer) cluster-scoped")
+                disagreements.append(ConfigDisagreement(name: name, text: "\(name): here not configured as cluster-scoped; on \(peer) cluster-scoped"))
             case (nil, nil):
                 break
             }
@@ -118,7 +118,7 @@ extension Cluster {
             s.peers[peer]?.digests = theirsByName
         }
         for disagreement in disagreements {
-            logger.error("peer configuration disagrees", metadata: ["peer": "\(peer)", "difference": "\(disagreement)"])
+            logger.error("peer configuration disagrees", metadata: ["peer": "\(peer)", "difference": "\(disagreement.text)"])
         }
     }
 

@@ -255,7 +255,7 @@ struct ClusterState {
         var lastHeard: UInt64 = 0
         var certificate: String?
         var tls: String?
-        var disagreements: [String] = []
+        var disagreements: [ConfigDisagreement] = []
         /// The peer's cluster-scoped expirables, from its last hello: it may own only those (`owner(of:)`).
         var digests: [String: ExpirableDigest] = [:]
         var lastError: String?

@@ -58,6 +58,15 @@ public struct ClusterOptions: Sendable {
     }
 }
 
+/// A cluster-scoped expirable configured differently on a peer: the name, kept apart from the text, so that
+/// CLUSTER can leave out names the caller may not see (SPEC §9: who cannot read a value cannot learn it exists).
+public struct ConfigDisagreement: Sendable, Hashable {
+    /// The expirable (a keyed family's own name) the difference is about.
+    public let name: String
+    /// The difference, the name first, as CLUSTER shows it and the log says it.
+    public let text: String
+}
+
 /// One member as `expirablectl cluster` shows it.
 public struct MemberStatus: Sendable, Hashable {
     public enum State: String, Sendable {
@@ -79,7 +88,7 @@ public struct MemberStatus: Sendable, Hashable {
     /// The TLS version of the inbound link.
     public let tls: String?
     /// Cluster-scoped expirables configured differently on that peer.
-    public let disagreements: [String]
+    public let disagreements: [ConfigDisagreement]
     /// Why the last attempt to reach the peer failed.
     public let lastError: String?
     /// Messages waiting on the link to the peer for it to read (SPEC §4.16); nil without a link.

@@ -188,9 +188,12 @@ final class CommandExecutor {
             var shown: Set<String> = []
             var serverShown = false
             for index in 1..<words.count {
-                let name = familyNamed(words.string(index))
+                let asked = words.string(index)
+                let name = familyNamed(asked)
                 let isRedisSection = CommandExecutor.redisInfoSections.contains(name.lowercased())
-                if !isRedisSection && !access.maySee(name, engine) { return refuseRead(name, "INFO", into: &out) }
+                // Refused in the words asked: `FAMILY:*` of a hidden family, named `FAMILY`, would tell it from
+                // a name that does not exist.
+                if !isRedisSection && !access.maySee(name, engine) { return refuseRead(asked, "INFO", into: &out) }
                 if access.maySee(name, engine), let text = InfoText.expirable(name, state: state) {
                     if shown.insert(name).inserted { sections.append(text) }
                 } else if isRedisSection {
@@ -271,14 +274,16 @@ final class CommandExecutor {
             return .closeAfterReply
         case .explain:
             let name = familyNamed(words.string(1))
-            guard access.maySee(name, engine) else { return refuseRead(name, "EXPLAIN", into: &out) }
+            // Refused in the words asked, as INFO.
+            guard access.maySee(name, engine) else { return refuseRead(words.string(1), "EXPLAIN", into: &out) }
             guard let text = ExplainText.expirable(name, state: state) else {
                 out.writeRESPError(engine.notFound(name).description)
                 return .answered
             }
             out.writeRESPBulk(text)
         case .cluster:
-            let text = state.options.clusterInfo?() ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
+            // Configuration differences name expirables: only those the caller may see (SPEC §9), as LIST.
+            let text = state.options.clusterInfo?({ access.mayLearnOfClusterName($0, engine) }) ?? "node:\(state.options.nodeName)\tstate:this\taddress:-\tcertificate:-\tlast_heard_ms:-\ttls:-\tconfig:no [cluster] configured\r\n"
             out.writeRESPBulk(text)
         case .configGet:
             configGet(words, session.version, into: &out)

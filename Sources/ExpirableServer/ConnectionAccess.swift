@@ -108,6 +108,14 @@ final class ConnectionAccess {
         mayAdminister || mayRead(name, engine)
     }
 
+    /// Whether CLUSTER may name `name` to the caller, an expirable configured differently on a peer: one
+    /// configured here if the caller may see it; one not configured here, whose `allow` list this node does not
+    /// know, to admins only (a caller who may read every name here may still be kept from it on the peer).
+    func mayLearnOfClusterName(_ name: String, _ engine: Engine) -> Bool {
+        update(engine)
+        return rules.ordinal(of: name) != nil ? maySee(name, engine) : mayAdminister
+    }
+
     /// The names LIST, DBSIZE and INFO show the caller.
     func visibleNames(_ engine: Engine) -> [String] {
         update(engine)

@@ -29,8 +29,9 @@ public struct ServerOptions: Sendable {
     /// Extra INFO and EXPLAIN lines about an expirable's persisted plugin state (`state_error`), when `state_dir`
     /// is set.
     public var stateInfo: (@Sendable (String) -> [(String, String)])?
-    /// The reply to CLUSTER: one `key:value ...` line per member. Nil without a cluster.
-    public var clusterInfo: (@Sendable () -> String)?
+    /// The reply to CLUSTER: one `key:value ...` line per member, naming only expirables the given predicate says
+    /// the caller may see. Nil without a cluster.
+    public var clusterInfo: (@Sendable (_ visible: (String) -> Bool) -> String)?
     /// Extra lines for the server's INFO (the cluster's clock offsets), from whoever knows them.
     public var serverInfo: (@Sendable () -> [(String, String)])?
     /// Called once the socket listens with its mode set, so the daemon can prefetch and report readiness.

@@ -21,7 +21,9 @@ struct CredentialProcess: AsyncParsableCommand {
             "Expiration"}, ...}, or the Credentials object alone: one value, so the three parts never rotate out of \
             step. Prints {"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}, Expiration \
             in ISO 8601 UTC: the credentials' own if the JSON has it, else the value's expiry (none for a value that \
-            never expires). In ~/.aws/config:
+            never expires). The JSON's Expiration is an ISO 8601 time, as STS writes it, or a number of seconds \
+            since the epoch, or of milliseconds (Expirable's own unit, as expires_at) when over 100000000000. In \
+            ~/.aws/config:
 
               [profile app]
               credential_process = expirablectl --socket /run/expirable/expirable.sock credential-process aws_app
@@ -49,6 +51,9 @@ struct CredentialProcess: AsyncParsableCommand {
 
 /// The parts of STS credentials that `credential_process` passes on.
 struct AWSCredentials {
+    /// A numeric Expiration above this is in milliseconds since the epoch, below it in seconds.
+    static let millisecondsAbove = 100_000_000_000.0
+
     let accessKeyId: String
     let secretAccessKey: String
     let sessionToken: String?
@@ -75,9 +80,13 @@ struct AWSCredentials {
                 throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
             }
             expiration = date
-        case let seconds as NSNumber where String(cString: seconds.objCType) != "c":
-            // A number of seconds since the epoch; `true` arrives as an NSNumber too (type "c") and is no time.
-            expiration = Date(timeIntervalSince1970: seconds.doubleValue)
+        case let number as NSNumber where String(cString: number.objCType) != "c":
+            // Seconds since the epoch, or milliseconds, the unit of Expirable's own times (expires_at, FETCH), which
+            // read as seconds would be year 58000 and keep the SDK from ever asking again. Over 1e11 is
+            // milliseconds: as seconds, year 5138; as milliseconds, 1973. `true` arrives as an NSNumber too (type
+            // "c") and is no time.
+            let value = number.doubleValue
+            expiration = Date(timeIntervalSince1970: value > AWSCredentials.millisecondsAbove ? value / 1000 : value)
         default:
             throw AdapterError("the value of \(name) has an Expiration that is not an ISO 8601 time (\"2026-12-01T12:00:00Z\")")
         }
@@ -132,7 +141,8 @@ struct GitCredential: AsyncParsableCommand {
         discussion: """
             Reads git's request (key=value lines up to a blank line) and answers username, password and \
             password_expiry_utc (so git does not keep an expired password). The password is the value; a value that \
-            is a JSON object {"username", "password"} gives both. The username is --username if given, else the \
+            is a JSON object {"username", "password"} gives both, and one without a "password" string is refused \
+            (65), never sent whole. The username is --username if given, else the \
             JSON's, else x-access-token (what GitHub and Gitea accept with a token). `store` and `erase` are \
             accepted and ignored: the daemon owns the value. In ~/.gitconfig (or `git config`):
 
@@ -170,7 +180,8 @@ struct DockerCredential: AsyncParsableCommand {
         discussion: """
             Speaks the docker-credential-helpers protocol: `get` reads the registry's server URL on stdin and \
             prints {"ServerURL", "Username", "Secret"}; `list` prints {}; `store` and `erase` are accepted and \
-            ignored. The secret is the value, or a value's JSON {"username", "password"}; the username is \
+            ignored. The secret is the value, or a value's JSON {"username", "password"} (a JSON object without a \
+            "password" string is refused, 65, never sent whole); the username is \
             --username, else the JSON's, else x-access-token (use --username AWS for ECR). Docker runs \
             docker-credential-SUFFIX, so install a wrapper as /usr/local/bin/docker-credential-expirable:
 
@@ -226,6 +237,10 @@ struct Login {
                 // A login object whose password is not a string is a mistake; sending the whole object as the
                 // password would hand its other fields to the server too.
                 throw AdapterError("the value of \(name) has a \"password\" that is not a string, so it cannot be sent in \(carrier); have the plugin write {\"username\": \"…\", \"password\": \"…\"}")
+            } else {
+                // Nor is an object without a password one (an OAuth token response whose value_key was left out,
+                // say): sent whole, its refresh token and any other field would go to the server with it.
+                throw AdapterError("the value of \(name) is a JSON object without a \"password\" string, so it is not sent in \(carrier): its other fields would go with it; have the plugin write {\"username\": \"…\", \"password\": \"…\"}, or keep only the token (for a token response, value_key = \"access_token\")")
             }
         }
         self.username = try Lines.single(username ?? fromValue ?? "x-access-token", name: name, what: "a username")

@@ -14,7 +14,8 @@ struct Exec: AsyncParsableCommand {
             of one of them (a different one: a refresh that brings the same bytes changes nothing):
 
               --on-rotate restart (the default): SIGTERM to the command, up to --grace for it to exit, then \
-            SIGKILL; then the command runs again with the new environment.
+            SIGKILL; then the command runs again with the new environment (once nothing of the old run is left: \
+            see below).
               --on-rotate signal:HUP (or any signal: USR1, USR2, INT, TERM, ... or a number): the signal is sent \
             and the command keeps running. Its environment cannot change: a process's environment is fixed \
             when it starts, so use this for programs that re-read their credentials from elsewhere on a signal \
@@ -23,7 +24,10 @@ struct Exec: AsyncParsableCommand {
             SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to expirablectl are passed to the command; \
             after SIGTERM, SIGINT or SIGQUIT it is not restarted again. The command runs in a process group of its \
             own and every signal goes to that whole group, so what it started stops with it (a Ctrl-C at a terminal \
-            reaches it once, through expirablectl; it cannot read the terminal). When the command exits, expirablectl exits \
+            reaches it once, through expirablectl; it cannot read the terminal). Whenever the command exits (on a \
+            restart, on a passed-on signal or on its own), whatever is left in its group gets SIGTERM (unless the \
+            signal that ended it already went there), up to --grace to exit, then SIGKILL: nothing it started lives \
+            on with old values. When the command exits, expirablectl exits \
             with its status (128 + the signal's number if a signal ended it); 126 or 127 if it cannot be run. If \
             the daemon goes away for longer than --timeout, the command keeps running with the values it has \
             and expirablectl subscribes again every 5 s, restarting or signalling it if a value changed meanwhile. \
@@ -197,6 +201,7 @@ private final class Supervisor: Sendable {
             case .exited(let pid):
                 guard pid == child else { continue }
                 let status = reap(pid)
+                await stopGroup(pid, signalled: restarting || ending)
                 guard restarting && !ending else { return status }
                 restarting = false
                 switch spawn(values) {
@@ -309,6 +314,8 @@ private final class Supervisor: Sendable {
                 free(pointer)
             }
         }
+        // No file actions: the command gets the descriptors expirablectl was started with; its own (the daemon
+        // connections, NIO's epoll descriptors) are close-on-exec (CExpirableCloseOnExec, linked in).
         var pid: pid_t = 0
         let result = posix_spawnp(&pid, command[0], nil, &attributes, &arguments, &variables)
         guard result == 0 else {
@@ -328,6 +335,40 @@ private final class Supervisor: Sendable {
     /// Sends `signal` to the command's process group (its pid is the group's id).
     private func signalGroup(_ pid: pid_t, _ signal: Int32) {
         if kill(-pid, signal) != 0 { kill(pid, signal) }
+    }
+
+    /// After the command, its group's leader, has exited: what it started is still in its process group, and
+    /// would live on with the values it was given, through every restart and after exec itself. The group gets
+    /// SIGTERM (unless the signal that ended the command already went to it), up to --grace to go, then SIGKILL.
+    /// While any process is in the group its id cannot be a new process's, so signalling it by id is safe.
+    private func stopGroup(_ group: pid_t, signalled: Bool) async {
+        guard Supervisor.groupLives(group) else { return }
+        if !signalled { kill(-group, SIGTERM) }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: grace)
+        while clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+            if !Supervisor.groupLives(group) { return }
+        }
+        printError("expirablectl: exec: what \(command[0]) started (process group \(group)) did not exit within \(grace) of \(command[0])'s end; sending SIGKILL")
+        kill(-group, SIGKILL)
+    }
+
+    /// Whether a process that is not a zombie is in process group `group`. A zombie holds nothing and waits only
+    /// for init (the command's orphans' new parent) to collect it, which an init that collects none never does.
+    private static func groupLives(_ group: pid_t) -> Bool {
+        guard kill(-group, 0) == 0 else { return false }
+        guard let directory = opendir("/proc") else { return true }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // /proc/PID/stat: "PID (COMMAND) STATE PPID PGRP ...", COMMAND possibly holding spaces and parentheses.
+            guard let pid = pid_t(name), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let end = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: end)...].split(separator: " ")
+            if fields.count > 2, fields[0] != "Z", pid_t(fields[2]) == group { return true }
+        }
+        return false
     }
 
     /// Collects the exited child; its status as a shell reports it.

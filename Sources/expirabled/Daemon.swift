@@ -118,7 +118,7 @@ struct Daemon {
         options.onListening = { readiness.listening() }
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
-            options.clusterInfo = { cluster.describe() }
+            options.clusterInfo = { cluster.describe(visible: $0) }
             options.serverInfo = { cluster.timeInfo() }
         }
         let server = ExpirableServer(

@@ -190,6 +190,34 @@ struct ClusterConfigurationTests {
         #expect(cluster["node-a"].log.contains("difference=\(family): here keyed=true; on node-c keyed=false"))
     }
 
+    @Test("CLUSTER names a differently configured expirable only to a caller who may see it: not one with an allow list the caller is not on, nor, but to admins, one not configured on this node",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root and setpriv"))
+    func disagreementsFollowAccess() throws {
+        // node-a has `payroll`, which only root may read; node-b has nothing hidden, so nobody reads all it has
+        // and `payroll`, unknown there, must still not be named to it. `shared` differs and anyone may see it.
+        let cluster = try TestCluster(2, expirables: { node in
+            (node == "node-a" ? "[expirable.payroll]\nplugin = \"counter\"\nallow = [\"uid:0\"]\n\n" : "")
+                + "[expirable.shared]\nplugin = \"counter\"\n"
+                + (node == "node-a" ? "refresh = \"eager\"\nbefore_expiry = \"5s\"\n" : "")
+        }, server: "socket_mode = \"0666\"")
+        defer { cluster.remove() }
+        func asNobody(_ arguments: [String]) throws -> String {
+            try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups"] + arguments).stdout
+        }
+        var root: [String: String] = [:]
+        #expect(try TestCluster.eventually {
+            for node in cluster.names { root[node] = try cluster[node].redis("CLUSTER") }
+            return root.values.allSatisfy { $0.contains("payroll") && $0.contains("shared: here") }
+        }, "root, an admin, sees every difference: \(root)")
+        for node in cluster.names {
+            let view = try asNobody(["/usr/bin/redis-cli", "-s", cluster[node].socket, "CLUSTER"])
+            #expect(view.contains("shared: here refresh="), "\(node): \(view)")
+            #expect(!view.contains("payroll"), "\(node) names a hidden expirable to nobody: \(view)")
+            let table = try asNobody([try TestPaths.product("expirablectl").path, "cluster", "--socket", cluster[node].socket])
+            #expect(table.contains("shared: here") && !table.contains("payroll"), "\(node): \(table)")
+        }
+    }
+
     @Test("check-config and the daemon refuse a certificate that names another node, and warn about a readable key")
     func certificateMustNameNode() throws {
         let pki = try TemporaryDirectory("expirable-pki")

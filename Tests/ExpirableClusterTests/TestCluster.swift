@@ -15,13 +15,13 @@ final class TestCluster: @unchecked Sendable {
     static let heartbeat = "300ms"
 
     init(_ count: Int = 3, expirables: (String) -> String, proxied: Bool = false, arguments: [String: [String]] = [:],
-         testPlugins: [String] = ["counter"], shippedPlugins: [String] = [], clusterLines: String = "") throws {
+         testPlugins: [String] = ["counter"], shippedPlugins: [String] = [], clusterLines: String = "", server: String = "") throws {
         pki = try TemporaryDirectory("expirable-pki")
         names = (0..<count).map { "node-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8($0))))" }
         // From here on, a failure stops and removes whatever was made so far.
         do {
             try build(expirables: expirables, proxied: proxied, arguments: arguments, testPlugins: testPlugins, shippedPlugins: shippedPlugins,
-                      clusterLines: clusterLines)
+                      clusterLines: clusterLines, server: server)
         } catch {
             remove()
             throw error
@@ -29,7 +29,7 @@ final class TestCluster: @unchecked Sendable {
     }
 
     private func build(expirables: (String) -> String, proxied: Bool, arguments: [String: [String]], testPlugins: [String],
-                       shippedPlugins: [String], clusterLines: String) throws {
+                       shippedPlugins: [String], clusterLines: String, server: String) throws {
         let ctl = try TestPaths.product("expirablectl").path
         guard try runTool(ctl, ["cert", "ca", "--dir", pki.path]).status == 0 else { throw TestSupportError("cert ca failed") }
         for name in names {
@@ -59,7 +59,7 @@ final class TestCluster: @unchecked Sendable {
                 heartbeat = "\(TestCluster.heartbeat)"
                 \(clusterLines)
                 """
-            nodes.append(try DaemonProcess(expirables: expirables(name), cluster: cluster, testPlugins: testPlugins, shippedPlugins: shippedPlugins,
+            nodes.append(try DaemonProcess(expirables: expirables(name), server: server, cluster: cluster, testPlugins: testPlugins, shippedPlugins: shippedPlugins,
                                            arguments: arguments[name] ?? [], start: false))
         }
         for node in nodes { try node.start() }

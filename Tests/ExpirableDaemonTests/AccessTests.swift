@@ -279,6 +279,23 @@ struct AccessTests {
         #expect(try Self.cli(daemon, uid: 4242, "LIST") == "tenant:*")
     }
 
+    @Test("INFO and EXPLAIN of NAME:* refuse a hidden keyed family in the very words of a name that does not exist")
+    func hiddenFamilyPattern() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.tenant]
+            plugin = "stateful"
+            keyed = true
+            allow = ["uid:4242"]
+            """, server: "socket_mode = \"0666\"", testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        for command in ["INFO", "EXPLAIN"] {
+            #expect(try Self.cli(daemon, uid: 4343, command, "tenant:*") == Self.hidden("tenant:*", uid: 4343), "\(command)")
+            #expect(try Self.cli(daemon, uid: 4343, command, "nosuch:*") == Self.hidden("nosuch:*", uid: 4343), "\(command)")
+            let shown = try Self.cli(daemon, uid: 4242, command, "tenant:*")
+            #expect(!shown.hasPrefix("NOPERM") && shown.contains("tenant"), "a reader is shown the family: \(shown)")
+        }
+    }
+
     @Test("metrics leave out expirables with an allow list: a scrape has no peer credentials")
     func metricsHideRestricted() throws {
         let port = try freePort(on: "127.0.0.1")

@@ -96,6 +96,57 @@ struct AdapterTests {
         #expect(!git.stderr.contains("private"))
     }
 
+    @Test("credential-process reads a numeric Expiration of Unix milliseconds as milliseconds, one of seconds as seconds")
+    func numericExpiration() throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        func sts(_ name: String, expiration: String, ttl: String) -> String {
+            """
+            [expirable.\(name)]
+            plugin = "command"
+            [expirable.\(name).params]
+            argv = ["echo", "{\\"AccessKeyId\\": \\"AKIA1\\", \\"SecretAccessKey\\": \\"s\\", \\"Expiration\\": \(expiration)}"]
+            ttl = "\(ttl)"
+
+            """
+        }
+        // Expirable's own times (expires_at, FETCH) are milliseconds; the adapter must not take them for seconds.
+        let daemon = try DaemonProcess(expirables: sts("millis", expiration: "\((now + 1800) * 1000)", ttl: "1h")
+                                       + sts("seconds", expiration: "\(now + 1200)", ttl: "1h"), testPlugins: [])
+        defer { daemon.remove() }
+        func expiration(_ name: String) throws -> Double {
+            let result = try daemon.ctl("credential-process", name)
+            #expect(result.status == 0, "\(result.stderr)")
+            let text = try #require(try Self.json(result.stdout)["Expiration"] as? String, "\(result.stdout)")
+            let formatter = ISO8601DateFormatter()
+            return try #require(formatter.date(from: text), "\(text)").timeIntervalSince1970 - Double(now)
+        }
+        let millis = try expiration("millis")
+        #expect(abs(millis - 1800) < 5, "milliseconds read as \(millis) s from now")
+        let seconds = try expiration("seconds")
+        #expect(abs(seconds - 1200) < 5, "seconds read as \(seconds) s from now")
+    }
+
+    @Test("git-credential and docker-credential refuse a JSON object without a \"password\" string (an OAuth token response, say) instead of sending it whole")
+    func loginObjectWithoutPassword() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.tokenjson]
+            plugin = "command"
+            [expirable.tokenjson.params]
+            argv = ["echo", "{\\"access_token\\": \\"AT\\", \\"refresh_token\\": \\"RT-private\\", \\"token_type\\": \\"bearer\\"}"]
+            ttl = "10m"
+            """, testPlugins: [])
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        let git = try runTool("sh", ["-c", "printf 'protocol=https\\nhost=h\\n\\n' | \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "tokenjson", "get"])
+        #expect(git.status == 65 && git.stdout.isEmpty, "\(git)")
+        #expect(git.stderr.contains("is a JSON object without a \"password\""), "\(git.stderr)")
+        #expect(git.stderr.contains("value_key"), "the refusal says how to pick the token: \(git.stderr)")
+        #expect(!git.stderr.contains("RT-private") && !git.stderr.contains("AT\""))
+        let docker = try runTool("sh", ["-c", "printf 'registry.example.com' | \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "docker-credential", "tokenjson", "get"])
+        #expect(docker.status == 65 && docker.stdout.isEmpty, "\(docker)")
+        #expect(!docker.stdout.contains("RT-private") && !docker.stderr.contains("RT-private"))
+    }
+
     @Test("the AWS CLI signs with fresh credentials across a rotation, through credential_process", .timeLimit(.minutes(3)))
     func awsCLIAcrossRotation() async throws {
         let clients = RedisClientTests.pythonClients
@@ -295,9 +346,9 @@ struct AdapterTests {
             let ignored = try helper(["git-credential", "token", action], input: "protocol=https\nhost=h\nusername=u\npassword=p\n\n")
             #expect(ignored.status == 0 && ignored.stdout.isEmpty)
         }
-        // The AWS value is JSON but has no password: the whole value is the password, a one-line JSON document.
+        // The AWS value is JSON but has no password: refused, never sent whole (its other fields would go too).
         let aws = try helper(["git-credential", "aws", "get"], input: "\n")
-        #expect(aws.stdout.hasPrefix("username=x-access-token\npassword={\"Credentials\""))
+        #expect(aws.status == 65 && aws.stdout.isEmpty, "\(aws)")
         // Endless input with no blank line: at most 64 KiB is read, then the answer comes (`yes` stops on SIGPIPE).
         let endless = try runTool("sh", ["-c", "yes a=b | timeout 10 \"$0\" \"$@\"", ctl, "--socket", daemon.socket, "git-credential", "token", "get"])
         #expect(endless.status == 0 && endless.stdout.hasPrefix("username=x-access-token\npassword=token-1\n"), "\(endless)")

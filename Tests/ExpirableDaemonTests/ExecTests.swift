@@ -176,6 +176,64 @@ struct ExecTests {
         #expect(!alive(last[2]), "SIGTERM passed on reaches the last run's sleep too")
     }
 
+    @Test("a restart, and exec's end, stop what the command started even if it ignores SIGTERM: the group gets SIGKILL after --grace", .timeLimit(.minutes(2)))
+    func restartKillsTheGroup() async throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let log = daemon.directory.appending("orphans.log")
+        let parent = daemon.directory.appending("orphans.sh")
+        // The shell exits 3 on SIGTERM and starts a sleep that ignores it (and holds none of the test's pipes):
+        // the sleep, in its group, would live on with the old value in its environment.
+        try "#!/bin/sh\ntrap 'exit 3' TERM\n( trap '' TERM; exec sleep 300 ) >/dev/null 2>&1 &\necho \"start $$ $!\" >> \"$1\"\nwhile :; do sleep 0.05; done\n"
+            .write(toFile: parent, atomically: true, encoding: .utf8)
+        chmod(parent, 0o755)
+        var sleeps: [pid_t] = []
+        defer { for pid in sleeps { kill(pid, SIGKILL) } }
+        func alive(_ pid: pid_t) -> Bool {
+            // A zombie waiting for its reaper counts as gone.
+            ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)).map { !$0.contains(") Z ") }) ?? false
+        }
+        let exec = try RunningTool([try TestPaths.product("expirablectl").path, "--socket", daemon.socket, "exec", "--env", "TOKEN=token",
+                                    "--grace", "300ms", "--", parent, log])
+        let lines = try await Self.lines(log) { $0.count >= 3 }
+        sleeps = lines.compactMap { pid_t($0[2]) }
+        for pid in sleeps.prefix(2) {
+            for _ in 0..<600 where alive(pid) { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(!alive(pid), "a restarted run's sleep, which ignores SIGTERM, outlived the restart: \(lines)")
+        }
+        // A run that has only just started may get the SIGTERM before its trap is set (143).
+        let (status, stderr) = exec.stop(signal: SIGTERM)
+        #expect(status == 3 || status == 128 + SIGTERM, "\(stderr)")
+        sleeps = (try await Self.lines(log) { _ in true }).compactMap { pid_t($0[2]) }
+        let last = try #require(sleeps.last)
+        #expect(!alive(last), "exec ended and left the last run's sleep running")
+
+        // A command that exits on its own: what it left in its group is stopped before exec exits with its status.
+        let pidFile = daemon.directory.appending("left.pid")
+        let quick = try runTool(try TestPaths.product("expirablectl").path, ["--socket", daemon.socket, "exec", "--env", "P=plain", "--grace", "300ms",
+                                "--", "sh", "-c", "( trap '' TERM; exec sleep 300 ) >/dev/null 2>&1 & echo $! > \(pidFile); exit 5"])
+        let left = try #require(pid_t((try String(contentsOfFile: pidFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+        sleeps.append(left)
+        #expect(quick.status == 5, "\(quick.stderr)")
+        #expect(!alive(left), "the command exited and exec left its sleep running")
+    }
+
+    @Test("the command gets none of expirablectl's own descriptors (its daemon connections, its event loops); those expirablectl was given pass on")
+    func noDescriptorsLeak() throws {
+        let daemon = try Self.start()
+        defer { daemon.remove() }
+        let ctl = try TestPaths.product("expirablectl").path
+        // Descriptor 5 is given to expirablectl, as a supervisor passes one on; the command lists what it holds.
+        let script = #"exec 5</dev/null; exec "$1" --socket "$2" exec --env P=plain -- sh -c 'for fd in /proc/$$/fd/*; do echo "${fd##*/} $(readlink "$fd")"; done'"#
+        let result = try runTool("/bin/sh", ["-c", script, "sh", ctl, daemon.socket])
+        #expect(result.status == 0, "\(result.stderr)")
+        let held = result.stdout.split(separator: "\n").map(String.init)
+        #expect(held.contains("5 /dev/null"), "\(held)")
+        // 0, 1 and 2 are the test's (sockets here); 3 is the shell's own pipe for $(readlink).
+        let others = held.filter { Int($0.prefix { $0 != " " }).map { $0 > 2 } ?? true }
+        #expect(!others.contains { $0.contains("socket:") || $0.contains("anon_inode:") }, "the command holds expirablectl's descriptors: \(held)")
+    }
+
     /// A daemon serving `lazy` (the file COUNT/lazy, ttl 1.5 s, lazy: no one refreshes it but a reader) and `long`
     /// (COUNT/long, ttl 1 h), both through the command plugin, with the child script in place.
     static func startLazy() throws -> DaemonProcess {
