@@ -590,6 +590,12 @@ final class Family: Sendable {
         return nil
     }
 
+    /// Whether `member` has a call in flight or callers waiting for one: never evicted nor swept.
+    private static func isBusy(_ member: KeyTable.Member?) -> Bool {
+        guard case .whole(let entry)? = member else { return false }
+        return entry.state.withLock { s in s.flight != nil || !s.nextWaiters.isEmpty }
+    }
+
     private func lastUsed(_ member: KeyTable.Member?) -> UInt64? {
         switch member {
         case nil: nil
@@ -621,6 +627,10 @@ final class Family: Sendable {
     }
 
     /// Members unread since `before` (monotonic) taken out: compact ones freed, whole ones returned.
+    ///
+    /// A member with a call in flight (or callers waiting for the next one) stays, however long unread, as
+    /// `evictOne` spares it: a reader of its key would make a new member and a second call, from the state the
+    /// one in flight was given. Its call's end counts as a use, so it goes a whole `keyIdle` later if unread.
     func removeIdle(before: UInt64) -> [Entry] {
         var whole: [Entry] = []
         for shard in shards {
@@ -628,7 +638,8 @@ final class Family: Sendable {
                 var index = 0
                 // A removal shifts later members back into `index`: it is looked at again.
                 while index < t.capacity {
-                    if let used = lastUsed(t.member(at: index)), used < before {
+                    let member = t.member(at: index)
+                    if let used = lastUsed(member), used < before, !Family.isBusy(member) {
                         if let entry = take(&t, at: index) { whole.append(entry) }
                     } else {
                         index += 1

@@ -149,6 +149,28 @@ struct KeyedTests {
         #expect(fetcher.calls.withLock { $0.filter { $0.key == "idle" }.count } == refreshesOfIdle, "its refresh stopped with it")
     }
 
+    @Test("19. the key_idle sweep never drops a member whose call is in flight: a second reader shares that call")
+    func keyIdleSparesFlights() async throws {
+        let clock = ManualClock()
+        let fetcher = HoldingFetcher(holding: ["s-slow"], clock: clock)
+        let engine = Self.engine(fetcher, clock: clock, keyIdle: .seconds(4))
+        let first = Task { try await engine.fetch("fam:s-slow") }
+        for _ in 0..<30_000 where fetcher.waiting.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(!fetcher.waiting.withLock { $0.isEmpty }, "the first call never started")
+        // Well past key_idle, with the sweep (every second) run several times, while the call is still running.
+        for _ in 0..<10 { clock.advance(by: .seconds(1)) }
+        #expect(engine.status("fam:s-slow")?.fetching == true, "the member in flight was swept")
+        let second = Task { try await engine.fetch("fam:s-slow") }
+        try await Task.sleep(for: .milliseconds(50))
+        fetcher.release()
+        let answers = [string(try await first.value), string(try await second.value)]
+        #expect(answers == ["s-slow#1", "s-slow#1"], "the second reader did not share the first call")
+        #expect(fetcher.calls.withLock { $0.filter { $0.key == "s-slow" }.count } == 1, "a second call of s-slow started while its first was in flight")
+        // Once the call is done and the key stays unread, the sweep drops it as before.
+        for _ in 0..<10 { clock.advance(by: .seconds(1)) }
+        #expect(engine.status("fam:s-slow") == nil, "unread for key_idle after its call: dropped")
+    }
+
     @Test("19. reads of a batch read ahead answer each key its own value, in the order read ahead or any other")
     func readAhead() async throws {
         let clock = ManualClock()
