@@ -652,6 +652,11 @@ final class Family: Sendable {
 
     // MARK: Listing and counts
 
+    /// The names of the whole members read since the last call (`Entry.readLately`), which it resets.
+    func takeReadMembers() -> [String] {
+        wholeMembers.compactMap { $0.readLately.exchange(false, ordering: .relaxed) ? $0.name : nil }
+    }
+
     /// Every member's key.
     var keys: [String] {
         var keys: [String] = []
@@ -900,14 +905,19 @@ extension Engine {
     /// Starts each family's idle sweep: every quarter of `key_idle` (at least a second), members unread for
     /// `key_idle` are dropped with their refresh.
     func sweepIdleMembers(_ family: Family) {
-        Engine.sweep(family, in: tableSlot, while: sweeping, clock: clock, logger: logger)
+        Engine.sweep(family, in: tableSlot, while: sweeping, replicator: replicatorSlot, clock: clock, logger: logger)
     }
 
     /// The sweep's timer holds what it needs but not the engine: neither strongly (it runs as long as the
     /// family, and would keep an engine alive) nor weakly (a weak reference gives the engine a side table, and
     /// every retain of it, one or more per request, then takes the slow path: 4-5 % of a pipelined keyed GET's
     /// time measured with `perf`). The engine turns `running` off when it goes.
-    private static func sweep(_ family: Family, in tables: TableSlot, while running: SweepSwitch, clock: any EngineClock, logger: Logger) {
+    ///
+    /// In a cluster, a family with eager refresh also tells the cluster which members were read here since the
+    /// last sweep (`Replicator.readHere`): only their owner refreshes them, and it drops a member unread there for
+    /// `key_idle`, so reads served here from a copy must count at the owner, or the refresh stops while they go on.
+    private static func sweep(_ family: Family, in tables: TableSlot, while running: SweepSwitch, replicator: ReplicatorSlot, clock: any EngineClock,
+                              logger: Logger) {
         let every = max(family.policy.keyIdle / 4, .seconds(1))
         _ = clock.schedule(after: every) {
             // A family a reload removed or replaced sweeps no more.
@@ -917,7 +927,11 @@ extension Engine {
             for entry in family.removeIdle(before: now - min(now, idle)) {
                 retireMember(entry, reason: "unread for key_idle (\(family.policy.keyIdle))", logger: logger)
             }
-            sweep(family, in: tables, while: running, clock: clock, logger: logger)
+            if case .eager = family.definition.refresh, family.definition.scope == .cluster, let replicator = replicator.current {
+                let read = family.takeReadMembers()
+                if !read.isEmpty { replicator.readHere(read) }
+            }
+            sweep(family, in: tables, while: running, replicator: replicator, clock: clock, logger: logger)
         }
     }
 
@@ -941,6 +955,13 @@ extension Engine {
         }
         return .notFound(name)
     }
+}
+
+/// The cluster the engine is attached to (`Engine.attach`), if any: held by the engine and its idle sweeps.
+final class ReplicatorSlot: Sendable {
+    private let replicator = Mutex<(any Replicator)?>(nil)
+    var current: (any Replicator)? { replicator.withLock { $0 } }
+    func attach(_ new: any Replicator) { replicator.withLock { $0 = new } }
 }
 
 /// Whether the engine that started the keyed families' idle sweeps is still there.

@@ -8,7 +8,8 @@ public final class Engine: Sendable {
     let clock: any EngineClock
     let logger: Logger
     let jitter: JitterSource
-    private let replicatorBox = Mutex<(any Replicator)?>(nil)
+    /// The cluster, once attached; the keyed families' idle sweeps hold it too (see `Engine.sweep`).
+    let replicatorSlot = ReplicatorSlot()
     private let observerBox = Mutex<[NewValueObserver]>([])
     private let clearObserverBox = Mutex<[ClearObserver]>([])
     private let reloadObserverBox = Mutex<[ReloadObserver]>([])
@@ -70,7 +71,7 @@ public final class Engine: Sendable {
 
     /// Connects the engine to the cluster. Call once, before serving.
     public func attach(_ replicator: any Replicator) {
-        replicatorBox.withLock { $0 = replicator }
+        replicatorSlot.attach(replicator)
     }
 
     /// Calls `observer` with every new value stored from now on: fetched here (by a caller or an eager
@@ -114,7 +115,7 @@ public final class Engine: Sendable {
 
     /// The replicator, for cluster-scoped entries only.
     func replicator(for entry: Entry) -> (any Replicator)? {
-        entry.scope == .cluster ? replicatorBox.withLock { $0 } : nil
+        entry.scope == .cluster ? replicatorSlot.current : nil
     }
 
     // MARK: Reading
@@ -172,7 +173,7 @@ public final class Engine: Sendable {
 
     func cachedValue(_ entry: Entry) -> Fetched? {
         let now = clock.monotonicNanos
-        if entry.family != nil { entry.lastUsed.store(now, ordering: .relaxed) }
+        if entry.family != nil { entry.read(at: now) }
         return entry.state.withLock { s in
             guard s.isValid(at: now) else { return nil }
             s.counters.hits &+= 1
@@ -207,8 +208,8 @@ public final class Engine: Sendable {
     /// `fetch(_:minimumValidity:patience:completion:)` once `name`'s entry is found.
     private func fetch(_ entry: Entry, name: String, wanted: UInt64, minimumValidity: Duration?, patience: Duration?, trigger: CallRecord.Trigger = .reader,
                        completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
-        if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
+        if entry.family != nil { entry.read(at: now) }
         let wall = clock.unixMillis
         let patienceNanos = patience.map { UInt64(max(0, $0.nanoseconds)) } ?? .max
         enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64), again, moved(Entry) }
@@ -302,7 +303,7 @@ public final class Engine: Sendable {
             version = replicator(for: entry)?.nextVersion()
         } else {
             guard let (family, key) = familyAndKey(name) else { return false }
-            let replicator = family.definition.scope == .cluster ? replicatorBox.withLock({ $0 }) : nil
+            let replicator = family.definition.scope == .cluster ? replicatorSlot.current : nil
             version = replicator?.nextVersion()
             switch family.clear(key, version: version) {
             case .missing, .stale: return true
