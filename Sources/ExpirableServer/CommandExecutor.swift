@@ -145,7 +145,8 @@ final class CommandExecutor {
         case .dbsize:
             out.writeRESPInteger(Int64(access.visibleNames(engine).filter(isHeld).count))
         case .clear:
-            let name = words.string(1)
+            // `NAME:*`, as LIST shows a keyed family, clears the family, as `expirablectl clear NAME:*` does.
+            let name = familyNamed(words.string(1))
             guard access.mayAdminister else { return refuseAdmin("CLEAR", name, into: &out) }
             guard engine.clear(name) else {
                 out.writeRESPError(engine.notFound(name).description)

@@ -192,6 +192,26 @@ struct KeyedFamilyTests {
         #expect(subscriber.roundTrip("PING\r\n", expecting: 1) == "+PONG\r\n")
     }
 
+    @Test("CLEAR NAME:*, as LIST shows a keyed family, clears the whole family, as expirablectl clear NAME:* does")
+    func clearFamilyAsListed() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            [expirable.fam.params]
+            mode = "clear"
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        for key in ["a", "b"] { #expect(try daemon.redis("GET", "fam:\(key)") == "key=\(key) state=") }
+        #expect(try daemon.redis("LIST") == "fam:*")
+        #expect(try daemon.redis("CLEAR", "fam:*") == "OK")
+        #expect(try daemon.redis("TTL", "fam:a") == "-2" && daemon.redis("TTL", "fam:b") == "-2")
+        #expect(try daemon.redis("INFO", "fam").contains("keys:0"))
+        let cleared = daemon.log.split(separator: "\n").filter { $0.contains("] cleared") }
+        #expect(cleared.filter { $0.contains("expirable=fam ") && $0.contains("members=2") }.count == 1, "one line for the family: \(cleared)")
+        #expect(try daemon.redis("CLEAR", "nosuch:*").hasPrefix("NOTFOUND no expirable named 'nosuch:*'"))
+    }
+
     @Test("pipelined GETs of many keys are each answered with their own key's value, from memory once fetched")
     func pipelinedKeys() throws {
         // mode = "clear": the plugin keeps no state, so the keys are held compact once fetched, and a pipelined
