@@ -945,13 +945,14 @@ extension Engine {
     public func isKeyed(_ name: String) -> Bool { families[name] != nil }
 
     /// The NOTFOUND error for `name`, which names no value: a keyed family's name alone, and a member whose key
-    /// is not valid, are told how to ask.
+    /// is not valid, are told how to ask. The name is shown escaped (`TextLogHandler.escaped`): an invalid key
+    /// may hold any byte, and the error goes back to a client that may print it on a terminal.
     public func notFound(_ name: String) -> ExpirableError {
         if let family = families[name] {
             return .notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")
         }
         if let prefix = name.split(separator: ":", maxSplits: 1).first, families[String(prefix)] != nil {
-            return .notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces, and not * alone (\(prefix):* names the family)")
+            return .notFound(explaining: "\(TextLogHandler.escaped(name)) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces, and not * alone (\(prefix):* names the family)")
         }
         return .notFound(name)
     }

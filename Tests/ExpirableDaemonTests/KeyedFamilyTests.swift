@@ -212,6 +212,32 @@ struct KeyedFamilyTests {
         #expect(try daemon.redis("CLEAR", "nosuch:*").hasPrefix("NOTFOUND no expirable named 'nosuch:*'"))
     }
 
+    @Test("control characters in a name asked for (ESC, NUL, BEL, DEL) are escaped in the NOTFOUND error, as in the log")
+    func notFoundEscapes() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        let connection = try RawConnection(daemon.socket)
+        let cases: [([UInt8], String)] = [
+            (Array("fam:a\u{1b}[2Jb".utf8), "-NOTFOUND fam:a\\x1b[2Jb has no valid key"),
+            (Array("fam:".utf8) + [0] + Array("x".utf8), "-NOTFOUND fam:\\x00x has no valid key"),
+            (Array("fam:b\u{7f}".utf8), "-NOTFOUND fam:b\\x7f has no valid key"),
+            (Array("nosuch\u{1b}]0;pwned\u{07}".utf8), "-NOTFOUND no expirable named 'nosuch\\x1b]0;pwned\\x07' is configured"),
+            (Array("fam:back\\slash\u{1b}".utf8), "-NOTFOUND fam:back\\\\slash\\x1b has no valid key"),
+        ]
+        for (name, expected) in cases {
+            connection.send(Array("*2\r\n$3\r\nGET\r\n$\(name.count)\r\n".utf8) + name + Array("\r\n".utf8))
+            let reply = connection.receive(replies: 1)
+            #expect(reply.hasPrefix(expected), "\(reply.debugDescription)")
+            #expect(!reply.dropLast(2).unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }, "\(reply.debugDescription)")
+        }
+        // The log escapes them too.
+        #expect(!daemon.log.unicodeScalars.contains { $0.value == 0x1b || $0.value == 0 || $0.value == 0x07 })
+    }
+
     @Test("pipelined GETs of many keys are each answered with their own key's value, from memory once fetched")
     func pipelinedKeys() throws {
         // mode = "clear": the plugin keeps no state, so the keys are held compact once fetched, and a pipelined
