@@ -536,6 +536,20 @@ final class Family: Sendable {
         }
     }
 
+    /// Evicts back down to `maxKeys` once the calls that took the family past it (`reserve` lets it pass while
+    /// every member is busy) are over: called as each call ends, so a family does not stay past its limit until
+    /// its next new key. `near`: the member whose call ended, whose shard is sampled first. Returns the whole
+    /// entries taken, for the engine to retire.
+    func trim(near member: Entry) -> [Entry] {
+        guard held.load(ordering: .relaxed) > policy.maxKeys else { return [] }
+        let shard = member.memberKey.withUnsafeBytes { locate($0).0 }
+        var evicted: [Entry] = []
+        while held.load(ordering: .relaxed) > policy.maxKeys, let out = evictOne(preferring: shard) {
+            if let entry = out { evicted.append(entry) }
+        }
+        return evicted
+    }
+
     /// Takes out the least recently read of a sample (of all, up to 16 members). Returns nil when there was
     /// nothing to take, `.some(nil)` for a compact member (freed here), the entry for a whole one.
     ///

@@ -550,6 +550,7 @@ public final class Engine: Sendable {
             call(entry, generation: followUp)
         } else if let family = entry.family {
             family.makeCompact(entry)
+            for gone in family.trim(near: entry) { retire(gone, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
         }
     }
 

@@ -232,6 +232,23 @@ struct KeyedTests {
         #expect(stateful.cachedValue("fam:p1") == nil && stateful.cachedValue("fam:p2") != nil)
     }
 
+    @Test("19. a family pushed past max_keys by calls in flight (none could be evicted) is brought back to max_keys as they end")
+    func overshootTrimmed() async throws {
+        let clock = ManualClock()
+        let keys = ["n1", "n2", "n3", "n4", "n5"]
+        let fetcher = HoldingFetcher(holding: Set(keys), clock: clock)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 2)
+        let reads = keys.map { key in Task { try await engine.fetch("fam:\(key)") } }
+        for _ in 0..<30_000 where fetcher.waiting.withLock({ $0.count }) < keys.count { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(fetcher.waiting.withLock { $0.count } == keys.count, "the calls never all started")
+        #expect(keys.allSatisfy { engine.status("fam:\($0)")?.fetching == true }, "a member in flight was evicted")
+        fetcher.release()
+        for read in reads { _ = try await read.value }
+        #expect(engine.familyInfo("fam")?.keys == 2, "the family stayed past max_keys (2): \(String(describing: engine.familyInfo("fam")?.keys)) keys")
+        #expect(keys.filter { engine.status("fam:\($0)") != nil }.count == 2)
+        #expect(engine.familyInfo("fam")?.evictions == 3)
+    }
+
     @Test("19. a reload that keeps a family (key_idle changed) keeps its evictions and the counts of members gone")
     func reloadKeepsFamilyCounts() async throws {
         let clock = ManualClock()
