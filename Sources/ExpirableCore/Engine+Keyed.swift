@@ -52,6 +52,10 @@ final class Family: Sendable {
     private let retired = Mutex(ExpirableCounters())
     /// The node names in compact members' versions, interned: a version costs 10 bytes a member, not 24.
     private let nodes = Mutex<[String]>([])
+    /// `fetch failed` lines logged in the second that began at `since` (monotonic), and those left out.
+    private let failureLines = Mutex<(since: UInt64, logged: Int, left: Int)>((0, 0, 0))
+    /// The `fetch failed` lines a family logs in a second, at most (see `Engine.logFailure`).
+    static let failureLinesPerSecond = 10
 
     init(_ definition: ExpirableDefinition, policy: KeyedPolicy) {
         self.definition = definition
@@ -662,6 +666,30 @@ final class Family: Sendable {
             }
         }
         return whole
+    }
+
+    // MARK: Failure lines
+
+    /// Whether a failed call's line may be logged at `now`; for the first line left out in its second, when that
+    /// second ends, for the engine to log how many were left out then (`takeFailuresNotLogged`).
+    func admitFailureLine(now: UInt64) -> (log: Bool, summaryDue: UInt64?) {
+        failureLines.withLock { f in
+            if f.left == 0 && now &- f.since >= 1_000_000_000 { f = (now, 0, 0) }
+            if f.logged < Family.failureLinesPerSecond {
+                f.logged += 1
+                return (true, nil)
+            }
+            f.left += 1
+            return (false, f.left == 1 ? f.since &+ 1_000_000_000 : nil)
+        }
+    }
+
+    /// The failure lines left out since their second began; a new second begins at `now`.
+    func takeFailuresNotLogged(now: UInt64) -> Int {
+        failureLines.withLock { f in
+            defer { f = (now, 0, 0) }
+            return f.left
+        }
     }
 
     // MARK: Listing and counts

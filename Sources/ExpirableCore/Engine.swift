@@ -533,11 +533,7 @@ public final class Engine: Sendable {
         if let unusable {
             logger.warning("plugin value unusable; not stored, next call paced", metadata: ["expirable": "\(entry.name)", "error": "\(unusable)"])
         }
-        if case .failure(let error) = result {
-            logger.warning("fetch failed", metadata: [
-                "expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)",
-            ])
-        }
+        if case .failure(let error) = result { logFailure(entry, error) }
         if let replicator, let (fetched, remaining, version) = announce {
             replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
         }
@@ -551,6 +547,26 @@ public final class Engine: Sendable {
         } else if let family = entry.family {
             family.makeCompact(entry)
             for gone in family.trim(near: entry) { retire(gone, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
+        }
+    }
+
+    /// Logs a failed call. A keyed family's members share `Family.failureLinesPerSecond` lines a second: pacing is
+    /// per key, so a reader who asks for distinct keys that fail would otherwise choose how many lines (and, with
+    /// each key and the plugin's words about it, what) go to the log. The lines left out are counted in one line
+    /// when their second is over.
+    private func logFailure(_ entry: Entry, _ error: ExpirableError) {
+        let metadata: Logger.Metadata = ["expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)"]
+        guard let family = entry.family else { return logger.warning("fetch failed", metadata: metadata) }
+        let now = clock.monotonicNanos
+        let (logged, summaryDue) = family.admitFailureLine(now: now)
+        if logged { logger.warning("fetch failed", metadata: metadata) }
+        guard let summaryDue else { return }
+        let (clock, logger) = (self.clock, self.logger)
+        _ = clock.schedule(after: .nanoseconds(Int64(summaryDue - min(summaryDue, now)))) {
+            let left = family.takeFailuresNotLogged(now: clock.monotonicNanos)
+            logger.warning("more fetch failures of the family's keys, not logged one by one", metadata: [
+                "expirable": "\(family.name)", "failures": "\(left)", "limit": "\(Family.failureLinesPerSecond) lines a second",
+            ])
         }
     }
 

@@ -278,6 +278,23 @@ struct KeyedTests {
         #expect(engine.cachedValue("fam:b") == nil)
     }
 
+    @Test("19. failed calls of distinct keys log at most ten lines a second a family; the rest are counted in one line")
+    func failureLinesLimited() async throws {
+        let clock = ManualClock()
+        let logs = LogBox()
+        let engine = Engine(expirables: [ExpirableDefinition(name: "fam", keyed: KeyedPolicy(), fetcher: FailingKeyFetcher())], clock: clock,
+                            logger: logs.logger)
+        func failed() -> [String] { logs.lines.withLock { $0.filter { $0.contains("fetch failed") } } }
+        for i in 0..<100 { _ = try? await engine.fetch("fam:k\(i)") }
+        #expect(failed().count == 10, "\(failed().count) lines for 100 failed keys")
+        #expect(failed().allSatisfy { $0.contains("no value for k") })
+        for _ in 0..<2 { clock.advance(by: .seconds(1)) }
+        let summary = logs.lines.withLock { $0.filter { $0.contains("not logged") } }
+        #expect(summary.count == 1 && summary.first?.contains("90") == true && summary.first?.contains("fam") == true, "\(summary)")
+        _ = try? await engine.fetch("fam:later")
+        #expect(failed().count == 11, "a failure in a later second is logged again")
+    }
+
     // Members with nothing pending are kept compact (a block with the key, deadline, counts and value) and made
     // whole again for a call; these tests hold them to everything a whole member does.
 
@@ -418,6 +435,13 @@ struct KeyedTests {
                 "a peer's value older than the local clear")
         #expect(clears.withLock { $0 } == ["fam:theirs", "fam:mine"], "a peer's clear and a local one, both told")
         #expect(fetcher.calls.withLock { $0.count } == 1, "the peer's key called no plugin here")
+    }
+}
+
+/// Fails every call with a message naming the key.
+struct FailingKeyFetcher: Fetcher {
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        completion(FetchOutcome(result: .failure(.fetch("no value for \(request.key ?? "-")"))))
     }
 }
 
