@@ -134,7 +134,7 @@ final class Family: Sendable {
     }
 
     /// `key`'s entry for reading: the whole one, or a detached copy of a compact member (what changes on the
-    /// copy is lost).
+    /// copy is lost), with the member's `lastUsed`.
     func member(_ key: String) -> Entry? {
         Array(key.utf8).withUnsafeBytes { key in
             let (shard, hash) = locate(key)
@@ -148,6 +148,7 @@ final class Family: Sendable {
                         restore(block, into: &s)
                         s.detached = true
                     }
+                    copy.lastUsed.store(block.header.pointee.lastUsed, ordering: .relaxed)
                     return copy
                 }
             }
@@ -697,6 +698,18 @@ final class Family: Sendable {
     /// The names of the whole members read since the last call (`Entry.readLately`), which it resets.
     func takeReadMembers() -> [String] {
         wholeMembers.compactMap { $0.readLately.exchange(false, ordering: .relaxed) ? $0.name : nil }
+    }
+
+    /// Every member's key, the least recently read first.
+    var keysByLastUse: [String] {
+        var keys: [(key: String, used: UInt64)] = []
+        forEachMember { member in
+            switch member {
+            case .compact(let block): keys.append((String(decoding: block.key, as: UTF8.self), block.header.pointee.lastUsed))
+            case .whole(let entry): keys.append((String(decoding: entry.memberKey, as: UTF8.self), entry.lastUsed.load(ordering: .relaxed)))
+            }
+        }
+        return keys.sorted { $0.used < $1.used }.map(\.key)
     }
 
     /// Every member's key.

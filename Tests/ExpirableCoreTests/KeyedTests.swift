@@ -266,6 +266,36 @@ struct KeyedTests {
         #expect(engine.familyInfo("fam")?.evictions == 3)
     }
 
+    @Test("19. a reload that lowers max_keys keeps the most recently read keys; a reload keeps each key's key_idle clock")
+    func reloadKeepsRecency() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, lifetime: 3_600_000, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 5, keyIdle: .seconds(60))
+        for key in ["q1", "q2", "q3", "q4", "q5"] {
+            _ = try await engine.fetch("fam:\(key)")
+            clock.advance(by: .seconds(1))
+        }
+        #expect(engine.cachedValue("fam:q1") != nil)
+        clock.advance(by: .seconds(1))
+        _ = engine.reload([ExpirableDefinition(name: "fam", keyed: KeyedPolicy(maxKeys: 2, keyIdle: .seconds(60)), fetcher: fetcher)],
+                          unchanged: [], keepingValues: ["fam"])
+        let kept = ["q1", "q2", "q3", "q4", "q5"].filter { engine.status("fam:\($0)") != nil }
+        #expect(kept == ["q1", "q5"], "the two most recently read keys are q1 and q5; kept: \(kept)")
+
+        // A key unread for 50 s of its 60 s key_idle when the family is reloaded goes 10 s later, not 60 s.
+        _ = engine.clear("fam")
+        _ = try await engine.fetch("fam:idle")
+        _ = try await engine.fetch("fam:read")
+        clock.advance(by: .seconds(50))
+        _ = engine.cachedValue("fam:read")
+        _ = engine.reload([ExpirableDefinition(name: "fam", keyed: KeyedPolicy(maxKeys: 3, keyIdle: .seconds(60)), fetcher: fetcher)],
+                          unchanged: [], keepingValues: ["fam"])
+        #expect(engine.status("fam:idle") != nil)
+        for _ in 0..<30 { clock.advance(by: .seconds(1)) }
+        #expect(engine.status("fam:idle") == nil, "unread for 80 s (key_idle 60 s), a reload between: still held")
+        #expect(engine.status("fam:read") != nil, "read 30 s ago: kept")
+    }
+
     @Test("19. CLEAR NAME:KEY clears one key; CLEAR NAME clears the whole family")
     func clearing() async throws {
         let clock = ManualClock()
