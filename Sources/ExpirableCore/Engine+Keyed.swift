@@ -649,7 +649,8 @@ final class Family: Sendable {
     ///
     /// A member with a call in flight (or callers waiting for the next one) stays, however long unread, as
     /// `evictOne` spares it: a reader of its key would make a new member and a second call, from the state the
-    /// one in flight was given. Its call's end counts as a use, so it goes a whole `keyIdle` later if unread.
+    /// one in flight was given. A later sweep takes it once the call is over, if it is still unread (the call's
+    /// end is no read: an eager refresh of an unread key does not keep it).
     func removeIdle(before: UInt64) -> [Entry] {
         var whole: [Entry] = []
         for shard in shards {
