@@ -160,6 +160,21 @@ public final class Cluster: Service, Replicator, Sendable {
         hasJoined && !rejoining() && owner(of: name) == options.node
     }
 
+    /// Keyed members with eager refresh read on this node: each that another node owns is fetched from its owner,
+    /// the answer dropped. The owner answers from memory and counts it as a read (a hit), so its `key_idle` runs
+    /// from the last read on any node and its eager refresh goes on while any node reads the key (one fetch a
+    /// member a sweep, a quarter of `key_idle`, only for members read here meanwhile). The existing `fetch` frame:
+    /// peers need nothing new. A member its owner dropped meanwhile is fetched there again, as the next read
+    /// here would have had it fetched, before the copy here expires.
+    public func readHere(_ names: [String]) {
+        guard hasJoined, !rejoining() else { return }
+        for name in names {
+            let owner = owner(of: name)
+            guard owner != options.node, !servingForwards(of: name) else { continue }
+            forward(name, to: owner, timeout: .seconds(30)) { _ in }
+        }
+    }
+
     /// Until its owner would count as dead if it fell silent now (or until the join ends), so an eager refresh
     /// the owner does not make moves to the next owner as soon as the owner is found dead (SPEC §4.13).
     public func refreshRecheckDelay(_ name: String) -> Duration {

@@ -52,6 +52,10 @@ final class Family: Sendable {
     private let retired = Mutex(ExpirableCounters())
     /// The node names in compact members' versions, interned: a version costs 10 bytes a member, not 24.
     private let nodes = Mutex<[String]>([])
+    /// `fetch failed` lines logged in the second that began at `since` (monotonic), and those left out.
+    private let failureLines = Mutex<(since: UInt64, logged: Int, left: Int)>((0, 0, 0))
+    /// The `fetch failed` lines a family logs in a second, at most (see `Engine.logFailure`).
+    static let failureLinesPerSecond = 10
 
     init(_ definition: ExpirableDefinition, policy: KeyedPolicy) {
         self.definition = definition
@@ -130,7 +134,7 @@ final class Family: Sendable {
     }
 
     /// `key`'s entry for reading: the whole one, or a detached copy of a compact member (what changes on the
-    /// copy is lost).
+    /// copy is lost), with the member's `lastUsed`.
     func member(_ key: String) -> Entry? {
         Array(key.utf8).withUnsafeBytes { key in
             let (shard, hash) = locate(key)
@@ -144,6 +148,7 @@ final class Family: Sendable {
                         restore(block, into: &s)
                         s.detached = true
                     }
+                    copy.lastUsed.store(block.header.pointee.lastUsed, ordering: .relaxed)
                     return copy
                 }
             }
@@ -536,6 +541,20 @@ final class Family: Sendable {
         }
     }
 
+    /// Evicts back down to `maxKeys` once the calls that took the family past it (`reserve` lets it pass while
+    /// every member is busy) are over: called as each call ends, so a family does not stay past its limit until
+    /// its next new key. `near`: the member whose call ended, whose shard is sampled first. Returns the whole
+    /// entries taken, for the engine to retire.
+    func trim(near member: Entry) -> [Entry] {
+        guard held.load(ordering: .relaxed) > policy.maxKeys else { return [] }
+        let shard = member.memberKey.withUnsafeBytes { locate($0).0 }
+        var evicted: [Entry] = []
+        while held.load(ordering: .relaxed) > policy.maxKeys, let out = evictOne(preferring: shard) {
+            if let entry = out { evicted.append(entry) }
+        }
+        return evicted
+    }
+
     /// Takes out the least recently read of a sample (of all, up to 16 members). Returns nil when there was
     /// nothing to take, `.some(nil)` for a compact member (freed here), the entry for a whole one.
     ///
@@ -590,6 +609,12 @@ final class Family: Sendable {
         return nil
     }
 
+    /// Whether `member` has a call in flight or callers waiting for one: never evicted nor swept.
+    private static func isBusy(_ member: KeyTable.Member?) -> Bool {
+        guard case .whole(let entry)? = member else { return false }
+        return entry.state.withLock { s in s.flight != nil || !s.nextWaiters.isEmpty }
+    }
+
     private func lastUsed(_ member: KeyTable.Member?) -> UInt64? {
         switch member {
         case nil: nil
@@ -621,6 +646,11 @@ final class Family: Sendable {
     }
 
     /// Members unread since `before` (monotonic) taken out: compact ones freed, whole ones returned.
+    ///
+    /// A member with a call in flight (or callers waiting for the next one) stays, however long unread, as
+    /// `evictOne` spares it: a reader of its key would make a new member and a second call, from the state the
+    /// one in flight was given. A later sweep takes it once the call is over, if it is still unread (the call's
+    /// end is no read: an eager refresh of an unread key does not keep it).
     func removeIdle(before: UInt64) -> [Entry] {
         var whole: [Entry] = []
         for shard in shards {
@@ -628,7 +658,8 @@ final class Family: Sendable {
                 var index = 0
                 // A removal shifts later members back into `index`: it is looked at again.
                 while index < t.capacity {
-                    if let used = lastUsed(t.member(at: index)), used < before {
+                    let member = t.member(at: index)
+                    if let used = lastUsed(member), used < before, !Family.isBusy(member) {
                         if let entry = take(&t, at: index) { whole.append(entry) }
                     } else {
                         index += 1
@@ -639,7 +670,48 @@ final class Family: Sendable {
         return whole
     }
 
+    // MARK: Failure lines
+
+    /// Whether a failed call's line may be logged at `now`; for the first line left out in its second, when that
+    /// second ends, for the engine to log how many were left out then (`takeFailuresNotLogged`).
+    func admitFailureLine(now: UInt64) -> (log: Bool, summaryDue: UInt64?) {
+        failureLines.withLock { f in
+            if f.left == 0 && now &- f.since >= 1_000_000_000 { f = (now, 0, 0) }
+            if f.logged < Family.failureLinesPerSecond {
+                f.logged += 1
+                return (true, nil)
+            }
+            f.left += 1
+            return (false, f.left == 1 ? f.since &+ 1_000_000_000 : nil)
+        }
+    }
+
+    /// The failure lines left out since their second began; a new second begins at `now`.
+    func takeFailuresNotLogged(now: UInt64) -> Int {
+        failureLines.withLock { f in
+            defer { f = (now, 0, 0) }
+            return f.left
+        }
+    }
+
     // MARK: Listing and counts
+
+    /// The names of the whole members read since the last call (`Entry.readLately`), which it resets.
+    func takeReadMembers() -> [String] {
+        wholeMembers.compactMap { $0.readLately.exchange(false, ordering: .relaxed) ? $0.name : nil }
+    }
+
+    /// Every member's key, the least recently read first.
+    var keysByLastUse: [String] {
+        var keys: [(key: String, used: UInt64)] = []
+        forEachMember { member in
+            switch member {
+            case .compact(let block): keys.append((String(decoding: block.key, as: UTF8.self), block.header.pointee.lastUsed))
+            case .whole(let entry): keys.append((String(decoding: entry.memberKey, as: UTF8.self), entry.lastUsed.load(ordering: .relaxed)))
+            }
+        }
+        return keys.sorted { $0.used < $1.used }.map(\.key)
+    }
 
     /// Every member's key.
     var keys: [String] {
@@ -889,14 +961,19 @@ extension Engine {
     /// Starts each family's idle sweep: every quarter of `key_idle` (at least a second), members unread for
     /// `key_idle` are dropped with their refresh.
     func sweepIdleMembers(_ family: Family) {
-        Engine.sweep(family, in: tableSlot, while: sweeping, clock: clock, logger: logger)
+        Engine.sweep(family, in: tableSlot, while: sweeping, replicator: replicatorSlot, clock: clock, logger: logger)
     }
 
     /// The sweep's timer holds what it needs but not the engine: neither strongly (it runs as long as the
     /// family, and would keep an engine alive) nor weakly (a weak reference gives the engine a side table, and
     /// every retain of it, one or more per request, then takes the slow path: 4-5 % of a pipelined keyed GET's
     /// time measured with `perf`). The engine turns `running` off when it goes.
-    private static func sweep(_ family: Family, in tables: TableSlot, while running: SweepSwitch, clock: any EngineClock, logger: Logger) {
+    ///
+    /// In a cluster, a family with eager refresh also tells the cluster which members were read here since the
+    /// last sweep (`Replicator.readHere`): only their owner refreshes them, and it drops a member unread there for
+    /// `key_idle`, so reads served here from a copy must count at the owner, or the refresh stops while they go on.
+    private static func sweep(_ family: Family, in tables: TableSlot, while running: SweepSwitch, replicator: ReplicatorSlot, clock: any EngineClock,
+                              logger: Logger) {
         let every = max(family.policy.keyIdle / 4, .seconds(1))
         _ = clock.schedule(after: every) {
             // A family a reload removed or replaced sweeps no more.
@@ -906,7 +983,11 @@ extension Engine {
             for entry in family.removeIdle(before: now - min(now, idle)) {
                 retireMember(entry, reason: "unread for key_idle (\(family.policy.keyIdle))", logger: logger)
             }
-            sweep(family, in: tables, while: running, clock: clock, logger: logger)
+            if case .eager = family.definition.refresh, family.definition.scope == .cluster, let replicator = replicator.current {
+                let read = family.takeReadMembers()
+                if !read.isEmpty { replicator.readHere(read) }
+            }
+            sweep(family, in: tables, while: running, replicator: replicator, clock: clock, logger: logger)
         }
     }
 
@@ -920,16 +1001,24 @@ extension Engine {
     public func isKeyed(_ name: String) -> Bool { families[name] != nil }
 
     /// The NOTFOUND error for `name`, which names no value: a keyed family's name alone, and a member whose key
-    /// is not valid, are told how to ask.
+    /// is not valid, are told how to ask. The name is shown escaped (`TextLogHandler.escaped`): an invalid key
+    /// may hold any byte, and the error goes back to a client that may print it on a terminal.
     public func notFound(_ name: String) -> ExpirableError {
         if let family = families[name] {
             return .notFound(explaining: "\(family.name) is a keyed family: ask for one of its values as \(family.name):KEY")
         }
         if let prefix = name.split(separator: ":", maxSplits: 1).first, families[String(prefix)] != nil {
-            return .notFound(explaining: "\(name) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces, and not * alone (\(prefix):* names the family)")
+            return .notFound(explaining: "\(TextLogHandler.escaped(name)) has no valid key: a key of \(prefix) is 1 to 256 printable ASCII characters, no spaces, and not * alone (\(prefix):* names the family)")
         }
         return .notFound(name)
     }
+}
+
+/// The cluster the engine is attached to (`Engine.attach`), if any: held by the engine and its idle sweeps.
+final class ReplicatorSlot: Sendable {
+    private let replicator = Mutex<(any Replicator)?>(nil)
+    var current: (any Replicator)? { replicator.withLock { $0 } }
+    func attach(_ new: any Replicator) { replicator.withLock { $0 = new } }
 }
 
 /// Whether the engine that started the keyed families' idle sweeps is still there.

@@ -211,10 +211,12 @@ extension Engine {
     }
 
     /// Moves a keyed family's members into `new`, not yet published: whole members as entries are moved,
-    /// compact ones by their value and counts. `new` applies its own `max_keys`.
+    /// compact ones by their value and counts, each with when it was last read, so `key_idle` goes on from there.
+    /// `new` applies its own `max_keys`: the least recently read go in first, so a lower limit drops them, as
+    /// it would on reads (each member's read time is set before the next one comes in and evicts).
     private func move(_ old: Family, to new: Family, now: UInt64) {
         new.inheritCounts(from: old)
-        for key in old.keys {
+        for key in old.keysByLastUse {
             // The whole member, or a detached copy of a compact one.
             guard let member = old.member(key) else { continue }
             let (entry, evicted) = new.member(creating: key, now: now)
@@ -231,8 +233,8 @@ extension Engine {
                 entry.state.withLock { adopt(copy, into: entry, &$0, now: now) }
             } else {
                 move(member, to: entry, now: now)
-                entry.lastUsed.store(member.lastUsed.load(ordering: .relaxed), ordering: .relaxed)
             }
+            entry.lastUsed.store(member.lastUsed.load(ordering: .relaxed), ordering: .relaxed)
             new.makeCompact(entry)
         }
     }

@@ -8,7 +8,8 @@ public final class Engine: Sendable {
     let clock: any EngineClock
     let logger: Logger
     let jitter: JitterSource
-    private let replicatorBox = Mutex<(any Replicator)?>(nil)
+    /// The cluster, once attached; the keyed families' idle sweeps hold it too (see `Engine.sweep`).
+    let replicatorSlot = ReplicatorSlot()
     private let observerBox = Mutex<[NewValueObserver]>([])
     private let clearObserverBox = Mutex<[ClearObserver]>([])
     private let reloadObserverBox = Mutex<[ReloadObserver]>([])
@@ -70,7 +71,7 @@ public final class Engine: Sendable {
 
     /// Connects the engine to the cluster. Call once, before serving.
     public func attach(_ replicator: any Replicator) {
-        replicatorBox.withLock { $0 = replicator }
+        replicatorSlot.attach(replicator)
     }
 
     /// Calls `observer` with every new value stored from now on: fetched here (by a caller or an eager
@@ -114,7 +115,7 @@ public final class Engine: Sendable {
 
     /// The replicator, for cluster-scoped entries only.
     func replicator(for entry: Entry) -> (any Replicator)? {
-        entry.scope == .cluster ? replicatorBox.withLock { $0 } : nil
+        entry.scope == .cluster ? replicatorSlot.current : nil
     }
 
     // MARK: Reading
@@ -172,7 +173,7 @@ public final class Engine: Sendable {
 
     func cachedValue(_ entry: Entry) -> Fetched? {
         let now = clock.monotonicNanos
-        if entry.family != nil { entry.lastUsed.store(now, ordering: .relaxed) }
+        if entry.family != nil { entry.read(at: now) }
         return entry.state.withLock { s in
             guard s.isValid(at: now) else { return nil }
             s.counters.hits &+= 1
@@ -207,8 +208,8 @@ public final class Engine: Sendable {
     /// `fetch(_:minimumValidity:patience:completion:)` once `name`'s entry is found.
     private func fetch(_ entry: Entry, name: String, wanted: UInt64, minimumValidity: Duration?, patience: Duration?, trigger: CallRecord.Trigger = .reader,
                        completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
-        if entry.family != nil { entry.lastUsed.store(clock.monotonicNanos, ordering: .relaxed) }
         let now = clock.monotonicNanos
+        if entry.family != nil { entry.read(at: now) }
         let wall = clock.unixMillis
         let patienceNanos = patience.map { UInt64(max(0, $0.nanoseconds)) } ?? .max
         enum Action { case answer(Result<Fetched, ExpirableError>), wait, call(UInt64), again, moved(Entry) }
@@ -302,7 +303,7 @@ public final class Engine: Sendable {
             version = replicator(for: entry)?.nextVersion()
         } else {
             guard let (family, key) = familyAndKey(name) else { return false }
-            let replicator = family.definition.scope == .cluster ? replicatorBox.withLock({ $0 }) : nil
+            let replicator = family.definition.scope == .cluster ? replicatorSlot.current : nil
             version = replicator?.nextVersion()
             switch family.clear(key, version: version) {
             case .missing, .stale: return true
@@ -532,11 +533,7 @@ public final class Engine: Sendable {
         if let unusable {
             logger.warning("plugin value unusable; not stored, next call paced", metadata: ["expirable": "\(entry.name)", "error": "\(unusable)"])
         }
-        if case .failure(let error) = result {
-            logger.warning("fetch failed", metadata: [
-                "expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)",
-            ])
-        }
+        if case .failure(let error) = result { logFailure(entry, error) }
         if let replicator, let (fetched, remaining, version) = announce {
             replicator.stored(entry.name, fetched, remainingMillis: remaining, version: version)
         }
@@ -549,6 +546,27 @@ public final class Engine: Sendable {
             call(entry, generation: followUp)
         } else if let family = entry.family {
             family.makeCompact(entry)
+            for gone in family.trim(near: entry) { retire(gone, reason: "evicted: the family holds max_keys (\(family.policy.maxKeys)) keys") }
+        }
+    }
+
+    /// Logs a failed call. A keyed family's members share `Family.failureLinesPerSecond` lines a second: pacing is
+    /// per key, so a reader who asks for distinct keys that fail would otherwise choose how many lines (and, with
+    /// each key and the plugin's words about it, what) go to the log. The lines left out are counted in one line
+    /// when their second is over.
+    private func logFailure(_ entry: Entry, _ error: ExpirableError) {
+        let metadata: Logger.Metadata = ["expirable": "\(entry.name)", "error": "\(error)", "class": "\(error.errorClass.rawValue)"]
+        guard let family = entry.family else { return logger.warning("fetch failed", metadata: metadata) }
+        let now = clock.monotonicNanos
+        let (logged, summaryDue) = family.admitFailureLine(now: now)
+        if logged { logger.warning("fetch failed", metadata: metadata) }
+        guard let summaryDue else { return }
+        let (clock, logger) = (self.clock, self.logger)
+        _ = clock.schedule(after: .nanoseconds(Int64(summaryDue - min(summaryDue, now)))) {
+            let left = family.takeFailuresNotLogged(now: clock.monotonicNanos)
+            logger.warning("more fetch failures of the family's keys, not logged one by one", metadata: [
+                "expirable": "\(family.name)", "failures": "\(left)", "limit": "\(Family.failureLinesPerSecond) lines a second",
+            ])
         }
     }
 

@@ -144,11 +144,20 @@ final class Entry: Sendable {
     /// A keyed family's member: the family, and when it was last read (monotonic), for eviction. Nil otherwise.
     let family: Family?
     let lastUsed = Atomic<UInt64>(0)
+    /// A keyed family's member: read since its family's last idle sweep (`Family.takeReadMembers`).
+    let readLately = Atomic<Bool>(false)
     /// A keyed family's member: its key's bytes, for the family's table. Empty otherwise.
     let memberKey: [UInt8]
     /// `freshness.expiryMargin` and `staleIfError` in nanoseconds, read under the lock.
     let marginNanos: UInt64
     let staleNanos: UInt64
+
+    /// A keyed family's member was read (or waited for) at `now`: for eviction and `key_idle`, and, in a
+    /// cluster, for its owner's `key_idle` (`Replicator.readHere`).
+    func read(at now: UInt64) {
+        lastUsed.store(now, ordering: .relaxed)
+        readLately.store(true, ordering: .relaxed)
+    }
 
     init(_ definition: ExpirableDefinition, family: Family? = nil, key: [UInt8] = []) {
         self.family = family

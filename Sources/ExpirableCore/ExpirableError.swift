@@ -39,9 +39,10 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         self.retryAfter = retryAfter
     }
 
-    /// A fetch of a name that is not configured.
+    /// A fetch of a name that is not configured. The name is the caller's, so its control characters are
+    /// escaped as the log escapes them (`TextLogHandler.escaped`): a client that shows the error shows text.
     public static func notFound(_ name: String) -> ExpirableError {
-        .init(code: .notFound, message: "no expirable named '\(name)' is configured; `expirablectl list` shows the names")
+        .init(code: .notFound, message: "no expirable named '\(TextLogHandler.escaped(name))' is configured; `expirablectl list` shows the names")
     }
 
     /// A name that is configured but cannot be fetched as given (a keyed family without a key, a bad key).

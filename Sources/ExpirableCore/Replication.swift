@@ -37,12 +37,17 @@ public protocol Replicator: Sendable {
     /// A call on this node changed `name`'s plugin state (nil: cleared) under `version`: tell the peers, so
     /// the next owner continues from it.
     func stateChanged(_ name: String, _ state: Secret?, version: Version)
+    /// Members of keyed families with eager refresh read on this node since their family's last idle sweep: the
+    /// owner of each, when another node, should count a read, or it drops the member (and its refresh) after
+    /// `key_idle` while this node serves it from its copy, and the copy then expires under its readers.
+    func readHere(_ names: [String])
 }
 
 extension Replicator {
     public func refreshRecheckDelay(_ name: String) -> Duration { Engine.minimumRefreshInterval }
     public var takeoverLead: Duration { .zero }
     public func stateChanged(_ name: String, _ state: Secret?, version: Version) {}
+    public func readHere(_ names: [String]) {}
 }
 
 /// A cluster-scoped expirable's replicable state: its value (nil for a clear) and version.

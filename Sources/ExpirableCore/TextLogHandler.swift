@@ -90,6 +90,13 @@ public struct TextLogHandler: LogHandler {
         }
     }
 
+    /// `text` escaped as `appendEscaped` escapes it: for names a client sent, quoted in an error it is answered.
+    public static func escaped(_ text: String) -> String {
+        var out = ""
+        appendEscaped(text, to: &out)
+        return out
+    }
+
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         scalar == "\\" || scalar.isControlOrInvisible
     }

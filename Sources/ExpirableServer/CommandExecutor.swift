@@ -145,7 +145,8 @@ final class CommandExecutor {
         case .dbsize:
             out.writeRESPInteger(Int64(access.visibleNames(engine).filter(isHeld).count))
         case .clear:
-            let name = words.string(1)
+            // `NAME:*`, as LIST shows a keyed family, clears the family, as `expirablectl clear NAME:*` does.
+            let name = familyNamed(words.string(1))
             guard access.mayAdminister else { return refuseAdmin("CLEAR", name, into: &out) }
             guard engine.clear(name) else {
                 out.writeRESPError(engine.notFound(name).description)
@@ -387,17 +388,22 @@ final class CommandExecutor {
             out.writeRESPError(state.engine.notFound(unknown).description)
             return
         }
+        // Every valid key of a keyed family is a name: a connection holds at most `maxSubscriptions`, and a
+        // SUBSCRIBE that would take it past them subscribes nothing, as one with an unknown name.
+        let wanted = session.subscriptions.count + Set(names).filter { !session.subscriptions.contains($0) }.count
+        guard wanted <= CommandExecutor.maxSubscriptions else {
+            out.writeRESPError("ERR too many subscriptions: this SUBSCRIBE would bring the connection to \(wanted) names, over the limit of "
+                + "\(CommandExecutor.maxSubscriptions) a connection; nothing was subscribed. UNSUBSCRIBE names no longer needed, or subscribe on another connection")
+            return
+        }
         for name in names {
-            if !session.subscriptions.contains(name) {
-                session.subscriptions.append(name)
-                state.subscriptions.add(name, subscriber)
-            }
+            if session.subscriptions.insert(name) { state.subscriptions.add(name, subscriber) }
             writeSubscription("subscribe", name, count: session.subscriptions.count, session.version, into: &out)
         }
     }
 
     private func unsubscribe(_ words: RESPCommandWords, _ session: inout Session, into out: inout ByteBuffer) {
-        let names = words.count > 1 ? (1..<words.count).map { words.string($0) } : session.subscriptions
+        let names = words.count > 1 ? (1..<words.count).map { words.string($0) } : session.subscriptions.inOrder
         guard !names.isEmpty else {
             out.writeRESPPushHeader(3, session.version)
             out.writeRESPBulk("unsubscribe")
@@ -406,10 +412,7 @@ final class CommandExecutor {
             return
         }
         for name in names {
-            if let index = session.subscriptions.firstIndex(of: name) {
-                session.subscriptions.remove(at: index)
-                state.subscriptions.remove(name, subscriber)
-            }
+            if session.subscriptions.remove(name) { state.subscriptions.remove(name, subscriber) }
             writeSubscription("unsubscribe", name, count: session.subscriptions.count, session.version, into: &out)
         }
     }
@@ -418,16 +421,15 @@ final class CommandExecutor {
     /// Redis announces an unsubscription, `unsubscribe NAME COUNT`, COUNT the subscriptions left. Returns false
     /// if the connection was not subscribed to it (any more).
     func endSubscription(_ name: String, _ session: inout Session, into out: inout ByteBuffer) -> Bool {
-        guard let index = session.subscriptions.firstIndex(of: name) else { return false }
-        session.subscriptions.remove(at: index)
+        guard session.subscriptions.remove(name) else { return false }
         state.subscriptions.remove(name, subscriber)
         writeSubscription("unsubscribe", name, count: session.subscriptions.count, session.version, into: &out)
         return true
     }
 
     private func unsubscribeAll(_ session: inout Session) {
-        for name in session.subscriptions { state.subscriptions.remove(name, subscriber) }
-        session.subscriptions = []
+        for name in session.subscriptions.names { state.subscriptions.remove(name, subscriber) }
+        session.subscriptions.removeAll()
     }
 
     private func writeSubscription(_ kind: String, _ name: String, count: Int, _ version: RESPVersion, into out: inout ByteBuffer) {
@@ -509,6 +511,9 @@ final class CommandExecutor {
 
     /// The most names one INFO answers: a reply of some KB each, bounded whatever the request's size.
     static let maxInfoNames = 64
+    /// The names one connection may be subscribed to at once (docs/protocol.md, Limits): a keyed family makes
+    /// every valid key a name, and each costs memory in the connection and in the fan-out's table.
+    static let maxSubscriptions = 10_000
 
     /// Redis's INFO sections; an expirable of the same name is answered first.
     static let redisInfoSections: Set<String> = [

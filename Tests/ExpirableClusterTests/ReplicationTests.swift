@@ -153,6 +153,43 @@ struct ReplicationTests {
 
 @Suite("Cluster visibility")
 struct ClusterVisibilityTests {
+    @Test("10. a keyed member read only on a node that does not own it stays at its owner past key_idle: its eager refresh goes on and the reader never misses")
+    func keyedReadElsewhere() throws {
+        let cluster = try TestCluster(expirables: { node in
+            """
+            [expirable.ce]
+            plugin = "counter"
+            keyed = true
+            refresh = "eager"
+            before_expiry = "3s"
+            key_idle = "4s"
+            [expirable.ce.params]
+            prefix = "\(node)-"
+            ttl_ms = 6000
+            count_file = "DIR/calls"
+            """
+        })
+        defer { cluster.remove() }
+        func field(_ info: String, _ name: String) -> String? {
+            info.split(whereSeparator: \.isNewline).first { $0.hasPrefix(name + ":") }.map { String($0.dropFirst(name.count + 1)) }
+        }
+        let name = try #require(try (0..<50).map { "ce:k\($0)" }.first { try cluster.owner(of: $0, on: "node-a") != "node-a" })
+        let owner = try cluster.owner(of: name, on: "node-a")
+        #expect(try cluster["node-a"].redis("GET", name).hasPrefix("\(owner)-"))
+        // Read on node-a every half second for about 20 s: five times key_idle, three lifetimes.
+        var missed: [String] = []
+        for step in 0..<40 {
+            _ = try cluster["node-a"].redis("GET", name)
+            let misses = field(try cluster["node-a"].redis("INFO", name), "misses") ?? "?"
+            if misses != "1" { missed.append("step \(step): misses \(misses), owner \(field(try cluster[owner].redis("INFO", name), "state") ?? "?")") }
+            usleep(500_000)
+        }
+        #expect(missed.isEmpty, "node-a missed: \(missed.prefix(3))")
+        let atOwner = try cluster[owner].redis("INFO", name)
+        #expect(field(atOwner, "state") == "valid", "\(atOwner)")
+        #expect(Int(field(atOwner, "refreshes") ?? "") ?? 0 >= 4, "the owner's eager refresh stopped: \(atOwner)")
+    }
+
     @Test("expirablectl status shows each cluster-scoped value's owner and replica state; cluster lists the members")
     func statusAndMembers() throws {
         let cluster = try TestCluster(expirables: counters())

@@ -149,6 +149,28 @@ struct KeyedTests {
         #expect(fetcher.calls.withLock { $0.filter { $0.key == "idle" }.count } == refreshesOfIdle, "its refresh stopped with it")
     }
 
+    @Test("19. the key_idle sweep never drops a member whose call is in flight: a second reader shares that call")
+    func keyIdleSparesFlights() async throws {
+        let clock = ManualClock()
+        let fetcher = HoldingFetcher(holding: ["s-slow"], clock: clock)
+        let engine = Self.engine(fetcher, clock: clock, keyIdle: .seconds(4))
+        let first = Task { try await engine.fetch("fam:s-slow") }
+        for _ in 0..<30_000 where fetcher.waiting.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(!fetcher.waiting.withLock { $0.isEmpty }, "the first call never started")
+        // Well past key_idle, with the sweep (every second) run several times, while the call is still running.
+        for _ in 0..<10 { clock.advance(by: .seconds(1)) }
+        #expect(engine.status("fam:s-slow")?.fetching == true, "the member in flight was swept")
+        let second = Task { try await engine.fetch("fam:s-slow") }
+        try await Task.sleep(for: .milliseconds(50))
+        fetcher.release()
+        let answers = [string(try await first.value), string(try await second.value)]
+        #expect(answers == ["s-slow#1", "s-slow#1"], "the second reader did not share the first call")
+        #expect(fetcher.calls.withLock { $0.filter { $0.key == "s-slow" }.count } == 1, "a second call of s-slow started while its first was in flight")
+        // Once the call is done and the key stays unread, the sweep drops it as before.
+        for _ in 0..<10 { clock.advance(by: .seconds(1)) }
+        #expect(engine.status("fam:s-slow") == nil, "unread for key_idle after its call: dropped")
+    }
+
     @Test("19. reads of a batch read ahead answer each key its own value, in the order read ahead or any other")
     func readAhead() async throws {
         let clock = ManualClock()
@@ -210,6 +232,23 @@ struct KeyedTests {
         #expect(stateful.cachedValue("fam:p1") == nil && stateful.cachedValue("fam:p2") != nil)
     }
 
+    @Test("19. a family pushed past max_keys by calls in flight (none could be evicted) is brought back to max_keys as they end")
+    func overshootTrimmed() async throws {
+        let clock = ManualClock()
+        let keys = ["n1", "n2", "n3", "n4", "n5"]
+        let fetcher = HoldingFetcher(holding: Set(keys), clock: clock)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 2)
+        let reads = keys.map { key in Task { try await engine.fetch("fam:\(key)") } }
+        for _ in 0..<30_000 where fetcher.waiting.withLock({ $0.count }) < keys.count { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(fetcher.waiting.withLock { $0.count } == keys.count, "the calls never all started")
+        #expect(keys.allSatisfy { engine.status("fam:\($0)")?.fetching == true }, "a member in flight was evicted")
+        fetcher.release()
+        for read in reads { _ = try await read.value }
+        #expect(engine.familyInfo("fam")?.keys == 2, "the family stayed past max_keys (2): \(String(describing: engine.familyInfo("fam")?.keys)) keys")
+        #expect(keys.filter { engine.status("fam:\($0)") != nil }.count == 2)
+        #expect(engine.familyInfo("fam")?.evictions == 3)
+    }
+
     @Test("19. a reload that keeps a family (key_idle changed) keeps its evictions and the counts of members gone")
     func reloadKeepsFamilyCounts() async throws {
         let clock = ManualClock()
@@ -227,6 +266,36 @@ struct KeyedTests {
         #expect(engine.familyInfo("fam")?.evictions == 3)
     }
 
+    @Test("19. a reload that lowers max_keys keeps the most recently read keys; a reload keeps each key's key_idle clock")
+    func reloadKeepsRecency() async throws {
+        let clock = ManualClock()
+        let fetcher = KeyRecordingFetcher(clock: clock, lifetime: 3_600_000, setsState: false)
+        let engine = Self.engine(fetcher, clock: clock, maxKeys: 5, keyIdle: .seconds(60))
+        for key in ["q1", "q2", "q3", "q4", "q5"] {
+            _ = try await engine.fetch("fam:\(key)")
+            clock.advance(by: .seconds(1))
+        }
+        #expect(engine.cachedValue("fam:q1") != nil)
+        clock.advance(by: .seconds(1))
+        _ = engine.reload([ExpirableDefinition(name: "fam", keyed: KeyedPolicy(maxKeys: 2, keyIdle: .seconds(60)), fetcher: fetcher)],
+                          unchanged: [], keepingValues: ["fam"])
+        let kept = ["q1", "q2", "q3", "q4", "q5"].filter { engine.status("fam:\($0)") != nil }
+        #expect(kept == ["q1", "q5"], "the two most recently read keys are q1 and q5; kept: \(kept)")
+
+        // A key unread for 50 s of its 60 s key_idle when the family is reloaded goes 10 s later, not 60 s.
+        _ = engine.clear("fam")
+        _ = try await engine.fetch("fam:idle")
+        _ = try await engine.fetch("fam:read")
+        clock.advance(by: .seconds(50))
+        _ = engine.cachedValue("fam:read")
+        _ = engine.reload([ExpirableDefinition(name: "fam", keyed: KeyedPolicy(maxKeys: 3, keyIdle: .seconds(60)), fetcher: fetcher)],
+                          unchanged: [], keepingValues: ["fam"])
+        #expect(engine.status("fam:idle") != nil)
+        for _ in 0..<30 { clock.advance(by: .seconds(1)) }
+        #expect(engine.status("fam:idle") == nil, "unread for 80 s (key_idle 60 s), a reload between: still held")
+        #expect(engine.status("fam:read") != nil, "read 30 s ago: kept")
+    }
+
     @Test("19. CLEAR NAME:KEY clears one key; CLEAR NAME clears the whole family")
     func clearing() async throws {
         let clock = ManualClock()
@@ -237,6 +306,23 @@ struct KeyedTests {
         #expect(engine.cachedValue("fam:a") == nil && engine.cachedValue("fam:b") != nil)
         #expect(engine.clear("fam"))
         #expect(engine.cachedValue("fam:b") == nil)
+    }
+
+    @Test("19. failed calls of distinct keys log at most ten lines a second a family; the rest are counted in one line")
+    func failureLinesLimited() async throws {
+        let clock = ManualClock()
+        let logs = LogBox()
+        let engine = Engine(expirables: [ExpirableDefinition(name: "fam", keyed: KeyedPolicy(), fetcher: FailingKeyFetcher())], clock: clock,
+                            logger: logs.logger)
+        func failed() -> [String] { logs.lines.withLock { $0.filter { $0.contains("fetch failed") } } }
+        for i in 0..<100 { _ = try? await engine.fetch("fam:k\(i)") }
+        #expect(failed().count == 10, "\(failed().count) lines for 100 failed keys")
+        #expect(failed().allSatisfy { $0.contains("no value for k") })
+        for _ in 0..<2 { clock.advance(by: .seconds(1)) }
+        let summary = logs.lines.withLock { $0.filter { $0.contains("not logged") } }
+        #expect(summary.count == 1 && summary.first?.contains("90") == true && summary.first?.contains("fam") == true, "\(summary)")
+        _ = try? await engine.fetch("fam:later")
+        #expect(failed().count == 11, "a failure in a later second is logged again")
     }
 
     // Members with nothing pending are kept compact (a block with the key, deadline, counts and value) and made
@@ -379,6 +465,13 @@ struct KeyedTests {
                 "a peer's value older than the local clear")
         #expect(clears.withLock { $0 } == ["fam:theirs", "fam:mine"], "a peer's clear and a local one, both told")
         #expect(fetcher.calls.withLock { $0.count } == 1, "the peer's key called no plugin here")
+    }
+}
+
+/// Fails every call with a message naming the key.
+struct FailingKeyFetcher: Fetcher {
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        completion(FetchOutcome(result: .failure(.fetch("no value for \(request.key ?? "-")"))))
     }
 }
 

@@ -155,6 +155,89 @@ struct KeyedFamilyTests {
         #expect(subscriber.receive(replies: 1) == "*3\r\n$7\r\nmessage\r\n$5\r\nfam:a\r\n$12\r\nkey=a state=\r\n")
     }
 
+    @Test("SUBSCRIBE takes up to 10,000 names a connection, quickly, in order; one more is refused with a clear error and subscribes nothing")
+    func manySubscriptions() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            [expirable.fam.params]
+            mode = "clear"
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        func subscribe(_ names: [String]) -> String {
+            "*\(names.count + 1)\r\n$9\r\nSUBSCRIBE\r\n" + names.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+        }
+        let subscriber = try RawConnection(daemon.socket)
+        subscriber.setReceiveTimeout(seconds: 60)
+        for batch in 0..<10 {
+            let names = (batch * 1000..<(batch + 1) * 1000).map { "fam:k\($0)" }
+            let replies = subscriber.roundTrip(subscribe(names), expecting: names.count)
+            #expect(replies.hasSuffix("$\(names.last!.utf8.count)\r\n\(names.last!)\r\n:\((batch + 1) * 1000)\r\n"), "batch \(batch): \(replies.suffix(80))")
+        }
+        // One new name past the bound (fam:k0 is held already): refused whole, nothing subscribed.
+        let refused = subscriber.roundTrip(subscribe(["fam:k0", "fam:extra"]), expecting: 1)
+        #expect(refused.hasPrefix("-ERR too many subscriptions: ") && refused.contains("10000") && refused.contains("UNSUBSCRIBE"), "\(refused)")
+        #expect(subscriber.roundTrip("PING\r\n", expecting: 1) == "*2\r\n$4\r\npong\r\n$0\r\n\r\n", "still subscribed, in pub/sub mode")
+        #expect(subscriber.roundTrip(subscribe(["fam:k0"]), expecting: 1).hasSuffix(":10000\r\n"), "a name held already is no new one")
+        #expect(subscriber.roundTrip("UNSUBSCRIBE fam:k0\r\n", expecting: 1).hasSuffix(":9999\r\n"))
+        #expect(subscriber.roundTrip(subscribe(["fam:extra"]), expecting: 1).hasSuffix("fam:extra\r\n:10000\r\n"))
+        // A GET from another client is answered, and a new value reaches the subscriber.
+        #expect(try daemon.redis("GET", "fam:extra") == "key=extra state=")
+        #expect(subscriber.receive(replies: 1) == "*3\r\n$7\r\nmessage\r\n$9\r\nfam:extra\r\n$16\r\nkey=extra state=\r\n")
+        // UNSUBSCRIBE without names ends them all, in the order subscribed.
+        let ended = subscriber.roundTrip("UNSUBSCRIBE\r\n", expecting: 10_000)
+        #expect(ended.hasPrefix("*3\r\n$11\r\nunsubscribe\r\n$6\r\nfam:k1\r\n:9999\r\n"), "\(ended.prefix(80))")
+        #expect(ended.hasSuffix("$9\r\nfam:extra\r\n:0\r\n"), "\(ended.suffix(80))")
+        #expect(subscriber.roundTrip("PING\r\n", expecting: 1) == "+PONG\r\n")
+    }
+
+    @Test("CLEAR NAME:*, as LIST shows a keyed family, clears the whole family, as expirablectl clear NAME:* does")
+    func clearFamilyAsListed() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            [expirable.fam.params]
+            mode = "clear"
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        for key in ["a", "b"] { #expect(try daemon.redis("GET", "fam:\(key)") == "key=\(key) state=") }
+        #expect(try daemon.redis("LIST") == "fam:*")
+        #expect(try daemon.redis("CLEAR", "fam:*") == "OK")
+        #expect(try daemon.redis("TTL", "fam:a") == "-2" && daemon.redis("TTL", "fam:b") == "-2")
+        #expect(try daemon.redis("INFO", "fam").contains("keys:0"))
+        let cleared = daemon.log.split(separator: "\n").filter { $0.contains("] cleared") }
+        #expect(cleared.filter { $0.contains("expirable=fam ") && $0.contains("members=2") }.count == 1, "one line for the family: \(cleared)")
+        #expect(try daemon.redis("CLEAR", "nosuch:*").hasPrefix("NOTFOUND no expirable named 'nosuch:*'"))
+    }
+
+    @Test("control characters in a name asked for (ESC, NUL, BEL, DEL) are escaped in the NOTFOUND error, as in the log")
+    func notFoundEscapes() throws {
+        let daemon = try DaemonProcess(expirables: """
+            [expirable.fam]
+            plugin = "stateful"
+            keyed = true
+            """, testPlugins: ["stateful"])
+        defer { daemon.remove() }
+        let connection = try RawConnection(daemon.socket)
+        let cases: [([UInt8], String)] = [
+            (Array("fam:a\u{1b}[2Jb".utf8), "-NOTFOUND fam:a\\x1b[2Jb has no valid key"),
+            (Array("fam:".utf8) + [0] + Array("x".utf8), "-NOTFOUND fam:\\x00x has no valid key"),
+            (Array("fam:b\u{7f}".utf8), "-NOTFOUND fam:b\\x7f has no valid key"),
+            (Array("nosuch\u{1b}]0;pwned\u{07}".utf8), "-NOTFOUND no expirable named 'nosuch\\x1b]0;pwned\\x07' is configured"),
+            (Array("fam:back\\slash\u{1b}".utf8), "-NOTFOUND fam:back\\\\slash\\x1b has no valid key"),
+        ]
+        for (name, expected) in cases {
+            connection.send(Array("*2\r\n$3\r\nGET\r\n$\(name.count)\r\n".utf8) + name + Array("\r\n".utf8))
+            let reply = connection.receive(replies: 1)
+            #expect(reply.hasPrefix(expected), "\(reply.debugDescription)")
+            #expect(!reply.dropLast(2).unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }, "\(reply.debugDescription)")
+        }
+        // The log escapes them too.
+        #expect(!daemon.log.unicodeScalars.contains { $0.value == 0x1b || $0.value == 0 || $0.value == 0x07 })
+    }
+
     @Test("pipelined GETs of many keys are each answered with their own key's value, from memory once fetched")
     func pipelinedKeys() throws {
         // mode = "clear": the plugin keeps no state, so the keys are held compact once fetched, and a pipelined
