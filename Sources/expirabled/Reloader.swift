@@ -15,8 +15,8 @@ import Glibc
 /// again and applied all or nothing. Expirables whose definition did not change keep their values, timers,
 /// pacing, plugin state and plugin instance (helper); changed ones whose plugin and params did not change keep
 /// their value, plugin state and pacing under their new settings (and their instance unless it is made
-/// differently); added ones, and changed ones with another plugin or params, start empty with a new instance;
-/// removed ones stop. What cannot change without a restart (the socket and its limits, plugin_dir, state_dir,
+/// differently); added ones, and changed ones with another plugin or params, start empty with a new instance
+/// (the changed ones with their plugin state, the added ones with the state saved in state_dir); removed ones stop. What cannot change without a restart (the socket and its limits, plugin_dir, state_dir,
 /// `[metrics]`, the cluster, the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
 /// what was applied. SIGHUP never stops the daemon.
 final class Reloader: Sendable {
