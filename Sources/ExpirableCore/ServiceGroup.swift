@@ -17,6 +17,7 @@ public final class ServiceGroup: Sendable {
     private let requests: AsyncStream<Reason>
     private let requester: AsyncStream<Reason>.Continuation
     private let started = Atomic(false)
+    private let onShutdown: (@Sendable (String) -> Void)?
 
     private enum Reason: Sendable {
         case signal(Int32)
@@ -32,11 +33,14 @@ public final class ServiceGroup: Sendable {
     }
 
     /// A group of `services` that shuts down gracefully on any of `signals`, whose default action is replaced by
-    /// `SIG_IGN` from `run()` on: a second signal during the shutdown changes nothing.
-    public init(services: [any Service], gracefulShutdownSignals signals: [Int32] = [SIGTERM, SIGINT], logger: Logger) {
+    /// `SIG_IGN` from `run()` on: a second signal during the shutdown changes nothing. `onShutdown` is told, with
+    /// the reason in words, once the shutdown begins, before any service is asked to stop.
+    public init(services: [any Service], gracefulShutdownSignals signals: [Int32] = [SIGTERM, SIGINT], logger: Logger,
+                onShutdown: (@Sendable (String) -> Void)? = nil) {
         self.services = services
         self.signals = signals
         self.logger = logger
+        self.onShutdown = onShutdown
         (requests, requester) = AsyncStream.makeStream(of: Reason.self)
     }
 
@@ -71,6 +75,7 @@ public final class ServiceGroup: Sendable {
             }
             var running = Set(services.indices)
             var failure: (any Error)?
+            var reason = "the task was cancelled"
             // A second request or signal is not read: the shutdown under way goes on as it was.
             running: while let event = await group.next() {
                 switch event {
@@ -80,14 +85,17 @@ public final class ServiceGroup: Sendable {
                     logger.debug("service ended; shutting down the others", metadata: [
                         "service": "\(name(index))", "error": "\(failure.map { "\($0)" } ?? "none")",
                     ])
+                    reason = "\(name(index)) ended"
                     break running
-                case .shutdownRequested(let reason):
-                    logger.debug("shutting down", metadata: ["reason": "\(describe(reason))"])
+                case .shutdownRequested(let requested):
+                    reason = describe(requested)
+                    logger.debug("shutting down", metadata: ["reason": "\(reason)"])
                     break running
                 case .requestsEnded:
                     break running
                 }
             }
+            onShutdown?(reason)
             for index in services.indices.reversed() where running.contains(index) {
                 logger.debug("shutting down service", metadata: ["service": "\(name(index))"])
                 shutdowns[index].request()

@@ -147,7 +147,9 @@ struct Daemon {
         }
         // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
         // and the cluster last.
-        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger)
+        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger) { _ in
+            reloader.stop()
+        }
         do {
             try await group.run()
         } catch {

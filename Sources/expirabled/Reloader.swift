@@ -27,6 +27,9 @@ final class Reloader: Sendable {
     private let logger: Logger
     /// The configuration applied last; reloads run one at a time under this lock.
     private let current: Mutex<Configuration>
+    /// Set when the daemon begins to stop: a reload then would start helpers and make plugin calls (a refresh
+    /// token rotated) for a daemon about to exit, whose values are dropped.
+    private let stopping = Atomic<Bool>(false)
 
     init(path: String, configuration: Configuration, plugins: PluginHost, engine: Engine, cluster: Cluster?, logger: Logger) {
         self.path = path
@@ -64,8 +67,17 @@ final class Reloader: Sendable {
         }
     }
 
+    /// No reload from now on (the daemon is stopping); one under way ends as it would.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+    }
+
     func reload() -> Result<String, ServerError> {
         current.withLock { applied in
+            if stopping.load(ordering: .relaxed) {
+                logger.notice("reload ignored: the daemon is stopping; nothing changed", metadata: ["file": "\(path)"])
+                return .failure(ServerError("the daemon is stopping; start it again to apply the file"))
+            }
             let next: Configuration
             do {
                 next = try Configuration.load(path: path)

@@ -30,6 +30,27 @@ struct LifecycleTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("a SIGHUP during the shutdown drain reloads nothing: no expirable added, no plugin called, and the log says it was ignored")
+    func hangupDuringDrain() throws {
+        let slow = "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 3000\n"
+        let daemon = try ServingTests.start(slow)
+        defer { daemon.remove() }
+        let client = try RawConnection(daemon.socket)
+        client.setReceiveTimeout(seconds: 30)
+        client.send("GET slow\r\n")
+        #expect(waitUntil(seconds: 10) { (try? daemon.redis("INFO", "slow").contains("fetching:yes")) == true })
+        try ReloadTests.rewrite(daemon, slow + "[expirable.new]\nplugin = \"counter\"\nprefetch = true\n[expirable.new.params]\ncount_file = \"COUNT/new\"\n")
+        let pid = try #require(daemon.process?.pid)
+        kill(pid, SIGTERM)
+        #expect(IsolationTests.eventually(seconds: 10) { daemon.log.contains("stopping: draining connections") }, "\(daemon.log.suffix(800))")
+        kill(pid, SIGHUP)
+        #expect(client.receive(replies: 1) == "$2\r\nv1\r\n", "the drain answers the call under way")
+        #expect(daemon.stop() == 0)
+        let log = daemon.log
+        #expect(!log.contains("configuration reloaded") && log.contains("reload ignored: the daemon is stopping"), "\(log.suffix(1500))")
+        #expect(daemon.count("new") == 0, "no plugin call for an expirable added while stopping")
+    }
+
     @Test("a SIGHUP while the daemon starts (its plugins being created) neither kills it nor is lost: it reloads once ready")
     func hangupDuringStart() throws {
         let daemon = try DaemonProcess(expirables: "", start: false)
