@@ -80,6 +80,8 @@ struct Daemon {
         if let directory = configuration.server.stateDir {
             do {
                 let store = try StateStore(directory: directory, keyFile: configuration.server.stateKeyFile)
+                // Before any state is read: a second daemon on the directory would spend the first's refresh tokens.
+                try store.lock()
                 let files = StateFiles(store: store, clock: clock, logger: Logger(label: "expirable.state"))
                 engine.keepStates(with: files, initial: StateFiles.load(store, names: engine.names, logger: logger))
                 stateFiles = files
