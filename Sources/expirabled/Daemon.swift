@@ -107,15 +107,16 @@ struct Daemon {
         options.pluginInfo = { plugins.info($0) }
         if let stateFiles { options.stateInfo = { stateFiles.info($0) } }
         options.admins = configuration.server.admins
-        let reloader = Reloader(path: Daemon.absolute(arguments.config), configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
-        options.reload = { reloader.reload() }
-        reloader.reloadOnHangup()
         // In a cluster, prefetch waits for the join and cluster-scoped values are prefetched by their owners
         // only (SPEC §4.11): the others receive them.
         let readiness = Readiness(
             notifier: notifier, engine: engine, cluster: cluster, clock: clock,
             prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
         )
+        let reloader = Reloader(path: Daemon.absolute(arguments.config), configuration: configuration, plugins: plugins, engine: engine, cluster: cluster,
+                                logger: logger, notifier: notifier, ready: { readiness.hasAnnounced })
+        options.reload = { reloader.reload() }
+        reloader.reloadOnHangup()
         options.onListening = { readiness.listening() }
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
@@ -149,8 +150,12 @@ struct Daemon {
         }
         // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
         // and the cluster last.
-        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger) { _ in
+        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger) { reason in
             reloader.stop()
+            // sd_notify(3): the unit shows "deactivating" while the connections drain, not "active".
+            if let problem = notifier.notify(["STOPPING=1", "STATUS=stopping (\(reason)): draining connections"]) {
+                logger.error("sd_notify failed", metadata: ["error": "\(problem)"])
+            }
         }
         do {
             try await group.run()

@@ -30,6 +30,48 @@ struct LifecycleTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("with NOTIFY_SOCKET a reload is told as RELOADING=1 (with MONOTONIC_USEC) then READY=1, a refused one too, and SIGTERM as STOPPING=1")
+    func notifiesReloadAndStop() throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.a]\nplugin = \"counter\"\n", start: false)
+        defer { daemon.remove() }
+        let listener = try DatagramListener(daemon.directory.appending("notify.sock"))
+        daemon.environment = ["NOTIFY_SOCKET": listener.path]
+        try daemon.start()
+        /// The datagrams up to and including the first that has `field` as a line (at most 15 s for each).
+        func until(_ field: String) -> [String] {
+            var messages: [String] = []
+            while !messages.contains(where: { $0.split(separator: "\n").contains(Substring(field)) }) {
+                guard let message = listener.receive(timeoutSeconds: 15) else { break }
+                messages.append(message)
+            }
+            return messages
+        }
+        #expect(until("READY=1").last?.contains("READY=1") == true, "no READY=1 at start: \(daemon.log.suffix(800))")
+        let pid = try #require(daemon.process?.pid)
+
+        kill(pid, SIGHUP)
+        let reloading = until("RELOADING=1")
+        #expect(reloading.last?.contains("RELOADING=1") == true, "\(reloading)")
+        let usec = reloading.last?.split(separator: "\n").first { $0.hasPrefix("MONOTONIC_USEC=") }.flatMap { UInt64($0.dropFirst("MONOTONIC_USEC=".count)) }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        #expect(usec.map { $0 > 0 && $0 <= UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec / 1000) } == true, "\(reloading)")
+        let reloaded = until("READY=1")
+        #expect(reloaded.last?.contains("READY=1") == true, "READY=1 once the reload is applied: \(reloaded)")
+
+        // A refused reload (a file that does not parse) is told the same way: the daemon serves on as before.
+        try (String(contentsOfFile: daemon.configPath, encoding: .utf8) + "\n[[[\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        #expect(try daemon.redis("RELOAD").hasPrefix("ERR reload refused"))
+        #expect(until("RELOADING=1").last?.contains("RELOADING=1") == true)
+        let refused = until("READY=1")
+        #expect(refused.last?.contains("READY=1") == true && refused.last?.contains("refused") == true, "\(refused)")
+
+        kill(pid, SIGTERM)
+        let stopping = until("STOPPING=1")
+        #expect(stopping.last?.contains("STOPPING=1") == true, "no STOPPING=1 on SIGTERM: \(stopping)")
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("a SIGHUP during the shutdown drain reloads nothing: no expirable added, no plugin called, and the log says it was ignored")
     func hangupDuringDrain() throws {
         let slow = "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 3000\n"
