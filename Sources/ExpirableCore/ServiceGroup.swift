@@ -18,6 +18,7 @@ public final class ServiceGroup: Sendable {
     private let requester: AsyncStream<Reason>.Continuation
     private let started = Atomic(false)
     private let onShutdown: (@Sendable (String) -> Void)?
+    private let pendingSignal: (@Sendable () -> Int32?)?
 
     private enum Reason: Sendable {
         case signal(Int32)
@@ -34,9 +35,12 @@ public final class ServiceGroup: Sendable {
 
     /// A group of `services` that shuts down gracefully on any of `signals`, whose default action is replaced by
     /// `SIG_IGN` from `run()` on: a second signal during the shutdown changes nothing. `onShutdown` is told, with
-    /// the reason in words, once the shutdown begins, before any service is asked to stop.
+    /// the reason in words, once the shutdown begins, before any service is asked to stop. `pendingSignal` is
+    /// asked once the signals are trapped for one of them that came before (noted by a handler of the caller's):
+    /// the group then shuts down as soon as it starts.
     public init(services: [any Service], gracefulShutdownSignals signals: [Int32] = [SIGTERM, SIGINT], logger: Logger,
-                onShutdown: (@Sendable (String) -> Void)? = nil) {
+                pendingSignal: (@Sendable () -> Int32?)? = nil, onShutdown: (@Sendable (String) -> Void)? = nil) {
+        self.pendingSignal = pendingSignal
         self.services = services
         self.signals = signals
         self.logger = logger
@@ -54,6 +58,8 @@ public final class ServiceGroup: Sendable {
         precondition(!started.exchange(true, ordering: .relaxed), "a ServiceGroup runs once")
         let sources = trapSignals()
         defer { for source in sources { source.cancel() } }
+        // Asked after the trap: a signal before it was noted by the caller's handler, one after reaches the trap.
+        if let pending = pendingSignal?() { requester.yield(.signal(pending)) }
         let shutdowns = services.map { _ in GracefulShutdown() }
         let failure: (any Error)? = await withTaskGroup(of: Event.self) { group in
             for (index, service) in services.enumerated() {

@@ -150,7 +150,13 @@ struct Daemon {
         }
         // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
         // and the cluster last.
-        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger) { reason in
+        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger, pendingSignal: {
+            // SIGTERM or SIGINT while the daemon started (its plugins created): noted, never fatal, acted on now.
+            let number = CExpirableCloseOnExec_early_stop()
+            guard number != 0 else { return nil }
+            logger.notice("\(number == SIGINT ? "SIGINT" : "SIGTERM") received while starting; stopping now that the daemon has started")
+            return number
+        }) { reason in
             reloader.stop()
             // sd_notify(3): the unit shows "deactivating" while the connections drain, not "active".
             if let problem = notifier.notify(["STOPPING=1", "STATUS=stopping (\(reason)): draining connections"]) {

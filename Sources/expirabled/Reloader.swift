@@ -1,3 +1,4 @@
+import CExpirableCloseOnExec
 import Dispatch
 import ExpirableCluster
 import ExpirableConfig
@@ -55,6 +56,8 @@ final class Reloader: Sendable {
     /// thing in `main`. Helpers get every signal's default back when spawned.
     static func noteHangupsUntilReady() {
         signal(SIGHUP) { _ in Reloader.hangupWhileStarting.store(true, ordering: .relaxed) }
+        // One that came before, while the runtime started, was noted by the executable's constructor.
+        if CExpirableCloseOnExec_take_early_hangup() != 0 { hangupWhileStarting.store(true, ordering: .relaxed) }
     }
 
     /// Reloads on every SIGHUP (instead of dying of it, the signal's default), and once now for a SIGHUP that came

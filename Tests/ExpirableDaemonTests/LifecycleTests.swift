@@ -121,6 +121,33 @@ struct LifecycleTests {
         #expect(process.exitStatus == 0)
     }
 
+    @Test("SIGTERM or SIGINT while the daemon starts (its plugins being created) does not kill it silently: it stops cleanly once started, exit 0, saying why", arguments: [SIGTERM, SIGINT])
+    func stopDuringStart(signal: Int32) throws {
+        let daemon = try DaemonProcess(expirables: "", start: false)
+        defer { daemon.remove() }
+        let wait = daemon.directory.appending("create-wait")
+        try (String(contentsOfFile: daemon.configPath, encoding: .utf8)
+            + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let process = try daemon.launch()
+        defer {
+            if process.isRunning {
+                kill(process.pid, SIGKILL)
+                _ = process.wait()
+            }
+        }
+        #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") })
+        kill(process.pid, signal)
+        #expect(!IsolationTests.eventually(seconds: 0.5) { !process.isRunning }, "the signal killed the starting daemon: \(process.exitStatus.map(String.init) ?? "")")
+        _ = FileManager.default.createFile(atPath: wait, contents: nil)
+        #expect(IsolationTests.eventually(seconds: 20) { !process.isRunning }, "\(daemon.log.suffix(1000))")
+        #expect(process.exitStatus == 0)
+        let name = signal == SIGINT ? "SIGINT" : "SIGTERM"
+        #expect(daemon.log.contains("\(name) received while starting; stopping"), "\(daemon.log.suffix(1000))")
+        #expect(daemon.log.contains("stopped"))
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket))
+    }
+
     @Test("the socket file gets socket_mode")
     func socketMode() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
