@@ -104,6 +104,8 @@ public struct ReloadReport: Sendable, Hashable {
     /// The changed names whose plugin and params did not change: their value, plugin state, pacing and counters
     /// were kept, with the new settings applied to them.
     public var keptValues: Set<String> = []
+    /// The changed names that start empty with a new plugin instance but kept their plugin state (SPEC §3.20).
+    public var keptStates: Set<String> = []
 
     public init() {}
 
@@ -112,7 +114,10 @@ public struct ReloadReport: Sendable, Hashable {
 
     public var description: String {
         func list(_ names: [String]) -> String { names.isEmpty ? "none" : names.joined(separator: ", ") }
-        let changes = changed.map { $0 + (keptValues.contains($0) ? " (value kept)" : " (new plugin instance, starts empty)") }
+        let changes = changed.map {
+            $0 + (keptValues.contains($0) ? " (value kept)"
+                : keptStates.contains($0) ? " (new plugin instance, starts empty; plugin state kept)" : " (new plugin instance, starts empty)")
+        }
         return "added: \(list(added)); changed: \(list(changes)); removed: \(list(removed)); unchanged: \(list(unchanged))"
     }
 }
@@ -124,7 +129,8 @@ extension Engine {
     /// new settings, into which its value, plugin state, pacing, counters and any call under way move (a keyed
     /// family's members likewise); the new settings then judge the value: `expiry_margin` its freshness, an
     /// eager refresh is scheduled for it, a lazy one's timer stops. Every other name gets a new, empty entry
-    /// (its plugin fetches anew), and the entries of removed or changed names stop their refresh. A call already
+    /// (its plugin fetches anew) with the plugin state its old entry held, or for an added name the one the state
+    /// keeper saved, and the entries of removed or changed names stop their refresh. A call already
     /// under way on a replaced entry still answers its callers; callers parked on a paced call of a removed name
     /// are told it was removed, those of a name that starts empty fetch from its new entry.
     public func reload(_ expirables: [ExpirableDefinition], unchanged: Set<String>, keepingValues: Set<String> = []) -> ReloadReport {
@@ -151,6 +157,32 @@ extension Engine {
             } else if let old = previous.families[name], let new = next.families[name] {
                 move(old, to: new, now: now)
                 report.keptValues.insert(name)
+            }
+        }
+        // A plugin's state (a rotated refresh token) is the identity provider's, not the instance's: a changed
+        // name that starts empty goes on with the state its old entry held, and an added one (back after a reload
+        // removed it) reads its saved state, as at start. Calling with the state the file or params began with
+        // would present a spent refresh token, and the identity provider revokes the whole family. Set before the
+        // table is published, so no call starts without it. (A keyed family's members read theirs when made.)
+        let keeper = stateKeeperBox.withLock { $0 }
+        for name in report.startingEmpty + report.added {
+            guard let new = next.entries[name] else { continue }
+            let old = previous.entries[name]?.state.withLock { s in (state: s.pluginState, version: s.stateVersion) }
+            if let state = old?.state {
+                new.state.withLock { s in
+                    s.pluginState = state
+                    s.stateVersion = old?.version
+                }
+                report.keptStates.insert(name)
+            } else if let loaded = keeper?.load(name) {
+                new.state.withLock { s in
+                    switch loaded {
+                    case .success(let state): s.pluginState = state
+                    case .failure(let error): s.stateError = error
+                    }
+                    s.stateVersion = old?.version
+                }
+                if report.changed.contains(name), case .success = loaded { report.keptStates.insert(name) }
             }
         }
         tableSlot.replace(with: next, now: now)

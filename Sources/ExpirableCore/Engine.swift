@@ -444,6 +444,14 @@ public final class Engine: Sendable {
             }
             return s.successor
         }) { target = successor }
+        // A reload replaced the entry with an empty one meanwhile, which took the state as it was: the new
+        // state goes there too, or its next call would present a spent refresh token.
+        if entry.family == nil, target.state.withLock({ $0.droppedByReload }), let current = entryTable[entry.name], current !== target {
+            current.state.withLock { s in
+                s.pluginState = state
+                if let version { s.stateVersion = version }
+            }
+        }
         stateKeeperBox.withLock { $0 }?.stateChanged(entry.name, state)
         if let replicator, let version { replicator.stateChanged(entry.name, state, version: version) }
     }

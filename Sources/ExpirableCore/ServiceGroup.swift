@@ -17,6 +17,8 @@ public final class ServiceGroup: Sendable {
     private let requests: AsyncStream<Reason>
     private let requester: AsyncStream<Reason>.Continuation
     private let started = Atomic(false)
+    private let onShutdown: (@Sendable (String) -> Void)?
+    private let pendingSignal: (@Sendable () -> Int32?)?
 
     private enum Reason: Sendable {
         case signal(Int32)
@@ -32,11 +34,17 @@ public final class ServiceGroup: Sendable {
     }
 
     /// A group of `services` that shuts down gracefully on any of `signals`, whose default action is replaced by
-    /// `SIG_IGN` from `run()` on: a second signal during the shutdown changes nothing.
-    public init(services: [any Service], gracefulShutdownSignals signals: [Int32] = [SIGTERM, SIGINT], logger: Logger) {
+    /// `SIG_IGN` from `run()` on: a second signal during the shutdown changes nothing. `onShutdown` is told, with
+    /// the reason in words, once the shutdown begins, before any service is asked to stop. `pendingSignal` is
+    /// asked once the signals are trapped for one of them that came before (noted by a handler of the caller's):
+    /// the group then shuts down as soon as it starts.
+    public init(services: [any Service], gracefulShutdownSignals signals: [Int32] = [SIGTERM, SIGINT], logger: Logger,
+                pendingSignal: (@Sendable () -> Int32?)? = nil, onShutdown: (@Sendable (String) -> Void)? = nil) {
+        self.pendingSignal = pendingSignal
         self.services = services
         self.signals = signals
         self.logger = logger
+        self.onShutdown = onShutdown
         (requests, requester) = AsyncStream.makeStream(of: Reason.self)
     }
 
@@ -50,6 +58,8 @@ public final class ServiceGroup: Sendable {
         precondition(!started.exchange(true, ordering: .relaxed), "a ServiceGroup runs once")
         let sources = trapSignals()
         defer { for source in sources { source.cancel() } }
+        // Asked after the trap: a signal before it was noted by the caller's handler, one after reaches the trap.
+        if let pending = pendingSignal?() { requester.yield(.signal(pending)) }
         let shutdowns = services.map { _ in GracefulShutdown() }
         let failure: (any Error)? = await withTaskGroup(of: Event.self) { group in
             for (index, service) in services.enumerated() {
@@ -71,6 +81,7 @@ public final class ServiceGroup: Sendable {
             }
             var running = Set(services.indices)
             var failure: (any Error)?
+            var reason = "the task was cancelled"
             // A second request or signal is not read: the shutdown under way goes on as it was.
             running: while let event = await group.next() {
                 switch event {
@@ -80,14 +91,17 @@ public final class ServiceGroup: Sendable {
                     logger.debug("service ended; shutting down the others", metadata: [
                         "service": "\(name(index))", "error": "\(failure.map { "\($0)" } ?? "none")",
                     ])
+                    reason = "\(name(index)) ended"
                     break running
-                case .shutdownRequested(let reason):
-                    logger.debug("shutting down", metadata: ["reason": "\(describe(reason))"])
+                case .shutdownRequested(let requested):
+                    reason = describe(requested)
+                    logger.debug("shutting down", metadata: ["reason": "\(reason)"])
                     break running
                 case .requestsEnded:
                     break running
                 }
             }
+            onShutdown?(reason)
             for index in services.indices.reversed() where running.contains(index) {
                 logger.debug("shutting down service", metadata: ["service": "\(name(index))"])
                 shutdowns[index].request()

@@ -166,10 +166,9 @@ final class CommandExecutor {
                 return .answered
             }
             state.logger.notice("reload asked", metadata: ["peer": "\(peer.map(\.description) ?? "unknown")"])
-            switch reload() {
-            case .success(let applied): out.writeRESPBulk(applied)
-            case .failure(let refusal): out.writeRESPError("ERR reload refused, nothing changed: \(refusal.message)")
-            }
+            // Off the event loop: a reload can take seconds (helpers started, expirable_create), and every other
+            // connection of this loop would wait for it.
+            return .await(PendingReply(reload: reload))
         case .list:
             let names = access.visibleNames(engine)
             out.writeRESPArrayHeader(names.count)

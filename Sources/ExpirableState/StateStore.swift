@@ -74,6 +74,42 @@ public final class StateStore: Sendable {
         }
     }
 
+    /// The file in `directory` whose lock says which daemon uses it; it holds that daemon's PID.
+    public var lockPath: String { directory + "/expirabled.lock" }
+
+    /// Takes `directory` for this process until it exits: an exclusive `flock` on `lockPath`, which the kernel
+    /// releases when the process ends, however it ends. Two daemons on one state_dir would each load the other's
+    /// states and spend the refresh token the other holds, and the identity provider would revoke its family; a
+    /// second one is refused, naming the first by the PID it wrote. The descriptor is close-on-exec (no helper or
+    /// program holds the lock after the daemon) and is never closed: it is the lock.
+    public func lock() throws(StateError) {
+        let path = lockPath
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
+        guard fd >= 0 else { throw StateError("cannot open \(path), the lock that keeps a second daemon off state_dir: \(StateStore.reason())") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw StateError("\(path) is not a regular file, so it cannot be state_dir's lock: remove it and start the daemon again")
+        }
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            if errno == EINTR { continue }
+            let busy = errno == EWOULDBLOCK
+            let why = StateStore.reason()
+            var bytes = [UInt8](repeating: 0, count: 32)
+            let n = pread(fd, &bytes, bytes.count, 0)
+            close(fd)
+            guard busy else { throw StateError("cannot lock \(path), which keeps a second daemon off state_dir: \(why)") }
+            let pid = n > 0 ? Int32(String(decoding: bytes[0..<n].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }, as: UTF8.self)) : nil
+            let other = pid.map { "another expirabled (pid \($0), as written in \(path))" } ?? "another expirabled (it holds the lock on \(path))"
+            throw StateError("state_dir \(directory) is in use by \(other): two daemons sharing one state_dir spend each other's refresh tokens; stop the other daemon, or give this one a state_dir of its own")
+        }
+        let text = Array("\(getpid())\n".utf8)
+        if ftruncate(fd, 0) != 0 || pwrite(fd, text, text.count, 0) != text.count {
+            // The lock holds without the PID; a second daemon is still refused, only without naming this one.
+            _ = ftruncate(fd, 0)
+        }
+    }
+
     // MARK: Reading and writing
 
     /// The longest name whose file is named by its hex: 236 hex digits, `.state` and a temporary's `.tmp-PID`

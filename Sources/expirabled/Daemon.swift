@@ -81,6 +81,8 @@ struct Daemon {
         if let directory = configuration.server.stateDir {
             do {
                 let store = try StateStore(directory: directory, keyFile: configuration.server.stateKeyFile)
+                // Before any state is read: a second daemon on the directory would spend the first's refresh tokens.
+                try store.lock()
                 let files = StateFiles(store: store, clock: clock, logger: Logger(label: "expirable.state"))
                 engine.keepStates(with: files, initial: StateFiles.load(store, names: engine.names, logger: logger))
                 stateFiles = files
@@ -106,15 +108,16 @@ struct Daemon {
         options.pluginInfo = { plugins.info($0) }
         if let stateFiles { options.stateInfo = { stateFiles.info($0) } }
         options.admins = configuration.server.admins
-        let reloader = Reloader(path: Daemon.absolute(arguments.config), configuration: configuration, plugins: plugins, engine: engine, cluster: cluster, logger: logger)
-        options.reload = { reloader.reload() }
-        reloader.reloadOnHangup()
         // In a cluster, prefetch waits for the join and cluster-scoped values are prefetched by their owners
         // only (SPEC §4.11): the others receive them.
         let readiness = Readiness(
             notifier: notifier, engine: engine, cluster: cluster, clock: clock,
             prefetchTimeouts: configuration.expirables.filter(\.freshness.prefetch).map(\.timeout), logger: logger
         )
+        let reloader = Reloader(path: Daemon.absolute(arguments.config), configuration: configuration, plugins: plugins, engine: engine, cluster: cluster,
+                                logger: logger, notifier: notifier, ready: { readiness.hasAnnounced })
+        options.reload = { reloader.reload() }
+        reloader.reloadOnHangup()
         options.onListening = { readiness.listening() }
         if let cluster {
             options.expirableInfo = { cluster.info($0) }
@@ -148,7 +151,19 @@ struct Daemon {
         }
         // SIGTERM or SIGINT, or any part ending, shuts them all down, the server first (it drains its connections)
         // and the cluster last.
-        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger)
+        let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger, pendingSignal: {
+            // SIGTERM or SIGINT while the daemon started (its plugins created): noted, never fatal, acted on now.
+            let number = CExpirableCloseOnExec_early_stop()
+            guard number != 0 else { return nil }
+            logger.notice("\(number == SIGINT ? "SIGINT" : "SIGTERM") received while starting; stopping now that the daemon has started")
+            return number
+        }) { reason in
+            reloader.stop()
+            // sd_notify(3): the unit shows "deactivating" while the connections drain, not "active".
+            if let problem = notifier.notify(["STOPPING=1", "STATUS=stopping (\(reason)): draining connections"]) {
+                logger.error("sd_notify failed", metadata: ["error": "\(problem)"])
+            }
+        }
         do {
             try await group.run()
         } catch {

@@ -81,6 +81,10 @@ final class Readiness: Sendable {
         self.logger = logger
     }
 
+    /// Whether READY=1 has been sent (or would have been, without a supervisor): from then on a reload is told
+    /// as RELOADING=1 … READY=1.
+    var hasAnnounced: Bool { announced.withLock { $0 } }
+
     /// The server listens: join, prefetch, and announce readiness when that is done or the bound passes.
     func listening() {
         guard let cluster else { return prefetch(engine.prefetchNames) }

@@ -1,3 +1,4 @@
+import CExpirableCloseOnExec
 import Dispatch
 import ExpirableCluster
 import ExpirableConfig
@@ -15,8 +16,8 @@ import Glibc
 /// again and applied all or nothing. Expirables whose definition did not change keep their values, timers,
 /// pacing, plugin state and plugin instance (helper); changed ones whose plugin and params did not change keep
 /// their value, plugin state and pacing under their new settings (and their instance unless it is made
-/// differently); added ones, and changed ones with another plugin or params, start empty with a new instance;
-/// removed ones stop. What cannot change without a restart (the socket and its limits, plugin_dir, state_dir,
+/// differently); added ones, and changed ones with another plugin or params, start empty with a new instance
+/// (the changed ones with their plugin state, the added ones with the state saved in state_dir); removed ones stop. What cannot change without a restart (the socket and its limits, plugin_dir, state_dir,
 /// `[metrics]`, the cluster, the cluster-scoped expirables of a cluster) refuses the whole reload, naming it. The answer and the log say
 /// what was applied. SIGHUP never stops the daemon.
 final class Reloader: Sendable {
@@ -25,11 +26,21 @@ final class Reloader: Sendable {
     private let engine: Engine
     private let cluster: Cluster?
     private let logger: Logger
+    /// systemd (`Type=notify`) is told RELOADING=1 and READY=1 around each reload once `ready` says the daemon
+    /// has announced READY=1 at start (one before that, for a SIGHUP while starting, is part of the start).
+    private let notifier: SystemdNotifier
+    private let ready: @Sendable () -> Bool
     /// The configuration applied last; reloads run one at a time under this lock.
     private let current: Mutex<Configuration>
+    /// Set when the daemon begins to stop: a reload then would start helpers and make plugin calls (a refresh
+    /// token rotated) for a daemon about to exit, whose values are dropped.
+    private let stopping = Atomic<Bool>(false)
 
-    init(path: String, configuration: Configuration, plugins: PluginHost, engine: Engine, cluster: Cluster?, logger: Logger) {
+    init(path: String, configuration: Configuration, plugins: PluginHost, engine: Engine, cluster: Cluster?, logger: Logger,
+         notifier: SystemdNotifier = SystemdNotifier(socketPath: nil), ready: @escaping @Sendable () -> Bool = { false }) {
         self.path = path
+        self.notifier = notifier
+        self.ready = ready
         self.plugins = plugins
         self.engine = engine
         self.cluster = cluster
@@ -45,6 +56,8 @@ final class Reloader: Sendable {
     /// thing in `main`. Helpers get every signal's default back when spawned.
     static func noteHangupsUntilReady() {
         signal(SIGHUP) { _ in Reloader.hangupWhileStarting.store(true, ordering: .relaxed) }
+        // One that came before, while the runtime started, was noted by the executable's constructor.
+        if CExpirableCloseOnExec_take_early_hangup() != 0 { hangupWhileStarting.store(true, ordering: .relaxed) }
     }
 
     /// Reloads on every SIGHUP (instead of dying of it, the signal's default), and once now for a SIGHUP that came
@@ -64,43 +77,78 @@ final class Reloader: Sendable {
         }
     }
 
+    /// No reload from now on (the daemon is stopping); one under way ends as it would.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+    }
+
     func reload() -> Result<String, ServerError> {
         current.withLock { applied in
-            let next: Configuration
-            do {
-                next = try Configuration.load(path: path)
-            } catch {
-                return refuse("\(error)")
+            if stopping.load(ordering: .relaxed) {
+                logger.notice("reload ignored: the daemon is stopping; nothing changed", metadata: ["file": "\(path)"])
+                return .failure(ServerError("the daemon is stopping; start it again to apply the file"))
             }
-            if let problem = Reloader.needsRestart(from: applied, to: next) { return refuse(problem) }
-            // A digest rule needs OpenSSL, loaded on first use: refused now, as at start, if it cannot be loaded.
-            if let refusal = next.digestRuleRefusal(openSSLProblem: TLSError.openSSLProblem) { return refuse("\(refusal)") }
-            let prepared: PluginHost.Reload
-            do throws(PluginError) {
-                prepared = try plugins.prepareReload(next)
-            } catch {
-                return refuse(error.message)
+            // sd_notify(3): RELOADING=1 with the monotonic time it began, then READY=1 once it is applied or
+            // refused, so `systemctl reload` returns when the reload is done and the unit shows it meanwhile.
+            let told = ready()
+            if told { tell(["RELOADING=1", "MONOTONIC_USEC=\(Reloader.monotonicMicroseconds())", "STATUS=reloading \(path)"]) }
+            let result = apply(&applied)
+            if told {
+                switch result {
+                case .success: tell(["READY=1", "STATUS=ready; configuration reloaded"])
+                case .failure: tell(["READY=1", "STATUS=ready; the last reload was refused, nothing changed (see the log)"])
+                }
             }
-            let definitions = Daemon.definitions(prepared.definitions, next, cluster)
-            // The plugin host keeps an expirable only when its whole configured definition is as before, which
-            // is also when the engine may keep its entry; it says which changed ones keep their value.
-            let report = engine.reload(definitions, unchanged: prepared.unchanged, keepingValues: prepared.keepingValues)
-            prepared.commit()
-            // A cluster-scoped value is prefetched by its owner only; the others receive it (SPEC §4.11).
-            let fresh = Set(report.added + report.startingEmpty).filter { engine.scope(of: $0) != .cluster || cluster?.owns($0) ?? true }
-            if !fresh.isEmpty { engine.prefetch(only: fresh) { _ in } }
-            // An allow list is not part of what keeps an entry: a value whose readers changed is kept, and said so.
-            let accessChanged = Set(applied.readers.keys).union(next.readers.keys).filter { applied.readers[$0] != next.readers[$0] }
-                .filter { report.unchanged.contains($0) }.sorted()
-            applied = next
-            logger.notice("configuration reloaded", metadata: [
-                "allow_changed": "\(accessChanged)",
-                "file": "\(path)", "added": "\(report.added)", "changed": "\(report.changed)",
-                "values_kept": "\(report.changed.filter(report.keptValues.contains))",
-                "removed": "\(report.removed)", "unchanged": "\(report.unchanged.count)",
-            ])
-            return .success("reloaded \(path): \(report.description)" + (accessChanged.isEmpty ? "" : "; allow changed: \(accessChanged.joined(separator: ", "))"))
+            return result
         }
+    }
+
+    private func tell(_ fields: [String]) {
+        if let problem = notifier.notify(fields) { logger.error("sd_notify failed", metadata: ["error": "\(problem)"]) }
+    }
+
+    static func monotonicMicroseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+    }
+
+    /// Reads the file and applies it to `applied`, all or nothing. Caller holds the lock.
+    private func apply(_ applied: inout Configuration) -> Result<String, ServerError> {
+        let next: Configuration
+        do {
+            next = try Configuration.load(path: path)
+        } catch {
+            return refuse("\(error)")
+        }
+        if let problem = Reloader.needsRestart(from: applied, to: next) { return refuse(problem) }
+        // A digest rule needs OpenSSL, loaded on first use: refused now, as at start, if it cannot be loaded.
+        if let refusal = next.digestRuleRefusal(openSSLProblem: TLSError.openSSLProblem) { return refuse("\(refusal)") }
+        let prepared: PluginHost.Reload
+        do throws(PluginError) {
+            prepared = try plugins.prepareReload(next)
+        } catch {
+            return refuse(error.message)
+        }
+        let definitions = Daemon.definitions(prepared.definitions, next, cluster)
+        // The plugin host keeps an expirable only when its whole configured definition is as before, which
+        // is also when the engine may keep its entry; it says which changed ones keep their value.
+        let report = engine.reload(definitions, unchanged: prepared.unchanged, keepingValues: prepared.keepingValues)
+        prepared.commit()
+        // A cluster-scoped value is prefetched by its owner only; the others receive it (SPEC §4.11).
+        let fresh = Set(report.added + report.startingEmpty).filter { engine.scope(of: $0) != .cluster || cluster?.owns($0) ?? true }
+        if !fresh.isEmpty { engine.prefetch(only: fresh) { _ in } }
+        // An allow list is not part of what keeps an entry: a value whose readers changed is kept, and said so.
+        let accessChanged = Set(applied.readers.keys).union(next.readers.keys).filter { applied.readers[$0] != next.readers[$0] }
+            .filter { report.unchanged.contains($0) }.sorted()
+        applied = next
+        logger.notice("configuration reloaded", metadata: [
+            "allow_changed": "\(accessChanged)",
+            "file": "\(path)", "added": "\(report.added)", "changed": "\(report.changed)",
+            "values_kept": "\(report.changed.filter(report.keptValues.contains))",
+            "removed": "\(report.removed)", "unchanged": "\(report.unchanged.count)",
+        ])
+        return .success("reloaded \(path): \(report.description)" + (accessChanged.isEmpty ? "" : "; allow changed: \(accessChanged.joined(separator: ", "))"))
     }
 
     private func refuse(_ why: String) -> Result<String, ServerError> {

@@ -1,4 +1,5 @@
 import ExpirableCore
+import Synchronization
 import Testing
 
 /// SPEC §10: a reload that changes an expirable's settings but not its plugin or params keeps its value, and the
@@ -64,5 +65,61 @@ struct ReloadKeepingValuesTests {
         let report = h.engine.reload([Self.definition(h, freshness: FreshnessPolicy(staleIfError: .seconds(60)))], unchanged: [])
         #expect(report.keptValues.isEmpty && report.startingEmpty == ["token"])
         #expect(h.engine.cachedValue("token") == nil)
+    }
+}
+
+/// A fetcher that records the plugin state each call was given and holds its calls until the test completes them,
+/// each setting the state it is told to.
+final class StateHoldingFetcher: Fetcher {
+    let states = Mutex<[String?]>([])
+    private let pending = Mutex<[@Sendable (FetchOutcome) -> Void]>([])
+    let clock: ManualClock
+
+    init(clock: ManualClock) { self.clock = clock }
+
+    func fetch(_ request: FetchRequest, completion: @escaping @Sendable (FetchOutcome) -> Void) {
+        states.withLock { $0.append(request.state.map { String(decoding: $0.bytes, as: UTF8.self) }) }
+        pending.withLock { $0.append(completion) }
+    }
+
+    /// Completes the oldest held call with a value and the new state `state`.
+    func complete(setting state: String) {
+        let completion = pending.withLock { $0.removeFirst() }
+        completion(FetchOutcome(result: value("v-\(state)", expiresIn: 60_000, clock: clock), state: .set(Secret(state))))
+    }
+}
+
+/// SPEC §3.20 across a reload: the plugin's state (a rotated refresh token) belongs to the identity provider, not to
+/// the plugin instance a reload replaces.
+@Suite("Reload keeping plugin states")
+struct ReloadKeepingStatesTests {
+    @Test("a changed expirable that starts empty keeps its plugin state, and a call under way on the old entry hands its new state on")
+    func stateCarriedOver() throws {
+        let clock = ManualClock()
+        let old = StateHoldingFetcher(clock: clock)
+        let engine = Engine(expirables: [ExpirableDefinition(name: "token", fetcher: old)], clock: clock)
+        engine.fetch("token") { _ in }
+        old.complete(setting: "s1")
+        #expect(engine.clear("token"))
+        engine.fetch("token") { _ in }
+        #expect(old.states.withLock { $0 } == [nil, "s1"])
+
+        // New params: a new fetcher (instance), an empty entry; the call under way on the old one rotates after.
+        let new = StateHoldingFetcher(clock: clock)
+        let report = engine.reload([ExpirableDefinition(name: "token", fetcher: new)], unchanged: [])
+        #expect(report.startingEmpty == ["token"] && report.keptStates == ["token"])
+        #expect(report.description.contains("token (new plugin instance, starts empty; plugin state kept)"), "\(report.description)")
+        #expect(engine.hasPluginState("token"))
+        old.complete(setting: "s2")
+        engine.fetch("token") { _ in }
+        #expect(new.states.withLock { $0 } == ["s2"], "the new instance's first call has the state the last call set")
+        new.complete(setting: "s3")
+
+        // Removed, then added back: without a state keeper (no state_dir) it starts without a state.
+        _ = engine.reload([], unchanged: [])
+        let again = StateHoldingFetcher(clock: clock)
+        let added = engine.reload([ExpirableDefinition(name: "token", fetcher: again)], unchanged: [])
+        #expect(added.added == ["token"] && added.keptStates.isEmpty)
+        #expect(!engine.hasPluginState("token"))
     }
 }

@@ -30,6 +30,69 @@ struct LifecycleTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("with NOTIFY_SOCKET a reload is told as RELOADING=1 (with MONOTONIC_USEC) then READY=1, a refused one too, and SIGTERM as STOPPING=1")
+    func notifiesReloadAndStop() throws {
+        let daemon = try DaemonProcess(expirables: "[expirable.a]\nplugin = \"counter\"\n", start: false)
+        defer { daemon.remove() }
+        let listener = try DatagramListener(daemon.directory.appending("notify.sock"))
+        daemon.environment = ["NOTIFY_SOCKET": listener.path]
+        try daemon.start()
+        /// The datagrams up to and including the first that has `field` as a line (at most 15 s for each).
+        func until(_ field: String) -> [String] {
+            var messages: [String] = []
+            while !messages.contains(where: { $0.split(separator: "\n").contains(Substring(field)) }) {
+                guard let message = listener.receive(timeoutSeconds: 15) else { break }
+                messages.append(message)
+            }
+            return messages
+        }
+        #expect(until("READY=1").last?.contains("READY=1") == true, "no READY=1 at start: \(daemon.log.suffix(800))")
+        let pid = try #require(daemon.process?.pid)
+
+        kill(pid, SIGHUP)
+        let reloading = until("RELOADING=1")
+        #expect(reloading.last?.contains("RELOADING=1") == true, "\(reloading)")
+        let usec = reloading.last?.split(separator: "\n").first { $0.hasPrefix("MONOTONIC_USEC=") }.flatMap { UInt64($0.dropFirst("MONOTONIC_USEC=".count)) }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        #expect(usec.map { $0 > 0 && $0 <= UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec / 1000) } == true, "\(reloading)")
+        let reloaded = until("READY=1")
+        #expect(reloaded.last?.contains("READY=1") == true, "READY=1 once the reload is applied: \(reloaded)")
+
+        // A refused reload (a file that does not parse) is told the same way: the daemon serves on as before.
+        try (String(contentsOfFile: daemon.configPath, encoding: .utf8) + "\n[[[\n").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        #expect(try daemon.redis("RELOAD").hasPrefix("ERR reload refused"))
+        #expect(until("RELOADING=1").last?.contains("RELOADING=1") == true)
+        let refused = until("READY=1")
+        #expect(refused.last?.contains("READY=1") == true && refused.last?.contains("refused") == true, "\(refused)")
+
+        kill(pid, SIGTERM)
+        let stopping = until("STOPPING=1")
+        #expect(stopping.last?.contains("STOPPING=1") == true, "no STOPPING=1 on SIGTERM: \(stopping)")
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a SIGHUP during the shutdown drain reloads nothing: no expirable added, no plugin called, and the log says it was ignored")
+    func hangupDuringDrain() throws {
+        let slow = "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"20s\"\n[expirable.slow.params]\nsleep_ms = 3000\n"
+        let daemon = try ServingTests.start(slow)
+        defer { daemon.remove() }
+        let client = try RawConnection(daemon.socket)
+        client.setReceiveTimeout(seconds: 30)
+        client.send("GET slow\r\n")
+        #expect(waitUntil(seconds: 10) { (try? daemon.redis("INFO", "slow").contains("fetching:yes")) == true })
+        try ReloadTests.rewrite(daemon, slow + "[expirable.new]\nplugin = \"counter\"\nprefetch = true\n[expirable.new.params]\ncount_file = \"COUNT/new\"\n")
+        let pid = try #require(daemon.process?.pid)
+        kill(pid, SIGTERM)
+        #expect(IsolationTests.eventually(seconds: 10) { daemon.log.contains("stopping: draining connections") }, "\(daemon.log.suffix(800))")
+        kill(pid, SIGHUP)
+        #expect(client.receive(replies: 1) == "$2\r\nv1\r\n", "the drain answers the call under way")
+        #expect(daemon.stop() == 0)
+        let log = daemon.log
+        #expect(!log.contains("configuration reloaded") && log.contains("reload ignored: the daemon is stopping"), "\(log.suffix(1500))")
+        #expect(daemon.count("new") == 0, "no plugin call for an expirable added while stopping")
+    }
+
     @Test("a SIGHUP while the daemon starts (its plugins being created) neither kills it nor is lost: it reloads once ready")
     func hangupDuringStart() throws {
         let daemon = try DaemonProcess(expirables: "", start: false)
@@ -74,6 +137,33 @@ struct LifecycleTests {
         #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
         #expect(!daemon.log.contains("starts its helper again"), "\(daemon.log)")
         #expect(daemon.log.contains("plugin helper stopped with the daemon"), "\(daemon.log)")
+    }
+
+    @Test("SIGTERM or SIGINT while the daemon starts (its plugins being created) does not kill it silently: it stops cleanly once started, exit 0, saying why", arguments: [SIGTERM, SIGINT])
+    func stopDuringStart(signal: Int32) throws {
+        let daemon = try DaemonProcess(expirables: "", start: false)
+        defer { daemon.remove() }
+        let wait = daemon.directory.appending("create-wait")
+        try (String(contentsOfFile: daemon.configPath, encoding: .utf8)
+            + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let process = try daemon.launch()
+        defer {
+            if process.isRunning {
+                kill(process.pid, SIGKILL)
+                _ = process.wait()
+            }
+        }
+        #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") })
+        kill(process.pid, signal)
+        #expect(!IsolationTests.eventually(seconds: 0.5) { !process.isRunning }, "the signal killed the starting daemon: \(process.exitStatus.map(String.init) ?? "")")
+        _ = FileManager.default.createFile(atPath: wait, contents: nil)
+        #expect(IsolationTests.eventually(seconds: 20) { !process.isRunning }, "\(daemon.log.suffix(1000))")
+        #expect(process.exitStatus == 0)
+        let name = signal == SIGINT ? "SIGINT" : "SIGTERM"
+        #expect(daemon.log.contains("\(name) received while starting; stopping"), "\(daemon.log.suffix(1000))")
+        #expect(daemon.log.contains("stopped"))
+        #expect(!FileManager.default.fileExists(atPath: daemon.socket))
     }
 
     @Test("the socket file gets socket_mode")

@@ -105,10 +105,62 @@ struct OAuth2DaemonTests {
         #expect(try Self.info(daemon, "api", "last_error") == "")
         let log = daemon.log
         #expect(!tokens.contains { log.contains($0) } && !log.contains(first) && !log.contains(Self.client.secret), "tokens and secrets are never logged")
-        let saved = try FileManager.default.contentsOfDirectory(atPath: daemon.directory.appending("state"))
+        let saved = try FileManager.default.contentsOfDirectory(atPath: daemon.directory.appending("state")).filter { $0 != "expirabled.lock" }
         #expect(saved.count == 1, "\(saved)")
         let sealed = try Data(contentsOf: URL(fileURLWithPath: daemon.directory.appending("state/\(saved[0])")))
         #expect(!sealed.contains(Data("rt-".utf8)), "the saved refresh token is encrypted")
+    }
+
+    /// Rewrites the daemon's expirables (its [server] part as written at start), "TOKEN_URL" and "DIR" replaced.
+    static func rewrite(_ daemon: DaemonProcess, _ server: OAuthServer, _ expirables: String) throws {
+        try ReloadTests.rewrite(daemon, expirables.replacingOccurrences(of: "TOKEN_URL", with: server.tokenURL)
+            .replacingOccurrences(of: "DIR", with: daemon.directory.path))
+    }
+
+    @Test("a reload that changes a refresh-token expirable's params, or removes it and adds it back, goes on with the rotated refresh token: no reuse, with state_dir and without")
+    func reloadKeepsRotatedRefreshToken() throws {
+        let server = try OAuthServer(clients: [Self.client], expiresIn: 60)
+        defer { server.stop() }
+        let grant = "grant = \"refresh_token\"\nrefresh_token_file = \"DIR/first.rt\""
+        // Another expirable, never fetched, so the configuration is not empty while `api` is removed.
+        let other = Self.oauth2("other", params: "grant = \"client_credentials\"")
+        for stateDir in [true, false] {
+            let first = try server.startRefreshTokenFamily(client: Self.client.id, scope: "offline")
+            let daemon = try Self.daemon(server, Self.oauth2("api", params: grant) + other, stateDir: stateDir)
+            defer { daemon.remove() }
+            try Self.write(first + "\n", to: daemon.directory.appending("first.rt"))
+            try daemon.start()
+            var tokens = [try daemon.redis("GET", "api")]
+            #expect(tokens[0].hasPrefix("at-"), "\(tokens[0])")
+            #expect(try Self.info(daemon, "api", "plugin_state") == "yes")
+
+            // A params edit: a new plugin instance, empty, but with the rotated token (first.rt is spent).
+            try Self.rewrite(daemon, server, Self.oauth2("api", params: grant + "\nscope = \"offline\"") + other)
+            let reload = try daemon.redis("RELOAD")
+            #expect(reload.contains("changed: api (new plugin instance, starts empty; plugin state kept)"), "\(reload)")
+            #expect(try Self.info(daemon, "api", "plugin_state") == "yes", "stateDir \(stateDir)")
+            let afterEdit = try daemon.redis("GET", "api")
+            #expect(afterEdit.hasPrefix("at-") && !tokens.contains(afterEdit), "stateDir \(stateDir): \(afterEdit)")
+            tokens.append(afterEdit)
+
+            if stateDir {
+                // Removed, then added back by a later reload: its state is read from state_dir, as at start.
+                try Self.rewrite(daemon, server, other)
+                #expect(try daemon.redis("RELOAD").contains("removed: api"))
+                try Self.rewrite(daemon, server, Self.oauth2("api", params: grant) + other)
+                #expect(try daemon.redis("RELOAD").contains("added: api"))
+                #expect(try Self.info(daemon, "api", "plugin_state") == "yes")
+                let readded = try daemon.redis("GET", "api")
+                #expect(readded.hasPrefix("at-") && !tokens.contains(readded), "\(readded)")
+                tokens.append(readded)
+            }
+            let counters = try server.counters()
+            #expect(counters.reuses == 0, "stateDir \(stateDir): the server saw a refresh token used twice: \(counters)")
+            #expect(try Self.info(daemon, "api", "last_error") == "")
+            let log = daemon.log
+            #expect(!tokens.contains { log.contains($0) } && !log.contains(first), "tokens are never logged")
+        }
+        #expect(try server.counters().revoked_families == 0)
     }
 
     @Test("real server errors end to end: invalid_client and invalid_grant are permanent in INFO, 503 temporary, and no call is made before a 429's Retry-After")

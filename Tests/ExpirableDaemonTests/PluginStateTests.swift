@@ -56,7 +56,8 @@ struct PluginStateTests {
         #expect(try first.redis("INFO", "rt").contains("plugin_state:yes"))
         first.remove()
         // The state file holds the state encrypted, readable by the daemon's user alone.
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.appending("state"))
+        // Beside it, only the lock that keeps a second daemon off the directory.
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.appending("state")).filter { $0 != "expirabled.lock" }
         #expect(files.count == 1 && files[0].hasSuffix(".state"), "\(files)")
         let file = directory.appending("state/\(files[0])")
         #expect(!(try Data(contentsOf: URL(fileURLWithPath: file))).contains(Data("s++".utf8)))
@@ -97,6 +98,34 @@ struct PluginStateTests {
         #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
     }
 
+    @Test("a second daemon on a state_dir another daemon uses refuses to start, naming the directory and the other daemon's PID; the first serves on")
+    func sharedStateDirectoryRefused() throws {
+        let directory = try TemporaryDirectory("state")
+        defer { directory.remove() }
+        let first = try Self.start(directory)
+        defer { first.remove() }
+        #expect(try first.redis("GET", "rt") == "key= state=")
+        // Another configuration (its own socket) on the same state_dir and key.
+        let second = try DaemonProcess(expirables: "[expirable.rt]\nplugin = \"stateful\"\n",
+            server: "state_dir = \"\(directory.appending("state"))\"\nstate_key_file = \"\(directory.appending("state.key"))\"",
+            testPlugins: ["stateful"], start: false)
+        defer { second.remove() }
+        let process = try second.launch()
+        defer {
+            if process.isRunning {
+                kill(process.pid, SIGKILL)
+                _ = process.wait()
+            }
+        }
+        #expect(IsolationTests.eventually(seconds: 30) { !process.isRunning }, "the second daemon still runs: \(second.log.suffix(800))")
+        #expect(process.exitStatus == 1)
+        let pid = try #require(first.process?.pid)
+        #expect(second.log.contains("state_dir \(directory.appending("state")) is in use by another expirabled (pid \(pid)"), "\(second.log.suffix(800))")
+        #expect(!second.answers())
+        #expect(try first.redis("CLEAR", "rt") == "OK")
+        #expect(try first.redis("GET", "rt") == "key= state=s", "the first daemon goes on with its state")
+    }
+
     @Test("a state file that does not decrypt stops its expirable's calls with an error naming the file")
     func undecryptable() throws {
         let directory = try TemporaryDirectory("state")
@@ -104,7 +133,7 @@ struct PluginStateTests {
         let first = try Self.start(directory)
         #expect(try first.redis("GET", "rt") == "key= state=")
         first.remove()
-        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: directory.appending("state")).first)
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: directory.appending("state")).first { $0.hasSuffix(".state") })
         let file = directory.appending("state/\(name)")
         var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
         bytes[bytes.count - 1] ^= 0xff

@@ -37,6 +37,29 @@ struct ReloadTests {
         #expect(answer.hasPrefix("reloaded \(real)"), "\(answer)")
     }
 
+    @Test("RELOAD runs off the event loop: while it waits for an added plugin's expirable_create, other clients are answered; RELOAD answers once it is done")
+    func reloadCommandKeepsServing() throws {
+        let daemon = try ServingTests.start(Self.counter("kept"))
+        defer { daemon.remove() }
+        #expect(try daemon.redis("GET", "kept") == "kept-1")
+        let wait = daemon.directory.appending("create-wait")
+        try Self.rewrite(daemon, Self.counter("kept") + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
+        let reloading = try RawConnection(daemon.socket)
+        reloading.setReceiveTimeout(seconds: 30)
+        reloading.send("RELOAD\r\n")
+        defer { _ = FileManager.default.createFile(atPath: wait, contents: nil) }
+        #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") }, "\(daemon.log.suffix(800))")
+        // The reload waits for the new plugin's expirable_create; the daemon's one event loop answers meanwhile.
+        let other = try RawConnection(daemon.socket)
+        #expect(other.roundTrip("GET kept\r\nPING\r\n", expecting: 2) == "$6\r\nkept-1\r\n+PONG\r\n")
+        #expect(!daemon.log.contains("configuration reloaded"), "the reload was still waiting")
+        _ = FileManager.default.createFile(atPath: wait, contents: nil)
+        let reply = reloading.receive(replies: 1)
+        #expect(reply.contains("added: slow; changed: none; removed: none; unchanged: kept"), "\(reply)")
+        #expect(try daemon.redis("GET", "slow") == "v1")
+        #expect(reloading.roundTrip("PING\r\n", expecting: 1) == "+PONG\r\n", "the connection goes on after RELOAD")
+    }
+
     @Test("SIGHUP applies added, changed and removed expirables; an unchanged one keeps its value, its helper and makes no call")
     func hangup() throws {
         let daemon = try ServingTests.start(Self.counter("kept") + Self.counter("changed") + Self.counter("removed"))
