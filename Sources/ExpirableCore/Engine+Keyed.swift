@@ -598,7 +598,8 @@ final class Family: Sendable {
                         }
                     }
                 }
-                guard let chosen = oldest ?? oldestWithState else { return nil }
+                // Its call may have started since it was considered: then nothing is taken here.
+                guard let chosen = oldest ?? oldestWithState, Family.claim(t.member(at: chosen.index)) else { return nil }
                 return .some(take(&t, at: chosen.index))
             }
             if let out {
@@ -609,10 +610,19 @@ final class Family: Sendable {
         return nil
     }
 
-    /// Whether `member` has a call in flight or callers waiting for one: never evicted nor swept.
-    private static func isBusy(_ member: KeyTable.Member?) -> Bool {
-        guard case .whole(let entry)? = member else { return false }
-        return entry.state.withLock { s in s.flight != nil || !s.nextWaiters.isEmpty }
+    /// Claims `member` for taking out unless it has a call in flight or callers waiting for one (never evicted
+    /// nor swept): a whole entry is detached under its own lock in the same step as the check, so a caller who
+    /// looked it up before and is about to start its call sees `detached` and looks again, and one who started
+    /// its call first keeps it in the table. (Checked and detached apart, a call could start between the two on
+    /// an entry no longer in the table, and the next reader of its key would start a second one.) A compact
+    /// member has no call: it is made whole under the shard's lock, which the caller holds.
+    private static func claim(_ member: KeyTable.Member?) -> Bool {
+        guard case .whole(let entry)? = member else { return true }
+        return entry.state.withLock { s in
+            if s.flight != nil || !s.nextWaiters.isEmpty { return false }
+            s.detached = true
+            return true
+        }
     }
 
     private func lastUsed(_ member: KeyTable.Member?) -> UInt64? {
@@ -659,7 +669,7 @@ final class Family: Sendable {
                 // A removal shifts later members back into `index`: it is looked at again.
                 while index < t.capacity {
                     let member = t.member(at: index)
-                    if let used = lastUsed(member), used < before, !Family.isBusy(member) {
+                    if let used = lastUsed(member), used < before, Family.claim(member) {
                         if let entry = take(&t, at: index) { whole.append(entry) }
                     } else {
                         index += 1
