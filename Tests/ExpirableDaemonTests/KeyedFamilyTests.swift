@@ -155,15 +155,20 @@ struct KeyedFamilyTests {
         #expect(subscriber.receive(replies: 1) == "*3\r\n$7\r\nmessage\r\n$5\r\nfam:a\r\n$12\r\nkey=a state=\r\n")
     }
 
-    @Test("SUBSCRIBE takes up to 10,000 names a connection, quickly, in order; one more is refused with a clear error and subscribes nothing")
-    func manySubscriptions() throws {
-        let daemon = try DaemonProcess(expirables: """
+    /// A daemon serving the keyed family `fam` through the `stateful` test plugin, which answers "key=KEY state=".
+    static func statefulFamily() throws -> DaemonProcess {
+        try DaemonProcess(expirables: """
             [expirable.fam]
             plugin = "stateful"
             keyed = true
             [expirable.fam.params]
             mode = "clear"
             """, testPlugins: ["stateful"])
+    }
+
+    @Test("SUBSCRIBE takes up to 10,000 names a connection, quickly, in order; one more is refused with a clear error and subscribes nothing")
+    func manySubscriptions() throws {
+        let daemon = try Self.statefulFamily()
         defer { daemon.remove() }
         func subscribe(_ names: [String]) -> String {
             "*\(names.count + 1)\r\n$9\r\nSUBSCRIBE\r\n" + names.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
@@ -194,13 +199,7 @@ struct KeyedFamilyTests {
 
     @Test("CLEAR NAME:*, as LIST shows a keyed family, clears the whole family, as expirablectl clear NAME:* does")
     func clearFamilyAsListed() throws {
-        let daemon = try DaemonProcess(expirables: """
-            [expirable.fam]
-            plugin = "stateful"
-            keyed = true
-            [expirable.fam.params]
-            mode = "clear"
-            """, testPlugins: ["stateful"])
+        let daemon = try Self.statefulFamily()
         defer { daemon.remove() }
         for key in ["a", "b"] { #expect(try daemon.redis("GET", "fam:\(key)") == "key=\(key) state=") }
         #expect(try daemon.redis("LIST") == "fam:*")
