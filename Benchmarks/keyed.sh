@@ -16,6 +16,9 @@
 # Besides throughput, each load's CPU time of the daemon per request (user + system time of /proc/PID/stat, which
 # keeps the time of threads that ended, divided by the requests): redis-benchmark shares the 2 cores and its own share moves
 # the throughput, while the daemon's CPU per request is its cost alone.
+# SPEC §8's keyed row (>= 0.95x of a plain GET) is read with the table's command line, `-c 50 -n 200000`, as its
+# first row is; the row "the same with -P 16" is the plain GET's against redis-server only. The pipelined ratio is
+# printed too, as a figure, not against the target: there each random key's cache misses are most of its cost.
 # Usage: Benchmarks/keyed.sh [rounds] [keys] [baseline-build-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,7 +109,9 @@ for mode in "-c 50 -n 200000" "-c 50 -n 2000000 -P 16"; do
         echo "  $label: GET plain_00000000:                 $(tr '\n' ' ' < "$work/$label-plain.txt")median $p"
         h=$(median < "$work/$label-hot.txt")
         echo "  $label: GET k:000000000007 (one member):  $(tr '\n' ' ' < "$work/$label-hot.txt")median $h"
-        awk -v l="$label" -v k="$k" -v p="$p" -v h="$h" 'BEGIN { printf "  %s: keyed / plain: %.3fx (target >= 0.95x); one member / plain: %.3fx\n", l, k / p, h / p }'
+        # SPEC §8's target (0.95x) is read with the table's own command line, unpipelined; -P 16 is reported.
+        case $mode in *-P*) target="reported: SPEC §8's 0.95x is read unpipelined" ;; *) target="target >= 0.95x" ;; esac
+        awk -v l="$label" -v k="$k" -v p="$p" -v h="$h" -v t="$target" 'BEGIN { printf "  %s: keyed / plain: %.3fx (%s); one member / plain: %.3fx\n", l, k / p, t, h / p }'
         kc=$(median < "$work/$label-keyed-cpu.txt"); pc=$(median < "$work/$label-plain-cpu.txt"); hc=$(median < "$work/$label-hot-cpu.txt")
         echo "  $label: daemon CPU ns per request, keyed: $(tr '\n' ' ' < "$work/$label-keyed-cpu.txt")median $kc; plain: $(tr '\n' ' ' < "$work/$label-plain-cpu.txt")median $pc; one member: $(tr '\n' ' ' < "$work/$label-hot-cpu.txt")median $hc"
         awk -v l="$label" -v k="$kc" -v p="$pc" -v h="$hc" 'BEGIN { printf "  %s: CPU per request, plain / keyed: %.3fx, plain / one member: %.3fx (the throughput the daemon alone would give, relative to plain)\n", l, p / k, p / h }'
