@@ -64,8 +64,21 @@ breakdown() {
     awk '/^[0-9a-f]+-[0-9a-f]+ / {n = NF >= 6 ? $6 : "[anon]"; sub(/.*\//, "", n)} /^Private_(Clean|Dirty):/ {p[n] += $2}
          END {for (k in p) if (p[k] > 0) print p[k], k}' "/proc/$1/smaps" | sort -rn | head -8 | awk '{printf "%s %s kB; ", $2, $1}'
 }
+# Private memory without shared libraries' file pages (kB): the guide counts "private memory (anonymous plus
+# private file pages), not shared library pages". This keeps every private page of the heap, the stacks, anonymous
+# mappings and the binary, and of each `.so` mapping only its anonymous pages (its relocated data, copied on
+# write), leaving out the libraries' clean code and read-only pages that count as private only while no other
+# process maps them.
+private_outside_libraries() {
+    # A library mapping's private anonymous pages: the smaller of its Private_Dirty (which also holds dirty
+    # page-cache pages of a file written moments ago) and its Anonymous (which also holds pages shared after fork).
+    awk 'function flush() {if (lib) p += (d < a ? d : a); d = a = 0}
+         /^[0-9a-f]+-[0-9a-f]+ / {flush(); lib = (NF >= 6 && $6 ~ /\.so(\.[0-9]+)*$/)}
+         /^Private_(Clean|Dirty):/ && !lib {p += $2} /^Private_Dirty:/ {d = $2} /^Anonymous:/ {a = $2}
+         END {flush(); print p + 0}' "/proc/$1/smaps"
+}
 declare -A parts
-declare -A private resident anonymous helpers dirty pss
+declare -A private resident anonymous helpers dirty pss outside
 for round in $(seq "$rounds"); do
     for isolation in $kinds; do
         rm -f "$work/idle.sock"
@@ -79,6 +92,7 @@ for round in $(seq "$rounds"); do
         resident[$isolation]+="$(kb $daemon Rss) "
         anonymous[$isolation]+="$(kb $daemon Anonymous) "
         dirty[$isolation]+="$(kb $daemon Private_Dirty) "
+        outside[$isolation]+="$(private_outside_libraries $daemon) "
         pss[$isolation]+="$(kb $daemon Pss) "
         h=0; for child in $(pgrep -P $daemon || true); do h=$(( h + $(kb $child Private_Clean) + $(kb $child Private_Dirty) )); done
         helpers[$isolation]+="$h "
@@ -91,7 +105,7 @@ mb() { tr ' ' '\n' | grep . | median | awk '{printf "%.2f MB", $1/1024}'; }
 range() { tr ' ' '\n' | grep . | sort -n | awk 'NR==1 {a=$1} {b=$1} END {printf "%.2f–%.2f", a/1024, b/1024}'; }
 echo "idle daemon, 3 expirables, medians of $rounds rounds (range); targets: private < 5 MB, resident < 24 MB"
 for isolation in $kinds; do
-    echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), of which dirty $(echo "${dirty[$isolation]}" | mb), anonymous $(echo "${anonymous[$isolation]}" | mb), PSS $(echo "${pss[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
+    echo "  $isolation: private $(echo "${private[$isolation]}" | mb) ($(echo "${private[$isolation]}" | range)), of which dirty $(echo "${dirty[$isolation]}" | mb), without libraries' file pages $(echo "${outside[$isolation]}" | mb), anonymous $(echo "${anonymous[$isolation]}" | mb), PSS $(echo "${pss[$isolation]}" | mb), resident $(echo "${resident[$isolation]}" | mb); helpers' private, together: $(echo "${helpers[$isolation]}" | mb)"
 done
 echo "private memory by mapping, last round:"
 for isolation in $kinds; do echo "  $isolation: ${parts[$isolation]}"; done
