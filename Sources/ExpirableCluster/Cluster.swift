@@ -146,7 +146,17 @@ public final class Cluster: Service, Replicator, Sendable {
     }
 
     public func stateChanged(_ name: String, _ state: Secret?, version: Version) {
-        let lease = self.state.withLock { $0.held[name] }
+        let family = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
+        let (lease, firstUnderAvailable) = self.state.withLock { s in
+            (s.held[name], state != nil && options.quorum[family] == nil && s.statefulWarned.insert(family).inserted)
+        }
+        if firstUnderAvailable {
+            // The configuration cannot tell that a plugin keeps state (only the oauth2 plugin's refresh_token grant
+            // is known to): say so the first time one does, since two nodes calling at once with one state (a
+            // rotating refresh token) can revoke it (SPEC §4.10). Once per expirable, not per call.
+            logger.warning("plugin keeps a state under single_flight = \"available\": during a membership change or a partition two nodes may call it with the same state (for a rotating refresh token, the provider may revoke it); set single_flight = \"quorum\" on this expirable unless its calls may overlap (logged once per expirable)",
+                           metadata: ["expirable": "\(family)"])
+        }
         replicate(.state(name: name, version: version, state: state, lease: lease))
     }
 
@@ -336,6 +346,8 @@ struct ClusterState {
     var grants: LeaseGrants
     var leases: [String: PendingLease] = [:]
     var held: [String: LeaseNumber] = [:]
+    /// Expirables (families) under "available" whose plugin set a state, already warned about (once each).
+    var statefulWarned: Set<String> = []
     /// This node's leases whose attempt or call is not over (until their release), for its greetings.
     var underWay: [String: LeaseNumber] = [:]
     /// Per peer whose greeting is arriving: the leases it named as under way so far.

@@ -225,6 +225,10 @@ public struct Configuration: Sendable, Hashable {
         public let maxCPU: Duration?
         /// `params`, as string pairs in file order by key; an array contributes one pair per element.
         public let params: [Param]
+        /// Whether its plugin is known from the configuration to keep a state between calls (the oauth2 plugin
+        /// with grant = "refresh_token"): under quorum, a lease holder that went away during a call then makes the
+        /// others wait for the state that call may have set, even before any state is known (docs/cluster.md).
+        public var keepsState = false
     }
 
     /// One plugin parameter.

@@ -29,7 +29,7 @@ struct ConfigurationDecoder {
             for name in all.keys.sorted() {
                 guard let value = all[name] else { continue }
                 let t = try table(value, at: ["expirable", name])
-                expirables.append(try decodeExpirable(name, t, isolation: server.isolation))
+                expirables.append(try decodeExpirable(name, t, isolation: server.isolation, pluginDir: server.pluginDir))
                 if let allow = t["allow"] { readers[name] = try accessRules(allow, at: ["expirable", name, "allow"], allowEmpty: false) }
             }
         }
@@ -236,7 +236,8 @@ struct ConfigurationDecoder {
         return "\(host) \(endpoint.port)"
     }
 
-    private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation) throws(ConfigurationError) -> Configuration.Expirable {
+    private func decodeExpirable(_ name: String, _ t: TOMLTable, isolation serverIsolation: Configuration.Isolation,
+                                 pluginDir: String) throws(ConfigurationError) -> Configuration.Expirable {
         let at = ["expirable", name]
         let expectedName = "expected a name of 1 to 200 characters without spaces, invisible or control characters"
         guard !name.isEmpty, name.utf8.count <= 200 else { throw error(at, expectedName) }
@@ -327,8 +328,12 @@ struct ConfigurationDecoder {
             throw error(at + [key], "limits a plugin helper, and this expirable's plugin runs inline in the daemon; remove \(key) or set isolation = \"process\"")
         }
         // A stateful plugin (the oauth2 plugin rotating refresh tokens) defaults to quorum in a cluster: two calls
-        // with one refresh token revoke the token family at most identity providers (SPEC §4.10).
-        let stateful = plugin == "oauth2" && params.contains { $0.key == "grant" && $0.value == "refresh_token" }
+        // with one refresh token revoke the token family at most identity providers (SPEC §4.10). The plugin is
+        // recognized by the file it names, not by the word: "liboauth2.so" or a link to it is the same plugin.
+        // Other plugins that keep state cannot be known before they run; the cluster warns when one first sets a
+        // state under "available" (docs/cluster.md).
+        let stateful = ConfigurationDecoder.isOAuth2Plugin(plugin, in: pluginDir)
+            && params.contains { $0.key == "grant" && $0.value == "refresh_token" }
         let singleFlight = try t["single_flight"].map { v throws(ConfigurationError) in try oneOf(Configuration.SingleFlight.self, v, at: at + ["single_flight"]) }
             ?? (stateful && scope == .cluster && isolation == .process ? .quorum : .available)
         if singleFlight == .quorum && scope == .local {
@@ -337,8 +342,38 @@ struct ConfigurationDecoder {
         if singleFlight == .quorum && isolation == .inline {
             throw error(at + ["single_flight"], "\"quorum\" needs isolation = \"process\": a call that outlives its lease must be stopped, and only a helper can be killed; remove isolation = \"inline\"")
         }
-        return .init(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout, isolation: isolation,
-                     singleFlight: singleFlight, keyed: try keyedPolicy(t, at: at), maxMemory: maxMemory, maxCPU: maxCPU, params: params)
+        var expirable = Configuration.Expirable(name: name, plugin: plugin, scope: scope, refresh: refresh, freshness: freshness, timeout: timeout,
+                                                isolation: isolation, singleFlight: singleFlight, keyed: try keyedPolicy(t, at: at), maxMemory: maxMemory,
+                                                maxCPU: maxCPU, params: params)
+        expirable.keepsState = stateful
+        return expirable
+    }
+
+    /// Whether plugin `name` is the shipped oauth2 plugin: the file it resolves to in `pluginDir` (the first of
+    /// libNAME.so, NAME.so and NAME, as the plugin host looks) is the file "oauth2" resolves to, or is named
+    /// liboauth2.so / oauth2.so / oauth2 itself after links are followed. Without such a file (check-config on
+    /// another machine, plugin_dir not there yet) the name alone decides, with "lib" and ".so" taken off.
+    static func isOAuth2Plugin(_ name: String, in pluginDir: String) -> Bool {
+        func bare(_ file: String) -> String {
+            var s = Substring(file)
+            if s.hasSuffix(".so") { s = s.dropLast(3) }
+            if s.hasPrefix("lib") { s = s.dropFirst(3) }
+            return String(s)
+        }
+        func resolved(_ name: String) -> (path: String, device: UInt64, inode: UInt64)? {
+            for candidate in ["lib\(name).so", "\(name).so", name] {
+                var st = stat()
+                guard lstat(pluginDir + "/" + candidate, &st) == 0, let real = realpath(pluginDir + "/" + candidate, nil) else { continue }
+                defer { free(real) }
+                guard stat(real, &st) == 0 else { return nil }
+                return (String(cString: real), UInt64(st.st_dev), UInt64(st.st_ino))
+            }
+            return nil
+        }
+        guard let file = resolved(name) else { return bare(name) == "oauth2" }
+        if bare(String(file.path.split(separator: "/").last ?? "")) == "oauth2" { return true }
+        guard let oauth2 = resolved("oauth2") else { return false }
+        return oauth2.device == file.device && oauth2.inode == file.inode
     }
 
     /// A character a name may not hold because it does not show as itself: any Unicode space (U+0020, NO-BREAK

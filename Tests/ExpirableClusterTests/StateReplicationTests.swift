@@ -6,6 +6,28 @@ import Testing
 /// it after the owner dies.
 @Suite("Cluster: plugin state follows the value to the next owner")
 struct StateReplicationTests {
+    @Test("a plugin that sets a state under single_flight = \"available\" is warned about once, naming the expirable and quorum; not under quorum")
+    func statefulUnderAvailableWarnedOnce() throws {
+        let cluster = try TestCluster(2, expirables: { _ in
+            "[expirable.rt]\nplugin = \"stateful\"\n[expirable.rq]\nplugin = \"stateful\"\nsingle_flight = \"quorum\"\ntimeout = \"2s\"\n"
+        }, testPlugins: ["stateful"])
+        defer { cluster.remove() }
+        let owner = try cluster.owner(of: "rt", on: "node-a")
+        for _ in 0..<2 {
+            #expect(try cluster[owner].redis("GET", "rt").hasPrefix("key= state="))
+            #expect(try cluster[owner].redis("CLEAR", "rt") == "OK")
+        }
+        let warnings = cluster[owner].log.split(separator: "\n").filter { $0.contains("plugin keeps a state under single_flight = \"available\"") }
+        #expect(warnings.count == 1 && warnings.first?.contains("expirable=rt") == true && warnings.first?.contains("set single_flight = \"quorum\"") == true,
+                "\(warnings)")
+        // The quorum one (whose first calls wait out the quiet time after a start) is not warned about.
+        let quorumOwner = try cluster.owner(of: "rq", on: "node-a")
+        var answer = ""
+        #expect(try TestCluster.eventually(seconds: 20) { answer = try cluster[quorumOwner].redis("GET", "rq"); return answer.hasPrefix("key=") }, "\(answer)")
+        #expect(!cluster[quorumOwner].log.contains("expirable=rq plugin keeps a state") && !cluster[quorumOwner].log.split(separator: "\n")
+            .contains { $0.contains("plugin keeps a state") && $0.contains("expirable=rq") })
+    }
+
     @Test("the owner's call sets a state; after kill -9 of the owner the next owner's call receives it")
     func nextOwnerContinues() throws {
         let cluster = try TestCluster(2, expirables: { _ in "[expirable.rt]\nplugin = \"stateful\"\n" }, testPlugins: ["stateful"])

@@ -169,6 +169,22 @@ struct ConfigurationTests {
         #expect(config.expirables.map(\.singleFlight) == [.available, .available, .available, .quorum], "\(config.expirables.map(\.name))")
     }
 
+    @Test("single_flight defaults to quorum for the oauth2 plugin however it is named: liboauth2.so, liboauth2, a link to it")
+    func singleFlightDefaultFollowsThePluginFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("expirable-sf-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data("oauth2".utf8).write(to: URL(fileURLWithPath: dir + "/liboauth2.so"))
+        try Data("other".utf8).write(to: URL(fileURLWithPath: dir + "/libother.so"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/idp.so", withDestinationPath: "liboauth2.so")
+        var text = "[server]\nplugin_dir = \"\(dir)\"\n"
+        for (name, plugin) in [("a", "oauth2"), ("b", "liboauth2.so"), ("c", "liboauth2"), ("d", "idp"), ("e", "other")] {
+            text += "[expirable.\(name)]\nplugin = \"\(plugin)\"\n[expirable.\(name).params]\ngrant = \"refresh_token\"\n"
+        }
+        let config = try Configuration.parse(text, file: "F")
+        #expect(config.expirables.map(\.singleFlight) == [.quorum, .quorum, .quorum, .quorum, .available], "\(config.expirables.map(\.name))")
+    }
+
     static let refusals: [(String, String)] = [
         // The first ':' of NAME:KEY splits a keyed family's name from the key, and list shows a family as NAME:*.
         ("[expirable.\"a:b\"]\nplugin = \"file\"\n",

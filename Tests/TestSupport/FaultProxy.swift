@@ -173,14 +173,21 @@ public final class FaultProxy: @unchecked Sendable {
     }
 }
 
+/// The ports `freePort` hands out: 20000–60000, or the range `EXPIRABLE_TEST_PORTS` ("17550-17599") names, for
+/// a machine where test runs are given ranges of their own.
+private let portRange: ClosedRange<Int> = {
+    let bounds = (ProcessInfo.processInfo.environment["EXPIRABLE_TEST_PORTS"] ?? "").split(separator: "-").compactMap { Int($0) }
+    return bounds.count == 2 && 0 < bounds[0] && bounds[0] < bounds[1] && bounds[1] < 65_536 ? bounds[0]...bounds[1] : 20_000...60_000
+}()
+
 /// Ports handed out by `freePort`, so two clusters set up at the same moment never get the same one.
-private let nextPort = Mutex<Int>(20_000 + Int(getpid() % 500) * 40)
+private let nextPort = Mutex<Int>(portRange.lowerBound + Int(getpid()) % (portRange.count / 2))
 
 /// A TCP port free on `host` right now and never returned before by this process (the caller binds it promptly).
 public func freePort(on host: String) throws -> Int {
     for _ in 0..<2000 {
         let candidate = nextPort.withLock { port -> Int in
-            port = port >= 60_000 ? 20_000 : port + 1
+            port = port >= portRange.upperBound ? portRange.lowerBound : port + 1
             return port
         }
         if let fd = boundSocket(host, candidate) {
