@@ -160,7 +160,10 @@ extension Cluster {
             }
             // The state to call with is read now: one a granter sent before its answer is here.
             let current = engine?.replicaState(name)
-            if let hazard = pending.attempt.stateHazard(state: current?.version ?? nil) {
+            // A plugin not known to keep a state, with none here, in no answer: nothing to wait for (stateHazard).
+            let family = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
+            let keepsState = options.keepsState.contains(family) || current?.state != nil || (current?.version ?? nil) != nil
+            if let hazard = pending.attempt.stateHazard(state: current?.version ?? nil, keepsState: keepsState) {
                 state.withLock { $0.counters.leasesWaitingForState &+= 1 }
                 logger.info("not calling under a held lease: the plugin state may be stale", metadata: ["expirable": "\(name)", "lease": "\(number)", "reason": "\(hazard)"])
                 release(name, number)

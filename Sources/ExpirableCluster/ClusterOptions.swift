@@ -35,12 +35,23 @@ public struct ClusterOptions: Sendable {
     /// call a plugin (SPEC §4.11). Default: the dead time plus a heartbeat (4 heartbeats, 2 s by default): a
     /// live peer dials within a heartbeat, and one silent that long would count as dead anyway.
     public var joinTimeout: Duration
+    /// How long a forwarded fetch waits at the owner for a paced call (§3.17, §3.18) before it is answered with
+    /// the last error and the time of the next attempt: the daemon's `request_timeout`, a local caller's patience,
+    /// so the callers of the asking node are answered as the owner's own are (nil: the forward's deadline).
+    public var forwardPatience: Duration?
     /// This node's cluster-scoped expirables, for comparing configurations with peers.
     public var digests: [ExpirableDigest]
+    /// On graceful shutdown, how long plugin calls serving fetches forwarded by peers may go on before the links
+    /// close: as long as the server lets its own callers' calls finish (its `drainTimeout`).
+    public var drainTimeout: Duration = .seconds(5)
     /// A member whose clock is further than this from cluster time is reported as an error (§4.15).
     public var maxClockOffset: Duration = .milliseconds(500)
     /// The expirables with `single_flight = "quorum"` (SPEC §4.10) and their plugin call timeouts.
     public var quorum: [String: Duration] = [:]
+    /// Quorum expirables whose plugin the configuration knows to keep a state (oauth2 with a refresh token): a
+    /// lease holder that went away during a call is waited for even when no node knows a state yet, since that
+    /// call may have set the first one. Others are waited for only once a state is known (§3.20).
+    public var keepsState: Set<String> = []
 
     public init(node: String, listenHost: String, listenPort: Int, peers: [Peer], heartbeat: Duration = .milliseconds(500),
                 deadAfter: Duration? = nil, handshakeTimeout: Duration? = nil, unauthenticatedLimit: Int? = nil,

@@ -273,8 +273,11 @@ struct LeaseAttempt {
     /// call before it set (§3.20): a lease before it that an answering node knows of may not be over, or an
     /// answering node holds a newer state. Two majorities share a node, so the lease before this one (and the
     /// state it set, once over) is always known to one of the granters. Every answer counts, not only grants.
-    func stateHazard(state: Version?) -> StateHazard? {
-        if let (_, number) = unfinished.max(by: { $0.value < $1.value }) { return .unfinished(number) }
+    /// `keepsState` false (the plugin is not known to keep one, and neither this node nor any answer has one):
+    /// an unfinished earlier lease is no hazard, as there is no state it could have spent; waiting for its
+    /// holder would stop the expirable on the whole cluster for as long as that node is away.
+    func stateHazard(state: Version?, keepsState: Bool = true) -> StateHazard? {
+        if keepsState || !stateVersions.isEmpty, let (_, number) = unfinished.max(by: { $0.value < $1.value }) { return .unfinished(number) }
         if let newer = stateVersions.values.max(), state.map({ $0 < newer }) ?? true,
            let node = stateVersions.filter({ $0.value == newer }).keys.min() {
             return .newerState(node: node, newer)

@@ -213,9 +213,11 @@ struct Daemon {
                                        singleFlight: expirable.singleFlight == .quorum ? "quorum" : "available", keyed: expirable.keyed != nil)
             }
         )
+        options.forwardPatience = configuration.server.requestTimeout
         options.maxClockOffset = settings.maxClockOffset
         options.quorum = Dictionary(uniqueKeysWithValues: configuration.expirables
             .filter { $0.scope == .cluster && $0.singleFlight == .quorum }.map { ($0.name, $0.timeout) })
+        options.keepsState = Set(configuration.expirables.filter { $0.scope == .cluster && $0.keepsState }.map(\.name))
         return options
     }
 

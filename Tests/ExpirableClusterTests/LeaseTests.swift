@@ -146,6 +146,15 @@ struct LeaseTests {
         let hazard = attempt.stateHazard(state: state)
         #expect(hazard == .unfinished(LeaseNumber(round: 8, node: "node-a")))
         #expect(hazard?.description == "the previous lease holder node-a may hold a newer state (lease 8@node-a); waiting for it")
+        #expect(attempt.stateHazard(state: state, keepsState: false) == hazard, "a state known to an answer is waited for all the same")
+
+        // No state anywhere, and a plugin not known to keep one: an unfinished earlier lease spent nothing.
+        var stateless = LeaseAttempt(name: "x", number: LeaseNumber(round: 9, node: "node-b"), sentAt: 0, duration: .seconds(10), voters: 3)
+        stateless.grant(from: "node-b")
+        stateless.learn(from: "node-b", unfinished: LeaseNumber(round: 8, node: "node-a"), stateVersion: nil)
+        stateless.grant(from: "node-c")
+        #expect(stateless.stateHazard(state: nil, keepsState: false) == nil)
+        #expect(stateless.stateHazard(state: nil) == .unfinished(LeaseNumber(round: 8, node: "node-a")), "a plugin known to keep a state waits")
     }
 
     @Test("lease frames carry state versions and unfinished leases, and a greeting's lease under way, through encoding")

@@ -142,6 +142,33 @@ struct QuorumTests {
         #expect(try cluster[others[1]].redis("GET", "token") == value)
     }
 
+    @Test("the holder killed during a call of a plugin that keeps no state: once its lease ran out, the live majority calls again instead of waiting for it")
+    func statelessHolderDeadDoesNotStopTheMajority() throws {
+        let shared = try TemporaryDirectory("quorum")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        let cluster = try TestCluster(expirables: Self.recorder(log, sleepMillis: 1500), testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        var first = ""
+        #expect(try TestCluster.eventually(seconds: 20) { first = try cluster["node-a"].redis("GET", "token"); return first.hasPrefix("rec-") }, "\(first)")
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        #expect(try cluster[others[0]].redis("CLEAR", "token") == "OK")
+        let before = Self.calls(in: log).count
+        let asker = DispatchGroup()
+        DispatchQueue.global().async(group: asker) { _ = try? cluster[others[0]].redis("GET", "token") }
+        // The owner's call has started: kill it in the middle.
+        #expect(TestCluster.eventually(seconds: 10) { Self.calls(in: log).count > before })
+        cluster[owner].kill9()
+        _ = asker.wait(timeout: .now() + 15)
+        #expect(TestCluster.eventually { cluster.live(others[0]) == Set(others) && cluster.live(others[1]) == Set(others) })
+        // "No quorum" while the dead holder's lease lasts (5.2 s for a 2 s timeout); then a value, with no state to wait for.
+        var value = ""
+        #expect(try TestCluster.eventually(seconds: 30) { value = try cluster[others[1]].redis("GET", "token"); return value.hasPrefix("rec-") },
+                "the majority calls once the lease ran out: \(value)")
+        #expect(try cluster[others[0]].redis("GET", "token") == value)
+    }
+
     @Test("a lease request with round 2^64-1 from a holder of a peer's certificate is refused as malformed and logged; it does not wedge the leases of the cluster")
     func absurdLeaseRoundRefused() throws {
         let shared = try TemporaryDirectory("quorum")
