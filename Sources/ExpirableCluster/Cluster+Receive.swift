@@ -201,8 +201,11 @@ extension Cluster {
             s.forwardsIn[name, default: 0] += 1
             s.counters.forwardsServed &+= 1
         }
-        // A paced call starting after the deadline is not waited for: the last error is answered at once.
-        engine.fetchForPeer(name, patience: deadline.remaining(at: now)) { [self] result in
+        // A paced call starting after the deadline, or later than a local caller would wait for it (a plugin's
+        // retry-after beyond request_timeout), is not waited for: the last error is answered at once, with the
+        // time of the next attempt, which the asking node's callers then get at once too (§3.18, §4.12).
+        let patience = deadline.remaining(at: now).map { left in options.forwardPatience.map { min(left, $0) } ?? left }
+        engine.fetchForPeer(name, patience: patience) { [self] result in
             state.withLock { s in
                 s.forwardsIn[name, default: 1] -= 1
                 if s.forwardsIn[name] == 0 { s.forwardsIn[name] = nil }

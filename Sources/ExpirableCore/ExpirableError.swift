@@ -66,8 +66,27 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
     /// `unixMillis`: the message says when, and `retryAfter` carries it.
     func withNextAttempt(inMillis: Int64, unixMillis: Int64) -> ExpirableError {
         let seconds = "\(inMillis / 1000).\(String(repeating: "0", count: 3 - String(inMillis % 1000).count))\(inMillis % 1000)"
-        return .init(code: code, message: "\(message) (next attempt in \(seconds)s, at \(unixMillis) Unix ms)",
+        return .init(code: code, message: "\(Self.withoutNextAttempt(message)) (next attempt in \(seconds)s, at \(unixMillis) Unix ms)",
                      errorClass: errorClass, retryAfter: unixMillis)
+    }
+
+    /// `message` without the next-attempt time `withNextAttempt` put at its end. An error forwarded by a cluster
+    /// peer arrives with the owner's time in its words (frozen when the owner answered); the asking node, pacing
+    /// its own callers with it (§4.12), states its own time instead of adding a second, older one.
+    static func withoutNextAttempt(_ message: String) -> String {
+        let marker = " (next attempt in "
+        guard message.hasSuffix(" Unix ms)") else { return message }
+        var last: Range<String.Index>?
+        var from = message.startIndex
+        while let found = message[from...].firstRange(of: marker) {
+            last = found
+            from = found.upperBound
+        }
+        guard let start = last else { return message }
+        let inside = message[start.upperBound...].dropLast(" Unix ms)".count)
+        guard let comma = inside.firstRange(of: "s, at "), inside[..<comma.lowerBound].allSatisfy({ $0.isNumber || $0 == "." }),
+              inside[comma.upperBound...].allSatisfy({ $0.isNumber || $0 == "-" }) else { return message }
+        return String(message[..<start.lowerBound])
     }
 
     public var description: String { "\(code.rawValue) \(message)" }

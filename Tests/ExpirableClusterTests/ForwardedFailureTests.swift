@@ -70,4 +70,28 @@ struct ForwardedFailureTests {
         let info = try cluster[revokedAsker].redis("INFO", "revoked")
         #expect(info.contains("last_error_class:permanent"), "\(info)")
     }
+
+    @Test("§3.18 across a forward: a retry-after shorter than the callers' wait but beyond request_timeout is answered at once on the asking node too, with one next-attempt time")
+    func retryAfterAnsweredAtOnceOnTheAskingNode() throws {
+        let shared = try TemporaryDirectory("flaky")
+        defer { shared.remove() }
+        // 15 s: beyond request_timeout (10 s), within what a forwarded fetch may wait (timeout 30 s + 2 s).
+        try "fail 15".write(toFile: shared.appending("busy.mode"), atomically: true, encoding: .utf8)
+        let cluster = try TestCluster(2, expirables: { _ in Self.flaky("busy", shared) }, testPlugins: ["flaky"])
+        defer { cluster.remove() }
+        let owner = try cluster.owner(of: "busy", on: "node-a")
+        let asker = try #require(cluster.names.first { $0 != owner })
+        #expect(try cluster[owner].redis("GET", "busy").hasPrefix("FETCH upstream down"))
+        #expect(Self.calls(shared, "busy") == 1)
+        for round in 1...2 {
+            let started = Date()
+            let answer = try cluster[asker].redis("GET", "busy")
+            let took = Date().timeIntervalSince(started)
+            #expect(answer.hasPrefix("FETCH upstream down (next attempt in 1"), "round \(round): \(answer)")
+            #expect(answer.components(separatedBy: "next attempt").count == 2, "one next-attempt time, round \(round): \(answer)")
+            // Not the 15 s of the retry-after.
+            #expect(took < 5, "round \(round) took \(took) s")
+        }
+        #expect(Self.calls(shared, "busy") == 1)
+    }
 }
