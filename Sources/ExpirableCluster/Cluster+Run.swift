@@ -55,9 +55,12 @@ extension Cluster {
         await withGracefulShutdownHandler {
             try? await listener.closeFuture.get()
         } onGracefulShutdown: { [self] in
+            // First, so that when the listener's close ends the wait above, draining is already known.
+            stopAfterForwards(until: clock.monotonicNanos &+ UInt64(options.drainTimeout.nanoseconds))
             listener.close(promise: nil)
-            stop()
         }
+        // The service ends (and the daemon then stops its plugins) only once the forwards' calls are over.
+        while state.withLock({ $0.drainingForwards && !$0.stopping }) { try? await Task.sleep(for: .milliseconds(20)) }
         logger.notice("cluster stopped", metadata: ["node": "\(options.node)"])
     }
 
@@ -75,6 +78,31 @@ extension Cluster {
             return false
         }
         if stopped { timer.cancel() }
+    }
+
+    /// Graceful shutdown: plugin calls serving fetches peers forwarded here are let finish, as the server lets
+    /// its own callers' calls finish, and their answers go out before the links close; otherwise the asking node
+    /// would ask the next owner and the provider would see a second call (its first result, perhaps a rotated
+    /// token, thrown away). Bounded by `deadline` (the drain timeout); links stay up meanwhile, so forwards that
+    /// arrive are served too. Checked every 20 ms, then a moment for the last answers to be written.
+    func stopAfterForwards(until deadline: UInt64) {
+        let (serving, draining) = state.withLock { s in
+            let serving = s.forwardsIn.values.reduce(0, +)
+            defer { if serving > 0 { s.drainingForwards = true } }
+            return (serving, s.drainingForwards)
+        }
+        guard serving > 0, clock.monotonicNanos < deadline else {
+            if serving > 0 {
+                logger.warning("stopping with forwarded fetches still under way: their plugin calls outlived the drain", metadata: ["fetches": "\(serving)"])
+            }
+            guard draining && serving == 0 else { return stop() }
+            _ = clock.schedule(after: .milliseconds(100)) { [self] in stop() }
+            return
+        }
+        if !draining {
+            logger.notice("stopping: finishing the plugin calls of fetches forwarded by peers", metadata: ["fetches": "\(serving)"])
+        }
+        _ = clock.schedule(after: .milliseconds(20)) { [self] in stopAfterForwards(until: deadline) }
     }
 
     /// Stops the heartbeat and redials and closes every peer link (graceful shutdown).

@@ -317,6 +317,8 @@ struct ClusterState {
     /// `name` itself even if its view names another owner (a forward is never forwarded again).
     var forwardsIn: [String: Int] = [:]
     var stopping = false
+    /// Graceful shutdown is waiting for plugin calls that serve forwarded fetches (`stopAfterForwards`).
+    var drainingForwards = false
     /// The next heartbeat tick (`scheduleHeartbeat`), cancelled on stop.
     var heartbeatTimer: (any Cancellable)?
     /// Whether the join has ended (SPEC §4.11): every peer's greeting arrived, or `joinTimeout` passed.

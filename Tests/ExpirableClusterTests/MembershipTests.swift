@@ -1,5 +1,6 @@
 import ExpirableTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// SPEC §4.11, §4.13, §4.14 and §4.16 with real nodes: what happens at a view change — a node starting, an owner
@@ -66,6 +67,38 @@ struct MembershipTests {
         let value = try await answer.value
         #expect(value.hasPrefix("node-") && !value.hasPrefix("\(owner)-"), "answered \(value)")
         #expect(try cluster[asker].redis("GET", "token") == value)
+    }
+
+    @Test("SIGTERM to an owner whose plugin call serves a forwarded fetch: the call finishes and the asking node gets its value; no second call")
+    func drainFinishesForwardedCall() throws {
+        let shared = try TemporaryDirectory("drain")
+        defer { shared.remove() }
+        let log = shared.appending("calls.log")
+        let cluster = try TestCluster(expirables: { _ in
+            """
+            [expirable.token]
+            plugin = "recorder"
+            [expirable.token.params]
+            log = "\(log)"
+            ttl_ms = 600000
+            sleep_ms = 1500
+            """
+        }, testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let asker = try #require(cluster.names.first { $0 != owner })
+        let answer = Mutex("")
+        let asking = DispatchGroup()
+        DispatchQueue.global().async(group: asking) { let value = (try? cluster[asker].redis("GET", "token")) ?? "no answer"; answer.withLock { $0 = value } }
+        #expect(TestCluster.eventually { !QuorumTests.calls(in: log).isEmpty }, "the owner's call started")
+        let ownerPid = Int(try #require(cluster[owner].process).pid)
+        cluster[owner].stop()
+        #expect(asking.wait(timeout: .now() + 20) == .success)
+        let calls = QuorumTests.calls(in: log)
+        #expect(calls.count == 1 && calls.first?.daemon == ownerPid && calls.first?.end != nil,
+                "one call, by the stopping owner, finished: \(calls.map { ($0.daemon, $0.end != nil) })")
+        let value = answer.withLock { $0 }
+        #expect(value.hasPrefix("rec-\(calls.first?.pid ?? 0)-"), "the asking node got the stopping owner's value: \(value)")
     }
 
     @Test("13. an eager value whose owner loses power while its refresh is due is refreshed by the next owner before it expires")
