@@ -159,6 +159,9 @@ final class Reloader: Sendable {
     /// What in `next` only a restart can apply, in words; nil when the reload can go ahead.
     static func needsRestart(from old: Configuration, to next: Configuration) -> String? {
         var keys: [String] = []
+        // What was added or removed is said so: "expirable.x (cluster scope) changed" for a new one misleads.
+        var added: [String] = []
+        var removed: [String] = []
         let a = old.server, b = next.server
         if a.socket != b.socket { keys.append("server.socket") }
         if a.socketMode != b.socketMode { keys.append("server.socket_mode") }
@@ -175,7 +178,12 @@ final class Reloader: Sendable {
         if a.stateDir != b.stateDir { keys.append("server.state_dir") }
         if a.stateKeyFile != b.stateKeyFile { keys.append("server.state_key_file") }
         if a.admins != b.admins { keys.append("server.admins") }
-        if old.cluster != next.cluster { keys.append("[cluster]") }
+        switch (old.cluster, next.cluster) {
+        case (nil, .some): added.append("[cluster]")
+        case (.some, nil): removed.append("[cluster]")
+        case (let a?, let b?): keys += Self.clusterKeys(from: a, to: b, added: &added, removed: &removed)
+        case (nil, nil): break
+        }
         // The metrics endpoint is bound once, at start.
         if old.metrics != next.metrics { keys.append("[metrics]") }
         if old.sinks.map(\.withoutLine) != next.sinks.map(\.withoutLine) { keys.append("[[sink]]") }
@@ -184,10 +192,43 @@ final class Reloader: Sendable {
             let before = Dictionary(uniqueKeysWithValues: old.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })
             let after = Dictionary(uniqueKeysWithValues: next.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })
             for name in Set(before.keys).union(after.keys).sorted() where before[name] != after[name] {
-                keys.append("expirable.\(name) (cluster scope)")
+                switch (before[name], after[name]) {
+                case (nil, _): added.append("expirable.\(name) (cluster scope)")
+                case (_, nil): removed.append("expirable.\(name) (cluster scope)")
+                default: keys.append("expirable.\(name) (cluster scope)")
+                }
             }
         }
-        guard !keys.isEmpty else { return nil }
-        return "\(keys.joined(separator: ", ")) changed, and only a restart applies \(keys.count == 1 ? "it" : "them"); restart expirabled (every node, for the cluster) or undo the change"
+        let parts = [(keys, "changed"), (added, "added"), (removed, "removed")].filter { !$0.0.isEmpty }.map { "\($0.0.joined(separator: ", ")) \($0.1)" }
+        guard !parts.isEmpty else { return nil }
+        let count = keys.count + added.count + removed.count
+        return "\(parts.joined(separator: ", ")), and only a restart applies \(count == 1 ? "it" : "them"); restart expirabled (every node, for the cluster) or undo the change"
+    }
+
+    /// The keys of `[cluster]` that differ, each named (`cluster.heartbeat`, `cluster.peers.node-b`), so a refusal
+    /// says which one to undo; peers added or removed go to `added` / `removed`.
+    private static func clusterKeys(from a: Configuration.Cluster, to b: Configuration.Cluster, added: inout [String], removed: inout [String]) -> [String] {
+        var keys: [String] = []
+        let named = added.count + removed.count
+        if a.node != b.node { keys.append("cluster.node") }
+        if a.listen != b.listen { keys.append("cluster.listen") }
+        let before = Dictionary(a.peers.map { ($0.name, $0.endpoint) }, uniquingKeysWith: { first, _ in first })
+        let after = Dictionary(b.peers.map { ($0.name, $0.endpoint) }, uniquingKeysWith: { first, _ in first })
+        for name in Set(before.keys).union(after.keys).sorted() where before[name] != after[name] {
+            switch (before[name], after[name]) {
+            case (nil, _): added.append("cluster.peers.\(name)")
+            case (_, nil): removed.append("cluster.peers.\(name)")
+            default: keys.append("cluster.peers.\(name)")
+            }
+        }
+        if a.ca != b.ca { keys.append("cluster.ca") }
+        if a.cert != b.cert { keys.append("cluster.cert") }
+        if a.key != b.key { keys.append("cluster.key") }
+        if a.heartbeat != b.heartbeat { keys.append("cluster.heartbeat") }
+        if a.maxClockOffset != b.maxClockOffset { keys.append("cluster.max_clock_offset") }
+        if a.joinTimeout != b.joinTimeout { keys.append("cluster.join_timeout") }
+        // A field this list does not name yet still refuses the reload, as the whole table.
+        if keys.isEmpty && added.count + removed.count == named && a != b { keys.append("[cluster]") }
+        return keys
     }
 }

@@ -7,6 +7,28 @@ import Testing
 /// dying mid-duty, a link cut one way, a peer that stops reading.
 @Suite("Cluster membership changes")
 struct MembershipTests {
+    @Test("a reload refused for a cluster-scoped expirable added or removed says added or removed, and one for [cluster] names the key")
+    func reloadRefusalWording() throws {
+        let cluster = try TestCluster(2, expirables: counters())
+        defer { cluster.remove() }
+        let node = cluster["node-a"]
+        let original = try String(contentsOfFile: node.configPath, encoding: .utf8)
+        defer { try? original.write(toFile: node.configPath, atomically: true, encoding: .utf8) }
+        let cases: [(String, String, String)] = [
+            ("added", original + "\n[expirable.newc]\nplugin = \"counter\"\n", "expirable.newc (cluster scope) added, and only a restart applies it"),
+            ("removed", original.replacingOccurrences(of: "[expirable.token]", with: "[expirable.token]\nscope = \"local\""),
+             "expirable.token (cluster scope) removed, and only a restart applies it"),
+            ("heartbeat", original.replacingOccurrences(of: "heartbeat = \"\(TestCluster.heartbeat)\"", with: "heartbeat = \"400ms\""),
+             "cluster.heartbeat changed, and only a restart applies it"),
+        ]
+        for (change, text, expected) in cases {
+            try #require(text != original, "\(change)")
+            try text.write(toFile: node.configPath, atomically: true, encoding: .utf8)
+            let answer = try node.redis("RELOAD")
+            #expect(answer == "ERR reload refused, nothing changed: \(expected); restart expirabled (every node, for the cluster) or undo the change", "\(change): \(answer)")
+        }
+    }
+
     @Test("11. a GET right after a restart, before its peers' links are up, is answered with the cluster's value, without a plugin call")
     func getRightAfterRestart() throws {
         // A join time well above the default four heartbeats: on a loaded machine the peers' redials can take
