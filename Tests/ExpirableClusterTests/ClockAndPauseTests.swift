@@ -104,6 +104,40 @@ struct ClockAndPauseTests {
         #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
     }
 
+    /// A reply written by a background thread, read once it signalled.
+    final class Answer: @unchecked Sendable {
+        var text = ""
+    }
+
+    @Test("§4.17: a GET sent to an owner while it was paused, after the next owner fetched, is answered on SIGCONT with the cluster's value, without a call")
+    func localGetOnPausedOwnerMakesNoCall() throws {
+        let cluster = try TestCluster(3, expirables: Self.lazy())
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        let pid = try #require(cluster[owner].process).pid
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // The others take the owner for dead; the next owner fetches, once.
+        #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
+        let value = try cluster[others[0]].redis("GET", "token")
+        #expect(value.hasPrefix("node-") && !value.hasPrefix("\(owner)-"), "\(value)")
+        // A client of the paused owner asks meanwhile: its GET waits in the owner's socket.
+        let answer = Answer()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            answer.text = (try? cluster[owner].redis("GET", "token")) ?? ""
+            done.signal()
+        }.start()
+        usleep(1_000_000)
+        kill(pid, SIGCONT)
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        try cluster.waitUntilLinked()
+        #expect(answer.text == value, "the resumed owner answered \(answer.text), the cluster holds \(value)")
+        #expect(cluster[owner].count("calls") == 0, "the resumed owner called its plugin for a value its peers had fetched: \(cluster.calls())")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
+    }
+
     @Test("§4.17: an eager refresh due while its owner was paused is not made by it on SIGCONT once the next owner has refreshed")
     func pausedOwnerSkipsStaleRefresh() throws {
         let eager = counters(ttlMillis: 8000, refresh: "refresh = \"eager\"\nbefore_expiry = \"5s\"")
