@@ -251,7 +251,8 @@ struct ClusterFetcher: ForwardingFetcher {
             // the peers' news (a GET that waited in this node's socket through the pause is answered with it).
             cluster.afterRejoin { [self] in
                 if let value = arrived(full, since: before) { return completion(FetchOutcome(result: .success(value), route: .joined)) }
-                cluster.route(full, family: name, local: local, request: request, timeout: timeout, deadline: deadline, completion: completion)
+                let stamped = stampedAcrossPauses(full, completion)
+                cluster.route(full, family: name, local: local, request: request, timeout: timeout, deadline: deadline, completion: stamped)
             }
         }
     }
@@ -260,5 +261,11 @@ struct ClusterFetcher: ForwardingFetcher {
     private func arrived(_ name: String, since before: Version?) -> Fetched? {
         guard let engine = cluster.engine, engine.version(of: name) != before else { return nil }
         return engine.cachedValue(name)
+    }
+
+    /// `completion`, through `Cluster.acrossPauses` unless quorum leases already drop a result whose lease ran out
+    /// during the call.
+    private func stampedAcrossPauses(_ name: String, _ completion: @escaping @Sendable (FetchOutcome) -> Void) -> @Sendable (FetchOutcome) -> Void {
+        cluster.options.quorum[self.name] == nil ? cluster.acrossPauses(name, completion) : completion
     }
 }
