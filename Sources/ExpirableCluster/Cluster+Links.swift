@@ -227,6 +227,8 @@ extension Cluster {
         }
         // Duties the dead owned move here now, not when this node's refresh timers next look (SPEC §4.13).
         if changes.contains(where: { !$0.1 }) { engine?.reconsiderDeferredRefreshes() }
+        // A peer that greeted before it was alive here ends the join now (`joinIfReady`).
+        if changes.contains(where: { $0.1 }) { joinIfReady() }
     }
 }
 

@@ -248,13 +248,27 @@ struct ClusterFetcher: ForwardingFetcher {
         let before = cluster.engine?.version(of: full)
         cluster.whenJoined { [self] in
             // The cluster's value arrived while this node was joining: answered without a call.
-            if let engine = cluster.engine, engine.version(of: full) != before, let value = engine.cachedValue(full) {
-                return completion(FetchOutcome(result: .success(value), route: .joined))
-            }
-            // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17).
+            if let value = arrived(full, since: before) { return completion(FetchOutcome(result: .success(value), route: .joined)) }
+            // After a pause, who owns the expirable is decided once the peers are heard from again (§4.17), and the
+            // value is looked at again: the next owner may have fetched it during the pause, and it came in with
+            // the peers' news (a GET that waited in this node's socket through the pause is answered with it).
             cluster.afterRejoin { [self] in
-                cluster.route(full, family: name, local: local, request: request, timeout: timeout, deadline: deadline, completion: completion)
+                if let value = arrived(full, since: before) { return completion(FetchOutcome(result: .success(value), route: .joined)) }
+                let stamped = stampedAcrossPauses(full, completion)
+                cluster.route(full, family: name, local: local, request: request, timeout: timeout, deadline: deadline, completion: stamped)
             }
         }
+    }
+
+    /// `name`'s valid value, if a value or clear came in since the fetch began (its version is no longer `before`).
+    private func arrived(_ name: String, since before: Version?) -> Fetched? {
+        guard let engine = cluster.engine, engine.version(of: name) != before else { return nil }
+        return engine.cachedValue(name)
+    }
+
+    /// `completion`, through `Cluster.acrossPauses` unless quorum leases already drop a result whose lease ran out
+    /// during the call.
+    private func stampedAcrossPauses(_ name: String, _ completion: @escaping @Sendable (FetchOutcome) -> Void) -> @Sendable (FetchOutcome) -> Void {
+        cluster.options.quorum[self.name] == nil ? cluster.acrossPauses(name, completion) : completion
     }
 }

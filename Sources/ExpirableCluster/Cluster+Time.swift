@@ -112,6 +112,39 @@ extension Cluster {
         }
     }
 
+    /// `completion` for a fetch of `name` that starts now, which may call this node's plugin (SPEC §4.7, §4.17). A
+    /// plugin's value is given its version when it is stored, and a version is never older than one this node
+    /// has seen. If this node is paused during the call while its helper goes on and answers, the peers take it
+    /// for dead and the next owner may fetch a newer value meanwhile; stamped on resume, the late result would
+    /// still be the newest and replace that value on every node. So the result of a call that a pause came in
+    /// the middle of takes a version of when the call began: it is stored, here and on the peers, only where
+    /// nothing newer arrived, and this node's callers get the newer value if one did.
+    func acrossPauses(_ name: String, _ completion: @escaping @Sendable (FetchOutcome) -> Void) -> @Sendable (FetchOutcome) -> Void {
+        let startedAt = clock.monotonicNanos
+        let began = nextVersion()
+        return { [self] outcome in
+            // The helper's answer may be the first thing read after the pause: notice it before looking.
+            noticePause()
+            let straddled = state.withLock { s in s.pauses.last.map { $0.noticed > startedAt } ?? false }
+            guard straddled, outcome.route == .plugin, case .success(let fetched) = outcome.result, !fetched.isStale else { return completion(outcome) }
+            let remaining: Int64? = switch fetched.expiry {
+            case .never: nil
+            case .at(let unixMillis): unixMillis - clock.unixMillis
+            }
+            var late = outcome
+            let newer = engine.flatMap { engine in engine.version(of: name).flatMap { $0 > began ? engine.cachedValue(name) : nil } }
+            late.result = .success(newer ?? Fetched(value: fetched.value, remainingMillis: remaining, version: began, receivedOn: clock))
+            logger.info("a plugin call ran across a pause of this node; its value takes the version of when the call began", metadata: [
+                "expirable": "\(name)", "version": "\(began)", "newer": "\(newer != nil)",
+            ])
+            completion(late)
+            // Stored here (nothing newer had arrived): sent on, as the engine sends only values it stamped itself.
+            if newer == nil, engine?.version(of: name) == began, case .success(let stamped) = late.result {
+                stored(name, stamped, remainingMillis: remaining, version: began)
+            }
+        }
+    }
+
     /// Runs `body` now, or, while rejoining after a pause, once this node has heard from its peers again (at most
     /// the rejoin window later), so a call that was due during the pause is decided on a fresh view.
     func afterRejoin(_ body: @escaping @Sendable () -> Void) {

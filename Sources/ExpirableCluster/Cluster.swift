@@ -321,7 +321,8 @@ struct ClusterState {
     var drainingForwards = false
     /// The next heartbeat tick (`scheduleHeartbeat`), cancelled on stop.
     var heartbeatTimer: (any Cancellable)?
-    /// Whether the join has ended (SPEC §4.11): every peer's greeting arrived, or `joinTimeout` passed.
+    /// Whether the join has ended (SPEC §4.11): every peer's greeting arrived and every peer is alive, or
+    /// `joinTimeout` passed.
     var joined = false
     /// When the join ends at the latest (monotonic), once `run()` started it.
     var joinDeadline: UInt64?

@@ -10,7 +10,7 @@ struct Explain: AsyncParsableCommand {
             that set it (before_expiry, jitter, expiry_margin), pacing after failures (the next attempt and why), the \
             stale window, the owner and lease in a cluster, where the plugin runs, and who may read the value. In a \
             cluster, fetches this node's plugin did not make are listed among them, marked: forwarded to the owner \
-            (whose explain shows its call), answered by a peer's value while joining, or not called (no quorum). \
+            (whose explain shows its call), answered by a peer's value while joining or after a pause, or not called (no quorum). \
             With --json prints one object: the daemon's fields, numbers as numbers, "calls" (this node's plugin \
             calls) and "flights" (the fetches answered without one) as arrays.
 
@@ -77,7 +77,7 @@ struct Explain: AsyncParsableCommand {
             switch route {
             case "plugin": ""
             case "forwarded": ", forwarded to \(node ?? "the owner")"
-            case "joined": ", answered by a peer's value while joining (no call)"
+            case "joined": ", answered by a peer's value while joining or after a pause (no call)"
             case "not_called": ", not called here (quorum single flight)"
             default: ", \(route)"
             }

@@ -104,6 +104,73 @@ struct ClockAndPauseTests {
         #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
     }
 
+    /// A reply written by a background thread, read once it signalled.
+    final class Answer: @unchecked Sendable {
+        var text = ""
+    }
+
+    @Test("§4.17: a GET sent to an owner while it was paused, after the next owner fetched, is answered on SIGCONT with the cluster's value, without a call")
+    func localGetOnPausedOwnerMakesNoCall() throws {
+        let cluster = try TestCluster(3, expirables: Self.lazy())
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        let pid = try #require(cluster[owner].process).pid
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // The others take the owner for dead; the next owner fetches, once.
+        #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
+        let value = try cluster[others[0]].redis("GET", "token")
+        #expect(value.hasPrefix("node-") && !value.hasPrefix("\(owner)-"), "\(value)")
+        // A client of the paused owner asks meanwhile: its GET waits in the owner's socket.
+        let answer = Answer()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            answer.text = (try? cluster[owner].redis("GET", "token")) ?? ""
+            done.signal()
+        }.start()
+        usleep(1_000_000)
+        kill(pid, SIGCONT)
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        try cluster.waitUntilLinked()
+        #expect(answer.text == value, "the resumed owner answered \(answer.text), the cluster holds \(value)")
+        #expect(cluster[owner].count("calls") == 0, "the resumed owner called its plugin for a value its peers had fetched: \(cluster.calls())")
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
+    }
+
+    @Test("§4.7, §4.17: the late result of a call an owner made across a pause does not replace the newer value the next owner fetched meanwhile")
+    func lateResultAcrossPauseLoses() throws {
+        // A call of a second (the recorder logs its start): the owner is stopped in the middle of it, and its helper
+        // finishes while the owner is stopped.
+        let cluster = try TestCluster(3, expirables: { _ in
+            "[expirable.token]\nplugin = \"recorder\"\ntimeout = \"10s\"\n[expirable.token.params]\nlog = \"DIR/rec.log\"\nsleep_ms = \"1000\"\nttl_ms = \"60000\"\n"
+        }, testPlugins: ["recorder"])
+        defer { cluster.remove() }
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        let pid = try #require(cluster[owner].process).pid
+        let started = { (node: String) in cluster[node].lines("rec.log") >= 1 }
+        // Forwarded to the owner, whose plugin starts its call; the owner stops 300 ms into it.
+        let asked = Self.getInBackground(cluster[others[0]])
+        #expect(TestCluster.eventually { started(owner) })
+        usleep(300_000)
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        // The others take it for dead and the next owner fetches: the newest value.
+        #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
+        let newest = try cluster[others[1]].redis("GET", "token")
+        #expect(newest.hasPrefix("rec-") && started(others[0]) != started(others[1]), "\(newest)")
+        #expect(TestCluster.eventually(seconds: 30) { asked.isFinished })
+        // The owner's helper has answered (its call took a second) while the owner was stopped.
+        usleep(1_000_000)
+        kill(pid, SIGCONT)
+        try cluster.waitUntilLinked()
+        usleep(1_000_000)
+        for name in cluster.names {
+            #expect(try cluster[name].redis("GET", "token") == newest, "\(name) serves the older value of the call made across the pause")
+        }
+    }
+
     @Test("§4.17: an eager refresh due while its owner was paused is not made by it on SIGCONT once the next owner has refreshed")
     func pausedOwnerSkipsStaleRefresh() throws {
         let eager = counters(ttlMillis: 8000, refresh: "refresh = \"eager\"\nbefore_expiry = \"5s\"")

@@ -73,6 +73,45 @@ struct MembershipTests {
         }
     }
 
+    @Test("11. nodes starting together prefetch an eager value once: the join waits until the peers are alive in the node's view, not only greeted")
+    func startingTogetherPrefetchOnce() throws {
+        // The join time is long enough for a loaded machine's dials: a node that gave up waiting would call.
+        let cluster = try TestCluster(expirables: counters(ttlMillis: 600_000, refresh: "refresh = \"eager\"\nbefore_expiry = \"10%\""),
+                                      clusterLines: "join_timeout = \"6s\"")
+        defer { cluster.remove() }
+        #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+        let owner = try cluster.owner(on: "node-a")
+        let others = cluster.names.filter { $0 != owner }
+        // The whole cluster restarts, the owner a moment after the others, as at a cluster's start: their dials to
+        // it are refused and retried a heartbeat later, while its greeting reaches them at once on the links it
+        // dials. A node that joined then would see the owner greeted but not alive, and own the value itself.
+        // A race, so a few rounds.
+        var rounds: [(calls: Int, early: [String], text: String)] = []
+        for round in 1...5 {
+            // The counter counts per daemon: its file, removed, says how many calls each node makes this round.
+            for name in cluster.names {
+                #expect(cluster[name].stop() == 0)
+                try? FileManager.default.removeItem(atPath: cluster[name].directory.appending("calls"))
+            }
+            for name in others { try cluster[name].start(poll: 2_000) }
+            try cluster[owner].start(poll: 2_000)
+            try cluster.waitUntilLinked()
+            #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
+            // A second call, by a node that owned the value alone in its view, ends within the plugin's time.
+            usleep(500_000)
+            let made = cluster.calls().filter { $0.value > 0 }.map { "\($0.key): \($0.value)" }.sorted()
+            // Whether the second call happens depends on which node the hash ranks first among those a node saw
+            // alive when it joined: the log says whether a node joined before a peer was alive in its view.
+            let early = cluster.names.filter { name in
+                let lines = cluster[name].log.split(separator: "\n").filter { !$0.contains(" debug ") }
+                guard let joined = lines.lastIndex(where: { $0.contains("joined the cluster") }) else { return false }
+                return lines[joined...].contains { $0.contains("peer alive") }
+            }
+            rounds.append((cluster.totalCalls(), early, "round \(round): calls \(made.joined(separator: ", ")); joined before a peer was alive: \(early)"))
+        }
+        #expect(rounds.allSatisfy { $0.calls == 1 && $0.early.isEmpty }, "the join ended before the peers were alive, or one prefetch made several plugin calls: \(rounds.map(\.text))")
+    }
+
     @Test("13. a forwarded fetch whose owner is killed, or stops, mid-call is answered by the next owner", arguments: [SIGKILL, SIGSTOP])
     func ownerDiesMidFetch(signal: Int32) async throws {
         let cluster = try TestCluster(expirables: counters(sleepMillis: 1000))
