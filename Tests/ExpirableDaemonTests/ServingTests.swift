@@ -90,6 +90,10 @@ struct ServingTests {
         #expect(try daemon.redis("INFO", "nope").hasPrefix("NOTFOUND"))
         #expect(try daemon.redis("GET") == "ERR wrong number of arguments for 'GET'; expected GET name")
         #expect(try daemon.redis("ECHO") == "ERR wrong number of arguments for 'ECHO'; expected ECHO message")
+        // The right number of arguments with an unknown option word: the word is what is wrong, not the count.
+        #expect(try daemon.redis("FETCH", "token", "BOGUS", "5") == "ERR syntax error: unknown option 'BOGUS' for 'FETCH'; expected FETCH name [MINTTL ms]")
+        #expect(try daemon.redis("FETCH", "token", "MINTTL", "5", "extra") == "ERR wrong number of arguments for 'FETCH'; expected FETCH name [MINTTL ms]")
+        #expect(try daemon.redis("FETCH", "token", "MINTTL") == "ERR wrong number of arguments for 'FETCH'; expected FETCH name [MINTTL ms]")
         #expect(try daemon.redis("SET", "a", "b").hasPrefix("ERR unknown command 'SET'"))
         #expect(try daemon.redis("PING") == "PONG")
         #expect(try daemon.redis("LIST") == "token")
