@@ -9,9 +9,9 @@ struct ServingTests {
         "[expirable.\(name)]\nplugin = \"counter\"\n[expirable.\(name).params]\nprefix = \"\(name)-\"\nttl_ms = \(ttlMillis)\ncount_file = \"COUNT/\(count)\"\n"
     }
 
-    static func start(_ expirables: String, server: String = "", testPlugins: [String] = ["counter"]) throws -> DaemonProcess {
+    static func start(_ expirables: String, server: String = "", testPlugins: [String] = ["counter"], arguments: [String] = []) throws -> DaemonProcess {
         // The count files live in the daemon's own directory, known only once it exists.
-        let daemon = try DaemonProcess(expirables: "", server: server, testPlugins: testPlugins, start: false)
+        let daemon = try DaemonProcess(expirables: "", server: server, testPlugins: testPlugins, arguments: arguments, start: false)
         let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8) + expirables.replacingOccurrences(of: "COUNT", with: daemon.directory.path)
         try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         try daemon.start()
