@@ -63,6 +63,16 @@ struct CommandLineTests {
         #expect(info.contains("version:\(ctl.stdout.trimmingCharacters(in: .newlines))"), "\(info)")
     }
 
+    @Test("expirabled --version and --help that cannot be written (/dev/full) exit 74 with the reason, not 0 with nothing printed")
+    func daemonVersionToFullDisk() throws {
+        let expirabled = try TestPaths.product("expirabled").path
+        for flag in ["--version", "--help"] {
+            let result = try runTool("/bin/sh", ["-c", #""$0" "$1" > /dev/full"#, expirabled, flag])
+            #expect(result.status == 74, "\(flag): \(result)")
+            #expect(result.stderr == "expirabled: cannot write to standard output: No space left on device\n", "\(flag): \(result.stderr)")
+        }
+    }
+
     @Test("every reading command prints JSON with --json: fetch, list, status, cluster, explain, ping")
     func json() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
