@@ -1,5 +1,6 @@
 import CExpirableLinux
 import ExpirableCore
+import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -21,10 +22,11 @@ struct HelperProcess {
 
     /// Starts `expirabled` again (through /proc/self/exe, so an upgraded binary on disk is not mixed with
     /// this one) as the helper for `expirable`. The child gets its end of a socket pair as descriptor 3 and
-    /// nothing else of the daemon's: stdin and stdout on /dev/null, stderr shared for its log lines, every other
-    /// descriptor closed, a clean environment, default signal handling, a process group of its own (a Ctrl-C
-    /// meant for the daemon does not reach it; it dies with the daemon through its death signal instead).
-    static func spawn(expirable: String) throws(PluginError) -> HelperProcess {
+    /// nothing else of the daemon's: stdin and stdout on /dev/null, stderr a pipe whose lines `logger` logs as
+    /// records of the daemon's (`HelperOutput`), every other descriptor closed, a clean environment, default
+    /// signal handling, a process group of its own (a Ctrl-C meant for the daemon does not reach it; it dies with
+    /// the daemon through its death signal instead).
+    static func spawn(expirable: String, logger: Logger) throws(PluginError) -> HelperProcess {
         var pair: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw PluginError("expirable.\(expirable): cannot make a socket pair for its plugin helper: \(String(cString: strerror(errno))); raise the limit on open files")
@@ -41,11 +43,32 @@ struct HelperProcess {
             close(pair[0])
             throw PluginError("expirable.\(expirable): cannot place its plugin helper's socket: \(String(cString: strerror(errno)))")
         }
+        var output: [Int32] = [-1, -1]
+        // pipe2 is not in Glibc's Swift module: both ends are made close-on-exec at once instead, before the
+        // spawn below, which is the only exec here (other helpers' spawns close every descriptor above 3).
+        guard pipe(&output) == 0, fcntl(output[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(output[1], F_SETFD, FD_CLOEXEC) == 0 else {
+            close(pair[0])
+            throw PluginError("expirable.\(expirable): cannot make a pipe for its plugin helper's stderr: \(String(cString: strerror(errno))); raise the limit on open files")
+        }
+        var errors = output[1]
+        if errors <= 3 {
+            // As the socket: above the descriptors the child's are made from, so each dup2 finds its source.
+            let moved = fcntl(errors, F_DUPFD_CLOEXEC, 4)
+            close(errors)
+            errors = moved
+        }
+        defer { if errors >= 0 { close(errors) } }
+        guard errors >= 0 else {
+            close(pair[0])
+            close(output[0])
+            throw PluginError("expirable.\(expirable): cannot place its plugin helper's stderr: \(String(cString: strerror(errno)))")
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, errors, 2)
         posix_spawn_file_actions_adddup2(&actions, child, PluginHelper.socket)
         CExpirableLinux_spawn_close_from(&actions, PluginHelper.socket + 1)
         var attributes = posix_spawnattr_t()
@@ -63,8 +86,7 @@ struct HelperProcess {
         // The Swift runtime's crash backtracer would spend seconds symbolicating a plugin's crash before the
         // helper dies (measured: an abort reported after 2.3 s instead of milliseconds), and print the
         // helper's memory layout to the daemon's log: the helper dies at once instead.
-        var environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"]
-        if PluginHelper.logsAsJSON.load(ordering: .relaxed) { environment.append("\(JSONLogHandler.environmentVariable)=json") }
+        let environment = ["PATH=/usr/local/bin:/usr/bin:/bin", "SWIFT_BACKTRACE=enable=no"]
         let cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
         defer { for p in cArguments + cEnvironment { free(p) } }
@@ -73,8 +95,10 @@ struct HelperProcess {
         let result = posix_spawn(&pid, executable, &actions, &attributes, cArguments, cEnvironment)
         guard result == 0 else {
             close(pair[0])
+            close(output[0])
             throw PluginError("expirable.\(expirable): cannot start its plugin helper (\(executable)): \(String(cString: strerror(result)))")
         }
+        HelperOutput.follow(output[0], expirable: expirable, pid: pid, logger: logger)
         let pidfd = CExpirableLinux_pidfd_open(pid)
         if pidfd >= 0 { _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC) }
         return HelperProcess(pid: pid, socket: pair[0], pidfd: pidfd)

@@ -370,7 +370,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
         guard start.payload.count + 1 <= HelperFrame.maxLength else {
             throw PluginError("expirable.\(expirable): its params take \(start.payload.count) bytes, over the \(HelperFrame.maxLength) a plugin helper accepts at start; shorten them (a large value belongs in a file the plugin reads)")
         }
-        let helper = try HelperProcess.spawn(expirable: expirable)
+        let helper = try HelperProcess.spawn(expirable: expirable, logger: logger)
         state.withLock { s in
             s.helper = helper
             s.creating = true

@@ -17,9 +17,6 @@ public enum PluginHelper {
     /// NAME is there for `ps`, so a helper can be told from its siblings.
     public static let flag = "--plugin-helper"
 
-    /// Whether helpers started from now on log JSON lines (`expirabled --log-format json`) instead of text.
-    public static let logsAsJSON = Atomic<Bool>(false)
-
     /// How long after a call's timeout a helper kills itself if the daemon has not: long enough that the daemon,
     /// when it is running, reports the TIMEOUT first.
     static let killGrace: Duration = .milliseconds(250)
@@ -51,13 +48,9 @@ public enum PluginHelper {
         var original = stat()
         guard fstat(socket, &original) == 0 else { exit(70) }
         signal(SIGPIPE, SIG_IGN)  // as in the daemon: a plugin writing to a closed pipe gets EPIPE
-        // Log lines share the daemon's stderr, so they take its format; the plugin's own children do not need to know.
-        if let format = getenv(JSONLogHandler.environmentVariable), String(cString: format) == "json" {
-            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .info) }
-        } else {
-            LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: .info) }
-        }
-        unsetenv(JSONLogHandler.environmentVariable)
+        // Stderr is a pipe the daemon reads, logging each line as a record of its own in its format
+        // (`HelperOutput`): the helper writes text whatever that format is.
+        LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: .info) }
         let logger = Logger(label: "expirable.plugin-helper")
         let writer = Writer(original)
         let instance: PluginInstance

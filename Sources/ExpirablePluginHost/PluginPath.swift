@@ -43,11 +43,39 @@ enum PluginPath {
     }
 
     /// The real path of plugin_dir, checked as the plugins in it are: a directory nobody but root or the
-    /// daemon's user could change. Its refusals are about `[server] plugin_dir`, not about one plugin.
+    /// daemon's user could change, inside directories nobody else could change either (`checkAncestors`). Its
+    /// refusals are about `[server] plugin_dir`, not about one plugin.
     static func directory(_ directory: String) throws(PluginError) -> String {
         let realDirectory = try realPath(directory, what: "server.plugin_dir")
         try checkOwnership(realDirectory, what: "server.plugin_dir", directory: true)
+        try checkAncestors(of: realDirectory)
         return realDirectory
+    }
+
+    /// Checks every directory above the real plugin_dir up to `/`, as the sinks' directory walk checks those
+    /// above a sink's: owned by root or the daemon's user, and not writable by group or others unless sticky
+    /// (as /tmp is: nobody may then rename what they do not own in it). Whoever could change one could rename
+    /// plugin_dir away before the daemon starts and put a directory, or a link to one, of their choosing in its
+    /// place, whose plugins the daemon would then load.
+    private static func checkAncestors(of realDirectory: String) throws(PluginError) {
+        let euid = geteuid()
+        var path = realDirectory
+        while path != "/" {
+            let slash = path.lastIndex(of: "/")!
+            path = slash == path.startIndex ? "/" : String(path[..<slash])
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                throw PluginError("server.plugin_dir \(realDirectory) is inside \(path), which cannot be examined: \(String(cString: strerror(errno)))")
+            }
+            let why = "put a directory of their own in plugin_dir's place before the daemon starts"
+            guard st.st_uid == 0 || st.st_uid == euid else {
+                throw PluginError("server.plugin_dir \(realDirectory) is inside \(path), which is owned by uid \(st.st_uid), not by root or the daemon's user (uid \(euid)): its owner could \(why); chown root \(path), or move plugin_dir out of it")
+            }
+            if st.st_mode & (S_IWGRP | S_IWOTH) != 0 && st.st_mode & S_ISVTX == 0 {
+                let who = st.st_mode & S_IWOTH != 0 ? "others" : "its group"
+                throw PluginError("server.plugin_dir \(realDirectory) is inside \(path), which is writable by \(who) without the sticky bit (mode \(String(st.st_mode & 0o7777, radix: 8))): they could \(why); chmod go-w \(path), or chmod +t \(path)")
+            }
+        }
     }
 
     private static func exists(_ path: String) -> Bool {

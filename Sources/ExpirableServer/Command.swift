@@ -1,3 +1,4 @@
+import ExpirableCore
 import ExpirableRESP
 
 /// A request, checked for its name and arity. Its arguments stay in the request's words (positions in the
@@ -41,7 +42,12 @@ enum Command: Equatable {
         // The hot commands first.
         if words.word(0, is: "GET") { return named(.get, "GET") }
         if words.word(0, is: "FETCH") {
-            guard arguments == 1 || (arguments == 3 && words.word(2, is: "MINTTL")) else { return arity("FETCH", "FETCH name [MINTTL ms]") }
+            guard arguments == 1 || arguments == 3 else { return arity("FETCH", "FETCH name [MINTTL ms]") }
+            // The right count with another word where MINTTL belongs: the word is what is wrong, as Redis says of an
+            // unknown option ("syntax error"), not the count.
+            guard arguments == 1 || words.word(2, is: "MINTTL") else {
+                return .failure(.init("ERR syntax error: unknown option '\(TextLogHandler.escaped(String(words.string(2).prefix(32))))' for 'FETCH'; expected FETCH name [MINTTL ms]"))
+            }
             return .success(.fetch)
         }
         if words.word(0, is: "MGET") { return names(.mget, "MGET") }

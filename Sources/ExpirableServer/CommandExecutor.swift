@@ -360,13 +360,14 @@ final class CommandExecutor {
     }
 
     /// Refuses a command naming `name`, which the caller may not read (or, when names are hidden from it, that
-    /// does not exist): NOPERM, and a warning with who asked, never a value.
+    /// does not exist): NOPERM, and a warning with who asked and the rule that refused, never a value.
     private func refuseRead(_ name: String, _ command: String, into out: inout ByteBuffer) -> Outcome {
         access.refusals += 1
         if access.refusals <= ConnectionAccess.loggedRefusals {
             state.logger.warning("refused read", metadata: [
                 "command": "\(command)", "expirable": "\(name.prefix(200))", "pid": "\(peer.map { String($0.pid) } ?? "unknown")",
                 "uid": "\(peer.map { String($0.uid) } ?? "unknown")", "exe": "\(peer?.shownExecutable ?? "unknown")",
+                "rule": "\(access.refusingRule(name))",
             ])
             if access.refusals == ConnectionAccess.loggedRefusals {
                 state.logger.notice("further refused reads of this connection are not logged", metadata: ["client": "\(subscriber.id)"])

@@ -123,19 +123,32 @@ final class ConnectionAccess {
         return rules.names.indices.filter { mask.permits($0) }.map { rules.names[$0] }
     }
 
-    /// The NOPERM reply for `name`. Admins, who may read the configuration anyway, are told its allow list;
-    /// everyone else gets the same words for a hidden name and for one that does not exist, and the entries
-    /// that would let them in.
+    /// The NOPERM reply for `name`, naming the rule that refused it (SPEC §9): its allow list. Admins, who may
+    /// read the configuration anyway, are told the list; everyone else gets the same words for a hidden name and
+    /// for one that does not exist, and the entries that would let them in.
     func refusal(_ name: String) -> String {
         let shown = String(name.prefix(200))
         let you = ConnectionAccess.entriesNaming(peer)
-        let ask = you.isEmpty
-            ? "this connection has no peer credentials, so no allow list can name it"
-            : "ask its owner to add you (\(you.joined(separator: " or "))) to its allow list"
         if mayAdminister, case .some(.some(let allowed)) = rules.rules(of: name) {
+            let ask = you.isEmpty
+                ? "this connection has no peer credentials, so no allow list can name it"
+                : "ask its owner to add you (\(you.joined(separator: " or "))) to its allow list"
             return "NOPERM you may not read '\(shown)' (allowed: \(allowed.map(\.spelled).joined(separator: ", "))); \(ask)"
         }
-        return "NOPERM you may not read '\(shown)' (or it does not exist); \(ask)"
+        let ask = you.isEmpty
+            ? "this connection has no peer credentials, so no allow list can name it"
+            : "ask its owner to add you (\(you.joined(separator: " or "))) to it"
+        return "NOPERM you may not read '\(shown)' (or it does not exist): refused by its allow list; \(ask)"
+    }
+
+    /// The rule that refused `name`, for the log, which only the operator reads: the allow list (of the keyed
+    /// family, for a member) as the configuration spells it, or, for a name not configured, that it was refused
+    /// as a hidden one would be.
+    func refusingRule(_ name: String) -> String {
+        guard let ordinal = rules.ordinal(of: name), let allowed = rules.readers[ordinal] else {
+            return "none: no expirable of this name; refused as a hidden one, since an allow list hides some names from this caller"
+        }
+        return "expirable.\(rules.names[ordinal]).allow = [\(allowed.map { "\"\($0.spelled)\"" }.joined(separator: ", "))]"
     }
 
     /// The allow-list entries that would name this peer: its uid, and its executable when an `exe:` rule could

@@ -16,8 +16,8 @@ struct Control: AsyncParsableCommand {
         discussion: """
             Every command talks to the daemon's Unix socket. The global options --socket (default \
             $EXPIRABLE_SOCKET, else /run/expirable/expirable.sock) and --timeout go before or after the \
-            command. Durations are written as in the configuration: 250ms, 30s, 5m, 1h; a bare number is \
-            seconds for --timeout and milliseconds elsewhere. Reading commands (fetch, watch, list, status, explain, \
+            command. Durations are written as in the configuration: 250ms, 30s, 5m, 1h, or a bare number of \
+            milliseconds. Reading commands (fetch, watch, list, status, explain, \
             cluster, ping) print JSON with --json; a value that is not UTF-8 text, which JSON cannot carry, is \
             refused with status 65 there and by the adapters, and printed as its bytes by fetch without --json. Errors go to stderr, and the exit status says what kind of error it was:
 
@@ -67,7 +67,7 @@ struct Connection: ParsableArguments {
     var socket: String = ExpirableClient.defaultSocketPath
 
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
-        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is seconds; from 1ms to 7 days.",
+        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is milliseconds; from 1ms to 7 days.",
         valueName: "duration"
     ), transform: { try CommandLineDuration.parse($0, allowing: .milliseconds(1)...CommandLineDuration.longest) })
     var timeout: CommandLineDuration = CommandLineDuration(.seconds(35))
@@ -89,15 +89,16 @@ struct Connection: ParsableArguments {
     }
 }
 
-/// A duration on the command line, read by the configuration's `DurationParser`; what a bare number counts
-/// depends on the option (seconds for --timeout, which took seconds before it took durations).
+/// A duration on the command line, read by the configuration's `DurationParser` as the daemon reads one (SPEC §2):
+/// a bare number is milliseconds, for every option alike, so `--timeout 300` is the 300 ms a script written from
+/// the configuration's syntax means.
 struct CommandLineDuration: ExpressibleByArgument {
     let duration: Duration
 
     init(_ duration: Duration) { self.duration = duration }
 
     init?(argument: String) {
-        guard let duration = DurationParser.duration(argument, bare: .seconds) else { return nil }
+        guard let duration = DurationParser.duration(argument) else { return nil }
         self.duration = duration
     }
 
@@ -112,7 +113,7 @@ struct CommandLineDuration: ExpressibleByArgument {
     static func parse(_ argument: String, allowing range: ClosedRange<Duration>) throws -> CommandLineDuration {
         guard let parsed = CommandLineDuration(argument: argument), range.contains(parsed.duration) else {
             let low = range.lowerBound == .zero ? "0" : "1ms"
-            throw ValidationError("expected a duration from \(low) to 7 days such as \"250ms\", \"5s\", \"2m\", or a bare number of seconds")
+            throw ValidationError("expected a duration from \(low) to 7 days such as \"250ms\", \"5s\", \"2m\", or a bare number of milliseconds")
         }
         return parsed
     }

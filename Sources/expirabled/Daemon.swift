@@ -38,7 +38,6 @@ struct Daemon {
             LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: level) }
         case .json:
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
-            PluginHelper.logsAsJSON.store(true, ordering: .relaxed)
         }
         let logger = Logger(label: "expirabled")
         let notifier = SystemdNotifier.fromEnvironment()

@@ -148,6 +148,31 @@ struct DaemonArguments {
         }
     }
 
+    /// Writes `text` on stdout and exits 0; a write that fails (a full disk, /dev/full, a closed stdout) is said
+    /// on stderr and exits 74 (EX_IOERR), as expirablectl's output does: `v=$(expirabled --version) || fail` must
+    /// not succeed with nothing printed.
+    private static func printAndExit(_ text: String) -> Never {
+        var text = text
+        let failure: Int32? = text.withUTF8 { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(1, buffer.baseAddress! + offset, buffer.count - offset)
+                if written > 0 {
+                    offset += written
+                } else if written < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return written < 0 ? errno : EIO
+                }
+            }
+            return nil
+        }
+        guard let failure else { exit(0) }
+        var message = "expirabled: cannot write to standard output: \(String(cString: strerror(failure)))\n"
+        message.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+        exit(74)
+    }
+
     /// Parses the process's command line; help and the version are printed and exit 0, a usage error goes to
     /// stderr with the usage and exits 64 (EX_USAGE).
     static func parseOrExit(_ arguments: [String]) -> DaemonArguments {
@@ -156,11 +181,9 @@ struct DaemonArguments {
         } catch {
             switch error {
             case .help:
-                print(help, terminator: "")
-                exit(0)
+                printAndExit(help)
             case .version:
-                print(ExpirableVersion.string)
-                exit(0)
+                printAndExit(ExpirableVersion.string + "\n")
             case .usage(let message, let option):
                 // As swift-argument-parser does: with no argument at all, the whole help follows the error.
                 var text = "Error: \(message)\n" + (arguments.isEmpty ? "\n" + help

@@ -33,7 +33,7 @@ struct AccessTests {
     }
 
     static func hidden(_ name: String, uid: Int, exe: String = redisCLI) -> String {
-        "NOPERM you may not read '\(name)' (or it does not exist); ask its owner to add you (uid:\(uid) or exe:\(exe)) to its allow list"
+        "NOPERM you may not read '\(name)' (or it does not exist): refused by its allow list; ask its owner to add you (uid:\(uid) or exe:\(exe)) to it"
     }
 
     @Test("a uid on the allow list reads; another gets NOPERM, word for word the refusal of a name that does not exist")
@@ -53,6 +53,12 @@ struct AccessTests {
         let log = daemon.log
         #expect(log.contains("refused read"), "\(log)")
         #expect(log.contains("uid=4343") && log.contains("exe=\(Self.redisCLI)") && log.contains("pid="))
+        // The log, which only the operator reads, names the rule that refused: the list, or that the name is not
+        // configured (refused as a hidden one, since some names are hidden from this caller).
+        let refusals = log.split(separator: "\n").filter { $0.contains("refused read") }
+        #expect(refusals.contains { $0.contains("expirable=token") && $0.contains(#"rule=expirable.token.allow = ["uid:4242"]"#) }, "\(refusals)")
+        #expect(refusals.contains { $0.contains("expirable=nosuch") && $0.contains("rule=none: no expirable of this name; refused as a hidden one, since an allow list hides some names from this caller") },
+                "\(refusals)")
         #expect(!log.contains("token-1"))
         #expect(daemon.count("token.calls") == 1)
     }
@@ -130,7 +136,7 @@ struct AccessTests {
             return result.stdout.trimmingCharacters(in: .newlines) + result.stderr
         }
         let refused = { (name: String) in
-            "NOPERM you may not read '\(name)' (or it does not exist); ask its owner to add you (uid:4242) to its allow list"
+            "NOPERM you may not read '\(name)' (or it does not exist): refused by its allow list; ask its owner to add you (uid:4242) to it"
         }
         let impostor = try masked(by: "\(directory)/impostor/redis-cli", "GET", "app")
         #expect(impostor == refused("app"), "\(impostor)")
@@ -146,7 +152,7 @@ struct AccessTests {
                                                            "\(directory)/private/redis-cli", daemon.socket])
         if unprivileged.stderr.isEmpty {
             #expect(unprivileged.stdout.trimmingCharacters(in: .newlines)
-                        == "NOPERM you may not read 'guarded' (or it does not exist); ask its owner to add you (uid:65534) to its allow list",
+                        == "NOPERM you may not read 'guarded' (or it does not exist): refused by its allow list; ask its owner to add you (uid:65534) to it",
                     "\(unprivileged)")
         } else {
             // User namespaces are off for unprivileged users here (kernel.unprivileged_userns_clone, AppArmor).

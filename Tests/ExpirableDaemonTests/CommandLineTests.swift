@@ -8,7 +8,7 @@ import Testing
 struct CommandLineTests {
     static var ctl: String { get throws { try TestPaths.product("expirablectl").path } }
 
-    @Test("--socket and --timeout are accepted before or after the command; --timeout takes a duration, a bare number of seconds")
+    @Test("--socket and --timeout are accepted before or after the command; --timeout takes a duration")
     func globalOptionsAnywhere() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
         defer { daemon.remove() }
@@ -17,7 +17,7 @@ struct CommandLineTests {
             ["list", "--socket", daemon.socket],
             ["--timeout", "5s", "list", "--socket", daemon.socket],
             ["--socket", daemon.socket, "--timeout", "250ms", "list"],
-            ["list", "--timeout=5", "--socket=\(daemon.socket)"],
+            ["list", "--timeout=5000", "--socket=\(daemon.socket)"],
         ] {
             let result = try runTool(Self.ctl, arguments)
             #expect(result.status == 0, "\(arguments): \(result.stderr)")
@@ -26,6 +26,28 @@ struct CommandLineTests {
         let bad = try runTool(Self.ctl, ["--timeout", "soon", "list", "--socket", daemon.socket])
         #expect(bad.status == 64)
         #expect(bad.stderr.hasPrefix("Error: The value 'soon' is invalid for '--timeout <duration>'"), "\(bad.stderr)")
+    }
+
+    @Test("a bare number in --timeout counts milliseconds, as every duration does (SPEC §2): 300 is 0.3 s, not 300 s")
+    func bareTimeoutIsMilliseconds() throws {
+        let daemon = try ServingTests.start(ServingTests.counter() + """
+            [expirable.patient]
+            plugin = "command"
+            scope = "local"
+            timeout = "10s"
+            [expirable.patient.params]
+            shell = "sleep 3; echo late"
+            ttl = "1m"
+
+            """)
+        defer { daemon.remove() }
+        // Read as seconds, the call would wait for the plugin's 3 s and print "late".
+        let bare = try daemon.ctl("fetch", "patient", "--timeout", "300")
+        #expect(bare.status == 75, "\(bare.stdout) \(bare.stderr)")
+        #expect(bare.stderr.hasPrefix("expirablectl: CALLTIMEOUT the daemon did not answer within 0.3 seconds"), "\(bare.stderr)")
+        let help = try runTool(Self.ctl, ["fetch", "--help"])
+        #expect(help.stdout.contains("a bare number is milliseconds"), "\(help.stdout)")
+        #expect(!help.stdout.contains("a bare number is seconds"), "\(help.stdout)")
     }
 
     @Test("--version prints the same version from both binaries, the one INFO reports")
@@ -39,6 +61,16 @@ struct CommandLineTests {
         #expect(ctl.stdout == expirabled.stdout)
         let info = try daemon.redis("INFO", "server")
         #expect(info.contains("version:\(ctl.stdout.trimmingCharacters(in: .newlines))"), "\(info)")
+    }
+
+    @Test("expirabled --version and --help that cannot be written (/dev/full) exit 74 with the reason, not 0 with nothing printed")
+    func daemonVersionToFullDisk() throws {
+        let expirabled = try TestPaths.product("expirabled").path
+        for flag in ["--version", "--help"] {
+            let result = try runTool("/bin/sh", ["-c", #""$0" "$1" > /dev/full"#, expirabled, flag])
+            #expect(result.status == 74, "\(flag): \(result)")
+            #expect(result.stderr == "expirabled: cannot write to standard output: No space left on device\n", "\(flag): \(result.stderr)")
+        }
     }
 
     @Test("every reading command prints JSON with --json: fetch, list, status, cluster, explain, ping")

@@ -167,6 +167,43 @@ struct ConfigurationRefusalTests {
         #expect(start.contains("expirabled: " + message), "\(start)")
     }
 
+    @Test("a plugin_dir inside a directory others may write without the sticky bit, or that another user owns, is refused at start and by check-config; a sticky one is not")
+    func pluginDirectoryAncestors() throws {
+        let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")
+        defer { daemon.remove() }
+        let open = URL(fileURLWithPath: daemon.directory.appending("open")).resolvingSymlinksInPath().path
+        let inner = open + "/plugins"
+        try FileManager.default.createDirectory(atPath: inner, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: daemon.pluginDir + "/libcommand.so", toPath: inner + "/libcommand.so")
+        chmod(inner, 0o755)
+        chmod(inner + "/libcommand.so", 0o644)
+        let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: "plugin_dir = \"\(daemon.pluginDir)\"", with: "plugin_dir = \"\(inner)\"").write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let place = try Self.place(daemon, "plugin_dir = ")
+        chmod(open, 0o777)
+        var (check, start) = try Self.refusals(daemon)
+        var message = "\(place): server.plugin_dir \(inner) is inside \(open), which is writable by others without the sticky bit (mode 777): they could put a directory of their own in plugin_dir's place before the daemon starts; chmod go-w \(open), or chmod +t \(open)"
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+        chmod(open, 0o770)
+        (check, start) = try Self.refusals(daemon)
+        #expect(check.hasPrefix("expirablectl: \(place): server.plugin_dir \(inner) is inside \(open), which is writable by its group without the sticky bit (mode 770)"), "\(check)")
+        // With the sticky bit (as /tmp has) nobody may rename what they do not own in it: accepted.
+        chmod(open, 0o1777)
+        let sticky = try daemon.ctl("check-config", daemon.configPath)
+        #expect(sticky.status == 0, "\(sticky.stderr)")
+        // A directory above owned by another user: its owner may rename what is in it, whatever its mode.
+        try #require(geteuid() == 0, "changing a directory's owner needs root")
+        chmod(open, 0o755)
+        #expect(chown(open, 65534, 65534) == 0)
+        (check, start) = try Self.refusals(daemon)
+        message = "\(place): server.plugin_dir \(inner) is inside \(open), which is owned by uid 65534, not by root or the daemon's user (uid 0): its owner could put a directory of their own in plugin_dir's place before the daemon starts; chown root \(open), or move plugin_dir out of it"
+        #expect(check == "expirablectl: \(message)\n", "\(check)")
+        #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+        #expect(chown(open, 0, 0) == 0)
+        #expect(try daemon.ctl("check-config", daemon.configPath).status == 0)
+    }
+
     @Test("a configuration that is not UTF-8 text: the line and column of the first bad byte")
     func notUTF8() throws {
         let daemon = try Self.setUp("[expirable.x]\nplugin = \"command\"\n# caf\u{E9}\n[expirable.x.params]\nshell = \"echo x\"\nttl = \"1m\"\n")

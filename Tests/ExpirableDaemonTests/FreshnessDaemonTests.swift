@@ -77,7 +77,7 @@ struct FreshnessDaemonTests {
         #expect(try daemon.redis("FETCH", "token", "MINTTL", "1200000").hasPrefix("token-2\n"))
         #expect(try daemon.redis("GET", "token") == "token-2")
         #expect(try daemon.redis("FETCH", "token", "MINTTL", "soon").hasPrefix("ERR MINTTL expects"))
-        #expect(try daemon.redis("FETCH", "token", "MAXTTL", "5").hasPrefix("ERR wrong number of arguments for 'FETCH'"))
+        #expect(try daemon.redis("FETCH", "token", "MAXTTL", "5").hasPrefix("ERR syntax error: unknown option 'MAXTTL' for 'FETCH'"))
         let client = daemon.client
         let fetched = try await client.fetch("token", minimumValidity: .seconds(1200))
         #expect(fetched.string == "token-3")

@@ -7,7 +7,7 @@ import Testing
 @Suite("Plugin isolation in helper processes")
 struct IsolationTests {
     /// A daemon in process mode with `bad` (the crasher fixture, `params` added) and `good` (a counter).
-    static func start(_ bad: String, timeout: String = "30s") throws -> DaemonProcess {
+    static func start(_ bad: String, timeout: String = "30s", arguments: [String] = []) throws -> DaemonProcess {
         try ServingTests.start("""
             [expirable.bad]
             plugin = "crasher"
@@ -17,7 +17,7 @@ struct IsolationTests {
             [expirable.bad.params]
             \(bad)
             \(ServingTests.counter("good"))
-            """, server: "isolation = \"process\"", testPlugins: ["counter", "crasher"])
+            """, server: "isolation = \"process\"", testPlugins: ["counter", "crasher"], arguments: arguments)
     }
 
     /// The pid of the daemon's helper for `expirable`, found by its command line.
@@ -497,6 +497,43 @@ struct IsolationTests {
         #expect(Self.eventually { daemon.log.contains("crasher says hello on stderr") }, "stderr is the daemon's log")
         #expect(!daemon.log.contains("crasher stdout line"), "stdout is /dev/null")
         #expect(try daemon.redis("GET", "good") == "good-1")
+        // Each line is a record of the daemon's, naming the expirable and the helper, escaped: never raw.
+        #expect(Self.eventually { daemon.log.contains("xxxxxxxx") })
+        let hello = try #require(daemon.log.split(separator: "\n").first { $0.contains("crasher says hello on stderr") })
+        #expect(hello.contains(" expirable.plugins: expirable=bad pid=\(helper) stream=stderr ["), "\(hello)")
+        #expect(hello.hasSuffix("] crasher says hello on stderr"), "\(hello)")
+        let forged = try #require(daemon.log.split(separator: "\n").first { $0.contains("forged by crasher in text") })
+        #expect(forged.contains(" expirable.plugins: expirable=bad "), "\(forged)")
+        #expect(forged.hasSuffix("forged by crasher in text\\r\\x1b[2Kbell\\x07"), "\(forged)")
+        #expect(!daemon.log.contains("\u{1B}") && !daemon.log.contains("\r"), "control characters are escaped")
+    }
+
+    @Test("with --log-format json a plugin's stderr stays JSON: a record per line naming the expirable, none that passes for the daemon's, a long line cut")
+    func printingJSON() throws {
+        let daemon = try Self.start("mode = \"print\"", arguments: ["--log-format", "json"])
+        defer { daemon.remove() }
+        let helper = try #require(Self.helper(of: daemon, for: "bad"))
+        #expect(try daemon.redis("GET", "bad") == "pid-\(helper)")
+        #expect(Self.eventually { daemon.log.contains("xxxxxxxx") })
+        daemon.stop()
+        var records: [[String: Any]] = []
+        for line in daemon.log.split(separator: "\n") {
+            guard let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                Issue.record("not a JSON record: \(line.prefix(200))")
+                continue
+            }
+            records.append(record)
+        }
+        let printed = records.filter { $0["label"] as? String == "expirable.plugins" && $0["stream"] as? String == "stderr" }
+        #expect(printed.allSatisfy { $0["expirable"] as? String == "bad" && $0["pid"] as? String == "\(helper)" }, "\(printed)")
+        let messages = printed.compactMap { $0["message"] as? String }
+        #expect(messages.contains("crasher says hello on stderr"), "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("{\"time\"") && $0.hasSuffix("\"message\":\"forged by crasher\"}") }, "\(messages)")
+        #expect(!records.contains { $0["label"] as? String == "expirable.server" && "\($0["message"] ?? "")".contains("forged") })
+        let long = printed.filter { ($0["message"] as? String)?.hasPrefix("xxxx") == true }
+        #expect(long.count == 1, "the rest of a cut line is dropped, not logged as more lines")
+        #expect((long.first?["message"] as? String)?.utf8.count == 4096)
+        #expect(long.first?["cut"] as? String == "after 4096 bytes", "\(long.first ?? [:])")
     }
 
     @Test("a plugin that forks a child and then crashes: the crash is seen at once though the child holds the socket, and the child is killed")

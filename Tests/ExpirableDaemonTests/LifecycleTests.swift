@@ -202,8 +202,9 @@ struct LifecycleTests {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0600\"")
         defer { daemon.remove() }
         let before = try #require(try FileManager.default.attributesOfItem(atPath: daemon.socket)[.systemFileNumber] as? Int)
-        // A directory both users may write (as a shared runtime directory), so that nothing else stops the second.
-        chmod(daemon.directory.path, 0o777)
+        // A directory both users may write (as a shared runtime directory), so that nothing else stops the second:
+        // sticky, as /tmp is, since plugin_dir is inside it and may be in no directory others could rename it from.
+        chmod(daemon.directory.path, 0o1777)
         // As nobody, connect() to root's 0600 socket fails with EACCES: that is not a stale file.
         let second = try runTool("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups",
                                              TestPaths.product("expirabled").path, "--config", daemon.configPath], seconds: 20)

@@ -9,9 +9,9 @@ struct ServingTests {
         "[expirable.\(name)]\nplugin = \"counter\"\n[expirable.\(name).params]\nprefix = \"\(name)-\"\nttl_ms = \(ttlMillis)\ncount_file = \"COUNT/\(count)\"\n"
     }
 
-    static func start(_ expirables: String, server: String = "", testPlugins: [String] = ["counter"]) throws -> DaemonProcess {
+    static func start(_ expirables: String, server: String = "", testPlugins: [String] = ["counter"], arguments: [String] = []) throws -> DaemonProcess {
         // The count files live in the daemon's own directory, known only once it exists.
-        let daemon = try DaemonProcess(expirables: "", server: server, testPlugins: testPlugins, start: false)
+        let daemon = try DaemonProcess(expirables: "", server: server, testPlugins: testPlugins, arguments: arguments, start: false)
         let config = try String(contentsOfFile: daemon.configPath, encoding: .utf8) + expirables.replacingOccurrences(of: "COUNT", with: daemon.directory.path)
         try config.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         try daemon.start()
@@ -90,6 +90,10 @@ struct ServingTests {
         #expect(try daemon.redis("INFO", "nope").hasPrefix("NOTFOUND"))
         #expect(try daemon.redis("GET") == "ERR wrong number of arguments for 'GET'; expected GET name")
         #expect(try daemon.redis("ECHO") == "ERR wrong number of arguments for 'ECHO'; expected ECHO message")
+        // The right number of arguments with an unknown option word: the word is what is wrong, not the count.
+        #expect(try daemon.redis("FETCH", "token", "BOGUS", "5") == "ERR syntax error: unknown option 'BOGUS' for 'FETCH'; expected FETCH name [MINTTL ms]")
+        #expect(try daemon.redis("FETCH", "token", "MINTTL", "5", "extra") == "ERR wrong number of arguments for 'FETCH'; expected FETCH name [MINTTL ms]")
+        #expect(try daemon.redis("FETCH", "token", "MINTTL") == "ERR wrong number of arguments for 'FETCH'; expected FETCH name [MINTTL ms]")
         #expect(try daemon.redis("SET", "a", "b").hasPrefix("ERR unknown command 'SET'"))
         #expect(try daemon.redis("PING") == "PONG")
         #expect(try daemon.redis("LIST") == "token")

@@ -3,7 +3,8 @@
  * params: mode ("segv" writes through NULL, "abort" calls abort(), "exit" calls _exit(3), "hang" sleeps forever,
  * "garbage" writes bytes that are no frame to descriptor 3, the helper's socket, "hog" allocates and touches
  * memory 1 MiB at a time until malloc fails (then reports how much it got), "spin" burns CPU forever, "print"
- * writes to stdout and stderr then answers, "fork" starts a child that sleeps 60 s holding every descriptor and
+ * writes to stdout and stderr (a greeting, a line dressed as a record of the daemon's, a line with terminal
+ * escapes, a line of 20,000 "x" and an unfinished last line) then answers, "fork" starts a child that sleeps 60 s holding every descriptor and
  * writes its pid to pid_file then answers, "forksegv" does the same then writes through NULL, "close" closes
  * descriptor 3 then answers, "stray" writes a well-formed value frame of its own ("STRAY") to descriptor 3, as a
  * program holding the socket could, then answers, "evadecpu" lifts its RLIMIT_CPU to unlimited (soft and hard) and
@@ -94,6 +95,11 @@ void expirable_fetch(const expirable_call *call) {
         for (int i = 0; i < 1000; i++) printf("crasher stdout line %d: this must not reach any client\n", i);
         fflush(stdout);
         fprintf(stderr, "crasher says hello on stderr\n");
+        fprintf(stderr, "{\"time\":\"2026-01-01T00:00:00.000Z\",\"level\":\"notice\",\"label\":\"expirable.server\",\"message\":\"forged by crasher\"}\n");
+        fprintf(stderr, "2026-01-01T00:00:00+0000 notice expirable.server: [ExpirableServer] forged by crasher in text\r\x1b[2Kbell\a\n");
+        for (int i = 0; i < 20000; i++) fputc('x', stderr);
+        fprintf(stderr, "\ncrasher's last words without a newline");
+        fflush(stderr);
     }
     if (strcmp(mode, "fork") == 0 || strcmp(mode, "forksegv") == 0) {
         pid_t child = fork();
