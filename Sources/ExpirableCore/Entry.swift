@@ -76,7 +76,8 @@ final class Entry: Sendable {
         var failures = 0
         /// No plugin call starts before this (monotonic): paced after a failure, or a plugin's retry-after.
         var nextAttempt: UInt64 = 0
-        /// The last call failed with a permanent error: no eager retry until a success or a clear.
+        /// The last call failed with a permanent error: no eager retry until a success, a clear or a reload that
+        /// changes the expirable's configuration.
         var permanentFailure = false
         /// The last call's error while `failures > 0`, for callers who will not wait for the next attempt.
         var lastFailure: ExpirableError?

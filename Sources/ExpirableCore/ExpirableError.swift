@@ -17,7 +17,8 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         /// (with backoff), and a failed eager refresh is retried while the value lasts.
         case temporary
         /// The configuration or the grant is broken (a revoked client, `invalid_grant`): no eager retry until
-        /// the value is cleared or fetched again; callers still get a new call each `retry_interval`.
+        /// the value is cleared or fetched again, or a reload changes the expirable's configuration; callers still
+        /// get a new call each `retry_interval`.
         case permanent
     }
 
