@@ -341,6 +341,22 @@ struct FreshnessTests {
         #expect(h.clock.pendingTimers == 0)
     }
 
+    @Test("17. a call that started before a clear and fails after it does not pace the next fetch: a clear is \"try again now\"")
+    func clearOutlivesFailingCall() {
+        let h = Harness(freshness: FreshnessPolicy(retryInterval: .seconds(5)))
+        let before = h.startFetch()
+        h.engine.clear("token")
+        h.clock.advance(by: .seconds(1))
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(before.error?.message == "down", "the call's own callers get its error")
+        #expect(h.engine.status("token")?.nextAttemptInMillis == nil, "no pacing after the clear")
+        let after = h.startFetch()
+        #expect(h.fetcher.calls == 2, "called at once, not retry_interval after the call from before the clear")
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(value("v", expiresIn: 60_000, clock: h.clock))
+        #expect(string(after.fetched) == "v")
+    }
+
     @Test("17. a paced call's callers take a value a peer sends instead of calling")
     func pacingAnsweredByReplica() {
         let h = Harness(freshness: FreshnessPolicy(retryInterval: .seconds(10)))
