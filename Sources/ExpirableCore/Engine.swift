@@ -189,6 +189,7 @@ public final class Engine: Sendable {
     ///     call (started at once, or paced) while plain readers keep getting the current value.
     ///   - patience: how long the caller will wait for a call to start. A caller that would wait longer for a
     ///     paced attempt (§3.17) gets the last error at once, with the time of the next attempt. Nil: any time.
+    ///     A plugin's retry-after (§3.18) is never waited for: every caller until then gets the error with its time.
     ///   - trigger: what a call this fetch starts is recorded as (`explain`): a reader, or the prefetch at start.
     public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil, trigger: CallRecord.Trigger = .reader,
                       completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
@@ -243,7 +244,10 @@ public final class Engine: Sendable {
                     s.counters.staleAnswers &+= 1
                     return .answer(.success(value.markedStale()))
                 }
-                if startsAt - now > patienceNanos, let failure = s.lastFailure {
+                // A plugin's retry-after is not waited out: callers get the error with its time at once (SPEC
+                // §3.18). Plain pacing (§3.17) is, within the caller's patience.
+                let heldByPlugin = s.lastFailure?.retryAfter.map { $0 > wall } ?? false
+                if startsAt - now > patienceNanos || heldByPlugin, let failure = s.lastFailure {
                     let wait = Int64((startsAt - now) / 1_000_000)
                     return .answer(.failure(failure.withNextAttempt(inMillis: wait, unixMillis: wall + wait)))
                 }
@@ -526,6 +530,11 @@ public final class Engine: Sendable {
                 s.counters.failures &+= 1
                 if error.errorClass == .permanent { s.counters.permanentFailures &+= 1 }
                 failed(entry, &s, error: error, generation: generation, now: now, wall: wall)
+                // A retry-after holds every call until then: this call's callers are told when, as later ones are.
+                if generation == s.generation, let retryAfter = error.retryAfter, retryAfter > wall, s.nextAttempt > now {
+                    let wait = Int64((s.nextAttempt - now) / 1_000_000)
+                    answer = .failure(error.withNextAttempt(inMillis: wait, unixMillis: wall + wait))
+                }
                 if generation == s.generation, s.isStaleServable(at: now, staleIfError: entry.staleNanos), let value = s.value {
                     answer = .success(value.markedStale())
                     s.counters.staleAnswers &+= UInt64(waiters.count)

@@ -65,9 +65,15 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
 
     /// This error as answered to a caller who will not wait for the next attempt, `inMillis` from now at
     /// `unixMillis`: the message says when, and `retryAfter` carries it.
+    /// An error that already says when (a forwarded fetch's, told by the owner) says it once: the new time
+    /// replaces the old.
     func withNextAttempt(inMillis: Int64, unixMillis: Int64) -> ExpirableError {
         let seconds = "\(inMillis / 1000).\(String(repeating: "0", count: 3 - String(inMillis % 1000).count))\(inMillis % 1000)"
-        return .init(code: code, message: "\(message) (next attempt in \(seconds)s, at \(unixMillis) Unix ms)",
+        var plain = Substring(message)
+        if plain.hasSuffix(" Unix ms)"), let told = plain.ranges(of: " (next attempt in ").last {
+            plain = plain[..<told.lowerBound]
+        }
+        return .init(code: code, message: "\(plain) (next attempt in \(seconds)s, at \(unixMillis) Unix ms)",
                      errorClass: errorClass, retryAfter: unixMillis)
     }
 

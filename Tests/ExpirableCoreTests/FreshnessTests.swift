@@ -397,22 +397,40 @@ struct FreshnessTests {
         }
     }
 
-    @Test("18. retry-after: no call before then, and callers who will not wait get the error with that time")
+    @Test("18. retry-after: no call before then; the callers of the call that brought it and every caller until then get the error with that time")
     func retryAfter() {
         let h = Harness()
-        _ = h.startFetch()
+        let first = h.startFetch()
         let until = h.clock.unixMillis + 30_000
         h.fetcher.complete(.failure(.fetch("429 Too Many Requests", retryAfter: until)))
-        let impatient = h.startFetch(patience: .seconds(10))
-        #expect(impatient.error?.retryAfter == until)
-        #expect(impatient.error?.message.contains("next attempt in 30.000s") == true)
+        #expect(first.error?.message == "429 Too Many Requests (next attempt in 30.000s, at \(until) Unix ms)")
+        #expect(first.error?.retryAfter == until)
+        h.clock.advance(by: .seconds(10))
+        // A caller who would wait any time is not made to wait: the plugin said when it may be called again.
         let patient = h.startFetch()
-        h.clock.advance(by: .milliseconds(29_999))
+        #expect(patient.error?.message == "429 Too Many Requests (next attempt in 20.000s, at \(until) Unix ms)")
+        #expect(patient.error?.retryAfter == until)
+        let impatient = h.startFetch(patience: .seconds(1))
+        #expect(impatient.error?.retryAfter == until)
+        h.clock.advance(by: .milliseconds(19_999))
+        #expect(h.startFetch().error?.message == "429 Too Many Requests (next attempt in 0.001s, at \(until) Unix ms)")
         #expect(h.fetcher.calls == 1)
         h.clock.advance(by: .milliseconds(1))
+        let after = h.startFetch()
         #expect(h.fetcher.calls == 2)
         h.fetcher.complete(value("v", expiresIn: 60_000, clock: h.clock))
-        #expect(string(patient.fetched) == "v")
+        #expect(string(after.fetched) == "v")
+    }
+
+    @Test("18. an error that already says when (one a peer forwarded) says it once, with the time here")
+    func nextAttemptToldOnce() {
+        let h = Harness()
+        let first = h.startFetch()
+        let until = h.clock.unixMillis + 5_000
+        h.fetcher.complete(.failure(.fetch("down (next attempt in 6.000s, at \(until) Unix ms)", retryAfter: until)))
+        #expect(first.error?.message == "down (next attempt in 5.000s, at \(until) Unix ms)")
+        h.clock.advance(by: .seconds(1))
+        #expect(h.startFetch().error?.message == "down (next attempt in 4.000s, at \(until) Unix ms)")
     }
 
     @Test("18. retry-after holds back eager refresh too")

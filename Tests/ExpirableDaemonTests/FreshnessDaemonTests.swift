@@ -89,6 +89,31 @@ struct FreshnessDaemonTests {
         #expect(daemon.count("calls") == 4)
     }
 
+    @Test("18. retry-after: the caller whose call brought it and every caller until then get the error with that time at once")
+    func retryAfterAnsweredAtOnce() throws {
+        // 8 s: less than the daemon's request timeout (10 s), so a caller would otherwise wait for the next call.
+        let daemon = try ServingTests.start("""
+            [expirable.limited]
+            plugin = "flaky"
+            [expirable.limited.params]
+            mode_file = "COUNT/mode"
+            count_file = "COUNT/calls"
+            """, testPlugins: ["flaky"])
+        defer { daemon.remove() }
+        try "fail 8\n".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        let first = try daemon.redis("GET", "limited")
+        #expect(first.hasPrefix("FETCH upstream down (next attempt in ") && first.hasSuffix(" Unix ms)"), "\(first)")
+        let asked = Date()
+        let second = try daemon.redis("GET", "limited")
+        #expect(Date().timeIntervalSince(asked) < 4, "answered at once, not when the retry-after is over")
+        #expect(second.hasPrefix("FETCH upstream down (next attempt in ") && second.hasSuffix(" Unix ms)"), "\(second)")
+        #expect(daemon.count("calls") == 1, "no call before the retry-after")
+        try "ok\n".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        var value = ""
+        #expect(try IsolationTests.eventually(seconds: 30) { value = try daemon.redis("GET", "limited"); return value.hasPrefix("v-") }, "\(value)")
+        #expect(daemon.count("calls") == 2, "one call, once the retry-after is over")
+    }
+
     @Test("16. stale_if_error: an expired value whose refetch fails is answered marked stale; INFO, status and the client say so")
     func staleThroughTheDaemon() async throws {
         // A stale window far longer than the test: an async test can wait minutes for a thread of the cooperative
