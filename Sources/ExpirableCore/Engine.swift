@@ -33,14 +33,19 @@ public final class Engine: Sendable {
     /// §3.6), and the next call is paced as after a failure (§3.9, §3.17).
     static let minimumUsableLifetime: UInt64 = 10_000_000
 
-    /// Why a value with less than `minimumUsableLifetime` left was refused, naming what the plugin returned.
-    static func unusableLifetime(_ name: String, fetched: Fetched, deadline: UInt64, now: UInt64, wall: Int64) -> String {
+    /// Why a value with less than `minimumUsableLifetime` left was refused, naming what the plugin returned. With
+    /// an `expiry_margin` (`margin` nanoseconds), what is left before the margin is what was too little.
+    static func unusableLifetime(_ name: String, fetched: Fetched, deadline: UInt64, margin: UInt64, now: UInt64, wall: Int64) -> String {
         let fix = "check the clock of the plugin's host and of its issuer, or have the issuer grant longer lifetimes"
         if deadline <= now, case .at(let unixMillis) = fetched.expiry {
             return "\(name): the plugin's value expired \(wall - min(wall, unixMillis)) ms before it arrived (expires_at \(unixMillis) Unix ms), so it was not stored and the next call waits retry_interval; \(fix)"
         }
         let left = (deadline - min(deadline, now)) / 1_000_000
-        return "\(name): the plugin's value has \(left) ms left, too little to keep (under \(minimumUsableLifetime / 1_000_000) ms), so it was not stored and the next call waits retry_interval; \(fix)"
+        let tooLittle = "too little to keep (under \(minimumUsableLifetime / 1_000_000) ms), so it was not stored and the next call waits retry_interval"
+        guard margin > 0 else { return "\(name): the plugin's value has \(left) ms left, \(tooLittle); \(fix)" }
+        let freshUntil = deadline - min(deadline, margin)
+        let usable = (freshUntil - min(freshUntil, now)) / 1_000_000
+        return "\(name): the plugin's value has \(left) ms left, \(usable) ms of it before expiry_margin (\(margin / 1_000_000) ms): \(tooLittle); lower expiry_margin or have the issuer grant longer lifetimes"
     }
 
     /// The shortest interval between two plugin calls started by eager refresh for one expirable.
@@ -496,7 +501,7 @@ public final class Engine: Sendable {
                 } else if freshUntil < now &+ Engine.minimumUsableLifetime {
                     // Expired on arrival, or about to be: answered to this call's callers but not stored (§3.6), and
                     // the next call paced as after a failure (§3.9, §3.17), or every reader would call at once.
-                    unusable = .fetch(Engine.unusableLifetime(entry.name, fetched: fetched, deadline: deadline, now: now, wall: wall))
+                    unusable = .fetch(Engine.unusableLifetime(entry.name, fetched: fetched, deadline: deadline, margin: entry.marginNanos, now: now, wall: wall))
                 } else {
                     s.lastError = nil
                     s.failures = 0
