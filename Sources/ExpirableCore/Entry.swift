@@ -125,7 +125,14 @@ final class Entry: Sendable {
         /// replaced it failed, and it is less than `staleIfError` past its expiry.
         func isStaleServable(at now: UInt64, staleIfError: UInt64) -> Bool {
             guard staleIfError > 0, value != nil, failures > 0, !isValid(at: now), deadline != .max else { return false }
-            return now < deadline &+ min(staleIfError, .max - deadline)
+            return now < staleUntil(staleIfError: staleIfError)
+        }
+
+        /// When the `stale_if_error` window ends (monotonic): `staleIfError` after the value stopped being valid,
+        /// at `freshUntil`. The margin counts for every purpose (SPEC §3.13), so a stale answer never lasts
+        /// margin + bound.
+        func staleUntil(staleIfError: UInt64) -> UInt64 {
+            freshUntil &+ min(staleIfError, .max - freshUntil)
         }
 
         mutating func cancelRefresh() {

@@ -225,6 +225,31 @@ struct FreshnessTests {
         #expect(beyond.error?.message == "down")
     }
 
+    @Test("13, 16. with expiry_margin, stale_if_error counts from the expiry less the margin, when the value stops being valid")
+    func staleBoundCountsFromMargin() {
+        let h = Harness(freshness: FreshnessPolicy(expiryMargin: .seconds(2), staleIfError: .seconds(1), retryInterval: .milliseconds(100)))
+        _ = h.startFetch()
+        h.fetcher.complete(value("old", expiresIn: 5_000, clock: h.clock))
+        // Valid until 3 s (5 s less the 2 s margin); stale may be served until just before 4 s, never up to 6 s.
+        h.clock.advance(by: .seconds(3))
+        let first = h.startFetch()
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(first.fetched?.isStale == true)
+        h.clock.advance(by: .milliseconds(999))
+        let late = h.startFetch()
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(late.fetched?.isStale == true)
+        h.clock.advance(by: .milliseconds(1))
+        #expect(h.engine.status("token")?.state == .expired)
+        let beyond = h.startFetch()
+        #expect(beyond.count == 0, "no stale answer beyond the bound: it waits for the paced call")
+        h.clock.advance(by: .milliseconds(100))
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(beyond.error?.message == "down")
+    }
+
     @Test("16. a call that started within the bound but fails beyond it answers the error")
     func staleCallOutlivesBound() {
         let h = Harness(freshness: FreshnessPolicy(staleIfError: .seconds(5)))
