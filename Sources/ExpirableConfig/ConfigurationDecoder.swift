@@ -277,6 +277,11 @@ struct ConfigurationDecoder {
             refresh = .lazy
         case "eager":
             guard let before else { throw missing(at + ["before_expiry"], "\(ConfigurationDecoder.expectedLead), required with refresh = \"eager\"") }
+            // A refresh due at the expiry itself would find the value expired, which is never refreshed in the
+            // background: "0s" would make eager silently lazy. ("0%" is refused as a share.)
+            if before.isZero, let written = t["before_expiry"] {
+                throw error(at + ["before_expiry"], "expected a lead above 0, such as \"30s\" or \"20%\", got \(show(written)): a refresh due the moment the value expires never runs (an expired value is fetched by its next reader, as with refresh = \"lazy\"); give a lead, or set refresh = \"lazy\"")
+            }
             if case .share(let b) = before, case .share(let j) = jitter, b + j >= 10_000 {
                 throw error(at + ["jitter"], "before_expiry (\(before)) and jitter (\(jitter)) add up to 100% of the lifetime or more, so a refresh could be due the moment a value arrives; lower one of them")
             }

@@ -61,7 +61,7 @@ extension Engine {
             }
             var staleUntil: Int64?
             if entry.staleNanos > 0, s.value != nil, s.deadline != .max, !s.isValid(at: now) {
-                let end = s.deadline &+ min(entry.staleNanos, .max - s.deadline)
+                let end = s.staleUntil(staleIfError: entry.staleNanos)
                 if end > now { staleUntil = millis(end) }
             }
             let (why, next) = story(entry, s, status: status, refresh: refresh, pacing: pacing, staleUntil: staleUntil, now: now)

@@ -4,6 +4,9 @@
 extension Engine {
     /// Records a failed call: when the next may start, and whether eager refresh retries. Caller holds the lock.
     func failed(_ entry: Entry, _ s: inout Entry.State, error: ExpirableError, generation: UInt64, now: UInt64, wall: Int64) {
+        // A call that started before a clear paces nothing: the clear was the operator's "try again now" (SPEC
+        // §3.10), and that call's own callers have had its error.
+        guard generation == s.generation else { return }
         s.failures += 1
         s.lastFailure = error
         let started = s.lastCallStart ?? now
@@ -16,7 +19,6 @@ extension Engine {
             next = max(next, overflow ? .max : now.addingReportingOverflow(UInt64(nanos)).partialValue)
         }
         s.nextAttempt = max(s.nextAttempt, next)
-        guard generation == s.generation else { return }
         if permanent {
             s.permanentFailure = true
             s.cancelRefresh()

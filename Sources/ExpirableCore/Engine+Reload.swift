@@ -283,6 +283,9 @@ extension Engine {
         s.refreshTimer = nil
         s.refreshDue = nil
         s.refreshDeferred = false
+        // A permanent error stops eager retries until a clear or a change of configuration (SPEC §3.18): this is
+        // such a change, perhaps the fix. Pacing stays, so the retry waits retry_interval after the failed call.
+        s.permanentFailure = false
         if let scheduled = s.flight?.scheduled {
             let waiters = s.flight!.waiters
             s.flight = nil

@@ -33,14 +33,19 @@ public final class Engine: Sendable {
     /// §3.6), and the next call is paced as after a failure (§3.9, §3.17).
     static let minimumUsableLifetime: UInt64 = 10_000_000
 
-    /// Why a value with less than `minimumUsableLifetime` left was refused, naming what the plugin returned.
-    static func unusableLifetime(_ name: String, fetched: Fetched, deadline: UInt64, now: UInt64, wall: Int64) -> String {
+    /// Why a value with less than `minimumUsableLifetime` left was refused, naming what the plugin returned. With
+    /// an `expiry_margin` (`margin` nanoseconds), what is left before the margin is what was too little.
+    static func unusableLifetime(_ name: String, fetched: Fetched, deadline: UInt64, margin: UInt64, now: UInt64, wall: Int64) -> String {
         let fix = "check the clock of the plugin's host and of its issuer, or have the issuer grant longer lifetimes"
         if deadline <= now, case .at(let unixMillis) = fetched.expiry {
             return "\(name): the plugin's value expired \(wall - min(wall, unixMillis)) ms before it arrived (expires_at \(unixMillis) Unix ms), so it was not stored and the next call waits retry_interval; \(fix)"
         }
         let left = (deadline - min(deadline, now)) / 1_000_000
-        return "\(name): the plugin's value has \(left) ms left, too little to keep (under \(minimumUsableLifetime / 1_000_000) ms), so it was not stored and the next call waits retry_interval; \(fix)"
+        let tooLittle = "too little to keep (under \(minimumUsableLifetime / 1_000_000) ms), so it was not stored and the next call waits retry_interval"
+        guard margin > 0 else { return "\(name): the plugin's value has \(left) ms left, \(tooLittle); \(fix)" }
+        let freshUntil = deadline - min(deadline, margin)
+        let usable = (freshUntil - min(freshUntil, now)) / 1_000_000
+        return "\(name): the plugin's value has \(left) ms left, \(usable) ms of it before expiry_margin (\(margin / 1_000_000) ms): \(tooLittle); lower expiry_margin or have the issuer grant longer lifetimes"
     }
 
     /// The shortest interval between two plugin calls started by eager refresh for one expirable.
@@ -189,6 +194,7 @@ public final class Engine: Sendable {
     ///     call (started at once, or paced) while plain readers keep getting the current value.
     ///   - patience: how long the caller will wait for a call to start. A caller that would wait longer for a
     ///     paced attempt (§3.17) gets the last error at once, with the time of the next attempt. Nil: any time.
+    ///     A plugin's retry-after (§3.18) is never waited for: every caller until then gets the error with its time.
     ///   - trigger: what a call this fetch starts is recorded as (`explain`): a reader, or the prefetch at start.
     public func fetch(_ name: String, minimumValidity: Duration? = nil, patience: Duration? = nil, trigger: CallRecord.Trigger = .reader,
                       completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
@@ -243,7 +249,10 @@ public final class Engine: Sendable {
                     s.counters.staleAnswers &+= 1
                     return .answer(.success(value.markedStale()))
                 }
-                if startsAt - now > patienceNanos, let failure = s.lastFailure {
+                // A plugin's retry-after is not waited out: callers get the error with its time at once (SPEC
+                // §3.18). Plain pacing (§3.17) is, within the caller's patience.
+                let heldByPlugin = s.lastFailure?.retryAfter.map { $0 > wall } ?? false
+                if startsAt - now > patienceNanos || heldByPlugin, let failure = s.lastFailure {
                     let wait = Int64((startsAt - now) / 1_000_000)
                     return .answer(.failure(failure.withNextAttempt(inMillis: wait, unixMillis: wall + wait)))
                 }
@@ -492,7 +501,7 @@ public final class Engine: Sendable {
                 } else if freshUntil < now &+ Engine.minimumUsableLifetime {
                     // Expired on arrival, or about to be: answered to this call's callers but not stored (§3.6), and
                     // the next call paced as after a failure (§3.9, §3.17), or every reader would call at once.
-                    unusable = .fetch(Engine.unusableLifetime(entry.name, fetched: fetched, deadline: deadline, now: now, wall: wall))
+                    unusable = .fetch(Engine.unusableLifetime(entry.name, fetched: fetched, deadline: deadline, margin: entry.marginNanos, now: now, wall: wall))
                 } else {
                     s.lastError = nil
                     s.failures = 0
@@ -526,6 +535,11 @@ public final class Engine: Sendable {
                 s.counters.failures &+= 1
                 if error.errorClass == .permanent { s.counters.permanentFailures &+= 1 }
                 failed(entry, &s, error: error, generation: generation, now: now, wall: wall)
+                // A retry-after holds every call until then: this call's callers are told when, as later ones are.
+                if generation == s.generation, let retryAfter = error.retryAfter, retryAfter > wall, s.nextAttempt > now {
+                    let wait = Int64((s.nextAttempt - now) / 1_000_000)
+                    answer = .failure(error.withNextAttempt(inMillis: wait, unixMillis: wall + wait))
+                }
                 if generation == s.generation, s.isStaleServable(at: now, staleIfError: entry.staleNanos), let value = s.value {
                     answer = .success(value.markedStale())
                     s.counters.staleAnswers &+= UInt64(waiters.count)

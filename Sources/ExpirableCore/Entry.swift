@@ -76,7 +76,8 @@ final class Entry: Sendable {
         var failures = 0
         /// No plugin call starts before this (monotonic): paced after a failure, or a plugin's retry-after.
         var nextAttempt: UInt64 = 0
-        /// The last call failed with a permanent error: no eager retry until a success or a clear.
+        /// The last call failed with a permanent error: no eager retry until a success, a clear or a reload that
+        /// changes the expirable's configuration.
         var permanentFailure = false
         /// The last call's error while `failures > 0`, for callers who will not wait for the next attempt.
         var lastFailure: ExpirableError?
@@ -124,7 +125,14 @@ final class Entry: Sendable {
         /// replaced it failed, and it is less than `staleIfError` past its expiry.
         func isStaleServable(at now: UInt64, staleIfError: UInt64) -> Bool {
             guard staleIfError > 0, value != nil, failures > 0, !isValid(at: now), deadline != .max else { return false }
-            return now < deadline &+ min(staleIfError, .max - deadline)
+            return now < staleUntil(staleIfError: staleIfError)
+        }
+
+        /// When the `stale_if_error` window ends (monotonic): `staleIfError` after the value stopped being valid,
+        /// at `freshUntil`. The margin counts for every purpose (SPEC §3.13), so a stale answer never lasts
+        /// margin + bound.
+        func staleUntil(staleIfError: UInt64) -> UInt64 {
+            freshUntil &+ min(staleIfError, .max - freshUntil)
         }
 
         mutating func cancelRefresh() {

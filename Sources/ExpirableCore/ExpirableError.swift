@@ -17,7 +17,8 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
         /// (with backoff), and a failed eager refresh is retried while the value lasts.
         case temporary
         /// The configuration or the grant is broken (a revoked client, `invalid_grant`): no eager retry until
-        /// the value is cleared or fetched again; callers still get a new call each `retry_interval`.
+        /// the value is cleared or fetched again, or a reload changes the expirable's configuration; callers still
+        /// get a new call each `retry_interval`.
         case permanent
     }
 
@@ -64,6 +65,8 @@ public struct ExpirableError: Error, Sendable, Hashable, CustomStringConvertible
 
     /// This error as answered to a caller who will not wait for the next attempt, `inMillis` from now at
     /// `unixMillis`: the message says when, and `retryAfter` carries it.
+    /// An error that already says when (a forwarded fetch's, told by the owner) says it once: the new time
+    /// replaces the old.
     func withNextAttempt(inMillis: Int64, unixMillis: Int64) -> ExpirableError {
         let seconds = "\(inMillis / 1000).\(String(repeating: "0", count: 3 - String(inMillis % 1000).count))\(inMillis % 1000)"
         return .init(code: code, message: "\(Self.withoutNextAttempt(message)) (next attempt in \(seconds)s, at \(unixMillis) Unix ms)",

@@ -188,7 +188,7 @@ final class IsolatedInstance: PluginCalls, Sendable {
     }
 
     private func timeoutError() -> ExpirableError {
-        .timeout("plugin \(path) for \(expirable) did not answer within \(timeout.milliseconds)ms")
+        .pluginTimeout(plugin: path, expirable: expirable, timeout: timeout)
     }
 
     /// One call, on the thread, its turn come: timed from now, starts the helper if it is down, sends the

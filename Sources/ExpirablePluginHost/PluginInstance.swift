@@ -115,7 +115,7 @@ final class PluginInstance: PluginCalls, Sendable {
     /// One call, its turn come: timed from now, run on the thread, and the next call let in when it returns.
     private func call(_ request: FetchRequest, _ answer: Once<FetchOutcome>) {
         let timer = !timesCalls ? nil : clock.schedule(after: timeout) { [self] in
-            if answer.fire(FetchOutcome(result: .failure(.timeout("plugin \(library.path) for \(expirable) did not answer within \(timeout.milliseconds)ms")))) {
+            if answer.fire(FetchOutcome(result: .failure(.pluginTimeout(plugin: library.path, expirable: expirable, timeout: timeout)))) {
                 logger.warning("plugin call timed out", metadata: ["expirable": "\(expirable)", "timeout_ms": "\(timeout.milliseconds)"])
             }
         }

@@ -9,7 +9,8 @@ struct Fetch: AsyncParsableCommand {
         abstract: "Print a value (fetching it through its plugin if it is not valid in memory).",
         discussion: """
             Prints the value and a newline. With --json prints {"name", "value", "expires_at_ms", "expires_in_ms", "stale"}, \
-            the expiry fields null for a value that never expires; a value that is not UTF-8 text, which JSON cannot \
+            expires_at_ms the value's own expiry, expires_in_ms the time until it stops being handed out (its expiry less \
+            expiry_margin, as PTTL), the expiry fields null for a value that never expires; a value that is not UTF-8 text, which JSON cannot \
             carry, is refused with status 65 (without --json its bytes are printed as they are). A stale value (answered past its expiry because its \
             refetch failed, with stale_if_error) is printed with a warning on stderr.
             """
@@ -29,7 +30,8 @@ struct Fetch: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            let fetched = try await connection.client.fetch(name, minimumValidity: minTTL.flatMap { DurationParser.duration($0) })
+            let client = connection.client
+            let fetched = try await client.fetch(name, minimumValidity: minTTL.flatMap { DurationParser.duration($0) })
             if fetched.isStale { printError("expirablectl: warning: \(name) is stale: its refetch failed and it is past its expiry (stale_if_error)") }
             guard json else {
                 printOut(fetched.bytes + [UInt8(ascii: "\n")])
@@ -39,7 +41,11 @@ struct Fetch: AsyncParsableCommand {
             var object: [String: Any] = ["name": name, "value": value, "expires_at_ms": NSNull(), "expires_in_ms": NSNull(), "stale": fetched.isStale]
             if case .at(let ms) = fetched.expiry {
                 object["expires_at_ms"] = ms
-                object["expires_in_ms"] = max(0, ms - Int64(Date().timeIntervalSince1970 * 1000))
+                // Counted down to expires_at less the expirable's expiry_margin, as PTTL and INFO's expires_in_ms:
+                // the value counts as expired then for every purpose (SPEC §3.13). FETCH gives the raw expiry, INFO
+                // the margin (none from a daemon that has no margins).
+                let margin = try await client.info(name)["expiry_margin_ms"].flatMap { Int64($0) } ?? 0
+                object["expires_in_ms"] = max(0, ms - margin - Int64(Date().timeIntervalSince1970 * 1000))
             }
             try JSONOutput.print(object)
         }

@@ -54,7 +54,9 @@ struct ForwardedFailureTests {
         defer { cluster.remove() }
         let owner = try cluster.owner(of: "busy", on: "node-a")
         let asker = try #require(cluster.names.first { $0 != owner })
-        #expect(try cluster[asker].redis("GET", "busy") == "FETCH upstream down")
+        // The caller whose call brought the retry-after is told when, too (§3.18).
+        let first = try cluster[asker].redis("GET", "busy")
+        #expect(first.hasPrefix("FETCH upstream down (next attempt in "), "\(first)")
         #expect(Self.calls(shared, "busy") == 1)
         // The retry-after (30 s) is beyond a caller's patience (request_timeout, 10 s): the error at once, with
         // the time of the next attempt, and no second call anywhere.

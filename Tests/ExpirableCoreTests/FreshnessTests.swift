@@ -225,6 +225,31 @@ struct FreshnessTests {
         #expect(beyond.error?.message == "down")
     }
 
+    @Test("13, 16. with expiry_margin, stale_if_error counts from the expiry less the margin, when the value stops being valid")
+    func staleBoundCountsFromMargin() {
+        let h = Harness(freshness: FreshnessPolicy(expiryMargin: .seconds(2), staleIfError: .seconds(1), retryInterval: .milliseconds(100)))
+        _ = h.startFetch()
+        h.fetcher.complete(value("old", expiresIn: 5_000, clock: h.clock))
+        // Valid until 3 s (5 s less the 2 s margin); stale may be served until just before 4 s, never up to 6 s.
+        h.clock.advance(by: .seconds(3))
+        let first = h.startFetch()
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(first.fetched?.isStale == true)
+        h.clock.advance(by: .milliseconds(999))
+        let late = h.startFetch()
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(late.fetched?.isStale == true)
+        h.clock.advance(by: .milliseconds(1))
+        #expect(h.engine.status("token")?.state == .expired)
+        let beyond = h.startFetch()
+        #expect(beyond.count == 0, "no stale answer beyond the bound: it waits for the paced call")
+        h.clock.advance(by: .milliseconds(100))
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(beyond.error?.message == "down")
+    }
+
     @Test("16. a call that started within the bound but fails beyond it answers the error")
     func staleCallOutlivesBound() {
         let h = Harness(freshness: FreshnessPolicy(staleIfError: .seconds(5)))
@@ -341,6 +366,22 @@ struct FreshnessTests {
         #expect(h.clock.pendingTimers == 0)
     }
 
+    @Test("17. a call that started before a clear and fails after it does not pace the next fetch: a clear is \"try again now\"")
+    func clearOutlivesFailingCall() {
+        let h = Harness(freshness: FreshnessPolicy(retryInterval: .seconds(5)))
+        let before = h.startFetch()
+        h.engine.clear("token")
+        h.clock.advance(by: .seconds(1))
+        h.fetcher.complete(.failure(.fetch("down")))
+        #expect(before.error?.message == "down", "the call's own callers get its error")
+        #expect(h.engine.status("token")?.nextAttemptInMillis == nil, "no pacing after the clear")
+        let after = h.startFetch()
+        #expect(h.fetcher.calls == 2, "called at once, not retry_interval after the call from before the clear")
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(value("v", expiresIn: 60_000, clock: h.clock))
+        #expect(string(after.fetched) == "v")
+    }
+
     @Test("17. a paced call's callers take a value a peer sends instead of calling")
     func pacingAnsweredByReplica() {
         let h = Harness(freshness: FreshnessPolicy(retryInterval: .seconds(10)))
@@ -381,22 +422,40 @@ struct FreshnessTests {
         }
     }
 
-    @Test("18. retry-after: no call before then, and callers who will not wait get the error with that time")
+    @Test("18. retry-after: no call before then; the callers of the call that brought it and every caller until then get the error with that time")
     func retryAfter() {
         let h = Harness()
-        _ = h.startFetch()
+        let first = h.startFetch()
         let until = h.clock.unixMillis + 30_000
         h.fetcher.complete(.failure(.fetch("429 Too Many Requests", retryAfter: until)))
-        let impatient = h.startFetch(patience: .seconds(10))
-        #expect(impatient.error?.retryAfter == until)
-        #expect(impatient.error?.message.contains("next attempt in 30.000s") == true)
+        #expect(first.error?.message == "429 Too Many Requests (next attempt in 30.000s, at \(until) Unix ms)")
+        #expect(first.error?.retryAfter == until)
+        h.clock.advance(by: .seconds(10))
+        // A caller who would wait any time is not made to wait: the plugin said when it may be called again.
         let patient = h.startFetch()
-        h.clock.advance(by: .milliseconds(29_999))
+        #expect(patient.error?.message == "429 Too Many Requests (next attempt in 20.000s, at \(until) Unix ms)")
+        #expect(patient.error?.retryAfter == until)
+        let impatient = h.startFetch(patience: .seconds(1))
+        #expect(impatient.error?.retryAfter == until)
+        h.clock.advance(by: .milliseconds(19_999))
+        #expect(h.startFetch().error?.message == "429 Too Many Requests (next attempt in 0.001s, at \(until) Unix ms)")
         #expect(h.fetcher.calls == 1)
         h.clock.advance(by: .milliseconds(1))
+        let after = h.startFetch()
         #expect(h.fetcher.calls == 2)
         h.fetcher.complete(value("v", expiresIn: 60_000, clock: h.clock))
-        #expect(string(patient.fetched) == "v")
+        #expect(string(after.fetched) == "v")
+    }
+
+    @Test("18. an error that already says when (one a peer forwarded) says it once, with the time here")
+    func nextAttemptToldOnce() {
+        let h = Harness()
+        let first = h.startFetch()
+        let until = h.clock.unixMillis + 5_000
+        h.fetcher.complete(.failure(.fetch("down (next attempt in 6.000s, at \(until) Unix ms)", retryAfter: until)))
+        #expect(first.error?.message == "down (next attempt in 5.000s, at \(until) Unix ms)")
+        h.clock.advance(by: .seconds(1))
+        #expect(h.startFetch().error?.message == "down (next attempt in 4.000s, at \(until) Unix ms)")
     }
 
     @Test("18. retry-after holds back eager refresh too")

@@ -57,6 +57,27 @@ struct ReloadKeepingValuesTests {
         #expect(string(h.engine.cachedValue("token")) == "v2")
     }
 
+    @Test("18. a changed configuration lifts a permanent failure's stop on eager retries: the kept value is refreshed again")
+    func permanentFailureLiftedByChange() throws {
+        let eager = RefreshPolicy.eager(beforeExpiry: .seconds(20))
+        let h = Harness(refresh: eager)
+        _ = h.startFetch()
+        h.fetcher.complete(value("v1", expiresIn: 30_000, clock: h.clock))
+        h.clock.advance(by: .seconds(10))
+        #expect(h.fetcher.calls == 2, "the eager refresh")
+        h.fetcher.complete(.failure(.fetch("invalid_grant", class: .permanent)))
+        #expect(h.clock.pendingTimers == 0, "a permanent error stops eager retries")
+        let report = h.engine.reload([Self.definition(h, refresh: eager, freshness: FreshnessPolicy(retryInterval: .seconds(2)))], unchanged: [],
+                                     keepingValues: ["token"])
+        #expect(report.keptValues == ["token"])
+        #expect(h.engine.status("token")?.nextRefreshInMillis != nil, "a refresh is scheduled under the new configuration")
+        h.clock.advance(by: .seconds(5))
+        #expect(h.fetcher.calls == 3, "the new configuration is tried in the background while the value lasts")
+        guard h.fetcher.outstanding == 1 else { return }
+        h.fetcher.complete(value("v2", expiresIn: 30_000, clock: h.clock))
+        #expect(string(h.engine.cachedValue("token")) == "v2")
+    }
+
     @Test("a reload that does not keep the value starts empty")
     func notKeptStartsEmpty() throws {
         let h = Harness()

@@ -155,6 +155,18 @@ struct SemanticsTests {
         #expect(h.engine.status("token")?.consecutiveFailures == 0)
     }
 
+    @Test("6, 13. a value a few milliseconds beyond expiry_margin is refused in words that count the margin")
+    func nearMarginLifetimeWording() {
+        let h = Harness(freshness: FreshnessPolicy(expiryMargin: .seconds(2)))
+        let first = h.startFetch()
+        h.fetcher.complete(value("brief", expiresIn: 2_005, clock: h.clock))
+        #expect(string(first.fetched) == "brief", "answered to its call's callers")
+        #expect(h.engine.cachedValue("token") == nil, "not stored")
+        let lastError = h.engine.status("token")?.lastError ?? ""
+        #expect(lastError == "FETCH token: the plugin's value has 2005 ms left, 5 ms of it before expiry_margin (2000 ms): too little to keep (under 10 ms), "
+            + "so it was not stored and the next call waits retry_interval; lower expiry_margin or have the issuer grant longer lifetimes", "\(lastError)")
+    }
+
     @Test("7. a value that never expires is kept until cleared and never refreshed")
     func infinityKept() {
         let h = Harness(refresh: .eager(beforeExpiry: .seconds(30)))

@@ -249,6 +249,26 @@ struct ConfigurationRefusalTests {
         #expect(try daemon.redis("GET", "token") == "token-1")
     }
 
+    @Test("refresh = \"eager\" with a before_expiry of zero (\"0s\", 0) is refused by check-config, at start and at reload, as \"0%\" is")
+    func zeroBeforeExpiry() throws {
+        let daemon = try ServingTests.start(ServingTests.counter())
+        defer { daemon.remove() }
+        let path = daemon.configPath
+        let valid = try String(contentsOfFile: path, encoding: .utf8)
+        for (written, shown) in [("\"0s\"", "\"0s\""), ("0", "0"), ("\"0ms\"", "\"0ms\"")] {
+            try valid.replacingOccurrences(of: "plugin = \"counter\"\n", with: "plugin = \"counter\"\nrefresh = \"eager\"\nbefore_expiry = \(written)\n")
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            let message = "\(try Self.place(daemon, "before_expiry = ")): expirable.token.before_expiry: expected a lead above 0, such as \"30s\" or \"20%\", got \(shown): "
+                + "a refresh due the moment the value expires never runs (an expired value is fetched by its next reader, as with refresh = \"lazy\"); "
+                + "give a lead, or set refresh = \"lazy\""
+            let (check, start) = try Self.refusals(daemon)
+            #expect(check == "expirablectl: \(message)\n", "\(check)")
+            #expect(start.hasSuffix("expirabled: \(message)\n"), "\(start)")
+            #expect(try daemon.redis("RELOAD") == "ERR reload refused, nothing changed: \(message)")
+        }
+        #expect(try daemon.redis("GET", "token") == "token-1", "the running daemon kept its configuration")
+    }
+
     @Test("a token file given as the configuration by mistake: check-config and the daemon name its line and column, never its text")
     func tokenFileAsConfiguration() throws {
         let directory = try TemporaryDirectory()

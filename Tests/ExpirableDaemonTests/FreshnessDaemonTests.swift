@@ -89,6 +89,48 @@ struct FreshnessDaemonTests {
         #expect(daemon.count("calls") == 4)
     }
 
+    @Test("13. expirablectl fetch --json counts expires_in_ms down to the expiry less expiry_margin, as PTTL and INFO do")
+    func fetchJSONHonoursMargin() throws {
+        // A lifetime of 10 minutes and a margin of 5: the value is handed out for about 5 minutes, not 10.
+        let daemon = try ServingTests.start(ServingTests.counter(ttlMillis: 600_000).replacingOccurrences(of: "plugin = \"counter\"\n", with: "plugin = \"counter\"\nexpiry_margin = \"5m\"\n"))
+        defer { daemon.remove() }
+        let ctl = try daemon.ctl("fetch", "--json", "token")
+        #expect(ctl.status == 0, "\(ctl)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(ctl.stdout.utf8)) as? [String: Any], "\(ctl.stdout)")
+        let expiresAt = try #require((object["expires_at_ms"] as? NSNumber)?.int64Value, "\(object)")
+        let expiresIn = try #require((object["expires_in_ms"] as? NSNumber)?.int64Value, "\(object)")
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        #expect(expiresAt - now > 500_000, "expires_at_ms is the value's own expiry, not less the margin: \(object)")
+        #expect(expiresIn <= 300_000 && expiresIn > 200_000, "expires_in_ms counts to the expiry less the margin: \(object)")
+        let pttl = try #require(Int64(try daemon.redis("PTTL", "token")))
+        #expect(abs(pttl - expiresIn) < 60_000, "PTTL \(pttl), expires_in_ms \(expiresIn)")
+    }
+
+    @Test("18. retry-after: the caller whose call brought it and every caller until then get the error with that time at once")
+    func retryAfterAnsweredAtOnce() throws {
+        // 8 s: less than the daemon's request timeout (10 s), so a caller would otherwise wait for the next call.
+        let daemon = try ServingTests.start("""
+            [expirable.limited]
+            plugin = "flaky"
+            [expirable.limited.params]
+            mode_file = "COUNT/mode"
+            count_file = "COUNT/calls"
+            """, testPlugins: ["flaky"])
+        defer { daemon.remove() }
+        try "fail 8\n".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        let first = try daemon.redis("GET", "limited")
+        #expect(first.hasPrefix("FETCH upstream down (next attempt in ") && first.hasSuffix(" Unix ms)"), "\(first)")
+        let asked = Date()
+        let second = try daemon.redis("GET", "limited")
+        #expect(Date().timeIntervalSince(asked) < 4, "answered at once, not when the retry-after is over")
+        #expect(second.hasPrefix("FETCH upstream down (next attempt in ") && second.hasSuffix(" Unix ms)"), "\(second)")
+        #expect(daemon.count("calls") == 1, "no call before the retry-after")
+        try "ok\n".write(toFile: daemon.directory.appending("mode"), atomically: true, encoding: .utf8)
+        var value = ""
+        #expect(try IsolationTests.eventually(seconds: 30) { value = try daemon.redis("GET", "limited"); return value.hasPrefix("v-") }, "\(value)")
+        #expect(daemon.count("calls") == 2, "one call, once the retry-after is over")
+    }
+
     @Test("16. stale_if_error: an expired value whose refetch fails is answered marked stale; INFO, status and the client say so")
     func staleThroughTheDaemon() async throws {
         // A stale window far longer than the test: an async test can wait minutes for a thread of the cooperative

@@ -370,7 +370,7 @@ struct IsolationTests {
         kill(daemonPid, SIGCONT)
         #expect(done.wait(timeout: .now() + 20) == .success)
         #expect(!answer.contains("crashed"), "\(answer)")
-        let timedOut = { (reply: String) in reply.hasPrefix("TIMEOUT plugin ") && reply.hasSuffix("libsleeper.so for slow did not answer within 1000ms") }
+        let timedOut = { (reply: String) in reply.hasPrefix("TIMEOUT plugin ") && reply.hasSuffix("libsleeper.so for slow did not answer within 1000ms; raise timeout in [expirable.slow] if it needs longer, or check the plugin and what it calls") }
         #expect(answer == "max_concurrent=1" || timedOut(answer), "\(answer)")
         // Past the restart backoff (1 s) a later caller gets a value from a new (or the same) helper, or, from a
         // plugin that always outlives its timeout, that timeout.

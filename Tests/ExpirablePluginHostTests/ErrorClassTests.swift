@@ -24,7 +24,8 @@ struct ErrorClassTests {
         let before = SystemClock().unixMillis
         let error = try #require(await fetchError(engine, "x"))
         #expect(error.code == .fetch)
-        #expect(error.message == "classified failure")
+        // The retry-after's time is told to the caller too (SPEC §3.18).
+        #expect(error.message.hasPrefix("classified failure (next attempt in "), "\(error.message)")
         #expect(error.errorClass == .permanent)
         let retryAfter = try #require(error.retryAfter)
         #expect(retryAfter >= before + 29_000 && retryAfter <= SystemClock().unixMillis + 30_000, "\(retryAfter - before) ms")

@@ -118,7 +118,7 @@ struct PluginClockTests {
         clock.advance(by: .seconds(1))
         let error = await call.value
         #expect(error?.code == .timeout)
-        #expect(error?.message == "plugin \(real) for slow did not answer within 30000ms", "\(String(describing: error))")
+        #expect(error?.message == "plugin \(real) for slow did not answer within 30000ms; raise timeout in [expirable.slow] if it needs longer, or check the plugin and what it calls", "\(String(describing: error))")
         #expect(clock.pendingTimers == 0)
         FileManager.default.createFile(atPath: fixture.path("release"), contents: nil)
     }

@@ -222,7 +222,8 @@ struct ShippedPluginTests {
         let now = SystemClock().unixMillis
         let busy = try #require(await fetchError(engine, "busy"))
         let answered = SystemClock().unixMillis
-        #expect(busy.message == "command plugin: /bin/sh reported error \"slow_down\"; retry after 20s")
+        // The retry-after's time is told to the caller too (SPEC §3.18).
+        #expect(busy.message.hasPrefix("command plugin: /bin/sh reported error \"slow_down\"; retry after 20s (next attempt in "), "\(busy.message)")
         #expect(busy.errorClass == .temporary)
         // The plugin reads its clock during the call, between now and the answer.
         #expect((now + 20_000 - 1_000...answered + 20_000 + 1_000).contains(busy.retryAfter ?? 0), "\(String(describing: busy.retryAfter))")
