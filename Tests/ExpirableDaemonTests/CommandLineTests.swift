@@ -194,6 +194,29 @@ struct CommandLineTests {
         #expect(result.stderr == "expirablectl: TIMEOUT command plugin: /bin/sh did not finish within 900ms and was killed\n")
     }
 
+    @Test("expirablectl ends on SIGINT, SIGTERM and SIGHUP as any command-line tool does (130, 143, 129): a running watch, and a fetch waiting on a slow plugin")
+    func endsOnSignals() throws {
+        let signals: [(name: String, number: Int32)] = [("int", SIGINT), ("term", SIGTERM), ("hup", SIGHUP)]
+        let daemon = try ServingTests.start(ServingTests.counter() + signals.map { signal in
+            "[expirable.slow_\(signal.name)]\nplugin = \"sleeper\"\nscope = \"local\"\ntimeout = \"30s\"\n"
+                + "[expirable.slow_\(signal.name).params]\nsleep_ms = 20000\nstarted_file = \"COUNT/\(signal.name).started\"\n"
+        }.joined(), testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        for signal in signals {
+            let watch = try RunningTool([try Self.ctl, "watch", "token", "--socket", daemon.socket])
+            #expect(try WatchTests.firstLine(of: watch, rotating: daemon)?.hasPrefix("token-") == true, "subscribed")
+            let watched = watch.stop(signal: signal.number)
+            #expect(watched.status == 128 + signal.number, "watch after SIG\(signal.name.uppercased()): \(watched.status) \(watched.stderr)")
+
+            let fetch = try RunningTool([try Self.ctl, "--socket", daemon.socket, "--timeout", "60s", "fetch", "slow_\(signal.name)"])
+            let started = daemon.directory.appending("\(signal.name).started")
+            #expect(IsolationTests.eventually(seconds: 30) { FileManager.default.fileExists(atPath: started) }, "the plugin call began")
+            let fetched = fetch.stop(signal: signal.number)
+            #expect(fetched.status == 128 + signal.number, "fetch after SIG\(signal.name.uppercased()): \(fetched.status) \(fetched.stderr)")
+        }
+        #expect(daemon.answers(), "the daemon is not disturbed")
+    }
+
     @Test("connection errors name the cause: no socket, a stale socket file, not a socket; each exits 69")
     func connectionErrors() throws {
         let directory = try TemporaryDirectory()
