@@ -336,6 +336,17 @@ struct CommandLineTests {
         #expect(reload.stderr.contains("\(daemon.configPath):\(line): expirable.a: plugin "), "\(reload.stderr)")
     }
 
+    @Test("help reload says what the daemon does: a changed expirable with the same plugin and params keeps its value, and [server] admins may reload")
+    func helpReload() throws {
+        let help = try runTool(Self.ctl, ["help", "reload"])
+        #expect(help.status == 0)
+        // ArgumentParser wraps the text at the terminal's width: compared as one line.
+        let text = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(!text.contains("changed ones start empty"), "\(text)")
+        #expect(text.contains("a changed one whose plugin and params are the same keeps its value"), "\(text)")
+        #expect(text.contains("[server] admins"), "\(text)")
+    }
+
     @Test("a user who may connect but not clear gets NOPERM from the daemon, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))
     func noPermissionFromTheDaemon() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0666\"\n")
