@@ -347,6 +347,17 @@ struct CommandLineTests {
         #expect(text.contains("[server] admins"), "\(text)")
     }
 
+    @Test("--help shows the defaults the README gives: exec --grace 10s, --timeout 35s; expirabled --help lists --wall-clock-offset")
+    func helpShowsDefaults() throws {
+        let exec = try runTool(Self.ctl, ["help", "exec"])
+        let text = exec.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.contains("before SIGKILL, 0 to 7 days. (default: 10s)"), "\(text)")
+        #expect(text.contains("from 1ms to 7 days. (default: 35s)"), "\(text)")
+        let daemon = try runTool(TestPaths.product("expirabled").path, ["--help"])
+        #expect(daemon.stdout.contains("--wall-clock-offset <ms>"), "\(daemon.stdout)")
+        #expect(daemon.stdout.contains("[--wall-clock-offset <ms>]"), "in the usage line: \(daemon.stdout)")
+    }
+
     @Test("a user who may connect but not clear gets NOPERM from the daemon, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))
     func noPermissionFromTheDaemon() throws {
         let daemon = try ServingTests.start(ServingTests.counter(), server: "socket_mode = \"0666\"\n")
