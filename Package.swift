@@ -125,7 +125,7 @@ let package = Package(
             name: "expirabled",
             dependencies: [
                 "ExpirableConfig", "ExpirableCore", "ExpirablePluginHost", "ExpirableServer", "ExpirableCluster", "ExpirableTLS",
-                "ExpirableState", "CExpirableLinux", "CExpirableCloseOnExec", "ExpirableMetrics",
+                "ExpirableState", "CExpirableLinux", "CExpirableCloseOnExec", "CExpirableEarlySignals", "ExpirableMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -134,6 +134,9 @@ let package = Package(
         // The executables' descriptors close-on-exec, NIO's included (accept4, socket, epoll_create): the daemon's,
         // and expirablectl's, whose `exec` must not hand its connections to the daemon to the command it runs.
         .target(name: "CExpirableCloseOnExec"),
+        // SIGHUP, SIGTERM and SIGINT noted from the daemon's first instruction (an ELF constructor): the daemon's only,
+        // since in expirablectl it would make `watch` and a waiting `fetch` deaf to Ctrl-C and `kill`.
+        .target(name: "CExpirableEarlySignals"),
         .executableTarget(
             name: "expirablectl",
             dependencies: [

@@ -35,6 +35,11 @@ public struct ClusterFigures: Sendable {
         public let clockOffsetSeconds: Double?
         /// The round trip of the last heartbeat: the replication delay to expect on the link.
         public let roundTripSeconds: Double?
+        /// Changes (values, clears, plugin states) waiting on the link that carries this node's changes to the
+        /// peer because the peer does not read them fast enough, and how long the oldest has waited, in seconds;
+        /// nil without such a link (the peer is down: its link's greeting will send everything).
+        public var queuedChanges: Int? = nil
+        public var replicationLagSeconds: Double? = nil
     }
 
     public let node: String
@@ -47,28 +52,46 @@ public struct ClusterFigures: Sendable {
     /// Cluster-scoped names this node owns now, and those it holds a lease for.
     public let owned: Set<String>
     public let leased: Set<String>
+    /// For each cluster-scoped name asked about with a quorum lease promised now, the node this node promised it
+    /// to: the lease's holder as this node knows it (itself when it holds the lease).
+    public var leaseHolders: [String: String] = [:]
 }
 
 extension Cluster {
     /// The figures now; `names` are the cluster-scoped expirables to report ownership of.
     public func figures(names: [String]) -> ClusterFigures {
         let members = members()
-        let (counters, held) = state.withLock { ($0.counters, Set($0.held.keys)) }
+        let now = clock.monotonicNanos
+        let (counters, held, links, promises) = state.withLock { s in
+            // The link each peer's changes go on (as `replicate` picks it): the reverse queue during a one-way cut.
+            (s.counters, Set(s.held.keys), s.peers.mapValues { $0.reverseActive ? $0.reverse : $0.sender }, s.grants.promises)
+        }
         let owned = Set(names.filter { owner(of: $0) == options.node })
-        return ClusterFigures(
+        var figures = ClusterFigures(
             node: options.node,
             peers: members.filter { $0.state != .this }.map { member in
-                ClusterFigures.Peer(
+                var peer = ClusterFigures.Peer(
                     node: member.node, alive: member.state == .alive,
                     lastHeardSeconds: member.lastHeardMillis.map { Double($0) / 1000 },
                     clockOffsetSeconds: member.clockOffsetMillis.map { Double($0) / 1000 },
                     roundTripSeconds: member.roundTripMillis.map { Double($0) / 1000 }
                 )
+                if let link = links[member.node] ?? nil {
+                    let backlog = link.backlog
+                    peer.queuedChanges = backlog.changes
+                    peer.replicationLagSeconds = Double(backlog.oldest.nanoseconds) / 1e9
+                }
+                return peer
             },
             clockCorrectionSeconds: Double(members.first { $0.state == .this }?.clockOffsetMillis ?? 0) / 1000,
             clockOffsetErrors: members.filter { $0.clockError != nil }.count,
             counters: counters, owned: owned, leased: held
         )
+        // Only the names asked about (plain expirables' names: a keyed member's name holds its key).
+        for name in names {
+            if let promise = promises[name], promise.until > now { figures.leaseHolders[name] = promise.number.node }
+        }
+        return figures
     }
 
     /// The lease line of `explain`: whether `name` takes a lease before a call, and whether this node holds one.

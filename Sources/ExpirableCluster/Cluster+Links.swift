@@ -249,7 +249,7 @@ final class OutboundLink: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is TLSPeerVerified {
-            let sender = LinkSender(channel: context.channel)
+            let sender = LinkSender(channel: context.channel, clock: cluster.clock)
             self.sender = sender
             cluster.outboundReady(peer, channel: context.channel, sender: sender)
         }
@@ -377,7 +377,7 @@ final class InboundLink: ChannelInboundHandler {
                 context.close(promise: nil)
                 return
             }
-            let reverse = LinkSender(channel: context.channel)
+            let reverse = LinkSender(channel: context.channel, clock: cluster.clock)
             state = .linked(peer: verified, reverse: reverse)
             handshakeDeadline?.cancel()
             handshakeDeadline = nil

@@ -22,7 +22,10 @@ final class LinkSender: Sendable {
     }
 
     private struct State {
-        var queued: [Key: (order: UInt64, message: ClusterMessage)] = [:]
+        /// `since`: monotonic nanoseconds when the key's first unsent message was queued. A newer change to the
+        /// same name replaces the message but keeps `since`: the peer has lacked the name's change from then on,
+        /// which is the link's replication lag (`expirable_cluster_peer_replication_lag_seconds`).
+        var queued: [Key: (order: UInt64, message: ClusterMessage, since: UInt64)] = [:]
         /// The order in which keys were queued; entries whose order no longer matches `queued` are skipped.
         var order: [(key: Key, order: UInt64)] = []
         var head = 0
@@ -30,14 +33,14 @@ final class LinkSender: Sendable {
         /// A drain is scheduled on the event loop or running.
         var draining = false
 
-        mutating func enqueue(_ message: ClusterMessage) {
+        mutating func enqueue(_ message: ClusterMessage, now: UInt64) {
             let key = LinkSender.key(of: message) ?? .unique(nextOrder + 1)
             if let old = queued[key]?.message, let oldVersion = LinkSender.version(of: old),
                let newVersion = LinkSender.version(of: message), newVersion < oldVersion {
                 return  // the queued change is newer already
             }
             nextOrder += 1
-            queued[key] = (nextOrder, message)
+            queued[key] = (nextOrder, message, queued[key]?.since ?? now)
             order.append((key, nextOrder))
             // Replaced entries stay in `order` until skipped: compact when they outnumber the live ones.
             if order.count - head > 2 * queued.count + 64 {
@@ -62,20 +65,45 @@ final class LinkSender: Sendable {
     }
 
     let channel: any Channel
+    /// The cluster's clock, for how long changes wait (monotonic time only).
+    private let clock: any EngineClock
     private let state = Mutex(State())
 
-    init(channel: any Channel) {
+    init(channel: any Channel, clock: any EngineClock) {
         self.channel = channel
+        self.clock = clock
     }
 
     /// Messages waiting for the channel to become writable.
     var queueLength: Int { state.withLock { $0.queued.count } }
 
+    /// The changes (values, clears, plugin states) waiting for the channel to become writable, and how long the
+    /// oldest of them has waited (zero with none): what the peer lacks of this node's changes beyond the link's
+    /// transit. Counting walks the queue, at most one entry per expirable: for a scrape, not for every send.
+    var backlog: (changes: Int, oldest: Duration) {
+        let now = clock.monotonicNanos
+        return state.withLock { s in
+            var changes = 0
+            var oldest = now
+            for (key, entry) in s.queued {
+                switch key {
+                case .change, .state:
+                    changes += 1
+                    oldest = min(oldest, entry.since)
+                default:
+                    break
+                }
+            }
+            return (changes, .nanoseconds(Int64(clamping: now - oldest)))
+        }
+    }
+
     /// Queues `message` (replacing an older change to the same expirable) and has it written when the channel
     /// can take it. Any thread.
     func send(_ message: ClusterMessage) {
+        let now = clock.monotonicNanos
         let schedule: Bool = state.withLock { s in
-            s.enqueue(message)
+            s.enqueue(message, now: now)
             defer { s.draining = true }
             return !s.draining
         }

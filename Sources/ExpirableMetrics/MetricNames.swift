@@ -51,6 +51,8 @@ enum MetricNames {
         ("expirable_cluster_peer_last_heard_seconds", .gauge, "Seconds since the last frame from a peer."),
         ("expirable_cluster_peer_clock_offset_seconds", .gauge, "How far a peer's clock is ahead of this node's (negative: behind), as last measured."),
         ("expirable_cluster_peer_round_trip_seconds", .gauge, "Round trip of the last heartbeat to a peer: the replication delay to expect on that link."),
+        ("expirable_cluster_peer_queued_changes", .gauge, "Changes (values, clears, plugin states) waiting on the link to a peer for it to read the ones before; absent without a link."),
+        ("expirable_cluster_peer_replication_lag_seconds", .gauge, "How long the oldest change waiting on the link to a peer has waited; 0 with none waiting; absent without a link."),
         ("expirable_cluster_clock_correction_seconds", .gauge, "This node's correction from its wall clock to cluster time."),
         ("expirable_cluster_clock_offset_errors", .gauge, "Members whose clock is beyond max_clock_offset."),
         ("expirable_cluster_forwards_sent_total", .counter, "Fetches this node forwarded to the owner."),
@@ -60,6 +62,7 @@ enum MetricNames {
         ("expirable_cluster_lease_attempts_total", .counter, "This node's lease attempts (single_flight = \"quorum\"), by outcome: held, lost, too_late."),
         ("expirable_cluster_calls_outlived_lease_total", .counter, "Calls that outlived their lease; their results were dropped."),
         ("expirable_cluster_lease_requests_total", .counter, "Peers' lease requests, by answer: granted, refused."),
+        ("expirable_cluster_lease_holder", .gauge, "1 for the node (label node) this node promised the quorum lease of the expirable to, while the promise lasts: its holder, as far as this node knows."),
         // The process.
         ("expirable_process_private_memory_bytes", .gauge, "The daemon's private memory (anonymous and private file pages; shared libraries not counted)."),
         ("expirable_process_resident_memory_bytes", .gauge, "The daemon's resident memory, shared pages included."),

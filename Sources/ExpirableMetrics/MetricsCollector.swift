@@ -155,6 +155,8 @@ public final class MetricsCollector: Sendable {
                 if let seconds = peer.lastHeardSeconds { scrape.gauge("expirable_cluster_peer_last_heard_seconds", label, seconds) }
                 if let seconds = peer.clockOffsetSeconds { scrape.gauge("expirable_cluster_peer_clock_offset_seconds", label, seconds) }
                 if let seconds = peer.roundTripSeconds { scrape.gauge("expirable_cluster_peer_round_trip_seconds", label, seconds) }
+                if let changes = peer.queuedChanges { scrape.gauge("expirable_cluster_peer_queued_changes", label, Double(changes)) }
+                if let seconds = peer.replicationLagSeconds { scrape.gauge("expirable_cluster_peer_replication_lag_seconds", label, seconds) }
             }
             scrape.gauge("expirable_cluster_clock_correction_seconds", [], cluster.clockCorrectionSeconds)
             scrape.gauge("expirable_cluster_clock_offset_errors", [], Double(cluster.clockOffsetErrors))
@@ -175,6 +177,9 @@ public final class MetricsCollector: Sendable {
                 guard !engine.isKeyed(name) else { continue }
                 scrape.gauge("expirable_owned", [("expirable", name)], cluster.owned.contains(name) ? 1 : 0)
                 scrape.gauge("expirable_lease_held", [("expirable", name)], cluster.leased.contains(name) ? 1 : 0)
+                if let holder = cluster.leaseHolders[name] {
+                    scrape.gauge("expirable_cluster_lease_holder", [("expirable", name), ("node", holder)], 1)
+                }
             }
         }
         if let states = sources.states?() {

@@ -22,7 +22,12 @@ extension TOMLParser {
         let end = word.endIndex
         var index = word.startIndex
         func fail(_ reason: String, at position: Int) -> TOMLSyntaxError {
-            scanner.error("invalid date-time '\(text)': \(reason)", at: start.advanced(by: position - word.startIndex))
+            // As for numbers: a word on the first line of a file that may not be TOML is described, not quoted.
+            guard quotesWords else {
+                return scanner.error("invalid date-time of \(text.unicodeScalars.count) characters: \(reason)" + TOMLParser.unquotedNote,
+                                     at: start.advanced(by: position - word.startIndex))
+            }
+            return scanner.error("invalid date-time '\(text)': \(reason)", at: start.advanced(by: position - word.startIndex))
         }
         func found() -> String {
             index < end ? scanner.found(at: start.index + (index - word.startIndex)) : "the end of the value"

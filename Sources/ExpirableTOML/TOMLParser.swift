@@ -19,8 +19,12 @@ struct TOMLParser {
     /// Whether errors may quote the document's words (a key with no '=', a bare value, a malformed number): only
     /// once a line of it has read as TOML (a table header or a whole `key = value`). Before that the file may not
     /// be TOML at all (a token file given to --config by mistake), and its first word may be a secret, which the
-    /// error would carry to a terminal or the journal. Such errors give the word's length and position instead.
-    var quotesWords = false
+    /// error would carry to a terminal or the journal. Such errors give the word's length and position instead,
+    /// and name a character found by its kind (the scanner's `found`).
+    var quotesWords: Bool {
+        get { scanner.quotesWords }
+        set { scanner.quotesWords = newValue }
+    }
 
     init(_ bytes: [UInt8]) {
         scanner = TOMLScanner(bytes)

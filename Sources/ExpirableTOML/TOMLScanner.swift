@@ -20,6 +20,9 @@ struct TOMLScanner {
     private(set) var index = 0
     private(set) var line = 1
     private(set) var lineStart = 0
+    /// Whether `found` may quote the document's letters and digits: `TOMLParser.quotesWords`, kept here so that
+    /// every error that says what it found (a key with no '=', a number, a date-time, an escape) obeys it.
+    var quotesWords = false
 
     init(_ bytes: [UInt8]) {
         self.bytes = bytes
@@ -120,7 +123,10 @@ struct TOMLScanner {
     }
 
     /// Names the character at `index` (by default the current one) for a message, so that an invisible control
-    /// character or a missing newline is spelled out rather than printed raw.
+    /// character or a missing newline is spelled out rather than printed raw. Until `quotesWords`, a letter, a
+    /// digit or a non-ASCII character is named by its kind only: it may be the first character of a secret's
+    /// second word (`TOKEN SECRET`, a PEM key's `PRIVATE`). ASCII punctuation is still shown: it is what TOML's
+    /// errors are about (a stray '=' or bracket), not what a secret's worth is in.
     func found(at index: Int? = nil) -> String {
         let index = index ?? self.index
         guard index < bytes.count else { return "the end of the document" }
@@ -131,6 +137,14 @@ struct TOMLScanner {
         if TOMLScanner.isForbiddenControl(byte) {
             let hex = String(byte, radix: 16, uppercase: true)
             return "the control character U+" + String(repeating: "0", count: 4 - hex.count) + hex
+        }
+        if !quotesWords {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"): return "a letter"
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return "a digit"
+            case 0x80...: return "a non-ASCII character"
+            default: break
+            }
         }
         var end = index + 1
         while end < bytes.count, TOMLScanner.isContinuation(bytes[end]) {

@@ -55,7 +55,7 @@ struct Fetch: AsyncParsableCommand {
 struct Reload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make the daemon read its configuration file again (as SIGHUP does).",
-        discussion: "All or nothing: expirables whose definition did not change keep their values, refresh, state and plugin helper; added and changed ones start empty; removed ones stop. Changes that need a restart (the socket, state_dir, the cluster) refuse the reload, naming them. Prints what was applied. Allowed to root, the daemon's user and its group."
+        discussion: "All or nothing: an expirable whose definition did not change keeps its value, refresh, plugin state and helper; a changed one whose plugin and params are the same keeps its value and plugin state (a new helper if its timeout, isolation or limits changed); one with another plugin or other params starts empty with a new plugin instance, keeping its plugin state; added ones start empty; removed ones stop. Changes that need a restart (the socket, admins, state_dir, the cluster) refuse the reload, naming them. Prints what was applied and, for each changed name, what became of its value. Allowed to root and [server] admins (by default the daemon's user and its group)."
     )
 
     @OptionGroup var connection: Connection

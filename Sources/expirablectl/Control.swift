@@ -66,11 +66,13 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The daemon's Unix socket; $EXPIRABLE_SOCKET sets the default.", valueName: "path"))
     var socket: String = ExpirableClient.defaultSocketPath
 
+    /// Written into the help by hand: ArgumentParser shows no default for an option read with `transform`.
+    static let defaultTimeout = CommandLineDuration(.seconds(35))
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
-        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is milliseconds; from 1ms to 7 days.",
+        "How long to wait for the daemon's answer (for watch: for the daemon to come back after a restart): 250ms, 5s, 2m; a bare number is milliseconds; from 1ms to 7 days. (default: \(Connection.defaultTimeout.defaultValueDescription))",
         valueName: "duration"
     ), transform: { try CommandLineDuration.parse($0, allowing: .milliseconds(1)...CommandLineDuration.longest) })
-    var timeout: CommandLineDuration = CommandLineDuration(.seconds(35))
+    var timeout: CommandLineDuration = Connection.defaultTimeout
 
     /// The socket of the last client made, for messages that name it (CALLTIMEOUT).
     nonisolated(unsafe) static var socketInUse: String?

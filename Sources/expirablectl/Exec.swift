@@ -42,9 +42,11 @@ struct Exec: AsyncParsableCommand {
     var bindings: [Binding] = []
     @Option(name: .customLong("on-rotate"), help: ArgumentHelp("What a new value does: restart, or signal:SIG (the command keeps its environment).", valueName: "restart|signal:SIG"))
     var onRotate: Rotation = .restart
-    @Option(parsing: .unconditional, help: ArgumentHelp("How long a restart waits after SIGTERM before SIGKILL, 0 to 7 days.", valueName: "duration"),
+    /// Written into the help by hand: ArgumentParser shows no default for an option read with `transform`.
+    static let defaultGrace = CommandLineDuration(.seconds(10))
+    @Option(parsing: .unconditional, help: ArgumentHelp("How long a restart waits after SIGTERM before SIGKILL, 0 to 7 days. (default: \(Exec.defaultGrace.defaultValueDescription))", valueName: "duration"),
             transform: { try CommandLineDuration.parse($0, allowing: .zero...CommandLineDuration.longest) })
-    var grace: CommandLineDuration = CommandLineDuration(.seconds(10))
+    var grace: CommandLineDuration = Exec.defaultGrace
     @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "command"))
     var command: [String] = []
     @OptionGroup var connection: Connection

@@ -1,4 +1,5 @@
 import CExpirableCloseOnExec
+import CExpirableEarlySignals
 import CExpirableLinux
 import ExpirableCluster
 import ExpirableConfig
@@ -152,7 +153,7 @@ struct Daemon {
         // and the cluster last.
         let group = ServiceGroup(services: parts + [server], gracefulShutdownSignals: [SIGTERM, SIGINT], logger: logger, pendingSignal: {
             // SIGTERM or SIGINT while the daemon started (its plugins created): noted, never fatal, acted on now.
-            let number = CExpirableCloseOnExec_early_stop()
+            let number = CExpirableEarlySignals_early_stop()
             guard number != 0 else { return nil }
             logger.notice("\(number == SIGINT ? "SIGINT" : "SIGTERM") received while starting; stopping now that the daemon has started")
             return number

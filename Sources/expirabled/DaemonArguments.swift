@@ -14,7 +14,8 @@ struct DaemonArguments {
     var logFormat: LogFormat = .text
     /// This node's wall clock runs this many milliseconds off the system's (negative: behind): how a test gives
     /// one node of a cluster its own clock (clock skew). The daemon builds its one clock with it, for the engine,
-    /// the cluster and the plugins' `now_ms`, in helpers too; validity is unaffected. Hidden from the help.
+    /// the cluster and the plugins' `now_ms`, in helpers too; validity is unaffected. In the help, marked for
+    /// tests, since the README documents it.
     var wallClockOffset: Int64 = 0
 
     enum LogLevel: String, CaseIterable {
@@ -38,9 +39,8 @@ struct DaemonArguments {
         let name: String
         let value: String
         let help: String
-        var hidden = false
         var label: String { "--\(name) <\(value)>" }
-        var helpLine: String? { hidden ? nil : "\(label)  \(help)" }
+        var helpLine: String? { "\(label)  \(help)" }
     }
 
     private static let options = [
@@ -48,10 +48,10 @@ struct DaemonArguments {
         Option(name: "threads", value: "n", help: "Event-loop threads serving the socket, 1 to 256. One is best for a small machine: every answer from memory takes microseconds, and fewer threads leave the cores to the programs asking."),
         Option(name: "log-level", value: "level", help: "Least severe log level shown."),
         Option(name: "log-format", value: "format", help: "How log lines look on stderr: text, or json (one object per line: time, level, label, message, and the metadata as string members)."),
-        Option(name: "wall-clock-offset", value: "ms", help: "", hidden: true),
+        Option(name: "wall-clock-offset", value: "ms", help: "For tests: this node's wall clock runs this many milliseconds off the system's (negative: behind); validity is unaffected."),
     ]
 
-    static let usage = "USAGE: expirabled --config <path> [--threads <n>] [--log-level <level>] [--log-format <format>]"
+    static let usage = "USAGE: expirabled --config <path> [--threads <n>] [--log-level <level>] [--log-format <format>] [--wall-clock-offset <ms>]"
 
     static let help = """
         OVERVIEW: Keeps short-lived values (tokens, keys, rates) fresh and serves them
@@ -77,6 +77,10 @@ struct DaemonArguments {
                                   object per line: time, level, label, message, and the
                                   metadata as string members). (values: text, json;
                                   default: text)
+          --wall-clock-offset <ms>
+                                  For tests: this node's wall clock runs this many
+                                  milliseconds off the system's (negative: behind);
+                                  validity is unaffected. (default: 0)
           --version               Show the version.
           -h, --help              Show help information.
 

@@ -1,4 +1,4 @@
-import CExpirableCloseOnExec
+import CExpirableEarlySignals
 import Dispatch
 import ExpirableCluster
 import ExpirableConfig
@@ -57,7 +57,7 @@ final class Reloader: Sendable {
     static func noteHangupsUntilReady() {
         signal(SIGHUP) { _ in Reloader.hangupWhileStarting.store(true, ordering: .relaxed) }
         // One that came before, while the runtime started, was noted by the executable's constructor.
-        if CExpirableCloseOnExec_take_early_hangup() != 0 { hangupWhileStarting.store(true, ordering: .relaxed) }
+        if CExpirableEarlySignals_take_early_hangup() != 0 { hangupWhileStarting.store(true, ordering: .relaxed) }
     }
 
     /// Reloads on every SIGHUP (instead of dying of it, the signal's default), and once now for a SIGHUP that came

@@ -44,7 +44,7 @@ struct InMemoryLinkTests {
     func queueCollapse() throws {
         let channel = EmbeddedChannel()
         channel.isWritable = false
-        let sender = LinkSender(channel: channel)
+        let sender = LinkSender(channel: channel, clock: ManualClock())
         sender.send(.value(name: "a", version: Self.version(1), remainingMillis: 1000, value: Secret("1"), lease: nil))
         sender.send(.clear(name: "a", version: Self.version(2)))
         sender.send(.value(name: "a", version: Self.version(3), remainingMillis: 1000, value: Secret("3"), lease: nil))
@@ -69,13 +69,33 @@ struct InMemoryLinkTests {
         #expect(sender.queueLength == 0)
     }
 
+    @Test("§10 replication lag: the changes waiting on a link and how long the oldest has waited; a newer change to a waiting name keeps its age")
+    func backlog() throws {
+        let channel = EmbeddedChannel()
+        channel.isWritable = false
+        let clock = ManualClock()
+        let sender = LinkSender(channel: channel, clock: clock)
+        #expect(sender.backlog.changes == 0 && sender.backlog.oldest == .zero)
+        sender.send(.value(name: "a", version: Self.version(1), remainingMillis: 1000, value: Secret("1"), lease: nil))
+        clock.advance(by: .seconds(2))
+        sender.send(.value(name: "a", version: Self.version(2), remainingMillis: 1000, value: Secret("2"), lease: nil))
+        sender.send(.clear(name: "b", version: Self.version(3)))
+        sender.send(.heartbeat(wallMillis: 1, echoMillis: 0, holdMillis: 0))
+        clock.advance(by: .seconds(1))
+        #expect(sender.backlog.changes == 2, "a and b; the heartbeat is no change")
+        #expect(sender.backlog.oldest == .seconds(3), "a has waited since its first change")
+        channel.isWritable = true
+        sender.drain()
+        #expect(sender.backlog.changes == 0 && sender.backlog.oldest == .zero)
+    }
+
     @Test("§4.14: while node-c's link to node-a goes unechoed and node-a's link to node-c delivers, changes go back on node-a's link, starting with everything held")
     func changesGoAroundAOneWayCut() throws {
         let node = try ClusterTimeTests.Node()
         defer { node.remove() }
         let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
-        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
-        node.cluster.inboundReady("node-a", channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
+        node.cluster.inboundReady("node-a", channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound, clock: node.clock))
         node.engine.applyReplica("token", value: Secret("from-b"), remainingMillis: 60_000, version: Self.version(ClusterTimeTests.real, "node-b"))
         _ = try Self.written(outbound)  // the greeting
         // node-a keeps sending heartbeats; none of node-c's is echoed.
@@ -193,8 +213,8 @@ struct InMemoryLinkTests {
         for peer in ["node-a", "node-b"] {
             let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
             links[peer] = outbound
-            node.cluster.outboundReady(peer, channel: outbound, sender: LinkSender(channel: outbound))
-            node.cluster.inboundReady(peer, channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+            node.cluster.outboundReady(peer, channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
+            node.cluster.inboundReady(peer, channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound, clock: node.clock))
         }
         #expect(node.cluster.liveNodes() == ["node-a", "node-b", "node-c"])
         let names = (0..<64).map { "t\($0)" }
@@ -222,7 +242,7 @@ struct InMemoryLinkTests {
         let node = try ClusterTimeTests.Node()
         defer { node.remove() }
         let outbound = EmbeddedChannel()
-        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
         _ = try Self.written(outbound)
         let outcome = Mutex<ForwardOutcome?>(nil)
         node.cluster.forward("token", to: "node-a", timeout: .seconds(2)) { answer in outcome.withLock { $0 = answer } }
@@ -277,7 +297,7 @@ struct InMemoryLinkTests {
         let timeout = node.cluster.options.handshakeTimeout
         // A link of this node's own to node-a, so its hello does not make this node dial it.
         let outbound = EmbeddedChannel()
-        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
         let silent = try Self.accepted(by: node), greeting = try Self.accepted(by: node)
         for channel in [silent, greeting] {
             channel.pipeline.fireUserInboundEventTriggered(TLSPeerVerified(node: "node-a", protocolVersion: "TLSv1.3"))
@@ -301,7 +321,7 @@ struct InMemoryLinkTests {
         defer { node.remove() }
         let heartbeat = node.cluster.options.heartbeat
         let outbound = EmbeddedChannel()
-        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
         _ = try Self.written(outbound)  // the greeting
         node.cluster.scheduleHeartbeat()
         node.clock.advance(by: heartbeat - .milliseconds(1))
@@ -327,8 +347,8 @@ struct InMemoryLinkTests {
         let deadAfter = node.cluster.options.deadAfter
         let outbound = EmbeddedChannel(), inbound = EmbeddedChannel()
         try outbound.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7400)).wait()
-        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
-        node.cluster.inboundReady("node-a", channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound))
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
+        node.cluster.inboundReady("node-a", channel: inbound, tls: "TLSv1.3", reverse: LinkSender(channel: inbound, clock: node.clock))
         #expect(node.cluster.liveNodes() == ["node-a", "node-c"])
         let outcome = Mutex<ForwardOutcome?>(nil)
         node.cluster.forward("token", to: "node-a", timeout: .seconds(30)) { answer in outcome.withLock { $0 = answer } }
@@ -374,7 +394,7 @@ struct InMemoryLinkTests {
         let node = try ClusterTimeTests.Node()
         defer { node.remove() }
         let outbound = EmbeddedChannel()
-        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound))
+        node.cluster.outboundReady("node-a", channel: outbound, sender: LinkSender(channel: outbound, clock: node.clock))
         _ = try Self.written(outbound)  // the greeting
         // node-a is alive (linked both ways, just heard from), node-b is not: node-a and this node could make a
         // majority, so node-a's answer is waited for.

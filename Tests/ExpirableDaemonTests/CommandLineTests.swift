@@ -226,6 +226,29 @@ struct CommandLineTests {
         #expect(result.stderr == "expirablectl: TIMEOUT command plugin: /bin/sh did not finish within 900ms and was killed\n")
     }
 
+    @Test("expirablectl ends on SIGINT, SIGTERM and SIGHUP as any command-line tool does (130, 143, 129): a running watch, and a fetch waiting on a slow plugin")
+    func endsOnSignals() throws {
+        let signals: [(name: String, number: Int32)] = [("int", SIGINT), ("term", SIGTERM), ("hup", SIGHUP)]
+        let daemon = try ServingTests.start(ServingTests.counter() + signals.map { signal in
+            "[expirable.slow_\(signal.name)]\nplugin = \"sleeper\"\nscope = \"local\"\ntimeout = \"30s\"\n"
+                + "[expirable.slow_\(signal.name).params]\nsleep_ms = 20000\nstarted_file = \"COUNT/\(signal.name).started\"\n"
+        }.joined(), testPlugins: ["counter", "sleeper"])
+        defer { daemon.remove() }
+        for signal in signals {
+            let watch = try RunningTool([try Self.ctl, "watch", "token", "--socket", daemon.socket])
+            #expect(try WatchTests.firstLine(of: watch, rotating: daemon)?.hasPrefix("token-") == true, "subscribed")
+            let watched = watch.stop(signal: signal.number)
+            #expect(watched.status == 128 + signal.number, "watch after SIG\(signal.name.uppercased()): \(watched.status) \(watched.stderr)")
+
+            let fetch = try RunningTool([try Self.ctl, "--socket", daemon.socket, "--timeout", "60s", "fetch", "slow_\(signal.name)"])
+            let started = daemon.directory.appending("\(signal.name).started")
+            #expect(IsolationTests.eventually(seconds: 30) { FileManager.default.fileExists(atPath: started) }, "the plugin call began")
+            let fetched = fetch.stop(signal: signal.number)
+            #expect(fetched.status == 128 + signal.number, "fetch after SIG\(signal.name.uppercased()): \(fetched.status) \(fetched.stderr)")
+        }
+        #expect(daemon.answers(), "the daemon is not disturbed")
+    }
+
     @Test("connection errors name the cause: no socket, a stale socket file, not a socket; each exits 69")
     func connectionErrors() throws {
         let directory = try TemporaryDirectory()
@@ -343,6 +366,28 @@ struct CommandLineTests {
         let reload = try daemon.ctl("reload")
         #expect(reload.status == 65)
         #expect(reload.stderr.contains("\(daemon.configPath):\(line): expirable.a: plugin "), "\(reload.stderr)")
+    }
+
+    @Test("help reload says what the daemon does: a changed expirable with the same plugin and params keeps its value, and [server] admins may reload")
+    func helpReload() throws {
+        let help = try runTool(Self.ctl, ["help", "reload"])
+        #expect(help.status == 0)
+        // ArgumentParser wraps the text at the terminal's width: compared as one line.
+        let text = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(!text.contains("changed ones start empty"), "\(text)")
+        #expect(text.contains("a changed one whose plugin and params are the same keeps its value"), "\(text)")
+        #expect(text.contains("[server] admins"), "\(text)")
+    }
+
+    @Test("--help shows the defaults the README gives: exec --grace 10s, --timeout 35s; expirabled --help lists --wall-clock-offset")
+    func helpShowsDefaults() throws {
+        let exec = try runTool(Self.ctl, ["help", "exec"])
+        let text = exec.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.contains("before SIGKILL, 0 to 7 days. (default: 10s)"), "\(text)")
+        #expect(text.contains("from 1ms to 7 days. (default: 35s)"), "\(text)")
+        let daemon = try runTool(TestPaths.product("expirabled").path, ["--help"])
+        #expect(daemon.stdout.contains("--wall-clock-offset <ms>"), "\(daemon.stdout)")
+        #expect(daemon.stdout.contains("[--wall-clock-offset <ms>]"), "in the usage line: \(daemon.stdout)")
     }
 
     @Test("a user who may connect but not clear gets NOPERM from the daemon, exit 77", .enabled(if: canDropPrivileges, "needs root and setpriv"))

@@ -285,6 +285,27 @@ struct ConfigurationRefusalTests {
         #expect(!(check.stdout + check.stderr + start.stdout + start.stderr).contains("S3CRET"))
     }
 
+    @Test("a file of two words, or a PEM private key, given as the configuration: not one character of its text in the error")
+    func secretWordsNotQuoted() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        for (text, message) in [
+            ("SECRETWORD SECRET2\n", "TOML syntax error at column 12: expected '=' after the key that starts at column 1, found a letter; its text is not shown"),
+            ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n", "TOML syntax error at column 12: expected '=' after the key that starts at column 1, found a letter; its text is not shown"),
+            ("K = 2024-01-0SECRET\n", "TOML syntax error at column 14: invalid date-time of 15 characters: expected 2 digits for the day, found a letter; its text is not shown"),
+        ] {
+            let path = directory.appending("secret.toml")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let check = try runTool(TestPaths.product("expirablectl").path, ["check-config", path])
+            #expect(check.status == 78)
+            #expect(check.stderr.hasPrefix("expirablectl: \(path):1: \(message)"), "\(check.stderr)")
+            let words = check.stderr.replacingOccurrences(of: path, with: "FILE")
+            for secret in ["'S'", "'P'", "SECRET", "PRIVATE", "2024"] {
+                #expect(!words.contains(secret), "\(check.stderr)")
+            }
+        }
+    }
+
     @Test("a plugin_dir that does not exist is refused at its line even when no expirable uses it yet")
     func missingPluginDirectoryWithoutExpirables() throws {
         let daemon = try Self.setUp("")

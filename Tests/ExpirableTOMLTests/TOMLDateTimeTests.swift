@@ -44,8 +44,9 @@ struct TOMLDateTimeTests {
         ("1979-05-27T", "expected 2 digits for the hour, found the end of the value"),
     ])
     func refused(literal: String, fragment: String) throws {
-        let error = try #require(syntaxError("v = \(literal)"))
-        #expect(error.line == 1)
+        // After a line that reads as TOML, so that the characters found are quoted (tokenFileNotQuoted).
+        let error = try #require(syntaxError("w = 1\nv = \(literal)"))
+        #expect(error.line == 2)
         #expect(error.message.contains(fragment), "\(error)")
     }
 

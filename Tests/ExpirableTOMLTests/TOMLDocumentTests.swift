@@ -49,7 +49,8 @@ struct TOMLDocumentTests {
 
     @Test("columns count Unicode scalars, not bytes")
     func columnsInScalars() throws {
-        let error = try #require(syntaxError("a = \"é😀\" x"))
+        // After a line that reads as TOML, so that the character found is quoted.
+        let error = try #require(syntaxError("w = 1\na = \"é😀\" x"))
         #expect(error.column == 10)
         #expect(error.message == "expected the end of the line after the value of \"a\", found 'x'")
     }

@@ -33,7 +33,8 @@ struct TOMLInlineValueTests {
     }
 
     @Test("malformed arrays and inline tables are refused", arguments: [
-        ("v = [1 2]", 1, "expected ',' or ']' after an array element, found '2'"),
+        ("w = 1\nv = [1 2]", 2, "expected ',' or ']' after an array element, found '2'"),
+        ("v = [1 2]", 1, "expected ',' or ']' after an array element, found a digit"),
         ("v = [1,,2]", 1, "expected a value (a string, number, boolean, date-time, array or inline table), found ','"),
         ("v = [,]", 1, "expected a value"),
         ("v = [1,\n2", 2, "expected ',' or ']' after an array element, found the end of the document"),
@@ -41,7 +42,7 @@ struct TOMLInlineValueTests {
         ("v = {a = 1,}", 1, "expected a key in the inline table, found '}' (an inline table stays on one line and has no comma after its last key)"),
         ("v = {a = 1\n}", 1, "expected ',' or '}' in the inline table, found the end of the line"),
         ("v = {\na = 1}", 1, "expected a key in the inline table, found the end of the line"),
-        ("v = {a = 1 b = 2}", 1, "expected ',' or '}' in the inline table, found 'b'"),
+        ("w = 1\nv = {a = 1 b = 2}", 2, "expected ',' or '}' in the inline table, found 'b'"),
         ("v = {a = 1, a = 2}", 1, "duplicate key \"a\" (first defined on line 1)"),
         ("v = {a = {b = 1}, a.c = 2}", 1, "cannot add to \"a\": it is an inline table (line 1)"),
         ("v = {a.b = 1, a = 2}", 1, "duplicate key \"a\": it is already a table"),

@@ -46,21 +46,23 @@ struct TOMLKeyTests {
 
     @Test("malformed keys and key/value lines are refused", arguments: [
         // On the first line, before any line read as TOML, the key's text is not quoted (the file may be a token).
-        ("plugin x", 1, "expected '=' after the key that starts at column 1, found 'x'; its text is not shown"),
+        ("plugin x", 1, "expected '=' after the key that starts at column 1, found a letter; its text is not shown"),
         ("plugin", 1, "expected '=' after the key that starts at column 1, found the end of the document"),
         ("[t]\nplugin x", 2, "expected '=' after the key \"plugin\", found 'x'"),
         ("a = 1\nplugin", 2, "expected '=' after the key \"plugin\", found the end of the document"),
         ("= 1", 1, "expected a key (letters, digits, '_', '-' or a quoted string), found '='"),
         ("a = ", 1, "expected a value (a string, number, boolean, date-time, array or inline table), found the end of the document"),
         ("a =\nb = 1", 1, "expected a value"),
-        ("a = 1 b = 2", 1, "expected the end of the line after the value of \"a\", found 'b'"),
+        ("x = 1\na = 1 b = 2", 2, "expected the end of the line after the value of \"a\", found 'b'"),
+        ("a = 1 b = 2", 1, "expected the end of the line after the value of \"a\", found a letter"),
         ("a = 1\nb = \"x\" \"y\"", 2, "expected the end of the line after the value of \"b\""),
         ("a..b = 1", 1, "expected a key"),
         ("a. = 1", 1, "expected a key"),
         (".a = 1", 1, "expected a key"),
-        ("a b = 1", 1, "expected '=' after the key that starts at column 1, found 'b'"),
+        ("a b = 1", 1, "expected '=' after the key that starts at column 1, found a letter"),
         ("x = 1\na b = 1", 2, "expected '=' after the key \"a\", found 'b'"),
-        ("ключ = 1", 1, "expected a key (letters, digits, '_', '-' or a quoted string), found 'к'"),
+        ("x = 1\nключ = 1", 2, "expected a key (letters, digits, '_', '-' or a quoted string), found 'к'"),
+        ("ключ = 1", 1, "expected a key (letters, digits, '_', '-' or a quoted string), found a non-ASCII character"),
         ("\"\"\"a\"\"\" = 1", 1, "a multi-line string cannot be a key"),
         ("'''a''' = 1", 1, "a multi-line string cannot be a key"),
         ("\"a\nb\" = 1", 1, "expected the closing '\"'"),
@@ -96,13 +98,17 @@ struct TOMLKeyTests {
             ("ghp_S3CRETt0ken1234567890\n", "expected '=' after the key that starts at column 1, found the end of the line"),
             ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\n", "expected '=' after the key that starts at column 1, found the end of the line"),
             ("API_TOKEN=s3cretvalue\n", "expected a value, found a bare word of 11 characters"),
-            ("API_TOKEN=12345abcdef\n", "invalid number of 11 characters: unexpected 'a'"),
+            ("API_TOKEN=12345abcdef\n", "invalid number of 11 characters: unexpected a letter"),
+            // A character after the first word is named by its kind, not quoted: it begins the next word.
+            ("S3CRETWORD S3CRET2\n", "expected '=' after the key that starts at column 1, found a letter; its text is not shown"),
+            ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n", "expected '=' after the key that starts at column 1, found a letter"),
+            ("API_TOKEN=2024-01-0S3CRET\n", "invalid date-time of 15 characters: expected 2 digits for the day, found a letter"),
         ] {
             let error = try #require(syntaxError(text))
             #expect(error.line == 1)
             #expect(error.message.contains(fragment), "\(error)")
             #expect(error.message.contains("is this the configuration file?"), "\(error)")
-            for secret in ["S3CRET", "eyJzdWIiOiJ4In0", "s3cretvalue", "12345abcdef"] {
+            for secret in ["S3CRET", "eyJzdWIiOiJ4In0", "s3cretvalue", "12345abcdef", "'S'", "'P'", "PRIVATE", "2024"] {
                 #expect(!error.message.contains(secret), "\(error)")
             }
         }

@@ -131,8 +131,9 @@ struct TOMLTableTests {
         ("[ [a] ]", "expected a key (letters, digits, '_', '-' or a quoted string), found '['"),
         ("[]", "expected a key"),
         ("[a.]", "expected a key"),
-        ("[a] b = 1", "expected the end of the line after the header [a], found 'b'"),
-        ("[a b]", "expected ']' to close the header [a], found 'b'"),
+        // The first line: no line before it reads as TOML, so a letter found is named by its kind.
+        ("[a] b = 1", "expected the end of the line after the header [a], found a letter"),
+        ("[a b]", "expected ']' to close the header [a], found a letter"),
         ("[\"a\" = 1]", "expected ']' to close the header [a]"),
     ])
     func malformedHeaders(toml: String, fragment: String) throws {

@@ -14,11 +14,4 @@
 /* Sets close-on-exec on every descriptor from `from` up (those the daemon was started with). 0 or an errno value. */
 int CExpirableCloseOnExec_mark_from(int from);
 
-/* Whether a SIGHUP came before the daemon's own handler was installed (noted from the first moment: early_signals.c);
- * cleared by the call. */
-int CExpirableCloseOnExec_take_early_hangup(void);
-
-/* The first SIGTERM or SIGINT that came before the daemon's services trapped them, or 0. */
-int CExpirableCloseOnExec_early_stop(void);
-
 #endif

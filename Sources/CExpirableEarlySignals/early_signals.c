@@ -1,11 +1,13 @@
 #include <signal.h>
 #include <string.h>
-#include "CExpirableCloseOnExec.h"
+#include "CExpirableEarlySignals.h"
 
 /* SIGHUP, SIGTERM and SIGINT from the first instruction of the daemon's own code: until the Swift code takes them
  * over (SIGHUP in `main`, SIGTERM and SIGINT once the services run, which may be seconds later while plugins are
  * created), their default action would end the daemon, SIGHUP with 129 although it never stops the daemon, and
- * SIGTERM with 143 and no word in the log. Here they are only noted; the daemon acts on them once it can. */
+ * SIGTERM with 143 and no word in the log. Here they are only noted; the daemon acts on them once it can.
+ * A target of its own, linked into the daemon only: in expirablectl (which links CExpirableCloseOnExec) this
+ * constructor would swallow the Ctrl-C, `kill` and `timeout` that must end a `watch` or a waiting `fetch`. */
 
 static volatile sig_atomic_t early_hangup;
 static volatile sig_atomic_t early_stop;
@@ -33,12 +35,12 @@ __attribute__((constructor(101))) static void note_early_signals(int argc, char 
     sigaction(SIGINT, &action, NULL);
 }
 
-int CExpirableCloseOnExec_take_early_hangup(void) {
+int CExpirableEarlySignals_take_early_hangup(void) {
     int noted = early_hangup;
     early_hangup = 0;
     return noted;
 }
 
-int CExpirableCloseOnExec_early_stop(void) {
+int CExpirableEarlySignals_early_stop(void) {
     return early_stop;
 }
