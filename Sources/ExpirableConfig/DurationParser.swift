@@ -9,26 +9,17 @@ public enum DurationParser {
     /// What a duration looks like, for error messages.
     public static let expected = "a duration such as \"250ms\", \"30s\", \"5m\", \"1h\" or an integer of milliseconds"
 
-    /// What a bare number, written without a unit, counts.
-    public enum BareNumber: Sendable {
-        /// Milliseconds: configuration values and plugin params, and `expirablectl --min-ttl`.
-        case milliseconds
-        /// Seconds: `expirablectl --timeout`, which took a number of seconds before it took durations.
-        case seconds
-    }
-
-    /// The duration `text` denotes in milliseconds, or nil if it is not a duration (or overflows). A bare number
-    /// counts `bare` (milliseconds unless told otherwise).
-    public static func milliseconds(_ text: some StringProtocol, bare: BareNumber = .milliseconds) -> Int64? {
-        uncapped(text, bare: bare).flatMap { $0 <= maxMilliseconds ? $0 : nil }
+    /// The duration `text` denotes in milliseconds, or nil if it is not a duration (or overflows).
+    public static func milliseconds(_ text: some StringProtocol) -> Int64? {
+        uncapped(text).flatMap { $0 <= maxMilliseconds ? $0 : nil }
     }
 
     /// Whether `text` is written as a duration but longer than the longest (`maxMilliseconds`).
-    public static func isTooLong(_ text: some StringProtocol, bare: BareNumber = .milliseconds) -> Bool {
-        uncapped(text, bare: bare).map { $0 > maxMilliseconds } ?? false
+    public static func isTooLong(_ text: some StringProtocol) -> Bool {
+        uncapped(text).map { $0 > maxMilliseconds } ?? false
     }
 
-    private static func uncapped(_ text: some StringProtocol, bare: BareNumber) -> Int64? {
+    private static func uncapped(_ text: some StringProtocol) -> Int64? {
         let utf8 = Array(text.utf8)
         var digitsEnd = 0
         while digitsEnd < utf8.count, utf8[digitsEnd] >= UInt8(ascii: "0"), utf8[digitsEnd] <= UInt8(ascii: "9") {
@@ -44,8 +35,7 @@ public enum DurationParser {
         }
         let scale: Int64
         switch String(decoding: utf8[digitsEnd...], as: UTF8.self) {
-        case "": scale = bare == .seconds ? 1000 : 1
-        case "ms": scale = 1
+        case "", "ms": scale = 1
         case "s": scale = 1000
         case "m": scale = 60_000
         case "h": scale = 3_600_000
@@ -63,8 +53,8 @@ public enum DurationParser {
     /// What the longest duration is, for error messages.
     public static let longest = "at most 2562047h, about 292 years"
 
-    /// The duration `text` denotes, or nil if it is not a duration. A bare number counts `bare`.
-    public static func duration(_ text: some StringProtocol, bare: BareNumber = .milliseconds) -> Duration? {
-        milliseconds(text, bare: bare).map { .milliseconds($0) }
+    /// The duration `text` denotes, or nil if it is not a duration.
+    public static func duration(_ text: some StringProtocol) -> Duration? {
+        milliseconds(text).map { .milliseconds($0) }
     }
 }

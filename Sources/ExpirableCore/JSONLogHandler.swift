@@ -75,9 +75,6 @@ public struct JSONLogHandler: LogHandler {
         line += "\""
     }
 
-    /// The environment variable that tells a plugin helper to log JSON like the daemon that started it.
-    public static let environmentVariable = "EXPIRABLE_LOG_FORMAT"
-
     /// The current time as `2026-12-01T17:45:00.123Z`.
     public static func now() -> String {
         var spec = timespec()

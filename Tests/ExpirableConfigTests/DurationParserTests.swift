@@ -15,18 +15,3 @@ struct DurationParserTests {
         #expect(DurationParser.milliseconds(text) == nil)
     }
 }
-
-@Suite("Duration parser: bare numbers as seconds (expirablectl --timeout)")
-struct DurationParserBareSecondsTests {
-    @Test("a bare number counts seconds; a unit counts as written", arguments: [
-        ("5", 5000), ("0", 0), ("250ms", 250), ("5s", 5000), ("2m", 120_000),
-    ] as [(String, Int64)])
-    func parses(text: String, millis: Int64) {
-        #expect(DurationParser.milliseconds(text, bare: .seconds) == millis)
-    }
-
-    @Test("overflow and junk are refused as with milliseconds", arguments: ["9223372036854775807", "1.5", "5 s", ""])
-    func refuses(text: String) {
-        #expect(DurationParser.milliseconds(text, bare: .seconds) == nil)
-    }
-}
