@@ -20,6 +20,16 @@ struct HelperProcess {
     /// socket closes.
     let pidfd: Int32
 
+    /// `fd`, or a close-on-exec copy of it above 3 (closing `fd`; -1 if none could be made): the child's
+    /// descriptors 0–3 are made from these by dup2, which must find each source where no earlier dup2 wrote, and
+    /// dup2 onto itself would keep close-on-exec set.
+    private static func aboveThree(_ fd: Int32) -> Int32 {
+        guard fd <= 3 else { return fd }
+        let moved = fcntl(fd, F_DUPFD_CLOEXEC, 4)
+        close(fd)
+        return moved
+    }
+
     /// Starts `expirabled` again (through /proc/self/exe, so an upgraded binary on disk is not mixed with
     /// this one) as the helper for `expirable`. The child gets its end of a socket pair as descriptor 3 and
     /// nothing else of the daemon's: stdin and stdout on /dev/null, stderr a pipe whose lines `logger` logs as
@@ -31,13 +41,7 @@ struct HelperProcess {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw PluginError("expirable.\(expirable): cannot make a socket pair for its plugin helper: \(String(cString: strerror(errno))); raise the limit on open files")
         }
-        var child = pair[1]
-        if child <= 3 {
-            // dup2 onto itself would keep close-on-exec set; move it above 3 first.
-            let moved = fcntl(child, F_DUPFD_CLOEXEC, 4)
-            close(child)
-            child = moved
-        }
+        let child = aboveThree(pair[1])
         defer { if child >= 0 { close(child) } }
         guard child >= 0 else {
             close(pair[0])
@@ -50,13 +54,7 @@ struct HelperProcess {
             close(pair[0])
             throw PluginError("expirable.\(expirable): cannot make a pipe for its plugin helper's stderr: \(String(cString: strerror(errno))); raise the limit on open files")
         }
-        var errors = output[1]
-        if errors <= 3 {
-            // As the socket: above the descriptors the child's are made from, so each dup2 finds its source.
-            let moved = fcntl(errors, F_DUPFD_CLOEXEC, 4)
-            close(errors)
-            errors = moved
-        }
+        let errors = aboveThree(output[1])
         defer { if errors >= 0 { close(errors) } }
         guard errors >= 0 else {
             close(pair[0])
