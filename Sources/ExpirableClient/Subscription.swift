@@ -82,8 +82,13 @@ final class Subscription: Sendable {
                 cancel()
             }
         } catch let error as ExpirableClientError {
+            // Cancelled while the connection was being made: the cancellation's own failure is queued on the
+            // event loop, and closing the new connection can fail the subscription there first, in the same
+            // turn (.unavailable, "closed before SUBSCRIBE was sent"). A cancelled caller is told .cancelled.
+            if Task.isCancelled { throw .cancelled }
             throw error
         } catch {
+            if Task.isCancelled { throw .cancelled }
             throw ExpirableClientError.cannotConnect(to: socketPath, error)
         }
     }
