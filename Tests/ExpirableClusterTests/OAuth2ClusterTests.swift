@@ -169,9 +169,13 @@ struct OAuth2ClusterTests {
         let owner = try cluster.owner(of: "api", on: "node-a")
         try server.slow(1.0)
         #expect(try cluster[owner].redis("CLEAR", "api") == "OK")
-        let refresh = DispatchGroup()
-        DispatchQueue.global().async(group: refresh) { _ = try? cluster[owner].redis("GET", "api") }
-        usleep(500_000)
+        let arrived = try server.counters().arrived
+        // On a thread of its own: a global queue's few threads can be held by other suites' blocking waits, and a
+        // GET started after the cut would leave the owner without a lease and the refresh to the majority.
+        let refresh = DispatchSemaphore(value: 0)
+        Thread { _ = try? cluster[owner].redis("GET", "api"); refresh.signal() }.start()
+        // Cut off once the server has the owner's refresh in hand (it takes 1 s over it), not after a fixed wait.
+        #expect(try TestCluster.eventually(seconds: 15) { try server.counters().arrived > arrived })
         cluster.partition([owner])
         refresh.wait()
         try server.slow(0)

@@ -36,7 +36,7 @@ Control requests, on the same port:
     POST /control/slow            form seconds=S: each /token request waits S seconds before it is handled
     POST /control/replay          sends the last /token request again, unchanged, and answers {"status", "error",
                                   "error_description"} of Authlib's answer (never its tokens)
-    GET  /control/counters        {"requests", "issued", "refreshes", "reuses", "revoked_families", "jti_reuses"}
+    GET  /control/counters        {"arrived" (before the slow wait), "requests", "issued", "refreshes", "reuses", "revoked_families", "jti_reuses"}
     GET  /control/last            the last /token request: its form (client_secret, client_assertion and
                                   refresh_token redacted), the client assertion's header and claims (unverified),
                                   the client authentication Authlib accepted, the subject a token exchange
@@ -146,7 +146,7 @@ class Store:
         self.refresh_tokens = {}
         self.revoked_families = set()
         self.families = itertools.count(1)
-        self.counters = {"requests": 0, "issued": 0, "refreshes": 0, "reuses": 0, "jti_reuses": 0}
+        self.counters = {"arrived": 0, "requests": 0, "issued": 0, "refreshes": 0, "reuses": 0, "jti_reuses": 0}
         self.audiences = []  # what a client assertion's aud may be, once the port is known
         self.jtis = set()  # (client_id, jti) of every client assertion accepted
         self.last_lists = None  # the last /token request's form, for /control/replay
@@ -347,6 +347,7 @@ def handler(store, authorization_server):
             if self.path == "/token":
                 with store.lock:
                     delay = store.slow
+                    store.counters["arrived"] += 1
                 time.sleep(delay)  # outside the lock: control requests are answered meanwhile
             with store.lock:
                 if self.path == "/token":

@@ -39,6 +39,8 @@ public final class OAuthServer {
     /// What the server counted: token requests, access tokens issued, refresh grants served, reuses of a spent
     /// refresh token, families revoked for them, and client assertions refused for a jti seen before.
     public struct Counters: Decodable, Sendable {
+        /// Token requests received, counted before `slow`'s wait (`requests` counts them after it).
+        public let arrived: Int
         public let requests: Int
         public let issued: Int
         public let refreshes: Int
