@@ -191,18 +191,25 @@ final class Reloader: Sendable {
             // Peers compare their cluster-scoped expirables and lease the quorum ones: all nodes change together.
             let before = Dictionary(uniqueKeysWithValues: old.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })
             let after = Dictionary(uniqueKeysWithValues: next.expirables.filter { $0.scope == .cluster }.map { ($0.name, $0) })
-            for name in Set(before.keys).union(after.keys).sorted() where before[name] != after[name] {
-                switch (before[name], after[name]) {
-                case (nil, _): added.append("expirable.\(name) (cluster scope)")
-                case (_, nil): removed.append("expirable.\(name) (cluster scope)")
-                default: keys.append("expirable.\(name) (cluster scope)")
-                }
-            }
+            sortDifferences(before, after, label: { "expirable.\($0) (cluster scope)" }, changed: &keys, added: &added, removed: &removed)
         }
         let parts = [(keys, "changed"), (added, "added"), (removed, "removed")].filter { !$0.0.isEmpty }.map { "\($0.0.joined(separator: ", ")) \($0.1)" }
         guard !parts.isEmpty else { return nil }
         let count = keys.count + added.count + removed.count
         return "\(parts.joined(separator: ", ")), and only a restart applies \(count == 1 ? "it" : "them"); restart expirabled (every node, for the cluster) or undo the change"
+    }
+
+    /// Sorts the names whose entries differ between `before` and `after` into `added`, `removed` and `changed`, in
+    /// name order, each as `label(name)`.
+    private static func sortDifferences<Value: Equatable>(_ before: [String: Value], _ after: [String: Value], label: (String) -> String,
+                                                          changed: inout [String], added: inout [String], removed: inout [String]) {
+        for name in Set(before.keys).union(after.keys).sorted() where before[name] != after[name] {
+            switch (before[name], after[name]) {
+            case (nil, _): added.append(label(name))
+            case (_, nil): removed.append(label(name))
+            default: changed.append(label(name))
+            }
+        }
     }
 
     /// The keys of `[cluster]` that differ, each named (`cluster.heartbeat`, `cluster.peers.node-b`), so a refusal
@@ -214,13 +221,7 @@ final class Reloader: Sendable {
         if a.listen != b.listen { keys.append("cluster.listen") }
         let before = Dictionary(a.peers.map { ($0.name, $0.endpoint) }, uniquingKeysWith: { first, _ in first })
         let after = Dictionary(b.peers.map { ($0.name, $0.endpoint) }, uniquingKeysWith: { first, _ in first })
-        for name in Set(before.keys).union(after.keys).sorted() where before[name] != after[name] {
-            switch (before[name], after[name]) {
-            case (nil, _): added.append("cluster.peers.\(name)")
-            case (_, nil): removed.append("cluster.peers.\(name)")
-            default: keys.append("cluster.peers.\(name)")
-            }
-        }
+        sortDifferences(before, after, label: { "cluster.peers.\($0)" }, changed: &keys, added: &added, removed: &removed)
         if a.ca != b.ca { keys.append("cluster.ca") }
         if a.cert != b.cert { keys.append("cluster.cert") }
         if a.key != b.key { keys.append("cluster.key") }

@@ -93,23 +93,35 @@ struct LifecycleTests {
         #expect(daemon.count("new") == 0, "no plugin call for an expirable added while stopping")
     }
 
+    /// A daemon launched with `slow`, whose plugin's create waits for the file `wait`, and its process, returned
+    /// once that create has begun (`wait.started`): the plugin is being created in its helper, so the daemon has
+    /// parsed its configuration and is still starting. The caller removes the daemon and kills the process.
+    static func launchedWhileStarting() throws -> (daemon: DaemonProcess, process: Spawned, wait: String) {
+        let daemon = try DaemonProcess(expirables: "", start: false)
+        let wait = daemon.directory.appending("create-wait")
+        do {
+            try (String(contentsOfFile: daemon.configPath, encoding: .utf8)
+                + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
+                .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+            let process = try daemon.launch()
+            #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") })
+            return (daemon, process, wait)
+        } catch {
+            daemon.remove()
+            throw error
+        }
+    }
+
     @Test("a SIGHUP while the daemon starts (its plugins being created) neither kills it nor is lost: it reloads once ready")
     func hangupDuringStart() throws {
-        let daemon = try DaemonProcess(expirables: "", start: false)
+        let (daemon, process, wait) = try Self.launchedWhileStarting()
         defer { daemon.remove() }
-        let wait = daemon.directory.appending("create-wait")
-        try (String(contentsOfFile: daemon.configPath, encoding: .utf8)
-            + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
-            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
-        let process = try daemon.launch()
         defer {
             if process.isRunning {
                 kill(process.pid, SIGKILL)
                 _ = process.wait()
             }
         }
-        // The plugin is being created in its helper: the daemon has parsed its configuration and waits for it.
-        #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") })
         kill(process.pid, SIGHUP)
         #expect(!IsolationTests.eventually(seconds: 0.5) { !process.isRunning }, "SIGHUP killed the starting daemon: \(process.exitStatus.map(String.init) ?? "")")
         _ = FileManager.default.createFile(atPath: wait, contents: nil)
@@ -141,20 +153,14 @@ struct LifecycleTests {
 
     @Test("SIGTERM or SIGINT while the daemon starts (its plugins being created) does not kill it silently: it stops cleanly once started, exit 0, saying why", arguments: [SIGTERM, SIGINT])
     func stopDuringStart(signal: Int32) throws {
-        let daemon = try DaemonProcess(expirables: "", start: false)
+        let (daemon, process, wait) = try Self.launchedWhileStarting()
         defer { daemon.remove() }
-        let wait = daemon.directory.appending("create-wait")
-        try (String(contentsOfFile: daemon.configPath, encoding: .utf8)
-            + "[expirable.slow]\nplugin = \"counter\"\ntimeout = \"30s\"\n[expirable.slow.params]\ncreate_wait_file = \"\(wait)\"\n")
-            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
-        let process = try daemon.launch()
         defer {
             if process.isRunning {
                 kill(process.pid, SIGKILL)
                 _ = process.wait()
             }
         }
-        #expect(IsolationTests.eventually(seconds: 10) { FileManager.default.fileExists(atPath: wait + ".started") })
         kill(process.pid, signal)
         #expect(!IsolationTests.eventually(seconds: 0.5) { !process.isRunning }, "the signal killed the starting daemon: \(process.exitStatus.map(String.init) ?? "")")
         _ = FileManager.default.createFile(atPath: wait, contents: nil)
