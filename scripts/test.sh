@@ -52,4 +52,15 @@ if [ "$(cat "$clients/.installed" 2>/dev/null)" != "$wanted" ] \
 fi
 PYTHONPATH="$clients" python3 -c 'import redis, coredis, authlib; print(f"scripts/test.sh: Python packages: redis-py {redis.__version__}, coredis {coredis.__version__}, Authlib {authlib.__version__}")'
 
-swift build && swift test "$@"
+swift build
+
+# The suite's output also goes to .build/test-output.txt. When a test fails, the lines that name the failure are
+# printed again at the end, so the tail of a long log (what CI shows) says which test failed and why.
+log=.build/test-output.txt
+status=0
+swift test "$@" 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "scripts/test.sh: swift test exited with status $status; its failures (the whole output is in $log):"
+    grep -E -A 6 'recorded an issue|✘ Test "|error: |Fatal error|Test .* failed' "$log" | grep -v '^--$' | head -120 || true
+fi
+exit "$status"
