@@ -101,12 +101,17 @@ struct ClusterPortTests {
             }
         }
         for reason in ["peer did not return a certificate", "http request"] {
-            // Each refusal at debug; their count at warning, at most once every 10 s (so within 12 s every one is counted).
+            // Each refusal at debug; their count at warning, at most once every 10 s (a line is due within 10 s; the wait allows a loaded machine 30 s).
             let each = lines(reason, level: "debug").count
             #expect(each >= 10, "\(reason): \(each) debug lines; node-a's log ends: \(node.log.suffix(2000))")
-            #expect(TestCluster.eventually(seconds: 12) { reported(reason) >= each }, "\(reason): \(each) refused, the warnings count \(reported(reason))")
+            #expect(TestCluster.eventually(seconds: 30) { reported(reason) >= each }, "\(reason): \(each) refused, the warnings count \(reported(reason))")
             let warnings = lines(reason, level: "warning")
-            #expect(warnings.count <= 2, "\(reason): \(warnings.count) warning lines for \(each) refusals: \(warnings.prefix(3))")
+            // At most one line every 10 s: consecutive lines are 10 s apart (9 in the log's whole seconds). How
+            // many lines that makes depends on how long the loops took, which on a loaded machine is over 20 s.
+            let times = warnings.compactMap { ISO8601DateFormatter().date(from: String($0.prefix(while: { $0 != " " }))) }
+            #expect(times.count == warnings.count, "every line starts with its time: \(warnings.prefix(3))")
+            let gaps = zip(times.dropFirst(), times).map { $0.timeIntervalSince($1) }
+            #expect(gaps.allSatisfy { $0 >= 9 }, "\(reason): \(warnings.count) warning lines for \(each) refusals, \(gaps) s apart: \(warnings.prefix(4))")
             #expect(warnings.allSatisfy { $0.contains("from=127.0.0.1") }, "\(warnings)")
         }
         #expect(cluster.live("node-a") == Set(cluster.names), "the real peer is still linked")
