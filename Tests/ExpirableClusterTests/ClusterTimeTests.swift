@@ -110,18 +110,25 @@ struct ClusterTimeTests {
             )
             options.quorum = quorum
             cluster = Cluster(options: options, tls: tls, logger: Logger(label: "test"), clock: clock)
-            let calls = self.calls
-            let clock = self.clock
-            let counting = ClosureFetcher {
-                calls.count.add(1, ordering: .relaxed)
-                return .success(Fetched(value: Secret(Array("v".utf8)), expiry: .at(unixMillis: clock.unixMillis + 60_000)))
-            }
+            let counting = CountingFetcher(calls: calls, clock: clock)
             engine = Engine(expirables: [ExpirableDefinition(name: "token", fetcher: cluster.fetcher(for: "token", local: counting, timeout: .seconds(1)))],
                             clock: clock)
             cluster.attach(engine)
             // No links here: the peers are never alive in this node's view, and the join, which waits for that,
             // would end only at join_timeout. Ended now, as on a node that has joined its cluster.
             cluster.state.withLock { $0.joined = true }
+        }
+
+        /// Counts a call as it is made and answers it at once, on the caller's thread: no task, so a count does not
+        /// wait for a thread of the cooperative pool, which a loaded machine's blocking suites may hold for seconds.
+        struct CountingFetcher: Fetcher {
+            let calls: Calls
+            let clock: ManualClock
+
+            func fetch(completion: @escaping @Sendable (Result<Fetched, ExpirableError>) -> Void) {
+                calls.count.add(1, ordering: .relaxed)
+                completion(.success(Fetched(value: Secret(Array("v".utf8)), expiry: .at(unixMillis: clock.unixMillis + 60_000))))
+            }
         }
 
         func remove() { pki.remove() }
@@ -145,9 +152,12 @@ struct ClusterTimeTests {
             return clock.pendingTimers > 0
         }
 
-        func fetchCalls() async -> Int {
-            // The fetcher runs in a task; give it a moment to count.
-            for _ in 0..<50 where calls.count.load(ordering: .relaxed) == 0 { try? await Task.sleep(for: .milliseconds(10)) }
+        /// The calls made so far. The fetcher counts on the thread that starts a call, which is the one handing
+        /// the frame in here, so the count is already known; waited for all the same, up to `seconds` (by the
+        /// wall clock, however late each sleep ends), in case a call starts on another thread.
+        func fetchCalls(waiting seconds: Double = 0.5) async -> Int {
+            let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+            while calls.count.load(ordering: .relaxed) == 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
             return calls.count.load(ordering: .relaxed)
         }
     }
@@ -196,7 +206,7 @@ struct ClusterTimeTests {
         node.heartbeat(from: "node-b", peerWall: after, echo: after)
         #expect(!node.cluster.rejoining())
         node.cluster.received(.fetch(id: 3, name: "token", deadlineMillis: 32_000, echoMillis: after), from: "node-a")
-        #expect(await node.fetchCalls() == 1)
+        #expect(await node.fetchCalls(waiting: 20) == 1)
     }
 
     @Test("§4.17: the rejoin after a pause ends by itself when a peer stays silent")
