@@ -65,6 +65,12 @@ struct ClockAndPauseTests {
         "*\(arguments.count)\r\n" + arguments.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
     }
 
+    /// The text of a bulk-string reply read from a `RawConnection`; any other reply as it came.
+    static func bulk(_ reply: String) -> String {
+        let lines = reply.components(separatedBy: "\r\n")
+        return lines.count >= 2 && lines[0].hasPrefix("$") && lines[0] != "$-1" ? lines[1] : reply
+    }
+
     /// The value of the `key:value` line `key` in an INFO reply.
     static func infoField(_ key: String, in info: String) -> String? {
         info.components(separatedBy: "\r\n").first { $0.hasPrefix("\(key):") }.map { String($0.dropFirst(key.count + 1)) }
@@ -127,11 +133,6 @@ struct ClockAndPauseTests {
         #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
     }
 
-    /// A reply written by a background thread, read once it signalled.
-    final class Answer: @unchecked Sendable {
-        var text = ""
-    }
-
     @Test("§4.17: a GET sent to an owner while it was paused, after the next owner fetched, is answered on SIGCONT with the cluster's value, without a call")
     func localGetOnPausedOwnerMakesNoCall() throws {
         let cluster = try TestCluster(3, expirables: Self.lazy())
@@ -145,18 +146,18 @@ struct ClockAndPauseTests {
         #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
         let value = try cluster[others[0]].redis("GET", "token")
         #expect(value.hasPrefix("node-") && !value.hasPrefix("\(owner)-"), "\(value)")
-        // A client of the paused owner asks meanwhile: its GET waits in the owner's socket.
-        let answer = Answer()
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            answer.text = (try? cluster[owner].redis("GET", "token")) ?? ""
-            done.signal()
-        }.start()
-        usleep(1_000_000)
+        // A client of the paused owner asks meanwhile: its GET waits in the owner's socket. Connecting (into the
+        // listening socket's backlog) and writing both complete while the owner is stopped, so the GET is there
+        // before SIGCONT, however slowly this machine runs.
+        let client = try RawConnection(cluster[owner].socket)
+        client.setReceiveTimeout(seconds: 30)
+        client.send(Self.command("GET", "token"))
         kill(pid, SIGCONT)
-        #expect(done.wait(timeout: .now() + 30) == .success)
+        let reply = client.receive(replies: 1)
+        #expect(!reply.isEmpty, "no answer within 30 s of SIGCONT")
+        let answer = Self.bulk(reply)
         try cluster.waitUntilLinked()
-        #expect(answer.text == value, "the resumed owner answered \(answer.text), the cluster holds \(value)")
+        #expect(answer == value, "the resumed owner answered \(answer), the cluster holds \(value)")
         #expect(cluster[owner].count("calls") == 0, "the resumed owner called its plugin for a value its peers had fetched: \(cluster.calls())")
         #expect(try TestCluster.eventually { try cluster.names.allSatisfy { try cluster[$0].redis("GET", "token") == value } })
     }
