@@ -164,29 +164,34 @@ struct ClockAndPauseTests {
 
     @Test("§4.7, §4.17: the late result of a call an owner made across a pause does not replace the newer value the next owner fetched meanwhile")
     func lateResultAcrossPauseLoses() throws {
-        // A call of a second (the recorder logs its start): the owner is stopped in the middle of it, and its helper
-        // finishes while the owner is stopped.
+        // A call of 4 s (the recorder logs its start and its end): the owner is stopped in the middle of it, and its
+        // helper finishes while the owner is stopped.
         let cluster = try TestCluster(3, expirables: { _ in
-            "[expirable.token]\nplugin = \"recorder\"\ntimeout = \"10s\"\n[expirable.token.params]\nlog = \"DIR/rec.log\"\nsleep_ms = \"1000\"\nttl_ms = \"60000\"\n"
+            "[expirable.token]\nplugin = \"recorder\"\ntimeout = \"10s\"\n[expirable.token.params]\nlog = \"DIR/rec.log\"\nsleep_ms = \"4000\"\nttl_ms = \"60000\"\n"
         }, testPlugins: ["recorder"])
         defer { cluster.remove() }
         let owner = try cluster.owner(on: "node-a")
         let others = cluster.names.filter { $0 != owner }
         let pid = try #require(cluster[owner].process).pid
         let started = { (node: String) in cluster[node].lines("rec.log") >= 1 }
+        let ended = { (node: String) in
+            ((try? String(contentsOfFile: cluster[node].directory.appending("rec.log"), encoding: .utf8)) ?? "").split(separator: "\n").contains { $0.hasPrefix("end ") }
+        }
         // Forwarded to the owner, whose plugin starts its call; the owner stops 300 ms into it.
         let asked = Self.getInBackground(cluster[others[0]])
         #expect(TestCluster.eventually { started(owner) })
         usleep(300_000)
         kill(pid, SIGSTOP)
         defer { kill(pid, SIGCONT) }
+        try #require(!ended(owner), "the owner's call ended before the owner was stopped")
         // The others take it for dead and the next owner fetches: the newest value.
         #expect(TestCluster.eventually { others.allSatisfy { cluster.live($0) == Set(others) } })
         let newest = try cluster[others[1]].redis("GET", "token")
         #expect(newest.hasPrefix("rec-") && started(others[0]) != started(others[1]), "\(newest)")
         #expect(TestCluster.eventually(seconds: 30) { asked.isFinished })
-        // The owner's helper has answered (its call took a second) while the owner was stopped.
-        usleep(1_000_000)
+        // The owner's helper has answered while the owner was stopped.
+        #expect(TestCluster.eventually(seconds: 30) { ended(owner) })
+        usleep(200_000)
         kill(pid, SIGCONT)
         try cluster.waitUntilLinked()
         usleep(1_000_000)
