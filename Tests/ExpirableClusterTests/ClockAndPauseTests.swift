@@ -202,7 +202,10 @@ struct ClockAndPauseTests {
 
     @Test("§4.17: an eager refresh due while its owner was paused is not made by it on SIGCONT once the next owner has refreshed")
     func pausedOwnerSkipsStaleRefresh() throws {
-        let eager = counters(ttlMillis: 8000, refresh: "refresh = \"eager\"\nbefore_expiry = \"5s\"")
+        // Refreshed 8 s after each call (a lifetime of 20 s, 12 s before expiry): seconds of slack for the pause to
+        // begin before the owner's refresh is due, and for the count below to be taken before the refresh of the
+        // next owner's value is due (made by the original owner, owner again once relinked).
+        let eager = counters(ttlMillis: 20000, refresh: "refresh = \"eager\"\nbefore_expiry = \"12s\"")
         let cluster = try TestCluster(3, expirables: eager)
         defer { cluster.remove() }
         _ = try cluster["node-a"].redis("GET", "token")
@@ -210,17 +213,30 @@ struct ClockAndPauseTests {
         let others = cluster.names.filter { $0 != owner }
         #expect(try TestCluster.eventually { try others.allSatisfy { try cluster[$0].redis("TTL", "token") != "-2" } })
         let pid = try #require(cluster[owner].process).pid
-        // Paused from before its refresh is due (3 s into the 8 s lifetime) until the next owner has made it.
+        // Paused from before its refresh is due until the next owner has made it.
+        let probe = try RawConnection(cluster[owner].socket)
+        let info = probe.roundTrip(Self.command("INFO", "token"), expecting: 1)
         kill(pid, SIGSTOP)
         defer { kill(pid, SIGCONT) }
-        #expect(TestCluster.eventually(seconds: 8) { others.contains { cluster[$0].count("calls") >= 1 } })
+        let dueIn = Self.infoField("next_refresh_in_ms", in: info).flatMap(Int.init)
+        try #require(dueIn.map { $0 > 500 } == true, "the owner's refresh was not still ahead when it was paused: \(info)")
+        // When the next owner's call is first seen, and the last time it was not: the call came after that.
+        var notYet = Date()
+        #expect(TestCluster.eventually(seconds: 20) {
+            let now = Date()
+            if others.contains(where: { cluster[$0].count("calls") >= 1 }) { return true }
+            notYet = now
+            return false
+        })
         let callsBefore = cluster[owner].count("calls")
         usleep(500_000)
         kill(pid, SIGCONT)
         try cluster.waitUntilLinked()
-        // The old owner's timer, due during the pause, makes no call; the new value's refresh is due 3 s after
-        // the next owner made it, later than this looks.
-        usleep(1_200_000)
+        // The old owner's timer, due during the pause, makes no call: 1.2 s to show one. The next owner's value is
+        // refreshed 8 s after its call, so the count is taken well before that (and the test gives up if this
+        // machine ran too slowly for that).
+        Thread.sleep(until: min(Date().addingTimeInterval(1.2), notYet.addingTimeInterval(6.5)))
+        try #require(Date() < notYet.addingTimeInterval(7.5), "relinked too late to tell a stale refresh from the new value's own")
         #expect(cluster[owner].count("calls") == callsBefore, "calls per node: \(cluster.calls()); \(owner)'s log ends: \(cluster[owner].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(12).joined(separator: "\n"))")
     }
 }
