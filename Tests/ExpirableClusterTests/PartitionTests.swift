@@ -24,6 +24,7 @@ struct PartitionTests {
         // span two lifetimes: two calls).
         let sockets = cluster.names.map { cluster[$0].socket }
         let gathered = Mutex<[Int: Set<String>]>([:])
+        let readersStarted = Date()
         DispatchQueue.concurrentPerform(iterations: sockets.count * 10) { reader in
             let index = reader / 10
             let answer: String
@@ -49,7 +50,11 @@ struct PartitionTests {
             let values = try Set(cluster.names.map { try cluster[$0].redis("GET", "token") })
             return values.count == 1
         })
-        #expect(cluster.totalCalls() <= 4, "calls per node: \(cluster.calls())")
+        // No call for the heal itself. The newest value (fetched after the readers started) lasts 3 s: a GET above
+        // that finds it expired rightly calls, once per lifetime gone by. One such call is allowed as before; when
+        // the relink and the GETs run on a loaded machine past two lifetimes, one more for each.
+        let lifetimes = Int(Date().timeIntervalSince(readersStarted) / 3)
+        #expect(cluster.totalCalls() <= 3 + max(1, lifetimes), "calls per node: \(cluster.calls()); \(lifetimes) lifetimes since the readers")
     }
 
     @Test("4. a node cut off during a clear does not bring the cleared value back when it returns")

@@ -46,7 +46,7 @@ struct StateReplicationTests {
     @Test("a quorum holder paused (SIGSTOP) during its call until its lease ran out keeps the state its late call got and sends it: the next call starts from it")
     func pausedHolderKeepsState() throws {
         let cluster = try TestCluster(3, expirables: { _ in
-            "[expirable.rt]\nplugin = \"stateful\"\ntimeout = \"1s\"\n[expirable.rt.params]\nsleep_ms = \"500\"\n"
+            "[expirable.rt]\nplugin = \"stateful\"\nsingle_flight = \"quorum\"\ntimeout = \"1s\"\n[expirable.rt.params]\nsleep_ms = \"500\"\n"
         }, testPlugins: ["stateful"])
         defer { cluster.remove() }
         try cluster.waitUntilLinked()
@@ -64,7 +64,21 @@ struct StateReplicationTests {
             paused = (try? cluster[owner].redis("GET", "rt")) ?? "the GET failed"
             done.signal()
         }
-        usleep(200_000)  // the call (from state "s") is under way; it sets "s+" 0.5 s after it began
+        // The call (from state "s") is under way once the owner is fetching and, under a lease, no longer asking
+        // for it (the call sets "s+" 0.5 s after it began): watched for over a connection opened beforehand, not
+        // guessed with a fixed sleep, which a loaded machine outran (redis-cli's start, the GET and the call's
+        // start took longer), stopping the owner before its call and leaving the GET to a node rejoining after
+        // its pause.
+        let watch = try RawConnection(cluster[owner].socket)
+        let giveUp = Date().addingTimeInterval(20)
+        var underWay = false
+        while !underWay, Date() < giveUp {
+            let info = watch.redisReply("INFO", "rt")
+            underWay = info.contains("fetching:yes") && !info.contains("lease:asked for")
+            if !underWay { usleep(5_000) }
+        }
+        try #require(underWay, "the owner's call did not start: \(watch.redisReply("INFO", "rt"))")
+        usleep(100_000)  // the call has reached the helper, and has 0.4 s to go
         kill(pid, SIGSTOP)
         usleep(5_000_000)  // past the lease (1 s × 10/9 + 3 s) on the holder's clock
         kill(pid, SIGCONT)
