@@ -40,6 +40,25 @@ struct IsolationTests {
         return try body()
     }
 
+    /// Sends `GET name` on a connection of its own (no process to start on the way) and returns that connection
+    /// once the call is under way in `helper`: the daemon says it is fetching, and the helper has armed the kernel
+    /// timer it sets when a call starts (listed in /proc/PID/timers; where this process may not read that, 100 ms
+    /// more for the call's frame to reach the helper). The reply is read from the connection, within 30 s.
+    static func getUnderWay(_ daemon: DaemonProcess, _ name: String, helper: pid_t) throws -> RawConnection {
+        let connection = try RawConnection(daemon.socket)
+        connection.setReceiveTimeout(seconds: 30)
+        let probe = try RawConnection(daemon.socket)
+        connection.send("*2\r\n$3\r\nGET\r\n$\(name.utf8.count)\r\n\(name)\r\n")
+        try #require(eventually(seconds: 10) { probe.roundTripCommand("INFO", name).contains("fetching:yes") }, "the daemon started the call")
+        let timerArmed = { (try? String(contentsOfFile: "/proc/\(helper)/timers", encoding: .utf8)).map { $0.contains("ID:") } }
+        guard timerArmed() != nil else {
+            usleep(100_000)
+            return connection
+        }
+        try #require(eventually(seconds: 10) { timerArmed() == true }, "helper \(helper) armed its call's timer")
+        return connection
+    }
+
     static let crashes: [(mode: String, error: String)] = [
         ("segv", "FETCH plugin for bad crashed (SIGSEGV)"),
         ("abort", "FETCH plugin for bad crashed (SIGABRT)"),
@@ -328,20 +347,14 @@ struct IsolationTests {
         defer { daemon.remove() }
         let helper = try #require(Self.helper(of: daemon, for: "bad"))
         let daemonPid = try #require(daemon.process?.pid)
-        let asking = DispatchQueue(label: "hung-get")
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var answer = ""
-        asking.async {
-            answer = (try? daemon.redis("GET", "bad")) ?? "the GET failed"
-            done.signal()
-        }
-        usleep(200_000)  // the call is under way in the helper
+        let asking = try Self.getUnderWay(daemon, "bad", helper: helper)
         kill(daemonPid, SIGSTOP)
-        // The daemon cannot kill the helper now; the helper's kernel timer does, 500 ms + 250 ms after the call.
-        let gone = Self.eventually(seconds: 3) { !Self.running(helper) }
+        // The daemon cannot kill the helper now; the helper's kernel timer does, 500 ms + 250 ms after the call
+        // (10 s allowed: a hung helper the timer did not end runs on however long this waits).
+        let gone = Self.eventually(seconds: 10) { !Self.running(helper) }
         kill(daemonPid, SIGCONT)
         #expect(gone, "helper \(helper) still ran its hung call while the daemon was stopped")
-        done.wait()
+        let answer = RawConnection.redisCliText(asking.receive(replies: 1))
         #expect(answer.hasPrefix("TIMEOUT") || answer.hasPrefix("FETCH plugin for bad"), "\(answer)")
         #expect(try daemon.redis("GET", "good") == "good-1")
     }
