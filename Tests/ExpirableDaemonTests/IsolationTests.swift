@@ -371,23 +371,28 @@ struct IsolationTests {
             """, server: "isolation = \"process\"", testPlugins: ["sleeper"])
         defer { daemon.remove() }
         let daemonPid = try #require(daemon.process?.pid)
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var answer = ""
-        DispatchQueue(label: "paused-get").async {
-            answer = (try? daemon.redis("GET", "slow")) ?? "the GET failed"
-            done.signal()
-        }
-        usleep(200_000)  // the call is under way in the helper
+        let helper = try #require(Self.helper(of: daemon, for: "slow"), "the helper runs from the start")
+        let asking = try Self.getUnderWay(daemon, "slow", helper: helper)
+        asking.setReceiveTimeout(seconds: 20)
         kill(daemonPid, SIGSTOP)
         usleep(3_000_000)  // the helper answers (500 ms) or its own timer kills it (1 s + 250 ms) meanwhile
         kill(daemonPid, SIGCONT)
-        #expect(done.wait(timeout: .now() + 20) == .success)
+        let answer = RawConnection.redisCliText(asking.receive(replies: 1))
+        #expect(!answer.isEmpty, "answered within 20 s of the pause's end")
         #expect(!answer.contains("crashed"), "\(answer)")
         let timedOut = { (reply: String) in reply.hasPrefix("TIMEOUT plugin ") && reply.hasSuffix("libsleeper.so for slow did not answer within 1000ms; raise timeout in [expirable.slow] if it needs longer, or check the plugin and what it calls") }
         #expect(answer == "max_concurrent=1" || timedOut(answer), "\(answer)")
         // Past the restart backoff (1 s) a later caller gets a value from a new (or the same) helper, or, from a
-        // plugin that always outlives its timeout, that timeout.
-        usleep(1_500_000)
+        // plugin that always outlives its timeout, that timeout. Past it: INFO shows a running helper, or none
+        // and no helper_down (a helper killed for the timeout, or by its own timer, and its backoff over); 10 s
+        // allowed for that.
+        let probe = try RawConnection(daemon.socket)
+        let pastBackoff = Self.eventually(seconds: 10) {
+            let info = probe.roundTripCommand("INFO", "slow")
+            let pid = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("helper_pid:") }.map { String($0.dropFirst("helper_pid:".count)) }
+            return !info.contains("helper_down:") && (pid == "none" || pid.flatMap { pid_t($0) }.map(Self.running) == true)
+        }
+        #expect(pastBackoff, "\(probe.roundTripCommand("INFO", "slow"))")
         let later = try daemon.redis("GET", "slow")
         #expect(sleepMillis < 1000 ? later == "max_concurrent=1" : timedOut(later), "\(later)")
         #expect(!daemon.log.contains("crashed"), "\(daemon.log)")
