@@ -82,11 +82,14 @@ struct OutageTests {
         let leastLeft = prompt.map { Double($0.expiresAt) - $0.receivedAt }.min() ?? .infinity
         #expect(leastLeft >= margin - 10, "a fresh token arrived with \(leastLeft) ms left; expiry_margin is \(margin) ms")
 
-        // 16: the stale answers are the last token before the outage, until its expires_at + stale_if_error.
+        // 16: the stale answers are the last token before the outage, until stale_if_error past the moment it
+        // stopped being valid: its expires_at less expiry_margin, which counts for every purpose (freshness.md).
+        // Between that bound and expires_at + stale_if_error a failed call answers its error (a loaded machine
+        // that put a call's failure there made this test fail when it took expires_at + stale_if_error).
         let stale = answers.filter { $0.kind == .stale }
         let firstStale = try #require(stale.first, "no stale answer during the outage")
         let lastFresh = try #require(fresh.last { $0.receivedAt <= firstStale.receivedAt }, "no fresh answer before the outage")
-        let bound = Double(lastFresh.expiresAt) + staleFor
+        let bound = Double(lastFresh.expiresAt) - margin + staleFor
         #expect(stale.allSatisfy { $0.value == lastFresh.value && $0.expiresAt == lastFresh.expiresAt },
                 "stale answers other than \(lastFresh.value): \(Set(stale.map(\.value)))")
         // The daemon decides after the request is sent and before the reader reads: no request sent after the
@@ -105,7 +108,7 @@ struct OutageTests {
                         "curl: (7) Failed to connect to 127.0.0.1 port \(endpoint.port)"]
         #expect(errors.allSatisfy { error in failures.contains { error.value.contains($0) } },
                 "unexpected errors: \(Set(errors.map(\.value)).filter { message in !failures.contains { message.contains($0) } })")
-        #expect(errors.allSatisfy { $0.receivedAt >= bound - 20 }, "an error while the stale token could still be answered")
+        #expect(errors.allSatisfy { $0.receivedAt >= bound - 20 }, "an error while the stale token could still be answered (bound \(bound)): \(errors.filter { $0.receivedAt < bound - 20 }.prefix(3))")
         #expect(errors.contains { $0.value.contains(failures[1]) }, "no error from the hanging endpoint")
         #expect(errors.contains { $0.value.contains(failures[2]) }, "no error from the refused connections")
 
