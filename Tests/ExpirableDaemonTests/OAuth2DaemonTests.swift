@@ -195,16 +195,19 @@ struct OAuth2DaemonTests {
         usleep(150_000)
 
         // 429 with Retry-After: 4 s. Readers asking while that is more than their patience away get the error at
-        // once, and none reaches the server; then one call, when the Retry-After is over.
+        // once, and none reaches the server; then one call, when the Retry-After is over. They ask on a connection
+        // already open, so that a request reaches the daemon when the loop below sends it, not a redis-cli's start
+        // later (one sent at 2.5 s and arriving after 3 s would rightly wait for the call).
         try server.fail(status: 429, retryAfter: "4", count: 1)
         let before = try server.counters().requests
+        let reader = try RawConnection(daemon.socket)
         let limitedAt = Date()
-        let limited = try daemon.redis("GET", "paced")
+        let limited = reader.roundTripCommand("GET", "paced")
         #expect(limited.contains("answered HTTP 429 with error \"slow_down\": too many token requests; retry after 4s"), "\(limited)")
         #expect(try Self.info(daemon, "paced", "last_error_class") == "temporary")
         #expect(try server.counters().requests == before + 1)
         while Date().timeIntervalSince(limitedAt) < 2.5 {
-            let answer = try daemon.redis("GET", "paced")
+            let answer = reader.roundTripCommand("GET", "paced")
             #expect(answer.hasPrefix("FETCH "), "no token before the Retry-After: \(answer)")
             #expect(try server.counters().requests == before + 1, "a call \(Date().timeIntervalSince(limitedAt)) s after the 429 said to wait 4 s")
             usleep(200_000)
