@@ -60,11 +60,6 @@ struct ClockAndPauseTests {
         return thread
     }
 
-    /// The RESP form of `arguments`, for a `RawConnection`.
-    static func command(_ arguments: String...) -> String {
-        "*\(arguments.count)\r\n" + arguments.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
-    }
-
     /// The text of a bulk-string reply read from a `RawConnection`; any other reply as it came.
     static func bulk(_ reply: String) -> String {
         let lines = reply.components(separatedBy: "\r\n")
@@ -90,11 +85,11 @@ struct ClockAndPauseTests {
         kill(pid, SIGSTOP)
         let stoppedAt = Date()
         defer { kill(pid, SIGCONT) }
-        get.send(Self.command("GET", "token"))
+        get.send(RawConnection.command("GET", "token"))
         // The asker's flight is under way while it still names the paused node the owner: it was forwarded there.
         var info = ""
         let underWay = TestCluster.eventually {
-            info = probe.roundTrip(Self.command("INFO", "token"), expecting: 1)
+            info = probe.roundTrip(RawConnection.command("INFO", "token"), expecting: 1)
             return Self.infoField("fetching", in: info) == "yes"
         }
         #expect(underWay && Self.infoField("owner", in: info) == owner, "the GET was not forwarded to the paused owner: \(info)")
@@ -151,7 +146,7 @@ struct ClockAndPauseTests {
         // before SIGCONT, however slowly this machine runs.
         let client = try RawConnection(cluster[owner].socket)
         client.setReceiveTimeout(seconds: 30)
-        client.send(Self.command("GET", "token"))
+        client.send(RawConnection.command("GET", "token"))
         kill(pid, SIGCONT)
         let reply = client.receive(replies: 1)
         #expect(!reply.isEmpty, "no answer within 30 s of SIGCONT")
@@ -215,7 +210,7 @@ struct ClockAndPauseTests {
         let pid = try #require(cluster[owner].process).pid
         // Paused from before its refresh is due until the next owner has made it.
         let probe = try RawConnection(cluster[owner].socket)
-        let info = probe.roundTrip(Self.command("INFO", "token"), expecting: 1)
+        let info = probe.roundTrip(RawConnection.command("INFO", "token"), expecting: 1)
         kill(pid, SIGSTOP)
         defer { kill(pid, SIGCONT) }
         let dueIn = Self.infoField("next_refresh_in_ms", in: info).flatMap(Int.init)

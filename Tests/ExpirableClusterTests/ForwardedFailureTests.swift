@@ -63,7 +63,7 @@ struct ForwardedFailureTests {
         // Timed over a connection opened first: the span holds the asking node's answer only, no redis-cli start-up.
         let connection = try RawConnection(cluster[asker].socket)
         let started = Date()
-        let again = connection.redisReply("GET", "busy")
+        let again = connection.roundTripCommand("GET", "busy")
         let elapsed = Date().timeIntervalSince(started)
         #expect(again.hasPrefix("FETCH upstream down (next attempt in 2"), "\(again)")
         #expect(elapsed < 1, "the error took \(Int(elapsed * 1000)) ms")

@@ -52,7 +52,7 @@ struct MembershipTests {
         // Asked over a connection opened as soon as the node answers: no redis-cli start-up in the timed span.
         let connection = try RawConnection(cluster[restarted].socket)
         let asked = Date()
-        let answer = connection.redisReply("GET", "token")
+        let answer = connection.roundTripCommand("GET", "token")
         let elapsed = Date().timeIntervalSince(asked)
         #expect(answer == value, "\(restarted)'s log ends: \(cluster[restarted].log.split(separator: "\n").filter { !$0.contains(" debug ") }.suffix(8))")
         #expect(cluster.calls() == [owner: 1].merging(cluster.names.filter { $0 != owner }.map { ($0, 0) }) { $1 }, "calls per node: \(cluster.calls())")
@@ -153,7 +153,7 @@ struct MembershipTests {
         let ownerCalls = QuorumTests.calls(in: log).filter { $0.daemon == Int(ownerPid) }
         try #require(ownerCalls.count == 1 && ownerCalls.first?.end == nil,
                      "the owner's call was under way when it was signalled: \(ownerCalls); calls: \(QuorumTests.calls(in: log)); the owner is \(ownerPid)")
-        let value = RawConnection.plainText(of: connection.receive(replies: 1))
+        let value = RawConnection.redisCliText(connection.receive(replies: 1))
         let maker = QuorumTests.calls(in: log).first { value.hasPrefix("rec-\($0.pid)-") }
         #expect(maker.map { others.contains($0.daemon) } == true, "answered \(value), by \(maker.map { "the helper of daemon \($0.daemon)" } ?? "no call"); the owner is \(ownerPid), the others \(others)")
         #expect(try cluster[asker].redis("GET", "token") == value)
@@ -264,7 +264,7 @@ struct MembershipTests {
             // Timed over a connection opened first: no redis-cli start-up in the span, only node-b's answer.
             let connection = try RawConnection(cluster["node-b"].socket)
             let started = Date()
-            let answer = connection.redisReply("GET", name)
+            let answer = connection.roundTripCommand("GET", name)
             if !answer.hasPrefix("node-") || Date().timeIntervalSince(started) > 3 {
                 failures.append("\(name): \(answer) after \(Int(Date().timeIntervalSince(started) * 1000)) ms")
             }

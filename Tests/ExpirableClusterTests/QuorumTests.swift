@@ -104,7 +104,7 @@ struct QuorumTests {
         // Timed over a connection opened first: the span holds node-a's answer only, no redis-cli start-up.
         let connection = try RawConnection(cluster["node-a"].socket)
         let started = Date()
-        let refused = connection.redisReply("GET", "token")
+        let refused = connection.roundTripCommand("GET", "token")
         let elapsed = Date().timeIntervalSince(started)
         #expect(refused.hasPrefix("FETCH no quorum for token: a plugin call needs a lease granted by 2 of the 3 configured nodes"), "\(refused)")
         #expect(refused.contains("node-b, node-c: dead in this node's view"), "\(refused)")

@@ -73,11 +73,11 @@ struct StateReplicationTests {
         let giveUp = Date().addingTimeInterval(20)
         var underWay = false
         while !underWay, Date() < giveUp {
-            let info = watch.redisReply("INFO", "rt")
+            let info = watch.roundTripCommand("INFO", "rt")
             underWay = info.contains("fetching:yes") && !info.contains("lease:asked for")
             if !underWay { usleep(5_000) }
         }
-        try #require(underWay, "the owner's call did not start: \(watch.redisReply("INFO", "rt"))")
+        try #require(underWay, "the owner's call did not start: \(watch.roundTripCommand("INFO", "rt"))")
         usleep(100_000)  // the call has reached the helper, and has 0.4 s to go
         kill(pid, SIGSTOP)
         usleep(5_000_000)  // past the lease (1 s × 10/9 + 3 s) on the holder's clock

@@ -12,10 +12,15 @@ extension RawConnection {
     }
 
     public func roundTripCommand(_ arguments: [String]) -> String {
-        var request = "*\(arguments.count)\r\n"
-        for argument in arguments { request += "$\(argument.utf8.count)\r\n\(argument)\r\n" }
-        return RawConnection.redisCliText(roundTrip(request, expecting: 1))
+        RawConnection.redisCliText(roundTrip(RawConnection.command(arguments), expecting: 1))
     }
+
+    /// `arguments` as one RESP command (an array of bulk strings), for `send` and `roundTrip`.
+    public static func command(_ arguments: [String]) -> String {
+        "*\(arguments.count)\r\n" + arguments.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+    }
+
+    public static func command(_ arguments: String...) -> String { command(arguments) }
 
     /// `roundTripCommand`, and the seconds from the request's write to its whole reply's arrival.
     public func timedRoundTripCommand(_ arguments: String...) -> (reply: String, seconds: Double) {
