@@ -25,18 +25,27 @@ struct PartitionTests {
         let sockets = cluster.names.map { cluster[$0].socket }
         let gathered = Mutex<[Int: Set<String>]>([:])
         let readersStarted = Date()
-        DispatchQueue.concurrentPerform(iterations: sockets.count * 10) { reader in
-            let index = reader / 10
-            let answer: String
-            do {
-                let reply = try RawConnection(sockets[index]).roundTrip("*2\r\n$3\r\nGET\r\n$5\r\ntoken\r\n", expecting: 1)
-                // A bulk string, "$N\r\nVALUE\r\n"; anything else (an error) is kept whole, to be seen below.
-                answer = reply.hasPrefix("$") ? (reply.components(separatedBy: "\r\n").dropFirst().first ?? reply) : reply
-            } catch {
-                answer = "no connection: \(error)"
+        // (concurrentPerform would run only as many at once as there are cores, two here: its readers could span
+        // seconds.)
+        let done = DispatchGroup()
+        let threads = (0..<sockets.count * 10).map { reader in
+            done.enter()
+            return Thread {
+                defer { done.leave() }
+                let index = reader / 10
+                let answer: String
+                do {
+                    let reply = try RawConnection(sockets[index]).roundTrip(RawConnection.command("GET", "token"), expecting: 1)
+                    // A bulk string, "$N\r\nVALUE\r\n"; anything else (an error) is kept whole, to be seen below.
+                    answer = reply.hasPrefix("$") ? (reply.components(separatedBy: "\r\n").dropFirst().first ?? reply) : reply
+                } catch {
+                    answer = "no connection: \(error)"
+                }
+                gathered.withLock { _ = $0[index, default: []].insert(answer) }
             }
-            gathered.withLock { $0[index, default: []].insert(answer) }
         }
+        threads.forEach { $0.start() }
+        #expect(done.wait(timeout: .now() + 60) == .success, "the readers did not all answer within 60 s")
         let answers = gathered.withLock { $0 }
         #expect(cluster.totalCalls() == 3, "calls per node: \(cluster.calls()); answers: \(answers)")
         #expect(answers[0]?.count == 1)
