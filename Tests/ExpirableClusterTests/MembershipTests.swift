@@ -117,6 +117,21 @@ struct MembershipTests {
         #expect(rounds.allSatisfy { $0.calls == 1 && $0.early.isEmpty }, "the join ended before the peers were alive, or one prefetch made several plugin calls: \(rounds.map(\.text))")
     }
 
+    /// `token` made by the recorder plugin, which logs each call's start and end to `log` (read with
+    /// `QuorumTests.calls(in:)`) and answers "rec-<helper pid>-<n>" after `sleepMillis`.
+    static func recorded(_ log: String, ttlMillis: Int, sleepMillis: Int) -> (String) -> String {
+        { _ in
+            """
+            [expirable.token]
+            plugin = "recorder"
+            [expirable.token.params]
+            log = "\(log)"
+            ttl_ms = \(ttlMillis)
+            sleep_ms = \(sleepMillis)
+            """
+        }
+    }
+
     @Test("13. a forwarded fetch whose owner is killed, or stops, mid-call is answered by the next owner", arguments: [SIGKILL, SIGSTOP])
     func ownerDiesMidFetch(signal: Int32) throws {
         // The recorder logs each call's start and end with the daemon whose helper made it, and answers
@@ -127,16 +142,7 @@ struct MembershipTests {
         let shared = try TemporaryDirectory("midfetch")
         defer { shared.remove() }
         let log = shared.appending("calls.log")
-        let cluster = try TestCluster(expirables: { _ in
-            """
-            [expirable.token]
-            plugin = "recorder"
-            [expirable.token.params]
-            log = "\(log)"
-            ttl_ms = 60000
-            sleep_ms = 2000
-            """
-        }, testPlugins: ["recorder"])
+        let cluster = try TestCluster(expirables: Self.recorded(log, ttlMillis: 60000, sleepMillis: 2000), testPlugins: ["recorder"])
         defer { cluster.remove() }
         let owner = try cluster.owner(on: "node-a")
         let asker = try #require(cluster.names.first { $0 != owner })
@@ -164,16 +170,7 @@ struct MembershipTests {
         let shared = try TemporaryDirectory("drain")
         defer { shared.remove() }
         let log = shared.appending("calls.log")
-        let cluster = try TestCluster(expirables: { _ in
-            """
-            [expirable.token]
-            plugin = "recorder"
-            [expirable.token.params]
-            log = "\(log)"
-            ttl_ms = 600000
-            sleep_ms = 1500
-            """
-        }, testPlugins: ["recorder"])
+        let cluster = try TestCluster(expirables: Self.recorded(log, ttlMillis: 600_000, sleepMillis: 1500), testPlugins: ["recorder"])
         defer { cluster.remove() }
         let owner = try cluster.owner(on: "node-a")
         let asker = try #require(cluster.names.first { $0 != owner })
