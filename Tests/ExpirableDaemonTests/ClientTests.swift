@@ -199,12 +199,14 @@ struct ClientTests {
     @Test("a read of a held value is answered while every connection waits on a slow plugin call, and not after it; a single-connection client too")
     func readNotBehindSlowCalls() async throws {
         // The plugin call of `slow` lasts until the test creates the release file.
-        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let daemon = try ServingTests.start(ServingTests.counter(ttlMillis: 600_000) + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
         let release = daemon.directory.appending("release")
         defer {
             FileManager.default.createFile(atPath: release, contents: nil)
             daemon.remove()
         }
+        // Off the cooperative pool, and a token that outlives any late turn (see cancellation()).
+        try await withTaskExecutorPreference(OwnQueueExecutor.shared) {
         for maxConnections in [4, 1] {
             let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(30), maxConnections: maxConnections)
             #expect(try await client.value("token") == "token-1")
@@ -226,17 +228,23 @@ struct ClientTests {
             try FileManager.default.removeItem(atPath: daemon.directory.appending("started"))
             await client.close()
         }
+        }
     }
 
     @Test("cancelling the task of a call, or of updates(of:) waiting for its confirmation, ends it at once with .cancelled; the client's other calls go on")
     func cancellation() async throws {
         // The plugin call of `slow` lasts until the test creates the release file.
-        let daemon = try ServingTests.start(ServingTests.counter() + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
+        let daemon = try ServingTests.start(ServingTests.counter(ttlMillis: 600_000) + "[expirable.slow]\nplugin = \"sleeper\"\ntimeout = \"60s\"\n[expirable.slow.params]\nrelease_file = \"COUNT/release\"\nstarted_file = \"COUNT/started\"\n", testPlugins: ["counter", "sleeper"])
         let release = daemon.directory.appending("release")
         defer {
             FileManager.default.createFile(atPath: release, contents: nil)
             daemon.remove()
         }
+        // On a queue of its own, off the cooperative pool that the suite's blocking tests can hold for minutes. A
+        // clean-clone CI run failed the read after the cancellation (not "token-1"), and the test ended 350 s into
+        // the run, though it takes a second: most likely its waits were resumed so late that the token, which
+        // then lived 60 s, had been fetched anew. The token now lives 10 minutes, and the reads say what they got.
+        try await withTaskExecutorPreference(OwnQueueExecutor.shared) {
         // A timeout longer than the test's own waits: a call that ignored its cancellation would end with it.
         let client = ExpirableClient(socketPath: daemon.socket, timeout: .seconds(20), maxConnections: 1)
         #expect(try await client.value("token") == "token-1")
@@ -245,15 +253,16 @@ struct ClientTests {
             return (error as? ExpirableClientError)?.code
         }
 
-        let slow = Task { try await client.value("slow") }
+        let slow = Task(executorPreference: OwnQueueExecutor.shared) { try await client.value("slow") }
         try await Self.waitUntil { FileManager.default.fileExists(atPath: daemon.directory.appending("started")) }
         slow.cancel()
         #expect(code(await slow.result) == .cancelled)
         // The connection it leaves still owes the slow reply; this read goes on another and gets its own answer.
-        #expect(try await client.value("token") == "token-1")
+        let read = try await client.value("token")
+        #expect(read == "token-1")
 
         // A call from a task cancelled before it starts is not sent.
-        let early = Task {
+        let early = Task(executorPreference: OwnQueueExecutor.shared) {
             withUnsafeCurrentTask { $0?.cancel() }
             return try await client.value("token")
         }
@@ -267,11 +276,12 @@ struct ClientTests {
         try await Self.waitUntil {
             ((try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? "").contains("State:\tT")
         }
-        let watch = Task { try await client.updates(of: ["token"]) }
+        let watch = Task(executorPreference: OwnQueueExecutor.shared) { try await client.updates(of: ["token"]) }
         try await Task.sleep(for: .milliseconds(300))
         watch.cancel()
         let watched = await watch.result
         #expect(code(watched) == .cancelled, "\(watched)")
+        }
     }
 
     /// Waits (at most 20 s, polling) until `condition` holds.
