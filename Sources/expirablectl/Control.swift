@@ -56,6 +56,14 @@ struct Control: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
+            // --help, --version and `help COMMAND` end in an error that means success, which argument-parser
+            // prints with print() and exits 0 whether or not the text could be written. Printed as every other
+            // output is, a text that cannot be written exits 74 with the reason (`expirablectl --version > f`).
+            if exitCode(for: error) == .success {
+                let text = fullMessage(for: error)
+                if !text.isEmpty { StandardOutput.write(Array((text + "\n").utf8)) }
+                Glibc.exit(0)
+            }
             exit(withError: error)
         }
     }

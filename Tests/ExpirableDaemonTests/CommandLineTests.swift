@@ -73,6 +73,17 @@ struct CommandLineTests {
         }
     }
 
+    @Test("expirablectl --version, --help and help COMMAND that cannot be written (/dev/full) exit 74 with the reason, as its other output does; written, they exit 0")
+    func controlHelpToFullDisk() throws {
+        for arguments in [["--version"], ["--help"], ["help", "fetch"], ["fetch", "--help"]] {
+            let result = try runTool("/bin/sh", ["-c", #"p="$0"; "$p" "$@" > /dev/full"#, try Self.ctl] + arguments)
+            #expect(result.status == 74, "\(arguments): \(result)")
+            #expect(result.stderr == "expirablectl: cannot write to standard output: No space left on device; nothing more is printed (status 74)\n", "\(arguments): \(result.stderr)")
+            let written = try runTool(Self.ctl, arguments)
+            #expect(written.status == 0 && !written.stdout.isEmpty && written.stderr.isEmpty, "\(arguments): \(written)")
+        }
+    }
+
     @Test("every reading command prints JSON with --json: fetch, list, status, cluster, explain, ping")
     func json() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
