@@ -226,7 +226,7 @@ struct FreshnessTests {
     }
 
     @Test("13, 16. with expiry_margin, stale_if_error counts from the expiry less the margin, when the value stops being valid")
-    func staleBoundCountsFromMargin() {
+    func staleBoundCountsFromMargin() throws {
         let h = Harness(freshness: FreshnessPolicy(expiryMargin: .seconds(2), staleIfError: .seconds(1), retryInterval: .milliseconds(100)))
         _ = h.startFetch()
         h.fetcher.complete(value("old", expiresIn: 5_000, clock: h.clock))
@@ -237,7 +237,7 @@ struct FreshnessTests {
         #expect(first.fetched?.isStale == true)
         h.clock.advance(by: .milliseconds(999))
         let late = h.startFetch()
-        guard h.fetcher.outstanding == 1 else { return }
+        try #require(h.fetcher.outstanding == 1, "past the 100 ms retry_interval, a failure within the bound calls again")
         h.fetcher.complete(.failure(.fetch("down")))
         #expect(late.fetched?.isStale == true)
         h.clock.advance(by: .milliseconds(1))
@@ -245,7 +245,7 @@ struct FreshnessTests {
         let beyond = h.startFetch()
         #expect(beyond.count == 0, "no stale answer beyond the bound: it waits for the paced call")
         h.clock.advance(by: .milliseconds(100))
-        guard h.fetcher.outstanding == 1 else { return }
+        try #require(h.fetcher.outstanding == 1, "the paced call starts once retry_interval has passed")
         h.fetcher.complete(.failure(.fetch("down")))
         #expect(beyond.error?.message == "down")
     }
