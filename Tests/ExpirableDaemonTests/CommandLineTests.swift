@@ -8,6 +8,18 @@ import Testing
 struct CommandLineTests {
     static var ctl: String { get throws { try TestPaths.product("expirablectl").path } }
 
+    /// An expirable whose plugin call takes 3 s and is allowed 10: a --timeout shorter than that ends in CALLTIMEOUT.
+    static let patient = """
+        [expirable.patient]
+        plugin = "command"
+        scope = "local"
+        timeout = "10s"
+        [expirable.patient.params]
+        shell = "sleep 3; echo late"
+        ttl = "1m"
+
+        """
+
     @Test("--socket and --timeout are accepted before or after the command; --timeout takes a duration")
     func globalOptionsAnywhere() throws {
         let daemon = try ServingTests.start(ServingTests.counter())
@@ -30,16 +42,7 @@ struct CommandLineTests {
 
     @Test("a bare number in --timeout counts milliseconds, as every duration does (SPEC §2): 300 is 0.3 s, not 300 s")
     func bareTimeoutIsMilliseconds() throws {
-        let daemon = try ServingTests.start(ServingTests.counter() + """
-            [expirable.patient]
-            plugin = "command"
-            scope = "local"
-            timeout = "10s"
-            [expirable.patient.params]
-            shell = "sleep 3; echo late"
-            ttl = "1m"
-
-            """)
+        let daemon = try ServingTests.start(ServingTests.counter() + Self.patient)
         defer { daemon.remove() }
         // Read as seconds, the call would wait for the plugin's 3 s and print "late".
         let bare = try daemon.ctl("fetch", "patient", "--timeout", "300")
@@ -190,15 +193,8 @@ struct CommandLineTests {
             timeout = "200ms"
             [expirable.slow.params]
             sleep_ms = 2000
-            [expirable.patient]
-            plugin = "command"
-            scope = "local"
-            timeout = "10s"
-            [expirable.patient.params]
-            shell = "sleep 3; echo late"
-            ttl = "1m"
 
-            """)
+            """ + Self.patient)
         defer { daemon.remove() }
         let notFound = try daemon.ctl("fetch", "nope")
         #expect(notFound.status == 66)
@@ -325,16 +321,7 @@ struct CommandLineTests {
 
     @Test("messages that name what the user gave and the fix: an empty $EXPIRABLE_SOCKET, check-config's path, --timeout out of range, negative durations, CALLTIMEOUT, help for no such command")
     func messagesNameTheCause() throws {
-        let daemon = try ServingTests.start("""
-            [expirable.patient]
-            plugin = "command"
-            scope = "local"
-            timeout = "10s"
-            [expirable.patient.params]
-            shell = "sleep 3; echo late"
-            ttl = "1m"
-
-            """)
+        let daemon = try ServingTests.start(Self.patient)
         defer { daemon.remove() }
         let empty = try runTool(Self.ctl, ["ping"], environment: ProcessInfo.processInfo.environment.merging(["EXPIRABLE_SOCKET": ""]) { $1 })
         #expect(empty.status == 64)
