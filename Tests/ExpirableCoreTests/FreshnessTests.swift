@@ -367,7 +367,7 @@ struct FreshnessTests {
     }
 
     @Test("17. a call that started before a clear and fails after it does not pace the next fetch: a clear is \"try again now\"")
-    func clearOutlivesFailingCall() {
+    func clearOutlivesFailingCall() throws {
         let h = Harness(freshness: FreshnessPolicy(retryInterval: .seconds(5)))
         let before = h.startFetch()
         h.engine.clear("token")
@@ -377,7 +377,7 @@ struct FreshnessTests {
         #expect(h.engine.status("token")?.nextAttemptInMillis == nil, "no pacing after the clear")
         let after = h.startFetch()
         #expect(h.fetcher.calls == 2, "called at once, not retry_interval after the call from before the clear")
-        guard h.fetcher.outstanding == 1 else { return }
+        try #require(h.fetcher.outstanding == 1)
         h.fetcher.complete(value("v", expiresIn: 60_000, clock: h.clock))
         #expect(string(after.fetched) == "v")
     }

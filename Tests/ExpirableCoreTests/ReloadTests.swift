@@ -73,7 +73,7 @@ struct ReloadKeepingValuesTests {
         #expect(h.engine.status("token")?.nextRefreshInMillis != nil, "a refresh is scheduled under the new configuration")
         h.clock.advance(by: .seconds(5))
         #expect(h.fetcher.calls == 3, "the new configuration is tried in the background while the value lasts")
-        guard h.fetcher.outstanding == 1 else { return }
+        try #require(h.fetcher.outstanding == 1)
         h.fetcher.complete(value("v2", expiresIn: 30_000, clock: h.clock))
         #expect(string(h.engine.cachedValue("token")) == "v2")
     }
